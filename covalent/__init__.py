@@ -1,0 +1,46 @@
+"""The Covalent workflow API on a Dask engine.
+
+>>> import covalent as ct
+>>> @ct.electron
+... def add(x, y): return x + y
+>>> @ct.lattice
+... def wf(n): return add(n, 1)
+>>> wf(1)   # outside a dispatch a lattice is its function
+2
+"""
+
+from __future__ import annotations
+
+from . import executor
+from ._deps import DepsBash, DepsCall, DepsPip
+from ._dispatch import dispatch, dispatch_sync, redispatch, stop_triggers
+from ._electron import Electron, electron, wait
+from ._lattice import Lattice, lattice
+from ._results_manager.result import Result
+from ._results_manager.results_manager import cancel, get_result
+from ._status import Status, status
+from ._transport import TransportableObject
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "DepsBash",
+    "DepsCall",
+    "DepsPip",
+    "Electron",
+    "Lattice",
+    "Result",
+    "Status",
+    "TransportableObject",
+    "cancel",
+    "dispatch",
+    "dispatch_sync",
+    "electron",
+    "executor",
+    "get_result",
+    "lattice",
+    "redispatch",
+    "status",
+    "stop_triggers",
+    "wait",
+]

@@ -1,0 +1,233 @@
+"""Record electron calls into a WorkflowGraph while a lattice function runs.
+
+One ``GraphBuilder`` is active (in a ContextVar) for the duration of ``Lattice.build_graph``.
+Electrons called while it is active add nodes instead of running. Node ids follow Covalent:
+the call's node first, then, argument by argument, its collection and parameter nodes.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Iterator
+from contextlib import contextmanager
+from contextvars import ContextVar
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from ._executors import executor_name
+from ._graph import (
+    ELECTRON_DICT_PREFIX,
+    ELECTRON_LIST_PREFIX,
+    PARAMETER_PREFIX,
+    POSTPROCESS_NAME,
+    SUBLATTICE_PREFIX,
+    EdgeKind,
+    NodeKind,
+    WorkflowGraph,
+)
+from ._transport import dumps
+from .errors import WorkflowDefinitionError
+
+if TYPE_CHECKING:
+    from ._electron import Electron
+
+_ACTIVE: ContextVar[GraphBuilder | None] = ContextVar("covalent_active_builder", default=None)
+
+_MAX_PARAM_NAME = 1000
+
+
+@dataclass(frozen=True, slots=True)
+class NodeOutput:
+    """Placeholder for a node's output inside the lattice's return template."""
+
+    node_id: int
+
+
+def active_builder() -> GraphBuilder | None:
+    """The builder of the lattice being built in this context, if any."""
+    return _ACTIVE.get()
+
+
+@contextmanager
+def building(builder: GraphBuilder) -> Iterator[GraphBuilder]:
+    token = _ACTIVE.set(builder)
+    try:
+        yield builder
+    finally:
+        _ACTIVE.reset(token)
+
+
+class GraphBuilder:
+    """Collect nodes, edges and blobs; ``defaults`` are the lattice's electron defaults."""
+
+    def __init__(self, defaults: dict[str, Any] | None = None) -> None:
+        self.graph = WorkflowGraph()
+        self.defaults = defaults or {}
+        self._fn_blobs: dict[int, tuple[int, str]] = {}
+        self._hook_blobs: dict[int, int] = {}
+        self._keep: list[Any] = []  # keeps cached objects alive so id() keys stay unique
+
+    def add_call(self, electron: Electron[Any, Any], args: tuple[Any, ...],
+                 kwargs: dict[str, Any]) -> Electron[Any, Any]:
+        """Add the node of one electron call and its argument nodes; return the bound electron."""
+        from ._electron import Electron
+        from ._lattice import Lattice
+
+        fn = electron.function
+        is_sub = isinstance(fn, Lattice)
+        name = (SUBLATTICE_PREFIX if is_sub else "") + electron.node_name
+        meta = electron.effective_metadata(self.defaults)
+        blob, digest = self._function_blob(fn, name)
+        node_id = self.graph.add_node(
+            name,
+            NodeKind.SUBLATTICE if is_sub else electron.kind,
+            executor=executor_name(meta.get("executor")),
+            fn=blob,
+            fn_hash=digest,
+            hooks=self._hooks_blob(electron, meta),
+            metadata=_describe(meta),
+        )
+        names = electron.positional_names(len(args))
+        skip = {d.retval_keyword for d in meta.get("call_before") or [] if d.retval_keyword}
+        for i, value in enumerate(args):
+            self.connect(node_id, names[i], value, EdgeKind.ARG, i)
+        for key, value in kwargs.items():
+            if key not in skip:
+                self.connect(node_id, key, value, EdgeKind.KWARG, None)
+        return Electron._bound(electron, node_id)
+
+    def connect(self, dst: int, name: str, value: Any, kind: EdgeKind, index: int | None) -> None:
+        """Feed ``value`` into node ``dst``: an edge from an electron, else new nodes."""
+        from ._electron import Electron
+
+        g = self.graph
+        if isinstance(value, Electron):
+            if value.node_id is None or value.builder is not self:
+                raise WorkflowDefinitionError(
+                    f"argument {name!r} is an electron that was not called inside this lattice"
+                )
+            g.add_edge(value.node_id, dst, name, kind, index)
+        elif isinstance(value, list | tuple) and not _is_namedtuple(value):
+            node = g.add_node(ELECTRON_LIST_PREFIX,
+                              NodeKind.LIST if isinstance(value, list) else NodeKind.TUPLE)
+            for i, item in enumerate(value):
+                self.connect(node, name, item, EdgeKind.ARG, i)
+            g.add_edge(node, dst, name, kind, index)
+        elif isinstance(value, dict):
+            node = g.add_node(ELECTRON_DICT_PREFIX, NodeKind.DICT)
+            g.nodes[node].value = g.add_blob(dumps(list(value), f"the keys of argument {name!r}"))
+            for i, (k, item) in enumerate(value.items()):
+                self.connect(node, str(k), item, EdgeKind.ARG, i)
+            g.add_edge(node, dst, name, kind, index)
+        else:
+            label = PARAMETER_PREFIX + _safe_str(value)
+            blob = g.add_blob(dumps(value, f"argument {name!r} (a {type(value).__name__})"))
+            node = g.add_node(label, NodeKind.PARAMETER, value=blob)
+            g.add_edge(node, dst, name, kind, index)
+
+    def add_wait(self, child: Electron[Any, Any], parents: list[Electron[Any, Any]]) -> None:
+        for p in parents:
+            if p.node_id is None or child.node_id is None:
+                raise WorkflowDefinitionError("ct.wait takes electrons called inside the lattice")
+            self.graph.add_edge(p.node_id, child.node_id, "!waiting_edge", EdgeKind.WAIT, None)
+
+    def add_postprocess(self, retval: Any, executor: Any) -> int:
+        """Add the last node: it rebuilds the lattice's return value from node outputs."""
+        refs: list[int] = []
+        template = self._template(retval, refs)
+        g = self.graph
+        blob = g.add_blob(dumps(template, "the lattice's return value"))
+        node_id = g.add_node(POSTPROCESS_NAME, NodeKind.POSTPROCESS,
+                             executor=executor_name(executor), value=blob)
+        for ref in dict.fromkeys(refs):
+            g.add_edge(ref, node_id, f"node:{ref}", EdgeKind.KWARG, None)
+        return node_id
+
+    def _template(self, value: Any, refs: list[int]) -> Any:
+        from ._electron import Electron
+
+        if isinstance(value, Electron):
+            if value.node_id is None or value.builder is not self:
+                raise WorkflowDefinitionError("the lattice returns an electron it did not call")
+            refs.append(value.node_id)
+            return NodeOutput(value.node_id)
+        if isinstance(value, list):
+            return [self._template(v, refs) for v in value]
+        if isinstance(value, tuple) and not _is_namedtuple(value):
+            return tuple(self._template(v, refs) for v in value)
+        if isinstance(value, dict):
+            return {k: self._template(v, refs) for k, v in value.items()}
+        if isinstance(value, set | frozenset):
+            return type(value)(self._template(v, refs) for v in value)
+        return value
+
+    def _function_blob(self, fn: Any, name: str) -> tuple[int | None, str]:
+        if fn is None:
+            return None, ""
+        cached = self._fn_blobs.get(id(fn))
+        if cached is None:
+            data = dumps(fn, f"the function of electron {name!r}")
+            cached = (self.graph.add_blob(data), hashlib.sha256(data).hexdigest())
+            self._fn_blobs[id(fn)] = cached
+            self._keep.append(fn)
+        return cached
+
+    def _hooks_blob(self, electron: Electron[Any, Any], meta: dict[str, Any]) -> int | None:
+        hooks = {k: meta.get(k) for k in ("deps_bash", "deps_pip", "call_before", "call_after")}
+        if not any(hooks.values()):
+            return None
+        key = id(electron.metadata)
+        if key not in self._hook_blobs:
+            self._hook_blobs[key] = self.graph.add_blob(
+                dumps(hooks, f"the deps/call_before/call_after of {electron.node_name!r}")
+            )
+            self._keep.append(electron.metadata)
+        return self._hook_blobs[key]
+
+
+def fill_template(template: Any, outputs: dict[int, Any]) -> Any:
+    """Replace every NodeOutput in ``template`` by that node's output.
+
+    >>> fill_template({"a": [NodeOutput(0), 2]}, {0: 1})
+    {'a': [1, 2]}
+    """
+    if isinstance(template, NodeOutput):
+        return outputs[template.node_id]
+    if isinstance(template, list):
+        return [fill_template(v, outputs) for v in template]
+    if isinstance(template, tuple) and not _is_namedtuple(template):
+        return tuple(fill_template(v, outputs) for v in template)
+    if isinstance(template, dict):
+        return {k: fill_template(v, outputs) for k, v in template.items()}
+    if isinstance(template, set | frozenset):
+        return type(template)(fill_template(v, outputs) for v in template)
+    return template
+
+
+def _is_namedtuple(value: Any) -> bool:
+    return isinstance(value, tuple) and hasattr(value, "_fields")
+
+
+def _safe_str(value: Any) -> str:
+    try:
+        text = str(value)
+    except Exception as exc:  # user __str__ may raise anything; the name is only a label
+        text = f"<{type(value).__name__}: {exc}>"
+    return text[:_MAX_PARAM_NAME]
+
+
+def _describe(meta: dict[str, Any]) -> dict[str, Any]:
+    """JSON-safe summary of an electron's metadata, for display and for the server."""
+    ex = meta.get("executor")
+    bash = meta.get("deps_bash")
+    pip = meta.get("deps_pip")
+    return {
+        "executor": executor_name(ex),
+        "executor_data": ex.to_dict() if hasattr(ex, "to_dict") else {},
+        "deps": {
+            "bash": list(bash.commands) if bash is not None else [],
+            "pip": list(pip.packages) if pip is not None else [],
+        },
+        "call_before": [repr(d) for d in meta.get("call_before") or []],
+        "call_after": [repr(d) for d in meta.get("call_after") or []],
+    }

@@ -1,0 +1,95 @@
+"""Talk to the dispatcher over HTTP, blocking, one keep-alive connection per thread and address.
+
+Uses the stdlib's ``http.client`` so the SDK works inside a running event loop (Jupyter) and
+stays light to import. Every failure becomes a ``covalent.errors`` exception.
+"""
+
+from __future__ import annotations
+
+import http.client
+import json
+import socket
+import threading
+from typing import Any
+from urllib.parse import urlencode, urlsplit
+
+from ._config import ClientConfig
+from .errors import DispatcherError, DispatcherUnavailableError, error_from_body
+from .wire import API, CONTENT_TYPE
+
+_local = threading.local()
+_TIMEOUT = 60.0
+
+
+def _connection(url: str, fresh: bool = False) -> http.client.HTTPConnection:
+    pool: dict[str, http.client.HTTPConnection] = getattr(_local, "pool", None) or {}
+    _local.pool = pool
+    conn = pool.get(url)
+    if conn is None or fresh:
+        if conn is not None:
+            conn.close()
+        parts = urlsplit(url)
+        if parts.scheme != "http" or not parts.hostname:
+            raise ValueError(f"dispatcher address must be http://host:port, got {url!r}")
+        conn = http.client.HTTPConnection(parts.hostname, parts.port or 80, timeout=_TIMEOUT)
+        pool[url] = conn
+    return conn
+
+
+def request(
+    cfg: ClientConfig,
+    method: str,
+    path: str,
+    *,
+    query: dict[str, Any] | None = None,
+    body: bytes | None = None,
+    content_type: str = "application/json",
+    timeout: float = _TIMEOUT,
+) -> tuple[int, str, bytes]:
+    """Send one request; return (status, content type, body) of a 2xx answer.
+
+    Raises:
+        DispatcherUnavailableError: nothing answers at ``cfg.url``.
+        DispatcherError (a subclass per error code): the server answered 4xx/5xx.
+    """
+    target = API + path + (("?" + urlencode(query)) if query else "")
+    headers = {"Content-Type": content_type, "Accept": "application/json"}
+    if cfg.token:
+        headers["Authorization"] = f"Bearer {cfg.token}"
+    for attempt in (0, 1):
+        conn = _connection(cfg.url, fresh=attempt > 0)
+        conn.timeout = timeout
+        if conn.sock is not None:
+            conn.sock.settimeout(timeout)
+        try:
+            conn.request(method, target, body=body, headers=headers)
+            resp = conn.getresponse()
+            data = resp.read()
+            break
+        except (http.client.RemoteDisconnected, BrokenPipeError, ConnectionResetError) as exc:
+            conn.close()
+            if attempt:  # a kept-alive connection the server closed: retry once on a new one
+                raise DispatcherUnavailableError(cfg.url, str(exc)) from exc
+        except (ConnectionRefusedError, socket.gaierror, socket.timeout, OSError) as exc:
+            conn.close()
+            raise DispatcherUnavailableError(cfg.url, f"{type(exc).__name__}: {exc}") from exc
+    ctype = resp.getheader("Content-Type", "")
+    if resp.status >= 400:
+        raise _error(resp.status, data)
+    return resp.status, ctype, data
+
+
+def request_json(cfg: ClientConfig, method: str, path: str, **kw: Any) -> Any:
+    _, _, data = request(cfg, method, path, **kw)
+    return json.loads(data) if data else None
+
+
+def _error(status: int, data: bytes) -> DispatcherError:
+    try:
+        body = json.loads(data)
+        return error_from_body(str(body["error"]), str(body["message"]), status)
+    except (ValueError, KeyError, TypeError):
+        return DispatcherError("HTTPError", f"HTTP {status}: {data[:200]!r}", status)
+
+
+__all__ = ["request", "request_json", "CONTENT_TYPE"]

@@ -1,0 +1,186 @@
+"""Send lattices to the dispatcher: ``dispatch``, ``dispatch_sync``, ``redispatch``,
+``stop_triggers``.
+
+A dispatch is ONE request: the graph as JSON and every pickled function and value as blobs
+(see ``covalent.wire``). The client picks the dispatch id, so a retried request cannot
+create a second dispatch.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import platform
+import uuid
+from collections.abc import Callable
+from typing import Any
+
+import cloudpickle
+
+from . import _client, wire
+from ._config import client_config
+from ._graph import NodeKind, WorkflowGraph
+from ._lattice import Lattice
+from ._results_manager.result import Result
+from ._results_manager.results_manager import _check_id, get_result
+from ._transport import dumps
+from .errors import WorkflowDefinitionError
+
+
+def _client_versions() -> dict[str, str]:
+    return {"python": platform.python_version(), "cloudpickle": cloudpickle.__version__}
+
+
+def build_submission(lat: Lattice[Any, Any], args: tuple[Any, ...], kwargs: dict[str, Any],
+                     *, dispatch_id: str, disable_run: bool,
+                     replace: dict[str, Callable[..., Any]] | None = None) -> bytes:
+    """Build the graph of ``lat(*args, **kwargs)`` and frame the whole dispatch request."""
+    graph = lat.build_graph(*args, **kwargs)
+    if replace:
+        _replace_functions(graph, replace)
+    blobs = graph.blobs
+    inputs = len(blobs)
+    blobs.append(lat.inputs.get_serialized() if lat.inputs is not None else dumps({}, "inputs"))
+    lattice_blob = len(blobs)
+    blobs.append(dumps(lat, f"lattice {lat.__name__!r}"))
+    triggers = lat.metadata.get("triggers") or []
+    header = {
+        "dispatch_id": dispatch_id,
+        "name": lat.__name__,
+        "graph": graph.to_json(),
+        "inputs": inputs,
+        "lattice": lattice_blob,
+        "disable_run": bool(disable_run or triggers),
+        "client": _client_versions(),
+        "triggers": [t.to_dict() for t in triggers],
+    }
+    return wire.pack(header, blobs)
+
+
+def _check_lattice(orig_lattice: Any) -> Lattice[Any, Any]:
+    if isinstance(orig_lattice, Lattice):
+        return orig_lattice
+    raise WorkflowDefinitionError(
+        f"ct.dispatch needs a @ct.lattice, got {type(orig_lattice).__name__}"
+        + (" (decorate the workflow function with @ct.lattice)" if callable(orig_lattice) else "")
+    )
+
+
+def dispatch(orig_lattice: Lattice[Any, Any], dispatcher_addr: str | None = None,
+             disable_run: bool = False) -> Callable[..., str]:
+    """Wrap a lattice so that calling it sends it to the dispatcher; returns the dispatch id.
+
+    Args:
+        orig_lattice: the ``@ct.lattice`` to run.
+        dispatcher_addr: ``host:port`` of the dispatcher; default from config.
+        disable_run: only store the dispatch (NEW_OBJECT); start it later with
+            ``ct.redispatch(dispatch_id, is_pending=True)()``.
+
+    Returns:
+        A function taking the lattice's inputs and returning the new dispatch id (a string),
+        as soon as the server has stored the dispatch.
+
+    Raises:
+        WorkflowDefinitionError, SerializationError: the workflow cannot be built or pickled.
+        DispatcherUnavailableError: no server answers at the address.
+
+    Example:
+        >>> dispatch_id = ct.dispatch(workflow)(10)   # doctest: +SKIP
+    """
+    lat = _check_lattice(orig_lattice)
+
+    def wrapper(*args: Any, **kwargs: Any) -> str:
+        cfg = client_config(dispatcher_addr)
+        dispatch_id = str(uuid.uuid4())
+        body = build_submission(lat, args, kwargs, dispatch_id=dispatch_id,
+                                disable_run=disable_run)
+        resp = _client.request_json(cfg, "POST", "/dispatches", body=body,
+                                    content_type=wire.CONTENT_TYPE)
+        return str(resp["dispatch_id"])
+
+    return wrapper
+
+
+def dispatch_sync(lattice: Lattice[Any, Any], dispatcher_addr: str | None = None) -> Callable[..., Result]:
+    """Like ``dispatch``, but the wrapper waits and returns the ``Result``."""
+    submit = dispatch(lattice, dispatcher_addr)
+
+    def wrapper(*args: Any, **kwargs: Any) -> Result:
+        dispatch_id = submit(*args, **kwargs)
+        result = get_result(dispatch_id, wait=True, dispatcher_addr=dispatcher_addr)
+        assert isinstance(result, Result)
+        return result
+
+    return wrapper
+
+
+def redispatch(dispatch_id: str, dispatcher_addr: str | None = None,
+               replace_electrons: dict[str, Callable[..., Any]] | None = None,
+               reuse_previous_results: bool = False, is_pending: bool = False) -> Callable[..., str]:
+    """Run a stored dispatch again; the wrapper returns the new dispatch id.
+
+    Args:
+        dispatch_id: the dispatch to run again.
+        replace_electrons: ``{electron name: new electron}``: every node of that name runs the
+            new function.
+        reuse_previous_results: nodes whose function, inputs and parents are unchanged keep
+            the old outputs instead of running again.
+        is_pending: start the stored (``disable_run=True``) dispatch itself, under its own id.
+
+    Returns:
+        A function taking new inputs (none: the old ones) and returning a dispatch id.
+    """
+    _check_id(dispatch_id)
+
+    def wrapper(*args: Any, **kwargs: Any) -> str:
+        cfg = client_config(dispatcher_addr)
+        if is_pending:
+            resp = _client.request_json(cfg, "POST", f"/dispatches/{dispatch_id}/start")
+            return str(resp["dispatch_id"])
+        old = get_result(dispatch_id, dispatcher_addr=dispatcher_addr)
+        assert isinstance(old, Result)
+        lat = old.lattice
+        if not args and not kwargs:
+            inputs = old.inputs
+            args, kwargs = tuple(inputs.get("args", ())), dict(inputs.get("kwargs", {}))
+        new_id = str(uuid.uuid4())
+        body = build_submission(lat, args, kwargs, dispatch_id=new_id, disable_run=False,
+                                replace=replace_electrons)
+        query = {"redispatch_of": dispatch_id, "reuse": "1" if reuse_previous_results else "0"}
+        resp = _client.request_json(cfg, "POST", "/dispatches", body=body,
+                                    content_type=wire.CONTENT_TYPE, query=query)
+        return str(resp["dispatch_id"])
+
+    return wrapper
+
+
+def _replace_functions(graph: WorkflowGraph,
+                       replacements: dict[str, Callable[..., Any]]) -> None:
+    """Point every node named like a key of ``replacements`` at the new electron's function."""
+    from ._electron import Electron
+
+    for name, new in replacements.items():
+        if not isinstance(name, str):
+            raise TypeError(f"replace_electrons keys are electron names, got {name!r}")
+        fn = new.function if isinstance(new, Electron) else new
+        if not callable(fn):
+            raise TypeError(f"replace_electrons[{name!r}] must be an electron or a function")
+        data = dumps(fn, f"the replacement of electron {name!r}")
+        blob, digest = graph.add_blob(data), hashlib.sha256(data).hexdigest()
+        for node in graph.nodes:
+            if node.name == name and node.kind is NodeKind.ELECTRON:
+                node.fn, node.fn_hash = blob, digest
+
+
+def stop_triggers(dispatch_ids: str | list[str], triggers_server_addr: str | None = None) -> None:
+    """Stop every trigger of the given dispatch id(s); no new dispatch is created afterwards.
+
+    Raises:
+        DispatchNotFoundError: an id is unknown.
+    """
+    ids = [dispatch_ids] if isinstance(dispatch_ids, str) else list(dispatch_ids)
+    for i in ids:
+        _check_id(i)
+    cfg = client_config(triggers_server_addr)
+    _client.request_json(cfg, "POST", "/triggers/stop",
+                         body=json.dumps({"dispatch_ids": ids}).encode())

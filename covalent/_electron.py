@@ -1,0 +1,316 @@
+"""The ``@electron`` decorator: a task that runs as one Dask task when its lattice is dispatched.
+
+Outside a lattice an electron is its function. Inside ``Lattice.build_graph`` a call records a
+node and returns a *bound* electron that stands for the node's future output; indexing,
+unpacking, attribute access and ``+ - * /`` on it record more nodes, as in Covalent.
+"""
+
+from __future__ import annotations
+
+import dis
+import functools
+import inspect
+import operator
+import sys
+from collections.abc import Callable, Iterable, Iterator
+from typing import Any, Generic, ParamSpec, TypeVar, overload
+
+from ._builder import GraphBuilder, active_builder
+from ._deps import DepsBash, DepsCall, DepsPip
+from ._executors import executor_name
+from ._graph import NodeKind
+from .errors import WorkflowDefinitionError
+
+P = ParamSpec("P")
+R = TypeVar("R")
+
+_META_KEYS = ("executor", "deps_bash", "deps_pip", "call_before", "call_after")
+
+
+class Electron(Generic[P, R]):
+    """A function recorded as a node when called inside a lattice."""
+
+    def __init__(
+        self,
+        function: Callable[P, R] | None,
+        *,
+        metadata: dict[str, Any] | None = None,
+        kind: NodeKind = NodeKind.ELECTRON,
+        name: str | None = None,
+        arg_names: tuple[str, ...] | None = None,
+    ) -> None:
+        self.function = function
+        self.metadata: dict[str, Any] = metadata if metadata is not None else {}
+        self.kind = kind
+        self.node_name = name or getattr(function, "__name__", None) or repr(function)
+        self.node_id: int | None = None
+        self.builder: GraphBuilder | None = None
+        self._arg_names = arg_names
+        if function is not None and kind is NodeKind.ELECTRON:
+            functools.update_wrapper(self, function, updated=())  # type: ignore[arg-type]
+
+    @classmethod
+    def _bound(cls, proto: Electron[Any, Any], node_id: int) -> Electron[Any, Any]:
+        bound: Electron[Any, Any] = cls(proto.function, metadata=proto.metadata, kind=proto.kind,
+                                        name=proto.node_name, arg_names=proto._arg_names)
+        bound.node_id = node_id
+        bound.builder = active_builder()
+        return bound
+
+    def __call__(self, *args: P.args, **kwargs: P.kwargs) -> R:
+        # Inside a lattice this returns a bound Electron, not R; declaring R keeps user annotations natural.
+        builder = active_builder()
+        if builder is None:
+            if self.function is None:
+                raise TypeError(f"{self.node_name} can only be called inside a lattice")
+            return self.function(*args, **kwargs)
+        if self.function is not None and self.kind is NodeKind.ELECTRON:
+            _check_signature(self.function, self.node_name, args, kwargs)
+        return builder.add_call(self, args, kwargs)  # type: ignore[return-value]
+
+    def get_metadata(self, name: str) -> Any:
+        return self.metadata.get(name)
+
+    def set_metadata(self, name: str, value: Any) -> None:
+        self.metadata[name] = value
+
+    def effective_metadata(self, defaults: dict[str, Any]) -> dict[str, Any]:
+        """This electron's metadata with unset keys taken from the lattice's defaults."""
+        if self.kind not in (NodeKind.ELECTRON, NodeKind.SUBLATTICE):
+            return {"executor": self.metadata.get("executor") or defaults.get("executor")}
+        return {k: self.metadata.get(k) or defaults.get(k) for k in _META_KEYS}
+
+    def positional_names(self, n: int) -> list[str]:
+        """Edge names for ``n`` positional arguments, from the function's signature."""
+        if self._arg_names is not None:
+            names = list(self._arg_names)
+        else:
+            names = []
+            try:
+                params = inspect.signature(self.function).parameters.values()  # type: ignore[arg-type]
+            except (TypeError, ValueError):
+                params = []  # type: ignore[assignment]
+            for p in params:
+                if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD):
+                    names.append(p.name)
+                elif p.kind is p.VAR_POSITIONAL:
+                    names.extend([p.name] * max(0, n - len(names)))
+        return [names[i] if i < len(names) else f"arg{i}" for i in range(n)]
+
+    # -- operations on a bound electron inside a lattice record new nodes --------------------
+
+    def _exec_only(self) -> dict[str, Any]:
+        """Metadata for a derived node: same executor, none of this electron's hooks."""
+        return {"executor": self.metadata.get("executor")}
+
+    def _require_bound(self, what: str) -> GraphBuilder:
+        builder = active_builder()
+        if builder is None or self.node_id is None:
+            raise WorkflowDefinitionError(
+                f"{what} of electron {self.node_name!r} is only possible on its output inside a lattice"
+            )
+        return builder
+
+    def __getattr__(self, attr: str) -> Any:
+        if attr.startswith("_") or "node_id" not in self.__dict__ or self.__dict__["node_id"] is None:
+            raise AttributeError(attr)
+        if active_builder() is None:
+            raise AttributeError(attr)
+        getter: Electron[Any, Any] = Electron(None, metadata=self._exec_only(), kind=NodeKind.GETATTR,
+                                              name=f":{self.node_name}.__getattr__",
+                                              arg_names=("e", "attr"))
+        return getter(self, attr)
+
+    def __getitem__(self, key: Any) -> Any:
+        self._require_bound("indexing")
+        getter: Electron[Any, Any] = Electron(None, metadata=self._exec_only(), kind=NodeKind.GETITEM,
+                                              name=f":{self.node_name}.__getitem__",
+                                              arg_names=("e", "key"))
+        return getter(self, key)
+
+    def __iter__(self) -> Iterator[Any]:
+        self._require_bound("iteration")
+        count = _unpack_count(sys._getframe(1))
+        if count is None:
+            raise WorkflowDefinitionError(
+                f"cannot iterate over the output of {self.node_name!r} inside a lattice: its "
+                "length is unknown until it runs. Unpack it into names (a, b = task()), index "
+                "it (x[0]), or pass it whole to another electron."
+            )
+        items = []
+        for i in range(count):
+            getter: Electron[Any, Any] = Electron(None, metadata=self._exec_only(),
+                                                  kind=NodeKind.GETITEM,
+                                                  name=f":{self.node_name}()[{i}]",
+                                                  arg_names=("e", "key"))
+            items.append(getter(self, i))
+        return iter(items)
+
+    def __bool__(self) -> bool:
+        if self.node_id is not None and active_builder() is not None:
+            raise WorkflowDefinitionError(
+                f"the output of {self.node_name!r} has no truth value while the lattice is "
+                "built; branch inside an electron (or a sublattice) instead"
+            )
+        return True
+
+    def _op(self, other: Any, sym: str, reverse: bool = False) -> Any:
+        self._require_bound(f"operator {sym}")
+        left, right = (other, self) if reverse else (self, other)
+        fn = _OPS[sym]
+        name = f"{_operand_name(left)}_{sym}_{_operand_name(right)}"
+        op: Electron[Any, Any] = Electron(fn, metadata=self._exec_only(), name=name,
+                                          arg_names=("arg_1", "arg_2"))
+        return op(left, right)
+
+    def __add__(self, o: Any) -> Any: return self._op(o, "+")
+    def __radd__(self, o: Any) -> Any: return self._op(o, "+", True)
+    def __sub__(self, o: Any) -> Any: return self._op(o, "-")
+    def __rsub__(self, o: Any) -> Any: return self._op(o, "-", True)
+    def __mul__(self, o: Any) -> Any: return self._op(o, "*")
+    def __rmul__(self, o: Any) -> Any: return self._op(o, "*", True)
+    def __truediv__(self, o: Any) -> Any: return self._op(o, "/")
+    def __rtruediv__(self, o: Any) -> Any: return self._op(o, "/", True)
+
+    def wait_for(self, electrons: Electron[Any, Any] | Iterable[Electron[Any, Any]]) -> Electron[P, R]:
+        """Run this (bound) electron only after ``electrons`` have completed."""
+        builder = self._require_bound("ct.wait")
+        parents = [electrons] if isinstance(electrons, Electron) else list(electrons)
+        builder.add_wait(self, parents)
+        return self
+
+    def __repr__(self) -> str:
+        if self.node_id is not None:
+            return f"<Electron {self.node_name!r} node {self.node_id}>"
+        return f"<Electron {self.node_name!r}>"
+
+    def __getstate__(self) -> dict[str, Any]:
+        state = dict(self.__dict__)
+        state["builder"] = None
+        return state
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__dict__.update(state)
+
+
+_OPS: dict[str, Callable[[Any, Any], Any]] = {
+    "+": operator.add, "-": operator.sub, "*": operator.mul, "/": operator.truediv,
+}
+
+
+def _operand_name(x: Any) -> str:
+    return x.node_name if isinstance(x, Electron) else str(x)
+
+
+def _unpack_count(frame: Any) -> int | None:
+    """How many names the caller unpacks into at this instruction, if it is unpacking."""
+    for ins in dis.get_instructions(frame.f_code):
+        if ins.offset == frame.f_lasti:
+            return int(ins.arg) if ins.opname == "UNPACK_SEQUENCE" and ins.arg is not None else None
+    return None
+
+
+def _check_signature(fn: Callable[..., Any], name: str, args: tuple[Any, ...],
+                     kwargs: dict[str, Any]) -> None:
+    try:
+        sig = inspect.signature(fn)
+    except (TypeError, ValueError):
+        return
+    try:
+        sig.bind(*args, **kwargs)
+    except TypeError as exc:
+        raise WorkflowDefinitionError(f"electron {name!r} called with wrong arguments: {exc}") from exc
+
+
+@overload
+def electron(_func: Callable[P, R], /) -> Electron[P, R]: ...
+@overload
+def electron(
+    *,
+    backend: Any = None,
+    executor: Any = None,
+    files: list[Any] | None = None,
+    deps_bash: DepsBash | list[str] | str | None = None,
+    deps_pip: DepsPip | list[str] | None = None,
+    call_before: DepsCall | list[DepsCall] | None = None,
+    call_after: DepsCall | list[DepsCall] | None = None,
+) -> Callable[[Callable[P, R]], Electron[P, R]]: ...
+def electron(
+    _func: Callable[P, R] | None = None,
+    /,
+    *,
+    backend: Any = None,
+    executor: Any = None,
+    files: list[Any] | None = None,
+    deps_bash: DepsBash | list[str] | str | None = None,
+    deps_pip: DepsPip | list[str] | None = None,
+    call_before: DepsCall | list[DepsCall] | None = None,
+    call_after: DepsCall | list[DepsCall] | None = None,
+) -> Electron[P, R] | Callable[[Callable[P, R]], Electron[P, R]]:
+    """Turn a function into an electron (a task of a lattice).
+
+    Args:
+        executor: ``"dask"`` (default), ``"local"`` or an executor object; see ``covalent.executor``.
+        deps_bash: shell commands (or a ``DepsBash``) run on the worker before the function.
+        deps_pip: packages (or a ``DepsPip``) pip-installed on the worker before the function.
+        call_before: ``DepsCall``s run before the function; one with ``retval_keyword`` passes
+            its return value to the function as that keyword argument.
+        call_after: ``DepsCall``s run after the function.
+
+    Returns:
+        An ``Electron``: called outside a lattice it runs the function; inside, it adds a node.
+
+    Raises:
+        ValueError: an unknown executor name. TypeError: a hook that is not a ``DepsCall``.
+
+    Example:
+        >>> @electron
+        ... def add(x, y): return x + y
+        >>> add(1, 2)
+        3
+    """
+    if files:
+        raise WorkflowDefinitionError("electron(files=...) file transfers are not supported by this dispatcher")
+    meta: dict[str, Any] = {
+        "executor": executor if executor is not None else backend,
+        "deps_bash": _as_bash(deps_bash),
+        "deps_pip": DepsPip(packages=deps_pip) if isinstance(deps_pip, list) else deps_pip,
+        "call_before": _as_calls(call_before, "call_before"),
+        "call_after": _as_calls(call_after, "call_after"),
+    }
+    executor_name(meta["executor"])  # fail at decoration time on an unknown executor
+
+    def wrap(func: Callable[P, R]) -> Electron[P, R]:
+        if isinstance(func, Electron):
+            func = func.function  # type: ignore[assignment]
+        if not callable(func):
+            raise TypeError(f"@electron needs a function, got {type(func).__name__}")
+        return Electron(func, metadata=dict(meta))
+
+    return wrap(_func) if _func is not None else wrap
+
+
+def _as_bash(v: DepsBash | list[str] | str | None) -> DepsBash | None:
+    if v is None or isinstance(v, DepsBash):
+        return v
+    if isinstance(v, str | list):
+        return DepsBash(v) if v else None
+    raise TypeError(f"deps_bash must be a DepsBash, a command or a list of commands, got {type(v).__name__}")
+
+
+def _as_calls(v: DepsCall | list[DepsCall] | None, what: str) -> list[DepsCall]:
+    calls = [] if v is None else [v] if isinstance(v, DepsCall) else list(v)
+    for c in calls:
+        if not isinstance(c, DepsCall):
+            raise TypeError(f"{what} takes DepsCall objects, got {type(c).__name__}")
+    return calls
+
+
+def wait(child: Any, parents: Any) -> Any:
+    """Make ``child`` (an electron output) wait for ``parents`` to complete; returns ``child``.
+
+    Outside a lattice it returns ``child`` unchanged.
+    """
+    if active_builder() is None or not isinstance(child, Electron):
+        return child
+    return child.wait_for(parents)

@@ -1,0 +1,158 @@
+"""Hold a workflow graph: nodes, edges and the pickled blobs they point to, as plain JSON.
+
+The graph is built on the client while the lattice function runs and is sent to the server
+in one request (see ``covalent.wire``). Nodes are numbered in the order they are added, which
+is Covalent's numbering. Blobs (pickled functions, parameter values, hooks) are kept apart
+from the JSON and referenced by index so the server can store them without unpickling.
+
+>>> g = WorkflowGraph()
+>>> g.add_node("add", NodeKind.ELECTRON), g.add_node(":parameter:1", NodeKind.PARAMETER)
+(0, 1)
+>>> g.add_edge(1, 0, "x", EdgeKind.ARG, 0)
+>>> WorkflowGraph.from_json(g.to_json(), g.blobs).edges[0].name
+'x'
+"""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass, field
+from typing import Any
+
+
+class NodeKind(enum.StrEnum):
+    """What a node does when it runs."""
+
+    ELECTRON = "electron"
+    PARAMETER = "parameter"
+    LIST = "list"
+    TUPLE = "tuple"
+    DICT = "dict"
+    GETITEM = "getitem"
+    GETATTR = "getattr"
+    SUBLATTICE = "sublattice"
+    POSTPROCESS = "postprocess"
+
+
+class EdgeKind(enum.StrEnum):
+    """How a parent's output reaches its child."""
+
+    ARG = "arg"
+    KWARG = "kwarg"
+    WAIT = "wait"
+
+
+PARAMETER_PREFIX = ":parameter:"
+ELECTRON_LIST_PREFIX = ":electron_list:"
+ELECTRON_DICT_PREFIX = ":electron_dict:"
+SUBLATTICE_PREFIX = ":sublattice:"
+POSTPROCESS_NAME = ":postprocess:"
+
+
+@dataclass(slots=True)
+class Node:
+    """One vertex: ``fn``, ``value`` and ``hooks`` index into the graph's blobs."""
+
+    id: int
+    name: str
+    kind: NodeKind
+    executor: str = "dask"
+    fn: int | None = None
+    value: int | None = None
+    hooks: int | None = None
+    fn_hash: str = ""
+    metadata: dict[str, Any] = field(default_factory=dict)
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "id": self.id,
+            "name": self.name,
+            "kind": str(self.kind),
+            "executor": self.executor,
+            "fn": self.fn,
+            "value": self.value,
+            "hooks": self.hooks,
+            "fn_hash": self.fn_hash,
+            "metadata": self.metadata,
+        }
+
+
+@dataclass(frozen=True, slots=True)
+class Edge:
+    """``src``'s output feeds ``dst`` as positional ``index`` or keyword ``name``."""
+
+    src: int
+    dst: int
+    name: str
+    kind: EdgeKind
+    index: int | None = None
+
+    def to_json(self) -> list[Any]:
+        return [self.src, self.dst, self.name, str(self.kind), self.index]
+
+
+@dataclass(slots=True)
+class WorkflowGraph:
+    """Nodes in id order, edges in insertion order, and the blobs they reference."""
+
+    nodes: list[Node] = field(default_factory=list)
+    edges: list[Edge] = field(default_factory=list)
+    blobs: list[bytes] = field(default_factory=list)
+
+    def add_node(self, name: str, kind: NodeKind, **fields: Any) -> int:
+        node_id = len(self.nodes)
+        self.nodes.append(Node(node_id, name, kind, **fields))
+        return node_id
+
+    def add_edge(
+        self, src: int, dst: int, name: str, kind: EdgeKind, index: int | None = None
+    ) -> None:
+        self.edges.append(Edge(src, dst, name, kind, index))
+
+    def add_blob(self, data: bytes) -> int:
+        self.blobs.append(data)
+        return len(self.blobs) - 1
+
+    def parents(self) -> dict[int, list[Edge]]:
+        """Incoming edges of every node, in insertion order."""
+        out: dict[int, list[Edge]] = {n.id: [] for n in self.nodes}
+        for e in self.edges:
+            out[e.dst].append(e)
+        return out
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "nodes": [n.to_json() for n in self.nodes],
+            "edges": [e.to_json() for e in self.edges],
+        }
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any], blobs: list[bytes]) -> WorkflowGraph:
+        """Rebuild a graph; raises KeyError/TypeError/ValueError on a malformed body."""
+        nodes = [
+            Node(
+                id=int(n["id"]),
+                name=str(n["name"]),
+                kind=NodeKind(n["kind"]),
+                executor=str(n.get("executor", "dask")),
+                fn=_opt_int(n.get("fn")),
+                value=_opt_int(n.get("value")),
+                hooks=_opt_int(n.get("hooks")),
+                fn_hash=str(n.get("fn_hash", "")),
+                metadata=dict(n.get("metadata") or {}),
+            )
+            for n in data["nodes"]
+        ]
+        edges = [
+            Edge(int(s), int(d), str(name), EdgeKind(kind), _opt_int(idx))
+            for s, d, name, kind, idx in data["edges"]
+        ]
+        return cls(nodes, edges, blobs)
+
+
+def _opt_int(v: Any) -> int | None:
+    if v is None:
+        return None
+    if isinstance(v, bool) or not isinstance(v, int):
+        raise TypeError(f"expected an integer or null, got {v!r}")
+    return v

@@ -1,0 +1,160 @@
+"""The ``@lattice`` decorator: a workflow whose electron calls become one graph.
+
+``Lattice.build_graph(*args, **kwargs)`` runs the workflow function once, on the client, with a
+``GraphBuilder`` active: each electron call adds a node (see ``_builder``). The return value
+becomes the template of the final ``:postprocess:`` node. Called directly (outside a dispatch),
+a lattice is its function, so a lattice called inside another lattice is inlined.
+"""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Callable
+from typing import Any, Generic, ParamSpec, TypeVar, overload
+
+from ._builder import GraphBuilder, building
+from ._deps import DepsBash, DepsCall, DepsPip
+from ._electron import Electron, _as_bash, _as_calls
+from ._executors import executor_name
+from ._graph import WorkflowGraph
+from ._transport import TransportableObject
+from .errors import WorkflowDefinitionError
+
+P = ParamSpec("P")
+R = TypeVar("R")
+
+
+class Lattice(Generic[P, R]):
+    """A workflow: a function whose electron calls form a graph."""
+
+    def __init__(
+        self,
+        workflow_function: Callable[P, R],
+        *,
+        metadata: dict[str, Any] | None = None,
+    ) -> None:
+        if not callable(workflow_function):
+            raise TypeError(f"@lattice needs a function, got {type(workflow_function).__name__}")
+        self.workflow_function = workflow_function
+        self.metadata: dict[str, Any] = metadata or {}
+        self.__name__ = getattr(workflow_function, "__name__", "lattice")
+        self.__doc__ = getattr(workflow_function, "__doc__", None)
+        self.__wrapped__ = workflow_function
+        self.__module__ = getattr(workflow_function, "__module__", __name__)
+        self.transport_graph: WorkflowGraph | None = None
+        self.inputs: TransportableObject | None = None
+        self.args: tuple[Any, ...] = ()
+        self.kwargs: dict[str, Any] = {}
+        self.post_processing = False
+
+    def __call__(self, *args: P.args, **kwargs: P.kwargs) -> R:
+        return self.workflow_function(*args, **kwargs)
+
+    def get_metadata(self, name: str) -> Any:
+        return self.metadata.get(name)
+
+    def set_metadata(self, name: str, value: Any) -> None:
+        self.metadata[name] = value
+
+    def build_graph(self, *args: Any, **kwargs: Any) -> WorkflowGraph:
+        """Run the workflow function with a builder active and return its graph.
+
+        Raises:
+            WorkflowDefinitionError: the function fails or uses an electron output illegally.
+            SerializationError: an argument or function cannot be pickled.
+        """
+        builder = GraphBuilder(defaults=self.metadata)
+        with building(builder):
+            try:
+                retval = self.workflow_function(*args, **kwargs)
+            except WorkflowDefinitionError:
+                raise
+            except Exception as exc:
+                raise WorkflowDefinitionError(
+                    f"building lattice {self.__name__!r} failed: {type(exc).__name__}: {exc}"
+                ) from exc
+            builder.add_postprocess(retval, self.metadata.get("workflow_executor"))
+        self.transport_graph = builder.graph
+        self.args, self.kwargs = args, dict(kwargs)
+        self.inputs = TransportableObject({"args": list(args), "kwargs": dict(kwargs)})
+        return builder.graph
+
+    def __getstate__(self) -> dict[str, Any]:
+        state = dict(self.__dict__)
+        state["transport_graph"] = None  # the server keeps the graph; don't pickle it twice
+        state["inputs"] = None
+        state["args"], state["kwargs"] = (), {}
+        return state
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__dict__.update(state)
+
+    def __repr__(self) -> str:
+        return f"<Lattice {self.__name__!r}>"
+
+
+@overload
+def lattice(_func: Callable[P, R], /) -> Lattice[P, R]: ...
+@overload
+def lattice(
+    *,
+    backend: Any = None,
+    executor: Any = None,
+    workflow_executor: Any = None,
+    deps_bash: DepsBash | list[str] | str | None = None,
+    deps_pip: DepsPip | list[str] | None = None,
+    call_before: DepsCall | list[DepsCall] | None = None,
+    call_after: DepsCall | list[DepsCall] | None = None,
+    triggers: Any = None,
+) -> Callable[[Callable[P, R]], Lattice[P, R]]: ...
+def lattice(
+    _func: Callable[P, R] | None = None,
+    /,
+    *,
+    backend: Any = None,
+    executor: Any = None,
+    workflow_executor: Any = None,
+    deps_bash: DepsBash | list[str] | str | None = None,
+    deps_pip: DepsPip | list[str] | None = None,
+    call_before: DepsCall | list[DepsCall] | None = None,
+    call_after: DepsCall | list[DepsCall] | None = None,
+    triggers: Any = None,
+) -> Lattice[P, R] | Callable[[Callable[P, R]], Lattice[P, R]]:
+    """Turn a function into a lattice (a workflow) that ``ct.dispatch`` can run.
+
+    Args:
+        executor: default executor of its electrons that do not name one.
+        workflow_executor: executor of the ``:postprocess:`` node.
+        deps_bash, deps_pip, call_before, call_after: defaults for electrons without their own.
+        triggers: triggers to register when dispatched; the dispatch then waits for them.
+
+    Returns:
+        A ``Lattice``; ``ct.dispatch(lat)(*args)`` runs it on the dispatcher.
+
+    Example:
+        >>> @lattice
+        ... def wf(x): return x
+        >>> wf(3)
+        3
+    """
+    ex = executor if executor is not None else backend
+    executor_name(ex)
+    executor_name(workflow_executor)
+    if triggers is not None and not isinstance(triggers, list | tuple):
+        triggers = [triggers]
+    meta = {
+        "executor": ex,
+        "workflow_executor": workflow_executor,
+        "deps_bash": _as_bash(deps_bash),
+        "deps_pip": DepsPip(packages=deps_pip) if isinstance(deps_pip, list) else deps_pip,
+        "call_before": _as_calls(call_before, "call_before"),
+        "call_after": _as_calls(call_after, "call_after"),
+        "triggers": list(triggers) if triggers else None,
+    }
+
+    def wrap(func: Callable[P, R]) -> Lattice[P, R]:
+        if isinstance(func, Electron):
+            raise WorkflowDefinitionError("@lattice goes on a plain function, not on an electron")
+        return functools.update_wrapper(Lattice(func, metadata=dict(meta)), func, updated=())
+
+    return wrap(_func) if _func is not None else wrap

@@ -1,0 +1,93 @@
+"""Fetch results and cancel dispatches: ``get_result`` and ``cancel``."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from .. import _client, wire
+from .._config import client_config
+from .._status import Status
+from .result import Result
+
+_LONG_POLL_S = 30.0
+
+
+def _check_id(dispatch_id: Any) -> str:
+    if not isinstance(dispatch_id, str) or not dispatch_id:
+        raise TypeError(f"dispatch_id must be a non-empty string, got {dispatch_id!r}")
+    return dispatch_id
+
+
+def get_result(
+    dispatch_id: str,
+    wait: bool = False,
+    dispatcher_addr: str | None = None,
+    status_only: bool = False,
+) -> Result | dict[str, Any]:
+    """Get the result of a dispatch from the dispatcher.
+
+    Args:
+        dispatch_id: the id ``ct.dispatch`` returned.
+        wait: block until the dispatch is COMPLETED, FAILED or CANCELLED. The server answers
+            the moment it ends (long-poll), not on a polling interval.
+        dispatcher_addr: ``host:port`` of the dispatcher; default from config.
+        status_only: return only ``{"dispatch_id": ..., "status": Status}``.
+
+    Returns:
+        A ``Result`` (or the status dict with ``status_only``).
+
+    Raises:
+        DispatchNotFoundError: no dispatch has that id.
+        DispatcherUnavailableError: no server answers at the address.
+
+    Example:
+        >>> result = ct.get_result(dispatch_id, wait=True)  # doctest: +SKIP
+        >>> result.result                                    # doctest: +SKIP
+    """
+    _check_id(dispatch_id)
+    cfg = client_config(dispatcher_addr)
+    path = f"/dispatches/{dispatch_id}"
+    query: dict[str, Any] = {}
+    if status_only:
+        path += "/status"
+    while True:
+        if wait:
+            query["wait"] = _LONG_POLL_S
+        _, ctype, data = _client.request(cfg, "GET", path, query=query or None,
+                                         timeout=_LONG_POLL_S + 30)
+        if status_only:
+            import json
+
+            body = json.loads(data)
+            status = Status(body["status"])
+            if wait and not status.is_terminal:
+                continue
+            return {"dispatch_id": dispatch_id, "id": dispatch_id, "status": status}
+        header, blobs = wire.unpack(data)
+        result = Result._from_wire(header, blobs, dispatcher_addr)
+        if wait and not result.status.is_terminal:
+            continue
+        return result
+
+
+def cancel(dispatch_id: str, task_ids: list[int] | int | None = None,
+           dispatcher_addr: str | None = None) -> str:
+    """Cancel a dispatch, or only the nodes ``task_ids`` (and so their descendants).
+
+    Returns:
+        The server's message, e.g. ``"Dispatch <id> cancelled."``.
+
+    Raises:
+        DispatchNotFoundError: no dispatch has that id.
+    """
+    _check_id(dispatch_id)
+    if isinstance(task_ids, int):
+        task_ids = [task_ids]
+    if task_ids is not None and not all(isinstance(t, int) for t in task_ids):
+        raise TypeError(f"task_ids must be node ids (integers), got {task_ids!r}")
+    import json
+
+    cfg = client_config(dispatcher_addr)
+    body = json.dumps({"task_ids": task_ids or []}).encode()
+    resp = _client.request_json(cfg, "POST", f"/dispatches/{dispatch_id}/cancel", body=body)
+    return str(resp["message"])

@@ -1,0 +1,1 @@
+"""Covalent's module paths for shared classes, kept so documented imports work."""

@@ -1,0 +1,51 @@
+"""Define the dispatch and node status values shared by the SDK, the wire and the store.
+
+A status is a ``StrEnum``: ``Status.COMPLETED == "COMPLETED"`` holds, so scripts that compare
+against Covalent's strings keep working.
+"""
+
+from __future__ import annotations
+
+import enum
+
+
+class Status(enum.StrEnum):
+    """Status of a dispatch or of one node."""
+
+    NEW_OBJECT = "NEW_OBJECT"
+    STARTING = "STARTING"
+    DISPATCHING = "DISPATCHING"
+    RUNNING = "RUNNING"
+    COMPLETED = "COMPLETED"
+    FAILED = "FAILED"
+    CANCELLED = "CANCELLED"
+    POSTPROCESSING = "POSTPROCESSING"
+    PENDING_POSTPROCESSING = "PENDING_POSTPROCESSING"
+    POSTPROCESSING_FAILED = "POSTPROCESSING_FAILED"
+    PENDING_REUSE = "PENDING_REUSE"
+
+    @property
+    def is_terminal(self) -> bool:
+        """True for COMPLETED, FAILED, CANCELLED and POSTPROCESSING_FAILED."""
+        return self in TERMINAL
+
+
+TERMINAL = frozenset(
+    {Status.COMPLETED, Status.FAILED, Status.CANCELLED, Status.POSTPROCESSING_FAILED}
+)
+
+
+class _StatusNamespace:
+    """``ct.status.COMPLETED`` and friends, as in Covalent."""
+
+    def __getattr__(self, name: str) -> Status:
+        try:
+            return Status[name]
+        except KeyError:
+            raise AttributeError(name) from None
+
+    def __dir__(self) -> list[str]:
+        return [s.name for s in Status]
+
+
+status = _StatusNamespace()

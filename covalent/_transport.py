@@ -1,0 +1,99 @@
+"""Wrap a Python value so it travels between client, server and workers as opaque bytes.
+
+The dispatcher stores these bytes and hands them to workers; it never unpickles them.
+"""
+
+from __future__ import annotations
+
+import base64
+import platform
+from typing import Any
+
+import cloudpickle
+
+from .errors import SerializationError
+
+
+def dumps(obj: Any, what: str) -> bytes:
+    """Cloudpickle ``obj``; raise SerializationError naming ``what`` when it cannot be pickled."""
+    try:
+        return cloudpickle.dumps(obj)
+    except Exception as exc:  # cloudpickle raises many types (TypeError, PicklingError, ...)
+        raise SerializationError(
+            f"{what} cannot be pickled: {type(exc).__name__}: {exc}"
+        ) from exc
+
+
+class TransportableObject:
+    """A value held as cloudpickle bytes plus a readable ``object_string``.
+
+    >>> t = TransportableObject([1, 2])
+    >>> t.get_deserialized(), t.object_string
+    ([1, 2], '[1, 2]')
+    """
+
+    __slots__ = ("_bytes", "object_string", "python_version", "_type_name")
+
+    def __init__(self, obj: Any) -> None:
+        self._bytes = dumps(obj, f"value of type {type(obj).__name__}")
+        self.object_string = _short_repr(obj)
+        self.python_version = platform.python_version()
+        self._type_name = type(obj).__name__
+
+    @classmethod
+    def from_bytes(cls, data: bytes, object_string: str = "") -> TransportableObject:
+        """Wrap already-pickled bytes without unpickling them."""
+        t = cls.__new__(cls)
+        t._bytes = data
+        t.object_string = object_string
+        t.python_version = platform.python_version()
+        t._type_name = ""
+        return t
+
+    @staticmethod
+    def make_transportable(obj: Any) -> TransportableObject:
+        """Return ``obj`` if it is already transportable, else wrap it."""
+        return obj if isinstance(obj, TransportableObject) else TransportableObject(obj)
+
+    def get_deserialized(self) -> Any:
+        """Unpickle and return the wrapped value."""
+        return cloudpickle.loads(self._bytes)
+
+    def get_serialized(self) -> bytes:
+        """The pickled bytes of the wrapped value."""
+        return self._bytes
+
+    def serialize(self) -> bytes:
+        """The pickled bytes (Covalent name)."""
+        return self._bytes
+
+    def to_base64(self) -> str:
+        return base64.b64encode(self._bytes).decode("ascii")
+
+    @property
+    def size(self) -> int:
+        return len(self._bytes)
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, TransportableObject) and other._bytes == self._bytes
+
+    def __hash__(self) -> int:
+        return hash(self._bytes)
+
+    def __repr__(self) -> str:
+        return f"TransportableObject({self.object_string})"
+
+    def __getstate__(self) -> dict[str, Any]:
+        return {s: getattr(self, s) for s in self.__slots__}
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        for k, v in state.items():
+            setattr(self, k, v)
+
+
+def _short_repr(obj: Any, limit: int = 200) -> str:
+    try:
+        text = str(obj)
+    except Exception as exc:  # a user __str__ may raise anything
+        text = f"<{type(obj).__name__}: str() failed: {exc}>"
+    return text if len(text) <= limit else text[: limit - 3] + "..."

@@ -1,0 +1,1 @@
+"""Covalent's module paths for electrons and lattices, kept so documented imports work."""

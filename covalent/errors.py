@@ -1,0 +1,90 @@
+"""Errors the SDK raises.
+
+    CovalentError
+    ├── WorkflowDefinitionError (ValueError)     the lattice cannot be built into a graph
+    ├── SerializationError (TypeError)           an argument or function cannot be pickled
+    ├── DispatcherUnavailableError (ConnectionError)   no server answers at the address
+    └── DispatcherError                          the server refused a request (4xx/5xx)
+        ├── DispatchNotFoundError (LookupError)
+        ├── NodeNotFoundError (LookupError)
+        ├── InvalidRequestError (ValueError)
+        ├── DispatchStateError (RuntimeError)    e.g. cancelling a finished dispatch
+        └── UnauthorizedError (PermissionError)
+
+Every error pickles (all constructor arguments go to ``super().__init__``).
+"""
+
+from __future__ import annotations
+
+
+class CovalentError(Exception):
+    """Root of every error the SDK raises."""
+
+
+class WorkflowDefinitionError(CovalentError, ValueError):
+    """The lattice function cannot be turned into a workflow graph."""
+
+
+class SerializationError(CovalentError, TypeError):
+    """A function or value of the workflow cannot be pickled on the client."""
+
+
+class DispatcherUnavailableError(CovalentError, ConnectionError):
+    """No dispatcher answers at the given address."""
+
+    def __init__(self, address: str, reason: str = "") -> None:
+        super().__init__(address, reason)
+        self.address = address
+        self.reason = reason
+
+    def __str__(self) -> str:
+        hint = "start it with `covalent start` or pass dispatcher_addr="
+        return f"no Covalent dispatcher answers at {self.address} ({self.reason}); {hint}"
+
+
+class DispatcherError(CovalentError):
+    """The dispatcher refused a request; ``error`` is the server's error code."""
+
+    def __init__(self, error: str, message: str, status: int = 0) -> None:
+        super().__init__(error, message, status)
+        self.error = error
+        self.message = message
+        self.status = status
+
+    def __str__(self) -> str:
+        return f"{self.error}: {self.message}"
+
+
+class DispatchNotFoundError(DispatcherError, LookupError):
+    """No dispatch with that id is stored."""
+
+
+class NodeNotFoundError(DispatcherError, LookupError):
+    """The dispatch has no node with that id."""
+
+
+class InvalidRequestError(DispatcherError, ValueError):
+    """The server rejected the request body or parameters."""
+
+
+class DispatchStateError(DispatcherError, RuntimeError):
+    """The dispatch is in a state that does not allow the request."""
+
+
+class UnauthorizedError(DispatcherError, PermissionError):
+    """The server requires a token and the request did not carry the right one."""
+
+
+_BY_CODE: dict[str, type[DispatcherError]] = {
+    "DispatchNotFound": DispatchNotFoundError,
+    "NodeNotFound": NodeNotFoundError,
+    "InvalidRequest": InvalidRequestError,
+    "PayloadTooLarge": InvalidRequestError,
+    "DispatchState": DispatchStateError,
+    "Unauthorized": UnauthorizedError,
+}
+
+
+def error_from_body(error: str, message: str, status: int) -> DispatcherError:
+    """Map a server error body back to the SDK's exception class."""
+    return _BY_CODE.get(error, DispatcherError)(error, message, status)

@@ -1,0 +1,65 @@
+"""Encode the bodies exchanged by the SDK and the dispatcher (a public contract).
+
+A *framed* body carries a JSON header and opaque blobs in one byte string::
+
+    b"CVD1" | uint32 big-endian header length | header (UTF-8 JSON) | blob 0 | blob 1 | ...
+
+The header's ``blob_sizes`` lists each blob's length. Blobs are cloudpickle bytes that only the
+client and the workers unpickle; the server slices and stores them. Content type:
+``application/x-covalent-frame``. Error bodies are JSON ``{"error": code, "message": text}``.
+
+>>> header, blobs = unpack(pack({"a": 1}, [b"x", b"yz"]))
+>>> header["a"], blobs
+(1, [b'x', b'yz'])
+"""
+
+from __future__ import annotations
+
+import json
+import struct
+from typing import Any
+
+MAGIC = b"CVD1"
+CONTENT_TYPE = "application/x-covalent-frame"
+API = "/api/v1"
+_LEN = struct.Struct(">I")
+
+
+class WireError(ValueError):
+    """A framed body is malformed."""
+
+
+def pack(header: dict[str, Any], blobs: list[bytes]) -> bytes:
+    """Frame ``header`` and ``blobs`` into one body."""
+    head = json.dumps({**header, "blob_sizes": [len(b) for b in blobs]},
+                      separators=(",", ":")).encode()
+    return b"".join([MAGIC, _LEN.pack(len(head)), head, *blobs])
+
+
+def unpack(body: bytes) -> tuple[dict[str, Any], list[bytes]]:
+    """Split a framed body; raise WireError with the reason when it is malformed."""
+    if len(body) < 8 or body[:4] != MAGIC:
+        raise WireError("body is not a covalent frame (bad magic or too short)")
+    (hlen,) = _LEN.unpack_from(body, 4)
+    end = 8 + hlen
+    if end > len(body):
+        raise WireError("frame header is truncated")
+    try:
+        header = json.loads(body[8:end].decode("utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise WireError(f"frame header is not UTF-8 JSON: {exc}") from exc
+    if not isinstance(header, dict):
+        raise WireError("frame header must be a JSON object")
+    sizes = header.get("blob_sizes")
+    if not isinstance(sizes, list) or not all(isinstance(s, int) and s >= 0 for s in sizes):
+        raise WireError("frame header needs blob_sizes, a list of non-negative integers")
+    if end + sum(sizes) != len(body):
+        raise WireError(
+            f"frame blobs hold {len(body) - end} bytes but blob_sizes add up to {sum(sizes)}"
+        )
+    view = memoryview(body)
+    blobs = []
+    for size in sizes:
+        blobs.append(bytes(view[end : end + size]))
+        end += size
+    return header, blobs

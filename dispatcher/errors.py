@@ -1,0 +1,52 @@
+"""Errors the dispatcher maps to HTTP answers.
+
+    DispatcherError                 500 (never raised on purpose)
+    ├── DispatchNotFound (LookupError)         404
+    ├── NodeNotFound (LookupError)             404
+    ├── InvalidRequest (ValueError)            400
+    ├── PayloadTooLarge (ValueError)           413
+    ├── DispatchState (RuntimeError)           409
+    └── Unauthorized (PermissionError)         401
+
+The body of each answer is ``{"error": <class name>, "message": str(exc)}``; the SDK maps the
+name back to its own exception class.
+"""
+
+from __future__ import annotations
+
+
+class DispatcherError(Exception):
+    """Root of every error the server maps to an HTTP answer."""
+
+    status = 500
+
+
+class DispatchNotFound(DispatcherError, LookupError):
+    status = 404
+
+    def __init__(self, dispatch_id: str) -> None:
+        super().__init__(dispatch_id)
+        self.dispatch_id = dispatch_id
+
+    def __str__(self) -> str:
+        return f"no dispatch with id {self.dispatch_id!r}"
+
+
+class NodeNotFound(DispatcherError, LookupError):
+    status = 404
+
+
+class InvalidRequest(DispatcherError, ValueError):
+    status = 400
+
+
+class PayloadTooLarge(DispatcherError, ValueError):
+    status = 413
+
+
+class DispatchState(DispatcherError, RuntimeError):
+    status = 409
+
+
+class Unauthorized(DispatcherError, PermissionError):
+    status = 401

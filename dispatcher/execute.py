@@ -1,0 +1,285 @@
+"""Run one node of a dispatch on a Dask worker.
+
+This is the only place where user code runs: the Dask task of every node is
+``run_node(spec, *parent_outcomes)``. It unpickles the function and the parents' outputs,
+runs bash deps, pip deps, ``call_before`` hooks (injecting ``retval_keyword`` values), the
+function and ``call_after`` hooks, captures this thread's stdout/stderr, and pickles the output.
+
+It returns a ``NodeOutcome`` whose pickled form carries only bytes, so the dispatcher can
+receive it without unpickling the user's value. A failure raises ``NodeTaskError`` (strings
+only) so Dask marks the node's descendants as erred without running them (fail-slow).
+"""
+
+from __future__ import annotations
+
+import functools
+import io
+import sys
+import threading
+import traceback
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+import cloudpickle
+
+from covalent._builder import fill_template
+from covalent._graph import NodeKind
+
+START_TOPIC = "covalent-node-start"
+
+
+def now_iso() -> str:
+    return datetime.now(UTC).isoformat()
+
+
+@dataclass(frozen=True, slots=True)
+class NodeSpec:
+    """What a worker needs to run one node; ``layout`` describes each parent argument."""
+
+    dispatch_id: str
+    node_id: int
+    name: str
+    kind: str
+    fn: bytes | None
+    value: bytes | None
+    hooks: bytes | None
+    layout: tuple[tuple[str, str, int | None], ...]  # (edge kind, name, index) per parent
+
+
+class NodeOutcome:
+    """A node's output: pickled ``data`` plus the value itself while it stays on one worker."""
+
+    __slots__ = ("node_id", "data", "_value", "_loaded", "stdout", "stderr", "start", "end")
+
+    def __init__(self, node_id: int, data: bytes, value: Any = None, loaded: bool = False,
+                 stdout: str = "", stderr: str = "", start: str = "", end: str = "") -> None:
+        self.node_id = node_id
+        self.data = data
+        self._value = value
+        self._loaded = loaded
+        self.stdout = stdout
+        self.stderr = stderr
+        self.start = start
+        self.end = end
+
+    @property
+    def value(self) -> Any:
+        if not self._loaded:
+            self._value = cloudpickle.loads(self.data)
+            self._loaded = True
+        return self._value
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        # Only bytes and strings cross the wire: the receiver never unpickles the user value.
+        return (NodeOutcome, (self.node_id, self.data, None, False, self.stdout, self.stderr,
+                              self.start, self.end))
+
+    def __sizeof__(self) -> int:
+        return len(self.data) + len(self.stdout) + len(self.stderr) + 200
+
+
+class NodeTaskError(Exception):
+    """A node failed on its worker; every field is a string so it pickles anywhere."""
+
+    def __init__(self, node_id: int, error_type: str, message: str, detail: str = "",
+                 stdout: str = "", stderr: str = "", start: str = "", end: str = "") -> None:
+        super().__init__(node_id, error_type, message, detail, stdout, stderr, start, end)
+        self.node_id = node_id
+        self.error_type = error_type
+        self.message = message
+        self.detail = detail
+        self.stdout = stdout
+        self.stderr = stderr
+        self.start = start
+        self.end = end
+
+    def __str__(self) -> str:
+        return f"node {self.node_id} failed: {self.error_type}: {self.message}"
+
+
+def preset_outcome(node_id: int, data: bytes, start: str, end: str) -> NodeOutcome:
+    """Task body for a node whose output is already known (reuse, resume after restart)."""
+    return NodeOutcome(node_id, data, start=start, end=end)
+
+
+class _Router(io.TextIOBase):
+    """A sys.stdout/sys.stderr stand-in that sends each thread's writes to its own buffer."""
+
+    def __init__(self, inner: Any) -> None:
+        self.inner = inner
+        self.local = threading.local()
+
+    def write(self, s: str) -> int:
+        buf = getattr(self.local, "buf", None)
+        if buf is None:
+            return int(self.inner.write(s))
+        return buf.write(s)
+
+    def flush(self) -> None:
+        if getattr(self.local, "buf", None) is None:
+            self.inner.flush()
+
+    @property
+    def encoding(self) -> str:  # type: ignore[override]
+        return getattr(self.inner, "encoding", "utf-8")
+
+    def isatty(self) -> bool:
+        return False
+
+
+_router_lock = threading.Lock()
+
+
+def _routers() -> tuple[_Router, _Router]:
+    with _router_lock:
+        if not isinstance(sys.stdout, _Router):
+            sys.stdout = _Router(sys.stdout)
+        if not isinstance(sys.stderr, _Router):
+            sys.stderr = _Router(sys.stderr)
+        return sys.stdout, sys.stderr
+
+
+class _Capture:
+    """Capture this thread's prints for the duration of a ``with`` block."""
+
+    def __enter__(self) -> _Capture:
+        self.out_router, self.err_router = _routers()
+        self.out, self.err = io.StringIO(), io.StringIO()
+        self.out_router.local.buf = self.out
+        self.err_router.local.buf = self.err
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.out_router.local.buf = None
+        self.err_router.local.buf = None
+
+
+@functools.lru_cache(maxsize=256)
+def _load_cached(data: bytes) -> Any:
+    return cloudpickle.loads(data)
+
+
+def _announce_start(spec: NodeSpec, start: str) -> None:
+    try:
+        from distributed import get_worker
+
+        get_worker().log_event(START_TOPIC, {"d": spec.dispatch_id, "n": spec.node_id, "t": start})
+    except ValueError:
+        pass  # not on a worker (a direct call in a test): nobody to tell
+
+
+def run_node(spec: NodeSpec, *parents: NodeOutcome) -> NodeOutcome:
+    """The Dask task of one node. Raises NodeTaskError on any failure."""
+    start = now_iso()
+    if spec.kind == NodeKind.PARAMETER:
+        assert spec.value is not None
+        return NodeOutcome(spec.node_id, spec.value, start=start, end=start)
+    _announce_start(spec, start)
+    with _Capture() as cap:
+        try:
+            value = _compute(spec, parents, cap)
+            data = _dump_output(spec, value)
+        except _OutputError as exc:
+            raise NodeTaskError(spec.node_id, exc.error_type, str(exc), str(exc),
+                                cap.out.getvalue(), cap.err.getvalue(), start, now_iso()) from None
+        except BaseException as exc:  # user code may raise anything, SystemExit included
+            if isinstance(exc, KeyboardInterrupt):
+                raise
+            raise NodeTaskError(
+                spec.node_id, type(exc).__name__, _safe_str(exc), _user_traceback(exc),
+                cap.out.getvalue(), cap.err.getvalue(), start, now_iso(),
+            ) from None
+    return NodeOutcome(spec.node_id, data, value, True, cap.out.getvalue(), cap.err.getvalue(),
+                       start, now_iso())
+
+
+class _OutputError(Exception):
+    def __init__(self, error_type: str, message: str) -> None:
+        super().__init__(message)
+        self.error_type = error_type
+
+
+def _dump_output(spec: NodeSpec, value: Any) -> bytes:
+    try:
+        return cloudpickle.dumps(value)
+    except Exception as exc:  # cloudpickle raises many types for unpicklable objects
+        raise _OutputError(
+            "UnpicklableOutputError",
+            f"the output of {spec.name!r} (a {type(value).__name__}) cannot be pickled, so it "
+            f"cannot be stored or passed on: {type(exc).__name__}: {_safe_str(exc)}",
+        ) from exc
+
+
+def _arguments(spec: NodeSpec, parents: tuple[NodeOutcome, ...]) -> tuple[list[Any], dict[str, Any]]:
+    positional: list[tuple[int, Any]] = []
+    keyword: dict[str, Any] = {}
+    for (kind, name, index), parent in zip(spec.layout, parents, strict=True):
+        if kind == "wait":
+            continue
+        if kind == "arg":
+            positional.append((index if index is not None else len(positional), parent.value))
+        else:
+            keyword[name] = parent.value
+    positional.sort(key=lambda p: p[0])
+    return [v for _, v in positional], keyword
+
+
+def _compute(spec: NodeSpec, parents: tuple[NodeOutcome, ...], cap: _Capture) -> Any:
+    args, kwargs = _arguments(spec, parents)
+    kind = spec.kind
+    if kind == NodeKind.LIST:
+        return args
+    if kind == NodeKind.TUPLE:
+        return tuple(args)
+    if kind == NodeKind.DICT:
+        assert spec.value is not None
+        return dict(zip(_load_cached(spec.value), args, strict=True))
+    if kind == NodeKind.GETITEM:
+        return args[0][args[1]]
+    if kind == NodeKind.GETATTR:
+        return getattr(args[0], args[1])
+    if kind == NodeKind.POSTPROCESS:
+        assert spec.value is not None
+        outputs = {int(k.split(":", 1)[1]): v for k, v in kwargs.items()}
+        return fill_template(cloudpickle.loads(spec.value), outputs)
+    if kind == NodeKind.SUBLATTICE:
+        from .sublattice import run_sublattice
+
+        assert spec.fn is not None
+        return run_sublattice(spec, _load_cached(spec.fn), args, kwargs)
+    assert spec.fn is not None
+    fn = _load_cached(spec.fn)
+    hooks = _load_cached(spec.hooks) if spec.hooks is not None else {}
+    return _call_with_hooks(fn, args, kwargs, hooks)
+
+
+def _call_with_hooks(fn: Any, args: list[Any], kwargs: dict[str, Any], hooks: dict[str, Any]) -> Any:
+    for dep in (hooks.get("deps_bash"), hooks.get("deps_pip")):
+        if dep is not None:
+            out, err = dep.run()
+            sys.stdout.write(out)
+            sys.stderr.write(err)
+    for call in hooks.get("call_before") or []:
+        retval = call.run()
+        if call.retval_keyword:
+            kwargs[call.retval_keyword] = retval
+    value = fn(*args, **kwargs)
+    for call in hooks.get("call_after") or []:
+        call.run()
+    return value
+
+
+def _safe_str(exc: BaseException) -> str:
+    try:
+        return str(exc)
+    except Exception:  # a user exception whose __str__ raises
+        return repr(type(exc))
+
+
+def _user_traceback(exc: BaseException) -> str:
+    """The traceback without this module's frames."""
+    tb = exc.__traceback__
+    while tb is not None and tb.tb_frame.f_code.co_filename == __file__:
+        tb = tb.tb_next
+    return "".join(traceback.format_exception(type(exc), exc, tb))

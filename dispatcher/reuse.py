@@ -1,0 +1,68 @@
+"""Find the nodes of a redispatch that may reuse the outputs of an earlier dispatch.
+
+A node's *signature* hashes its kind, name, function, value and hooks blobs and, recursively,
+the signatures of its parents with the edges' names and positions. A node of the new graph
+whose signature equals that of a node the old dispatch COMPLETED gets the old output: its
+function, inputs and everything upstream are unchanged.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+
+from covalent._graph import Node, NodeKind, WorkflowGraph
+
+from .errors import DispatchNotFound
+from .store import SqliteStore, blob_ref
+
+
+def signatures(graph: WorkflowGraph, refs: list[str]) -> list[str]:
+    """The signature of every node; ``refs[i]`` is the content hash of blob ``i``."""
+    parents = graph.parents()
+    sigs: list[str] = [""] * len(graph.nodes)
+    for node in _topological(graph):
+        h = hashlib.sha256()
+        parts = [str(node.kind), node.name]
+        for idx in (node.fn, node.value, node.hooks):
+            parts.append(refs[idx] if idx is not None else "-")
+        for e in parents[node.id]:
+            parts.append(f"{e.kind}:{e.name}:{e.index}:{sigs[e.src]}")
+        h.update("\x00".join(parts).encode())
+        sigs[node.id] = h.hexdigest()
+    return sigs
+
+
+def _topological(graph: WorkflowGraph) -> list[Node]:
+    import networkx as nx
+
+    g = nx.DiGraph()
+    g.add_nodes_from(n.id for n in graph.nodes)
+    g.add_edges_from((e.src, e.dst) for e in graph.edges)
+    return [graph.nodes[i] for i in nx.topological_sort(g)]
+
+
+async def reusable_outputs(store: SqliteStore, graph: WorkflowGraph,
+                           old_id: str) -> dict[int, tuple[bytes, str, str]]:
+    """Map new node ids to (output, start, end) taken from dispatch ``old_id``."""
+    row = await store.run(store.get_dispatch, old_id)
+    if row is None:
+        raise DispatchNotFound(old_id)
+    old_graph = WorkflowGraph.from_json(json.loads(row["graph"]), [])
+    old_refs: list[str] = json.loads(row["blob_refs"])
+    old_graph.blobs = [b""] * len(old_refs)
+    old_sigs = signatures(old_graph, old_refs)
+    nodes = await store.run(store.get_nodes, old_id)
+    done = {old_sigs[n["node_id"]]: n for n in nodes
+            if n["status"] == "COMPLETED" and n["output_ref"]}
+    new_sigs = signatures(graph, [blob_ref(b) for b in graph.blobs])
+    picked = {}
+    for node in graph.nodes:
+        if node.kind is NodeKind.POSTPROCESS:
+            continue  # cheap, and its template may hold values outside the signature
+        old = done.get(new_sigs[node.id])
+        if old is not None:
+            picked[node.id] = old
+    outputs = await store.run(store.get_blobs, [n["output_ref"] for n in picked.values()])
+    return {i: (outputs[n["output_ref"]], n["start_time"] or "", n["end_time"] or "")
+            for i, n in picked.items()}

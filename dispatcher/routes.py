@@ -1,0 +1,190 @@
+"""HTTP routes of the dispatcher (REST API ``/api/v1``) and the error middleware.
+
+Handlers are thin: they parse the request, call ``dispatches``, and answer. Every
+``DispatcherError`` becomes a 4xx JSON body ``{"error": ..., "message": ...}``; an unexpected
+exception is logged and answered 500 with the same shape, and the server keeps serving.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hmac
+import json
+import logging
+import math
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+from aiohttp import web
+
+from covalent import wire
+
+from . import dispatches
+from .errors import DispatcherError, InvalidRequest, PayloadTooLarge, Unauthorized
+from .keys import RUNNER, SETTINGS, STORE, CLUSTER_INFO
+
+log = logging.getLogger("covalent.dispatcher")
+routes = web.RouteTableDef()
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+
+def error_body(code: str, message: str, status: int) -> web.Response:
+    return web.json_response({"error": code, "message": message}, status=status)
+
+
+@web.middleware
+async def error_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+    try:
+        return await handler(request)
+    except DispatcherError as exc:
+        return error_body(type(exc).__name__, str(exc), exc.status)
+    except web.HTTPRequestEntityTooLarge as exc:
+        return error_body("PayloadTooLarge", exc.text or "request body too large", 413)
+    except web.HTTPException as exc:
+        if exc.status < 400:
+            raise
+        return error_body(exc.reason.replace(" ", ""), exc.text or exc.reason, exc.status)
+    except asyncio.CancelledError:
+        raise
+    except Exception as exc:  # last resort: answer JSON, log, keep serving
+        log.exception("unhandled error on %s %s", request.method, request.path)
+        return error_body("InternalError", f"{type(exc).__name__}: {exc}", 500)
+
+
+@web.middleware
+async def token_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+    token = request.app[SETTINGS].token
+    if token:
+        sent = request.headers.get("Authorization", "").removeprefix("Bearer ").strip()
+        if not hmac.compare_digest(sent.encode(), token.encode()):
+            raise Unauthorized("this dispatcher requires a token (COVALENT_TOKEN or config token)")
+    return await handler(request)
+
+
+def _float_query(request: web.Request, name: str, default: float, maximum: float) -> float:
+    raw = request.query.get(name)
+    if raw is None:
+        return default
+    try:
+        value = float(raw)
+    except ValueError:
+        raise InvalidRequest(f"query parameter {name} must be a number, got {raw!r}") from None
+    if not math.isfinite(value) or value < 0:
+        raise InvalidRequest(f"query parameter {name} must be >= 0, got {raw!r}")
+    return min(value, maximum)
+
+
+async def _json_body(request: web.Request) -> dict[str, Any]:
+    raw = await request.read()
+    if not raw:
+        return {}
+    try:
+        body = json.loads(raw.decode("utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise InvalidRequest(f"body is not UTF-8 JSON: {exc}") from None
+    if not isinstance(body, dict):
+        raise InvalidRequest("body must be a JSON object")
+    return body
+
+
+@routes.get(wire.API + "/health")
+async def health(request: web.Request) -> web.Response:
+    return web.json_response({"status": "ok"})
+
+
+@routes.get(wire.API + "/status")
+async def server_status(request: web.Request) -> web.Response:
+    app = request.app
+    runner = app[RUNNER]
+    info = dict(app[CLUSTER_INFO])
+    client = runner.client
+    try:
+        workers = await asyncio.wait_for(client.scheduler.identity(), 5)
+        info["workers"] = len(workers.get("workers", {}))
+        info["threads"] = sum(w.get("nthreads", 0) for w in workers.get("workers", {}).values())
+    except (OSError, TimeoutError) as exc:
+        info["error"] = f"scheduler not reachable: {exc}"
+    return web.json_response({
+        "status": "ok",
+        "cluster": info,
+        "running": sorted(runner.runs),
+        "store": {"path": str(app[SETTINGS].db_path), "write_error": runner.write_error},
+    })
+
+
+@routes.post(wire.API + "/dispatches")
+async def submit(request: web.Request) -> web.Response:
+    app = request.app
+    limit = app[SETTINGS].max_body_bytes
+    if request.content_length is not None and request.content_length > limit:
+        raise PayloadTooLarge(f"body of {request.content_length} bytes exceeds the limit of {limit}")
+    body = await request.read()
+    header, graph, blobs = await asyncio.to_thread(dispatches.parse_submission, body)
+    reuse_of = request.query.get("redispatch_of")
+    if reuse_of is not None:
+        dispatches.check_id(reuse_of)
+    reuse = reuse_of if request.query.get("reuse") == "1" else None
+    dispatch_id, created = await dispatches.create(app[STORE], app[RUNNER], header, graph, blobs,
+                                                   reuse_from=reuse)
+    return web.json_response({"dispatch_id": dispatch_id}, status=201 if created else 200)
+
+
+@routes.get(wire.API + "/dispatches")
+async def list_dispatches(request: web.Request) -> web.Response:
+    store = request.app[STORE]
+    status = request.query.get("status")
+    limit = int(_float_query(request, "limit", 100, 10_000))
+    rows = await store.run(store.list_dispatches, status, limit)
+    return web.json_response({"dispatches": rows})
+
+
+def _id(request: web.Request) -> str:
+    return dispatches.check_id(request.match_info["dispatch_id"])
+
+
+@routes.get(wire.API + "/dispatches/{dispatch_id}")
+async def get_result(request: web.Request) -> web.Response:
+    app = request.app
+    dispatch_id = _id(request)
+    wait = _float_query(request, "wait", 0, app[SETTINGS].long_poll_max_s)
+    await dispatches.read_status(app[STORE], app[RUNNER], dispatch_id, wait)
+    results_dir = str(app[SETTINGS].data_dir / "results" / dispatch_id)
+    body = await dispatches.read_result(app[STORE], dispatch_id, results_dir)
+    return web.Response(body=body, content_type=wire.CONTENT_TYPE)
+
+
+@routes.get(wire.API + "/dispatches/{dispatch_id}/status")
+async def get_status(request: web.Request) -> web.Response:
+    app = request.app
+    dispatch_id = _id(request)
+    wait = _float_query(request, "wait", 0, app[SETTINGS].long_poll_max_s)
+    status = await dispatches.read_status(app[STORE], app[RUNNER], dispatch_id, wait)
+    return web.json_response({"dispatch_id": dispatch_id, "status": status})
+
+
+@routes.get(wire.API + "/dispatches/{dispatch_id}/nodes/{node_id}")
+async def get_node(request: web.Request) -> web.Response:
+    raw = request.match_info["node_id"]
+    if not raw.isdigit():
+        raise InvalidRequest(f"node id must be a non-negative integer, got {raw!r}")
+    node = await dispatches.read_node(request.app[STORE], _id(request), int(raw))
+    return web.json_response(node)
+
+
+@routes.post(wire.API + "/dispatches/{dispatch_id}/cancel")
+async def cancel(request: web.Request) -> web.Response:
+    dispatch_id = _id(request)
+    body = await _json_body(request)
+    task_ids = body.get("task_ids") or []
+    if not isinstance(task_ids, list) or not all(
+        isinstance(t, int) and not isinstance(t, bool) for t in task_ids
+    ):
+        raise InvalidRequest("task_ids must be a list of node ids (integers)")
+    out = await dispatches.cancel(request.app[STORE], request.app[RUNNER], dispatch_id, task_ids)
+    return web.json_response(out)
+
+
+@routes.post(wire.API + "/dispatches/{dispatch_id}/start")
+async def start(request: web.Request) -> web.Response:
+    dispatch_id = await dispatches.start_pending(request.app[STORE], request.app[RUNNER], _id(request))
+    return web.json_response({"dispatch_id": dispatch_id})

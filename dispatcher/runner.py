@@ -1,0 +1,289 @@
+"""Run dispatches on the Dask cluster and record every node's outcome in the store.
+
+Model: a dispatch is NEW_OBJECT when stored, RUNNING once its graph is submitted, and ends
+COMPLETED, FAILED (some node failed; its descendants stay NEW_OBJECT, independent branches run
+to the end) or CANCELLED. The runner owns one ``DispatchRun`` per running dispatch, which
+owns the Dask futures of that dispatch's nodes; a future is released as soon as its outcome
+is recorded, so Dask frees memory as it would for a plain graph.
+
+Facts reach the store through one writer task that commits whatever accumulated while the
+previous commit ran (natural batching, no timer). Waiters on a dispatch are woken only after
+its terminal status is committed, so whatever the API reports is on disk.
+
+Pushed, not polled: completion comes from Dask futures, start times from worker events.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from dataclasses import dataclass, field
+from typing import Any
+
+from distributed import Client, Future, as_completed
+from distributed.client import FutureCancelledError
+
+from covalent._graph import NodeKind, WorkflowGraph
+
+from .compile import Key, compile_graph, node_key, node_label
+from .execute import START_TOPIC, NodeOutcome, NodeTaskError, now_iso
+from .store import DispatchUpdate, NodeUpdate, SqliteStore
+
+log = logging.getLogger("covalent.dispatcher")
+
+
+@dataclass(eq=False)
+class DispatchRun:
+    """The live state of one running dispatch."""
+
+    dispatch_id: str
+    graph: WorkflowGraph
+    keys: list[Key]
+    futures: dict[int, Future] = field(default_factory=dict)
+    done: set[int] = field(default_factory=set)
+    failed: dict[int, str] = field(default_factory=dict)
+    cancelled: set[int] = field(default_factory=set)
+    cancel_requested: bool = False
+    result: bytes | None = None
+    task: asyncio.Task[None] | None = None
+
+    @property
+    def postprocess_id(self) -> int:
+        return self.graph.nodes[-1].id if self.graph.nodes[-1].kind is NodeKind.POSTPROCESS else -1
+
+
+class Runner:
+    """Submits dispatches to Dask and records their outcomes; one per server."""
+
+    def __init__(self, store: SqliteStore, client: Client) -> None:
+        self.store = store
+        self.client = client
+        self.runs: dict[str, DispatchRun] = {}
+        self._nodes: list[NodeUpdate] = []
+        self._dispatches: list[DispatchUpdate] = []
+        self._finished: list[str] = []
+        self._dirty = asyncio.Event()
+        self._waiters: dict[str, set[asyncio.Event]] = {}
+        self._writer: asyncio.Task[None] | None = None
+        self.write_error: str | None = None
+
+    async def start(self) -> None:
+        self.client.subscribe_topic(START_TOPIC, self._on_start)
+        self._writer = asyncio.create_task(self._write_loop(), name="covalent-store-writer")
+
+    async def close(self) -> None:
+        for run in list(self.runs.values()):
+            if run.task is not None:
+                run.task.cancel()
+        await asyncio.gather(*(r.task for r in self.runs.values() if r.task), return_exceptions=True)
+        if self._writer is not None:
+            self._dirty.set()
+            await self._flush()
+            self._writer.cancel()
+            await asyncio.gather(self._writer, return_exceptions=True)
+
+    # -- writing ---------------------------------------------------------------------------
+
+    def _record(self, node: NodeUpdate | None = None, dispatch: DispatchUpdate | None = None) -> None:
+        if node is not None:
+            self._nodes.append(node)
+        if dispatch is not None:
+            self._dispatches.append(dispatch)
+        self._dirty.set()
+
+    async def _flush(self) -> None:
+        nodes, dispatches, finished = self._nodes, self._dispatches, self._finished
+        self._nodes, self._dispatches, self._finished = [], [], []
+        if nodes or dispatches:
+            try:
+                await self.store.run(self.store.apply, nodes, dispatches)
+                self.write_error = None
+            except Exception as exc:  # disk full, I/O error: keep serving, say why
+                self.write_error = f"{type(exc).__name__}: {exc}"
+                log.exception("store write failed; %d node updates kept for retry", len(nodes))
+                self._nodes[:0], self._dispatches[:0], self._finished[:0] = nodes, dispatches, finished
+                raise
+        for dispatch_id in finished:
+            for ev in self._waiters.pop(dispatch_id, ()):
+                ev.set()
+
+    async def _write_loop(self) -> None:
+        while True:
+            await self._dirty.wait()
+            self._dirty.clear()
+            try:
+                await self._flush()
+            except Exception:  # already logged; back off before retrying the same batch
+                await asyncio.sleep(1.0)
+                self._dirty.set()
+
+    async def flushed(self) -> None:
+        """Commit everything recorded so far (used before answering a request)."""
+        await self._flush()
+
+    def waiter(self, dispatch_id: str) -> asyncio.Event:
+        """An event set once the dispatch's terminal status is committed.
+
+        Register it *before* reading the status, then ``release`` it when done waiting.
+        """
+        ev = asyncio.Event()
+        self._waiters.setdefault(dispatch_id, set()).add(ev)
+        return ev
+
+    def release(self, dispatch_id: str, ev: asyncio.Event) -> None:
+        waiters = self._waiters.get(dispatch_id)
+        if waiters is not None:
+            waiters.discard(ev)
+            if not waiters:
+                del self._waiters[dispatch_id]
+
+    # -- running ---------------------------------------------------------------------------
+
+    def _on_start(self, event: tuple[float, dict[str, Any]]) -> None:
+        _, msg = event
+        if msg.get("d") in self.runs:
+            self._record(NodeUpdate(msg["d"], int(msg["n"]), status="RUNNING",
+                                    start_time=msg["t"], only_if_new=True))
+
+    async def submit(self, dispatch_id: str, graph: WorkflowGraph,
+                     preset: dict[int, tuple[bytes, str, str]]) -> None:
+        """Compile the dispatch into one Dask graph, submit it and start tracking it."""
+        keys = [node_key(dispatch_id, n.id, node_label(n.name, n.kind)) for n in graph.nodes]
+        run = DispatchRun(dispatch_id, graph, keys)
+        self.runs[dispatch_id] = run
+        dsk = compile_graph(dispatch_id, graph, preset)
+        futures = self.client.get(dsk, keys, sync=False)
+        run.futures = dict(enumerate(futures))
+        self._record(dispatch=DispatchUpdate(dispatch_id, status="RUNNING", start_time=now_iso()))
+        for node_id, (_, start, end) in preset.items():
+            self._record(NodeUpdate(dispatch_id, node_id, status="COMPLETED", start_time=start,
+                                    end_time=end))
+        run.task = asyncio.create_task(self._track(run), name=f"track-{dispatch_id}")
+
+    async def _track(self, run: DispatchRun) -> None:
+        try:
+            ac = as_completed(list(run.futures.values()), loop=self.client.loop)
+            index = {f.key: i for i, f in run.futures.items()}
+            async for fut in ac:
+                batch = [fut, *ac.next_batch(block=False)]
+                await self._absorb(run, [(index[f.key], f) for f in batch])
+                if len(run.done) == len(run.graph.nodes):
+                    break
+            self._finish(run)
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:  # never let a tracking bug leave a dispatch RUNNING forever
+            log.exception("tracking dispatch %s failed", run.dispatch_id)
+            run.failed.setdefault(-1, f"dispatcher error while tracking: {type(exc).__name__}: {exc}")
+            self._finish(run)
+
+    async def _absorb(self, run: DispatchRun, batch: list[tuple[int, Future]]) -> None:
+        finished = [(i, f) for i, f in batch if f.status == "finished"]
+        if finished:
+            try:
+                outcomes = await self.client.gather([f for _, f in finished])
+            except Exception:  # one of them vanished (cancelled meanwhile): take them one by one
+                outcomes = []
+                for _, f in finished:
+                    try:
+                        outcomes.append(await f)
+                    except Exception as exc:
+                        outcomes.append(exc)
+            for (node_id, _), outcome in zip(finished, outcomes, strict=True):
+                self._node_done(run, node_id, outcome)
+        for node_id, f in batch:
+            if f.status == "error":
+                self._node_done(run, node_id, await f.exception())
+            elif f.status == "cancelled":
+                self._node_done(run, node_id, FutureCancelledError(f.key, "cancelled"))
+        for node_id, _ in batch:
+            run.futures.pop(node_id, None)  # release: Dask may now free the value
+
+    def _node_done(self, run: DispatchRun, node_id: int, outcome: Any) -> None:
+        if node_id in run.done:
+            return
+        run.done.add(node_id)
+        d = run.dispatch_id
+        if isinstance(outcome, NodeOutcome):
+            if node_id == run.postprocess_id:
+                run.result = outcome.data
+            self._record(NodeUpdate(d, node_id, status="COMPLETED", start_time=outcome.start or None,
+                                    end_time=outcome.end or now_iso(), output=outcome.data,
+                                    stdout=outcome.stdout, stderr=outcome.stderr))
+        elif isinstance(outcome, NodeTaskError) and outcome.node_id == node_id:
+            detail = outcome.detail or f"{outcome.error_type}: {outcome.message}"
+            run.failed[node_id] = f"{outcome.error_type}: {outcome.message}"
+            self._record(NodeUpdate(d, node_id, status="FAILED", start_time=outcome.start or None,
+                                    end_time=outcome.end or now_iso(), error=detail,
+                                    stdout=outcome.stdout, stderr=outcome.stderr))
+        elif isinstance(outcome, NodeTaskError | FutureCancelledError | asyncio.CancelledError):
+            # A descendant of a failed node never ran (fail-slow): it stays NEW_OBJECT, unless
+            # it was cancelled on purpose.
+            if run.cancel_requested and node_id in run.cancelled:
+                self._record(NodeUpdate(d, node_id, status="CANCELLED", end_time=now_iso()))
+        else:
+            blamed = getattr(outcome, "task", None)
+            if blamed is not None and blamed != run.keys[node_id]:
+                return  # e.g. KilledWorker of an ancestor: this node never ran
+            msg = f"{type(outcome).__name__}: {outcome}"
+            run.failed[node_id] = msg
+            self._record(NodeUpdate(d, node_id, status="FAILED", end_time=now_iso(), error=msg))
+
+    def _finish(self, run: DispatchRun) -> None:
+        nodes = run.graph.nodes
+        if run.failed:
+            status = "FAILED"
+            lines = []
+            for node_id, msg in sorted(run.failed.items()):
+                name = nodes[node_id].name if node_id >= 0 else "dispatcher"
+                lines.append(f"Node {node_id} ({name}) failed: {msg}")
+            if run.postprocess_id in run.failed:
+                lines.append("The lattice's return value could not be rebuilt on a worker; "
+                             "Result.post_process() rebuilds it from the node outputs.")
+            error: str | None = "\n".join(lines)
+        elif run.cancel_requested:
+            status, error = "CANCELLED", None
+        else:
+            status, error = "COMPLETED", None
+        self._finished.append(run.dispatch_id)
+        self._record(dispatch=DispatchUpdate(run.dispatch_id, status=status, end_time=now_iso(),
+                                             error=error, result=run.result))
+        self.runs.pop(run.dispatch_id, None)
+        run.futures.clear()
+
+    async def cancel(self, dispatch_id: str, node_ids: list[int] | None) -> list[int]:
+        """Cancel the unfinished nodes (all, or ``node_ids`` and their descendants)."""
+        run = self.runs.get(dispatch_id)
+        if run is None:
+            return []
+        if node_ids:
+            targets = _descendants(run.graph, node_ids)
+        else:
+            targets = set(range(len(run.graph.nodes)))
+        targets -= run.done
+        run.cancel_requested = True
+        run.cancelled |= targets
+        futs = [run.futures[i] for i in targets if i in run.futures]
+        stamp = now_iso()
+        for i in sorted(targets):
+            self._record(NodeUpdate(dispatch_id, i, status="CANCELLED", end_time=stamp))
+        if not node_ids:
+            self._record(dispatch=DispatchUpdate(dispatch_id, status="CANCELLED", end_time=stamp))
+            self._finished.append(dispatch_id)
+        await self.client.cancel(futs, force=True)
+        await self._flush()
+        return sorted(targets)
+
+
+def _descendants(graph: WorkflowGraph, roots: list[int]) -> set[int]:
+    children: dict[int, list[int]] = {}
+    for e in graph.edges:
+        children.setdefault(e.src, []).append(e.dst)
+    seen: set[int] = set()
+    stack = list(roots)
+    while stack:
+        n = stack.pop()
+        if n not in seen:
+            seen.add(n)
+            stack.extend(children.get(n, ()))
+    return seen

@@ -1,0 +1,86 @@
+"""Hold the dispatcher's settings, read once from arguments and ``COVALENT_*`` variables."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+
+def default_data_dir() -> Path:
+    """``$COVALENT_DATA_DIR``, else ``$XDG_DATA_HOME/covalent``, else ``~/.local/share/covalent``."""
+    env = os.environ.get("COVALENT_DATA_DIR")
+    if env:
+        return Path(env)
+    xdg = os.environ.get("XDG_DATA_HOME")
+    return (Path(xdg) if xdg else Path.home() / ".local" / "share") / "covalent"
+
+
+@dataclass(frozen=True, slots=True)
+class ClusterSettings:
+    """The embedded LocalCluster, or ``address`` of an existing Dask scheduler."""
+
+    address: str | None = None
+    n_workers: int | None = None
+    threads_per_worker: int | None = None
+    memory_limit: str | None = "auto"
+    processes: bool = True
+    dashboard_address: str | None = "127.0.0.1:8787"
+    host: str = "127.0.0.1"
+
+
+@dataclass(frozen=True, slots=True)
+class Settings:
+    """Everything ``create_app`` needs."""
+
+    data_dir: Path = field(default_factory=default_data_dir)
+    host: str = "127.0.0.1"
+    port: int = 48008
+    token: str = ""
+    max_body_bytes: int = 2 * 1024**3
+    long_poll_max_s: float = 120.0
+    cluster: ClusterSettings = field(default_factory=ClusterSettings)
+
+    @property
+    def db_path(self) -> Path:
+        return self.data_dir / "dispatches.db"
+
+    @property
+    def blob_dir(self) -> Path:
+        return self.data_dir / "blobs"
+
+    @property
+    def log_path(self) -> Path:
+        return self.data_dir / "server.log"
+
+    @classmethod
+    def from_env(cls, **overrides: Any) -> Settings:
+        """Settings from ``COVALENT_*`` variables; ``overrides`` that are not None win."""
+        env = os.environ
+        cluster = ClusterSettings(
+            address=env.get("COVALENT_SCHEDULER_ADDRESS") or None,
+            n_workers=_int(env.get("COVALENT_WORKERS")),
+            threads_per_worker=_int(env.get("COVALENT_THREADS_PER_WORKER")),
+            memory_limit=env.get("COVALENT_MEM_PER_WORKER") or "auto",
+        )
+        s = cls(
+            host=env.get("COVALENT_SERVER_HOST", "127.0.0.1"),
+            port=_int(env.get("COVALENT_SERVER_PORT")) or 48008,
+            token=env.get("COVALENT_TOKEN", ""),
+            cluster=cluster,
+        )
+        cluster_keys = {"address", "n_workers", "threads_per_worker", "memory_limit",
+                        "dashboard_address"}
+        top = {k: v for k, v in overrides.items() if v is not None and k not in cluster_keys}
+        sub = {k: v for k, v in overrides.items() if v is not None and k in cluster_keys}
+        return replace(s, **top, cluster=replace(s.cluster, **sub))
+
+
+def _int(v: str | None) -> int | None:
+    if v is None or v == "":
+        return None
+    try:
+        return int(v)
+    except ValueError:
+        raise ValueError(f"expected an integer, got {v!r}") from None

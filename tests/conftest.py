@@ -1,0 +1,60 @@
+"""Fixtures: a real dispatcher on 127.0.0.1 (random port) with a real Dask cluster and SQLite."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import AsyncIterator, Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+from aiohttp.test_utils import TestClient
+
+from dispatcher.app import create_app
+from dispatcher.settings import ClusterSettings, Settings
+
+
+async def wait_until(predicate: Callable[[], Any], timeout: float = 5.0, interval: float = 0.01) -> Any:
+    """Poll ``predicate`` (sync or async) every ``interval`` until truthy; fail after ``timeout``."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = predicate()
+        if asyncio.iscoroutine(value):
+            value = await value
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"condition not met within {timeout} s")
+        await asyncio.sleep(interval)
+
+
+def in_process_settings(data_dir: Path, **cluster: Any) -> Settings:
+    return Settings(
+        data_dir=data_dir,
+        port=0,
+        cluster=ClusterSettings(processes=False, n_workers=1, threads_per_worker=2,
+                                dashboard_address=None, **cluster),
+    )
+
+
+@pytest.fixture
+def config_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """Keep the SDK away from the user's real config."""
+    d = tmp_path / "config"
+    monkeypatch.setenv("COVALENT_CONFIG_DIR", str(d))
+    monkeypatch.delenv("COVALENT_DISPATCHER_ADDR", raising=False)
+    monkeypatch.delenv("COVALENT_TOKEN", raising=False)
+    return d
+
+
+@pytest.fixture
+async def dispatcher(aiohttp_client: Any, tmp_path: Path, config_dir: Path) -> TestClient:
+    """A live dispatcher app on a random loopback port, with an in-process Dask cluster."""
+    return await aiohttp_client(create_app(in_process_settings(tmp_path / "data")))
+
+
+@pytest.fixture
+def addr(dispatcher: TestClient) -> str:
+    """``host:port`` of the live dispatcher, as an SDK user would pass it."""
+    return f"127.0.0.1:{dispatcher.port}"
