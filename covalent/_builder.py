@@ -25,7 +25,7 @@ from ._graph import (
     NodeKind,
     WorkflowGraph,
 )
-from ._transport import dumps
+from ._transport import dumps, dumps_function
 from .errors import WorkflowDefinitionError
 
 if TYPE_CHECKING:
@@ -166,7 +166,7 @@ class GraphBuilder:
             return None, ""
         cached = self._fn_blobs.get(id(fn))
         if cached is None:
-            data = dumps(fn, f"the function of electron {name!r}")
+            data = dumps_function(fn, f"the function of electron {name!r}")
             cached = (self.graph.add_blob(data), hashlib.sha256(data).hexdigest())
             self._fn_blobs[id(fn)] = cached
             self._keep.append(fn)

@@ -130,12 +130,12 @@ def redispatch(dispatch_id: str, dispatcher_addr: str | None = None,
     Returns:
         A function taking new inputs (none: the old ones) and returning a dispatch id.
     """
-    _check_id(dispatch_id)
+    quoted = _check_id(dispatch_id)
 
     def wrapper(*args: Any, **kwargs: Any) -> str:
         cfg = client_config(dispatcher_addr)
         if is_pending:
-            resp = _client.request_json(cfg, "POST", f"/dispatches/{dispatch_id}/start")
+            resp = _client.request_json(cfg, "POST", f"/dispatches/{quoted}/start")
             return str(resp["dispatch_id"])
         old = get_result(dispatch_id, dispatcher_addr=dispatcher_addr)
         assert isinstance(old, Result)

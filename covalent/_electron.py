@@ -19,6 +19,7 @@ from ._builder import GraphBuilder, active_builder
 from ._deps import DepsBash, DepsCall, DepsPip
 from ._executors import executor_name
 from ._graph import NodeKind
+from ._transport import import_object, module_level_name
 from .errors import WorkflowDefinitionError
 
 P = ParamSpec("P")
@@ -183,6 +184,14 @@ class Electron(Generic[P, R]):
         if self.node_id is not None:
             return f"<Electron {self.node_name!r} node {self.node_id}>"
         return f"<Electron {self.node_name!r}>"
+
+    def __reduce_ex__(self, protocol: Any) -> Any:
+        # A module-level electron travels as "import module.name", as its function would.
+        if self.node_id is None and self.kind is NodeKind.ELECTRON:
+            where = module_level_name(self, self.function)
+            if where is not None:
+                return (import_object, where)
+        return super().__reduce_ex__(protocol)
 
     def __getstate__(self) -> dict[str, Any]:
         state = dict(self.__dict__)

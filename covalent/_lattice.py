@@ -18,7 +18,7 @@ from ._electron import Electron, _as_bash, _as_calls
 from ._executors import executor_name
 from ._graph import WorkflowGraph
 from ._transport import TransportableObject
-from .errors import WorkflowDefinitionError
+from .errors import SerializationError, WorkflowDefinitionError
 
 P = ParamSpec("P")
 R = TypeVar("R")
@@ -67,7 +67,7 @@ class Lattice(Generic[P, R]):
         with building(builder):
             try:
                 retval = self.workflow_function(*args, **kwargs)
-            except WorkflowDefinitionError:
+            except (WorkflowDefinitionError, SerializationError):
                 raise
             except Exception as exc:
                 raise WorkflowDefinitionError(

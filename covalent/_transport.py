@@ -6,6 +6,8 @@ The dispatcher stores these bytes and hands them to workers; it never unpickles 
 from __future__ import annotations
 
 import base64
+import importlib
+import sys
 import platform
 from typing import Any
 
@@ -22,6 +24,61 @@ def dumps(obj: Any, what: str) -> bytes:
         raise SerializationError(
             f"{what} cannot be pickled: {type(exc).__name__}: {exc}"
         ) from exc
+
+
+def import_object(module: str, qualname: str) -> Any:
+    """Import ``module`` and walk ``qualname`` to the object it names."""
+    obj: Any = importlib.import_module(module)
+    for part in qualname.split("."):
+        obj = getattr(obj, part)
+    return obj
+
+
+def module_level_name(obj: Any, fn: Any) -> tuple[str, str] | None:
+    """(module, qualname) under which ``obj`` can be imported, if it can (not __main__)."""
+    module = getattr(fn, "__module__", None)
+    qualname = getattr(fn, "__qualname__", "")
+    if not module or module == "__main__" or "<locals>" in qualname or module not in sys.modules:
+        return None
+    try:
+        found = import_object(module, qualname)
+    except (AttributeError, ImportError):
+        return None
+    return (module, qualname) if found is obj else None
+
+
+def _import_attr(module: str, qualname: str) -> Any:
+    """Import ``module.qualname``; unwrap an Electron or Lattice to its function."""
+    obj = import_object(module, qualname)
+    inner = getattr(obj, "function", None) or getattr(obj, "workflow_function", None)
+    return inner if inner is not None else obj
+
+
+class _ByReference:
+    """Pickles as "import this function" (what pickle does for module-level functions)."""
+
+    def __init__(self, module: str, qualname: str) -> None:
+        self.module, self.qualname = module, qualname
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (_import_attr, (self.module, self.qualname))
+
+
+def dumps_function(fn: Any, what: str) -> bytes:
+    """Pickle a user function, by reference when its module exposes it as an electron.
+
+    ``@ct.electron`` replaces the module attribute by an Electron, so cloudpickle no longer
+    finds the function under its name and would pickle it by value, globals and all. Like
+    pickle for any module-level function, we send "import module.name" instead; functions of
+    ``__main__`` and local functions still travel by value.
+    """
+    module = getattr(fn, "__module__", None)
+    if module and module in sys.modules:
+        owner = getattr(sys.modules[module], getattr(fn, "__name__", ""), None)
+        where = module_level_name(owner, fn) if owner is not None else None
+        if where is not None and getattr(owner, "function", None) is fn:
+            return dumps(_ByReference(*where), what)
+    return dumps(fn, what)
 
 
 class TransportableObject:

@@ -38,6 +38,15 @@ def in_process_settings(data_dir: Path, **cluster: Any) -> Settings:
     )
 
 
+@pytest.fixture(autouse=True)
+def _release_blocked_tasks() -> Any:
+    from tests import tasks
+
+    tasks.release.clear()
+    yield
+    tasks.release.set()
+
+
 @pytest.fixture
 def config_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     """Keep the SDK away from the user's real config."""

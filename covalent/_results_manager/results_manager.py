@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from typing import Any
+from urllib.parse import quote
 
 from .. import _client, wire
 from .._config import client_config
@@ -13,9 +14,10 @@ _LONG_POLL_S = 30.0
 
 
 def _check_id(dispatch_id: Any) -> str:
+    """Return the id quoted for use in a URL path; raise TypeError if it is not a string."""
     if not isinstance(dispatch_id, str) or not dispatch_id:
         raise TypeError(f"dispatch_id must be a non-empty string, got {dispatch_id!r}")
-    return dispatch_id
+    return quote(dispatch_id, safe="")
 
 
 def get_result(
@@ -44,9 +46,9 @@ def get_result(
         >>> result = ct.get_result(dispatch_id, wait=True)  # doctest: +SKIP
         >>> result.result                                    # doctest: +SKIP
     """
-    _check_id(dispatch_id)
+    quoted = _check_id(dispatch_id)
     cfg = client_config(dispatcher_addr)
-    path = f"/dispatches/{dispatch_id}"
+    path = f"/dispatches/{quoted}"
     query: dict[str, Any] = {}
     if status_only:
         path += "/status"
@@ -80,7 +82,7 @@ def cancel(dispatch_id: str, task_ids: list[int] | int | None = None,
     Raises:
         DispatchNotFoundError: no dispatch has that id.
     """
-    _check_id(dispatch_id)
+    quoted = _check_id(dispatch_id)
     if isinstance(task_ids, int):
         task_ids = [task_ids]
     if task_ids is not None and not all(isinstance(t, int) for t in task_ids):
@@ -89,5 +91,5 @@ def cancel(dispatch_id: str, task_ids: list[int] | int | None = None,
 
     cfg = client_config(dispatcher_addr)
     body = json.dumps({"task_ids": task_ids or []}).encode()
-    resp = _client.request_json(cfg, "POST", f"/dispatches/{dispatch_id}/cancel", body=body)
+    resp = _client.request_json(cfg, "POST", f"/dispatches/{quoted}/cancel", body=body)
     return str(resp["message"])

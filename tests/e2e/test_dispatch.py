@@ -1,0 +1,238 @@
+"""SDK -> dispatcher -> Dask, end to end, on a real loopback server and in-process cluster."""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+
+import pytest
+
+import covalent as ct
+from covalent.errors import DispatcherUnavailableError, DispatchNotFoundError
+from tests.conftest import wait_until
+from tests.tasks import add, block, fail, identity, multiply, shout
+
+
+async def run(lattice, addr, *args, **kwargs):
+    dispatch_id = await asyncio.to_thread(ct.dispatch(lattice, dispatcher_addr=addr), *args, **kwargs)
+    return await asyncio.to_thread(ct.get_result, dispatch_id, True, addr)
+
+
+@ct.lattice
+def two_node(x, y):
+    return multiply(add(x, y), 2)
+
+
+async def test_result_fields(addr: str) -> None:
+    result = await run(two_node, addr, 1, y=2)
+    assert result.status == ct.status.COMPLETED
+    assert result.result == 6
+    assert result.encoded_result.get_deserialized() == 6
+    assert result.inputs == {"args": [1], "kwargs": {"y": 2}}
+    assert result.error is None
+    assert result.dispatch_id == result.root_dispatch_id
+    assert isinstance(result.start_time, dt.datetime) and result.end_time >= result.start_time
+    assert result.lattice.__name__ == "two_node"
+    node = result.get_node_result(0)
+    assert set(node) == {"node_id", "node_name", "start_time", "end_time", "status", "output",
+                         "error", "sublattice_result", "stdout", "stderr"}
+    assert (node["node_name"], node["status"], node["output"]) == ("add", "COMPLETED", 3)
+    assert node["end_time"] >= node["start_time"]
+    outputs = result.get_all_node_outputs()
+    assert outputs["add(0)"] == 3 and outputs["multiply(3)"] == 6 and outputs[":postprocess:(5)"] == 6
+    assert [r["node_id"] for r in result.get_all_node_results()] == list(range(6))
+    assert result.post_process() == 6
+    text = str(result)
+    assert "COMPLETED" in text and "multiply(3)" in text and result.dispatch_id in text
+
+
+async def test_nested_return_value_and_post_process(addr: str) -> None:
+    @ct.lattice
+    def wf(n):
+        xs = [identity(i) for i in range(n)]
+        return {"xs": xs, "pair": (xs[0], add(xs[1], 10)), "const": "c"}
+
+    result = await run(wf, addr, 3)
+    expected = {"xs": [0, 1, 2], "pair": (0, 11), "const": "c"}
+    assert result.result == expected
+    assert result.post_process() == expected
+
+
+async def test_failure_is_fail_slow(addr: str) -> None:
+    @ct.lattice
+    def wf():
+        bad = fail(1)
+        after_bad = identity(bad)
+        good = identity(5)
+        return after_bad, good
+
+    result = await run(wf, addr)
+    assert result.status == ct.status.FAILED
+    assert "Node 0 (fail) failed: ValueError: bad value 1" in result.error
+    failed = result.get_node_result(0)
+    assert failed["status"] == "FAILED" and "ValueError: bad value 1" in failed["error"]
+    assert "Traceback" in failed["error"] and failed["output"] is None
+    assert result.get_node_result(2)["status"] == "NEW_OBJECT"  # descendant never ran
+    good = result.get_node_result(3)
+    assert (good["status"], good["output"]) == ("COMPLETED", 5)  # independent branch ran
+    assert result.result is None
+
+
+async def test_stdout_and_stderr_are_captured_per_node(addr: str) -> None:
+    @ct.lattice
+    def wf():
+        return [shout(f"m{i}") for i in range(4)]
+
+    result = await run(wf, addr)
+    assert result.result == ["m0", "m1", "m2", "m3"]
+    for i in range(4):
+        node = result.get_node_result(2 * i)
+        assert node["stdout"] == f"out:m{i}\n"
+        assert node["stderr"] == f"err:m{i}\n"
+
+
+def _hello():
+    return "hello"
+
+
+async def test_deps_and_hooks_run_on_the_worker(addr: str, tmp_path) -> None:
+    marker = tmp_path / "after.txt"
+
+    def write_marker():
+        marker.write_text("done")
+
+    @ct.electron(
+        deps_bash=ct.DepsBash(["echo from-bash"]),
+        call_before=[ct.DepsCall(_hello, retval_keyword="greeting")],
+        call_after=ct.DepsCall(write_marker),
+    )
+    def greet(name, greeting=None):
+        return f"{greeting} {name}"
+
+    @ct.lattice
+    def wf():
+        return greet("world")
+
+    result = await run(wf, addr)
+    assert result.status == "COMPLETED", result.error
+    assert result.result == "hello world"
+    assert result.get_node_result(0)["stdout"] == "from-bash\n"
+    assert marker.read_text() == "done"
+
+
+async def test_failing_bash_dep_fails_the_node(addr: str) -> None:
+    @ct.electron(deps_bash="exit 3")
+    def never():
+        return 1
+
+    @ct.lattice
+    def wf():
+        return never()
+
+    result = await run(wf, addr)
+    assert result.status == "FAILED"
+    assert "exited with 3" in result.get_node_result(0)["error"]
+
+
+async def test_executors_local_dask_and_instances_all_run(addr: str) -> None:
+    @ct.electron(executor="local")
+    def a():
+        return 1
+
+    @ct.electron(executor=ct.executor.LocalExecutor())
+    def b():
+        return 2
+
+    @ct.electron(executor=ct.executor.DaskExecutor())
+    def c():
+        return 3
+
+    @ct.lattice(executor="dask", workflow_executor="local")
+    def wf():
+        return a() + b() + c()
+
+    result = await run(wf, addr)
+    assert result.result == 6
+
+
+async def test_status_only_and_running_state(addr: str) -> None:
+    @ct.lattice
+    def wf():
+        return block(1)
+
+    dispatch_id = await asyncio.to_thread(ct.dispatch(wf, dispatcher_addr=addr))
+
+    def node_running():
+        r = ct.get_result(dispatch_id, dispatcher_addr=addr)
+        return r.get_node_result(0)["status"] == "RUNNING" and r
+
+    running = await wait_until(lambda: asyncio.to_thread(node_running), timeout=5)
+    assert running.status == ct.status.RUNNING
+    assert isinstance(running.get_node_result(0)["start_time"], dt.datetime)
+    assert running.get_node_result(0)["end_time"] is None
+    status = await asyncio.to_thread(ct.get_result, dispatch_id, False, addr, True)
+    assert status == {"dispatch_id": dispatch_id, "id": dispatch_id, "status": "RUNNING"}
+    from tests import tasks
+
+    tasks.release.set()
+    status = await asyncio.to_thread(ct.get_result, dispatch_id, True, addr, True)
+    assert status["status"] == ct.status.COMPLETED
+
+
+async def test_dispatch_sync_returns_the_result(addr: str) -> None:
+    result = await asyncio.to_thread(ct.dispatch_sync(two_node, dispatcher_addr=addr), 2, 3)
+    assert result.status == "COMPLETED" and result.result == 10
+
+
+async def test_unpicklable_output_fails_the_node_not_the_server(addr: str) -> None:
+    @ct.electron
+    def make_lock():
+        import threading
+
+        return threading.Lock()
+
+    @ct.lattice
+    def wf():
+        return make_lock()
+
+    result = await run(wf, addr)
+    assert result.status == "FAILED"
+    assert "UnpicklableOutputError" in result.error and "cannot be pickled" in result.error
+    # the server is still fine
+    assert (await run(two_node, addr, 1, 1)).result == 4
+
+
+async def test_get_result_of_unknown_id_raises_at_once(addr: str) -> None:
+    with pytest.raises(DispatchNotFoundError, match="no dispatch with id"):
+        await asyncio.to_thread(ct.get_result, "00000000-0000-4000-8000-000000000000", True, addr)
+    with pytest.raises(DispatchNotFoundError):
+        await asyncio.to_thread(ct.get_result, "../../etc/passwd", False, addr)
+    with pytest.raises(TypeError, match="dispatch_id must be a non-empty string"):
+        ct.get_result(42, dispatcher_addr=addr)
+
+
+def test_dispatch_without_a_server_names_the_address(config_dir) -> None:
+    import socket
+
+    with socket.socket() as s:  # a port nothing listens on
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    with pytest.raises(DispatcherUnavailableError, match=f"127.0.0.1:{port}"):
+        ct.dispatch(two_node, dispatcher_addr=f"127.0.0.1:{port}")(1, 2)
+
+
+async def test_results_survive_a_server_restart(aiohttp_client, tmp_path, config_dir) -> None:
+    from dispatcher.app import create_app
+    from tests.conftest import in_process_settings
+
+    settings = in_process_settings(tmp_path / "data")
+    client = await aiohttp_client(create_app(settings))
+    addr = f"127.0.0.1:{client.port}"
+    first = await run(two_node, addr, 4, 5)
+    await client.close()
+
+    client = await aiohttp_client(create_app(settings))
+    addr = f"127.0.0.1:{client.port}"
+    again = await asyncio.to_thread(ct.get_result, first.dispatch_id, False, addr)
+    assert again.status == "COMPLETED" and again.result == 18
+    assert again.get_node_result(0)["output"] == 9

@@ -1,0 +1,197 @@
+"""Graph building on the client: node ids, names, edges, errors; no server involved."""
+
+from __future__ import annotations
+
+import threading
+
+import pytest
+
+import covalent as ct
+from covalent._graph import EdgeKind, NodeKind
+from covalent.errors import SerializationError, WorkflowDefinitionError
+from tests.tasks import add, identity, multiply
+
+
+def names(graph):
+    return [n.name for n in graph.nodes]
+
+
+def test_electron_outside_lattice_runs_the_function():
+    assert add(2, 3) == 5
+
+
+def test_lattice_outside_dispatch_runs_the_function():
+    @ct.lattice
+    def wf(x):
+        return multiply(add(x, 1), 2)
+
+    assert wf(3) == 8
+
+
+def test_node_numbering_follows_covalent():
+    @ct.lattice
+    def wf(n):
+        parts = [add(i, 1) for i in range(2)]
+        return add(identity(parts), n)
+
+    g = wf.build_graph(7)
+    assert names(g) == [
+        "add", ":parameter:0", ":parameter:1",
+        "add", ":parameter:1", ":parameter:1",
+        "identity", ":electron_list:", "add", ":parameter:7",
+        ":postprocess:",
+    ]
+    assert g.nodes[7].kind is NodeKind.LIST
+    # the list node collects nodes 0 and 3 in order, and feeds identity's x
+    into_list = [(e.src, e.index) for e in g.edges if e.dst == 7]
+    assert into_list == [(0, 0), (3, 1)]
+    assert [(e.src, e.name) for e in g.edges if e.dst == 6] == [(7, "x")]
+    assert [(e.src, e.name) for e in g.edges if e.dst == 8] == [(6, "x"), (9, "y")]
+
+
+def test_unpacking_indexing_and_attribute_access_record_nodes():
+    @ct.electron
+    def pair():
+        return 1, 2
+
+    @ct.lattice
+    def wf():
+        a, b = pair()
+        c = pair()[1]
+        d = pair().real
+        return a, b, c, d
+
+    g = wf.build_graph()
+    assert names(g) == [
+        "pair", ":pair()[0]", ":parameter:0", ":pair()[1]", ":parameter:1",
+        "pair", ":pair.__getitem__", ":parameter:1",
+        "pair", ":pair.__getattr__", ":parameter:real",
+        ":postprocess:",
+    ]
+    assert g.nodes[1].kind is NodeKind.GETITEM and g.nodes[9].kind is NodeKind.GETATTR
+
+
+def test_dict_argument_and_same_output_twice():
+    @ct.lattice
+    def wf():
+        x = identity(1)
+        return add(x, x), identity({"a": x, 2: 5})
+
+    g = wf.build_graph()
+    assert [(e.src, e.dst, e.name) for e in g.edges if e.dst == 2] == [(0, 2, "x"), (0, 2, "y")]
+    dict_node = next(n for n in g.nodes if n.kind is NodeKind.DICT)
+    assert dict_node.name == ":electron_dict:"
+    assert [(e.src, e.name, e.index) for e in g.edges if e.dst == dict_node.id] == [
+        (0, "a", 0), (dict_node.id + 1, "2", 1)]
+
+
+def test_wait_adds_a_wait_edge_without_passing_data():
+    @ct.lattice
+    def wf():
+        a = identity(1)
+        b = identity(2)
+        ct.wait(b, [a])
+        return b
+
+    g = wf.build_graph()
+    waits = [(e.src, e.dst) for e in g.edges if e.kind is EdgeKind.WAIT]
+    assert waits == [(0, 2)]
+
+
+def test_lattice_inside_lattice_is_inlined_and_sublattice_is_one_node():
+    @ct.lattice
+    def inner(x):
+        return add(x, 1)
+
+    @ct.lattice
+    def outer(x):
+        return inner(x), ct.electron(inner)(x)
+
+    g = outer.build_graph(1)
+    assert names(g)[:3] == ["add", ":parameter:1", ":parameter:1"]
+    assert g.nodes[3].name == ":sublattice:inner" and g.nodes[3].kind is NodeKind.SUBLATTICE
+
+
+def test_iterating_an_output_without_unpacking_is_a_clear_error():
+    @ct.lattice
+    def wf():
+        return [x for x in identity([1, 2])]
+
+    with pytest.raises(WorkflowDefinitionError, match="cannot iterate"):
+        wf.build_graph()
+
+
+def test_branching_on_an_output_is_a_clear_error():
+    @ct.lattice
+    def wf():
+        return 1 if identity(True) else 2
+
+    with pytest.raises(WorkflowDefinitionError, match="no truth value"):
+        wf.build_graph()
+
+
+def test_wrong_arguments_are_reported_at_build_time():
+    @ct.lattice
+    def wf():
+        return add(1)
+
+    with pytest.raises(WorkflowDefinitionError, match="'add' called with wrong arguments"):
+        wf.build_graph()
+
+
+def test_unpicklable_argument_is_a_serialization_error():
+    @ct.lattice
+    def wf(lock):
+        return identity(lock)
+
+    with pytest.raises(SerializationError, match="argument 'x'"):
+        wf.build_graph(threading.Lock())
+
+
+def test_unknown_executor_is_rejected_at_decoration():
+    with pytest.raises(ValueError, match="unknown executor 'gpu-cloud'"):
+        ct.electron(executor="gpu-cloud")(lambda: 1)
+
+
+def test_executor_options_are_recorded_on_nodes():
+    @ct.electron(executor="local")
+    def a():
+        return 1
+
+    @ct.electron(executor=ct.executor.DaskExecutor())
+    def b():
+        return 2
+
+    @ct.lattice(workflow_executor="local")
+    def wf():
+        return a(), b()
+
+    g = wf.build_graph()
+    assert [n.executor for n in g.nodes] == ["local", "dask", "local"]
+
+
+def test_status_and_documented_paths():
+    from covalent._results_manager.result import Result
+    from covalent._results_manager.results_manager import cancel
+    from covalent._shared_files.util_classes import Status
+
+    assert ct.status.COMPLETED == "COMPLETED" and ct.status.NEW_OBJECT == "NEW_OBJECT"
+    assert Result.NEW_OBJ == "NEW_OBJECT" and Result.CANCELLED == "CANCELLED"
+    assert Status is ct.Status and cancel is ct.cancel
+    assert {s.name for s in Status} >= {
+        "NEW_OBJECT", "STARTING", "RUNNING", "COMPLETED", "FAILED", "CANCELLED", "POSTPROCESSING",
+        "PENDING_POSTPROCESSING", "POSTPROCESSING_FAILED", "PENDING_REUSE", "DISPATCHING"}
+
+
+def test_transportable_object_round_trip():
+    t = ct.TransportableObject({"a": [1, 2]})
+    assert t.get_deserialized() == {"a": [1, 2]}
+    assert ct.TransportableObject.make_transportable(t) is t
+
+
+def test_dispatching_a_plain_function_is_a_clear_error():
+    def not_a_lattice():
+        return 1
+
+    with pytest.raises(WorkflowDefinitionError, match="decorate the workflow function"):
+        ct.dispatch(not_a_lattice)
