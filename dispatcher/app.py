@@ -82,6 +82,9 @@ async def _cluster_ctx(app: web.Application) -> AsyncIterator[None]:
         "dashboard": client.dashboard_link if cluster is not None or cs.address else "",
         "embedded": cluster is not None,
     }
+    log.info("dispatcher on %s:%d, Dask scheduler %s, dashboard %s, store %s",
+             app[SETTINGS].host, app[SETTINGS].port, app[CLUSTER_INFO]["scheduler"],
+             app[CLUSTER_INFO]["dashboard"] or "-", app[SETTINGS].db_path)
     runner = Runner(app[STORE], client)
     await runner.start()
     app[RUNNER] = runner

@@ -159,6 +159,7 @@ class Runner:
             self._record(NodeUpdate(dispatch_id, node_id, status="COMPLETED", start_time=start,
                                     end_time=end))
         run.task = asyncio.create_task(self._track(run), name=f"track-{dispatch_id}")
+        log.info("dispatch %s submitted: %d nodes, %d reused", dispatch_id, len(keys), len(preset))
 
     async def _track(self, run: DispatchRun) -> None:
         try:
@@ -245,6 +246,7 @@ class Runner:
             status, error = "CANCELLED", None
         else:
             status, error = "COMPLETED", None
+        log.info("dispatch %s %s", run.dispatch_id, status)
         self._finished.append(run.dispatch_id)
         self._record(dispatch=DispatchUpdate(run.dispatch_id, status=status, end_time=now_iso(),
                                              error=error, result=run.result))
