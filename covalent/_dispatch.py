@@ -137,7 +137,8 @@ def redispatch(dispatch_id: str, dispatcher_addr: str | None = None,
         if is_pending:
             resp = _client.request_json(cfg, "POST", f"/dispatches/{quoted}/start")
             return str(resp["dispatch_id"])
-        old = get_result(dispatch_id, dispatcher_addr=dispatcher_addr)
+        # Reusing results needs the old dispatch's final outputs: wait for it to end.
+        old = get_result(dispatch_id, wait=reuse_previous_results, dispatcher_addr=dispatcher_addr)
         assert isinstance(old, Result)
         lat = old.lattice
         if not args and not kwargs:

@@ -85,7 +85,9 @@ async def _cluster_ctx(app: web.Application) -> AsyncIterator[None]:
     log.info("dispatcher on %s:%d, Dask scheduler %s, dashboard %s, store %s",
              app[SETTINGS].host, app[SETTINGS].port, app[CLUSTER_INFO]["scheduler"],
              app[CLUSTER_INFO]["dashboard"] or "-", app[SETTINGS].db_path)
-    runner = Runner(app[STORE], client)
+    settings = app[SETTINGS]
+    url = f"http://{settings.host}:{settings.port}" if settings.port else ""
+    runner = Runner(app[STORE], client, public_url=url, token=settings.token)
     await runner.start()
     app[RUNNER] = runner
     try:

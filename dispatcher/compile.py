@@ -74,8 +74,11 @@ def validate(graph: WorkflowGraph) -> None:
 
 
 def compile_graph(dispatch_id: str, graph: WorkflowGraph, preset: dict[int, tuple[bytes, str, str]],
-                  ) -> dict[Key, Task]:
-    """The Dask graph of a dispatch; ``preset`` maps node ids to (output, start, end)."""
+                  server: str = "", token: str = "") -> dict[Key, Task]:
+    """The Dask graph of a dispatch; ``preset`` maps node ids to (output, start, end).
+
+    ``server`` and ``token`` tell sublattice nodes where to submit their child dispatch.
+    """
     parents = graph.parents()
     keys = [node_key(dispatch_id, n.id, node_label(n.name, n.kind)) for n in graph.nodes]
     blobs = graph.blobs
@@ -96,6 +99,8 @@ def compile_graph(dispatch_id: str, graph: WorkflowGraph, preset: dict[int, tupl
             value=blobs[node.value] if node.value is not None else None,
             hooks=blobs[node.hooks] if node.hooks is not None else None,
             layout=tuple((str(e.kind), e.name, e.index) for e in edges),
+            server=server if node.kind is NodeKind.SUBLATTICE else "",
+            token=token if node.kind is NodeKind.SUBLATTICE else "",
         )
         refs: list[Any] = [TaskRef(keys[e.src]) for e in edges]
         dsk[key] = Task(key, run_node, spec, *refs)

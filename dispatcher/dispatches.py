@@ -55,14 +55,23 @@ def parse_submission(body: bytes) -> tuple[dict[str, Any], WorkflowGraph, list[b
 
 
 async def create(store: SqliteStore, runner: Runner, header: dict[str, Any], graph: WorkflowGraph,
-                 blobs: list[bytes], *, parent: tuple[str, int, str] | None = None,
+                 blobs: list[bytes], *, parent: tuple[str, int] | None = None,
                  reuse_from: str | None = None) -> tuple[str, bool]:
-    """Store a dispatch and start it unless ``disable_run``; returns (id, created)."""
+    """Store a dispatch and start it unless ``disable_run``; returns (id, created).
+
+    ``parent`` = (dispatch id, node id) of the sublattice node this dispatch runs for.
+    """
     dispatch_id = header["dispatch_id"]
     post = graph.nodes[-1]
+    root = dispatch_id
+    if parent is not None:
+        prow = await store.run(store.get_dispatch, parent[0])
+        if prow is None:
+            raise DispatchNotFound(parent[0])
+        root = prow["root_dispatch_id"]
     record = {
         "dispatch_id": dispatch_id,
-        "root_dispatch_id": parent[2] if parent else dispatch_id,
+        "root_dispatch_id": root,
         "parent_dispatch_id": parent[0] if parent else None,
         "parent_node_id": parent[1] if parent else None,
         "name": header.get("name") or "lattice",
@@ -79,6 +88,8 @@ async def create(store: SqliteStore, runner: Runner, header: dict[str, Any], gra
         await store.run(store.create_dispatch, record, nodes, graph.blobs, extra)
     except sqlite3.IntegrityError:
         return dispatch_id, False  # a retried request: the dispatch exists already
+    if parent is not None:
+        await store.run(store.set_sub_dispatch, parent[0], parent[1], dispatch_id)
     if not header.get("disable_run"):
         preset = await _reusable(store, graph, reuse_from) if reuse_from else {}
         await runner.submit(dispatch_id, graph, preset)
@@ -231,6 +242,12 @@ async def cancel(store: SqliteStore, runner: Runner, dispatch_id: str,
     if bad:
         raise NodeNotFound(f"dispatch {dispatch_id} has no nodes {bad}")
     cancelled = await runner.cancel(dispatch_id, task_ids or None)
+    for child, node_id in await store.run(store.children, dispatch_id):
+        if not task_ids or node_id in cancelled:
+            try:
+                await cancel(store, runner, child, [])
+            except DispatchState:
+                pass  # the child ended meanwhile
     what = f"tasks {task_ids} of dispatch {dispatch_id}" if task_ids else f"dispatch {dispatch_id}"
     return {"message": f"Cancelled {what} ({len(cancelled)} unfinished nodes).",
             "cancelled": cancelled}

@@ -12,6 +12,7 @@ only) so Dask marks the node's descendants as erred without running them (fail-s
 
 from __future__ import annotations
 
+import ctypes
 import functools
 import io
 import sys
@@ -22,6 +23,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 import cloudpickle
+from distributed.diagnostics.plugin import WorkerPlugin
 
 from covalent._builder import fill_template
 from covalent._graph import NodeKind
@@ -45,6 +47,8 @@ class NodeSpec:
     value: bytes | None
     hooks: bytes | None
     layout: tuple[tuple[str, str, int | None], ...]  # (edge kind, name, index) per parent
+    server: str = ""  # sublattices: where to submit the child dispatch
+    token: str = ""
 
 
 class NodeOutcome:
@@ -96,6 +100,64 @@ class NodeTaskError(Exception):
 
     def __str__(self) -> str:
         return f"node {self.node_id} failed: {self.error_type}: {self.message}"
+
+
+class TaskInterrupted(BaseException):
+    """Raised inside a running node whose dispatch (or node) was cancelled."""
+
+
+class _Interrupts:
+    """Which worker threads are inside a node's user code, so a cancel can interrupt them.
+
+    Worker-process state (there is no app object on a worker). A thread is marked while it
+    runs user code; the cancel plugin injects ``TaskInterrupted`` only into a marked thread,
+    and unmarking clears any injection still pending, so it never lands in Dask's own code.
+    """
+
+    def __init__(self) -> None:
+        self.lock = threading.Lock()
+        self.threads: set[int] = set()
+
+    def enter(self) -> None:
+        with self.lock:
+            self.threads.add(threading.get_ident())
+
+    def leave(self) -> None:
+        ident = threading.get_ident()
+        with self.lock:
+            self.threads.discard(ident)
+            ctypes.pythonapi.PyThreadState_SetAsyncExc(ctypes.c_ulong(ident), None)
+
+    def interrupt(self, ident: int) -> bool:
+        with self.lock:
+            if ident not in self.threads:
+                return False
+            ctypes.pythonapi.PyThreadState_SetAsyncExc(
+                ctypes.c_ulong(ident), ctypes.py_object(TaskInterrupted))
+            return True
+
+
+interrupts = _Interrupts()
+
+
+class CancelPlugin(WorkerPlugin):
+    """Worker plugin: when a running node's key is cancelled, interrupt its thread.
+
+    Dask cannot stop a running Python thread; this raises ``TaskInterrupted`` in it at its next
+    Python bytecode, so pure-Python work stops and the worker's thread is freed. Code blocked
+    inside a C call (a sleep, a socket read, a numpy kernel) stops when that call returns.
+    """
+
+    name = "covalent-cancel"
+
+    def setup(self, worker: Any) -> None:
+        self.worker = worker
+
+    def transition(self, key: Any, start: str, finish: str, **kwargs: Any) -> None:
+        if start == "executing" and finish in ("cancelled", "released", "forgotten"):
+            for ident, running in list(self.worker.active_threads.items()):
+                if running == key:
+                    interrupts.interrupt(ident)
 
 
 def preset_outcome(node_id: int, data: bytes, start: str, end: str) -> NodeOutcome:
@@ -178,10 +240,17 @@ def run_node(spec: NodeSpec, *parents: NodeOutcome) -> NodeOutcome:
     _announce_start(spec, start)
     with _Capture() as cap:
         try:
-            value = _compute(spec, parents, cap)
+            interrupts.enter()
+            try:
+                value = _compute(spec, parents, cap)
+            finally:
+                interrupts.leave()
             data = _dump_output(spec, value)
         except _OutputError as exc:
             raise NodeTaskError(spec.node_id, exc.error_type, str(exc), str(exc),
+                                cap.out.getvalue(), cap.err.getvalue(), start, now_iso()) from None
+        except TaskInterrupted:
+            raise NodeTaskError(spec.node_id, "TaskInterrupted", "cancelled while running", "",
                                 cap.out.getvalue(), cap.err.getvalue(), start, now_iso()) from None
         except BaseException as exc:  # user code may raise anything, SystemExit included
             if isinstance(exc, KeyboardInterrupt):

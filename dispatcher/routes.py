@@ -124,8 +124,17 @@ async def submit(request: web.Request) -> web.Response:
     if reuse_of is not None:
         dispatches.check_id(reuse_of)
     reuse = reuse_of if request.query.get("reuse") == "1" else None
-    dispatch_id, created = await dispatches.create(app[STORE], app[RUNNER], header, graph, blobs,
-                                                   reuse_from=reuse)
+    runner = app[RUNNER]
+    if not runner.public_url:  # started on port 0 (tests): learn the port from a request
+        runner.public_url = str(request.url.origin())
+    parent = None
+    if "parent" in request.query:
+        parent_node = request.query.get("parent_node", "")
+        if not parent_node.isdigit():
+            raise InvalidRequest("parent_node must be a node id")
+        parent = (dispatches.check_id(request.query["parent"]), int(parent_node))
+    dispatch_id, created = await dispatches.create(app[STORE], runner, header, graph, blobs,
+                                                   reuse_from=reuse, parent=parent)
     return web.json_response({"dispatch_id": dispatch_id}, status=201 if created else 200)
 
 

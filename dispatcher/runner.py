@@ -26,7 +26,7 @@ from distributed.client import FutureCancelledError
 from covalent._graph import NodeKind, WorkflowGraph
 
 from .compile import Key, compile_graph, node_key, node_label
-from .execute import START_TOPIC, NodeOutcome, NodeTaskError, now_iso
+from .execute import START_TOPIC, CancelPlugin, NodeOutcome, NodeTaskError, now_iso
 from .store import DispatchUpdate, NodeUpdate, SqliteStore
 
 log = logging.getLogger("covalent.dispatcher")
@@ -55,9 +55,12 @@ class DispatchRun:
 class Runner:
     """Submits dispatches to Dask and records their outcomes; one per server."""
 
-    def __init__(self, store: SqliteStore, client: Client) -> None:
+    def __init__(self, store: SqliteStore, client: Client, public_url: str = "",
+                 token: str = "") -> None:
         self.store = store
         self.client = client
+        self.public_url = public_url  # how workers reach this server (sublattices)
+        self.token = token
         self.runs: dict[str, DispatchRun] = {}
         self._nodes: list[NodeUpdate] = []
         self._dispatches: list[DispatchUpdate] = []
@@ -69,6 +72,7 @@ class Runner:
 
     async def start(self) -> None:
         self.client.subscribe_topic(START_TOPIC, self._on_start)
+        await self.client.register_plugin(CancelPlugin(), name=CancelPlugin.name)
         self._writer = asyncio.create_task(self._write_loop(), name="covalent-store-writer")
 
     async def close(self) -> None:
@@ -151,13 +155,13 @@ class Runner:
         keys = [node_key(dispatch_id, n.id, node_label(n.name, n.kind)) for n in graph.nodes]
         run = DispatchRun(dispatch_id, graph, keys)
         self.runs[dispatch_id] = run
-        dsk = compile_graph(dispatch_id, graph, preset)
+        dsk = compile_graph(dispatch_id, graph, preset, self.public_url, self.token)
         futures = self.client.get(dsk, keys, sync=False)
         run.futures = dict(enumerate(futures))
         self._record(dispatch=DispatchUpdate(dispatch_id, status="RUNNING", start_time=now_iso()))
-        for node_id, (_, start, end) in preset.items():
+        for node_id, (data, start, end) in preset.items():
             self._record(NodeUpdate(dispatch_id, node_id, status="COMPLETED", start_time=start,
-                                    end_time=end))
+                                    end_time=end, output=data))
         run.task = asyncio.create_task(self._track(run), name=f"track-{dispatch_id}")
         log.info("dispatch %s submitted: %d nodes, %d reused", dispatch_id, len(keys), len(preset))
 

@@ -292,6 +292,18 @@ class SqliteStore:
             db.execute("ROLLBACK")
             raise
 
+    def set_sub_dispatch(self, dispatch_id: str, node_id: int, child_id: str) -> None:
+        self.db.execute("UPDATE nodes SET sub_dispatch_id = ? WHERE dispatch_id = ? AND node_id = ?",
+                        (child_id, dispatch_id, node_id))
+
+    def children(self, dispatch_id: str) -> list[tuple[str, int]]:
+        """(child dispatch id, parent node id) of the unfinished sublattice dispatches."""
+        rows = self.db.execute(
+            "SELECT dispatch_id, parent_node_id FROM dispatches WHERE parent_dispatch_id = ?"
+            " AND status NOT IN ('COMPLETED','FAILED','CANCELLED','POSTPROCESSING_FAILED')",
+            (dispatch_id,))
+        return [(r[0], int(r[1])) for r in rows]
+
     def unfinished(self) -> list[str]:
         """Ids of dispatches that were running when the server stopped."""
         rows = self.db.execute(

@@ -58,9 +58,12 @@ def config_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
 
 
 @pytest.fixture
-async def dispatcher(aiohttp_client: Any, tmp_path: Path, config_dir: Path) -> TestClient:
+async def dispatcher(aiohttp_client: Any, tmp_path: Path, config_dir: Path) -> AsyncIterator[TestClient]:
     """A live dispatcher app on a random loopback port, with an in-process Dask cluster."""
-    return await aiohttp_client(create_app(in_process_settings(tmp_path / "data")))
+    from tests import tasks
+
+    yield await aiohttp_client(create_app(in_process_settings(tmp_path / "data")))
+    tasks.release.set()  # before the cluster closes: an in-process worker waits for its threads
 
 
 @pytest.fixture

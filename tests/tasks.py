@@ -52,3 +52,16 @@ def worker_pid(i):
 
     time.sleep(0.2)  # long enough that the scheduler spreads the fan-out over both workers
     return os.getpid()
+
+
+@ct.electron
+def spin(marker):
+    """Loop in Python until interrupted; record that it stopped."""
+    import pathlib
+    import time
+
+    try:
+        while True:
+            time.sleep(0.01)
+    finally:
+        pathlib.Path(marker).write_text("stopped")

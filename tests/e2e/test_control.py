@@ -1,0 +1,186 @@
+"""Dispatch control: sublattices, cancel, disable_run / is_pending, redispatch."""
+
+from __future__ import annotations
+
+import asyncio
+
+import covalent as ct
+from tests.conftest import wait_until
+from tests.e2e.test_dispatch import run
+from tests.tasks import add, block, identity, multiply, spin
+
+
+@ct.electron
+@ct.lattice
+def inner(x):
+    return [add(x, i) for i in range(x)]  # shape depends on the input: known only at run time
+
+
+@ct.electron
+@ct.lattice
+def middle(x):
+    return inner(identity(x))
+
+
+async def test_sublattice_is_a_dynamic_child_dispatch(addr: str) -> None:
+    @ct.lattice
+    def wf(x):
+        n = add(x, 1)
+        return inner(n)
+
+    result = await run(wf, addr, 2)
+    assert result.status == "COMPLETED", result.error
+    assert result.result == [3, 4, 5]
+    node = await asyncio.to_thread(result.get_node_result, 3)  # fetches the child: not on the loop
+    assert node["node_name"] == ":sublattice:inner"
+    child = node["sublattice_result"]
+    assert child.status == "COMPLETED" and child.result == [3, 4, 5]
+    assert child.root_dispatch_id == result.dispatch_id != child.dispatch_id
+
+
+async def test_nested_sublattices(addr: str) -> None:
+    @ct.lattice
+    def wf(x):
+        return middle(x)
+
+    result = await run(wf, addr, 2)
+    assert result.result == [2, 3]
+    child = (await asyncio.to_thread(result.get_node_result, 0))["sublattice_result"]
+    grandchild = (await asyncio.to_thread(child.get_node_result, 2))["sublattice_result"]
+    assert grandchild.result == [2, 3]
+    assert grandchild.root_dispatch_id == result.dispatch_id
+
+
+async def _running(addr: str, dispatch_id: str, node_id: int) -> None:
+    def check() -> bool:
+        r = ct.get_result(dispatch_id, dispatcher_addr=addr)
+        return r.get_node_result(node_id)["status"] == "RUNNING"
+
+    await wait_until(lambda: asyncio.to_thread(check), timeout=5)
+
+
+async def test_cancel_a_running_dispatch(addr: str) -> None:
+    @ct.lattice
+    def wf():
+        a = identity(1)
+        b = block(a)
+        return a, identity(b)
+
+    dispatch_id = await asyncio.to_thread(ct.dispatch(wf, dispatcher_addr=addr))
+    await _running(addr, dispatch_id, 2)
+    message = await asyncio.to_thread(ct.cancel, dispatch_id, None, addr)
+    assert dispatch_id in message
+    result = await asyncio.wait_for(asyncio.to_thread(ct.get_result, dispatch_id, True, addr), 5)
+    assert result.status == ct.status.CANCELLED
+    assert [result.get_node_result(i)["status"] for i in range(5)] == [
+        "COMPLETED", "COMPLETED", "CANCELLED", "CANCELLED", "CANCELLED"]
+    assert result.get_node_result(0)["output"] == 1  # finished work keeps its output
+    again = await asyncio.to_thread(lambda: _cancel_error(dispatch_id, addr))
+    assert "already ended CANCELLED" in again
+
+
+def _cancel_error(dispatch_id: str, addr: str) -> str:
+    from covalent.errors import DispatchStateError
+
+    try:
+        ct.cancel(dispatch_id, dispatcher_addr=addr)
+    except DispatchStateError as exc:
+        return str(exc)
+    return "no error"
+
+
+async def test_cancel_interrupts_a_python_loop(addr: str, tmp_path) -> None:
+    marker = tmp_path / "stopped"
+
+    @ct.lattice
+    def wf():
+        return spin(str(marker))
+
+    dispatch_id = await asyncio.to_thread(ct.dispatch(wf, dispatcher_addr=addr))
+    await _running(addr, dispatch_id, 0)
+    await asyncio.to_thread(ct.cancel, dispatch_id, None, addr)
+    await wait_until(marker.exists, timeout=5)  # the task really stopped on the worker
+    result = await asyncio.to_thread(ct.get_result, dispatch_id, True, addr)
+    assert result.status == "CANCELLED" and result.get_node_result(0)["status"] == "CANCELLED"
+
+
+async def test_cancel_some_tasks_lets_the_rest_run(addr: str) -> None:
+    @ct.lattice
+    def wf():
+        slow = block(1)
+        after_slow = identity(slow)
+        other = add(2, 3)
+        return after_slow, multiply(other, 2)
+
+    dispatch_id = await asyncio.to_thread(ct.dispatch(wf, dispatcher_addr=addr))
+    await _running(addr, dispatch_id, 0)
+    await asyncio.to_thread(ct.cancel, dispatch_id, [0], addr)
+    result = await asyncio.wait_for(asyncio.to_thread(ct.get_result, dispatch_id, True, addr), 5)
+    assert result.status == "CANCELLED"
+    statuses = {r["node_name"]: r["status"] for r in result.get_all_node_results()}
+    assert statuses["block"] == "CANCELLED" and statuses["identity"] == "CANCELLED"
+    assert statuses["multiply"] == "COMPLETED"
+    assert result.get_node_result(6)["output"] == 10
+
+
+async def test_disable_run_then_start_pending_once(addr: str) -> None:
+    @ct.lattice
+    def wf(x):
+        return add(x, 1)
+
+    dispatch_id = await asyncio.to_thread(ct.dispatch(wf, dispatcher_addr=addr, disable_run=True), 1)
+    stored = await asyncio.to_thread(ct.get_result, dispatch_id, False, addr)
+    assert stored.status == "NEW_OBJECT" and stored.get_node_result(0)["status"] == "NEW_OBJECT"
+    start = ct.redispatch(dispatch_id, dispatcher_addr=addr, is_pending=True)
+    assert await asyncio.to_thread(start) == dispatch_id
+    assert await asyncio.to_thread(start) == dispatch_id  # a second start is a no-op
+    result = await asyncio.to_thread(ct.get_result, dispatch_id, True, addr)
+    assert result.result == 2
+    starts = [r for r in result.get_all_node_results() if r["node_name"] == "add"]
+    assert len(starts) == 1 and starts[0]["status"] == "COMPLETED"
+
+
+@ct.electron
+def counted(path, x):
+    import pathlib
+
+    p = pathlib.Path(path)
+    p.write_text(p.read_text() + "x" if p.exists() else "x")
+    return x * 10
+
+
+@ct.electron
+def plus_one(x):
+    return x + 1
+
+
+@ct.electron
+def plus_two(x):
+    return x + 2
+
+
+async def test_redispatch_new_inputs_replace_and_reuse(addr: str, tmp_path) -> None:
+    runs = tmp_path / "runs"
+
+    @ct.lattice
+    def wf(x):
+        return plus_one(counted(str(runs), x))
+
+    first = await run(wf, addr, 1)
+    assert first.result == 11 and runs.read_text() == "x"
+
+    same = await asyncio.to_thread(ct.redispatch(first.dispatch_id, dispatcher_addr=addr))
+    assert same != first.dispatch_id
+    again = await asyncio.to_thread(ct.get_result, same, True, addr)
+    assert again.result == 11 and runs.read_text() == "xx"  # no reuse: ran again
+
+    new_input = await asyncio.to_thread(ct.redispatch(first.dispatch_id, dispatcher_addr=addr), 2)
+    assert (await asyncio.to_thread(ct.get_result, new_input, True, addr)).result == 21
+
+    reused = await asyncio.to_thread(ct.redispatch(
+        first.dispatch_id, dispatcher_addr=addr, reuse_previous_results=True,
+        replace_electrons={"plus_one": plus_two}))
+    result = await asyncio.to_thread(ct.get_result, reused, True, addr)
+    assert result.result == 12                      # plus_one replaced by plus_two
+    assert runs.read_text() == "xxx"                # counted ran for input 2 only, not again
+    assert result.get_node_result(0)["output"] == 10
