@@ -52,7 +52,7 @@ def build_submission(lat: Lattice[Any, Any], args: tuple[Any, ...], kwargs: dict
         "lattice": lattice_blob,
         "disable_run": bool(disable_run or triggers),
         "client": _client_versions(),
-        "triggers": [t.to_dict() for t in triggers],
+        "triggers": [t.registration() for t in triggers],
     }
     return wire.pack(header, blobs)
 

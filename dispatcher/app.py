@@ -14,11 +14,12 @@ from aiohttp import web
 from distributed import Client, LocalCluster
 
 from . import dispatches
-from .keys import CLUSTER_INFO, RUNNER, SETTINGS, STORE
+from .keys import CLUSTER_INFO, RUNNER, SETTINGS, STORE, TRIGGERS
 from .routes import error_middleware, routes, token_middleware
 from .runner import Runner
 from .settings import Settings
 from .store import SqliteStore
+from .trigger_service import TriggerService
 
 log = logging.getLogger("covalent.dispatcher")
 
@@ -44,7 +45,20 @@ def create_app(settings: Settings) -> web.Application:
     app.add_routes(routes)
     app.cleanup_ctx.append(_store_ctx)
     app.cleanup_ctx.append(_cluster_ctx)
+    app.cleanup_ctx.append(_triggers_ctx)
     return app
+
+
+async def _triggers_ctx(app: web.Application) -> AsyncIterator[None]:
+    service = TriggerService(app[STORE], app[RUNNER])
+    app[TRIGGERS] = service
+    restored = await service.restore()
+    if restored:
+        log.info("observing %d triggers again", restored)
+    try:
+        yield
+    finally:
+        await service.supervisor.close()
 
 
 async def _store_ctx(app: web.Application) -> AsyncIterator[None]:

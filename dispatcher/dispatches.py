@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 import re
 import sqlite3
+import uuid
 from typing import Any
 
 from covalent import wire
@@ -114,6 +115,18 @@ async def start_pending(store: SqliteStore, runner: Runner, dispatch_id: str) ->
     graph = await load_graph(store, row)
     await runner.submit(dispatch_id, graph, {})
     return dispatch_id
+
+
+async def clone(store: SqliteStore, runner: Runner, row: dict[str, Any]) -> str:
+    """Run a stored dispatch again, server-side, as a new dispatch with the same inputs."""
+    graph = await load_graph(store, row)
+    found = await store.run(store.get_blobs, [row["inputs_ref"], row["lattice_ref"]])
+    blobs = list(graph.blobs)
+    header = {"dispatch_id": str(uuid.uuid4()), "name": row["name"],
+              "inputs": len(blobs), "lattice": len(blobs) + 1}
+    blobs += [found[row["inputs_ref"]], found[row["lattice_ref"]]]
+    new_id, _ = await create(store, runner, header, graph, blobs)
+    return new_id
 
 
 async def load_graph(store: SqliteStore, row: dict[str, Any]) -> WorkflowGraph:

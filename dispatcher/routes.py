@@ -21,7 +21,7 @@ from covalent import wire
 
 from . import dispatches
 from .errors import DispatcherError, InvalidRequest, PayloadTooLarge, Unauthorized
-from .keys import RUNNER, SETTINGS, STORE, CLUSTER_INFO
+from .keys import CLUSTER_INFO, RUNNER, SETTINGS, STORE, TRIGGERS
 
 log = logging.getLogger("covalent.dispatcher")
 routes = web.RouteTableDef()
@@ -108,6 +108,7 @@ async def server_status(request: web.Request) -> web.Response:
         "status": "ok",
         "cluster": info,
         "running": sorted(runner.runs),
+        "triggers": await app[TRIGGERS].list(active_only=True),
         "store": {"path": str(app[SETTINGS].db_path), "write_error": runner.write_error},
     })
 
@@ -133,8 +134,14 @@ async def submit(request: web.Request) -> web.Response:
         if not parent_node.isdigit():
             raise InvalidRequest("parent_node must be a node id")
         parent = (dispatches.check_id(request.query["parent"]), int(parent_node))
+    registrations = header.get("triggers") or []
+    if not isinstance(registrations, list) or not all(isinstance(r, dict) for r in registrations):
+        raise InvalidRequest("triggers must be a list of trigger registrations")
     dispatch_id, created = await dispatches.create(app[STORE], runner, header, graph, blobs,
                                                    reuse_from=reuse, parent=parent)
+    if created:
+        for body in registrations:
+            await app[TRIGGERS].register(body, dispatch_id)
     return web.json_response({"dispatch_id": dispatch_id}, status=201 if created else 200)
 
 
@@ -197,3 +204,25 @@ async def cancel(request: web.Request) -> web.Response:
 async def start(request: web.Request) -> web.Response:
     dispatch_id = await dispatches.start_pending(request.app[STORE], request.app[RUNNER], _id(request))
     return web.json_response({"dispatch_id": dispatch_id})
+
+
+@routes.post(wire.API + "/triggers")
+async def register_trigger(request: web.Request) -> web.Response:
+    trigger_id = await request.app[TRIGGERS].register(await _json_body(request))
+    return web.json_response({"trigger_id": trigger_id}, status=201)
+
+
+@routes.get(wire.API + "/triggers")
+async def list_triggers(request: web.Request) -> web.Response:
+    active = request.query.get("active") == "1"
+    return web.json_response({"triggers": await request.app[TRIGGERS].list(active)})
+
+
+@routes.post(wire.API + "/triggers/stop")
+async def stop_triggers(request: web.Request) -> web.Response:
+    body = await _json_body(request)
+    ids = body.get("dispatch_ids")
+    if not isinstance(ids, list) or not ids or not all(isinstance(i, str) for i in ids):
+        raise InvalidRequest("dispatch_ids must be a non-empty list of dispatch ids")
+    stopped = await request.app[TRIGGERS].stop(ids)
+    return web.json_response({"stopped": stopped})

@@ -67,6 +67,17 @@ CREATE TABLE IF NOT EXISTS nodes (
     sub_dispatch_id TEXT,
     PRIMARY KEY (dispatch_id, node_id)
 ) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS triggers (
+    trigger_id TEXT PRIMARY KEY,
+    dispatch_id TEXT NOT NULL,
+    name TEXT NOT NULL,
+    spec TEXT NOT NULL,
+    pickled BLOB,
+    active INTEGER NOT NULL,
+    fire_count INTEGER NOT NULL DEFAULT 0,
+    reason TEXT,
+    created_at TEXT NOT NULL
+);
 CREATE TABLE IF NOT EXISTS blobs (
     ref TEXT PRIMARY KEY,
     size INTEGER NOT NULL,
@@ -303,6 +314,30 @@ class SqliteStore:
             " AND status NOT IN ('COMPLETED','FAILED','CANCELLED','POSTPROCESSING_FAILED')",
             (dispatch_id,))
         return [(r[0], int(r[1])) for r in rows]
+
+    def add_trigger(self, trigger_id: str, dispatch_id: str, name: str, spec: str,
+                    pickled: bytes | None, created_at: str) -> None:
+        self.db.execute(
+            "INSERT INTO triggers(trigger_id, dispatch_id, name, spec, pickled, active, created_at)"
+            " VALUES (?,?,?,?,?,1,?)", (trigger_id, dispatch_id, name, spec, pickled, created_at))
+
+    def save_trigger(self, trigger_id: str, spec: str, active: bool, fire_count: int,
+                     reason: str) -> None:
+        self.db.execute(
+            "UPDATE triggers SET spec = ?, active = ?, fire_count = ?, reason = ? WHERE trigger_id = ?",
+            (spec, int(active), fire_count, reason, trigger_id))
+
+    def all_triggers(self) -> list[dict[str, Any]]:
+        cur = self.db.execute("SELECT trigger_id, dispatch_id, name, spec, active, fire_count, reason"
+                              " FROM triggers ORDER BY created_at")
+        cols = [c[0] for c in cur.description]
+        return [dict(zip(cols, r, strict=True)) for r in cur]
+
+    def active_triggers(self) -> list[tuple[str, str, bytes | None, int]]:
+        """(trigger id, spec JSON, pickled custom trigger, fire count) of active triggers."""
+        rows = self.db.execute("SELECT trigger_id, spec, pickled, fire_count FROM triggers"
+                               " WHERE active = 1 ORDER BY created_at")
+        return [(r[0], r[1], r[2], int(r[3])) for r in rows]
 
     def unfinished(self) -> list[str]:
         """Ids of dispatches that were running when the server stopped."""

@@ -1,0 +1,180 @@
+"""Triggers against the real server: time and directory triggers, custom ones, durability."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import shutil
+import threading
+
+import pytest
+
+import covalent as ct
+from covalent.errors import DispatchNotFoundError
+from covalent.triggers import BaseTrigger, DirTrigger, TimeTrigger
+from dispatcher.app import create_app
+from dispatcher.keys import TRIGGERS
+from tests.conftest import in_process_settings, wait_until
+from tests.tasks import add
+
+
+@ct.lattice
+def wf(x):
+    return add(x, 1)
+
+
+async def triggers_of(client, dispatch_id: str) -> list[dict]:
+    body = await (await client.get("/api/v1/triggers")).json()
+    return [t for t in body["triggers"] if t["dispatch_id"] == dispatch_id]
+
+
+async def dispatch_count(client) -> int:
+    body = await (await client.get("/api/v1/dispatches?limit=10000")).json()
+    return len(body["dispatches"])
+
+
+async def pending(addr: str) -> str:
+    return await asyncio.to_thread(ct.dispatch(wf, dispatcher_addr=addr, disable_run=True), 1)
+
+
+def test_trigger_without_dispatch_id_raises() -> None:
+    with pytest.raises(RuntimeError, match="no lattice_dispatch_id"):
+        TimeTrigger(1).trigger()
+    with pytest.raises(ValueError, match="event_names"):
+        DirTrigger(".", ["touched"])
+    with pytest.raises(ValueError, match="time_gap"):
+        TimeTrigger(0)
+
+
+async def test_time_trigger_starts_then_redispatches_until_stopped(dispatcher, addr) -> None:
+    dispatch_id = await pending(addr)
+    trigger = TimeTrigger(time_gap=0.05, dispatcher_addr=addr)
+    trigger.lattice_dispatch_id = dispatch_id
+    await asyncio.to_thread(trigger.register)
+    await wait_until(lambda: _fired(dispatcher, dispatch_id, 3), timeout=10)
+    first = await asyncio.to_thread(ct.get_result, dispatch_id, True, addr)
+    assert first.status == "COMPLETED" and first.result == 2  # the pending dispatch itself ran
+    await asyncio.to_thread(ct.stop_triggers, dispatch_id, addr)
+    [info] = await triggers_of(dispatcher, dispatch_id)
+    assert info["active"] is False and info["reason"] == "stopped"
+    assert len(info["new_dispatch_ids"]) == info["fire_count"] - 1
+    observed = dispatcher.app[TRIGGERS].supervisor.observed[info["trigger_id"]]
+    assert observed.task.done()  # nothing is left that could fire
+    assert await dispatch_count(dispatcher) == info["fire_count"]
+    for new_id in info["new_dispatch_ids"]:
+        r = await asyncio.to_thread(ct.get_result, new_id, True, addr)
+        assert r.result == 2
+
+
+async def _fired(client, dispatch_id: str, n: int) -> bool:
+    infos = await triggers_of(client, dispatch_id)
+    return bool(infos) and infos[0]["fire_count"] >= n
+
+
+async def test_lattice_triggers_are_registered_by_dispatch(dispatcher, addr) -> None:
+    @ct.lattice(triggers=[TimeTrigger(time_gap=0.05)])
+    def timed(x):
+        return add(x, 10)
+
+    dispatch_id = await asyncio.to_thread(ct.dispatch(timed, dispatcher_addr=addr), 1)
+    result = await asyncio.wait_for(asyncio.to_thread(ct.get_result, dispatch_id, True, addr), 10)
+    assert result.result == 11
+    await asyncio.to_thread(ct.stop_triggers, [dispatch_id], addr)
+    [info] = await triggers_of(dispatcher, dispatch_id)
+    assert info["name"] == "TimeTrigger" and not info["active"]
+
+
+async def test_dir_trigger_burst_fires_once_per_batch(dispatcher, addr, tmp_path) -> None:
+    watched = tmp_path / "watched"
+    watched.mkdir()
+    dispatch_id = await pending(addr)
+    trigger = DirTrigger(watched, ["created"], batch_size=100, dispatcher_addr=addr)
+    trigger.lattice_dispatch_id = dispatch_id
+    await asyncio.to_thread(trigger.register)
+    for i in range(1000):
+        (watched / f"f{i}").touch()
+    await wait_until(lambda: _fired(dispatcher, dispatch_id, 10), timeout=20)
+    [info] = await triggers_of(dispatcher, dispatch_id)
+    assert info["fire_count"] == 10 and info["trigger"]["n_changes"] == 0
+    assert await dispatch_count(dispatcher) == 10
+    await asyncio.to_thread(ct.stop_triggers, dispatch_id, addr)
+
+
+async def test_dir_trigger_recursive(dispatcher, addr, tmp_path) -> None:
+    (tmp_path / "w" / "sub").mkdir(parents=True)
+    dispatch_id = await pending(addr)
+    trigger = DirTrigger(tmp_path / "w", "created", recursive=True, lattice_dispatch_id=dispatch_id,
+                         dispatcher_addr=addr)
+    await asyncio.to_thread(trigger.register)
+    (tmp_path / "w" / "sub" / "deep.txt").touch()
+    await wait_until(lambda: _fired(dispatcher, dispatch_id, 1), timeout=10)
+
+
+async def test_dir_trigger_stops_when_its_directory_disappears(dispatcher, addr, tmp_path) -> None:
+    watched = tmp_path / "gone"
+    watched.mkdir()
+    dispatch_id = await pending(addr)
+    trigger = DirTrigger(watched, ["created"], lattice_dispatch_id=dispatch_id, dispatcher_addr=addr)
+    await asyncio.to_thread(trigger.register)
+    shutil.rmtree(watched)
+
+    async def stopped() -> bool:
+        infos = await triggers_of(dispatcher, dispatch_id)
+        return not infos[0]["active"]
+
+    await wait_until(stopped, timeout=15)
+    [info] = await triggers_of(dispatcher, dispatch_id)
+    assert str(watched) in info["reason"]
+    assert (await dispatcher.get("/api/v1/health")).status == 200
+
+
+class EveryTick(BaseTrigger):
+    """A custom trigger whose observe() blocks, as Covalent's TimeTrigger does."""
+
+    def observe(self) -> None:
+        while not self.stop_flag.wait(0.05):
+            self.trigger()
+
+    def stop(self) -> None:
+        self.stop_flag.set()
+
+
+async def test_custom_blocking_trigger_runs_in_a_thread(dispatcher, addr) -> None:
+    dispatch_id = await pending(addr)
+    trigger = EveryTick(lattice_dispatch_id=dispatch_id, dispatcher_addr=addr)
+    await asyncio.to_thread(trigger.register)
+    await wait_until(lambda: _fired(dispatcher, dispatch_id, 2), timeout=10)
+    assert (await dispatcher.get("/api/v1/health")).status == 200  # the loop is not blocked
+    await asyncio.to_thread(ct.stop_triggers, dispatch_id, addr)
+    [info] = await triggers_of(dispatcher, dispatch_id)
+    assert info["name"] == "EveryTick" and not info["active"]
+    assert not [t for t in threading.enumerate() if "EveryTick" in t.name]
+
+
+async def test_stop_triggers_of_unknown_dispatch_is_a_clear_error(addr) -> None:
+    with pytest.raises(DispatchNotFoundError):
+        await asyncio.to_thread(ct.stop_triggers, "00000000-0000-4000-8000-000000000000", addr)
+
+
+async def test_triggers_survive_a_restart(aiohttp_client, tmp_path, config_dir) -> None:
+    settings = in_process_settings(tmp_path / "data")
+    watched = tmp_path / "watched"
+    watched.mkdir()
+    client = await aiohttp_client(create_app(settings))
+    addr = f"127.0.0.1:{client.port}"
+    kept = await pending(addr)
+    dropped = await pending(addr)
+    for dispatch_id in (kept, dropped):
+        t = DirTrigger(watched, ["created"], lattice_dispatch_id=dispatch_id, dispatcher_addr=addr)
+        await asyncio.to_thread(t.register)
+    await asyncio.to_thread(ct.stop_triggers, dropped, addr)
+    await client.close()
+
+    client = await aiohttp_client(create_app(settings))
+    status = await (await client.get("/api/v1/status")).json()
+    assert [t["dispatch_id"] for t in status["triggers"]] == [kept]
+    (watched / "new.txt").touch()
+    await wait_until(lambda: _fired(client, kept, 1), timeout=10)
+    [info] = await triggers_of(client, dropped)
+    assert not info["active"] and info["fire_count"] == 0
+    await client.post("/api/v1/triggers/stop", data=json.dumps({"dispatch_ids": [kept]}))

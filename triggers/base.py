@@ -1,0 +1,110 @@
+"""BaseTrigger: what every trigger shares, client side (register, trigger, to_dict) and the
+hooks the server uses to run it (``_fire``, ``stop_flag``).
+
+A registered trigger runs inside the dispatcher (see ``supervisor``). There ``trigger()``
+calls the server's own action instead of the REST API (``use_internal_funcs``); used
+directly in a user's process, ``trigger()`` goes through the REST API.
+"""
+
+from __future__ import annotations
+
+import base64
+import threading
+from collections.abc import Callable
+from typing import Any
+
+
+class BaseTrigger:
+    """Base class of every trigger; subclass it and implement ``observe`` and ``stop``."""
+
+    def __init__(self, lattice_dispatch_id: str | None = None, dispatcher_addr: str | None = None,
+                 triggers_server_addr: str | None = None) -> None:
+        self.lattice_dispatch_id = lattice_dispatch_id
+        self.dispatcher_addr = dispatcher_addr
+        self.triggers_server_addr = triggers_server_addr
+        self.new_dispatch_ids: list[str] = []
+        self.observe_blocks = True
+        self.event_loop: Any = None
+        self.use_internal_funcs = False
+        self.stop_flag: threading.Event | None = None
+        self._fire: Callable[[], str | None] | None = None  # set by the server while it observes
+
+    # -- what a subclass implements -------------------------------------------------------
+
+    def observe(self) -> None:
+        """Watch for changes and call ``self.trigger()`` when one should start a dispatch."""
+        raise NotImplementedError(f"{type(self).__name__} must implement observe()")
+
+    def stop(self) -> None:
+        """Stop observing."""
+        raise NotImplementedError(f"{type(self).__name__} must implement stop()")
+
+    # -- shared behaviour ------------------------------------------------------------------
+
+    def trigger(self) -> None:
+        """Start the connected dispatch if it is pending, else redispatch it.
+
+        Raises:
+            RuntimeError: no dispatch id is connected to this trigger.
+        """
+        if not self.lattice_dispatch_id:
+            raise RuntimeError(f"{type(self).__name__} has no lattice_dispatch_id to trigger")
+        if self._fire is not None:
+            new_id = self._fire()
+        else:
+            new_id = _trigger_over_rest(self.lattice_dispatch_id, self.dispatcher_addr)
+        if new_id and new_id != self.lattice_dispatch_id:
+            self.new_dispatch_ids.append(new_id)
+
+    def register(self) -> None:
+        """Register this trigger with the dispatcher, which then observes it (and keeps it
+        across restarts)."""
+        from covalent import _client
+        from covalent._config import client_config
+
+        if not self.lattice_dispatch_id:
+            raise RuntimeError(f"{type(self).__name__} has no lattice_dispatch_id to register for")
+        cfg = client_config(self.triggers_server_addr or self.dispatcher_addr)
+        import json
+
+        _client.request_json(cfg, "POST", "/triggers", body=json.dumps(self.registration()).encode())
+
+    def to_dict(self) -> dict[str, Any]:
+        """A JSON-safe description from which the trigger can be rebuilt."""
+        return {
+            "name": type(self).__name__,
+            "lattice_dispatch_id": self.lattice_dispatch_id,
+            "dispatcher_addr": self.dispatcher_addr,
+            "triggers_server_addr": self.triggers_server_addr,
+            "new_dispatch_ids": list(self.new_dispatch_ids),
+            "observe_blocks": self.observe_blocks,
+            "use_internal_funcs": self.use_internal_funcs,
+        }
+
+    def registration(self) -> dict[str, Any]:
+        """The body of a registration: ``to_dict()``, plus the pickled trigger for a custom one."""
+        from triggers.registry import BUILTIN
+
+        body: dict[str, Any] = {"trigger": self.to_dict(), "pickled": None}
+        if type(self).__name__ not in BUILTIN or type(self) is not BUILTIN[type(self).__name__]:
+            import cloudpickle
+
+            body["pickled"] = base64.b64encode(cloudpickle.dumps(self)).decode("ascii")
+        return body
+
+    def __getstate__(self) -> dict[str, Any]:
+        state = dict(self.__dict__)
+        state.update(event_loop=None, stop_flag=None, _fire=None)
+        return state
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__dict__.update(state)
+
+
+def _trigger_over_rest(dispatch_id: str, dispatcher_addr: str | None) -> str:
+    from covalent._dispatch import redispatch
+    from covalent._results_manager.results_manager import get_result
+
+    status = get_result(dispatch_id, dispatcher_addr=dispatcher_addr, status_only=True)
+    pending = isinstance(status, dict) and status["status"] == "NEW_OBJECT"
+    return redispatch(dispatch_id, dispatcher_addr=dispatcher_addr, is_pending=pending)()
