@@ -223,7 +223,7 @@ def _describe(meta: dict[str, Any]) -> dict[str, Any]:
     pip = meta.get("deps_pip")
     return {
         "executor": executor_name(ex),
-        "executor_data": ex.to_dict() if hasattr(ex, "to_dict") else {},
+        "executor_data": ex.to_dict() if ex is not None and hasattr(ex, "to_dict") else {},
         "deps": {
             "bash": list(bash.commands) if bash is not None else [],
             "pip": list(pip.packages) if pip is not None else [],

@@ -48,7 +48,7 @@ class Electron(Generic[P, R]):
         self.builder: GraphBuilder | None = None
         self._arg_names = arg_names
         if function is not None and kind is NodeKind.ELECTRON:
-            functools.update_wrapper(self, function, updated=())  # type: ignore[arg-type]
+            functools.update_wrapper(self, function, updated=())
 
     @classmethod
     def _bound(cls, proto: Electron[Any, Any], node_id: int) -> Electron[Any, Any]:

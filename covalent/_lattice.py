@@ -155,6 +155,8 @@ def lattice(
     def wrap(func: Callable[P, R]) -> Lattice[P, R]:
         if isinstance(func, Electron):
             raise WorkflowDefinitionError("@lattice goes on a plain function, not on an electron")
-        return functools.update_wrapper(Lattice(func, metadata=dict(meta)), func, updated=())
+        lat: Lattice[P, R] = Lattice(func, metadata=dict(meta))
+        functools.update_wrapper(lat, func, updated=())
+        return lat
 
     return wrap(_func) if _func is not None else wrap

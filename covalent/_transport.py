@@ -19,7 +19,8 @@ from .errors import SerializationError
 def dumps(obj: Any, what: str) -> bytes:
     """Cloudpickle ``obj``; raise SerializationError naming ``what`` when it cannot be pickled."""
     try:
-        return cloudpickle.dumps(obj)
+        data: bytes = cloudpickle.dumps(obj)
+        return data
     except Exception as exc:  # cloudpickle raises many types (TypeError, PicklingError, ...)
         raise SerializationError(
             f"{what} cannot be pickled: {type(exc).__name__}: {exc}"

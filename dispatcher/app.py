@@ -113,4 +113,4 @@ async def _cluster_ctx(app: web.Application) -> AsyncIterator[None]:
         await runner.close()
         await client.close()
         if cluster is not None:
-            await cluster.close()
+            await cluster.close()  # type: ignore[misc]

@@ -176,7 +176,7 @@ class _Router(io.TextIOBase):
         buf = getattr(self.local, "buf", None)
         if buf is None:
             return int(self.inner.write(s))
-        return buf.write(s)
+        return int(buf.write(s))
 
     def flush(self) -> None:
         if getattr(self.local, "buf", None) is None:
@@ -184,7 +184,7 @@ class _Router(io.TextIOBase):
 
     @property
     def encoding(self) -> str:  # type: ignore[override]
-        return getattr(self.inner, "encoding", "utf-8")
+        return str(getattr(self.inner, "encoding", "utf-8"))
 
     def isatty(self) -> bool:
         return False
@@ -271,7 +271,8 @@ class _OutputError(Exception):
 
 def _dump_output(spec: NodeSpec, value: Any) -> bytes:
     try:
-        return cloudpickle.dumps(value)
+        data: bytes = cloudpickle.dumps(value)
+        return data
     except Exception as exc:  # cloudpickle raises many types for unpicklable objects
         raise _OutputError(
             "UnpicklableOutputError",

@@ -14,5 +14,5 @@ from .trigger_service import TriggerService
 SETTINGS = web.AppKey("settings", Settings)
 STORE = web.AppKey("store", SqliteStore)
 RUNNER = web.AppKey("runner", Runner)
-CLUSTER_INFO = web.AppKey("cluster_info", dict[str, Any])
+CLUSTER_INFO = web.AppKey("cluster_info", dict)
 TRIGGERS = web.AppKey("triggers", TriggerService)

@@ -96,10 +96,10 @@ async def health(request: web.Request) -> web.Response:
 async def server_status(request: web.Request) -> web.Response:
     app = request.app
     runner = app[RUNNER]
-    info = dict(app[CLUSTER_INFO])
+    info: dict[str, Any] = app[CLUSTER_INFO].copy()
     client = runner.client
     try:
-        workers = await asyncio.wait_for(client.scheduler.identity(), 5)
+        workers = await asyncio.wait_for(client.scheduler.identity(), 5)  # type: ignore[union-attr]
         info["workers"] = len(workers.get("workers", {}))
         info["threads"] = sum(w.get("nthreads", 0) for w in workers.get("workers", {}).values())
     except (OSError, TimeoutError) as exc:
@@ -108,7 +108,7 @@ async def server_status(request: web.Request) -> web.Response:
         "status": "ok",
         "cluster": info,
         "running": sorted(runner.runs),
-        "triggers": await app[TRIGGERS].list(active_only=True),
+        "triggers": await app[TRIGGERS].listing(active_only=True),
         "store": {"path": str(app[SETTINGS].db_path), "write_error": runner.write_error},
     })
 
@@ -215,7 +215,7 @@ async def register_trigger(request: web.Request) -> web.Response:
 @routes.get(wire.API + "/triggers")
 async def list_triggers(request: web.Request) -> web.Response:
     active = request.query.get("active") == "1"
-    return web.json_response({"triggers": await request.app[TRIGGERS].list(active)})
+    return web.json_response({"triggers": await request.app[TRIGGERS].listing(active)})
 
 
 @routes.post(wire.API + "/triggers/stop")

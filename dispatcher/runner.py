@@ -39,7 +39,7 @@ class DispatchRun:
     dispatch_id: str
     graph: WorkflowGraph
     keys: list[Key]
-    futures: dict[int, Future] = field(default_factory=dict)
+    futures: dict[int, Future[Any]] = field(default_factory=dict)
     done: set[int] = field(default_factory=set)
     failed: dict[int, str] = field(default_factory=dict)
     cancelled: set[int] = field(default_factory=set)
@@ -182,7 +182,7 @@ class Runner:
             run.failed.setdefault(-1, f"dispatcher error while tracking: {type(exc).__name__}: {exc}")
             self._finish(run)
 
-    async def _absorb(self, run: DispatchRun, batch: list[tuple[int, Future]]) -> None:
+    async def _absorb(self, run: DispatchRun, batch: list[tuple[int, Future[Any]]]) -> None:
         finished = [(i, f) for i, f in batch if f.status == "finished"]
         if finished:
             try:

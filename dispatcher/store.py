@@ -168,7 +168,7 @@ class SqliteStore:
 
     def _put_blobs(self, blobs: Iterable[bytes]) -> list[str]:
         refs = []
-        rows = []
+        rows: list[tuple[str, int, bytes | None, str | None]] = []
         for data in blobs:
             ref = blob_ref(data)
             refs.append(ref)

@@ -85,7 +85,7 @@ class TriggerService:
                                   fire_count=fire_count)
         return len(rows)
 
-    async def list(self, active_only: bool = False) -> list[dict[str, Any]]:
+    async def listing(self, active_only: bool = False) -> list[dict[str, Any]]:
         """Every stored trigger (live state for those being observed)."""
         out = []
         for row in await self.store.run(self.store.all_triggers):

@@ -43,7 +43,7 @@ class DirTrigger(BaseTrigger):
         self.observer: Any = None
         self.event_handler = FileSystemEventHandler()
 
-    def attach_methods_to_handler(self, on_event: Callable[[FileSystemEvent], None] | None = None) -> None:
+    def attach_methods_to_handler(self, on_event: Callable[[FileSystemEvent], object] | None = None) -> None:
         """Point the handler's ``on_<event>`` methods for ``event_names`` at ``on_event``."""
         action = on_event or self._count_and_trigger
         for name in self.event_names:
@@ -55,11 +55,11 @@ class DirTrigger(BaseTrigger):
             self.n_changes = 0
             self.trigger()
 
-    def _watch(self, on_event: Callable[[FileSystemEvent], None], every_event: bool = False) -> None:
+    def _watch(self, on_event: Callable[[FileSystemEvent], object], every_event: bool = False) -> None:
         if not os.path.exists(self.dir_path):
             raise FileNotFoundError(f"DirTrigger path {self.dir_path} does not exist")
         if every_event:  # the server filters, and must see the watched path's own deletion
-            self.event_handler.on_any_event = on_event  # type: ignore[method-assign]
+            self.event_handler.on_any_event = on_event  # type: ignore[method-assign,assignment]
         else:
             self.attach_methods_to_handler(on_event)
         self.observer = Observer()

@@ -63,7 +63,7 @@ class TriggerSupervisor:
         obs.task = asyncio.create_task(self._run(obs), name=f"trigger-{trigger_id}")
         return obs
 
-    def list(self, active_only: bool = False) -> list[dict[str, Any]]:
+    def listing(self, active_only: bool = False) -> list[dict[str, Any]]:
         return [o.info() for o in self.observed.values() if o.active or not active_only]
 
     async def stop_dispatches(self, dispatch_ids: list[str]) -> int:
