@@ -1,0 +1,169 @@
+"""Run the benchmarks side by side with raw Dask on the same cluster.
+
+    python -m benchmarks [--quick] [--json FILE] [--repeats N]
+
+Starts a dispatcher (embedded LocalCluster, 2 workers x 1 thread) in a subprocess on a free
+port with a temporary data dir, connects a plain Dask client to the same scheduler, warms
+both up, then for each workload alternates raw Dask (``client.get`` of the same graph of the
+same functions) and ours (``ct.dispatch`` + ``ct.get_result(wait=True)``, timed in the
+client). Prints a table and one JSON line per workload with medians, p90 and the ratio.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any
+
+import dask
+import distributed
+
+import covalent as ct
+
+from .workloads import Workload, all_workloads, small_workflow
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def _status(url: str) -> dict[str, Any] | None:
+    try:
+        with urllib.request.urlopen(url + "/api/v1/status", timeout=2) as r:
+            return dict(json.loads(r.read()))
+    except OSError:
+        return None
+
+
+def _peak_rss_mib(pid: int) -> float:
+    """VmHWM: the server process's peak resident set size so far."""
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) / 1024
+    return float("nan")
+
+
+def _time(fn: Any) -> float:
+    t = time.perf_counter()
+    fn()
+    return time.perf_counter() - t
+
+
+def _ours(w: Workload, addr: str) -> Any:
+    dispatch_id = ct.dispatch(w.lattice, dispatcher_addr=addr)(*w.args)
+    result = ct.get_result(dispatch_id, wait=True, dispatcher_addr=addr)
+    assert result.status == "COMPLETED", result.error
+    return result
+
+
+def bench(w: Workload, addr: str, client: distributed.Client, repeats: int) -> dict[str, Any]:
+    raw_t, ours_t = [], []
+    for _ in range(repeats):
+        dsk, key = w.raw()
+        raw_t.append(_time(lambda: client.get(dsk, key)))
+        ours_t.append(_time(lambda: _ours(w, addr)))
+    build_t = _time(lambda: w.lattice.build_graph(*w.args))
+    raw_m, ours_m = statistics.median(raw_t), statistics.median(ours_t)
+    return {"workload": w.name, "nodes": w.nodes, "repeats": repeats,
+            "raw_median_s": raw_m, "ours_median_s": ours_m,
+            "raw_p90_s": _p90(raw_t), "ours_p90_s": _p90(ours_t),
+            "ratio": ours_m / raw_m if raw_m else float("nan"),
+            "overhead_ms": (ours_m - raw_m) * 1000, "client_build_s": build_t}
+
+
+def _p90(xs: list[float]) -> float:
+    return sorted(xs)[min(len(xs) - 1, int(0.9 * len(xs)))]
+
+
+def concurrent(addr: str, n: int, threads: int) -> dict[str, Any]:
+    w = small_workflow()
+
+    def one(_: int) -> float:
+        t = time.perf_counter()
+        r = _ours(w, addr)
+        assert r.result == 36 + 9
+        return time.perf_counter() - t
+
+    t0 = time.perf_counter()
+    with ThreadPoolExecutor(threads) as pool:
+        lat = sorted(pool.map(one, range(n)))
+    wall = time.perf_counter() - t0
+    return {"workload": f"concurrent-{n}x10", "dispatches": n, "completed": len(lat),
+            "throughput_per_s": n / wall, "p50_s": lat[len(lat) // 2],
+            "p99_s": lat[min(len(lat) - 1, int(0.99 * len(lat)))]}
+
+
+def main(argv: list[str] | None = None) -> None:
+    p = argparse.ArgumentParser(prog="python -m benchmarks")
+    p.add_argument("--quick", action="store_true", help="small sizes, under a minute")
+    p.add_argument("--json", default=None, help="also write all rows to this file")
+    p.add_argument("--repeats", type=int, default=None)
+    ns = p.parse_args(argv)
+    repeats = ns.repeats or (2 if ns.quick else 5)
+    port = _free_port()
+    data = tempfile.mkdtemp(prefix="covalent-bench-")
+    env = dict(os.environ, COVALENT_DATA_DIR=data)
+    server = subprocess.Popen(
+        [sys.executable, "-m", "dispatcher", "--port", str(port), "--workers", "2",
+         "--threads-per-worker", "1", "--dashboard-address", ":0"],
+        env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    rows: list[dict[str, Any]] = []
+    try:
+        url, addr = f"http://127.0.0.1:{port}", f"127.0.0.1:{port}"
+        deadline = time.monotonic() + 60
+        while (info := _status(url)) is None or info["cluster"].get("workers") != 2:
+            if server.poll() is not None or time.monotonic() > deadline:
+                raise SystemExit("the dispatcher did not start")
+            time.sleep(0.1)  # waiting for another process to come up
+        client = distributed.Client(info["cluster"]["scheduler"], set_as_default=False)
+        try:
+            warm = all_workloads(quick=True)[0]
+            for _ in range(3):
+                _ours(warm, addr)
+                client.get(*warm.raw())
+            for w in all_workloads(ns.quick):
+                rows.append(bench(w, addr, client, repeats))
+                rows[-1]["server_peak_rss_mib"] = _peak_rss_mib(server.pid)
+                _print(rows[-1])
+            rows.append(concurrent(addr, 10 if ns.quick else 50, 10))
+            rows[-1]["server_peak_rss_mib"] = _peak_rss_mib(server.pid)
+            _print(rows[-1])
+        finally:
+            client.close()
+    finally:
+        server.terminate()
+        server.wait(30)
+    meta = {"cores": os.cpu_count(), "python": platform.python_version(),
+            "dask": dask.__version__, "distributed": distributed.__version__}
+    for r in rows:
+        print(json.dumps({**r, **meta}))
+    if ns.json:
+        Path(ns.json).write_text(json.dumps({"meta": meta, "rows": rows}, indent=1))
+
+
+def _print(r: dict[str, Any]) -> None:
+    if "ratio" in r:
+        print(f"{r['workload']:>16}  raw {r['raw_median_s'] * 1000:9.1f} ms  ours "
+              f"{r['ours_median_s'] * 1000:9.1f} ms  ratio {r['ratio']:5.2f}  "
+              f"build {r['client_build_s'] * 1000:7.1f} ms  server peak {r['server_peak_rss_mib']:6.0f} MiB",
+              file=sys.stderr)
+    else:
+        print(f"{r['workload']:>16}  {r['throughput_per_s']:.1f} dispatches/s  p50 "
+              f"{r['p50_s'] * 1000:.0f} ms  p99 {r['p99_s'] * 1000:.0f} ms", file=sys.stderr)
+
+
+if __name__ == "__main__":
+    main()
