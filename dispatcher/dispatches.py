@@ -5,6 +5,7 @@ The server handles only JSON and opaque blobs here; user objects stay pickled.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import re
 import sqlite3
@@ -167,8 +168,6 @@ async def read_status(store: SqliteStore, runner: Runner, dispatch_id: str, wait
             raise DispatchNotFound(dispatch_id)
         if ev is not None and status not in TERMINAL:
             try:
-                import asyncio
-
                 await asyncio.wait_for(ev.wait(), wait)
             except TimeoutError:
                 pass

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from typing import Any
 from urllib.parse import quote
 
@@ -58,8 +59,6 @@ def get_result(
         _, ctype, data = _client.request(cfg, "GET", path, query=query or None,
                                          timeout=_LONG_POLL_S + 30)
         if status_only:
-            import json
-
             body = json.loads(data)
             status = Status(body["status"])
             if wait and not status.is_terminal:
@@ -87,8 +86,6 @@ def cancel(dispatch_id: str, task_ids: list[int] | int | None = None,
         task_ids = [task_ids]
     if task_ids is not None and not all(isinstance(t, int) for t in task_ids):
         raise TypeError(f"task_ids must be node ids (integers), got {task_ids!r}")
-    import json
-
     cfg = client_config(dispatcher_addr)
     body = json.dumps({"task_ids": task_ids or []}).encode()
     resp = _client.request_json(cfg, "POST", f"/dispatches/{quoted}/cancel", body=body)
