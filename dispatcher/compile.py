@@ -75,7 +75,8 @@ def validate(graph: WorkflowGraph) -> None:
 
 def compile_graph(dispatch_id: str, graph: WorkflowGraph, preset: dict[int, tuple[bytes, str, str]],
                   server: str = "", token: str = "") -> dict[Key, Task]:
-    """The Dask graph of a dispatch; ``preset`` maps node ids to (output, start, end).
+    """The Dask graph of a dispatch, its keys in node id order; ``preset`` maps node ids to
+    (output, start, end).
 
     ``server`` and ``token`` tell sublattice nodes where to submit their child dispatch.
     """

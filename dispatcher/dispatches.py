@@ -18,6 +18,7 @@ from covalent._graph import WorkflowGraph
 from .compile import validate
 from .errors import DispatchNotFound, DispatchState, InvalidRequest, NodeNotFound
 from .execute import now_iso
+from .reuse import reusable_outputs
 from .runner import Runner
 from .store import TERMINAL, SqliteStore
 
@@ -93,17 +94,9 @@ async def create(store: SqliteStore, runner: Runner, header: dict[str, Any], gra
     if parent is not None:
         await store.run(store.set_sub_dispatch, parent[0], parent[1], dispatch_id)
     if not header.get("disable_run"):
-        preset = await _reusable(store, graph, reuse_from) if reuse_from else {}
+        preset = await reusable_outputs(store, graph, reuse_from) if reuse_from else {}
         await runner.submit(dispatch_id, graph, preset)
     return dispatch_id, True
-
-
-async def _reusable(store: SqliteStore, graph: WorkflowGraph,
-                    old_id: str) -> dict[int, tuple[bytes, str, str]]:
-    """Outputs of ``old_id``'s nodes that the new graph may reuse (issue 3)."""
-    from .reuse import reusable_outputs
-
-    return await reusable_outputs(store, graph, old_id)
 
 
 async def start_pending(store: SqliteStore, runner: Runner, dispatch_id: str) -> str:

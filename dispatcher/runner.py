@@ -25,7 +25,7 @@ from distributed.client import FutureCancelledError
 
 from covalent._graph import NodeKind, WorkflowGraph
 
-from .compile import Key, compile_graph, node_key, node_label
+from .compile import Key, compile_graph
 from .execute import START_TOPIC, CancelPlugin, NodeOutcome, NodeTaskError, now_iso
 from .store import DispatchUpdate, NodeUpdate, SqliteStore
 
@@ -152,10 +152,10 @@ class Runner:
     async def submit(self, dispatch_id: str, graph: WorkflowGraph,
                      preset: dict[int, tuple[bytes, str, str]]) -> None:
         """Compile the dispatch into one Dask graph, submit it and start tracking it."""
-        keys = [node_key(dispatch_id, n.id, node_label(n.name, n.kind)) for n in graph.nodes]
+        dsk = compile_graph(dispatch_id, graph, preset, self.public_url, self.token)
+        keys = list(dsk)  # in node id order
         run = DispatchRun(dispatch_id, graph, keys)
         self.runs[dispatch_id] = run
-        dsk = compile_graph(dispatch_id, graph, preset, self.public_url, self.token)
         futures = self.client.get(dsk, keys, sync=False)
         run.futures = dict(enumerate(futures))
         self._record(dispatch=DispatchUpdate(dispatch_id, status="RUNNING", start_time=now_iso()))
