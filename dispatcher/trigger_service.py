@@ -62,12 +62,17 @@ class TriggerService:
         trigger_id = str(uuid.uuid4())
         await self.store.run(self.store.add_trigger, trigger_id, trigger.lattice_dispatch_id,
                              type(trigger).__name__, json.dumps(trigger.to_dict()), pickled, now_iso())
-        obs = self.supervisor.start(trigger_id, trigger, custom=pickled is not None)
-        try:  # answer once it observes, so a caller's next file change is seen
+        await self._observe(trigger_id, trigger, custom=pickled is not None)
+        return trigger_id
+
+    async def _observe(self, trigger_id: str, trigger: BaseTrigger, *, custom: bool,
+                       fire_count: int = 0) -> None:
+        """Start observing; return once it observes, so the next file change is seen."""
+        obs = self.supervisor.start(trigger_id, trigger, custom=custom, fire_count=fire_count)
+        try:
             await asyncio.wait_for(obs.ready.wait(), 10)
         except TimeoutError:
             pass
-        return trigger_id
 
     async def restore(self) -> int:
         """Observe again every trigger that was active when the server stopped."""
@@ -81,8 +86,8 @@ class TriggerService:
                 await self.store.run(self.store.save_trigger, trigger_id, spec, False, fire_count,
                                      f"cannot rebuild trigger: {type(exc).__name__}: {exc}")
                 continue
-            self.supervisor.start(trigger_id, trigger, custom=pickled is not None,
-                                  fire_count=fire_count)
+            await self._observe(trigger_id, trigger, custom=pickled is not None,
+                                fire_count=fire_count)
         return len(rows)
 
     async def listing(self, active_only: bool = False) -> list[dict[str, Any]]:
