@@ -69,12 +69,23 @@ def _ours(w: Workload, addr: str) -> Any:
     return result
 
 
+def _same(a: Any, b: Any) -> bool:
+    if hasattr(a, "shape"):
+        import numpy as np
+
+        return bool(np.allclose(a, b))
+    return bool(a == b)
+
+
 def bench(w: Workload, addr: str, client: distributed.Client, repeats: int) -> dict[str, Any]:
     raw_t, ours_t = [], []
+    out: dict[str, Any] = {}
     for _ in range(repeats):
         dsk, key = w.raw()
-        raw_t.append(_time(lambda: client.get(dsk, key)))
-        ours_t.append(_time(lambda: _ours(w, addr)))
+        raw_t.append(_time(lambda: out.__setitem__("raw", client.get(dsk, key))))
+        ours_t.append(_time(lambda: out.__setitem__("ours", _ours(w, addr))))
+    if not _same(out["ours"].result, out["raw"]):
+        raise SystemExit(f"{w.name}: ours returned {out['ours'].result!r}, raw {out['raw']!r}")
     build_t = _time(lambda: w.lattice.build_graph(*w.args))
     raw_m, ours_m = statistics.median(raw_t), statistics.median(ours_t)
     return {"workload": w.name, "nodes": w.nodes, "repeats": repeats,
@@ -111,6 +122,7 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--quick", action="store_true", help="small sizes, under a minute")
     p.add_argument("--json", default=None, help="also write all rows to this file")
     p.add_argument("--repeats", type=int, default=None)
+    p.add_argument("--only", default="", help="comma-separated workload names (prefixes)")
     ns = p.parse_args(argv)
     repeats = ns.repeats or (2 if ns.quick else 5)
     port = _free_port()
@@ -134,13 +146,17 @@ def main(argv: list[str] | None = None) -> None:
             for _ in range(3):
                 _ours(warm, addr)
                 client.get(*warm.raw())
+            only = [o for o in ns.only.split(",") if o]
             for w in all_workloads(ns.quick):
+                if only and not any(w.name.startswith(o) for o in only):
+                    continue
                 rows.append(bench(w, addr, client, repeats))
                 rows[-1]["server_peak_rss_mib"] = _peak_rss_mib(server.pid)
                 _print(rows[-1])
-            rows.append(concurrent(addr, 10 if ns.quick else 50, 10))
-            rows[-1]["server_peak_rss_mib"] = _peak_rss_mib(server.pid)
-            _print(rows[-1])
+            if not only or any("concurrent".startswith(o) for o in only):
+                rows.append(concurrent(addr, 10 if ns.quick else 50, 10))
+                rows[-1]["server_peak_rss_mib"] = _peak_rss_mib(server.pid)
+                _print(rows[-1])
         finally:
             client.close()
     finally:

@@ -1,33 +1,45 @@
 """Compile a workflow graph into one Dask graph: one task per node.
 
-Each node ``i`` of dispatch ``d`` becomes the task ``(f"{label}-{d}", i)`` running
-``execute.run_node(spec, *parents)``, whose parents are ``TaskRef``s to the tasks of the
-node's incoming edges, in edge order. Nodes whose output is already known (reused from an
-earlier dispatch, or completed before a restart) become ``preset_outcome`` tasks holding the
-stored bytes, so they do not run again. Nothing here unpickles a blob.
+Each node ``i`` of dispatch ``d`` that computes something becomes the task
+``(f"{label}-{d}", i)`` running ``execute.run_node(spec, *parents)``, one argument per incoming
+edge, in edge order. The graph has no task for what costs nothing to compute, so a workflow
+runs as many Dask tasks as the same code written for Dask: small parameters are written into
+their consumers' arguments, and gathering nodes (an electron list, tuple or dict, the
+``:postprocess:`` result) are built in place by their consumers from their own parents
+(see ``covalent._assembly``). Nodes whose output is already known (reused from an earlier
+dispatch, or completed before a restart) become ``preset_outcome`` tasks holding the stored
+bytes, so they do not run again. Nothing here unpickles a blob.
 
 >>> from covalent._graph import WorkflowGraph, NodeKind, EdgeKind
 >>> g = WorkflowGraph()
 >>> p = g.add_node(":parameter:1", NodeKind.PARAMETER, value=g.add_blob(b"v"))
 >>> e = g.add_node("f", NodeKind.ELECTRON, fn=g.add_blob(b"f"))
+>>> s = g.add_node(":electron_list:", NodeKind.LIST)
+>>> t = g.add_node("total", NodeKind.ELECTRON, fn=g.add_blob(b"t"))
 >>> g.add_edge(p, e, "x", EdgeKind.ARG, 0)
->>> dsk = compile_graph("d1", g, {})
->>> sorted(dsk), dsk[("f-d1", 1)].dependencies == {("parameter-d1", 0)}
-([('f-d1', 1), ('parameter-d1', 0)], True)
+>>> g.add_edge(e, s, "x", EdgeKind.ARG, 0)
+>>> g.add_edge(s, t, "xs", EdgeKind.ARG, 0)
+>>> c = compile_graph("d1", g, {})
+>>> list(c.dsk), c.inlined, c.derived
+([('f-d1', 1), ('total-d1', 3)], [0], [2])
+>>> c.dsk[("total-d1", 3)].dependencies == {("f-d1", 1)}
+True
 """
 
 from __future__ import annotations
 
 import re
+from dataclasses import dataclass
 from typing import Any
 
 import networkx as nx
-from dask._task_spec import Task, TaskRef
+from dask._task_spec import List, Task, TaskRef
 
+from covalent._assembly import DERIVED_KINDS, Layout
 from covalent._graph import NodeKind, WorkflowGraph
 
 from .errors import InvalidRequest
-from .execute import NodeSpec, preset_outcome, run_node
+from .execute import Gather, NodeOutcome, NodeSpec, preset_outcome, run_node
 
 Key = tuple[str, int]
 
@@ -73,24 +85,74 @@ def validate(graph: WorkflowGraph) -> None:
         raise InvalidRequest(f"the graph has a cycle: {cycle}")
 
 
+INLINE_PARAMETER_MAX = 64 * 1024  # larger values get one task, fetched by each consumer
+
+
+@dataclass(slots=True)
+class Compiled:
+    """A dispatch as a Dask graph plus what the runner records without Dask.
+
+    ``tasks`` maps node ids to their Dask keys (node id order). ``inlined`` are parameters whose
+    value is written into their consumers' specs; ``derived`` are gathering nodes (lists,
+    tuples, dicts, the result) built in place by their consumers and recorded by the runner
+    once all their parents completed.
+    """
+
+    dsk: dict[Key, Task]
+    tasks: dict[int, Key]
+    inlined: list[int]
+    derived: list[int]
+
+
 def compile_graph(dispatch_id: str, graph: WorkflowGraph, preset: dict[int, tuple[bytes, str, str]],
-                  server: str = "", token: str = "") -> dict[Key, Task]:
-    """The Dask graph of a dispatch, its keys in node id order; ``preset`` maps node ids to
-    (output, start, end).
+                  server: str = "", token: str = "") -> Compiled:
+    """The Dask graph of a dispatch; ``preset`` maps node ids to (output, start, end).
 
     ``server`` and ``token`` tell sublattice nodes where to submit their child dispatch.
     """
     parents = graph.parents()
-    keys = [node_key(dispatch_id, n.id, node_label(n.name, n.kind)) for n in graph.nodes]
     blobs = graph.blobs
-    dsk: dict[Key, Task] = {}
+    inlined: dict[int, NodeOutcome] = {}
+    derived: list[int] = []
+    tasks: dict[int, Key] = {}
     for node in graph.nodes:
-        key = keys[node.id]
-        if node.id in preset:
+        if node.kind is NodeKind.PARAMETER and node.value is not None:
+            data = preset[node.id][0] if node.id in preset else blobs[node.value]
+            if len(data) <= INLINE_PARAMETER_MAX:
+                inlined[node.id] = NodeOutcome(node.id, data)
+                continue
+        if str(node.kind) in DERIVED_KINDS and node.id not in preset:
+            derived.append(node.id)
+            continue
+        tasks[node.id] = node_key(dispatch_id, node.id, node_label(node.name, node.kind))
+    gathers: dict[int, tuple[Gather, List]] = {}
+
+    def arguments(node_id: int) -> tuple[Layout, tuple[Gather | None, ...], list[Any]]:
+        edges = parents[node_id]
+        layout = tuple((str(e.kind), e.name, e.index) for e in edges)
+        args = [argument(e.src) for e in edges]
+        return layout, tuple(g for g, _ in args), [a for _, a in args]
+
+    def argument(src: int) -> tuple[Gather | None, Any]:
+        if src in inlined:
+            return None, inlined[src]
+        if src in tasks:
+            return None, TaskRef(tasks[src])
+        if src not in gathers:  # a gathering node: built in place from its own parents
+            layout, nested, refs = arguments(src)  # (node ids are not in topological order)
+            node = graph.nodes[src]
+            extra = blobs[node.value] if node.kind is NodeKind.DICT and node.value is not None else None
+            gathers[src] = (Gather(str(node.kind), extra, layout, nested), List(*refs))
+        return gathers[src]
+
+    dsk: dict[Key, Task] = {}
+    for node_id, key in tasks.items():
+        node = graph.nodes[node_id]
+        if node_id in preset:
             data, start, end = preset[node.id]
             dsk[key] = Task(key, preset_outcome, node.id, data, start, end)
             continue
-        edges = parents[node.id]
+        layout, nested, refs = arguments(node_id)
         spec = NodeSpec(
             dispatch_id=dispatch_id,
             node_id=node.id,
@@ -99,10 +161,10 @@ def compile_graph(dispatch_id: str, graph: WorkflowGraph, preset: dict[int, tupl
             fn=blobs[node.fn] if node.fn is not None else None,
             value=blobs[node.value] if node.value is not None else None,
             hooks=blobs[node.hooks] if node.hooks is not None else None,
-            layout=tuple((str(e.kind), e.name, e.index) for e in edges),
+            layout=layout,
             server=server if node.kind is NodeKind.SUBLATTICE else "",
             token=token if node.kind is NodeKind.SUBLATTICE else "",
+            gathers=nested if any(g is not None for g in nested) else (),
         )
-        refs: list[Any] = [TaskRef(keys[e.src]) for e in edges]
         dsk[key] = Task(key, run_node, spec, *refs)
-    return dsk
+    return Compiled(dsk, tasks, list(inlined), derived)

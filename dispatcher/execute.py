@@ -25,7 +25,7 @@ from typing import Any
 import cloudpickle
 from distributed.diagnostics.plugin import WorkerPlugin
 
-from covalent._builder import fill_template
+from covalent._assembly import DERIVED_KINDS, Layout, arguments, combine
 from covalent._graph import NodeKind
 
 START_TOPIC = "covalent-node-start"
@@ -36,8 +36,25 @@ def now_iso() -> str:
 
 
 @dataclass(frozen=True, slots=True)
+class Gather:
+    """A gathering parent (list, tuple, dict) built in place from its own parents.
+
+    Its task argument is the list of its parents' outcomes, in edge order; ``inner`` says which
+    of those are themselves gathered in place.
+    """
+
+    kind: str
+    extra: bytes | None  # the dict's pickled keys
+    layout: Layout
+    inner: tuple[Gather | None, ...]
+
+
+@dataclass(frozen=True, slots=True)
 class NodeSpec:
-    """What a worker needs to run one node; ``layout`` describes each parent argument."""
+    """What a worker needs to run one node; ``layout`` describes each parent argument.
+
+    ``gathers`` (empty, or one entry per parent) marks the parents built in place.
+    """
 
     dispatch_id: str
     node_id: int
@@ -46,9 +63,10 @@ class NodeSpec:
     fn: bytes | None
     value: bytes | None
     hooks: bytes | None
-    layout: tuple[tuple[str, str, int | None], ...]  # (edge kind, name, index) per parent
+    layout: Layout
     server: str = ""  # sublattices: where to submit the child dispatch
     token: str = ""
+    gathers: tuple[Gather | None, ...] = ()
 
 
 class NodeOutcome:
@@ -281,38 +299,35 @@ def _dump_output(spec: NodeSpec, value: Any) -> bytes:
         ) from exc
 
 
-def _arguments(spec: NodeSpec, parents: tuple[NodeOutcome, ...]) -> tuple[list[Any], dict[str, Any]]:
-    positional: list[tuple[int, Any]] = []
-    keyword: dict[str, Any] = {}
-    for (kind, name, index), parent in zip(spec.layout, parents, strict=True):
-        if kind == "wait":
-            continue
-        if kind == "arg":
-            positional.append((index if index is not None else len(positional), parent.value))
+def _values(layout: Layout, gathers: tuple[Gather | None, ...], parents: Any) -> list[Any]:
+    values: list[Any] = []
+    for i, parent in enumerate(parents):
+        gather = gathers[i] if gathers else None
+        if gather is not None:
+            values.append(_gathered(gather, parent))
+        elif layout[i][0] == "wait":
+            values.append(None)  # ordering only: never unpickled
         else:
-            keyword[name] = parent.value
-    positional.sort(key=lambda p: p[0])
-    return [v for _, v in positional], keyword
+            values.append(parent.value)
+    return values
 
 
-def _compute(spec: NodeSpec, parents: tuple[NodeOutcome, ...], cap: _Capture) -> Any:
-    args, kwargs = _arguments(spec, parents)
+def _gathered(gather: Gather, parents: list[Any]) -> Any:
+    args, kwargs = arguments(gather.layout, _values(gather.layout, gather.inner, parents))
+    extra = _load_cached(gather.extra) if gather.extra is not None else None
+    return combine(gather.kind, extra, args, kwargs)
+
+
+def _compute(spec: NodeSpec, parents: tuple[Any, ...], cap: _Capture) -> Any:
+    args, kwargs = arguments(spec.layout, _values(spec.layout, spec.gathers, parents))
     kind = spec.kind
-    if kind == NodeKind.LIST:
-        return args
-    if kind == NodeKind.TUPLE:
-        return tuple(args)
-    if kind == NodeKind.DICT:
-        assert spec.value is not None
-        return dict(zip(_load_cached(spec.value), args, strict=True))
+    if kind in DERIVED_KINDS:
+        extra = cloudpickle.loads(spec.value) if spec.value is not None else None
+        return combine(kind, extra, args, kwargs)
     if kind == NodeKind.GETITEM:
         return args[0][args[1]]
     if kind == NodeKind.GETATTR:
         return getattr(args[0], args[1])
-    if kind == NodeKind.POSTPROCESS:
-        assert spec.value is not None
-        outputs = {int(k.split(":", 1)[1]): v for k, v in kwargs.items()}
-        return fill_template(cloudpickle.loads(spec.value), outputs)
     if kind == NodeKind.SUBLATTICE:
         from .sublattice import run_sublattice
 

@@ -23,7 +23,9 @@ from typing import Any
 from distributed import Client, Future, as_completed
 from distributed.client import FutureCancelledError
 
-from covalent._graph import NodeKind, WorkflowGraph
+from covalent._graph import Edge, NodeKind, WorkflowGraph
+
+from covalent._assembly import assembled_bytes
 
 from .compile import Key, compile_graph
 from .execute import START_TOPIC, CancelPlugin, NodeOutcome, NodeTaskError, now_iso
@@ -34,12 +36,21 @@ log = logging.getLogger("covalent.dispatcher")
 
 @dataclass(eq=False)
 class DispatchRun:
-    """The live state of one running dispatch."""
+    """The live state of one running dispatch.
+
+    ``feeds`` maps a node to the gathering nodes it is a parent of; ``missing`` counts the
+    parents each gathering node still waits for; ``parts`` keeps the outputs a gathering node
+    will be made of until it is recorded.
+    """
 
     dispatch_id: str
     graph: WorkflowGraph
-    keys: list[Key]
+    keys: dict[int, Key]
     futures: dict[int, Future[Any]] = field(default_factory=dict)
+    feeds: dict[int, list[int]] = field(default_factory=dict)
+    missing: dict[int, int] = field(default_factory=dict)
+    parts: dict[int, bytes] = field(default_factory=dict)
+    gathered_from: dict[int, list[Edge]] = field(default_factory=dict)
     done: set[int] = field(default_factory=set)
     failed: dict[int, str] = field(default_factory=dict)
     cancelled: set[int] = field(default_factory=set)
@@ -50,6 +61,14 @@ class DispatchRun:
     @property
     def postprocess_id(self) -> int:
         return self.graph.nodes[-1].id if self.graph.nodes[-1].kind is NodeKind.POSTPROCESS else -1
+
+    def track_derived(self, derived: list[int]) -> None:
+        parents = self.graph.parents()
+        for node_id in derived:
+            edges = self.gathered_from[node_id] = parents[node_id]
+            self.missing[node_id] = len(edges)
+            for e in edges:
+                self.feeds.setdefault(e.src, []).append(node_id)
 
 
 class Runner:
@@ -152,28 +171,42 @@ class Runner:
     async def submit(self, dispatch_id: str, graph: WorkflowGraph,
                      preset: dict[int, tuple[bytes, str, str]]) -> None:
         """Compile the dispatch into one Dask graph, submit it and start tracking it."""
-        dsk = compile_graph(dispatch_id, graph, preset, self.public_url, self.token)
-        keys = list(dsk)  # in node id order
-        run = DispatchRun(dispatch_id, graph, keys)
+        compiled = compile_graph(dispatch_id, graph, preset, self.public_url, self.token)
+        run = DispatchRun(dispatch_id, graph, compiled.tasks)
+        run.track_derived(compiled.derived)
         self.runs[dispatch_id] = run
-        futures = self.client.get(dsk, keys, sync=False)
-        run.futures = dict(enumerate(futures))
-        self._record(dispatch=DispatchUpdate(dispatch_id, status="RUNNING", start_time=now_iso()))
+        if compiled.dsk:
+            futures = self.client.get(compiled.dsk, list(compiled.tasks.values()), sync=False)
+            run.futures = dict(zip(compiled.tasks, futures, strict=True))
+        stamp = now_iso()
+        self._record(dispatch=DispatchUpdate(dispatch_id, status="RUNNING", start_time=stamp))
         for node_id, (data, start, end) in preset.items():
-            self._record(NodeUpdate(dispatch_id, node_id, status="COMPLETED", start_time=start,
-                                    end_time=end, output=data))
+            if node_id not in compiled.inlined:
+                self._record(NodeUpdate(dispatch_id, node_id, status="COMPLETED", start_time=start,
+                                        end_time=end, output=data))
+        blobs = graph.blobs
+        for node_id in compiled.inlined:
+            value = graph.nodes[node_id].value
+            assert value is not None
+            data = preset[node_id][0] if node_id in preset else blobs[value]
+            self._completed(run, node_id, data, start=stamp, end=stamp)
+        for node_id in compiled.derived:
+            if run.missing[node_id] == 0:  # gathers nothing (a lattice returning a constant)
+                self._assemble(run, node_id)
         run.task = asyncio.create_task(self._track(run), name=f"track-{dispatch_id}")
-        log.info("dispatch %s submitted: %d nodes, %d reused", dispatch_id, len(keys), len(preset))
+        log.info("dispatch %s submitted: %d nodes, %d tasks, %d reused", dispatch_id,
+                 len(graph.nodes), len(compiled.dsk), len(preset))
 
     async def _track(self, run: DispatchRun) -> None:
         try:
-            ac = as_completed(list(run.futures.values()), loop=self.client.loop)
-            index = {f.key: i for i, f in run.futures.items()}
-            async for fut in ac:
-                batch = [fut, *ac.next_batch(block=False)]
-                await self._absorb(run, [(index[f.key], f) for f in batch])
-                if len(run.done) == len(run.graph.nodes):
-                    break
+            if run.futures:
+                ac = as_completed(list(run.futures.values()), loop=self.client.loop)
+                index = {f.key: i for i, f in run.futures.items()}
+                async for fut in ac:
+                    batch = [fut, *ac.next_batch(block=False)]
+                    await self._absorb(run, [(index[f.key], f) for f in batch])
+                    if not run.futures:
+                        break
             self._finish(run)
         except asyncio.CancelledError:
             raise
@@ -210,11 +243,8 @@ class Runner:
         run.done.add(node_id)
         d = run.dispatch_id
         if isinstance(outcome, NodeOutcome):
-            if node_id == run.postprocess_id:
-                run.result = outcome.data
-            self._record(NodeUpdate(d, node_id, status="COMPLETED", start_time=outcome.start or None,
-                                    end_time=outcome.end or now_iso(), output=outcome.data,
-                                    stdout=outcome.stdout, stderr=outcome.stderr))
+            self._completed(run, node_id, outcome.data, outcome.start, outcome.end or now_iso(),
+                            outcome.stdout, outcome.stderr)
         elif isinstance(outcome, NodeTaskError) and outcome.node_id == node_id:
             detail = outcome.detail or f"{outcome.error_type}: {outcome.message}"
             run.failed[node_id] = f"{outcome.error_type}: {outcome.message}"
@@ -233,6 +263,33 @@ class Runner:
             msg = f"{type(outcome).__name__}: {outcome}"
             run.failed[node_id] = msg
             self._record(NodeUpdate(d, node_id, status="FAILED", end_time=now_iso(), error=msg))
+
+    def _completed(self, run: DispatchRun, node_id: int, data: bytes, start: str, end: str,
+                   stdout: str = "", stderr: str = "") -> None:
+        """Record a completed node, then any gathering node it was the last missing part of."""
+        run.done.add(node_id)
+        if node_id == run.postprocess_id:
+            run.result = data
+        self._record(NodeUpdate(run.dispatch_id, node_id, status="COMPLETED", start_time=start or None,
+                                end_time=end, output=data, stdout=stdout, stderr=stderr))
+        for child in run.feeds.get(node_id, ()):
+            run.parts[node_id] = data
+            run.missing[child] -= 1
+            if run.missing[child] == 0 and child not in run.cancelled:
+                self._assemble(run, child)
+
+    def _assemble(self, run: DispatchRun, node_id: int) -> None:
+        node = run.graph.nodes[node_id]
+        edges = run.gathered_from[node_id]
+        parts = [run.parts[e.src] if e.kind != "wait" else None for e in edges]
+        extra = run.graph.blobs[node.value] if node.value is not None else None
+        layout = tuple((str(e.kind), e.name, e.index) for e in edges)
+        data = assembled_bytes(str(node.kind), extra, layout, parts)
+        for e in edges:  # drop parts no other gathering node still needs
+            if all(run.missing[c] == 0 for c in run.feeds[e.src]):
+                run.parts.pop(e.src, None)
+        stamp = now_iso()
+        self._completed(run, node_id, data, stamp, stamp)
 
     def _finish(self, run: DispatchRun) -> None:
         nodes = run.graph.nodes
