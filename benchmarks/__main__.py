@@ -56,10 +56,49 @@ def _peak_rss_mib(pid: int) -> float:
     return float("nan")
 
 
-def _time(fn: Any) -> float:
-    t = time.perf_counter()
-    fn()
-    return time.perf_counter() - t
+_TICK = os.sysconf("SC_CLK_TCK")
+
+
+def _cpu_s(pid: int) -> float:
+    """User + system CPU seconds of one process (0 if it is gone)."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return 0.0
+    return (int(fields[11]) + int(fields[12])) / _TICK
+
+
+def _children(pid: int) -> list[int]:
+    out = []
+    for d in Path("/proc").iterdir():
+        if d.name.isdigit():
+            try:
+                ppid = int((d / "stat").read_text().rsplit(")", 1)[1].split()[1])
+            except (OSError, IndexError, ValueError):
+                continue
+            if ppid == pid:
+                out.append(int(d.name))
+    return out
+
+
+class Meter:
+    """Wall time, and CPU seconds of this client, the server process (dispatcher and Dask
+    scheduler share it) and the worker processes, over one call."""
+
+    def __init__(self, server_pid: int) -> None:
+        self.server = server_pid
+        self.workers = [c for c in _children(server_pid) if c != server_pid]
+
+    def snapshot(self) -> tuple[float, float, float, float]:
+        return (time.perf_counter(), time.process_time(), _cpu_s(self.server),
+                sum(_cpu_s(w) for w in self.workers))
+
+    def run(self, fn: Any) -> tuple[float, float, float, float]:
+        before = self.snapshot()
+        fn()
+        after = self.snapshot()
+        wall, client, server, workers = (b - a for a, b in zip(before, after, strict=True))
+        return wall, client, server, workers
 
 
 def _ours(w: Workload, addr: str) -> Any:
@@ -77,22 +116,36 @@ def _same(a: Any, b: Any) -> bool:
     return bool(a == b)
 
 
-def bench(w: Workload, addr: str, client: distributed.Client, repeats: int) -> dict[str, Any]:
-    raw_t, ours_t = [], []
+def bench(w: Workload, addr: str, client: distributed.Client, meter: Meter,
+          repeats: int, side: str = "both") -> dict[str, Any]:
+    raw_m: list[tuple[float, ...]] = []
+    ours_m: list[tuple[float, ...]] = []
     out: dict[str, Any] = {}
+    dsk, key = w.raw()
     for _ in range(repeats):
-        dsk, key = w.raw()
-        raw_t.append(_time(lambda: out.__setitem__("raw", client.get(dsk, key))))
-        ours_t.append(_time(lambda: out.__setitem__("ours", _ours(w, addr))))
+        if side != "ours":
+            raw_m.append(meter.run(lambda: out.__setitem__("raw", client.get(dsk, key))))
+        if side != "raw":
+            ours_m.append(meter.run(lambda: out.__setitem__("ours", _ours(w, addr))))
+    if side != "both":  # profiling one side: run the other once, untimed, for the check
+        out.setdefault("raw", client.get(dsk, key))
+        out.setdefault("ours", _ours(w, addr))
+        raw_m, ours_m = raw_m or ours_m, ours_m or raw_m
     if not _same(out["ours"].result, out["raw"]):
         raise SystemExit(f"{w.name}: ours returned {out['ours'].result!r}, raw {out['raw']!r}")
-    build_t = _time(lambda: w.lattice.build_graph(*w.args))
-    raw_m, ours_m = statistics.median(raw_t), statistics.median(ours_t)
-    return {"workload": w.name, "nodes": w.nodes, "repeats": repeats,
-            "raw_median_s": raw_m, "ours_median_s": ours_m,
-            "raw_p90_s": _p90(raw_t), "ours_p90_s": _p90(ours_t),
-            "ratio": ours_m / raw_m if raw_m else float("nan"),
-            "overhead_ms": (ours_m - raw_m) * 1000, "client_build_s": build_t}
+    build_t = meter.run(lambda: w.lattice.build_graph(*w.args))[0]
+    raw_t, ours_t = [m[0] for m in raw_m], [m[0] for m in ours_m]
+    raw_med, ours_med = statistics.median(raw_t), statistics.median(ours_t)
+    row: dict[str, Any] = {
+        "workload": w.name, "nodes": w.nodes, "repeats": repeats,
+        "raw_median_s": raw_med, "ours_median_s": ours_med,
+        "raw_p90_s": _p90(raw_t), "ours_p90_s": _p90(ours_t),
+        "ratio": ours_med / raw_med if raw_med else float("nan"),
+        "overhead_ms": (ours_med - raw_med) * 1000, "client_build_s": build_t}
+    for side, ms in (("raw", raw_m), ("ours", ours_m)):
+        for i, part in enumerate(("client", "server", "workers"), start=1):
+            row[f"{side}_cpu_{part}_s"] = statistics.median(m[i] for m in ms)
+    return row
 
 
 def _p90(xs: list[float]) -> float:
@@ -123,6 +176,8 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--json", default=None, help="also write all rows to this file")
     p.add_argument("--repeats", type=int, default=None)
     p.add_argument("--only", default="", help="comma-separated workload names (prefixes)")
+    p.add_argument("--side", default="both", choices=("both", "raw", "ours"),
+                   help="time one side only (to profile it); ratios are then meaningless")
     ns = p.parse_args(argv)
     repeats = ns.repeats or (2 if ns.quick else 5)
     port = _free_port()
@@ -141,6 +196,7 @@ def main(argv: list[str] | None = None) -> None:
                 raise SystemExit("the dispatcher did not start")
             time.sleep(0.1)  # waiting for another process to come up
         client = distributed.Client(info["cluster"]["scheduler"], set_as_default=False)
+        meter = Meter(server.pid)
         try:
             warm = all_workloads(quick=True)[0]
             for _ in range(3):
@@ -148,9 +204,9 @@ def main(argv: list[str] | None = None) -> None:
                 client.get(*warm.raw())
             only = [o for o in ns.only.split(",") if o]
             for w in all_workloads(ns.quick):
-                if only and not any(w.name.startswith(o) for o in only):
+                if only and not any(w.name == o or w.name.startswith(o + "-") for o in only):
                     continue
-                rows.append(bench(w, addr, client, repeats))
+                rows.append(bench(w, addr, client, meter, repeats, ns.side))
                 rows[-1]["server_peak_rss_mib"] = _peak_rss_mib(server.pid)
                 _print(rows[-1])
             if not only or any("concurrent".startswith(o) for o in only):
@@ -175,6 +231,10 @@ def _print(r: dict[str, Any]) -> None:
         print(f"{r['workload']:>16}  raw {r['raw_median_s'] * 1000:9.1f} ms  ours "
               f"{r['ours_median_s'] * 1000:9.1f} ms  ratio {r['ratio']:5.2f}  "
               f"build {r['client_build_s'] * 1000:7.1f} ms  server peak {r['server_peak_rss_mib']:6.0f} MiB",
+              file=sys.stderr)
+        print(" " * 18 + "cpu s client/server/workers: raw "
+              + "/".join(f"{r[f'raw_cpu_{p}_s']:.2f}" for p in ("client", "server", "workers"))
+              + "  ours " + "/".join(f"{r[f'ours_cpu_{p}_s']:.2f}" for p in ("client", "server", "workers")),
               file=sys.stderr)
     else:
         print(f"{r['workload']:>16}  {r['throughput_per_s']:.1f} dispatches/s  p50 "

@@ -14,9 +14,12 @@ from __future__ import annotations
 
 import ctypes
 import functools
+import heapq
 import io
+import itertools
 import sys
 import threading
+import time
 import traceback
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -240,13 +243,70 @@ def _load_cached(data: bytes) -> Any:
     return cloudpickle.loads(data)
 
 
-def _announce_start(spec: NodeSpec, start: str) -> None:
-    try:
-        from distributed import get_worker
+class _Announcer:
+    """Tells the dispatcher a node is RUNNING once it has run for ``delay`` seconds.
 
-        get_worker().log_event(START_TOPIC, {"d": spec.dispatch_id, "n": spec.node_id, "t": start})
-    except ValueError:
-        pass  # not on a worker (a direct call in a test): nobody to tell
+    A start event per node would cost the scheduler a message per task, as much as a short
+    task itself; nodes that finish sooner go straight to COMPLETED (their start time travels
+    with the outcome). One thread per worker process sleeps until the earliest deadline of a
+    node still running; finished nodes are skipped without waking it.
+    """
+
+    def __init__(self, delay: float) -> None:
+        self.delay = delay
+        self.cv = threading.Condition()
+        self.heap: list[tuple[float, int]] = []
+        self.running: dict[int, tuple[Any, dict[str, Any]]] = {}
+        self.counter = itertools.count()
+        self.thread: threading.Thread | None = None
+
+    def started(self, spec: NodeSpec, start: str) -> int | None:
+        try:
+            from distributed import get_worker
+
+            worker = get_worker()
+        except ValueError:
+            return None  # not on a worker (a direct call in a test): nobody to tell
+        msg = {"d": spec.dispatch_id, "n": spec.node_id, "t": start}
+        with self.cv:
+            token = next(self.counter)
+            self.running[token] = (worker, msg)
+            heapq.heappush(self.heap, (time.monotonic() + self.delay, token))
+            if self.thread is None:
+                self.thread = threading.Thread(target=self._loop, name="covalent-announcer",
+                                               daemon=True)
+                self.thread.start()
+            if self.heap[0][1] == token:
+                self.cv.notify()
+        return token
+
+    def finished(self, token: int | None) -> None:
+        if token is not None:
+            with self.cv:
+                self.running.pop(token, None)
+
+    def _loop(self) -> None:
+        while True:
+            with self.cv:
+                while self.heap and self.heap[0][1] not in self.running:
+                    heapq.heappop(self.heap)
+                if not self.heap:
+                    self.cv.wait()
+                    continue
+                deadline, token = self.heap[0]
+                left = deadline - time.monotonic()
+                if left > 0:
+                    self.cv.wait(left)
+                    continue
+                heapq.heappop(self.heap)
+                worker, msg = self.running.pop(token)
+            try:
+                worker.log_event(START_TOPIC, msg)
+            except Exception:  # a closing worker: the outcome still carries the start time
+                pass
+
+
+announcer = _Announcer(0.05)
 
 
 def run_node(spec: NodeSpec, *parents: NodeOutcome) -> NodeOutcome:
@@ -255,7 +315,14 @@ def run_node(spec: NodeSpec, *parents: NodeOutcome) -> NodeOutcome:
     if spec.kind == NodeKind.PARAMETER:
         assert spec.value is not None
         return NodeOutcome(spec.node_id, spec.value, start=start, end=start)
-    _announce_start(spec, start)
+    token = announcer.started(spec, start)
+    try:
+        return _run(spec, parents, start)
+    finally:
+        announcer.finished(token)
+
+
+def _run(spec: NodeSpec, parents: tuple[NodeOutcome, ...], start: str) -> NodeOutcome:
     with _Capture() as cap:
         try:
             interrupts.enter()

@@ -17,10 +17,12 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import uuid
 from dataclasses import dataclass, field
 from typing import Any
 
-from distributed import Client, Future, as_completed
+from dask._expr import LLGExpr
+from distributed import Client, Future
 from distributed.client import FutureCancelledError
 
 from covalent._graph import Edge, NodeKind, WorkflowGraph
@@ -32,6 +34,9 @@ from .execute import START_TOPIC, CancelPlugin, NodeOutcome, NodeTaskError, now_
 from .store import DispatchUpdate, NodeUpdate, SqliteStore
 
 log = logging.getLogger("covalent.dispatcher")
+
+COALESCE_S = 0.02  # how long a completed node's output may wait to be fetched with others
+MAX_BATCH = 1000
 
 
 @dataclass(eq=False)
@@ -176,7 +181,10 @@ class Runner:
         run.track_derived(compiled.derived)
         self.runs[dispatch_id] = run
         if compiled.dsk:
-            futures = self.client.get(compiled.dsk, list(compiled.tasks.values()), sync=False)
+            # Name the graph ourselves: otherwise Dask tokenizes every task (pickling each
+            # spec) to name it, which costs more than running a small workflow.
+            expr = LLGExpr(compiled.dsk, _determ_token=f"{dispatch_id}-{uuid.uuid4().hex}")
+            futures = self.client.get(expr, list(compiled.tasks.values()), sync=False)
             run.futures = dict(zip(compiled.tasks, futures, strict=True))
         stamp = now_iso()
         self._record(dispatch=DispatchUpdate(dispatch_id, status="RUNNING", start_time=stamp))
@@ -200,13 +208,10 @@ class Runner:
     async def _track(self, run: DispatchRun) -> None:
         try:
             if run.futures:
-                ac = as_completed(list(run.futures.values()), loop=self.client.loop)
-                index = {f.key: i for i, f in run.futures.items()}
-                async for fut in ac:
-                    batch = [fut, *ac.next_batch(block=False)]
-                    await self._absorb(run, [(index[f.key], f) for f in batch])
-                    if not run.futures:
-                        break
+                done = _Completions(list(run.futures.items()))
+                while done.outstanding:
+                    batch = await done.next_batch(COALESCE_S, MAX_BATCH)
+                    await self._absorb(run, batch)
             self._finish(run)
         except asyncio.CancelledError:
             raise
@@ -219,7 +224,7 @@ class Runner:
         finished = [(i, f) for i, f in batch if f.status == "finished"]
         if finished:
             try:
-                outcomes = await self.client.gather([f for _, f in finished])
+                outcomes = await self.client.gather([f for _, f in finished], )
             except Exception:  # one of them vanished (cancelled meanwhile): take them one by one
                 outcomes = []
                 for _, f in finished:
@@ -319,6 +324,9 @@ class Runner:
         run = self.runs.get(dispatch_id)
         if run is None:
             return []
+        finished = [(i, f) for i, f in run.futures.items() if f.status == "finished"]
+        if finished:  # done but not yet recorded: record them, they are not cancelled
+            await self._absorb(run, finished)
         if node_ids:
             targets = _descendants(run.graph, node_ids)
         else:
@@ -336,6 +344,48 @@ class Runner:
         await self.client.cancel(futs, force=True)
         await self._flush()
         return sorted(targets)
+
+
+class _Completions:
+    """The futures of one dispatch, handed out in batches as they complete.
+
+    Pushed, not polled: each future's done-callback (run by Dask in its callback thread) hands
+    it to the event loop. ``next_batch`` waits for the first completion, then lets more join
+    for up to ``linger`` seconds: each fetch of outputs is a round trip through the scheduler,
+    so fetching per node would cost the scheduler more than the node itself. The graph keeps
+    running meanwhile; the linger only delays the record, and never at the end: once every
+    future has completed the batch goes at once.
+    """
+
+    def __init__(self, futures: list[tuple[int, Future[Any]]]) -> None:
+        self.loop = asyncio.get_running_loop()
+        self.ready: list[tuple[int, Future[Any]]] = []
+        self.outstanding = len(futures)  # not yet handed out
+        self.event = asyncio.Event()
+        for item in futures:
+            item[1].add_done_callback(lambda _, item=item: self.loop.call_soon_threadsafe(self._push, item))
+
+    def _push(self, item: tuple[int, Future[Any]]) -> None:
+        self.ready.append(item)
+        self.event.set()
+
+    async def next_batch(self, linger: float, limit: int) -> list[tuple[int, Future[Any]]]:
+        while not self.ready:
+            self.event.clear()
+            await self.event.wait()
+        deadline = self.loop.time() + linger
+        while len(self.ready) < min(limit, self.outstanding):
+            left = deadline - self.loop.time()
+            if left <= 0:
+                break
+            self.event.clear()
+            try:
+                await asyncio.wait_for(self.event.wait(), left)
+            except TimeoutError:
+                break
+        batch, self.ready = self.ready[:limit], self.ready[limit:]
+        self.outstanding -= len(batch)
+        return batch
 
 
 def _descendants(graph: WorkflowGraph, roots: list[int]) -> set[int]:
