@@ -42,6 +42,11 @@ class EdgeKind(enum.StrEnum):
     WAIT = "wait"
 
 
+class _CheckedKinds(dict[Any, EdgeKind]):
+    def __missing__(self, key: Any) -> EdgeKind:
+        raise ValueError(f"{key!r} is not an edge kind ({', '.join(self)})")
+
+
 PARAMETER_PREFIX = ":parameter:"
 ELECTRON_LIST_PREFIX = ":electron_list:"
 ELECTRON_DICT_PREFIX = ":electron_dict:"
@@ -143,16 +148,24 @@ class WorkflowGraph:
             )
             for n in data["nodes"]
         ]
+        kinds = _EDGE_KINDS
         edges = [
-            Edge(int(s), int(d), str(name), EdgeKind(kind), _opt_int(idx))
+            Edge(_int(s), _int(d), str(name), kinds[kind], _opt_int(idx))
             for s, d, name, kind, idx in data["edges"]
         ]
         return cls(nodes, edges, blobs)
 
 
-def _opt_int(v: Any) -> int | None:
-    if v is None:
-        return None
-    if isinstance(v, bool) or not isinstance(v, int):
-        raise TypeError(f"expected an integer or null, got {v!r}")
+_EDGE_KINDS = _CheckedKinds({k.value: k for k in EdgeKind})
+
+
+def _int(v: Any) -> int:
+    if type(v) is not int:
+        raise TypeError(f"expected an integer, got {v!r}")
     return v
+
+
+def _opt_int(v: Any) -> int | None:
+    if v is None or type(v) is int:
+        return v
+    raise TypeError(f"expected an integer or null, got {v!r}")

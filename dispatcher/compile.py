@@ -129,7 +129,7 @@ def compile_graph(dispatch_id: str, graph: WorkflowGraph, preset: dict[int, tupl
 
     def arguments(node_id: int) -> tuple[Layout, tuple[Gather | None, ...], list[Any]]:
         edges = parents[node_id]
-        layout = tuple((str(e.kind), e.name, e.index) for e in edges)
+        layout = tuple((e.kind.value, e.name, e.index) for e in edges)
         args = [argument(e.src) for e in edges]
         return layout, tuple(g for g, _ in args), [a for _, a in args]
 

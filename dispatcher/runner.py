@@ -56,6 +56,7 @@ class DispatchRun:
     missing: dict[int, int] = field(default_factory=dict)
     parts: dict[int, bytes] = field(default_factory=dict)
     gathered_from: dict[int, list[Edge]] = field(default_factory=dict)
+    unused: dict[int, int] = field(default_factory=dict)  # gathering children not yet built
     done: set[int] = field(default_factory=set)
     failed: dict[int, str] = field(default_factory=dict)
     cancelled: set[int] = field(default_factory=set)
@@ -74,6 +75,7 @@ class DispatchRun:
             self.missing[node_id] = len(edges)
             for e in edges:
                 self.feeds.setdefault(e.src, []).append(node_id)
+                self.unused[e.src] = self.unused.get(e.src, 0) + 1
 
 
 class Runner:
@@ -288,10 +290,11 @@ class Runner:
         edges = run.gathered_from[node_id]
         parts = [run.parts[e.src] if e.kind != "wait" else None for e in edges]
         extra = run.graph.blobs[node.value] if node.value is not None else None
-        layout = tuple((str(e.kind), e.name, e.index) for e in edges)
+        layout = tuple((e.kind.value, e.name, e.index) for e in edges)
         data = assembled_bytes(str(node.kind), extra, layout, parts)
         for e in edges:  # drop parts no other gathering node still needs
-            if all(run.missing[c] == 0 for c in run.feeds[e.src]):
+            run.unused[e.src] -= 1
+            if not run.unused[e.src]:
                 run.parts.pop(e.src, None)
         stamp = now_iso()
         self._completed(run, node_id, data, stamp, stamp)
