@@ -9,7 +9,9 @@
         ├── NodeNotFoundError (LookupError)
         ├── InvalidRequestError (ValueError)
         ├── DispatchStateError (RuntimeError)    e.g. cancelling a finished dispatch
-        └── UnauthorizedError (PermissionError)
+        ├── IncompatibleClientError (RuntimeError)  Python/cloudpickle differ from the workers'
+        ├── UnauthorizedError (PermissionError)
+        └── StorageFullError (OSError)           the dispatcher's disk is full
 
 Every error pickles (all constructor arguments go to ``super().__init__``).
 """
@@ -75,7 +77,17 @@ class UnauthorizedError(DispatcherError, PermissionError):
     """The server requires a token and the request did not carry the right one."""
 
 
+class IncompatibleClientError(DispatcherError, RuntimeError):
+    """This Python or cloudpickle differs from the workers', so they could not load the workflow."""
+
+
+class StorageFullError(DispatcherError, OSError):
+    """The dispatcher cannot write to its store (disk full or a file size limit)."""
+
+
 _BY_CODE: dict[str, type[DispatcherError]] = {
+    "IncompatibleClient": IncompatibleClientError,
+    "StorageFull": StorageFullError,
     "DispatchNotFound": DispatchNotFoundError,
     "NodeNotFound": NodeNotFoundError,
     "InvalidRequest": InvalidRequestError,

@@ -6,7 +6,9 @@
     ├── InvalidRequest (ValueError)            400
     ├── PayloadTooLarge (ValueError)           413
     ├── DispatchState (RuntimeError)           409
-    └── Unauthorized (PermissionError)         401
+    ├── IncompatibleClient (RuntimeError)      409
+    ├── Unauthorized (PermissionError)         401
+    └── StorageFull (OSError)                  507
 
 The body of each answer is ``{"error": <class name>, "message": str(exc)}``; the SDK maps the
 name back to its own exception class.
@@ -50,3 +52,28 @@ class DispatchState(DispatcherError, RuntimeError):
 
 class Unauthorized(DispatcherError, PermissionError):
     status = 401
+
+
+class IncompatibleClient(DispatcherError, RuntimeError):
+    """The client's Python or cloudpickle differs from the workers': its pickles would not load."""
+
+    status = 409
+
+
+class StorageFull(DispatcherError, OSError):
+    """The store cannot write (disk full, file size limit); nothing was half-written."""
+
+    status = 507
+
+
+def is_disk_error(exc: BaseException) -> bool:
+    """True for the errors a full disk or a file size limit raises, from files or SQLite."""
+    import errno
+    import sqlite3
+
+    if isinstance(exc, OSError) and exc.errno in (errno.ENOSPC, errno.EFBIG, errno.EDQUOT):
+        return True
+    if isinstance(exc, sqlite3.OperationalError | sqlite3.DatabaseError):
+        text = str(exc).lower()
+        return "full" in text or "disk i/o" in text
+    return False

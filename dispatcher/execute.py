@@ -181,6 +181,13 @@ class CancelPlugin(WorkerPlugin):
                     interrupts.interrupt(ident)
 
 
+def runtime_versions() -> dict[str, str]:
+    """What decides whether this process can load a client's pickles."""
+    import platform
+
+    return {"python": platform.python_version(), "cloudpickle": cloudpickle.__version__}
+
+
 def preset_outcome(node_id: int, data: bytes, start: str, end: str) -> NodeOutcome:
     """Task body for a node whose output is already known (reuse, resume after restart)."""
     return NodeOutcome(node_id, data, start=start, end=end)

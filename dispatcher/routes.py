@@ -20,7 +20,7 @@ from aiohttp import web
 from covalent import wire
 
 from . import dispatches
-from .errors import DispatcherError, InvalidRequest, PayloadTooLarge, Unauthorized
+from .errors import DispatcherError, InvalidRequest, PayloadTooLarge, Unauthorized, is_disk_error
 from .keys import CLUSTER_INFO, RUNNER, SETTINGS, STORE, TRIGGERS
 
 log = logging.getLogger("covalent.dispatcher")
@@ -47,6 +47,10 @@ async def error_middleware(request: web.Request, handler: Handler) -> web.Stream
     except asyncio.CancelledError:
         raise
     except Exception as exc:  # last resort: answer JSON, log, keep serving
+        if is_disk_error(exc):
+            log.error("store write failed on %s %s: %s", request.method, request.path, exc)
+            return error_body("StorageFull", f"the dispatcher cannot write to its store: "
+                              f"{type(exc).__name__}: {exc}", 507)
         log.exception("unhandled error on %s %s", request.method, request.path)
         return error_body("InternalError", f"{type(exc).__name__}: {exc}", 500)
 
@@ -121,6 +125,7 @@ async def submit(request: web.Request) -> web.Response:
         raise PayloadTooLarge(f"body of {request.content_length} bytes exceeds the limit of {limit}")
     body = await request.read()
     header, graph, blobs = await asyncio.to_thread(dispatches.parse_submission, body)
+    await app[RUNNER].check_client(header.get("client"))
     reuse_of = request.query.get("redispatch_of")
     if reuse_of is not None:
         dispatches.check_id(reuse_of)

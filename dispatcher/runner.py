@@ -18,25 +18,33 @@ from __future__ import annotations
 import asyncio
 import logging
 import uuid
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from dask._expr import LLGExpr
 from distributed import Client, Future
 from distributed.client import FutureCancelledError
+from distributed.scheduler import KilledWorker
 
 from covalent._graph import Edge, NodeKind, WorkflowGraph
 
 from covalent._assembly import assembled_bytes
 
 from .compile import Key, compile_graph
-from .execute import START_TOPIC, CancelPlugin, NodeOutcome, NodeTaskError, now_iso
+from .errors import IncompatibleClient, is_disk_error
+from .execute import (START_TOPIC, CancelPlugin, NodeOutcome, NodeTaskError, now_iso,
+                      runtime_versions)
 from .store import DispatchUpdate, NodeUpdate, SqliteStore
 
 log = logging.getLogger("covalent.dispatcher")
 
 COALESCE_S = 0.02  # how long a completed node's output may wait to be fetched with others
 MAX_BATCH = 1000
+VERSIONS_TTL_S = 30.0  # how long the workers' Python/cloudpickle versions are trusted
+
+
+def _minor(version: str) -> str:
+    return ".".join(version.split(".")[:2])
 
 
 @dataclass(eq=False)
@@ -95,13 +103,51 @@ class Runner:
         self._waiters: dict[str, set[asyncio.Event]] = {}
         self._writer: asyncio.Task[None] | None = None
         self.write_error: str | None = None
+        self.store_failed: dict[str, str] = {}  # dispatch id -> why an output was not stored
+        self.closing = False
+        self._versions: tuple[float, dict[str, dict[str, str]]] | None = None
 
     async def start(self) -> None:
         self.client.subscribe_topic(START_TOPIC, self._on_start)
         await self.client.register_plugin(CancelPlugin(), name=CancelPlugin.name)
         self._writer = asyncio.create_task(self._write_loop(), name="covalent-store-writer")
 
+    async def check_client(self, versions: Any) -> None:
+        """Refuse a client whose pickles the workers could not load (Python or cloudpickle
+        major.minor differ); a client that does not say (curl) is not checked."""
+        if not isinstance(versions, dict):
+            return
+        workers = await self._worker_versions()
+        problems = []
+        for name in ("python", "cloudpickle"):
+            mine = versions.get(name)
+            if not isinstance(mine, str):
+                continue
+            theirs = sorted({v[name] for v in workers.values()
+                             if v.get(name) and _minor(v[name]) != _minor(mine)})
+            if theirs:
+                problems.append(f"{name} {mine} here, {', '.join(theirs)} on the workers")
+        if problems:
+            raise IncompatibleClient(
+                "the Dask workers could not load what this client pickles ("
+                + "; ".join(problems) + "): use the same Python and cloudpickle versions")
+
+    async def _worker_versions(self) -> dict[str, dict[str, str]]:
+        now = asyncio.get_running_loop().time()
+        if self._versions is None or now - self._versions[0] > VERSIONS_TTL_S:
+            try:
+                found = await asyncio.wait_for(self.client.run(runtime_versions), 10)
+            except Exception as exc:  # no workers reachable: the run itself will say so
+                log.warning("could not ask the workers for their versions: %s", exc)
+                return {}
+            self._versions = (now, dict(found))
+        return self._versions[1]
+
     async def close(self) -> None:
+        self.closing = True
+        for waiters in self._waiters.values():  # answer long-polls now: the server is stopping
+            for ev in waiters:
+                ev.set()
         for run in list(self.runs.values()):
             if run.task is not None:
                 run.task.cancel()
@@ -126,9 +172,18 @@ class Runner:
         self._nodes, self._dispatches, self._finished = [], [], []
         if nodes or dispatches:
             try:
-                await self.store.run(self.store.apply, nodes, dispatches)
+                try:
+                    await self.store.run(self.store.apply, nodes, dispatches)
+                except Exception as exc:
+                    if not is_disk_error(exc):
+                        raise
+                    # The outputs do not fit: record those nodes (and their dispatches) as
+                    # FAILED with the reason, which takes a few bytes, rather than nothing.
+                    log.error("store full: %d outputs not stored: %s", len(nodes), exc)
+                    nodes, dispatches = self._without_outputs(nodes, dispatches, exc)
+                    await self.store.run(self.store.apply, nodes, dispatches)
                 self.write_error = None
-            except Exception as exc:  # disk full, I/O error: keep serving, say why
+            except Exception as exc:  # even that failed: keep serving, say why, retry later
                 self.write_error = f"{type(exc).__name__}: {exc}"
                 log.exception("store write failed; %d node updates kept for retry", len(nodes))
                 self._nodes[:0], self._dispatches[:0], self._finished[:0] = nodes, dispatches, finished
@@ -136,6 +191,25 @@ class Runner:
         for dispatch_id in finished:
             for ev in self._waiters.pop(dispatch_id, ()):
                 ev.set()
+
+    def _without_outputs(self, nodes: list[NodeUpdate], dispatches: list[DispatchUpdate],
+                         exc: BaseException) -> tuple[list[NodeUpdate], list[DispatchUpdate]]:
+        reason = (f"the dispatcher could not store this output ({type(exc).__name__}: {exc}); "
+                  "free space in its data dir and redispatch")
+        out_nodes = []
+        for u in nodes:
+            if u.output is not None:
+                self.store_failed.setdefault(u.dispatch_id, reason)
+                u = replace(u, status="FAILED", output=None, error=reason)
+            out_nodes.append(u)
+        out_dispatches = []
+        for d in dispatches:
+            if d.result is not None or (d.status == "COMPLETED" and d.dispatch_id in self.store_failed):
+                self.store_failed.setdefault(d.dispatch_id, reason)
+                d = replace(d, status="FAILED", result=None,
+                            error=f"some outputs could not be stored: {self.store_failed[d.dispatch_id]}")
+            out_dispatches.append(d)
+        return out_nodes, out_dispatches
 
     async def _write_loop(self) -> None:
         while True:
@@ -157,6 +231,8 @@ class Runner:
         Register it *before* reading the status, then ``release`` it when done waiting.
         """
         ev = asyncio.Event()
+        if self.closing:
+            ev.set()
         self._waiters.setdefault(dispatch_id, set()).add(ev)
         return ev
 
@@ -268,6 +344,9 @@ class Runner:
             if blamed is not None and blamed != run.keys[node_id]:
                 return  # e.g. KilledWorker of an ancestor: this node never ran
             msg = f"{type(outcome).__name__}: {outcome}"
+            if isinstance(outcome, KilledWorker):
+                msg = ("KilledWorker: every Dask worker process that ran this node died (killed, "
+                       "crashed, or over its memory limit), so Dask stopped retrying it. " + msg)
             run.failed[node_id] = msg
             self._record(NodeUpdate(d, node_id, status="FAILED", end_time=now_iso(), error=msg))
 
@@ -311,6 +390,9 @@ class Runner:
                 lines.append("The lattice's return value could not be rebuilt on a worker; "
                              "Result.post_process() rebuilds it from the node outputs.")
             error: str | None = "\n".join(lines)
+        elif run.dispatch_id in self.store_failed:
+            status = "FAILED"
+            error = f"some outputs could not be stored: {self.store_failed.pop(run.dispatch_id)}"
         elif run.cancel_requested:
             status, error = "CANCELLED", None
         else:

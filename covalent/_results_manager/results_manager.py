@@ -3,15 +3,18 @@
 from __future__ import annotations
 
 import json
+import time
 from typing import Any
 from urllib.parse import quote
 
 from .. import _client, wire
 from .._config import client_config
 from .._status import Status
+from ..errors import DispatcherUnavailableError
 from .result import Result
 
 _LONG_POLL_S = 30.0
+_RECONNECT_S = 30.0  # how long get_result(wait=True) waits for a dispatcher that went away
 
 
 def _check_id(dispatch_id: Any) -> str:
@@ -50,25 +53,43 @@ def get_result(
     quoted = _check_id(dispatch_id)
     cfg = client_config(dispatcher_addr)
     path = f"/dispatches/{quoted}"
-    query: dict[str, Any] = {}
+    status = _wait_terminal(cfg, path, dispatch_id) if wait else None
     if status_only:
-        path += "/status"
+        if status is None:
+            status = Status(_client.request_json(cfg, "GET", path + "/status")["status"])
+        return {"dispatch_id": dispatch_id, "id": dispatch_id, "status": status}
+    _, _, data = _client.request(cfg, "GET", path)
+    header, blobs = wire.unpack(data)
+    return Result._from_wire(header, blobs, dispatcher_addr)
+
+
+def _wait_terminal(cfg: Any, path: str, dispatch_id: str) -> Status:
+    """Long-poll the status until it is terminal; ride out a dispatcher restart.
+
+    If the server stops answering after it has answered once (stopped, killed, restarting),
+    this retries for up to ``_RECONNECT_S`` seconds, then raises DispatcherUnavailableError.
+    """
+    answered = False
+    down_since: float | None = None
+    delay = 0.1
     while True:
-        if wait:
-            query["wait"] = _LONG_POLL_S
-        _, ctype, data = _client.request(cfg, "GET", path, query=query or None,
-                                         timeout=_LONG_POLL_S + 30)
-        if status_only:
-            body = json.loads(data)
-            status = Status(body["status"])
-            if wait and not status.is_terminal:
-                continue
-            return {"dispatch_id": dispatch_id, "id": dispatch_id, "status": status}
-        header, blobs = wire.unpack(data)
-        result = Result._from_wire(header, blobs, dispatcher_addr)
-        if wait and not result.status.is_terminal:
+        try:
+            body = _client.request_json(cfg, "GET", path + "/status",
+                                        query={"wait": _LONG_POLL_S}, timeout=_LONG_POLL_S + 30)
+        except DispatcherUnavailableError:
+            if not answered:
+                raise
+            now = time.monotonic()
+            down_since = down_since if down_since is not None else now
+            if now - down_since > _RECONNECT_S:
+                raise
+            time.sleep(delay)  # the server is down: retry with backoff, bounded above
+            delay = min(delay * 2, 2.0)
             continue
-        return result
+        answered, down_since, delay = True, None, 0.1
+        status = Status(body["status"])
+        if status.is_terminal:
+            return status
 
 
 def cancel(dispatch_id: str, task_ids: list[int] | int | None = None,
