@@ -289,7 +289,8 @@ class Runner:
                 done = _Completions(list(run.futures.items()))
                 while done.outstanding:
                     batch = await done.next_batch(COALESCE_S, MAX_BATCH)
-                    await self._absorb(run, batch)
+                    for item in await self._absorb(run, batch):
+                        done.watch(item)
             self._finish(run)
         except asyncio.CancelledError:
             raise
@@ -298,27 +299,39 @@ class Runner:
             run.failed.setdefault(-1, f"dispatcher error while tracking: {type(exc).__name__}: {exc}")
             self._finish(run)
 
-    async def _absorb(self, run: DispatchRun, batch: list[tuple[int, Future[Any]]]) -> None:
+    async def _absorb(self, run: DispatchRun,
+                      batch: list[tuple[int, Future[Any]]]) -> list[tuple[int, Future[Any]]]:
+        """Record the outcomes of ``batch``; return the futures that are pending again.
+
+        A finished node's output can be lost before it is fetched (its worker died): Dask then
+        computes it again, and the node is watched again rather than dropped.
+        """
         finished = [(i, f) for i, f in batch if f.status == "finished"]
         if finished:
             try:
-                outcomes = await self.client.gather([f for _, f in finished], )
-            except Exception:  # one of them vanished (cancelled meanwhile): take them one by one
+                outcomes = await self.client.gather([f for _, f in finished])
+            except Exception:  # one of them vanished (cancelled, lost): take them one by one
                 outcomes = []
                 for _, f in finished:
                     try:
-                        outcomes.append(await f)
+                        outcomes.append(await f if f.status == "finished" else None)
                     except Exception as exc:
-                        outcomes.append(exc)
+                        outcomes.append(exc if f.status in ("error", "cancelled") else None)
             for (node_id, _), outcome in zip(finished, outcomes, strict=True):
-                self._node_done(run, node_id, outcome)
+                if outcome is not None:  # None: lost meanwhile, watched again below
+                    self._node_done(run, node_id, outcome)
+        again = []
         for node_id, f in batch:
             if f.status == "error":
                 self._node_done(run, node_id, await f.exception())
             elif f.status == "cancelled":
                 self._node_done(run, node_id, FutureCancelledError(f.key, "cancelled"))
+            elif node_id not in run.done:  # "lost" or "pending": it will be computed again
+                again.append((node_id, f))
         for node_id, _ in batch:
-            run.futures.pop(node_id, None)  # release: Dask may now free the value
+            if node_id in run.done:
+                run.futures.pop(node_id, None)  # release: Dask may now free the value
+        return again
 
     def _node_done(self, run: DispatchRun, node_id: int, outcome: Any) -> None:
         if node_id in run.done:
@@ -445,10 +458,27 @@ class _Completions:
     def __init__(self, futures: list[tuple[int, Future[Any]]]) -> None:
         self.loop = asyncio.get_running_loop()
         self.ready: list[tuple[int, Future[Any]]] = []
-        self.outstanding = len(futures)  # not yet handed out
+        self.outstanding = 0  # not yet handed out
         self.event = asyncio.Event()
+        self.pending: set[asyncio.Task[None]] = set()
         for item in futures:
-            item[1].add_done_callback(lambda _, item=item: self.loop.call_soon_threadsafe(self._push, item))
+            self.watch(item)
+
+    def watch(self, item: tuple[int, Future[Any]]) -> None:
+        self.outstanding += 1
+        if item[1].status == "lost":  # its output died with a worker; Dask computes it again
+            self.pending.add(asyncio.create_task(self._when_back(item)))
+        else:
+            item[1].add_done_callback(lambda _: self.loop.call_soon_threadsafe(self._push, item))
+
+    async def _when_back(self, item: tuple[int, Future[Any]]) -> None:
+        try:
+            await item[1]  # returns once the future has an outcome again
+        except Exception:  # an error is an outcome too: the runner reads it from the future
+            pass
+        finally:
+            self.pending.discard(asyncio.current_task())  # type: ignore[arg-type,unused-ignore]
+        self._push(item)
 
     def _push(self, item: tuple[int, Future[Any]]) -> None:
         self.ready.append(item)

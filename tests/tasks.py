@@ -65,3 +65,55 @@ def spin(marker):
             time.sleep(0.01)
     finally:
         pathlib.Path(marker).write_text("stopped")
+
+
+@ct.electron
+def mark(path, value):
+    """Append this process's pid to ``path`` (one line per run) and return ``value``."""
+    with open(path, "a") as fh:
+        fh.write(f"{os.getpid()}\n")
+    return value
+
+
+@ct.electron
+def gate(x, started, release_file, timeout=60.0):
+    """Record this worker's pid in ``started``, then wait until ``release_file`` exists.
+
+    For process clusters, where a threading.Event cannot reach the worker.
+    """
+    import time
+    from pathlib import Path
+
+    Path(started).write_text(str(os.getpid()))
+    deadline = time.monotonic() + timeout
+    while not os.path.exists(release_file):
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"{release_file} never appeared")
+        time.sleep(0.02)
+    return x + 1
+
+
+@ct.electron
+def die(x):
+    """Kill the worker process running it, every time."""
+    import signal
+
+    os.kill(os.getpid(), signal.SIGKILL)
+    return x
+
+
+@ct.electron
+def hog(mib_per_step=50, steps=100):
+    """Allocate memory step by step (touching every page) until the worker is killed."""
+    import time
+
+    held = []
+    for _ in range(steps):
+        held.append(bytearray(os.urandom(1)) * (mib_per_step << 20))
+        time.sleep(0.05)
+    return len(held)
+
+
+@ct.electron
+def big_bytes(mib):
+    return b"x" * (mib << 20)

@@ -1,0 +1,159 @@
+"""Dispatcher processes for fault injection: started, killed and stopped by PID in the tests."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def children_of(pid: int) -> list[int]:
+    """PIDs whose parent is ``pid`` (the worker processes a dispatcher started)."""
+    out = []
+    for d in Path("/proc").iterdir():
+        if d.name.isdigit():
+            try:
+                ppid = int((d / "stat").read_text().rsplit(")", 1)[1].split()[1])
+            except (OSError, IndexError, ValueError):
+                continue
+            if ppid == pid:
+                out.append(int(d.name))
+    return out
+
+
+def alive(pid: int) -> bool:
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except OSError:
+        return False
+    return state != "Z"
+
+
+class ServerProcess:
+    """``python -m dispatcher`` on a fixed port and data dir, restartable after a kill."""
+
+    def __init__(self, data_dir: Path, env: dict[str, str], workers: int = 2,
+                 extra: list[str] | None = None) -> None:
+        self.port = free_port()
+        self.data_dir = data_dir
+        self.env = env
+        self.workers = workers
+        self.extra = extra or []
+        self.proc: subprocess.Popen[bytes] | None = None
+        self.spawned: list[int] = []  # every worker PID this server started
+        self.log = data_dir.parent / f"server-{self.port}.log"
+
+    @property
+    def addr(self) -> str:
+        return f"127.0.0.1:{self.port}"
+
+    @property
+    def url(self) -> str:
+        return f"http://{self.addr}"
+
+    def status(self) -> dict[str, Any] | None:
+        try:
+            with urllib.request.urlopen(self.url + "/api/v1/status", timeout=5) as resp:
+                return dict(json.loads(resp.read()))
+        except OSError:
+            return None
+
+    def start(self, timeout: float = 60.0, preexec: Any = None) -> None:
+        cmd = [sys.executable, "-m", "dispatcher", "--port", str(self.port), "--data-dir",
+               str(self.data_dir), "--workers", str(self.workers), "--threads-per-worker", "1",
+               "--dashboard-address", ":0", *self.extra]
+        with open(self.log, "ab") as log:
+            self.proc = subprocess.Popen(cmd, env=self.env, stdout=log, stderr=log, cwd=REPO,
+                                         preexec_fn=preexec)
+        deadline = time.monotonic() + timeout
+        while True:
+            info = self.status()
+            if info is not None and info["cluster"].get("workers") == self.workers:
+                break
+            if self.proc.poll() is not None:
+                raise AssertionError(f"dispatcher exited with {self.proc.returncode}: "
+                                     + self.log.read_text()[-3000:])
+            if time.monotonic() > deadline:
+                raise AssertionError("dispatcher did not come up:\n" + self.log.read_text()[-3000:])
+            time.sleep(0.1)  # another process is starting; nothing to wait on but its port
+        self.spawned += children_of(self.proc.pid)
+
+    def worker_pids(self) -> list[int]:
+        assert self.proc is not None
+        pids = [p for p in children_of(self.proc.pid) if "spawn_main" in _cmdline(p)
+                and "resource_tracker" not in _cmdline(p)]
+        self.spawned += pids
+        return pids
+
+    def kill9(self) -> None:
+        assert self.proc is not None
+        self.spawned += children_of(self.proc.pid)
+        self.proc.send_signal(signal.SIGKILL)
+        self.proc.wait(10)
+        self._reap()
+
+    def stop(self, timeout: float = 30.0) -> int:
+        """SIGTERM (what `covalent stop` sends); returns the exit code."""
+        assert self.proc is not None
+        if self.proc.poll() is None:
+            self.spawned += children_of(self.proc.pid)
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(timeout)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(10)
+        self._reap()
+        return self.proc.returncode
+
+    def _reap(self, timeout: float = 15.0) -> None:
+        """Workers leave when their parent dies; kill any that did not, by PID."""
+        deadline = time.monotonic() + timeout
+        while any(alive(p) for p in self.spawned) and time.monotonic() < deadline:
+            time.sleep(0.1)  # waiting for other processes to notice their parent is gone
+        for p in self.spawned:
+            if alive(p):
+                os.kill(p, signal.SIGKILL)
+
+
+def _cmdline(pid: int) -> str:
+    try:
+        return Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode()
+    except OSError:
+        return ""
+
+
+@pytest.fixture
+def server_env(tmp_path: Path, config_dir: Path) -> dict[str, str]:
+    env = dict(os.environ)
+    env["PYTHONPATH"] = str(REPO) + os.pathsep + env.get("PYTHONPATH", "")
+    env["COVALENT_CONFIG_DIR"] = str(config_dir)
+    env.pop("COVALENT_TOKEN", None)
+    return env
+
+
+@pytest.fixture
+def server(tmp_path: Path, server_env: dict[str, str]) -> Iterator[ServerProcess]:
+    """A dispatcher process with 2 worker processes; stopped (by PID) at teardown."""
+    s = ServerProcess(tmp_path / "data", server_env)
+    yield s
+    if s.proc is not None:
+        s.stop()

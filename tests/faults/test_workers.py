@@ -1,0 +1,95 @@
+"""Dask worker processes die under a dispatch: killed, crashing on every attempt, out of memory."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+import covalent as ct
+from tests.conftest import wait_until
+from tests.faults.conftest import REPO, ServerProcess
+from tests.tasks import add, die, gate, hog
+
+pytestmark = [pytest.mark.slow, pytest.mark.processes, pytest.mark.timeout(180)]
+
+
+@pytest.fixture(scope="module")
+def workers_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
+    """Two 400 MB worker processes; Dask retries a task once after its worker dies."""
+    tmp = tmp_path_factory.mktemp("workers")
+    env = dict(os.environ)
+    env["PYTHONPATH"] = str(REPO) + os.pathsep + env.get("PYTHONPATH", "")
+    env["COVALENT_CONFIG_DIR"] = str(tmp / "config")
+    env["DASK_DISTRIBUTED__SCHEDULER__ALLOWED_FAILURES"] = "1"
+    s = ServerProcess(tmp / "data", env, workers=2, extra=["--mem-per-worker", "400MB"])
+    s.start()
+    yield s
+    s.stop()
+
+
+async def test_task_on_a_killed_worker_is_retried_and_the_dispatch_completes(
+        workers_server: ServerProcess, tmp_path: Path) -> None:
+    started, release = tmp_path / "started", tmp_path / "release"
+
+    @ct.lattice
+    def wf(x):
+        return add(gate(x, str(started), str(release)), 100)
+
+    addr = workers_server.addr
+    dispatch_id = await asyncio.to_thread(ct.dispatch(wf, dispatcher_addr=addr), 1)
+    await wait_until(started.exists, timeout=30)
+    first = int(started.read_text())
+    assert first in workers_server.worker_pids()
+    started.unlink()
+    os.kill(first, signal.SIGKILL)
+    await wait_until(started.exists, timeout=60)  # the task runs again, in another process
+    assert int(started.read_text()) != first
+    release.touch()
+    result = await asyncio.to_thread(ct.get_result, dispatch_id, True, addr)
+    assert result.status == ct.status.COMPLETED, result.error
+    assert result.result == 102
+
+
+async def test_a_task_that_kills_every_worker_fails_with_killed_worker(
+        workers_server: ServerProcess) -> None:
+    @ct.lattice
+    def wf(x):
+        a = add(x, 1)
+        return a, add(die(a), 1)
+
+    addr = workers_server.addr
+    dispatch_id = await asyncio.to_thread(ct.dispatch(wf, dispatcher_addr=addr), 1)
+    result = await asyncio.wait_for(asyncio.to_thread(ct.get_result, dispatch_id, True, addr), 90)
+    assert result.status == ct.status.FAILED
+    assert result.get_node_result(0)["output"] == 2  # ran before: kept
+    failed = result.get_node_result(3)
+    assert failed["node_name"] == "die" and failed["status"] == "FAILED"
+    assert "KilledWorker" in failed["error"] and "died" in failed["error"]
+    assert "die" in result.error
+    assert result.get_node_result(4)["status"] == "NEW_OBJECT"  # fail-slow: never ran
+    await wait_until(lambda: (workers_server.status() or {}).get("cluster", {}).get("workers") == 2,
+                     timeout=60)  # the nannies bring the workers back
+
+
+async def test_a_task_over_the_memory_limit_fails_and_the_rest_post_processes(
+        workers_server: ServerProcess) -> None:
+    @ct.lattice
+    def wf(x):
+        hog()
+        return add(x, 1)
+
+    addr = workers_server.addr
+    dispatch_id = await asyncio.to_thread(ct.dispatch(wf, dispatcher_addr=addr), 1)
+    result = await asyncio.wait_for(asyncio.to_thread(ct.get_result, dispatch_id, True, addr), 120)
+    assert result.status == ct.status.FAILED
+    node = result.get_node_result(0)
+    assert node["status"] == "FAILED"
+    assert "KilledWorker" in node["error"] and "memory limit" in node["error"]
+    assert result.post_process() == 2
+    await wait_until(lambda: (workers_server.status() or {}).get("cluster", {}).get("workers") == 2,
+                     timeout=60)
