@@ -17,7 +17,7 @@ from . import dispatches
 from .keys import CLUSTER_INFO, RUNNER, SETTINGS, STORE, TRIGGERS
 from .routes import error_middleware, routes, token_middleware
 from .runner import Runner
-from .settings import Settings
+from .settings import Settings, pinned_dashboard
 from .store import SqliteStore
 from .trigger_service import TriggerService
 
@@ -37,6 +37,11 @@ def create_app(settings: Settings) -> web.Application:
             f"refusing to bind {settings.host}: the dispatcher runs pickled code, so any address "
             "other than loopback needs a token (--token or COVALENT_TOKEN)"
         )
+    dashboard = pinned_dashboard(settings.cluster.dashboard_address)
+    if dashboard and dashboard.rpartition(":")[0].strip("[]") not in LOOPBACK and not settings.token:
+        raise ValueError(
+            f"refusing to serve the Dask dashboard on {dashboard}: any address other than "
+            "loopback needs a token (--token or COVALENT_TOKEN)")
     app = web.Application(
         middlewares=[error_middleware, token_middleware],
         client_max_size=settings.max_body_bytes,
@@ -80,7 +85,7 @@ async def _cluster_ctx(app: web.Application) -> AsyncIterator[None]:
     else:
         kwargs: dict[str, Any] = {
             "processes": cs.processes,
-            "dashboard_address": cs.dashboard_address,
+            "dashboard_address": pinned_dashboard(cs.dashboard_address),
             "memory_limit": cs.memory_limit,
         }
         if cs.processes:  # an in-process cluster talks over inproc://, which takes no host

@@ -77,6 +77,21 @@ class Settings:
         return replace(s, **top, cluster=replace(s.cluster, **sub))
 
 
+def pinned_dashboard(address: str | None) -> str | None:
+    """Dask binds a dashboard address without a host (":0", "8787") on every interface:
+    give it the loopback host instead.
+
+    >>> pinned_dashboard(":0"), pinned_dashboard("8787"), pinned_dashboard("0.0.0.0:8787")
+    ('127.0.0.1:0', '127.0.0.1:8787', '0.0.0.0:8787')
+    """
+    if address is None:
+        return None
+    host, sep, port = address.rpartition(":")
+    if not sep:
+        return f"127.0.0.1:{address}"
+    return address if host else f"127.0.0.1:{port}"
+
+
 def _int(v: str | None) -> int | None:
     if v is None or v == "":
         return None
