@@ -16,7 +16,7 @@ from covalent import wire
 from covalent._graph import WorkflowGraph
 
 from .compile import validate
-from .errors import DispatchNotFound, DispatchState, InvalidRequest, NodeNotFound
+from .errors import DispatchNotFound, DispatchState, InvalidRequest, NodeNotFound, StorageFull
 from .execute import now_iso
 from .reuse import reusable_outputs
 from .runner import Runner
@@ -165,6 +165,10 @@ async def read_status(store: SqliteStore, runner: Runner, dispatch_id: str, wait
             except TimeoutError:
                 pass
             status = await store.run(store.get_status, dispatch_id)
+        if runner.write_error and dispatch_id in runner.unwritten:
+            raise StorageFull(f"the dispatcher cannot record the progress of {dispatch_id} "
+                              f"({runner.write_error}); free space in its data dir: it keeps "
+                              "retrying and loses nothing it has recorded")
         return str(status)
     finally:
         if ev is not None:

@@ -104,6 +104,7 @@ class Runner:
         self._writer: asyncio.Task[None] | None = None
         self.write_error: str | None = None
         self.store_failed: dict[str, str] = {}  # dispatch id -> why an output was not stored
+        self.unwritten: set[str] = set()  # dispatches whose latest facts could not be stored
         self.closing = False
         self._versions: tuple[float, dict[str, dict[str, str]]] | None = None
 
@@ -183,10 +184,15 @@ class Runner:
                     nodes, dispatches = self._without_outputs(nodes, dispatches, exc)
                     await self.store.run(self.store.apply, nodes, dispatches)
                 self.write_error = None
+                self.unwritten.clear()
             except Exception as exc:  # even that failed: keep serving, say why, retry later
                 self.write_error = f"{type(exc).__name__}: {exc}"
                 log.exception("store write failed; %d node updates kept for retry", len(nodes))
                 self._nodes[:0], self._dispatches[:0], self._finished[:0] = nodes, dispatches, finished
+                self.unwritten = {u.dispatch_id for u in nodes} | {d.dispatch_id for d in dispatches}
+                for dispatch_id in self.unwritten:  # tell those waiting, rather than hang
+                    for ev in self._waiters.get(dispatch_id, ()):
+                        ev.set()
                 raise
         for dispatch_id in finished:
             for ev in self._waiters.pop(dispatch_id, ()):

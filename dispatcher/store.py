@@ -229,7 +229,8 @@ class SqliteStore:
             )
             db.execute("COMMIT")
         except BaseException:
-            db.execute("ROLLBACK")
+            if db.in_transaction:  # SQLite already rolled back after an I/O error
+                db.execute("ROLLBACK")
             raise
         return refs
 
@@ -300,7 +301,8 @@ class SqliteStore:
                 )
             db.execute("COMMIT")
         except BaseException:
-            db.execute("ROLLBACK")
+            if db.in_transaction:  # SQLite already rolled back after an I/O error
+                db.execute("ROLLBACK")
             raise
 
     def set_sub_dispatch(self, dispatch_id: str, node_id: int, child_id: str) -> None:
@@ -377,7 +379,8 @@ class SqliteStore:
             db.executemany("DELETE FROM blobs WHERE ref = ?", [(r,) for r, _ in dead])
             db.execute("COMMIT")
         except BaseException:
-            db.execute("ROLLBACK")
+            if db.in_transaction:  # SQLite already rolled back after an I/O error
+                db.execute("ROLLBACK")
             raise
         for _, path in dead:
             if path:

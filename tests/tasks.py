@@ -117,3 +117,9 @@ def hog(mib_per_step=50, steps=100):
 @ct.electron
 def big_bytes(mib):
     return b"x" * (mib << 20)
+
+
+@ct.electron
+def noise(kib):
+    """Incompressible, unique bytes (content-addressed storage cannot share them)."""
+    return os.urandom(kib << 10)
