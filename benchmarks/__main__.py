@@ -31,6 +31,7 @@ import distributed
 
 import covalent as ct
 
+from .procfs import children, cpu_seconds, peak_rss_mib
 from .workloads import Workload, all_workloads, small_workflow
 
 
@@ -48,50 +49,17 @@ def _status(url: str) -> dict[str, Any] | None:
         return None
 
 
-def _peak_rss_mib(pid: int) -> float:
-    """VmHWM: the server process's peak resident set size so far."""
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmHWM:"):
-            return int(line.split()[1]) / 1024
-    return float("nan")
-
-
-_TICK = os.sysconf("SC_CLK_TCK")
-
-
-def _cpu_s(pid: int) -> float:
-    """User + system CPU seconds of one process (0 if it is gone)."""
-    try:
-        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    except OSError:
-        return 0.0
-    return (int(fields[11]) + int(fields[12])) / _TICK
-
-
-def _children(pid: int) -> list[int]:
-    out = []
-    for d in Path("/proc").iterdir():
-        if d.name.isdigit():
-            try:
-                ppid = int((d / "stat").read_text().rsplit(")", 1)[1].split()[1])
-            except (OSError, IndexError, ValueError):
-                continue
-            if ppid == pid:
-                out.append(int(d.name))
-    return out
-
-
 class Meter:
     """Wall time, and CPU seconds of this client, the server process (dispatcher and Dask
     scheduler share it) and the worker processes, over one call."""
 
     def __init__(self, server_pid: int) -> None:
         self.server = server_pid
-        self.workers = [c for c in _children(server_pid) if c != server_pid]
+        self.workers = [c for c in children(server_pid) if c != server_pid]
 
     def snapshot(self) -> tuple[float, float, float, float]:
-        return (time.perf_counter(), time.process_time(), _cpu_s(self.server),
-                sum(_cpu_s(w) for w in self.workers))
+        return (time.perf_counter(), time.process_time(), cpu_seconds(self.server),
+                sum(cpu_seconds(w) for w in self.workers))
 
     def run(self, fn: Any) -> tuple[float, float, float, float]:
         before = self.snapshot()
@@ -207,11 +175,11 @@ def main(argv: list[str] | None = None) -> None:
                 if only and not any(w.name == o or w.name.startswith(o + "-") for o in only):
                     continue
                 rows.append(bench(w, addr, client, meter, repeats, ns.side))
-                rows[-1]["server_peak_rss_mib"] = _peak_rss_mib(server.pid)
+                rows[-1]["server_peak_rss_mib"] = peak_rss_mib(server.pid)
                 _print(rows[-1])
             if not only or any("concurrent".startswith(o) for o in only):
                 rows.append(concurrent(addr, 10 if ns.quick else 50, 10))
-                rows[-1]["server_peak_rss_mib"] = _peak_rss_mib(server.pid)
+                rows[-1]["server_peak_rss_mib"] = peak_rss_mib(server.pid)
                 _print(rows[-1])
         finally:
             client.close()

@@ -21,7 +21,7 @@ bytes, so they do not run again. Nothing here unpickles a blob.
 >>> g.add_edge(s, t, "xs", EdgeKind.ARG, 0)
 >>> c = compile_graph("d1", g, {})
 >>> list(c.dsk), c.inlined, c.derived
-([('f-d1', 1), ('total-d1', 3)], [0], [2])
+([('f-d1', 1), ('total-d1', 3)], {0: b'v'}, [2])
 >>> c.dsk[("total-d1", 3)].dependencies == {("f-d1", 1)}
 True
 """
@@ -92,15 +92,15 @@ INLINE_PARAMETER_MAX = 64 * 1024  # larger values get one task, fetched by each 
 class Compiled:
     """A dispatch as a Dask graph plus what the runner records without Dask.
 
-    ``tasks`` maps node ids to their Dask keys (node id order). ``inlined`` are parameters whose
-    value is written into their consumers' specs; ``derived`` are gathering nodes (lists,
+    ``tasks`` maps node ids to their Dask keys (node id order). ``inlined`` maps the parameters
+    whose value is written into their consumers' specs to that value; ``derived`` are gathering nodes (lists,
     tuples, dicts, the result) built in place by their consumers and recorded by the runner
     once all their parents completed.
     """
 
     dsk: dict[Key, Task]
     tasks: dict[int, Key]
-    inlined: list[int]
+    inlined: dict[int, bytes]
     derived: list[int]
 
 
@@ -167,4 +167,4 @@ def compile_graph(dispatch_id: str, graph: WorkflowGraph, preset: dict[int, tupl
             gathers=nested if any(g is not None for g in nested) else (),
         )
         dsk[key] = Task(key, run_node, spec, *refs)
-    return Compiled(dsk, tasks, list(inlined), derived)
+    return Compiled(dsk, tasks, {i: o.data for i, o in inlined.items()}, derived)

@@ -28,7 +28,7 @@ from typing import Any
 import cloudpickle
 from distributed.diagnostics.plugin import WorkerPlugin
 
-from covalent._assembly import DERIVED_KINDS, Layout, arguments, combine
+from covalent._assembly import Layout, arguments, combine
 from covalent._graph import NodeKind
 
 START_TOPIC = "covalent-node-start"
@@ -395,9 +395,6 @@ def _gathered(gather: Gather, parents: list[Any]) -> Any:
 def _compute(spec: NodeSpec, parents: tuple[Any, ...], cap: _Capture) -> Any:
     args, kwargs = arguments(spec.layout, _values(spec.layout, spec.gathers, parents))
     kind = spec.kind
-    if kind in DERIVED_KINDS:
-        extra = cloudpickle.loads(spec.value) if spec.value is not None else None
-        return combine(kind, extra, args, kwargs)
     if kind == NodeKind.GETITEM:
         return args[0][args[1]]
     if kind == NodeKind.GETATTR:

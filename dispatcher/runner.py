@@ -276,11 +276,7 @@ class Runner:
             if node_id not in compiled.inlined:
                 self._record(NodeUpdate(dispatch_id, node_id, status="COMPLETED", start_time=start,
                                         end_time=end, output=data))
-        blobs = graph.blobs
-        for node_id in compiled.inlined:
-            value = graph.nodes[node_id].value
-            assert value is not None
-            data = preset[node_id][0] if node_id in preset else blobs[value]
+        for node_id, data in compiled.inlined.items():
             self._completed(run, node_id, data, start=stamp, end=stamp)
         for node_id in compiled.derived:
             if run.missing[node_id] == 0:  # gathers nothing (a lattice returning a constant)
@@ -377,8 +373,9 @@ class Runner:
             run.result = data
         self._record(NodeUpdate(run.dispatch_id, node_id, status="COMPLETED", start_time=start or None,
                                 end_time=end, output=data, stdout=stdout, stderr=stderr))
-        for child in run.feeds.get(node_id, ()):
+        if node_id in run.feeds:
             run.parts[node_id] = data
+        for child in run.feeds.get(node_id, ()):
             run.missing[child] -= 1
             if run.missing[child] == 0 and child not in run.cancelled:
                 self._assemble(run, child)
@@ -405,9 +402,6 @@ class Runner:
             for node_id, msg in sorted(run.failed.items()):
                 name = nodes[node_id].name if node_id >= 0 else "dispatcher"
                 lines.append(f"Node {node_id} ({name}) failed: {msg}")
-            if run.postprocess_id in run.failed:
-                lines.append("The lattice's return value could not be rebuilt on a worker; "
-                             "Result.post_process() rebuilds it from the node outputs.")
             error: str | None = "\n".join(lines)
         elif run.dispatch_id in self.store_failed:
             status = "FAILED"
@@ -473,7 +467,9 @@ class _Completions:
     def watch(self, item: tuple[int, Future[Any]]) -> None:
         self.outstanding += 1
         if item[1].status == "lost":  # its output died with a worker; Dask computes it again
-            self.pending.add(asyncio.create_task(self._when_back(item)))
+            task = asyncio.create_task(self._when_back(item))
+            self.pending.add(task)
+            task.add_done_callback(self.pending.discard)
         else:
             item[1].add_done_callback(lambda _: self.loop.call_soon_threadsafe(self._push, item))
 
@@ -482,8 +478,6 @@ class _Completions:
             await item[1]  # returns once the future has an outcome again
         except Exception:  # an error is an outcome too: the runner reads it from the future
             pass
-        finally:
-            self.pending.discard(asyncio.current_task())  # type: ignore[arg-type,unused-ignore]
         self._push(item)
 
     def _push(self, item: tuple[int, Future[Any]]) -> None:

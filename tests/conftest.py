@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import socket
 import time
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
@@ -27,6 +28,13 @@ async def wait_until(predicate: Callable[[], Any], timeout: float = 5.0, interva
         if time.monotonic() > deadline:
             raise AssertionError(f"condition not met within {timeout} s")
         await asyncio.sleep(interval)
+
+
+def free_port() -> int:
+    """A TCP port free on 127.0.0.1 right now (for processes that need one up front)."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
 
 
 def in_process_settings(data_dir: Path, **cluster: Any) -> Settings:

@@ -9,7 +9,6 @@ import asyncio
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 import urllib.request
@@ -19,17 +18,11 @@ from pathlib import Path
 import pytest
 
 import covalent as ct
-from tests.conftest import wait_until
+from tests.conftest import free_port, wait_until
 from tests.tasks import add, worker_pid
 
 REPO = Path(__file__).resolve().parents[2]
 pytestmark = [pytest.mark.slow, pytest.mark.processes]
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 @pytest.fixture

@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -16,35 +15,10 @@ from typing import Any
 
 import pytest
 
+from benchmarks.procfs import alive, children
+from tests.conftest import free_port
+
 REPO = Path(__file__).resolve().parents[2]
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-def children_of(pid: int) -> list[int]:
-    """PIDs whose parent is ``pid`` (the worker processes a dispatcher started)."""
-    out = []
-    for d in Path("/proc").iterdir():
-        if d.name.isdigit():
-            try:
-                ppid = int((d / "stat").read_text().rsplit(")", 1)[1].split()[1])
-            except (OSError, IndexError, ValueError):
-                continue
-            if ppid == pid:
-                out.append(int(d.name))
-    return out
-
-
-def alive(pid: int) -> bool:
-    try:
-        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
-    except OSError:
-        return False
-    return state != "Z"
 
 
 class ServerProcess:
@@ -94,18 +68,18 @@ class ServerProcess:
             if time.monotonic() > deadline:
                 raise AssertionError("dispatcher did not come up:\n" + self.log.read_text()[-3000:])
             time.sleep(0.1)  # another process is starting; nothing to wait on but its port
-        self.spawned += children_of(self.proc.pid)
+        self.spawned += children(self.proc.pid)
 
     def worker_pids(self) -> list[int]:
         assert self.proc is not None
-        pids = [p for p in children_of(self.proc.pid) if "spawn_main" in _cmdline(p)
+        pids = [p for p in children(self.proc.pid) if "spawn_main" in _cmdline(p)
                 and "resource_tracker" not in _cmdline(p)]
         self.spawned += pids
         return pids
 
     def kill9(self) -> None:
         assert self.proc is not None
-        self.spawned += children_of(self.proc.pid)
+        self.spawned += children(self.proc.pid)
         self.proc.send_signal(signal.SIGKILL)
         self.proc.wait(10)
         self._reap()
@@ -114,7 +88,7 @@ class ServerProcess:
         """SIGTERM (what `covalent stop` sends); returns the exit code."""
         assert self.proc is not None
         if self.proc.poll() is None:
-            self.spawned += children_of(self.proc.pid)
+            self.spawned += children(self.proc.pid)
             self.proc.send_signal(signal.SIGTERM)
             try:
                 self.proc.wait(timeout)
