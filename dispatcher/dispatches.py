@@ -87,14 +87,16 @@ async def create(store: SqliteStore, runner: Runner, header: dict[str, Any], gra
     if post.value is not None:
         extra["template_ref"] = blobs[post.value]
     nodes = [(n.id, n.name, str(n.kind)) for n in graph.nodes]
+    run = not header.get("disable_run")
+    # Everything that can refuse the request happens before the dispatch is stored.
+    preset = await reusable_outputs(store, graph, reuse_from) if run and reuse_from else {}
     try:
         await store.run(store.create_dispatch, record, nodes, graph.blobs, extra)
     except sqlite3.IntegrityError:
         return dispatch_id, False  # a retried request: the dispatch exists already
     if parent is not None:
         await store.run(store.set_sub_dispatch, parent[0], parent[1], dispatch_id)
-    if not header.get("disable_run"):
-        preset = await reusable_outputs(store, graph, reuse_from) if reuse_from else {}
+    if run:
         await runner.submit(dispatch_id, graph, preset)
     return dispatch_id, True
 

@@ -259,28 +259,46 @@ class Runner:
 
     async def submit(self, dispatch_id: str, graph: WorkflowGraph,
                      preset: dict[int, tuple[bytes, str, str]]) -> None:
-        """Compile the dispatch into one Dask graph, submit it and start tracking it."""
-        compiled = compile_graph(dispatch_id, graph, preset, self.public_url, self.token)
-        run = DispatchRun(dispatch_id, graph, compiled.tasks)
-        run.track_derived(compiled.derived)
-        self.runs[dispatch_id] = run
-        if compiled.dsk:
-            # Name the graph ourselves: otherwise Dask tokenizes every task (pickling each
-            # spec) to name it, which costs more than running a small workflow.
-            expr = LLGExpr(compiled.dsk, _determ_token=f"{dispatch_id}-{uuid.uuid4().hex}")
-            futures = self.client.get(expr, list(compiled.tasks.values()), sync=False)
-            run.futures = dict(zip(compiled.tasks, futures, strict=True))
-        stamp = now_iso()
-        self._record(dispatch=DispatchUpdate(dispatch_id, status="RUNNING", start_time=stamp))
-        for node_id, (data, start, end) in preset.items():
-            if node_id not in compiled.inlined:
-                self._record(NodeUpdate(dispatch_id, node_id, status="COMPLETED", start_time=start,
-                                        end_time=end, output=data))
-        for node_id, data in compiled.inlined.items():
-            self._completed(run, node_id, data, start=stamp, end=stamp)
-        for node_id in compiled.derived:
-            if run.missing[node_id] == 0:  # gathers nothing (a lattice returning a constant)
-                self._assemble(run, node_id)
+        """Compile the dispatch into one Dask graph, submit it and start tracking it.
+
+        All or nothing: if anything fails before the graph is running, the dispatch is
+        recorded FAILED with the reason (never left RUNNING without a tracker).
+        """
+        run: DispatchRun | None = None
+        try:
+            compiled = compile_graph(dispatch_id, graph, preset, self.public_url, self.token)
+            run = DispatchRun(dispatch_id, graph, compiled.tasks)
+            run.track_derived(compiled.derived)
+            self.runs[dispatch_id] = run
+            stamp = now_iso()
+            self._record(dispatch=DispatchUpdate(dispatch_id, status="RUNNING", start_time=stamp))
+            for node_id, (data, start, end) in preset.items():
+                if node_id not in compiled.inlined:
+                    self._record(NodeUpdate(dispatch_id, node_id, status="COMPLETED",
+                                            start_time=start, end_time=end, output=data))
+            for node_id, data in compiled.inlined.items():
+                self._completed(run, node_id, data, start=stamp, end=stamp)
+            for node_id in compiled.derived:
+                # Gathers nothing (a lattice returning a constant, an empty list); a gathering
+                # node whose parents were all inlined was assembled by the loop above.
+                if not run.gathered_from[node_id] and node_id not in run.done:
+                    self._assemble(run, node_id)
+            if compiled.dsk:
+                # Name the graph ourselves: otherwise Dask tokenizes every task (pickling each
+                # spec) to name it, which costs more than running a small workflow.
+                expr = LLGExpr(compiled.dsk, _determ_token=f"{dispatch_id}-{uuid.uuid4().hex}")
+                futures = self.client.get(expr, list(compiled.tasks.values()), sync=False)
+                run.futures = dict(zip(compiled.tasks, futures, strict=True))
+        except Exception as exc:
+            log.exception("submitting dispatch %s failed", dispatch_id)
+            self.runs.pop(dispatch_id, None)
+            if run is not None and run.futures:
+                await self.client.cancel(list(run.futures.values()), force=True)
+            self._finished.append(dispatch_id)
+            self._record(dispatch=DispatchUpdate(
+                dispatch_id, status="FAILED", end_time=now_iso(),
+                error=f"the dispatcher could not submit this dispatch: {type(exc).__name__}: {exc}"))
+            return
         run.task = asyncio.create_task(self._track(run), name=f"track-{dispatch_id}")
         log.info("dispatch %s submitted: %d nodes, %d tasks, %d reused", dispatch_id,
                  len(graph.nodes), len(compiled.dsk), len(preset))
