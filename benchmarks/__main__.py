@@ -15,6 +15,7 @@ import argparse
 import json
 import os
 import platform
+import secrets
 import socket
 import statistics
 import subprocess
@@ -42,8 +43,10 @@ def _free_port() -> int:
 
 
 def _status(url: str) -> dict[str, Any] | None:
+    req = urllib.request.Request(url + "/api/v1/status",
+                                 headers={"Authorization": f"Bearer {os.environ['COVALENT_TOKEN']}"})
     try:
-        with urllib.request.urlopen(url + "/api/v1/status", timeout=2) as r:
+        with urllib.request.urlopen(req, timeout=2) as r:
             return dict(json.loads(r.read()))
     except OSError:
         return None
@@ -150,6 +153,7 @@ def main(argv: list[str] | None = None) -> None:
     repeats = ns.repeats or (2 if ns.quick else 5)
     port = _free_port()
     data = tempfile.mkdtemp(prefix="covalent-bench-")
+    os.environ["COVALENT_TOKEN"] = secrets.token_urlsafe(24)  # the SDK sends it too
     env = dict(os.environ, COVALENT_DATA_DIR=data)
     server = subprocess.Popen(
         [sys.executable, "-m", "dispatcher", "--port", str(port), "--workers", "2",
@@ -163,7 +167,12 @@ def main(argv: list[str] | None = None) -> None:
             if server.poll() is not None or time.monotonic() > deadline:
                 raise SystemExit("the dispatcher did not start")
             time.sleep(0.1)  # waiting for another process to come up
-        client = distributed.Client(info["cluster"]["scheduler"], set_as_default=False)
+        tls = Path(data) / "tls"  # the embedded scheduler talks TLS; its user has the keys
+        security = distributed.Security(
+            tls_ca_file=str(tls / "ca.pem"), tls_client_cert=str(tls / "cert.pem"),
+            tls_client_key=str(tls / "key.pem"), require_encryption=True)
+        client = distributed.Client(info["cluster"]["scheduler"], set_as_default=False,
+                                    security=security)
         meter = Meter(server.pid)
         try:
             warm = all_workloads(quick=True)[0]

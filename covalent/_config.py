@@ -8,10 +8,13 @@ Sources, later wins: defaults (``localhost:48008``), ``$COVALENT_CONFIG_DIR/cova
 from __future__ import annotations
 
 import os
+import tempfile
 import tomllib
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+
+import tomli_w
 
 DEFAULT_HOST = "localhost"
 DEFAULT_PORT = 48008
@@ -34,6 +37,35 @@ def read_config() -> dict[str, Any]:
         return {}
     except tomllib.TOMLDecodeError as exc:
         raise ValueError(f"{config_path()} is not valid TOML: {exc}") from exc
+
+
+def write_config(config: dict[str, Any]) -> None:
+    """Replace the config file atomically; it holds the token, so only its owner can read it
+    (file 0600, directory 0700)."""
+    path = config_path()
+    path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=".covalent.conf.", dir=path.parent)  # created 0600
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            tomli_w.dump(config, fh)
+        os.replace(tmp, path)
+    except BaseException:
+        os.unlink(tmp)
+        raise
+
+
+def update_config(section: str, values: dict[str, Any]) -> dict[str, Any]:
+    """Merge ``values`` into ``[section]`` of the config file (None removes a key); return it."""
+    config = read_config()
+    table = dict(config.get(section) or {})
+    for key, value in values.items():
+        if value is None:
+            table.pop(key, None)
+        else:
+            table[key] = value
+    config[section] = table
+    write_config(config)
+    return config
 
 
 @dataclass(frozen=True, slots=True)

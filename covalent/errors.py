@@ -11,6 +11,8 @@
         ├── DispatchStateError (RuntimeError)    e.g. cancelling a finished dispatch
         ├── IncompatibleClientError (RuntimeError)  Python/cloudpickle differ from the workers'
         ├── UnauthorizedError (PermissionError)
+        ├── ForbiddenError (PermissionError)      a foreign Host/Origin, or a request a web page could send
+        ├── DispatcherBusyError (RuntimeError)    the store is busy: retry shortly
         └── StorageFullError (OSError)           the dispatcher's disk is full
 
 Every error pickles (all constructor arguments go to ``super().__init__``).
@@ -77,6 +79,14 @@ class UnauthorizedError(DispatcherError, PermissionError):
     """The server requires a token and the request did not carry the right one."""
 
 
+class ForbiddenError(DispatcherError, PermissionError):
+    """The server refused a request it could have received from a web page or another host name."""
+
+
+class DispatcherBusyError(DispatcherError, RuntimeError):
+    """The dispatcher cannot serve this now (its store is locked by another process); retry."""
+
+
 class IncompatibleClientError(DispatcherError, RuntimeError):
     """This Python or cloudpickle differs from the workers', so they could not load the workflow."""
 
@@ -94,6 +104,9 @@ _BY_CODE: dict[str, type[DispatcherError]] = {
     "PayloadTooLarge": InvalidRequestError,
     "DispatchState": DispatchStateError,
     "Unauthorized": UnauthorizedError,
+    "Forbidden": ForbiddenError,
+    "UnsupportedMediaType": ForbiddenError,
+    "Unavailable": DispatcherBusyError,
 }
 
 

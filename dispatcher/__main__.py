@@ -1,24 +1,45 @@
 """Run the dispatcher in the foreground: ``python -m dispatcher [--port N] ...``.
 
 Arguments override ``COVALENT_*`` variables (see ``Settings.from_env``). ``covalent start``
-runs this module as a daemon.
+runs this module as a daemon. The token never appears on a command line: it comes from
+``COVALENT_TOKEN``, ``--token-file``, the config file, or is generated and saved there (0600).
+
+Start-up, in this order, each step failing with one line on stderr and its own exit code:
+lock the data dir (4: already running), bind the port (3: in use), open the store and reach
+the Dask cluster (5: scheduler unreachable within 10 s), answer requests, then resume
+unfinished dispatches in the background. SIGTERM or Ctrl-C at any point stops it cleanly.
 """
 
 from __future__ import annotations
 
 import argparse
+import asyncio
+import errno
 import logging
 import os
+import secrets
+import signal
+import socket
 import sys
+import uuid
+from pathlib import Path
+from typing import NoReturn
 
 from aiohttp import web
 
+from covalent._config import read_config, update_config
+
 from .app import create_app
+from .instance import (EXIT_BAD_SETTINGS, EXIT_CLUSTER, EXIT_PORT_IN_USE, EXIT_RUNNING,
+                       AlreadyRunning, DataDirLock, Instance)
 from .settings import Settings
+
+log = logging.getLogger("covalent.dispatcher")
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(prog="python -m dispatcher", description=__doc__)
+    p = argparse.ArgumentParser(prog="python -m dispatcher", description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--host", default=None, help="address to bind (default 127.0.0.1)")
     p.add_argument("--port", type=int, default=None, help="port (default 48008)")
     p.add_argument("--data-dir", default=None, help="store location (default: user data dir)")
@@ -27,21 +48,102 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--mem-per-worker", default=None, help="e.g. 2GB (default: auto)")
     p.add_argument("--scheduler-address", default=None,
                    help="use this Dask scheduler instead of starting a LocalCluster")
-    p.add_argument("--token", default=None, help="token every request must carry")
+    p.add_argument("--token-file", default=None,
+                   help="read the token from this file (else COVALENT_TOKEN, else the config file)")
+    p.add_argument("--no-token", action="store_true",
+                   help="accept requests without a token (any local user can then run code as you)")
+    p.add_argument("--allow-host", action="append", default=None, metavar="NAME",
+                   help="another name clients may use in the Host header (repeatable)")
     p.add_argument("--dashboard-address", default=None, help="default 127.0.0.1:8787")
     return p.parse_args(argv)
 
 
-def settings_from_args(ns: argparse.Namespace) -> Settings:
-    from pathlib import Path
+def resolve_token(ns: argparse.Namespace) -> str:
+    """The token to require: none with --no-token, else env, file, config, or a new one (saved)."""
+    if ns.no_token:
+        return ""
+    if os.environ.get("COVALENT_TOKEN"):
+        return os.environ["COVALENT_TOKEN"]
+    if ns.token_file:
+        token = Path(ns.token_file).read_text().strip()
+        if not token:
+            raise ValueError(f"token file {ns.token_file} is empty")
+        return token
+    saved = str(read_config().get("dispatcher", {}).get("token", ""))
+    if saved:
+        return saved
+    token = secrets.token_urlsafe(32)
+    update_config("dispatcher", {"token": token})
+    return token
 
+
+def settings_from_args(ns: argparse.Namespace) -> Settings:
     return Settings.from_env(
-        host=ns.host, port=ns.port, token=ns.token,
+        host=ns.host, port=ns.port, token=resolve_token(ns),
         data_dir=Path(ns.data_dir) if ns.data_dir else None,
+        allowed_hosts=tuple(ns.allow_host) if ns.allow_host else None,
         address=ns.scheduler_address, n_workers=ns.workers,
         threads_per_worker=ns.threads_per_worker, memory_limit=ns.mem_per_worker,
         dashboard_address=ns.dashboard_address,
     )
+
+
+def fail(code: int, message: str) -> NoReturn:
+    """One line on stderr (``covalent start`` shows it) and a distinct exit code."""
+    print(f"covalent dispatcher: {message}", file=sys.stderr, flush=True)
+    sys.exit(code)
+
+
+def bind(host: str, port: int) -> socket.socket:
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    try:
+        sock.bind((host, port))
+    except OSError as exc:
+        sock.close()
+        if exc.errno == errno.EADDRINUSE:
+            fail(EXIT_PORT_IN_USE, f"port {port} is in use by another process; try --port")
+        fail(EXIT_BAD_SETTINGS, f"cannot bind {host}:{port}: {exc.strerror}")
+    sock.listen(1024)
+    sock.setblocking(False)
+    return sock
+
+
+def prepare_data_dir(data_dir: Path) -> None:
+    """Everything the server writes is its user's alone: data dir 0700, files 0600."""
+    os.umask(0o077)
+    data_dir.mkdir(parents=True, exist_ok=True)
+    data_dir.chmod(0o700)
+
+
+async def serve(settings: Settings, sock: socket.socket) -> None:
+    """Start the app on ``sock`` and run until SIGTERM/SIGINT (also during start-up)."""
+    loop = asyncio.get_running_loop()
+    main = asyncio.current_task()
+    assert main is not None
+    stop = asyncio.Event()
+    starting = True
+
+    def on_signal() -> None:
+        if starting:
+            main.cancel()  # abort start-up: the finally below closes what was started
+        else:
+            stop.set()
+
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, on_signal)
+    runner = web.AppRunner(create_app(settings), handle_signals=False, access_log=None)
+    try:
+        await runner.setup()
+        await web.SockSite(runner, sock, shutdown_timeout=10).start()
+        starting = False
+        log.info("answering on http://%s:%d", *sock.getsockname()[:2])
+        await stop.wait()
+    except asyncio.CancelledError:
+        log.info("stopped during start-up")
+    finally:
+        await runner.cleanup()
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -50,19 +152,30 @@ def main(argv: list[str] | None = None) -> None:
                         format="%(asctime)s %(name)s %(levelname)s %(message)s")
     try:
         settings = settings_from_args(ns)
-        app = create_app(settings)
-    except ValueError as exc:
-        print(f"covalent dispatcher: {exc}", file=sys.stderr)
-        sys.exit(2)
-    settings.data_dir.mkdir(parents=True, exist_ok=True)
-    pid_file = settings.data_dir / "server.pid"
-    pid_file.write_text(str(os.getpid()))
+        create_app(settings)  # validates the settings before anything is bound or locked
+    except (ValueError, OSError) as exc:
+        fail(EXIT_BAD_SETTINGS, str(exc))
+    if not settings.instance_id:
+        settings = settings.with_instance(uuid.uuid4().hex)
+    prepare_data_dir(settings.data_dir)
+    lock = DataDirLock(settings.data_dir)
     try:
-        web.run_app(app, host=settings.host, port=settings.port, print=None,
-                    access_log=None, shutdown_timeout=10)
+        lock.acquire()
+    except AlreadyRunning as exc:
+        fail(EXIT_RUNNING, str(exc))
+    try:
+        sock = bind(settings.host, settings.port)
+        settings = settings.with_port(sock.getsockname()[1])
+        lock.publish(Instance(os.getpid(), settings.instance_id, settings.url,
+                              str(settings.data_dir)))
+        try:
+            asyncio.run(serve(settings, sock))
+        except TimeoutError as exc:
+            fail(EXIT_CLUSTER, str(exc))
+        except OSError as exc:  # the cluster could not start or be reached
+            fail(EXIT_CLUSTER, f"{type(exc).__name__}: {exc}")
     finally:
-        if pid_file.exists() and pid_file.read_text().strip() == str(os.getpid()):
-            pid_file.unlink()
+        lock.release()
 
 
 if __name__ == "__main__":

@@ -6,18 +6,21 @@ resume the dispatches that were running when the server last stopped. Shutdown r
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import AsyncIterator
+from pathlib import Path
 from typing import Any
 
 from aiohttp import web
-from distributed import Client, LocalCluster
+from distributed import Client, LocalCluster, Security
 
 from . import dispatches
 from .keys import CLUSTER_INFO, RUNNER, SETTINGS, STORE, TRIGGERS
-from .routes import error_middleware, routes, token_middleware
+from .routes import error_middleware, routes
 from .runner import Runner
-from .settings import Settings, pinned_dashboard
+from .security import allowed_hosts, content_type_guard, host_guard, token_guard
+from .settings import ClusterSettings, Settings, pinned_dashboard
 from .store import SqliteStore
 from .trigger_service import TriggerService
 
@@ -43,7 +46,9 @@ def create_app(settings: Settings) -> web.Application:
             f"refusing to serve the Dask dashboard on {dashboard}: any address other than "
             "loopback needs a token (--token or COVALENT_TOKEN)")
     app = web.Application(
-        middlewares=[error_middleware, token_middleware],
+        middlewares=[error_middleware,
+                     host_guard(allowed_hosts(settings.host, settings.allowed_hosts)),
+                     token_guard(settings.token), content_type_guard],
         client_max_size=settings.max_body_bytes,
     )
     app[SETTINGS] = settings
@@ -51,7 +56,24 @@ def create_app(settings: Settings) -> web.Application:
     app.cleanup_ctx.append(_store_ctx)
     app.cleanup_ctx.append(_cluster_ctx)
     app.cleanup_ctx.append(_triggers_ctx)
+    app.cleanup_ctx.append(_resume_ctx)
     return app
+
+
+async def _resume_ctx(app: web.Application) -> AsyncIterator[None]:
+    """Resume unfinished dispatches in the background: the server answers meanwhile."""
+
+    async def resume() -> None:
+        resumed = await dispatches.resume_all(app[STORE], app[RUNNER])
+        if resumed:
+            log.info("resumed %d dispatches", len(resumed))
+
+    task = asyncio.create_task(resume(), name="covalent-resume")
+    try:
+        yield
+    finally:
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
 
 
 async def _triggers_ctx(app: web.Application) -> AsyncIterator[None]:
@@ -78,44 +100,85 @@ async def _store_ctx(app: web.Application) -> AsyncIterator[None]:
 
 
 async def _cluster_ctx(app: web.Application) -> AsyncIterator[None]:
-    cs = app[SETTINGS].cluster
+    settings = app[SETTINGS]
+    cs = settings.cluster
     cluster: LocalCluster | None = None
     if cs.address:
-        client = await Client(cs.address, asynchronous=True, set_as_default=False)
+        client = await _connect(cs)
     else:
-        kwargs: dict[str, Any] = {
-            "processes": cs.processes,
-            "dashboard_address": pinned_dashboard(cs.dashboard_address),
-            "memory_limit": cs.memory_limit,
-        }
-        if cs.processes:  # an in-process cluster talks over inproc://, which takes no host
-            kwargs["host"] = cs.host
-        if cs.n_workers is not None:
-            kwargs["n_workers"] = cs.n_workers
-        if cs.threads_per_worker is not None:
-            kwargs["threads_per_worker"] = cs.threads_per_worker
-        cluster = await LocalCluster(asynchronous=True, **kwargs)
-        client = await Client(cluster, asynchronous=True, set_as_default=False)
+        cluster = await _start_cluster(cs, settings.tls_dir)
+        client = await Client(cluster, asynchronous=True, set_as_default=False,
+                              security=cluster.security)
     app[CLUSTER_INFO] = {
-        "scheduler": client.scheduler.address,
+        "scheduler": client.scheduler.address if client.scheduler is not None else "",
         "dashboard": client.dashboard_link if cluster is not None or cs.address else "",
         "embedded": cluster is not None,
     }
     log.info("dispatcher on %s:%d, Dask scheduler %s, dashboard %s, store %s",
-             app[SETTINGS].host, app[SETTINGS].port, app[CLUSTER_INFO]["scheduler"],
-             app[CLUSTER_INFO]["dashboard"] or "-", app[SETTINGS].db_path)
-    settings = app[SETTINGS]
-    url = f"http://{settings.host}:{settings.port}" if settings.port else ""
+             settings.host, settings.port, app[CLUSTER_INFO]["scheduler"],
+             app[CLUSTER_INFO]["dashboard"] or "-", settings.db_path)
+    url = settings.url if settings.port else ""
     runner = Runner(app[STORE], client, public_url=url, token=settings.token)
     await runner.start()
     app[RUNNER] = runner
     try:
-        resumed = await dispatches.resume_all(app[STORE], runner)
-        if resumed:
-            log.info("resumed %d dispatches: %s", len(resumed), ", ".join(resumed))
         yield
     finally:
         await runner.close()
         await client.close()
         if cluster is not None:
             await cluster.close()  # type: ignore[misc]
+
+
+async def _connect(cs: ClusterSettings) -> Client:
+    """A client of an existing scheduler, or OSError naming it within the connect timeout."""
+    assert cs.address
+    try:
+        return await asyncio.wait_for(
+            Client(cs.address, asynchronous=True, set_as_default=False,
+                   timeout=cs.connect_timeout_s), cs.connect_timeout_s)
+    except (OSError, TimeoutError) as exc:
+        reason = str(exc) or type(exc).__name__
+        raise OSError(f"cannot reach the Dask scheduler at {cs.address}: {reason}") from None
+
+
+async def _start_cluster(cs: ClusterSettings, tls_dir: Path) -> LocalCluster:
+    """The embedded LocalCluster; with processes, its comms need temporary TLS credentials
+    (``tls_dir`` keeps a copy for its user), so no other local user can reach it."""
+    kwargs: dict[str, Any] = {
+        "processes": cs.processes,
+        "dashboard_address": pinned_dashboard(cs.dashboard_address),
+        "memory_limit": cs.memory_limit,
+    }
+    if cs.processes:  # an in-process cluster talks over inproc://, which takes no host
+        kwargs["host"] = cs.host
+        if cs.tls:
+            kwargs["security"] = _temporary_security(tls_dir)
+    if cs.n_workers is not None:
+        kwargs["n_workers"] = cs.n_workers
+    if cs.threads_per_worker is not None:
+        kwargs["threads_per_worker"] = cs.threads_per_worker
+    cluster = LocalCluster(asynchronous=True, **kwargs)
+    try:
+        await cluster
+    except BaseException:  # a SIGTERM during start-up too: leave no worker behind
+        closing = cluster.close()
+        if closing is not None:
+            await asyncio.shield(closing)
+        raise
+    return cluster
+
+
+def _temporary_security(tls_dir: Path) -> Security:
+    """Fresh TLS credentials for this run, also written (0600) for the user's own clients:
+    ``Security(tls_ca_file=ca.pem, tls_client_cert=cert.pem, tls_client_key=key.pem)``."""
+    security: Security = Security.temporary()
+    tls_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
+    for name, attr in (("ca.pem", "tls_ca_file"), ("cert.pem", "tls_client_cert"),
+                       ("key.pem", "tls_client_key")):
+        pem = getattr(security, attr)  # PEM text: Security.temporary() keeps no files
+        path = tls_dir / name
+        path.unlink(missing_ok=True)
+        path.touch(mode=0o600)
+        path.write_text(pem)
+    return security

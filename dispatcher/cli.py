@@ -1,28 +1,35 @@
 """The ``covalent`` command: start, stop, restart, status, logs, purge.
 
 ``covalent start`` runs ``python -m dispatcher`` as a daemon (its own session, output to
-``<data dir>/server.log``, PID in ``<data dir>/server.pid``), waits until it answers, and writes
-the address to the config file so the SDK finds it. ``stop`` signals that PID only.
+``<data dir>/server.log``) and succeeds only when that very process answers (its PID and
+instance id in ``/health``). Liveness comes from the lock the server holds on its data dir
+(see ``instance``), never from a PID file: ``stop`` signals only the process holding it.
+The token is generated unless given, kept in the config file (0600), and handed to the server
+in its environment, never on a command line.
 """
 
 from __future__ import annotations
 
 import json
 import os
+import secrets
 import shutil
 import signal
 import subprocess
 import sys
 import time
-import urllib.error
-import urllib.request
+import uuid
 from pathlib import Path
 from typing import Any
 
 import click
 
-from covalent._config import config_path, read_config
+import covalent
+from covalent import _client
+from covalent._config import DEFAULT_PORT, ClientConfig, client_config, config_path, read_config, update_config
+from covalent.errors import CovalentError, DispatcherUnavailableError
 
+from .instance import EXIT_RUNNING, Instance, holder, pid_holds_lock
 from .settings import default_data_dir
 
 
@@ -30,119 +37,139 @@ def _data_dir(value: str | None) -> Path:
     return Path(value) if value else default_data_dir()
 
 
-def _pid(data_dir: Path) -> int | None:
+def _health(cfg: ClientConfig) -> dict[str, Any] | None:
     try:
-        pid = int((data_dir / "server.pid").read_text().strip())
-    except (FileNotFoundError, ValueError):
+        return dict(_client.request_json(cfg, "GET", "/health", timeout=2))
+    except CovalentError:
         return None
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        (data_dir / "server.pid").unlink(missing_ok=True)
-        return None
-    except PermissionError:
-        pass
-    return pid
 
 
-def _url(host: str, port: int) -> str:
-    return f"http://{'127.0.0.1' if host in ('0.0.0.0', '') else host}:{port}"
+def _running_message(found: Instance) -> str:
+    return (f"Covalent dispatcher already running at {found.url} (pid {found.pid}, data dir "
+            f"{found.data_dir}); `covalent status` tells more, `covalent stop` stops it.")
 
 
-def _get(url: str, path: str, token: str = "", timeout: float = 5.0) -> dict[str, Any]:
-    req = urllib.request.Request(url + "/api/v1" + path)
-    if token:
-        req.add_header("Authorization", f"Bearer {token}")
-    with urllib.request.urlopen(req, timeout=timeout) as resp:
-        return dict(json.loads(resp.read()))
-
-
-def _write_config(host: str, port: int, token: str) -> None:
-    path = config_path()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    section = {"address": host, "port": port}
-    if token:
-        section["token"] = token
-    other = {k: v for k, v in read_config().items() if k != "dispatcher"}
-    lines = []
-    for name, table in [("dispatcher", section), *other.items()]:
-        if not isinstance(table, dict):
-            continue
-        lines.append(f"[{name}]")
-        lines += [f"{k} = {json.dumps(v)}" for k, v in table.items()]
-        lines.append("")
-    path.write_text("\n".join(lines))
-
-
-def _server_address() -> tuple[str, int, str]:
-    section = read_config().get("dispatcher", {})
-    return (str(section.get("address", "127.0.0.1")), int(section.get("port", 48008)),
-            os.environ.get("COVALENT_TOKEN") or str(section.get("token", "")))
+def _token(token: str | None, no_token: bool) -> str:
+    """The token the server will require: given, else the saved one, else a new one."""
+    if no_token:
+        return ""
+    return token or str(read_config().get("dispatcher", {}).get("token", "")) or secrets.token_urlsafe(32)
 
 
 @click.group()
+@click.version_option(covalent.__version__, prog_name="covalent")
 def main() -> None:
     """Manage the Covalent dispatcher (aiohttp server + Dask cluster + SQLite store)."""
 
 
 @main.command()
-@click.option("--port", type=int, default=48008, show_default=True)
+@click.option("--port", type=int, default=DEFAULT_PORT, show_default=True)
 @click.option("--host", default="127.0.0.1", show_default=True,
-              help="Bind address; anything but loopback needs --token.")
+              help="Bind address; anything but loopback needs a token.")
 @click.option("--workers", type=int, default=None, help="LocalCluster workers (default: cores).")
 @click.option("--threads-per-worker", type=int, default=None)
 @click.option("--mem-per-worker", default=None, help="Memory limit per worker, e.g. 2GB.")
 @click.option("--scheduler-address", default=None,
               help="Use an existing Dask scheduler (tcp://host:8786) instead of a LocalCluster.")
-@click.option("--token", default=None, envvar="COVALENT_TOKEN", help="Token requests must carry.")
+@click.option("--dashboard-address", default=None,
+              help="Where the Dask dashboard listens (default 127.0.0.1:8787).")
+@click.option("--token", default=None, envvar="COVALENT_TOKEN",
+              help="Token requests must carry (default: the saved one, else a new one).")
+@click.option("--no-token", is_flag=True,
+              help="DANGEROUS: accept requests without a token; any local user can then run code as you.")
+@click.option("--allow-host", multiple=True, help="Another name clients may use in the Host header.")
 @click.option("--data-dir", default=None, envvar="COVALENT_DATA_DIR", help="Store location.")
 @click.option("--timeout", type=float, default=60.0, show_default=True,
               help="Seconds to wait for the server to answer.")
 def start(port: int, host: str, workers: int | None, threads_per_worker: int | None,
-          mem_per_worker: str | None, scheduler_address: str | None, token: str | None,
-          data_dir: str | None, timeout: float) -> None:
+          mem_per_worker: str | None, scheduler_address: str | None, dashboard_address: str | None,
+          token: str | None, no_token: bool, allow_host: tuple[str, ...], data_dir: str | None,
+          timeout: float) -> None:
     """Start the dispatcher as a daemon and wait until it answers."""
     ddir = _data_dir(data_dir)
-    if (pid := _pid(ddir)) is not None:
-        click.echo(f"Covalent dispatcher already running (pid {pid}); `covalent status` tells more.")
+    found = holder(ddir)
+    if found is not None:
+        click.echo(_running_message(found))
         return
-    ddir.mkdir(parents=True, exist_ok=True)
+    secret = _token(token, no_token)
+    ddir.mkdir(mode=0o700, parents=True, exist_ok=True)
     cmd = [sys.executable, "-m", "dispatcher", "--port", str(port), "--host", host,
            "--data-dir", str(ddir)]
     for flag, value in (("--workers", workers), ("--threads-per-worker", threads_per_worker),
                         ("--mem-per-worker", mem_per_worker),
-                        ("--scheduler-address", scheduler_address), ("--token", token)):
+                        ("--scheduler-address", scheduler_address),
+                        ("--dashboard-address", dashboard_address)):
         if value is not None:
             cmd += [flag, str(value)]
+    for name in allow_host:
+        cmd += ["--allow-host", name]
+    if no_token:
+        cmd.append("--no-token")
+    instance = uuid.uuid4().hex
+    env = dict(os.environ, COVALENT_INSTANCE_ID=instance)
+    env.pop("COVALENT_TOKEN", None)
+    if secret:
+        env["COVALENT_TOKEN"] = secret
     log_path = ddir / "server.log"
-    with open(log_path, "ab") as log:
-        proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT,
+    ddir.chmod(0o700)
+    fd = os.open(log_path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
+    os.fchmod(fd, 0o600)  # a log written by an older version may be wider
+    with os.fdopen(fd, "ab") as log:
+        proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=env,
                                 stdin=subprocess.DEVNULL, start_new_session=True)
-    url = _url(host, port)
-    deadline = time.monotonic() + timeout
-    while True:
-        if proc.poll() is not None:
-            tail = log_path.read_text(errors="replace").splitlines()[-15:]
-            raise click.ClickException("the dispatcher exited during start-up:\n" + "\n".join(tail))
-        try:
-            info = _get(url, "/status", token or "")
-            break
-        except (urllib.error.URLError, ConnectionError, TimeoutError):
-            if time.monotonic() > deadline:
-                os.kill(proc.pid, signal.SIGTERM)
-                raise click.ClickException(f"the dispatcher did not answer at {url} within {timeout} s; see {log_path}") from None
-            time.sleep(0.1)  # waiting for another process to bind: nothing to be pushed from
-    _write_config(host, port, token or "")
+    url = f"http://{'127.0.0.1' if host in ('0.0.0.0', '') else host}:{port}"
+    info = _await_own_server(proc, ClientConfig(url, secret), instance, log_path, timeout)
+    if info is None:  # another `covalent start` won the data dir's lock meanwhile
+        found = holder(ddir)
+        click.echo(_running_message(found) if found else _failure_reason(log_path, 4))
+        return
+    update_config("dispatcher", {"address": host, "port": port, "token": secret or None})
     (ddir / "server.json").write_text(json.dumps({
         "port": port, "host": host, "workers": workers, "threads_per_worker": threads_per_worker,
         "mem_per_worker": mem_per_worker, "scheduler_address": scheduler_address,
-        "data_dir": data_dir}))
+        "dashboard_address": dashboard_address, "allow_host": list(allow_host),
+        "no_token": no_token, "data_dir": data_dir}))
     cluster = info.get("cluster", {})
     click.echo(f"Covalent dispatcher started (pid {proc.pid}) at {url}")
     click.echo(f"Dask scheduler: {cluster.get('scheduler')}  workers: {cluster.get('workers')}")
     if cluster.get("dashboard"):
         click.echo(f"Dask dashboard: {cluster['dashboard']}")
     click.echo(f"Data: {ddir}   Logs: {log_path}")
+    if not secret:
+        click.echo("WARNING: started with --no-token: any local user can run code as you.")
+
+
+def _await_own_server(proc: subprocess.Popen[bytes], cfg: ClientConfig, instance: str,
+                      log_path: Path, timeout: float) -> dict[str, Any] | None:
+    """Wait until ``proc`` itself answers (its /status); None if another server holds the data
+    dir; exit non-zero with the one-line reason otherwise."""
+    deadline = time.monotonic() + timeout
+    while True:
+        code = proc.poll()
+        if code == EXIT_RUNNING:
+            return None
+        if code is not None:
+            raise click.ClickException(_failure_reason(log_path, code))
+        health = _health(cfg)
+        if health is not None and health.get("instance") == instance and health.get("pid") == proc.pid:
+            try:
+                return dict(_client.request_json(cfg, "GET", "/status", timeout=10))
+            except CovalentError as exc:
+                raise click.ClickException(f"the dispatcher answers but /status failed: {exc}") from None
+        if time.monotonic() > deadline:
+            proc.terminate()  # our own child, by the PID we started
+            raise click.ClickException(f"the dispatcher did not answer at {cfg.url} within {timeout} s; "
+                                       f"see {log_path}")
+        time.sleep(0.1)  # waiting for another process to bind and answer: nothing is pushed
+
+
+def _failure_reason(log_path: Path, code: int) -> str:
+    lines = log_path.read_text(errors="replace").splitlines()[-200:]
+    reasons = [ln.removeprefix("covalent dispatcher: ") for ln in lines
+               if ln.startswith("covalent dispatcher: ")]
+    if reasons:
+        return reasons[-1]
+    return f"the dispatcher exited during start-up (code {code}):\n" + "\n".join(lines[-15:])
 
 
 @main.command()
@@ -151,28 +178,19 @@ def start(port: int, host: str, workers: int | None, threads_per_worker: int | N
 def stop(data_dir: str | None, timeout: float) -> None:
     """Stop the dispatcher gracefully (running work is recorded and resumes on start)."""
     ddir = _data_dir(data_dir)
-    pid = _pid(ddir)
-    if pid is None:
+    found = holder(ddir)
+    if found is None:
         click.echo("Covalent dispatcher is not running.")
         return
-    os.kill(pid, signal.SIGTERM)
+    os.kill(found.pid, signal.SIGTERM)
     deadline = time.monotonic() + timeout
-    while _pid(ddir) == pid and _alive(pid):
+    while pid_holds_lock(ddir, found.pid):
         if time.monotonic() > deadline:
-            os.kill(pid, signal.SIGKILL)
-            click.echo(f"Covalent dispatcher (pid {pid}) did not stop in {timeout} s; killed.")
-            (ddir / "server.pid").unlink(missing_ok=True)
+            os.kill(found.pid, signal.SIGKILL)  # checked just above: it still holds the lock
+            click.echo(f"Covalent dispatcher (pid {found.pid}) did not stop in {timeout} s; killed.")
             return
-        time.sleep(0.05)  # waiting for another process to exit
-    click.echo(f"Covalent dispatcher stopped (pid {pid}).")
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    return True
+        time.sleep(0.05)  # waiting for another process to exit: nothing is pushed
+    click.echo(f"Covalent dispatcher stopped (pid {found.pid}).")
 
 
 @main.command()
@@ -185,26 +203,29 @@ def restart(ctx: click.Context, data_dir: str | None) -> None:
         options = json.loads((ddir / "server.json").read_text())
     except (FileNotFoundError, ValueError):
         options = {}
-    _, _, token = _server_address()
     ctx.invoke(stop, data_dir=data_dir)
     options["data_dir"] = options.get("data_dir") or data_dir
-    ctx.invoke(start, token=token or None, **options)
+    options["allow_host"] = tuple(options.get("allow_host") or ())
+    ctx.invoke(start, **options)
 
 
 @main.command()
 def status() -> None:
     """Show the server, its Dask cluster and the running dispatches."""
-    host, port, token = _server_address()
-    url = _url(host, port)
+    cfg = client_config()
     try:
-        info = _get(url, "/status", token)
-    except (urllib.error.URLError, ConnectionError, TimeoutError) as exc:
-        click.echo(f"Covalent dispatcher: not running at {url} ({exc})")
+        info = _client.request_json(cfg, "GET", "/status", timeout=10)
+    except DispatcherUnavailableError as exc:
+        click.echo(f"Covalent dispatcher: not running at {cfg.url} ({exc.reason})")
+        sys.exit(1)
+    except CovalentError as exc:
+        click.echo(f"Covalent dispatcher at {cfg.url} refused: {exc}")
         sys.exit(1)
     cluster = info.get("cluster", {})
-    click.echo(f"Covalent dispatcher: running at {url}")
-    click.echo(f"Dask scheduler: {cluster.get('scheduler')} ({'embedded LocalCluster' if cluster.get('embedded') else 'external'})"
-               f", workers: {cluster.get('workers')}, threads: {cluster.get('threads')}")
+    kind = "embedded LocalCluster" if cluster.get("embedded") else "external"
+    click.echo(f"Covalent dispatcher: running at {cfg.url}")
+    click.echo(f"Dask scheduler: {cluster.get('scheduler')} ({kind}), workers: "
+               f"{cluster.get('workers')}, threads: {cluster.get('threads')}")
     if cluster.get("dashboard"):
         click.echo(f"Dask dashboard: {cluster['dashboard']}")
     running = info.get("running", [])

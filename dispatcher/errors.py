@@ -8,6 +8,9 @@
     ├── DispatchState (RuntimeError)           409
     ├── IncompatibleClient (RuntimeError)      409
     ├── Unauthorized (PermissionError)         401
+    ├── Forbidden (PermissionError)            403 (foreign Host or Origin)
+    ├── UnsupportedMediaType (ValueError)      415 (a content type a web page could send)
+    ├── Unavailable (RuntimeError)             503 (store locked by another process, busy)
     └── StorageFull (OSError)                  507
 
 The body of each answer is ``{"error": <class name>, "message": str(exc)}``; the SDK maps the
@@ -52,6 +55,20 @@ class DispatchState(DispatcherError, RuntimeError):
 
 class Unauthorized(DispatcherError, PermissionError):
     status = 401
+
+
+class Forbidden(DispatcherError, PermissionError):
+    status = 403
+
+
+class UnsupportedMediaType(DispatcherError, ValueError):
+    status = 415
+
+
+class Unavailable(DispatcherError, RuntimeError):
+    """Try again shortly (the answer carries Retry-After)."""
+
+    status = 503
 
 
 class IncompatibleClient(DispatcherError, RuntimeError):

@@ -8,10 +8,10 @@ exception is logged and answered 500 with the same shape, and the server keeps s
 from __future__ import annotations
 
 import asyncio
-import hmac
 import json
 import logging
 import math
+import os
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -20,7 +20,7 @@ from aiohttp import web
 from covalent import wire
 
 from . import dispatches
-from .errors import DispatcherError, InvalidRequest, PayloadTooLarge, Unauthorized, is_disk_error
+from .errors import DispatcherError, InvalidRequest, PayloadTooLarge, is_disk_error
 from .keys import CLUSTER_INFO, RUNNER, SETTINGS, STORE, TRIGGERS
 
 log = logging.getLogger("covalent.dispatcher")
@@ -55,16 +55,6 @@ async def error_middleware(request: web.Request, handler: Handler) -> web.Stream
         return error_body("InternalError", f"{type(exc).__name__}: {exc}", 500)
 
 
-@web.middleware
-async def token_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
-    token = request.app[SETTINGS].token
-    if token:
-        sent = request.headers.get("Authorization", "").removeprefix("Bearer ").strip()
-        if not hmac.compare_digest(sent.encode(), token.encode()):
-            raise Unauthorized("this dispatcher requires a token (COVALENT_TOKEN or config token)")
-    return await handler(request)
-
-
 def _float_query(request: web.Request, name: str, default: float, maximum: float) -> float:
     raw = request.query.get(name)
     if raw is None:
@@ -84,8 +74,8 @@ async def _json_body(request: web.Request) -> dict[str, Any]:
         return {}
     try:
         body = json.loads(raw.decode("utf-8"))
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise InvalidRequest(f"body is not UTF-8 JSON: {exc}") from None
+    except (ValueError, RecursionError) as exc:  # bad UTF-8/JSON, huge integers, deep nesting
+        raise InvalidRequest(f"body is not UTF-8 JSON: {type(exc).__name__}: {exc}") from None
     if not isinstance(body, dict):
         raise InvalidRequest("body must be a JSON object")
     return body
@@ -93,7 +83,9 @@ async def _json_body(request: web.Request) -> dict[str, Any]:
 
 @routes.get(wire.API + "/health")
 async def health(request: web.Request) -> web.Response:
-    return web.json_response({"status": "ok"})
+    """Who answers: ``covalent start`` checks it is the process it started."""
+    return web.json_response({"status": "ok", "pid": os.getpid(),
+                              "instance": request.app[SETTINGS].instance_id})
 
 
 @routes.get(wire.API + "/status")

@@ -28,6 +28,8 @@ class ClusterSettings:
     processes: bool = True
     dashboard_address: str | None = "127.0.0.1:8787"
     host: str = "127.0.0.1"
+    tls: bool = True  # embedded process clusters talk TLS with temporary credentials
+    connect_timeout_s: float = 10.0  # an external scheduler that does not answer by then
 
 
 @dataclass(frozen=True, slots=True)
@@ -38,9 +40,23 @@ class Settings:
     host: str = "127.0.0.1"
     port: int = 48008
     token: str = ""
+    allowed_hosts: tuple[str, ...] = ()  # names besides loopback requests may use in Host
+    instance_id: str = ""  # reported by /health so `covalent start` knows it is its own server
     max_body_bytes: int = 2 * 1024**3
     long_poll_max_s: float = 120.0
     cluster: ClusterSettings = field(default_factory=ClusterSettings)
+
+    @property
+    def url(self) -> str:
+        """How clients on this machine reach the server."""
+        host = "127.0.0.1" if self.host in ("0.0.0.0", "") else self.host
+        return f"http://[{host}]:{self.port}" if ":" in host else f"http://{host}:{self.port}"
+
+    def with_port(self, port: int) -> Settings:
+        return replace(self, port=port)
+
+    def with_instance(self, instance_id: str) -> Settings:
+        return replace(self, instance_id=instance_id)
 
     @property
     def db_path(self) -> Path:
@@ -53,6 +69,11 @@ class Settings:
     @property
     def log_path(self) -> Path:
         return self.data_dir / "server.log"
+
+    @property
+    def tls_dir(self) -> Path:
+        """Where the embedded cluster's temporary TLS credentials are kept (0600 files)."""
+        return self.data_dir / "tls"
 
     @classmethod
     def from_env(cls, **overrides: Any) -> Settings:
@@ -68,6 +89,8 @@ class Settings:
             host=env.get("COVALENT_SERVER_HOST", "127.0.0.1"),
             port=_int(env.get("COVALENT_SERVER_PORT")) or 48008,
             token=env.get("COVALENT_TOKEN", ""),
+            allowed_hosts=tuple(h for h in env.get("COVALENT_ALLOWED_HOSTS", "").split(",") if h),
+            instance_id=env.get("COVALENT_INSTANCE_ID", ""),
             cluster=cluster,
         )
         cluster_keys = {"address", "n_workers", "threads_per_worker", "memory_limit",

@@ -329,6 +329,9 @@ class SqliteStore:
             "UPDATE triggers SET spec = ?, active = ?, fire_count = ?, reason = ? WHERE trigger_id = ?",
             (spec, int(active), fire_count, reason, trigger_id))
 
+    def delete_trigger(self, trigger_id: str) -> None:
+        self.db.execute("DELETE FROM triggers WHERE trigger_id = ?", (trigger_id,))
+
     def all_triggers(self) -> list[dict[str, Any]]:
         cur = self.db.execute("SELECT trigger_id, dispatch_id, name, spec, active, fire_count, reason"
                               " FROM triggers ORDER BY created_at")

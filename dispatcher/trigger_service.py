@@ -2,24 +2,19 @@
 
 A trigger's action (``fire``): a pending (NEW_OBJECT) dispatch is started under its own id;
 any other is redispatched server-side as a new dispatch of the same graph and inputs.
-Built-in triggers are rebuilt from JSON; a custom trigger subclass arrives pickled and is
-unpickled here, in the server: trigger code is user code that the server runs by design
-(registering one needs the same token as dispatching).
+Built-in triggers are rebuilt from JSON; a custom trigger subclass arrives pickled and is kept
+as bytes: only its own process (``triggers.host``) ever unpickles it, never the server.
 """
 
 from __future__ import annotations
 
-import asyncio
 import base64
+import binascii
 import json
 import uuid
 from typing import Any
 
-import cloudpickle
-
-from triggers.base import BaseTrigger
-from triggers.registry import from_dict
-from triggers.supervisor import Observed, TriggerSupervisor
+from triggers import Observed, TriggerSupervisor
 
 from . import dispatches
 from .errors import DispatchNotFound, InvalidRequest
@@ -45,49 +40,54 @@ class TriggerService:
         return await dispatches.clone(self.store, self.runner, row)
 
     async def persist(self, obs: Observed) -> None:
-        spec = json.dumps(obs.trigger.to_dict())
+        spec = json.dumps(obs.current_spec())
         await self.store.run(self.store.save_trigger, obs.trigger_id, spec, obs.active,
                              obs.fire_count, obs.reason)
 
     async def register(self, body: dict[str, Any], dispatch_id: str | None = None) -> str:
-        """Store and start observing a trigger from its registration body."""
-        trigger, pickled = _decode(body)
-        if dispatch_id is not None:
-            trigger.lattice_dispatch_id = dispatch_id
-        if not trigger.lattice_dispatch_id:
-            raise InvalidRequest("the trigger has no lattice_dispatch_id")
-        dispatches.check_id(trigger.lattice_dispatch_id)
-        if await self.store.run(self.store.get_status, trigger.lattice_dispatch_id) is None:
-            raise DispatchNotFound(trigger.lattice_dispatch_id)
-        trigger_id = str(uuid.uuid4())
-        await self.store.run(self.store.add_trigger, trigger_id, trigger.lattice_dispatch_id,
-                             type(trigger).__name__, json.dumps(trigger.to_dict()), pickled, now_iso())
-        await self._observe(trigger_id, trigger, custom=pickled is not None)
-        return trigger_id
+        """Store and start observing a trigger from its registration body.
 
-    async def _observe(self, trigger_id: str, trigger: BaseTrigger, *, custom: bool,
-                       fire_count: int = 0) -> None:
-        """Start observing; return once it observes, so the next file change is seen."""
-        obs = self.supervisor.start(trigger_id, trigger, custom=custom, fire_count=fire_count)
+        Raises:
+            InvalidRequest: a malformed body, or a trigger that cannot observe (the reason).
+            DispatchNotFound: the trigger names an unknown dispatch.
+        """
+        spec, pickled = _decode(body)
+        target = dispatch_id or spec.get("lattice_dispatch_id")
+        if not isinstance(target, str) or not target:
+            raise InvalidRequest("the trigger has no lattice_dispatch_id")
+        dispatches.check_id(target)
+        if await self.store.run(self.store.get_status, target) is None:
+            raise DispatchNotFound(target)
+        spec["lattice_dispatch_id"] = target
+        trigger_id = str(uuid.uuid4())
+        name = str(spec.get("name") or "trigger")[:200]
+        await self.store.run(self.store.add_trigger, trigger_id, target, name, json.dumps(spec),
+                             pickled, now_iso())
         try:
-            await asyncio.wait_for(obs.ready.wait(), 10)
-        except TimeoutError:
-            pass
+            obs = self.supervisor.start(trigger_id, target, spec, pickled)
+        except (ValueError, TypeError, KeyError) as exc:
+            await self.store.run(self.store.delete_trigger, trigger_id)
+            raise InvalidRequest(f"cannot build trigger: {type(exc).__name__}: {exc}") from None
+        failure = await self.supervisor.wait_observing(obs)
+        if failure is not None:  # refused with the reason, never silently inactive
+            self.supervisor.observed.pop(trigger_id, None)
+            await self.store.run(self.store.delete_trigger, trigger_id)
+            raise InvalidRequest(f"the trigger cannot observe: {failure}")
+        return trigger_id
 
     async def restore(self) -> int:
         """Observe again every trigger that was active when the server stopped."""
         rows = await self.store.run(self.store.active_triggers)
-        for trigger_id, spec, pickled, fire_count in rows:
+        for trigger_id, spec_json, pickled, fire_count in rows:
+            spec = json.loads(spec_json)
             try:
-                trigger = cloudpickle.loads(pickled) if pickled else from_dict(json.loads(spec))
-                if pickled:
-                    trigger.new_dispatch_ids = json.loads(spec).get("new_dispatch_ids", [])
-            except Exception as exc:  # a custom trigger whose module is gone: stop it, say why
-                await self.store.run(self.store.save_trigger, trigger_id, spec, False, fire_count,
-                                     f"cannot rebuild trigger: {type(exc).__name__}: {exc}")
+                obs = self.supervisor.start(trigger_id, str(spec.get("lattice_dispatch_id")),
+                                            spec, pickled, fire_count)
+            except (ValueError, TypeError, KeyError) as exc:
+                await self.store.run(self.store.save_trigger, trigger_id, spec_json, False,
+                                     fire_count, f"cannot rebuild trigger: {type(exc).__name__}: {exc}")
                 continue
-            await self._observe(trigger_id, trigger, custom=pickled is not None,
-                                fire_count=fire_count)
+            await self.supervisor.wait_observing(obs)  # a failure is recorded as its reason
         return len(rows)
 
     async def listing(self, active_only: bool = False) -> list[dict[str, Any]]:
@@ -114,18 +114,17 @@ class TriggerService:
         return await self.supervisor.stop_dispatches(dispatch_ids)
 
 
-def _decode(body: dict[str, Any]) -> tuple[BaseTrigger, bytes | None]:
+def _decode(body: dict[str, Any]) -> tuple[dict[str, Any], bytes | None]:
+    """The trigger's JSON spec and, for a custom trigger, its pickle (kept as bytes)."""
     spec = body.get("trigger")
     if not isinstance(spec, dict):
         raise InvalidRequest("body needs a 'trigger' object (BaseTrigger.to_dict())")
     pickled_b64 = body.get("pickled")
+    if pickled_b64 is None:
+        return dict(spec), None
+    if not isinstance(pickled_b64, str):
+        raise InvalidRequest("'pickled' must be a base64 string or null")
     try:
-        if pickled_b64:
-            pickled = base64.b64decode(pickled_b64, validate=True)
-            trigger = cloudpickle.loads(pickled)
-            if not isinstance(trigger, BaseTrigger):
-                raise TypeError(f"expected a BaseTrigger, got {type(trigger).__name__}")
-            return trigger, pickled
-        return from_dict(spec), None
-    except (ValueError, TypeError, KeyError, AttributeError, ImportError) as exc:
-        raise InvalidRequest(f"cannot build trigger: {type(exc).__name__}: {exc}") from None
+        return dict(spec), base64.b64decode(pickled_b64, validate=True)
+    except (binascii.Error, ValueError) as exc:
+        raise InvalidRequest(f"'pickled' is not base64: {exc}") from None

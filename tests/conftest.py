@@ -30,6 +30,17 @@ async def wait_until(predicate: Callable[[], Any], timeout: float = 5.0, interva
         await asyncio.sleep(interval)
 
 
+JSON = {"Content-Type": "application/json"}
+
+
+def auth_headers() -> dict[str, str]:
+    """The headers the SDK would send: the token of the config file the server saved."""
+    from covalent._config import client_config
+
+    token = client_config().token
+    return {"Authorization": f"Bearer {token}"} if token else {}
+
+
 def free_port() -> int:
     """A TCP port free on 127.0.0.1 right now (for processes that need one up front)."""
     with socket.socket() as sock:

@@ -123,3 +123,39 @@ def big_bytes(mib):
 def noise(kib):
     """Incompressible, unique bytes (content-addressed storage cannot share them)."""
     return os.urandom(kib << 10)
+
+
+def record_loader(path: str) -> object:
+    """Write the PID of the process that unpickles this into ``path`` (who loads a pickle?)."""
+    from pathlib import Path
+
+    from covalent.triggers import BaseTrigger
+
+    Path(path).write_text(str(os.getpid()))
+
+    class Quiet(BaseTrigger):
+        def observe(self) -> None:
+            pass
+
+        def stop(self) -> None:
+            pass
+
+    return Quiet()
+
+
+class LoaderRecorder:
+    """Pickles as a call to ``record_loader``: a stand-in for a crafted pickle."""
+
+    def __init__(self, path: str) -> None:
+        self.path = path
+
+    def __reduce__(self):
+        return (record_loader, (self.path,))
+
+
+@ct.electron
+def touch(path):
+    """Create ``path``: proof that this electron ran."""
+    with open(path, "w") as fh:
+        fh.write("ran")
+    return path

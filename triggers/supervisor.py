@@ -1,36 +1,48 @@
 """Run every registered trigger as one task on the server's event loop.
 
-Built-in triggers observe with coroutines (``observe_async``); a custom trigger's ``observe()``
-runs in a thread, so a blocking one never blocks the loop, and its ``trigger()`` reaches the
-loop thread-safely. The supervisor knows nothing of HTTP, Dask or SQL: it is given ``fire``
-(start or redispatch a dispatch, returning the new id) and ``persist`` (save a trigger's state).
-A trigger whose dispatch is gone or whose directory disappears stops with a logged reason.
+Built-in triggers (rebuilt from JSON) observe as coroutines (``observers``); a custom trigger
+is observed in a process of its own (``host``), so its pickle never loads in the server and a
+blocking ``observe()`` never blocks the loop. The supervisor knows nothing of HTTP, Dask or
+SQL: it is given ``fire`` (start or redispatch a dispatch, returning the id that ran) and
+``persist`` (save a trigger's state). A trigger that cannot go on stops with a logged reason,
+shown in ``/triggers``.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
-import threading
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from .base import BaseTrigger
+from covalent.triggers import BaseTrigger, DirTrigger, TimeTrigger
+
+from .host import TriggerLoadError, run_host
+from .observers import DirWatcher, observe_dir, observe_time
+from .registry import from_dict
 
 log = logging.getLogger("covalent.triggers")
 
 Fire = Callable[[str], Awaitable[str]]
+READY_TIMEOUT_S = 20.0
 
 
 @dataclass(eq=False)
 class Observed:
-    """One registered trigger while the server observes it."""
+    """One registered trigger while the server observes it.
+
+    ``trigger`` is the rebuilt object of a built-in trigger; a custom one is ``pickled`` bytes
+    only, described by the ``spec`` its own process reported.
+    """
 
     trigger_id: str
-    trigger: BaseTrigger
     dispatch_id: str
-    custom: bool
+    name: str
+    spec: dict[str, Any]
+    trigger: BaseTrigger | None = None
+    pickled: bytes | None = None
+    new_dispatch_ids: list[str] = field(default_factory=list)
     fire_count: int = 0
     active: bool = True
     reason: str = ""
@@ -38,33 +50,55 @@ class Observed:
     ready: asyncio.Event = field(default_factory=asyncio.Event)  # observing has begun
     task: asyncio.Task[None] | None = None
 
+    def current_spec(self) -> dict[str, Any]:
+        spec = self.trigger.to_dict() if self.trigger is not None else dict(self.spec)
+        spec["new_dispatch_ids"] = list(self.new_dispatch_ids)
+        return spec
+
     def info(self) -> dict[str, Any]:
-        return {"trigger_id": self.trigger_id, "name": type(self.trigger).__name__,
-                "dispatch_id": self.dispatch_id, "active": self.active,
-                "fire_count": self.fire_count, "reason": self.reason,
-                "new_dispatch_ids": list(self.trigger.new_dispatch_ids),
-                "trigger": self.trigger.to_dict()}
+        return {"trigger_id": self.trigger_id, "name": self.name, "dispatch_id": self.dispatch_id,
+                "active": self.active, "fire_count": self.fire_count, "reason": self.reason,
+                "new_dispatch_ids": list(self.new_dispatch_ids), "trigger": self.current_spec()}
 
 
 class TriggerSupervisor:
-    """Owns one asyncio task per active trigger."""
+    """Owns one asyncio task per active trigger, and the one directory watcher."""
 
     def __init__(self, fire: Fire, persist: Callable[[Observed], Awaitable[None]]) -> None:
         self._fire = fire
         self._persist = persist
         self.observed: dict[str, Observed] = {}
+        self.watcher = DirWatcher()
 
-    def start(self, trigger_id: str, trigger: BaseTrigger, *, custom: bool,
-              fire_count: int = 0) -> Observed:
-        assert trigger.lattice_dispatch_id
-        obs = Observed(trigger_id, trigger, trigger.lattice_dispatch_id, custom, fire_count)
-        trigger.use_internal_funcs = True
+    def start(self, trigger_id: str, dispatch_id: str, spec: dict[str, Any],
+              pickled: bytes | None = None, fire_count: int = 0) -> Observed:
+        """Begin observing; raises ValueError/TypeError for a built-in spec that is invalid."""
+        trigger = None if pickled is not None else from_dict(spec)
+        if trigger is not None:
+            trigger.lattice_dispatch_id = dispatch_id
+        obs = Observed(trigger_id, dispatch_id, str(spec.get("name") or "trigger"), dict(spec),
+                       trigger, pickled, [str(x) for x in spec.get("new_dispatch_ids") or []],
+                       fire_count)
         self.observed[trigger_id] = obs
         obs.task = asyncio.create_task(self._run(obs), name=f"trigger-{trigger_id}")
         return obs
 
-    def listing(self, active_only: bool = False) -> list[dict[str, Any]]:
-        return [o.info() for o in self.observed.values() if o.active or not active_only]
+    async def wait_observing(self, obs: Observed) -> str | None:
+        """None once ``obs`` observes; else why it could not (it is then inactive)."""
+        assert obs.task is not None
+        ready = asyncio.ensure_future(obs.ready.wait())
+        try:
+            await asyncio.wait({ready, obs.task}, timeout=READY_TIMEOUT_S,
+                               return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            ready.cancel()
+        if obs.ready.is_set() and obs.active:
+            return None
+        if obs.active:  # neither ready nor failed in time
+            obs.stopped.set()
+            await asyncio.gather(obs.task, return_exceptions=True)
+            return f"the trigger did not start observing within {READY_TIMEOUT_S:.0f} s"
+        return obs.reason
 
     async def stop_dispatches(self, dispatch_ids: list[str]) -> int:
         """Stop every trigger of these dispatches; when it returns no trigger fires again."""
@@ -81,8 +115,9 @@ class TriggerSupervisor:
         """Server shutdown: stop observing but keep triggers active in the store."""
         for o in self.observed.values():
             o.stopped.set()
-        tasks = [o.task for o in self.observed.values() if o.task]
-        await asyncio.gather(*tasks, return_exceptions=True)
+        await asyncio.gather(*(o.task for o in self.observed.values() if o.task),
+                             return_exceptions=True)
+        await asyncio.to_thread(self.watcher.close)
 
     async def _fire_once(self, obs: Observed) -> str | None:
         if obs.stopped.is_set():
@@ -90,51 +125,38 @@ class TriggerSupervisor:
         new_id = await self._fire(obs.dispatch_id)
         obs.fire_count += 1
         if new_id != obs.dispatch_id:
-            obs.trigger.new_dispatch_ids.append(new_id)
+            obs.new_dispatch_ids.append(new_id)
         await self._persist(obs)
         return new_id
 
+    async def _observe(self, obs: Observed) -> str:
+        def fire() -> Awaitable[str | None]:
+            return self._fire_once(obs)
+
+        if isinstance(obs.trigger, TimeTrigger):
+            return await observe_time(obs.trigger, fire, obs.stopped, obs.ready)
+        if isinstance(obs.trigger, DirTrigger):
+            return await observe_dir(obs.trigger, self.watcher, fire, obs.stopped, obs.ready)
+        assert obs.pickled is not None
+
+        def on_spec(spec: dict[str, Any]) -> None:
+            obs.spec = spec
+
+        return await run_host(obs.pickled, obs.dispatch_id, fire, obs.stopped, obs.ready, on_spec)
+
     async def _run(self, obs: Observed) -> None:
-        observe_async = getattr(obs.trigger, "observe_async", None)
         try:
-            if observe_async is not None and not obs.custom:
-                reason = await observe_async(lambda: self._fire_once(obs), obs.stopped, obs.ready)
-            else:
-                reason = await self._observe_in_thread(obs)
+            reason = await self._observe(obs)
         except asyncio.CancelledError:
             raise
         except LookupError as exc:
             reason = f"dispatch {obs.dispatch_id} no longer exists ({exc})"
+        except (TriggerLoadError, OSError) as exc:
+            reason = f"cannot observe: {type(exc).__name__}: {exc}"
         except Exception as exc:  # a trigger's failure stops that trigger, never the server
+            log.exception("trigger %s failed", obs.trigger_id)
             reason = f"{type(exc).__name__}: {exc}"
         if reason != "stopped" or not obs.stopped.is_set():
-            obs.ready.set()
             log.warning("trigger %s of dispatch %s stopped: %s", obs.trigger_id, obs.dispatch_id, reason)
             obs.active, obs.reason = False, reason
             await self._persist(obs)
-
-    async def _observe_in_thread(self, obs: Observed) -> str:
-        loop = asyncio.get_running_loop()
-        trigger = obs.trigger
-        trigger.event_loop = loop
-        trigger.stop_flag = threading.Event()
-
-        def fire_from_thread() -> str | None:
-            return asyncio.run_coroutine_threadsafe(self._fire_once(obs), loop).result()
-
-        trigger._fire = fire_from_thread
-        observing = asyncio.ensure_future(asyncio.to_thread(trigger.observe))
-        obs.ready.set()
-        stop_wait = asyncio.ensure_future(obs.stopped.wait())
-        try:
-            done, _ = await asyncio.wait({observing, stop_wait}, return_when=asyncio.FIRST_COMPLETED)
-            if observing in done and observing.exception() is not None:
-                raise observing.exception()  # type: ignore[misc]
-            await stop_wait  # a non-blocking observe() returned: keep it until stopped
-            return "stopped"
-        finally:
-            stop_wait.cancel()
-            trigger.stop_flag.set()
-            await asyncio.to_thread(trigger.stop)
-            if not observing.done():
-                await asyncio.wait({observing}, timeout=10)

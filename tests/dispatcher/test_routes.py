@@ -8,7 +8,10 @@ import pytest
 from aiohttp.test_utils import TestClient
 
 from covalent import wire
+from tests.conftest import JSON
 from tests.e2e.test_dispatch import run, two_node
+
+FRAME = {"Content-Type": wire.CONTENT_TYPE}
 
 UNKNOWN = "00000000-0000-4000-8000-000000000000"
 
@@ -31,7 +34,7 @@ async def error_of(resp) -> tuple[int, str]:
      "malformed"),
 ])
 async def test_malformed_submissions_are_400(dispatcher: TestClient, body: bytes, reason: str) -> None:
-    resp = await dispatcher.post(wire.API + "/dispatches", data=body)
+    resp = await dispatcher.post(wire.API + "/dispatches", data=body, headers=FRAME)
     payload = await resp.json()
     assert (resp.status, payload["error"]) == (400, "InvalidRequest")
     assert reason in payload["message"]
@@ -53,7 +56,7 @@ def electron(i, fn=0):
 ])
 async def test_invalid_graphs_are_400_with_the_reason(dispatcher: TestClient, g, message) -> None:
     body = wire.pack({"dispatch_id": UNKNOWN, "graph": g, "inputs": 0, "lattice": 0}, [b"blob"])
-    resp = await dispatcher.post(wire.API + "/dispatches", data=body)
+    resp = await dispatcher.post(wire.API + "/dispatches", data=body, headers=FRAME)
     payload = await resp.json()
     assert resp.status == 400 and message in payload["message"]
 
@@ -69,18 +72,18 @@ async def test_invalid_graphs_are_400_with_the_reason(dispatcher: TestClient, g,
     ("GET", "/no-such-endpoint", (404, "NotFound")),
 ])
 async def test_unknown_ids_and_bad_parameters(dispatcher: TestClient, method, path, expected) -> None:
-    resp = await dispatcher.request(method, wire.API + path)
+    resp = await dispatcher.request(method, wire.API + path, headers=JSON)
     assert await error_of(resp) == expected
 
 
 async def test_cancel_body_must_be_json_with_integer_ids(dispatcher: TestClient, addr: str) -> None:
     done = await run(two_node, addr, 1, 2)
     path = f"{wire.API}/dispatches/{done.dispatch_id}/cancel"
-    resp = await dispatcher.post(path, data=b"\xff\xfe")
+    resp = await dispatcher.post(path, data=b"\xff\xfe", headers=JSON)
     assert await error_of(resp) == (400, "InvalidRequest")
-    resp = await dispatcher.post(path, data=json.dumps({"task_ids": ["a"]}))
+    resp = await dispatcher.post(path, data=json.dumps({"task_ids": ["a"]}), headers=JSON)
     assert await error_of(resp) == (400, "InvalidRequest")
-    resp = await dispatcher.post(path, data=json.dumps({"task_ids": []}))
+    resp = await dispatcher.post(path, data=json.dumps({"task_ids": []}), headers=JSON)
     assert await error_of(resp) == (409, "DispatchState")
 
 
@@ -99,8 +102,8 @@ async def test_retried_submission_creates_one_dispatch(dispatcher: TestClient) -
     from covalent._dispatch import build_submission
 
     body = build_submission(two_node, (1, 2), {}, dispatch_id=UNKNOWN, disable_run=True)
-    first = await dispatcher.post(wire.API + "/dispatches", data=body)
-    second = await dispatcher.post(wire.API + "/dispatches", data=body)
+    first = await dispatcher.post(wire.API + "/dispatches", data=body, headers=FRAME)
+    second = await dispatcher.post(wire.API + "/dispatches", data=body, headers=FRAME)
     assert (first.status, second.status) == (201, 200)
     assert (await second.json())["dispatch_id"] == UNKNOWN
     listing = await (await dispatcher.get(f"{wire.API}/dispatches")).json()

@@ -18,7 +18,8 @@ from pathlib import Path
 import pytest
 
 import covalent as ct
-from tests.conftest import free_port, wait_until
+from dispatcher.instance import holder
+from tests.conftest import auth_headers, free_port, wait_until
 from tests.tasks import add, worker_pid
 
 REPO = Path(__file__).resolve().parents[2]
@@ -51,7 +52,8 @@ def spawn(env: dict[str, str]) -> Iterator[list[subprocess.Popen[bytes]]]:
 
 
 def status(url: str) -> dict:
-    with urllib.request.urlopen(url + "/api/v1/status", timeout=2) as resp:
+    req = urllib.request.Request(url + "/api/v1/status", headers=auth_headers())
+    with urllib.request.urlopen(req, timeout=2) as resp:
         return json.loads(resp.read())
 
 
@@ -96,7 +98,7 @@ def covalent(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str
 
 async def test_cli_start_status_stop_start_keeps_results(env, tmp_path) -> None:
     port = free_port()
-    pid_file = tmp_path / "data" / "server.pid"
+    data = tmp_path / "data"
     try:
         out = await asyncio.to_thread(covalent, env, "start", "--port", str(port), "--workers", "1",
                                       "--threads-per-worker", "2")
@@ -115,7 +117,7 @@ async def test_cli_start_status_stop_start_keeps_results(env, tmp_path) -> None:
         out = await asyncio.to_thread(covalent, env, "status")
         assert "running at" in out.stdout and "Running dispatches: 0" in out.stdout
         out = await asyncio.to_thread(covalent, env, "stop")
-        assert "stopped" in out.stdout and not pid_file.exists()
+        assert "stopped" in out.stdout and holder(data) is None
         out = await asyncio.to_thread(covalent, env, "status")
         assert out.returncode == 1 and "not running" in out.stdout
 
@@ -127,5 +129,6 @@ async def test_cli_start_status_stop_start_keeps_results(env, tmp_path) -> None:
         assert logs.returncode == 0 and logs.stdout.strip()
     finally:
         await asyncio.to_thread(covalent, env, "stop")
-        if pid_file.exists():  # stop failed: kill the PID the daemon recorded
-            os.kill(int(pid_file.read_text()), signal.SIGKILL)
+        left = holder(data)
+        if left is not None:  # stop failed: kill the process that holds the data dir's lock
+            os.kill(left.pid, signal.SIGKILL)

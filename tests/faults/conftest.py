@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import secrets
 import signal
 import subprocess
 import sys
@@ -28,7 +29,8 @@ class ServerProcess:
                  extra: list[str] | None = None) -> None:
         self.port = free_port()
         self.data_dir = data_dir
-        self.env = env
+        self.token = secrets.token_urlsafe(16)  # tests send it with COVALENT_TOKEN
+        self.env = dict(env, COVALENT_TOKEN=self.token)
         self.workers = workers
         self.extra = extra or []
         self.proc: subprocess.Popen[bytes] | None = None
@@ -44,8 +46,10 @@ class ServerProcess:
         return f"http://{self.addr}"
 
     def status(self) -> dict[str, Any] | None:
+        req = urllib.request.Request(self.url + "/api/v1/status",
+                                     headers={"Authorization": f"Bearer {self.token}"})
         try:
-            with urllib.request.urlopen(self.url + "/api/v1/status", timeout=5) as resp:
+            with urllib.request.urlopen(req, timeout=5) as resp:
                 return dict(json.loads(resp.read()))
         except OSError:
             return None
@@ -125,9 +129,60 @@ def server_env(tmp_path: Path, config_dir: Path) -> dict[str, str]:
 
 
 @pytest.fixture
-def server(tmp_path: Path, server_env: dict[str, str]) -> Iterator[ServerProcess]:
+def server(tmp_path: Path, server_env: dict[str, str],
+           monkeypatch: pytest.MonkeyPatch) -> Iterator[ServerProcess]:
     """A dispatcher process with 2 worker processes; stopped (by PID) at teardown."""
     s = ServerProcess(tmp_path / "data", server_env)
+    monkeypatch.setenv("COVALENT_TOKEN", s.token)  # what the SDK sends
     yield s
     if s.proc is not None:
         s.stop()
+
+
+class Cli:
+    """Runs ``covalent ...`` in a subprocess on its own data and config dirs.
+
+    Teardown stops whatever server still holds the data dir's lock (``covalent stop``, then
+    SIGKILL to the lock holder) and any process the tests registered in ``started``.
+    """
+
+    def __init__(self, env: dict[str, str], data_dir: Path) -> None:
+        self.env = env
+        self.data_dir = data_dir
+        self.started: list[int] = []  # PIDs of servers and workers to reap at teardown
+
+    def __call__(self, *args: str, timeout: float = 120) -> subprocess.CompletedProcess[str]:
+        return subprocess.run([sys.executable, "-m", "dispatcher.cli", *args], env=self.env,
+                              text=True, capture_output=True, timeout=timeout, check=False, cwd=REPO)
+
+    def server_pid(self) -> int:
+        from dispatcher.instance import holder
+
+        found = holder(self.data_dir)
+        assert found is not None, "no server holds the data dir's lock"
+        self.started += [found.pid, *children(found.pid)]
+        return found.pid
+
+    def reap(self, timeout: float = 15.0) -> None:
+        deadline = time.monotonic() + timeout
+        while any(alive(p) for p in self.started) and time.monotonic() < deadline:
+            time.sleep(0.1)  # waiting for other processes to notice their parent is gone
+        for p in self.started:
+            if alive(p):
+                os.kill(p, signal.SIGKILL)
+
+
+@pytest.fixture
+def cli(tmp_path: Path, server_env: dict[str, str]) -> Iterator[Cli]:
+    env = dict(server_env, COVALENT_DATA_DIR=str(tmp_path / "data"))
+    c = Cli(env, tmp_path / "data")
+    yield c
+    from dispatcher.instance import holder
+
+    if holder(c.data_dir) is not None:
+        c.server_pid()
+        c("stop", "--timeout", "20")
+    found = holder(c.data_dir)
+    if found is not None:
+        os.kill(found.pid, signal.SIGKILL)
+    c.reap()

@@ -11,6 +11,7 @@ import pytest
 
 import covalent as ct
 from tests.conftest import wait_until
+from tests.conftest import auth_headers
 from tests.faults.conftest import ServerProcess
 from tests.tasks import add, big_bytes, noise
 
@@ -94,5 +95,7 @@ def _nothing_running(server: ServerProcess) -> bool:
     import json
     import urllib.request
 
-    with urllib.request.urlopen(server.url + "/api/v1/dispatches?status=RUNNING", timeout=10) as r:
+    req = urllib.request.Request(server.url + "/api/v1/dispatches?status=RUNNING",
+                                 headers=auth_headers())
+    with urllib.request.urlopen(req, timeout=10) as r:
         return json.loads(r.read())["dispatches"] == []

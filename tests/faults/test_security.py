@@ -1,25 +1,39 @@
-"""Loopback by default, a token for anything else, 401 on every endpoint without it."""
+"""Nobody but its user gets in: web pages, other local users, the network (issue #10).
+
+Real processes throughout: the requests a web page could send, the token `covalent start`
+generates, the embedded Dask cluster's TLS, file modes, and where the token must never show.
+"""
 
 from __future__ import annotations
 
 import asyncio
+import base64
+import http.client
 import json
+import os
+import stat
 import subprocess
 import sys
 import urllib.error
 import urllib.request
+import uuid
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlparse
 
+import cloudpickle
 import pytest
+from distributed import Client, Security
 
 import covalent as ct
+from covalent import wire
+from covalent._config import client_config, config_path
+from covalent._dispatch import build_submission
 from dispatcher.app import create_app
-from tests.conftest import in_process_settings
-from tests.faults.conftest import REPO, ServerProcess
-from tests.tasks import add
+from tests.conftest import free_port, in_process_settings, wait_until
+from tests.faults.conftest import REPO, Cli, ServerProcess
+from tests.tasks import LoaderRecorder, add, noise, touch
 
 ENDPOINTS = [("GET", "/health"), ("GET", "/status"), ("GET", "/dispatches"),
              ("POST", "/dispatches"), ("GET", "/dispatches/{id}"), ("GET", "/dispatches/{id}/status"),
@@ -28,22 +42,28 @@ ENDPOINTS = [("GET", "/health"), ("GET", "/status"), ("GET", "/dispatches"),
              ("POST", "/triggers/stop")]
 
 
-def _call(url: str, method: str, token: str | None) -> tuple[int, dict[str, Any]]:
-    headers = {"Authorization": f"Bearer {token}"} if token is not None else {}
-    req = urllib.request.Request(url, data=b"{}" if method == "POST" else None, method=method,
-                                 headers=headers)
+def _request(url: str, method: str = "GET", body: bytes | None = None,
+             headers: dict[str, str] | None = None) -> tuple[int, Any]:
+    req = urllib.request.Request(url, data=body, method=method, headers=headers or {})
     try:
-        with urllib.request.urlopen(req, timeout=10) as resp:
+        with urllib.request.urlopen(req, timeout=30) as resp:
             return resp.status, json.loads(resp.read() or b"{}")
     except urllib.error.HTTPError as exc:
         return exc.code, json.loads(exc.read())
 
 
+def _call(url: str, method: str, token: str | None) -> tuple[int, Any]:
+    headers = {"Content-Type": "application/json"}
+    if token is not None:
+        headers["Authorization"] = f"Bearer {token}"
+    return _request(url, method, b"{}" if method == "POST" else None, headers)
+
+
 @pytest.mark.parametrize("host", ["0.0.0.0", "192.0.2.10"])
 def test_non_loopback_bind_without_token_is_refused_at_start(host: str, tmp_path: Path) -> None:
     out = subprocess.run([sys.executable, "-m", "dispatcher", "--host", host, "--port", "0",
-                          "--data-dir", str(tmp_path)], cwd=REPO, capture_output=True, text=True,
-                         timeout=60, env={"PATH": "", "PYTHONPATH": str(REPO)})
+                          "--data-dir", str(tmp_path), "--no-token"], cwd=REPO, capture_output=True,
+                         text=True, timeout=60, env={"PATH": "", "PYTHONPATH": str(REPO)})
     assert out.returncode == 2
     assert f"refusing to bind {host}" in out.stderr and "token" in out.stderr
 
@@ -65,11 +85,13 @@ async def test_with_a_token_every_endpoint_needs_it(aiohttp_client: Any, tmp_pat
     some_id = "8c1fd8b9-4a5e-4a61-9b0c-1f4ad0c2a0a1"
     for method, path in ENDPOINTS:
         url = base + path.format(id=some_id)
-        for token in (None, "", "wrong", "s3cret-toke", "s3cret-token-and-more"):
+        for token in (None, "", "wrong", "s3cret-toke", "s3cret-token-and-more", "s3cret-tökén"):
             code, body = await asyncio.to_thread(_call, url, method, token)
             assert code == 401 and body["error"] == "Unauthorized", (method, path, token)
         code, _ = await asyncio.to_thread(_call, url, method, "s3cret-token")
         assert code != 401, (method, path)
+    raw_bytes = await asyncio.to_thread(_raw_authorization, client.port, b"Bearer \xff\xfe\x80")
+    assert raw_bytes == 401  # undecodable bytes: a 401, never a 500
     # the SDK sends the token from the environment
     addr = f"127.0.0.1:{client.port}"
     with pytest.raises(ct.errors.UnauthorizedError):
@@ -80,49 +102,117 @@ async def test_with_a_token_every_endpoint_needs_it(aiohttp_client: Any, tmp_pat
     assert result.result == 3
 
 
+def _raw_authorization(port: int, value: bytes) -> int:
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
+    conn.putrequest("GET", "/api/v1/status")
+    conn.putheader("Authorization", value)
+    conn.endheaders()
+    status = conn.getresponse().status
+    conn.close()
+    return status
+
+
 @ct.lattice
 def _wf(x):
     return add(x, 2)
 
 
+@ct.lattice
+def _touching(path):
+    return touch(path)
+
+
 @pytest.mark.slow
 @pytest.mark.processes
-def test_embedded_scheduler_and_dashboard_listen_on_loopback(server: ServerProcess) -> None:
-    server.start()  # started with --dashboard-address :0, which Dask alone would bind widely
-    info = server.status()
-    assert info is not None
-    assert urlparse(info["cluster"]["scheduler"]).hostname == "127.0.0.1"
-    assert urlparse(info["cluster"]["dashboard"]).hostname == "127.0.0.1"
-    listening = _listening_addresses(server.proc.pid)
-    assert listening and all(h in ("127.0.0.1", "::1") for h, _ in listening), listening
+def test_cross_site_requests_create_nothing_and_run_nothing(tmp_path: Path,
+                                                            server_env: dict[str, str]) -> None:
+    # The worst case: a server started with --no-token, so only the request checks stand.
+    server = ServerProcess(tmp_path / "data", server_env, workers=1, extra=["--no-token"])
+    server.start()
+    try:
+        api = server.url + "/api/v1"
+        marker = tmp_path / "ran.txt"
+        frame = build_submission(_touching, (str(marker),), {}, dispatch_id=str(uuid.uuid4()),
+                                 disable_run=False)
+        simple_types = ["text/plain", "application/x-www-form-urlencoded",
+                        "multipart/form-data; boundary=x"]
+        for ctype in simple_types:  # what a page can send without a CORS preflight
+            code, body = _request(api + "/dispatches", "POST", frame, {"Content-Type": ctype})
+            assert (code, body["error"]) == (415, "UnsupportedMediaType"), ctype
+        code, body = _request(api + "/dispatches", "POST", frame,
+                              {"Content-Type": wire.CONTENT_TYPE, "Origin": "https://evil.example"})
+        assert (code, body["error"]) == (403, "Forbidden")
+        for path in ("/dispatches", "/status", "/health"):  # DNS rebinding: a foreign Host
+            code, body = _request(api + path, headers={"Host": f"evil.example:{server.port}"})
+            assert (code, body["error"]) == (403, "Forbidden"), path
+        loaded = tmp_path / "loaded-by.txt"
+        dispatch_id = ct.dispatch(_wf, dispatcher_addr=server.addr, disable_run=True)(1)
+        crafted = json.dumps({"trigger": {"name": "x", "lattice_dispatch_id": dispatch_id},
+                              "pickled": base64.b64encode(cloudpickle.dumps(
+                                  LoaderRecorder(str(loaded)))).decode()}).encode()
+        code, _ = _request(api + "/triggers", "POST", crafted, {"Content-Type": "text/plain"})
+        assert code == 415
+        code, listing = _request(api + "/dispatches")
+        assert [d["dispatch_id"] for d in listing["dispatches"]] == [dispatch_id]  # only ours
+        assert not marker.exists() and not loaded.exists()
+
+        # The same requests, sent as the SDK sends them, work: the checks are what refused.
+        code, _ = _request(api + "/dispatches", "POST", frame, {"Content-Type": wire.CONTENT_TYPE})
+        assert code == 201
+        code, _ = _request(api + "/triggers", "POST", crafted, {"Content-Type": "application/json"})
+        assert code == 201
+        assert int(loaded.read_text()) != server.proc.pid  # unpickled in the trigger's own process
+        asyncio.run(wait_until(marker.exists, timeout=30))
+    finally:
+        server.stop()
 
 
-def _listening_addresses(pid: int) -> list[tuple[str, int]]:
-    """(host, port) of the TCP sockets the process listens on, from /proc."""
-    inodes = set()
-    for fd in Path(f"/proc/{pid}/fd").iterdir():
-        try:
-            target = fd.readlink().as_posix()
-        except OSError:
-            continue
-        if target.startswith("socket:["):
-            inodes.add(target[8:-1])
-    out = []
-    for table, v6 in (("tcp", False), ("tcp6", True)):
-        for line in Path(f"/proc/{pid}/net/{table}").read_text().splitlines()[1:]:
-            parts = line.split()
-            if parts[3] == "0A" and parts[9] in inodes:  # LISTEN
-                host_hex, port_hex = parts[1].split(":")
-                out.append((_host(host_hex, v6), int(port_hex, 16)))
-    return out
+@pytest.mark.slow
+@pytest.mark.processes
+def test_covalent_start_requires_a_token_and_keeps_it_private(cli: Cli, config_dir: Path) -> None:
+    port = free_port()
+    out = cli("start", "--port", str(port), "--workers", "1")
+    assert out.returncode == 0, out.stdout + out.stderr
+    pid = cli.server_pid()
+    token = client_config().token
+    assert len(token) >= 32 and token not in out.stdout + out.stderr
+    url = f"http://127.0.0.1:{port}/api/v1"
+    assert _request(url + "/status")[0] == 401  # no token: refused, by default
+    assert _raw_authorization(port, b"Bearer \xc3\x28 odd") == 401
+
+    dispatch_id = ct.dispatch(_big)(300)  # the SDK reads the token from the config file
+    assert ct.get_result(dispatch_id, wait=True).status == "COMPLETED"
+
+    data = cli.data_dir
+    modes = {p: stat.S_IMODE(p.stat().st_mode) for p in [
+        config_path(), config_path().parent, data, data / "dispatches.db", data / "server.log",
+        *[b for b in (data / "blobs").rglob("*") if b.is_file()]]}
+    assert modes[config_path()] == 0o600 and modes[config_path().parent] == 0o700
+    assert modes[data] == 0o700
+    loose = {str(p): oct(m) for p, m in modes.items() if m & 0o077}
+    assert len(modes) > 6 and not loose, loose
+
+    status = _request(url + "/status", headers={"Authorization": f"Bearer {token}"})[1]
+    assert token not in json.dumps(status)
+    assert token not in (data / "server.log").read_text()
+    for p in [pid, *cli.started]:  # the server and its workers: nothing in `ps`
+        cmdline = Path(f"/proc/{p}/cmdline").read_bytes().decode(errors="replace")
+        assert token not in cmdline, p
+
+    # The embedded scheduler talks TLS: a plain Dask client cannot use it, its user can.
+    scheduler = status["cluster"]["scheduler"]
+    assert scheduler.startswith("tls://127.0.0.1:")
+    for address in (scheduler, scheduler.replace("tls://", "tcp://")):
+        with pytest.raises((OSError, TimeoutError, TypeError)):  # TypeError: no TLS context
+            Client(address, timeout=3).close()
+    tls = data / "tls"
+    assert stat.S_IMODE(tls.stat().st_mode) == 0o700
+    own = Security(tls_ca_file=str(tls / "ca.pem"), tls_client_cert=str(tls / "cert.pem"),
+                   tls_client_key=str(tls / "key.pem"), require_encryption=True)
+    with Client(scheduler, security=own, timeout=10) as client:
+        assert len(client.scheduler_info()["workers"]) == 1
 
 
-def _host(h: str, v6: bool) -> str:
-    import ipaddress
-
-    raw = bytes.fromhex(h)
-    if not v6:
-        return str(ipaddress.IPv4Address(raw[::-1]))
-    words = b"".join(raw[i:i + 4][::-1] for i in range(0, 16, 4))
-    addr = ipaddress.IPv6Address(words)
-    return str(addr.ipv4_mapped or addr)
+@ct.lattice
+def _big(kib):
+    return noise(kib)  # over the inline limit: stored as a blob file

@@ -32,6 +32,11 @@ def workers_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerP
     s.stop()
 
 
+@pytest.fixture(autouse=True)
+def _token(workers_server: ServerProcess, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("COVALENT_TOKEN", workers_server.token)
+
+
 async def test_task_on_a_killed_worker_is_retried_and_the_dispatch_completes(
         workers_server: ServerProcess, tmp_path: Path) -> None:
     started, release = tmp_path / "started", tmp_path / "release"

@@ -110,13 +110,40 @@ async def test_dir_trigger_recursive(dispatcher, addr, tmp_path) -> None:
     await wait_until(lambda: _fired(dispatcher, dispatch_id, 1), timeout=10)
 
 
-async def test_dir_trigger_stops_when_its_directory_disappears(dispatcher, addr, tmp_path) -> None:
-    watched = tmp_path / "gone"
+async def _fire_count(client, dispatch_id: str) -> int:
+    return (await triggers_of(client, dispatch_id))[0]["fire_count"]
+
+
+async def test_dir_trigger_follows_a_replaced_directory(dispatcher, addr, tmp_path) -> None:
+    watched = tmp_path / "d"
     watched.mkdir()
     dispatch_id = await pending(addr)
     trigger = DirTrigger(watched, ["created"], lattice_dispatch_id=dispatch_id, dispatcher_addr=addr)
     await asyncio.to_thread(trigger.register)
-    shutil.rmtree(watched)
+    watched.rename(tmp_path / "d.old")  # mv d d.old; mkdir d
+    watched.mkdir()
+    (tmp_path / "d.old" / "stale.txt").touch()  # the old directory: must not count
+    (watched / "new.txt").touch()
+    await wait_until(lambda: _fired(dispatcher, dispatch_id, 1), timeout=10)
+    (watched / "barrier.txt").touch()  # events arrive in order: after this one, none is pending
+    await wait_until(lambda: _fired(dispatcher, dispatch_id, 2), timeout=10)
+    assert await _fire_count(dispatcher, dispatch_id) == 2
+    shutil.rmtree(watched)  # deleted, then created again: followed too
+    watched.mkdir()
+    (watched / "again.txt").touch()
+    await wait_until(lambda: _fired(dispatcher, dispatch_id, 3), timeout=10)
+    [info] = await triggers_of(dispatcher, dispatch_id)
+    assert info["active"] and info["fire_count"] == 3
+    await asyncio.to_thread(ct.stop_triggers, dispatch_id, addr)
+
+
+async def test_dir_trigger_stops_when_its_parent_disappears(dispatcher, addr, tmp_path) -> None:
+    watched = tmp_path / "parent" / "gone"
+    watched.mkdir(parents=True)
+    dispatch_id = await pending(addr)
+    trigger = DirTrigger(watched, ["created"], lattice_dispatch_id=dispatch_id, dispatcher_addr=addr)
+    await asyncio.to_thread(trigger.register)
+    shutil.rmtree(tmp_path / "parent")
 
     async def stopped() -> bool:
         infos = await triggers_of(dispatcher, dispatch_id)
@@ -124,8 +151,17 @@ async def test_dir_trigger_stops_when_its_directory_disappears(dispatcher, addr,
 
     await wait_until(stopped, timeout=15)
     [info] = await triggers_of(dispatcher, dispatch_id)
-    assert str(watched) in info["reason"]
+    assert str(watched) in info["reason"] and "deleted" in info["reason"]
     assert (await dispatcher.get("/api/v1/health")).status == 200
+
+
+async def test_a_dir_trigger_that_cannot_watch_is_refused(dispatcher, addr, tmp_path) -> None:
+    dispatch_id = await pending(addr)
+    trigger = DirTrigger(tmp_path / "never-made", ["created"], lattice_dispatch_id=dispatch_id,
+                         dispatcher_addr=addr)
+    with pytest.raises(ct.errors.InvalidRequestError, match="does not exist"):
+        await asyncio.to_thread(trigger.register)
+    assert await triggers_of(dispatcher, dispatch_id) == []  # nothing left half-registered
 
 
 class EveryTick(BaseTrigger):
@@ -148,7 +184,7 @@ async def test_custom_blocking_trigger_runs_in_a_thread(dispatcher, addr) -> Non
     await asyncio.to_thread(ct.stop_triggers, dispatch_id, addr)
     [info] = await triggers_of(dispatcher, dispatch_id)
     assert info["name"] == "EveryTick" and not info["active"]
-    assert not [t for t in threading.enumerate() if "EveryTick" in t.name]
+    assert not [t for t in threading.enumerate() if "EveryTick" in t.name]  # not in the server
 
 
 async def test_stop_triggers_of_unknown_dispatch_is_a_clear_error(addr) -> None:
@@ -177,4 +213,4 @@ async def test_triggers_survive_a_restart(aiohttp_client, tmp_path, config_dir) 
     await wait_until(lambda: _fired(client, kept, 1), timeout=10)
     [info] = await triggers_of(client, dropped)
     assert not info["active"] and info["fire_count"] == 0
-    await client.post("/api/v1/triggers/stop", data=json.dumps({"dispatch_ids": [kept]}))
+    await client.post("/api/v1/triggers/stop", json={"dispatch_ids": [kept]})

@@ -1,10 +1,12 @@
-"""TimeTrigger: fire every ``time_gap`` seconds."""
+"""TimeTrigger: fire every ``time_gap`` seconds.
+
+Registered with the dispatcher, it runs there as an asyncio timer; ``observe()`` here is the
+stand-alone, blocking form, as in Covalent.
+"""
 
 from __future__ import annotations
 
-import asyncio
 import threading
-from collections.abc import Awaitable, Callable
 from typing import Any
 
 from .base import BaseTrigger
@@ -16,32 +18,21 @@ class TimeTrigger(BaseTrigger):
     def __init__(self, time_gap: float, lattice_dispatch_id: str | None = None,
                  dispatcher_addr: str | None = None, triggers_server_addr: str | None = None) -> None:
         super().__init__(lattice_dispatch_id, dispatcher_addr, triggers_server_addr)
-        if isinstance(time_gap, bool) or not isinstance(time_gap, int | float) or not time_gap > 0:
+        if isinstance(time_gap, bool) or not isinstance(time_gap, int | float) or not 0 < time_gap < 1e9:
             raise ValueError(f"time_gap must be a positive number of seconds, got {time_gap!r}")
         self.time_gap = float(time_gap)
         self.stop_flag = threading.Event()
 
     def observe(self) -> None:
         """Blocking: trigger every ``time_gap`` seconds until ``stop()``."""
-        flag = self.stop_flag or threading.Event()
+        flag = self.stop_flag if isinstance(self.stop_flag, threading.Event) else threading.Event()
         self.stop_flag = flag
         while not flag.wait(self.time_gap):
             self.trigger()
 
     def stop(self) -> None:
-        if self.stop_flag is not None:
+        if isinstance(self.stop_flag, threading.Event):
             self.stop_flag.set()
-
-    async def observe_async(self, fire: Callable[[], Awaitable[Any]], stopped: asyncio.Event,
-                            ready: asyncio.Event) -> str:
-        """The server's coroutine: await ``fire()`` every ``time_gap`` s until ``stopped``."""
-        ready.set()
-        while True:
-            try:
-                await asyncio.wait_for(stopped.wait(), self.time_gap)
-                return "stopped"
-            except TimeoutError:
-                await fire()
 
     def to_dict(self) -> dict[str, Any]:
         return {**super().to_dict(), "time_gap": self.time_gap}

@@ -1,17 +1,19 @@
-"""BaseTrigger: what every trigger shares, client side (register, trigger, to_dict) and the
-hooks the server uses to run it (``_fire``, ``stop_flag``).
+"""BaseTrigger: what every trigger shares on the client (register, trigger, to_dict).
 
-A registered trigger runs inside the dispatcher (see ``supervisor``). There ``trigger()``
-calls the server's own action instead of the REST API (``use_internal_funcs``); used
-directly in a user's process, ``trigger()`` goes through the REST API.
+A registered trigger is observed by the dispatcher: built-in triggers as coroutines on its
+event loop, a custom subclass in a process of its own (the dispatcher never unpickles it). In
+that process ``trigger()`` asks the dispatcher through a private hook instead of the REST API
+(``use_internal_funcs``); used directly in a user's process, ``trigger()`` goes through REST.
 """
 
 from __future__ import annotations
 
 import base64
-import threading
+import json
 from collections.abc import Callable
 from typing import Any
+
+import cloudpickle
 
 
 class BaseTrigger:
@@ -26,8 +28,8 @@ class BaseTrigger:
         self.observe_blocks = True
         self.event_loop: Any = None
         self.use_internal_funcs = False
-        self.stop_flag: threading.Event | None = None
-        self._fire: Callable[[], str | None] | None = None  # set by the server while it observes
+        self.stop_flag: Any = None  # a subclass's own stopping mechanism (Covalent's name)
+        self._covalent_fire: Callable[[], str | None] | None = None  # set by the trigger host
 
     # -- what a subclass implements -------------------------------------------------------
 
@@ -49,8 +51,9 @@ class BaseTrigger:
         """
         if not self.lattice_dispatch_id:
             raise RuntimeError(f"{type(self).__name__} has no lattice_dispatch_id to trigger")
-        if self._fire is not None:
-            new_id = self._fire()
+        fire = self.__dict__.get("_covalent_fire")
+        if fire is not None:
+            new_id = fire()
         else:
             new_id = _trigger_over_rest(self.lattice_dispatch_id, self.dispatcher_addr)
         if new_id and new_id != self.lattice_dispatch_id:
@@ -58,19 +61,22 @@ class BaseTrigger:
 
     def register(self) -> None:
         """Register this trigger with the dispatcher, which then observes it (and keeps it
-        across restarts)."""
-        from covalent import _client
-        from covalent._config import client_config
+        across restarts).
+
+        Raises:
+            RuntimeError: no dispatch id is connected to this trigger.
+            InvalidRequestError: the dispatcher cannot observe it (the reason says why).
+        """
+        from .. import _client
+        from .._config import client_config
 
         if not self.lattice_dispatch_id:
             raise RuntimeError(f"{type(self).__name__} has no lattice_dispatch_id to register for")
         cfg = client_config(self.triggers_server_addr or self.dispatcher_addr)
-        import json
-
         _client.request_json(cfg, "POST", "/triggers", body=json.dumps(self.registration()).encode())
 
     def to_dict(self) -> dict[str, Any]:
-        """A JSON-safe description from which the trigger can be rebuilt."""
+        """A JSON-safe description from which a built-in trigger can be rebuilt."""
         return {
             "name": type(self).__name__,
             "lattice_dispatch_id": self.lattice_dispatch_id,
@@ -83,27 +89,36 @@ class BaseTrigger:
 
     def registration(self) -> dict[str, Any]:
         """The body of a registration: ``to_dict()``, plus the pickled trigger for a custom one."""
-        from triggers.registry import BUILTIN
+        from .dir_trigger import DirTrigger
+        from .time_trigger import TimeTrigger
 
         body: dict[str, Any] = {"trigger": self.to_dict(), "pickled": None}
-        if type(self).__name__ not in BUILTIN or type(self) is not BUILTIN[type(self).__name__]:
-            import cloudpickle
-
+        if type(self) not in (DirTrigger, TimeTrigger):
             body["pickled"] = base64.b64encode(cloudpickle.dumps(self)).decode("ascii")
         return body
 
     def __getstate__(self) -> dict[str, Any]:
         state = dict(self.__dict__)
-        state.update(event_loop=None, stop_flag=None, _fire=None)
+        state.update(event_loop=None, _covalent_fire=None)
+        if not _picklable(state.get("stop_flag")):
+            state["stop_flag"] = None  # a threading.Event: the host gives a fresh one
         return state
 
     def __setstate__(self, state: dict[str, Any]) -> None:
         self.__dict__.update(state)
 
 
+def _picklable(value: Any) -> bool:
+    try:
+        cloudpickle.dumps(value)
+    except Exception:  # locks, events, sockets: many types refuse in many ways
+        return False
+    return True
+
+
 def _trigger_over_rest(dispatch_id: str, dispatcher_addr: str | None) -> str:
-    from covalent._dispatch import redispatch
-    from covalent._results_manager.results_manager import get_result
+    from .._dispatch import redispatch
+    from .._results_manager.results_manager import get_result
 
     status = get_result(dispatch_id, dispatcher_addr=dispatcher_addr, status_only=True)
     pending = isinstance(status, dict) and status["status"] == "NEW_OBJECT"

@@ -1,15 +1,15 @@
-"""DirTrigger: fire once per ``batch_size`` file-system events under a directory (watchdog).
+"""DirTrigger: fire once per ``batch_size`` file-system events under a file or directory.
 
-The watchdog observer thread hands each event to the server's loop with
-``call_soon_threadsafe``; the coroutine counts them, so a burst loses no count.
+Registered with the dispatcher, it is observed there (one watchdog observer for every
+DirTrigger, following the path if the directory is replaced). ``observe()`` here is the
+stand-alone form, in the user's own process, as in Covalent.
 """
 
 from __future__ import annotations
 
-import asyncio
 import os
 import threading
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -55,62 +55,21 @@ class DirTrigger(BaseTrigger):
             self.n_changes = 0
             self.trigger()
 
-    def _watch(self, on_event: Callable[[FileSystemEvent], object], every_event: bool = False) -> None:
+    def observe(self) -> None:
+        """Start watching in a watchdog thread; returns at once, as in Covalent."""
         if not os.path.exists(self.dir_path):
             raise FileNotFoundError(f"DirTrigger path {self.dir_path} does not exist")
-        if every_event:  # the server filters, and must see the watched path's own deletion
-            self.event_handler.on_any_event = on_event  # type: ignore[method-assign,assignment]
-        else:
-            self.attach_methods_to_handler(on_event)
+        self.stop_flag = threading.Event()
+        self.attach_methods_to_handler()
         self.observer = Observer()
         self.observer.schedule(self.event_handler, self.dir_path, recursive=self.recursive)
         self.observer.start()
-
-    def observe(self) -> None:
-        """Start watching (a watchdog thread); returns at once, as in Covalent."""
-        self.stop_flag = threading.Event()
-        self._watch(self._count_and_trigger)
 
     def stop(self) -> None:
         if self.observer is not None:
             self.observer.stop()
             self.observer.join(5)
             self.observer = None
-
-    async def observe_async(self, fire: Callable[[], Awaitable[Any]], stopped: asyncio.Event,
-                            ready: asyncio.Event) -> str:
-        """The server's coroutine: count events handed over by watchdog, fire per batch."""
-        loop = asyncio.get_running_loop()
-        queue: asyncio.Queue[FileSystemEvent] = asyncio.Queue()
-        await asyncio.to_thread(self._watch, lambda ev: loop.call_soon_threadsafe(queue.put_nowait, ev),
-                                True)
-        ready.set()
-        stop_wait = asyncio.ensure_future(stopped.wait())
-        try:
-            while True:
-                get = asyncio.ensure_future(queue.get())
-                done, _ = await asyncio.wait({get, stop_wait}, timeout=5.0,
-                                             return_when=asyncio.FIRST_COMPLETED)
-                if stop_wait in done:
-                    get.cancel()
-                    return "stopped"
-                if get not in done:
-                    get.cancel()
-                    if not os.path.exists(self.dir_path):
-                        return f"watched path {self.dir_path} disappeared"
-                    continue
-                event = get.result()
-                if event.event_type == "deleted" and os.fsdecode(event.src_path) == self.dir_path:
-                    return f"watched path {self.dir_path} was deleted"
-                if event.event_type not in self.event_names:
-                    continue
-                self.n_changes += 1
-                if self.n_changes >= self.batch_size:
-                    self.n_changes = 0
-                    await fire()
-        finally:
-            stop_wait.cancel()
-            await asyncio.to_thread(self.stop)
 
     def to_dict(self) -> dict[str, Any]:
         return {**super().to_dict(), "dir_path": self.dir_path, "event_names": self.event_names,

@@ -1,0 +1,135 @@
+"""Refuse every request that a web page or another local user could send.
+
+The dispatcher runs pickled code by design, so the only safe caller is its own user. Three
+middlewares, run in this order and before any body is read, parsed or unpickled:
+
+- ``host_guard``: the ``Host`` header must name this server (loopback names, the configured
+  host, this machine's names, names the user adds), else 403: a page on ``evil.example`` that
+  rebinds its DNS to 127.0.0.1 cannot read anything. A foreign ``Origin`` is refused (403).
+- ``token_guard``: with a token (the default), every request carries ``Authorization: Bearer
+  <token>`` or, for the web UI, the HttpOnly SameSite=Strict cookie ``/?token=`` sets. Compared
+  in constant time; malformed headers are a 401, never a 500.
+- ``content_type_guard``: a request with a body-carrying method must say
+  ``application/x-covalent-frame`` (dispatch submissions) or ``application/json`` (everything
+  else). Neither is a CORS "simple" type, so a browser must ask first (a preflight), which is
+  never granted: a cross-site form, ``text/plain`` or ``no-cors`` request does nothing.
+"""
+
+from __future__ import annotations
+
+import hmac
+import socket
+from collections.abc import Awaitable, Callable, Iterable
+from urllib.parse import urlsplit
+
+from aiohttp import web
+from aiohttp.typedefs import Middleware
+
+from covalent import wire
+
+from .errors import Forbidden, Unauthorized, UnsupportedMediaType
+
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+LOOPBACK_NAMES = frozenset({"localhost", "127.0.0.1", "::1", "localhost.localdomain"})
+TOKEN_COOKIE = "covalent_token"
+_BODY_METHODS = frozenset({"POST", "PUT", "PATCH", "DELETE"})
+
+
+def allowed_hosts(bind_host: str, extra: Iterable[str] = ()) -> frozenset[str]:
+    """The host names a request may address this server by (lower case, no port).
+
+    >>> sorted(allowed_hosts("127.0.0.1", ["Lab-Box"]))[:2]
+    ['127.0.0.1', '::1']
+    >>> "lab-box" in allowed_hosts("127.0.0.1", ["Lab-Box"])
+    True
+    """
+    names = set(LOOPBACK_NAMES) | {h.strip().lower() for h in extra if h.strip()}
+    if bind_host not in ("", "0.0.0.0", "::"):
+        names.add(bind_host.lower())
+    else:  # bound to every interface: this machine's own names are ours too
+        names |= {socket.gethostname().lower(), socket.getfqdn().lower()}
+    return frozenset(names)
+
+
+def host_name(value: str) -> str:
+    """The host part of a ``Host`` header, without port or IPv6 brackets, lower case.
+
+    >>> host_name("LocalHost:48008"), host_name("[::1]:1"), host_name("evil.example")
+    ('localhost', '::1', 'evil.example')
+    """
+    value = value.strip().lower()
+    if value.startswith("["):
+        return value[1:].partition("]")[0]
+    if value.count(":") > 1:  # a bare IPv6 address
+        return value
+    return value.partition(":")[0]
+
+
+def host_guard(hosts: frozenset[str]) -> Middleware:
+    """Middleware: 403 unless ``Host`` names this server and ``Origin`` (if any) is this server."""
+
+    @web.middleware
+    async def guard(request: web.Request, handler: Handler) -> web.StreamResponse:
+        host = host_name(request.headers.get("Host", ""))
+        if host not in hosts:
+            raise Forbidden(f"requests must address this dispatcher by one of its names, not {host!r}; "
+                            "add a name with --allow-host")
+        origin = request.headers.get("Origin")
+        if origin is not None and not _same_origin(origin, request):
+            raise Forbidden(f"cross-origin requests are refused (Origin {origin!r})")
+        return await handler(request)
+
+    return guard
+
+
+def _same_origin(origin: str, request: web.Request) -> bool:
+    try:
+        parts = urlsplit(origin)
+        port = parts.port
+    except ValueError:
+        return False
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        return False  # "null" (sandboxed frames, file://) and anything else odd
+    own_host = request.headers.get("Host", "")
+    own_port = urlsplit(f"http://{own_host}").port
+    return (parts.hostname.lower() == host_name(own_host)
+            and (port or (443 if parts.scheme == "https" else 80)) == (own_port or 80))
+
+
+def token_guard(token: str) -> Middleware:
+    """Middleware: 401 unless the request carries ``token`` (header, or the UI's cookie)."""
+    expected = token.encode()
+
+    @web.middleware
+    async def guard(request: web.Request, handler: Handler) -> web.StreamResponse:
+        if token and not (_matches(_bearer(request), expected)
+                          or _matches(request.cookies.get(TOKEN_COOKIE, ""), expected)):
+            raise Unauthorized("this dispatcher requires its token: the SDK and the CLI read it from "
+                               "the config file `covalent start` writes (or COVALENT_TOKEN)")
+        return await handler(request)
+
+    return guard
+
+
+def _bearer(request: web.Request) -> str:
+    scheme, _, value = request.headers.get("Authorization", "").partition(" ")
+    return value.strip() if scheme.lower() == "bearer" else ""
+
+
+def _matches(sent: str, expected: bytes) -> bool:
+    # Header values may hold any byte; compare bytes so odd input is a mismatch, not a 500.
+    return hmac.compare_digest(sent.encode("utf-8", "surrogateescape"), expected)
+
+
+@web.middleware
+async def content_type_guard(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """Middleware: 415 for a body-carrying request that is not a frame or JSON."""
+    if request.method in _BODY_METHODS:
+        wanted = (wire.CONTENT_TYPE if request.path == wire.API + "/dispatches"
+                  else "application/json")
+        if request.content_type != wanted:
+            raise UnsupportedMediaType(
+                f"{request.method} {request.path} takes Content-Type {wanted}, "
+                f"not {request.content_type or 'none'}")
+    return await handler(request)

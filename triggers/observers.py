@@ -1,0 +1,206 @@
+"""Observe built-in triggers as coroutines on the server's loop: timers and directory watches.
+
+``observe_time`` awaits ``fire()`` every ``time_gap`` seconds. ``observe_dir`` counts the events
+one shared watchdog observer (``DirWatcher``) hands over through ``call_soon_threadsafe``, so a
+burst loses no count, and fires once per ``batch_size``. It follows its path: the directory's
+parent is watched too, so a directory moved away, deleted or replaced (``mv d d.old; mkdir
+d``) is watched again as soon as the path exists again. Each returns the reason it ended.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+from watchdog.events import FileSystemEvent, FileSystemEventHandler
+from watchdog.observers import Observer
+from watchdog.observers.api import ObservedWatch
+
+from covalent.triggers import DirTrigger, TimeTrigger
+
+log = logging.getLogger("covalent.triggers")
+
+Fire = Callable[[], Awaitable[Any]]
+
+
+async def observe_time(trigger: TimeTrigger, fire: Fire, stopped: asyncio.Event,
+                       ready: asyncio.Event) -> str:
+    """Await ``fire()`` every ``time_gap`` seconds until ``stopped``."""
+    ready.set()
+    while True:
+        try:
+            await asyncio.wait_for(stopped.wait(), trigger.time_gap)
+            return "stopped"
+        except TimeoutError:
+            await fire()
+
+
+class DirWatcher:
+    """The server's one watchdog observer: every DirTrigger schedules its watches on it."""
+
+    def __init__(self) -> None:
+        self._observer: Any = None
+
+    def schedule(self, handler: FileSystemEventHandler, path: str, recursive: bool) -> ObservedWatch:
+        """Watch ``path``; raises OSError (with the reason) when the system refuses."""
+        if self._observer is None:
+            self._observer = Observer()
+            self._observer.start()
+        watch: ObservedWatch = self._observer.schedule(handler, path, recursive=recursive)
+        return watch
+
+    def unschedule(self, watch: ObservedWatch | None) -> None:
+        if watch is not None and self._observer is not None:
+            try:
+                self._observer.unschedule(watch)
+            except KeyError:
+                pass  # watchdog dropped it already (its directory vanished)
+
+    def close(self) -> None:
+        if self._observer is not None:
+            self._observer.stop()
+            self._observer.join(5)
+            self._observer = None
+
+
+class _Forward(FileSystemEventHandler):
+    """Hand every event to the loop, tagged with where it came from."""
+
+    def __init__(self, loop: asyncio.AbstractEventLoop,
+                 queue: asyncio.Queue[tuple[Any, FileSystemEvent]], tag: Any) -> None:
+        self.loop, self.queue, self.tag = loop, queue, tag
+
+    def on_any_event(self, event: FileSystemEvent) -> None:
+        self.loop.call_soon_threadsafe(self.queue.put_nowait, (self.tag, event))
+
+
+class _FollowedPath:
+    """The watch on a DirTrigger's path, moved to whatever directory the path names now.
+
+    Each watch gets its own handler tagged with a generation; events of an older generation
+    (the directory that was moved away) are dropped once the move has been seen.
+    """
+
+    def __init__(self, watcher: DirWatcher, trigger: DirTrigger,
+                 handler: Callable[[int], _Forward]) -> None:
+        self.watcher, self.trigger, self.handler = watcher, trigger, handler
+        self.watch: ObservedWatch | None = None
+        self.identity: tuple[int, int] | None = None
+        self.generation = 0
+
+    def refresh(self, gone: bool = False) -> list[str]:
+        """Watch the directory now at the path (nothing while it does not exist); return the
+        entries a directory that replaced the watched one arrived with.
+
+        ``gone``: the watched directory was deleted or moved away, even if a new one now has
+        the same inode number (file systems reuse them).
+        """
+        identity = _identity(self.trigger.dir_path)
+        if identity == self.identity and not gone:
+            return []
+        first = self.generation == 0
+        self.generation += 1
+        self.watcher.unschedule(self.watch)
+        self.watch, self.identity = None, identity
+        if identity is None:
+            log.warning("DirTrigger path %s is gone; watching for it to come back",
+                        self.trigger.dir_path)
+            return []
+        self.watch = self.watcher.schedule(self.handler(self.generation), self.trigger.dir_path,
+                                           self.trigger.recursive)
+        log.info("DirTrigger watches %s (inode %d)", self.trigger.dir_path, identity[1])
+        return [] if first else self._arrived_with()
+
+    def _arrived_with(self) -> list[str]:
+        path = self.trigger.dir_path
+        if not os.path.isdir(path):
+            return []
+        if not self.trigger.recursive:
+            return [os.path.join(path, name) for name in os.listdir(path)]
+        return [os.path.join(root, n) for root, dirs, files in os.walk(path) for n in dirs + files]
+
+
+def _identity(path: str) -> tuple[int, int] | None:
+    try:
+        st = os.stat(path)
+    except (FileNotFoundError, NotADirectoryError):
+        return None
+    return (st.st_dev, st.st_ino)
+
+
+def _names_path(event: FileSystemEvent, path: str) -> bool:
+    return any(os.fsdecode(p) == path for p in (event.src_path, getattr(event, "dest_path", "")) if p)
+
+
+async def observe_dir(trigger: DirTrigger, watcher: DirWatcher, fire: Fire,
+                      stopped: asyncio.Event, ready: asyncio.Event) -> str:
+    """Fire once per ``batch_size`` events of ``event_names`` under ``trigger.dir_path``.
+
+    Raises:
+        FileNotFoundError: the path does not exist when observing starts.
+        OSError: the system refuses a watch (e.g. the inotify watch limit).
+    """
+    path = trigger.dir_path
+    if not os.path.exists(path):
+        raise FileNotFoundError(f"DirTrigger path {path} does not exist")
+    loop = asyncio.get_running_loop()
+    queue: asyncio.Queue[tuple[Any, FileSystemEvent]] = asyncio.Queue()
+    parent = os.path.dirname(path) or "/"
+    parent_watch = await asyncio.to_thread(watcher.schedule, _Forward(loop, queue, "parent"),
+                                           parent, False)
+    followed = _FollowedPath(watcher, trigger, lambda gen: _Forward(loop, queue, gen))
+    counted: set[str] = set()
+
+    async def count(event_type: str) -> None:
+        if event_type in trigger.event_names:
+            trigger.n_changes += 1
+            if trigger.n_changes >= trigger.batch_size:
+                trigger.n_changes = 0
+                await fire()
+
+    async def follow(gone: bool = False) -> None:
+        arrived = await asyncio.to_thread(followed.refresh, gone)
+        counted.update(arrived)
+        for _ in arrived:
+            await count("created")  # what the directory that replaced ours arrived with
+
+    try:
+        await asyncio.to_thread(followed.refresh)
+        ready.set()
+        stop_wait = asyncio.ensure_future(stopped.wait())
+        try:
+            while True:
+                get = asyncio.ensure_future(queue.get())
+                await asyncio.wait({get, stop_wait}, return_when=asyncio.FIRST_COMPLETED)
+                if not get.done():
+                    get.cancel()
+                    return "stopped"
+                tag, event = get.result()
+                if tag == "parent":
+                    if _names_path(event, path):  # a new generation drops the old one's events
+                        gone = (event.event_type in ("deleted", "moved")
+                                and os.fsdecode(event.src_path) == path)
+                        await follow(gone)
+                    elif event.event_type == "deleted" and os.fsdecode(event.src_path) == parent:
+                        return f"the directory {parent} holding {path} was deleted"
+                    continue
+                if tag != followed.generation:
+                    continue  # from a directory that was moved away
+                if followed.identity != _identity(path):  # moved away, not yet seen by the parent
+                    await follow()
+                    continue
+                src = os.fsdecode(event.src_path)
+                if event.event_type in ("deleted", "moved") and src == path:
+                    continue  # the path itself went away: the parent watch follows it
+                if event.event_type == "created" and src in counted:
+                    counted.discard(src)  # seen in the listing of a replacing directory already
+                    continue
+                await count(event.event_type)
+        finally:
+            stop_wait.cancel()
+    finally:
+        watcher.unschedule(followed.watch)
+        watcher.unschedule(parent_watch)
