@@ -20,6 +20,7 @@ import struct
 from typing import Any
 
 MAGIC = b"CVD1"
+TEXT_LIMIT = 1 << 20  # characters of stdout, stderr or an error kept per node (head and tail)
 CONTENT_TYPE = "application/x-covalent-frame"
 API = "/api/v1"
 _LEN = struct.Struct(">I")
@@ -27,6 +28,26 @@ _LEN = struct.Struct(">I")
 
 class WireError(ValueError):
     """A framed body is malformed."""
+
+
+def clean_text(text: str, limit: int = TEXT_LIMIT) -> str:
+    """``text`` as valid UTF-8 of at most about ``limit`` characters, whatever user code made.
+
+    Characters UTF-8 cannot hold (lone surrogates, from ``print("\\udc80")`` or a file name
+    that is not UTF-8) are written as escapes; a huge text keeps its head and its tail around a
+    marker that says how much was left out.
+
+    >>> clean_text("ok \\udc80")
+    'ok \\\\udc80'
+    >>> clean_text("a" * 10 + "b" * 10, limit=8)
+    'aaaa\\n[... 12 characters left out ...]\\nbbbb'
+    """
+    if len(text) > limit:
+        half = limit // 2
+        text = f"{text[:half]}\n[... {len(text) - 2 * half} characters left out ...]\n{text[-half:]}"
+    if not text.isascii():
+        text = text.encode("utf-8", "backslashreplace").decode("utf-8")
+    return text
 
 
 def pack(header: dict[str, Any], blobs: list[bytes]) -> bytes:
@@ -46,8 +67,8 @@ def unpack(body: bytes) -> tuple[dict[str, Any], list[bytes]]:
         raise WireError("frame header is truncated")
     try:
         header = json.loads(body[8:end].decode("utf-8"))
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise WireError(f"frame header is not UTF-8 JSON: {exc}") from exc
+    except (ValueError, RecursionError) as exc:  # bad UTF-8/JSON, 5000-digit numbers, deep nesting
+        raise WireError(f"frame header is not UTF-8 JSON: {type(exc).__name__}: {exc}") from None
     if not isinstance(header, dict):
         raise WireError("frame header must be a JSON object")
     sizes = header.get("blob_sizes")

@@ -16,7 +16,8 @@ from covalent import wire
 from covalent._graph import WorkflowGraph
 
 from .compile import validate
-from .errors import DispatchNotFound, DispatchState, InvalidRequest, NodeNotFound, StorageFull
+from .errors import (DispatchNotFound, DispatchState, InvalidRequest, NodeNotFound, StorageFull,
+                     Unavailable)
 from .execute import now_iso
 from .reuse import reusable_outputs
 from .runner import Runner
@@ -167,6 +168,8 @@ async def read_status(store: SqliteStore, runner: Runner, dispatch_id: str, wait
             except TimeoutError:
                 pass
             status = await store.run(store.get_status, dispatch_id)
+        if runner.write_error and dispatch_id in runner.unwritten and runner.write_busy:
+            raise Unavailable("the dispatcher's store is locked by another process; retry shortly")
         if runner.write_error and dispatch_id in runner.unwritten:
             raise StorageFull(f"the dispatcher cannot record the progress of {dispatch_id} "
                               f"({runner.write_error}); free space in its data dir: it keeps "

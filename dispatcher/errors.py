@@ -83,6 +83,16 @@ class StorageFull(DispatcherError, OSError):
     status = 507
 
 
+def is_busy_error(exc: BaseException) -> bool:
+    """True when another process holds the SQLite database locked: retry, nothing is wrong."""
+    import sqlite3
+
+    if isinstance(exc, sqlite3.OperationalError):
+        text = str(exc).lower()
+        return "locked" in text or "busy" in text
+    return False
+
+
 def is_disk_error(exc: BaseException) -> bool:
     """True for the errors a full disk or a file size limit raises, from files or SQLite."""
     import errno

@@ -12,6 +12,7 @@ only) so Dask marks the node's descendants as erred without running them (fail-s
 
 from __future__ import annotations
 
+import collections
 import ctypes
 import functools
 import heapq
@@ -29,6 +30,7 @@ import cloudpickle
 from distributed.diagnostics.plugin import WorkerPlugin
 
 from covalent._assembly import Layout, arguments, combine
+from covalent.wire import TEXT_LIMIT, clean_text
 from covalent._graph import NodeKind
 
 START_TOPIC = "covalent-node-start"
@@ -230,12 +232,46 @@ def _routers() -> tuple[_Router, _Router]:
         return sys.stdout, sys.stderr
 
 
+class _Bounded(io.TextIOBase):
+    """A text buffer that keeps the first and the last ``limit // 2`` characters written, so a
+    node printing a gigabyte costs its worker a megabyte (issue #11)."""
+
+    def __init__(self, limit: int = TEXT_LIMIT) -> None:
+        self.half = limit // 2
+        self.head: list[str] = []
+        self.head_len = 0
+        self.tail: collections.deque[str] = collections.deque()
+        self.tail_len = 0
+        self.total = 0
+
+    def write(self, s: str) -> int:
+        n = len(s)
+        self.total += n
+        room = self.half - self.head_len
+        if room > 0:
+            self.head.append(s[:room])
+            self.head_len += min(room, n)
+            s = s[room:]
+        if s:
+            self.tail.append(s)
+            self.tail_len += len(s)
+            while self.tail_len - len(self.tail[0]) >= self.half:
+                self.tail_len -= len(self.tail.popleft())
+        return n
+
+    def getvalue(self) -> str:
+        head, tail = "".join(self.head), "".join(self.tail)[-self.half:] if self.tail else ""
+        left_out = self.total - len(head) - len(tail)
+        marker = f"\n[... {left_out} characters left out ...]\n" if left_out else ""
+        return clean_text(head + marker + tail, limit=self.total + len(marker))
+
+
 class _Capture:
     """Capture this thread's prints for the duration of a ``with`` block."""
 
     def __enter__(self) -> _Capture:
         self.out_router, self.err_router = _routers()
-        self.out, self.err = io.StringIO(), io.StringIO()
+        self.out, self.err = _Bounded(), _Bounded()
         self.out_router.local.buf = self.out
         self.err_router.local.buf = self.err
         return self
@@ -330,6 +366,7 @@ def run_node(spec: NodeSpec, *parents: NodeOutcome) -> NodeOutcome:
 
 
 def _run(spec: NodeSpec, parents: tuple[NodeOutcome, ...], start: str) -> NodeOutcome:
+    failure: tuple[str, str, str] | None = None  # raised outside the handlers: no context chain
     with _Capture() as cap:
         try:
             interrupts.enter()
@@ -339,18 +376,17 @@ def _run(spec: NodeSpec, parents: tuple[NodeOutcome, ...], start: str) -> NodeOu
                 interrupts.leave()
             data = _dump_output(spec, value)
         except _OutputError as exc:
-            raise NodeTaskError(spec.node_id, exc.error_type, str(exc), str(exc),
-                                cap.out.getvalue(), cap.err.getvalue(), start, now_iso()) from None
+            failure = (exc.error_type, str(exc), str(exc))
         except TaskInterrupted:
-            raise NodeTaskError(spec.node_id, "TaskInterrupted", "cancelled while running", "",
-                                cap.out.getvalue(), cap.err.getvalue(), start, now_iso()) from None
-        except BaseException as exc:  # user code may raise anything, SystemExit included
-            if isinstance(exc, KeyboardInterrupt):
-                raise
-            raise NodeTaskError(
-                spec.node_id, type(exc).__name__, _safe_str(exc), _user_traceback(exc),
-                cap.out.getvalue(), cap.err.getvalue(), start, now_iso(),
-            ) from None
+            failure = ("TaskInterrupted", "cancelled while running", "")
+        except BaseException as exc:  # user code may raise anything: SystemExit, KeyboardInterrupt
+            failure = (type(exc).__name__, _safe_str(exc), _user_traceback(exc))
+            del exc  # drop the traceback (a RecursionError's holds 1000 frames)
+    if failure is not None:
+        error_type, message, detail = failure
+        raise NodeTaskError(spec.node_id, error_type, clean_text(message, 64 << 10),
+                            clean_text(detail), cap.out.getvalue(), cap.err.getvalue(), start,
+                            now_iso())
     return NodeOutcome(spec.node_id, data, value, True, cap.out.getvalue(), cap.err.getvalue(),
                        start, now_iso())
 

@@ -20,7 +20,8 @@ from aiohttp import web
 from covalent import wire
 
 from . import dispatches
-from .errors import DispatcherError, InvalidRequest, PayloadTooLarge, is_disk_error
+from .errors import (DispatcherError, InvalidRequest, PayloadTooLarge, Unavailable,
+                     is_busy_error, is_disk_error)
 from .keys import CLUSTER_INFO, RUNNER, SETTINGS, STORE, TRIGGERS
 
 log = logging.getLogger("covalent.dispatcher")
@@ -36,6 +37,10 @@ def error_body(code: str, message: str, status: int) -> web.Response:
 async def error_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
     try:
         return await handler(request)
+    except Unavailable as exc:
+        resp = error_body("Unavailable", str(exc), 503)
+        resp.headers["Retry-After"] = "1"
+        return resp
     except DispatcherError as exc:
         return error_body(type(exc).__name__, str(exc), exc.status)
     except web.HTTPRequestEntityTooLarge as exc:
@@ -47,6 +52,12 @@ async def error_middleware(request: web.Request, handler: Handler) -> web.Stream
     except asyncio.CancelledError:
         raise
     except Exception as exc:  # last resort: answer JSON, log, keep serving
+        if is_busy_error(exc):
+            log.warning("store busy on %s %s: %s", request.method, request.path, exc)
+            resp = error_body("Unavailable", "the dispatcher's store is locked by another process; "
+                              "retry shortly", 503)
+            resp.headers["Retry-After"] = "1"
+            return resp
         if is_disk_error(exc):
             log.error("store write failed on %s %s: %s", request.method, request.path, exc)
             return error_body("StorageFull", f"the dispatcher cannot write to its store: "

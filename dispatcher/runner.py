@@ -29,9 +29,10 @@ from distributed.scheduler import KilledWorker
 from covalent._graph import Edge, NodeKind, WorkflowGraph
 
 from covalent._assembly import assembled_bytes
+from covalent.wire import clean_text
 
 from .compile import Key, compile_graph
-from .errors import IncompatibleClient, is_disk_error
+from .errors import IncompatibleClient, is_busy_error, is_disk_error
 from .execute import (START_TOPIC, CancelPlugin, NodeOutcome, NodeTaskError, now_iso,
                       runtime_versions)
 from .store import DispatchUpdate, NodeUpdate, SqliteStore
@@ -103,6 +104,7 @@ class Runner:
         self._waiters: dict[str, set[asyncio.Event]] = {}
         self._writer: asyncio.Task[None] | None = None
         self.write_error: str | None = None
+        self.write_busy = False  # the last write failed because another process locks the store
         self.store_failed: dict[str, str] = {}  # dispatch id -> why an output was not stored
         self.unwritten: set[str] = set()  # dispatches whose latest facts could not be stored
         self.closing = False
@@ -173,19 +175,11 @@ class Runner:
         self._nodes, self._dispatches, self._finished = [], [], []
         if nodes or dispatches:
             try:
-                try:
-                    await self.store.run(self.store.apply, nodes, dispatches)
-                except Exception as exc:
-                    if not is_disk_error(exc):
-                        raise
-                    # The outputs do not fit: record those nodes (and their dispatches) as
-                    # FAILED with the reason, which takes a few bytes, rather than nothing.
-                    log.error("store full: %d outputs not stored: %s", len(nodes), exc)
-                    nodes, dispatches = self._without_outputs(nodes, dispatches, exc)
-                    await self.store.run(self.store.apply, nodes, dispatches)
+                await self._write(nodes, dispatches)
                 self.write_error = None
                 self.unwritten.clear()
             except Exception as exc:  # even that failed: keep serving, say why, retry later
+                self.write_busy = is_busy_error(exc)
                 self.write_error = f"{type(exc).__name__}: {exc}"
                 log.exception("store write failed; %d node updates kept for retry", len(nodes))
                 self._nodes[:0], self._dispatches[:0], self._finished[:0] = nodes, dispatches, finished
@@ -197,6 +191,61 @@ class Runner:
         for dispatch_id in finished:
             for ev in self._waiters.pop(dispatch_id, ()):
                 ev.set()
+
+    async def _write(self, nodes: list[NodeUpdate], dispatches: list[DispatchUpdate]) -> None:
+        """One transaction; if the batch cannot be written, never retry it as it is forever:
+        a full disk keeps the facts without the outputs, a bad record is isolated."""
+        try:
+            await self.store.run(self.store.apply, nodes, dispatches)
+        except Exception as exc:
+            if is_busy_error(exc):
+                raise  # another process holds the database: the same batch will go through
+            if is_disk_error(exc):
+                # The outputs do not fit: record those nodes (and their dispatches) as
+                # FAILED with the reason, which takes a few bytes, rather than nothing.
+                log.error("store full: %d outputs not stored: %s", len(nodes), exc)
+                nodes, dispatches = self._without_outputs(nodes, dispatches, exc)
+                await self.store.run(self.store.apply, nodes, dispatches)
+                return
+            log.error("a batch of %d updates cannot be written (%s: %s); isolating the bad one",
+                      len(nodes) + len(dispatches), type(exc).__name__, exc)
+            await self._isolate(nodes, dispatches)
+
+    async def _isolate(self, nodes: list[NodeUpdate], dispatches: list[DispatchUpdate]) -> None:
+        """Write each update alone; one that fails fails its node (and dispatch) with the reason."""
+        for u in nodes:
+            try:
+                await self.store.run(self.store.apply, [u], [])
+            except Exception as exc:
+                if is_busy_error(exc) or is_disk_error(exc):
+                    raise
+                reason = (f"the dispatcher could not record this node ({type(exc).__name__}: "
+                          f"{clean_text(str(exc), 2000)})")
+                log.error("node %s of %s: %s", u.node_id, u.dispatch_id, reason)
+                self.store_failed.setdefault(u.dispatch_id, reason)
+                await self._apply_or_drop([NodeUpdate(u.dispatch_id, u.node_id, status="FAILED",
+                                                      end_time=now_iso(), error=reason)], [])
+        for d in dispatches:
+            if d.status == "COMPLETED" and d.dispatch_id in self.store_failed:
+                d = replace(d, status="FAILED", result=None,
+                            error=f"some nodes could not be recorded: {self.store_failed[d.dispatch_id]}")
+            try:
+                await self.store.run(self.store.apply, [], [d])
+            except Exception as exc:
+                if is_busy_error(exc) or is_disk_error(exc):
+                    raise
+                reason = f"the dispatcher could not record it: {type(exc).__name__}: {exc}"
+                log.error("dispatch %s: %s", d.dispatch_id, reason)
+                await self._apply_or_drop([], [DispatchUpdate(d.dispatch_id, status="FAILED",
+                                                              end_time=now_iso(), error=reason)])
+
+    async def _apply_or_drop(self, nodes: list[NodeUpdate], dispatches: list[DispatchUpdate]) -> None:
+        try:
+            await self.store.run(self.store.apply, nodes, dispatches)
+        except Exception as exc:
+            if is_busy_error(exc) or is_disk_error(exc):
+                raise
+            log.exception("dropping an update that cannot be written at all: %s", exc)
 
     def _without_outputs(self, nodes: list[NodeUpdate], dispatches: list[DispatchUpdate],
                          exc: BaseException) -> tuple[list[NodeUpdate], list[DispatchUpdate]]:

@@ -90,6 +90,9 @@ class _FollowedPath:
         self.watch: ObservedWatch | None = None
         self.identity: tuple[int, int] | None = None
         self.generation = 0
+        # A replacement seen from the old directory's own events before the parent's event
+        # about it: that parent event must not make us attach (and count) a second time.
+        self.replaced_early = False
 
     def refresh(self, gone: bool = False) -> list[str]:
         """Watch the directory now at the path (nothing while it does not exist); return the
@@ -183,13 +186,17 @@ async def observe_dir(trigger: DirTrigger, watcher: DirWatcher, fire: Fire,
                     if _names_path(event, path):  # a new generation drops the old one's events
                         gone = (event.event_type in ("deleted", "moved")
                                 and os.fsdecode(event.src_path) == path)
-                        await follow(gone)
+                        if gone and followed.replaced_early:
+                            followed.replaced_early = False  # already followed, see below
+                        else:
+                            await follow(gone)
                     elif event.event_type == "deleted" and os.fsdecode(event.src_path) == parent:
                         return f"the directory {parent} holding {path} was deleted"
                     continue
                 if tag != followed.generation:
                     continue  # from a directory that was moved away
                 if followed.identity != _identity(path):  # moved away, not yet seen by the parent
+                    followed.replaced_early = True
                     await follow()
                     continue
                 src = os.fsdecode(event.src_path)
