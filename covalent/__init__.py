@@ -11,10 +11,12 @@
 
 from __future__ import annotations
 
+from . import _file_transfer as fs
 from . import executor
 from ._deps import DepsBash, DepsCall, DepsPip
 from ._dispatch import dispatch, dispatch_sync, redispatch, stop_triggers
 from ._electron import Electron, electron, wait
+from ._file_transfer import strategies as fs_strategies
 from ._lattice import Lattice, lattice
 from ._results_manager.result import Result
 from ._results_manager.results_manager import cancel, get_result
@@ -37,6 +39,8 @@ __all__ = [
     "dispatch_sync",
     "electron",
     "executor",
+    "fs",
+    "fs_strategies",
     "get_result",
     "lattice",
     "redispatch",

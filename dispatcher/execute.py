@@ -29,6 +29,7 @@ import cloudpickle
 from distributed.diagnostics.plugin import WorkerPlugin
 
 from covalent._assembly import Layout, arguments, combine
+from covalent._deps import call_with_hooks
 from covalent._graph import NodeKind
 
 START_TOPIC = "covalent-node-start"
@@ -411,19 +412,8 @@ def _compute(spec: NodeSpec, parents: tuple[Any, ...], cap: _Capture) -> Any:
 
 
 def _call_with_hooks(fn: Any, args: list[Any], kwargs: dict[str, Any], hooks: dict[str, Any]) -> Any:
-    for dep in (hooks.get("deps_bash"), hooks.get("deps_pip")):
-        if dep is not None:
-            out, err = dep.run()
-            sys.stdout.write(out)
-            sys.stderr.write(err)
-    for call in hooks.get("call_before") or []:
-        retval = call.run()
-        if call.retval_keyword:
-            kwargs[call.retval_keyword] = retval
-    value = fn(*args, **kwargs)
-    for call in hooks.get("call_after") or []:
-        call.run()
-    return value
+    # Deps, file transfers and retval injection are the SDK's (covalent._deps, issue #12).
+    return call_with_hooks(fn, args, kwargs, hooks)
 
 
 def _safe_str(exc: BaseException) -> str:
