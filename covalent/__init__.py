@@ -12,12 +12,13 @@
 from __future__ import annotations
 
 from . import _file_transfer as fs
-from . import executor
+from . import executor, leptons
 from ._deps import DepsBash, DepsCall, DepsPip
 from ._dispatch import dispatch, dispatch_sync, redispatch, stop_triggers
 from ._electron import Electron, electron, wait
 from ._file_transfer import strategies as fs_strategies
 from ._lattice import Lattice, lattice
+from ._lepton import Lepton
 from ._results_manager.result import Result
 from ._results_manager.results_manager import cancel, get_result
 from ._status import Status, status
@@ -31,6 +32,7 @@ __all__ = [
     "DepsPip",
     "Electron",
     "Lattice",
+    "Lepton",
     "Result",
     "Status",
     "TransportableObject",
@@ -43,6 +45,7 @@ __all__ = [
     "fs_strategies",
     "get_result",
     "lattice",
+    "leptons",
     "redispatch",
     "status",
     "stop_triggers",
