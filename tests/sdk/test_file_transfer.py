@@ -124,3 +124,21 @@ def test_rsync_over_ssh_names_user_host_and_key(tmp_path: Path) -> None:
     rsync = ct.fs_strategies.Rsync(user="u", host="h", private_key_path=str(key))
     down = rsync.ssh_argv(ct.fs.File("/local/x"), ct.fs.File("/remote/y"), transfer_from_remote=True)
     assert down == ["rsync", "-a", "-e", f"ssh -i '{key}'", "u@h:/remote/y", "/local/x"]
+
+
+def test_cloud_strategies_map_their_arguments_to_fsspec_options(tmp_path: Path) -> None:
+    key = tmp_path / "sa.json"
+    key.write_text("{}")
+    blob = ct.fs_strategies.Blob(client_id="c", client_secret="s", tenant_id="t")
+    f = ct.fs.File("https://acct.blob.core.windows.net/box/dir/x.png")
+    assert blob.remote_path(f) == "box/dir/x.png"
+    assert blob.filesystem_options(f.uri) == {"account_name": "acct", "tenant_id": "t",
+                                              "client_id": "c", "client_secret": "s"}
+    gcs = ct.fs_strategies.GCloud(credentials=str(key), project_id="p")
+    assert gcs.filesystem_options("gs://b/o") == {"token": str(key), "project": "p"}
+    s3 = ct.fs_strategies.S3(profile="dev", region_name="eu-west-1",
+                             storage_options={"endpoint_url": "http://127.0.0.1:1"})
+    assert s3.filesystem_options("s3://b/k") == {"profile": "dev", "endpoint_url": "http://127.0.0.1:1",
+                                                 "client_kwargs": {"region_name": "eu-west-1"}}
+    with pytest.raises(ValueError, match="single files"):  # at decoration, not on the worker
+        ct.electron(files=[ct.fs.TransferFromRemote("https://h/dir/", str(tmp_path) + "/")])
