@@ -11,11 +11,14 @@
 
 from __future__ import annotations
 
-from . import executor
+from . import _file_transfer as fs
+from . import executor, leptons
 from ._deps import DepsBash, DepsCall, DepsPip
 from ._dispatch import dispatch, dispatch_sync, redispatch, stop_triggers
 from ._electron import Electron, electron, wait
+from ._file_transfer import strategies as fs_strategies
 from ._lattice import Lattice, lattice
+from ._lepton import Lepton
 from ._results_manager.result import Result
 from ._results_manager.results_manager import cancel, get_result
 from ._status import Status, status
@@ -29,6 +32,7 @@ __all__ = [
     "DepsPip",
     "Electron",
     "Lattice",
+    "Lepton",
     "Result",
     "Status",
     "TransportableObject",
@@ -37,8 +41,11 @@ __all__ = [
     "dispatch_sync",
     "electron",
     "executor",
+    "fs",
+    "fs_strategies",
     "get_result",
     "lattice",
+    "leptons",
     "redispatch",
     "status",
     "stop_triggers",

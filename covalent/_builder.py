@@ -88,7 +88,7 @@ class GraphBuilder:
             metadata=_describe(meta),
         )
         names = electron.positional_names(len(args))
-        skip = {d.retval_keyword for d in meta.get("call_before") or [] if d.retval_keyword}
+        skip = electron.injected_keywords(self.defaults)
         for i, value in enumerate(args):
             self.connect(node_id, names[i], value, EdgeKind.ARG, i)
         for key, value in kwargs.items():

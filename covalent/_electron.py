@@ -12,12 +12,13 @@ import functools
 import inspect
 import operator
 import sys
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from typing import Any, Generic, ParamSpec, TypeVar, overload
 
 from ._builder import GraphBuilder, active_builder
-from ._deps import DepsBash, DepsCall, DepsPip
+from ._deps import Deps, DepsBash, DepsPip, as_deps_bash, as_deps_pip, as_hooks
 from ._executors import executor_name
+from ._file_transfer.file_transfer import FileTransfer, transfer_hooks
 from ._graph import NodeKind
 from ._transport import import_object, module_level_name
 from .errors import WorkflowDefinitionError
@@ -66,7 +67,8 @@ class Electron(Generic[P, R]):
                 raise TypeError(f"{self.node_name} can only be called inside a lattice")
             return self.function(*args, **kwargs)
         if self.function is not None and self.kind is NodeKind.ELECTRON:
-            _check_signature(self.function, self.node_name, args, kwargs)
+            _check_signature(self.function, self.node_name, args, kwargs,
+                             self.injected_keywords(builder.defaults))
         return builder.add_call(self, args, kwargs)  # type: ignore[return-value]
 
     def get_metadata(self, name: str) -> Any:
@@ -74,6 +76,11 @@ class Electron(Generic[P, R]):
 
     def set_metadata(self, name: str, value: Any) -> None:
         self.metadata[name] = value
+
+    def injected_keywords(self, defaults: dict[str, Any]) -> frozenset[str]:
+        """The keyword arguments its ``call_before`` dependencies inject on the worker."""
+        hooks = self.effective_metadata(defaults).get("call_before") or []
+        return frozenset(d.retval_keyword for d in hooks if d.retval_keyword)
 
     def effective_metadata(self, defaults: dict[str, Any]) -> dict[str, Any]:
         """This electron's metadata with unset keys taken from the lattice's defaults."""
@@ -220,13 +227,15 @@ def _unpack_count(frame: Any) -> int | None:
 
 
 def _check_signature(fn: Callable[..., Any], name: str, args: tuple[Any, ...],
-                     kwargs: dict[str, Any]) -> None:
+                     kwargs: dict[str, Any], injected: frozenset[str] = frozenset()) -> None:
     try:
         sig = inspect.signature(fn)
     except (TypeError, ValueError):
         return
+    # A keyword that a call_before injects on the worker need not be passed here (#12).
+    later = {k: None for k in injected if k in sig.parameters}
     try:
-        sig.bind(*args, **kwargs)
+        sig.bind(*args, **{**kwargs, **later})
     except TypeError as exc:
         raise WorkflowDefinitionError(f"electron {name!r} called with wrong arguments: {exc}") from exc
 
@@ -238,11 +247,11 @@ def electron(
     *,
     backend: Any = None,
     executor: Any = None,
-    files: list[Any] | None = None,
+    files: Sequence[FileTransfer] | None = None,
     deps_bash: DepsBash | list[str] | str | None = None,
     deps_pip: DepsPip | list[str] | None = None,
-    call_before: DepsCall | list[DepsCall] | None = None,
-    call_after: DepsCall | list[DepsCall] | None = None,
+    call_before: Deps | Sequence[Deps] | None = None,
+    call_after: Deps | Sequence[Deps] | None = None,
 ) -> Callable[[Callable[P, R]], Electron[P, R]]: ...
 def electron(
     _func: Callable[P, R] | None = None,
@@ -250,27 +259,32 @@ def electron(
     *,
     backend: Any = None,
     executor: Any = None,
-    files: list[Any] | None = None,
+    files: Sequence[FileTransfer] | None = None,
     deps_bash: DepsBash | list[str] | str | None = None,
     deps_pip: DepsPip | list[str] | None = None,
-    call_before: DepsCall | list[DepsCall] | None = None,
-    call_after: DepsCall | list[DepsCall] | None = None,
+    call_before: Deps | Sequence[Deps] | None = None,
+    call_after: Deps | Sequence[Deps] | None = None,
 ) -> Electron[P, R] | Callable[[Callable[P, R]], Electron[P, R]]:
     """Turn a function into an electron (a task of a lattice).
 
     Args:
         executor: ``"dask"`` (default), ``"local"`` or an executor object; see ``covalent.executor``.
+        files: ``ct.fs.FileTransfer``s run on the worker before (or, with ``Order.AFTER``,
+            after) the function; the function receives their ``(from, to)`` paths as a list in
+            its ``files`` keyword argument.
         deps_bash: shell commands (or a ``DepsBash``) run on the worker before the function.
         deps_pip: packages (or a ``DepsPip``) pip-installed on the worker before the function.
-        call_before: ``DepsCall``s run before the function; one with ``retval_keyword`` passes
-            its return value to the function as that keyword argument.
-        call_after: ``DepsCall``s run after the function.
+        call_before: dependencies (``DepsCall``, ``DepsBash``, ``DepsPip``) run before the
+            function; a ``DepsCall`` with ``retval_keyword`` passes its return value to the
+            function as that keyword argument (a list when several share the keyword).
+        call_after: dependencies run after the function.
 
     Returns:
         An ``Electron``: called outside a lattice it runs the function; inside, it adds a node.
 
     Raises:
-        ValueError: an unknown executor name. TypeError: a hook that is not a ``DepsCall``.
+        ValueError: an unknown executor name. TypeError: a hook that is not a dependency, or
+            a ``files`` entry that is not a ``FileTransfer``.
 
     Example:
         >>> @electron
@@ -278,15 +292,8 @@ def electron(
         >>> add(1, 2)
         3
     """
-    if files:
-        raise WorkflowDefinitionError("electron(files=...) file transfers are not supported by this dispatcher")
-    meta: dict[str, Any] = {
-        "executor": executor if executor is not None else backend,
-        "deps_bash": _as_bash(deps_bash),
-        "deps_pip": DepsPip(packages=deps_pip) if isinstance(deps_pip, list) else deps_pip,
-        "call_before": _as_calls(call_before, "call_before"),
-        "call_after": _as_calls(call_after, "call_after"),
-    }
+    meta = hook_metadata(executor if executor is not None else backend, files, deps_bash,
+                         deps_pip, call_before, call_after)
     executor_name(meta["executor"])  # fail at decoration time on an unknown executor
 
     def wrap(func: Callable[P, R]) -> Electron[P, R]:
@@ -299,20 +306,20 @@ def electron(
     return wrap(_func) if _func is not None else wrap
 
 
-def _as_bash(v: DepsBash | list[str] | str | None) -> DepsBash | None:
-    if v is None or isinstance(v, DepsBash):
-        return v
-    if isinstance(v, str | list):
-        return DepsBash(v) if v else None
-    raise TypeError(f"deps_bash must be a DepsBash, a command or a list of commands, got {type(v).__name__}")
-
-
-def _as_calls(v: DepsCall | list[DepsCall] | None, what: str) -> list[DepsCall]:
-    calls = [] if v is None else [v] if isinstance(v, DepsCall) else list(v)
-    for c in calls:
-        if not isinstance(c, DepsCall):
-            raise TypeError(f"{what} takes DepsCall objects, got {type(c).__name__}")
-    return calls
+def hook_metadata(executor: Any, files: Sequence[FileTransfer] | None,
+                  deps_bash: DepsBash | Sequence[str] | str | None,
+                  deps_pip: DepsPip | Sequence[str] | None,
+                  call_before: Deps | Sequence[Deps] | None, call_after: Deps | Sequence[Deps] | None,
+                  *, inject_files: bool = True) -> dict[str, Any]:
+    """An electron's metadata: executor and hooks, file transfers first, as Covalent orders them."""
+    before, after = transfer_hooks(files or (), inject=inject_files)
+    return {
+        "executor": executor,
+        "deps_bash": as_deps_bash(deps_bash),
+        "deps_pip": as_deps_pip(deps_pip),
+        "call_before": before + as_hooks(call_before, "call_before"),
+        "call_after": after + as_hooks(call_after, "call_after"),
+    }
 
 
 def wait(child: Any, parents: Any) -> Any:

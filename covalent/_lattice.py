@@ -13,8 +13,8 @@ from collections.abc import Callable
 from typing import Any, Generic, ParamSpec, TypeVar, overload
 
 from ._builder import GraphBuilder, building
-from ._deps import DepsBash, DepsCall, DepsPip
-from ._electron import Electron, _as_bash, _as_calls
+from ._deps import Deps, DepsBash, DepsPip, as_deps_bash, as_deps_pip, as_hooks
+from ._electron import Electron
 from ._executors import executor_name
 from ._graph import WorkflowGraph
 from ._transport import TransportableObject
@@ -103,8 +103,8 @@ def lattice(
     workflow_executor: Any = None,
     deps_bash: DepsBash | list[str] | str | None = None,
     deps_pip: DepsPip | list[str] | None = None,
-    call_before: DepsCall | list[DepsCall] | None = None,
-    call_after: DepsCall | list[DepsCall] | None = None,
+    call_before: Deps | list[Deps] | None = None,
+    call_after: Deps | list[Deps] | None = None,
     triggers: Any = None,
 ) -> Callable[[Callable[P, R]], Lattice[P, R]]: ...
 def lattice(
@@ -116,8 +116,8 @@ def lattice(
     workflow_executor: Any = None,
     deps_bash: DepsBash | list[str] | str | None = None,
     deps_pip: DepsPip | list[str] | None = None,
-    call_before: DepsCall | list[DepsCall] | None = None,
-    call_after: DepsCall | list[DepsCall] | None = None,
+    call_before: Deps | list[Deps] | None = None,
+    call_after: Deps | list[Deps] | None = None,
     triggers: Any = None,
 ) -> Lattice[P, R] | Callable[[Callable[P, R]], Lattice[P, R]]:
     """Turn a function into a lattice (a workflow) that ``ct.dispatch`` can run.
@@ -145,10 +145,10 @@ def lattice(
     meta = {
         "executor": ex,
         "workflow_executor": workflow_executor,
-        "deps_bash": _as_bash(deps_bash),
-        "deps_pip": DepsPip(packages=deps_pip) if isinstance(deps_pip, list) else deps_pip,
-        "call_before": _as_calls(call_before, "call_before"),
-        "call_after": _as_calls(call_after, "call_after"),
+        "deps_bash": as_deps_bash(deps_bash),
+        "deps_pip": as_deps_pip(deps_pip),
+        "call_before": as_hooks(call_before, "call_before"),
+        "call_after": as_hooks(call_after, "call_after"),
         "triggers": list(triggers) if triggers else None,
     }
 

@@ -4,6 +4,8 @@
     ├── WorkflowDefinitionError (ValueError)     the lattice cannot be built into a graph
     ├── SerializationError (TypeError)           an argument or function cannot be pickled
     ├── DispatcherUnavailableError (ConnectionError)   no server answers at the address
+    ├── ReservedRetvalKeywordError (RuntimeError)  a DepsCall asks for a reserved keyword
+    ├── FileTransferError (OSError)              a file transfer failed (raised on the worker)
     └── DispatcherError                          the server refused a request (4xx/5xx)
         ├── DispatchNotFoundError (LookupError)
         ├── NodeNotFoundError (LookupError)
@@ -44,6 +46,35 @@ class DispatcherUnavailableError(CovalentError, ConnectionError):
     def __str__(self) -> str:
         hint = "start it with `covalent start` or pass dispatcher_addr="
         return f"no Covalent dispatcher answers at {self.address} ({self.reason}); {hint}"
+
+
+class ReservedRetvalKeywordError(CovalentError, RuntimeError):
+    """A ``DepsCall`` uses a ``retval_keyword`` reserved for Covalent (``files``)."""
+
+    def __init__(self, keyword: str) -> None:
+        super().__init__(keyword)
+        self.keyword = keyword
+
+    def __str__(self) -> str:
+        return (f"the retval_keyword {self.keyword!r} is reserved for file transfers; rename it "
+                "(or pass override_reserved_retval_keys=True)")
+
+
+class FileTransferError(CovalentError, OSError):
+    """A file transfer of an electron failed on its worker; the node fails with this error."""
+
+    def __init__(self, from_uri: str, to_uri: str, reason: str) -> None:
+        super().__init__(from_uri, to_uri, reason)
+        self.from_uri = from_uri
+        self.to_uri = to_uri
+        self.reason = reason
+
+    def __reduce__(self) -> tuple[object, ...]:
+        # OSError keeps only two of three args in .args; pickle the fields themselves.
+        return (type(self), (self.from_uri, self.to_uri, self.reason))
+
+    def __str__(self) -> str:
+        return f"file transfer from {self.from_uri} to {self.to_uri} failed: {self.reason}"
 
 
 class DispatcherError(CovalentError):

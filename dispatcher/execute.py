@@ -31,6 +31,7 @@ from distributed.diagnostics.plugin import WorkerPlugin
 
 from covalent._assembly import Layout, arguments, combine
 from covalent.wire import TEXT_LIMIT, clean_text
+from covalent._deps import call_with_hooks
 from covalent._graph import NodeKind
 
 START_TOPIC = "covalent-node-start"
@@ -443,23 +444,7 @@ def _compute(spec: NodeSpec, parents: tuple[Any, ...], cap: _Capture) -> Any:
     assert spec.fn is not None
     fn = _load_cached(spec.fn)
     hooks = _load_cached(spec.hooks) if spec.hooks is not None else {}
-    return _call_with_hooks(fn, args, kwargs, hooks)
-
-
-def _call_with_hooks(fn: Any, args: list[Any], kwargs: dict[str, Any], hooks: dict[str, Any]) -> Any:
-    for dep in (hooks.get("deps_bash"), hooks.get("deps_pip")):
-        if dep is not None:
-            out, err = dep.run()
-            sys.stdout.write(out)
-            sys.stderr.write(err)
-    for call in hooks.get("call_before") or []:
-        retval = call.run()
-        if call.retval_keyword:
-            kwargs[call.retval_keyword] = retval
-    value = fn(*args, **kwargs)
-    for call in hooks.get("call_after") or []:
-        call.run()
-    return value
+    return call_with_hooks(fn, args, kwargs, hooks)  # deps, file transfers, injected values
 
 
 def _safe_str(exc: BaseException) -> str:
