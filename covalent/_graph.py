@@ -136,27 +136,40 @@ class WorkflowGraph:
         """Rebuild a graph; raises KeyError/TypeError/ValueError on a malformed body."""
         nodes = [
             Node(
-                id=int(n["id"]),
-                name=str(n["name"]),
+                id=_int(n["id"]),
+                name=_text(n["name"]),
                 kind=NodeKind(n["kind"]),
-                executor=str(n.get("executor", "dask")),
+                executor=_text(n.get("executor", "dask")),
                 fn=_opt_int(n.get("fn")),
                 value=_opt_int(n.get("value")),
                 hooks=_opt_int(n.get("hooks")),
-                fn_hash=str(n.get("fn_hash", "")),
-                metadata=dict(n.get("metadata") or {}),
+                fn_hash=_text(n.get("fn_hash", "")),
+                metadata=_dict(n.get("metadata") or {}),
             )
             for n in data["nodes"]
         ]
         kinds = _EDGE_KINDS
         edges = [
-            Edge(_int(s), _int(d), str(name), kinds[kind], _opt_int(idx))
+            Edge(_int(s), _int(d), _text(name), kinds[kind], _opt_int(idx))
             for s, d, name, kind, idx in data["edges"]
         ]
         return cls(nodes, edges, blobs)
 
 
 _EDGE_KINDS = _CheckedKinds({k.value: k for k in EdgeKind})
+
+
+def _text(v: Any) -> str:
+    """A name from JSON: a string, with characters UTF-8 cannot hold escaped."""
+    if not isinstance(v, str):
+        raise TypeError(f"expected a string, got {type(v).__name__}")
+    return v if v.isascii() else v.encode("utf-8", "backslashreplace").decode()[:10_000]
+
+
+def _dict(v: Any) -> dict[str, Any]:
+    if not isinstance(v, dict):
+        raise TypeError(f"expected an object, got {type(v).__name__}")
+    return v
 
 
 def _int(v: Any) -> int:

@@ -4,6 +4,7 @@
     ├── WorkflowDefinitionError (ValueError)     the lattice cannot be built into a graph
     ├── SerializationError (TypeError)           an argument or function cannot be pickled
     ├── DispatcherUnavailableError (ConnectionError)   no server answers at the address
+    ├── OutputLoadError (RuntimeError)            a result this client cannot unpickle
     ├── ReservedRetvalKeywordError (RuntimeError)  a DepsCall asks for a reserved keyword
     ├── FileTransferError (OSError)              a file transfer failed (raised on the worker)
     └── DispatcherError                          the server refused a request (4xx/5xx)
@@ -75,6 +76,20 @@ class FileTransferError(CovalentError, OSError):
 
     def __str__(self) -> str:
         return f"file transfer from {self.from_uri} to {self.to_uri} failed: {self.reason}"
+
+
+class OutputLoadError(CovalentError, RuntimeError):
+    """A dispatch's result cannot be unpickled here (``node_id`` -1: the lattice's result)."""
+
+    def __init__(self, dispatch_id: str, node_id: int, reason: str) -> None:
+        super().__init__(dispatch_id, node_id, reason)
+        self.dispatch_id, self.node_id, self.reason = dispatch_id, node_id, reason
+
+    def __str__(self) -> str:
+        what = "the result" if self.node_id < 0 else f"the output of node {self.node_id}"
+        return (f"{what} of dispatch {self.dispatch_id} cannot be loaded in this Python: "
+                f"{self.reason} (install what it needs here, or use the same environment as "
+                "the workers)")
 
 
 class DispatcherError(CovalentError):

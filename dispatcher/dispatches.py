@@ -14,6 +14,7 @@ from typing import Any
 
 from covalent import wire
 from covalent._graph import WorkflowGraph
+from covalent.wire import clean_text
 
 from .compile import validate
 from .errors import (DispatchNotFound, DispatchState, InvalidRequest, NodeNotFound, StorageFull,
@@ -66,21 +67,27 @@ async def create(store: SqliteStore, runner: Runner, header: dict[str, Any], gra
     ``parent`` = (dispatch id, node id) of the sublattice node this dispatch runs for.
     """
     dispatch_id = header["dispatch_id"]
+    now = now_iso()
     post = graph.nodes[-1]
-    root = dispatch_id
+    root, root_start = dispatch_id, now
     if parent is not None:
         prow = await store.run(store.get_dispatch, parent[0])
         if prow is None:
             raise DispatchNotFound(parent[0])
         root = prow["root_dispatch_id"]
+        root_row = prow if root == parent[0] else await store.run(store.get_dispatch, root)
+        root_start = (root_row or prow)["start_time"] or now  # a child runs in its root's turn
     record = {
         "dispatch_id": dispatch_id,
         "root_dispatch_id": root,
         "parent_dispatch_id": parent[0] if parent else None,
         "parent_node_id": parent[1] if parent else None,
-        "name": header.get("name") or "lattice",
-        "status": "NEW_OBJECT",
-        "created_at": now_iso(),
+        "name": clean_text(header.get("name") or "lattice", 1000),
+        # Stored RUNNING when it will run, in the same transaction as the graph: the 201 is
+        # sent only once the dispatch is on disk in a state that resume picks up (issue #11).
+        "status": "RUNNING" if not header.get("disable_run") else "NEW_OBJECT",
+        "start_time": now if not header.get("disable_run") else None,
+        "created_at": now,
         "graph": json.dumps(graph.to_json(), separators=(",", ":")),
         "meta": json.dumps({"client": header.get("client", {}), "redispatch_of": reuse_from}),
     }
@@ -98,20 +105,25 @@ async def create(store: SqliteStore, runner: Runner, header: dict[str, Any], gra
     if parent is not None:
         await store.run(store.set_sub_dispatch, parent[0], parent[1], dispatch_id)
     if run:
-        await runner.submit(dispatch_id, graph, preset)
+        await runner.submit(dispatch_id, graph, preset, root_start)
     return dispatch_id, True
 
 
-async def start_pending(store: SqliteStore, runner: Runner, dispatch_id: str) -> str:
-    """Start a dispatch stored with ``disable_run``; starting it twice runs it once."""
-    row = await store.run(store.get_dispatch, check_id(dispatch_id))
-    if row is None:
+async def start_pending(store: SqliteStore, runner: Runner, dispatch_id: str) -> bool:
+    """Start a dispatch stored with ``disable_run``; True if this call started it.
+
+    The store marks it RUNNING only if it is still NEW_OBJECT (one transaction), so concurrent
+    starts (two ``/start`` calls, a ``/start`` racing a trigger) run it once.
+    """
+    if await store.run(store.get_status, check_id(dispatch_id)) is None:
         raise DispatchNotFound(dispatch_id)
-    if row["status"] != "NEW_OBJECT" or dispatch_id in runner.runs:
-        return dispatch_id
+    if not await store.run(store.claim_pending, dispatch_id, now_iso()):
+        return False  # started already (or finished)
+    row = await store.run(store.get_dispatch, dispatch_id)
+    assert row is not None
     graph = await load_graph(store, row)
-    await runner.submit(dispatch_id, graph, {})
-    return dispatch_id
+    await runner.submit(dispatch_id, graph, {}, row["start_time"] or "")
+    return True
 
 
 async def clone(store: SqliteStore, runner: Runner, row: dict[str, Any]) -> str:
@@ -149,7 +161,9 @@ async def resume_all(store: SqliteStore, runner: Runner) -> list[str]:
                   for i, n in done.items()}
         stale = [n["node_id"] for n in nodes if n["status"] == "RUNNING"]
         await store.run(store.reset_nodes, dispatch_id, stale)
-        await runner.submit(dispatch_id, graph, preset)
+        root = row if row["root_dispatch_id"] == dispatch_id else await store.run(
+            store.get_dispatch, row["root_dispatch_id"])
+        await runner.submit(dispatch_id, graph, preset, (root or row)["start_time"] or "")
         resumed.append(dispatch_id)
     return resumed
 

@@ -12,6 +12,7 @@ import json
 import logging
 import math
 import os
+import re
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -26,6 +27,7 @@ from .keys import CLUSTER_INFO, RUNNER, SETTINGS, STORE, TRIGGERS
 
 log = logging.getLogger("covalent.dispatcher")
 routes = web.RouteTableDef()
+_NODE_ID = re.compile(r"[0-9]{1,9}")
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 
@@ -139,7 +141,7 @@ async def submit(request: web.Request) -> web.Response:
     parent = None
     if "parent" in request.query:
         parent_node = request.query.get("parent_node", "")
-        if not parent_node.isdigit():
+        if not _NODE_ID.fullmatch(parent_node):
             raise InvalidRequest("parent_node must be a node id")
         parent = (dispatches.check_id(request.query["parent"]), int(parent_node))
     registrations = header.get("triggers") or []
@@ -189,7 +191,7 @@ async def get_status(request: web.Request) -> web.Response:
 @routes.get(wire.API + "/dispatches/{dispatch_id}/nodes/{node_id}")
 async def get_node(request: web.Request) -> web.Response:
     raw = request.match_info["node_id"]
-    if not raw.isdigit():
+    if not _NODE_ID.fullmatch(raw):  # ASCII digits only: "²".isdigit() is True
         raise InvalidRequest(f"node id must be a non-negative integer, got {raw!r}")
     node = await dispatches.read_node(request.app[STORE], _id(request), int(raw))
     return web.json_response(node)
@@ -210,8 +212,9 @@ async def cancel(request: web.Request) -> web.Response:
 
 @routes.post(wire.API + "/dispatches/{dispatch_id}/start")
 async def start(request: web.Request) -> web.Response:
-    dispatch_id = await dispatches.start_pending(request.app[STORE], request.app[RUNNER], _id(request))
-    return web.json_response({"dispatch_id": dispatch_id})
+    dispatch_id = _id(request)
+    started = await dispatches.start_pending(request.app[STORE], request.app[RUNNER], dispatch_id)
+    return web.json_response({"dispatch_id": dispatch_id, "started": started})
 
 
 @routes.post(wire.API + "/triggers")

@@ -19,6 +19,7 @@ import asyncio
 import logging
 import uuid
 from dataclasses import dataclass, field, replace
+from datetime import datetime
 from typing import Any
 
 from dask._expr import LLGExpr
@@ -42,6 +43,17 @@ log = logging.getLogger("covalent.dispatcher")
 COALESCE_S = 0.02  # how long a completed node's output may wait to be fetched with others
 MAX_BATCH = 1000
 VERSIONS_TTL_S = 30.0  # how long the workers' Python/cloudpickle versions are trusted
+
+
+def submission_priority(started: str) -> int:
+    """Dask user priority of a dispatch's tasks: earlier start, higher priority.
+
+    >>> submission_priority("2026-01-01T00:00:00+00:00") > submission_priority("2026-01-01T00:00:01+00:00")
+    True
+    """
+    if not started:
+        return 0
+    return -int(datetime.fromisoformat(started).timestamp() * 1_000_000)
 
 
 def _minor(version: str) -> str:
@@ -307,8 +319,11 @@ class Runner:
                                     start_time=msg["t"], only_if_new=True))
 
     async def submit(self, dispatch_id: str, graph: WorkflowGraph,
-                     preset: dict[int, tuple[bytes, str, str]]) -> None:
+                     preset: dict[int, tuple[bytes, str, str]], started: str = "") -> None:
         """Compile the dispatch into one Dask graph, submit it and start tracking it.
+
+        ``started`` (ISO time its root dispatch started) orders the tasks of concurrent
+        dispatches: earlier ones run first, so a burst of later dispatches never starves them.
 
         All or nothing: if anything fails before the graph is running, the dispatch is
         recorded FAILED with the reason (never left RUNNING without a tracker).
@@ -336,7 +351,8 @@ class Runner:
                 # Name the graph ourselves: otherwise Dask tokenizes every task (pickling each
                 # spec) to name it, which costs more than running a small workflow.
                 expr = LLGExpr(compiled.dsk, _determ_token=f"{dispatch_id}-{uuid.uuid4().hex}")
-                futures = self.client.get(expr, list(compiled.tasks.values()), sync=False)
+                futures = self.client.get(expr, list(compiled.tasks.values()), sync=False,
+                                          priority=submission_priority(started))
                 run.futures = dict(zip(compiled.tasks, futures, strict=True))
         except Exception as exc:
             log.exception("submitting dispatch %s failed", dispatch_id)

@@ -305,6 +305,13 @@ class SqliteStore:
                 db.execute("ROLLBACK")
             raise
 
+    def claim_pending(self, dispatch_id: str, start_time: str) -> bool:
+        """NEW_OBJECT -> RUNNING, atomically; False if it was not NEW_OBJECT any more."""
+        cur = self.db.execute(
+            "UPDATE dispatches SET status = 'RUNNING', start_time = ? WHERE dispatch_id = ?"
+            " AND status = 'NEW_OBJECT'", (start_time, dispatch_id))
+        return cur.rowcount == 1
+
     def set_sub_dispatch(self, dispatch_id: str, node_id: int, child_id: str) -> None:
         self.db.execute("UPDATE nodes SET sub_dispatch_id = ? WHERE dispatch_id = ? AND node_id = ?",
                         (child_id, dispatch_id, node_id))

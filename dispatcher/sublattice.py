@@ -26,7 +26,10 @@ def run_sublattice(spec: NodeSpec, lattice: Any, args: list[Any], kwargs: dict[s
     if not spec.server:
         raise RuntimeError("this dispatcher does not know its own address; cannot run a sublattice")
     cfg = ClientConfig(url=spec.server, token=spec.token)
-    child_id = str(uuid.uuid4())
+    # The child's id follows from its parent node: if this node runs again (its worker died,
+    # the dispatcher restarted), it finds the child already submitted and waits for it instead
+    # of starting a second one (issue #11).
+    child_id = str(uuid.uuid5(uuid.NAMESPACE_URL, f"covalent:{spec.dispatch_id}/{spec.node_id}"))
     body = build_submission(lattice, tuple(args), kwargs, dispatch_id=child_id, disable_run=False)
     _client.request_json(cfg, "POST", "/dispatches", body=body, content_type=wire.CONTENT_TYPE,
                          query={"parent": spec.dispatch_id, "parent_node": spec.node_id})

@@ -35,8 +35,9 @@ class TriggerService:
         row = await self.store.run(self.store.get_dispatch, dispatch_id)
         if row is None:
             raise DispatchNotFound(dispatch_id)
-        if row["status"] == "NEW_OBJECT" and dispatch_id not in self.runner.runs:
-            return await dispatches.start_pending(self.store, self.runner, dispatch_id)
+        if row["status"] == "NEW_OBJECT" and await dispatches.start_pending(
+                self.store, self.runner, dispatch_id):
+            return dispatch_id
         return await dispatches.clone(self.store, self.runner, row)
 
     async def persist(self, obs: Observed) -> None:

@@ -159,3 +159,63 @@ def touch(path):
     with open(path, "w") as fh:
         fh.write("ran")
     return path
+
+
+def _refuse_to_load(reason: str) -> object:
+    raise ModuleNotFoundError(reason)
+
+
+class LoadsNowhere:
+    """Pickles fine on the worker; unpickling it fails (as a class whose module is missing)."""
+
+    def __reduce__(self):
+        return (_refuse_to_load, ("No module named 'only_on_the_workers'",))
+
+
+@ct.electron
+def unloadable(x):
+    return LoadsNowhere()
+
+
+@ct.electron
+def print_surrogate(x):
+    print("x \udc80 y")
+    return x
+
+
+@ct.electron
+def fail_on_listing(directory):
+    """Raise with a file name that is not UTF-8, as os.listdir returns it."""
+    name = os.listdir(directory)[0]
+    raise FileNotFoundError(f"cannot read {name}")
+
+
+@ct.electron
+def print_a_lot(mib):
+    """Print ``mib`` MiB in numbered 64 KiB lines."""
+    chunk = "y" * (64 << 10)
+    for i in range(mib * 16):
+        print(f"{i:08d}" + chunk)
+    return mib
+
+
+def _deeper(n):
+    return _deeper(n + 1)
+
+
+@ct.electron
+def recurse_forever(x):
+    return _deeper(x)
+
+
+@ct.electron
+def interrupt(x):
+    raise KeyboardInterrupt("from an electron")
+
+
+@ct.electron
+def pause(x, seconds=0.05):
+    import time
+
+    time.sleep(seconds)
+    return x

@@ -7,6 +7,7 @@ client lacks only fails when that output is read.
 
 from __future__ import annotations
 
+import warnings
 from datetime import datetime
 from typing import Any
 
@@ -15,6 +16,7 @@ import cloudpickle
 from .._builder import fill_template
 from .._status import Status
 from .._transport import TransportableObject
+from ..errors import OutputLoadError
 
 
 class Result:
@@ -118,10 +120,17 @@ class Result:
 
     @property
     def result(self) -> Any:
-        """The lattice's return value; None until the dispatch COMPLETED."""
+        """The lattice's return value; None until the dispatch COMPLETED.
+
+        Raises:
+            OutputLoadError: this client cannot unpickle it (e.g. a module it needs is missing).
+        """
         if self._result_bytes is None:
             return None
-        return self._load(("result",), self._result_bytes)
+        try:
+            return self._load(("result",), self._result_bytes)
+        except Exception as exc:  # unpickling runs user code: anything may be raised
+            raise OutputLoadError(self._dispatch_id, -1, f"{type(exc).__name__}: {exc}") from exc
 
     @property
     def inputs(self) -> dict[str, Any]:
@@ -136,8 +145,18 @@ class Result:
         return self._cache[key]
 
     def _output(self, node_id: int) -> Any:
+        """A node's output; one this client cannot unpickle is an ``UnloadableOutput`` (with a
+        warning), so it does not hide the others."""
         data = self._output_bytes.get(node_id)
-        return None if data is None else self._load(("node", node_id), data)
+        if data is None:
+            return None
+        try:
+            return self._load(("node", node_id), data)
+        except Exception as exc:  # unpickling runs user code: anything may be raised
+            bad = UnloadableOutput(node_id, self._nodes[node_id]["name"], exc)
+            warnings.warn(str(bad), RuntimeWarning, stacklevel=3)
+            self._cache[("node", node_id)] = bad
+            return bad
 
     def get_node_result(self, node_id: int) -> dict[str, Any]:
         """The outcome of one node: node_id, node_name, start_time, end_time, status, output,
@@ -206,7 +225,7 @@ class Result:
             f"lattice: {getattr(self.lattice, '__name__', self.lattice)}",
             f"dispatch_id: {self._dispatch_id}",
             f"status: {self._status}",
-            f"result: {_short(self.result)}",
+            f"result: {self._result_text()}",
         ]
         if self._inputs_bytes is not None:
             lines += [f"input args: {_short(self.inputs['args'])}",
@@ -226,6 +245,26 @@ class Result:
 
     def __repr__(self) -> str:
         return f"<Result {self._dispatch_id} {self._status}>"
+
+    def _result_text(self) -> str:
+        try:
+            return _short(self.result)
+        except OutputLoadError as exc:  # str() must not raise
+            return f"<cannot be loaded here: {exc.reason}>"
+
+
+class UnloadableOutput:
+    """Stands for a node output this client cannot unpickle (a module missing here, a class
+    whose unpickling fails); ``error`` is the exception unpickling raised."""
+
+    def __init__(self, node_id: int, name: str, error: BaseException) -> None:
+        self.node_id, self.name, self.error = node_id, name, error
+
+    def __repr__(self) -> str:
+        return (f"<the output of node {self.node_id} ({self.name}) cannot be loaded here: "
+                f"{type(self.error).__name__}: {self.error}>")
+
+    __str__ = __repr__
 
 
 class _LazyBlob:

@@ -4,17 +4,19 @@ from __future__ import annotations
 
 import json
 import time
-from typing import Any
+from collections.abc import Callable
+from typing import Any, TypeVar
 from urllib.parse import quote
 
 from .. import _client, wire
 from .._config import client_config
 from .._status import Status
-from ..errors import DispatcherUnavailableError
+from ..errors import DispatcherBusyError, DispatcherUnavailableError
 from .result import Result
 
 _LONG_POLL_S = 30.0
 _RECONNECT_S = 30.0  # how long get_result(wait=True) waits for a dispatcher that went away
+T = TypeVar("T")
 
 
 def _check_id(dispatch_id: Any) -> str:
@@ -53,40 +55,50 @@ def get_result(
     quoted = _check_id(dispatch_id)
     cfg = client_config(dispatcher_addr)
     path = f"/dispatches/{quoted}"
-    status = _wait_terminal(cfg, path, dispatch_id) if wait else None
+    patience = _Patience() if wait else None  # wait=True rides out a dispatcher restart
+    status = _wait_terminal(cfg, path, patience) if patience is not None else None
     if status_only:
         if status is None:
             status = Status(_client.request_json(cfg, "GET", path + "/status")["status"])
         return {"dispatch_id": dispatch_id, "id": dispatch_id, "status": status}
-    _, _, data = _client.request(cfg, "GET", path)
+
+    def fetch() -> bytes:
+        return _client.request(cfg, "GET", path)[2]
+
+    data = patience.call(fetch) if patience is not None else fetch()
     header, blobs = wire.unpack(data)
     return Result._from_wire(header, blobs, dispatcher_addr)
 
 
-def _wait_terminal(cfg: Any, path: str, dispatch_id: str) -> Status:
-    """Long-poll the status until it is terminal; ride out a dispatcher restart.
+class _Patience:
+    """Retry a call while the dispatcher is down or busy (restarting, stopped and started
+    again, its store locked), with backoff, for up to ``_RECONNECT_S`` seconds in a row."""
 
-    If the server stops answering after it has answered once (stopped, killed, restarting),
-    this retries for up to ``_RECONNECT_S`` seconds, then raises DispatcherUnavailableError.
-    """
-    answered = False
-    down_since: float | None = None
-    delay = 0.1
+    def __init__(self) -> None:
+        self.down_since: float | None = None
+        self.delay = 0.1
+
+    def call(self, fn: Callable[[], T]) -> T:
+        while True:
+            try:
+                out = fn()
+            except (DispatcherUnavailableError, DispatcherBusyError):
+                now = time.monotonic()
+                self.down_since = self.down_since if self.down_since is not None else now
+                if now - self.down_since > _RECONNECT_S:
+                    raise
+                time.sleep(self.delay)  # the server is down: nothing to be pushed from
+                self.delay = min(self.delay * 2, 2.0)
+                continue
+            self.down_since, self.delay = None, 0.1
+            return out
+
+
+def _wait_terminal(cfg: Any, path: str, patience: _Patience) -> Status:
+    """Long-poll the status until it is terminal (the server answers when it ends)."""
     while True:
-        try:
-            body = _client.request_json(cfg, "GET", path + "/status",
-                                        query={"wait": _LONG_POLL_S}, timeout=_LONG_POLL_S + 30)
-        except DispatcherUnavailableError:
-            if not answered:
-                raise
-            now = time.monotonic()
-            down_since = down_since if down_since is not None else now
-            if now - down_since > _RECONNECT_S:
-                raise
-            time.sleep(delay)  # the server is down: retry with backoff, bounded above
-            delay = min(delay * 2, 2.0)
-            continue
-        answered, down_since, delay = True, None, 0.1
+        body = patience.call(lambda: _client.request_json(
+            cfg, "GET", path + "/status", query={"wait": _LONG_POLL_S}, timeout=_LONG_POLL_S + 30))
         status = Status(body["status"])
         if status.is_terminal:
             return status

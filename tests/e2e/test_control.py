@@ -5,9 +5,9 @@ from __future__ import annotations
 import asyncio
 
 import covalent as ct
-from tests.conftest import wait_until
+from tests.conftest import JSON, wait_until
 from tests.e2e.test_dispatch import run
-from tests.tasks import add, block, identity, multiply, spin
+from tests.tasks import add, block, identity, mark, multiply, spin
 
 
 @ct.electron
@@ -157,6 +157,25 @@ def plus_one(x):
 @ct.electron
 def plus_two(x):
     return x + 2
+
+
+async def test_starting_a_pending_dispatch_eight_times_at_once_runs_it_once(
+        dispatcher, addr: str, tmp_path) -> None:
+    runs = tmp_path / "runs"
+
+    @ct.lattice
+    def wf():
+        return mark(str(runs), 7)
+
+    dispatch_id = await asyncio.to_thread(ct.dispatch(wf, dispatcher_addr=addr, disable_run=True))
+    answers = await asyncio.gather(*[
+        dispatcher.post(f"/api/v1/dispatches/{dispatch_id}/start", headers=JSON) for _ in range(8)])
+    bodies = [await a.json() for a in answers]
+    assert [b["dispatch_id"] for b in bodies] == [dispatch_id] * 8
+    assert sum(b["started"] for b in bodies) == 1
+    result = await asyncio.to_thread(ct.get_result, dispatch_id, True, addr)
+    assert result.result == 7
+    assert len(runs.read_text().splitlines()) == 1
 
 
 async def test_redispatch_new_inputs_replace_and_reuse(addr: str, tmp_path) -> None:

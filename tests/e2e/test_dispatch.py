@@ -236,3 +236,38 @@ async def test_results_survive_a_server_restart(aiohttp_client, tmp_path, config
     again = await asyncio.to_thread(ct.get_result, first.dispatch_id, False, addr)
     assert again.status == "COMPLETED" and again.result == 18
     assert again.get_node_result(0)["output"] == 9
+
+
+async def test_an_output_the_client_cannot_load_hides_no_other(addr: str) -> None:
+    from tests.tasks import unloadable
+
+    @ct.lattice
+    def wf():
+        return identity(3), unloadable(1)
+
+    result = await run(wf, addr)
+    assert result.status == "COMPLETED"
+    with pytest.warns(RuntimeWarning, match="only_on_the_workers"):
+        outputs = result.get_all_node_outputs()
+    assert outputs["identity(0)"] == 3
+    bad = outputs["unloadable(2)"]
+    assert "cannot be loaded here" in repr(bad) and "only_on_the_workers" in repr(bad)
+    with pytest.raises(ct.errors.OutputLoadError, match="only_on_the_workers"):
+        result.result
+    assert "cannot unpickle" in str(result) or "cannot be loaded" in str(result)
+
+
+async def test_earlier_dispatches_are_not_starved_by_later_ones(addr: str) -> None:
+    from tests.tasks import pause
+
+    @ct.lattice
+    def slow_then_quick(x):
+        return identity(pause(x))
+
+    submit = ct.dispatch(slow_then_quick, dispatcher_addr=addr)
+    ids = [await asyncio.to_thread(submit, i) for i in range(24)]
+    results = [await asyncio.to_thread(ct.get_result, i, True, addr) for i in ids]
+    assert [r.result for r in results] == list(range(24))
+    ends = sorted(r.end_time for r in results)
+    # The first dispatch finishes among the first few, not with everyone at the end.
+    assert results[0].end_time <= ends[4], [r.end_time for r in results]

@@ -7,6 +7,7 @@ import json
 import threading
 import time
 import urllib.error
+import urllib.parse
 import urllib.request
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
@@ -38,6 +39,7 @@ async def http(addr: str, method: str, path: str, body: bytes | None = None,
 
 def _http(addr: str, method: str, path: str, body: bytes | None = None,
           ctype: str = "application/json") -> tuple[int, Any]:
+    path = urllib.parse.quote(path, safe="/?=&%;")  # as any client sends a non-ASCII path
     req = urllib.request.Request(f"http://{addr}{wire.API}{path}", data=body, method=method,
                                  headers={"Content-Type": ctype})
     try:
@@ -196,3 +198,112 @@ async def test_generated_bodies_get_4xx_json_and_the_server_keeps_serving(
         assert set(err) == {"error", "message"} and err["message"]
     code, _ = await http(addr, "GET", "/status")
     assert code == 200
+
+
+UUID = "8c1fd8b9-4a5e-4a61-9b0c-1f4ad0c2a0a1"
+
+
+def _frame(header_json: str) -> bytes:
+    """A frame whose header is this raw JSON text plus zero blobs (blob_sizes spliced in)."""
+    head = header_json.rstrip()
+    head = head[:-1] + (',' if head.strip() != "{}" else "") + '"blob_sizes":[]}'
+    raw = head.encode("utf-8", "surrogatepass")
+    return wire.MAGIC + len(raw).to_bytes(4, "big") + raw
+
+
+def _graph_json(node_id: str = "0", name: str = '"f"', edge: str = "0") -> str:
+    return ('{"nodes":[{"id":%s,"name":%s,"kind":"electron","fn":0},'
+            '{"id":1,"name":":postprocess:","kind":"postprocess","value":0}],'
+            '"edges":[[%s,1,"node:0","kwarg",null]]}' % (node_id, name, edge))
+
+
+DEEP = "[" * 100_000 + "]" * 100_000
+MALFORMED = [  # (method, path, body, content type): each once answered 500
+    ("POST", "/dispatches", _frame('{"dispatch_id":"%s","graph":%s,"inputs":0,"lattice":0}'
+                                   % (UUID, _graph_json(node_id="1e400"))), wire.CONTENT_TYPE),
+    ("POST", "/dispatches", _frame('{"dispatch_id":"%s","graph":%s,"inputs":0,"lattice":0}'
+                                   % (UUID, _graph_json(node_id="9" * 5000))), wire.CONTENT_TYPE),
+    ("POST", "/dispatches", _frame('{"dispatch_id":"%s","graph":%s,"inputs":0,"lattice":0}'
+                                   % (UUID, _graph_json(edge="1e400"))), wire.CONTENT_TYPE),
+    ("POST", "/dispatches", _frame('{"dispatch_id":"%s","graph":%s}' % (UUID, DEEP)),
+     wire.CONTENT_TYPE),
+    ("POST", "/triggers", DEEP.encode(), "application/json"),
+    ("POST", "/triggers/stop", ('{"dispatch_ids":%s}' % DEEP).encode(), "application/json"),
+    ("POST", f"/dispatches/{UUID}/cancel", ('{"task_ids":%s}' % DEEP).encode(), "application/json"),
+    ("POST", f"/dispatches/{UUID}/cancel", ('{"task_ids":[%s]}' % ("9" * 5000)).encode(),
+     "application/json"),
+    ("GET", f"/dispatches/{UUID}/nodes/\u00b2", None, ""),  # "²".isdigit() is True
+    ("POST", "/triggers", json.dumps({"trigger": {"name": "DirTrigger", "dir_path": "/tmp",
+                                                  "event_names": ["created"],
+                                                  "lattice_dispatch_id": UUID}})
+     .replace('"event_names"', '"batch_size": 1e400, "event_names"').encode(), "application/json"),
+    ("POST", "/triggers", json.dumps({"trigger": {"name": "x", "lattice_dispatch_id": UUID},
+                                      "pickled": "bm90IGEgcGlja2xl"}).encode(), "application/json"),
+]
+
+
+@pytest.mark.parametrize("case", range(len(MALFORMED)))
+async def test_each_malformed_request_once_answered_500_is_a_4xx(addr: str, case: int) -> None:
+    if case >= len(MALFORMED) - 2:  # the trigger cases need the dispatch to exist
+        await asyncio.to_thread(_pending_with_id, addr, UUID)
+    method, path, body, ctype = MALFORMED[case]
+    code, err = await http(addr, method, path, body, ctype or "application/json")
+    assert 400 <= code < 500, err
+    assert set(err) == {"error", "message"} and err["message"]
+    assert (await http(addr, "GET", "/health"))[0] == 200
+
+
+def _pending_with_id(addr: str, dispatch_id: str) -> None:
+    from covalent import _client
+    from covalent._config import client_config
+
+    body = build_submission(small, (1,), {}, dispatch_id=dispatch_id, disable_run=True)
+    _client.request(client_config(addr), "POST", "/dispatches", body=body,
+                    content_type=wire.CONTENT_TYPE)
+
+
+async def test_surrogates_in_lattice_and_node_names_are_stored_escaped(addr: str) -> None:
+    header = ('{"dispatch_id":"%s","name":"lat\\udc80","graph":%s,"inputs":0,"lattice":0,'
+              '"disable_run":true,"blob_sizes":[1]}' % (UUID, _graph_json(name='"f\\udc80"')))
+    raw = header.encode()
+    frame = wire.MAGIC + len(raw).to_bytes(4, "big") + raw + b"x"
+    code, err = await http(addr, "POST", "/dispatches", frame, wire.CONTENT_TYPE)
+    assert code == 201, err
+    code, listing = await http(addr, "GET", "/dispatches")
+    [row] = json.loads(listing)["dispatches"]
+    assert row["name"] == "lat\\udc80"  # the lone surrogate, written as its escape
+    code, node = await http(addr, "GET", f"/dispatches/{UUID}/nodes/0")
+    assert json.loads(node)["name"] == "f\\udc80"
+
+
+ATOMS = ["1e400", "-1e400", "9" * 5000, '"\\udc80"', '"\u00b2"', "null", "true", "0", "-1",
+         "1.5", '"x"', '"8c1fd8b9-4a5e-4a61-9b0c-1f4ad0c2a0a1"', "[]", "{}"]
+json_text = st.recursive(
+    st.sampled_from(ATOMS) | st.integers().map(str) | st.text(max_size=8).map(json.dumps),
+    lambda inner: (st.lists(inner, max_size=4).map(lambda xs: "[" + ",".join(xs) + "]")
+                   | st.dictionaries(st.sampled_from(["id", "name", "kind", "fn", "value", "nodes",
+                                                      "edges", "task_ids", "dispatch_ids",
+                                                      "trigger", "pickled", "batch_size"]),
+                                     inner, max_size=5)
+                   .map(lambda d: "{" + ",".join(f'"{k}":{v}' for k, v in d.items()) + "}")),
+    max_leaves=16)
+
+
+@settings(max_examples=80, deadline=None, suppress_health_check=list(HealthCheck))
+@given(text=json_text, depth=st.sampled_from([0, 0, 0, 3000]),
+       endpoint=st.sampled_from(["/dispatches", "/triggers", "/triggers/stop",
+                                 f"/dispatches/{UUID}/cancel"]),
+       node=st.sampled_from(["0", "\u00b2", "1e400", "9" * 40, "-1", "٣"]))
+async def test_generated_raw_json_never_gets_a_5xx(addr: str, text: str, depth: int, endpoint: str,
+                                                    node: str) -> None:
+    text = "[" * depth + text + "]" * depth
+    if endpoint == "/dispatches":
+        body = _frame('{"dispatch_id":"%s","graph":%s,"name":%s,"inputs":0,"lattice":0}'
+                      % (UUID, text, text))
+        ctype = wire.CONTENT_TYPE
+    else:
+        body, ctype = text.encode("utf-8", "surrogatepass"), "application/json"
+    code, err = await http(addr, "POST", endpoint, body, ctype)
+    assert code < 500, err
+    code, err = await http(addr, "GET", f"/dispatches/{UUID}/nodes/{node}")
+    assert code < 500, err

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import sqlite3
+import threading
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
@@ -11,7 +13,7 @@ import pytest
 import covalent as ct
 from tests.conftest import wait_until
 from tests.faults.conftest import ServerProcess
-from tests.tasks import gate, mark
+from tests.tasks import add, gate, mark
 
 pytestmark = [pytest.mark.slow, pytest.mark.processes, pytest.mark.timeout(180)]
 
@@ -89,7 +91,112 @@ async def test_blocked_client_gets_a_clear_error_if_the_server_stays_down(
     dispatch_id = await asyncio.to_thread(ct.dispatch(wf, dispatcher_addr=server.addr), 1)
     await wait_until(lambda: (tmp_path / "started").exists(), timeout=30)
     waiting = asyncio.create_task(asyncio.to_thread(ct.get_result, dispatch_id, True, server.addr))
-    await asyncio.sleep(0)  # let the thread start its request
     server.kill9()
     with pytest.raises(ct.errors.DispatcherUnavailableError, match=server.addr):
         await asyncio.wait_for(waiting, 30)
+
+
+@pytest.mark.parametrize("how", ["kill -9", "covalent stop"])
+async def test_get_result_called_while_the_server_is_down_waits_for_it(
+        how: str, server: ServerProcess, tmp_path: Path) -> None:
+    server.start()
+    wf = _workflow(tmp_path)
+    dispatch_id = await asyncio.to_thread(ct.dispatch(wf, dispatcher_addr=server.addr), 2)
+    await wait_until(lambda: (tmp_path / "started").exists(), timeout=30)
+    if how == "kill -9":
+        server.kill9()
+    else:
+        assert server.stop() == 0
+    (tmp_path / "started").unlink()
+    # Nobody answers now: the client keeps trying (bounded) instead of raising at once.
+    waiting = asyncio.create_task(asyncio.to_thread(ct.get_result, dispatch_id, True, server.addr))
+    server.start()
+    await wait_until(lambda: (tmp_path / "started").exists(), timeout=30)
+    (tmp_path / "release").touch()
+    result = await asyncio.wait_for(waiting, 60)
+    assert result.status == "COMPLETED" and result.result == 30
+
+
+@ct.lattice
+def _pair(x):
+    return add(x, 1)
+
+
+async def test_every_acknowledged_dispatch_survives_kill9_during_a_submit_burst(
+        server: ServerProcess) -> None:
+    server.start()
+    acknowledged: list[tuple[str, int]] = []
+    lock, stop = threading.Lock(), threading.Event()
+
+    def submit(worker: int) -> None:
+        i = 0
+        while not stop.is_set():
+            x = worker * 10_000 + i
+            try:
+                dispatch_id = ct.dispatch(_pair, dispatcher_addr=server.addr)(x)
+            except (ct.errors.DispatcherUnavailableError, ct.errors.DispatcherError):
+                return  # the server died under this request: it was never acknowledged
+            with lock:
+                acknowledged.append((dispatch_id, x))
+            i += 1
+
+    with ThreadPoolExecutor(16) as pool:
+        futures = [pool.submit(submit, w) for w in range(16)]
+        await wait_until(lambda: len(acknowledged) >= 60, timeout=60)
+        server.kill9()
+        stop.set()
+        await asyncio.to_thread(lambda: [f.result() for f in futures])
+    server.start()
+    for dispatch_id, x in acknowledged:
+        result = await asyncio.to_thread(ct.get_result, dispatch_id, True, server.addr)
+        assert (result.status, result.result) == ("COMPLETED", x + 1), dispatch_id
+
+
+def _child_workflow(tmp: Path):
+    runs, started, release = str(tmp / "runs"), str(tmp / "started"), str(tmp / "release")
+
+    @ct.electron
+    @ct.lattice
+    def child(x):
+        return gate(mark(runs, x), started, release)
+
+    @ct.lattice
+    def parent(x):
+        return child(x)
+
+    return parent
+
+
+async def test_kill9_while_a_sublattice_child_runs_starts_no_second_child(
+        server: ServerProcess, tmp_path: Path) -> None:
+    server.start()
+    dispatch_id = await asyncio.to_thread(
+        ct.dispatch(_child_workflow(tmp_path), dispatcher_addr=server.addr), 5)
+    await wait_until(lambda: (tmp_path / "started").exists(), timeout=30)  # inside the child
+
+    def child_marked() -> bool:
+        parent = ct.get_result(dispatch_id, dispatcher_addr=server.addr)
+        child = parent.get_node_result(0)["sublattice_result"]
+        return child is not None and child.get_node_result(0)["status"] == "COMPLETED"
+
+    await wait_until(lambda: asyncio.to_thread(child_marked), timeout=30)  # reported: on disk
+    server.kill9()
+    (tmp_path / "started").unlink()
+    server.start()
+    await wait_until(lambda: (tmp_path / "started").exists(), timeout=60)
+    (tmp_path / "release").touch()
+    result = await asyncio.wait_for(
+        asyncio.to_thread(ct.get_result, dispatch_id, True, server.addr), 60)
+    assert result.status == "COMPLETED" and result.result == 6, result.error
+    children = [d for d in _rows(server.data_dir) if d["parent_dispatch_id"] == dispatch_id]
+    assert len(children) == 1  # the re-run sublattice node found its child
+    assert len((tmp_path / "runs").read_text().splitlines()) == 1  # the child's mark ran once
+
+
+def _rows(data_dir: Path) -> list[dict]:
+    db = sqlite3.connect(f"file:{data_dir / 'dispatches.db'}?mode=ro", uri=True)
+    db.row_factory = sqlite3.Row
+    try:
+        return [dict(r) for r in db.execute("SELECT * FROM dispatches")]
+    finally:
+        db.close()
