@@ -6,6 +6,7 @@ import asyncio
 import json
 import shutil
 import threading
+from pathlib import Path
 
 import pytest
 
@@ -214,3 +215,45 @@ async def test_triggers_survive_a_restart(aiohttp_client, tmp_path, config_dir) 
     [info] = await triggers_of(client, dropped)
     assert not info["active"] and info["fire_count"] == 0
     await client.post("/api/v1/triggers/stop", json={"dispatch_ids": [kept]})
+
+
+def _inotify_instances() -> int:
+    """inotify instances this process holds (the in-process server's)."""
+    count = 0
+    for fd in Path("/proc/self/fd").iterdir():
+        try:
+            count += fd.readlink().as_posix() == "anon_inode:inotify"
+        except OSError:
+            continue
+    return count
+
+
+@pytest.mark.slow
+async def test_two_hundred_dir_triggers_all_observe_on_one_inotify_instance(
+        dispatcher, addr, tmp_path) -> None:
+    before = _inotify_instances()
+    dispatch_id = await pending(addr)
+    dirs = [tmp_path / f"w{i}" for i in range(200)]
+
+    def register_all() -> None:
+        for d in dirs:
+            d.mkdir()
+            DirTrigger(d, ["created"], lattice_dispatch_id=dispatch_id, dispatcher_addr=addr).register()
+
+    await asyncio.to_thread(register_all)
+    infos = await triggers_of(dispatcher, dispatch_id)
+    assert len(infos) == 200 and all(i["active"] for i in infos)
+    assert _inotify_instances() - before <= 1  # one for all, whatever the number of triggers
+    (dirs[-1] / "f").touch()
+    (dirs[0] / "f").touch()
+    await wait_until(lambda: _fired(dispatcher, dispatch_id, 1), timeout=10)
+
+    async def total_fires() -> int:
+        return sum(i["fire_count"] for i in await triggers_of(dispatcher, dispatch_id))
+
+    await wait_until(lambda: _total_at_least(total_fires, 2), timeout=10)
+    await asyncio.to_thread(ct.stop_triggers, dispatch_id, addr)
+
+
+async def _total_at_least(total, n: int) -> bool:
+    return await total() >= n
