@@ -46,7 +46,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--side", default="both", choices=("both", "raw", "ours"),
                    help="time one side only (to profile it); ratios are then absent")
     p.add_argument("--peer-covalent", default=None, metavar="PYTHON",
-                   help="also run every workload on a real Covalent installed for this python")
+                   help="also run the workloads on a real Covalent installed for this python")
+    p.add_argument("--peer-max-nodes", type=int, default=100, metavar="N",
+                   help="skip workloads over N nodes on the peer (default 100)")
     return p.parse_args(argv)
 
 
@@ -91,13 +93,14 @@ def main(argv: list[str] | None = None) -> None:
         d = stack.enter_context(running_dispatcher())
         sa, raw_client = stack.enter_context(standalone_cluster())
         same_client = stack.enter_context(scheduler_client(d.scheduler_address(), d.data_dir))
-        sides = [Side("raw", raw_runner(raw_client), sa.pid, sa.worker_pids),
-                 Side("raw_same", raw_runner(same_client), d.pid, d.worker_pids),
-                 Side("ours", ours_runner(d.addr), d.pid, d.worker_pids)]
+        sides = [Side("raw", raw_runner(raw_client), (sa.pid,), sa.worker_pids),
+                 Side("raw_same", raw_runner(same_client), (d.pid,), d.worker_pids),
+                 Side("ours", ours_runner(d.addr), (d.pid,), d.worker_pids)]
         if ns.peer_covalent:
             from .peer import running_peer
 
-            sides.append(stack.enter_context(running_peer(ns.peer_covalent)))
+            sides.append(stack.enter_context(
+                running_peer(ns.peer_covalent, ns.quick, ns.peer_max_nodes)))
         timed = {"both": {s.name for s in sides}, "raw": {"raw", "raw_same"},
                  "ours": {"ours"}}[ns.side]
         for s in sides:

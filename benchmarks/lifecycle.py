@@ -28,6 +28,17 @@ def record_children(pid: int) -> Recorded:
     return out
 
 
+def record_descendants(pid: int) -> Recorded:
+    """``pid`` and every process below it now, with their start times."""
+    out: Recorded = {}
+    fields = stat_fields(pid)
+    if fields is not None:
+        out[pid] = fields[19]
+    for child in children(pid):
+        out.update(record_descendants(child))
+    return out
+
+
 def _still_ours(pid: int, start: str) -> bool:
     fields = stat_fields(pid)
     return fields is not None and fields[0] != "Z" and fields[19] == start
@@ -51,9 +62,14 @@ def stop_process(proc: subprocess.Popen[Any], recorded: Recorded, timeout: float
         except subprocess.TimeoutExpired:
             proc.kill()
             proc.wait(timeout)
-    deadline = time.monotonic() + 10
+    kill_leftovers(recorded)
+
+
+def kill_leftovers(recorded: Recorded, wait: float = 10) -> None:
+    """Give recorded processes ``wait`` seconds to exit, then SIGKILL those still running."""
+    deadline = time.monotonic() + wait
     while any(_still_ours(p, s) for p, s in recorded.items()) and time.monotonic() < deadline:
-        time.sleep(0.1)  # workers exit on their own once their nanny is gone; nothing to await
+        time.sleep(0.1)  # workers exit on their own once their nanny is gone: nothing to await
     for pid, start in recorded.items():
         if _still_ours(pid, start):
             try:

@@ -36,11 +36,15 @@ class Side:
 
     name: str
     run: Callable[[Workload], Any]  # returns the workload's result
-    server_pid: int | None  # the process hosting the scheduler, when it is ours to read
-    worker_pids: tuple[int, ...] = ()
+    server_pids: tuple[int, ...]  # the server and scheduler processes
+    worker_pids: tuple[int, ...]
+    max_nodes: int | None = None  # larger workloads are not run on this side
+
+    def takes(self, w: Workload) -> bool:
+        return self.max_nodes is None or w.nodes <= self.max_nodes
 
     def _cpu(self) -> tuple[float, float, float, float]:
-        server = cpu_seconds(self.server_pid) if self.server_pid else 0.0
+        server = sum(cpu_seconds(p) for p in self.server_pids)
         workers = sum(cpu_seconds(w) for w in self.worker_pids)
         return time.perf_counter(), time.process_time(), server, workers
 
@@ -89,6 +93,8 @@ def same(a: Any, b: Any) -> bool:
 def bench(w: Workload, sides: list[Side], timed: set[str], repeats: int) -> dict[str, Any]:
     """Alternate the ``timed`` sides ``repeats`` times; run the others once, untimed, so every
     side's result is checked against the first side's."""
+    skipped = [s.name for s in sides if not s.takes(w)]
+    sides = [s for s in sides if s.takes(w)]
     samples: dict[str, list[tuple[float, ...]]] = {s.name: [] for s in sides if s.name in timed}
     results: dict[str, Any] = {}
     for _ in range(repeats):
@@ -104,7 +110,7 @@ def bench(w: Workload, sides: list[Side], timed: set[str], repeats: int) -> dict
         if not same(value, results[first]):
             raise SystemExit(f"{w.name}: {name} returned {value!r}, {first} {results[first]!r}")
     row: dict[str, Any] = {"workload": w.name, "nodes": w.nodes, "repeats": repeats,
-                           "same_result": sorted(results)}
+                           "same_result": sorted(results), "skipped": skipped}
     for name, ms in samples.items():
         row.update(_side_columns(name, ms))
     row.update(_ratios(row))
