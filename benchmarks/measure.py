@@ -6,13 +6,16 @@ cluster), ``raw_same`` (plain ``client.get`` on the dispatcher's own scheduler),
 Each repetition runs every side once, in that order, so drift on this noisy machine hits all
 of them alike. Raw graphs are built anew per repetition with fresh keys, outside the timing.
 
-Besides wall time, each run records the CPU seconds of this client, of the process hosting the
-side's scheduler (the dispatcher for ``ours`` and ``raw_same``) and of its workers, from /proc.
+Each timed run starts after ``os.sync()``, so disk writes a previous side left buffered (ours
+stores outputs as files) are not charged to the next. Besides wall time, each run records the
+CPU seconds of this client, of the process hosting the side's scheduler (the dispatcher for
+``ours`` and ``raw_same``) and of its workers, from /proc.
 """
 
 from __future__ import annotations
 
 import math
+import os
 import statistics
 import time
 import uuid
@@ -50,6 +53,7 @@ class Side:
 
     def timed(self, w: Workload) -> tuple[Any, tuple[float, ...]]:
         """Run once: (result, (wall, client CPU, server CPU, workers CPU))."""
+        os.sync()  # the previous side's buffered disk writes are flushed now, not on our clock
         before = self._cpu()
         value = self.run(w)
         after = self._cpu()
@@ -120,9 +124,10 @@ def bench(w: Workload, sides: list[Side], timed: set[str], repeats: int) -> dict
     return row
 
 
-def _side_columns(name: str, ms: list[tuple[float, ...]]) -> dict[str, float]:
+def _side_columns(name: str, ms: list[tuple[float, ...]]) -> dict[str, Any]:
     walls = [m[0] for m in ms]
-    cols = {f"{name}_median_s": statistics.median(walls), f"{name}_p90_s": percentile(walls, 0.9)}
+    cols: dict[str, Any] = {f"{name}_median_s": statistics.median(walls),
+                            f"{name}_p90_s": percentile(walls, 0.9), f"{name}_samples_s": walls}
     for i, part in enumerate(("client", "server", "workers"), start=1):
         cols[f"{name}_cpu_{part}_s"] = statistics.median(m[i] for m in ms)
     return cols
