@@ -30,6 +30,7 @@ from . import report
 from .concurrency import concurrent
 from .measure import Side, bench, ours_runner, raw_runner
 from .memory import measure as measure_memory
+from .peer import running_peer
 from .procfs import peak_rss_mib, reset_peak_rss
 from .server import Dispatcher, running_dispatcher, scheduler_client
 from .standalone import Standalone, standalone_cluster
@@ -97,8 +98,6 @@ def main(argv: list[str] | None = None) -> None:
                  Side("raw_same", raw_runner(same_client), (d.pid,), d.worker_pids),
                  Side("ours", ours_runner(d.addr), (d.pid,), d.worker_pids)]
         if ns.peer_covalent:
-            from .peer import running_peer
-
             sides.append(stack.enter_context(
                 running_peer(ns.peer_covalent, ns.quick, ns.peer_max_nodes)))
         timed = {"both": {s.name for s in sides}, "raw": {"raw", "raw_same"},
