@@ -1,7 +1,7 @@
 """Facts about local processes read from /proc (Linux): state, CPU time, children, peak memory.
 
-Used by the benchmarks (CPU per process) and the fault tests (which workers a dispatcher
-started, whether they are gone).
+Used by the benchmarks (CPU and peak memory per process) and the fault tests (which workers a
+dispatcher started, whether they are gone).
 """
 
 from __future__ import annotations
@@ -43,9 +43,32 @@ def children(pid: int) -> list[int]:
     return out
 
 
-def peak_rss_mib(pid: int) -> float:
-    """VmHWM: the process's peak resident set size so far."""
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmHWM:"):
+def _status_mib(pid: int, field: str) -> float:
+    """A memory field of /proc/<pid>/status in MiB (NaN if absent or the process is gone)."""
+    try:
+        lines = Path(f"/proc/{pid}/status").read_text().splitlines()
+    except OSError:
+        return float("nan")
+    for line in lines:
+        if line.startswith(field + ":"):
             return int(line.split()[1]) / 1024
     return float("nan")
+
+
+def peak_rss_mib(pid: int) -> float:
+    """VmHWM: the process's peak resident set size since it started or since ``reset_peak_rss``."""
+    return _status_mib(pid, "VmHWM")
+
+
+def rss_mib(pid: int) -> float:
+    """VmRSS: the process's resident set size now."""
+    return _status_mib(pid, "VmRSS")
+
+
+def reset_peak_rss(pid: int) -> bool:
+    """Reset VmHWM to the current RSS (Linux >= 4.0; needs ptrace rights); False if refused."""
+    try:
+        Path(f"/proc/{pid}/clear_refs").write_text("5")
+    except OSError:
+        return False
+    return True
