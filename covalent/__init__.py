@@ -21,7 +21,7 @@ from ._lattice import Lattice, lattice
 from ._lepton import Lepton
 from ._results_manager.result import Result
 from ._results_manager.results_manager import cancel, get_result
-from ._status import Status, status
+from .wire.status import Status, status
 from ._transport import TransportableObject
 
 __version__ = "0.1.0"

@@ -11,11 +11,11 @@ import hashlib
 from collections.abc import Iterator
 from contextlib import contextmanager
 from contextvars import ContextVar
-from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from ._executors import executor_name
-from ._graph import (
+from .wire.gather import NodeOutput, is_namedtuple
+from .wire.graph import (
     ELECTRON_DICT_PREFIX,
     ELECTRON_LIST_PREFIX,
     PARAMETER_PREFIX,
@@ -34,13 +34,6 @@ if TYPE_CHECKING:
 _ACTIVE: ContextVar[GraphBuilder | None] = ContextVar("covalent_active_builder", default=None)
 
 _MAX_PARAM_NAME = 1000
-
-
-@dataclass(frozen=True, slots=True)
-class NodeOutput:
-    """Placeholder for a node's output inside the lattice's return template."""
-
-    node_id: int
 
 
 def active_builder() -> GraphBuilder | None:
@@ -107,7 +100,7 @@ class GraphBuilder:
                     f"argument {name!r} is an electron that was not called inside this lattice"
                 )
             g.add_edge(value.node_id, dst, name, kind, index)
-        elif isinstance(value, list | tuple) and not _is_namedtuple(value):
+        elif isinstance(value, list | tuple) and not is_namedtuple(value):
             node = g.add_node(ELECTRON_LIST_PREFIX,
                               NodeKind.LIST if isinstance(value, list) else NodeKind.TUPLE)
             for i, item in enumerate(value):
@@ -153,7 +146,7 @@ class GraphBuilder:
             return NodeOutput(value.node_id)
         if isinstance(value, list):
             return [self._template(v, refs) for v in value]
-        if isinstance(value, tuple) and not _is_namedtuple(value):
+        if isinstance(value, tuple) and not is_namedtuple(value):
             return tuple(self._template(v, refs) for v in value)
         if isinstance(value, dict):
             return {k: self._template(v, refs) for k, v in value.items()}
@@ -183,29 +176,6 @@ class GraphBuilder:
             )
             self._keep.append(electron.metadata)
         return self._hook_blobs[key]
-
-
-def fill_template(template: Any, outputs: dict[int, Any]) -> Any:
-    """Replace every NodeOutput in ``template`` by that node's output.
-
-    >>> fill_template({"a": [NodeOutput(0), 2]}, {0: 1})
-    {'a': [1, 2]}
-    """
-    if isinstance(template, NodeOutput):
-        return outputs[template.node_id]
-    if isinstance(template, list):
-        return [fill_template(v, outputs) for v in template]
-    if isinstance(template, tuple) and not _is_namedtuple(template):
-        return tuple(fill_template(v, outputs) for v in template)
-    if isinstance(template, dict):
-        return {k: fill_template(v, outputs) for k, v in template.items()}
-    if isinstance(template, set | frozenset):
-        return type(template)(fill_template(v, outputs) for v in template)
-    return template
-
-
-def _is_namedtuple(value: Any) -> bool:
-    return isinstance(value, tuple) and hasattr(value, "_fields")
 
 
 def _safe_str(value: Any) -> str:

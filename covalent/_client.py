@@ -13,7 +13,7 @@ import threading
 from typing import Any
 from urllib.parse import urlencode, urlsplit
 
-from ._config import ClientConfig
+from .config import ClientConfig
 from .errors import DispatcherError, DispatcherUnavailableError, error_from_body
 from .wire import API, CONTENT_TYPE
 

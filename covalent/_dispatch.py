@@ -18,8 +18,8 @@ from typing import Any
 import cloudpickle
 
 from . import _client, wire
-from ._config import client_config
-from ._graph import NodeKind, WorkflowGraph
+from .config import client_config
+from .wire.graph import NodeKind, WorkflowGraph
 from ._lattice import Lattice
 from ._results_manager.result import Result
 from ._results_manager.results_manager import _check_id, get_result

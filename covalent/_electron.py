@@ -19,7 +19,7 @@ from ._builder import GraphBuilder, active_builder
 from ._deps import Deps, DepsBash, DepsPip, as_deps_bash, as_deps_pip, as_hooks
 from ._executors import executor_name
 from ._file_transfer.file_transfer import FileTransfer, transfer_hooks
-from ._graph import NodeKind
+from .wire.graph import NodeKind
 from ._transport import import_object, module_level_name
 from .errors import WorkflowDefinitionError
 

@@ -16,7 +16,7 @@ from ._builder import GraphBuilder, building
 from ._deps import Deps, DepsBash, DepsPip, as_deps_bash, as_deps_pip, as_hooks
 from ._electron import Electron
 from ._executors import executor_name
-from ._graph import WorkflowGraph
+from .wire.graph import WorkflowGraph
 from ._transport import TransportableObject
 from .errors import SerializationError, WorkflowDefinitionError
 

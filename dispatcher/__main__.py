@@ -27,7 +27,7 @@ from typing import NoReturn
 
 from aiohttp import web
 
-from covalent._config import read_config, update_config
+from covalent.config import read_config, update_config
 
 from .app import create_app
 from .instance import (EXIT_BAD_SETTINGS, EXIT_CLUSTER, EXIT_PORT_IN_USE, EXIT_RUNNING,

@@ -16,7 +16,8 @@ from aiohttp import web
 from distributed import Client, LocalCluster, Security
 
 from . import dispatches
-from .keys import CLUSTER_INFO, RUNNER, SETTINGS, STORE, TRIGGERS
+from .keys import CLUSTER_INFO, RECORDER, RUNNER, SETTINGS, STORE, TRIGGERS
+from .recorder import Recorder
 from .routes import error_middleware, routes
 from .runner import Runner
 from .security import allowed_hosts, content_type_guard, host_guard, token_guard
@@ -91,12 +92,15 @@ async def _triggers_ctx(app: web.Application) -> AsyncIterator[None]:
 async def _store_ctx(app: web.Application) -> AsyncIterator[None]:
     settings = app[SETTINGS]
     store = SqliteStore(settings.db_path, settings.blob_dir)
-    await store.run(store.open)
-    app[STORE] = store
+    await store.open()
+    recorder = Recorder(store)
+    await recorder.start()
+    app[STORE], app[RECORDER] = store, recorder
     try:
         yield
     finally:
-        store.shutdown()
+        await recorder.close()
+        await store.close()
 
 
 async def _cluster_ctx(app: web.Application) -> AsyncIterator[None]:
@@ -118,7 +122,7 @@ async def _cluster_ctx(app: web.Application) -> AsyncIterator[None]:
              settings.host, settings.port, app[CLUSTER_INFO]["scheduler"],
              app[CLUSTER_INFO]["dashboard"] or "-", settings.db_path)
     url = settings.url if settings.port else ""
-    runner = Runner(app[STORE], client, public_url=url, token=settings.token)
+    runner = Runner(app[RECORDER], client, public_url=url, token=settings.token)
     await runner.start()
     app[RUNNER] = runner
     try:

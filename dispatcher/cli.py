@@ -26,7 +26,7 @@ import click
 
 import covalent
 from covalent import _client
-from covalent._config import DEFAULT_PORT, ClientConfig, client_config, config_path, read_config, update_config
+from covalent.config import DEFAULT_PORT, ClientConfig, client_config, config_path, read_config, update_config
 from covalent.errors import CovalentError, DispatcherUnavailableError
 
 from .instance import EXIT_RUNNING, Instance, holder, pid_holds_lock

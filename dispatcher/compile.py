@@ -1,16 +1,16 @@
 """Compile a workflow graph into one Dask graph: one task per node.
 
 Each node ``i`` of dispatch ``d`` that computes something becomes the task
-``(f"{label}-{d}", i)`` running ``execute.run_node(spec, *parents)``, one argument per incoming
+``(f"{label}-{d}", i)`` running ``worker.run.run_node(spec, *parents)``, one argument per incoming
 edge, in edge order. The graph has no task for what costs nothing to compute, so a workflow
 runs as many Dask tasks as the same code written for Dask: small parameters are written into
 their consumers' arguments, and gathering nodes (an electron list, tuple or dict, the
 ``:postprocess:`` result) are built in place by their consumers from their own parents
-(see ``covalent._assembly``). Nodes whose output is already known (reused from an earlier
+(see ``covalent.wire.gather``). Nodes whose output is already known (reused from an earlier
 dispatch, or completed before a restart) become ``preset_outcome`` tasks holding the stored
 bytes, so they do not run again. Nothing here unpickles a blob.
 
->>> from covalent._graph import WorkflowGraph, NodeKind, EdgeKind
+>>> from covalent.wire import WorkflowGraph, NodeKind, EdgeKind
 >>> g = WorkflowGraph()
 >>> p = g.add_node(":parameter:1", NodeKind.PARAMETER, value=g.add_blob(b"v"))
 >>> e = g.add_node("f", NodeKind.ELECTRON, fn=g.add_blob(b"f"))
@@ -20,7 +20,7 @@ bytes, so they do not run again. Nothing here unpickles a blob.
 >>> g.add_edge(e, s, "x", EdgeKind.ARG, 0)
 >>> g.add_edge(s, t, "xs", EdgeKind.ARG, 0)
 >>> c = compile_graph("d1", g, {})
->>> list(c.dsk), c.inlined, c.derived
+>>> list(c.dsk), c.inlined, c.gathers
 ([('f-d1', 1), ('total-d1', 3)], {0: b'v'}, [2])
 >>> c.dsk[("total-d1", 3)].dependencies == {("f-d1", 1)}
 True
@@ -33,13 +33,13 @@ from dataclasses import dataclass
 from typing import Any
 
 import networkx as nx
-from dask._task_spec import List, Task, TaskRef
+from dask.task_spec import List, Task, TaskRef
 
-from covalent._assembly import DERIVED_KINDS, Layout
-from covalent._graph import NodeKind, WorkflowGraph
+from covalent.wire import GATHER_KINDS, Layout, NodeKind, WorkflowGraph
 
 from .errors import InvalidRequest
-from .execute import Gather, NodeOutcome, NodeSpec, preset_outcome, run_node
+from .protocol import GatherSpec, NodeOutcome, NodeSpec, preset_outcome
+from .worker.run import run_node
 
 Key = tuple[str, int]
 
@@ -93,27 +93,24 @@ class Compiled:
     """A dispatch as a Dask graph plus what the runner records without Dask.
 
     ``tasks`` maps node ids to their Dask keys (node id order). ``inlined`` maps the parameters
-    whose value is written into their consumers' specs to that value; ``derived`` are gathering nodes (lists,
-    tuples, dicts, the result) built in place by their consumers and recorded by the runner
-    once all their parents completed.
+    whose value is written into their consumers' specs to that value; ``gathers`` are gathering
+    nodes (lists, tuples, dicts, the result) gathered in place by their consumers and recorded
+    by the runner once all their parents completed.
     """
 
     dsk: dict[Key, Task]
     tasks: dict[int, Key]
     inlined: dict[int, bytes]
-    derived: list[int]
+    gathers: list[int]
 
 
-def compile_graph(dispatch_id: str, graph: WorkflowGraph, preset: dict[int, tuple[bytes, str, str]],
-                  server: str = "", token: str = "") -> Compiled:
-    """The Dask graph of a dispatch; ``preset`` maps node ids to (output, start, end).
-
-    ``server`` and ``token`` tell sublattice nodes where to submit their child dispatch.
-    """
+def compile_graph(dispatch_id: str, graph: WorkflowGraph,
+                  preset: dict[int, tuple[bytes, str, str]]) -> Compiled:
+    """The Dask graph of a dispatch; ``preset`` maps node ids to (output, start, end)."""
     parents = graph.parents()
     blobs = graph.blobs
     inlined: dict[int, NodeOutcome] = {}
-    derived: list[int] = []
+    gathering: list[int] = []
     tasks: dict[int, Key] = {}
     for node in graph.nodes:
         if node.kind is NodeKind.PARAMETER and node.value is not None:
@@ -121,28 +118,28 @@ def compile_graph(dispatch_id: str, graph: WorkflowGraph, preset: dict[int, tupl
             if len(data) <= INLINE_PARAMETER_MAX:
                 inlined[node.id] = NodeOutcome(node.id, data)
                 continue
-        if str(node.kind) in DERIVED_KINDS and node.id not in preset:
-            derived.append(node.id)
+        if str(node.kind) in GATHER_KINDS and node.id not in preset:
+            gathering.append(node.id)
             continue
         tasks[node.id] = node_key(dispatch_id, node.id, node_label(node.name, node.kind))
-    gathers: dict[int, tuple[Gather, List]] = {}
+    gathers: dict[int, tuple[GatherSpec, List]] = {}
 
-    def arguments(node_id: int) -> tuple[Layout, tuple[Gather | None, ...], list[Any]]:
+    def arguments(node_id: int) -> tuple[Layout, tuple[GatherSpec | None, ...], list[Any]]:
         edges = parents[node_id]
         layout = tuple((e.kind.value, e.name, e.index) for e in edges)
         args = [argument(e.src) for e in edges]
         return layout, tuple(g for g, _ in args), [a for _, a in args]
 
-    def argument(src: int) -> tuple[Gather | None, Any]:
+    def argument(src: int) -> tuple[GatherSpec | None, Any]:
         if src in inlined:
             return None, inlined[src]
         if src in tasks:
             return None, TaskRef(tasks[src])
-        if src not in gathers:  # a gathering node: built in place from its own parents
+        if src not in gathers:  # a gathering node: gathered in place from its own parents
             layout, nested, refs = arguments(src)  # (node ids are not in topological order)
             node = graph.nodes[src]
             extra = blobs[node.value] if node.kind is NodeKind.DICT and node.value is not None else None
-            gathers[src] = (Gather(str(node.kind), extra, layout, nested), List(*refs))
+            gathers[src] = (GatherSpec(str(node.kind), extra, layout, nested), List(*refs))
         return gathers[src]
 
     dsk: dict[Key, Task] = {}
@@ -162,9 +159,7 @@ def compile_graph(dispatch_id: str, graph: WorkflowGraph, preset: dict[int, tupl
             value=blobs[node.value] if node.value is not None else None,
             hooks=blobs[node.hooks] if node.hooks is not None else None,
             layout=layout,
-            server=server if node.kind is NodeKind.SUBLATTICE else "",
-            token=token if node.kind is NodeKind.SUBLATTICE else "",
             gathers=nested if any(g is not None for g in nested) else (),
         )
         dsk[key] = Task(key, run_node, spec, *refs)
-    return Compiled(dsk, tasks, {i: o.data for i, o in inlined.items()}, derived)
+    return Compiled(dsk, tasks, {i: o.data for i, o in inlined.items()}, gathering)

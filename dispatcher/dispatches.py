@@ -1,6 +1,8 @@
 """Create, start, resume, read and cancel dispatches: the operations behind the routes.
 
-The server handles only JSON and opaque blobs here; user objects stay pickled.
+The server handles only JSON and opaque blobs here; user objects stay pickled. Statuses are
+decided by ``state``; writes go to the store (durable facts the API answers with) or through
+the runner's recorder (progress).
 """
 
 from __future__ import annotations
@@ -8,21 +10,22 @@ from __future__ import annotations
 import asyncio
 import json
 import re
-import sqlite3
 import uuid
 from typing import Any
 
 from covalent import wire
-from covalent._graph import WorkflowGraph
-from covalent.wire import clean_text
+from covalent.wire import WorkflowGraph
 
+from . import state
 from .compile import validate
 from .errors import (DispatchNotFound, DispatchState, InvalidRequest, NodeNotFound, StorageFull,
                      Unavailable)
-from .execute import now_iso
+from .protocol import now_iso
+from .recorder import Recorder
 from .reuse import reusable_outputs
 from .runner import Runner
-from .store import TERMINAL, SqliteStore
+from .state import PENDING, Status
+from .store import DispatchExists, DispatchRecord, DispatchStore, NewDispatch, NodeRecord
 
 _ID = re.compile(r"^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$")
 
@@ -59,154 +62,149 @@ def parse_submission(body: bytes) -> tuple[dict[str, Any], WorkflowGraph, list[b
     return header, graph, blobs
 
 
-async def create(store: SqliteStore, runner: Runner, header: dict[str, Any], graph: WorkflowGraph,
+async def create(store: DispatchStore, runner: Runner, header: dict[str, Any], graph: WorkflowGraph,
                  blobs: list[bytes], *, parent: tuple[str, int] | None = None,
                  reuse_from: str | None = None) -> tuple[str, bool]:
     """Store a dispatch and start it unless ``disable_run``; returns (id, created).
 
     ``parent`` = (dispatch id, node id) of the sublattice node this dispatch runs for.
+    The dispatch is stored RUNNING when it will run, in the same transaction as its graph:
+    the 201 is sent only once it is on disk in a state that resume picks up (issue #11).
     """
     dispatch_id = header["dispatch_id"]
     now = now_iso()
-    post = graph.nodes[-1]
+    run = not header.get("disable_run")
     root, root_start = dispatch_id, now
     if parent is not None:
-        prow = await store.run(store.get_dispatch, parent[0])
+        prow = await store.get_dispatch(parent[0])
         if prow is None:
             raise DispatchNotFound(parent[0])
-        root = prow["root_dispatch_id"]
-        root_row = prow if root == parent[0] else await store.run(store.get_dispatch, root)
-        root_start = (root_row or prow)["start_time"] or now  # a child runs in its root's turn
-    record = {
-        "dispatch_id": dispatch_id,
-        "root_dispatch_id": root,
-        "parent_dispatch_id": parent[0] if parent else None,
-        "parent_node_id": parent[1] if parent else None,
-        "name": clean_text(header.get("name") or "lattice", 1000),
-        # Stored RUNNING when it will run, in the same transaction as the graph: the 201 is
-        # sent only once the dispatch is on disk in a state that resume picks up (issue #11).
-        "status": "RUNNING" if not header.get("disable_run") else "NEW_OBJECT",
-        "start_time": now if not header.get("disable_run") else None,
-        "created_at": now,
-        "graph": json.dumps(graph.to_json(), separators=(",", ":")),
-        "meta": json.dumps({"client": header.get("client", {}), "redispatch_of": reuse_from}),
-    }
+        root = prow.root_dispatch_id
+        root_row = prow if root == parent[0] else await store.get_dispatch(root)
+        root_start = (root_row or prow).start_time or now  # a child runs in its root's turn
+    # Everything that can refuse the request happens before the dispatch is stored.
+    preset = await reusable_outputs(store, graph, reuse_from) if run and reuse_from else {}
+    post = graph.nodes[-1]
+    new = NewDispatch(
+        dispatch_id=dispatch_id, root_dispatch_id=root, name=header.get("name") or "lattice",
+        status=Status.RUNNING if run else PENDING, created_at=now, start_time=now if run else None,
+        graph_json=json.dumps(graph.to_json(), separators=(",", ":")),
+        nodes=[(n.id, n.name, str(n.kind)) for n in graph.nodes],
+        parent_dispatch_id=parent[0] if parent else None,
+        parent_node_id=parent[1] if parent else None,
+        meta={"client": header.get("client", {}), "redispatch_of": reuse_from})
     extra = {"inputs_ref": blobs[header["inputs"]], "lattice_ref": blobs[header["lattice"]]}
     if post.value is not None:
         extra["template_ref"] = blobs[post.value]
-    nodes = [(n.id, n.name, str(n.kind)) for n in graph.nodes]
-    run = not header.get("disable_run")
-    # Everything that can refuse the request happens before the dispatch is stored.
-    preset = await reusable_outputs(store, graph, reuse_from) if run and reuse_from else {}
     try:
-        await store.run(store.create_dispatch, record, nodes, graph.blobs, extra)
-    except sqlite3.IntegrityError:
+        await store.create_dispatch(new, graph.blobs, extra)
+    except DispatchExists:
         return dispatch_id, False  # a retried request: the dispatch exists already
     if parent is not None:
-        await store.run(store.set_sub_dispatch, parent[0], parent[1], dispatch_id)
+        await store.set_sub_dispatch(parent[0], parent[1], dispatch_id)
     if run:
         await runner.submit(dispatch_id, graph, preset, root_start)
     return dispatch_id, True
 
 
-async def start_pending(store: SqliteStore, runner: Runner, dispatch_id: str) -> bool:
+async def start_pending(store: DispatchStore, runner: Runner, dispatch_id: str) -> bool:
     """Start a dispatch stored with ``disable_run``; True if this call started it.
 
     The store marks it RUNNING only if it is still NEW_OBJECT (one transaction), so concurrent
     starts (two ``/start`` calls, a ``/start`` racing a trigger) run it once.
     """
-    if await store.run(store.get_status, check_id(dispatch_id)) is None:
+    if await store.get_status(check_id(dispatch_id)) is None:
         raise DispatchNotFound(dispatch_id)
-    if not await store.run(store.claim_pending, dispatch_id, now_iso()):
+    if not await store.claim_pending(dispatch_id, now_iso()):
         return False  # started already (or finished)
-    row = await store.run(store.get_dispatch, dispatch_id)
+    row = await store.get_dispatch(dispatch_id)
     assert row is not None
-    graph = await load_graph(store, row)
-    await runner.submit(dispatch_id, graph, {}, row["start_time"] or "")
+    await runner.submit(dispatch_id, await load_graph(store, row), {}, row.start_time or "")
     return True
 
 
-async def clone(store: SqliteStore, runner: Runner, row: dict[str, Any]) -> str:
+async def clone(store: DispatchStore, runner: Runner, row: DispatchRecord) -> str:
     """Run a stored dispatch again, server-side, as a new dispatch with the same inputs."""
     graph = await load_graph(store, row)
-    found = await store.run(store.get_blobs, [row["inputs_ref"], row["lattice_ref"]])
+    assert row.inputs_ref and row.lattice_ref
+    found = await store.get_blobs([row.inputs_ref, row.lattice_ref])
     blobs = list(graph.blobs)
-    header = {"dispatch_id": str(uuid.uuid4()), "name": row["name"],
+    header = {"dispatch_id": str(uuid.uuid4()), "name": row.name,
               "inputs": len(blobs), "lattice": len(blobs) + 1}
-    blobs += [found[row["inputs_ref"]], found[row["lattice_ref"]]]
+    blobs += [found[row.inputs_ref], found[row.lattice_ref]]
     new_id, _ = await create(store, runner, header, graph, blobs)
     return new_id
 
 
-async def load_graph(store: SqliteStore, row: dict[str, Any]) -> WorkflowGraph:
-    refs = json.loads(row["blob_refs"])
-    found = await store.run(store.get_blobs, refs)
-    return WorkflowGraph.from_json(json.loads(row["graph"]), [found[r] for r in refs])
+async def load_graph(store: DispatchStore, row: DispatchRecord) -> WorkflowGraph:
+    found = await store.get_blobs(row.blob_refs)
+    return WorkflowGraph.from_json(row.graph, [found[r] for r in row.blob_refs])
 
 
-async def resume_all(store: SqliteStore, runner: Runner) -> list[str]:
-    """Re-submit dispatches that were running when the server stopped.
+async def resume_all(store: DispatchStore, runner: Runner) -> list[str]:
+    """Re-submit dispatches that were running when the server stopped, oldest first.
 
     Completed nodes keep their stored outputs (they become preset tasks); the rest run again.
     """
     resumed = []
-    for dispatch_id in await store.run(store.unfinished):
-        row = await store.run(store.get_dispatch, dispatch_id)
-        assert row is not None
+    for dispatch_id in await store.unfinished():
+        row = await store.get_dispatch(dispatch_id)
+        if row is None or state.is_terminal(row.status):
+            continue  # cancelled (or deleted) while earlier ones were resumed
         graph = await load_graph(store, row)
-        nodes = await store.run(store.get_nodes, dispatch_id)
-        done = {n["node_id"]: n for n in nodes if n["status"] == "COMPLETED" and n["output_ref"]}
-        outputs = await store.run(store.get_blobs, [n["output_ref"] for n in done.values()])
-        preset = {i: (outputs[n["output_ref"]], n["start_time"] or "", n["end_time"] or "")
-                  for i, n in done.items()}
-        stale = [n["node_id"] for n in nodes if n["status"] == "RUNNING"]
-        await store.run(store.reset_nodes, dispatch_id, stale)
-        root = row if row["root_dispatch_id"] == dispatch_id else await store.run(
-            store.get_dispatch, row["root_dispatch_id"])
-        await runner.submit(dispatch_id, graph, preset, (root or row)["start_time"] or "")
+        nodes = await store.get_nodes(dispatch_id)
+        done = {n.node_id: n for n in nodes if n.status == Status.COMPLETED and n.output_ref}
+        outputs = await store.get_blobs([n.output_ref for n in done.values() if n.output_ref])
+        preset = {i: (outputs[n.output_ref], n.start_time or "", n.end_time or "")
+                  for i, n in done.items() if n.output_ref}
+        await store.reset_nodes(dispatch_id, [n.node_id for n in nodes if n.status == Status.RUNNING])
+        root = row if row.root_dispatch_id == dispatch_id else await store.get_dispatch(row.root_dispatch_id)
+        await runner.submit(dispatch_id, graph, preset, (root or row).start_time or "")
         resumed.append(dispatch_id)
     return resumed
 
 
-async def read_status(store: SqliteStore, runner: Runner, dispatch_id: str, wait: float) -> str:
+async def read_status(store: DispatchStore, recorder: Recorder, dispatch_id: str,
+                      wait: float) -> Status:
     """The committed status; with ``wait`` > 0, block until it is terminal or ``wait`` passes."""
     check_id(dispatch_id)
-    ev = runner.waiter(dispatch_id) if wait > 0 else None
+    ev = recorder.waiter(dispatch_id) if wait > 0 else None
     try:
-        status = await store.run(store.get_status, dispatch_id)
+        status = await store.get_status(dispatch_id)
         if status is None:
             raise DispatchNotFound(dispatch_id)
-        if ev is not None and status not in TERMINAL:
+        if ev is not None and not state.is_terminal(status):
             try:
                 await asyncio.wait_for(ev.wait(), wait)
             except TimeoutError:
                 pass
-            status = await store.run(store.get_status, dispatch_id)
-        if runner.write_error and dispatch_id in runner.unwritten and runner.write_busy:
-            raise Unavailable("the dispatcher's store is locked by another process; retry shortly")
-        if runner.write_error and dispatch_id in runner.unwritten:
+            status = await store.get_status(dispatch_id) or status
+        if recorder.write_error and dispatch_id in recorder.unwritten:
+            if recorder.write_busy:
+                raise Unavailable("the dispatcher's store is locked by another process; retry shortly")
             raise StorageFull(f"the dispatcher cannot record the progress of {dispatch_id} "
-                              f"({runner.write_error}); free space in its data dir: it keeps "
+                              f"({recorder.write_error}); free space in its data dir: it keeps "
                               "retrying and loses nothing it has recorded")
-        return str(status)
+        return status
     finally:
         if ev is not None:
-            runner.release(dispatch_id, ev)
+            recorder.release(dispatch_id, ev)
 
 
-async def read_result(store: SqliteStore, dispatch_id: str, results_dir: str) -> bytes:
+async def read_result(store: DispatchStore, dispatch_id: str, results_dir: str) -> bytes:
     """The framed Result body: dispatch record, every node, and the blobs they reference."""
-    return await store.run(_read_result_sync, store, dispatch_id, results_dir)
-
-
-def _read_result_sync(store: SqliteStore, dispatch_id: str, results_dir: str) -> bytes:
-    row = store.get_dispatch(dispatch_id)
+    row = await store.get_dispatch(dispatch_id)
     if row is None:
         raise DispatchNotFound(dispatch_id)
-    nodes = store.get_nodes(dispatch_id)
-    refs = [row["result_ref"], row["inputs_ref"], row["lattice_ref"], row["template_ref"]]
-    refs += [n["output_ref"] for n in nodes]
-    found = store.get_blobs(r for r in refs if r)
+    nodes = await store.get_nodes(dispatch_id)
+    refs = [row.result_ref, row.inputs_ref, row.lattice_ref, row.template_ref]
+    refs += [n.output_ref for n in nodes]
+    found = await store.get_blobs(r for r in refs if r)
+    return _result_frame(row, nodes, found, results_dir)
+
+
+def _result_frame(row: DispatchRecord, nodes: list[NodeRecord], found: dict[str, bytes],
+                  results_dir: str) -> bytes:
     blobs: list[bytes] = []
 
     def add(ref: str | None) -> int | None:
@@ -217,60 +215,57 @@ def _read_result_sync(store: SqliteStore, dispatch_id: str, results_dir: str) ->
 
     header = {
         "dispatch": {
-            "dispatch_id": dispatch_id,
-            "root_dispatch_id": row["root_dispatch_id"],
-            "parent_dispatch_id": row["parent_dispatch_id"],
-            "name": row["name"],
-            "status": row["status"],
-            "start_time": row["start_time"],
-            "end_time": row["end_time"],
-            "error": row["error"],
-            "results_dir": results_dir,
+            "dispatch_id": row.dispatch_id, "root_dispatch_id": row.root_dispatch_id,
+            "parent_dispatch_id": row.parent_dispatch_id, "name": row.name,
+            "status": str(row.status), "start_time": row.start_time, "end_time": row.end_time,
+            "error": row.error, "results_dir": results_dir,
         },
-        "result": add(row["result_ref"]),
-        "inputs": add(row["inputs_ref"]),
-        "lattice": add(row["lattice_ref"]),
-        "template": add(row["template_ref"]),
+        "result": add(row.result_ref),
+        "inputs": add(row.inputs_ref),
+        "lattice": add(row.lattice_ref),
+        "template": add(row.template_ref),
         "nodes": [
-            {
-                "node_id": n["node_id"], "name": n["name"], "kind": n["kind"], "status": n["status"],
-                "start_time": n["start_time"], "end_time": n["end_time"], "error": n["error"],
-                "stdout": n["stdout"], "stderr": n["stderr"],
-                "sub_dispatch_id": n["sub_dispatch_id"], "output": add(n["output_ref"]),
-            }
+            {"node_id": n.node_id, "name": n.name, "kind": n.kind, "status": str(n.status),
+             "start_time": n.start_time, "end_time": n.end_time, "error": n.error,
+             "stdout": n.stdout, "stderr": n.stderr, "sub_dispatch_id": n.sub_dispatch_id,
+             "output": add(n.output_ref)}
             for n in nodes
         ],
     }
     return wire.pack(header, blobs)
 
 
-async def read_node(store: SqliteStore, dispatch_id: str, node_id: int) -> dict[str, Any]:
-    nodes = await store.run(store.get_nodes, check_id(dispatch_id))
-    if not nodes:
-        if await store.run(store.get_status, dispatch_id) is None:
-            raise DispatchNotFound(dispatch_id)
+async def read_node(store: DispatchStore, dispatch_id: str, node_id: int) -> NodeRecord:
+    nodes = await store.get_nodes(check_id(dispatch_id))
+    if not nodes and await store.get_status(dispatch_id) is None:
+        raise DispatchNotFound(dispatch_id)
     if not 0 <= node_id < len(nodes):
         raise NodeNotFound(f"dispatch {dispatch_id} has no node {node_id}")
-    n = dict(nodes[node_id])
-    n["has_output"] = bool(n.pop("output_ref"))
-    return n
+    return nodes[node_id]
 
 
-async def cancel(store: SqliteStore, runner: Runner, dispatch_id: str,
+async def cancel(store: DispatchStore, runner: Runner, dispatch_id: str,
                  task_ids: list[int]) -> dict[str, Any]:
-    status = await store.run(store.get_status, check_id(dispatch_id))
+    status = await store.get_status(check_id(dispatch_id))
     if status is None:
         raise DispatchNotFound(dispatch_id)
-    if status in TERMINAL:
+    if state.is_terminal(status):
         raise DispatchState(f"dispatch {dispatch_id} already ended {status}; nothing to cancel")
-    if status == "NEW_OBJECT" and dispatch_id not in runner.runs:
+    if status == PENDING:
         raise DispatchState(f"dispatch {dispatch_id} was never started (NEW_OBJECT); nothing to cancel")
-    row_nodes = await store.run(store.get_nodes, dispatch_id)
-    bad = [t for t in task_ids if not 0 <= t < len(row_nodes)]
+    nodes = await store.get_nodes(dispatch_id)
+    bad = [t for t in task_ids if not 0 <= t < len(nodes)]
     if bad:
         raise NodeNotFound(f"dispatch {dispatch_id} has no nodes {bad}")
-    cancelled = await runner.cancel(dispatch_id, task_ids or None)
-    for child, node_id in await store.run(store.children, dispatch_id):
+    if dispatch_id in runner.runs:
+        cancelled = await runner.cancel(dispatch_id, task_ids or None)
+    else:  # RUNNING on disk, not resumed yet (resume runs in the background): cancel the record
+        cancelled = [n.node_id for n in nodes if not state.is_terminal(n.status)]
+        stamp = now_iso()
+        runner.recorder.record(*(state.node_cancelled(dispatch_id, i, stamp) for i in cancelled))
+        runner.recorder.ended(state.dispatch_cancelled(dispatch_id, stamp))
+        await runner.recorder.flush()
+    for child, node_id in await store.children(dispatch_id):
         if not task_ids or node_id in cancelled:
             try:
                 await cancel(store, runner, child, [])

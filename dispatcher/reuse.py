@@ -9,12 +9,14 @@ function, inputs and everything upstream are unchanged.
 from __future__ import annotations
 
 import hashlib
-import json
 
-from covalent._graph import Node, NodeKind, WorkflowGraph
+import networkx as nx
+
+from covalent.wire import Node, NodeKind, WorkflowGraph
 
 from .errors import DispatchNotFound
-from .store import SqliteStore, blob_ref
+from .state import Status
+from .store import DispatchStore, blob_ref
 
 
 def signatures(graph: WorkflowGraph, refs: list[str]) -> list[str]:
@@ -34,27 +36,22 @@ def signatures(graph: WorkflowGraph, refs: list[str]) -> list[str]:
 
 
 def _topological(graph: WorkflowGraph) -> list[Node]:
-    import networkx as nx
-
     g = nx.DiGraph()
     g.add_nodes_from(n.id for n in graph.nodes)
     g.add_edges_from((e.src, e.dst) for e in graph.edges)
     return [graph.nodes[i] for i in nx.topological_sort(g)]
 
 
-async def reusable_outputs(store: SqliteStore, graph: WorkflowGraph,
+async def reusable_outputs(store: DispatchStore, graph: WorkflowGraph,
                            old_id: str) -> dict[int, tuple[bytes, str, str]]:
     """Map new node ids to (output, start, end) taken from dispatch ``old_id``."""
-    row = await store.run(store.get_dispatch, old_id)
+    row = await store.get_dispatch(old_id)
     if row is None:
         raise DispatchNotFound(old_id)
-    old_graph = WorkflowGraph.from_json(json.loads(row["graph"]), [])
-    old_refs: list[str] = json.loads(row["blob_refs"])
-    old_graph.blobs = [b""] * len(old_refs)
-    old_sigs = signatures(old_graph, old_refs)
-    nodes = await store.run(store.get_nodes, old_id)
-    done = {old_sigs[n["node_id"]]: n for n in nodes
-            if n["status"] == "COMPLETED" and n["output_ref"]}
+    old_graph = WorkflowGraph.from_json(row.graph, [b""] * len(row.blob_refs))
+    old_sigs = signatures(old_graph, row.blob_refs)
+    nodes = await store.get_nodes(old_id)
+    done = {old_sigs[n.node_id]: n for n in nodes if n.status == Status.COMPLETED and n.output_ref}
     new_sigs = signatures(graph, [blob_ref(b) for b in graph.blobs])
     picked = {}
     for node in graph.nodes:
@@ -63,6 +60,6 @@ async def reusable_outputs(store: SqliteStore, graph: WorkflowGraph,
         old = done.get(new_sigs[node.id])
         if old is not None:
             picked[node.id] = old
-    outputs = await store.run(store.get_blobs, [n["output_ref"] for n in picked.values()])
-    return {i: (outputs[n["output_ref"]], n["start_time"] or "", n["end_time"] or "")
-            for i, n in picked.items()}
+    outputs = await store.get_blobs([n.output_ref for n in picked.values() if n.output_ref])
+    return {i: (outputs[n.output_ref], n.start_time or "", n.end_time or "")
+            for i, n in picked.items() if n.output_ref}

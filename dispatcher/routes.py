@@ -23,7 +23,7 @@ from covalent import wire
 from . import dispatches
 from .errors import (DispatcherError, InvalidRequest, PayloadTooLarge, Unavailable,
                      is_busy_error, is_disk_error)
-from .keys import CLUSTER_INFO, RUNNER, SETTINGS, STORE, TRIGGERS
+from .keys import CLUSTER_INFO, RECORDER, RUNNER, SETTINGS, STORE, TRIGGERS
 
 log = logging.getLogger("covalent.dispatcher")
 routes = web.RouteTableDef()
@@ -118,7 +118,7 @@ async def server_status(request: web.Request) -> web.Response:
         "cluster": info,
         "running": sorted(runner.runs),
         "triggers": await app[TRIGGERS].listing(active_only=True),
-        "store": {"path": str(app[SETTINGS].db_path), "write_error": runner.write_error},
+        "store": {"path": str(app[SETTINGS].db_path), "write_error": app[RECORDER].write_error},
     })
 
 
@@ -137,7 +137,7 @@ async def submit(request: web.Request) -> web.Response:
     reuse = reuse_of if request.query.get("reuse") == "1" else None
     runner = app[RUNNER]
     if not runner.public_url:  # started on port 0 (tests): learn the port from a request
-        runner.public_url = str(request.url.origin())
+        await runner.tell_workers(str(request.url.origin()))
     parent = None
     if "parent" in request.query:
         parent_node = request.query.get("parent_node", "")
@@ -160,8 +160,8 @@ async def list_dispatches(request: web.Request) -> web.Response:
     store = request.app[STORE]
     status = request.query.get("status")
     limit = int(_float_query(request, "limit", 100, 10_000))
-    rows = await store.run(store.list_dispatches, status, limit)
-    return web.json_response({"dispatches": rows})
+    rows = await store.list_dispatches(status, limit)
+    return web.json_response({"dispatches": [r.to_json() for r in rows]})
 
 
 def _id(request: web.Request) -> str:
@@ -173,7 +173,7 @@ async def get_result(request: web.Request) -> web.Response:
     app = request.app
     dispatch_id = _id(request)
     wait = _float_query(request, "wait", 0, app[SETTINGS].long_poll_max_s)
-    await dispatches.read_status(app[STORE], app[RUNNER], dispatch_id, wait)
+    await dispatches.read_status(app[STORE], app[RECORDER], dispatch_id, wait)
     results_dir = str(app[SETTINGS].data_dir / "results" / dispatch_id)
     body = await dispatches.read_result(app[STORE], dispatch_id, results_dir)
     return web.Response(body=body, content_type=wire.CONTENT_TYPE)
@@ -184,8 +184,8 @@ async def get_status(request: web.Request) -> web.Response:
     app = request.app
     dispatch_id = _id(request)
     wait = _float_query(request, "wait", 0, app[SETTINGS].long_poll_max_s)
-    status = await dispatches.read_status(app[STORE], app[RUNNER], dispatch_id, wait)
-    return web.json_response({"dispatch_id": dispatch_id, "status": status})
+    status = await dispatches.read_status(app[STORE], app[RECORDER], dispatch_id, wait)
+    return web.json_response({"dispatch_id": dispatch_id, "status": str(status)})
 
 
 @routes.get(wire.API + "/dispatches/{dispatch_id}/nodes/{node_id}")
@@ -194,7 +194,7 @@ async def get_node(request: web.Request) -> web.Response:
     if not _NODE_ID.fullmatch(raw):  # ASCII digits only: "²".isdigit() is True
         raise InvalidRequest(f"node id must be a non-negative integer, got {raw!r}")
     node = await dispatches.read_node(request.app[STORE], _id(request), int(raw))
-    return web.json_response(node)
+    return web.json_response(node.to_json())
 
 
 @routes.post(wire.API + "/dispatches/{dispatch_id}/cancel")

@@ -18,32 +18,32 @@ from triggers import Observed, TriggerSupervisor
 
 from . import dispatches
 from .errors import DispatchNotFound, InvalidRequest
-from .execute import now_iso
+from .protocol import now_iso
 from .runner import Runner
-from .store import SqliteStore
+from .state import PENDING
+from .store import DispatchStore, TriggerRecord
 
 
 class TriggerService:
     """The dispatcher's triggers: one supervisor, persisted in the store."""
 
-    def __init__(self, store: SqliteStore, runner: Runner) -> None:
+    def __init__(self, store: DispatchStore, runner: Runner) -> None:
         self.store = store
         self.runner = runner
         self.supervisor = TriggerSupervisor(self.fire, self.persist)
 
     async def fire(self, dispatch_id: str) -> str:
-        row = await self.store.run(self.store.get_dispatch, dispatch_id)
+        row = await self.store.get_dispatch(dispatch_id)
         if row is None:
             raise DispatchNotFound(dispatch_id)
-        if row["status"] == "NEW_OBJECT" and await dispatches.start_pending(
+        if row.status == PENDING and await dispatches.start_pending(
                 self.store, self.runner, dispatch_id):
             return dispatch_id
         return await dispatches.clone(self.store, self.runner, row)
 
     async def persist(self, obs: Observed) -> None:
         spec = json.dumps(obs.current_spec())
-        await self.store.run(self.store.save_trigger, obs.trigger_id, spec, obs.active,
-                             obs.fire_count, obs.reason)
+        await self.store.save_trigger(obs.trigger_id, spec, obs.active, obs.fire_count, obs.reason)
 
     async def register(self, body: dict[str, Any], dispatch_id: str | None = None) -> str:
         """Store and start observing a trigger from its registration body.
@@ -57,36 +57,35 @@ class TriggerService:
         if not isinstance(target, str) or not target:
             raise InvalidRequest("the trigger has no lattice_dispatch_id")
         dispatches.check_id(target)
-        if await self.store.run(self.store.get_status, target) is None:
+        if await self.store.get_status(target) is None:
             raise DispatchNotFound(target)
         spec["lattice_dispatch_id"] = target
         trigger_id = str(uuid.uuid4())
         name = str(spec.get("name") or "trigger")[:200]
-        await self.store.run(self.store.add_trigger, trigger_id, target, name, json.dumps(spec),
-                             pickled, now_iso())
+        await self.store.add_trigger(TriggerRecord(trigger_id, target, name, json.dumps(spec),
+                                                   pickled, True, 0, "", now_iso()))
         try:
             obs = self.supervisor.start(trigger_id, target, spec, pickled)
         except (ValueError, TypeError, KeyError) as exc:
-            await self.store.run(self.store.delete_trigger, trigger_id)
+            await self.store.delete_trigger(trigger_id)
             raise InvalidRequest(f"cannot build trigger: {type(exc).__name__}: {exc}") from None
         failure = await self.supervisor.wait_observing(obs)
         if failure is not None:  # refused with the reason, never silently inactive
             self.supervisor.observed.pop(trigger_id, None)
-            await self.store.run(self.store.delete_trigger, trigger_id)
+            await self.store.delete_trigger(trigger_id)
             raise InvalidRequest(f"the trigger cannot observe: {failure}")
         return trigger_id
 
     async def restore(self) -> int:
         """Observe again every trigger that was active when the server stopped."""
-        rows = await self.store.run(self.store.active_triggers)
-        for trigger_id, spec_json, pickled, fire_count in rows:
-            spec = json.loads(spec_json)
+        rows = await self.store.active_triggers()
+        for row in rows:
             try:
-                obs = self.supervisor.start(trigger_id, str(spec.get("lattice_dispatch_id")),
-                                            spec, pickled, fire_count)
+                obs = self.supervisor.start(row.trigger_id, row.dispatch_id, row.spec, row.pickled,
+                                            row.fire_count)
             except (ValueError, TypeError, KeyError) as exc:
-                await self.store.run(self.store.save_trigger, trigger_id, spec_json, False,
-                                     fire_count, f"cannot rebuild trigger: {type(exc).__name__}: {exc}")
+                await self.store.save_trigger(row.trigger_id, row.spec_json, False, row.fire_count,
+                                              f"cannot rebuild trigger: {type(exc).__name__}: {exc}")
                 continue
             await self.supervisor.wait_observing(obs)  # a failure is recorded as its reason
         return len(rows)
@@ -94,15 +93,15 @@ class TriggerService:
     async def listing(self, active_only: bool = False) -> list[dict[str, Any]]:
         """Every stored trigger (live state for those being observed)."""
         out = []
-        for row in await self.store.run(self.store.all_triggers):
-            live = self.supervisor.observed.get(row["trigger_id"])
+        for row in await self.store.all_triggers():
+            live = self.supervisor.observed.get(row.trigger_id)
             if live is not None:
                 info = live.info()
             else:
-                spec = json.loads(row["spec"])
-                info = {"trigger_id": row["trigger_id"], "name": row["name"],
-                        "dispatch_id": row["dispatch_id"], "active": bool(row["active"]),
-                        "fire_count": row["fire_count"], "reason": row["reason"] or "",
+                spec = row.spec
+                info = {"trigger_id": row.trigger_id, "name": row.name,
+                        "dispatch_id": row.dispatch_id, "active": row.active,
+                        "fire_count": row.fire_count, "reason": row.reason,
                         "new_dispatch_ids": spec.get("new_dispatch_ids", []), "trigger": spec}
             if info["active"] or not active_only:
                 out.append(info)
@@ -110,7 +109,7 @@ class TriggerService:
 
     async def stop(self, dispatch_ids: list[str]) -> int:
         for d in dispatch_ids:
-            if await self.store.run(self.store.get_status, dispatches.check_id(d)) is None:
+            if await self.store.get_status(dispatches.check_id(d)) is None:
                 raise DispatchNotFound(d)
         return await self.supervisor.stop_dispatches(dispatch_ids)
 

@@ -35,7 +35,7 @@ JSON = {"Content-Type": "application/json"}
 
 def auth_headers() -> dict[str, str]:
     """The headers the SDK would send: the token of the config file the server saved."""
-    from covalent._config import client_config
+    from covalent.config import client_config
 
     token = client_config().token
     return {"Authorization": f"Bearer {token}"} if token else {}

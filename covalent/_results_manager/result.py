@@ -13,8 +13,8 @@ from typing import Any
 
 import cloudpickle
 
-from .._builder import fill_template
-from .._status import Status
+from ..wire.gather import fill_template, template_refs
+from ..wire.status import Status
 from .._transport import TransportableObject
 from ..errors import OutputLoadError
 
@@ -210,7 +210,7 @@ class Result:
         if self._template_bytes is None:
             raise RuntimeError(f"dispatch {self._dispatch_id} has no stored return template")
         template = self._load(("template",), self._template_bytes)
-        needed = _refs(template)
+        needed = template_refs(template)
         missing = [i for i in needed if i not in self._output_bytes]
         if missing:
             names = ", ".join(f"{self._nodes[i]['name']}({i})" for i in missing)
@@ -275,25 +275,6 @@ class _LazyBlob:
 
     def load(self) -> Any:
         return cloudpickle.loads(self.data)
-
-
-def _refs(template: Any) -> list[int]:
-    from .._builder import NodeOutput
-
-    found: list[int] = []
-
-    def walk(v: Any) -> None:
-        if isinstance(v, NodeOutput):
-            found.append(v.node_id)
-        elif isinstance(v, list | tuple | set | frozenset):
-            for x in v:
-                walk(x)
-        elif isinstance(v, dict):
-            for x in v.values():
-                walk(x)
-
-    walk(template)
-    return list(dict.fromkeys(found))
 
 
 def _blob(blobs: list[bytes], idx: Any) -> bytes | None:

@@ -9,8 +9,8 @@ from typing import Any, TypeVar
 from urllib.parse import quote
 
 from .. import _client, wire
-from .._config import client_config
-from .._status import Status
+from ..config import client_config
+from ..wire.status import Status
 from ..errors import DispatcherBusyError, DispatcherUnavailableError
 from .result import Result
 

@@ -2,6 +2,6 @@
 
 from __future__ import annotations
 
-from .._status import Status
+from ..wire.status import Status
 
 __all__ = ["Status"]

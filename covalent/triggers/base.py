@@ -68,7 +68,7 @@ class BaseTrigger:
             InvalidRequestError: the dispatcher cannot observe it (the reason says why).
         """
         from .. import _client
-        from .._config import client_config
+        from ..config import client_config
 
         if not self.lattice_dispatch_id:
             raise RuntimeError(f"{type(self).__name__} has no lattice_dispatch_id to register for")

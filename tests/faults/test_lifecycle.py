@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 
 import covalent as ct
-from covalent._config import client_config, read_config
+from covalent.config import client_config, read_config
 from dispatcher.instance import LOCK_NAME, holder
 from tests.conftest import free_port
 from tests.faults.conftest import REPO, Cli, ServerProcess
@@ -198,7 +198,7 @@ def test_ctrl_c_in_the_foreground_exits_cleanly(cli: Cli) -> None:
 
 def _answers(url: str) -> bool:
     from covalent import _client
-    from covalent._config import ClientConfig
+    from covalent.config import ClientConfig
     from covalent.errors import CovalentError
 
     try:

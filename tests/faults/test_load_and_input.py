@@ -255,7 +255,7 @@ async def test_each_malformed_request_once_answered_500_is_a_4xx(addr: str, case
 
 def _pending_with_id(addr: str, dispatch_id: str) -> None:
     from covalent import _client
-    from covalent._config import client_config
+    from covalent.config import client_config
 
     body = build_submission(small, (1,), {}, dispatch_id=dispatch_id, disable_run=True)
     _client.request(client_config(addr), "POST", "/dispatches", body=body,

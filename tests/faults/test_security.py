@@ -28,7 +28,7 @@ from distributed import Client, Security
 
 import covalent as ct
 from covalent import wire
-from covalent._config import client_config, config_path
+from covalent.config import client_config, config_path
 from covalent._dispatch import build_submission
 from dispatcher.app import create_app
 from tests.conftest import free_port, in_process_settings, wait_until

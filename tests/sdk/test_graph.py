@@ -7,7 +7,7 @@ import threading
 import pytest
 
 import covalent as ct
-from covalent._graph import EdgeKind, NodeKind
+from covalent.wire import EdgeKind, NodeKind
 from covalent.errors import SerializationError, WorkflowDefinitionError
 from tests.tasks import add, identity, multiply
 

@@ -1,8 +1,10 @@
-"""Read the SDK's configuration: the dispatcher address and token, per call.
+"""The configuration file: ``ct.get_config`` / ``ct.set_config`` and where the dispatcher is.
 
 Sources, later wins: defaults (``localhost:48008``), ``$COVALENT_CONFIG_DIR/covalent.conf``
 (default ``~/.config/covalent/covalent.conf``, TOML, section ``[dispatcher]`` with ``address``,
-``port``, ``token``), then ``COVALENT_DISPATCHER_ADDR`` and ``COVALENT_TOKEN``.
+``port``, ``token``), then ``COVALENT_DISPATCHER_ADDR`` and ``COVALENT_TOKEN``. The file is read
+on every call, so ``reload_config`` has nothing to do and exists for Covalent scripts. It holds
+the token: it is written 0600 in a 0700 directory.
 """
 
 from __future__ import annotations
@@ -66,6 +68,68 @@ def update_config(section: str, values: dict[str, Any]) -> dict[str, Any]:
     config[section] = table
     write_config(config)
     return config
+
+
+DEFAULTS: dict[str, dict[str, Any]] = {
+    "dispatcher": {"address": DEFAULT_HOST, "port": DEFAULT_PORT},
+    "sdk": {"log_level": "warning", "enable_logging": "false"},
+}
+
+
+def get_config(entries: str | list[str] | None = None) -> Any:
+    """The configuration (defaults, then the file): all of it, one dotted key's value, or a
+    dict of several.
+
+    >>> get_config("dispatcher.port") == DEFAULT_PORT or True
+    True
+
+    Raises:
+        KeyError: a key that is not set.
+    """
+    config = _merged(DEFAULTS, read_config())
+    if entries is None or entries == []:
+        return config
+    if isinstance(entries, str):
+        return _lookup(config, entries)
+    if len(entries) == 1:
+        return _lookup(config, entries[0])
+    return {key: _lookup(config, key) for key in entries}
+
+
+def set_config(new_config: str | dict[str, Any], new_value: Any = None) -> None:
+    """Set one dotted key (``set_config("sdk.log_level", "debug")``) or several (a dict), and
+    write the file."""
+    updates = {new_config: new_value} if isinstance(new_config, str) else dict(new_config)
+    config = read_config()
+    for key, value in updates.items():
+        *path, leaf = str(key).split(".")
+        table = config
+        for part in path:
+            table = table.setdefault(part, {})
+            if not isinstance(table, dict):
+                raise ValueError(f"cannot set {key!r}: {part!r} is not a table")
+        table[leaf] = value
+    write_config(config)
+
+
+def reload_config() -> None:
+    """Read the file again (it is read on every use already)."""
+
+
+def _lookup(config: dict[str, Any], key: str) -> Any:
+    value: Any = config
+    for part in key.split("."):
+        if not isinstance(value, dict) or part not in value:
+            raise KeyError(f"{key!r} is not set in {config_path()}")
+        value = value[part]
+    return value
+
+
+def _merged(base: dict[str, Any], over: dict[str, Any]) -> dict[str, Any]:
+    out = dict(base)
+    for key, value in over.items():
+        out[key] = _merged(out[key], value) if isinstance(value, dict) and isinstance(out.get(key), dict) else value
+    return out
 
 
 @dataclass(frozen=True, slots=True)

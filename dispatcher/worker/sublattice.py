@@ -11,28 +11,24 @@ from __future__ import annotations
 import uuid
 from typing import Any
 
-from covalent import _client, wire
-from covalent._config import ClientConfig
-from covalent._dispatch import build_submission
-from covalent._results_manager.result import Result
+from covalent.api import ClientConfig, Result, build_submission, fetch_result, submit_frame
 
-from .execute import NodeSpec
+from ..protocol import NodeSpec
+from .contact import server_contact
 
 _POLL_S = 30.0
 
 
 def run_sublattice(spec: NodeSpec, lattice: Any, args: list[Any], kwargs: dict[str, Any]) -> Any:
     """Dispatch ``lattice(*args, **kwargs)`` as a child of ``spec``'s node; return its result."""
-    if not spec.server:
-        raise RuntimeError("this dispatcher does not know its own address; cannot run a sublattice")
-    cfg = ClientConfig(url=spec.server, token=spec.token)
+    contact = server_contact()
+    cfg = ClientConfig(url=contact.url, token=contact.token)
     # The child's id follows from its parent node: if this node runs again (its worker died,
     # the dispatcher restarted), it finds the child already submitted and waits for it instead
     # of starting a second one (issue #11).
     child_id = str(uuid.uuid5(uuid.NAMESPACE_URL, f"covalent:{spec.dispatch_id}/{spec.node_id}"))
     body = build_submission(lattice, tuple(args), kwargs, dispatch_id=child_id, disable_run=False)
-    _client.request_json(cfg, "POST", "/dispatches", body=body, content_type=wire.CONTENT_TYPE,
-                         query={"parent": spec.dispatch_id, "parent_node": spec.node_id})
+    submit_frame(cfg, body, {"parent": spec.dispatch_id, "parent_node": spec.node_id})
     result = _wait_seceded(cfg, child_id)
     if result.status != "COMPLETED":
         raise RuntimeError(f"sublattice dispatch {child_id} ended {result.status}: {result.error}")
@@ -49,10 +45,7 @@ def _wait_seceded(cfg: ClientConfig, child_id: str) -> Result:
         seceded = False  # not on a worker thread (called directly): just block
     try:
         while True:
-            _, _, data = _client.request(cfg, "GET", f"/dispatches/{child_id}",
-                                         query={"wait": _POLL_S}, timeout=_POLL_S + 30)
-            header, blobs = wire.unpack(data)
-            result = Result._from_wire(header, blobs, cfg.url)
+            result = fetch_result(cfg, child_id, wait=_POLL_S)
             if result.status.is_terminal:
                 return result
     finally:

@@ -1,0 +1,243 @@
+"""Write what the runner learns to the store, behind its back, in batches: the Recorder.
+
+Updates are queued by ``record`` (never awaited on the hot path) and written by one writer
+task that commits whatever accumulated while the previous commit ran: natural batching, no
+timer. After each commit, and only then, ``_announce`` tells the subscribers (a web UI's live
+updates, the long-polls waiting for a dispatch to end): whatever anyone hears of is on disk.
+
+A batch that cannot be written is never retried as it is forever: a full disk keeps the facts
+without the outputs (those nodes FAILED, with the reason), a record SQLite refuses is isolated
+and fails its node; a store locked by another process is retried, and waiters hear why.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass, replace
+
+from covalent.wire import clean_text
+
+from .errors import is_busy_error, is_disk_error
+from .protocol import now_iso
+from .state import DispatchUpdate, NodeUpdate, Status, node_failed
+from .store import DispatchStore
+
+log = logging.getLogger("covalent.dispatcher")
+
+RETRY_S = 1.0  # after a failed write: how long before the same batch is tried again
+
+
+@dataclass(frozen=True, slots=True)
+class Commit:
+    """What one transaction made durable; ``ended`` are dispatches whose final status it holds."""
+
+    nodes: list[NodeUpdate]
+    dispatches: list[DispatchUpdate]
+    ended: list[str]
+
+
+Subscriber = Callable[[Commit], None]
+
+
+class Recorder:
+    """The write-behind queue between the runner and the store; one per server."""
+
+    def __init__(self, store: DispatchStore) -> None:
+        self.store = store
+        self._nodes: list[NodeUpdate] = []
+        self._dispatches: list[DispatchUpdate] = []
+        self._ended: list[str] = []
+        self._dirty = asyncio.Event()
+        self._writer: asyncio.Task[None] | None = None
+        self._subscribers: list[Subscriber] = []
+        self._waiters: dict[str, set[asyncio.Event]] = {}
+        self.closing = False
+        self.write_error: str | None = None  # why the last write failed (None: it did not)
+        self.write_busy = False  # ... because another process locks the store
+        self.unwritten: set[str] = set()  # dispatches whose latest facts are not on disk
+        self.store_failed: dict[str, str] = {}  # dispatch id -> why some output was not stored
+
+    async def start(self) -> None:
+        self._writer = asyncio.create_task(self._write_loop(), name="covalent-recorder")
+
+    async def close(self) -> None:
+        """Answer every waiter (the server is stopping), write what is queued, stop."""
+        self.closing = True
+        for waiters in self._waiters.values():
+            for ev in waiters:
+                ev.set()
+        if self._writer is not None:
+            await self.flush()
+            self._writer.cancel()
+            await asyncio.gather(self._writer, return_exceptions=True)
+
+    # -- what the runner calls -------------------------------------------------------------
+
+    def record(self, *updates: NodeUpdate | DispatchUpdate) -> None:
+        for u in updates:
+            (self._nodes if isinstance(u, NodeUpdate) else self._dispatches).append(u)  # type: ignore[arg-type]
+        self._dirty.set()
+
+    def ended(self, update: DispatchUpdate) -> None:
+        """Record a dispatch's final status; its waiters wake once it is committed."""
+        self._ended.append(update.dispatch_id)
+        self.record(update)
+
+    async def flush(self) -> None:
+        """Commit everything recorded so far."""
+        await self._flush()
+
+    def subscribe(self, fn: Subscriber) -> Callable[[], None]:
+        """Call ``fn`` after every commit (on the loop); returns the unsubscribe function."""
+        self._subscribers.append(fn)
+        return lambda: self._subscribers.remove(fn) if fn in self._subscribers else None
+
+    def waiter(self, dispatch_id: str) -> asyncio.Event:
+        """An event set once the dispatch's final status is committed (or the server stops).
+
+        Register it *before* reading the status, then ``release`` it when done waiting.
+        """
+        ev = asyncio.Event()
+        if self.closing:
+            ev.set()
+        self._waiters.setdefault(dispatch_id, set()).add(ev)
+        return ev
+
+    def release(self, dispatch_id: str, ev: asyncio.Event) -> None:
+        waiters = self._waiters.get(dispatch_id)
+        if waiters is not None:
+            waiters.discard(ev)
+            if not waiters:
+                del self._waiters[dispatch_id]
+
+    # -- writing ---------------------------------------------------------------------------
+
+    async def _write_loop(self) -> None:
+        while True:
+            await self._dirty.wait()
+            self._dirty.clear()
+            try:
+                await self._flush()
+            except Exception:  # already logged and kept: back off, then try the batch again
+                await asyncio.sleep(RETRY_S)
+                self._dirty.set()
+
+    async def _flush(self) -> None:
+        nodes, dispatches, ended = self._nodes, self._dispatches, self._ended
+        self._nodes, self._dispatches, self._ended = [], [], []
+        if not (nodes or dispatches):
+            self._announce(Commit([], [], ended))
+            return
+        try:
+            nodes, dispatches = await self._write(nodes, dispatches)
+        except Exception as exc:  # even the fallbacks failed: keep serving, say why, retry
+            self.write_busy = is_busy_error(exc)
+            self.write_error = f"{type(exc).__name__}: {exc}"
+            log.exception("store write failed; %d node updates kept for retry", len(nodes))
+            self._nodes[:0], self._dispatches[:0], self._ended[:0] = nodes, dispatches, ended
+            self.unwritten = {u.dispatch_id for u in nodes} | {d.dispatch_id for d in dispatches}
+            for dispatch_id in self.unwritten:  # tell those waiting, rather than hang
+                for ev in self._waiters.get(dispatch_id, ()):
+                    ev.set()
+            raise
+        self.write_error = None
+        self.unwritten.clear()
+        self._announce(Commit(nodes, dispatches, ended))
+
+    def _announce(self, commit: Commit) -> None:
+        """The one place a commit is announced: waiters of ended dispatches, then subscribers."""
+        for dispatch_id in commit.ended:
+            for ev in self._waiters.pop(dispatch_id, ()):
+                ev.set()
+        if commit.nodes or commit.dispatches:
+            for fn in list(self._subscribers):
+                try:
+                    fn(commit)
+                except Exception:  # a subscriber's bug must not stop recording
+                    log.exception("commit subscriber failed")
+
+    async def _write(self, nodes: list[NodeUpdate], dispatches: list[DispatchUpdate]
+                     ) -> tuple[list[NodeUpdate], list[DispatchUpdate]]:
+        """One transaction, else the fallbacks; returns what was written."""
+        try:
+            await self.store.apply(nodes, dispatches)
+            return nodes, dispatches
+        except Exception as exc:
+            if is_busy_error(exc):
+                raise  # another process holds the database: the same batch will go through
+            if is_disk_error(exc):
+                # The outputs do not fit: record those nodes (and their dispatches) as
+                # FAILED with the reason, which takes a few bytes, rather than nothing.
+                log.error("store full: %d outputs not stored: %s", len(nodes), exc)
+                nodes, dispatches = self._without_outputs(nodes, dispatches, exc)
+                await self.store.apply(nodes, dispatches)
+                return nodes, dispatches
+            log.error("a batch of %d updates cannot be written (%s: %s); isolating the bad one",
+                      len(nodes) + len(dispatches), type(exc).__name__, exc)
+            return await self._isolate(nodes, dispatches)
+
+    async def _isolate(self, nodes: list[NodeUpdate], dispatches: list[DispatchUpdate]
+                       ) -> tuple[list[NodeUpdate], list[DispatchUpdate]]:
+        """Write each update alone; one that fails fails its node (and dispatch) with the reason."""
+        written_nodes: list[NodeUpdate] = []
+        for u in nodes:
+            try:
+                await self.store.apply([u], [])
+                written_nodes.append(u)
+            except Exception as exc:
+                if is_busy_error(exc) or is_disk_error(exc):
+                    raise
+                reason = (f"the dispatcher could not record this node ({type(exc).__name__}: "
+                          f"{clean_text(str(exc), 2000)})")
+                log.error("node %s of %s: %s", u.node_id, u.dispatch_id, reason)
+                self.store_failed.setdefault(u.dispatch_id, reason)
+                written_nodes += (await self._apply_or_drop(
+                    [node_failed(u.dispatch_id, u.node_id, reason, now_iso())], []))[0]
+        written_dispatches: list[DispatchUpdate] = []
+        for d in dispatches:
+            if d.status == Status.COMPLETED and d.dispatch_id in self.store_failed:
+                d = replace(d, status=Status.FAILED, result=None, error="some nodes could not be "
+                            f"recorded: {self.store_failed[d.dispatch_id]}")
+            try:
+                await self.store.apply([], [d])
+                written_dispatches.append(d)
+            except Exception as exc:
+                if is_busy_error(exc) or is_disk_error(exc):
+                    raise
+                reason = f"the dispatcher could not record it: {type(exc).__name__}: {exc}"
+                log.error("dispatch %s: %s", d.dispatch_id, reason)
+                written_dispatches += (await self._apply_or_drop([], [DispatchUpdate(
+                    d.dispatch_id, status=Status.FAILED, end_time=now_iso(), error=reason)]))[1]
+        return written_nodes, written_dispatches
+
+    async def _apply_or_drop(self, nodes: list[NodeUpdate], dispatches: list[DispatchUpdate]
+                             ) -> tuple[list[NodeUpdate], list[DispatchUpdate]]:
+        try:
+            await self.store.apply(nodes, dispatches)
+            return nodes, dispatches
+        except Exception as exc:
+            if is_busy_error(exc) or is_disk_error(exc):
+                raise
+            log.exception("dropping an update that cannot be written at all: %s", exc)
+            return [], []
+
+    def _without_outputs(self, nodes: list[NodeUpdate], dispatches: list[DispatchUpdate],
+                         exc: BaseException) -> tuple[list[NodeUpdate], list[DispatchUpdate]]:
+        reason = (f"the dispatcher could not store this output ({type(exc).__name__}: {exc}); "
+                  "free space in its data dir and redispatch")
+        out_nodes = []
+        for u in nodes:
+            if u.output is not None:
+                self.store_failed.setdefault(u.dispatch_id, reason)
+                u = replace(u, status=Status.FAILED, output=None, error=reason)
+            out_nodes.append(u)
+        out_dispatches = []
+        for d in dispatches:
+            if d.result is not None or (d.status == Status.COMPLETED and d.dispatch_id in self.store_failed):
+                self.store_failed.setdefault(d.dispatch_id, reason)
+                d = replace(d, status=Status.FAILED, result=None,
+                            error=f"some outputs could not be stored: {self.store_failed[d.dispatch_id]}")
+            out_dispatches.append(d)
+        return out_nodes, out_dispatches

@@ -1,0 +1,151 @@
+"""The one owner of dispatch and node statuses: which transitions exist, and the store updates
+each event makes.
+
+    dispatch   NEW_OBJECT --start--> RUNNING --finish--> COMPLETED | FAILED | CANCELLED
+               NEW_OBJECT --(could not be submitted)--> FAILED
+    node       NEW_OBJECT --> RUNNING --> COMPLETED | FAILED | CANCELLED
+               NEW_OBJECT --> COMPLETED | FAILED | CANCELLED   (a quick node, a never-run cancel)
+               RUNNING --> NEW_OBJECT                          (resume: its run died with the server)
+
+A terminal status never changes. Events come in (``node_running``, ``node_completed``, ...)
+and ``NodeUpdate`` / ``DispatchUpdate`` records go out to the store, which applies each one
+only where ``entry_guard`` allows it (its SQL is built here too), so a late report never
+overwrites what the API has already reported.
+
+>>> entry_guard(Status.RUNNING, NODE_TRANSITIONS)
+"status IN ('NEW_OBJECT')"
+>>> may_enter(Status.COMPLETED, Status.CANCELLED, NODE_TRANSITIONS)
+False
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from covalent.wire import TERMINAL, Status
+
+__all__ = ["DISPATCH_TRANSITIONS", "DispatchUpdate", "NODE_TRANSITIONS", "NodeUpdate", "PENDING",
+           "Status", "TERMINAL", "entry_guard", "is_terminal", "may_enter", "sql_list"]
+
+PENDING = Status.NEW_OBJECT
+_ENDS = frozenset({Status.COMPLETED, Status.FAILED, Status.CANCELLED})
+
+# status -> the statuses it may move to
+DISPATCH_TRANSITIONS: dict[Status, frozenset[Status]] = {
+    Status.NEW_OBJECT: frozenset({Status.RUNNING, Status.FAILED}),
+    Status.RUNNING: frozenset({Status.RUNNING}) | _ENDS,  # RUNNING again: resumed
+}
+NODE_TRANSITIONS: dict[Status, frozenset[Status]] = {
+    Status.NEW_OBJECT: frozenset({Status.RUNNING}) | _ENDS,
+    Status.RUNNING: frozenset({Status.NEW_OBJECT}) | _ENDS,
+}
+
+
+def is_terminal(status: str | None) -> bool:
+    return status in TERMINAL
+
+
+def may_enter(current: str, target: str, table: dict[Status, frozenset[Status]]) -> bool:
+    """True if ``current`` may move to ``target`` (a terminal status moves nowhere)."""
+    return Status(target) in table.get(Status(current), frozenset())
+
+
+def entry_guard(target: str, table: dict[Status, frozenset[Status]]) -> str:
+    """SQL condition on the ``status`` column: the row may move to ``target``."""
+    sources = sorted(s for s, targets in table.items() if Status(target) in targets)
+    return f"status IN {sql_list(sources)}"
+
+
+def sql_list(statuses: list[Status] | frozenset[Status]) -> str:
+    """``('A','B')`` for an SQL ``IN`` (statuses are fixed identifiers, never user text).
+
+    >>> sql_list([Status.COMPLETED, Status.FAILED])
+    "('COMPLETED','FAILED')"
+    """
+    return "(" + ",".join(f"'{s.value}'" for s in sorted(statuses)) + ")"
+
+
+@dataclass(slots=True)
+class NodeUpdate:
+    """New facts about one node; None fields are left as they are."""
+
+    dispatch_id: str
+    node_id: int
+    status: Status | None = None
+    start_time: str | None = None
+    end_time: str | None = None
+    output: bytes | None = None
+    error: str | None = None
+    stdout: str | None = None
+    stderr: str | None = None
+    sub_dispatch_id: str | None = None
+
+
+@dataclass(slots=True)
+class DispatchUpdate:
+    """New facts about one dispatch; None fields are left as they are."""
+
+    dispatch_id: str
+    status: Status | None = None
+    start_time: str | None = None
+    end_time: str | None = None
+    error: str | None = None
+    result: bytes | None = None
+
+
+# -- events in, updates out ----------------------------------------------------------------
+
+def node_running(dispatch_id: str, node_id: int, start: str) -> NodeUpdate:
+    """A worker reports a node has been running for a while."""
+    return NodeUpdate(dispatch_id, node_id, status=Status.RUNNING, start_time=start)
+
+
+def node_completed(dispatch_id: str, node_id: int, output: bytes, start: str, end: str,
+                   stdout: str = "", stderr: str = "") -> NodeUpdate:
+    return NodeUpdate(dispatch_id, node_id, status=Status.COMPLETED, start_time=start or None,
+                      end_time=end, output=output, stdout=stdout, stderr=stderr)
+
+
+def node_failed(dispatch_id: str, node_id: int, error: str, end: str, start: str = "",
+                stdout: str | None = None, stderr: str | None = None) -> NodeUpdate:
+    return NodeUpdate(dispatch_id, node_id, status=Status.FAILED, start_time=start or None,
+                      end_time=end, error=error, stdout=stdout, stderr=stderr)
+
+
+def node_cancelled(dispatch_id: str, node_id: int, end: str) -> NodeUpdate:
+    return NodeUpdate(dispatch_id, node_id, status=Status.CANCELLED, end_time=end)
+
+
+def node_reset(dispatch_id: str, node_id: int) -> NodeUpdate:
+    """A node that was RUNNING when the server died will run again."""
+    return NodeUpdate(dispatch_id, node_id, status=Status.NEW_OBJECT)
+
+
+def dispatch_started(dispatch_id: str, start: str) -> DispatchUpdate:
+    return DispatchUpdate(dispatch_id, status=Status.RUNNING, start_time=start)
+
+
+def dispatch_ended(dispatch_id: str, failed: dict[int, str], names: list[str],
+                   cancelled: bool, end: str, result: bytes | None,
+                   unrecorded: str | None = None) -> DispatchUpdate:
+    """The dispatch's final record: FAILED naming each failed node, else CANCELLED if asked,
+    else COMPLETED with its result. ``failed`` maps node ids (-1: the dispatcher) to errors."""
+    if failed:
+        lines = [f"Node {i} ({names[i] if i >= 0 else 'dispatcher'}) failed: {msg}"
+                 for i, msg in sorted(failed.items())]
+        return DispatchUpdate(dispatch_id, status=Status.FAILED, end_time=end, error="\n".join(lines))
+    if unrecorded is not None:
+        return DispatchUpdate(dispatch_id, status=Status.FAILED, end_time=end,
+                              error=f"some outputs could not be stored: {unrecorded}")
+    if cancelled:
+        return DispatchUpdate(dispatch_id, status=Status.CANCELLED, end_time=end)
+    return DispatchUpdate(dispatch_id, status=Status.COMPLETED, end_time=end, result=result)
+
+
+def dispatch_not_submitted(dispatch_id: str, reason: str, end: str) -> DispatchUpdate:
+    return DispatchUpdate(dispatch_id, status=Status.FAILED, end_time=end,
+                          error=f"the dispatcher could not submit this dispatch: {reason}")
+
+
+def dispatch_cancelled(dispatch_id: str, end: str) -> DispatchUpdate:
+    return DispatchUpdate(dispatch_id, status=Status.CANCELLED, end_time=end)

@@ -1,0 +1,170 @@
+"""What the dispatcher keeps, as typed records, behind one ``DispatchStore`` protocol.
+
+The SQLite store (``sqlite.SqliteStore``) implements it; a second backend (PostgreSQL, or a
+read replica for a web UI) implements the same async methods. Records are frozen: a reader
+gets a snapshot of what was committed.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+from ..state import DispatchUpdate, NodeUpdate, Status
+
+
+def blob_ref(data: bytes) -> str:
+    """The content address of a blob.
+
+    >>> blob_ref(b"")[:12]
+    'e3b0c44298fc'
+    """
+    return hashlib.sha256(data).hexdigest()
+
+
+class DispatchExists(Exception):
+    """A dispatch with this id is stored already (a retried request)."""
+
+
+@dataclass(frozen=True, slots=True)
+class NewDispatch:
+    """What ``create_dispatch`` stores about a dispatch besides its graph's blobs."""
+
+    dispatch_id: str
+    root_dispatch_id: str
+    name: str
+    status: Status
+    created_at: str
+    graph_json: str
+    nodes: list[tuple[int, str, str]]  # (node id, name, kind)
+    start_time: str | None = None
+    parent_dispatch_id: str | None = None
+    parent_node_id: int | None = None
+    meta: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, slots=True)
+class DispatchRecord:
+    dispatch_id: str
+    root_dispatch_id: str
+    parent_dispatch_id: str | None
+    parent_node_id: int | None
+    name: str
+    status: Status
+    created_at: str
+    start_time: str | None
+    end_time: str | None
+    error: str | None
+    graph_json: str
+    blob_refs: list[str]
+    inputs_ref: str | None
+    lattice_ref: str | None
+    result_ref: str | None
+    template_ref: str | None
+    meta: dict[str, Any]
+
+    @property
+    def graph(self) -> dict[str, Any]:
+        parsed: dict[str, Any] = json.loads(self.graph_json)
+        return parsed
+
+
+@dataclass(frozen=True, slots=True)
+class DispatchSummary:
+    """A row of the dispatch listing."""
+
+    dispatch_id: str
+    root_dispatch_id: str
+    name: str
+    status: Status
+    created_at: str
+    start_time: str | None
+    end_time: str | None
+
+    def to_json(self) -> dict[str, Any]:
+        return {"dispatch_id": self.dispatch_id, "root_dispatch_id": self.root_dispatch_id,
+                "name": self.name, "status": str(self.status), "created_at": self.created_at,
+                "start_time": self.start_time, "end_time": self.end_time}
+
+
+@dataclass(frozen=True, slots=True)
+class NodeRecord:
+    node_id: int
+    name: str
+    kind: str
+    status: Status
+    start_time: str | None
+    end_time: str | None
+    output_ref: str | None
+    error: str | None
+    stdout: str | None
+    stderr: str | None
+    sub_dispatch_id: str | None
+
+    def to_json(self) -> dict[str, Any]:
+        """The node as the REST API shows it (without output bytes)."""
+        return {"node_id": self.node_id, "name": self.name, "kind": self.kind,
+                "status": str(self.status), "start_time": self.start_time,
+                "end_time": self.end_time, "error": self.error, "stdout": self.stdout,
+                "stderr": self.stderr, "sub_dispatch_id": self.sub_dispatch_id,
+                "has_output": self.output_ref is not None}
+
+
+@dataclass(frozen=True, slots=True)
+class TriggerRecord:
+    trigger_id: str
+    dispatch_id: str
+    name: str
+    spec_json: str
+    pickled: bytes | None
+    active: bool
+    fire_count: int
+    reason: str
+    created_at: str
+
+    @property
+    def spec(self) -> dict[str, Any]:
+        parsed: dict[str, Any] = json.loads(self.spec_json)
+        return parsed
+
+
+class DispatchStore(Protocol):
+    """The dispatcher's durable state. Every method is one transaction."""
+
+    async def open(self) -> None: ...
+    async def close(self) -> None: ...
+
+    async def create_dispatch(self, new: NewDispatch, blobs: list[bytes],
+                              extra: dict[str, bytes]) -> list[str]:
+        """Store a dispatch, its nodes (NEW_OBJECT) and blobs; raises DispatchExists."""
+        ...
+
+    async def get_dispatch(self, dispatch_id: str) -> DispatchRecord | None: ...
+    async def get_status(self, dispatch_id: str) -> Status | None: ...
+    async def get_nodes(self, dispatch_id: str) -> list[NodeRecord]: ...
+    async def get_blobs(self, refs: Iterable[str]) -> dict[str, bytes]: ...
+    async def list_dispatches(self, status: str | None, limit: int) -> list[DispatchSummary]: ...
+
+    async def apply(self, nodes: list[NodeUpdate], dispatches: list[DispatchUpdate]) -> None:
+        """Apply updates where the state machine allows (terminal statuses are kept)."""
+        ...
+
+    async def claim_pending(self, dispatch_id: str, start_time: str) -> bool:
+        """NEW_OBJECT -> RUNNING atomically; False if it was not pending any more."""
+        ...
+
+    async def set_sub_dispatch(self, dispatch_id: str, node_id: int, child_id: str) -> None: ...
+    async def children(self, dispatch_id: str) -> list[tuple[str, int]]: ...
+    async def unfinished(self) -> list[str]: ...
+    async def reset_nodes(self, dispatch_id: str, node_ids: list[int]) -> None: ...
+    async def purge(self) -> int: ...
+
+    async def add_trigger(self, record: TriggerRecord) -> None: ...
+    async def save_trigger(self, trigger_id: str, spec_json: str, active: bool, fire_count: int,
+                           reason: str) -> None: ...
+    async def delete_trigger(self, trigger_id: str) -> None: ...
+    async def all_triggers(self) -> list[TriggerRecord]: ...
+    async def active_triggers(self) -> list[TriggerRecord]: ...

@@ -1,0 +1,418 @@
+"""Keep every dispatch, node outcome and blob on disk: SQLite in WAL mode plus a blob directory.
+
+Model: a ``dispatches`` row per dispatch (graph JSON, blob references, status, times, error),
+a ``nodes`` row per node (status, times, output reference, stdout, stderr, error), and
+content-addressed blobs (sha256): small ones inside SQLite, large ones as files under
+``blob_dir`` written to a temporary name and renamed into place before the row that names
+them is committed.
+
+Crash guarantee: every write is one transaction; a status the API has reported was read
+back from a committed transaction, so after ``kill -9`` it is still there. WAL with
+``synchronous=NORMAL`` survives a process crash (not a power cut of the last transaction).
+Status changes are applied only where ``state`` allows them (the SQL guards come from there).
+
+The public methods are async; each runs its SQL on the store's single thread, so the
+connection is only ever used by one thread and writes are serialised.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import sqlite3
+from collections.abc import Callable, Iterable
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any, TypeVar
+
+from covalent.wire import clean_text
+
+from ..state import (DISPATCH_TRANSITIONS, NODE_TRANSITIONS, PENDING, TERMINAL, DispatchUpdate,
+                     NodeUpdate, Status, entry_guard, sql_list)
+from .base import (DispatchExists, DispatchRecord, DispatchSummary, NewDispatch, NodeRecord,
+                   TriggerRecord, blob_ref)
+
+T = TypeVar("T")
+
+INLINE_MAX = 256 * 1024
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS dispatches (
+    dispatch_id TEXT PRIMARY KEY,
+    root_dispatch_id TEXT NOT NULL,
+    parent_dispatch_id TEXT,
+    parent_node_id INTEGER,
+    name TEXT NOT NULL,
+    status TEXT NOT NULL,
+    created_at TEXT NOT NULL,
+    start_time TEXT,
+    end_time TEXT,
+    error TEXT,
+    graph TEXT NOT NULL,
+    blob_refs TEXT NOT NULL,
+    inputs_ref TEXT,
+    lattice_ref TEXT,
+    result_ref TEXT,
+    template_ref TEXT,
+    meta TEXT NOT NULL DEFAULT '{}'
+);
+CREATE INDEX IF NOT EXISTS dispatches_status ON dispatches(status);
+CREATE TABLE IF NOT EXISTS nodes (
+    dispatch_id TEXT NOT NULL,
+    node_id INTEGER NOT NULL,
+    name TEXT NOT NULL,
+    kind TEXT NOT NULL,
+    status TEXT NOT NULL,
+    start_time TEXT,
+    end_time TEXT,
+    output_ref TEXT,
+    error TEXT,
+    stdout TEXT,
+    stderr TEXT,
+    sub_dispatch_id TEXT,
+    PRIMARY KEY (dispatch_id, node_id)
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS triggers (
+    trigger_id TEXT PRIMARY KEY,
+    dispatch_id TEXT NOT NULL,
+    name TEXT NOT NULL,
+    spec TEXT NOT NULL,
+    pickled BLOB,
+    active INTEGER NOT NULL,
+    fire_count INTEGER NOT NULL DEFAULT 0,
+    reason TEXT,
+    created_at TEXT NOT NULL
+);
+CREATE TABLE IF NOT EXISTS blobs (
+    ref TEXT PRIMARY KEY,
+    size INTEGER NOT NULL,
+    data BLOB,
+    path TEXT
+) WITHOUT ROWID;
+"""
+
+_TERMINAL = sql_list(TERMINAL)
+_DISPATCH_COLUMNS = ("dispatch_id, root_dispatch_id, parent_dispatch_id, parent_node_id, name,"
+                     " status, created_at, start_time, end_time, error, graph, blob_refs,"
+                     " inputs_ref, lattice_ref, result_ref, template_ref, meta")
+_NODE_COLUMNS = ("node_id, name, kind, status, start_time, end_time, output_ref, error, stdout,"
+                 " stderr, sub_dispatch_id")
+_TRIGGER_COLUMNS = "trigger_id, dispatch_id, name, spec, pickled, active, fire_count, reason, created_at"
+
+
+class SqliteStore:
+    """The embedded store: a ``DispatchStore`` on one SQLite file and a blob directory."""
+
+    def __init__(self, db_path: Path, blob_dir: Path) -> None:
+        self.db_path = db_path
+        self.blob_dir = blob_dir
+        self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="covalent-store")
+        self._db: sqlite3.Connection | None = None
+
+    async def _call(self, fn: Callable[..., T], *args: Any) -> T:
+        return await asyncio.get_running_loop().run_in_executor(self._pool, fn, *args)
+
+    async def open(self) -> None:
+        await self._call(self._open)
+
+    async def close(self) -> None:
+        await self._call(self._close)
+        self._pool.shutdown(wait=True)
+
+    def _open(self) -> None:
+        self.db_path.parent.mkdir(parents=True, exist_ok=True)
+        self.blob_dir.mkdir(parents=True, exist_ok=True)
+        db = sqlite3.connect(self.db_path, isolation_level=None, check_same_thread=False)
+        db.execute("PRAGMA journal_mode=WAL")
+        db.execute("PRAGMA synchronous=NORMAL")
+        db.execute("PRAGMA foreign_keys=ON")
+        db.executescript(_SCHEMA)
+        self._db = db
+
+    def _close(self) -> None:
+        if self._db is not None:
+            self._db.close()
+            self._db = None
+
+    @property
+    def db(self) -> sqlite3.Connection:
+        if self._db is None:
+            raise RuntimeError("store is not open")
+        return self._db
+
+    def _transaction(self, body: Callable[[sqlite3.Connection], T]) -> T:
+        db = self.db
+        db.execute("BEGIN IMMEDIATE")
+        try:
+            out = body(db)
+            db.execute("COMMIT")
+            return out
+        except BaseException:
+            if db.in_transaction:  # SQLite already rolled back after an I/O error
+                db.execute("ROLLBACK")
+            raise
+
+    # -- blobs -----------------------------------------------------------------------------
+
+    def _put_blobs(self, blobs: Iterable[bytes]) -> list[str]:
+        refs = []
+        rows: list[tuple[str, int, bytes | None, str | None]] = []
+        for data in blobs:
+            ref = blob_ref(data)
+            refs.append(ref)
+            if len(data) <= INLINE_MAX:
+                rows.append((ref, len(data), data, None))
+            else:
+                rows.append((ref, len(data), None, self._write_file(ref, data)))
+        self.db.executemany("INSERT OR IGNORE INTO blobs(ref, size, data, path) VALUES (?,?,?,?)", rows)
+        return refs
+
+    def _write_file(self, ref: str, data: bytes) -> str:
+        rel = f"{ref[:2]}/{ref}"
+        path = self.blob_dir / rel
+        if not path.exists():
+            path.parent.mkdir(parents=True, exist_ok=True)
+            tmp = path.with_suffix(f".tmp{os.getpid()}")
+            with open(tmp, "wb") as fh:
+                fh.write(data)
+            os.replace(tmp, path)
+        return rel
+
+    async def get_blobs(self, refs: Iterable[str]) -> dict[str, bytes]:
+        return await self._call(self._get_blobs, list(refs))
+
+    def _get_blobs(self, refs: list[str]) -> dict[str, bytes]:
+        wanted = list(dict.fromkeys(r for r in refs if r))
+        out: dict[str, bytes] = {}
+        for i in range(0, len(wanted), 500):
+            chunk = wanted[i : i + 500]
+            marks = ",".join("?" * len(chunk))
+            for ref, data, path in self.db.execute(
+                f"SELECT ref, data, path FROM blobs WHERE ref IN ({marks})", chunk
+            ):
+                if data is None:
+                    data = (self.blob_dir / path).read_bytes()
+                out[ref] = bytes(data)
+        return out
+
+    # -- dispatches ------------------------------------------------------------------------
+
+    async def create_dispatch(self, new: NewDispatch, blobs: list[bytes],
+                              extra: dict[str, bytes]) -> list[str]:
+        return await self._call(self._create_dispatch, new, blobs, extra)
+
+    def _create_dispatch(self, new: NewDispatch, blobs: list[bytes],
+                         extra: dict[str, bytes]) -> list[str]:
+        def body(db: sqlite3.Connection) -> list[str]:
+            refs = self._put_blobs(blobs)
+            row: dict[str, Any] = {
+                "dispatch_id": new.dispatch_id, "root_dispatch_id": new.root_dispatch_id,
+                "parent_dispatch_id": new.parent_dispatch_id, "parent_node_id": new.parent_node_id,
+                "name": clean_text(new.name, 1000), "status": str(new.status),
+                "created_at": new.created_at, "start_time": new.start_time,
+                "graph": new.graph_json, "blob_refs": json.dumps(refs), "meta": json.dumps(new.meta),
+            }
+            for column, data in extra.items():
+                row[column] = self._put_blobs([data])[0]
+            db.execute(f"INSERT INTO dispatches({','.join(row)}) VALUES ({','.join('?' * len(row))})",
+                       list(row.values()))
+            db.executemany(
+                f"INSERT INTO nodes(dispatch_id, node_id, name, kind, status) VALUES (?,?,?,?,'{PENDING}')",
+                [(new.dispatch_id, nid, name, kind) for nid, name, kind in new.nodes])
+            return refs
+
+        try:
+            return self._transaction(body)
+        except sqlite3.IntegrityError:
+            raise DispatchExists(new.dispatch_id) from None
+
+    async def get_dispatch(self, dispatch_id: str) -> DispatchRecord | None:
+        return await self._call(self._get_dispatch, dispatch_id)
+
+    def _get_dispatch(self, dispatch_id: str) -> DispatchRecord | None:
+        row = self.db.execute(f"SELECT {_DISPATCH_COLUMNS} FROM dispatches WHERE dispatch_id = ?",
+                              (dispatch_id,)).fetchone()
+        if row is None:
+            return None
+        (did, root, parent, parent_node, name, status, created, start, end, error, graph, refs,
+         inputs, lattice, result, template, meta) = row
+        return DispatchRecord(did, root, parent, parent_node, name, Status(status), created, start,
+                              end, error, graph, json.loads(refs), inputs, lattice, result, template,
+                              json.loads(meta))
+
+    async def get_status(self, dispatch_id: str) -> Status | None:
+        return await self._call(self._get_status, dispatch_id)
+
+    def _get_status(self, dispatch_id: str) -> Status | None:
+        row = self.db.execute("SELECT status FROM dispatches WHERE dispatch_id = ?",
+                              (dispatch_id,)).fetchone()
+        return None if row is None else Status(row[0])
+
+    async def get_nodes(self, dispatch_id: str) -> list[NodeRecord]:
+        return await self._call(self._get_nodes, dispatch_id)
+
+    def _get_nodes(self, dispatch_id: str) -> list[NodeRecord]:
+        cur = self.db.execute(f"SELECT {_NODE_COLUMNS} FROM nodes WHERE dispatch_id = ?"
+                              " ORDER BY node_id", (dispatch_id,))
+        return [NodeRecord(n, name, kind, Status(status), *rest)
+                for n, name, kind, status, *rest in cur]
+
+    async def list_dispatches(self, status: str | None = None, limit: int = 100) -> list[DispatchSummary]:
+        return await self._call(self._list_dispatches, status, limit)
+
+    def _list_dispatches(self, status: str | None, limit: int) -> list[DispatchSummary]:
+        q = ("SELECT dispatch_id, root_dispatch_id, name, status, created_at, start_time, end_time"
+             " FROM dispatches")
+        args: list[Any] = []
+        if status:
+            q += " WHERE status = ?"
+            args.append(status)
+        q += " ORDER BY created_at DESC LIMIT ?"
+        args.append(limit)
+        return [DispatchSummary(d, r, n, Status(s), c, st, e)
+                for d, r, n, s, c, st, e in self.db.execute(q, args)]
+
+    async def apply(self, nodes: list[NodeUpdate], dispatches: list[DispatchUpdate]) -> None:
+        await self._call(self._apply, nodes, dispatches)
+
+    def _apply(self, nodes: list[NodeUpdate], dispatches: list[DispatchUpdate]) -> None:
+        def body(db: sqlite3.Connection) -> None:
+            outputs = [u.output for u in nodes if u.output is not None]
+            refs = iter(self._put_blobs(outputs))
+            for u in nodes:
+                ref = next(refs) if u.output is not None else None
+                db.execute(
+                    "UPDATE nodes SET status = COALESCE(?, status),"
+                    " start_time = COALESCE(?, start_time), end_time = COALESCE(?, end_time),"
+                    " output_ref = COALESCE(?, output_ref), error = COALESCE(?, error),"
+                    " stdout = COALESCE(?, stdout), stderr = COALESCE(?, stderr),"
+                    " sub_dispatch_id = COALESCE(?, sub_dispatch_id)"
+                    f" WHERE dispatch_id = ? AND node_id = ? AND {_node_guard(u.status)}",
+                    (_text(u.status), u.start_time, u.end_time, ref, _clean(u.error),
+                     _clean(u.stdout), _clean(u.stderr), u.sub_dispatch_id, u.dispatch_id, u.node_id))
+            for d in dispatches:
+                rref = self._put_blobs([d.result])[0] if d.result is not None else None
+                db.execute(
+                    "UPDATE dispatches SET status = COALESCE(?, status),"
+                    " start_time = COALESCE(?, start_time), end_time = COALESCE(?, end_time),"
+                    " error = COALESCE(?, error), result_ref = COALESCE(?, result_ref)"
+                    f" WHERE dispatch_id = ? AND {_dispatch_guard(d.status)}",
+                    (_text(d.status), d.start_time, d.end_time, _clean(d.error), rref, d.dispatch_id))
+
+        self._transaction(body)
+
+    async def claim_pending(self, dispatch_id: str, start_time: str) -> bool:
+        return await self._call(self._claim_pending, dispatch_id, start_time)
+
+    def _claim_pending(self, dispatch_id: str, start_time: str) -> bool:
+        cur = self.db.execute(
+            f"UPDATE dispatches SET status = '{Status.RUNNING}', start_time = ?"
+            f" WHERE dispatch_id = ? AND status = '{PENDING}'", (start_time, dispatch_id))
+        return cur.rowcount == 1
+
+    async def set_sub_dispatch(self, dispatch_id: str, node_id: int, child_id: str) -> None:
+        await self._call(self.db.execute, "UPDATE nodes SET sub_dispatch_id = ? WHERE dispatch_id = ?"
+                         " AND node_id = ?", (child_id, dispatch_id, node_id))
+
+    async def children(self, dispatch_id: str) -> list[tuple[str, int]]:
+        """(child dispatch id, parent node id) of the unfinished sublattice dispatches."""
+        return await self._call(self._children, dispatch_id)
+
+    def _children(self, dispatch_id: str) -> list[tuple[str, int]]:
+        rows = self.db.execute("SELECT dispatch_id, parent_node_id FROM dispatches WHERE"
+                               f" parent_dispatch_id = ? AND status NOT IN {_TERMINAL}", (dispatch_id,))
+        return [(r[0], int(r[1])) for r in rows]
+
+    async def unfinished(self) -> list[str]:
+        """Ids of dispatches that were running when the server stopped, oldest first."""
+        return await self._call(self._unfinished)
+
+    def _unfinished(self) -> list[str]:
+        rows = self.db.execute("SELECT dispatch_id FROM dispatches WHERE status NOT IN"
+                               f" {sql_list(TERMINAL | {PENDING})} ORDER BY created_at")
+        return [r[0] for r in rows]
+
+    async def reset_nodes(self, dispatch_id: str, node_ids: list[int]) -> None:
+        """Put nodes that were running back to NEW_OBJECT (they will run again)."""
+        guard = entry_guard(PENDING, NODE_TRANSITIONS)
+        await self._call(self.db.executemany,
+                         f"UPDATE nodes SET status='{PENDING}', start_time=NULL WHERE dispatch_id=?"
+                         f" AND node_id=? AND {guard}", [(dispatch_id, n) for n in node_ids])
+
+    async def purge(self) -> int:
+        """Delete every finished dispatch and the blobs nothing references; return the count."""
+        return await self._call(self._purge)
+
+    def _purge(self) -> int:
+        def body(db: sqlite3.Connection) -> tuple[int, list[str]]:
+            ids = [r[0] for r in db.execute(
+                f"SELECT dispatch_id FROM dispatches WHERE status IN {_TERMINAL}")]
+            db.executemany("DELETE FROM nodes WHERE dispatch_id = ?", [(i,) for i in ids])
+            db.executemany("DELETE FROM dispatches WHERE dispatch_id = ?", [(i,) for i in ids])
+            live: set[str] = set()
+            for refs, *others in db.execute(
+                "SELECT blob_refs, inputs_ref, lattice_ref, result_ref, template_ref FROM dispatches"
+            ):
+                live.update(json.loads(refs))
+                live.update(o for o in others if o)
+            live.update(r[0] for r in db.execute("SELECT output_ref FROM nodes WHERE output_ref IS NOT NULL"))
+            dead = [(ref, path) for ref, path in db.execute("SELECT ref, path FROM blobs")
+                    if ref not in live]
+            db.executemany("DELETE FROM blobs WHERE ref = ?", [(r,) for r, _ in dead])
+            return len(ids), [p for _, p in dead if p]
+
+        count, paths = self._transaction(body)
+        for path in paths:
+            (self.blob_dir / path).unlink(missing_ok=True)
+        return count
+
+    # -- triggers --------------------------------------------------------------------------
+
+    async def add_trigger(self, record: TriggerRecord) -> None:
+        await self._call(self.db.execute, f"INSERT INTO triggers({_TRIGGER_COLUMNS}) VALUES"
+                         " (?,?,?,?,?,?,?,?,?)",
+                         (record.trigger_id, record.dispatch_id, record.name, record.spec_json,
+                          record.pickled, int(record.active), record.fire_count, record.reason,
+                          record.created_at))
+
+    async def save_trigger(self, trigger_id: str, spec_json: str, active: bool, fire_count: int,
+                           reason: str) -> None:
+        await self._call(self.db.execute, "UPDATE triggers SET spec = ?, active = ?, fire_count = ?,"
+                         " reason = ? WHERE trigger_id = ?",
+                         (spec_json, int(active), fire_count, reason, trigger_id))
+
+    async def delete_trigger(self, trigger_id: str) -> None:
+        await self._call(self.db.execute, "DELETE FROM triggers WHERE trigger_id = ?", (trigger_id,))
+
+    async def all_triggers(self) -> list[TriggerRecord]:
+        return await self._call(self._triggers, "")
+
+    async def active_triggers(self) -> list[TriggerRecord]:
+        return await self._call(self._triggers, " WHERE active = 1")
+
+    def _triggers(self, where: str) -> list[TriggerRecord]:
+        rows = self.db.execute(f"SELECT {_TRIGGER_COLUMNS} FROM triggers{where} ORDER BY created_at")
+        return [TriggerRecord(t, d, n, s, p, bool(a), int(f), r or "", c)
+                for t, d, n, s, p, a, f, r, c in rows]
+
+
+def _node_guard(target: Status | None) -> str:
+    if target is None:
+        return f"status NOT IN {_TERMINAL}"
+    return entry_guard(target, NODE_TRANSITIONS)
+
+
+def _dispatch_guard(target: Status | None) -> str:
+    if target is None:
+        return f"status NOT IN {_TERMINAL}"
+    return entry_guard(target, DISPATCH_TRANSITIONS)
+
+
+def _text(status: Status | None) -> str | None:
+    return None if status is None else str(status)
+
+
+def _clean(text: str | None) -> str | None:
+    """What user code printed or raised, as SQLite can always store it (issue #11)."""
+    return None if text is None else clean_text(text)

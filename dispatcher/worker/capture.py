@@ -1,0 +1,98 @@
+"""Capture each worker thread's stdout and stderr, bounded, while it runs a node."""
+
+from __future__ import annotations
+
+import collections
+import io
+import threading
+from typing import Any
+
+from covalent.wire import TEXT_LIMIT, clean_text
+
+
+class _Router(io.TextIOBase):
+    """A sys.stdout/sys.stderr stand-in that sends each thread's writes to its own buffer."""
+
+    def __init__(self, inner: Any) -> None:
+        self.inner = inner
+        self.local = threading.local()
+
+    def write(self, s: str) -> int:
+        buf = getattr(self.local, "buf", None)
+        if buf is None:
+            return int(self.inner.write(s))
+        return int(buf.write(s))
+
+    def flush(self) -> None:
+        if getattr(self.local, "buf", None) is None:
+            self.inner.flush()
+
+    @property
+    def encoding(self) -> str:  # type: ignore[override]
+        return str(getattr(self.inner, "encoding", "utf-8"))
+
+    def isatty(self) -> bool:
+        return False
+
+
+_router_lock = threading.Lock()
+
+
+def _routers() -> tuple[_Router, _Router]:
+    import sys
+
+    with _router_lock:
+        if not isinstance(sys.stdout, _Router):
+            sys.stdout = _Router(sys.stdout)
+        if not isinstance(sys.stderr, _Router):
+            sys.stderr = _Router(sys.stderr)
+        return sys.stdout, sys.stderr
+
+
+class Bounded(io.TextIOBase):
+    """A text buffer that keeps the first and the last ``limit // 2`` characters written, so a
+    node printing a gigabyte costs its worker a megabyte (issue #11)."""
+
+    def __init__(self, limit: int = TEXT_LIMIT) -> None:
+        self.half = limit // 2
+        self.head: list[str] = []
+        self.head_len = 0
+        self.tail: collections.deque[str] = collections.deque()
+        self.tail_len = 0
+        self.total = 0
+
+    def write(self, s: str) -> int:
+        n = len(s)
+        self.total += n
+        room = self.half - self.head_len
+        if room > 0:
+            self.head.append(s[:room])
+            self.head_len += min(room, n)
+            s = s[room:]
+        if s:
+            self.tail.append(s)
+            self.tail_len += len(s)
+            while self.tail_len - len(self.tail[0]) >= self.half:
+                self.tail_len -= len(self.tail.popleft())
+        return n
+
+    def getvalue(self) -> str:
+        head, tail = "".join(self.head), "".join(self.tail)[-self.half:] if self.tail else ""
+        left_out = self.total - len(head) - len(tail)
+        marker = f"\n[... {left_out} characters left out ...]\n" if left_out else ""
+        return clean_text(head + marker + tail, limit=self.total + len(marker))
+
+
+class Capture:
+    """Capture this thread's prints for the duration of a ``with`` block."""
+
+    def __enter__(self) -> Capture:
+        self.out_router, self.err_router = _routers()
+        self.out, self.err = Bounded(), Bounded()
+        self.out_router.local.buf = self.out
+        self.err_router.local.buf = self.err
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.out_router.local.buf = None
+        self.err_router.local.buf = None

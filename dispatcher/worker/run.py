@@ -1,0 +1,141 @@
+"""Run one node of a dispatch on a Dask worker: the only place where user code runs.
+
+The Dask task of every node is ``run_node(spec, *parent_outcomes)``. It unpickles the function
+and the parents' outputs, gathers list/tuple/dict parents in place, runs bash and pip deps,
+``call_before`` hooks (injecting ``retval_keyword`` values), the function and ``call_after``
+hooks, captures this thread's stdout/stderr, and pickles the output.
+
+It returns a ``NodeOutcome`` whose pickled form carries only bytes, so the dispatcher can
+receive it without unpickling the user's value. A failure raises ``NodeTaskError`` (strings
+only) so Dask marks the node's descendants as erred without running them (fail-slow).
+"""
+
+from __future__ import annotations
+
+import functools
+import traceback
+from typing import Any
+
+import cloudpickle
+
+from covalent.api import call_with_hooks
+from covalent.wire import Layout, NodeKind, arguments, clean_text, gather
+
+from ..protocol import GatherSpec, NodeOutcome, NodeSpec, NodeTaskError, now_iso
+from .announce import announcer
+from .capture import Capture
+from .interrupts import TaskInterrupted, interrupts
+from .sublattice import run_sublattice
+
+ERROR_MESSAGE_LIMIT = 64 << 10
+
+
+def run_node(spec: NodeSpec, *parents: NodeOutcome) -> NodeOutcome:
+    """The Dask task of one node. Raises NodeTaskError on any failure."""
+    start = now_iso()
+    if spec.kind == NodeKind.PARAMETER:
+        assert spec.value is not None
+        return NodeOutcome(spec.node_id, spec.value, start=start, end=start)
+    token = announcer.started(spec.dispatch_id, spec.node_id, start)
+    try:
+        return _run(spec, parents, start)
+    finally:
+        announcer.finished(token)
+
+
+def _run(spec: NodeSpec, parents: tuple[NodeOutcome, ...], start: str) -> NodeOutcome:
+    failure: tuple[str, str, str] | None = None  # raised outside the handlers: no context chain
+    with Capture() as cap:
+        try:
+            interrupts.enter()
+            try:
+                value = _compute(spec, parents)
+            finally:
+                interrupts.leave()
+            data = _dump_output(spec, value)
+        except _OutputError as exc:
+            failure = (exc.error_type, str(exc), str(exc))
+        except TaskInterrupted:
+            failure = ("TaskInterrupted", "cancelled while running", "")
+        except BaseException as exc:  # user code may raise anything: SystemExit, KeyboardInterrupt
+            failure = (type(exc).__name__, _safe_str(exc), _user_traceback(exc))
+            del exc  # drop the traceback (a RecursionError's holds 1000 frames)
+    if failure is not None:
+        error_type, message, detail = failure
+        raise NodeTaskError(spec.node_id, error_type, clean_text(message, ERROR_MESSAGE_LIMIT),
+                            clean_text(detail), cap.out.getvalue(), cap.err.getvalue(), start,
+                            now_iso())
+    return NodeOutcome(spec.node_id, data, value, True, cap.out.getvalue(), cap.err.getvalue(),
+                       start, now_iso())
+
+
+class _OutputError(Exception):
+    def __init__(self, error_type: str, message: str) -> None:
+        super().__init__(message)
+        self.error_type = error_type
+
+
+def _dump_output(spec: NodeSpec, value: Any) -> bytes:
+    try:
+        data: bytes = cloudpickle.dumps(value)
+        return data
+    except Exception as exc:  # cloudpickle raises many types for unpicklable objects
+        raise _OutputError(
+            "UnpicklableOutputError",
+            f"the output of {spec.name!r} (a {type(value).__name__}) cannot be pickled, so it "
+            f"cannot be stored or passed on: {type(exc).__name__}: {_safe_str(exc)}",
+        ) from exc
+
+
+@functools.lru_cache(maxsize=256)
+def _load_cached(data: bytes) -> Any:
+    return cloudpickle.loads(data)
+
+
+def _values(layout: Layout, gathers: tuple[GatherSpec | None, ...], parents: Any) -> list[Any]:
+    values: list[Any] = []
+    for i, parent in enumerate(parents):
+        spec = gathers[i] if gathers else None
+        if spec is not None:
+            values.append(_gathered(spec, parent))
+        elif layout[i][0] == "wait":
+            values.append(None)  # ordering only: never unpickled
+        else:
+            values.append(parent.value)
+    return values
+
+
+def _gathered(spec: GatherSpec, parents: list[Any]) -> Any:
+    args, kwargs = arguments(spec.layout, _values(spec.layout, spec.inner, parents))
+    extra = _load_cached(spec.extra) if spec.extra is not None else None
+    return gather(spec.kind, extra, args, kwargs)
+
+
+def _compute(spec: NodeSpec, parents: tuple[Any, ...]) -> Any:
+    args, kwargs = arguments(spec.layout, _values(spec.layout, spec.gathers, parents))
+    kind = spec.kind
+    if kind == NodeKind.GETITEM:
+        return args[0][args[1]]
+    if kind == NodeKind.GETATTR:
+        return getattr(args[0], args[1])
+    assert spec.fn is not None
+    if kind == NodeKind.SUBLATTICE:
+        return run_sublattice(spec, _load_cached(spec.fn), args, kwargs)
+    fn = _load_cached(spec.fn)
+    hooks = _load_cached(spec.hooks) if spec.hooks is not None else {}
+    return call_with_hooks(fn, args, kwargs, hooks)  # deps, file transfers, injected values
+
+
+def _safe_str(exc: BaseException) -> str:
+    try:
+        return str(exc)
+    except Exception:  # a user exception whose __str__ raises
+        return repr(type(exc))
+
+
+def _user_traceback(exc: BaseException) -> str:
+    """The traceback without this module's frames."""
+    tb = exc.__traceback__
+    while tb is not None and tb.tb_frame.f_code.co_filename == __file__:
+        tb = tb.tb_next
+    return "".join(traceback.format_exception(type(exc), exc, tb))
