@@ -31,7 +31,7 @@ from .concurrency import concurrent
 from .measure import Side, bench, ours_runner, raw_runner
 from .memory import measure as measure_memory
 from .peer import running_peer
-from .procfs import peak_rss_mib, reset_peak_rss
+from dispatcher.procinfo import peak_rss_mib, reset_peak_rss
 from .server import Dispatcher, running_dispatcher, scheduler_client
 from .standalone import Standalone, standalone_cluster
 from .workloads import Workload, all_workloads, two_node

@@ -13,7 +13,7 @@ import subprocess
 import time
 from typing import Any
 
-from .procfs import children, stat_fields
+from dispatcher.procinfo import children, stat_fields
 
 Recorded = dict[int, str]  # pid -> start time (clock ticks after boot)
 

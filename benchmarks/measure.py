@@ -27,7 +27,7 @@ import distributed
 
 import covalent as ct
 
-from .procfs import cpu_seconds
+from dispatcher.procinfo import cpu_seconds
 from .workloads import Workload
 
 RAW_TIMEOUT_S = 900  # a raw graph that hangs becomes an error instead of a stuck run

@@ -25,7 +25,7 @@ import numpy  # noqa: F401  (imported before the baseline: results may unpickle 
 
 import covalent as ct
 
-from .procfs import peak_rss_mib, reset_peak_rss, rss_mib
+from dispatcher.procinfo import peak_rss_mib, reset_peak_rss, rss_mib
 from .server import REPO
 from .workloads import arrays
 

@@ -28,7 +28,7 @@ from typing import IO, Any
 
 from .lifecycle import Recorded, kill_leftovers, record_descendants
 from .measure import Side
-from .procfs import children
+from dispatcher.procinfo import children
 from .server import free_port
 from .workloads import Workload
 

@@ -21,9 +21,18 @@ _local = threading.local()
 _TIMEOUT = 60.0
 
 
+class _Pool(dict[str, http.client.HTTPConnection]):
+    """This thread's keep-alive connections; closed when the thread ends (its locals go)."""
+
+    def __del__(self) -> None:
+        for conn in self.values():
+            conn.close()
+
+
 def _connection(url: str, fresh: bool = False) -> http.client.HTTPConnection:
-    pool: dict[str, http.client.HTTPConnection] = getattr(_local, "pool", None) or {}
-    _local.pool = pool
+    pool: _Pool | None = getattr(_local, "pool", None)
+    if pool is None:
+        pool = _local.pool = _Pool()
     conn = pool.get(url)
     if conn is None or fresh:
         if conn is not None:

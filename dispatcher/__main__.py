@@ -27,7 +27,7 @@ from typing import NoReturn
 
 from aiohttp import web
 
-from covalent.config import read_config, update_config
+from covalent.config import DEFAULT_PORT, read_config, update_config
 
 from .app import create_app
 from .instance import (EXIT_BAD_SETTINGS, EXIT_CLUSTER, EXIT_PORT_IN_USE, EXIT_RUNNING,
@@ -41,7 +41,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(prog="python -m dispatcher", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--host", default=None, help="address to bind (default 127.0.0.1)")
-    p.add_argument("--port", type=int, default=None, help="port (default 48008)")
+    p.add_argument("--port", type=int, default=None, help=f"port (default {DEFAULT_PORT})")
     p.add_argument("--data-dir", default=None, help="store location (default: user data dir)")
     p.add_argument("--workers", type=int, default=None, help="LocalCluster workers")
     p.add_argument("--threads-per-worker", type=int, default=None)

@@ -25,8 +25,9 @@ from typing import Any
 import click
 
 import covalent
-from covalent import _client
-from covalent.config import DEFAULT_PORT, ClientConfig, client_config, config_path, read_config, update_config
+from covalent import api
+from covalent.config import (DEFAULT_PORT, ClientConfig, client_config, config_path, read_config,
+                             update_config)
 from covalent.errors import CovalentError, DispatcherUnavailableError
 
 from .instance import EXIT_RUNNING, Instance, holder, pid_holds_lock
@@ -39,7 +40,7 @@ def _data_dir(value: str | None) -> Path:
 
 def _health(cfg: ClientConfig) -> dict[str, Any] | None:
     try:
-        return dict(_client.request_json(cfg, "GET", "/health", timeout=2))
+        return dict(api.request_json(cfg, "GET", "/health", timeout=2))
     except CovalentError:
         return None
 
@@ -153,7 +154,7 @@ def _await_own_server(proc: subprocess.Popen[bytes], cfg: ClientConfig, instance
         health = _health(cfg)
         if health is not None and health.get("instance") == instance and health.get("pid") == proc.pid:
             try:
-                return dict(_client.request_json(cfg, "GET", "/status", timeout=10))
+                return dict(api.request_json(cfg, "GET", "/status", timeout=10))
             except CovalentError as exc:
                 raise click.ClickException(f"the dispatcher answers but /status failed: {exc}") from None
         if time.monotonic() > deadline:
@@ -214,7 +215,7 @@ def status() -> None:
     """Show the server, its Dask cluster and the running dispatches."""
     cfg = client_config()
     try:
-        info = _client.request_json(cfg, "GET", "/status", timeout=10)
+        info = api.request_json(cfg, "GET", "/status", timeout=10)
     except DispatcherUnavailableError as exc:
         click.echo(f"Covalent dispatcher: not running at {cfg.url} ({exc.reason})")
         sys.exit(1)

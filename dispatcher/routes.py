@@ -20,7 +20,7 @@ from aiohttp import web
 
 from covalent import wire
 
-from . import dispatches
+from . import dispatches, procinfo
 from .errors import (DispatcherError, InvalidRequest, PayloadTooLarge, Unavailable,
                      is_busy_error, is_disk_error)
 from .keys import CLUSTER_INFO, RECORDER, RUNNER, SETTINGS, STORE, TRIGGERS
@@ -66,6 +66,10 @@ async def error_middleware(request: web.Request, handler: Handler) -> web.Stream
                               f"{type(exc).__name__}: {exc}", 507)
         log.exception("unhandled error on %s %s", request.method, request.path)
         return error_body("InternalError", f"{type(exc).__name__}: {exc}", 500)
+
+
+def _mib(value: float) -> float | None:
+    return None if math.isnan(value) else round(value, 1)
 
 
 def _float_query(request: web.Request, name: str, default: float, maximum: float) -> float:
@@ -119,6 +123,8 @@ async def server_status(request: web.Request) -> web.Response:
         "running": sorted(runner.runs),
         "triggers": await app[TRIGGERS].listing(active_only=True),
         "store": {"path": str(app[SETTINGS].db_path), "write_error": app[RECORDER].write_error},
+        "server": {"pid": os.getpid(), "rss_mib": _mib(procinfo.rss_mib(os.getpid())),
+                   "peak_rss_mib": _mib(procinfo.peak_rss_mib(os.getpid()))},
     })
 
 

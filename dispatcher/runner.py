@@ -25,7 +25,7 @@ from distributed.scheduler import KilledWorker
 from covalent.wire import WorkflowGraph, gathered_bytes
 
 from . import state
-from .compile import compile_graph
+from .compile import Compiled, compile_graph
 from .dask_graph import submit_graph
 from .errors import IncompatibleClient
 from .protocol import START_TOPIC, NodeOutcome, NodeTaskError, now_iso, runtime_versions
@@ -134,25 +134,12 @@ class Runner:
         All or nothing: if anything fails before the graph is running, the dispatch is
         recorded FAILED with the reason (never left RUNNING without a tracker).
         """
-        run: DispatchRun | None = None
+        futures: list[Future[Any]] = []
         try:
-            # Off the loop: a 100,000-node graph takes seconds to compile (issue #13).
-            compiled = await asyncio.to_thread(compile_graph, dispatch_id, graph, preset)
-            run = DispatchRun.plan(dispatch_id, graph, compiled.tasks, compiled.inlined,
-                                   compiled.gathers)
+            # Off the loop: a 100,000-node graph takes seconds to compile and plan (issue #13).
+            compiled, run, updates = await asyncio.to_thread(self._prepare, dispatch_id, graph, preset)
             self.runs[dispatch_id] = run
-            stamp = now_iso()
-            self.recorder.record(state.dispatch_started(dispatch_id, stamp))
-            for node_id, (data, start, end) in preset.items():
-                if node_id not in compiled.inlined:
-                    self.recorder.record(state.node_completed(dispatch_id, node_id, data, start, end))
-            for node_id, data in compiled.inlined.items():
-                self._completed(run, node_id, data, start=stamp, end=stamp)
-            for node_id in compiled.gathers:
-                # Gathers nothing (a lattice returning a constant, an empty list); a gathering
-                # node whose parents were all inlined was gathered by the loop above.
-                if not run.nodes[node_id].waiting_for and not run.nodes[node_id].done:
-                    self._gather(run, node_id)
+            self.recorder.record(*updates)
             if compiled.dsk:
                 futures = submit_graph(self.client, compiled.dsk, list(compiled.tasks.values()),
                                        f"{dispatch_id}-{uuid.uuid4().hex}",
@@ -161,14 +148,36 @@ class Runner:
         except Exception as exc:
             log.exception("submitting dispatch %s failed", dispatch_id)
             self.runs.pop(dispatch_id, None)
-            if run is not None and run.futures:
-                await self.client.cancel(list(run.futures.values()), force=True)
+            if futures:
+                await self.client.cancel(futures, force=True)
             self.recorder.ended(state.dispatch_not_submitted(
                 dispatch_id, f"{type(exc).__name__}: {exc}", now_iso()))
             return
         run.task = asyncio.create_task(self._track(run), name=f"track-{dispatch_id}")
         log.info("dispatch %s submitted: %d nodes, %d tasks, %d reused", dispatch_id,
                  len(graph.nodes), len(compiled.dsk), len(preset))
+
+    def _prepare(self, dispatch_id: str, graph: WorkflowGraph,
+                 preset: dict[int, tuple[bytes, str, str]]
+                 ) -> tuple[Compiled, DispatchRun, list[state.NodeUpdate | state.DispatchUpdate]]:
+        """Compile and plan a dispatch, and what is known before Dask runs anything (pure: it
+        runs in a thread, on a DispatchRun nobody else sees yet)."""
+        compiled = compile_graph(dispatch_id, graph, preset)
+        run = DispatchRun.plan(dispatch_id, graph, compiled.tasks, compiled.inlined, compiled.gathers)
+        stamp = now_iso()
+        updates: list[state.NodeUpdate | state.DispatchUpdate] = [
+            state.dispatch_started(dispatch_id, stamp)]
+        for node_id, (data, start, end) in preset.items():
+            if node_id not in compiled.inlined:
+                updates.append(state.node_completed(dispatch_id, node_id, data, start, end))
+        for node_id, data in compiled.inlined.items():
+            updates += self._completed(run, node_id, data, start=stamp, end=stamp)
+        for node_id in compiled.gathers:
+            # Gathers nothing (a lattice returning a constant, an empty list); a gathering node
+            # whose parents were all inlined was gathered by the loop above.
+            if not run.nodes[node_id].waiting_for and not run.nodes[node_id].done:
+                updates += self._gather(run, node_id)
+        return compiled, run, updates
 
     async def _track(self, run: DispatchRun) -> None:
         try:
@@ -225,8 +234,9 @@ class Runner:
             return
         d = run.dispatch_id
         if isinstance(outcome, NodeOutcome):
-            self._completed(run, node_id, outcome.data, outcome.start, outcome.end or now_iso(),
-                            outcome.stdout, outcome.stderr)
+            self.recorder.record(*self._completed(run, node_id, outcome.data, outcome.start,
+                                                  outcome.end or now_iso(), outcome.stdout,
+                                                  outcome.stderr))
             return
         if isinstance(outcome, NodeTaskError) and outcome.node_id == node_id:
             track.outcome, track.failed = Outcome.FAILED, f"{outcome.error_type}: {outcome.message}"
@@ -252,22 +262,23 @@ class Runner:
             self.recorder.record(state.node_failed(d, node_id, msg, now_iso()))
 
     def _completed(self, run: DispatchRun, node_id: int, data: bytes, start: str, end: str,
-                   stdout: str = "", stderr: str = "") -> None:
-        """Record a completed node, then any gathering node it was the last missing part of."""
+                   stdout: str = "", stderr: str = "") -> list[state.NodeUpdate]:
+        """A completed node, then any gathering node it was the last missing part of: the
+        updates to record."""
         track = run.nodes[node_id]
         track.outcome = Outcome.COMPLETED
         if node_id == run.postprocess_id:
             run.result = data
-        self.recorder.record(state.node_completed(run.dispatch_id, node_id, data, start, end,
-                                                  stdout, stderr))
+        updates = [state.node_completed(run.dispatch_id, node_id, data, start, end, stdout, stderr)]
         run.keep_output(node_id, data)
         for child in track.feeds:
             gather = run.nodes[child]
             gather.waiting_for -= 1
             if gather.waiting_for == 0 and not gather.cancelled:
-                self._gather(run, child)
+                updates += self._gather(run, child)
+        return updates
 
-    def _gather(self, run: DispatchRun, node_id: int) -> None:
+    def _gather(self, run: DispatchRun, node_id: int) -> list[state.NodeUpdate]:
         node = run.graph.nodes[node_id]
         edges = run.gather_parents[node_id]
         parts = [run.nodes[e.src].output if e.kind != "wait" else None for e in edges]
@@ -275,8 +286,9 @@ class Runner:
         layout = tuple((e.kind.value, e.name, e.index) for e in edges)
         data = gathered_bytes(str(node.kind), extra, layout, parts)
         stamp = now_iso()
-        self._completed(run, node_id, data, stamp, stamp)
+        updates = self._completed(run, node_id, data, stamp, stamp)
         run.release_parts(node_id)
+        return updates
 
     def _finish(self, run: DispatchRun, internal_error: str | None = None) -> None:
         failed = run.failed

@@ -7,6 +7,8 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
+from covalent.config import DEFAULT_PORT
+
 
 def default_data_dir() -> Path:
     """``$COVALENT_DATA_DIR``, else ``$XDG_DATA_HOME/covalent``, else ``~/.local/share/covalent``."""
@@ -38,7 +40,7 @@ class Settings:
 
     data_dir: Path = field(default_factory=default_data_dir)
     host: str = "127.0.0.1"
-    port: int = 48008
+    port: int = DEFAULT_PORT
     token: str = ""
     allowed_hosts: tuple[str, ...] = ()  # names besides loopback requests may use in Host
     instance_id: str = ""  # reported by /health so `covalent start` knows it is its own server
@@ -87,7 +89,7 @@ class Settings:
         )
         s = cls(
             host=env.get("COVALENT_SERVER_HOST", "127.0.0.1"),
-            port=_int(env.get("COVALENT_SERVER_PORT")) or 48008,
+            port=_int(env.get("COVALENT_SERVER_PORT")) or DEFAULT_PORT,
             token=env.get("COVALENT_TOKEN", ""),
             allowed_hosts=tuple(h for h in env.get("COVALENT_ALLOWED_HOSTS", "").split(",") if h),
             instance_id=env.get("COVALENT_INSTANCE_ID", ""),

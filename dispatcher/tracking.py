@@ -159,7 +159,7 @@ class Completions:
             self.pending.add(task)
             task.add_done_callback(self.pending.discard)
         else:
-            item[1].add_done_callback(lambda _: self.loop.call_soon_threadsafe(self._push, item))
+            item[1].add_done_callback(lambda _: self._push_threadsafe(item))
 
     async def _when_back(self, item: tuple[int, Future[Any]]) -> None:
         try:
@@ -167,6 +167,12 @@ class Completions:
         except Exception:  # an error is an outcome too: the runner reads it from the future
             pass
         self._push(item)
+
+    def _push_threadsafe(self, item: tuple[int, Future[Any]]) -> None:
+        try:
+            self.loop.call_soon_threadsafe(self._push, item)
+        except RuntimeError:
+            pass  # the loop closed (server shutdown): nobody tracks this dispatch any more
 
     def _push(self, item: tuple[int, Future[Any]]) -> None:
         self.ready.append(item)

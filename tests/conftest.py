@@ -41,6 +41,14 @@ def auth_headers() -> dict[str, str]:
     return {"Authorization": f"Bearer {token}"} if token else {}
 
 
+async def run(lattice: Any, addr: str, *args: Any, **kwargs: Any) -> Any:
+    """Dispatch ``lattice`` through the SDK and wait for its Result (off the event loop)."""
+    import covalent as ct
+
+    dispatch_id = await asyncio.to_thread(ct.dispatch(lattice, dispatcher_addr=addr), *args, **kwargs)
+    return await asyncio.to_thread(ct.get_result, dispatch_id, True, addr)
+
+
 def free_port() -> int:
     """A TCP port free on 127.0.0.1 right now (for processes that need one up front)."""
     with socket.socket() as sock:

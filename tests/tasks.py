@@ -22,6 +22,11 @@ def multiply(x, y):
     return x * y
 
 
+@ct.lattice
+def two_node(x, y):
+    return multiply(add(x, y), 2)
+
+
 @ct.electron
 def identity(x):
     return x

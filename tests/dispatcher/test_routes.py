@@ -9,7 +9,8 @@ from aiohttp.test_utils import TestClient
 
 from covalent import wire
 from tests.conftest import JSON
-from tests.e2e.test_dispatch import run, two_node
+from tests.conftest import run
+from tests.tasks import two_node
 
 FRAME = {"Content-Type": wire.CONTENT_TYPE}
 

@@ -10,7 +10,7 @@ import asyncio
 
 import covalent as ct
 from dispatcher.keys import RUNNER
-from tests.e2e.test_dispatch import run
+from tests.conftest import run
 from tests.tasks import add
 
 

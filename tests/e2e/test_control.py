@@ -6,7 +6,7 @@ import asyncio
 
 import covalent as ct
 from tests.conftest import JSON, wait_until
-from tests.e2e.test_dispatch import run
+from tests.conftest import run
 from tests.tasks import add, block, identity, mark, multiply, spin
 
 

@@ -9,18 +9,10 @@ import pytest
 
 import covalent as ct
 from covalent.errors import DispatcherUnavailableError, DispatchNotFoundError
-from tests.conftest import wait_until
-from tests.tasks import add, block, fail, identity, multiply, shout
+from tests.conftest import run, wait_until
+from tests.tasks import add, block, fail, identity, shout, two_node
 
 
-async def run(lattice, addr, *args, **kwargs):
-    dispatch_id = await asyncio.to_thread(ct.dispatch(lattice, dispatcher_addr=addr), *args, **kwargs)
-    return await asyncio.to_thread(ct.get_result, dispatch_id, True, addr)
-
-
-@ct.lattice
-def two_node(x, y):
-    return multiply(add(x, y), 2)
 
 
 async def test_result_fields(addr: str) -> None:

@@ -16,7 +16,7 @@ from typing import Any
 
 import pytest
 
-from benchmarks.procfs import alive, children
+from dispatcher.procinfo import alive, children
 from tests.conftest import free_port
 
 REPO = Path(__file__).resolve().parents[2]

@@ -148,7 +148,7 @@ def _server(cli: Cli, *extra: str) -> subprocess.Popen[bytes]:
 
 
 def _children(pid: int) -> list[int]:
-    from benchmarks.procfs import children
+    from dispatcher.procinfo import children
 
     return children(pid)
 

@@ -77,7 +77,7 @@ async def test_200_dispatches_from_20_threads_all_complete(addr: str) -> None:
             out = await asyncio.to_thread(lambda: list(pool.map(one, range(200))))
     finally:
         stop.set()
-        poller.join(30)
+        await asyncio.to_thread(poller.join, 30)  # the server runs on this loop: never block it
     assert [r for _, r, _ in out] == [(i + 1) * 2 for i in range(200)]
     assert {s for _, _, s in out} == {"COMPLETED"}
     assert len({d for d, _, _ in out}) == 200
@@ -307,3 +307,4 @@ async def test_generated_raw_json_never_gets_a_5xx(addr: str, text: str, depth: 
     assert code < 500, err
     code, err = await http(addr, "GET", f"/dispatches/{UUID}/nodes/{node}")
     assert code < 500, err
+

@@ -55,7 +55,8 @@ def test_hooks_run_in_covalent_order_and_inject_lists_for_repeated_keywords(tmp_
     }
 
     def fn(x: int, y: list[int], z: str) -> tuple[int, list[int], str]:
-        log.open("a").write("fn\n")
+        with log.open("a") as fh:
+            fh.write("fn\n")
         return x, y, z
 
     assert call_with_hooks(fn, [0], {}, hooks) == (0, [1, 2], "only")

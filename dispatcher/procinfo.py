@@ -1,7 +1,8 @@
-"""Facts about local processes read from /proc (Linux): state, CPU time, children, peak memory.
+"""Facts about local processes read from /proc (Linux): state, CPU time, children, memory.
 
-Used by the benchmarks (CPU and peak memory per process) and the fault tests (which workers a
-dispatcher started, whether they are gone).
+``/status`` reports the server's own memory with it; the benchmarks measure CPU and peak memory
+per process, and the fault tests which workers a dispatcher started and whether they are gone.
+Off Linux the memory figures are NaN and the process lists empty.
 """
 
 from __future__ import annotations
@@ -9,7 +10,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-_TICK = os.sysconf("SC_CLK_TCK")
+_TICK = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
 
 
 def stat_fields(pid: int) -> list[str] | None:
@@ -34,7 +35,9 @@ def cpu_seconds(pid: int) -> float:
 
 def children(pid: int) -> list[int]:
     """PIDs whose parent is ``pid``."""
-    out = []
+    out: list[int] = []
+    if not Path("/proc").is_dir():
+        return out
     for d in Path("/proc").iterdir():
         if d.name.isdigit():
             fields = stat_fields(int(d.name))

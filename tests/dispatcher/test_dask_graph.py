@@ -1,0 +1,33 @@
+"""The one private Dask call: fails loudly here, not in a user's dispatch, if Dask changes it."""
+
+from __future__ import annotations
+
+import inspect
+
+from dask._expr import LLGExpr
+from dask.task_spec import Task
+
+
+def _inc(x: int) -> int:
+    return x + 1
+
+
+def test_llgexpr_still_takes_a_graph_and_a_name() -> None:
+    assert "_determ_token" in inspect.signature(LLGExpr).parameters
+    dsk = {("a", 0): Task(("a", 0), _inc, 1)}
+    expr = LLGExpr(dsk, _determ_token="named-by-us")
+    assert expr._name.endswith("named-by-us") or "named-by-us" in expr._name
+    assert dict(expr.__dask_graph__()) == dsk
+
+
+async def test_submit_graph_runs_the_named_graph() -> None:
+    from distributed import Client, LocalCluster
+
+    from dispatcher.dask_graph import submit_graph
+
+    async with LocalCluster(processes=False, n_workers=1, dashboard_address=None,
+                            asynchronous=True) as cluster:
+        async with Client(cluster, asynchronous=True, set_as_default=False) as client:
+            dsk = {("a", 0): Task(("a", 0), _inc, 1), ("b", 0): Task(("b", 0), _inc, 41)}
+            futures = submit_graph(client, dsk, [("a", 0), ("b", 0)], "g-1", priority=5)
+            assert await client.gather(futures) == [2, 42]

@@ -1,0 +1,70 @@
+"""The Recorder on a real SQLite store: batches, the commit point, and a record SQLite refuses."""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+
+import pytest
+
+from dispatcher import state
+from dispatcher.recorder import Commit, Recorder
+from dispatcher.state import Status
+from dispatcher.store import NewDispatch, SqliteStore
+
+D = "00000000-0000-4000-8000-00000000000d"
+
+
+@pytest.fixture
+async def recorder(tmp_path: Path):
+    store = SqliteStore(tmp_path / "d.db", tmp_path / "blobs")
+    await store.open()
+    await store.create_dispatch(NewDispatch(D, D, "wf", Status.RUNNING, "t", "{}",
+                                            [(i, f"n{i}", "electron") for i in range(3)]), [], {})
+    r = Recorder(store)
+    await r.start()
+    yield r
+    await r.close()
+    await store.close()
+
+
+async def test_subscribers_hear_only_what_is_committed(recorder: Recorder) -> None:
+    heard: list[Commit] = []
+    seen_on_disk: list[Status] = []
+
+    def on_commit(commit: Commit) -> None:
+        heard.append(commit)
+
+    unsubscribe = recorder.subscribe(on_commit)
+    ev = recorder.waiter(D)
+    recorder.record(state.node_completed(D, 0, b"o", "t", "t"))
+    recorder.ended(state.dispatch_ended(D, {}, ["a", "b", "c"], False, "t", b"r"))
+    await asyncio.wait_for(ev.wait(), 5)  # the waiter wakes once the final status is on disk
+    seen_on_disk.append((await recorder.store.get_dispatch(D)).status)  # type: ignore[union-attr]
+    assert seen_on_disk == [Status.COMPLETED]
+    assert [u.node_id for c in heard for u in c.nodes] == [0]
+    assert [c.ended for c in heard if c.ended] == [[D]]
+    unsubscribe()
+    recorder.record(state.node_running(D, 1, "t"))
+    await recorder.flush()
+    assert len([c for c in heard if c.nodes]) == 1  # unsubscribed
+
+
+async def test_a_record_sqlite_refuses_fails_its_node_and_the_rest_is_written(
+        recorder: Recorder) -> None:
+    poison = state.node_completed(D, 2**70, b"x", "t", "t")  # no SQLite integer holds this id
+    poison.node_id = 2 ** 70
+    bad_output = state.node_completed(D, 1, b"y", "t", "t")
+    recorder.record(state.node_completed(D, 0, b"o", "t", "t"), poison, bad_output)
+    await recorder.flush()
+    nodes = await recorder.store.get_nodes(D)
+    assert [n.status for n in nodes[:2]] == [Status.COMPLETED, Status.COMPLETED]
+    assert recorder.write_error is None  # the writer is not stuck on the batch
+    assert D in recorder.store_failed and "could not record this node" in recorder.store_failed[D]
+    # The runner ends the dispatch with what could not be recorded (Runner._finish):
+    recorder.ended(state.dispatch_ended(D, {}, ["a", "b", "c"], False, "t", b"r",
+                                        recorder.store_failed.pop(D, None)))
+    await recorder.flush()
+    row = await recorder.store.get_dispatch(D)
+    assert row is not None and row.status == Status.FAILED
+    assert "could not record this node" in (row.error or "")

@@ -1,0 +1,73 @@
+"""The SQLite store on its own: typed records, retried creates, blobs, triggers, purge."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from dispatcher import state
+from dispatcher.state import Status
+from dispatcher.store import DispatchExists, NewDispatch, SqliteStore, TriggerRecord, blob_ref
+
+A = "00000000-0000-4000-8000-00000000000a"
+B = "00000000-0000-4000-8000-00000000000b"
+
+
+def _new(dispatch_id: str, status: Status = Status.RUNNING) -> NewDispatch:
+    return NewDispatch(dispatch_id, dispatch_id, "wf", status, "2026-01-01T00:00:00+00:00",
+                       '{"nodes":[],"edges":[]}', [(0, "a", "electron")])
+
+
+@pytest.fixture
+async def store(tmp_path: Path):
+    s = SqliteStore(tmp_path / "d.db", tmp_path / "blobs")
+    await s.open()
+    yield s
+    await s.close()
+
+
+async def test_a_dispatch_round_trips_as_typed_records(store: SqliteStore) -> None:
+    big = b"x" * (300 * 1024)  # over the inline limit: a file
+    refs = await store.create_dispatch(_new(A), [b"fn", big], {"inputs_ref": b"in"})
+    assert refs == [blob_ref(b"fn"), blob_ref(big)]
+    row = await store.get_dispatch(A)
+    assert row is not None and row.status == Status.RUNNING and row.blob_refs == refs
+    assert row.inputs_ref == blob_ref(b"in") and row.result_ref is None
+    assert (store.blob_dir / refs[1][:2] / refs[1]).read_bytes() == big
+    assert await store.get_blobs(refs) == {refs[0]: b"fn", refs[1]: big}
+    [node] = await store.get_nodes(A)
+    assert (node.node_id, node.name, node.status, node.output_ref) == (0, "a", Status.NEW_OBJECT, None)
+    [summary] = await store.list_dispatches(None, 10)
+    assert summary.to_json()["status"] == "RUNNING"
+    with pytest.raises(DispatchExists):
+        await store.create_dispatch(_new(A), [], {})
+
+
+async def test_text_user_code_made_is_stored_escaped(store: SqliteStore) -> None:
+    await store.create_dispatch(_new(A), [], {})
+    await store.apply([state.node_failed(A, 0, "bad \udcff name", "t", stdout="x \udc80")], [])
+    [node] = await store.get_nodes(A)
+    assert node.error == "bad \\udcff name" and node.stdout == "x \\udc80"
+
+
+async def test_purge_keeps_blobs_another_dispatch_uses(store: SqliteStore) -> None:
+    shared = b"s" * (300 * 1024)
+    await store.create_dispatch(_new(A), [shared, b"only-a"], {})
+    await store.create_dispatch(_new(B), [shared], {})
+    await store.apply([], [state.dispatch_ended(A, {}, ["a"], False, "t", None)])
+    assert await store.purge() == 1
+    assert await store.get_dispatch(A) is None and await store.get_dispatch(B) is not None
+    assert await store.get_blobs([blob_ref(shared)]) == {blob_ref(shared): shared}
+    assert await store.get_blobs([blob_ref(b"only-a")]) == {}
+
+
+async def test_triggers_are_records(store: SqliteStore) -> None:
+    await store.add_trigger(TriggerRecord("t1", A, "TimeTrigger", '{"time_gap": 1}', None, True, 0,
+                                          "", "2026"))
+    await store.save_trigger("t1", '{"time_gap": 1}', False, 3, "stopped")
+    [t] = await store.all_triggers()
+    assert (t.active, t.fire_count, t.reason, t.spec) == (False, 3, "stopped", {"time_gap": 1})
+    assert await store.active_triggers() == []
+    await store.delete_trigger("t1")
+    assert await store.all_triggers() == []
