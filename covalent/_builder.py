@@ -8,12 +8,14 @@ the call's node first, then, argument by argument, its collection and parameter 
 from __future__ import annotations
 
 import hashlib
+import inspect
 from collections.abc import Iterator
 from contextlib import contextmanager
 from contextvars import ContextVar
 from typing import TYPE_CHECKING, Any
 
 from ._executors import executor_name
+from .wire.frame import clean_text, preview
 from .wire.gather import NodeOutput, is_namedtuple
 from .wire.graph import (
     ELECTRON_DICT_PREFIX,
@@ -58,6 +60,7 @@ class GraphBuilder:
         self.defaults = defaults or {}
         self._fn_blobs: dict[int, tuple[int, str]] = {}
         self._hook_blobs: dict[int, int] = {}
+        self.sources: dict[str, str] = {}  # fn_hash -> the function's source, for the web UI
         self._keep: list[Any] = []  # keeps cached objects alive so id() keys stay unique
 
     def add_call(self, electron: Electron[Any, Any], args: tuple[Any, ...],
@@ -107,7 +110,8 @@ class GraphBuilder:
                 self.connect(node, name, item, EdgeKind.ARG, i)
             g.add_edge(node, dst, name, kind, index)
         elif isinstance(value, dict):
-            node = g.add_node(ELECTRON_DICT_PREFIX, NodeKind.DICT)
+            node = g.add_node(ELECTRON_DICT_PREFIX, NodeKind.DICT,
+                              metadata={"keys": [preview(k) for k in value]})
             g.nodes[node].value = g.add_blob(dumps(list(value), f"the keys of argument {name!r}"))
             for i, (k, item) in enumerate(value.items()):
                 self.connect(node, str(k), item, EdgeKind.ARG, i)
@@ -130,8 +134,10 @@ class GraphBuilder:
         template = self._template(retval, refs)
         g = self.graph
         blob = g.add_blob(dumps(template, "the lattice's return value"))
+        order = {ref: i for i, ref in enumerate(dict.fromkeys(refs))}
         node_id = g.add_node(POSTPROCESS_NAME, NodeKind.POSTPROCESS,
-                             executor=executor_name(executor), value=blob)
+                             executor=executor_name(executor), value=blob,
+                             metadata={"template": _skeleton(template, order)})
         for ref in dict.fromkeys(refs):
             g.add_edge(ref, node_id, f"node:{ref}", EdgeKind.KWARG, None)
         return node_id
@@ -162,6 +168,9 @@ class GraphBuilder:
             data = dumps_function(fn, f"the function of electron {name!r}")
             cached = (self.graph.add_blob(data), hashlib.sha256(data).hexdigest())
             self._fn_blobs[id(fn)] = cached
+            source = source_of(fn)
+            if source:
+                self.sources[cached[1]] = source
             self._keep.append(fn)
         return cached
 
@@ -176,6 +185,36 @@ class GraphBuilder:
             )
             self._keep.append(electron.metadata)
         return self._hook_blobs[key]
+
+
+SOURCE_LIMIT = 20_000
+
+
+def source_of(fn: Any) -> str:
+    """The source of a function (an electron's, a lattice's), or "" when Python has none."""
+    inner = getattr(fn, "workflow_function", None) or getattr(fn, "function", None) or fn
+    try:
+        return clean_text(inspect.getsource(inner), SOURCE_LIMIT)
+    except (OSError, TypeError):
+        return ""
+
+
+def _skeleton(template: Any, order: dict[int, int]) -> str:
+    """The lattice's return value as text, ``⟨i⟩`` standing for the i-th node output it holds.
+
+    >>> _skeleton({"total": NodeOutput(7), "n": 3}, {7: 0})
+    "{'total': ⟨0⟩, 'n': 3}"
+    """
+    if isinstance(template, NodeOutput):
+        return f"⟨{order[template.node_id]}⟩"
+    if isinstance(template, list):
+        return "[" + ", ".join(_skeleton(v, order) for v in template) + "]"
+    if isinstance(template, tuple) and not is_namedtuple(template):
+        inner = ", ".join(_skeleton(v, order) for v in template)
+        return f"({inner}{',' if len(template) == 1 else ''})"
+    if isinstance(template, dict):
+        return "{" + ", ".join(f"{preview(k)}: {_skeleton(v, order)}" for k, v in template.items()) + "}"
+    return preview(template)
 
 
 def _safe_str(value: Any) -> str:

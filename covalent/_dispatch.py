@@ -19,6 +19,8 @@ import cloudpickle
 
 from . import _client, wire
 from .config import client_config
+from ._builder import source_of
+from .wire.frame import preview
 from .wire.graph import NodeKind, WorkflowGraph
 from ._lattice import Lattice
 from ._results_manager.result import Result
@@ -35,7 +37,7 @@ def build_submission(lat: Lattice[Any, Any], args: tuple[Any, ...], kwargs: dict
                      *, dispatch_id: str, disable_run: bool,
                      replace: dict[str, Callable[..., Any]] | None = None) -> bytes:
     """Build the graph of ``lat(*args, **kwargs)`` and frame the whole dispatch request."""
-    graph = lat.build_graph(*args, **kwargs)
+    graph, sources = lat.build_graph_with_sources(*args, **kwargs)
     if replace:
         _replace_functions(graph, replace)
     blobs = graph.blobs
@@ -53,6 +55,11 @@ def build_submission(lat: Lattice[Any, Any], args: tuple[Any, ...], kwargs: dict
         "disable_run": bool(disable_run or triggers),
         "client": _client_versions(),
         "triggers": [t.registration() for t in triggers],
+        # What people look at in the web UI; the server cannot unpickle anything to show it.
+        "sources": sources,
+        "lattice_source": source_of(lat),
+        "inputs_preview": {"args": [preview(a) for a in args],
+                           "kwargs": {str(k): preview(v) for k, v in kwargs.items()}},
     }
     return wire.pack(header, blobs)
 

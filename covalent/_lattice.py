@@ -63,6 +63,10 @@ class Lattice(Generic[P, R]):
             WorkflowDefinitionError: the function fails or uses an electron output illegally.
             SerializationError: an argument or function cannot be pickled.
         """
+        return self.build_graph_with_sources(*args, **kwargs)[0]
+
+    def build_graph_with_sources(self, *args: Any, **kwargs: Any) -> tuple[WorkflowGraph, dict[str, str]]:
+        """``build_graph``, and the source of each function by its blob's hash (for the UI)."""
         builder = GraphBuilder(defaults=self.metadata)
         with building(builder):
             try:
@@ -77,7 +81,7 @@ class Lattice(Generic[P, R]):
         self.transport_graph = builder.graph
         self.args, self.kwargs = args, dict(kwargs)
         self.inputs = TransportableObject({"args": list(args), "kwargs": dict(kwargs)})
-        return builder.graph
+        return builder.graph, builder.sources
 
     def __getstate__(self) -> dict[str, Any]:
         state = dict(self.__dict__)

@@ -14,7 +14,7 @@ import uuid
 from typing import Any
 
 from covalent import wire
-from covalent.wire import WorkflowGraph
+from covalent.wire import WorkflowGraph, clean_text
 
 from . import state
 from .compile import validate
@@ -92,7 +92,7 @@ async def create(store: DispatchStore, runner: Runner, header: dict[str, Any], g
         nodes=[(n.id, n.name, str(n.kind)) for n in graph.nodes],
         parent_dispatch_id=parent[0] if parent else None,
         parent_node_id=parent[1] if parent else None,
-        meta={"client": header.get("client", {}), "redispatch_of": reuse_from})
+        meta={"client": header.get("client", {}), "redispatch_of": reuse_from, **_shown(header)})
     extra = {"inputs_ref": blobs[header["inputs"]], "lattice_ref": blobs[header["lattice"]]}
     if post.value is not None:
         extra["template_ref"] = blobs[post.value]
@@ -105,6 +105,25 @@ async def create(store: DispatchStore, runner: Runner, header: dict[str, Any], g
     if run:
         await runner.submit(dispatch_id, graph, preset, root_start)
     return dispatch_id, True
+
+
+def _shown(header: dict[str, Any]) -> dict[str, Any]:
+    """What the SDK sends only for people to look at (sources, input previews), bounded."""
+    sources = header.get("sources")
+    inputs = header.get("inputs_preview")
+    out: dict[str, Any] = {}
+    if isinstance(sources, dict):
+        out["sources"] = {str(k)[:64]: clean_text(v, 20_000) for k, v in list(sources.items())[:500]
+                          if isinstance(v, str)}
+    if isinstance(header.get("lattice_source"), str):
+        out["lattice_source"] = clean_text(header["lattice_source"], 20_000)
+    if isinstance(inputs, dict):
+        args, kwargs = inputs.get("args"), inputs.get("kwargs")
+        out["inputs_preview"] = {
+            "args": [clean_text(str(a), 1000) for a in args[:100]] if isinstance(args, list) else [],
+            "kwargs": ({str(k)[:200]: clean_text(str(v), 1000) for k, v in list(kwargs.items())[:100]}
+                       if isinstance(kwargs, dict) else {})}
+    return out
 
 
 async def start_pending(store: DispatchStore, runner: Runner, dispatch_id: str) -> bool:

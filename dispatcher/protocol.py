@@ -15,7 +15,10 @@ from typing import Any
 
 import cloudpickle
 
-from covalent.wire import Layout
+from covalent.wire import PREVIEW_LIMIT, Layout, preview
+
+__all__ = ["GatherSpec", "NodeOutcome", "NodeSpec", "NodeTaskError", "PREVIEW_LIMIT", "START_TOPIC",
+           "now_iso", "preset_outcome", "preview", "runtime_versions"]
 
 START_TOPIC = "covalent-node-start"  # worker events: a node has run for a while
 
@@ -62,12 +65,15 @@ class NodeSpec:
 
 
 class NodeOutcome:
-    """A node's output: pickled ``data`` plus the value itself while it stays on one worker."""
+    """A node's output: pickled ``data`` plus the value itself while it stays on one worker,
+    and ``preview``, a short ``repr`` made on the worker (the server never unpickles)."""
 
-    __slots__ = ("node_id", "data", "_value", "_loaded", "stdout", "stderr", "start", "end")
+    __slots__ = ("node_id", "data", "_value", "_loaded", "stdout", "stderr", "start", "end",
+                 "preview")
 
     def __init__(self, node_id: int, data: bytes, value: Any = None, loaded: bool = False,
-                 stdout: str = "", stderr: str = "", start: str = "", end: str = "") -> None:
+                 stdout: str = "", stderr: str = "", start: str = "", end: str = "",
+                 preview: str = "") -> None:
         self.node_id = node_id
         self.data = data
         self._value = value
@@ -76,6 +82,7 @@ class NodeOutcome:
         self.stderr = stderr
         self.start = start
         self.end = end
+        self.preview = preview
 
     @property
     def value(self) -> Any:
@@ -87,7 +94,7 @@ class NodeOutcome:
     def __reduce__(self) -> tuple[Any, ...]:
         # Only bytes and strings cross the wire: the receiver never unpickles the user value.
         return (NodeOutcome, (self.node_id, self.data, None, False, self.stdout, self.stderr,
-                              self.start, self.end))
+                              self.start, self.end, self.preview))
 
     def __sizeof__(self) -> int:
         return len(self.data) + len(self.stdout) + len(self.stderr) + 200
@@ -115,3 +122,4 @@ class NodeTaskError(Exception):
 def preset_outcome(node_id: int, data: bytes, start: str, end: str) -> NodeOutcome:
     """Task body for a node whose output is already known (reuse, resume after restart)."""
     return NodeOutcome(node_id, data, start=start, end=end)
+

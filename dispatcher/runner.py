@@ -22,15 +22,16 @@ from distributed import Client, Future
 from distributed.client import FutureCancelledError
 from distributed.scheduler import KilledWorker
 
-from covalent.wire import WorkflowGraph, gathered_bytes
+from covalent.wire import PARAMETER_PREFIX, NodeKind, WorkflowGraph, gathered_bytes
 
 from . import state
 from .compile import Compiled, compile_graph
 from .dask_graph import submit_graph
 from .errors import IncompatibleClient
-from .protocol import START_TOPIC, NodeOutcome, NodeTaskError, now_iso, runtime_versions
+from .protocol import (PREVIEW_LIMIT, START_TOPIC, NodeOutcome, NodeTaskError, now_iso,
+                       runtime_versions)
 from .recorder import Recorder
-from .tracking import Completions, DispatchRun, Outcome, Role, descendants
+from .tracking import Completions, DispatchRun, Outcome, Role, descendants, gather_preview
 from .worker.contact import ServerContact
 from .worker.interrupts import CancelPlugin
 
@@ -171,7 +172,8 @@ class Runner:
             if node_id not in compiled.inlined:
                 updates.append(state.node_completed(dispatch_id, node_id, data, start, end))
         for node_id, data in compiled.inlined.items():
-            updates += self._completed(run, node_id, data, start=stamp, end=stamp)
+            label = graph.nodes[node_id].name.removeprefix(PARAMETER_PREFIX)[:PREVIEW_LIMIT]
+            updates += self._completed(run, node_id, data, start=stamp, end=stamp, preview=label)
         for node_id in compiled.gathers:
             # Gathers nothing (a lattice returning a constant, an empty list); a gathering node
             # whose parents were all inlined was gathered by the loop above.
@@ -236,7 +238,7 @@ class Runner:
         if isinstance(outcome, NodeOutcome):
             self.recorder.record(*self._completed(run, node_id, outcome.data, outcome.start,
                                                   outcome.end or now_iso(), outcome.stdout,
-                                                  outcome.stderr))
+                                                  outcome.stderr, outcome.preview))
             return
         if isinstance(outcome, NodeTaskError) and outcome.node_id == node_id:
             track.outcome, track.failed = Outcome.FAILED, f"{outcome.error_type}: {outcome.message}"
@@ -262,15 +264,16 @@ class Runner:
             self.recorder.record(state.node_failed(d, node_id, msg, now_iso()))
 
     def _completed(self, run: DispatchRun, node_id: int, data: bytes, start: str, end: str,
-                   stdout: str = "", stderr: str = "") -> list[state.NodeUpdate]:
+                   stdout: str = "", stderr: str = "", preview: str = "") -> list[state.NodeUpdate]:
         """A completed node, then any gathering node it was the last missing part of: the
         updates to record."""
         track = run.nodes[node_id]
         track.outcome = Outcome.COMPLETED
         if node_id == run.postprocess_id:
             run.result = data
-        updates = [state.node_completed(run.dispatch_id, node_id, data, start, end, stdout, stderr)]
-        run.keep_output(node_id, data)
+        updates = [state.node_completed(run.dispatch_id, node_id, data, start, end, stdout, stderr,
+                                        preview)]
+        run.keep_output(node_id, data, preview)
         for child in track.feeds:
             gather = run.nodes[child]
             gather.waiting_for -= 1
@@ -285,8 +288,14 @@ class Runner:
         extra = run.graph.blobs[node.value] if node.value is not None else None
         layout = tuple((e.kind.value, e.name, e.index) for e in edges)
         data = gathered_bytes(str(node.kind), extra, layout, parts)
+        previews = [run.nodes[e.src].preview for e in edges if e.kind != "wait"]
+        if node.kind is not NodeKind.POSTPROCESS:  # argument order (edge order may differ)
+            args = sorted((e.index or 0, p) for e, p in zip(
+                [e for e in edges if e.kind != "wait"], previews, strict=True))
+            previews = [p for _, p in args]
         stamp = now_iso()
-        updates = self._completed(run, node_id, data, stamp, stamp)
+        updates = self._completed(run, node_id, data, stamp, stamp,
+                                  preview=gather_preview(str(node.kind), node.metadata, previews))
         run.release_parts(node_id)
         return updates
 

@@ -79,6 +79,7 @@ class NodeUpdate:
     stdout: str | None = None
     stderr: str | None = None
     sub_dispatch_id: str | None = None
+    preview: str | None = None  # a short repr of the output, made on the worker
 
 
 @dataclass(slots=True)
@@ -101,9 +102,9 @@ def node_running(dispatch_id: str, node_id: int, start: str) -> NodeUpdate:
 
 
 def node_completed(dispatch_id: str, node_id: int, output: bytes, start: str, end: str,
-                   stdout: str = "", stderr: str = "") -> NodeUpdate:
+                   stdout: str = "", stderr: str = "", preview: str | None = None) -> NodeUpdate:
     return NodeUpdate(dispatch_id, node_id, status=Status.COMPLETED, start_time=start or None,
-                      end_time=end, output=output, stdout=stdout, stderr=stderr)
+                      end_time=end, output=output, stdout=stdout, stderr=stderr, preview=preview)
 
 
 def node_failed(dispatch_id: str, node_id: int, error: str, end: str, start: str = "",

@@ -56,6 +56,7 @@ class NodeTrack:
     feeds: list[int] = field(default_factory=list)  # the GATHER nodes it is a parent of
     unread_by: int = 0  # GATHER children not gathered yet: its output is kept until then
     output: bytes | None = None
+    preview: str = ""  # kept with the output: a GATHER child's preview is made of it
 
     @property
     def done(self) -> bool:
@@ -100,10 +101,11 @@ class DispatchRun:
         """Node id -> error of every FAILED node."""
         return {i: t.failed for i, t in enumerate(self.nodes) if t.failed is not None}
 
-    def keep_output(self, node_id: int, output: bytes) -> None:
-        """Keep a done node's output while a GATHER child still needs it."""
+    def keep_output(self, node_id: int, output: bytes, preview: str) -> None:
+        """Keep a done node's output (and preview) while a GATHER child still needs it."""
         if self.nodes[node_id].unread_by:
             self.nodes[node_id].output = output
+            self.nodes[node_id].preview = preview
 
     def release_parts(self, node_id: int) -> None:
         """A GATHER node was gathered (or cancelled): its parents' outputs may go once no
@@ -112,7 +114,7 @@ class DispatchRun:
             parent = self.nodes[e.src]
             parent.unread_by -= 1
             if not parent.unread_by:
-                parent.output = None
+                parent.output, parent.preview = None, ""
 
     def check(self) -> None:
         """Assert the invariants of the module docstring."""
@@ -195,6 +197,32 @@ class Completions:
         batch, self.ready = self.ready[:limit], self.ready[limit:]
         self.outstanding -= len(batch)
         return batch
+
+
+def gather_preview(kind: str, metadata: dict[str, Any], previews: list[str],
+                   limit: int = 200) -> str:
+    """The preview of a gathering node, from its parents' previews (the server never unpickles).
+
+    ``previews`` are in argument order; a dict's keys and the result's shape come from the
+    SDK (``metadata["keys"]``, ``metadata["template"]`` with ``⟨i⟩`` for the i-th part).
+
+    >>> gather_preview("list", {}, ["1", "'a'"])
+    "[1, 'a']"
+    >>> gather_preview("postprocess", {"template": "{'total': ⟨0⟩}"}, ["55"])
+    "{'total': 55}"
+    """
+    if kind == "dict":
+        keys = metadata.get("keys") or ["?"] * len(previews)
+        text = "{" + ", ".join(f"{k}: {v}" for k, v in zip(keys, previews, strict=False)) + "}"
+    elif kind == "postprocess" and isinstance(metadata.get("template"), str):
+        text = metadata["template"]
+        for i, p in enumerate(previews):
+            text = text.replace(f"⟨{i}⟩", p)
+    elif kind == "tuple":
+        text = "(" + ", ".join(previews) + ("," if len(previews) == 1 else "") + ")"
+    else:
+        text = "[" + ", ".join(previews) + "]"
+    return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
 def descendants(graph: WorkflowGraph, roots: list[int]) -> set[int]:

@@ -16,11 +16,13 @@ client and the workers unpickle; the server slices and stores them. Content type
 from __future__ import annotations
 
 import json
+import reprlib
 import struct
 from typing import Any
 
 MAGIC = b"CVD1"
 TEXT_LIMIT = 1 << 20  # characters of stdout, stderr or an error kept per node (head and tail)
+PREVIEW_LIMIT = 200  # characters of a value's preview (a short repr for people to look at)
 CONTENT_TYPE = "application/x-covalent-frame"
 API = "/api/v1"
 _LEN = struct.Struct(">I")
@@ -48,6 +50,25 @@ def clean_text(text: str, limit: int = TEXT_LIMIT) -> str:
     if not text.isascii():
         text = text.encode("utf-8", "backslashreplace").decode("utf-8")
     return text
+
+
+def preview(value: Any) -> str:
+    """A short, safe ``repr`` of a value for people to look at (never raises); made where the
+    value lives (client, worker), since the server never unpickles.
+
+    >>> preview(list(range(100)))[:30], len(preview("x" * 10_000)) <= PREVIEW_LIMIT
+    ('[0, 1, 2, 3, 4, 5, 6, 7, 8, 9,', True)
+    """
+    shorter = reprlib.Repr()
+    shorter.maxstring = shorter.maxother = PREVIEW_LIMIT
+    shorter.maxlist = shorter.maxtuple = shorter.maxdict = shorter.maxset = 20
+    try:
+        text = shorter.repr(value)
+    except Exception as exc:  # a user __repr__ may raise anything
+        text = f"<{type(value).__name__}: repr() failed: {type(exc).__name__}>"
+    if len(text) > PREVIEW_LIMIT:
+        text = text[: PREVIEW_LIMIT - 3] + "..."
+    return clean_text(text)
 
 
 def pack(header: dict[str, Any], blobs: list[bytes]) -> bytes:

@@ -103,6 +103,8 @@ class NodeRecord:
     stdout: str | None
     stderr: str | None
     sub_dispatch_id: str | None
+    preview: str | None = None  # a short repr of the output, made on the worker
+    output_size: int | None = None  # bytes of the pickled output
 
     def to_json(self) -> dict[str, Any]:
         """The node as the REST API shows it (without output bytes)."""
@@ -110,7 +112,8 @@ class NodeRecord:
                 "status": str(self.status), "start_time": self.start_time,
                 "end_time": self.end_time, "error": self.error, "stdout": self.stdout,
                 "stderr": self.stderr, "sub_dispatch_id": self.sub_dispatch_id,
-                "has_output": self.output_ref is not None}
+                "has_output": self.output_ref is not None, "preview": self.preview,
+                "output_size": self.output_size}
 
 
 @dataclass(frozen=True, slots=True)

@@ -71,6 +71,8 @@ CREATE TABLE IF NOT EXISTS nodes (
     stdout TEXT,
     stderr TEXT,
     sub_dispatch_id TEXT,
+    preview TEXT,
+    output_size INTEGER,
     PRIMARY KEY (dispatch_id, node_id)
 ) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS triggers (
@@ -97,7 +99,9 @@ _DISPATCH_COLUMNS = ("dispatch_id, root_dispatch_id, parent_dispatch_id, parent_
                      " status, created_at, start_time, end_time, error, graph, blob_refs,"
                      " inputs_ref, lattice_ref, result_ref, template_ref, meta")
 _NODE_COLUMNS = ("node_id, name, kind, status, start_time, end_time, output_ref, error, stdout,"
-                 " stderr, sub_dispatch_id")
+                 " stderr, sub_dispatch_id, preview, output_size")
+# Columns added after the first release: (table, column, type), added to older stores on open.
+_ADDED_COLUMNS = [("nodes", "preview", "TEXT"), ("nodes", "output_size", "INTEGER")]
 _TRIGGER_COLUMNS = "trigger_id, dispatch_id, name, spec, pickled, active, fire_count, reason, created_at"
 
 
@@ -128,6 +132,10 @@ class SqliteStore:
         db.execute("PRAGMA synchronous=NORMAL")
         db.execute("PRAGMA foreign_keys=ON")
         db.executescript(_SCHEMA)
+        for table, column, kind in _ADDED_COLUMNS:
+            present = {r[1] for r in db.execute(f"PRAGMA table_info({table})")}
+            if column not in present:
+                db.execute(f"ALTER TABLE {table} ADD COLUMN {column} {kind}")
         self._db = db
 
     def _close(self) -> None:
@@ -287,10 +295,12 @@ class SqliteStore:
                     " start_time = COALESCE(?, start_time), end_time = COALESCE(?, end_time),"
                     " output_ref = COALESCE(?, output_ref), error = COALESCE(?, error),"
                     " stdout = COALESCE(?, stdout), stderr = COALESCE(?, stderr),"
-                    " sub_dispatch_id = COALESCE(?, sub_dispatch_id)"
+                    " sub_dispatch_id = COALESCE(?, sub_dispatch_id), preview = COALESCE(?, preview),"
+                    " output_size = COALESCE(?, output_size)"
                     f" WHERE dispatch_id = ? AND node_id = ? AND {_node_guard(u.status)}",
                     (_text(u.status), u.start_time, u.end_time, ref, _clean(u.error),
-                     _clean(u.stdout), _clean(u.stderr), u.sub_dispatch_id, u.dispatch_id, u.node_id))
+                     _clean(u.stdout), _clean(u.stderr), u.sub_dispatch_id, _clean(u.preview),
+                     len(u.output) if u.output is not None else None, u.dispatch_id, u.node_id))
             for d in dispatches:
                 rref = self._put_blobs([d.result])[0] if d.result is not None else None
                 db.execute(

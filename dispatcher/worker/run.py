@@ -21,7 +21,7 @@ import cloudpickle
 from covalent.api import call_with_hooks
 from covalent.wire import Layout, NodeKind, arguments, clean_text, gather
 
-from ..protocol import GatherSpec, NodeOutcome, NodeSpec, NodeTaskError, now_iso
+from ..protocol import GatherSpec, NodeOutcome, NodeSpec, NodeTaskError, now_iso, preview
 from .announce import announcer
 from .capture import Capture
 from .interrupts import TaskInterrupted, interrupts
@@ -35,7 +35,8 @@ def run_node(spec: NodeSpec, *parents: NodeOutcome) -> NodeOutcome:
     start = now_iso()
     if spec.kind == NodeKind.PARAMETER:
         assert spec.value is not None
-        return NodeOutcome(spec.node_id, spec.value, start=start, end=start)
+        return NodeOutcome(spec.node_id, spec.value, start=start, end=start,
+                           preview=spec.name.removeprefix(":parameter:")[:200])
     token = announcer.started(spec.dispatch_id, spec.node_id, start)
     try:
         return _run(spec, parents, start)
@@ -66,7 +67,7 @@ def _run(spec: NodeSpec, parents: tuple[NodeOutcome, ...], start: str) -> NodeOu
                             clean_text(detail), cap.out.getvalue(), cap.err.getvalue(), start,
                             now_iso())
     return NodeOutcome(spec.node_id, data, value, True, cap.out.getvalue(), cap.err.getvalue(),
-                       start, now_iso())
+                       start, now_iso(), preview(value))
 
 
 class _OutputError(Exception):

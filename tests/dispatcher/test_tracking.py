@@ -47,12 +47,12 @@ def test_outputs_are_kept_exactly_while_a_gathering_child_needs_them() -> None:
         run.nodes[i].outcome = Outcome.COMPLETED
     run.check()
     run.nodes[0].outcome = Outcome.COMPLETED
-    run.keep_output(0, b"f-out")
+    run.keep_output(0, b"f-out", "f")
     run.nodes[3].waiting_for -= 1
     run.check()
     assert run.nodes[0].output == b"f-out"
     run.nodes[2].outcome = Outcome.COMPLETED
-    run.keep_output(2, b"g-out")
+    run.keep_output(2, b"g-out", "g")
     run.nodes[3].waiting_for -= 1
     run.nodes[3].outcome = Outcome.COMPLETED
     run.release_parts(3)

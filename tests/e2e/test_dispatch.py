@@ -263,3 +263,29 @@ async def test_earlier_dispatches_are_not_starved_by_later_ones(addr: str) -> No
     ends = sorted(r.end_time for r in results)
     # The first dispatch finishes among the first few, not with everyone at the end.
     assert results[0].end_time <= ends[4], [r.end_time for r in results]
+
+
+async def test_previews_and_sources_for_people_to_look_at(dispatcher, addr: str) -> None:
+    from dispatcher.keys import STORE
+
+    @ct.electron
+    def word(i):
+        return "w" * i
+
+    @ct.lattice
+    def wf(n):
+        words = [word(i) for i in range(n)]
+        return {"words": words, "first": words[0], "lengths": identity({"a": 1, "b": n})}
+
+    result = await run(wf, addr, 3)
+    assert result.status == "COMPLETED", result.error
+    nodes = await dispatcher.app[STORE].get_nodes(result.dispatch_id)
+    by_name = {n.name: n for n in nodes}
+    assert nodes[4].preview == "'ww'" and nodes[4].output_size and nodes[4].output_size > 0
+    assert by_name[":electron_dict:"].preview == "{'a': 1, 'b': 3}"
+    assert by_name[":postprocess:"].preview == (
+        "{'words': ['', 'w', 'ww'], 'first': '', 'lengths': {'a': 1, 'b': 3}}")
+    row = await dispatcher.app[STORE].get_dispatch(result.dispatch_id)
+    assert row is not None and row.meta["inputs_preview"] == {"args": ["3"], "kwargs": {}}
+    assert "def wf(n):" in row.meta["lattice_source"]
+    assert any("def word(i):" in src for src in row.meta["sources"].values())
