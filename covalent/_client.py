@@ -61,7 +61,7 @@ def request(
         DispatcherUnavailableError: nothing answers at ``cfg.url``.
         DispatcherError (a subclass per error code): the server answered 4xx/5xx.
     """
-    target = API + path + (("?" + urlencode(query)) if query else "")
+    target = API + path + (("?" + urlencode(query, doseq=True)) if query else "")
     headers = {"Content-Type": content_type, "Accept": "application/json"}
     if cfg.token:
         headers["Authorization"] = f"Bearer {cfg.token}"

@@ -256,11 +256,29 @@ def logs(lines: int, data_dir: str | None) -> None:
 
 
 @main.command()
+@click.option("--older-than", default=None, metavar="AGE",
+              help="Delete finished dispatches that ended before AGE ago (7d, 12h, 30m) or an ISO time.")
+@click.option("--status", "statuses", multiple=True, type=click.Choice(["COMPLETED", "FAILED", "CANCELLED"]),
+              help="Only dispatches that ended with this status (repeatable).")
 @click.option("--yes", is_flag=True, help="Do not ask for confirmation.")
 @click.option("--data-dir", default=None, envvar="COVALENT_DATA_DIR")
 @click.pass_context
-def purge(ctx: click.Context, yes: bool, data_dir: str | None) -> None:
-    """Stop the server and delete every stored dispatch, result, log and the config file."""
+def purge(ctx: click.Context, older_than: str | None, statuses: tuple[str, ...], yes: bool,
+          data_dir: str | None) -> None:
+    """Delete finished dispatches (with --older-than/--status, through the running server: their
+    records and the blobs nothing else uses), or, without them, stop the server and delete the
+    whole data dir and the config file."""
+    if older_than or statuses:
+        cfg = client_config()
+        query: dict[str, Any] = {"status": list(statuses)} if statuses else {}
+        if older_than:
+            query["older_than"] = older_than
+        try:
+            out = api.request_json(cfg, "DELETE", "/dispatches", query=query)
+        except CovalentError as exc:
+            raise click.ClickException(str(exc)) from None
+        click.echo(f"Deleted {out['deleted']} finished dispatches.")
+        return
     ddir = _data_dir(data_dir)
     if not yes:
         click.confirm(f"Delete {ddir} and {config_path()}?", abort=True)

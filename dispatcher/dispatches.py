@@ -11,6 +11,7 @@ import asyncio
 import json
 import re
 import uuid
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from covalent import wire
@@ -293,3 +294,47 @@ async def cancel(store: DispatchStore, runner: Runner, dispatch_id: str,
     what = f"tasks {task_ids} of dispatch {dispatch_id}" if task_ids else f"dispatch {dispatch_id}"
     return {"message": f"Cancelled {what} ({len(cancelled)} unfinished nodes).",
             "cancelled": cancelled}
+
+
+async def delete(store: DispatchStore, runner: Runner, dispatch_id: str) -> list[str]:
+    """Delete a finished dispatch (with its sublattice dispatches); 409 while it runs."""
+    status = await store.get_status(check_id(dispatch_id))
+    if status is None:
+        raise DispatchNotFound(dispatch_id)
+    if not state.is_terminal(status) or dispatch_id in runner.runs:
+        raise DispatchState(f"dispatch {dispatch_id} is {status}: cancel it or let it finish first")
+    return await store.delete_dispatches([dispatch_id])
+
+
+DURATION = re.compile(r"^(\d+(?:\.\d+)?)([smhdw])$")
+_UNIT_S = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 7 * 86400}
+
+
+def cutoff(older_than: str, now: datetime | None = None) -> str:
+    """The ISO time ``older_than`` ago: a duration (``7d``, ``12h``, ``30m``) or an ISO time.
+
+    >>> cutoff("1d", datetime(2026, 1, 2, tzinfo=UTC))
+    '2026-01-01T00:00:00+00:00'
+    """
+    match = DURATION.match(older_than.strip())
+    if match:
+        span = timedelta(seconds=float(match.group(1)) * _UNIT_S[match.group(2)])
+        return ((now or datetime.now(UTC)) - span).isoformat()
+    try:
+        when = datetime.fromisoformat(older_than)
+    except ValueError:
+        raise InvalidRequest(f"older_than must be a duration like 7d or 12h, or an ISO time; "
+                             f"got {older_than!r}") from None
+    return (when if when.tzinfo else when.replace(tzinfo=UTC)).isoformat()
+
+
+async def purge(store: DispatchStore, older_than: str | None, statuses: list[str]) -> list[str]:
+    """Delete finished dispatches that ended before ``older_than`` ago, with these statuses."""
+    try:
+        wanted = [Status(s) for s in statuses] or None
+    except ValueError:
+        raise InvalidRequest(f"status must be among {sorted(state.TERMINAL)}; got {statuses}") from None
+    if wanted and any(not state.is_terminal(s) for s in wanted):
+        raise InvalidRequest(f"only finished dispatches can be deleted: {sorted(state.TERMINAL)}")
+    ids = await store.finished_before(cutoff(older_than) if older_than else None, wanted)
+    return await store.delete_dispatches(ids)

@@ -223,6 +223,24 @@ async def start(request: web.Request) -> web.Response:
     return web.json_response({"dispatch_id": dispatch_id, "started": started})
 
 
+@routes.delete(wire.API + "/dispatches/{dispatch_id}")
+async def delete_dispatch(request: web.Request) -> web.Response:
+    """Delete a finished dispatch and the blobs no other dispatch uses (409 while it runs)."""
+    deleted = await dispatches.delete(request.app[STORE], request.app[RUNNER], _id(request))
+    return web.json_response({"deleted": deleted})
+
+
+@routes.delete(wire.API + "/dispatches")
+async def purge_dispatches(request: web.Request) -> web.Response:
+    """Delete finished dispatches: ``?older_than=7d`` and/or ``?status=FAILED`` (repeatable)."""
+    older = request.query.get("older_than")
+    statuses = request.query.getall("status", [])
+    if older is None and not statuses and request.query.get("all") != "1":
+        raise InvalidRequest("say which: older_than=7d, status=FAILED, or all=1")
+    deleted = await dispatches.purge(request.app[STORE], older, statuses)
+    return web.json_response({"deleted": len(deleted), "dispatch_ids": deleted})
+
+
 @routes.post(wire.API + "/triggers")
 async def register_trigger(request: web.Request) -> web.Response:
     trigger_id = await request.app[TRIGGERS].register(await _json_body(request))

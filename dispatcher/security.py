@@ -126,7 +126,8 @@ def _matches(sent: str, expected: bytes) -> bool:
 async def content_type_guard(request: web.Request, handler: Handler) -> web.StreamResponse:
     """Middleware: 415 for a body-carrying request that is not a frame or JSON."""
     if request.method in _BODY_METHODS:
-        wanted = (wire.CONTENT_TYPE if request.path == wire.API + "/dispatches"
+        wanted = (wire.CONTENT_TYPE
+                  if request.method == "POST" and request.path == wire.API + "/dispatches"
                   else "application/json")
         if request.content_type != wanted:
             raise UnsupportedMediaType(

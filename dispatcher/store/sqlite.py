@@ -58,6 +58,7 @@ CREATE TABLE IF NOT EXISTS dispatches (
     meta TEXT NOT NULL DEFAULT '{}'
 );
 CREATE INDEX IF NOT EXISTS dispatches_status ON dispatches(status);
+CREATE INDEX IF NOT EXISTS dispatches_parent ON dispatches(parent_dispatch_id);
 CREATE TABLE IF NOT EXISTS nodes (
     dispatch_id TEXT NOT NULL,
     node_id INTEGER NOT NULL,
@@ -75,6 +76,7 @@ CREATE TABLE IF NOT EXISTS nodes (
     output_size INTEGER,
     PRIMARY KEY (dispatch_id, node_id)
 ) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS nodes_output ON nodes(output_ref);
 CREATE TABLE IF NOT EXISTS triggers (
     trigger_id TEXT PRIMARY KEY,
     dispatch_id TEXT NOT NULL,
@@ -350,32 +352,72 @@ class SqliteStore:
                          f"UPDATE nodes SET status='{PENDING}', start_time=NULL WHERE dispatch_id=?"
                          f" AND node_id=? AND {guard}", [(dispatch_id, n) for n in node_ids])
 
-    async def purge(self) -> int:
-        """Delete every finished dispatch and the blobs nothing references; return the count."""
-        return await self._call(self._purge)
+    async def finished_before(self, before: str | None, statuses: list[Status] | None) -> list[str]:
+        """Ids of top-level dispatches that ended (before ``before``, with one of ``statuses``)."""
+        return await self._call(self._finished_before, before, statuses)
 
-    def _purge(self) -> int:
-        def body(db: sqlite3.Connection) -> tuple[int, list[str]]:
-            ids = [r[0] for r in db.execute(
-                f"SELECT dispatch_id FROM dispatches WHERE status IN {_TERMINAL}")]
-            db.executemany("DELETE FROM nodes WHERE dispatch_id = ?", [(i,) for i in ids])
-            db.executemany("DELETE FROM dispatches WHERE dispatch_id = ?", [(i,) for i in ids])
-            live: set[str] = set()
-            for refs, *others in db.execute(
-                "SELECT blob_refs, inputs_ref, lattice_ref, result_ref, template_ref FROM dispatches"
-            ):
-                live.update(json.loads(refs))
-                live.update(o for o in others if o)
-            live.update(r[0] for r in db.execute("SELECT output_ref FROM nodes WHERE output_ref IS NOT NULL"))
-            dead = [(ref, path) for ref, path in db.execute("SELECT ref, path FROM blobs")
-                    if ref not in live]
-            db.executemany("DELETE FROM blobs WHERE ref = ?", [(r,) for r, _ in dead])
-            return len(ids), [p for _, p in dead if p]
+    def _finished_before(self, before: str | None, statuses: list[Status] | None) -> list[str]:
+        wanted = [s for s in (statuses or TERMINAL) if s in TERMINAL]
+        q = (f"SELECT dispatch_id FROM dispatches WHERE status IN {sql_list(wanted)}"
+             " AND parent_dispatch_id IS NULL")
+        args: list[Any] = []
+        if before is not None:
+            q += " AND COALESCE(end_time, created_at) < ?"
+            args.append(before)
+        return [r[0] for r in self.db.execute(q + " ORDER BY created_at", args)]
 
-        count, paths = self._transaction(body)
+    async def delete_dispatches(self, dispatch_ids: list[str]) -> list[str]:
+        """Delete finished dispatches, their sublattice dispatches, triggers and the blobs no
+        other dispatch references; return the ids deleted. Unfinished ones are left alone."""
+        return await self._call(self._delete_dispatches, dispatch_ids)
+
+    def _delete_dispatches(self, dispatch_ids: list[str]) -> list[str]:
+        def body(db: sqlite3.Connection) -> tuple[list[str], list[str]]:
+            doomed: list[str] = []
+            todo = list(dispatch_ids)
+            while todo:  # a dispatch and, below it, its sublattice dispatches
+                chunk, todo = todo[:500], todo[500:]
+                marks = ",".join("?" * len(chunk))
+                rows = db.execute(f"SELECT dispatch_id FROM dispatches WHERE dispatch_id IN ({marks})"
+                                  f" AND status IN {_TERMINAL}", chunk).fetchall()
+                found = [r[0] for r in rows]
+                doomed += found
+                if found:
+                    marks = ",".join("?" * len(found))
+                    todo += [r[0] for r in db.execute(
+                        f"SELECT dispatch_id FROM dispatches WHERE parent_dispatch_id IN ({marks})", found)]
+            candidates: set[str] = set()
+            for i in doomed:
+                refs, *others = db.execute("SELECT blob_refs, inputs_ref, lattice_ref, result_ref,"
+                                           " template_ref FROM dispatches WHERE dispatch_id = ?",
+                                           (i,)).fetchone()
+                candidates.update(json.loads(refs), (o for o in others if o))
+                candidates.update(r[0] for r in db.execute(
+                    "SELECT output_ref FROM nodes WHERE dispatch_id = ? AND output_ref IS NOT NULL", (i,)))
+            for table in ("nodes", "dispatches", "triggers"):
+                db.executemany(f"DELETE FROM {table} WHERE dispatch_id = ?", [(i,) for i in doomed])
+            dead = [ref for ref in candidates if not self._referenced(db, ref)]
+            paths = [p for ref in dead for (p,) in db.execute(
+                "SELECT path FROM blobs WHERE ref = ? AND path IS NOT NULL", (ref,))]
+            db.executemany("DELETE FROM blobs WHERE ref = ?", [(r,) for r in dead])
+            return doomed, paths
+
+        doomed, paths = self._transaction(body)
         for path in paths:
             (self.blob_dir / path).unlink(missing_ok=True)
-        return count
+        return doomed
+
+    @staticmethod
+    def _referenced(db: sqlite3.Connection, ref: str) -> bool:
+        """Whether any stored dispatch still uses the blob ``ref`` (a shared blob survives)."""
+        for column in ("inputs_ref", "lattice_ref", "result_ref", "template_ref"):
+            if db.execute(f"SELECT 1 FROM dispatches WHERE {column} = ? LIMIT 1", (ref,)).fetchone():
+                return True
+        if db.execute("SELECT 1 FROM nodes WHERE output_ref = ? LIMIT 1", (ref,)).fetchone():
+            return True
+        like = f'%"{ref}"%'  # function and parameter blobs are listed in blob_refs (JSON)
+        return db.execute("SELECT 1 FROM dispatches WHERE blob_refs LIKE ? LIMIT 1",
+                          (like,)).fetchone() is not None
 
     # -- triggers --------------------------------------------------------------------------
 

@@ -1,4 +1,4 @@
-"""The SQLite store on its own: typed records, retried creates, blobs, triggers, purge."""
+"""The SQLite store on its own: typed records, retried creates, blobs, triggers, deletion."""
 
 from __future__ import annotations
 
@@ -51,15 +51,19 @@ async def test_text_user_code_made_is_stored_escaped(store: SqliteStore) -> None
     assert node.error == "bad \\udcff name" and node.stdout == "x \\udc80"
 
 
-async def test_purge_keeps_blobs_another_dispatch_uses(store: SqliteStore) -> None:
-    shared = b"s" * (300 * 1024)
-    await store.create_dispatch(_new(A), [shared, b"only-a"], {})
+async def test_deleting_keeps_blobs_another_dispatch_uses(store: SqliteStore) -> None:
+    shared, only_a = b"s" * (300 * 1024), b"a" * (300 * 1024)
+    await store.create_dispatch(_new(A), [shared, only_a], {})
     await store.create_dispatch(_new(B), [shared], {})
+    assert await store.delete_dispatches([A, B]) == []  # both still running: nothing deleted
     await store.apply([], [state.dispatch_ended(A, {}, ["a"], False, "t", None)])
-    assert await store.purge() == 1
+    assert await store.finished_before(None, None) == [A]
+    assert await store.delete_dispatches([A, B]) == [A]
     assert await store.get_dispatch(A) is None and await store.get_dispatch(B) is not None
     assert await store.get_blobs([blob_ref(shared)]) == {blob_ref(shared): shared}
-    assert await store.get_blobs([blob_ref(b"only-a")]) == {}
+    assert await store.get_blobs([blob_ref(only_a)]) == {}
+    assert not (store.blob_dir / blob_ref(only_a)[:2] / blob_ref(only_a)).exists()
+    assert (store.blob_dir / blob_ref(shared)[:2] / blob_ref(shared)).exists()
 
 
 async def test_triggers_are_records(store: SqliteStore) -> None:

@@ -1,0 +1,76 @@
+"""Retention: delete a finished dispatch or purge old ones; a blob another dispatch uses stays."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+
+import covalent as ct
+from covalent import api
+from covalent.config import client_config
+from dispatcher.keys import STORE
+from tests.conftest import JSON, run
+from tests.tasks import block, fail, identity
+
+
+@ct.lattice
+def echo(data):
+    return identity(data)
+
+
+async def test_deleting_a_dispatch_keeps_what_another_dispatch_shares(dispatcher, addr) -> None:
+    shared = b"s" * (400 * 1024)  # the same input (a blob file) in both dispatches
+    first, second = await run(echo, addr, shared), await run(echo, addr, shared)
+    store = dispatcher.app[STORE]
+    path = store.blob_dir
+    files = sorted(p.name for p in path.rglob("*") if p.is_file())
+    resp = await dispatcher.delete(f"/api/v1/dispatches/{first.dispatch_id}", headers=JSON)
+    assert resp.status == 200 and (await resp.json())["deleted"] == [first.dispatch_id]
+    with pytest.raises(ct.errors.DispatchNotFoundError):
+        await asyncio.to_thread(ct.get_result, first.dispatch_id, False, addr)
+    again = await asyncio.to_thread(ct.get_result, second.dispatch_id, False, addr)
+    assert again.result == shared and again.inputs["args"][0] == shared
+    assert sorted(p.name for p in path.rglob("*") if p.is_file()) == files  # all still shared
+    resp = await dispatcher.delete(f"/api/v1/dispatches/{second.dispatch_id}", headers=JSON)
+    assert resp.status == 200
+    assert [p for p in path.rglob("*") if p.is_file()] == []  # nobody uses them any more
+
+
+async def test_a_running_dispatch_is_not_deleted(dispatcher, addr) -> None:
+    @ct.lattice
+    def slow():
+        return block(1)
+
+    dispatch_id = await asyncio.to_thread(ct.dispatch(slow, dispatcher_addr=addr))
+    resp = await dispatcher.delete(f"/api/v1/dispatches/{dispatch_id}", headers=JSON)
+    body = await resp.json()
+    assert (resp.status, body["error"]) == (409, "DispatchState")
+    resp = await dispatcher.delete("/api/v1/dispatches/00000000-0000-4000-8000-000000000000",
+                                   headers=JSON)
+    assert resp.status == 404
+
+
+async def test_purge_by_age_and_status(dispatcher, addr) -> None:
+    done = await run(echo, addr, 1)
+
+    failing = await run(_failing, addr)
+    assert failing.status == "FAILED"
+    cfg = client_config(addr)
+    out = await asyncio.to_thread(api.request_json, cfg, "DELETE", "/dispatches",
+                                  query={"status": ["FAILED"]})
+    assert out["dispatch_ids"] == [failing.dispatch_id]
+    out = await asyncio.to_thread(api.request_json, cfg, "DELETE", "/dispatches",
+                                  query={"older_than": "1d"})
+    assert out["deleted"] == 0  # nothing ended a day ago
+    out = await asyncio.to_thread(api.request_json, cfg, "DELETE", "/dispatches",
+                                  query={"older_than": "0s"})
+    assert out["dispatch_ids"] == [done.dispatch_id]
+    with pytest.raises(ct.errors.InvalidRequestError, match="duration"):
+        await asyncio.to_thread(api.request_json, cfg, "DELETE", "/dispatches",
+                                query={"older_than": "soon"})
+
+
+@ct.lattice
+def _failing():
+    return fail(1)
