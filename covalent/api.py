@@ -30,7 +30,9 @@ def submit_frame(cfg: ClientConfig, frame: bytes, query: dict[str, Any] | None =
 def fetch_result(cfg: ClientConfig, dispatch_id: str, wait: float = 0) -> Result:
     """The dispatch's Result; with ``wait`` > 0, the server answers once it ends or after
     ``wait`` seconds, whichever comes first."""
-    query = {"wait": wait} if wait else None
+    query: dict[str, Any] = {"parts": "result"}
+    if wait:
+        query["wait"] = wait
     _, _, data = request(cfg, "GET", f"/dispatches/{dispatch_id}", query=query, timeout=wait + 30)
     header, blobs = wire.unpack(data)
-    return Result._from_wire(header, blobs, cfg.url)
+    return Result._from_wire(header, blobs, cfg, cfg.url)

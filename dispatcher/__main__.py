@@ -32,7 +32,7 @@ from covalent.config import DEFAULT_PORT, read_config, update_config
 from .app import create_app
 from .instance import (EXIT_BAD_SETTINGS, EXIT_CLUSTER, EXIT_PORT_IN_USE, EXIT_RUNNING,
                        AlreadyRunning, DataDirLock, Instance)
-from .settings import Settings
+from .settings import Settings, json_object
 
 log = logging.getLogger("covalent.dispatcher")
 
@@ -55,6 +55,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--allow-host", action="append", default=None, metavar="NAME",
                    help="another name clients may use in the Host header (repeatable)")
     p.add_argument("--dashboard-address", default=None, help="default 127.0.0.1:8787")
+    p.add_argument("--store-url", default=None,
+                   help="where workers write outputs: an fsspec URL every worker and this server "
+                        "reach (default: the data dir, for workers on this machine)")
+    p.add_argument("--store-options", default=None, metavar="JSON",
+                   help="fsspec storage options for --store-url, e.g. an S3 endpoint_url")
     return p.parse_args(argv)
 
 
@@ -84,7 +89,8 @@ def settings_from_args(ns: argparse.Namespace) -> Settings:
         allowed_hosts=tuple(ns.allow_host) if ns.allow_host else None,
         address=ns.scheduler_address, n_workers=ns.workers,
         threads_per_worker=ns.threads_per_worker, memory_limit=ns.mem_per_worker,
-        dashboard_address=ns.dashboard_address,
+        dashboard_address=ns.dashboard_address, store_url=ns.store_url,
+        store_options=json_object(ns.store_options) if ns.store_options else None,
     )
 
 

@@ -15,7 +15,7 @@ from typing import Any
 from aiohttp import web
 from distributed import Client, LocalCluster, Security
 
-from . import dispatches
+from . import dispatches, transfer
 from .keys import CLUSTER_INFO, RECORDER, RUNNER, SETTINGS, STORE, TRIGGERS
 from .recorder import Recorder
 from .routes import error_middleware, routes
@@ -53,6 +53,8 @@ def create_app(settings: Settings) -> web.Application:
         client_max_size=settings.max_body_bytes,
     )
     app[SETTINGS] = settings
+    app[transfer.STORE_ROOT] = (str(settings.blob_dir), settings.store_options)
+    transfer.setup(app)
     app.add_routes(routes)
     app.cleanup_ctx.append(_store_ctx)
     app.cleanup_ctx.append(_cluster_ctx)
@@ -91,7 +93,7 @@ async def _triggers_ctx(app: web.Application) -> AsyncIterator[None]:
 
 async def _store_ctx(app: web.Application) -> AsyncIterator[None]:
     settings = app[SETTINGS]
-    store = SqliteStore(settings.db_path, settings.blob_dir)
+    store = SqliteStore(settings.db_path, settings.blob_dir, settings.store_options)
     await store.open()
     recorder = Recorder(store)
     await recorder.start()
@@ -122,7 +124,10 @@ async def _cluster_ctx(app: web.Application) -> AsyncIterator[None]:
              settings.host, settings.port, app[CLUSTER_INFO]["scheduler"],
              app[CLUSTER_INFO]["dashboard"] or "-", settings.db_path)
     url = settings.url if settings.port else ""
-    runner = Runner(app[RECORDER], client, public_url=url, token=settings.token)
+    runner = Runner(app[RECORDER], client, store_root=settings.store_root,
+                    storage_options=settings.store_options,
+                    scheduler=cluster.scheduler if cluster is not None else None,
+                    public_url=url, token=settings.token)
     await runner.start()
     app[RUNNER] = runner
     try:
@@ -154,6 +159,9 @@ async def _start_cluster(cs: ClusterSettings, tls_dir: Path) -> LocalCluster:
         "dashboard_address": pinned_dashboard(cs.dashboard_address),
         "memory_limit": cs.memory_limit,
     }
+    if cs.dashboard_address is None:  # no dashboard; the scheduler's own HTTP routes still
+        # listen, on a free loopback port rather than 8787, which someone else may hold
+        kwargs["scheduler_kwargs"] = {"dashboard": False, "dashboard_address": "127.0.0.1:0"}
     if cs.processes:  # an in-process cluster talks over inproc://, which takes no host
         kwargs["host"] = cs.host
         if cs.tls:

@@ -7,8 +7,10 @@ runs as many Dask tasks as the same code written for Dask: small parameters are 
 their consumers' arguments, and gathering nodes (an electron list, tuple or dict, the
 ``:postprocess:`` result) are built in place by their consumers from their own parents
 (see ``covalent.wire.gather``). Nodes whose output is already known (reused from an earlier
-dispatch, or completed before a restart) become ``preset_outcome`` tasks holding the stored
-bytes, so they do not run again. Nothing here unpickles a blob.
+dispatch, or completed before a restart) do not run again: a small one is written into its
+consumers' arguments, a stored one is read by a ``load_output`` task on the worker that needs
+it. A task nothing consumes is a *sink*: it returns a marker, not its value, since its output
+is stored already. Nothing here unpickles a blob.
 
 >>> from covalent.wire import WorkflowGraph, NodeKind, EdgeKind
 >>> g = WorkflowGraph()
@@ -20,8 +22,8 @@ bytes, so they do not run again. Nothing here unpickles a blob.
 >>> g.add_edge(e, s, "x", EdgeKind.ARG, 0)
 >>> g.add_edge(s, t, "xs", EdgeKind.ARG, 0)
 >>> c = compile_graph("d1", g, {})
->>> list(c.dsk), c.inlined, c.gathers
-([('f-d1', 1), ('total-d1', 3)], {0: b'v'}, [2])
+>>> list(c.dsk), c.inlined, c.gathers, c.sinks
+([('f-d1', 1), ('total-d1', 3)], {0: b'v'}, [2], [3])
 >>> c.dsk[("total-d1", 3)].dependencies == {("f-d1", 1)}
 True
 """
@@ -38,8 +40,8 @@ from dask.task_spec import List, Task, TaskRef
 from covalent.wire import GATHER_KINDS, Layout, NodeKind, WorkflowGraph
 
 from .errors import InvalidRequest
-from .protocol import GatherSpec, NodeOutcome, NodeSpec, preset_outcome
-from .worker.run import run_node
+from .protocol import GatherSpec, NodeOutcome, NodeSpec
+from .worker.run import load_output, run_node
 
 Key = tuple[str, int]
 
@@ -88,40 +90,63 @@ def validate(graph: WorkflowGraph) -> None:
 INLINE_PARAMETER_MAX = 64 * 1024  # larger values get one task, fetched by each consumer
 
 
+@dataclass(frozen=True, slots=True)
+class Preset:
+    """A node's output known before the dispatch runs (reused, or completed before a restart):
+    its bytes when small, else its address in the blob store."""
+
+    inline: bytes | None
+    ref: str | None
+    size: int
+    start: str
+    end: str
+    preview: str = ""
+
+
 @dataclass(slots=True)
 class Compiled:
     """A dispatch as a Dask graph plus what the runner records without Dask.
 
-    ``tasks`` maps node ids to their Dask keys (node id order). ``inlined`` maps the parameters
-    whose value is written into their consumers' specs to that value; ``gathers`` are gathering
-    nodes (lists, tuples, dicts, the result) gathered in place by their consumers and recorded
-    by the runner once all their parents completed.
+    ``tasks`` maps the node ids that run as tasks to their Dask keys (node id order), and
+    ``sinks`` lists those whose value no task consumes (the runner waits on them). ``inlined``
+    maps the parameters written into their consumers' specs to their value; ``gathers`` are
+    gathering nodes (lists, tuples, dicts, the result) gathered in place by their consumers and
+    recorded by the runner once all their parents completed. A preset node becomes a task
+    (reading its stored output on the worker) only if a task consumes it.
     """
 
     dsk: dict[Key, Task]
     tasks: dict[int, Key]
+    sinks: list[int]
     inlined: dict[int, bytes]
     gathers: list[int]
 
 
-def compile_graph(dispatch_id: str, graph: WorkflowGraph,
-                  preset: dict[int, tuple[bytes, str, str]]) -> Compiled:
-    """The Dask graph of a dispatch; ``preset`` maps node ids to (output, start, end)."""
+def compile_graph(dispatch_id: str, graph: WorkflowGraph, preset: dict[int, Preset]) -> Compiled:
+    """The Dask graph of a dispatch; ``preset`` maps node ids to their known outputs."""
     parents = graph.parents()
     blobs = graph.blobs
     inlined: dict[int, NodeOutcome] = {}
     gathering: list[int] = []
-    tasks: dict[int, Key] = {}
+    computed: list[int] = []
     for node in graph.nodes:
-        if node.kind is NodeKind.PARAMETER and node.value is not None:
-            data = preset[node.id][0] if node.id in preset else blobs[node.value]
-            if len(data) <= INLINE_PARAMETER_MAX:
-                inlined[node.id] = NodeOutcome(node.id, data)
+        known = preset.get(node.id)
+        if node.kind is NodeKind.PARAMETER and node.value is not None and known is None:
+            if len(blobs[node.value]) <= INLINE_PARAMETER_MAX:
+                inlined[node.id] = NodeOutcome(node.id, blobs[node.value])
                 continue
-        if str(node.kind) in GATHER_KINDS and node.id not in preset:
+        if known is not None:
+            if known.inline is not None:
+                inlined[node.id] = NodeOutcome(node.id, known.inline)
+            continue  # stored: a task reads it if a consumer needs it (see argument)
+        if str(node.kind) in GATHER_KINDS:
             gathering.append(node.id)
             continue
-        tasks[node.id] = node_key(dispatch_id, node.id, node_label(node.name, node.kind))
+        computed.append(node.id)
+    tasks = {i: node_key(dispatch_id, i, node_label(graph.nodes[i].name, graph.nodes[i].kind))
+             for i in computed}
+    dsk: dict[Key, Task] = {}
+    consumed: set[Key] = set()
     gathers: dict[int, tuple[GatherSpec, List]] = {}
 
     def arguments(node_id: int) -> tuple[Layout, tuple[GatherSpec | None, ...], list[Any]]:
@@ -133,7 +158,11 @@ def compile_graph(dispatch_id: str, graph: WorkflowGraph,
     def argument(src: int) -> tuple[GatherSpec | None, Any]:
         if src in inlined:
             return None, inlined[src]
+        if src not in tasks and src in preset:  # stored: read on the worker, not sent
+            key = tasks[src] = node_key(dispatch_id, src, "stored")
+            dsk[key] = Task(key, load_output, src, None, preset[src].ref)
         if src in tasks:
+            consumed.add(tasks[src])
             return None, TaskRef(tasks[src])
         if src not in gathers:  # a gathering node: gathered in place from its own parents
             layout, nested, refs = arguments(src)  # (node ids are not in topological order)
@@ -142,14 +171,9 @@ def compile_graph(dispatch_id: str, graph: WorkflowGraph,
             gathers[src] = (GatherSpec(str(node.kind), extra, layout, nested), List(*refs))
         return gathers[src]
 
-    dsk: dict[Key, Task] = {}
-    for node_id, key in tasks.items():
-        node = graph.nodes[node_id]
-        if node_id in preset:
-            data, start, end = preset[node.id]
-            dsk[key] = Task(key, preset_outcome, node.id, data, start, end)
-            continue
-        layout, nested, refs = arguments(node_id)
+    planned = {i: arguments(i) for i in computed}
+    for node_id, (layout, nested, refs) in planned.items():
+        node, key = graph.nodes[node_id], tasks[node_id]
         spec = NodeSpec(
             dispatch_id=dispatch_id,
             node_id=node.id,
@@ -160,6 +184,9 @@ def compile_graph(dispatch_id: str, graph: WorkflowGraph,
             hooks=blobs[node.hooks] if node.hooks is not None else None,
             layout=layout,
             gathers=nested if any(g is not None for g in nested) else (),
+            sink=key not in consumed,
         )
         dsk[key] = Task(key, run_node, spec, *refs)
-    return Compiled(dsk, tasks, {i: o.data for i, o in inlined.items()}, gathering)
+    sinks = [i for i in computed if tasks[i] not in consumed]
+    return Compiled(dsk, dict(sorted(tasks.items())), sinks,
+                    {i: o.data for i, o in inlined.items() if o.data is not None}, gathering)

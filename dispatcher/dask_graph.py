@@ -1,8 +1,11 @@
-"""Submit a compiled graph to Dask: the one place that uses Dask's private API.
+"""Submit a compiled graph to Dask and wait for futures: the one place that uses Dask's
+private API.
 
 ``LLGExpr(dsk, _determ_token=name)`` names the graph ourselves. Without a name Dask tokenizes
 every task (pickling each spec) to name it, which costs more than running a small workflow.
-``tests/dispatcher/test_dask_graph.py`` fails loudly if Dask changes it.
+``distributed.client._wait`` waits for many futures of a given client without a callback per
+future (the public ``distributed.wait`` insists on a default client, which the dispatcher
+never sets). ``tests/dispatcher/test_dask_graph.py`` fails loudly if Dask changes either.
 """
 
 from __future__ import annotations
@@ -13,6 +16,7 @@ from typing import Any
 from dask._expr import LLGExpr
 from dask.task_spec import Task
 from distributed import Client, Future
+from distributed.client import FuturesCancelledError, _wait
 
 
 def submit_graph(client: Client, dsk: Mapping[Any, Task], keys: list[Any], name: str,
@@ -21,3 +25,15 @@ def submit_graph(client: Client, dsk: Mapping[Any, Task], keys: list[Any], name:
     expr = LLGExpr(dict(dsk), _determ_token=name)
     futures: list[Future[Any]] = client.get(expr, keys, sync=False, priority=priority)
     return futures
+
+
+async def wait_all(futures: list[Future[Any]]) -> None:
+    """Return once every future is finished, erred or cancelled (a lost one is computed again
+    by Dask, and waited for)."""
+    pending = list(futures)
+    while pending:
+        try:
+            await _wait(pending)
+        except FuturesCancelledError:
+            pass  # cancelled ones are done too
+        pending = [f for f in pending if f.status in ("pending", "lost")]

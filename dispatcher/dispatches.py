@@ -15,7 +15,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from covalent import wire
-from covalent.wire import WorkflowGraph, clean_text
+from covalent.wire import GATHER_KINDS, WorkflowGraph, clean_text
 
 from . import state
 from .compile import validate
@@ -23,10 +23,11 @@ from .errors import (DispatchNotFound, DispatchState, InvalidRequest, NodeNotFou
                      Unavailable)
 from .protocol import now_iso
 from .recorder import Recorder
-from .reuse import reusable_outputs
+from .reuse import presets, reusable_outputs
 from .runner import Runner
 from .state import PENDING, Status
-from .store import DispatchExists, DispatchRecord, DispatchStore, NewDispatch, NodeRecord
+from .store import (BlobSource, DispatchExists, DispatchRecord, DispatchStore, NewDispatch,
+                    NodeRecord)
 
 _ID = re.compile(r"^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$")
 
@@ -173,10 +174,9 @@ async def resume_all(store: DispatchStore, runner: Runner) -> list[str]:
             continue  # cancelled (or deleted) while earlier ones were resumed
         graph = await load_graph(store, row)
         nodes = await store.get_nodes(dispatch_id)
-        done = {n.node_id: n for n in nodes if n.status == Status.COMPLETED and n.output_ref}
-        outputs = await store.get_blobs([n.output_ref for n in done.values() if n.output_ref])
-        preset = {i: (outputs[n.output_ref], n.start_time or "", n.end_time or "")
-                  for i, n in done.items() if n.output_ref}
+        done = {n.node_id: n for n in nodes if n.status == Status.COMPLETED and n.output_ref
+                and n.kind not in GATHER_KINDS}
+        preset = await presets(store, done)
         await store.reset_nodes(dispatch_id, [n.node_id for n in nodes if n.status == Status.RUNNING])
         root = row if row.root_dispatch_id == dispatch_id else await store.get_dispatch(row.root_dispatch_id)
         await runner.submit(dispatch_id, graph, preset, (root or row).start_time or "")
@@ -211,28 +211,30 @@ async def read_status(store: DispatchStore, recorder: Recorder, dispatch_id: str
             recorder.release(dispatch_id, ev)
 
 
-async def read_result(store: DispatchStore, dispatch_id: str, results_dir: str) -> bytes:
-    """The framed Result body: dispatch record, every node, and the blobs they reference."""
+PARTS = ("none", "result", "all")
+
+
+async def read_result(store: DispatchStore, dispatch_id: str, results_dir: str, parts: str
+                      ) -> tuple[dict[str, Any], list[BlobSource]]:
+    """A Result's header (the dispatch record and every node record) and the blobs to send with
+    it: none, those the lattice's result is made of (``result``), or every output (``all``).
+    Everything else is fetched when first used (``output_sources``, ``dispatch_blob``)."""
+    if parts not in PARTS:
+        raise InvalidRequest(f"parts must be one of {', '.join(PARTS)}, got {parts!r}")
     row = await store.get_dispatch(dispatch_id)
     if row is None:
         raise DispatchNotFound(dispatch_id)
     nodes = await store.get_nodes(dispatch_id)
-    refs = [row.result_ref, row.inputs_ref, row.lattice_ref, row.template_ref]
-    refs += [n.output_ref for n in nodes]
-    found = await store.get_blobs(r for r in refs if r)
-    return _result_frame(row, nodes, found, results_dir)
-
-
-def _result_frame(row: DispatchRecord, nodes: list[NodeRecord], found: dict[str, bytes],
-                  results_dir: str) -> bytes:
-    blobs: list[bytes] = []
-
-    def add(ref: str | None) -> int | None:
-        if not ref:
-            return None
-        blobs.append(found[ref])
-        return len(blobs) - 1
-
+    wanted: list[int] = []
+    if parts == "all":
+        wanted = [n.node_id for n in nodes]
+    elif parts == "result" and nodes and nodes[-1].kind == "postprocess":
+        wanted = _parts_of(nodes, nodes[-1].node_id)
+    refs = [nodes[i].output_ref or "" for i in wanted]
+    if parts != "none" and row.template_ref:
+        refs.append(row.template_ref)
+    frame = _Frame(await store.blob_sources(refs))
+    sent = set(wanted)
     header = {
         "dispatch": {
             "dispatch_id": row.dispatch_id, "root_dispatch_id": row.root_dispatch_id,
@@ -240,19 +242,90 @@ def _result_frame(row: DispatchRecord, nodes: list[NodeRecord], found: dict[str,
             "status": str(row.status), "start_time": row.start_time, "end_time": row.end_time,
             "error": row.error, "results_dir": results_dir,
         },
-        "result": add(row.result_ref),
-        "inputs": add(row.inputs_ref),
-        "lattice": add(row.lattice_ref),
-        "template": add(row.template_ref),
+        "template": frame.add(row.template_ref) if parts != "none" else None,
         "nodes": [
             {"node_id": n.node_id, "name": n.name, "kind": n.kind, "status": str(n.status),
              "start_time": n.start_time, "end_time": n.end_time, "error": n.error,
              "stdout": n.stdout, "stderr": n.stderr, "sub_dispatch_id": n.sub_dispatch_id,
-             "output": add(n.output_ref)}
+             "preview": n.preview, "size": n.output_size, "gather": n.gather_spec,
+             "stored": n.output_ref is not None,
+             "output": frame.add(n.output_ref) if n.node_id in sent else None}
             for n in nodes
         ],
     }
-    return wire.pack(header, blobs)
+    return header, frame.chosen
+
+
+class _Frame:
+    """The blobs a framed answer carries, each once, by index."""
+
+    def __init__(self, sources: dict[str, BlobSource]) -> None:
+        self.sources = sources
+        self.chosen: list[BlobSource] = []
+        self.index: dict[str, int] = {}
+
+    def add(self, ref: str | None) -> int | None:
+        if not ref or ref not in self.sources:
+            return None
+        if ref not in self.index:
+            self.index[ref] = len(self.chosen)
+            self.chosen.append(self.sources[ref])
+        return self.index[ref]
+
+
+def _parts_of(nodes: list[NodeRecord], node_id: int) -> list[int]:
+    """The nodes whose stored outputs ``node_id``'s value is made of (through gathers)."""
+    out, stack, seen = [], [node_id], set()
+    while stack:
+        i = stack.pop()
+        if i in seen or not 0 <= i < len(nodes):
+            continue
+        seen.add(i)
+        spec = nodes[i].gather_spec
+        if spec is not None:
+            stack.extend(int(p) for p in spec.get("parts", []))
+        elif nodes[i].output_ref:
+            out.append(i)
+    return sorted(out)
+
+
+async def output_sources(store: DispatchStore, dispatch_id: str, node_ids: list[int]
+                         ) -> tuple[dict[str, Any], list[BlobSource]]:
+    """The stored outputs of some nodes, as a frame header (``outputs``: node id -> blob index,
+    ``gathers``: node id -> how it is made of its parts) and the blobs to stream."""
+    nodes = await store.get_nodes(check_id(dispatch_id))
+    if not nodes and await store.get_status(dispatch_id) is None:
+        raise DispatchNotFound(dispatch_id)
+    bad = [i for i in node_ids if not 0 <= i < len(nodes)]
+    if bad:
+        raise NodeNotFound(f"dispatch {dispatch_id} has no nodes {bad[:10]}")
+    frame = _Frame(await store.blob_sources(nodes[i].output_ref or "" for i in node_ids))
+    outputs: dict[str, int] = {}
+    gathers: dict[str, Any] = {}
+    for i in dict.fromkeys(node_ids):
+        spec = nodes[i].gather_spec
+        if spec is not None:
+            gathers[str(i)] = spec
+        else:
+            index = frame.add(nodes[i].output_ref)
+            if index is not None:
+                outputs[str(i)] = index
+    return {"outputs": outputs, "gathers": gathers}, frame.chosen
+
+
+async def dispatch_blob(store: DispatchStore, dispatch_id: str, which: str) -> BlobSource:
+    """The dispatch's ``inputs``, ``lattice`` or ``template`` blob."""
+    row = await store.get_dispatch(check_id(dispatch_id))
+    if row is None:
+        raise DispatchNotFound(dispatch_id)
+    refs = {"inputs": row.inputs_ref, "lattice": row.lattice_ref, "template": row.template_ref}
+    if which not in refs:
+        raise InvalidRequest(f"no such part {which!r}: inputs, lattice or template")
+    ref = refs[which]
+    found = await store.blob_sources([ref] if ref else [])
+    if not ref or ref not in found:
+        raise NodeNotFound(f"dispatch {dispatch_id} has no {which} stored")
+    return found[ref]
 
 
 async def read_node(store: DispatchStore, dispatch_id: str, node_id: int) -> NodeRecord:

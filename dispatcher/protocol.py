@@ -1,9 +1,16 @@
 """The task protocol between the dispatcher and its Dask workers.
 
-The dispatcher compiles each node into ``run_node(NodeSpec, *parent_outcomes)``; a worker
-answers with a ``NodeOutcome`` or raises ``NodeTaskError``. Both pickle as bytes and strings
-only, so the dispatcher never unpickles a user value, and both import nothing of the server:
-this module and ``dispatcher.worker`` are all a worker needs.
+The dispatcher compiles each node into ``run_node(NodeSpec, *parent_outcomes)``. The worker
+reports how the node ended as an *outcome event* (``OUTCOME_TOPIC``, a msgpack dict, see
+``outcome_completed`` / ``outcome_failed``) that it logs before its task returns, so the event
+reaches the scheduler ahead of the task's completion on the same stream: if the worker dies,
+both are lost together and Dask runs the node again. Large outputs are written to the blob
+store by the worker itself and the event carries only their address; the dispatcher never
+fetches a task's result, and never unpickles a user value.
+
+Between tasks, values travel inside Dask as ``NodeOutcome`` (a sink, which nothing in the
+graph consumes, returns a tiny ``NodeDone`` instead). Both import nothing of the server: this
+module and ``dispatcher.worker`` are all a worker needs.
 """
 
 from __future__ import annotations
@@ -17,10 +24,13 @@ import cloudpickle
 
 from covalent.wire import PREVIEW_LIMIT, Layout, preview
 
-__all__ = ["GatherSpec", "NodeOutcome", "NodeSpec", "NodeTaskError", "PREVIEW_LIMIT", "START_TOPIC",
-           "now_iso", "preset_outcome", "preview", "runtime_versions"]
+__all__ = ["GatherSpec", "INLINE_OUTPUT_MAX", "NodeDone", "NodeOutcome", "NodeSpec",
+           "NodeTaskError", "OUTCOME_TOPIC", "PREVIEW_LIMIT", "START_TOPIC", "now_iso",
+           "outcome_completed", "outcome_failed", "preview", "runtime_versions"]
 
-START_TOPIC = "covalent-node-start"  # worker events: a node has run for a while
+START_TOPIC = "covalent-node-start"  # a node has run for a while: {"d", "n", "t"}
+OUTCOME_TOPIC = "covalent-outcome"  # a node ended: see outcome_completed / outcome_failed
+INLINE_OUTPUT_MAX = 4 * 1024  # outputs up to this size ride in the event; larger go to the store
 
 
 def now_iso() -> str:
@@ -50,7 +60,8 @@ class GatherSpec:
 class NodeSpec:
     """What a worker needs to run one node; ``layout`` describes each parent argument.
 
-    ``gathers`` (empty, or one entry per parent) marks the parents gathered in place.
+    ``gathers`` (empty, or one entry per parent) marks the parents gathered in place; ``sink``
+    says no task consumes this node's value, so its task returns a ``NodeDone``.
     """
 
     dispatch_id: str
@@ -62,64 +73,68 @@ class NodeSpec:
     hooks: bytes | None
     layout: Layout
     gathers: tuple[GatherSpec | None, ...] = ()
+    sink: bool = False
 
 
 class NodeOutcome:
-    """A node's output: pickled ``data`` plus the value itself while it stays on one worker,
-    and ``preview``, a short ``repr`` made on the worker (the server never unpickles)."""
+    """A node's value as it passes between tasks; pickled (for another worker) as bytes."""
 
-    __slots__ = ("node_id", "data", "_value", "_loaded", "stdout", "stderr", "start", "end",
-                 "preview")
+    __slots__ = ("node_id", "data", "_value", "_loaded")
 
-    def __init__(self, node_id: int, data: bytes, value: Any = None, loaded: bool = False,
-                 stdout: str = "", stderr: str = "", start: str = "", end: str = "",
-                 preview: str = "") -> None:
+    def __init__(self, node_id: int, data: bytes | None, value: Any = None,
+                 loaded: bool = False) -> None:
         self.node_id = node_id
-        self.data = data
+        self.data = data  # the pickled value, if it is kept (small values)
         self._value = value
         self._loaded = loaded
-        self.stdout = stdout
-        self.stderr = stderr
-        self.start = start
-        self.end = end
-        self.preview = preview
 
     @property
     def value(self) -> Any:
         if not self._loaded:
+            assert self.data is not None
             self._value = cloudpickle.loads(self.data)
             self._loaded = True
         return self._value
 
     def __reduce__(self) -> tuple[Any, ...]:
-        # Only bytes and strings cross the wire: the receiver never unpickles the user value.
-        return (NodeOutcome, (self.node_id, self.data, None, False, self.stdout, self.stderr,
-                              self.start, self.end, self.preview))
+        data = self.data if self.data is not None else cloudpickle.dumps(self._value)
+        return (NodeOutcome, (self.node_id, data))
 
     def __sizeof__(self) -> int:
-        return len(self.data) + len(self.stdout) + len(self.stderr) + 200
+        return (len(self.data) if self.data is not None else 0) + 200
+
+
+@dataclass(frozen=True, slots=True)
+class NodeDone:
+    """What a sink's task returns: nothing in the graph needs its value (it is stored)."""
+
+    node_id: int
 
 
 class NodeTaskError(Exception):
     """A node failed on its worker; every field is a string so it pickles anywhere."""
 
-    def __init__(self, node_id: int, error_type: str, message: str, detail: str = "",
-                 stdout: str = "", stderr: str = "", start: str = "", end: str = "") -> None:
-        super().__init__(node_id, error_type, message, detail, stdout, stderr, start, end)
+    def __init__(self, node_id: int, error_type: str, message: str) -> None:
+        super().__init__(node_id, error_type, message)
         self.node_id = node_id
         self.error_type = error_type
         self.message = message
-        self.detail = detail
-        self.stdout = stdout
-        self.stderr = stderr
-        self.start = start
-        self.end = end
 
     def __str__(self) -> str:
         return f"node {self.node_id} failed: {self.error_type}: {self.message}"
 
 
-def preset_outcome(node_id: int, data: bytes, start: str, end: str) -> NodeOutcome:
-    """Task body for a node whose output is already known (reuse, resume after restart)."""
-    return NodeOutcome(node_id, data, start=start, end=end)
+def outcome_completed(spec: NodeSpec, start: str, end: str, stdout: str, stderr: str,
+                      shown: str, inline: bytes | None = None, ref: str | None = None,
+                      size: int = 0, location: str | None = None) -> dict[str, Any]:
+    """The event of a completed node: its output inline, or where the worker stored it."""
+    return {"d": spec.dispatch_id, "n": spec.node_id, "s": "COMPLETED", "t0": start, "t1": end,
+            "out": stdout, "err": stderr, "pv": shown, "data": inline, "ref": ref, "size": size,
+            "loc": location}
 
+
+def outcome_failed(spec: NodeSpec, start: str, end: str, stdout: str, stderr: str,
+                   error_type: str, message: str, detail: str) -> dict[str, Any]:
+    """The event of a failed node: the error and what it printed."""
+    return {"d": spec.dispatch_id, "n": spec.node_id, "s": "FAILED", "t0": start, "t1": end,
+            "out": stdout, "err": stderr, "et": error_type, "msg": message, "tb": detail}

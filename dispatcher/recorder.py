@@ -69,7 +69,12 @@ class Recorder:
             for ev in waiters:
                 ev.set()
         if self._writer is not None:
-            await self.flush()
+            try:
+                await self.flush()
+            except Exception:  # logged by _flush; the dispatches stay RUNNING on disk
+                log.error("stopping with %d updates not written (%s); dispatches %s resume when "
+                          "the server starts again", len(self._nodes) + len(self._dispatches),
+                          self.write_error, ", ".join(sorted(self.unwritten)) or "(none)")
             self._writer.cancel()
             await asyncio.gather(self._writer, return_exceptions=True)
 
@@ -232,6 +237,8 @@ class Recorder:
             if u.output is not None:
                 self.store_failed.setdefault(u.dispatch_id, reason)
                 u = replace(u, status=Status.FAILED, output=None, error=reason)
+            # What a node printed is kept only as a note of its size: the outcome matters more.
+            u = replace(u, stdout=_shed(u.stdout, "stdout"), stderr=_shed(u.stderr, "stderr"))
             out_nodes.append(u)
         out_dispatches = []
         for d in dispatches:
@@ -241,3 +248,9 @@ class Recorder:
                             error=f"some outputs could not be stored: {self.store_failed[d.dispatch_id]}")
             out_dispatches.append(d)
         return out_nodes, out_dispatches
+
+
+def _shed(text: str | None, stream: str) -> str | None:
+    if not text or len(text) <= 200:
+        return text
+    return f"[{len(text)} characters of {stream} not stored: the dispatcher's store is full]"

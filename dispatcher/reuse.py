@@ -12,11 +12,12 @@ import hashlib
 
 import networkx as nx
 
-from covalent.wire import Node, NodeKind, WorkflowGraph
+from covalent.wire import GATHER_KINDS, Node, WorkflowGraph
 
+from .compile import INLINE_PARAMETER_MAX, Preset
 from .errors import DispatchNotFound
 from .state import Status
-from .store import DispatchStore, blob_ref
+from .store import DispatchStore, NodeRecord, blob_ref
 
 
 def signatures(graph: WorkflowGraph, refs: list[str]) -> list[str]:
@@ -43,8 +44,11 @@ def _topological(graph: WorkflowGraph) -> list[Node]:
 
 
 async def reusable_outputs(store: DispatchStore, graph: WorkflowGraph,
-                           old_id: str) -> dict[int, tuple[bytes, str, str]]:
-    """Map new node ids to (output, start, end) taken from dispatch ``old_id``."""
+                           old_id: str) -> dict[int, Preset]:
+    """Map new node ids to the stored outputs of dispatch ``old_id`` they can reuse.
+
+    Gathering nodes are not reused: they cost nothing and are gathered again from their parts.
+    """
     row = await store.get_dispatch(old_id)
     if row is None:
         raise DispatchNotFound(old_id)
@@ -55,11 +59,24 @@ async def reusable_outputs(store: DispatchStore, graph: WorkflowGraph,
     new_sigs = signatures(graph, [blob_ref(b) for b in graph.blobs])
     picked = {}
     for node in graph.nodes:
-        if node.kind is NodeKind.POSTPROCESS:
-            continue  # cheap, and its template may hold values outside the signature
+        if str(node.kind) in GATHER_KINDS:
+            continue  # cheap, and the result's template may hold values outside the signature
         old = done.get(new_sigs[node.id])
         if old is not None:
             picked[node.id] = old
-    outputs = await store.get_blobs([n.output_ref for n in picked.values() if n.output_ref])
-    return {i: (outputs[n.output_ref], n.start_time or "", n.end_time or "")
-            for i, n in picked.items() if n.output_ref}
+    return await presets(store, picked)
+
+
+async def presets(store: DispatchStore, nodes: dict[int, NodeRecord]) -> dict[int, Preset]:
+    """What a dispatch needs to know of stored outputs to hand them to the tasks that use
+    them: small ones by value, others by address (read on the worker)."""
+    sources = await store.blob_sources([n.output_ref for n in nodes.values() if n.output_ref])
+    out = {}
+    for node_id, n in nodes.items():
+        src = sources.get(n.output_ref or "")
+        if src is None:
+            continue  # its blob is gone: the node runs again
+        inline = src.data if src.data is not None and len(src.data) <= INLINE_PARAMETER_MAX else None
+        out[node_id] = Preset(inline, src.ref, src.size, n.start_time or "", n.end_time or "",
+                              n.preview or "")
+    return out

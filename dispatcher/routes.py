@@ -20,8 +20,8 @@ from aiohttp import web
 
 from covalent import wire
 
-from . import dispatches, procinfo
-from .errors import (DispatcherError, InvalidRequest, PayloadTooLarge, Unavailable,
+from . import dispatches, procinfo, transfer
+from .errors import (DispatcherError, InvalidRequest, NodeNotFound, PayloadTooLarge, Unavailable,
                      is_busy_error, is_disk_error)
 from .keys import CLUSTER_INFO, RECORDER, RUNNER, SETTINGS, STORE, TRIGGERS
 
@@ -175,14 +175,51 @@ def _id(request: web.Request) -> str:
 
 
 @routes.get(wire.API + "/dispatches/{dispatch_id}")
-async def get_result(request: web.Request) -> web.Response:
+async def get_result(request: web.Request) -> web.StreamResponse:
+    """The Result: records, and the outputs its result is made of (``?parts=result``, the
+    default), none (``none``) or all (``all``); streamed from disk, never held whole."""
     app = request.app
     dispatch_id = _id(request)
     wait = _float_query(request, "wait", 0, app[SETTINGS].long_poll_max_s)
     await dispatches.read_status(app[STORE], app[RECORDER], dispatch_id, wait)
     results_dir = str(app[SETTINGS].data_dir / "results" / dispatch_id)
-    body = await dispatches.read_result(app[STORE], dispatch_id, results_dir)
-    return web.Response(body=body, content_type=wire.CONTENT_TYPE)
+    header, blobs = await dispatches.read_result(app[STORE], dispatch_id, results_dir,
+                                                 request.query.get("parts", "result"))
+    return await transfer.stream_frame(request, header, blobs)
+
+
+@routes.get(wire.API + "/dispatches/{dispatch_id}/nodes/{node_id}/output")
+async def get_output(request: web.Request) -> web.StreamResponse:
+    """One node's pickled output, streamed; a gathering node answers how it is made of its
+    parts (JSON: ``{"gather": {...}}``), since it is stored as nothing but that."""
+    node = await dispatches.read_node(request.app[STORE], _id(request), _node_id(request))
+    if node.gather_spec is not None:
+        return web.json_response({"gather": node.gather_spec})
+    if node.output_ref is None:
+        raise NodeNotFound(f"node {node.node_id} has no output ({node.status})")
+    found = await request.app[STORE].blob_sources([node.output_ref])
+    if node.output_ref not in found:
+        raise NodeNotFound(f"the output of node {node.node_id} is no longer stored")
+    return await transfer.stream_blob(request, found[node.output_ref])
+
+
+@routes.post(wire.API + "/dispatches/{dispatch_id}/outputs")
+async def get_outputs(request: web.Request) -> web.StreamResponse:
+    """Several nodes' outputs in one framed answer: ``{"nodes": [ids]}``."""
+    body = await _json_body(request)
+    ids = body.get("nodes")
+    if not isinstance(ids, list) or not all(type(i) is int for i in ids) or len(ids) > 1_000_000:
+        raise InvalidRequest("nodes must be a list of node ids (integers)")
+    header, blobs = await dispatches.output_sources(request.app[STORE], _id(request), ids)
+    return await transfer.stream_frame(request, header, blobs)
+
+
+@routes.get(wire.API + "/dispatches/{dispatch_id}/{part:inputs|lattice|template}")
+async def get_part(request: web.Request) -> web.StreamResponse:
+    """The dispatch's pickled inputs, lattice or return template (only clients unpickle them)."""
+    source = await dispatches.dispatch_blob(request.app[STORE], _id(request),
+                                            request.match_info["part"])
+    return await transfer.stream_blob(request, source)
 
 
 @routes.get(wire.API + "/dispatches/{dispatch_id}/status")
@@ -194,12 +231,16 @@ async def get_status(request: web.Request) -> web.Response:
     return web.json_response({"dispatch_id": dispatch_id, "status": str(status)})
 
 
-@routes.get(wire.API + "/dispatches/{dispatch_id}/nodes/{node_id}")
-async def get_node(request: web.Request) -> web.Response:
+def _node_id(request: web.Request) -> int:
     raw = request.match_info["node_id"]
     if not _NODE_ID.fullmatch(raw):  # ASCII digits only: "²".isdigit() is True
         raise InvalidRequest(f"node id must be a non-negative integer, got {raw!r}")
-    node = await dispatches.read_node(request.app[STORE], _id(request), int(raw))
+    return int(raw)
+
+
+@routes.get(wire.API + "/dispatches/{dispatch_id}/nodes/{node_id}")
+async def get_node(request: web.Request) -> web.Response:
+    node = await dispatches.read_node(request.app[STORE], _id(request), _node_id(request))
     return web.json_response(node.to_json())
 
 

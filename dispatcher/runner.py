@@ -1,18 +1,25 @@
-"""Run dispatches on the Dask cluster and record every node's outcome.
+"""Run dispatches on the Dask cluster and record every node's outcome, pushed by the workers.
 
-Model: a dispatch is submitted as ONE Dask graph (``compile``); the runner owns one
-``DispatchRun`` per running dispatch (``tracking``), which holds the Dask futures of its nodes
-and what each node still waits for. A future is released as soon as its outcome is recorded,
-so Dask frees memory as it would for a plain graph. Outcomes become store updates through the
-state machine (``state``) and reach the store through the ``Recorder``; a dispatch's waiters
-wake only once its final status is committed, so whatever the API reports is on disk.
+Model: a dispatch is submitted as ONE Dask graph (``compile``). Each worker reports how each
+node ended by an *outcome event* (``protocol``), with its output stored by the worker itself:
+the runner never fetches a task's result, so outputs never pass through the dispatcher. The
+events reach the runner without a network hop from the embedded scheduler (a scheduler plugin
+on this same loop), or through a topic subscription from an external scheduler.
 
-Pushed, not polled: completion comes from Dask futures, start times from worker events.
+The runner holds Dask futures only for each dispatch's sinks (``tracking``); when they are all
+done, every task has ended, and the events that say how were delivered first (a worker logs
+its event before its task completes, on the same stream). Events and sink completions go
+through one inbox, processed in arrival order. Outcomes become store updates through the state
+machine (``state``) and reach the store through the ``Recorder``; a dispatch's waiters wake only
+once its final status is committed, so whatever the API reports is on disk.
 """
 
 from __future__ import annotations
 
 import asyncio
+import base64
+import collections
+import json
 import logging
 import uuid
 from datetime import datetime
@@ -20,26 +27,25 @@ from typing import Any
 
 from distributed import Client, Future
 from distributed.client import FutureCancelledError
+from distributed.diagnostics.plugin import SchedulerPlugin
 from distributed.scheduler import KilledWorker
 
-from covalent.wire import PARAMETER_PREFIX, NodeKind, WorkflowGraph, gathered_bytes
+from covalent.wire import PARAMETER_PREFIX, NodeKind, WorkflowGraph
 
 from . import state
-from .compile import Compiled, compile_graph
-from .dask_graph import submit_graph
+from .compile import Compiled, Preset, compile_graph
+from .dask_graph import submit_graph, wait_all
 from .errors import IncompatibleClient
-from .protocol import (PREVIEW_LIMIT, START_TOPIC, NodeOutcome, NodeTaskError, now_iso,
-                       runtime_versions)
+from .protocol import OUTCOME_TOPIC, PREVIEW_LIMIT, START_TOPIC, NodeTaskError, now_iso, runtime_versions
 from .recorder import Recorder
-from .tracking import Completions, DispatchRun, Outcome, Role, descendants, gather_preview
-from .worker.contact import ServerContact
+from .tracking import DispatchRun, Outcome, Role, descendants, gather_preview
+from .worker.contact import WorkerContext
 from .worker.interrupts import CancelPlugin
 
 log = logging.getLogger("covalent.dispatcher")
 
-COALESCE_S = 0.02  # how long a completed node's output may wait to be fetched with others
-MAX_BATCH = 1000
 VERSIONS_TTL_S = 30.0  # how long the workers' Python/cloudpickle versions are trusted
+Update = state.NodeUpdate | state.DispatchUpdate
 
 
 def submission_priority(started: str) -> int:
@@ -57,36 +63,68 @@ def _minor(version: str) -> str:
     return ".".join(version.split(".")[:2])
 
 
+class OutcomePlugin(SchedulerPlugin):
+    """In the embedded scheduler (same process, same loop): hand every outcome and start event
+    to the runner as the scheduler receives it, without serialising it again."""
+
+    name = "covalent-outcomes"
+
+    def __init__(self, deliver: Any) -> None:
+        self.deliver = deliver
+
+    def log_event(self, topic: str, msg: Any) -> None:
+        if topic in (OUTCOME_TOPIC, START_TOPIC):
+            self.deliver(topic, msg)
+
+
 class Runner:
     """Submits dispatches to Dask and records their outcomes; one per server."""
 
-    def __init__(self, recorder: Recorder, client: Client, public_url: str = "",
-                 token: str = "") -> None:
+    def __init__(self, recorder: Recorder, client: Client, *, store_root: str,
+                 storage_options: dict[str, Any] | None = None, scheduler: Any = None,
+                 public_url: str = "", token: str = "") -> None:
         self.recorder = recorder
         self.client = client
+        self.scheduler = scheduler  # the embedded, in-process Scheduler; None for an external one
+        self.store_root = store_root
+        self.storage_options = storage_options or {}
         self.public_url = public_url  # how workers reach this server (sublattices)
         self.token = token
         self.runs: dict[str, DispatchRun] = {}
+        self._inbox: collections.deque[tuple[str, Any]] = collections.deque()
+        self._wake = asyncio.Event()
+        self._drainer: asyncio.Task[None] | None = None
         self._versions: tuple[float, dict[str, dict[str, str]]] | None = None
 
     async def start(self) -> None:
-        self.client.subscribe_topic(START_TOPIC, self._on_start)
+        if self.scheduler is not None:
+            self.scheduler.add_plugin(OutcomePlugin(self._deliver), name=OutcomePlugin.name)
+        else:
+            for topic in (OUTCOME_TOPIC, START_TOPIC):
+                self.client.subscribe_topic(topic, lambda ev, t=topic: self._deliver(t, ev[1]))
         await self.client.register_plugin(CancelPlugin(), name=CancelPlugin.name)
         await self.tell_workers(self.public_url)
+        self._drainer = asyncio.create_task(self._drain(), name="covalent-outcomes")
 
     async def tell_workers(self, url: str) -> None:
-        """Give every worker (and every later one) this server's address and token."""
+        """Give every worker (and every later one) this server's address, token and store."""
         self.public_url = url
+        context = WorkerContext(url, self.token, self.store_root, self.storage_options)
         try:
-            await self.client.register_plugin(ServerContact(url, self.token), name=ServerContact.name)
+            await self.client.register_plugin(context, name=WorkerContext.name)
         except Exception as exc:  # the cluster is unreachable: submitting will say so
-            log.warning("could not tell the workers this server's address: %s", exc)
+            log.warning("could not set up the workers: %s", exc)
 
     async def close(self) -> None:
-        for run in list(self.runs.values()):
-            if run.task is not None:
-                run.task.cancel()
-        await asyncio.gather(*(r.task for r in self.runs.values() if r.task), return_exceptions=True)
+        waiters = [r.waiter for r in self.runs.values() if r.waiter is not None]
+        for w in waiters:
+            w.cancel()
+        await asyncio.gather(*waiters, return_exceptions=True)
+        if self._drainer is not None:
+            self._drainer.cancel()
+            await asyncio.gather(self._drainer, return_exceptions=True)
+        if self.scheduler is not None:
+            self.scheduler.remove_plugin(name=OutcomePlugin.name)
 
     async def check_client(self, versions: Any) -> None:
         """Refuse a client whose pickles the workers could not load (Python or cloudpickle
@@ -119,15 +157,10 @@ class Runner:
             self._versions = (now, dict(found))
         return self._versions[1]
 
-    # -- running ---------------------------------------------------------------------------
+    # -- submitting ------------------------------------------------------------------------
 
-    def _on_start(self, event: tuple[float, dict[str, Any]]) -> None:
-        _, msg = event
-        if msg.get("d") in self.runs:
-            self.recorder.record(state.node_running(msg["d"], int(msg["n"]), msg["t"]))
-
-    async def submit(self, dispatch_id: str, graph: WorkflowGraph,
-                     preset: dict[int, tuple[bytes, str, str]], started: str = "") -> None:
+    async def submit(self, dispatch_id: str, graph: WorkflowGraph, preset: dict[int, Preset],
+                     started: str = "") -> None:
         """Compile the dispatch into one Dask graph, submit it and start tracking it.
 
         ``started`` (ISO time its root dispatch started) orders the tasks of concurrent
@@ -142,10 +175,11 @@ class Runner:
             self.runs[dispatch_id] = run
             self.recorder.record(*updates)
             if compiled.dsk:
-                futures = submit_graph(self.client, compiled.dsk, list(compiled.tasks.values()),
+                keys = [compiled.tasks[i] for i in compiled.sinks]
+                futures = submit_graph(self.client, compiled.dsk, keys,
                                        f"{dispatch_id}-{uuid.uuid4().hex}",
                                        submission_priority(started))
-                run.futures = dict(zip(compiled.tasks, futures, strict=True))
+                run.sinks = dict(zip(compiled.sinks, futures, strict=True))
         except Exception as exc:
             log.exception("submitting dispatch %s failed", dispatch_id)
             self.runs.pop(dispatch_id, None)
@@ -154,126 +188,87 @@ class Runner:
             self.recorder.ended(state.dispatch_not_submitted(
                 dispatch_id, f"{type(exc).__name__}: {exc}", now_iso()))
             return
-        run.task = asyncio.create_task(self._track(run), name=f"track-{dispatch_id}")
+        run.waiter = asyncio.create_task(self._await_sinks(run), name=f"sinks-{dispatch_id}")
         log.info("dispatch %s submitted: %d nodes, %d tasks, %d reused", dispatch_id,
                  len(graph.nodes), len(compiled.dsk), len(preset))
 
-    def _prepare(self, dispatch_id: str, graph: WorkflowGraph,
-                 preset: dict[int, tuple[bytes, str, str]]
-                 ) -> tuple[Compiled, DispatchRun, list[state.NodeUpdate | state.DispatchUpdate]]:
+    def _prepare(self, dispatch_id: str, graph: WorkflowGraph, preset: dict[int, Preset]
+                 ) -> tuple[Compiled, DispatchRun, list[Update]]:
         """Compile and plan a dispatch, and what is known before Dask runs anything (pure: it
         runs in a thread, on a DispatchRun nobody else sees yet)."""
         compiled = compile_graph(dispatch_id, graph, preset)
         run = DispatchRun.plan(dispatch_id, graph, compiled.tasks, compiled.inlined, compiled.gathers)
         stamp = now_iso()
-        updates: list[state.NodeUpdate | state.DispatchUpdate] = [
-            state.dispatch_started(dispatch_id, stamp)]
-        for node_id, (data, start, end) in preset.items():
-            if node_id not in compiled.inlined:
-                updates.append(state.node_completed(dispatch_id, node_id, data, start, end))
+        updates: list[Update] = [state.dispatch_started(dispatch_id, stamp)]
+        for node_id, known in preset.items():
+            updates.append(state.node_completed(dispatch_id, node_id, known.inline, known.start,
+                                                known.end, ref=known.ref, size=known.size))
+            updates += self._completed(run, node_id, known.preview)
         for node_id, data in compiled.inlined.items():
+            if node_id in preset:
+                continue
             label = graph.nodes[node_id].name.removeprefix(PARAMETER_PREFIX)[:PREVIEW_LIMIT]
-            updates += self._completed(run, node_id, data, start=stamp, end=stamp, preview=label)
+            updates.append(state.node_completed(dispatch_id, node_id, data, stamp, stamp,
+                                                preview=label))
+            updates += self._completed(run, node_id, label)
         for node_id in compiled.gathers:
             # Gathers nothing (a lattice returning a constant, an empty list); a gathering node
-            # whose parents were all inlined was gathered by the loop above.
+            # whose parts were all known was gathered by the loops above.
             if not run.nodes[node_id].waiting_for and not run.nodes[node_id].done:
                 updates += self._gather(run, node_id)
         return compiled, run, updates
 
-    async def _track(self, run: DispatchRun) -> None:
-        try:
-            if run.futures:
-                done = Completions(list(run.futures.items()))
-                while done.outstanding:
-                    batch = await done.next_batch(COALESCE_S, MAX_BATCH)
-                    for item in await self._absorb(run, batch):
-                        done.watch(item)
-            self._finish(run)
-        except asyncio.CancelledError:
-            raise
-        except Exception as exc:  # never let a tracking bug leave a dispatch RUNNING forever
-            log.exception("tracking dispatch %s failed", run.dispatch_id)
-            self._finish(run, f"dispatcher error while tracking: {type(exc).__name__}: {exc}")
+    # -- what the workers report -------------------------------------------------------------
 
-    async def _absorb(self, run: DispatchRun,
-                      batch: list[tuple[int, Future[Any]]]) -> list[tuple[int, Future[Any]]]:
-        """Record the outcomes of ``batch``; return the futures that are pending again.
+    def _deliver(self, topic: str, msg: Any) -> None:
+        """Queue an event (or a dispatch whose sinks are all done) for ``_drain``, in order."""
+        self._inbox.append((topic, msg))
+        self._wake.set()
 
-        A finished node's output can be lost before it is fetched (its worker died): Dask then
-        computes it again, and the node is watched again rather than dropped.
-        """
-        finished = [(i, f) for i, f in batch if f.status == "finished"]
-        if finished:
-            try:
-                outcomes = await self.client.gather([f for _, f in finished])
-            except Exception:  # one of them vanished (cancelled, lost): take them one by one
-                outcomes = []
-                for _, f in finished:
-                    try:
-                        outcomes.append(await f if f.status == "finished" else None)
-                    except Exception as exc:
-                        outcomes.append(exc if f.status in ("error", "cancelled") else None)
-            for (node_id, _), outcome in zip(finished, outcomes, strict=True):
-                if outcome is not None:  # None: lost meanwhile, watched again below
-                    self._node_done(run, node_id, outcome)
-        again = []
-        for node_id, f in batch:
-            if f.status == "error":
-                self._node_done(run, node_id, await f.exception())
-            elif f.status == "cancelled":
-                self._node_done(run, node_id, FutureCancelledError(f.key, "cancelled"))
-            elif not run.nodes[node_id].done:  # "lost" or "pending": it will be computed again
-                again.append((node_id, f))
-        for node_id, _ in batch:
-            if run.nodes[node_id].done:
-                run.futures.pop(node_id, None)  # release: Dask may now free the value
-        return again
+    async def _drain(self) -> None:
+        while True:
+            await self._wake.wait()
+            self._wake.clear()
+            while self._inbox:
+                topic, msg = self._inbox.popleft()
+                try:
+                    if topic == OUTCOME_TOPIC:
+                        self._on_outcome(msg)
+                    elif topic == START_TOPIC:
+                        if msg.get("d") in self.runs:
+                            self.recorder.record(state.node_running(msg["d"], int(msg["n"]), msg["t"]))
+                    else:
+                        await self._finish(msg)
+                except asyncio.CancelledError:
+                    raise
+                except Exception:  # one bad event must not stop the others
+                    log.exception("could not process %s event %r", topic, msg)
 
-    def _node_done(self, run: DispatchRun, node_id: int, outcome: Any) -> None:
+    def _on_outcome(self, msg: dict[str, Any]) -> None:
+        run = self.runs.get(msg.get("d", ""))
+        if run is None:
+            return  # a dispatch that already ended (cancelled) or was resumed anew
+        node_id = int(msg["n"])
         track = run.nodes[node_id]
-        if track.done:
-            return
+        if track.done or track.cancelled:
+            return  # a node run again after its worker died reports again: recorded once
         d = run.dispatch_id
-        if isinstance(outcome, NodeOutcome):
-            self.recorder.record(*self._completed(run, node_id, outcome.data, outcome.start,
-                                                  outcome.end or now_iso(), outcome.stdout,
-                                                  outcome.stderr, outcome.preview))
-            return
-        if isinstance(outcome, NodeTaskError) and outcome.node_id == node_id:
-            track.outcome, track.failed = Outcome.FAILED, f"{outcome.error_type}: {outcome.message}"
-            self.recorder.record(state.node_failed(
-                d, node_id, outcome.detail or track.failed, outcome.end or now_iso(),
-                outcome.start, outcome.stdout, outcome.stderr))
-        elif isinstance(outcome, NodeTaskError | FutureCancelledError | asyncio.CancelledError):
-            # A descendant of a failed node never ran (fail-slow): it stays NEW_OBJECT, unless
-            # it was cancelled on purpose.
-            track.outcome = Outcome.SKIPPED
-            if run.cancel_requested and track.cancelled:
-                self.recorder.record(state.node_cancelled(d, node_id, now_iso()))
+        if msg["s"] == "COMPLETED":
+            self.recorder.record(state.node_completed(
+                d, node_id, msg.get("data"), msg["t0"], msg["t1"], msg["out"], msg["err"],
+                msg.get("pv"), ref=msg.get("ref"), size=msg.get("size"), location=msg.get("loc")))
+            self.recorder.record(*self._completed(run, node_id, msg.get("pv") or ""))
         else:
-            blamed = getattr(outcome, "task", None)
-            if blamed is not None and blamed != track.key:
-                track.outcome = Outcome.SKIPPED  # e.g. KilledWorker of an ancestor: never ran
-                return
-            msg = f"{type(outcome).__name__}: {outcome}"
-            if isinstance(outcome, KilledWorker):
-                msg = ("KilledWorker: every Dask worker process that ran this node died (killed, "
-                       "crashed, or over its memory limit), so Dask stopped retrying it. " + msg)
-            track.outcome, track.failed = Outcome.FAILED, msg
-            self.recorder.record(state.node_failed(d, node_id, msg, now_iso()))
+            track.outcome, track.failed = Outcome.FAILED, f"{msg['et']}: {msg['msg']}"
+            self.recorder.record(state.node_failed(
+                d, node_id, msg.get("tb") or track.failed, msg["t1"], msg["t0"], msg["out"],
+                msg["err"]))
 
-    def _completed(self, run: DispatchRun, node_id: int, data: bytes, start: str, end: str,
-                   stdout: str = "", stderr: str = "", preview: str = "") -> list[state.NodeUpdate]:
-        """A completed node, then any gathering node it was the last missing part of: the
-        updates to record."""
+    def _completed(self, run: DispatchRun, node_id: int, preview: str) -> list[state.NodeUpdate]:
+        """Mark a node COMPLETED; return the updates of the gathering nodes it completes."""
         track = run.nodes[node_id]
-        track.outcome = Outcome.COMPLETED
-        if node_id == run.postprocess_id:
-            run.result = data
-        updates = [state.node_completed(run.dispatch_id, node_id, data, start, end, stdout, stderr,
-                                        preview)]
-        run.keep_output(node_id, data, preview)
+        track.outcome, track.preview = Outcome.COMPLETED, preview
+        updates: list[state.NodeUpdate] = []
         for child in track.feeds:
             gather = run.nodes[child]
             gather.waiting_for -= 1
@@ -282,56 +277,95 @@ class Runner:
         return updates
 
     def _gather(self, run: DispatchRun, node_id: int) -> list[state.NodeUpdate]:
+        """Record a gathering node as the list of its parts (no bytes: the parts are stored)."""
         node = run.graph.nodes[node_id]
         edges = run.gather_parents[node_id]
-        parts = [run.nodes[e.src].output if e.kind != "wait" else None for e in edges]
-        extra = run.graph.blobs[node.value] if node.value is not None else None
-        layout = tuple((e.kind.value, e.name, e.index) for e in edges)
-        data = gathered_bytes(str(node.kind), extra, layout, parts)
+        spec: dict[str, Any] = {"kind": str(node.kind), "parts": [e.src for e in edges],
+                                "layout": [[e.kind.value, e.name, e.index] for e in edges]}
+        if node.kind is NodeKind.DICT and node.value is not None:  # the keys (small), pickled
+            spec["extra"] = base64.b64encode(run.graph.blobs[node.value]).decode()
         previews = [run.nodes[e.src].preview for e in edges if e.kind != "wait"]
         if node.kind is not NodeKind.POSTPROCESS:  # argument order (edge order may differ)
-            args = sorted((e.index or 0, p) for e, p in zip(
-                [e for e in edges if e.kind != "wait"], previews, strict=True))
-            previews = [p for _, p in args]
-        stamp = now_iso()
-        updates = self._completed(run, node_id, data, stamp, stamp,
-                                  preview=gather_preview(str(node.kind), node.metadata, previews))
-        run.release_parts(node_id)
-        return updates
+            args = [e for e in edges if e.kind != "wait"]
+            previews = [p for _, p in sorted(zip([e.index or 0 for e in args], previews, strict=True))]
+        shown = gather_preview(str(node.kind), node.metadata, previews)
+        update = state.node_gathered(run.dispatch_id, node_id, json.dumps(spec), now_iso(), shown)
+        return [update, *self._completed(run, node_id, shown)]
 
-    def _finish(self, run: DispatchRun, internal_error: str | None = None) -> None:
+    # -- the end of a dispatch ---------------------------------------------------------------
+
+    async def _await_sinks(self, run: DispatchRun) -> None:
+        """Wait until every sink is done, then queue the dispatch's end behind the events that
+        came before."""
+        try:
+            await wait_all(list(run.sinks.values()))
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:  # never leave a dispatch RUNNING because waiting failed
+            log.exception("waiting for dispatch %s failed", run.dispatch_id)
+            run.internal_error = f"dispatcher error while waiting: {type(exc).__name__}: {exc}"
+        self._deliver("ended", run.dispatch_id)
+
+    async def _finish(self, dispatch_id: str) -> None:
+        run = self.runs.get(dispatch_id)
+        if run is None:
+            return
+        await self._explain_failures(run)
         failed = run.failed
-        if internal_error is not None:
-            failed[-1] = internal_error
+        if run.internal_error:
+            failed[-1] = run.internal_error
         update = state.dispatch_ended(
-            run.dispatch_id, failed, [n.name for n in run.graph.nodes], run.cancel_requested,
-            now_iso(), run.result, self.recorder.store_failed.pop(run.dispatch_id, None))
-        log.info("dispatch %s %s", run.dispatch_id, update.status)
+            dispatch_id, failed, [n.name for n in run.graph.nodes], run.cancel_requested,
+            now_iso(), None, self.recorder.store_failed.pop(dispatch_id, None))
+        log.info("dispatch %s %s", dispatch_id, update.status)
         self.recorder.ended(update)
-        self.runs.pop(run.dispatch_id, None)
-        run.futures.clear()
+        self.runs.pop(dispatch_id, None)
+        run.sinks.clear()
+
+    async def _explain_failures(self, run: DispatchRun) -> None:
+        """Nodes that failed without an event (their worker died every time): read the sink's
+        error, which names the task Dask gave up on; one per group of descendants."""
+        blocked = descendants(run.graph, list(run.failed))
+        for node_id, future in list(run.sinks.items()):
+            if future.status != "error" or run.nodes[node_id].done or node_id in blocked:
+                continue
+            exc = await future.exception()
+            blamed = getattr(exc, "task", None)
+            culprit = run.by_key.get(blamed, node_id) if isinstance(blamed, tuple) else node_id
+            if isinstance(exc, NodeTaskError):
+                culprit, msg = exc.node_id, f"{exc.error_type}: {exc.message}"
+            elif isinstance(exc, KilledWorker):
+                msg = ("KilledWorker: every Dask worker process that ran this node died (killed, "
+                       "crashed, or over its memory limit), so Dask stopped retrying it. "
+                       f"KilledWorker: {exc}")
+            elif isinstance(exc, FutureCancelledError | asyncio.CancelledError):
+                continue
+            else:
+                msg = f"{type(exc).__name__}: {exc}"
+            track = run.nodes[culprit]
+            if not track.done:
+                track.outcome, track.failed = Outcome.FAILED, msg
+                self.recorder.record(state.node_failed(run.dispatch_id, culprit, msg, now_iso()))
+            blocked |= descendants(run.graph, [culprit])
+        for i, track in enumerate(run.nodes):
+            if not track.done and i in blocked:
+                track.outcome = Outcome.SKIPPED  # never ran (fail-slow): stays NEW_OBJECT
 
     async def cancel(self, dispatch_id: str, node_ids: list[int] | None) -> list[int]:
         """Cancel the unfinished nodes (all, or ``node_ids`` and their descendants)."""
         run = self.runs.get(dispatch_id)
         if run is None:
             return []
-        finished = [(i, f) for i, f in run.futures.items() if f.status == "finished"]
-        if finished:  # done but not yet recorded: record them, they are not cancelled
-            await self._absorb(run, finished)
         targets = (descendants(run.graph, node_ids) if node_ids
                    else set(range(len(run.graph.nodes))))
         targets = {i for i in targets if not run.nodes[i].done}
         run.cancel_requested = True
         stamp = now_iso()
         for i in sorted(targets):
-            track = run.nodes[i]
-            if not track.cancelled and track.role is Role.GATHER:
-                run.release_parts(i)  # it will never be gathered
-            track.cancelled = True
+            run.nodes[i].cancelled = True
             self.recorder.record(state.node_cancelled(dispatch_id, i, stamp))
         if not node_ids:
             self.recorder.ended(state.dispatch_cancelled(dispatch_id, stamp))
-        await self.client.cancel([run.futures[i] for i in targets if i in run.futures], force=True)
+        await self.client.cancel([f for i, f in run.sinks.items() if i in targets], force=True)
         await self.recorder.flush()
         return sorted(targets)

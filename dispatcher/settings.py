@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -44,6 +45,10 @@ class Settings:
     token: str = ""
     allowed_hosts: tuple[str, ...] = ()  # names besides loopback requests may use in Host
     instance_id: str = ""  # reported by /health so `covalent start` knows it is its own server
+    # Where workers write node outputs: the data dir's blobs (the embedded default, or workers
+    # on this machine), or any fsspec URL all workers and the server reach (s3://bucket/prefix).
+    store_url: str = ""
+    store_options: dict[str, Any] = field(default_factory=dict)  # fsspec storage options
     max_body_bytes: int = 2 * 1024**3
     long_poll_max_s: float = 120.0
     cluster: ClusterSettings = field(default_factory=ClusterSettings)
@@ -73,6 +78,11 @@ class Settings:
         return self.data_dir / "server.log"
 
     @property
+    def store_root(self) -> str:
+        """Where node outputs live: ``store_url``, else the data dir's blob directory."""
+        return self.store_url or str(self.blob_dir)
+
+    @property
     def tls_dir(self) -> Path:
         """Where the embedded cluster's temporary TLS credentials are kept (0600 files)."""
         return self.data_dir / "tls"
@@ -93,10 +103,12 @@ class Settings:
             token=env.get("COVALENT_TOKEN", ""),
             allowed_hosts=tuple(h for h in env.get("COVALENT_ALLOWED_HOSTS", "").split(",") if h),
             instance_id=env.get("COVALENT_INSTANCE_ID", ""),
+            store_url=env.get("COVALENT_STORE_URL", ""),
+            store_options=json_object(env.get("COVALENT_STORE_OPTIONS")),
             cluster=cluster,
         )
         cluster_keys = {"address", "n_workers", "threads_per_worker", "memory_limit",
-                        "dashboard_address"}
+                        "dashboard_address"}  # everything else (store_url, ...) is top-level
         top = {k: v for k, v in overrides.items() if v is not None and k not in cluster_keys}
         sub = {k: v for k, v in overrides.items() if v is not None and k in cluster_keys}
         return replace(s, **top, cluster=replace(s.cluster, **sub))
@@ -115,6 +127,19 @@ def pinned_dashboard(address: str | None) -> str | None:
     if not sep:
         return f"127.0.0.1:{address}"
     return address if host else f"127.0.0.1:{port}"
+
+
+def json_object(v: str | None) -> dict[str, Any]:
+    """A JSON object from a variable or an option; ValueError with the reason otherwise."""
+    if not v:
+        return {}
+    try:
+        parsed = json.loads(v)
+    except ValueError as exc:
+        raise ValueError(f"expected a JSON object, got {v!r}: {exc}") from None
+    if not isinstance(parsed, dict):
+        raise ValueError(f"expected a JSON object, got {v!r}")
+    return parsed
 
 
 def _int(v: str | None) -> int | None:

@@ -80,6 +80,12 @@ class NodeUpdate:
     stderr: str | None = None
     sub_dispatch_id: str | None = None
     preview: str | None = None  # a short repr of the output, made on the worker
+    # An output the worker stored itself: its address, size and where it lives (a path
+    # relative to the data dir's blob directory, or a URL); ``output`` holds small ones inline.
+    output_ref: str | None = None
+    output_size: int | None = None
+    output_location: str | None = None
+    gather: str | None = None  # a gathering node's output: JSON naming the parts it is made of
 
 
 @dataclass(slots=True)
@@ -101,10 +107,21 @@ def node_running(dispatch_id: str, node_id: int, start: str) -> NodeUpdate:
     return NodeUpdate(dispatch_id, node_id, status=Status.RUNNING, start_time=start)
 
 
-def node_completed(dispatch_id: str, node_id: int, output: bytes, start: str, end: str,
-                   stdout: str = "", stderr: str = "", preview: str | None = None) -> NodeUpdate:
+def node_completed(dispatch_id: str, node_id: int, output: bytes | None, start: str, end: str,
+                   stdout: str = "", stderr: str = "", preview: str | None = None,
+                   ref: str | None = None, size: int | None = None,
+                   location: str | None = None) -> NodeUpdate:
+    """A completed node: its output inline (``output``) or stored by its worker (``ref``)."""
     return NodeUpdate(dispatch_id, node_id, status=Status.COMPLETED, start_time=start or None,
-                      end_time=end, output=output, stdout=stdout, stderr=stderr, preview=preview)
+                      end_time=end, output=output, stdout=stdout, stderr=stderr, preview=preview,
+                      output_ref=ref, output_size=size, output_location=location)
+
+
+def node_gathered(dispatch_id: str, node_id: int, gather: str, stamp: str,
+                  preview: str) -> NodeUpdate:
+    """A gathering node whose parts all completed: recorded as the list of its parts."""
+    return NodeUpdate(dispatch_id, node_id, status=Status.COMPLETED, start_time=stamp,
+                      end_time=stamp, gather=gather, preview=preview)
 
 
 def node_failed(dispatch_id: str, node_id: int, error: str, end: str, start: str = "",

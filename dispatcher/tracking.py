@@ -2,18 +2,19 @@
 
 Every node of a running dispatch has a ``NodeTrack``. Its ``role`` says how it runs:
 
-- ``TASK``: a Dask task computes it (or hands over a stored output, when preset); the runner
-  holds its future until its outcome is recorded.
-- ``INLINED``: a small parameter written into its consumers' task arguments; done at submit.
+- ``TASK``: a Dask task computes it; its worker reports the outcome by event.
+- ``INLINED``: a small parameter (or known output) written into its consumers' task arguments;
+  done at submit.
 - ``GATHER``: a list, tuple, dict or the result, gathered in place by its consumers; recorded
-  by the runner from its parents' pickled outputs once they are all done.
+  by the runner as the list of its parts once they have all completed.
 
-The invariants, checked by ``DispatchRun.check`` (the tests call it after every step they
-take): a TASK node has a key, and only an unfinished TASK node may have a future; a GATHER
-node's ``waiting_for`` counts its parents not yet COMPLETED (a failed parent means it is never
-gathered: fail-slow); a node keeps its output exactly while it is COMPLETED and a GATHER child
-that needs it has not been gathered nor cancelled; only a FAILED node has an error; the result
-is set only once the ``:postprocess:`` node is COMPLETED.
+The runner holds Dask futures only for the *sinks* (tasks whose value no task consumes): they
+keep the graph alive, and Dask releases everything else as it would for a plain graph.
+
+The invariants, checked by ``DispatchRun.check`` (the tests call it after the steps they take):
+a TASK node has a key, and only a sink may have a future; a GATHER node's ``waiting_for``
+counts its parents not yet COMPLETED (a failed parent means it is never gathered: fail-slow);
+only a FAILED node has an error; every node with an outcome has ``done`` set.
 """
 
 from __future__ import annotations
@@ -52,11 +53,9 @@ class NodeTrack:
     outcome: Outcome = Outcome.WAITING
     failed: str | None = None  # FAILED: the error, for the dispatch's summary
     cancelled: bool = False
-    waiting_for: int = 0  # GATHER: parents not done yet
-    feeds: list[int] = field(default_factory=list)  # the GATHER nodes it is a parent of
-    unread_by: int = 0  # GATHER children not gathered yet: its output is kept until then
-    output: bytes | None = None
-    preview: str = ""  # kept with the output: a GATHER child's preview is made of it
+    waiting_for: int = 0  # GATHER: parents not COMPLETED yet
+    feeds: list[int] = field(default_factory=list)  # the GATHER nodes it is a part of
+    preview: str = ""  # a GATHER child's preview is made of its parts' previews
 
     @property
     def done(self) -> bool:
@@ -71,25 +70,26 @@ class DispatchRun:
     graph: WorkflowGraph
     nodes: list[NodeTrack]
     gather_parents: dict[int, list[Edge]] = field(default_factory=dict)  # GATHER: incoming edges
-    futures: dict[int, Future[Any]] = field(default_factory=dict)
+    by_key: dict[Key, int] = field(default_factory=dict)  # TASK key -> node id
+    sinks: dict[int, Future[Any]] = field(default_factory=dict)  # the futures the runner holds
     cancel_requested: bool = False
-    result: bytes | None = None
-    task: asyncio.Task[None] | None = None
+    internal_error: str = ""  # the dispatcher's own failure, for the dispatch's summary
+    waiter: asyncio.Task[None] | None = None
 
     @classmethod
     def plan(cls, dispatch_id: str, graph: WorkflowGraph, tasks: dict[int, Key],
              inlined: dict[int, bytes], gathers: list[int]) -> DispatchRun:
         """The tracks of a dispatch compiled into ``tasks``, ``inlined`` and ``gathers``."""
         nodes = [NodeTrack(Role.TASK, key=tasks[i]) if i in tasks
-                 else NodeTrack(Role.INLINED) if i in inlined else NodeTrack(Role.GATHER)
+                 else NodeTrack(Role.GATHER) if i in gathers else NodeTrack(Role.INLINED)
                  for i in range(len(graph.nodes))]
         parents = graph.parents()
         for node_id in gathers:
             nodes[node_id].waiting_for = len(parents[node_id])
             for e in parents[node_id]:
                 nodes[e.src].feeds.append(node_id)
-                nodes[e.src].unread_by += 1
-        return cls(dispatch_id, graph, nodes, {i: parents[i] for i in gathers})
+        return cls(dispatch_id, graph, nodes, {i: parents[i] for i in gathers},
+                   {k: i for i, k in tasks.items()})
 
     @property
     def postprocess_id(self) -> int:
@@ -101,102 +101,16 @@ class DispatchRun:
         """Node id -> error of every FAILED node."""
         return {i: t.failed for i, t in enumerate(self.nodes) if t.failed is not None}
 
-    def keep_output(self, node_id: int, output: bytes, preview: str) -> None:
-        """Keep a done node's output (and preview) while a GATHER child still needs it."""
-        if self.nodes[node_id].unread_by:
-            self.nodes[node_id].output = output
-            self.nodes[node_id].preview = preview
-
-    def release_parts(self, node_id: int) -> None:
-        """A GATHER node was gathered (or cancelled): its parents' outputs may go once no
-        other GATHER child needs them."""
-        for e in self.gather_parents[node_id]:
-            parent = self.nodes[e.src]
-            parent.unread_by -= 1
-            if not parent.unread_by:
-                parent.output, parent.preview = None, ""
-
     def check(self) -> None:
         """Assert the invariants of the module docstring."""
         parents = self.graph.parents()
         for i, t in enumerate(self.nodes):
             assert (t.key is not None) == (t.role is Role.TASK), (i, t)
-            assert i not in self.futures or (t.role is Role.TASK and not t.done), (i, t)
+            assert i not in self.sinks or t.role is Role.TASK, (i, t)
             assert (t.failed is not None) == (t.outcome is Outcome.FAILED), (i, t)
             if t.role is Role.GATHER and not t.done:
                 waiting = sum(self.nodes[e.src].outcome is not Outcome.COMPLETED for e in parents[i])
                 assert t.waiting_for == waiting, (i, t, waiting)
-            unread = sum(1 for c in t.feeds if not (self.nodes[c].done or self.nodes[c].cancelled))
-            assert t.unread_by == unread, (i, t, unread)
-            kept = t.outcome is Outcome.COMPLETED and t.unread_by > 0
-            assert (t.output is not None) == kept, (i, t)
-        post = self.postprocess_id
-        assert self.result is None or self.nodes[post].outcome is Outcome.COMPLETED
-
-
-class Completions:
-    """The futures of one dispatch, handed out in batches as they complete.
-
-    Pushed, not polled: each future's done-callback (run by Dask in its callback thread) hands
-    it to the event loop. ``next_batch`` waits for the first completion, then lets more join
-    for up to ``linger`` seconds: each fetch of outputs is a round trip through the scheduler,
-    so fetching per node would cost the scheduler more than the node itself. The graph keeps
-    running meanwhile; the linger only delays the record, and never at the end: once every
-    future has completed the batch goes at once.
-    """
-
-    def __init__(self, futures: list[tuple[int, Future[Any]]]) -> None:
-        self.loop = asyncio.get_running_loop()
-        self.ready: list[tuple[int, Future[Any]]] = []
-        self.outstanding = 0  # not yet handed out
-        self.event = asyncio.Event()
-        self.pending: set[asyncio.Task[None]] = set()
-        for item in futures:
-            self.watch(item)
-
-    def watch(self, item: tuple[int, Future[Any]]) -> None:
-        self.outstanding += 1
-        if item[1].status == "lost":  # its output died with a worker; Dask computes it again
-            task = asyncio.create_task(self._when_back(item))
-            self.pending.add(task)
-            task.add_done_callback(self.pending.discard)
-        else:
-            item[1].add_done_callback(lambda _: self._push_threadsafe(item))
-
-    async def _when_back(self, item: tuple[int, Future[Any]]) -> None:
-        try:
-            await item[1]  # returns once the future has an outcome again
-        except Exception:  # an error is an outcome too: the runner reads it from the future
-            pass
-        self._push(item)
-
-    def _push_threadsafe(self, item: tuple[int, Future[Any]]) -> None:
-        try:
-            self.loop.call_soon_threadsafe(self._push, item)
-        except RuntimeError:
-            pass  # the loop closed (server shutdown): nobody tracks this dispatch any more
-
-    def _push(self, item: tuple[int, Future[Any]]) -> None:
-        self.ready.append(item)
-        self.event.set()
-
-    async def next_batch(self, linger: float, limit: int) -> list[tuple[int, Future[Any]]]:
-        while not self.ready:
-            self.event.clear()
-            await self.event.wait()
-        deadline = self.loop.time() + linger
-        while len(self.ready) < min(limit, self.outstanding):
-            left = deadline - self.loop.time()
-            if left <= 0:
-                break
-            self.event.clear()
-            try:
-                await asyncio.wait_for(self.event.wait(), left)
-            except TimeoutError:
-                break
-        batch, self.ready = self.ready[:limit], self.ready[limit:]
-        self.outstanding -= len(batch)
-        return batch
 
 
 def gather_preview(kind: str, metadata: dict[str, Any], previews: list[str],

@@ -46,7 +46,29 @@ async def run(lattice: Any, addr: str, *args: Any, **kwargs: Any) -> Any:
     import covalent as ct
 
     dispatch_id = await asyncio.to_thread(ct.dispatch(lattice, dispatcher_addr=addr), *args, **kwargs)
-    return await asyncio.to_thread(ct.get_result, dispatch_id, True, addr)
+    return await fetched(dispatch_id, addr)
+
+
+async def fetched(dispatch_id: str, addr: str, wait: bool = True) -> Any:
+    """``ct.get_result`` with everything a Result downloads lazily already downloaded.
+
+    The in-process server runs on the test's own event loop: a Result that fetched an output
+    on first access from a test coroutine would block the loop that must answer it.
+    """
+    import covalent as ct
+
+    def get() -> Any:
+        result = ct.get_result(dispatch_id, wait=wait, dispatcher_addr=addr)
+        result.get_all_node_outputs()
+        result.inputs  # noqa: B018 - downloads it
+        result.lattice  # noqa: B018
+        return result
+
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)  # an unloadable output warns again on use
+        return await asyncio.to_thread(get)
 
 
 def free_port() -> int:

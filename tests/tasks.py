@@ -130,6 +130,13 @@ def noise(kib):
     return os.urandom(kib << 10)
 
 
+@ct.electron
+def chatter(kib):
+    """Print ``kib`` KiB of unique text (kept in the node's record, not as an output)."""
+    print(os.urandom(kib << 9).hex())
+    return kib
+
+
 def record_loader(path: str) -> object:
     """Write the PID of the process that unpickles this into ``path`` (who loads a pickle?)."""
     from pathlib import Path

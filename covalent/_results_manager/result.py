@@ -1,22 +1,33 @@
 """The ``Result`` of a dispatch, as returned by ``ct.get_result``.
 
-A Result is a snapshot of what the dispatcher stored when it answered. Outputs travel as
-pickled bytes and are unpickled on first access, so a node whose output needs a module the
-client lacks only fails when that output is read.
+A Result holds the records the dispatcher had when it answered (statuses, times, errors,
+stdout, stderr) and downloads node outputs lazily: ``get_result`` brings only what the
+lattice's result is made of; a node's output is fetched when first read
+(``get_node_result(i)["output"]``, ``get_all_node_outputs()``, in one request for all), and the
+inputs and the lattice when first asked for. Outputs are unpickled on first access, so a node
+whose output needs a module the client lacks only fails when that output is read.
+
+A gathering node (a list, tuple or dict of electron outputs, and the lattice's result) is
+stored as nothing but the list of its parts: its value is gathered here from theirs.
 """
 
 from __future__ import annotations
 
+import base64
+import json
 import warnings
 from datetime import datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import cloudpickle
 
-from ..wire.gather import fill_template, template_refs
-from ..wire.status import Status
 from .._transport import TransportableObject
 from ..errors import OutputLoadError
+from ..wire.gather import arguments, fill_template, gather, template_refs
+from ..wire.status import Status
+
+if TYPE_CHECKING:
+    from ..config import ClientConfig
 
 
 class Result:
@@ -43,35 +54,37 @@ class Result:
         self._start_time: datetime | None = None
         self._end_time: datetime | None = None
         self._results_dir = ""
-        self._result_bytes: bytes | None = None
-        self._inputs_bytes: bytes | None = None
-        self._template_bytes: bytes | None = None
         self._nodes: list[dict[str, Any]] = []
         self._output_bytes: dict[int, bytes] = {}
+        self._parts: dict[str, bytes] = {}  # "inputs", "lattice", "template" once fetched
         self._cache: dict[Any, Any] = {}
         self._dispatcher_addr: str | None = None
+        self._cfg: ClientConfig | None = None  # where to fetch what was not sent (None: offline)
+        self._intermediate = True  # node outputs may be fetched
+        self._workflow_output = True
+        self._sublattices = True
 
     @classmethod
-    def _from_wire(cls, header: dict[str, Any], blobs: list[bytes],
-                   dispatcher_addr: str | None) -> Result:
+    def _from_wire(cls, header: dict[str, Any], blobs: list[bytes], cfg: ClientConfig | None,
+                   dispatcher_addr: str | None = None, *, intermediate_outputs: bool = True,
+                   workflow_output: bool = True, sublattice_results: bool = True) -> Result:
         d = header["dispatch"]
-        lattice_idx = header.get("lattice")
-        lattice = _LazyBlob(blobs[lattice_idx]) if lattice_idx is not None else None
-        r = cls(lattice, d["dispatch_id"])
+        r = cls(None, d["dispatch_id"])
         r._root_dispatch_id = d.get("root_dispatch_id") or d["dispatch_id"]
         r._status = Status(d["status"])
         r._error = d.get("error") or None
         r._start_time = _dt(d.get("start_time"))
         r._end_time = _dt(d.get("end_time"))
         r._results_dir = d.get("results_dir", "")
-        r._result_bytes = _blob(blobs, header.get("result"))
-        r._inputs_bytes = _blob(blobs, header.get("inputs"))
-        r._template_bytes = _blob(blobs, header.get("template"))
         r._nodes = header.get("nodes", [])
         for n in r._nodes:
             if n.get("output") is not None:
                 r._output_bytes[n["node_id"]] = blobs[n["output"]]
-        r._dispatcher_addr = dispatcher_addr
+        if header.get("template") is not None:
+            r._parts["template"] = blobs[header["template"]]
+        r._cfg, r._dispatcher_addr = cfg, dispatcher_addr
+        r._intermediate, r._workflow_output = intermediate_outputs, workflow_output
+        r._sublattices = sublattice_results
         return r
 
     @property
@@ -90,9 +103,9 @@ class Result:
 
     @property
     def lattice(self) -> Any:
-        """The dispatched Lattice (unpickled on first access)."""
-        if isinstance(self._lattice, _LazyBlob):
-            self._lattice = self._lattice.load()
+        """The dispatched Lattice (fetched and unpickled on first access)."""
+        if self._lattice is None and self._cfg is not None:
+            self._lattice = self._load(("lattice",), self._part("lattice"))
         return self._lattice
 
     @property
@@ -114,9 +127,7 @@ class Result:
 
     @property
     def encoded_result(self) -> TransportableObject:
-        return TransportableObject.from_bytes(
-            self._result_bytes if self._result_bytes is not None else cloudpickle.dumps(None)
-        )
+        return TransportableObject(self.result)
 
     @property
     def result(self) -> Any:
@@ -125,19 +136,30 @@ class Result:
         Raises:
             OutputLoadError: this client cannot unpickle it (e.g. a module it needs is missing).
         """
-        if self._result_bytes is None:
+        post = self._postprocess_id()
+        if (not self._workflow_output or post is None
+                or self._nodes[post]["status"] != Status.COMPLETED):
             return None
         try:
-            return self._load(("result",), self._result_bytes)
+            return self._value(post)
         except Exception as exc:  # unpickling runs user code: anything may be raised
             raise OutputLoadError(self._dispatch_id, -1, f"{type(exc).__name__}: {exc}") from exc
 
     @property
     def inputs(self) -> dict[str, Any]:
-        """``{"args": [...], "kwargs": {...}}`` the lattice was dispatched with."""
-        if self._inputs_bytes is None:
-            return {"args": [], "kwargs": {}}
-        return dict(self._load(("inputs",), self._inputs_bytes))
+        """``{"args": (...), "kwargs": {...}}`` the lattice was dispatched with."""
+        if self._cfg is None and "inputs" not in self._parts:
+            return {"args": (), "kwargs": {}}
+        inputs = dict(self._load(("inputs",), self._part("inputs")))
+        inputs["args"] = tuple(inputs.get("args", ()))
+        return inputs
+
+    # -- outputs ----------------------------------------------------------------------------
+
+    def _postprocess_id(self) -> int | None:
+        if self._nodes and self._nodes[-1]["kind"] == "postprocess":
+            return int(self._nodes[-1]["node_id"])
+        return None
 
     def _load(self, key: Any, data: bytes) -> Any:
         if key not in self._cache:
@@ -147,16 +169,82 @@ class Result:
     def _output(self, node_id: int) -> Any:
         """A node's output; one this client cannot unpickle is an ``UnloadableOutput`` (with a
         warning), so it does not hide the others."""
-        data = self._output_bytes.get(node_id)
-        if data is None:
+        if not self._intermediate and node_id != self._postprocess_id():
             return None
+        if ("bad", node_id) in self._cache:
+            return self._cache[("bad", node_id)]
         try:
-            return self._load(("node", node_id), data)
+            return self._value(node_id)
         except Exception as exc:  # unpickling runs user code: anything may be raised
             bad = UnloadableOutput(node_id, self._nodes[node_id]["name"], exc)
             warnings.warn(str(bad), RuntimeWarning, stacklevel=3)
-            self._cache[("node", node_id)] = bad
+            self._cache[("bad", node_id)] = bad  # not the value: a gather of it must still fail
             return bad
+
+    def _value(self, node_id: int) -> Any:
+        key = ("node", node_id)
+        if key in self._cache:
+            return self._cache[key]
+        node = self._nodes[node_id]
+        spec = node.get("gather")
+        if spec is not None:
+            self._fetch(self._leaves([node_id]))
+            values = [self._value(int(p)) if kind != "wait" else None
+                      for (kind, _, _), p in zip(spec["layout"], spec["parts"], strict=True)]
+            args, kwargs = arguments(tuple(tuple(x) for x in spec["layout"]), values)
+            self._cache[key] = gather(spec["kind"], self._gather_extra(spec), args, kwargs)
+            return self._cache[key]
+        if node_id not in self._output_bytes:
+            if not node.get("stored"):
+                return None  # it has no output (never ran, failed, cancelled)
+            self._fetch([node_id])
+        return self._load(key, self._output_bytes[node_id])
+
+    def _gather_extra(self, spec: dict[str, Any]) -> Any:
+        if spec["kind"] == "postprocess":
+            return self._load(("template",), self._part("template"))
+        extra = spec.get("extra")
+        return cloudpickle.loads(base64.b64decode(extra)) if extra else None
+
+    def _leaves(self, node_ids: list[int]) -> list[int]:
+        """The stored outputs these nodes' values are made of (through gathers)."""
+        out, stack, seen = [], list(node_ids), set()
+        while stack:
+            i = stack.pop()
+            if i in seen:
+                continue
+            seen.add(i)
+            spec = self._nodes[i].get("gather")
+            if spec is not None:
+                stack.extend(int(p) for p in spec["parts"])
+            elif self._nodes[i].get("stored"):
+                out.append(i)
+        return out
+
+    def _fetch(self, node_ids: list[int]) -> None:
+        """Download the outputs not here yet, in one request."""
+        missing = [i for i in dict.fromkeys(node_ids) if i not in self._output_bytes]
+        if not missing or self._cfg is None:
+            return
+        from .. import _client
+        from ..wire.frame import unpack
+
+        body = json.dumps({"nodes": missing}).encode()
+        _, _, data = _client.request(self._cfg, "POST", f"/dispatches/{self._dispatch_id}/outputs",
+                                     body=body)
+        header, blobs = unpack(data)
+        for node_id, index in header["outputs"].items():
+            self._output_bytes[int(node_id)] = blobs[index]
+
+    def _part(self, which: str) -> bytes:
+        if which not in self._parts:
+            if self._cfg is None:
+                raise RuntimeError(f"the {which} of dispatch {self._dispatch_id} were not downloaded")
+            from .. import _client
+
+            self._parts[which] = _client.request(
+                self._cfg, "GET", f"/dispatches/{self._dispatch_id}/{which}")[2]
+        return self._parts[which]
 
     def get_node_result(self, node_id: int) -> dict[str, Any]:
         """The outcome of one node: node_id, node_name, start_time, end_time, status, output,
@@ -184,39 +272,47 @@ class Result:
 
     def _sublattice_result(self, n: dict[str, Any]) -> Result | None:
         child = n.get("sub_dispatch_id")
-        if not child:
+        if not child or not self._sublattices:
             return None
         key = ("sub", child)
         if key not in self._cache:
-            from .results_manager import get_result
+            if self._cfg is not None:  # the same server and token this Result came from
+                from ..api import fetch_result
 
-            self._cache[key] = get_result(child, dispatcher_addr=self._dispatcher_addr)
+                self._cache[key] = fetch_result(self._cfg, child)
+            else:
+                from .results_manager import get_result
+
+                self._cache[key] = get_result(child, dispatcher_addr=self._dispatcher_addr)
         return self._cache[key]  # type: ignore[no-any-return]
 
     def get_all_node_outputs(self) -> dict[str, Any]:
-        """``{"<node name>(<node id>)": output}`` for every node."""
+        """``{"<node name>(<node id>)": output}`` for every node (downloaded in one request)."""
+        if self._intermediate:
+            self._fetch(self._leaves([n["node_id"] for n in self._nodes]))
         return {f"{n['name']}({n['node_id']})": self._output(n["node_id"]) for n in self._nodes}
 
     def get_all_node_results(self) -> list[dict[str, Any]]:
         """``get_node_result`` of every node, in node id order."""
+        if self._intermediate:
+            self._fetch(self._leaves([n["node_id"] for n in self._nodes]))
         return [self.get_node_result(n["node_id"]) for n in self._nodes]
 
     def post_process(self) -> Any:
         """Rebuild the lattice's return value on the client from the stored node outputs.
 
-        For when the ``:postprocess:`` node could not run on a worker (for example it ran out
-        of memory). Raises RuntimeError if an output it needs was not produced.
+        Raises RuntimeError if an output it needs was not produced.
         """
-        if self._template_bytes is None:
-            raise RuntimeError(f"dispatch {self._dispatch_id} has no stored return template")
-        template = self._load(("template",), self._template_bytes)
+        template = self._load(("template",), self._part("template"))
         needed = template_refs(template)
-        missing = [i for i in needed if i not in self._output_bytes]
+        self._fetch(self._leaves(needed))
+        missing = [i for i in needed if self._value(i) is None
+                   and self._nodes[i]["status"] != Status.COMPLETED]
         if missing:
             names = ", ".join(f"{self._nodes[i]['name']}({i})" for i in missing)
             raise RuntimeError(f"cannot post-process: nodes {names} have no output "
                                f"(status {self._status})")
-        return fill_template(template, {i: self._output(i) for i in needed})
+        return fill_template(template, {i: self._value(i) for i in needed})
 
     def __str__(self) -> str:
         lines = [
@@ -227,20 +323,15 @@ class Result:
             f"status: {self._status}",
             f"result: {self._result_text()}",
         ]
-        if self._inputs_bytes is not None:
+        if self._cfg is not None or "inputs" in self._parts:
             lines += [f"input args: {_short(self.inputs['args'])}",
                       f"input kwargs: {_short(self.inputs['kwargs'])}"]
         lines += [f"start_time: {self._start_time}", f"end_time: {self._end_time}"]
         if self._error:
             lines += ["", "Error", "-----", self._error]
         lines += ["", "Node Outputs", "------------"]
-        for n in self._nodes:
-            out = "<not loaded>"
-            try:
-                out = _short(self._output(n["node_id"]))
-            except Exception as exc:  # an output the client cannot unpickle must not break str()
-                out = f"<cannot unpickle: {type(exc).__name__}: {exc}>"
-            lines.append(f"{n['name']}({n['node_id']}) [{n['status']}]: {out}")
+        for n in self._nodes:  # previews, made where the outputs were: nothing is downloaded
+            lines.append(f"{n['name']}({n['node_id']}) [{n['status']}]: {n.get('preview') or ''}")
         return "\n".join(lines)
 
     def __repr__(self) -> str:
@@ -251,6 +342,13 @@ class Result:
             return _short(self.result)
         except OutputLoadError as exc:  # str() must not raise
             return f"<cannot be loaded here: {exc.reason}>"
+
+    def __getstate__(self) -> dict[str, Any]:
+        """A pickled Result carries what it downloaded (and can fetch the rest while the
+        dispatcher answers)."""
+        state = dict(self.__dict__)
+        state["_cache"] = {}
+        return state
 
 
 class UnloadableOutput:
@@ -265,20 +363,6 @@ class UnloadableOutput:
                 f"{type(self.error).__name__}: {self.error}>")
 
     __str__ = __repr__
-
-
-class _LazyBlob:
-    __slots__ = ("data",)
-
-    def __init__(self, data: bytes) -> None:
-        self.data = data
-
-    def load(self) -> Any:
-        return cloudpickle.loads(self.data)
-
-
-def _blob(blobs: list[bytes], idx: Any) -> bytes | None:
-    return blobs[idx] if isinstance(idx, int) else None
 
 
 def _dt(v: Any) -> datetime | None:

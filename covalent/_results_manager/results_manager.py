@@ -31,21 +31,30 @@ def get_result(
     wait: bool = False,
     dispatcher_addr: str | None = None,
     status_only: bool = False,
+    *,
+    workflow_output: bool = True,
+    intermediate_outputs: bool = True,
+    sublattice_results: bool = True,
 ) -> Result | dict[str, Any]:
     """Get the result of a dispatch from the dispatcher.
 
     Args:
         dispatch_id: the id ``ct.dispatch`` returned.
         wait: block until the dispatch is COMPLETED, FAILED or CANCELLED. The server answers
-            the moment it ends (long-poll), not on a polling interval.
+            the moment it ends (long-poll), not on a polling interval; a dispatcher restarting
+            meanwhile is waited for (up to 30 s).
         dispatcher_addr: ``host:port`` of the dispatcher; default from config.
         status_only: return only ``{"dispatch_id": ..., "status": Status}``.
+        workflow_output: download the lattice's result (what it is made of) with the records.
+        intermediate_outputs: node outputs may be read (each is downloaded when first read);
+            with False nothing but the final result is ever downloaded.
+        sublattice_results: nodes of sublattices give their child dispatch's Result.
 
     Returns:
         A ``Result`` (or the status dict with ``status_only``).
 
     Raises:
-        DispatchNotFoundError: no dispatch has that id.
+        DispatchNotFoundError (and MissingLatticeRecordError): no dispatch has that id.
         DispatcherUnavailableError: no server answers at the address.
 
     Example:
@@ -61,13 +70,17 @@ def get_result(
         if status is None:
             status = Status(_client.request_json(cfg, "GET", path + "/status")["status"])
         return {"dispatch_id": dispatch_id, "id": dispatch_id, "status": status}
+    parts = "result" if workflow_output else "none"
 
     def fetch() -> bytes:
-        return _client.request(cfg, "GET", path)[2]
+        return _client.request(cfg, "GET", path, query={"parts": parts})[2]
 
     data = patience.call(fetch) if patience is not None else fetch()
     header, blobs = wire.unpack(data)
-    return Result._from_wire(header, blobs, dispatcher_addr)
+    return Result._from_wire(header, blobs, cfg, dispatcher_addr,
+                             intermediate_outputs=intermediate_outputs,
+                             workflow_output=workflow_output,
+                             sublattice_results=sublattice_results)
 
 
 class _Patience:

@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from .base import (DispatchExists, DispatchRecord, DispatchStore, DispatchSummary, NewDispatch,
+from .base import (BlobSource, DispatchExists, DispatchRecord, DispatchStore, DispatchSummary, NewDispatch,
                    NodeRecord, TriggerRecord, blob_ref)
 from .sqlite import SqliteStore
 
-__all__ = ["DispatchExists", "DispatchRecord", "DispatchStore", "DispatchSummary", "NewDispatch",
+__all__ = ["BlobSource", "DispatchExists", "DispatchRecord", "DispatchStore", "DispatchSummary", "NewDispatch",
            "NodeRecord", "SqliteStore", "TriggerRecord", "blob_ref"]

@@ -7,22 +7,16 @@ gets a snapshot of what was committed.
 
 from __future__ import annotations
 
-import hashlib
 import json
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from ..state import DispatchUpdate, NodeUpdate, Status
+from ..worker.blobs import blob_ref
 
-
-def blob_ref(data: bytes) -> str:
-    """The content address of a blob.
-
-    >>> blob_ref(b"")[:12]
-    'e3b0c44298fc'
-    """
-    return hashlib.sha256(data).hexdigest()
+__all__ = ["BlobSource", "DispatchExists", "DispatchRecord", "DispatchStore", "DispatchSummary",
+           "NewDispatch", "NodeRecord", "TriggerRecord", "blob_ref"]
 
 
 class DispatchExists(Exception):
@@ -105,6 +99,12 @@ class NodeRecord:
     sub_dispatch_id: str | None
     preview: str | None = None  # a short repr of the output, made on the worker
     output_size: int | None = None  # bytes of the pickled output
+    gather: str | None = None  # a gathering node's output: JSON naming its parts
+
+    @property
+    def gather_spec(self) -> dict[str, Any] | None:
+        parsed: dict[str, Any] | None = json.loads(self.gather) if self.gather else None
+        return parsed
 
     def to_json(self) -> dict[str, Any]:
         """The node as the REST API shows it (without output bytes)."""
@@ -112,8 +112,8 @@ class NodeRecord:
                 "status": str(self.status), "start_time": self.start_time,
                 "end_time": self.end_time, "error": self.error, "stdout": self.stdout,
                 "stderr": self.stderr, "sub_dispatch_id": self.sub_dispatch_id,
-                "has_output": self.output_ref is not None, "preview": self.preview,
-                "output_size": self.output_size}
+                "has_output": self.output_ref is not None or self.gather is not None,
+                "preview": self.preview, "output_size": self.output_size}
 
 
 @dataclass(frozen=True, slots=True)
@@ -134,6 +134,16 @@ class TriggerRecord:
         return parsed
 
 
+@dataclass(frozen=True, slots=True)
+class BlobSource:
+    """Where a blob's bytes are: inline (small), a file under the blob directory, or a URL."""
+
+    ref: str
+    size: int
+    data: bytes | None
+    location: str | None
+
+
 class DispatchStore(Protocol):
     """The dispatcher's durable state. Every method is one transaction."""
 
@@ -149,6 +159,10 @@ class DispatchStore(Protocol):
     async def get_status(self, dispatch_id: str) -> Status | None: ...
     async def get_nodes(self, dispatch_id: str) -> list[NodeRecord]: ...
     async def get_blobs(self, refs: Iterable[str]) -> dict[str, bytes]: ...
+
+    async def blob_sources(self, refs: Iterable[str]) -> dict[str, BlobSource]:
+        """Where each blob is, without reading the large ones (for streaming them)."""
+        ...
     async def list_dispatches(self, status: str | None, limit: int) -> list[DispatchSummary]: ...
 
     async def apply(self, nodes: list[NodeUpdate], dispatches: list[DispatchUpdate]) -> None:

@@ -30,8 +30,9 @@ from covalent.wire import clean_text
 
 from ..state import (DISPATCH_TRANSITIONS, NODE_TRANSITIONS, PENDING, TERMINAL, DispatchUpdate,
                      NodeUpdate, Status, entry_guard, sql_list)
-from .base import (DispatchExists, DispatchRecord, DispatchSummary, NewDispatch, NodeRecord,
-                   TriggerRecord, blob_ref)
+from ..worker.blobs import is_url, open_location
+from .base import (BlobSource, DispatchExists, DispatchRecord, DispatchSummary, NewDispatch,
+                   NodeRecord, TriggerRecord, blob_ref)
 
 T = TypeVar("T")
 
@@ -74,6 +75,7 @@ CREATE TABLE IF NOT EXISTS nodes (
     sub_dispatch_id TEXT,
     preview TEXT,
     output_size INTEGER,
+    gather TEXT,
     PRIMARY KEY (dispatch_id, node_id)
 ) WITHOUT ROWID;
 CREATE INDEX IF NOT EXISTS nodes_output ON nodes(output_ref);
@@ -101,18 +103,21 @@ _DISPATCH_COLUMNS = ("dispatch_id, root_dispatch_id, parent_dispatch_id, parent_
                      " status, created_at, start_time, end_time, error, graph, blob_refs,"
                      " inputs_ref, lattice_ref, result_ref, template_ref, meta")
 _NODE_COLUMNS = ("node_id, name, kind, status, start_time, end_time, output_ref, error, stdout,"
-                 " stderr, sub_dispatch_id, preview, output_size")
+                 " stderr, sub_dispatch_id, preview, output_size, gather")
 # Columns added after the first release: (table, column, type), added to older stores on open.
-_ADDED_COLUMNS = [("nodes", "preview", "TEXT"), ("nodes", "output_size", "INTEGER")]
+_ADDED_COLUMNS = [("nodes", "preview", "TEXT"), ("nodes", "output_size", "INTEGER"),
+                  ("nodes", "gather", "TEXT")]
 _TRIGGER_COLUMNS = "trigger_id, dispatch_id, name, spec, pickled, active, fire_count, reason, created_at"
 
 
 class SqliteStore:
     """The embedded store: a ``DispatchStore`` on one SQLite file and a blob directory."""
 
-    def __init__(self, db_path: Path, blob_dir: Path) -> None:
+    def __init__(self, db_path: Path, blob_dir: Path,
+                 storage_options: dict[str, Any] | None = None) -> None:
         self.db_path = db_path
         self.blob_dir = blob_dir
+        self.storage_options = storage_options or {}  # for outputs stored at a URL
         self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="covalent-store")
         self._db: sqlite3.Connection | None = None
 
@@ -202,8 +207,23 @@ class SqliteStore:
                 f"SELECT ref, data, path FROM blobs WHERE ref IN ({marks})", chunk
             ):
                 if data is None:
-                    data = (self.blob_dir / path).read_bytes()
+                    with open_location(path, str(self.blob_dir), self.storage_options) as fh:
+                        data = fh.read()
                 out[ref] = bytes(data)
+        return out
+
+    async def blob_sources(self, refs: Iterable[str]) -> dict[str, BlobSource]:
+        return await self._call(self._blob_sources, list(refs))
+
+    def _blob_sources(self, refs: list[str]) -> dict[str, BlobSource]:
+        wanted = list(dict.fromkeys(r for r in refs if r))
+        out: dict[str, BlobSource] = {}
+        for i in range(0, len(wanted), 500):
+            chunk = wanted[i : i + 500]
+            marks = ",".join("?" * len(chunk))
+            for ref, size, data, path in self.db.execute(
+                    f"SELECT ref, size, data, path FROM blobs WHERE ref IN ({marks})", chunk):
+                out[ref] = BlobSource(ref, int(size), bytes(data) if data is not None else None, path)
         return out
 
     # -- dispatches ------------------------------------------------------------------------
@@ -290,19 +310,24 @@ class SqliteStore:
         def body(db: sqlite3.Connection) -> None:
             outputs = [u.output for u in nodes if u.output is not None]
             refs = iter(self._put_blobs(outputs))
+            db.executemany(  # outputs the workers stored themselves: known by address only
+                "INSERT OR IGNORE INTO blobs(ref, size, data, path) VALUES (?,?,NULL,?)",
+                [(u.output_ref, u.output_size or 0, u.output_location) for u in nodes
+                 if u.output_ref is not None and u.output_location is not None])
             for u in nodes:
-                ref = next(refs) if u.output is not None else None
+                ref = next(refs) if u.output is not None else u.output_ref
+                size = len(u.output) if u.output is not None else u.output_size
                 db.execute(
                     "UPDATE nodes SET status = COALESCE(?, status),"
                     " start_time = COALESCE(?, start_time), end_time = COALESCE(?, end_time),"
                     " output_ref = COALESCE(?, output_ref), error = COALESCE(?, error),"
                     " stdout = COALESCE(?, stdout), stderr = COALESCE(?, stderr),"
                     " sub_dispatch_id = COALESCE(?, sub_dispatch_id), preview = COALESCE(?, preview),"
-                    " output_size = COALESCE(?, output_size)"
+                    " output_size = COALESCE(?, output_size), gather = COALESCE(?, gather)"
                     f" WHERE dispatch_id = ? AND node_id = ? AND {_node_guard(u.status)}",
                     (_text(u.status), u.start_time, u.end_time, ref, _clean(u.error),
                      _clean(u.stdout), _clean(u.stderr), u.sub_dispatch_id, _clean(u.preview),
-                     len(u.output) if u.output is not None else None, u.dispatch_id, u.node_id))
+                     size, u.gather, u.dispatch_id, u.node_id))
             for d in dispatches:
                 rref = self._put_blobs([d.result])[0] if d.result is not None else None
                 db.execute(
@@ -387,13 +412,15 @@ class SqliteStore:
                     todo += [r[0] for r in db.execute(
                         f"SELECT dispatch_id FROM dispatches WHERE parent_dispatch_id IN ({marks})", found)]
             candidates: set[str] = set()
+            outputs: set[str] = set()
             for i in doomed:
                 refs, *others = db.execute("SELECT blob_refs, inputs_ref, lattice_ref, result_ref,"
                                            " template_ref FROM dispatches WHERE dispatch_id = ?",
                                            (i,)).fetchone()
                 candidates.update(json.loads(refs), (o for o in others if o))
-                candidates.update(r[0] for r in db.execute(
+                outputs.update(r[0] for r in db.execute(
                     "SELECT output_ref FROM nodes WHERE dispatch_id = ? AND output_ref IS NOT NULL", (i,)))
+            candidates |= outputs
             for table in ("nodes", "dispatches", "triggers"):
                 db.executemany(f"DELETE FROM {table} WHERE dispatch_id = ?", [(i,) for i in doomed])
             dead = [ref for ref in candidates if not self._referenced(db, ref)]
@@ -404,8 +431,21 @@ class SqliteStore:
 
         doomed, paths = self._transaction(body)
         for path in paths:
-            (self.blob_dir / path).unlink(missing_ok=True)
+            self._unlink(path)
         return doomed
+
+    def _unlink(self, path: str) -> None:
+        """Remove a blob's bytes (a local file, or an object at a URL)."""
+        if is_url(path):
+            from fsspec.core import url_to_fs
+
+            fs, target = url_to_fs(path, **self.storage_options)
+            try:
+                fs.rm_file(target)
+            except FileNotFoundError:
+                pass
+            return
+        (self.blob_dir / path).unlink(missing_ok=True)
 
     @staticmethod
     def _referenced(db: sqlite3.Connection, ref: str) -> bool:

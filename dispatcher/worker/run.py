@@ -3,11 +3,12 @@
 The Dask task of every node is ``run_node(spec, *parent_outcomes)``. It unpickles the function
 and the parents' outputs, gathers list/tuple/dict parents in place, runs bash and pip deps,
 ``call_before`` hooks (injecting ``retval_keyword`` values), the function and ``call_after``
-hooks, captures this thread's stdout/stderr, and pickles the output.
+hooks, and captures this thread's stdout/stderr.
 
-It returns a ``NodeOutcome`` whose pickled form carries only bytes, so the dispatcher can
-receive it without unpickling the user's value. A failure raises ``NodeTaskError`` (strings
-only) so Dask marks the node's descendants as erred without running them (fail-slow).
+Then it reports how the node ended, itself (see ``dispatcher.protocol``): it pickles the output,
+writes it to the blob store unless it is small, and logs an outcome event before returning;
+a failure logs its event and raises ``NodeTaskError`` so Dask marks the node's descendants as
+erred without running them (fail-slow). A node is COMPLETED only once its output is stored.
 """
 
 from __future__ import annotations
@@ -21,22 +22,22 @@ import cloudpickle
 from covalent.api import call_with_hooks
 from covalent.wire import Layout, NodeKind, arguments, clean_text, gather
 
-from ..protocol import GatherSpec, NodeOutcome, NodeSpec, NodeTaskError, now_iso, preview
+from ..protocol import (INLINE_OUTPUT_MAX, OUTCOME_TOPIC, GatherSpec, NodeDone, NodeOutcome,
+                        NodeSpec, NodeTaskError, now_iso, outcome_completed, outcome_failed,
+                        preview)
 from .announce import announcer
 from .capture import Capture
+from .contact import worker_context
 from .interrupts import TaskInterrupted, interrupts
 from .sublattice import run_sublattice
 
 ERROR_MESSAGE_LIMIT = 64 << 10
+KEEP_PICKLED_MAX = 1 << 20  # larger values are pickled again if another worker needs them
 
 
-def run_node(spec: NodeSpec, *parents: NodeOutcome) -> NodeOutcome:
+def run_node(spec: NodeSpec, *parents: NodeOutcome) -> NodeOutcome | NodeDone:
     """The Dask task of one node. Raises NodeTaskError on any failure."""
     start = now_iso()
-    if spec.kind == NodeKind.PARAMETER:
-        assert spec.value is not None
-        return NodeOutcome(spec.node_id, spec.value, start=start, end=start,
-                           preview=spec.name.removeprefix(":parameter:")[:200])
     token = announcer.started(spec.dispatch_id, spec.node_id, start)
     try:
         return _run(spec, parents, start)
@@ -44,7 +45,16 @@ def run_node(spec: NodeSpec, *parents: NodeOutcome) -> NodeOutcome:
         announcer.finished(token)
 
 
-def _run(spec: NodeSpec, parents: tuple[NodeOutcome, ...], start: str) -> NodeOutcome:
+def load_output(node_id: int, inline: bytes | None, ref: str | None) -> NodeOutcome:
+    """Task body of a node whose output is already stored (redispatch reuse, or resume after a
+    restart): the value, read on the worker, never through the dispatcher."""
+    if inline is not None:
+        return NodeOutcome(node_id, inline)
+    assert ref is not None
+    return NodeOutcome(node_id, worker_context().store.get(ref))
+
+
+def _run(spec: NodeSpec, parents: tuple[NodeOutcome, ...], start: str) -> NodeOutcome | NodeDone:
     failure: tuple[str, str, str] | None = None  # raised outside the handlers: no context chain
     with Capture() as cap:
         try:
@@ -53,7 +63,9 @@ def _run(spec: NodeSpec, parents: tuple[NodeOutcome, ...], start: str) -> NodeOu
                 value = _compute(spec, parents)
             finally:
                 interrupts.leave()
-            data = _dump_output(spec, value)
+            # A parameter's output is the client's own pickle: no second pickling.
+            data = spec.value if spec.kind == NodeKind.PARAMETER and spec.value else _dump_output(spec, value)
+            event = _stored(spec, data, start, cap, preview(value))
         except _OutputError as exc:
             failure = (exc.error_type, str(exc), str(exc))
         except TaskInterrupted:
@@ -63,11 +75,40 @@ def _run(spec: NodeSpec, parents: tuple[NodeOutcome, ...], start: str) -> NodeOu
             del exc  # drop the traceback (a RecursionError's holds 1000 frames)
     if failure is not None:
         error_type, message, detail = failure
-        raise NodeTaskError(spec.node_id, error_type, clean_text(message, ERROR_MESSAGE_LIMIT),
-                            clean_text(detail), cap.out.getvalue(), cap.err.getvalue(), start,
-                            now_iso())
-    return NodeOutcome(spec.node_id, data, value, True, cap.out.getvalue(), cap.err.getvalue(),
-                       start, now_iso(), preview(value))
+        message = clean_text(message, ERROR_MESSAGE_LIMIT)
+        _report(outcome_failed(spec, start, now_iso(), cap.out.getvalue(), cap.err.getvalue(),
+                               error_type, message, clean_text(detail)))
+        raise NodeTaskError(spec.node_id, error_type, message)
+    _report(event)
+    if spec.sink:
+        return NodeDone(spec.node_id)
+    return NodeOutcome(spec.node_id, data if len(data) <= KEEP_PICKLED_MAX else None, value, True)
+
+
+def _stored(spec: NodeSpec, data: bytes, start: str, cap: Capture, shown: str) -> dict[str, Any]:
+    """Put the output where it belongs (inline in the event, or in the blob store); its event."""
+    out, err = cap.out.getvalue(), cap.err.getvalue()
+    if len(data) <= INLINE_OUTPUT_MAX:
+        return outcome_completed(spec, start, now_iso(), out, err, shown, inline=data)
+    store = worker_context().store
+    try:
+        ref, size = store.put(data)
+    except OSError as exc:
+        raise _OutputError("OutputStoreError", f"could not store the output of {spec.name!r} "
+                           f"({len(data)} bytes) at {store.root}: {type(exc).__name__}: {exc}") from exc
+    return outcome_completed(spec, start, now_iso(), out, err, shown, ref=ref, size=size,
+                             location=store.location(ref))
+
+
+def _report(event: dict[str, Any]) -> None:
+    """Log the outcome event (queued on the worker's stream before the task's own completion)."""
+    from distributed import get_worker
+
+    try:
+        worker = get_worker()
+    except ValueError:
+        return  # not on a worker (a direct call in a test)
+    worker.log_event(OUTCOME_TOPIC, event)
 
 
 class _OutputError(Exception):
@@ -115,6 +156,9 @@ def _gathered(spec: GatherSpec, parents: list[Any]) -> Any:
 def _compute(spec: NodeSpec, parents: tuple[Any, ...]) -> Any:
     args, kwargs = arguments(spec.layout, _values(spec.layout, spec.gathers, parents))
     kind = spec.kind
+    if kind == NodeKind.PARAMETER:
+        assert spec.value is not None
+        return _load_cached(spec.value)
     if kind == NodeKind.GETITEM:
         return args[0][args[1]]
     if kind == NodeKind.GETATTR:

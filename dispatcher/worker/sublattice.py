@@ -14,14 +14,16 @@ from typing import Any
 from covalent.api import ClientConfig, Result, build_submission, fetch_result, submit_frame
 
 from ..protocol import NodeSpec
-from .contact import server_contact
+from .contact import worker_context
 
 _POLL_S = 30.0
 
 
 def run_sublattice(spec: NodeSpec, lattice: Any, args: list[Any], kwargs: dict[str, Any]) -> Any:
     """Dispatch ``lattice(*args, **kwargs)`` as a child of ``spec``'s node; return its result."""
-    contact = server_contact()
+    contact = worker_context()
+    if not contact.url:
+        raise RuntimeError("this worker does not know its dispatcher's address; cannot run a sublattice")
     cfg = ClientConfig(url=contact.url, token=contact.token)
     # The child's id follows from its parent node: if this node runs again (its worker died,
     # the dispatcher restarted), it finds the child already submitted and waits for it instead

@@ -41,23 +41,20 @@ def test_the_plan_gives_each_node_its_role() -> None:
     assert descendants(run.graph, [0]) == {0, 3, 4, 5}
 
 
-def test_outputs_are_kept_exactly_while_a_gathering_child_needs_them() -> None:
+def test_sinks_are_the_tasks_nothing_consumes() -> None:
+    graph = _graph()
+    c = compile_graph("d", graph, {})
+    assert c.sinks == [4]  # total feeds only the result (gathered on the server): a sink
+    assert [t.args[0].sink for k, t in c.dsk.items()] == [False, False, True]
+
+
+def test_a_gathering_node_waits_for_every_part() -> None:
     run = _run()
-    for i in (1,):
-        run.nodes[i].outcome = Outcome.COMPLETED
-    run.check()
+    run.nodes[1].outcome = Outcome.COMPLETED
     run.nodes[0].outcome = Outcome.COMPLETED
-    run.keep_output(0, b"f-out", "f")
     run.nodes[3].waiting_for -= 1
     run.check()
-    assert run.nodes[0].output == b"f-out"
-    run.nodes[2].outcome = Outcome.COMPLETED
-    run.keep_output(2, b"g-out", "g")
-    run.nodes[3].waiting_for -= 1
-    run.nodes[3].outcome = Outcome.COMPLETED
-    run.release_parts(3)
-    run.check()
-    assert run.nodes[0].output is None and run.nodes[2].output is None
+    assert run.nodes[3].waiting_for == 1 and not run.nodes[3].done
 
 
 def test_a_failed_parent_leaves_its_gathering_child_waiting() -> None:

@@ -10,7 +10,7 @@ import asyncio
 
 import covalent as ct
 from dispatcher.keys import RUNNER
-from tests.conftest import run
+from tests.conftest import fetched, run
 from tests.tasks import add
 
 
@@ -105,7 +105,7 @@ async def test_a_submission_that_cannot_reach_dask_is_failed_not_running(dispatc
         return total([1, 2])
 
     dispatch_id = await asyncio.to_thread(ct.dispatch(wf, dispatcher_addr=addr))
-    result = await asyncio.to_thread(ct.get_result, dispatch_id, True, addr)
+    result = await fetched(dispatch_id, addr)
     assert result.status == "FAILED"
     assert "could not submit this dispatch" in result.error
     assert dispatch_id not in dispatcher.app[RUNNER].runs

@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 
 import covalent as ct
-from tests.conftest import JSON, wait_until
+from tests.conftest import JSON, fetched, wait_until
 from tests.conftest import run
 from tests.tasks import add, block, identity, mark, multiply, spin
 
@@ -70,7 +70,7 @@ async def test_cancel_a_running_dispatch(addr: str) -> None:
     await _running(addr, dispatch_id, 2)
     message = await asyncio.to_thread(ct.cancel, dispatch_id, None, addr)
     assert dispatch_id in message
-    result = await asyncio.wait_for(asyncio.to_thread(ct.get_result, dispatch_id, True, addr), 5)
+    result = await asyncio.wait_for(fetched(dispatch_id, addr), 5)
     assert result.status == ct.status.CANCELLED
     assert [result.get_node_result(i)["status"] for i in range(5)] == [
         "COMPLETED", "COMPLETED", "CANCELLED", "CANCELLED", "CANCELLED"]
@@ -100,7 +100,7 @@ async def test_cancel_interrupts_a_python_loop(addr: str, tmp_path) -> None:
     await _running(addr, dispatch_id, 0)
     await asyncio.to_thread(ct.cancel, dispatch_id, None, addr)
     await wait_until(marker.exists, timeout=5)  # the task really stopped on the worker
-    result = await asyncio.to_thread(ct.get_result, dispatch_id, True, addr)
+    result = await fetched(dispatch_id, addr)
     assert result.status == "CANCELLED" and result.get_node_result(0)["status"] == "CANCELLED"
 
 
@@ -115,7 +115,7 @@ async def test_cancel_some_tasks_lets_the_rest_run(addr: str) -> None:
     dispatch_id = await asyncio.to_thread(ct.dispatch(wf, dispatcher_addr=addr))
     await _running(addr, dispatch_id, 0)
     await asyncio.to_thread(ct.cancel, dispatch_id, [0], addr)
-    result = await asyncio.wait_for(asyncio.to_thread(ct.get_result, dispatch_id, True, addr), 5)
+    result = await asyncio.wait_for(fetched(dispatch_id, addr), 5)
     assert result.status == "CANCELLED"
     statuses = {r["node_name"]: r["status"] for r in result.get_all_node_results()}
     assert statuses["block"] == "CANCELLED" and statuses["identity"] == "CANCELLED"
@@ -129,12 +129,12 @@ async def test_disable_run_then_start_pending_once(addr: str) -> None:
         return add(x, 1)
 
     dispatch_id = await asyncio.to_thread(ct.dispatch(wf, dispatcher_addr=addr, disable_run=True), 1)
-    stored = await asyncio.to_thread(ct.get_result, dispatch_id, False, addr)
+    stored = await fetched(dispatch_id, addr, wait=False)
     assert stored.status == "NEW_OBJECT" and stored.get_node_result(0)["status"] == "NEW_OBJECT"
     start = ct.redispatch(dispatch_id, dispatcher_addr=addr, is_pending=True)
     assert await asyncio.to_thread(start) == dispatch_id
     assert await asyncio.to_thread(start) == dispatch_id  # a second start is a no-op
-    result = await asyncio.to_thread(ct.get_result, dispatch_id, True, addr)
+    result = await fetched(dispatch_id, addr)
     assert result.result == 2
     starts = [r for r in result.get_all_node_results() if r["node_name"] == "add"]
     assert len(starts) == 1 and starts[0]["status"] == "COMPLETED"
@@ -173,7 +173,7 @@ async def test_starting_a_pending_dispatch_eight_times_at_once_runs_it_once(
     bodies = [await a.json() for a in answers]
     assert [b["dispatch_id"] for b in bodies] == [dispatch_id] * 8
     assert sum(b["started"] for b in bodies) == 1
-    result = await asyncio.to_thread(ct.get_result, dispatch_id, True, addr)
+    result = await fetched(dispatch_id, addr)
     assert result.result == 7
     assert len(runs.read_text().splitlines()) == 1
 
@@ -190,16 +190,16 @@ async def test_redispatch_new_inputs_replace_and_reuse(addr: str, tmp_path) -> N
 
     same = await asyncio.to_thread(ct.redispatch(first.dispatch_id, dispatcher_addr=addr))
     assert same != first.dispatch_id
-    again = await asyncio.to_thread(ct.get_result, same, True, addr)
+    again = await fetched(same, addr)
     assert again.result == 11 and runs.read_text() == "xx"  # no reuse: ran again
 
     new_input = await asyncio.to_thread(ct.redispatch(first.dispatch_id, dispatcher_addr=addr), 2)
-    assert (await asyncio.to_thread(ct.get_result, new_input, True, addr)).result == 21
+    assert (await fetched(new_input, addr)).result == 21
 
     reused = await asyncio.to_thread(ct.redispatch(
         first.dispatch_id, dispatcher_addr=addr, reuse_previous_results=True,
         replace_electrons={"plus_one": plus_two}))
-    result = await asyncio.to_thread(ct.get_result, reused, True, addr)
+    result = await fetched(reused, addr)
     assert result.result == 12                      # plus_one replaced by plus_two
     assert runs.read_text() == "xxx"                # counted ran for input 2 only, not again
     assert result.get_node_result(0)["output"] == 10

@@ -9,11 +9,12 @@ from typing import Any
 import pytest
 
 import covalent as ct
+from tests.conftest import fetched
 
 
 async def run(lattice: Any, addr: str) -> Any:
     dispatch_id = await asyncio.to_thread(ct.dispatch(lattice, dispatcher_addr=addr))
-    return await asyncio.to_thread(ct.get_result, dispatch_id, True, addr)
+    return await fetched(dispatch_id, addr)
 
 
 def _identity(y: Any) -> Any:

@@ -20,7 +20,7 @@ import pytest
 from aiohttp import web
 
 import covalent as ct
-from tests.conftest import free_port
+from tests.conftest import fetched, free_port
 
 needs_rsync = pytest.mark.skipif(shutil.which("rsync") is None,
                                  reason="the rsync binary is not installed (apt-get install rsync)")
@@ -28,7 +28,7 @@ needs_rsync = pytest.mark.skipif(shutil.which("rsync") is None,
 
 async def run(lattice: Any, addr: str) -> Any:
     dispatch_id = await asyncio.to_thread(ct.dispatch(lattice, dispatcher_addr=addr))
-    return await asyncio.to_thread(ct.get_result, dispatch_id, True, addr)
+    return await fetched(dispatch_id, addr)
 
 
 def reads_and_writes(files: list[Any]) -> Any:

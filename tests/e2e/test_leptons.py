@@ -11,13 +11,14 @@ from typing import Any
 import pytest
 
 import covalent as ct
+from tests.conftest import fetched
 from covalent.errors import WorkflowDefinitionError
 from tests.tasks import add, identity
 
 
 async def run(lattice: Any, addr: str, *args: Any, **kwargs: Any) -> Any:
     dispatch_id = await asyncio.to_thread(ct.dispatch(lattice, dispatcher_addr=addr), *args, **kwargs)
-    return await asyncio.to_thread(ct.get_result, dispatch_id, True, addr)
+    return await fetched(dispatch_id, addr)
 
 
 async def test_python_lepton_records_a_node_and_runs_on_the_worker(addr: str) -> None:

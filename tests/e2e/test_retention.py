@@ -10,7 +10,7 @@ import covalent as ct
 from covalent import api
 from covalent.config import client_config
 from dispatcher.keys import STORE
-from tests.conftest import JSON, run
+from tests.conftest import JSON, fetched, run
 from tests.tasks import block, fail, identity
 
 
@@ -28,8 +28,8 @@ async def test_deleting_a_dispatch_keeps_what_another_dispatch_shares(dispatcher
     resp = await dispatcher.delete(f"/api/v1/dispatches/{first.dispatch_id}", headers=JSON)
     assert resp.status == 200 and (await resp.json())["deleted"] == [first.dispatch_id]
     with pytest.raises(ct.errors.DispatchNotFoundError):
-        await asyncio.to_thread(ct.get_result, first.dispatch_id, False, addr)
-    again = await asyncio.to_thread(ct.get_result, second.dispatch_id, False, addr)
+        await fetched(first.dispatch_id, addr, wait=False)
+    again = await fetched(second.dispatch_id, addr, wait=False)
     assert again.result == shared and again.inputs["args"][0] == shared
     assert sorted(p.name for p in path.rglob("*") if p.is_file()) == files  # all still shared
     resp = await dispatcher.delete(f"/api/v1/dispatches/{second.dispatch_id}", headers=JSON)

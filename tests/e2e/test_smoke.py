@@ -3,6 +3,7 @@ from __future__ import annotations
 import asyncio
 
 import covalent as ct
+from tests.conftest import fetched
 
 
 @ct.electron
@@ -30,7 +31,7 @@ def wf(n):
 
 async def test_issue_example(addr: str) -> None:
     dispatch_id = await asyncio.to_thread(ct.dispatch(wf, dispatcher_addr=addr), 10)
-    result = await asyncio.to_thread(ct.get_result, dispatch_id, True, addr)
+    result = await fetched(dispatch_id, addr)
     assert result.status == ct.status.COMPLETED, result.error
     assert result.result["total"] == 55
     assert result.result["first"] == 1

@@ -31,7 +31,7 @@ from covalent import wire
 from covalent.config import client_config, config_path
 from covalent._dispatch import build_submission
 from dispatcher.app import create_app
-from tests.conftest import free_port, in_process_settings, wait_until
+from tests.conftest import fetched, free_port, in_process_settings, wait_until
 from tests.faults.conftest import REPO, Cli, ServerProcess
 from tests.tasks import LoaderRecorder, add, noise, touch
 
@@ -98,7 +98,7 @@ async def test_with_a_token_every_endpoint_needs_it(aiohttp_client: Any, tmp_pat
         await asyncio.to_thread(ct.dispatch(_wf, dispatcher_addr=addr), 1)
     monkeypatch.setenv("COVALENT_TOKEN", "s3cret-token")
     dispatch_id = await asyncio.to_thread(ct.dispatch(_wf, dispatcher_addr=addr), 1)
-    result = await asyncio.to_thread(ct.get_result, dispatch_id, True, addr)
+    result = await fetched(dispatch_id, addr)
     assert result.result == 3
 
 
@@ -184,13 +184,15 @@ def test_covalent_start_requires_a_token_and_keeps_it_private(cli: Cli, config_d
     assert ct.get_result(dispatch_id, wait=True).status == "COMPLETED"
 
     data = cli.data_dir
+    blobs = list((data / "blobs").rglob("*"))  # the output, written by the worker
+    assert [b for b in blobs if b.is_file() and b.stat().st_size >= 300 << 10]
     modes = {p: stat.S_IMODE(p.stat().st_mode) for p in [
         config_path(), config_path().parent, data, data / "dispatches.db", data / "server.log",
-        *[b for b in (data / "blobs").rglob("*") if b.is_file()]]}
+        *blobs]}
     assert modes[config_path()] == 0o600 and modes[config_path().parent] == 0o700
     assert modes[data] == 0o700
     loose = {str(p): oct(m) for p, m in modes.items() if m & 0o077}
-    assert len(modes) > 6 and not loose, loose
+    assert not loose, loose
 
     status = _request(url + "/status", headers={"Authorization": f"Bearer {token}"})[1]
     assert token not in json.dumps(status)

@@ -15,7 +15,7 @@ from covalent.errors import DispatchNotFoundError
 from covalent.triggers import BaseTrigger, DirTrigger, TimeTrigger
 from dispatcher.app import create_app
 from dispatcher.keys import TRIGGERS
-from tests.conftest import in_process_settings, wait_until
+from tests.conftest import fetched, in_process_settings, wait_until
 from tests.tasks import add
 
 
@@ -53,7 +53,7 @@ async def test_time_trigger_starts_then_redispatches_until_stopped(dispatcher, a
     trigger.lattice_dispatch_id = dispatch_id
     await asyncio.to_thread(trigger.register)
     await wait_until(lambda: _fired(dispatcher, dispatch_id, 3), timeout=10)
-    first = await asyncio.to_thread(ct.get_result, dispatch_id, True, addr)
+    first = await fetched(dispatch_id, addr)
     assert first.status == "COMPLETED" and first.result == 2  # the pending dispatch itself ran
     await asyncio.to_thread(ct.stop_triggers, dispatch_id, addr)
     [info] = await triggers_of(dispatcher, dispatch_id)
@@ -63,7 +63,7 @@ async def test_time_trigger_starts_then_redispatches_until_stopped(dispatcher, a
     assert observed.task.done()  # nothing is left that could fire
     assert await dispatch_count(dispatcher) == info["fire_count"]
     for new_id in info["new_dispatch_ids"]:
-        r = await asyncio.to_thread(ct.get_result, new_id, True, addr)
+        r = await fetched(new_id, addr)
         assert r.result == 2
 
 
@@ -78,7 +78,7 @@ async def test_lattice_triggers_are_registered_by_dispatch(dispatcher, addr) -> 
         return add(x, 10)
 
     dispatch_id = await asyncio.to_thread(ct.dispatch(timed, dispatcher_addr=addr), 1)
-    result = await asyncio.wait_for(asyncio.to_thread(ct.get_result, dispatch_id, True, addr), 10)
+    result = await asyncio.wait_for(fetched(dispatch_id, addr), 10)
     assert result.result == 11
     await asyncio.to_thread(ct.stop_triggers, [dispatch_id], addr)
     [info] = await triggers_of(dispatcher, dispatch_id)
