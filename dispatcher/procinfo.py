@@ -1,4 +1,4 @@
-"""Facts about local processes read from /proc (Linux): state, CPU time, children, memory.
+"""Facts about local processes read from /proc (Linux): state, CPU time, children, memory, I/O.
 
 ``/status`` reports the server's own memory with it; the benchmarks measure CPU and peak memory
 per process, and the fault tests which workers a dispatcher started and whether they are gone.
@@ -75,3 +75,18 @@ def reset_peak_rss(pid: int) -> bool:
     except OSError:
         return False
     return True
+
+
+def bytes_read(pid: int) -> int:
+    """rchar: bytes the process has read through system calls (files, pipes and sockets alike).
+
+    What a process never read cannot have passed through it: the tests bound this to show that
+    node outputs go from workers to the store without the dispatcher. -1 if unreadable.
+    """
+    try:
+        for line in Path(f"/proc/{pid}/io").read_text().splitlines():
+            if line.startswith("rchar:"):
+                return int(line.split()[1])
+    except OSError:
+        pass
+    return -1

@@ -4,12 +4,15 @@ from __future__ import annotations
 
 import asyncio
 import socket
+import subprocess
+import sys
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
+from aiohttp import web
 from aiohttp.test_utils import TestClient
 
 from dispatcher.app import create_app
@@ -106,16 +109,71 @@ def config_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     return d
 
 
+SEEN = web.AppKey("requests_seen", list)
+
+
+async def _note_request(request: web.Request, response: web.StreamResponse) -> None:
+    request.app[SEEN].append((request.method, request.path))
+
+
 @pytest.fixture
 async def dispatcher(aiohttp_client: Any, tmp_path: Path, config_dir: Path) -> AsyncIterator[TestClient]:
     """A live dispatcher app on a random loopback port, with an in-process Dask cluster."""
     from tests import tasks
 
-    yield await aiohttp_client(create_app(in_process_settings(tmp_path / "data")))
+    app = create_app(in_process_settings(tmp_path / "data"))
+    app[SEEN] = []
+    app.on_response_prepare.append(_note_request)
+    yield await aiohttp_client(app)
     tasks.release.set()  # before the cluster closes: an in-process worker waits for its threads
+
+
+@pytest.fixture
+def requests_seen(dispatcher: TestClient) -> list[tuple[str, str]]:
+    """(method, path) of every request the live dispatcher has answered, in order."""
+    return dispatcher.app[SEEN]  # type: ignore[no-any-return]
 
 
 @pytest.fixture
 def addr(dispatcher: TestClient) -> str:
     """``host:port`` of the live dispatcher, as an SDK user would pass it."""
     return f"127.0.0.1:{dispatcher.port}"
+
+
+@pytest.fixture(scope="session")
+def s3_endpoint() -> Iterator[str]:
+    """moto's S3 server on 127.0.0.1 (one for the session), stopped at teardown by its PID."""
+    pytest.importorskip("s3fs")
+    pytest.importorskip("moto.server")
+    port = free_port()
+    proc = subprocess.Popen([sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.monotonic() + 20
+        while not accepts(port):
+            if proc.poll() is not None or time.monotonic() > deadline:
+                pytest.fail("moto server did not start")
+            time.sleep(0.02)  # another process is starting; nothing to wait on but its port
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        proc.terminate()
+        proc.wait(timeout=10)
+
+
+def accepts(port: int) -> bool:
+    """Something accepts TCP connections on 127.0.0.1:``port``."""
+    try:
+        socket.create_connection(("127.0.0.1", port), timeout=0.1).close()
+        return True
+    except OSError:
+        return False
+
+
+def s3_bucket(endpoint: str, name: str) -> tuple[str, dict[str, Any]]:
+    """A fresh bucket on the moto server and the s3fs options that reach it."""
+    import s3fs
+
+    opts = {"endpoint_url": endpoint, "key": "testing", "secret": "testing"}
+    name = "b-" + name.lower().replace("_", "-")[-40:]
+    s3fs.S3FileSystem(skip_instance_cache=True, **opts).mkdir(name)
+    return name, opts

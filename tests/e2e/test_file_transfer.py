@@ -8,11 +8,6 @@ from __future__ import annotations
 
 import asyncio
 import shutil
-import socket
-import subprocess
-import sys
-import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -20,7 +15,7 @@ import pytest
 from aiohttp import web
 
 import covalent as ct
-from tests.conftest import fetched, free_port
+from tests.conftest import fetched, s3_bucket
 
 needs_rsync = pytest.mark.skipif(shutil.which("rsync") is None,
                                  reason="the rsync binary is not installed (apt-get install rsync)")
@@ -188,43 +183,13 @@ async def test_http_error_status_fails_the_node_naming_the_url(addr: str, http_s
     assert result.status == "FAILED" and f"{base}/missing.csv" in error and "FileTransferError" in error
 
 
-@pytest.fixture(scope="module")
-def s3_endpoint() -> Iterator[str]:
-    """moto's S3 server on 127.0.0.1, stopped at teardown by its PID."""
-    pytest.importorskip("s3fs")
-    pytest.importorskip("moto.server")
-    port = free_port()
-    proc = subprocess.Popen([sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    try:
-        deadline = time.monotonic() + 20
-        while not _accepts(port):
-            if proc.poll() is not None or time.monotonic() > deadline:
-                pytest.fail("moto server did not start")
-            time.sleep(0.02)
-        yield f"http://127.0.0.1:{port}"
-    finally:
-        proc.terminate()
-        proc.wait(timeout=10)
-
-
-def _accepts(port: int) -> bool:
-    try:
-        socket.create_connection(("127.0.0.1", port), timeout=0.1).close()
-        return True
-    except OSError:
-        return False
-
-
 @pytest.fixture
 def bucket(s3_endpoint: str, tmp_path: Path) -> tuple[str, dict[str, Any]]:
-    """A fresh bucket (named after the test's tmp dir) and the s3fs options that reach it."""
+    """A fresh bucket (named after the test's tmp dir) with a few files, and its s3fs options."""
     import s3fs
 
-    opts = {"endpoint_url": s3_endpoint, "key": "testing", "secret": "testing"}
-    name = "b-" + tmp_path.name.lower().replace("_", "-")[-40:]
+    name, opts = s3_bucket(s3_endpoint, tmp_path.name)
     fs = s3fs.S3FileSystem(skip_instance_cache=True, **opts)
-    fs.mkdir(name)
     fs.pipe({f"{name}/in/data.txt": b"s3 data", f"{name}/tree/a.txt": b"a", f"{name}/tree/sub/b.txt": b"b"})
     return name, opts
 

@@ -1,0 +1,93 @@
+"""``get_result`` downloads records and the final result; node outputs only when first read."""
+
+from __future__ import annotations
+
+import asyncio
+
+import covalent as ct
+from covalent import wire
+from tests.conftest import auth_headers
+from tests.tasks import noise
+
+KIB = 64  # over the inline limit: each part is a blob of its own in the store
+
+
+@ct.electron
+def sizes(parts):
+    return [len(p) for p in parts]
+
+
+@ct.lattice
+def parts_and_sizes(n, kib):
+    return sizes([noise(kib) for _ in range(n)])
+
+
+def _output_requests(seen: list[tuple[str, str]], dispatch_id: str) -> list[tuple[str, str]]:
+    base = f"{wire.API}/dispatches/{dispatch_id}"
+    return [(m, p) for m, p in seen if p.startswith(base) and p.endswith(("/outputs", "/output"))]
+
+
+async def test_node_outputs_are_downloaded_when_first_read_in_one_request(
+        addr: str, requests_seen: list[tuple[str, str]]) -> None:
+    dispatch_id = await asyncio.to_thread(ct.dispatch(parts_and_sizes, dispatcher_addr=addr), 3, KIB)
+    result = await asyncio.to_thread(ct.get_result, dispatch_id, True, addr)
+    assert result.status == ct.status.COMPLETED and result.result == [KIB << 10] * 3
+    assert _output_requests(requests_seen, dispatch_id) == []  # nothing but records and result
+
+    first = next(n["node_id"] for n in result._nodes if n["name"] == "noise")
+    one = await asyncio.to_thread(lambda: result.get_node_result(first)["output"])
+    assert isinstance(one, bytes) and len(one) == KIB << 10
+    assert _output_requests(requests_seen, dispatch_id) == [
+        ("POST", f"{wire.API}/dispatches/{dispatch_id}/outputs")]
+    again = await asyncio.to_thread(lambda: result.get_node_result(first)["output"])
+    assert again == one and len(_output_requests(requests_seen, dispatch_id)) == 1  # kept
+
+    outputs = await asyncio.to_thread(result.get_all_node_outputs)
+    parts = [v for k, v in outputs.items() if k.startswith("noise(")]
+    assert len(parts) == 3 and len({bytes(p) for p in parts}) == 3  # three distinct blobs
+    assert all(len(p) == KIB << 10 for p in parts) and one in parts
+    assert len(_output_requests(requests_seen, dispatch_id)) == 2  # the rest, in one request
+
+
+async def test_without_intermediate_outputs_only_the_result_is_downloaded(
+        addr: str, requests_seen: list[tuple[str, str]]) -> None:
+    dispatch_id = await asyncio.to_thread(ct.dispatch(parts_and_sizes, dispatcher_addr=addr), 2, KIB)
+    await asyncio.to_thread(ct.get_result, dispatch_id, True, addr)
+    requests_seen.clear()
+
+    result = await asyncio.to_thread(
+        lambda: ct.get_result(dispatch_id, dispatcher_addr=addr, intermediate_outputs=False))
+    assert result.result == [KIB << 10] * 2
+    outputs = await asyncio.to_thread(result.get_all_node_outputs)
+    assert [v for k, v in outputs.items() if k.startswith("noise(")] == [None, None]
+    assert _output_requests(requests_seen, dispatch_id) == []
+    assert [m for m, _ in requests_seen] == ["GET"]  # one request: records and result
+
+    bare = await asyncio.to_thread(
+        lambda: ct.get_result(dispatch_id, dispatcher_addr=addr, workflow_output=False,
+                              intermediate_outputs=False))
+    assert bare.status == ct.status.COMPLETED and bare.get_node_result(0)["status"] == "COMPLETED"
+
+
+async def test_one_output_streams_from_the_store_and_a_gathering_node_names_its_parts(
+        dispatcher, addr: str) -> None:
+    dispatch_id = await asyncio.to_thread(ct.dispatch(parts_and_sizes, dispatcher_addr=addr), 2, KIB)
+    result = await asyncio.to_thread(ct.get_result, dispatch_id, True, addr)
+    headers = auth_headers()
+    nodes = {n["name"]: n["node_id"] for n in result._nodes}
+
+    resp = await dispatcher.get(f"{wire.API}/dispatches/{dispatch_id}/nodes/{nodes['noise']}/output",
+                                headers=headers)
+    assert resp.status == 200 and len(await resp.read()) > KIB << 10  # the pickled bytes
+
+    gathering = next(n["node_id"] for n in result._nodes if n["name"].startswith(":electron_list:"))
+    resp = await dispatcher.get(f"{wire.API}/dispatches/{dispatch_id}/nodes/{gathering}/output",
+                                headers=headers)
+    assert resp.status == 200 and "gather" in await resp.json()
+
+    resp = await dispatcher.post(f"{wire.API}/dispatches/{dispatch_id}/outputs",
+                                 json={"nodes": ["zero"]}, headers=headers)
+    assert resp.status == 400 and "node ids" in (await resp.json())["message"]
+    resp = await dispatcher.get(f"{wire.API}/dispatches/{dispatch_id}/nodes/999/output",
+                                headers=headers)
+    assert resp.status == 404
