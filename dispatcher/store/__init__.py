@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
-from .base import (DispatchExists, DispatchRecord, DispatchStore, DispatchSummary, NewDispatch,
-                   NodeRecord, TriggerRecord, blob_ref)
+from .base import (DispatchExists, DispatchPage, DispatchQuery, DispatchRecord, DispatchStore,
+                   DispatchSummary, NewDispatch, NodeRecord, NodeRow, TriggerRecord, blob_ref)
 from .sqlite import SqliteStore
 
-__all__ = ["DispatchExists", "DispatchRecord", "DispatchStore", "DispatchSummary", "NewDispatch",
-           "NodeRecord", "SqliteStore", "TriggerRecord", "blob_ref"]
+__all__ = ["DispatchExists", "DispatchPage", "DispatchQuery", "DispatchRecord", "DispatchStore",
+           "DispatchSummary", "NewDispatch", "NodeRecord", "NodeRow", "SqliteStore", "TriggerRecord",
+           "blob_ref"]
