@@ -28,7 +28,7 @@ from . import access, api, routes
 from .keys import GRAPHS, LIVE, LOG_BUFFER
 from .live import LiveHub
 from .logs import LogBuffer
-from .views import GraphCache, duration, when
+from .views import GraphCache, duration, label, when
 
 STATIC = Path(__file__).parent / "static"
 
@@ -37,7 +37,7 @@ def setup(app: web.Application) -> None:
     """Add the UI's routes, templates, static files and live hub to the dispatcher's ``app``."""
     env = aiohttp_jinja2.setup(app, loader=jinja2.PackageLoader("dispatcher.ui", "templates"),
                                autoescape=True, undefined=jinja2.StrictUndefined)
-    env.filters.update(when=when, duration=duration)
+    env.filters.update(when=when, duration=duration, label=label)
     app.middlewares.insert(0, access.ui_responses)
     app.add_routes(routes.routes)
     app.add_routes(api.routes)

@@ -87,6 +87,6 @@ def _error_page(request: web.Request, resp: web.Response) -> web.Response:
     page = aiohttp_jinja2.render_template(
         "error.html", request,
         {"status": resp.status, "error": body.get("error", ""), "message": body.get("message", ""),
-         "needs_token": resp.status == 401},
+         "needs_token": resp.status == 401, "dashboard": "", "path": request.path},
         status=resp.status)
     return page

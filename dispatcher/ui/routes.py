@@ -184,9 +184,16 @@ async def node_drawer(request: web.Request) -> web.StreamResponse:
                "runtime": duration(seconds(node.start_time, node.end_time)),
                "executor": spec.get("executor") or meta.get("executor") or "",
                "executor_data": meta.get("executor_data") or {},
-               "deps": {k: meta[k] for k in ("deps", "call_before", "call_after") if meta.get(k)},
+               "deps": {k: meta[k] for k in ("deps", "call_before", "call_after") if _filled(meta.get(k))},
                "source": sources.get(spec.get("fn_hash", ""), "")}
     return aiohttp_jinja2.render_template("_drawer.html", request, context)
+
+
+def _filled(value: Any) -> bool:
+    """Whether deps/hook metadata says anything (``{"bash": [], "pip": []}`` does not)."""
+    if isinstance(value, dict):
+        return any(_filled(v) for v in value.values())
+    return bool(value)
 
 
 @routes.get("/ui/dispatches/{dispatch_id}/graph")

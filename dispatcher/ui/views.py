@@ -64,6 +64,19 @@ def by_name(rows: list[NodeRow]) -> list[ElectronProgress]:
     return list(out.values())
 
 
+STATUS_LABELS = {"NEW_OBJECT": "Not started", "RUNNING": "Running", "COMPLETED": "Completed",
+                 "FAILED": "Failed", "CANCELLED": "Cancelled"}
+
+
+def label(status: str) -> str:
+    """How a status is named on a filter or a count.
+
+    >>> label("NEW_OBJECT"), label("POSTPROCESSING")
+    ('Not started', 'Postprocessing')
+    """
+    return STATUS_LABELS.get(str(status), str(status).replace("_", " ").capitalize())
+
+
 def parse_time(iso: str | None) -> datetime | None:
     if not iso:
         return None

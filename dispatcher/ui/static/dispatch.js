@@ -275,8 +275,12 @@
     if (ev.target.closest("[data-close-drawer]")) closeDrawer();
   });
   document.addEventListener("keydown", (ev) => { if (ev.key === "Escape" && !drawer.hidden) closeDrawer(); });
-  const m = /^#node=(\d+)$/.exec(window.location.hash);
-  if (m) openDrawer(Number(m[1]));
+  function drawerFromHash() {
+    const m = /^#node=(\d+)$/.exec(window.location.hash);
+    if (m && Number(m[1]) !== state.openNode) openDrawer(Number(m[1]));
+  }
+  window.addEventListener("hashchange", drawerFromHash);
+  drawerFromHash();
 
   // -- live ------------------------------------------------------------------------------
 
