@@ -35,7 +35,9 @@ CODES = {Status.NEW_OBJECT: "N", Status.RUNNING: "R", Status.COMPLETED: "C", Sta
 
 
 def code(status: Status) -> str:
-    """>>> code(Status.COMPLETED), code(Status.POSTPROCESSING)
+    """The letter of a status.
+
+    >>> code(Status.COMPLETED), code(Status.POSTPROCESSING)
     ('C', '?')
     """
     return CODES.get(status, "?")

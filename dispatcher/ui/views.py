@@ -107,7 +107,9 @@ def seconds(start: str | None, end: str | None, now: datetime | None = None) -> 
 
 
 def duration(value: float | None) -> str:
-    """>>> duration(0.25), duration(75), duration(7322), duration(None)
+    """A duration for people.
+
+    >>> duration(0.25), duration(75), duration(7322), duration(None)
     ('0.25 s', '1 m 15 s', '2 h 2 m', '')
     """
     if value is None:
