@@ -8,7 +8,7 @@ from collections.abc import Callable
 from typing import Any, TypeVar
 from urllib.parse import quote
 
-from .. import _client, wire
+from .. import _client, _progress, wire
 from ..config import client_config
 from ..wire.status import Status
 from ..errors import DispatcherBusyError, DispatcherUnavailableError
@@ -31,6 +31,7 @@ def get_result(
     wait: bool = False,
     dispatcher_addr: str | None = None,
     status_only: bool = False,
+    progress: bool = False,
 ) -> Result | dict[str, Any]:
     """Get the result of a dispatch from the dispatcher.
 
@@ -40,6 +41,8 @@ def get_result(
             the moment it ends (long-poll), not on a polling interval.
         dispatcher_addr: ``host:port`` of the dispatcher; default from config.
         status_only: return only ``{"dispatch_id": ..., "status": Status}``.
+        progress: with ``wait``, show one progress bar per electron name on stderr while
+            waiting (plain lines when stderr is not a terminal). Silent by default.
 
     Returns:
         A ``Result`` (or the status dict with ``status_only``).
@@ -56,6 +59,8 @@ def get_result(
     cfg = client_config(dispatcher_addr)
     path = f"/dispatches/{quoted}"
     patience = _Patience() if wait else None  # wait=True rides out a dispatcher restart
+    if wait and progress:
+        _progress.watch(cfg, dispatch_id)
     status = _wait_terminal(cfg, path, patience) if patience is not None else None
     if status_only:
         if status is None:

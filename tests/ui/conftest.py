@@ -51,3 +51,7 @@ async def page(browser: Any) -> AsyncIterator[Any]:
 def screenshot_path(name: str) -> Path:
     SCREENSHOTS.mkdir(exist_ok=True)
     return SCREENSHOTS / f"{name}.png"
+
+
+# Real processes (`covalent start`, the CLI) for the token link and the CLI tests.
+from tests.faults.conftest import cli, server_env  # noqa: E402,F401  (fixtures)
