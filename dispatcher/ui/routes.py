@@ -107,9 +107,15 @@ async def _summary(request: web.Request, row: DispatchRecord, nodes: list[NodeRo
             "runtime": duration(seconds(row.start_time, row.end_time)),
             "done": per_status[str(Status.COMPLETED)], "total": len(user), "per_status": per_status,
             "result_preview": result.preview if result is not None else None,
-            "inputs": row.meta.get("inputs_preview") or {}, "executors": executors,
+            "inputs": _inputs(row.meta.get("inputs_preview")), "executors": executors,
             "lattice_source": row.meta.get("lattice_source") or "",
             "workflow_executor": graph["nodes"][-1].get("executor", "") if graph["nodes"] else ""}
+
+
+def _inputs(preview: Any) -> dict[str, Any]:
+    """The lattice's input previews (none for a dispatch stored before the SDK sent them)."""
+    preview = preview if isinstance(preview, dict) else {}
+    return {"args": preview.get("args") or [], "kwargs": preview.get("kwargs") or {}}
 
 
 @routes.get("/dispatches/{dispatch_id}")
@@ -143,7 +149,7 @@ def _node_table(request: web.Request, dispatch_id: str, nodes: list[NodeRow]) ->
             "status": lambda n: (str(n.status), n.node_id),
             "started": lambda n: (n.start_time or "", n.node_id),
             "runtime": lambda n: (seconds(n.start_time, n.end_time) or -1.0, n.node_id)}
-    picked.sort(key=keys[sort], reverse=descending)  # type: ignore[arg-type]
+    picked.sort(key=keys[sort], reverse=descending)
     pages = max(1, math.ceil(len(picked) / NODE_PAGE_SIZE))
     page_no = min(max(_int(request, "page", 1), 1), pages)
     window = picked[(page_no - 1) * NODE_PAGE_SIZE : page_no * NODE_PAGE_SIZE]

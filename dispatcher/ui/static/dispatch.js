@@ -36,9 +36,12 @@
     document.getElementById("graph-loading").hidden = true;
     document.getElementById("collapse").hidden = state.expanded.size === 0;
     const boxes = data.items.filter((it) => it[7] < 0).length;
-    note(data.aggregated ? `${data.node_item.filter((i) => i >= 0).length} nodes shown as ${boxes} boxes ` +
-         `(one per electron name and layer) and ${data.items.length - boxes} nodes; click a box to open it`
-                         : `${data.items.length} nodes`);
+    const shown = data.node_item.filter((i) => i >= 0).length;
+    const plural = (n, word) => `${n} ${word}${n === 1 ? "" : "es"}`;
+    note(!data.aggregated ? `${data.items.length} nodes`
+         : boxes ? `${shown} nodes: ${plural(boxes, "box")} (one per electron name and layer) and ` +
+                   `${data.items.length - boxes} single nodes; click a box to open it`
+                 : `${shown} nodes, every box opened`);
     fit();
     draw();
     page.dataset.graphItems = data.items.length;
