@@ -100,13 +100,16 @@
     const visible = (it) => it[3] + it[5] / 2 >= vx && it[3] - it[5] / 2 <= vx + w &&
                             it[4] + it[6] / 2 >= vy && it[4] - it[6] / 2 <= vy + h;
     const items = lay.items;
-    // Edges: one path.
+    // Edges: one path; straight lines when there are many and they are small on screen.
+    const straight = lay.edges.length > 2000 && k < 0.3;
     ctx.beginPath();
     for (const [s, d] of lay.edges) {
       const a = items[s], b = items[d];
       const y1 = a[4] + a[6] / 2, y2 = b[4] - b[6] / 2;
       if (Math.max(y1, y2) < vy || Math.min(y1, y2) > vy + h) continue;
+      if (Math.max(a[3], b[3]) < vx || Math.min(a[3], b[3]) > vx + w) continue;
       ctx.moveTo(a[3], y1);
+      if (straight) { ctx.lineTo(b[3], y2); continue; }
       const m = (y1 + y2) / 2;
       ctx.bezierCurveTo(a[3], m, b[3], m, b[3], y2);
     }
@@ -123,9 +126,13 @@
       const c = state.codes[it[7]] || "?";
       (byColor[c] = byColor[c] || []).push(it);
     }
+    const tiny = k * 30 < 6; // nodes a few pixels high: plain rectangles draw much faster
     for (const c in byColor) {
       ctx.beginPath();
-      for (const it of byColor[c]) roundRect(it[3] - it[5] / 2, it[4] - it[6] / 2, it[5], it[6], 5);
+      for (const it of byColor[c]) {
+        if (tiny) ctx.rect(it[3] - it[5] / 2, it[4] - it[6] / 2, it[5], it[6]);
+        else roundRect(it[3] - it[5] / 2, it[4] - it[6] / 2, it[5], it[6], 5);
+      }
       ctx.fillStyle = COLORS[c];
       ctx.fill();
     }
