@@ -114,7 +114,7 @@ async def run(n: int, repeats: int) -> dict[str, Any]:
         addr = f"127.0.0.1:{port}"
         started = time.perf_counter()
         dispatch_id = await asyncio.to_thread(ct.dispatch(fan_out, dispatcher_addr=addr), n)
-        result = await asyncio.to_thread(ct.get_result, dispatch_id, True, addr)
+        result: Any = await asyncio.to_thread(ct.get_result, dispatch_id, True, addr)
         assert result.result == n * (n + 1) // 2, result.error
         run_s = time.perf_counter() - started
         samples: dict[str, list[float]] = {"first_render_ms": [], "box_open_ms": [], "frame_ms": []}
