@@ -203,3 +203,12 @@ async def test_logs_page_is_searchable(dispatcher: TestClient, page: Any) -> Non
     await expect(page.locator(".log-lines li")).to_have_count(1)
     assert "ui-test line 2" in await lines.first.inner_text()
     await page.screenshot(path=screenshot_path("logs"))
+
+
+async def test_redispatch_button_runs_it_again(dispatcher: TestClient, addr: str, page: Any) -> None:
+    dispatch_id = await dispatch(squares, addr, 3)
+    await page.goto(str(dispatcher.make_url(f"/dispatches/{dispatch_id}")))
+    await page.click("button[data-action=redispatch]")
+    await page.wait_for_url(lambda url: "/dispatches/" in url and dispatch_id not in url)
+    await expect(page.locator("#d-status")).to_have_text("COMPLETED", timeout=10_000)
+    await expect(page.locator("#result-preview")).to_have_text("5")
