@@ -15,7 +15,7 @@ from typing import Any
 from aiohttp import web
 from distributed import Client, LocalCluster, Security
 
-from . import dispatches, transfer
+from . import dispatches, transfer, ui
 from .keys import CLUSTER_INFO, RECORDER, RUNNER, SETTINGS, STORE, TRIGGERS
 from .recorder import Recorder
 from .routes import error_middleware, routes
@@ -60,6 +60,7 @@ def create_app(settings: Settings) -> web.Application:
     app.cleanup_ctx.append(_cluster_ctx)
     app.cleanup_ctx.append(_triggers_ctx)
     app.cleanup_ctx.append(_resume_ctx)
+    ui.setup(app)
     return app
 
 

@@ -1,4 +1,5 @@
-"""The ``covalent`` command: start, stop, restart, status, logs, purge.
+"""The ``covalent`` command: start, stop, restart, status, logs, purge (and list, watch, cancel
+from ``cli_dispatches``).
 
 ``covalent start`` runs ``python -m dispatcher`` as a daemon (its own session, output to
 ``<data dir>/server.log``) and succeeds only when that very process answers (its PID and
@@ -30,6 +31,7 @@ from covalent.config import (DEFAULT_PORT, ClientConfig, client_config, config_p
                              update_config)
 from covalent.errors import CovalentError, DispatcherUnavailableError
 
+from .cli_dispatches import COMMANDS
 from .instance import EXIT_RUNNING, Instance, holder, pid_holds_lock
 from .settings import default_data_dir
 
@@ -136,8 +138,14 @@ def start(port: int, host: str, workers: int | None, threads_per_worker: int | N
     if cluster.get("dashboard"):
         click.echo(f"Dask dashboard: {cluster['dashboard']}")
     click.echo(f"Data: {ddir}   Logs: {log_path}")
+    click.echo(f"Web UI: {_ui_link(url, secret)}")
     if not secret:
         click.echo("WARNING: started with --no-token: any local user can run code as you.")
+
+
+def _ui_link(url: str, token: str) -> str:
+    """The link that lets a browser in: it trades the token for an HttpOnly cookie (issue #15)."""
+    return f"{url}/?token={token}" if token else f"{url}/"
 
 
 def _await_own_server(proc: subprocess.Popen[bytes], cfg: ClientConfig, instance: str,
@@ -229,10 +237,11 @@ def status() -> None:
                f"{cluster.get('workers')}, threads: {cluster.get('threads')}")
     if cluster.get("dashboard"):
         click.echo(f"Dask dashboard: {cluster['dashboard']}")
+    click.echo(f"Web UI: {_ui_link(cfg.url, cfg.token or '')}")
     running = info.get("running", [])
     click.echo(f"Running dispatches: {len(running)}")
     for d in running:
-        click.echo(f"  {d}")
+        click.echo(f"  {d}  {_done_total(cfg, d)}")
     triggers = info.get("triggers")
     if triggers is not None:
         click.echo(f"Active triggers: {len(triggers)}")
@@ -240,6 +249,17 @@ def status() -> None:
             click.echo(f"  {t.get('name')} for {t.get('dispatch_id')} (fired {t.get('fire_count')} times)")
     if info.get("store", {}).get("write_error"):
         click.echo(f"Store write error: {info['store']['write_error']}")
+
+
+def _done_total(cfg: ClientConfig, dispatch_id: str) -> str:
+    """``done/total electrons`` of a running dispatch, or ``""`` if it cannot be read."""
+    try:
+        body = api.request_json(cfg, "GET", f"/dispatches/{dispatch_id}/progress", timeout=10)
+    except CovalentError:
+        return ""
+    electrons = body.get("electrons", [])
+    done, total = sum(e["completed"] for e in electrons), sum(e["total"] for e in electrons)
+    return f"{body.get('name', '')}  {done}/{total} electrons"
 
 
 @main.command()
@@ -287,6 +307,9 @@ def purge(ctx: click.Context, older_than: str | None, statuses: tuple[str, ...],
     config_path().unlink(missing_ok=True)
     click.echo(f"Purged {ddir} and {config_path()}.")
 
+
+for _command in COMMANDS:  # covalent list / watch / cancel
+    main.add_command(_command)
 
 if __name__ == "__main__":
     main()

@@ -7,8 +7,9 @@ middlewares, run in this order and before any body is read, parsed or unpickled:
   host, this machine's names, names the user adds), else 403: a page on ``evil.example`` that
   rebinds its DNS to 127.0.0.1 cannot read anything. A foreign ``Origin`` is refused (403).
 - ``token_guard``: with a token (the default), every request carries ``Authorization: Bearer
-  <token>`` or, for the web UI, the HttpOnly SameSite=Strict cookie ``/?token=`` sets. Compared
-  in constant time; malformed headers are a 401, never a 500.
+  <token>`` or, for the web UI, the HttpOnly SameSite=Strict cookie that the link ``/?token=``
+  (accepted on ``GET /`` only) sets. Compared in constant time; malformed headers are a 401,
+  never a 500.
 - ``content_type_guard``: a request with a body-carrying method must say
   ``application/x-covalent-frame`` (dispatch submissions) or ``application/json`` (everything
   else). Neither is a CORS "simple" type, so a browser must ask first (a preflight), which is
@@ -104,12 +105,18 @@ def token_guard(token: str) -> Middleware:
     @web.middleware
     async def guard(request: web.Request, handler: Handler) -> web.StreamResponse:
         if token and not (_matches(_bearer(request), expected)
-                          or _matches(request.cookies.get(TOKEN_COOKIE, ""), expected)):
+                          or _matches(request.cookies.get(TOKEN_COOKIE, ""), expected)
+                          or _matches(_link_token(request), expected)):
             raise Unauthorized("this dispatcher requires its token: the SDK and the CLI read it from "
                                "the config file `covalent start` writes (or COVALENT_TOKEN)")
         return await handler(request)
 
     return guard
+
+
+def _link_token(request: web.Request) -> str:
+    """The token of the link ``covalent start`` prints (``GET /?token=...``), nowhere else."""
+    return request.query.get("token", "") if request.method == "GET" and request.path == "/" else ""
 
 
 def _bearer(request: web.Request) -> str:

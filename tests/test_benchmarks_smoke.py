@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import math
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -75,3 +76,15 @@ def test_scheduler_client_uses_the_dispatchers_tls_credentials(tmp_path: Path) -
         assert cluster.scheduler_address.startswith("tls://")
         with scheduler_client(cluster.scheduler_address, tmp_path) as client:
             assert client.scheduler_info()["address"] == cluster.scheduler_address
+
+
+@pytest.mark.slow
+def test_ui_render_benchmark_runs_quick() -> None:
+    if not Path(shutil.which("chromium") or "/usr/bin/chromium").exists():
+        pytest.skip("chromium is not installed (apt-get install -y chromium)")
+    proc = subprocess.run([sys.executable, "-m", "benchmarks.ui_render", "--quick"], cwd=REPO,
+                          capture_output=True, text=True, timeout=180, check=False)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    row = json.loads(proc.stdout.splitlines()[-1])
+    assert row["benchmark"] == "ui_render" and row["first_render_ms"]["median"] > 0
+    assert row["box_open_ms"]["median"] > 0 and row["frame_ms"]["median"] > 0

@@ -8,7 +8,7 @@ from collections.abc import Callable
 from typing import Any, TypeVar
 from urllib.parse import quote
 
-from .. import _client, wire
+from .. import _client, _progress, wire
 from ..config import client_config
 from ..wire.status import Status
 from ..errors import DispatcherBusyError, DispatcherUnavailableError
@@ -35,6 +35,7 @@ def get_result(
     workflow_output: bool = True,
     intermediate_outputs: bool = True,
     sublattice_results: bool = True,
+    progress: bool = False,
 ) -> Result | dict[str, Any]:
     """Get the result of a dispatch from the dispatcher.
 
@@ -49,6 +50,8 @@ def get_result(
         intermediate_outputs: node outputs may be read (each is downloaded when first read);
             with False nothing but the final result is ever downloaded.
         sublattice_results: nodes of sublattices give their child dispatch's Result.
+        progress: with ``wait``, show one progress bar per electron name on stderr while
+            waiting (plain lines when stderr is not a terminal). Silent by default.
 
     Returns:
         A ``Result`` (or the status dict with ``status_only``).
@@ -65,6 +68,8 @@ def get_result(
     cfg = client_config(dispatcher_addr)
     path = f"/dispatches/{quoted}"
     patience = _Patience() if wait else None  # wait=True rides out a dispatcher restart
+    if wait and progress:
+        _progress.watch(cfg, dispatch_id)
     status = _wait_terminal(cfg, path, patience) if patience is not None else None
     if status_only:
         if status is None:

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
-from .base import (BlobSource, DispatchExists, DispatchRecord, DispatchStore, DispatchSummary, NewDispatch,
-                   NodeRecord, TriggerRecord, blob_ref)
+from .base import (BlobSource, DispatchExists, DispatchPage, DispatchQuery, DispatchRecord,
+                   DispatchStore, DispatchSummary, NewDispatch, NodeRecord, NodeRow, TriggerRecord,
+                   blob_ref)
 from .sqlite import SqliteStore
 
-__all__ = ["BlobSource", "DispatchExists", "DispatchRecord", "DispatchStore", "DispatchSummary", "NewDispatch",
-           "NodeRecord", "SqliteStore", "TriggerRecord", "blob_ref"]
+__all__ = ["BlobSource", "DispatchExists", "DispatchPage", "DispatchQuery", "DispatchRecord",
+           "DispatchStore", "DispatchSummary", "NewDispatch", "NodeRecord", "NodeRow", "SqliteStore",
+           "TriggerRecord", "blob_ref"]

@@ -144,6 +144,50 @@ class BlobSource:
     location: str | None
 
 
+# -- what the web UI and the progress views read (issue #15) -------------------------------
+
+USER_KINDS = ("electron", "sublattice")  # nodes a person wrote: not parameters, not gathering
+DISPATCH_SORTS = ("created", "started", "name", "status", "runtime")
+
+
+@dataclass(frozen=True, slots=True)
+class DispatchQuery:
+    """One page of the dispatch listing: filter, search (name or id prefix), sort, window."""
+
+    status: str | None = None
+    search: str = ""
+    sort: str = "created"  # one of DISPATCH_SORTS
+    descending: bool = True
+    offset: int = 0
+    limit: int = 50
+    top_level: bool = True  # sublattice dispatches are reached from their parent's node
+
+
+@dataclass(frozen=True, slots=True)
+class DispatchPage:
+    """The rows of one page, how many match in all, and per-status counts (search applied,
+    status filter not: the filter's own buttons show them)."""
+
+    rows: list[DispatchSummary]
+    total: int
+    counts: dict[str, int]
+
+
+@dataclass(frozen=True, slots=True)
+class NodeRow:
+    """A node without its texts (stdout, stderr, error, preview): for tables, graphs, counts."""
+
+    node_id: int
+    name: str
+    kind: str
+    status: Status
+    start_time: str | None
+    end_time: str | None
+    sub_dispatch_id: str | None
+    has_error: bool
+    output_size: int | None
+
+
 class DispatchStore(Protocol):
     """The dispatcher's durable state. Every method is one transaction."""
 
@@ -193,3 +237,11 @@ class DispatchStore(Protocol):
     async def delete_trigger(self, trigger_id: str) -> None: ...
     async def all_triggers(self) -> list[TriggerRecord]: ...
     async def active_triggers(self) -> list[TriggerRecord]: ...
+
+    async def page_dispatches(self, query: DispatchQuery) -> DispatchPage: ...
+    async def electron_counts(self, dispatch_ids: list[str]) -> dict[str, dict[Status, int]]:
+        """Per dispatch, how many user electrons (``USER_KINDS``) have each status."""
+        ...
+
+    async def node_rows(self, dispatch_id: str) -> list[NodeRow]: ...
+    async def get_node(self, dispatch_id: str, node_id: int) -> NodeRecord | None: ...

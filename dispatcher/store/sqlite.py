@@ -31,8 +31,9 @@ from covalent.wire import clean_text
 from ..state import (DISPATCH_TRANSITIONS, NODE_TRANSITIONS, PENDING, TERMINAL, DispatchUpdate,
                      NodeUpdate, Status, entry_guard, sql_list)
 from ..worker.blobs import is_url, open_location
-from .base import (BlobSource, DispatchExists, DispatchRecord, DispatchSummary, NewDispatch,
-                   NodeRecord, TriggerRecord, blob_ref)
+from .base import (USER_KINDS, BlobSource, DispatchExists, DispatchPage, DispatchQuery,
+                   DispatchRecord, DispatchSummary, NewDispatch, NodeRecord, NodeRow,
+                   TriggerRecord, blob_ref)
 
 T = TypeVar("T")
 
@@ -60,6 +61,7 @@ CREATE TABLE IF NOT EXISTS dispatches (
 );
 CREATE INDEX IF NOT EXISTS dispatches_status ON dispatches(status);
 CREATE INDEX IF NOT EXISTS dispatches_parent ON dispatches(parent_dispatch_id);
+CREATE INDEX IF NOT EXISTS dispatches_listing ON dispatches(parent_dispatch_id, created_at);
 CREATE TABLE IF NOT EXISTS nodes (
     dispatch_id TEXT NOT NULL,
     node_id INTEGER NOT NULL,
@@ -488,6 +490,72 @@ class SqliteStore:
         return [TriggerRecord(t, d, n, s, p, bool(a), int(f), r or "", c)
                 for t, d, n, s, p, a, f, r, c in rows]
 
+    # -- what the web UI and the progress views read (issue #15) ---------------------------
+
+    async def page_dispatches(self, query: DispatchQuery) -> DispatchPage:
+        """One page of the listing; the rows, the total and the per-status counts come from
+        one read transaction, so they agree."""
+        return await self._call(self._page_dispatches, query)
+
+    def _page_dispatches(self, query: DispatchQuery) -> DispatchPage:
+        where, args = _listing_filter(query)
+        order = _SORTS.get(query.sort, _SORTS["created"]) + (" DESC" if query.descending else " ASC")
+        db = self.db
+        db.execute("BEGIN")
+        try:
+            counts = {s: n for s, n in db.execute(
+                f"SELECT status, count(*) FROM dispatches{where} GROUP BY status", args)}
+            status_where, status_args = where, list(args)
+            if query.status:
+                status_where += (" AND" if where else " WHERE") + " status = ?"
+                status_args.append(query.status)
+            total = counts.get(query.status, 0) if query.status else sum(counts.values())
+            rows = db.execute(
+                "SELECT dispatch_id, root_dispatch_id, name, status, created_at, start_time, end_time"
+                f" FROM dispatches{status_where} ORDER BY {order}, created_at DESC, dispatch_id"
+                " LIMIT ? OFFSET ?", [*status_args, max(query.limit, 0), max(query.offset, 0)])
+            page = [DispatchSummary(d, r, n, Status(st), c, s, e) for d, r, n, st, c, s, e in rows]
+        finally:
+            db.execute("COMMIT")
+        return DispatchPage(page, total, counts)
+
+    async def electron_counts(self, dispatch_ids: list[str]) -> dict[str, dict[Status, int]]:
+        return await self._call(self._electron_counts, dispatch_ids)
+
+    def _electron_counts(self, dispatch_ids: list[str]) -> dict[str, dict[Status, int]]:
+        out: dict[str, dict[Status, int]] = {i: {} for i in dispatch_ids}
+        kinds = ",".join(f"'{k}'" for k in USER_KINDS)  # fixed identifiers, never user text
+        for i in range(0, len(dispatch_ids), 500):
+            chunk = dispatch_ids[i : i + 500]
+            marks = ",".join("?" * len(chunk))
+            for did, status, n in self.db.execute(
+                f"SELECT dispatch_id, status, count(*) FROM nodes WHERE dispatch_id IN ({marks})"
+                f" AND kind IN ({kinds}) GROUP BY dispatch_id, status", chunk):
+                out[did][Status(status)] = n
+        return out
+
+    async def node_rows(self, dispatch_id: str) -> list[NodeRow]:
+        return await self._call(self._node_rows, dispatch_id)
+
+    def _node_rows(self, dispatch_id: str) -> list[NodeRow]:
+        cur = self.db.execute(
+            "SELECT node_id, name, kind, status, start_time, end_time, sub_dispatch_id,"
+            " error IS NOT NULL, output_size FROM nodes WHERE dispatch_id = ? ORDER BY node_id",
+            (dispatch_id,))
+        return [NodeRow(n, name, kind, Status(status), start, end, sub, bool(err), size)
+                for n, name, kind, status, start, end, sub, err, size in cur]
+
+    async def get_node(self, dispatch_id: str, node_id: int) -> NodeRecord | None:
+        return await self._call(self._get_node, dispatch_id, node_id)
+
+    def _get_node(self, dispatch_id: str, node_id: int) -> NodeRecord | None:
+        row = self.db.execute(f"SELECT {_NODE_COLUMNS} FROM nodes WHERE dispatch_id = ? AND"
+                              " node_id = ?", (dispatch_id, node_id)).fetchone()
+        if row is None:
+            return None
+        n, name, kind, status, *rest = row
+        return NodeRecord(n, name, kind, Status(status), *rest)
+
 
 def _node_guard(target: Status | None) -> str:
     if target is None:
@@ -508,3 +576,32 @@ def _text(status: Status | None) -> str | None:
 def _clean(text: str | None) -> str | None:
     """What user code printed or raised, as SQLite can always store it (issue #11)."""
     return None if text is None else clean_text(text)
+
+
+# Sort keys of the listing: fixed SQL expressions chosen by name, never user text.
+_SORTS = {
+    "created": "created_at",
+    "started": "COALESCE(start_time, created_at)",
+    "name": "name COLLATE NOCASE",
+    "status": "status",
+    "runtime": "julianday(COALESCE(end_time, strftime('%Y-%m-%dT%H:%M:%f', 'now')))"
+               " - julianday(start_time)",
+}
+
+
+def _listing_filter(query: DispatchQuery) -> tuple[str, list[Any]]:
+    """The WHERE clause (top level; search in names and ids) shared by the rows and counts.
+
+    >>> _listing_filter(DispatchQuery(search="a_b"))[1]
+    ['%a\\\\_b%', '%a\\\\_b%']
+    """
+    clauses: list[str] = []
+    args: list[Any] = []
+    if query.top_level:
+        clauses.append("parent_dispatch_id IS NULL")
+    text = query.search.strip()
+    if text:
+        escaped = text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+        clauses.append("(name LIKE ? ESCAPE '\\' OR dispatch_id LIKE ? ESCAPE '\\')")
+        args += [f"%{escaped}%", f"%{escaped.lower()}%"]
+    return (" WHERE " + " AND ".join(clauses)) if clauses else "", args

@@ -1,0 +1,111 @@
+"""Show a dispatch's progress in a terminal: one bar per electron name (issue #15).
+
+Used by ``covalent watch ID`` and ``ct.get_result(id, wait=True, progress=True)``. The counts
+come from ``GET /api/v1/dispatches/{id}/progress``, a long-poll the server answers when a
+commit changes the dispatch (``since`` = the version last seen), so nothing is polled on a
+timer; the client only caps how often it redraws (``MIN_GAP_S``). In a terminal the bars are
+drawn with ``rich``; otherwise (a pipe, a CI log) one plain line per electron name whose counts
+changed, at most once a second, then a last line with the final status.
+"""
+
+from __future__ import annotations
+
+import sys
+import time
+from collections.abc import Iterator
+from typing import IO, Any
+from urllib.parse import quote
+
+from . import _client
+from .config import ClientConfig
+from .wire.status import Status
+
+MIN_GAP_S = 0.25  # at most four answers a second, however busy the dispatch
+PLAIN_GAP_S = 1.0
+_WAIT_S = 30.0
+
+
+def updates(cfg: ClientConfig, dispatch_id: str) -> Iterator[dict[str, Any]]:
+    """Progress bodies: the current one at once, then one per change, until it has ended."""
+    path = f"/dispatches/{quote(dispatch_id, safe='')}/progress"
+    query: dict[str, Any] = {}
+    while True:
+        started = time.monotonic()
+        body = _client.request_json(cfg, "GET", path, query=query, timeout=_WAIT_S + 30)
+        yield body
+        if Status(body["status"]).is_terminal:
+            return
+        query = {"since": body["version"], "wait": _WAIT_S}
+        pause = MIN_GAP_S - (time.monotonic() - started)
+        if pause > 0:
+            time.sleep(pause)  # a cap on redraws; the next answer is still pushed by a commit
+
+
+def watch(cfg: ClientConfig, dispatch_id: str, stream: IO[str] | None = None) -> Status:
+    """Show progress until the dispatch ends; returns its final status.
+
+    Raises:
+        DispatchNotFoundError: no dispatch has that id.
+        DispatcherUnavailableError: no server answers.
+    """
+    out = stream if stream is not None else sys.stderr
+    if out.isatty():
+        return _bars(cfg, dispatch_id, out)
+    return _lines(cfg, dispatch_id, out)
+
+
+def _detail(e: dict[str, Any]) -> str:
+    """What a bar says besides its count.
+
+    >>> _detail({"running": 2, "failed": 1, "cancelled": 0})
+    '2 running, 1 failed'
+    """
+    parts = [f"{e[k]} {k}" for k in ("running", "failed", "cancelled") if e.get(k)]
+    return ", ".join(parts)
+
+
+def _bars(cfg: ClientConfig, dispatch_id: str, out: IO[str]) -> Status:
+    from rich.console import Console
+    from rich.progress import (BarColumn, MofNCompleteColumn, Progress, TextColumn,
+                               TimeElapsedColumn)
+
+    status = Status.NEW_OBJECT
+    tasks: dict[str, Any] = {}
+    console = Console(file=out)
+    columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
+               TextColumn("{task.fields[detail]}"), TimeElapsedColumn())
+    with Progress(*columns, console=console, transient=False) as bars:
+        for body in updates(cfg, dispatch_id):
+            status = Status(body["status"])
+            for e in body["electrons"]:
+                if e["name"] not in tasks:
+                    tasks[e["name"]] = bars.add_task(e["name"], total=e["total"], detail="")
+                bars.update(tasks[e["name"]], completed=e["completed"], total=e["total"],
+                            detail=_detail(e))
+            if status.is_terminal:
+                for task_id in tasks.values():
+                    bars.stop_task(task_id)
+    console.print(f"{body['name']} {dispatch_id}: {status}")
+    return status
+
+
+def _lines(cfg: ClientConfig, dispatch_id: str, out: IO[str]) -> Status:
+    shown: dict[str, tuple[int, int, int, int]] = {}
+    last = 0.0
+    status = Status.NEW_OBJECT
+    start = time.monotonic()
+    for body in updates(cfg, dispatch_id):
+        status = Status(body["status"])
+        now = time.monotonic()
+        if now - last < PLAIN_GAP_S and not status.is_terminal:
+            continue
+        last = now
+        for e in body["electrons"]:
+            key = (e["completed"], e["running"], e["failed"], e["total"])
+            if shown.get(e["name"]) != key:
+                shown[e["name"]] = key
+                detail = _detail(e)
+                print(f"{e['name']}: {e['completed']}/{e['total']} completed"
+                      f"{', ' + detail if detail else ''} [{now - start:.1f} s]", file=out, flush=True)
+    print(f"{body['name']} {dispatch_id}: {status}", file=out, flush=True)
+    return status

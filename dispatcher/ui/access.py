@@ -1,0 +1,92 @@
+"""How a browser gets into the web UI, and what every page is sent with.
+
+The UI sits behind the same guards as the API (``dispatcher.security``: Host/Origin, token,
+content types). A browser cannot send an ``Authorization`` header on a navigation, so:
+
+- the link ``covalent start`` prints, ``/?token=<token>``, is accepted by the token guard (on
+  ``GET /`` only, compared in constant time); ``enter`` answers it with the token in an
+  HttpOnly, SameSite=Strict cookie (which the guard accepts from then on, and which no other
+  site's page can make the browser send) and a redirect to ``/``, so the token leaves the
+  address bar at once;
+- a page refused by a guard is answered with an HTML page saying why (401: open the link
+  ``covalent start`` printed); API paths keep their JSON errors;
+- every UI response carries a Content-Security-Policy that runs only this server's own script
+  files (no inline script: user text in a page can never run), and may not be framed.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Awaitable, Callable
+
+import aiohttp_jinja2
+from aiohttp import web
+
+from covalent import wire
+
+from ..keys import SETTINGS
+from ..security import TOKEN_COOKIE
+
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+COOKIE_MAX_AGE = 30 * 86400  # the token survives restarts (it is kept in the config file)
+CSP = ("default-src 'self'; script-src 'self'; style-src 'self' 'unsafe-inline'; "
+       "img-src 'self' data:; connect-src 'self'; object-src 'none'; base-uri 'none'; "
+       "form-action 'self'; frame-ancestors 'none'")
+
+
+def is_ui(request: web.Request) -> bool:
+    return not request.path.startswith(wire.API + "/") and request.path != wire.API
+
+
+def is_page(request: web.Request) -> bool:
+    """A navigation a person sees (not an asset, a fragment or the event stream)."""
+    return (request.method == "GET" and is_ui(request)
+            and not request.path.startswith(("/static/", "/ui/")))
+
+
+def enter(request: web.Request) -> web.StreamResponse:
+    """Answer the link ``/?token=...`` (already checked by the token guard): set the cookie."""
+    resp = web.HTTPFound("/")
+    token = request.app[SETTINGS].token
+    if token:
+        resp.set_cookie(TOKEN_COOKIE, token, httponly=True, samesite="Strict", path="/",
+                        max_age=COOKIE_MAX_AGE)
+    return resp
+
+
+@web.middleware
+async def ui_responses(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """Outermost middleware: HTML error pages for pages, security headers for the UI."""
+    try:
+        resp = await handler(request)
+    except web.HTTPException as exc:  # redirects
+        if is_ui(request):
+            _harden(exc)
+        raise
+    if is_page(request) and resp.status >= 400 and isinstance(resp, web.Response) \
+            and resp.content_type == "application/json":
+        resp = _error_page(request, resp)
+    if is_ui(request):
+        _harden(resp)
+    return resp
+
+
+def _harden(resp: web.StreamResponse) -> None:
+    resp.headers["Content-Security-Policy"] = CSP
+    resp.headers["X-Frame-Options"] = "DENY"
+    resp.headers["X-Content-Type-Options"] = "nosniff"
+    resp.headers["Referrer-Policy"] = "no-referrer"
+
+
+def _error_page(request: web.Request, resp: web.Response) -> web.Response:
+    try:
+        body = json.loads(resp.body) if isinstance(resp.body, bytes) else {}
+    except ValueError:
+        body = {}
+    page = aiohttp_jinja2.render_template(
+        "error.html", request,
+        {"status": resp.status, "error": body.get("error", ""), "message": body.get("message", ""),
+         "needs_token": resp.status == 401, "dashboard": "", "path": request.path},
+        status=resp.status)
+    return page

@@ -1,0 +1,150 @@
+"""What ``covalent start`` prints, used as a person would: the Web UI link lets a browser in
+(and nothing else does), the Dask dashboard answers, and ``covalent list / watch / cancel /
+status`` show and steer dispatches. Real processes, stopped by PID at teardown.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import pty
+import re
+import signal
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+import covalent as ct
+from tests import tasks
+from tests.conftest import free_port, wait_until
+from tests.faults.conftest import REPO, Cli
+
+pytestmark = pytest.mark.slow
+
+
+@ct.lattice
+def failing(x):
+    return tasks.fail(x)
+
+
+@ct.lattice
+def gated(x, started, release_file):
+    return tasks.gate(x, started, release_file)
+
+
+def start(cli: Cli) -> tuple[str, str]:
+    """``covalent start``; the Web UI link and the dashboard link it printed."""
+    out = cli("start", "--port", str(free_port()), "--workers", "1",
+              "--dashboard-address", f"127.0.0.1:{free_port()}")
+    assert out.returncode == 0, out.stderr + out.stdout
+    cli.server_pid()
+    link = re.search(r"Web UI: (\S+)", out.stdout)
+    dashboard = re.search(r"Dask dashboard: (\S+)", out.stdout)
+    assert link and dashboard, out.stdout
+    return link.group(1), dashboard.group(1)
+
+
+async def test_the_printed_link_lets_a_browser_in_and_the_dashboard_answers(cli: Cli, page: Any) -> None:
+    link, dashboard = start(cli)
+    root, token = link.split("/?token=")
+    assert len(token) > 20
+
+    with urllib.request.urlopen(dashboard, timeout=30) as resp:  # bokeh is installed
+        assert resp.status == 200 and b"needs bokeh" not in resp.read()
+
+    resp = await page.goto(root + "/")
+    assert resp.status == 401 and "needs its token" in await page.inner_text("h1")
+    resp = await page.goto(root + "/?token=not-the-token")
+    assert resp.status == 401
+    resp = await page.goto(link)
+    assert page.url == root + "/" and resp.status == 200  # the token left the address bar
+    assert await page.inner_text("h1") == "Dispatches"
+    [cookie] = await page.context.cookies()
+    assert (cookie["name"], cookie["value"], cookie["httpOnly"], cookie["sameSite"]) == (
+        "covalent_token", token, True, "Strict")
+    assert await page.evaluate("document.cookie") == ""  # no script can read it
+    resp = await page.goto(root + "/logs")  # the cookie opens every page
+    assert resp.status == 200 and "server.log" in await page.inner_text("main")
+    api = await page.context.request.get(root + "/api/v1/listing")
+    assert api.status == 200  # the UI's own requests carry it
+    fresh = await page.context.browser.new_context()
+    try:
+        assert (await fresh.request.get(root + "/api/v1/listing")).status == 401
+    finally:
+        await fresh.close()
+
+
+async def test_list_watch_cancel_and_status(cli: Cli, tmp_path: Path) -> None:
+    link, _ = start(cli)
+    addr = link.split("//")[1].split("/")[0]
+    done = await asyncio.to_thread(ct.dispatch(tasks.two_node, dispatcher_addr=addr), 1, 2)
+    out = cli("watch", done)
+    assert out.returncode == 0, out.stdout + out.stderr
+    assert "add: 1/1 completed" in out.stdout and f"{done}: COMPLETED" in out.stdout
+
+    failed = await asyncio.to_thread(ct.dispatch(failing, dispatcher_addr=addr), 1)
+    assert cli("watch", failed).returncode == 1
+
+    started, release = tmp_path / "started", tmp_path / "release"
+    running = await asyncio.to_thread(ct.dispatch(gated, dispatcher_addr=addr), 1, str(started), str(release))
+    await wait_until(started.exists, timeout=30)
+    status = cli("status")
+    assert f"{running}  gated  0/1 electrons" in status.stdout and "Web UI: http://" in status.stdout
+
+    listing = cli("list")
+    lines = {ln.split()[0]: ln.split() for ln in listing.stdout.splitlines()[1:]}
+    assert lines[done][1:4] == ["two_node", "COMPLETED", "2/2"]
+    assert lines[failed][2] == "FAILED" and lines[running][2:4] == ["RUNNING", "0/1"]
+
+    # Ctrl-C stops watching, not the dispatch.
+    watcher = subprocess.Popen([sys.executable, "-m", "dispatcher.cli", "watch", running], env=cli.env,
+                               cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        await asyncio.to_thread(watcher.stdout.readline)  # it is watching
+        watcher.send_signal(signal.SIGINT)
+        _, err = await asyncio.to_thread(watcher.communicate, timeout=20)
+    finally:
+        if watcher.poll() is None:
+            watcher.kill()
+    assert watcher.returncode == 130 and "goes on" in err
+    assert ct.get_result(running, dispatcher_addr=addr, status_only=True)["status"] == "RUNNING"
+
+    out = cli("cancel", running)
+    assert out.returncode == 0 and "Cancelled" in out.stdout
+    assert cli("watch", running).returncode == 2
+    release.touch()
+
+
+async def test_watch_in_a_terminal_draws_bars(cli: Cli) -> None:
+    link, _ = start(cli)
+    addr = link.split("//")[1].split("/")[0]
+    dispatch_id = await asyncio.to_thread(ct.dispatch(tasks.two_node, dispatcher_addr=addr), 1, 2)
+    leader, follower = pty.openpty()
+    try:
+        proc = subprocess.run([sys.executable, "-m", "dispatcher.cli", "watch", dispatch_id],
+                              env=dict(cli.env, COLUMNS="100"), cwd=REPO, stdout=follower,
+                              stderr=follower, timeout=60, check=False)
+        os.close(follower)
+        follower = -1
+        chunks = []
+        deadline = time.monotonic() + 5
+        while time.monotonic() < deadline:
+            try:
+                data = os.read(leader, 65536)
+            except OSError:  # the other end is closed: all read
+                break
+            if not data:
+                break
+            chunks.append(data)
+    finally:
+        if follower >= 0:
+            os.close(follower)
+        os.close(leader)
+    text = b"".join(chunks).decode(errors="replace")
+    assert proc.returncode == 0
+    assert "multiply" in text and "1/1" in text and "━" in text  # rich's bar
