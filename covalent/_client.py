@@ -51,11 +51,12 @@ def request(
     path: str,
     *,
     query: dict[str, Any] | None = None,
-    body: bytes | None = None,
+    body: bytes | list[bytes] | None = None,
     content_type: str = "application/json",
     timeout: float = _TIMEOUT,
 ) -> tuple[int, str, bytes]:
-    """Send one request; return (status, content type, body) of a 2xx answer.
+    """Send one request; return (status, content type, body) of a 2xx answer. A body given
+    as a list of parts is sent part after part, never joined (large values are not copied).
 
     Raises:
         DispatcherUnavailableError: nothing answers at ``cfg.url``.
@@ -65,6 +66,8 @@ def request(
     headers = {"Content-Type": content_type, "Accept": "application/json"}
     if cfg.token:
         headers["Authorization"] = f"Bearer {cfg.token}"
+    if isinstance(body, list):
+        headers["Content-Length"] = str(sum(len(part) for part in body))
     for attempt in (0, 1):
         conn = _connection(cfg.url, fresh=attempt > 0)
         conn.timeout = timeout

@@ -37,6 +37,14 @@ def build_submission(lat: Lattice[Any, Any], args: tuple[Any, ...], kwargs: dict
                      *, dispatch_id: str, disable_run: bool,
                      replace: dict[str, Callable[..., Any]] | None = None) -> bytes:
     """Build the graph of ``lat(*args, **kwargs)`` and frame the whole dispatch request."""
+    return b"".join(submission_parts(lat, args, kwargs, dispatch_id=dispatch_id,
+                                     disable_run=disable_run, replace=replace))
+
+
+def submission_parts(lat: Lattice[Any, Any], args: tuple[Any, ...], kwargs: dict[str, Any],
+                     *, dispatch_id: str, disable_run: bool,
+                     replace: dict[str, Callable[..., Any]] | None = None) -> list[bytes]:
+    """``build_submission`` as the parts of the body, sent one after the other."""
     graph, sources = lat.build_graph_with_sources(*args, **kwargs)
     if replace:
         _replace_functions(graph, replace)
@@ -61,7 +69,7 @@ def build_submission(lat: Lattice[Any, Any], args: tuple[Any, ...], kwargs: dict
         "inputs_preview": {"args": [preview(a) for a in args],
                            "kwargs": {str(k): preview(v) for k, v in kwargs.items()}},
     }
-    return wire.pack(header, blobs)
+    return wire.pack_parts(header, blobs)
 
 
 def _check_lattice(orig_lattice: Any) -> Lattice[Any, Any]:
@@ -99,7 +107,7 @@ def dispatch(orig_lattice: Lattice[Any, Any], dispatcher_addr: str | None = None
     def wrapper(*args: Any, **kwargs: Any) -> str:
         cfg = client_config(dispatcher_addr)
         dispatch_id = str(uuid.uuid4())
-        body = build_submission(lat, args, kwargs, dispatch_id=dispatch_id,
+        body = submission_parts(lat, args, kwargs, dispatch_id=dispatch_id,
                                 disable_run=disable_run)
         resp = _client.request_json(cfg, "POST", "/dispatches", body=body,
                                     content_type=wire.CONTENT_TYPE)
@@ -152,7 +160,7 @@ def redispatch(dispatch_id: str, dispatcher_addr: str | None = None,
             inputs = old.inputs
             args, kwargs = tuple(inputs.get("args", ())), dict(inputs.get("kwargs", {}))
         new_id = str(uuid.uuid4())
-        body = build_submission(lat, args, kwargs, dispatch_id=new_id, disable_run=False,
+        body = submission_parts(lat, args, kwargs, dispatch_id=new_id, disable_run=False,
                                 replace=replace_electrons)
         query = {"redispatch_of": dispatch_id, "reuse": "1" if reuse_previous_results else "0"}
         resp = _client.request_json(cfg, "POST", "/dispatches", body=body,

@@ -12,16 +12,18 @@ from typing import Any
 from . import wire
 from ._client import request, request_json
 from ._deps import call_with_hooks
-from ._dispatch import build_submission
+from ._dispatch import build_submission, submission_parts
 from ._results_manager.result import Result
 from .config import ClientConfig, client_config
 
 __all__ = ["ClientConfig", "Result", "build_submission", "call_with_hooks", "client_config",
-           "fetch_result", "request", "request_json", "submit_frame"]
+           "fetch_result", "request", "request_json", "submission_parts", "submit_frame"]
 
 
-def submit_frame(cfg: ClientConfig, frame: bytes, query: dict[str, Any] | None = None) -> str:
-    """POST a framed dispatch (``build_submission``); the id of the stored dispatch."""
+def submit_frame(cfg: ClientConfig, frame: bytes | list[bytes],
+                 query: dict[str, Any] | None = None) -> str:
+    """POST a framed dispatch (``build_submission``, or its ``submission_parts``); the id of
+    the stored dispatch."""
     resp = request_json(cfg, "POST", "/dispatches", body=frame, content_type=wire.CONTENT_TYPE,
                         query=query)
     return str(resp["dispatch_id"])

@@ -29,6 +29,7 @@ from aiohttp import web
 
 from covalent.config import DEFAULT_PORT, read_config, update_config
 
+from .connections import LimitedSite, OncePerKind, connection_limit, raise_fd_limit
 from .app import create_app
 from .instance import (EXIT_BAD_SETTINGS, EXIT_CLUSTER, EXIT_PORT_IN_USE, EXIT_RUNNING,
                        AlreadyRunning, DataDirLock, Instance)
@@ -60,6 +61,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                         "reach (default: the data dir, for workers on this machine)")
     p.add_argument("--store-options", default=None, metavar="JSON",
                    help="fsspec storage options for --store-url, e.g. an S3 endpoint_url")
+    p.add_argument("--max-connections", type=int, default=None,
+                   help="open connections beyond which new ones are answered 503 (default 1000)")
     return p.parse_args(argv)
 
 
@@ -91,6 +94,7 @@ def settings_from_args(ns: argparse.Namespace) -> Settings:
         threads_per_worker=ns.threads_per_worker, memory_limit=ns.mem_per_worker,
         dashboard_address=ns.dashboard_address, store_url=ns.store_url,
         store_options=json_object(ns.store_options) if ns.store_options else None,
+        max_connections=ns.max_connections,
     )
 
 
@@ -142,7 +146,8 @@ async def serve(settings: Settings, sock: socket.socket) -> None:
     runner = web.AppRunner(create_app(settings), handle_signals=False, access_log=None)
     try:
         await runner.setup()
-        await web.SockSite(runner, sock, shutdown_timeout=10).start()
+        limit = connection_limit(settings.max_connections)
+        await LimitedSite(runner, sock, limit=limit, shutdown_timeout=10).start()
         starting = False
         log.info("answering on http://%s:%d", *sock.getsockname()[:2])
         await stop.wait()
@@ -156,6 +161,8 @@ def main(argv: list[str] | None = None) -> None:
     ns = parse_args(argv)
     logging.basicConfig(level=logging.INFO, stream=sys.stderr,
                         format="%(asctime)s %(name)s %(levelname)s %(message)s")
+    logging.getLogger("asyncio").addFilter(OncePerKind())
+    raise_fd_limit()
     try:
         settings = settings_from_args(ns)
         create_app(settings)  # validates the settings before anything is bound or locked

@@ -15,7 +15,7 @@ from typing import Any
 from aiohttp import web
 from distributed import Client, LocalCluster, Security
 
-from . import dispatches, transfer, ui
+from . import dispatches, transfer, ui, upload
 from .keys import CLUSTER_INFO, RECORDER, RUNNER, SETTINGS, STORE, TRIGGERS
 from .recorder import Recorder
 from .routes import error_middleware, routes
@@ -94,8 +94,10 @@ async def _triggers_ctx(app: web.Application) -> AsyncIterator[None]:
 
 async def _store_ctx(app: web.Application) -> AsyncIterator[None]:
     settings = app[SETTINGS]
-    store = SqliteStore(settings.db_path, settings.blob_dir, settings.store_options)
+    store = SqliteStore(settings.db_path, settings.blob_dir, settings.store_options,
+                        settings.store_root)
     await store.open()
+    await asyncio.to_thread(upload.reset, settings.upload_dir)  # what is left there was abandoned
     recorder = Recorder(store)
     await recorder.start()
     app[STORE], app[RECORDER] = store, recorder

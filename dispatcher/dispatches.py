@@ -15,10 +15,10 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from covalent import wire
-from covalent.wire import GATHER_KINDS, WorkflowGraph, clean_text
+from covalent.wire import GATHER_KINDS, NodeKind, WorkflowGraph, clean_text
 
 from . import state
-from .compile import validate
+from .compile import INLINE_PARAMETER_MAX, Preset, validate
 from .errors import (DispatchNotFound, DispatchState, InvalidRequest, NodeNotFound, StorageFull,
                      Unavailable)
 from .protocol import now_iso
@@ -27,7 +27,8 @@ from .reuse import presets, reusable_outputs
 from .runner import Runner
 from .state import PENDING, Status
 from .store import (BlobSource, DispatchExists, DispatchRecord, DispatchStore, NewDispatch,
-                    NodeRecord)
+                    NodeRecord, StoredBlob, blob_ref)
+from .upload import Upload
 
 _ID = re.compile(r"^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$")
 
@@ -39,12 +40,22 @@ def check_id(dispatch_id: str) -> str:
     return dispatch_id
 
 
-def parse_submission(body: bytes) -> tuple[dict[str, Any], WorkflowGraph, list[bytes]]:
-    """Unframe and check a dispatch request; raises InvalidRequest with the reason."""
-    try:
-        header, blobs = wire.unpack(body)
-    except wire.WireError as exc:
-        raise InvalidRequest(str(exc)) from None
+def spoolable(header: dict[str, Any]) -> set[int]:
+    """Blob indices a submission may have written to disk as they arrived: parameter values,
+    the inputs and the lattice (the server never needs them in memory)."""
+    graph = header.get("graph")
+    nodes = graph.get("nodes") if isinstance(graph, dict) else None
+    out = {header.get("inputs"), header.get("lattice")}
+    if isinstance(nodes, list):
+        out |= {n.get("value") for n in nodes
+                if isinstance(n, dict) and n.get("kind") == str(NodeKind.PARAMETER)}
+    return {i for i in out if type(i) is int}
+
+
+def parse_submission(upload: Upload) -> tuple[dict[str, Any], WorkflowGraph]:
+    """Check a dispatch request read by ``upload.read_frame``; raises InvalidRequest with the
+    reason. The graph's blobs are ``upload.blobs`` (a spooled blob's place holds ``b""``)."""
+    header, blobs = upload.header, upload.blobs
     try:
         check_id(header["dispatch_id"])
         if not isinstance(header.get("name", ""), str):
@@ -54,25 +65,55 @@ def parse_submission(body: bytes) -> tuple[dict[str, Any], WorkflowGraph, list[b
             idx = header.get(field)
             if not isinstance(idx, int) or isinstance(idx, bool) or not 0 <= idx < len(blobs):
                 raise ValueError(f"{field} must index a blob")
+        for node in graph.nodes:
+            used = [node.fn, node.hooks] + ([] if node.kind is NodeKind.PARAMETER else [node.value])
+            if any(i in upload.spooled for i in used if i is not None):
+                raise ValueError(f"node {node.id} uses a blob also sent as a value")
     except DispatchNotFound:
         raise InvalidRequest("dispatch_id must be a uuid4 string") from None
     except (KeyError, TypeError, ValueError) as exc:
         raise InvalidRequest(f"malformed dispatch: {type(exc).__name__}: {exc}") from None
     if not graph.nodes:
         raise InvalidRequest("the graph has no nodes")
+    if graph.nodes[-1].value in upload.spooled:
+        raise InvalidRequest("malformed dispatch: the result template is sent as a value")
     validate(graph)
-    return header, graph, blobs
+    return header, graph
+
+
+def stored_parameters(graph: WorkflowGraph, stored: dict[int, StoredBlob], now: str
+                      ) -> dict[int, Preset]:
+    """Parameters too large to ride inside their consumers' tasks: known outputs from the
+    start, read from the blob store by the workers that need them (never sent through Dask).
+    ``stored`` holds blobs already on disk by index; others are hashed here."""
+    out = {}
+    for node in graph.nodes:
+        if node.kind is not NodeKind.PARAMETER or node.value is None:
+            continue
+        blob = stored.get(node.value)
+        if blob is None:
+            data = graph.blobs[node.value]
+            if len(data) <= INLINE_PARAMETER_MAX:
+                continue
+            blob = StoredBlob(blob_ref(data), len(data))
+        label = node.name.removeprefix(wire.PARAMETER_PREFIX)[: wire.PREVIEW_LIMIT]
+        out[node.id] = Preset(None, blob.ref, blob.size, now, now, label)
+    return out
 
 
 async def create(store: DispatchStore, runner: Runner, header: dict[str, Any], graph: WorkflowGraph,
-                 blobs: list[bytes], *, parent: tuple[str, int] | None = None,
+                 blobs: list[bytes], *, stored: dict[int, StoredBlob] | None = None,
+                 parent: tuple[str, int] | None = None,
                  reuse_from: str | None = None) -> tuple[str, bool]:
     """Store a dispatch and start it unless ``disable_run``; returns (id, created).
 
-    ``parent`` = (dispatch id, node id) of the sublattice node this dispatch runs for.
+    ``stored`` = blobs (by index) the store is not handed as bytes: files written as the
+    request arrived, or blobs it holds already. ``parent`` = (dispatch id, node id) of the
+    sublattice node this dispatch runs for.
     The dispatch is stored RUNNING when it will run, in the same transaction as its graph:
     the 201 is sent only once it is on disk in a state that resume picks up (issue #11).
     """
+    stored = stored or {}
     dispatch_id = header["dispatch_id"]
     now = now_iso()
     run = not header.get("disable_run")
@@ -85,7 +126,10 @@ async def create(store: DispatchStore, runner: Runner, header: dict[str, Any], g
         root_row = prow if root == parent[0] else await store.get_dispatch(root)
         root_start = (root_row or prow).start_time or now  # a child runs in its root's turn
     # Everything that can refuse the request happens before the dispatch is stored.
-    preset = await reusable_outputs(store, graph, reuse_from) if run and reuse_from else {}
+    preset = await asyncio.to_thread(stored_parameters, graph, stored, now)
+    if run and reuse_from:
+        refs = [stored[i].ref if i in stored else blob_ref(b) for i, b in enumerate(blobs)]
+        preset.update(await reusable_outputs(store, graph, refs, reuse_from))
     post = graph.nodes[-1]
     new = NewDispatch(
         dispatch_id=dispatch_id, root_dispatch_id=root, name=header.get("name") or "lattice",
@@ -95,11 +139,12 @@ async def create(store: DispatchStore, runner: Runner, header: dict[str, Any], g
         parent_dispatch_id=parent[0] if parent else None,
         parent_node_id=parent[1] if parent else None,
         meta={"client": header.get("client", {}), "redispatch_of": reuse_from, **_shown(header)})
-    extra = {"inputs_ref": blobs[header["inputs"]], "lattice_ref": blobs[header["lattice"]]}
+    merged: list[bytes | StoredBlob] = [stored.get(i, b) for i, b in enumerate(blobs)]
+    extra = {"inputs_ref": merged[header["inputs"]], "lattice_ref": merged[header["lattice"]]}
     if post.value is not None:
-        extra["template_ref"] = blobs[post.value]
+        extra["template_ref"] = merged[post.value]
     try:
-        await store.create_dispatch(new, graph.blobs, extra)
+        await store.create_dispatch(new, merged, extra)
     except DispatchExists:
         return dispatch_id, False  # a retried request: the dispatch exists already
     if parent is not None:
@@ -140,26 +185,39 @@ async def start_pending(store: DispatchStore, runner: Runner, dispatch_id: str) 
         return False  # started already (or finished)
     row = await store.get_dispatch(dispatch_id)
     assert row is not None
-    await runner.submit(dispatch_id, await load_graph(store, row), {}, row.start_time or "")
+    graph, stored = await load_graph(store, row)
+    preset = stored_parameters(graph, stored, row.start_time or now_iso())
+    await runner.submit(dispatch_id, graph, preset, row.start_time or "")
     return True
 
 
 async def clone(store: DispatchStore, runner: Runner, row: DispatchRecord) -> str:
     """Run a stored dispatch again, server-side, as a new dispatch with the same inputs."""
-    graph = await load_graph(store, row)
+    graph, stored = await load_graph(store, row)
     assert row.inputs_ref and row.lattice_ref
-    found = await store.get_blobs([row.inputs_ref, row.lattice_ref])
+    sources = await store.blob_sources([row.inputs_ref, row.lattice_ref])
     blobs = list(graph.blobs)
     header = {"dispatch_id": str(uuid.uuid4()), "name": row.name,
               "inputs": len(blobs), "lattice": len(blobs) + 1}
-    blobs += [found[row.inputs_ref], found[row.lattice_ref]]
-    new_id, _ = await create(store, runner, header, graph, blobs)
+    for ref in (row.inputs_ref, row.lattice_ref):
+        stored[len(blobs)] = StoredBlob(ref, sources[ref].size)
+        blobs.append(b"")
+    new_id, _ = await create(store, runner, header, graph, blobs, stored=stored)
     return new_id
 
 
-async def load_graph(store: DispatchStore, row: DispatchRecord) -> WorkflowGraph:
-    found = await store.get_blobs(row.blob_refs)
-    return WorkflowGraph.from_json(row.graph, [found[r] for r in row.blob_refs])
+async def load_graph(store: DispatchStore, row: DispatchRecord
+                     ) -> tuple[WorkflowGraph, dict[int, StoredBlob]]:
+    """A stored dispatch's graph, without reading its large parameter values: those blobs'
+    places hold ``b""`` and they are returned by index (workers read them from the store)."""
+    graph = WorkflowGraph.from_json(row.graph, [b""] * len(row.blob_refs))
+    params = {n.value for n in graph.nodes if n.kind is NodeKind.PARAMETER and n.value is not None}
+    sources = await store.blob_sources(row.blob_refs)
+    stored = {i: StoredBlob(ref, sources[ref].size) for i, ref in enumerate(row.blob_refs)
+              if i in params and sources[ref].data is None}
+    found = await store.get_blobs([r for i, r in enumerate(row.blob_refs) if i not in stored])
+    graph.blobs = [b"" if i in stored else found[r] for i, r in enumerate(row.blob_refs)]
+    return graph, stored
 
 
 async def resume_all(store: DispatchStore, runner: Runner) -> list[str]:
@@ -172,11 +230,12 @@ async def resume_all(store: DispatchStore, runner: Runner) -> list[str]:
         row = await store.get_dispatch(dispatch_id)
         if row is None or state.is_terminal(row.status):
             continue  # cancelled (or deleted) while earlier ones were resumed
-        graph = await load_graph(store, row)
+        graph, stored = await load_graph(store, row)
         nodes = await store.get_nodes(dispatch_id)
         done = {n.node_id: n for n in nodes if n.status == Status.COMPLETED and n.output_ref
                 and n.kind not in GATHER_KINDS}
-        preset = await presets(store, done)
+        preset = stored_parameters(graph, stored, row.start_time or now_iso())
+        preset.update(await presets(store, done))
         await store.reset_nodes(dispatch_id, [n.node_id for n in nodes if n.status == Status.RUNNING])
         root = row if row.root_dispatch_id == dispatch_id else await store.get_dispatch(row.root_dispatch_id)
         await runner.submit(dispatch_id, graph, preset, (root or row).start_time or "")

@@ -17,7 +17,7 @@ from covalent.wire import GATHER_KINDS, Node, WorkflowGraph
 from .compile import INLINE_PARAMETER_MAX, Preset
 from .errors import DispatchNotFound
 from .state import Status
-from .store import DispatchStore, NodeRecord, blob_ref
+from .store import DispatchStore, NodeRecord
 
 
 def signatures(graph: WorkflowGraph, refs: list[str]) -> list[str]:
@@ -43,9 +43,10 @@ def _topological(graph: WorkflowGraph) -> list[Node]:
     return [graph.nodes[i] for i in nx.topological_sort(g)]
 
 
-async def reusable_outputs(store: DispatchStore, graph: WorkflowGraph,
+async def reusable_outputs(store: DispatchStore, graph: WorkflowGraph, refs: list[str],
                            old_id: str) -> dict[int, Preset]:
-    """Map new node ids to the stored outputs of dispatch ``old_id`` they can reuse.
+    """Map new node ids to the stored outputs of dispatch ``old_id`` they can reuse;
+    ``refs[i]`` is the content hash of the new graph's blob ``i``.
 
     Gathering nodes are not reused: they cost nothing and are gathered again from their parts.
     """
@@ -56,7 +57,7 @@ async def reusable_outputs(store: DispatchStore, graph: WorkflowGraph,
     old_sigs = signatures(old_graph, row.blob_refs)
     nodes = await store.get_nodes(old_id)
     done = {old_sigs[n.node_id]: n for n in nodes if n.status == Status.COMPLETED and n.output_ref}
-    new_sigs = signatures(graph, [blob_ref(b) for b in graph.blobs])
+    new_sigs = signatures(graph, refs)
     picked = {}
     for node in graph.nodes:
         if str(node.kind) in GATHER_KINDS:

@@ -24,6 +24,7 @@ from . import dispatches, procinfo, transfer
 from .errors import (DispatcherError, InvalidRequest, NodeNotFound, PayloadTooLarge, Unavailable,
                      is_busy_error, is_disk_error)
 from .keys import CLUSTER_INFO, RECORDER, RUNNER, SETTINGS, STORE, TRIGGERS
+from .upload import Upload, read_frame
 
 log = logging.getLogger("covalent.dispatcher")
 routes = web.RouteTableDef()
@@ -131,11 +132,19 @@ async def server_status(request: web.Request) -> web.Response:
 @routes.post(wire.API + "/dispatches")
 async def submit(request: web.Request) -> web.Response:
     app = request.app
-    limit = app[SETTINGS].max_body_bytes
-    if request.content_length is not None and request.content_length > limit:
-        raise PayloadTooLarge(f"body of {request.content_length} bytes exceeds the limit of {limit}")
-    body = await request.read()
-    header, graph, blobs = await asyncio.to_thread(dispatches.parse_submission, body)
+    settings = app[SETTINGS]
+    # Read as it arrives: large values go to files, never into memory whole (issue #11).
+    upload = await read_frame(request.content, request.content_length, settings.max_body_bytes,
+                              settings.upload_dir, dispatches.spoolable)
+    try:
+        return await _submit(request, upload)
+    finally:
+        upload.discard()  # what the store did not take
+
+
+async def _submit(request: web.Request, upload: Upload) -> web.Response:
+    app = request.app
+    header, graph = await asyncio.to_thread(dispatches.parse_submission, upload)
     await app[RUNNER].check_client(header.get("client"))
     reuse_of = request.query.get("redispatch_of")
     if reuse_of is not None:
@@ -153,8 +162,9 @@ async def submit(request: web.Request) -> web.Response:
     registrations = header.get("triggers") or []
     if not isinstance(registrations, list) or not all(isinstance(r, dict) for r in registrations):
         raise InvalidRequest("triggers must be a list of trigger registrations")
-    dispatch_id, created = await dispatches.create(app[STORE], runner, header, graph, blobs,
-                                                   reuse_from=reuse, parent=parent)
+    dispatch_id, created = await dispatches.create(app[STORE], runner, header, graph, upload.blobs,
+                                                   stored=upload.spooled, reuse_from=reuse,
+                                                   parent=parent)
     if created:
         for body in registrations:
             await app[TRIGGERS].register(body, dispatch_id)

@@ -10,6 +10,8 @@ from typing import Any
 
 from covalent.config import DEFAULT_PORT
 
+from .worker.blobs import is_url
+
 
 def default_data_dir() -> Path:
     """``$COVALENT_DATA_DIR``, else ``$XDG_DATA_HOME/covalent``, else ``~/.local/share/covalent``."""
@@ -50,6 +52,7 @@ class Settings:
     store_url: str = ""
     store_options: dict[str, Any] = field(default_factory=dict)  # fsspec storage options
     max_body_bytes: int = 2 * 1024**3
+    max_connections: int = 1000  # beyond it new connections are answered 503 (issue #11)
     long_poll_max_s: float = 120.0
     cluster: ClusterSettings = field(default_factory=ClusterSettings)
 
@@ -71,7 +74,16 @@ class Settings:
 
     @property
     def blob_dir(self) -> Path:
+        """The local directory of blobs: a local ``store_url`` (a shared file system all
+        workers mount), else the data dir's ``blobs``."""
+        if self.store_url and not is_url(self.store_url):
+            return Path(self.store_url.removeprefix("file://")).expanduser().absolute()
         return self.data_dir / "blobs"
+
+    @property
+    def upload_dir(self) -> Path:
+        """Where large parts of a request are written as they arrive (emptied at start)."""
+        return self.data_dir / "uploads"
 
     @property
     def log_path(self) -> Path:
@@ -79,8 +91,8 @@ class Settings:
 
     @property
     def store_root(self) -> str:
-        """Where node outputs live: ``store_url``, else the data dir's blob directory."""
-        return self.store_url or str(self.blob_dir)
+        """Where node outputs live: a ``store_url`` that is a URL, else ``blob_dir``."""
+        return self.store_url if is_url(self.store_url) else str(self.blob_dir)
 
     @property
     def tls_dir(self) -> Path:
@@ -105,6 +117,7 @@ class Settings:
             instance_id=env.get("COVALENT_INSTANCE_ID", ""),
             store_url=env.get("COVALENT_STORE_URL", ""),
             store_options=json_object(env.get("COVALENT_STORE_OPTIONS")),
+            max_connections=_int(env.get("COVALENT_MAX_CONNECTIONS")) or 1000,
             cluster=cluster,
         )
         cluster_keys = {"address", "n_workers", "threads_per_worker", "memory_limit",

@@ -108,8 +108,9 @@ def die(x):
 
 
 @ct.electron
-def hog(mib_per_step=50, steps=100):
-    """Allocate memory step by step (touching every page) until the worker is killed."""
+def hog(mib_per_step=50, steps=100, after=None):
+    """Allocate memory step by step (touching every page) until the worker is killed;
+    ``after`` only orders it after another node."""
     import time
 
     held = []

@@ -72,7 +72,9 @@ def test_scheduler_client_uses_the_dispatchers_tls_credentials(tmp_path: Path) -
         tls_client_cert=cert, tls_client_key=key, require_encryption=True)
     with distributed.LocalCluster(n_workers=0, processes=False, protocol="tls://",
                                   host="127.0.0.1", security=security,
-                                  dashboard_address=None) as cluster:
+                                  dashboard_address=None,
+                                  scheduler_kwargs={"dashboard": False,
+                                                    "dashboard_address": "127.0.0.1:0"}) as cluster:
         assert cluster.scheduler_address.startswith("tls://")
         with scheduler_client(cluster.scheduler_address, tmp_path) as client:
             assert client.scheduler_info()["address"] == cluster.scheduler_address

@@ -8,8 +8,8 @@ parents (``gather``), the statuses (``status``) and the error codes (``errors``)
 from __future__ import annotations
 
 from .errors import ErrorCode
-from .frame import (API, CONTENT_TYPE, MAGIC, PREVIEW_LIMIT, TEXT_LIMIT, WireError, clean_text, pack,
-                    preview, unpack)
+from .frame import (API, CONTENT_TYPE, MAGIC, PREVIEW_LIMIT, TEXT_LIMIT, WireError, clean_text,
+                    header_length, pack, pack_parts, parse_header, preview, unpack)
 from .gather import GATHER_KINDS, Layout, NodeOutput, arguments, gather, gathered_bytes
 from .graph import (ELECTRON_DICT_PREFIX, ELECTRON_LIST_PREFIX, PARAMETER_PREFIX,
                     POSTPROCESS_NAME, SUBLATTICE_PREFIX, Edge, EdgeKind, Node, NodeKind,
@@ -20,5 +20,6 @@ __all__ = [
     "API", "CONTENT_TYPE", "ELECTRON_DICT_PREFIX", "ELECTRON_LIST_PREFIX", "GATHER_KINDS", "MAGIC",
     "PARAMETER_PREFIX", "POSTPROCESS_NAME", "PREVIEW_LIMIT", "SUBLATTICE_PREFIX", "TERMINAL", "TEXT_LIMIT", "Edge",
     "EdgeKind", "ErrorCode", "Layout", "Node", "NodeKind", "NodeOutput", "Status", "WireError",
-    "WorkflowGraph", "arguments", "clean_text", "gather", "gathered_bytes", "pack", "preview", "unpack",
+    "WorkflowGraph", "arguments", "clean_text", "gather", "gathered_bytes", "header_length", "pack",
+    "pack_parts", "parse_header", "preview", "unpack",
 ]

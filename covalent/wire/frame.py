@@ -73,28 +73,49 @@ def preview(value: Any) -> str:
 
 def pack(header: dict[str, Any], blobs: list[bytes]) -> bytes:
     """Frame ``header`` and ``blobs`` into one body."""
+    return b"".join(pack_parts(header, blobs))
+
+
+def pack_parts(header: dict[str, Any], blobs: list[bytes]) -> list[bytes]:
+    """The framed body as a list of parts, to send one after the other without joining
+    them (a large blob is not copied).
+
+    >>> b"".join(pack_parts({}, [b"ab"])) == pack({}, [b"ab"])
+    True
+    """
     head = json.dumps({**header, "blob_sizes": [len(b) for b in blobs]},
                       separators=(",", ":")).encode()
-    return b"".join([MAGIC, _LEN.pack(len(head)), head, *blobs])
+    return [MAGIC + _LEN.pack(len(head)) + head, *blobs]
 
 
-def unpack(body: bytes) -> tuple[dict[str, Any], list[bytes]]:
-    """Split a framed body; raise WireError with the reason when it is malformed."""
-    if len(body) < 8 or body[:4] != MAGIC:
+def header_length(prefix: bytes) -> int:
+    """The header length a frame's first 8 bytes announce; WireError if they are no frame."""
+    if len(prefix) < 8 or prefix[:4] != MAGIC:
         raise WireError("body is not a covalent frame (bad magic or too short)")
-    (hlen,) = _LEN.unpack_from(body, 4)
-    end = 8 + hlen
-    if end > len(body):
-        raise WireError("frame header is truncated")
+    return int(_LEN.unpack_from(prefix, 4)[0])
+
+
+def parse_header(head: bytes) -> tuple[dict[str, Any], list[int]]:
+    """A frame's header and its blob sizes; WireError with the reason when malformed."""
     try:
-        header = json.loads(body[8:end].decode("utf-8"))
+        header = json.loads(head.decode("utf-8"))
     except (ValueError, RecursionError) as exc:  # bad UTF-8/JSON, 5000-digit numbers, deep nesting
         raise WireError(f"frame header is not UTF-8 JSON: {type(exc).__name__}: {exc}") from None
     if not isinstance(header, dict):
         raise WireError("frame header must be a JSON object")
     sizes = header.get("blob_sizes")
-    if not isinstance(sizes, list) or not all(isinstance(s, int) and s >= 0 for s in sizes):
+    if not isinstance(sizes, list) or not all(type(s) is int and s >= 0 for s in sizes):
         raise WireError("frame header needs blob_sizes, a list of non-negative integers")
+    return header, sizes
+
+
+def unpack(body: bytes) -> tuple[dict[str, Any], list[bytes]]:
+    """Split a framed body; raise WireError with the reason when it is malformed."""
+    hlen = header_length(body[:8])
+    end = 8 + hlen
+    if end > len(body):
+        raise WireError("frame header is truncated")
+    header, sizes = parse_header(body[8:end])
     if end + sum(sizes) != len(body):
         raise WireError(
             f"frame blobs hold {len(body) - end} bytes but blob_sizes add up to {sum(sizes)}"

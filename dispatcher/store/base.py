@@ -8,7 +8,7 @@ gets a snapshot of what was committed.
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -135,6 +135,17 @@ class TriggerRecord:
 
 
 @dataclass(frozen=True, slots=True)
+class StoredBlob:
+    """A blob the store is not handed as bytes: a file of a request written as it arrived
+    (``path``; the store moves it into place rather than reading it), or one already in the
+    blob store (no path: a dispatch run again with the same large inputs)."""
+
+    ref: str  # sha256 of the bytes
+    size: int
+    path: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
 class BlobSource:
     """Where a blob's bytes are: inline (small), a file under the blob directory, or a URL."""
 
@@ -194,8 +205,8 @@ class DispatchStore(Protocol):
     async def open(self) -> None: ...
     async def close(self) -> None: ...
 
-    async def create_dispatch(self, new: NewDispatch, blobs: list[bytes],
-                              extra: dict[str, bytes]) -> list[str]:
+    async def create_dispatch(self, new: NewDispatch, blobs: Sequence[bytes | StoredBlob],
+                              extra: dict[str, bytes | StoredBlob]) -> list[str]:
         """Store a dispatch, its nodes (NEW_OBJECT) and blobs; raises DispatchExists."""
         ...
 

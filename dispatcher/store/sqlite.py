@@ -2,9 +2,10 @@
 
 Model: a ``dispatches`` row per dispatch (graph JSON, blob references, status, times, error),
 a ``nodes`` row per node (status, times, output reference, stdout, stderr, error), and
-content-addressed blobs (sha256): small ones inside SQLite, large ones as files under
-``blob_dir`` written to a temporary name and renamed into place before the row that names
-them is committed.
+content-addressed blobs (sha256): small ones inside SQLite, large ones in the blob store
+(files under ``blob_dir``, or objects under a ``store_root`` URL: where workers write outputs
+and read the values they are handed), written atomically before the row that names them is
+committed.
 
 Crash guarantee: every write is one transaction; a status the API has reported was read
 back from a committed transaction, so after ``kill -9`` it is still there. WAL with
@@ -21,7 +22,7 @@ import asyncio
 import json
 import os
 import sqlite3
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, TypeVar
@@ -30,14 +31,14 @@ from covalent.wire import clean_text
 
 from ..state import (DISPATCH_TRANSITIONS, NODE_TRANSITIONS, PENDING, TERMINAL, DispatchUpdate,
                      NodeUpdate, Status, entry_guard, sql_list)
-from ..worker.blobs import is_url, open_location
+from ..worker.blobs import BlobStore, is_url, open_location
 from .base import (USER_KINDS, BlobSource, DispatchExists, DispatchPage, DispatchQuery,
-                   DispatchRecord, DispatchSummary, NewDispatch, NodeRecord, NodeRow,
+                   DispatchRecord, DispatchSummary, NewDispatch, NodeRecord, NodeRow, StoredBlob,
                    TriggerRecord, blob_ref)
 
 T = TypeVar("T")
 
-INLINE_MAX = 256 * 1024
+INLINE_MAX = 64 * 1024  # larger blobs live in the blob store, where workers can read them
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS dispatches (
@@ -116,10 +117,12 @@ class SqliteStore:
     """The embedded store: a ``DispatchStore`` on one SQLite file and a blob directory."""
 
     def __init__(self, db_path: Path, blob_dir: Path,
-                 storage_options: dict[str, Any] | None = None) -> None:
+                 storage_options: dict[str, Any] | None = None, store_root: str | None = None
+                 ) -> None:
         self.db_path = db_path
         self.blob_dir = blob_dir
         self.storage_options = storage_options or {}  # for outputs stored at a URL
+        self.blobs = BlobStore(store_root or str(blob_dir), self.storage_options)
         self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="covalent-store")
         self._db: sqlite3.Connection | None = None
 
@@ -172,29 +175,25 @@ class SqliteStore:
 
     # -- blobs -----------------------------------------------------------------------------
 
-    def _put_blobs(self, blobs: Iterable[bytes]) -> list[str]:
+    def _put_blobs(self, blobs: Iterable[bytes | StoredBlob]) -> list[str]:
         refs = []
         rows: list[tuple[str, int, bytes | None, str | None]] = []
-        for data in blobs:
-            ref = blob_ref(data)
+        for blob in blobs:
+            if isinstance(blob, StoredBlob):  # on disk already: moved into place, not read
+                if blob.path is not None:
+                    self.blobs.adopt(blob.path, blob.ref)
+                refs.append(blob.ref)
+                rows.append((blob.ref, blob.size, None, self.blobs.location(blob.ref)))
+                continue
+            ref = blob_ref(blob)
             refs.append(ref)
-            if len(data) <= INLINE_MAX:
-                rows.append((ref, len(data), data, None))
+            if len(blob) <= INLINE_MAX:
+                rows.append((ref, len(blob), blob, None))
             else:
-                rows.append((ref, len(data), None, self._write_file(ref, data)))
+                self.blobs.put(blob, ref)
+                rows.append((ref, len(blob), None, self.blobs.location(ref)))
         self.db.executemany("INSERT OR IGNORE INTO blobs(ref, size, data, path) VALUES (?,?,?,?)", rows)
         return refs
-
-    def _write_file(self, ref: str, data: bytes) -> str:
-        rel = f"{ref[:2]}/{ref}"
-        path = self.blob_dir / rel
-        if not path.exists():
-            path.parent.mkdir(parents=True, exist_ok=True)
-            tmp = path.with_suffix(f".tmp{os.getpid()}")
-            with open(tmp, "wb") as fh:
-                fh.write(data)
-            os.replace(tmp, path)
-        return rel
 
     async def get_blobs(self, refs: Iterable[str]) -> dict[str, bytes]:
         return await self._call(self._get_blobs, list(refs))
@@ -230,12 +229,12 @@ class SqliteStore:
 
     # -- dispatches ------------------------------------------------------------------------
 
-    async def create_dispatch(self, new: NewDispatch, blobs: list[bytes],
-                              extra: dict[str, bytes]) -> list[str]:
+    async def create_dispatch(self, new: NewDispatch, blobs: Sequence[bytes | StoredBlob],
+                              extra: dict[str, bytes | StoredBlob]) -> list[str]:
         return await self._call(self._create_dispatch, new, blobs, extra)
 
-    def _create_dispatch(self, new: NewDispatch, blobs: list[bytes],
-                         extra: dict[str, bytes]) -> list[str]:
+    def _create_dispatch(self, new: NewDispatch, blobs: Sequence[bytes | StoredBlob],
+                         extra: dict[str, bytes | StoredBlob]) -> list[str]:
         def body(db: sqlite3.Connection) -> list[str]:
             refs = self._put_blobs(blobs)
             row: dict[str, Any] = {

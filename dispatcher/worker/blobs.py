@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import shutil
 import tempfile
 from typing import IO, Any
 
@@ -85,6 +86,20 @@ class BlobStore:
             if os.path.exists(tmp):
                 os.unlink(tmp)
             raise
+
+    def adopt(self, path: str, ref: str) -> None:
+        """Move the finished file ``path`` (whose sha256 is ``ref``) into the store."""
+        target = self.path(ref)
+        try:
+            if self.local:
+                if not os.path.exists(target):
+                    os.makedirs(os.path.dirname(target), exist_ok=True)
+                    shutil.move(path, target)  # a rename when both are on one file system
+            elif not self.fs.exists(target):
+                self.fs.put_file(path, target)  # one upload (multipart if large), then visible
+        finally:
+            if os.path.exists(path):
+                os.unlink(path)
 
     def exists(self, ref: str) -> bool:
         target = self.path(ref)

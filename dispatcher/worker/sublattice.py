@@ -11,7 +11,7 @@ from __future__ import annotations
 import uuid
 from typing import Any
 
-from covalent.api import ClientConfig, Result, build_submission, fetch_result, submit_frame
+from covalent.api import ClientConfig, Result, fetch_result, submission_parts, submit_frame
 
 from ..protocol import NodeSpec
 from .contact import worker_context
@@ -29,7 +29,7 @@ def run_sublattice(spec: NodeSpec, lattice: Any, args: list[Any], kwargs: dict[s
     # the dispatcher restarted), it finds the child already submitted and waits for it instead
     # of starting a second one (issue #11).
     child_id = str(uuid.uuid5(uuid.NAMESPACE_URL, f"covalent:{spec.dispatch_id}/{spec.node_id}"))
-    body = build_submission(lattice, tuple(args), kwargs, dispatch_id=child_id, disable_run=False)
+    body = submission_parts(lattice, tuple(args), kwargs, dispatch_id=child_id, disable_run=False)
     submit_frame(cfg, body, {"parent": spec.dispatch_id, "parent_node": spec.node_id})
     result = _wait_seceded(cfg, child_id)
     if result.status != "COMPLETED":

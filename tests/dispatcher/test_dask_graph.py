@@ -25,7 +25,10 @@ async def test_submit_graph_runs_the_named_graph() -> None:
 
     from dispatcher.dask_graph import submit_graph
 
+    # No dashboard, and the scheduler's HTTP routes on a free port: 8787 may be held by
+    # another process (distributed then leaks the socket it could not bind).
     async with LocalCluster(processes=False, n_workers=1, dashboard_address=None,
+                            scheduler_kwargs={"dashboard": False, "dashboard_address": "127.0.0.1:0"},
                             asynchronous=True) as cluster:
         async with Client(cluster, asynchronous=True, set_as_default=False) as client:
             dsk = {("a", 0): Task(("a", 0), _inc, 1), ("b", 0): Task(("b", 0), _inc, 41)}

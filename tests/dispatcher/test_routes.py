@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import io
 import json
 
 import pytest
 from aiohttp.test_utils import TestClient
 
 from covalent import wire
+from dispatcher.keys import SETTINGS
 from tests.conftest import JSON
 from tests.conftest import run
 from tests.tasks import two_node
@@ -60,6 +62,24 @@ async def test_invalid_graphs_are_400_with_the_reason(dispatcher: TestClient, g,
     resp = await dispatcher.post(wire.API + "/dispatches", data=body, headers=FRAME)
     payload = await resp.json()
     assert resp.status == 400 and message in payload["message"]
+
+
+@pytest.mark.parametrize("g, message", [
+    (graph([{"id": 0, "name": "p", "kind": "parameter", "value": 0}, electron(1, fn=0)],
+           [[0, 1, "x", "arg", 0]]), "also sent as a value"),
+    (graph([{"id": 0, "name": "p", "kind": "parameter", "value": 1}, electron(1, fn=0)],
+           [[0, 1, "x", "arg", 0]]), "blob_sizes add up"),
+])
+async def test_a_large_value_cannot_double_as_code_and_a_short_body_is_400(
+        dispatcher: TestClient, g, message) -> None:
+    big = b"v" * (2 << 20)  # written to a file as it arrives: only values may be
+    body = wire.pack({"dispatch_id": UNKNOWN, "graph": g, "inputs": 0, "lattice": 0}, [big, big])
+    if "add up" in message:
+        body = body[:-10]
+    resp = await dispatcher.post(wire.API + "/dispatches", data=io.BytesIO(body), headers=FRAME)
+    payload = await resp.json()
+    assert resp.status == 400 and message in payload["message"], payload
+    assert list((dispatcher.app[SETTINGS].upload_dir).iterdir()) == []  # nothing left behind
 
 
 @pytest.mark.parametrize("method, path, expected", [

@@ -1,0 +1,141 @@
+"""A bound on open connections, and one log line per kind of refusal (issue #11).
+
+Beyond ``limit`` open connections, a new one is answered at once with ``503`` (JSON body,
+``Retry-After``) and closed, before anything of it is read: a crowd of slow or idle clients
+cannot take every file descriptor, so the server keeps answering the ones it admitted and
+refuses the rest cleanly. Each kind of refusal is logged once, then at most once a minute
+with how many there were, never a traceback per connection; the same holds for asyncio's own
+"accept() out of system resource" errors if descriptors run out anyway.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import resource
+import time
+from typing import Any
+
+from aiohttp import web
+
+log = logging.getLogger("covalent.dispatcher")
+
+DEFAULT_LIMIT = 1000
+RESERVED_FDS = 256  # descriptors kept for the store, the cluster, logs and blob files
+REPEAT_S = 60.0
+
+_BODY = json.dumps({"error": "Unavailable", "message": "the dispatcher has too many open "
+                    "connections; retry in a moment"}).encode()
+BUSY = (b"HTTP/1.1 503 Service Unavailable\r\nContent-Type: application/json\r\n"
+        b"Retry-After: 1\r\nConnection: close\r\nContent-Length: " + str(len(_BODY)).encode()
+        + b"\r\n\r\n" + _BODY)
+
+
+def raise_fd_limit() -> int:
+    """Raise this process's soft limit on open files to its hard limit; the new soft limit."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    target = hard if hard != resource.RLIM_INFINITY else max(soft, 1 << 16)
+    if target > soft:
+        try:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (target, hard))
+            soft = target
+        except (ValueError, OSError):
+            pass
+    return soft
+
+
+def connection_limit(requested: int | None) -> int:
+    """``requested`` (default 1000), never so high that connections could exhaust the
+    descriptors the process may open."""
+    soft = resource.getrlimit(resource.RLIMIT_NOFILE)[0]
+    ceiling = max(16, soft - RESERVED_FDS) if soft != resource.RLIM_INFINITY else 1 << 20
+    return min(requested or DEFAULT_LIMIT, ceiling)
+
+
+class Tally:
+    """Log an event of each kind once, then at most every ``REPEAT_S`` with a count."""
+
+    def __init__(self) -> None:
+        self._seen: dict[str, tuple[float, int]] = {}  # kind -> (last logged, not logged since)
+
+    def should_log(self, kind: str) -> tuple[bool, int]:
+        """(log it now, how many went unlogged since the last time)."""
+        now = time.monotonic()
+        last, quiet = self._seen.get(kind, (-REPEAT_S * 2, 0))
+        if now - last >= REPEAT_S:
+            self._seen[kind] = (now, 0)
+            return True, quiet
+        self._seen[kind] = (last, quiet + 1)
+        return False, 0
+
+
+class _Refuse(asyncio.Protocol):
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        assert isinstance(transport, asyncio.WriteTransport)
+        transport.write(BUSY)
+        transport.close()
+
+
+class LimitedSite(web.SockSite):
+    """``web.SockSite`` that admits at most ``limit`` open connections (the only place that
+    relies on aiohttp's site internals; ``tests/dispatcher/test_connections.py`` checks them)."""
+
+    def __init__(self, runner: web.BaseRunner, sock: Any, *, limit: int, **kwargs: Any) -> None:
+        super().__init__(runner, sock, **kwargs)
+        self.limit = limit
+        self.refused = 0
+        self._tally = Tally()
+        # Connections accepted in this turn of the loop: asyncio accepts a batch, then calls
+        # each one's connection_made (which lists it in server.connections) on the next turn.
+        self._accepted = 0
+        self._turn_pending = False
+
+    def _protocol(self) -> asyncio.BaseProtocol:
+        server = self._runner.server
+        assert server is not None
+        if not self._turn_pending:
+            self._turn_pending = True
+            asyncio.get_running_loop().call_soon(self._turn_over)
+        if len(server.connections) + self._accepted < self.limit:
+            self._accepted += 1
+            return server()
+        self.refused += 1
+        now, quiet = self._tally.should_log("limit")
+        if now:
+            log.warning("connection limit of %d reached: new connections are answered 503 "
+                        "until some close%s", self.limit,
+                        f" ({quiet} refused since the last message)" if quiet else "")
+        return _Refuse()
+
+    def _turn_over(self) -> None:
+        # Runs before the batch's connection_made calls, and no accept() happens in between.
+        self._accepted, self._turn_pending = 0, False
+
+    async def start(self) -> None:
+        await web.BaseSite.start(self)
+        loop = asyncio.get_running_loop()
+        self._server = await loop.create_server(self._protocol, sock=self._sock,
+                                                backlog=self._backlog)
+
+
+class OncePerKind(logging.Filter):
+    """For asyncio's logger: a failing ``accept()`` (descriptors exhausted) is logged once
+    per minute as one line with a count, not as a traceback per attempt."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._tally = Tally()
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        message = str(record.msg)
+        if "accept" not in message:
+            return True
+        now, quiet = self._tally.should_log(message)
+        if not now:
+            return False
+        detail = f": {record.exc_info[1]}" if record.exc_info and record.exc_info[1] else ""
+        record.msg = f"{message}{detail}" + (f" ({quiet} more since the last message)" if quiet else "")
+        record.args = ()
+        record.exc_info = record.exc_text = None
+        return True
