@@ -13,13 +13,17 @@ from pathlib import Path
 from typing import Any
 
 from aiohttp import web
-from distributed import Client, LocalCluster, Security
+from dask.system import CPU_COUNT
+from distributed import Client, LocalCluster, Nanny, Scheduler, Security, SpecCluster
+from distributed.deploy.utils import nprocesses_nthreads
+from distributed.worker_memory import parse_memory_limit
 
 from . import dispatches, transfer, ui, upload
 from .keys import CLUSTER_INFO, RECORDER, RUNNER, SETTINGS, STORE, TRIGGERS
 from .recorder import Recorder
 from .routes import error_middleware, routes
 from .runner import Runner
+from .scheduler_process import SchedulerProcess
 from .security import allowed_hosts, content_type_guard, host_guard, token_guard
 from .settings import ClusterSettings, Settings, pinned_dashboard
 from .store import SqliteStore
@@ -111,7 +115,7 @@ async def _store_ctx(app: web.Application) -> AsyncIterator[None]:
 async def _cluster_ctx(app: web.Application) -> AsyncIterator[None]:
     settings = app[SETTINGS]
     cs = settings.cluster
-    cluster: LocalCluster | None = None
+    cluster: SpecCluster | None = None
     if cs.address:
         client = await _connect(cs)
     else:
@@ -129,7 +133,8 @@ async def _cluster_ctx(app: web.Application) -> AsyncIterator[None]:
     url = settings.url if settings.port else ""
     runner = Runner(app[RECORDER], client, store_root=settings.store_root,
                     storage_options=settings.store_options,
-                    scheduler=cluster.scheduler if cluster is not None else None,
+                    scheduler=(cluster.scheduler if cluster is not None
+                               and isinstance(cluster.scheduler, Scheduler) else None),
                     public_url=url, token=settings.token)
     await runner.start()
     app[RUNNER] = runner
@@ -154,7 +159,7 @@ async def _connect(cs: ClusterSettings) -> Client:
         raise OSError(f"cannot reach the Dask scheduler at {cs.address}: {reason}") from None
 
 
-async def _start_cluster(cs: ClusterSettings, tls_dir: Path) -> LocalCluster:
+async def _start_cluster(cs: ClusterSettings, tls_dir: Path) -> SpecCluster:
     """The embedded LocalCluster; with processes, its comms need temporary TLS credentials
     (``tls_dir`` keeps a copy for its user), so no other local user can reach it."""
     kwargs: dict[str, Any] = {
@@ -173,7 +178,9 @@ async def _start_cluster(cs: ClusterSettings, tls_dir: Path) -> LocalCluster:
         kwargs["n_workers"] = cs.n_workers
     if cs.threads_per_worker is not None:
         kwargs["threads_per_worker"] = cs.threads_per_worker
-    cluster = LocalCluster(asynchronous=True, **kwargs)
+    cluster: SpecCluster = (_spec_cluster(cs, tls_dir, kwargs)
+                            if cs.processes and cs.scheduler_process
+                            else LocalCluster(asynchronous=True, **kwargs))
     try:
         await cluster
     except BaseException:  # a SIGTERM during start-up too: leave no worker behind
@@ -182,6 +189,27 @@ async def _start_cluster(cs: ClusterSettings, tls_dir: Path) -> LocalCluster:
             await asyncio.shield(closing)
         raise
     return cluster
+
+
+def _spec_cluster(cs: ClusterSettings, tls_dir: Path, local: dict[str, Any]) -> SpecCluster:
+    """LocalCluster's workers (nannies here, worker processes under them) with the scheduler
+    in a process of its own (``scheduler_process``)."""
+    n, threads = cs.n_workers, cs.threads_per_worker
+    if n is None or threads is None:
+        auto_n, auto_threads = nprocesses_nthreads()
+        n = n if n is not None else (max(1, CPU_COUNT // threads) if threads else auto_n)
+        threads = threads or max(1, CPU_COUNT // max(n, 1)) or auto_threads
+    security = local.get("security")
+    worker = {"cls": Nanny, "options": {
+        "nthreads": threads, "host": cs.host, "security": security, "dashboard": False,
+        "memory_limit": parse_memory_limit(cs.memory_limit, threads, total_cores=n * threads,
+                                           logger=log)}}
+    scheduler = {"cls": SchedulerProcess, "options": {
+        "host": cs.host, "run_dir": str(tls_dir.parent / "run"),
+        "tls_dir": str(tls_dir) if security is not None else None,
+        "dashboard_address": local["dashboard_address"]}}
+    return SpecCluster(workers={i: worker for i in range(n)}, scheduler=scheduler, worker=worker,
+                       security=security, asynchronous=True, name="covalent")
 
 
 def _temporary_security(tls_dir: Path) -> Security:

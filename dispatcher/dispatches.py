@@ -131,10 +131,12 @@ async def create(store: DispatchStore, runner: Runner, header: dict[str, Any], g
         refs = [stored[i].ref if i in stored else blob_ref(b) for i, b in enumerate(blobs)]
         preset.update(await reusable_outputs(store, graph, refs, reuse_from))
     post = graph.nodes[-1]
+    # Off the loop: the JSON of a 100,000-node graph takes a second or two.
+    graph_json = await asyncio.to_thread(lambda: json.dumps(graph.to_json(), separators=(",", ":")))
     new = NewDispatch(
         dispatch_id=dispatch_id, root_dispatch_id=root, name=header.get("name") or "lattice",
         status=Status.RUNNING if run else PENDING, created_at=now, start_time=now if run else None,
-        graph_json=json.dumps(graph.to_json(), separators=(",", ":")),
+        graph_json=graph_json,
         nodes=[(n.id, n.name, str(n.kind)) for n in graph.nodes],
         parent_dispatch_id=parent[0] if parent else None,
         parent_node_id=parent[1] if parent else None,

@@ -34,6 +34,7 @@ from covalent.wire import PARAMETER_PREFIX, NodeKind, WorkflowGraph
 
 from . import state
 from .compile import Compiled, Preset, compile_graph
+from .dask_graph import cancel as cancel_futures
 from .dask_graph import submit_graph, wait_all
 from .errors import IncompatibleClient
 from .protocol import OUTCOME_TOPIC, PREVIEW_LIMIT, START_TOPIC, NodeTaskError, now_iso, runtime_versions
@@ -176,15 +177,20 @@ class Runner:
             self.recorder.record(*updates)
             if compiled.dsk:
                 keys = [compiled.tasks[i] for i in compiled.sinks]
-                futures = submit_graph(self.client, compiled.dsk, keys,
-                                       f"{dispatch_id}-{uuid.uuid4().hex}",
-                                       submission_priority(started))
+                # In a thread: Dask pickles the whole graph here (seconds for 100,000 tasks);
+                # the client sends it from its loop.
+                futures = await asyncio.to_thread(
+                    submit_graph, self.client, compiled.dsk, keys,
+                    f"{dispatch_id}-{uuid.uuid4().hex}", submission_priority(started))
                 run.sinks = dict(zip(compiled.sinks, futures, strict=True))
+                if run.cancel_requested:  # cancelled while the graph was on its way
+                    await cancel_futures(self.client, [f for i, f in run.sinks.items()
+                                                       if run.nodes[i].cancelled])
         except Exception as exc:
             log.exception("submitting dispatch %s failed", dispatch_id)
             self.runs.pop(dispatch_id, None)
             if futures:
-                await self.client.cancel(futures, force=True)
+                await cancel_futures(self.client, futures)
             self.recorder.ended(state.dispatch_not_submitted(
                 dispatch_id, f"{type(exc).__name__}: {exc}", now_iso()))
             return
@@ -229,7 +235,11 @@ class Runner:
         while True:
             await self._wake.wait()
             self._wake.clear()
+            handled = 0
             while self._inbox:
+                handled += 1
+                if handled % 256 == 0:
+                    await asyncio.sleep(0)  # a burst of 100,000 events must not hold the loop
                 topic, msg = self._inbox.popleft()
                 try:
                     if topic == OUTCOME_TOPIC:
@@ -320,14 +330,22 @@ class Runner:
         log.info("dispatch %s %s", dispatch_id, update.status)
         self.recorder.ended(update)
         self.runs.pop(dispatch_id, None)
+        # Releasing a future sends a message per key: let go of 100,000 in slices.
+        sinks = list(run.sinks.values())
         run.sinks.clear()
+        while sinks:
+            del sinks[-1000:]
+            await asyncio.sleep(0)
 
     async def _explain_failures(self, run: DispatchRun) -> None:
         """Nodes that failed without an event (their worker died every time): read the sink's
         error, which names the task Dask gave up on; one per group of descendants."""
+        erred = [(i, f) for i, f in run.sinks.items() if f.status == "error" and not run.nodes[i].done]
+        if not erred:
+            return  # the usual case: no graph walk (100,000 nodes) on the loop
         blocked = descendants(run.graph, list(run.failed))
-        for node_id, future in list(run.sinks.items()):
-            if future.status != "error" or run.nodes[node_id].done or node_id in blocked:
+        for node_id, future in erred:
+            if node_id in blocked:
                 continue
             exc = await future.exception()
             blamed = getattr(exc, "task", None)
@@ -366,6 +384,6 @@ class Runner:
             self.recorder.record(state.node_cancelled(dispatch_id, i, stamp))
         if not node_ids:
             self.recorder.ended(state.dispatch_cancelled(dispatch_id, stamp))
-        await self.client.cancel([f for i, f in run.sinks.items() if i in targets], force=True)
+        await cancel_futures(self.client, [f for i, f in run.sinks.items() if i in targets])
         await self.recorder.flush()
         return sorted(targets)

@@ -34,6 +34,9 @@ class ClusterSettings:
     dashboard_address: str | None = "127.0.0.1:8787"
     host: str = "127.0.0.1"
     tls: bool = True  # embedded process clusters talk TLS with temporary credentials
+    # The embedded scheduler in a process of its own (else in the dispatcher's): see README
+    # "Performance" for the measurements behind the default.
+    scheduler_process: bool = False
     connect_timeout_s: float = 10.0  # an external scheduler that does not answer by then
 
 
@@ -108,6 +111,7 @@ class Settings:
             n_workers=_int(env.get("COVALENT_WORKERS")),
             threads_per_worker=_int(env.get("COVALENT_THREADS_PER_WORKER")),
             memory_limit=env.get("COVALENT_MEM_PER_WORKER") or "auto",
+            scheduler_process=_flag(env.get("COVALENT_SCHEDULER_PROCESS"), False),
         )
         s = cls(
             host=env.get("COVALENT_SERVER_HOST", "127.0.0.1"),
@@ -121,7 +125,7 @@ class Settings:
             cluster=cluster,
         )
         cluster_keys = {"address", "n_workers", "threads_per_worker", "memory_limit",
-                        "dashboard_address"}  # everything else (store_url, ...) is top-level
+                        "dashboard_address", "scheduler_process"}  # everything else (store_url, ...) is top-level
         top = {k: v for k, v in overrides.items() if v is not None and k not in cluster_keys}
         sub = {k: v for k, v in overrides.items() if v is not None and k in cluster_keys}
         return replace(s, **top, cluster=replace(s.cluster, **sub))
@@ -162,3 +166,14 @@ def _int(v: str | None) -> int | None:
         return int(v)
     except ValueError:
         raise ValueError(f"expected an integer, got {v!r}") from None
+
+
+def _flag(v: str | None, default: bool) -> bool:
+    """A yes/no variable: 1/true/yes or 0/false/no (anything else: ValueError)."""
+    if v is None or v == "":
+        return default
+    if v.lower() in ("1", "true", "yes", "on"):
+        return True
+    if v.lower() in ("0", "false", "no", "off"):
+        return False
+    raise ValueError(f"expected 1 or 0 (true/false), got {v!r}")

@@ -1,0 +1,131 @@
+"""The embedded cluster's Dask scheduler in a process of its own.
+
+The dispatcher's event loop then serves HTTP, records outcomes and compiles graphs while
+another process (on another core) runs the scheduler's transitions: a 100,000-task graph
+is taken in, and its tasks' completions handled, without the dispatcher pausing. The
+scheduler uses the embedded cluster's TLS credentials and leaves as soon as the dispatcher
+that started it is gone (kill -9 included), so it never outlives it.
+
+``SchedulerProcess`` is the ``SpecCluster`` scheduler spec; ``python -m
+dispatcher.scheduler_process`` is what it runs.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import signal
+import subprocess
+import sys
+import uuid
+from pathlib import Path
+from typing import Any
+
+from distributed import Scheduler, Security
+from distributed.deploy.spec import ProcessInterface
+
+START_TIMEOUT_S = 30.0
+
+
+def tls_files(tls_dir: Path) -> Security:
+    """The embedded cluster's credentials as files (one certificate for every role)."""
+    ca, cert, key = (str(tls_dir / n) for n in ("ca.pem", "cert.pem", "key.pem"))
+    return Security(  # type: ignore[no-untyped-call]
+        tls_ca_file=ca, tls_scheduler_cert=cert, tls_scheduler_key=key, tls_worker_cert=cert,
+        tls_worker_key=key, tls_client_cert=cert, tls_client_key=key, require_encryption=True)
+
+
+class SchedulerProcess(ProcessInterface):
+    """Start ``python -m dispatcher.scheduler_process``; its address once it listens."""
+
+    def __init__(self, *, host: str, run_dir: str, tls_dir: str | None = None,
+                 dashboard_address: str | None = None) -> None:
+        super().__init__()  # type: ignore[no-untyped-call]
+        self.host, self.run_dir, self.tls_dir = host, Path(run_dir), tls_dir
+        self.dashboard_address = dashboard_address
+        self.proc: asyncio.subprocess.Process | None = None
+
+    async def start(self) -> None:
+        self.run_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
+        identity = self.run_dir / f"scheduler-{uuid.uuid4().hex}.json"
+        log_path = self.run_dir / "scheduler.log"
+        cmd = [sys.executable, "-m", "dispatcher.scheduler_process", "--identity", str(identity),
+               "--host", self.host, "--parent", str(os.getpid())]
+        if self.tls_dir:
+            cmd += ["--tls-dir", self.tls_dir]
+        if self.dashboard_address:
+            cmd += ["--dashboard-address", self.dashboard_address]
+        with open(log_path, "ab") as log:
+            self.proc = await asyncio.create_subprocess_exec(
+                *cmd, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=log)
+        deadline = asyncio.get_running_loop().time() + START_TIMEOUT_S
+        try:
+            while not identity.exists():
+                if self.proc.returncode is not None:
+                    raise RuntimeError(f"the Dask scheduler process exited with "
+                                       f"{self.proc.returncode}: {_tail(log_path)}")
+                if asyncio.get_running_loop().time() > deadline:
+                    raise RuntimeError(f"the Dask scheduler process did not start within "
+                                       f"{START_TIMEOUT_S:.0f} s: {_tail(log_path)}")
+                await asyncio.sleep(0.05)  # another process is starting: nothing to wait on
+            self.address = json.loads(identity.read_text())["address"]
+        except BaseException:
+            await self.close()
+            raise
+        finally:
+            identity.unlink(missing_ok=True)
+        await super().start()  # type: ignore[no-untyped-call]
+
+    async def close(self) -> None:
+        if self.proc is not None and self.proc.returncode is None:
+            self.proc.terminate()
+            try:
+                await asyncio.wait_for(self.proc.wait(), 10)
+            except TimeoutError:
+                self.proc.kill()
+                await self.proc.wait()
+        await super().close()  # type: ignore[no-untyped-call]
+
+
+def _tail(path: Path, n: int = 2000) -> str:
+    try:
+        return path.read_text(errors="replace")[-n:].strip() or "(no output)"
+    except OSError:
+        return "(no log)"
+
+
+async def _serve(ns: argparse.Namespace) -> None:
+    security = tls_files(Path(ns.tls_dir)) if ns.tls_dir else None
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    kwargs: dict[str, Any] = {"host": ns.host, "port": 0, "security": security,
+                              "protocol": "tls" if security else "tcp",
+                              "dashboard": ns.dashboard_address is not None,
+                              "dashboard_address": ns.dashboard_address or "127.0.0.1:0"}
+    async with Scheduler(**kwargs) as scheduler:
+        tmp = Path(ns.identity + ".tmp")
+        tmp.write_text(json.dumps({"address": scheduler.address, "pid": os.getpid()}))
+        os.replace(tmp, ns.identity)  # whole, or not there
+        while not stop.is_set() and os.getppid() == ns.parent:  # the dispatcher is still there
+            try:
+                await asyncio.wait_for(stop.wait(), 0.5)
+            except TimeoutError:
+                pass
+
+
+def main(argv: list[str] | None = None) -> None:
+    p = argparse.ArgumentParser(prog="python -m dispatcher.scheduler_process")
+    p.add_argument("--identity", required=True, help="file to write the address to")
+    p.add_argument("--host", default="127.0.0.1")
+    p.add_argument("--parent", type=int, required=True, help="leave when this PID is gone")
+    p.add_argument("--tls-dir", default=None)
+    p.add_argument("--dashboard-address", default=None)
+    asyncio.run(_serve(p.parse_args(argv)))
+
+
+if __name__ == "__main__":
+    main()
