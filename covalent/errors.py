@@ -9,6 +9,7 @@
     ├── FileTransferError (OSError)              a file transfer failed (raised on the worker)
     └── DispatcherError                          the server refused a request (4xx/5xx)
         ├── DispatchNotFoundError (LookupError)
+        │   └── MissingLatticeRecordError          Covalent's name for it
         ├── NodeNotFoundError (LookupError)
         ├── InvalidRequestError (ValueError)
         ├── DispatchStateError (RuntimeError)    e.g. cancelling a finished dispatch
@@ -109,6 +110,11 @@ class DispatchNotFoundError(DispatcherError, LookupError):
     """No dispatch with that id is stored."""
 
 
+class MissingLatticeRecordError(DispatchNotFoundError):
+    """Covalent's name for an unknown dispatch id; what the SDK raises, so that both
+    ``except MissingLatticeRecordError`` and ``except DispatchNotFoundError`` catch it."""
+
+
 class NodeNotFoundError(DispatcherError, LookupError):
     """The dispatch has no node with that id."""
 
@@ -144,7 +150,7 @@ class StorageFullError(DispatcherError, OSError):
 _BY_CODE: dict[str, type[DispatcherError]] = {
     "IncompatibleClient": IncompatibleClientError,
     "StorageFull": StorageFullError,
-    "DispatchNotFound": DispatchNotFoundError,
+    "DispatchNotFound": MissingLatticeRecordError,
     "NodeNotFound": NodeNotFoundError,
     "InvalidRequest": InvalidRequestError,
     "PayloadTooLarge": InvalidRequestError,

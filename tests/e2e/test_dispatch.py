@@ -21,6 +21,7 @@ async def test_result_fields(addr: str) -> None:
     assert result.result == 6
     assert result.encoded_result.get_deserialized() == 6
     assert result.inputs == {"args": (1,), "kwargs": {"y": 2}}  # a tuple, as in Covalent
+    assert result.inputs.get_deserialized() == {"args": (1,), "kwargs": {"y": 2}}  # Covalent's call
     assert result.error is None
     assert result.dispatch_id == result.root_dispatch_id
     assert isinstance(result.start_time, dt.datetime) and result.end_time >= result.start_time
@@ -197,6 +198,12 @@ async def test_unpicklable_output_fails_the_node_not_the_server(addr: str) -> No
 async def test_get_result_of_unknown_id_raises_at_once(addr: str) -> None:
     with pytest.raises(DispatchNotFoundError, match="no dispatch with id"):
         await fetched("00000000-0000-4000-8000-000000000000", addr)
+    # Covalent's name for it, at Covalent's path; the same exception (#12 item 9)
+    from covalent._shared_files.exceptions import MissingLatticeRecordError
+
+    with pytest.raises(MissingLatticeRecordError) as caught:
+        await fetched("nonexistent", addr, wait=False)
+    assert isinstance(caught.value, DispatchNotFoundError) and caught.value.status == 404
     with pytest.raises(DispatchNotFoundError):
         await fetched("../../etc/passwd", addr, wait=False)
     with pytest.raises(TypeError, match="dispatch_id must be a non-empty string"):
