@@ -14,7 +14,6 @@ from typing import Any, Generic, ParamSpec, TypeVar, overload
 
 from ._builder import GraphBuilder, building
 from ._deps import Deps, DepsBash, DepsPip, as_deps_bash, as_deps_pip, as_hooks
-from ._electron import Electron
 from ._executors import executor_name
 from .wire.graph import WorkflowGraph
 from ._transport import TransportableObject
@@ -157,8 +156,8 @@ def lattice(
     }
 
     def wrap(func: Callable[P, R]) -> Lattice[P, R]:
-        if isinstance(func, Electron):
-            raise WorkflowDefinitionError("@lattice goes on a plain function, not on an electron")
+        # On an electron (``@ct.lattice`` over ``@ct.electron``) the workflow is that one
+        # electron's call: a one-node workflow, as Covalent's how-tos use it (#12 item 2).
         lat: Lattice[P, R] = Lattice(func, metadata=dict(meta))
         functools.update_wrapper(lat, func, updated=())
         return lat

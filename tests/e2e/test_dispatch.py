@@ -302,3 +302,20 @@ async def test_previews_and_sources_for_people_to_look_at(dispatcher, addr: str)
     assert row is not None and row.meta["inputs_preview"] == {"args": ["3"], "kwargs": {}}
     assert "def wf(n):" in row.meta["lattice_source"]
     assert any("def word(i):" in src for src in row.meta["sources"].values())
+
+
+@ct.lattice
+@ct.electron
+def product(x, y):
+    return x * y
+
+
+async def test_lattice_over_an_electron_is_a_one_node_workflow(addr: str) -> None:
+    # Covalent's how-tos run a single electron (and trigger one) this way (#12 item 2).
+    assert product(2, 3) == 6  # outside a dispatch, still the function
+    result = await run(product, addr, 2, 3)
+    assert result.status == "COMPLETED" and result.result == 6, result.error
+    assert result.lattice.__name__ == "product"
+    names = [n["node_name"] for n in result.get_all_node_results()]
+    assert names == ["product", ":parameter:2", ":parameter:3", ":postprocess:"]
+    assert result.get_node_result(0)["output"] == 6
