@@ -89,6 +89,7 @@ def dispatch(orig_lattice: Lattice[Any, Any], dispatcher_addr: str | None = None
 
     Raises:
         WorkflowDefinitionError, SerializationError: the workflow cannot be built or pickled.
+        Exception: what the lattice function raised while its graph was built, unchanged.
         DispatcherUnavailableError: no server answers at the address.
 
     Example:

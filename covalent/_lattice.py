@@ -59,8 +59,10 @@ class Lattice(Generic[P, R]):
         """Run the workflow function with a builder active and return its graph.
 
         Raises:
-            WorkflowDefinitionError: the function fails or uses an electron output illegally.
+            WorkflowDefinitionError: the function uses an electron output illegally.
             SerializationError: an argument or function cannot be pickled.
+            Exception: whatever the workflow function itself raises, as it raised it (with
+                a note naming the lattice).
         """
         return self.build_graph_with_sources(*args, **kwargs)[0]
 
@@ -73,9 +75,11 @@ class Lattice(Generic[P, R]):
             except (WorkflowDefinitionError, SerializationError):
                 raise
             except Exception as exc:
-                raise WorkflowDefinitionError(
-                    f"building lattice {self.__name__!r} failed: {type(exc).__name__}: {exc}"
-                ) from exc
+                # The user's own exception, unwrapped, so `except RuntimeError:` around
+                # ct.dispatch still catches it (#12 item 6); the note says where it came from.
+                exc.add_note(f"raised by lattice {self.__name__!r} while its graph was built "
+                             "(before anything was sent to the dispatcher)")
+                raise
             builder.add_postprocess(retval, self.metadata.get("workflow_executor"))
         self.transport_graph = builder.graph
         self.args, self.kwargs = args, dict(kwargs)

@@ -195,3 +195,18 @@ def test_dispatching_a_plain_function_is_a_clear_error():
 
     with pytest.raises(WorkflowDefinitionError, match="decorate the workflow function"):
         ct.dispatch(not_a_lattice)
+
+
+def test_an_exception_of_the_lattice_body_reaches_the_caller_as_its_own():
+    @ct.lattice
+    def bad_workflow(name):
+        identity(name)
+        raise RuntimeError(f"byebye {name}")
+
+    # Covalent scripts catch the exception they raised (#12 item 6): same type, same message.
+    with pytest.raises(RuntimeError) as caught:
+        ct.dispatch(bad_workflow, dispatcher_addr="127.0.0.1:9")("z")
+    assert type(caught.value) is RuntimeError and str(caught.value) == "byebye z"
+    assert caught.value.__notes__ == [
+        "raised by lattice 'bad_workflow' while its graph was built (before anything was sent "
+        "to the dispatcher)"]
