@@ -34,7 +34,7 @@ from covalent.wire import PARAMETER_PREFIX, NodeKind, WorkflowGraph
 
 from . import state
 from .compile import Compiled, Preset, compile_graph
-from .dask_graph import submit_graph, wait_all
+from .dask_graph import hold, submit_graph, wait_all
 from .errors import IncompatibleClient
 from .protocol import OUTCOME_TOPIC, PREVIEW_LIMIT, START_TOPIC, NodeTaskError, now_iso, runtime_versions
 from .recorder import Recorder
@@ -351,6 +351,31 @@ class Runner:
             if not track.done and i in blocked:
                 track.outcome = Outcome.SKIPPED  # never ran (fail-slow): stays NEW_OBJECT
 
+    def _keep_upstream(self, run: DispatchRun, targets: set[int]) -> None:
+        """Before cancelling some nodes: hold the unfinished tasks that feed them, so Dask does
+        not release them with their consumers; they run to the end and the dispatch ends
+        after them, as Covalent's do (only the cancelled nodes and their descendants stop)."""
+        parents = run.graph.parents()
+        keep: set[int] = set()
+        stack = [e.src for t in targets for e in parents[t]]
+        while stack:
+            i = stack.pop()
+            track = run.nodes[i]
+            if i in targets or i in keep or track.done:
+                continue
+            if track.role is Role.TASK:
+                keep.add(i)
+            else:  # a gathering node has no task: its parts are what its consumer needs
+                stack.extend(e.src for e in parents[i])
+        keep -= set(run.sinks)
+        if not keep:
+            return
+        ids = sorted(keep)
+        run.sinks.update(zip(ids, hold(self.client, [run.nodes[i].key for i in ids]), strict=True))
+        assert run.waiter is not None
+        run.waiter.cancel()  # wait again, for these too
+        run.waiter = asyncio.create_task(self._await_sinks(run), name=f"sinks-{run.dispatch_id}")
+
     async def cancel(self, dispatch_id: str, node_ids: list[int] | None) -> list[int]:
         """Cancel the unfinished nodes (all, or ``node_ids`` and their descendants)."""
         run = self.runs.get(dispatch_id)
@@ -366,6 +391,8 @@ class Runner:
             self.recorder.record(state.node_cancelled(dispatch_id, i, stamp))
         if not node_ids:
             self.recorder.ended(state.dispatch_cancelled(dispatch_id, stamp))
+        elif run.waiter is not None and not run.waiter.done():
+            self._keep_upstream(run, targets)
         await self.client.cancel([f for i, f in run.sinks.items() if i in targets], force=True)
         await self.recorder.flush()
         return sorted(targets)

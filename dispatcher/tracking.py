@@ -9,7 +9,8 @@ Every node of a running dispatch has a ``NodeTrack``. Its ``role`` says how it r
   by the runner as the list of its parts once they have all completed.
 
 The runner holds Dask futures only for the *sinks* (tasks whose value no task consumes): they
-keep the graph alive, and Dask releases everything else as it would for a plain graph.
+keep the graph alive, and Dask releases everything else as it would for a plain graph. When
+some nodes are cancelled, the unfinished tasks feeding them become sinks too (they still run).
 
 The invariants, checked by ``DispatchRun.check`` (the tests call it after the steps they take):
 a TASK node has a key, and only a sink may have a future; a GATHER node's ``waiting_for``

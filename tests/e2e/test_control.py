@@ -7,6 +7,7 @@ import asyncio
 import covalent as ct
 from tests.conftest import JSON, fetched, wait_until
 from tests.conftest import run
+from tests import tasks
 from tests.tasks import add, block, identity, mark, multiply, spin
 
 
@@ -203,3 +204,25 @@ async def test_redispatch_new_inputs_replace_and_reuse(addr: str, tmp_path) -> N
     assert result.result == 12                      # plus_one replaced by plus_two
     assert runs.read_text() == "xxx"                # counted ran for input 2 only, not again
     assert result.get_node_result(0)["output"] == 10
+
+
+async def test_cancelling_a_task_lets_what_feeds_it_finish(addr: str) -> None:
+    # Covalent's test_cancel_task: the cancelled node's running parent still completes, and
+    # the dispatch ends CANCELLED only after it (Dask would release the parent with its child).
+    @ct.lattice
+    def wf(x):
+        first = block(x)
+        identity(first)
+        return 1
+
+    dispatch_id = await asyncio.to_thread(ct.dispatch(wf, dispatcher_addr=addr), 3)
+    await _running(addr, dispatch_id, 0)
+    await asyncio.to_thread(ct.cancel, dispatch_id, [2], addr)
+    status = await asyncio.to_thread(ct.get_result, dispatch_id, False, addr, True)
+    assert status["status"] == "RUNNING"  # still waiting for node 0
+    tasks.release.set()
+    result = await asyncio.wait_for(fetched(dispatch_id, addr), 5)
+    assert result.status == "CANCELLED"
+    assert result.get_node_result(0)["status"] == "COMPLETED"
+    assert result.get_node_result(0)["output"] == 3
+    assert result.get_node_result(2)["status"] == "CANCELLED"
