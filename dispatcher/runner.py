@@ -202,7 +202,8 @@ class Runner:
         updates: list[Update] = [state.dispatch_started(dispatch_id, stamp)]
         for node_id, known in preset.items():
             updates.append(state.node_completed(dispatch_id, node_id, known.inline, known.start,
-                                                known.end, ref=known.ref, size=known.size))
+                                                known.end, ref=known.ref, size=known.size,
+                                                reused_from=known.reused_from))
             updates += self._completed(run, node_id, known.preview)
         for node_id, data in compiled.inlined.items():
             if node_id in preset:
