@@ -8,6 +8,7 @@ create a second dispatch.
 
 from __future__ import annotations
 
+import copy
 import hashlib
 import json
 import platform
@@ -34,10 +35,10 @@ def _client_versions() -> dict[str, str]:
 
 
 def build_submission(lat: Lattice[Any, Any], args: tuple[Any, ...], kwargs: dict[str, Any],
-                     *, dispatch_id: str, disable_run: bool,
-                     replace: dict[str, Callable[..., Any]] | None = None) -> bytes:
+                     *, dispatch_id: str, disable_run: bool) -> bytes:
     """Build the graph of ``lat(*args, **kwargs)`` and frame the whole dispatch request."""
     graph, sources = lat.build_graph_with_sources(*args, **kwargs)
+    replace = getattr(lat, "replace_electrons", None)  # a lattice stored before it had them
     if replace:
         _replace_functions(graph, replace)
     blobs = graph.blobs
@@ -149,12 +150,15 @@ def redispatch(dispatch_id: str, dispatcher_addr: str | None = None,
         old = get_result(dispatch_id, wait=reuse_previous_results, dispatcher_addr=dispatcher_addr)
         assert isinstance(old, Result)
         lat = old.lattice
+        if replace_electrons:
+            # Kept on the stored lattice, so a redispatch of this one runs the same functions.
+            lat = copy.copy(lat)
+            lat.replace_electrons = {**getattr(lat, "replace_electrons", {}), **replace_electrons}
         if not args and not kwargs:
             inputs = old.inputs
             args, kwargs = tuple(inputs.get("args", ())), dict(inputs.get("kwargs", {}))
         new_id = str(uuid.uuid4())
-        body = build_submission(lat, args, kwargs, dispatch_id=new_id, disable_run=False,
-                                replace=replace_electrons)
+        body = build_submission(lat, args, kwargs, dispatch_id=new_id, disable_run=False)
         query = {"redispatch_of": dispatch_id, "reuse": "1" if reuse_previous_results else "0"}
         resp = _client.request_json(cfg, "POST", "/dispatches", body=body,
                                     content_type=wire.CONTENT_TYPE, query=query)

@@ -45,6 +45,8 @@ class Lattice(Generic[P, R]):
         self.args: tuple[Any, ...] = ()
         self.kwargs: dict[str, Any] = {}
         self.post_processing = False
+        # {electron name: replacement}, from ct.redispatch(..., replace_electrons=...)
+        self.replace_electrons: dict[str, Callable[..., Any]] = {}
 
     def __call__(self, *args: P.args, **kwargs: P.kwargs) -> R:
         return self.workflow_function(*args, **kwargs)

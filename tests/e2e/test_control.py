@@ -203,7 +203,30 @@ async def test_redispatch_new_inputs_replace_and_reuse(addr: str, tmp_path) -> N
     result = await fetched(reused, addr)
     assert result.result == 12                      # plus_one replaced by plus_two
     assert runs.read_text() == "xxx"                # counted ran for input 2 only, not again
-    assert result.get_node_result(0)["output"] == 10
+    node = result.get_node_result(0)
+    assert node["output"] == 10 and node["status"] == "COMPLETED"
+    assert node["start_time"] == node["end_time"]   # did not run: shown as Covalent shows it (#12)
+    assert node["start_time"] >= first.end_time
+    assert await _reused_from(addr, reused, 0) == first.dispatch_id
+    assert await _reused_from(addr, reused, 3) is None  # plus_two ran
+
+    # reusing a reuse: the output still comes from the dispatch that computed it
+    chained = await asyncio.to_thread(ct.redispatch(
+        reused, dispatcher_addr=addr, reuse_previous_results=True))
+    assert (await fetched(chained, addr)).result == 12 and runs.read_text() == "xxx"
+    assert await _reused_from(addr, chained, 0) == first.dispatch_id
+    assert await _reused_from(addr, chained, 3) == reused
+
+
+async def _reused_from(addr: str, dispatch_id: str, node_id: int) -> str | None:
+    from covalent import api
+
+    def get() -> str | None:
+        node = api.request_json(api.client_config(addr), "GET",
+                                f"/dispatches/{dispatch_id}/nodes/{node_id}")
+        return node["reused_from"]  # type: ignore[no-any-return]
+
+    return await asyncio.to_thread(get)
 
 
 async def test_cancelling_a_task_lets_what_feeds_it_finish(addr: str) -> None:
