@@ -84,6 +84,28 @@ async def test_stdout_and_stderr_are_captured_per_node(addr: str) -> None:
         assert node["stderr"] == f"err:m{i}\n"
 
 
+async def test_a_failed_nodes_stderr_ends_with_its_traceback(addr: str) -> None:
+    @ct.electron
+    def noisy_failure():
+        import sys
+
+        print("Hello from Task 0", file=sys.stderr)
+        raise RuntimeError("Task 0 failed")
+
+    @ct.lattice
+    def wf():
+        return noisy_failure()
+
+    result = await run(wf, addr)
+    node = result.get_node_result(0)
+    assert node["status"] == "FAILED"
+    # what it printed, then the traceback, as Covalent's nodes show it (#12 item 9)
+    assert node["stderr"].startswith("Hello from Task 0\nTraceback (most recent call last):\n")
+    assert node["stderr"].endswith("RuntimeError: Task 0 failed\n")
+    assert 'raise RuntimeError("Task 0 failed")' in node["stderr"]
+    assert node["error"] in node["stderr"]  # the error is that traceback
+
+
 def _hello():
     return "hello"
 
