@@ -105,6 +105,10 @@ def dispatch(orig_lattice: Lattice[Any, Any], dispatcher_addr: str | None = None
                                 disable_run=disable_run)
         resp = _client.request_json(cfg, "POST", "/dispatches", body=body,
                                     content_type=wire.CONTENT_TYPE)
+        # The user's trigger objects now follow what the dispatcher fires for them.
+        for trigger, trigger_id in zip(lat.metadata.get("triggers") or [],
+                                       resp.get("trigger_ids") or [], strict=False):
+            trigger._registered_as(str(trigger_id), dispatcher_addr, str(resp["dispatch_id"]))
         return str(resp["dispatch_id"])
 
     return wrapper

@@ -11,6 +11,7 @@
         ├── DispatchNotFoundError (LookupError)
         │   └── MissingLatticeRecordError          Covalent's name for it
         ├── NodeNotFoundError (LookupError)
+        ├── TriggerNotFoundError (LookupError)
         ├── InvalidRequestError (ValueError)
         ├── DispatchStateError (RuntimeError)    e.g. cancelling a finished dispatch
         ├── IncompatibleClientError (RuntimeError)  Python/cloudpickle differ from the workers'
@@ -119,6 +120,10 @@ class NodeNotFoundError(DispatcherError, LookupError):
     """The dispatch has no node with that id."""
 
 
+class TriggerNotFoundError(DispatcherError, LookupError):
+    """The dispatcher has no trigger with that id."""
+
+
 class InvalidRequestError(DispatcherError, ValueError):
     """The server rejected the request body or parameters."""
 
@@ -152,6 +157,7 @@ _BY_CODE: dict[str, type[DispatcherError]] = {
     "StorageFull": StorageFullError,
     "DispatchNotFound": MissingLatticeRecordError,
     "NodeNotFound": NodeNotFoundError,
+    "TriggerNotFound": TriggerNotFoundError,
     "InvalidRequest": InvalidRequestError,
     "PayloadTooLarge": InvalidRequestError,
     "DispatchState": DispatchStateError,
