@@ -250,6 +250,8 @@ class Runner:
         if run is None:
             return  # a dispatch that already ended (cancelled) or was resumed anew
         node_id = int(msg["n"])
+        if node_id in run.held:
+            run.held[node_id][1].set()
         track = run.nodes[node_id]
         if track.done or track.cancelled:
             return  # a node run again after its worker died reports again: recorded once
@@ -300,12 +302,30 @@ class Runner:
         came before."""
         try:
             await wait_all(list(run.sinks.values()))
+            await self._await_held(run)
         except asyncio.CancelledError:
             raise
         except Exception as exc:  # never leave a dispatch RUNNING because waiting failed
             log.exception("waiting for dispatch %s failed", run.dispatch_id)
             run.internal_error = f"dispatcher error while waiting: {type(exc).__name__}: {exc}"
         self._deliver("ended", run.dispatch_id)
+
+    async def _await_held(self, run: DispatchRun) -> None:
+        """Wait for the tasks held for cancelled nodes: each until its future ends or its
+        outcome arrives (a key Dask released just before it was held never reports again)."""
+        while True:
+            waiting = [(f, ev) for f, ev in run.held.values()
+                       if not ev.is_set() and f.status in ("pending", "lost")]
+            if not waiting:
+                return
+            future, reported = waiting[0]
+            either = [asyncio.ensure_future(wait_all([future])),
+                      asyncio.ensure_future(reported.wait())]
+            try:
+                await asyncio.wait(either, return_when=asyncio.FIRST_COMPLETED)
+            finally:
+                for t in either:
+                    t.cancel()
 
     async def _finish(self, dispatch_id: str) -> None:
         run = self.runs.get(dispatch_id)
@@ -322,12 +342,14 @@ class Runner:
         self.recorder.ended(update)
         self.runs.pop(dispatch_id, None)
         run.sinks.clear()
+        run.held.clear()
 
     async def _explain_failures(self, run: DispatchRun) -> None:
         """Nodes that failed without an event (their worker died every time): read the sink's
         error, which names the task Dask gave up on; one per group of descendants."""
         blocked = descendants(run.graph, list(run.failed))
-        for node_id, future in list(run.sinks.items()):
+        held = {i: f for i, (f, _) in run.held.items()}
+        for node_id, future in [*run.sinks.items(), *held.items()]:
             if future.status != "error" or run.nodes[node_id].done or node_id in blocked:
                 continue
             exc = await future.exception()
@@ -368,14 +390,10 @@ class Runner:
                 keep.add(i)
             else:  # a gathering node has no task: its parts are what its consumer needs
                 stack.extend(e.src for e in parents[i])
-        keep -= set(run.sinks)
-        if not keep:
-            return
-        ids = sorted(keep)
-        run.sinks.update(zip(ids, hold(self.client, [run.nodes[i].key for i in ids]), strict=True))
-        assert run.waiter is not None
-        run.waiter.cancel()  # wait again, for these too
-        run.waiter = asyncio.create_task(self._await_sinks(run), name=f"sinks-{run.dispatch_id}")
+        ids = sorted(keep - set(run.sinks) - set(run.held))
+        futures = hold(self.client, [run.nodes[i].key for i in ids]) if ids else []
+        for i, future in zip(ids, futures, strict=True):
+            run.held[i] = (future, asyncio.Event())
 
     async def cancel(self, dispatch_id: str, node_ids: list[int] | None) -> list[int]:
         """Cancel the unfinished nodes (all, or ``node_ids`` and their descendants)."""
@@ -394,6 +412,11 @@ class Runner:
             self.recorder.ended(state.dispatch_cancelled(dispatch_id, stamp))
         elif run.waiter is not None and not run.waiter.done():
             self._keep_upstream(run, targets)
-        await self.client.cancel([f for i, f in run.sinks.items() if i in targets], force=True)
+        doomed = [f for i, f in run.sinks.items() if i in targets]
+        for i, (future, reported) in run.held.items():
+            if i in targets:
+                doomed.append(future)
+                reported.set()  # nothing more to wait for
+        await self.client.cancel(doomed, force=True)
         await self.recorder.flush()
         return sorted(targets)
