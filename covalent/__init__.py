@@ -23,6 +23,7 @@ from ._results_manager.result import Result
 from ._results_manager.results_manager import cancel, get_result
 from .wire.status import Status, status
 from ._transport import TransportableObject
+from .config import get_config, reload_config, set_config
 
 __version__ = "0.1.0"
 
@@ -43,10 +44,13 @@ __all__ = [
     "executor",
     "fs",
     "fs_strategies",
+    "get_config",
     "get_result",
     "lattice",
     "leptons",
     "redispatch",
+    "reload_config",
+    "set_config",
     "status",
     "stop_triggers",
     "wait",

@@ -2,7 +2,9 @@
 
 One ``GraphBuilder`` is active (in a ContextVar) for the duration of ``Lattice.build_graph``.
 Electrons called while it is active add nodes instead of running. Node ids follow Covalent:
-the call's node first, then, argument by argument, its collection and parameter nodes.
+the call's node first, then, argument by argument, its collection and parameter nodes. Also as
+in Covalent, tuples and sets (not named tuples) become lists: in electron arguments and in the
+lattice's return value; what an electron returns is never converted.
 """
 
 from __future__ import annotations
@@ -103,9 +105,9 @@ class GraphBuilder:
                     f"argument {name!r} is an electron that was not called inside this lattice"
                 )
             g.add_edge(value.node_id, dst, name, kind, index)
-        elif isinstance(value, list | tuple) and not is_namedtuple(value):
-            node = g.add_node(ELECTRON_LIST_PREFIX,
-                              NodeKind.LIST if isinstance(value, list) else NodeKind.TUPLE)
+        elif isinstance(value, list | tuple | set) and not is_namedtuple(value):
+            # As in Covalent, a tuple or a set reaches the electron as a list (#12 item 10).
+            node = g.add_node(ELECTRON_LIST_PREFIX, NodeKind.LIST)
             for i, item in enumerate(value):
                 self.connect(node, name, item, EdgeKind.ARG, i)
             g.add_edge(node, dst, name, kind, index)
@@ -150,14 +152,13 @@ class GraphBuilder:
                 raise WorkflowDefinitionError("the lattice returns an electron it did not call")
             refs.append(value.node_id)
             return NodeOutput(value.node_id)
-        if isinstance(value, list):
+        if isinstance(value, list | tuple | set) and not is_namedtuple(value):
+            # As in Covalent, the lattice's tuples and sets come back as lists (#12 item 10).
             return [self._template(v, refs) for v in value]
-        if isinstance(value, tuple) and not is_namedtuple(value):
-            return tuple(self._template(v, refs) for v in value)
         if isinstance(value, dict):
             return {k: self._template(v, refs) for k, v in value.items()}
-        if isinstance(value, set | frozenset):
-            return type(value)(self._template(v, refs) for v in value)
+        if isinstance(value, frozenset):
+            return frozenset(self._template(v, refs) for v in value)
         return value
 
     def _function_blob(self, fn: Any, name: str) -> tuple[int | None, str]:

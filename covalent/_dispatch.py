@@ -8,6 +8,7 @@ create a second dispatch.
 
 from __future__ import annotations
 
+import copy
 import hashlib
 import json
 import platform
@@ -34,18 +35,17 @@ def _client_versions() -> dict[str, str]:
 
 
 def build_submission(lat: Lattice[Any, Any], args: tuple[Any, ...], kwargs: dict[str, Any],
-                     *, dispatch_id: str, disable_run: bool,
-                     replace: dict[str, Callable[..., Any]] | None = None) -> bytes:
+                     *, dispatch_id: str, disable_run: bool) -> bytes:
     """Build the graph of ``lat(*args, **kwargs)`` and frame the whole dispatch request."""
     return b"".join(submission_parts(lat, args, kwargs, dispatch_id=dispatch_id,
-                                     disable_run=disable_run, replace=replace))
+                                     disable_run=disable_run))
 
 
 def submission_parts(lat: Lattice[Any, Any], args: tuple[Any, ...], kwargs: dict[str, Any],
-                     *, dispatch_id: str, disable_run: bool,
-                     replace: dict[str, Callable[..., Any]] | None = None) -> list[bytes]:
+                     *, dispatch_id: str, disable_run: bool) -> list[bytes]:
     """``build_submission`` as the parts of the body, sent one after the other."""
     graph, sources = lat.build_graph_with_sources(*args, **kwargs)
+    replace = getattr(lat, "replace_electrons", None)  # a lattice stored before it had them
     if replace:
         _replace_functions(graph, replace)
     blobs = graph.blobs
@@ -97,6 +97,7 @@ def dispatch(orig_lattice: Lattice[Any, Any], dispatcher_addr: str | None = None
 
     Raises:
         WorkflowDefinitionError, SerializationError: the workflow cannot be built or pickled.
+        Exception: what the lattice function raised while its graph was built, unchanged.
         DispatcherUnavailableError: no server answers at the address.
 
     Example:
@@ -111,6 +112,10 @@ def dispatch(orig_lattice: Lattice[Any, Any], dispatcher_addr: str | None = None
                                 disable_run=disable_run)
         resp = _client.request_json(cfg, "POST", "/dispatches", body=body,
                                     content_type=wire.CONTENT_TYPE)
+        # The user's trigger objects now follow what the dispatcher fires for them.
+        for trigger, trigger_id in zip(lat.metadata.get("triggers") or [],
+                                       resp.get("trigger_ids") or [], strict=False):
+            trigger._registered_as(str(trigger_id), dispatcher_addr, str(resp["dispatch_id"]))
         return str(resp["dispatch_id"])
 
     return wrapper
@@ -156,12 +161,15 @@ def redispatch(dispatch_id: str, dispatcher_addr: str | None = None,
         old = get_result(dispatch_id, wait=reuse_previous_results, dispatcher_addr=dispatcher_addr)
         assert isinstance(old, Result)
         lat = old.lattice
+        if replace_electrons:
+            # Kept on the stored lattice, so a redispatch of this one runs the same functions.
+            lat = copy.copy(lat)
+            lat.replace_electrons = {**getattr(lat, "replace_electrons", {}), **replace_electrons}
         if not args and not kwargs:
             inputs = old.inputs
             args, kwargs = tuple(inputs.get("args", ())), dict(inputs.get("kwargs", {}))
         new_id = str(uuid.uuid4())
-        body = submission_parts(lat, args, kwargs, dispatch_id=new_id, disable_run=False,
-                                replace=replace_electrons)
+        body = submission_parts(lat, args, kwargs, dispatch_id=new_id, disable_run=False)
         query = {"redispatch_of": dispatch_id, "reuse": "1" if reuse_previous_results else "0"}
         resp = _client.request_json(cfg, "POST", "/dispatches", body=body,
                                     content_type=wire.CONTENT_TYPE, query=query)

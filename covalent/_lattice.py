@@ -14,7 +14,6 @@ from typing import Any, Generic, ParamSpec, TypeVar, overload
 
 from ._builder import GraphBuilder, building
 from ._deps import Deps, DepsBash, DepsPip, as_deps_bash, as_deps_pip, as_hooks
-from ._electron import Electron
 from ._executors import executor_name
 from .wire.graph import WorkflowGraph
 from ._transport import TransportableObject
@@ -46,6 +45,8 @@ class Lattice(Generic[P, R]):
         self.args: tuple[Any, ...] = ()
         self.kwargs: dict[str, Any] = {}
         self.post_processing = False
+        # {electron name: replacement}, from ct.redispatch(..., replace_electrons=...)
+        self.replace_electrons: dict[str, Callable[..., Any]] = {}
 
     def __call__(self, *args: P.args, **kwargs: P.kwargs) -> R:
         return self.workflow_function(*args, **kwargs)
@@ -60,8 +61,10 @@ class Lattice(Generic[P, R]):
         """Run the workflow function with a builder active and return its graph.
 
         Raises:
-            WorkflowDefinitionError: the function fails or uses an electron output illegally.
+            WorkflowDefinitionError: the function uses an electron output illegally.
             SerializationError: an argument or function cannot be pickled.
+            Exception: whatever the workflow function itself raises, as it raised it (with
+                a note naming the lattice).
         """
         return self.build_graph_with_sources(*args, **kwargs)[0]
 
@@ -74,9 +77,11 @@ class Lattice(Generic[P, R]):
             except (WorkflowDefinitionError, SerializationError):
                 raise
             except Exception as exc:
-                raise WorkflowDefinitionError(
-                    f"building lattice {self.__name__!r} failed: {type(exc).__name__}: {exc}"
-                ) from exc
+                # The user's own exception, unwrapped, so `except RuntimeError:` around
+                # ct.dispatch still catches it (#12 item 6); the note says where it came from.
+                exc.add_note(f"raised by lattice {self.__name__!r} while its graph was built "
+                             "(before anything was sent to the dispatcher)")
+                raise
             builder.add_postprocess(retval, self.metadata.get("workflow_executor"))
         self.transport_graph = builder.graph
         self.args, self.kwargs = args, dict(kwargs)
@@ -157,8 +162,8 @@ def lattice(
     }
 
     def wrap(func: Callable[P, R]) -> Lattice[P, R]:
-        if isinstance(func, Electron):
-            raise WorkflowDefinitionError("@lattice goes on a plain function, not on an electron")
+        # On an electron (``@ct.lattice`` over ``@ct.electron``) the workflow is that one
+        # electron's call: a one-node workflow, as Covalent's how-tos use it (#12 item 2).
         lat: Lattice[P, R] = Lattice(func, metadata=dict(meta))
         functools.update_wrapper(lat, func, updated=())
         return lat

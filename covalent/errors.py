@@ -9,7 +9,9 @@
     ├── FileTransferError (OSError)              a file transfer failed (raised on the worker)
     └── DispatcherError                          the server refused a request (4xx/5xx)
         ├── DispatchNotFoundError (LookupError)
+        │   └── MissingLatticeRecordError          Covalent's name for it
         ├── NodeNotFoundError (LookupError)
+        ├── TriggerNotFoundError (LookupError)
         ├── InvalidRequestError (ValueError)
         ├── DispatchStateError (RuntimeError)    e.g. cancelling a finished dispatch
         ├── IncompatibleClientError (RuntimeError)  Python/cloudpickle differ from the workers'
@@ -109,8 +111,17 @@ class DispatchNotFoundError(DispatcherError, LookupError):
     """No dispatch with that id is stored."""
 
 
+class MissingLatticeRecordError(DispatchNotFoundError):
+    """Covalent's name for an unknown dispatch id; what the SDK raises, so that both
+    ``except MissingLatticeRecordError`` and ``except DispatchNotFoundError`` catch it."""
+
+
 class NodeNotFoundError(DispatcherError, LookupError):
     """The dispatch has no node with that id."""
+
+
+class TriggerNotFoundError(DispatcherError, LookupError):
+    """The dispatcher has no trigger with that id."""
 
 
 class InvalidRequestError(DispatcherError, ValueError):
@@ -144,8 +155,9 @@ class StorageFullError(DispatcherError, OSError):
 _BY_CODE: dict[str, type[DispatcherError]] = {
     "IncompatibleClient": IncompatibleClientError,
     "StorageFull": StorageFullError,
-    "DispatchNotFound": DispatchNotFoundError,
+    "DispatchNotFound": MissingLatticeRecordError,
     "NodeNotFound": NodeNotFoundError,
+    "TriggerNotFound": TriggerNotFoundError,
     "InvalidRequest": InvalidRequestError,
     "PayloadTooLarge": InvalidRequestError,
     "DispatchState": DispatchStateError,

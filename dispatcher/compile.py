@@ -101,6 +101,7 @@ class Preset:
     start: str
     end: str
     preview: str = ""
+    reused_from: str | None = None  # the dispatch that computed it (None: this one)
 
 
 @dataclass(slots=True)

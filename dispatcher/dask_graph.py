@@ -5,7 +5,9 @@ private API.
 every task (pickling each spec) to name it, which costs more than running a small workflow.
 ``distributed.client._wait`` waits for many futures of a given client without a callback per
 future (the public ``distributed.wait`` insists on a default client, which the dispatcher
-never sets). ``tests/dispatcher/test_dask_graph.py`` fails loudly if Dask changes either.
+never sets). ``hold`` tells the scheduler this client wants keys it did not ask for at
+submit (``client-desires-keys``, what Dask itself sends for futures it unpickles).
+``tests/dispatcher/test_dask_graph.py`` fails loudly if Dask changes any of them.
 """
 
 from __future__ import annotations
@@ -24,6 +26,14 @@ def submit_graph(client: Client, dsk: Mapping[Any, Task], keys: list[Any], name:
     """Submit ``dsk`` as one graph called ``name``; the futures of ``keys``, in order."""
     expr = LLGExpr(dict(dsk), _determ_token=name)
     futures: list[Future[Any]] = client.get(expr, keys, sync=False, priority=priority)
+    return futures
+
+
+def hold(client: Client, keys: list[Any]) -> list[Future[Any]]:
+    """Futures on keys of a submitted graph, which the scheduler now keeps for this client
+    (so cancelling what consumed them does not release them)."""
+    futures: list[Future[Any]] = [Future(key, client) for key in keys]
+    client._send_to_scheduler({"op": "client-desires-keys", "keys": list(keys)})
     return futures
 
 

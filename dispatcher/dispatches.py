@@ -309,7 +309,7 @@ async def read_result(store: DispatchStore, dispatch_id: str, results_dir: str, 
              "start_time": n.start_time, "end_time": n.end_time, "error": n.error,
              "stdout": n.stdout, "stderr": n.stderr, "sub_dispatch_id": n.sub_dispatch_id,
              "preview": n.preview, "size": n.output_size, "gather": n.gather_spec,
-             "stored": n.output_ref is not None,
+             "stored": n.output_ref is not None, "reused_from": n.reused_from,
              "output": frame.add(n.output_ref) if n.node_id in sent else None}
             for n in nodes
         ],

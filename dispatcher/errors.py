@@ -3,6 +3,7 @@
     DispatcherError                 500 (never raised on purpose)
     ├── DispatchNotFound (LookupError)         404
     ├── NodeNotFound (LookupError)             404
+    ├── TriggerNotFound (LookupError)          404
     ├── InvalidRequest (ValueError)            400
     ├── PayloadTooLarge (ValueError)           413
     ├── DispatchState (RuntimeError)           409
@@ -38,6 +39,10 @@ class DispatchNotFound(DispatcherError, LookupError):
 
 
 class NodeNotFound(DispatcherError, LookupError):
+    status = 404
+
+
+class TriggerNotFound(DispatcherError, LookupError):
     status = 404
 
 

@@ -3,12 +3,14 @@
 A node's *signature* hashes its kind, name, function, value and hooks blobs and, recursively,
 the signatures of its parents with the edges' names and positions. A node of the new graph
 whose signature equals that of a node the old dispatch COMPLETED gets the old output: its
-function, inputs and everything upstream are unchanged.
+function, inputs and everything upstream are unchanged. It is recorded COMPLETED at submit,
+with ``start_time == end_time`` and the id of the dispatch that computed the output.
 """
 
 from __future__ import annotations
 
 import hashlib
+from dataclasses import replace
 
 import networkx as nx
 
@@ -16,6 +18,7 @@ from covalent.wire import GATHER_KINDS, Node, WorkflowGraph
 
 from .compile import INLINE_PARAMETER_MAX, Preset
 from .errors import DispatchNotFound
+from .protocol import now_iso
 from .state import Status
 from .store import DispatchStore, NodeRecord
 
@@ -65,7 +68,11 @@ async def reusable_outputs(store: DispatchStore, graph: WorkflowGraph, refs: lis
         old = done.get(new_sigs[node.id])
         if old is not None:
             picked[node.id] = old
-    return await presets(store, picked)
+    # A reused node did not run: Covalent shows that with start_time == end_time (#12 item 4).
+    # It keeps where its output was computed (the first dispatch, through chains of reuse).
+    stamp = now_iso()
+    return {i: replace(p, start=stamp, end=stamp, reused_from=picked[i].reused_from or old_id)
+            for i, p in (await presets(store, picked)).items()}
 
 
 async def presets(store: DispatchStore, nodes: dict[int, NodeRecord]) -> dict[int, Preset]:
@@ -79,5 +86,5 @@ async def presets(store: DispatchStore, nodes: dict[int, NodeRecord]) -> dict[in
             continue  # its blob is gone: the node runs again
         inline = src.data if src.data is not None and len(src.data) <= INLINE_PARAMETER_MAX else None
         out[node_id] = Preset(inline, src.ref, src.size, n.start_time or "", n.end_time or "",
-                              n.preview or "")
+                              n.preview or "", n.reused_from)
     return out

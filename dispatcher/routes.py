@@ -165,10 +165,12 @@ async def _submit(request: web.Request, upload: Upload) -> web.Response:
     dispatch_id, created = await dispatches.create(app[STORE], runner, header, graph, upload.blobs,
                                                    stored=upload.spooled, reuse_from=reuse,
                                                    parent=parent)
+    trigger_ids = []
     if created:
         for body in registrations:
-            await app[TRIGGERS].register(body, dispatch_id)
-    return web.json_response({"dispatch_id": dispatch_id}, status=201 if created else 200)
+            trigger_ids.append(await app[TRIGGERS].register(body, dispatch_id))
+    return web.json_response({"dispatch_id": dispatch_id, "trigger_ids": trigger_ids},
+                             status=201 if created else 200)
 
 
 @routes.get(wire.API + "/dispatches")
@@ -302,6 +304,12 @@ async def register_trigger(request: web.Request) -> web.Response:
 async def list_triggers(request: web.Request) -> web.Response:
     active = request.query.get("active") == "1"
     return web.json_response({"triggers": await request.app[TRIGGERS].listing(active)})
+
+
+@routes.get(wire.API + "/triggers/{trigger_id}")
+async def get_trigger(request: web.Request) -> web.Response:
+    """One trigger: whether it is active, how often it fired, the dispatches it started."""
+    return web.json_response(await request.app[TRIGGERS].info(request.match_info["trigger_id"]))
 
 
 @routes.post(wire.API + "/triggers/stop")

@@ -35,7 +35,7 @@ from covalent.wire import PARAMETER_PREFIX, NodeKind, WorkflowGraph
 from . import state
 from .compile import Compiled, Preset, compile_graph
 from .dask_graph import cancel as cancel_futures
-from .dask_graph import submit_graph, wait_all
+from .dask_graph import hold, submit_graph, wait_all
 from .errors import IncompatibleClient
 from .protocol import OUTCOME_TOPIC, PREVIEW_LIMIT, START_TOPIC, NodeTaskError, now_iso, runtime_versions
 from .recorder import Recorder
@@ -208,7 +208,8 @@ class Runner:
         updates: list[Update] = [state.dispatch_started(dispatch_id, stamp)]
         for node_id, known in preset.items():
             updates.append(state.node_completed(dispatch_id, node_id, known.inline, known.start,
-                                                known.end, ref=known.ref, size=known.size))
+                                                known.end, ref=known.ref, size=known.size,
+                                                reused_from=known.reused_from))
             updates += self._completed(run, node_id, known.preview)
         for node_id, data in compiled.inlined.items():
             if node_id in preset:
@@ -259,6 +260,8 @@ class Runner:
         if run is None:
             return  # a dispatch that already ended (cancelled) or was resumed anew
         node_id = int(msg["n"])
+        if node_id in run.held:
+            run.held[node_id][1].set()
         track = run.nodes[node_id]
         if track.done or track.cancelled:
             return  # a node run again after its worker died reports again: recorded once
@@ -309,12 +312,30 @@ class Runner:
         came before."""
         try:
             await wait_all(list(run.sinks.values()))
+            await self._await_held(run)
         except asyncio.CancelledError:
             raise
         except Exception as exc:  # never leave a dispatch RUNNING because waiting failed
             log.exception("waiting for dispatch %s failed", run.dispatch_id)
             run.internal_error = f"dispatcher error while waiting: {type(exc).__name__}: {exc}"
         self._deliver("ended", run.dispatch_id)
+
+    async def _await_held(self, run: DispatchRun) -> None:
+        """Wait for the tasks held for cancelled nodes: each until its future ends or its
+        outcome arrives (a key Dask released just before it was held never reports again)."""
+        while True:
+            waiting = [(f, ev) for f, ev in run.held.values()
+                       if not ev.is_set() and f.status in ("pending", "lost")]
+            if not waiting:
+                return
+            future, reported = waiting[0]
+            either = [asyncio.ensure_future(wait_all([future])),
+                      asyncio.ensure_future(reported.wait())]
+            try:
+                await asyncio.wait(either, return_when=asyncio.FIRST_COMPLETED)
+            finally:
+                for t in either:
+                    t.cancel()
 
     async def _finish(self, dispatch_id: str) -> None:
         run = self.runs.get(dispatch_id)
@@ -333,6 +354,7 @@ class Runner:
         # Releasing a future sends a message per key: let go of 100,000 in slices.
         sinks = list(run.sinks.values())
         run.sinks.clear()
+        run.held.clear()
         while sinks:
             del sinks[-1000:]
             await asyncio.sleep(0)
@@ -340,7 +362,9 @@ class Runner:
     async def _explain_failures(self, run: DispatchRun) -> None:
         """Nodes that failed without an event (their worker died every time): read the sink's
         error, which names the task Dask gave up on; one per group of descendants."""
-        erred = [(i, f) for i, f in run.sinks.items() if f.status == "error" and not run.nodes[i].done]
+        held = {i: f for i, (f, _) in run.held.items()}
+        erred = [(i, f) for i, f in [*run.sinks.items(), *held.items()]
+                 if f.status == "error" and not run.nodes[i].done]
         if not erred:
             return  # the usual case: no graph walk (100,000 nodes) on the loop
         blocked = descendants(run.graph, list(run.failed))
@@ -369,6 +393,27 @@ class Runner:
             if not track.done and i in blocked:
                 track.outcome = Outcome.SKIPPED  # never ran (fail-slow): stays NEW_OBJECT
 
+    def _keep_upstream(self, run: DispatchRun, targets: set[int]) -> None:
+        """Before cancelling some nodes: hold the unfinished tasks that feed them, so Dask does
+        not release them with their consumers; they run to the end and the dispatch ends
+        after them, as Covalent's do (only the cancelled nodes and their descendants stop)."""
+        parents = run.graph.parents()
+        keep: set[int] = set()
+        stack = [e.src for t in targets for e in parents[t]]
+        while stack:
+            i = stack.pop()
+            track = run.nodes[i]
+            if i in targets or i in keep or track.done:
+                continue
+            if track.role is Role.TASK:
+                keep.add(i)
+            else:  # a gathering node has no task: its parts are what its consumer needs
+                stack.extend(e.src for e in parents[i])
+        ids = sorted(keep - set(run.sinks) - set(run.held))
+        futures = hold(self.client, [run.nodes[i].key for i in ids]) if ids else []
+        for i, future in zip(ids, futures, strict=True):
+            run.held[i] = (future, asyncio.Event())
+
     async def cancel(self, dispatch_id: str, node_ids: list[int] | None) -> list[int]:
         """Cancel the unfinished nodes (all, or ``node_ids`` and their descendants)."""
         run = self.runs.get(dispatch_id)
@@ -384,6 +429,13 @@ class Runner:
             self.recorder.record(state.node_cancelled(dispatch_id, i, stamp))
         if not node_ids:
             self.recorder.ended(state.dispatch_cancelled(dispatch_id, stamp))
-        await cancel_futures(self.client, [f for i, f in run.sinks.items() if i in targets])
+        elif run.waiter is not None and not run.waiter.done():
+            self._keep_upstream(run, targets)
+        doomed = [f for i, f in run.sinks.items() if i in targets]
+        for i, (future, reported) in run.held.items():
+            if i in targets:
+                doomed.append(future)
+                reported.set()  # nothing more to wait for
+        await cancel_futures(self.client, doomed)
         await self.recorder.flush()
         return sorted(targets)

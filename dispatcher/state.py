@@ -86,6 +86,7 @@ class NodeUpdate:
     output_size: int | None = None
     output_location: str | None = None
     gather: str | None = None  # a gathering node's output: JSON naming the parts it is made of
+    reused_from: str | None = None  # the dispatch whose stored output this node reuses
 
 
 @dataclass(slots=True)
@@ -110,11 +111,13 @@ def node_running(dispatch_id: str, node_id: int, start: str) -> NodeUpdate:
 def node_completed(dispatch_id: str, node_id: int, output: bytes | None, start: str, end: str,
                    stdout: str = "", stderr: str = "", preview: str | None = None,
                    ref: str | None = None, size: int | None = None,
-                   location: str | None = None) -> NodeUpdate:
-    """A completed node: its output inline (``output``) or stored by its worker (``ref``)."""
+                   location: str | None = None, reused_from: str | None = None) -> NodeUpdate:
+    """A completed node: its output inline (``output``) or stored by its worker (``ref``), or
+    the output of dispatch ``reused_from`` (a redispatch reusing results)."""
     return NodeUpdate(dispatch_id, node_id, status=Status.COMPLETED, start_time=start or None,
                       end_time=end, output=output, stdout=stdout, stderr=stderr, preview=preview,
-                      output_ref=ref, output_size=size, output_location=location)
+                      output_ref=ref, output_size=size, output_location=location,
+                      reused_from=reused_from)
 
 
 def node_gathered(dispatch_id: str, node_id: int, gather: str, stamp: str,

@@ -9,10 +9,12 @@ Every node of a running dispatch has a ``NodeTrack``. Its ``role`` says how it r
   by the runner as the list of its parts once they have all completed.
 
 The runner holds Dask futures only for the *sinks* (tasks whose value no task consumes): they
-keep the graph alive, and Dask releases everything else as it would for a plain graph.
+keep the graph alive, and Dask releases everything else as it would for a plain graph. When
+some nodes are cancelled, the runner also *holds* the unfinished tasks feeding them (they still
+run): each until its future ends or its outcome arrives, whichever comes first.
 
 The invariants, checked by ``DispatchRun.check`` (the tests call it after the steps they take):
-a TASK node has a key, and only a sink may have a future; a GATHER node's ``waiting_for``
+a TASK node has a key, and only a sink or a held task may have a future; a GATHER node's ``waiting_for``
 counts its parents not yet COMPLETED (a failed parent means it is never gathered: fail-slow);
 only a FAILED node has an error; every node with an outcome has ``done`` set.
 """
@@ -72,6 +74,8 @@ class DispatchRun:
     gather_parents: dict[int, list[Edge]] = field(default_factory=dict)  # GATHER: incoming edges
     by_key: dict[Key, int] = field(default_factory=dict)  # TASK key -> node id
     sinks: dict[int, Future[Any]] = field(default_factory=dict)  # the futures the runner holds
+    # tasks held for cancelled consumers: the future, and an event set when the outcome arrives
+    held: dict[int, tuple[Future[Any], asyncio.Event]] = field(default_factory=dict)
     cancel_requested: bool = False
     internal_error: str = ""  # the dispatcher's own failure, for the dispatch's summary
     waiter: asyncio.Task[None] | None = None
@@ -107,6 +111,7 @@ class DispatchRun:
         for i, t in enumerate(self.nodes):
             assert (t.key is not None) == (t.role is Role.TASK), (i, t)
             assert i not in self.sinks or t.role is Role.TASK, (i, t)
+            assert i not in self.held or (t.role is Role.TASK and i not in self.sinks), (i, t)
             assert (t.failed is not None) == (t.outcome is Outcome.FAILED), (i, t)
             if t.role is Role.GATHER and not t.done:
                 waiting = sum(self.nodes[e.src].outcome is not Outcome.COMPLETED for e in parents[i])

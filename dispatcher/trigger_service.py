@@ -17,7 +17,7 @@ from typing import Any
 from triggers import Observed, TriggerSupervisor
 
 from . import dispatches
-from .errors import DispatchNotFound, InvalidRequest
+from .errors import DispatchNotFound, InvalidRequest, TriggerNotFound
 from .protocol import now_iso
 from .runner import Runner
 from .state import PENDING
@@ -92,20 +92,31 @@ class TriggerService:
 
     async def listing(self, active_only: bool = False) -> list[dict[str, Any]]:
         """Every stored trigger (live state for those being observed)."""
-        out = []
+        infos = [self._info(row) for row in await self.store.all_triggers()]
+        return [info for info in infos if info["active"] or not active_only]
+
+    async def info(self, trigger_id: str) -> dict[str, Any]:
+        """One trigger (live state while it is observed), e.g. the dispatches it started.
+
+        Raises:
+            TriggerNotFound: no trigger has that id.
+        """
+        live = self.supervisor.observed.get(trigger_id)
+        if live is not None:
+            return live.info()
         for row in await self.store.all_triggers():
-            live = self.supervisor.observed.get(row.trigger_id)
-            if live is not None:
-                info = live.info()
-            else:
-                spec = row.spec
-                info = {"trigger_id": row.trigger_id, "name": row.name,
-                        "dispatch_id": row.dispatch_id, "active": row.active,
-                        "fire_count": row.fire_count, "reason": row.reason,
-                        "new_dispatch_ids": spec.get("new_dispatch_ids", []), "trigger": spec}
-            if info["active"] or not active_only:
-                out.append(info)
-        return out
+            if row.trigger_id == trigger_id:
+                return self._info(row)
+        raise TriggerNotFound(f"no trigger with id {trigger_id!r}")
+
+    def _info(self, row: TriggerRecord) -> dict[str, Any]:
+        live = self.supervisor.observed.get(row.trigger_id)
+        if live is not None:
+            return live.info()
+        spec = row.spec
+        return {"trigger_id": row.trigger_id, "name": row.name, "dispatch_id": row.dispatch_id,
+                "active": row.active, "fire_count": row.fire_count, "reason": row.reason,
+                "new_dispatch_ids": spec.get("new_dispatch_ids", []), "trigger": spec}
 
     async def stop(self, dispatch_ids: list[str]) -> int:
         for d in dispatch_ids:

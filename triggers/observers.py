@@ -1,6 +1,6 @@
 """Observe built-in triggers as coroutines on the server's loop: timers and directory watches.
 
-``observe_time`` awaits ``fire()`` every ``time_gap`` seconds. ``observe_dir`` counts the events
+``observe_time`` awaits ``fire()`` every ``time_gap`` seconds, on a fixed cadence. ``observe_dir`` counts the events
 one shared watchdog observer (``DirWatcher``) hands over through ``call_soon_threadsafe``, so a
 burst loses no count, and fires once per ``batch_size``. It follows its path: the directory's
 parent is watched too, so a directory moved away, deleted or replaced (``mv d d.old; mkdir
@@ -28,14 +28,36 @@ Fire = Callable[[], Awaitable[Any]]
 
 async def observe_time(trigger: TimeTrigger, fire: Fire, stopped: asyncio.Event,
                        ready: asyncio.Event) -> str:
-    """Await ``fire()`` every ``time_gap`` seconds until ``stopped``."""
+    """Await ``fire()`` every ``time_gap`` seconds until ``stopped``.
+
+    The fires keep the cadence of the registration (at ``k * time_gap``): the time a fire takes
+    does not push the next ones later. A tick missed while a fire ran longer is skipped.
+    """
+    loop = asyncio.get_running_loop()
+    gap = trigger.time_gap
+    due = loop.time() + gap
     ready.set()
     while True:
         try:
-            await asyncio.wait_for(stopped.wait(), trigger.time_gap)
+            await asyncio.wait_for(stopped.wait(), max(0.0, due - loop.time()))
             return "stopped"
         except TimeoutError:
             await fire()
+        due = next_due(due, loop.time(), gap)
+
+
+def next_due(due: float, now: float, gap: float) -> float:
+    """The next tick after the one ``due`` (just fired), skipping those already past at ``now``.
+
+    >>> next_due(2.0, 2.03, 2.0)   # the fire took 30 ms: the next one stays at 4.0
+    4.0
+    >>> next_due(2.0, 7.1, 2.0)    # the fire ran past 4.0 and 6.0
+    8.0
+    """
+    due += gap
+    if due <= now:
+        due += ((now - due) // gap + 1) * gap
+    return due
 
 
 class DirWatcher:

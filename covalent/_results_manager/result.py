@@ -146,11 +146,12 @@ class Result:
             raise OutputLoadError(self._dispatch_id, -1, f"{type(exc).__name__}: {exc}") from exc
 
     @property
-    def inputs(self) -> dict[str, Any]:
-        """``{"args": (...), "kwargs": {...}}`` the lattice was dispatched with."""
+    def inputs(self) -> Inputs:
+        """``{"args": (...), "kwargs": {...}}`` the lattice was dispatched with (a dict that
+        also answers Covalent's ``get_deserialized()``)."""
         if self._cfg is None and "inputs" not in self._parts:
-            return {"args": (), "kwargs": {}}
-        inputs = dict(self._load(("inputs",), self._part("inputs")))
+            return Inputs(args=(), kwargs={})
+        inputs = Inputs(self._load(("inputs",), self._part("inputs")))
         inputs["args"] = tuple(inputs.get("args", ()))
         return inputs
 
@@ -349,6 +350,15 @@ class Result:
         state = dict(self.__dict__)
         state["_cache"] = {}
         return state
+
+
+class Inputs(dict[str, Any]):
+    """The inputs of a dispatch: a plain dict, as the API reference says. Covalent returns
+    them wrapped in a TransportableObject, so scripts written for it call
+    ``result.inputs.get_deserialized()``: that answers the same dict."""
+
+    def get_deserialized(self) -> dict[str, Any]:
+        return dict(self)
 
 
 class UnloadableOutput:

@@ -4,6 +4,10 @@ A registered trigger is observed by the dispatcher: built-in triggers as corouti
 event loop, a custom subclass in a process of its own (the dispatcher never unpickles it). In
 that process ``trigger()`` asks the dispatcher through a private hook instead of the REST API
 (``use_internal_funcs``); used directly in a user's process, ``trigger()`` goes through REST.
+
+Once registered (``register()``, or ``ct.dispatch`` of a lattice with ``triggers=``), the user's
+own object reads ``new_dispatch_ids`` from the dispatcher, so it lists the dispatches the
+dispatcher started for it (#12 item 9).
 """
 
 from __future__ import annotations
@@ -24,7 +28,8 @@ class BaseTrigger:
         self.lattice_dispatch_id = lattice_dispatch_id
         self.dispatcher_addr = dispatcher_addr
         self.triggers_server_addr = triggers_server_addr
-        self.new_dispatch_ids: list[str] = []
+        self._new_dispatch_ids: list[str] = []
+        self._registered: tuple[str | None, str] | None = None  # (dispatcher address, trigger id)
         self.observe_blocks = True
         self.event_loop: Any = None
         self.use_internal_funcs = False
@@ -43,6 +48,30 @@ class BaseTrigger:
 
     # -- shared behaviour ------------------------------------------------------------------
 
+    @property
+    def new_dispatch_ids(self) -> list[str]:
+        """The dispatches this trigger started (not the pending one it started first).
+
+        On a registered trigger object this asks the dispatcher, which is the one firing it;
+        when the dispatcher cannot be reached, it is the list from the last answer.
+        """
+        registered = self.__dict__.get("_registered")
+        if registered is not None and self.__dict__.get("_covalent_fire") is None:
+            fresh = _fired_ids(*registered)
+            if fresh is not None:
+                self._new_dispatch_ids = fresh
+        return self.__dict__.setdefault("_new_dispatch_ids", [])  # type: ignore[no-any-return]
+
+    @new_dispatch_ids.setter
+    def new_dispatch_ids(self, ids: list[str]) -> None:
+        self._new_dispatch_ids = list(ids)
+
+    def _registered_as(self, trigger_id: str, dispatcher_addr: str | None,
+                       dispatch_id: str) -> None:
+        """Remember where this object was registered (``ct.dispatch`` calls it)."""
+        self.lattice_dispatch_id = dispatch_id
+        self._registered = (dispatcher_addr, trigger_id)
+
     def trigger(self) -> None:
         """Start the connected dispatch if it is pending, else redispatch it.
 
@@ -57,7 +86,7 @@ class BaseTrigger:
         else:
             new_id = _trigger_over_rest(self.lattice_dispatch_id, self.dispatcher_addr)
         if new_id and new_id != self.lattice_dispatch_id:
-            self.new_dispatch_ids.append(new_id)
+            self._new_dispatch_ids = [*self.__dict__.get("_new_dispatch_ids", []), new_id]
 
     def register(self) -> None:
         """Register this trigger with the dispatcher, which then observes it (and keeps it
@@ -72,8 +101,10 @@ class BaseTrigger:
 
         if not self.lattice_dispatch_id:
             raise RuntimeError(f"{type(self).__name__} has no lattice_dispatch_id to register for")
-        cfg = client_config(self.triggers_server_addr or self.dispatcher_addr)
-        _client.request_json(cfg, "POST", "/triggers", body=json.dumps(self.registration()).encode())
+        addr = self.triggers_server_addr or self.dispatcher_addr
+        resp = _client.request_json(client_config(addr), "POST", "/triggers",
+                                    body=json.dumps(self.registration()).encode())
+        self._registered = (addr, str(resp["trigger_id"]))
 
     def to_dict(self) -> dict[str, Any]:
         """A JSON-safe description from which a built-in trigger can be rebuilt."""
@@ -82,7 +113,7 @@ class BaseTrigger:
             "lattice_dispatch_id": self.lattice_dispatch_id,
             "dispatcher_addr": self.dispatcher_addr,
             "triggers_server_addr": self.triggers_server_addr,
-            "new_dispatch_ids": list(self.new_dispatch_ids),
+            "new_dispatch_ids": list(self.__dict__.get("_new_dispatch_ids", [])),
             "observe_blocks": self.observe_blocks,
             "use_internal_funcs": self.use_internal_funcs,
         }
@@ -99,12 +130,14 @@ class BaseTrigger:
 
     def __getstate__(self) -> dict[str, Any]:
         state = dict(self.__dict__)
-        state.update(event_loop=None, _covalent_fire=None)
+        state.update(event_loop=None, _covalent_fire=None, _registered=None)
         if not _picklable(state.get("stop_flag")):
             state["stop_flag"] = None  # a threading.Event: the host gives a fresh one
         return state
 
     def __setstate__(self, state: dict[str, Any]) -> None:
+        if "new_dispatch_ids" in state:  # pickled before it became a property
+            state["_new_dispatch_ids"] = state.pop("new_dispatch_ids")
         self.__dict__.update(state)
 
 
@@ -114,6 +147,22 @@ def _picklable(value: Any) -> bool:
     except Exception:  # locks, events, sockets: many types refuse in many ways
         return False
     return True
+
+
+def _fired_ids(dispatcher_addr: str | None, trigger_id: str) -> list[str] | None:
+    """The dispatches the dispatcher started for a trigger; None when it cannot be asked."""
+    from urllib.parse import quote
+
+    from .. import _client
+    from ..config import client_config
+    from ..errors import DispatcherError, DispatcherUnavailableError
+
+    try:
+        info = _client.request_json(client_config(dispatcher_addr), "GET",
+                                    f"/triggers/{quote(trigger_id, safe='')}")
+    except (DispatcherUnavailableError, DispatcherError):
+        return None  # gone, or deleted with its dispatch: keep what was known
+    return [str(i) for i in info.get("new_dispatch_ids") or []]
 
 
 def _trigger_over_rest(dispatch_id: str, dispatcher_addr: str | None) -> str:

@@ -67,7 +67,7 @@ def _run(spec: NodeSpec, parents: tuple[NodeOutcome, ...], start: str) -> NodeOu
             data = spec.value if spec.kind == NodeKind.PARAMETER and spec.value else _dump_output(spec, value)
             event = _stored(spec, data, start, cap, preview(value))
         except _OutputError as exc:
-            failure = (exc.error_type, str(exc), str(exc))
+            failure = (exc.error_type, str(exc), f"{exc.error_type}: {exc}\n")
         except TaskInterrupted:
             failure = ("TaskInterrupted", "cancelled while running", "")
         except BaseException as exc:  # user code may raise anything: SystemExit, KeyboardInterrupt
@@ -75,9 +75,9 @@ def _run(spec: NodeSpec, parents: tuple[NodeOutcome, ...], start: str) -> NodeOu
             del exc  # drop the traceback (a RecursionError's holds 1000 frames)
     if failure is not None:
         error_type, message, detail = failure
-        message = clean_text(message, ERROR_MESSAGE_LIMIT)
-        _report(outcome_failed(spec, start, now_iso(), cap.out.getvalue(), cap.err.getvalue(),
-                               error_type, message, clean_text(detail)))
+        message, detail = clean_text(message, ERROR_MESSAGE_LIMIT), clean_text(detail)
+        _report(outcome_failed(spec, start, now_iso(), cap.out.getvalue(),
+                               _then(cap.err.getvalue(), detail), error_type, message, detail))
         raise NodeTaskError(spec.node_id, error_type, message)
     _report(event)
     if spec.sink:
@@ -169,6 +169,13 @@ def _compute(spec: NodeSpec, parents: tuple[Any, ...]) -> Any:
     fn = _load_cached(spec.fn)
     hooks = _load_cached(spec.hooks) if spec.hooks is not None else {}
     return call_with_hooks(fn, args, kwargs, hooks)  # deps, file transfers, injected values
+
+
+def _then(printed: str, traceback_text: str) -> str:
+    """A failed node's stderr: what it printed, then its traceback, as in Covalent (#12)."""
+    if printed and traceback_text and not printed.endswith("\n"):
+        printed += "\n"
+    return printed + traceback_text
 
 
 def _safe_str(exc: BaseException) -> str:

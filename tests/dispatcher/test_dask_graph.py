@@ -34,3 +34,32 @@ async def test_submit_graph_runs_the_named_graph() -> None:
             dsk = {("a", 0): Task(("a", 0), _inc, 1), ("b", 0): Task(("b", 0), _inc, 41)}
             futures = submit_graph(client, dsk, [("a", 0), ("b", 0)], "g-1", priority=5)
             assert await client.gather(futures) == [2, 42]
+
+
+async def test_a_held_key_survives_cancelling_its_consumer() -> None:
+    import asyncio
+
+    from dask.task_spec import TaskRef
+    from distributed import Client, Event, LocalCluster
+
+    from dispatcher.dask_graph import hold, submit_graph, wait_all
+
+    async with LocalCluster(processes=False, n_workers=1, dashboard_address=None,
+                            asynchronous=True) as cluster:
+        async with Client(cluster, asynchronous=True, set_as_default=False) as client:
+            gate = Event("gate-held", client=client)
+            dsk = {("a", 0): Task(("a", 0), _wait_then_inc, 1, "gate-held"),
+                   ("b", 0): Task(("b", 0), _inc, TaskRef(("a", 0)))}
+            [b] = submit_graph(client, dsk, [("b", 0)], "g-held", priority=0)
+            [a] = hold(client, [("a", 0)])
+            await client.cancel([b], force=True)
+            await gate.set()
+            await asyncio.wait_for(wait_all([a]), 10)
+            assert a.status == "finished" and await a.result() == 2
+
+
+def _wait_then_inc(x: int, name: str) -> int:
+    from distributed import Event
+
+    Event(name).wait(10)
+    return x + 1

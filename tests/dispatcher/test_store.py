@@ -75,3 +75,24 @@ async def test_triggers_are_records(store: SqliteStore) -> None:
     assert await store.active_triggers() == []
     await store.delete_trigger("t1")
     assert await store.all_triggers() == []
+
+
+async def test_an_older_store_gains_the_reused_from_column_on_open(tmp_path: Path) -> None:
+    import sqlite3
+
+    db = sqlite3.connect(tmp_path / "old.db")  # the nodes table before reuse was recorded
+    db.execute("CREATE TABLE nodes (dispatch_id TEXT NOT NULL, node_id INTEGER NOT NULL,"
+               " name TEXT NOT NULL, kind TEXT NOT NULL, status TEXT NOT NULL, start_time TEXT,"
+               " end_time TEXT, output_ref TEXT, error TEXT, stdout TEXT, stderr TEXT,"
+               " sub_dispatch_id TEXT, PRIMARY KEY (dispatch_id, node_id)) WITHOUT ROWID")
+    db.close()
+    s = SqliteStore(tmp_path / "old.db", tmp_path / "blobs")
+    await s.open()
+    try:
+        await s.create_dispatch(_new(A), [], {})
+        await s.apply([state.node_completed(A, 0, b"out", "t", "t", reused_from=B)], [])
+        [node] = await s.get_nodes(A)
+        assert node.reused_from == B and node.to_json()["reused_from"] == B
+        assert (node.start_time, node.end_time) == ("t", "t")
+    finally:
+        await s.close()

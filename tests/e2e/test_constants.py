@@ -54,7 +54,29 @@ async def test_a_tuple_of_constants_as_a_keyword(addr: str) -> None:
 
     result = await run(wf, addr)
     assert result.status == "COMPLETED", result.error
-    assert result.result == "x:(1, 2)"
+    assert result.result == "x:[1, 2]"  # a tuple reaches an electron as a list, as in Covalent
+
+
+async def test_tuples_and_sets_become_lists_as_in_covalent(addr: str) -> None:
+    @ct.electron
+    def kinds(*args, **kwargs):
+        return [type(a).__name__ for a in args], {k: type(v).__name__ for k, v in kwargs.items()}
+
+    @ct.electron
+    def pair():
+        return (1, "a")  # what an electron returns keeps its type
+
+    @ct.lattice
+    def wf():
+        a, b = pair()
+        return (kinds((1, 2), {3}, [4], frozenset({5}), opts=(add(1, 1),)),
+                (a, b), {"t": (1, 2), "s": {a}}, pair())
+
+    result = await run(wf, addr)
+    assert result.status == "COMPLETED", result.error
+    assert result.result == [
+        (["list", "list", "list", "frozenset"], {"opts": "list"}),
+        [1, "a"], {"t": [1, 2], "s": [1]}, (1, "a")]
 
 
 async def test_a_dict_of_constants(addr: str) -> None:
@@ -84,7 +106,7 @@ async def test_nested_empty_and_mixed_lists(addr: str) -> None:
 
     result = await run(wf, addr)
     assert result.status == "COMPLETED", result.error
-    assert result.result == (0, 6, "[[1], [2, 3]]:None", 6)
+    assert result.result == [0, 6, "[[1], [2, 3]]:None", 6]
 
 
 async def test_the_same_inside_a_sublattice(addr: str) -> None:
@@ -94,7 +116,7 @@ async def test_the_same_inside_a_sublattice(addr: str) -> None:
 
     result = await run(wf, addr, [1, 2])
     assert result.status == "COMPLETED", result.error
-    assert result.result == (3, 15)
+    assert result.result == [3, 15]
 
 
 async def test_a_submission_that_cannot_reach_dask_is_failed_not_running(dispatcher, addr) -> None:

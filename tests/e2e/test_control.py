@@ -4,9 +4,12 @@ from __future__ import annotations
 
 import asyncio
 
+import pytest
+
 import covalent as ct
 from tests.conftest import JSON, fetched, wait_until
 from tests.conftest import run
+from tests import tasks
 from tests.tasks import add, block, identity, mark, multiply, spin
 
 
@@ -202,4 +205,75 @@ async def test_redispatch_new_inputs_replace_and_reuse(addr: str, tmp_path) -> N
     result = await fetched(reused, addr)
     assert result.result == 12                      # plus_one replaced by plus_two
     assert runs.read_text() == "xxx"                # counted ran for input 2 only, not again
-    assert result.get_node_result(0)["output"] == 10
+    node = result.get_node_result(0)
+    assert node["output"] == 10 and node["status"] == "COMPLETED"
+    assert node["start_time"] == node["end_time"]   # did not run: shown as Covalent shows it (#12)
+    assert node["start_time"] >= first.end_time
+    assert await _reused_from(addr, reused, 0) == first.dispatch_id
+    assert await _reused_from(addr, reused, 3) is None  # plus_two ran
+
+    # reusing a reuse: the output still comes from the dispatch that computed it
+    chained = await asyncio.to_thread(ct.redispatch(
+        reused, dispatcher_addr=addr, reuse_previous_results=True))
+    assert (await fetched(chained, addr)).result == 12 and runs.read_text() == "xxx"
+    assert await _reused_from(addr, chained, 0) == first.dispatch_id
+    assert await _reused_from(addr, chained, 3) == reused
+
+
+async def _reused_from(addr: str, dispatch_id: str, node_id: int) -> str | None:
+    from covalent import api
+
+    def get() -> str | None:
+        node = api.request_json(api.client_config(addr), "GET",
+                                f"/dispatches/{dispatch_id}/nodes/{node_id}")
+        return node["reused_from"]  # type: ignore[no-any-return]
+
+    return await asyncio.to_thread(get)
+
+
+async def test_cancelling_a_task_lets_what_feeds_it_finish(addr: str) -> None:
+    # Covalent's test_cancel_task: the cancelled node's running parent still completes, and
+    # the dispatch ends CANCELLED only after it (Dask would release the parent with its child).
+    @ct.lattice
+    def wf(x):
+        first = block(x)
+        identity(first)
+        return 1
+
+    dispatch_id = await asyncio.to_thread(ct.dispatch(wf, dispatcher_addr=addr), 3)
+    await _running(addr, dispatch_id, 0)
+    await asyncio.to_thread(ct.cancel, dispatch_id, [2], addr)
+    status = await asyncio.to_thread(ct.get_result, dispatch_id, False, addr, True)
+    assert status["status"] == "RUNNING"  # still waiting for node 0
+    tasks.release.set()
+    result = await asyncio.wait_for(fetched(dispatch_id, addr), 5)
+    assert result.status == "CANCELLED"
+    assert result.get_node_result(0)["status"] == "COMPLETED"
+    assert result.get_node_result(0)["output"] == 3
+    assert result.get_node_result(2)["status"] == "CANCELLED"
+
+
+@pytest.mark.filterwarnings("ignore:Client .* desires key .* but key is unknown")
+async def test_a_held_task_dask_had_already_released_ends_with_its_outcome(dispatcher, addr) -> None:
+    # The race _keep_upstream guards against: a parent that had just finished, and that Dask had
+    # released with its child, before the runner learned it. Holding its key then holds nothing
+    # (Dask never reports it); the parent's outcome event ends the wait instead.
+    from dispatcher.dask_graph import hold
+    from dispatcher.keys import RUNNER
+
+    @ct.lattice
+    def wf(x):
+        first = block(x)
+        identity(first)
+        return 1
+
+    dispatch_id = await asyncio.to_thread(ct.dispatch(wf, dispatcher_addr=addr), 3)
+    await _running(addr, dispatch_id, 0)
+    runner = dispatcher.app[RUNNER]
+    [gone] = hold(runner.client, [("released-before-held", 0)])
+    runner.runs[dispatch_id].held[0] = (gone, asyncio.Event())
+    await asyncio.to_thread(ct.cancel, dispatch_id, [2], addr)
+    tasks.release.set()
+    result = await asyncio.wait_for(fetched(dispatch_id, addr), 5)
+    assert result.status == "CANCELLED" and result.get_node_result(0)["output"] == 3
+    assert gone.status == "pending"  # Dask never answered for it

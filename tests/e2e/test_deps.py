@@ -68,4 +68,5 @@ async def test_a_failing_call_after_fails_the_node(addr: str) -> None:
     result = await run(wf, addr)
     node = result.get_node_result(0)
     assert result.status == "FAILED" and "exited with 5: oops" in node["error"]
-    assert node["stderr"] == "oops\n"
+    assert node["stderr"].startswith("oops\nTraceback (most recent call last):\n")
+    assert node["stderr"].endswith("exited with 5: oops\n")

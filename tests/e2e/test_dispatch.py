@@ -21,6 +21,7 @@ async def test_result_fields(addr: str) -> None:
     assert result.result == 6
     assert result.encoded_result.get_deserialized() == 6
     assert result.inputs == {"args": (1,), "kwargs": {"y": 2}}  # a tuple, as in Covalent
+    assert result.inputs.get_deserialized() == {"args": (1,), "kwargs": {"y": 2}}  # Covalent's call
     assert result.error is None
     assert result.dispatch_id == result.root_dispatch_id
     assert isinstance(result.start_time, dt.datetime) and result.end_time >= result.start_time
@@ -45,7 +46,7 @@ async def test_nested_return_value_and_post_process(addr: str) -> None:
         return {"xs": xs, "pair": (xs[0], add(xs[1], 10)), "const": "c"}
 
     result = await run(wf, addr, 3)
-    expected = {"xs": [0, 1, 2], "pair": (0, 11), "const": "c"}
+    expected = {"xs": [0, 1, 2], "pair": [0, 11], "const": "c"}  # tuples become lists, as in Covalent
     assert result.result == expected
     assert result.post_process() == expected
 
@@ -81,6 +82,28 @@ async def test_stdout_and_stderr_are_captured_per_node(addr: str) -> None:
         node = result.get_node_result(2 * i)
         assert node["stdout"] == f"out:m{i}\n"
         assert node["stderr"] == f"err:m{i}\n"
+
+
+async def test_a_failed_nodes_stderr_ends_with_its_traceback(addr: str) -> None:
+    @ct.electron
+    def noisy_failure():
+        import sys
+
+        print("Hello from Task 0", file=sys.stderr)
+        raise RuntimeError("Task 0 failed")
+
+    @ct.lattice
+    def wf():
+        return noisy_failure()
+
+    result = await run(wf, addr)
+    node = result.get_node_result(0)
+    assert node["status"] == "FAILED"
+    # what it printed, then the traceback, as Covalent's nodes show it (#12 item 9)
+    assert node["stderr"].startswith("Hello from Task 0\nTraceback (most recent call last):\n")
+    assert node["stderr"].endswith("RuntimeError: Task 0 failed\n")
+    assert 'raise RuntimeError("Task 0 failed")' in node["stderr"]
+    assert node["error"] in node["stderr"]  # the error is that traceback
 
 
 def _hello():
@@ -197,6 +220,12 @@ async def test_unpicklable_output_fails_the_node_not_the_server(addr: str) -> No
 async def test_get_result_of_unknown_id_raises_at_once(addr: str) -> None:
     with pytest.raises(DispatchNotFoundError, match="no dispatch with id"):
         await fetched("00000000-0000-4000-8000-000000000000", addr)
+    # Covalent's name for it, at Covalent's path; the same exception (#12 item 9)
+    from covalent._shared_files.exceptions import MissingLatticeRecordError
+
+    with pytest.raises(MissingLatticeRecordError) as caught:
+        await fetched("nonexistent", addr, wait=False)
+    assert isinstance(caught.value, DispatchNotFoundError) and caught.value.status == 404
     with pytest.raises(DispatchNotFoundError):
         await fetched("../../etc/passwd", addr, wait=False)
     with pytest.raises(TypeError, match="dispatch_id must be a non-empty string"):
@@ -295,3 +324,20 @@ async def test_previews_and_sources_for_people_to_look_at(dispatcher, addr: str)
     assert row is not None and row.meta["inputs_preview"] == {"args": ["3"], "kwargs": {}}
     assert "def wf(n):" in row.meta["lattice_source"]
     assert any("def word(i):" in src for src in row.meta["sources"].values())
+
+
+@ct.lattice
+@ct.electron
+def product(x, y):
+    return x * y
+
+
+async def test_lattice_over_an_electron_is_a_one_node_workflow(addr: str) -> None:
+    # Covalent's how-tos run a single electron (and trigger one) this way (#12 item 2).
+    assert product(2, 3) == 6  # outside a dispatch, still the function
+    result = await run(product, addr, 2, 3)
+    assert result.status == "COMPLETED" and result.result == 6, result.error
+    assert result.lattice.__name__ == "product"
+    names = [n["node_name"] for n in result.get_all_node_results()]
+    assert names == ["product", ":parameter:2", ":parameter:3", ":postprocess:"]
+    assert result.get_node_result(0)["output"] == 6

@@ -106,7 +106,7 @@ async def test_files_of_an_unpacked_electron_reach_the_electron_only(addr: str, 
         return a, b
 
     result = await run(wf, addr)
-    assert result.result == ("1", "2"), result.error
+    assert result.result == ["1", "2"], result.error  # a returned tuple is a list, as in Covalent
 
 
 @needs_rsync

@@ -67,6 +67,41 @@ async def test_without_intermediate_outputs_only_the_result_is_downloaded(
         lambda: ct.get_result(dispatch_id, dispatcher_addr=addr, workflow_output=False,
                               intermediate_outputs=False))
     assert bare.status == ct.status.COMPLETED and bare.get_node_result(0)["status"] == "COMPLETED"
+    assert bare.result is None  # workflow_output=False
+
+
+def _add(a, b):
+    return a + b
+
+
+@ct.lattice
+def with_sublattice(a, b):
+    return sizes([ct.electron(ct.lattice(_add))(a=a, b=b)])
+
+
+async def test_get_result_keywords_as_covalents_granular_test(addr: str) -> None:
+    # Covalent's results_manager_test.py::test_granular_get_result, with plain outputs (#12 item 9)
+    dispatch_id = await asyncio.to_thread(ct.dispatch(with_sublattice, dispatcher_addr=addr),
+                                          a=[1], b=[2, 3])
+
+    def get(**kw):
+        return ct.get_result(dispatch_id, dispatcher_addr=addr, **kw)
+
+    none = await asyncio.to_thread(get, wait=True, workflow_output=False,
+                                   intermediate_outputs=False, sublattice_results=False)
+    assert none.result is None and none.status == "COMPLETED"
+
+    def node0(result):
+        node = result.get_node_result(0)
+        sub = node["sublattice_result"]
+        return node["output"], sub.result if sub is not None else "no sublattice result"
+
+    plain = await asyncio.to_thread(get, intermediate_outputs=False, sublattice_results=False)
+    assert plain.result == [3] and await asyncio.to_thread(node0, plain) == (None, "no sublattice result")
+    subs = await asyncio.to_thread(get, intermediate_outputs=False, sublattice_results=True)
+    assert subs.result == [3] and await asyncio.to_thread(node0, subs) == (None, [1, 2, 3])
+    every = await asyncio.to_thread(get, intermediate_outputs=True, sublattice_results=False)
+    assert await asyncio.to_thread(node0, every) == ([1, 2, 3], "no sublattice result")
 
 
 async def test_one_output_streams_from_the_store_and_a_gathering_node_names_its_parts(

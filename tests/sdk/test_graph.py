@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import threading
 
 import pytest
@@ -112,12 +113,14 @@ def test_lattice_inside_lattice_is_inlined_and_sublattice_is_one_node():
     assert g.nodes[3].name == ":sublattice:inner" and g.nodes[3].kind is NodeKind.SUBLATTICE
 
 
-def test_iterating_an_output_without_unpacking_is_a_clear_error():
+@pytest.mark.parametrize("use", [lambda x: [y for y in x], list, tuple, dict])
+def test_iterating_an_output_without_unpacking_is_a_clear_error(use):
+    # list(x), tuple(x), dict(x): Covalent gives an empty placeholder; a deliberate difference
     @ct.lattice
     def wf():
-        return [x for x in identity([1, 2])]
+        return use(identity([1, 2]))
 
-    with pytest.raises(WorkflowDefinitionError, match="cannot iterate"):
+    with pytest.raises(WorkflowDefinitionError, match="cannot iterate over the output of 'identity'"):
         wf.build_graph()
 
 
@@ -128,6 +131,33 @@ def test_branching_on_an_output_is_a_clear_error():
 
     with pytest.raises(WorkflowDefinitionError, match="no truth value"):
         wf.build_graph()
+
+
+@pytest.mark.parametrize("use, what", [
+    (int, "int()"), (float, "float()"), (complex, "complex()"), (range, "as an index or count"),
+    (lambda x: x > 3, "comparing it (>)"), (lambda x: 3 < x, "comparing it (>)"),
+    (lambda x: x <= 3, "comparing it (<=)"),
+])
+def test_using_an_outputs_value_while_building_is_a_clear_error(use, what):
+    # Covalent silently uses a placeholder (0) here; a deliberate difference (README, #12 item 10)
+    @ct.lattice
+    def wf():
+        return use(identity(2))
+
+    with pytest.raises(WorkflowDefinitionError, match=rf"(?s){re.escape(what)}.*'identity'.*does not "
+                       r"exist while the lattice is built.*inside an electron.*sublattice"):
+        wf.build_graph()
+    with pytest.raises(TypeError):
+        use(identity)  # an electron that was not called has no value either
+
+
+def test_power_of_an_output_is_a_node():
+    @ct.lattice
+    def wf(x):
+        return identity(x) ** 3, 2 ** identity(x)
+
+    g = wf.build_graph(2)
+    assert [n.name for n in g.nodes if "**" in n.name] == ["identity_**_3", "2_**_identity"]
 
 
 def test_wrong_arguments_are_reported_at_build_time():
@@ -195,3 +225,18 @@ def test_dispatching_a_plain_function_is_a_clear_error():
 
     with pytest.raises(WorkflowDefinitionError, match="decorate the workflow function"):
         ct.dispatch(not_a_lattice)
+
+
+def test_an_exception_of_the_lattice_body_reaches_the_caller_as_its_own():
+    @ct.lattice
+    def bad_workflow(name):
+        identity(name)
+        raise RuntimeError(f"byebye {name}")
+
+    # Covalent scripts catch the exception they raised (#12 item 6): same type, same message.
+    with pytest.raises(RuntimeError) as caught:
+        ct.dispatch(bad_workflow, dispatcher_addr="127.0.0.1:9")("z")
+    assert type(caught.value) is RuntimeError and str(caught.value) == "byebye z"
+    assert caught.value.__notes__ == [
+        "raised by lattice 'bad_workflow' while its graph was built (before anything was sent "
+        "to the dispatcher)"]

@@ -257,3 +257,40 @@ async def test_two_hundred_dir_triggers_all_observe_on_one_inotify_instance(
 
 async def _total_at_least(total, n: int) -> bool:
     return await total() >= n
+
+
+async def test_the_users_trigger_object_lists_the_dispatches_it_started(dispatcher, addr) -> None:
+    # Covalent's how-to pattern: @ct.lattice(triggers=...) over @ct.electron; the object the
+    # user holds fills new_dispatch_ids from the dispatcher (#12 items 2 and 9).
+    trigger = TimeTrigger(time_gap=0.05)
+
+    @ct.lattice(triggers=trigger)
+    @ct.electron
+    def answer():
+        return 42
+
+    dispatch_id = await asyncio.to_thread(ct.dispatch(answer, dispatcher_addr=addr))
+    assert trigger.lattice_dispatch_id == dispatch_id
+    await wait_until(lambda: _fired(dispatcher, dispatch_id, 3), timeout=10)
+    await asyncio.to_thread(ct.stop_triggers, dispatch_id, addr)
+    [info] = await triggers_of(dispatcher, dispatch_id)
+    ids = await asyncio.to_thread(lambda: trigger.new_dispatch_ids)
+    assert ids == info["new_dispatch_ids"] and len(ids) == info["fire_count"] - 1 >= 2
+    for new_id in ids:
+        assert (await fetched(new_id, addr)).result == 42
+    assert (await fetched(dispatch_id, addr)).result == 42  # the pending one ran first
+
+
+async def test_a_registered_trigger_object_follows_its_fires(dispatcher, addr) -> None:
+    dispatch_id = await pending(addr)
+    trigger = TimeTrigger(time_gap=0.05, dispatcher_addr=addr)
+    assert trigger.new_dispatch_ids == []
+    trigger.lattice_dispatch_id = dispatch_id
+    await asyncio.to_thread(trigger.register)
+    await wait_until(lambda: _fired(dispatcher, dispatch_id, 2), timeout=10)
+    await asyncio.to_thread(ct.stop_triggers, dispatch_id, addr)
+    [info] = await triggers_of(dispatcher, dispatch_id)
+    assert await asyncio.to_thread(lambda: trigger.new_dispatch_ids) == info["new_dispatch_ids"]
+    assert len(info["new_dispatch_ids"]) >= 1
+    missing = await dispatcher.get("/api/v1/triggers/no-such-trigger")
+    assert missing.status == 404 and (await missing.json())["error"] == "TriggerNotFound"
