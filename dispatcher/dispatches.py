@@ -19,6 +19,7 @@ from covalent.wire import GATHER_KINDS, WorkflowGraph, clean_text
 
 from . import state
 from .compile import validate
+from .executors import check_options
 from .errors import (DispatchNotFound, DispatchState, InvalidRequest, NodeNotFound, StorageFull,
                      Unavailable)
 from .protocol import now_iso
@@ -61,6 +62,7 @@ def parse_submission(body: bytes) -> tuple[dict[str, Any], WorkflowGraph, list[b
     if not graph.nodes:
         raise InvalidRequest("the graph has no nodes")
     validate(graph)
+    check_options(graph)
     return header, graph, blobs
 
 
@@ -248,7 +250,7 @@ async def read_result(store: DispatchStore, dispatch_id: str, results_dir: str, 
              "start_time": n.start_time, "end_time": n.end_time, "error": n.error,
              "stdout": n.stdout, "stderr": n.stderr, "sub_dispatch_id": n.sub_dispatch_id,
              "preview": n.preview, "size": n.output_size, "gather": n.gather_spec,
-             "stored": n.output_ref is not None,
+             "stored": n.output_ref is not None, "attempts": n.attempts,
              "output": frame.add(n.output_ref) if n.node_id in sent else None}
             for n in nodes
         ],

@@ -100,6 +100,7 @@ class NodeRecord:
     preview: str | None = None  # a short repr of the output, made on the worker
     output_size: int | None = None  # bytes of the pickled output
     gather: str | None = None  # a gathering node's output: JSON naming its parts
+    attempts: int | None = None  # times a task ran it (None: it never ran as a task)
 
     @property
     def gather_spec(self) -> dict[str, Any] | None:
@@ -113,7 +114,8 @@ class NodeRecord:
                 "end_time": self.end_time, "error": self.error, "stdout": self.stdout,
                 "stderr": self.stderr, "sub_dispatch_id": self.sub_dispatch_id,
                 "has_output": self.output_ref is not None or self.gather is not None,
-                "preview": self.preview, "output_size": self.output_size}
+                "preview": self.preview, "output_size": self.output_size,
+                "attempts": self.attempts}
 
 
 @dataclass(frozen=True, slots=True)
