@@ -27,12 +27,12 @@ from typing import NoReturn
 
 from aiohttp import web
 
-from covalent.config import DEFAULT_PORT, read_config, update_config
+from covalent.config import DEFAULT_PORT, config_path, read_config, update_config
 
 from .app import create_app
 from .instance import (EXIT_BAD_SETTINGS, EXIT_CLUSTER, EXIT_PORT_IN_USE, EXIT_RUNNING,
                        AlreadyRunning, DataDirLock, Instance)
-from .settings import Settings, json_object
+from .settings import Settings, json_object, parse_adapt
 
 log = logging.getLogger("covalent.dispatcher")
 
@@ -60,6 +60,18 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                         "reach (default: the data dir, for workers on this machine)")
     p.add_argument("--store-options", default=None, metavar="JSON",
                    help="fsspec storage options for --store-url, e.g. an S3 endpoint_url")
+    p.add_argument("--cluster", default=None, metavar="IMPORT.PATH",
+                   help="create this Dask cluster manager instead of a LocalCluster, e.g. "
+                        "dask_jobqueue.SLURMCluster (config: [dask] cluster)")
+    p.add_argument("--cluster-kwargs", default=None, metavar="JSON",
+                   help="keyword arguments of --cluster, e.g. '{\"cores\": 4, \"memory\": "
+                        "\"8GB\"}' (config: [dask] cluster_kwargs)")
+    p.add_argument("--adapt", default=None, metavar="MIN:MAX",
+                   help="scale the cluster between MIN and MAX workers with the load "
+                        "(config: [dask] adapt)")
+    p.add_argument("--time-limit-grace", type=float, default=None, metavar="SECONDS",
+                   help="how long a node past its time_limit may take to stop before its worker "
+                        "is restarted (default 10)")
     return p.parse_args(argv)
 
 
@@ -83,6 +95,22 @@ def resolve_token(ns: argparse.Namespace) -> str:
 
 
 def settings_from_args(ns: argparse.Namespace) -> Settings:
+    """Arguments, then ``COVALENT_*`` variables, then the config file (named executors and
+    ``[dask] cluster``, ``cluster_kwargs``, ``adapt``), read once here."""
+    config = read_config()
+    dask_section = config.get("dask") or {}
+    env = os.environ
+    cluster = ns.cluster or (None if env.get("COVALENT_CLUSTER") else dask_section.get("cluster"))
+    kwargs = (json_object(ns.cluster_kwargs) if ns.cluster_kwargs else
+              None if env.get("COVALENT_CLUSTER_KWARGS") else dask_section.get("cluster_kwargs"))
+    adapt = ns.adapt or (None if env.get("COVALENT_ADAPT") else dask_section.get("adapt"))
+    if isinstance(adapt, list) and len(adapt) == 2:  # adapt = [0, 20] in the config file
+        adapt = f"{adapt[0]}:{adapt[1]}"
+    if cluster is not None and not isinstance(cluster, str):
+        raise ValueError(f"[dask] cluster in {config_path()} must be an import path, got {cluster!r}")
+    if kwargs is not None and not isinstance(kwargs, dict):
+        raise ValueError(f"[dask] cluster_kwargs in {config_path()} must be a table, got {kwargs!r}")
+    executors = config.get("executors") or {}
     return Settings.from_env(
         host=ns.host, port=ns.port, token=resolve_token(ns),
         data_dir=Path(ns.data_dir) if ns.data_dir else None,
@@ -91,6 +119,10 @@ def settings_from_args(ns: argparse.Namespace) -> Settings:
         threads_per_worker=ns.threads_per_worker, memory_limit=ns.mem_per_worker,
         dashboard_address=ns.dashboard_address, store_url=ns.store_url,
         store_options=json_object(ns.store_options) if ns.store_options else None,
+        cluster_class=cluster, cluster_kwargs=kwargs,
+        adapt=parse_adapt(str(adapt)) if adapt is not None else None,
+        executors=executors, config_source=str(config_path()),
+        time_limit_grace=ns.time_limit_grace,
     )
 
 
