@@ -199,9 +199,20 @@ async def _create_cluster(cs: ClusterSettings) -> Any:
         if closing is not None:
             await asyncio.shield(closing)
         if isinstance(exc, Exception):
-            raise OSError(f"{shown} did not start: {type(exc).__name__}: {exc}") from None
+            raise OSError(f"{shown} did not start: {_causes(exc)}") from None
         raise
     return cluster
+
+
+def _causes(exc: BaseException) -> str:
+    """``Type: message`` of an exception and of what caused it ("Nanny failed to start" says
+    little without the worker's own error)."""
+    parts: list[str] = []
+    seen: BaseException | None = exc
+    while seen is not None and len(parts) < 4:
+        parts.append(f"{type(seen).__name__}: {seen}")
+        seen = seen.__cause__ or seen.__context__
+    return " <- ".join(parts)
 
 
 def _scale(cluster: Any, cs: ClusterSettings) -> None:

@@ -270,9 +270,12 @@ def c_sleep(seconds):
 
 @ct.electron
 def where(i, *after):
-    """(i, the Dask worker's name, this process's pid)."""
+    """(i, the Dask worker's name, this process's pid), after 0.2 s (so a fan-out spreads)."""
+    import time
+
     from distributed import get_worker
 
+    time.sleep(0.2)
     return i, str(get_worker().name), os.getpid()
 
 
@@ -282,3 +285,11 @@ def log_run(path, name, *after):
     with open(path, "a") as fh:
         fh.write(name + "\n")
     return name
+
+
+@ct.electron
+def slurm_job(i):
+    """(i, host, $SLURM_JOB_ID): which SLURM job, if any, ran this electron."""
+    import socket
+
+    return i, socket.gethostname(), os.environ.get("SLURM_JOB_ID")
