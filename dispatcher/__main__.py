@@ -69,6 +69,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--adapt", default=None, metavar="MIN:MAX",
                    help="scale the cluster between MIN and MAX workers with the load "
                         "(config: [dask] adapt)")
+    p.add_argument("--no-worker-timeout", type=float, default=None, metavar="SECONDS",
+                   help="fail a task no worker can run (resources nobody has) after this long; "
+                        "0: wait forever (default 60 on the embedded cluster, else forever)")
     p.add_argument("--time-limit-grace", type=float, default=None, metavar="SECONDS",
                    help="how long a node past its time_limit may take to stop before its worker "
                         "is restarted (default 10)")
@@ -122,7 +125,7 @@ def settings_from_args(ns: argparse.Namespace) -> Settings:
         cluster_class=cluster, cluster_kwargs=kwargs,
         adapt=parse_adapt(str(adapt)) if adapt is not None else None,
         executors=executors, config_source=str(config_path()),
-        time_limit_grace=ns.time_limit_grace,
+        time_limit_grace=ns.time_limit_grace, no_worker_timeout=ns.no_worker_timeout,
     )
 
 

@@ -14,6 +14,7 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
+import dask.config
 from aiohttp import web
 from distributed import Client, LocalCluster, Scheduler, Security
 
@@ -146,10 +147,13 @@ async def _cluster_ctx(app: web.Application) -> AsyncIterator[None]:
     if cs.address:
         client = await _connect(cs)
     else:
-        if cs.cluster_class:
-            cluster = await _create_cluster(cs)
-        else:
-            cluster = await _start_cluster(cs, settings.tls_dir)
+        # Read by a scheduler created in this process (the embedded one, most cluster managers').
+        with dask.config.set({"distributed.scheduler.no-workers-timeout":
+                              settings.no_worker_timeout}):
+            if cs.cluster_class:
+                cluster = await _create_cluster(cs)
+            else:
+                cluster = await _start_cluster(cs, settings.tls_dir)
         client = await Client(cluster, asynchronous=True, set_as_default=False,
                               security=getattr(cluster, "security", None))
         _scale(cluster, cs)

@@ -83,6 +83,9 @@ def main() -> None:
               help="Keyword arguments of --cluster as a JSON object (config: [dask] cluster_kwargs).")
 @click.option("--adapt", default=None, metavar="MIN:MAX",
               help="Scale the cluster between MIN and MAX workers with the load (config: [dask] adapt).")
+@click.option("--no-worker-timeout", type=float, default=None, metavar="SECONDS",
+              help="Fail a task no worker can run (resources nobody has) after this long; 0: "
+                   "wait forever (default 60 on the embedded cluster, else forever).")
 @click.option("--time-limit-grace", type=float, default=None, metavar="SECONDS",
               help="How long a node past its time_limit may take to stop before its worker is "
                    "restarted (default 10).")
@@ -98,7 +101,8 @@ def start(port: int, host: str, workers: int | None, threads_per_worker: int | N
           mem_per_worker: str | None, scheduler_address: str | None, dashboard_address: str | None,
           token: str | None, no_token: bool, allow_host: tuple[str, ...], data_dir: str | None,
           timeout: float, cluster: str | None = None, cluster_kwargs: str | None = None,
-          adapt: str | None = None, time_limit_grace: float | None = None) -> None:
+          adapt: str | None = None, time_limit_grace: float | None = None,
+          no_worker_timeout: float | None = None) -> None:
     """Start the dispatcher as a daemon and wait until it answers."""
     ddir = _data_dir(data_dir)
     found = holder(ddir)
@@ -114,7 +118,8 @@ def start(port: int, host: str, workers: int | None, threads_per_worker: int | N
                         ("--scheduler-address", scheduler_address),
                         ("--dashboard-address", dashboard_address), ("--cluster", cluster),
                         ("--cluster-kwargs", cluster_kwargs), ("--adapt", adapt),
-                        ("--time-limit-grace", time_limit_grace)):
+                        ("--time-limit-grace", time_limit_grace),
+                        ("--no-worker-timeout", no_worker_timeout)):
         if value is not None:
             cmd += [flag, str(value)]
     for name in allow_host:
@@ -145,7 +150,8 @@ def start(port: int, host: str, workers: int | None, threads_per_worker: int | N
         "mem_per_worker": mem_per_worker, "scheduler_address": scheduler_address,
         "dashboard_address": dashboard_address, "allow_host": list(allow_host),
         "no_token": no_token, "data_dir": data_dir, "cluster": cluster,
-        "cluster_kwargs": cluster_kwargs, "adapt": adapt, "time_limit_grace": time_limit_grace}))
+        "cluster_kwargs": cluster_kwargs, "adapt": adapt, "time_limit_grace": time_limit_grace,
+        "no_worker_timeout": no_worker_timeout}))
     found_cluster = info.get("cluster", {})
     click.echo(f"Covalent dispatcher started (pid {proc.pid}) at {url}")
     click.echo(f"Dask scheduler: {found_cluster.get('scheduler')} ({_cluster_kind(found_cluster)})"

@@ -28,7 +28,7 @@ from typing import Any
 from distributed import Client, Future
 from distributed.client import FutureCancelledError
 from distributed.diagnostics.plugin import SchedulerPlugin
-from distributed.scheduler import KilledWorker
+from distributed.scheduler import KilledWorker, NoValidWorkerError
 
 from covalent.wire import PARAMETER_PREFIX, NodeKind, WorkflowGraph
 
@@ -355,6 +355,14 @@ class Runner:
             culprit = run.by_key.get(blamed, node_id) if isinstance(blamed, tuple) else node_id
             if isinstance(exc, NodeTaskError):
                 culprit, msg = exc.node_id, f"{exc.error_type}: {exc.message}"
+            elif isinstance(exc, NoValidWorkerError):
+                needs = ", ".join(f"{k}={v:g}" for k, v in (exc.resource_restrictions or {}).items())
+                pins = ", ".join(sorted(exc.worker_restrictions or ()) + sorted(exc.host_restrictions or ()))
+                msg = (f"NoValidWorker: no worker of the cluster can run this node (it needs "
+                       f"{'resources ' + needs if needs else ''}{' and ' if needs and pins else ''}"
+                       f"{'one of the workers ' + pins if pins else ''}) and none came within "
+                       f"{exc.timeout:g} s; start a worker that has them (dask worker "
+                       f"--resources {needs.replace(', ', ',') or 'NAME=1'}) or change the executor")
             elif isinstance(exc, KilledWorker):
                 msg = ("KilledWorker: every Dask worker process that ran this node died (killed, "
                        "crashed, or over its memory limit), so Dask stopped retrying it. "

@@ -40,6 +40,10 @@ class ClusterSettings:
     host: str = "127.0.0.1"
     tls: bool = True  # embedded process clusters talk TLS with temporary credentials
     connect_timeout_s: float = 10.0  # an external scheduler that does not answer by then
+    # A task no worker can run (resources or workers nobody has) fails after this many seconds
+    # instead of waiting forever; None: the default (60 s on the embedded cluster without
+    # --adapt; never where workers may still come: --adapt, --cluster, --scheduler-address).
+    no_worker_timeout: float | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -64,6 +68,14 @@ class Settings:
     executors: dict[str, Any] = field(default_factory=dict)
     config_source: str = ""
     time_limit_grace: float = 10.0
+
+    @property
+    def no_worker_timeout(self) -> float | None:
+        """Seconds a task may wait for a worker that can run it (see ClusterSettings)."""
+        cs = self.cluster
+        if cs.no_worker_timeout is not None:
+            return cs.no_worker_timeout if cs.no_worker_timeout > 0 else None
+        return None if cs.address or cs.cluster_class or cs.adapt else 60.0
 
     @property
     def url(self) -> str:
@@ -108,6 +120,7 @@ class Settings:
             cluster_class=env.get("COVALENT_CLUSTER") or None,
             cluster_kwargs=json_object(env.get("COVALENT_CLUSTER_KWARGS")),
             adapt=parse_adapt(env.get("COVALENT_ADAPT")),
+            no_worker_timeout=_float(env.get("COVALENT_NO_WORKER_TIMEOUT")),
             n_workers=_int(env.get("COVALENT_WORKERS")),
             threads_per_worker=_int(env.get("COVALENT_THREADS_PER_WORKER")),
             memory_limit=env.get("COVALENT_MEM_PER_WORKER") or "auto",
@@ -125,7 +138,7 @@ class Settings:
         )
         cluster_keys = {"address", "n_workers", "threads_per_worker", "memory_limit",
                         "dashboard_address", "cluster_class", "cluster_kwargs",
-                        "adapt"}  # everything else (store_url, ...) is top-level
+                        "adapt", "no_worker_timeout"}  # everything else (store_url, ...) is top-level
         top = {k: v for k, v in overrides.items() if v is not None and k not in cluster_keys}
         sub = {k: v for k, v in overrides.items() if v is not None and k in cluster_keys}
         return replace(s, **top, cluster=replace(s.cluster, **sub))

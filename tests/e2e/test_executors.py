@@ -25,6 +25,8 @@ EXECUTORS = {
     "gpu": {"resources": {"GPU": 1}, "time_limit": 30},
     "slurm": {"username": "me", "address": "hpc.example.org"},  # Covalent's settings only
     "awsbatch": {"retries": 0, "vcpu": 2},  # mapped: runs on any worker as it is
+    "withpip": {"pip": ["cloudpickle"]},  # installed already: pip finds it without a network
+    "badpip": {"pip": ["/no/such/dir/covalent_nothing-1.0-py3-none-any.whl"]},
 }
 
 
@@ -33,7 +35,8 @@ async def server(aiohttp_client: Any, tmp_path: Path, config_dir: Path) -> Async
     """A dispatcher whose config file maps the named executors above."""
     from tests import tasks
 
-    settings = dataclasses.replace(in_process_settings(tmp_path / "data"), executors=EXECUTORS,
+    settings = dataclasses.replace(in_process_settings(tmp_path / "data", no_worker_timeout=0.5),
+                                   executors=EXECUTORS,
                                    config_source="/home/me/.config/covalent/covalent.conf")
     yield await aiohttp_client(create_app(settings))
     tasks.release.set()
@@ -140,7 +143,7 @@ async def test_an_unmapped_executor_fails_the_dispatch_before_anything_runs(addr
     assert not (tmp_path / "ran").exists()  # all or nothing: no electron ran
     error = result.error
     assert "a SlurmExecutor object (executor 'slurm')" in error and "executor 'tpu'" in error
-    assert "Configured executors: awsbatch, dask, flaky, gpu, local" in error
+    assert "Configured executors: awsbatch, badpip, dask, flaky, gpu, local, withpip" in error
     assert "electron 'on_tpu' (node 4) uses executor 'tpu'" in error
     assert "[executors.slurm]\n    resources = {GPU = 1}" in error and "covalent restart" in error
     assert "/home/me/.config/covalent/covalent.conf" in error
@@ -183,10 +186,29 @@ async def test_a_plugin_executor_runs_once_its_name_is_mapped(addr: str) -> None
     assert refused.status == "FAILED" and "a LooksLikeOne object (executor 'dask')" in refused.error
 
 
+async def test_resources_no_worker_has_fail_the_node_instead_of_waiting_forever(addr: str) -> None:
+    @ct.electron(executor="gpu")  # [executors.gpu] resources = {GPU = 1}; the worker has none
+    def train(x):
+        return x
+
+    @ct.lattice
+    def wf(x):
+        return train(x), identity(x)
+
+    result = await run(wf, addr, 3)
+    assert result.status == "FAILED"
+    node = _nth(result, "train", 0)
+    assert node["status"] == "FAILED"
+    assert "no worker of the cluster can run this node (it needs resources GPU=1)" in node["error"]
+    assert "none came within 0.5 s" in node["error"] and "dask worker --resources GPU=1" in node["error"]
+    assert _nth(result, "identity", 0)["output"] == 3
+
+
 async def test_status_lists_named_executors_and_the_workers_serving_them(server: TestClient) -> None:
     resp = await server.get("/api/v1/status", headers=auth_headers())
     body = await resp.json()
-    assert [e["name"] for e in body["executors"]] == ["awsbatch", "dask", "flaky", "gpu", "local"]
+    assert [e["name"] for e in body["executors"]] == ["awsbatch", "badpip", "dask", "flaky", "gpu",
+                                                      "local", "withpip"]
     gpu = next(e for e in body["executors"] if e["name"] == "gpu")
     assert gpu["options"] == {"time_limit": 30.0, "resources": {"GPU": 1.0}}
     assert gpu["workers"] == []  # the in-process worker advertises no GPU
@@ -195,6 +217,35 @@ async def test_status_lists_named_executors_and_the_workers_serving_them(server:
     assert worker["threads"] == 2 and worker["resources"] == {}
     assert worker["address"] and "gpu" not in worker["executors"] and "dask" in worker["executors"]
     assert next(e for e in body["executors"] if e["name"] == "dask")["workers"] == [worker["address"]]
+
+
+@pytest.mark.slow
+async def test_pip_packages_of_a_named_executor_are_installed_before_its_first_node(addr: str) -> None:
+    from dispatcher.worker.packages import packages  # the in-process worker's own record
+
+    packages.installed.discard(("cloudpickle",))
+
+    @ct.electron(executor="withpip")
+    def uses(x):
+        import cloudpickle
+
+        return x, bool(cloudpickle.__version__)
+
+    @ct.electron(executor="badpip")
+    def cannot(x):
+        return x
+
+    @ct.lattice
+    def wf(x):
+        return uses(x), uses(x + 1), cannot(x)
+
+    result = await run(wf, addr, 1)
+    assert result.status == "FAILED"
+    assert [_nth(result, "uses", i)["output"] for i in range(2)] == [(1, True), (2, True)]
+    assert ("cloudpickle",) in packages.installed  # once for both nodes
+    error = _nth(result, "cannot", 0)["error"]
+    assert "PackageInstallError" in error and "(the packages of executor 'badpip')" in error
+    assert "covalent_nothing-1.0-py3-none-any.whl" in error
 
 
 def test_a_malformed_executor_table_stops_the_server_with_its_name(tmp_path: Path) -> None:
