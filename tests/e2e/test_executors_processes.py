@@ -71,7 +71,7 @@ def cli(tmp_path: Path, env: dict[str, str]) -> Iterator[Cli]:
 @pytest.fixture
 def gpu_cluster(tmp_path: Path, env: dict[str, str]) -> Iterator[str]:
     """``dask scheduler``, worker ``gpu-1`` (resources GPU=1) and worker ``cpu-1``, one thread
-    each; stopped by PID at teardown."""
+    each; stopped by PID at teardown (ask for it before ``cli``: the dispatcher stops first)."""
     port = free_port()
     address = f"tcp://127.0.0.1:{port}"
     quiet: dict[str, Any] = {"stdout": subprocess.DEVNULL, "stderr": subprocess.DEVNULL,
@@ -110,7 +110,7 @@ async def run(lattice: Any, *args: Any) -> Any:
 
 
 async def test_resources_workers_and_priority_on_worker_processes(
-        cli: Cli, gpu_cluster: str, config_dir: Path, env: dict[str, str],
+        gpu_cluster: str, cli: Cli, config_dir: Path, env: dict[str, str],
         monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     config_dir.mkdir(parents=True, exist_ok=True)
     (config_dir / "covalent.conf").write_text(CONFIG)
