@@ -254,3 +254,26 @@ def test_a_malformed_executor_table_stops_the_server_with_its_name(tmp_path: Pat
     with pytest.raises(ValueError, match=r"\[executors.gpu\] in c.conf: resource 'GPU' must be a "
                                          "positive number, got 'one'"):
         create_app(settings)
+
+
+@pytest.mark.parametrize("options, message", [
+    ({"retries": -1}, "node 0 (f0) options: retries must be an integer >= 0, got -1"),
+    ({"resources": {"GPU": "lots"}}, "resource 'GPU' must be a positive number"),
+    ({"priority": 10**9}, "priority must be an integer from -1000 to 1000"),
+    ("fast", "expected an object"),
+])
+async def test_malformed_options_on_the_wire_are_400_and_store_nothing(
+        server: TestClient, options: Any, message: str) -> None:
+    from covalent import wire
+
+    dispatch_id = "00000000-0000-4000-8000-000000000001"
+    node = {"id": 0, "name": "f0", "kind": "electron", "fn": 0, "options": options}
+    body = wire.pack({"dispatch_id": dispatch_id, "graph": {"nodes": [node], "edges": []},
+                      "inputs": 0, "lattice": 0}, [b"blob"])
+    resp = await server.post(wire.API + "/dispatches", data=body,
+                             headers={"Content-Type": wire.CONTENT_TYPE, **auth_headers()})
+    payload = await resp.json()
+    assert (resp.status, payload["error"]) == (400, "InvalidRequest")
+    assert message in payload["message"]
+    missing = await server.get(f"{wire.API}/dispatches/{dispatch_id}/status", headers=auth_headers())
+    assert missing.status == 404
