@@ -115,7 +115,7 @@ class LocalExecutor(BaseExecutor):
     runs_here = True
 
     def __init__(self, workdir: str = "", create_unique_workdir: bool | None = None,
-                 log_stdout: str = "stdout.log", log_stderr: str = "stderr.log",
+                 log_stdout: str = "", log_stderr: str = "",
                  cache_dir: str = "", time_limit: float = -1, retries: int = 0, *,
                  conda_env: str = "", current_env_on_conda_fail: bool = False,
                  resources: dict[str, float] | None = None, workers: list[str] | None = None,
