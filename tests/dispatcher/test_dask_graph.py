@@ -26,7 +26,7 @@ async def test_submit_graph_runs_the_named_graph() -> None:
 
     from dispatcher.dask_graph import submit_graph
 
-    async with LocalCluster(processes=False, n_workers=1, dashboard_address=None,
+    async with LocalCluster(processes=False, n_workers=1, dashboard_address="127.0.0.1:0",
                             asynchronous=True) as cluster:
         async with Client(cluster, asynchronous=True, set_as_default=False) as client:
             dsk = {("a", 0): Task(("a", 0), _inc, 1), ("b", 0): Task(("b", 0), _inc, 41)}
@@ -59,7 +59,7 @@ async def test_per_task_options_become_dask_annotations_the_scheduler_applies() 
     from dispatcher.dask_graph import PRIORITY_STEP, submit_graph
 
     _RUNS.clear()
-    async with Scheduler(host="127.0.0.1", dashboard_address=":0", validate=True) as s, \
+    async with Scheduler(host="127.0.0.1", dashboard_address="127.0.0.1:0", validate=True) as s, \
             Worker(s.address, host="127.0.0.1", name="gpu-1", nthreads=1, resources={"GPU": 1}), \
             Worker(s.address, host="127.0.0.1", name="cpu-1", nthreads=1), \
             Client(s.address, asynchronous=True, set_as_default=False) as client:
@@ -99,7 +99,7 @@ async def test_fail_task_fails_a_task_whose_thread_is_still_running() -> None:
     from tests.conftest import wait_until
 
     _GATE.clear()
-    async with Scheduler(host="127.0.0.1", dashboard_address=":0") as s, \
+    async with Scheduler(host="127.0.0.1", dashboard_address="127.0.0.1:0") as s, \
             Client(s.address, asynchronous=True, set_as_default=False) as client:
         w = await Worker(s.address, host="127.0.0.1", nthreads=1)
         try:
