@@ -16,7 +16,7 @@ from contextlib import contextmanager
 from contextvars import ContextVar
 from typing import TYPE_CHECKING, Any
 
-from ._executors import executor_name
+from ._executors import executor_name, executor_spec
 from .wire.frame import clean_text, preview
 from .wire.gather import NodeOutput, is_namedtuple
 from .wire.graph import (
@@ -76,10 +76,15 @@ class GraphBuilder:
         name = (SUBLATTICE_PREFIX if is_sub else "") + electron.node_name
         meta = electron.effective_metadata(self.defaults)
         blob, digest = self._function_blob(fn, name)
+        executor, options, plugin = executor_spec(meta.get("executor"))
+        if electron.kind is not NodeKind.ELECTRON:  # x[0], x.attr: plain tasks, wherever they fit
+            options, plugin = {}, ""
         node_id = self.graph.add_node(
             name,
             NodeKind.SUBLATTICE if is_sub else electron.kind,
-            executor=executor_name(meta.get("executor")),
+            executor=executor,
+            options=options,
+            plugin=plugin,
             fn=blob,
             fn_hash=digest,
             hooks=self._hooks_blob(electron, meta),

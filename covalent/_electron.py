@@ -17,7 +17,6 @@ from typing import Any, Generic, ParamSpec, TypeVar, overload
 
 from ._builder import GraphBuilder, active_builder
 from ._deps import Deps, DepsBash, DepsPip, as_deps_bash, as_deps_pip, as_hooks
-from ._executors import executor_name
 from ._file_transfer.file_transfer import FileTransfer, transfer_hooks
 from .wire.graph import NodeKind
 from ._transport import import_object, module_level_name
@@ -296,7 +295,9 @@ def electron(
     """Turn a function into an electron (a task of a lattice).
 
     Args:
-        executor: ``"dask"`` (default), ``"local"`` or an executor object; see ``covalent.executor``.
+        executor: ``"dask"`` (default), ``"local"``, a named executor (``"gpu"``, mapped in the
+            dispatcher's config file) or an executor object; see ``covalent.executor``. A name
+            or object the dispatcher does not map fails the dispatch, never the decoration.
         files: ``ct.fs.FileTransfer``s run on the worker before (or, with ``Order.AFTER``,
             after) the function; the function receives their ``(from, to)`` paths as a list in
             its ``files`` keyword argument.
@@ -311,8 +312,8 @@ def electron(
         An ``Electron``: called outside a lattice it runs the function; inside, it adds a node.
 
     Raises:
-        ValueError: an unknown executor name. TypeError: a hook that is not a dependency, or
-            a ``files`` entry that is not a ``FileTransfer``.
+        TypeError: a hook that is not a dependency, or a ``files`` entry that is not a
+            ``FileTransfer``.
 
     Example:
         >>> @electron
@@ -322,7 +323,6 @@ def electron(
     """
     meta = hook_metadata(executor if executor is not None else backend, files, deps_bash,
                          deps_pip, call_before, call_after)
-    executor_name(meta["executor"])  # fail at decoration time on an unknown executor
 
     def wrap(func: Callable[P, R]) -> Electron[P, R]:
         if isinstance(func, Electron):

@@ -14,7 +14,7 @@ from typing import Any, Generic, ParamSpec, TypeVar, overload
 
 from ._builder import GraphBuilder, building
 from ._deps import Deps, DepsBash, DepsPip, as_deps_bash, as_deps_pip, as_hooks
-from ._executors import executor_name
+from ._electron import Electron
 from .wire.graph import WorkflowGraph
 from ._transport import TransportableObject
 from .errors import SerializationError, WorkflowDefinitionError
@@ -147,8 +147,6 @@ def lattice(
         3
     """
     ex = executor if executor is not None else backend
-    executor_name(ex)
-    executor_name(workflow_executor)
     if triggers is not None and not isinstance(triggers, list | tuple):
         triggers = [triggers]
     meta = {

@@ -21,7 +21,6 @@ from typing import Any
 from ._builder import active_builder
 from ._deps import Deps, DepsBash, DepsPip
 from ._electron import Electron, _check_signature, hook_metadata
-from ._executors import executor_name
 from ._file_transfer.file_transfer import FileTransfer
 from ._lepton_calls import INPUT, INPUT_OUTPUT, OUTPUT, CCall, PythonCall, ShellCall
 from .errors import WorkflowDefinitionError
@@ -91,7 +90,6 @@ class Lepton(Electron[..., Any]):
         self._validate()
         meta = hook_metadata(executor, files, deps_bash, deps_pip, call_before, call_after,
                              inject_files=False)
-        executor_name(executor)
         for dep in meta["call_before"] + meta["call_after"]:
             if dep.retval_keyword:
                 raise WorkflowDefinitionError(

@@ -29,13 +29,13 @@ from typing import NoReturn
 import dask
 from aiohttp import web
 
-from covalent.config import DEFAULT_PORT, read_config, update_config
+from covalent.config import DEFAULT_PORT, config_path, read_config, update_config
 
 from .connections import LimitedSite, OncePerKind, connection_limit, raise_fd_limit
 from .app import create_app
 from .instance import (EXIT_BAD_SETTINGS, EXIT_CLUSTER, EXIT_PORT_IN_USE, EXIT_RUNNING,
                        AlreadyRunning, DataDirLock, Instance)
-from .settings import Settings, json_object
+from .settings import Settings, json_object, parse_adapt
 
 log = logging.getLogger("covalent.dispatcher")
 
@@ -67,6 +67,21 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                    help="run the embedded Dask scheduler in a process of its own")
     p.add_argument("--max-connections", type=int, default=None,
                    help="open connections beyond which new ones are answered 503 (default 1000)")
+    p.add_argument("--cluster", default=None, metavar="IMPORT.PATH",
+                   help="create this Dask cluster manager instead of a LocalCluster, e.g. "
+                        "dask_jobqueue.SLURMCluster (config: [dask] cluster)")
+    p.add_argument("--cluster-kwargs", default=None, metavar="JSON",
+                   help="keyword arguments of --cluster, e.g. '{\"cores\": 4, \"memory\": "
+                        "\"8GB\"}' (config: [dask] cluster_kwargs)")
+    p.add_argument("--adapt", default=None, metavar="MIN:MAX",
+                   help="scale the cluster between MIN and MAX workers with the load "
+                        "(config: [dask] adapt)")
+    p.add_argument("--no-worker-timeout", type=float, default=None, metavar="SECONDS",
+                   help="fail a task no worker can run (resources nobody has) after this long; "
+                        "0: wait forever (default 60 on the embedded cluster, else forever)")
+    p.add_argument("--time-limit-grace", type=float, default=None, metavar="SECONDS",
+                   help="how long a node past its time_limit may take to stop before its worker "
+                        "is restarted (default 10)")
     return p.parse_args(argv)
 
 
@@ -90,6 +105,22 @@ def resolve_token(ns: argparse.Namespace) -> str:
 
 
 def settings_from_args(ns: argparse.Namespace) -> Settings:
+    """Arguments, then ``COVALENT_*`` variables, then the config file (named executors and
+    ``[dask] cluster``, ``cluster_kwargs``, ``adapt``), read once here."""
+    config = read_config()
+    dask_section = config.get("dask") or {}
+    env = os.environ
+    cluster = ns.cluster or (None if env.get("COVALENT_CLUSTER") else dask_section.get("cluster"))
+    kwargs = (json_object(ns.cluster_kwargs) if ns.cluster_kwargs else
+              None if env.get("COVALENT_CLUSTER_KWARGS") else dask_section.get("cluster_kwargs"))
+    adapt = ns.adapt or (None if env.get("COVALENT_ADAPT") else dask_section.get("adapt"))
+    if isinstance(adapt, list) and len(adapt) == 2:  # adapt = [0, 20] in the config file
+        adapt = f"{adapt[0]}:{adapt[1]}"
+    if cluster is not None and not isinstance(cluster, str):
+        raise ValueError(f"[dask] cluster in {config_path()} must be an import path, got {cluster!r}")
+    if kwargs is not None and not isinstance(kwargs, dict):
+        raise ValueError(f"[dask] cluster_kwargs in {config_path()} must be a table, got {kwargs!r}")
+    executors = config.get("executors") or {}
     return Settings.from_env(
         host=ns.host, port=ns.port, token=resolve_token(ns),
         data_dir=Path(ns.data_dir) if ns.data_dir else None,
@@ -99,6 +130,10 @@ def settings_from_args(ns: argparse.Namespace) -> Settings:
         dashboard_address=ns.dashboard_address, store_url=ns.store_url,
         store_options=json_object(ns.store_options) if ns.store_options else None,
         max_connections=ns.max_connections, scheduler_process=ns.scheduler_process,
+        cluster_class=cluster, cluster_kwargs=kwargs,
+        adapt=parse_adapt(str(adapt)) if adapt is not None else None,
+        executors=executors, config_source=str(config_path()),
+        time_limit_grace=ns.time_limit_grace, no_worker_timeout=ns.no_worker_timeout,
     )
 
 

@@ -7,11 +7,14 @@ resume the dispatches that were running when the server last stopped. Shutdown r
 from __future__ import annotations
 
 import asyncio
+import importlib
+import json
 import logging
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
+import dask.config
 from aiohttp import web
 from dask.system import CPU_COUNT
 from distributed import Client, LocalCluster, Nanny, Scheduler, Security, SpecCluster
@@ -19,7 +22,8 @@ from distributed.deploy.utils import nprocesses_nthreads
 from distributed.worker_memory import parse_memory_limit
 
 from . import dispatches, transfer, ui, upload
-from .keys import CLUSTER_INFO, RECORDER, RUNNER, SETTINGS, STORE, TRIGGERS
+from .executors import ExecutorTable
+from .keys import CLUSTER_INFO, EXECUTORS, RECORDER, RUNNER, SETTINGS, STORE, TRIGGERS
 from .recorder import Recorder
 from .routes import error_middleware, routes
 from .runner import Runner
@@ -38,7 +42,8 @@ def create_app(settings: Settings) -> web.Application:
     """The dispatcher application for ``settings``.
 
     Raises:
-        ValueError: a non-loopback bind without a token.
+        ValueError: a non-loopback bind without a token, a malformed ``[executors.*]`` table,
+            a cluster manager that cannot be imported, or options that contradict each other.
     """
     if settings.host not in LOOPBACK and not settings.token:
         raise ValueError(
@@ -57,6 +62,8 @@ def create_app(settings: Settings) -> web.Application:
         client_max_size=settings.max_body_bytes,
     )
     app[SETTINGS] = settings
+    app[EXECUTORS] = ExecutorTable.from_config(settings.executors, settings.config_source)
+    check_cluster(settings.cluster)
     app[transfer.STORE_ROOT] = (str(settings.blob_dir), settings.store_options)
     transfer.setup(app)
     app.add_routes(routes)
@@ -112,30 +119,68 @@ async def _store_ctx(app: web.Application) -> AsyncIterator[None]:
         await store.close()
 
 
+def check_cluster(cs: ClusterSettings) -> None:
+    """Reject contradicting cluster options, and a cluster manager that cannot be imported."""
+    if cs.address and (cs.cluster_class or cs.adapt):
+        raise ValueError("--scheduler-address uses a cluster someone else runs: it takes no "
+                         "--cluster or --adapt")
+    if cs.cluster_class:
+        cluster_class(cs.cluster_class)
+
+
+def cluster_class(path: str) -> Any:
+    """The class (or factory) at ``path``, e.g. ``dask_jobqueue.SLURMCluster``; ValueError."""
+    module, _, name = path.rpartition(".")
+    if not module or not name:
+        raise ValueError(f"--cluster takes an import path such as dask_jobqueue.SLURMCluster, "
+                         f"got {path!r}")
+    try:
+        found = getattr(importlib.import_module(module), name)
+    except ImportError as exc:
+        raise ValueError(f"--cluster {path}: cannot import {module} ({exc}); install it where "
+                         "the dispatcher runs, e.g. pip install dask-jobqueue") from None
+    except AttributeError:
+        raise ValueError(f"--cluster {path}: {module} has no {name!r}") from None
+    if not callable(found):
+        raise ValueError(f"--cluster {path} is not a class")
+    return found
+
+
 async def _cluster_ctx(app: web.Application) -> AsyncIterator[None]:
     settings = app[SETTINGS]
     cs = settings.cluster
-    cluster: SpecCluster | None = None
+    cluster: Any = None
     if cs.address:
         client = await _connect(cs)
     else:
-        cluster = await _start_cluster(cs, settings.tls_dir)
+        # Read by a scheduler created in this process (the embedded one, most cluster managers').
+        with dask.config.set({"distributed.scheduler.no-workers-timeout":
+                              settings.no_worker_timeout}):
+            if cs.cluster_class:
+                cluster = await _create_cluster(cs)
+            else:
+                cluster = await _start_cluster(cs, settings.tls_dir)
         client = await Client(cluster, asynchronous=True, set_as_default=False,
-                              security=cluster.security)
+                              security=getattr(cluster, "security", None))
+        _scale(cluster, cs)
     app[CLUSTER_INFO] = {
         "scheduler": client.scheduler.address if client.scheduler is not None else "",
         "dashboard": client.dashboard_link if cluster is not None or cs.address else "",
-        "embedded": cluster is not None,
+        "embedded": cluster is not None and not cs.cluster_class,
+        "manager": (cs.cluster_class or "distributed.LocalCluster") if cluster is not None else "",
+        "adapt": list(cs.adapt) if cs.adapt and cluster is not None else None,
     }
-    log.info("dispatcher on %s:%d, Dask scheduler %s, dashboard %s, store %s",
+    log.info("dispatcher on %s:%d, Dask scheduler %s (%s), dashboard %s, store %s",
              settings.host, settings.port, app[CLUSTER_INFO]["scheduler"],
-             app[CLUSTER_INFO]["dashboard"] or "-", settings.db_path)
+             app[CLUSTER_INFO]["manager"] or "external", app[CLUSTER_INFO]["dashboard"] or "-",
+             settings.db_path)
     url = settings.url if settings.port else ""
+    scheduler = getattr(cluster, "scheduler", None)  # in this process: events without a hop
     runner = Runner(app[RECORDER], client, store_root=settings.store_root,
                     storage_options=settings.store_options,
-                    scheduler=(cluster.scheduler if cluster is not None
-                               and isinstance(cluster.scheduler, Scheduler) else None),
-                    public_url=url, token=settings.token)
+                    scheduler=scheduler if isinstance(scheduler, Scheduler) else None,
+                    public_url=url, token=settings.token, executors=app[EXECUTORS],
+                    time_limit_grace=settings.time_limit_grace)
     await runner.start()
     app[RUNNER] = runner
     try:
@@ -144,7 +189,48 @@ async def _cluster_ctx(app: web.Application) -> AsyncIterator[None]:
         await runner.close()
         await client.close()
         if cluster is not None:
-            await cluster.close()  # type: ignore[misc]
+            await cluster.close()  # a cluster manager cancels its jobs or pods here
+
+
+async def _create_cluster(cs: ClusterSettings) -> Any:
+    """``--cluster``: the cluster manager, created asynchronously on this loop; OSError (exit
+    code 5, one line) if it cannot start."""
+    assert cs.cluster_class
+    factory = cluster_class(cs.cluster_class)
+    shown = f"{cs.cluster_class}(**{json.dumps(cs.cluster_kwargs)})"
+    try:
+        cluster = factory(asynchronous=True, **cs.cluster_kwargs)
+    except Exception as exc:  # a cluster manager raises anything for arguments it refuses
+        raise OSError(f"cannot create {shown}: {type(exc).__name__}: {exc}") from None
+    try:
+        await cluster
+    except BaseException as exc:
+        closing = cluster.close()
+        if closing is not None:
+            await asyncio.shield(closing)
+        if isinstance(exc, Exception):
+            raise OSError(f"{shown} did not start: {_causes(exc)}") from None
+        raise
+    return cluster
+
+
+def _causes(exc: BaseException) -> str:
+    """``Type: message`` of an exception and of what caused it ("Nanny failed to start" says
+    little without the worker's own error)."""
+    parts: list[str] = []
+    seen: BaseException | None = exc
+    while seen is not None and len(parts) < 4:
+        parts.append(f"{type(seen).__name__}: {seen}")
+        seen = seen.__cause__ or seen.__context__
+    return " <- ".join(parts)
+
+
+def _scale(cluster: Any, cs: ClusterSettings) -> None:
+    """Adapt the cluster between ``cs.adapt`` workers, or give a created one ``n_workers``."""
+    if cs.adapt is not None:
+        cluster.adapt(minimum=cs.adapt[0], maximum=cs.adapt[1])
+    elif cs.cluster_class and cs.n_workers is not None:
+        cluster.scale(cs.n_workers)
 
 
 async def _connect(cs: ClusterSettings) -> Client:
@@ -176,6 +262,8 @@ async def _start_cluster(cs: ClusterSettings, tls_dir: Path) -> SpecCluster:
             kwargs["security"] = _temporary_security(tls_dir)
     if cs.n_workers is not None:
         kwargs["n_workers"] = cs.n_workers
+    if cs.adapt is not None:
+        kwargs["n_workers"] = cs.adapt[0]  # adapt() takes it from there
     if cs.threads_per_worker is not None:
         kwargs["threads_per_worker"] = cs.threads_per_worker
     cluster: SpecCluster = (_spec_cluster(cs, tls_dir, kwargs)
@@ -207,7 +295,8 @@ def _spec_cluster(cs: ClusterSettings, tls_dir: Path, local: dict[str, Any]) -> 
     scheduler = {"cls": SchedulerProcess, "options": {
         "host": cs.host, "run_dir": str(tls_dir.parent / "run"),
         "tls_dir": str(tls_dir) if security is not None else None,
-        "dashboard_address": local["dashboard_address"]}}
+        "dashboard_address": local["dashboard_address"],
+        "no_workers_timeout": dask.config.get("distributed.scheduler.no-workers-timeout")}}
     return SpecCluster(workers={i: worker for i in range(n)}, scheduler=scheduler, worker=worker,
                        security=security, asynchronous=True, name="covalent")
 

@@ -76,6 +76,19 @@ def main() -> None:
               help="Use an existing Dask scheduler (tcp://host:8786) instead of a LocalCluster.")
 @click.option("--dashboard-address", default=None,
               help="Where the Dask dashboard listens (default 127.0.0.1:8787).")
+@click.option("--cluster", "cluster", default=None, metavar="IMPORT.PATH",
+              help="Create this Dask cluster manager instead of a LocalCluster, e.g. "
+                   "dask_jobqueue.SLURMCluster (config: [dask] cluster).")
+@click.option("--cluster-kwargs", default=None, metavar="JSON",
+              help="Keyword arguments of --cluster as a JSON object (config: [dask] cluster_kwargs).")
+@click.option("--adapt", default=None, metavar="MIN:MAX",
+              help="Scale the cluster between MIN and MAX workers with the load (config: [dask] adapt).")
+@click.option("--no-worker-timeout", type=float, default=None, metavar="SECONDS",
+              help="Fail a task no worker can run (resources nobody has) after this long; 0: "
+                   "wait forever (default 60 on the embedded cluster, else forever).")
+@click.option("--time-limit-grace", type=float, default=None, metavar="SECONDS",
+              help="How long a node past its time_limit may take to stop before its worker is "
+                   "restarted (default 10).")
 @click.option("--token", default=None, envvar="COVALENT_TOKEN",
               help="Token requests must carry (default: the saved one, else a new one).")
 @click.option("--no-token", is_flag=True,
@@ -87,7 +100,9 @@ def main() -> None:
 def start(port: int, host: str, workers: int | None, threads_per_worker: int | None,
           mem_per_worker: str | None, scheduler_address: str | None, dashboard_address: str | None,
           token: str | None, no_token: bool, allow_host: tuple[str, ...], data_dir: str | None,
-          timeout: float) -> None:
+          timeout: float, cluster: str | None = None, cluster_kwargs: str | None = None,
+          adapt: str | None = None, time_limit_grace: float | None = None,
+          no_worker_timeout: float | None = None) -> None:
     """Start the dispatcher as a daemon and wait until it answers."""
     ddir = _data_dir(data_dir)
     found = holder(ddir)
@@ -101,7 +116,10 @@ def start(port: int, host: str, workers: int | None, threads_per_worker: int | N
     for flag, value in (("--workers", workers), ("--threads-per-worker", threads_per_worker),
                         ("--mem-per-worker", mem_per_worker),
                         ("--scheduler-address", scheduler_address),
-                        ("--dashboard-address", dashboard_address)):
+                        ("--dashboard-address", dashboard_address), ("--cluster", cluster),
+                        ("--cluster-kwargs", cluster_kwargs), ("--adapt", adapt),
+                        ("--time-limit-grace", time_limit_grace),
+                        ("--no-worker-timeout", no_worker_timeout)):
         if value is not None:
             cmd += [flag, str(value)]
     for name in allow_host:
@@ -131,12 +149,15 @@ def start(port: int, host: str, workers: int | None, threads_per_worker: int | N
         "port": port, "host": host, "workers": workers, "threads_per_worker": threads_per_worker,
         "mem_per_worker": mem_per_worker, "scheduler_address": scheduler_address,
         "dashboard_address": dashboard_address, "allow_host": list(allow_host),
-        "no_token": no_token, "data_dir": data_dir}))
-    cluster = info.get("cluster", {})
+        "no_token": no_token, "data_dir": data_dir, "cluster": cluster,
+        "cluster_kwargs": cluster_kwargs, "adapt": adapt, "time_limit_grace": time_limit_grace,
+        "no_worker_timeout": no_worker_timeout}))
+    found_cluster = info.get("cluster", {})
     click.echo(f"Covalent dispatcher started (pid {proc.pid}) at {url}")
-    click.echo(f"Dask scheduler: {cluster.get('scheduler')}  workers: {cluster.get('workers')}")
-    if cluster.get("dashboard"):
-        click.echo(f"Dask dashboard: {cluster['dashboard']}")
+    click.echo(f"Dask scheduler: {found_cluster.get('scheduler')} ({_cluster_kind(found_cluster)})"
+               f"  workers: {found_cluster.get('workers')}")
+    if found_cluster.get("dashboard"):
+        click.echo(f"Dask dashboard: {found_cluster['dashboard']}")
     click.echo(f"Data: {ddir}   Logs: {log_path}")
     click.echo(f"Web UI: {_ui_link(url, secret)}")
     if not secret:
@@ -231,12 +252,21 @@ def status() -> None:
         click.echo(f"Covalent dispatcher at {cfg.url} refused: {exc}")
         sys.exit(1)
     cluster = info.get("cluster", {})
-    kind = "embedded LocalCluster" if cluster.get("embedded") else "external"
     click.echo(f"Covalent dispatcher: running at {cfg.url}")
-    click.echo(f"Dask scheduler: {cluster.get('scheduler')} ({kind}), workers: "
+    click.echo(f"Dask scheduler: {cluster.get('scheduler')} ({_cluster_kind(cluster)}), workers: "
                f"{cluster.get('workers')}, threads: {cluster.get('threads')}")
     if cluster.get("dashboard"):
         click.echo(f"Dask dashboard: {cluster['dashboard']}")
+    for w in info.get("workers", []):
+        click.echo(f"  worker {w['address']}  name {w['name']}  threads {w['threads']}  memory "
+                   f"{_gib(w.get('memory_limit'))}  resources {_resources(w.get('resources'))}")
+    click.echo("Executors: " + ", ".join(e["name"] for e in info.get("executors", [])))
+    for e in info.get("executors", []):
+        serving = f"{len(e['workers'])} worker{'s' if len(e['workers']) != 1 else ''}"
+        ignored = f"  (ignored: {', '.join(e['ignored'])})" if e.get("ignored") else ""
+        click.echo(f"  {e['name']}: {e['description']} -> {serving}{ignored}")
+    for name, keys in (info.get("unmapped_executors") or {}).items():
+        click.echo(f"  {name}: NOT MAPPED ([executors.{name}] sets only {', '.join(keys)})")
     click.echo(f"Web UI: {_ui_link(cfg.url, cfg.token or '')}")
     running = info.get("running", [])
     click.echo(f"Running dispatches: {len(running)}")
@@ -249,6 +279,22 @@ def status() -> None:
             click.echo(f"  {t.get('name')} for {t.get('dispatch_id')} (fired {t.get('fire_count')} times)")
     if info.get("store", {}).get("write_error"):
         click.echo(f"Store write error: {info['store']['write_error']}")
+
+
+def _cluster_kind(cluster: dict[str, Any]) -> str:
+    """``embedded LocalCluster``, ``dask_jobqueue.SLURMCluster, adaptive 0..20``, ``external``."""
+    manager = cluster.get("manager") or ""
+    kind = ("embedded LocalCluster" if cluster.get("embedded") else manager) or "external"
+    adapt = cluster.get("adapt")
+    return f"{kind}, adaptive {adapt[0]}..{adapt[1]} workers" if adapt else kind
+
+
+def _gib(value: Any) -> str:
+    return f"{value / 2**30:.1f} GiB" if isinstance(value, int | float) and value else "no limit"
+
+
+def _resources(value: Any) -> str:
+    return ",".join(f"{k}={v:g}" for k, v in value.items()) if value else "-"
 
 
 def _done_total(cfg: ClientConfig, dispatch_id: str) -> str:

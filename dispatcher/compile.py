@@ -31,13 +31,14 @@ True
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import networkx as nx
 from dask.task_spec import List, Task, TaskRef
 
 from covalent.wire import GATHER_KINDS, Layout, NodeKind, WorkflowGraph
+from covalent.wire.executors import TaskOptions
 
 from .errors import InvalidRequest
 from .protocol import GatherSpec, NodeOutcome, NodeSpec
@@ -113,7 +114,9 @@ class Compiled:
     maps the parameters written into their consumers' specs to their value; ``gathers`` are
     gathering nodes (lists, tuples, dicts, the result) gathered in place by their consumers and
     recorded by the runner once all their parents completed. A preset node becomes a task
-    (reading its stored output on the worker) only if a task consumes it.
+    (reading its stored output on the worker) only if a task consumes it. ``options`` holds the
+    executor options of the tasks that have any: they become Dask annotations at submit
+    (resources, workers, retries, priority) and travel in the spec (time limit, pip).
     """
 
     dsk: dict[Key, Task]
@@ -121,10 +124,14 @@ class Compiled:
     sinks: list[int]
     inlined: dict[int, bytes]
     gathers: list[int]
+    options: dict[Key, TaskOptions] = field(default_factory=dict)
 
 
-def compile_graph(dispatch_id: str, graph: WorkflowGraph, preset: dict[int, Preset]) -> Compiled:
-    """The Dask graph of a dispatch; ``preset`` maps node ids to their known outputs."""
+def compile_graph(dispatch_id: str, graph: WorkflowGraph, preset: dict[int, Preset],
+                  options: dict[int, TaskOptions] | None = None) -> Compiled:
+    """The Dask graph of a dispatch; ``preset`` maps node ids to their known outputs, and
+    ``options`` electrons to their executor's options (``executors.ExecutorTable.resolve``)."""
+    options = options or {}
     parents = graph.parents()
     blobs = graph.blobs
     inlined: dict[int, NodeOutcome] = {}
@@ -175,6 +182,7 @@ def compile_graph(dispatch_id: str, graph: WorkflowGraph, preset: dict[int, Pres
     planned = {i: arguments(i) for i in computed}
     for node_id, (layout, nested, refs) in planned.items():
         node, key = graph.nodes[node_id], tasks[node_id]
+        opts = options.get(node_id)
         spec = NodeSpec(
             dispatch_id=dispatch_id,
             node_id=node.id,
@@ -186,8 +194,12 @@ def compile_graph(dispatch_id: str, graph: WorkflowGraph, preset: dict[int, Pres
             layout=layout,
             gathers=nested if any(g is not None for g in nested) else (),
             sink=key not in consumed,
+            executor=node.executor,
+            time_limit=opts.time_limit if opts is not None else 0.0,
+            pip=opts.pip if opts is not None else (),
         )
         dsk[key] = Task(key, run_node, spec, *refs)
     sinks = [i for i in computed if tasks[i] not in consumed]
     return Compiled(dsk, dict(sorted(tasks.items())), sinks,
-                    {i: o.data for i, o in inlined.items() if o.data is not None}, gathering)
+                    {i: o.data for i, o in inlined.items() if o.data is not None}, gathering,
+                    {tasks[i]: o for i, o in options.items() if i in tasks})

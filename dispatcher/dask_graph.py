@@ -1,32 +1,107 @@
-"""Submit a compiled graph to Dask and wait for futures: the one place that uses Dask's
-private API.
+"""Submit a compiled graph to Dask, wait for futures, and fail a task a worker cannot stop: the
+one place that uses Dask's private API.
 
 ``LLGExpr(dsk, _determ_token=name)`` names the graph ourselves. Without a name Dask tokenizes
 every task (pickling each spec) to name it, which costs more than running a small workflow.
 ``distributed.client._wait`` waits for many futures of a given client without a callback per
 future (the public ``distributed.wait`` insists on a default client, which the dispatcher
 never sets). ``hold`` tells the scheduler this client wants keys it did not ask for at
-submit (``client-desires-keys``, what Dask itself sends for futures it unpickles).
-``tests/dispatcher/test_dask_graph.py`` fails loudly if Dask changes any of them.
+submit (``client-desires-keys``, what Dask itself sends for futures it unpickles). On a worker,
+``fail_task`` tells the worker's state machine that a task it is still executing has failed
+(``ExecuteFailureEvent``), so the scheduler records it erred (or retries it) before the worker
+is restarted. ``tests/dispatcher/test_dask_graph.py`` fails loudly if Dask changes any of them.
+
+Per-task options use public API: ``dask.annotate`` with one callable per annotation, which
+the scheduler calls with each task's key (every key gets a value, as the scheduler expects).
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+import threading
+import time
+from collections import defaultdict
+from collections.abc import Callable, Mapping
 from typing import Any
 
 from dask._expr import LLGExpr
+from dask.base import annotate
 from dask.task_spec import Task
 from distributed import Client, Future
 from distributed.client import FuturesCancelledError, _wait
 
+from covalent.wire.executors import TaskOptions
+
+# An electron's priority outranks the order of dispatches (whose base priority, minus the
+# microseconds since 1970, stays below 2**52 until 2112); |priority| <= 1000 fits in int64.
+PRIORITY_STEP = 1 << 52
+
+_SUBMITTING = threading.Lock()
+
 
 def submit_graph(client: Client, dsk: Mapping[Any, Task], keys: list[Any], name: str,
-                 priority: int) -> list[Future[Any]]:
-    """Submit ``dsk`` as one graph called ``name``; the futures of ``keys``, in order."""
+                 priority: int, options: Mapping[Any, TaskOptions] | None = None
+                 ) -> list[Future[Any]]:
+    """Submit ``dsk`` as one graph called ``name``; the futures of ``keys``, in order.
+
+    ``priority`` orders dispatches (all their tasks); ``options`` maps task keys to their
+    executor's options, which become that task's Dask annotations.
+    """
     expr = LLGExpr(dict(dsk), _determ_token=name)
-    futures: list[Future[Any]] = client.get(expr, keys, sync=False, priority=priority)
+    annotations = task_annotations(dsk, priority, options or {})
+    # dask.annotate sets process-wide config: one submission at a time (the runner submits
+    # from threads, since Dask pickles the whole graph in this call).
+    with _SUBMITTING, annotate(**annotations):
+        futures: list[Future[Any]] = client.get(expr, keys, sync=False)
     return futures
+
+
+def task_annotations(dsk: Mapping[Any, Task], priority: int, options: Mapping[Any, TaskOptions]
+                ) -> dict[str, Any]:
+    """The Dask annotations of a graph: constants, or per-key lookups when options differ.
+
+    >>> a = task_annotations({("f", 0): None, ("g", 1): None}, -5, {("g", 1): TaskOptions(retries=2)})
+    >>> a["retries"](("f", 0)), a["retries"](("g", 1)), a["priority"]
+    (0, 2, -5)
+    """
+    if not options:
+        return {"priority": priority}
+    default = TaskOptions()
+    table = {key: options.get(key, default) for key in dsk}
+    out: dict[str, Any] = {}
+
+    def per_key(name: str, value: Callable[[TaskOptions], Any], empty: type) -> None:
+        values = {key: value(o) for key, o in table.items()}
+        if len(set(map(repr, values.values()))) > 1:
+            # A dict's bound method pickles by value (the scheduler may be another process);
+            # a key not in the graph (there should be none) gets the empty value.
+            out[name] = defaultdict(empty, values).__getitem__
+        else:
+            out[name] = next(iter(values.values()))
+
+    per_key("priority", lambda o: o.priority * PRIORITY_STEP + priority, int)
+    if any(o.retries for o in options.values()):
+        per_key("retries", lambda o: o.retries, int)
+    if any(o.resources for o in options.values()):
+        per_key("resources", lambda o: dict(o.resources), dict)
+    if any(o.workers for o in options.values()):
+        per_key("workers", lambda o: list(o.workers), list)
+        per_key("allow_other_workers", lambda o: o.allow_other_workers, bool)
+    return out
+
+
+def fail_task(worker: Any, key: Any, exc: BaseException) -> bool:
+    """On ``worker``'s event loop: record its task ``key``, still executing in a thread that
+    will not return, as failed with ``exc``; the worker tells the scheduler, which marks it
+    erred (or retries it). False if the worker is not running that task."""
+    from distributed.worker_state_machine import ExecuteFailureEvent
+
+    ts = worker.state.tasks.get(key)
+    if ts is None or ts.state not in ("executing", "long-running", "cancelled", "resumed"):
+        return False
+    worker.handle_stimulus(ExecuteFailureEvent.from_exception(
+        exc, key=key, run_id=ts.run_id, start=None, stop=time.time(),
+        stimulus_id=f"covalent-time-limit-{time.time()}"))
+    return True
 
 
 def hold(client: Client, keys: list[Any]) -> list[Future[Any]]:

@@ -19,6 +19,7 @@ from covalent.wire import GATHER_KINDS, NodeKind, WorkflowGraph, clean_text
 
 from . import state
 from .compile import INLINE_PARAMETER_MAX, Preset, validate
+from .executors import check_options
 from .errors import (DispatchNotFound, DispatchState, InvalidRequest, NodeNotFound, StorageFull,
                      Unavailable)
 from .protocol import now_iso
@@ -78,6 +79,7 @@ def parse_submission(upload: Upload) -> tuple[dict[str, Any], WorkflowGraph]:
     if graph.nodes[-1].value in upload.spooled:
         raise InvalidRequest("malformed dispatch: the result template is sent as a value")
     validate(graph)
+    check_options(graph)
     return header, graph
 
 
@@ -310,6 +312,7 @@ async def read_result(store: DispatchStore, dispatch_id: str, results_dir: str, 
              "stdout": n.stdout, "stderr": n.stderr, "sub_dispatch_id": n.sub_dispatch_id,
              "preview": n.preview, "size": n.output_size, "gather": n.gather_spec,
              "stored": n.output_ref is not None, "reused_from": n.reused_from,
+             "attempts": n.attempts,
              "output": frame.add(n.output_ref) if n.node_id in sent else None}
             for n in nodes
         ],

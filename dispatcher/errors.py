@@ -12,6 +12,7 @@
     ├── Forbidden (PermissionError)            403 (foreign Host or Origin)
     ├── UnsupportedMediaType (ValueError)      415 (a content type a web page could send)
     ├── Unavailable (RuntimeError)             503 (store locked by another process, busy)
+    ├── UnknownExecutor (LookupError)          400 (fails the dispatch: an executor name not mapped)
     └── StorageFull (OSError)                  507
 
 The body of each answer is ``{"error": <class name>, "message": str(exc)}``; the SDK maps the
@@ -80,6 +81,21 @@ class IncompatibleClient(DispatcherError, RuntimeError):
     """The client's Python or cloudpickle differs from the workers': its pickles would not load."""
 
     status = 409
+
+
+class UnknownExecutor(DispatcherError, LookupError):
+    """Electrons ask for executors the server does not map; raised at submit, where it fails
+    the dispatch (recorded FAILED with this message, as are the nodes named)."""
+
+    status = 400
+
+    def __init__(self, message: str, node_ids: list[int]) -> None:
+        super().__init__(message, node_ids)
+        self.message = message
+        self.node_ids = node_ids
+
+    def __str__(self) -> str:
+        return self.message
 
 
 class StorageFull(DispatcherError, OSError):

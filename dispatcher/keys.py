@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from aiohttp import web
 
+from .executors import ExecutorTable
 from .recorder import Recorder
 from .runner import Runner
 from .settings import Settings
@@ -16,3 +17,4 @@ RECORDER = web.AppKey("recorder", Recorder)
 RUNNER = web.AppKey("runner", Runner)
 CLUSTER_INFO = web.AppKey("cluster_info", dict)
 TRIGGERS = web.AppKey("triggers", TriggerService)
+EXECUTORS = web.AppKey("executors", ExecutorTable)

@@ -61,7 +61,9 @@ class NodeSpec:
     """What a worker needs to run one node; ``layout`` describes each parent argument.
 
     ``gathers`` (empty, or one entry per parent) marks the parents gathered in place; ``sink``
-    says no task consumes this node's value, so its task returns a ``NodeDone``.
+    says no task consumes this node's value, so its task returns a ``NodeDone``. ``executor``
+    names the node's executor; ``time_limit`` (seconds, 0: none) and ``pip`` (packages to
+    install on the worker first) come from its options.
     """
 
     dispatch_id: str
@@ -74,6 +76,9 @@ class NodeSpec:
     layout: Layout
     gathers: tuple[GatherSpec | None, ...] = ()
     sink: bool = False
+    executor: str = "dask"
+    time_limit: float = 0.0
+    pip: tuple[str, ...] = ()
 
 
 class NodeOutcome:

@@ -23,7 +23,8 @@ from covalent import wire
 from . import dispatches, procinfo, transfer
 from .errors import (DispatcherError, InvalidRequest, NodeNotFound, PayloadTooLarge, Unavailable,
                      is_busy_error, is_disk_error)
-from .keys import CLUSTER_INFO, RECORDER, RUNNER, SETTINGS, STORE, TRIGGERS
+from .executors import ExecutorTable, serves
+from .keys import CLUSTER_INFO, EXECUTORS, RECORDER, RUNNER, SETTINGS, STORE, TRIGGERS
 from .upload import Upload, read_frame
 
 log = logging.getLogger("covalent.dispatcher")
@@ -108,25 +109,47 @@ async def health(request: web.Request) -> web.Response:
 
 @routes.get(wire.API + "/status")
 async def server_status(request: web.Request) -> web.Response:
+    """The server, its Dask cluster (each worker: address, name, threads, memory, resources,
+    the named executors it serves), the named executors, running dispatches, triggers."""
     app = request.app
     runner = app[RUNNER]
     info: dict[str, Any] = app[CLUSTER_INFO].copy()
     client = runner.client
+    executors = app[EXECUTORS]
+    workers: list[dict[str, Any]] = []
     try:
-        workers = await asyncio.wait_for(client.scheduler.identity(), 5)  # type: ignore[union-attr]
-        info["workers"] = len(workers.get("workers", {}))
-        info["threads"] = sum(w.get("nthreads", 0) for w in workers.get("workers", {}).values())
+        identity = await asyncio.wait_for(client.scheduler.identity(), 5)  # type: ignore[union-attr]
+        found = identity.get("workers", {})
+        info["workers"] = len(found)
+        info["threads"] = sum(w.get("nthreads", 0) for w in found.values())
+        workers = [_worker(address, w, executors) for address, w in sorted(found.items())]
     except (OSError, TimeoutError) as exc:
         info["error"] = f"scheduler not reachable: {exc}"
+    pools = executors.to_json()
+    for pool in pools:
+        pool["workers"] = [w["address"] for w in workers if pool["name"] in w["executors"]]
     return web.json_response({
         "status": "ok",
         "cluster": info,
+        "workers": workers,
+        "executors": pools,
+        "unmapped_executors": {k: list(v) for k, v in executors.unmapped.items()},
         "running": sorted(runner.runs),
         "triggers": await app[TRIGGERS].listing(active_only=True),
         "store": {"path": str(app[SETTINGS].db_path), "write_error": app[RECORDER].write_error},
         "server": {"pid": os.getpid(), "rss_mib": _mib(procinfo.rss_mib(os.getpid())),
                    "peak_rss_mib": _mib(procinfo.peak_rss_mib(os.getpid()))},
     })
+
+
+def _worker(address: str, w: dict[str, Any], executors: ExecutorTable) -> dict[str, Any]:
+    """One worker as ``/status`` shows it, with the named executors whose tasks it may run."""
+    row = {"address": address, "name": str(w.get("id", "")), "host": w.get("host", ""),
+           "threads": w.get("nthreads", 0), "memory_limit": w.get("memory_limit", 0),
+           "resources": w.get("resources") or {}}
+    row["executors"] = [name for name in executors.names()
+                        if serves(executors.named[name].options, {**row, "id": row["name"]})]
+    return row
 
 
 @routes.post(wire.API + "/dispatches")

@@ -28,7 +28,7 @@ from typing import Any
 from distributed import Client, Future
 from distributed.client import FutureCancelledError
 from distributed.diagnostics.plugin import SchedulerPlugin
-from distributed.scheduler import KilledWorker
+from distributed.scheduler import KilledWorker, NoValidWorkerError
 
 from covalent.wire import PARAMETER_PREFIX, NodeKind, WorkflowGraph
 
@@ -36,7 +36,8 @@ from . import state
 from .compile import Compiled, Preset, compile_graph
 from .dask_graph import cancel as cancel_futures
 from .dask_graph import hold, submit_graph, wait_all
-from .errors import IncompatibleClient
+from .errors import IncompatibleClient, UnknownExecutor
+from .executors import ExecutorTable
 from .protocol import OUTCOME_TOPIC, PREVIEW_LIMIT, START_TOPIC, NodeTaskError, now_iso, runtime_versions
 from .recorder import Recorder
 from .tracking import DispatchRun, Outcome, Role, descendants, gather_preview
@@ -83,9 +84,12 @@ class Runner:
 
     def __init__(self, recorder: Recorder, client: Client, *, store_root: str,
                  storage_options: dict[str, Any] | None = None, scheduler: Any = None,
-                 public_url: str = "", token: str = "") -> None:
+                 public_url: str = "", token: str = "", executors: ExecutorTable | None = None,
+                 time_limit_grace: float = 10.0) -> None:
         self.recorder = recorder
         self.client = client
+        self.executors = executors or ExecutorTable()
+        self.time_limit_grace = time_limit_grace
         self.scheduler = scheduler  # the embedded, in-process Scheduler; None for an external one
         self.store_root = store_root
         self.storage_options = storage_options or {}
@@ -110,7 +114,8 @@ class Runner:
     async def tell_workers(self, url: str) -> None:
         """Give every worker (and every later one) this server's address, token and store."""
         self.public_url = url
-        context = WorkerContext(url, self.token, self.store_root, self.storage_options)
+        context = WorkerContext(url, self.token, self.store_root, self.storage_options,
+                                self.time_limit_grace)
         try:
             await self.client.register_plugin(context, name=WorkerContext.name)
         except Exception as exc:  # the cluster is unreachable: submitting will say so
@@ -181,18 +186,25 @@ class Runner:
                 # the client sends it from its loop.
                 futures = await asyncio.to_thread(
                     submit_graph, self.client, compiled.dsk, keys,
-                    f"{dispatch_id}-{uuid.uuid4().hex}", submission_priority(started))
+                    f"{dispatch_id}-{uuid.uuid4().hex}", submission_priority(started),
+                    compiled.options)
                 run.sinks = dict(zip(compiled.sinks, futures, strict=True))
                 if run.cancel_requested:  # cancelled while the graph was on its way
                     await cancel_futures(self.client, [f for i, f in run.sinks.items()
                                                        if run.nodes[i].cancelled])
         except Exception as exc:
-            log.exception("submitting dispatch %s failed", dispatch_id)
             self.runs.pop(dispatch_id, None)
             if futures:
                 await cancel_futures(self.client, futures)
-            self.recorder.ended(state.dispatch_not_submitted(
-                dispatch_id, f"{type(exc).__name__}: {exc}", now_iso()))
+            stamp = now_iso()
+            if isinstance(exc, UnknownExecutor):  # the user's to fix: no traceback in the log
+                log.warning("dispatch %s not run: %s", dispatch_id, exc)
+                self.recorder.record(*(state.node_failed(dispatch_id, i, f"UnknownExecutor: {exc}",
+                                                         stamp) for i in exc.node_ids))
+            else:
+                log.exception("submitting dispatch %s failed", dispatch_id)
+            reason = str(exc) if isinstance(exc, UnknownExecutor) else f"{type(exc).__name__}: {exc}"
+            self.recorder.ended(state.dispatch_not_submitted(dispatch_id, reason, stamp))
             return
         run.waiter = asyncio.create_task(self._await_sinks(run), name=f"sinks-{dispatch_id}")
         log.info("dispatch %s submitted: %d nodes, %d tasks, %d reused", dispatch_id,
@@ -202,8 +214,11 @@ class Runner:
                  ) -> tuple[Compiled, DispatchRun, list[Update]]:
         """Compile and plan a dispatch, and what is known before Dask runs anything (pure: it
         runs in a thread, on a DispatchRun nobody else sees yet)."""
-        compiled = compile_graph(dispatch_id, graph, preset)
+        options = self.executors.resolve(graph)  # UnknownExecutor: nothing runs
+        compiled = compile_graph(dispatch_id, graph, preset, options)
         run = DispatchRun.plan(dispatch_id, graph, compiled.tasks, compiled.inlined, compiled.gathers)
+        for node_id, opts in options.items():
+            run.nodes[node_id].retries = opts.retries
         stamp = now_iso()
         updates: list[Update] = [state.dispatch_started(dispatch_id, stamp)]
         for node_id, known in preset.items():
@@ -266,16 +281,23 @@ class Runner:
         if track.done or track.cancelled:
             return  # a node run again after its worker died reports again: recorded once
         d = run.dispatch_id
+        track.attempts += 1
         if msg["s"] == "COMPLETED":
             self.recorder.record(state.node_completed(
                 d, node_id, msg.get("data"), msg["t0"], msg["t1"], msg["out"], msg["err"],
-                msg.get("pv"), ref=msg.get("ref"), size=msg.get("size"), location=msg.get("loc")))
+                msg.get("pv"), ref=msg.get("ref"), size=msg.get("size"), location=msg.get("loc"),
+                attempts=track.attempts))
             self.recorder.record(*self._completed(run, node_id, msg.get("pv") or ""))
+        elif track.attempts <= track.retries:  # Dask runs it again (its executor's retries)
+            log.info("node %d of dispatch %s failed (attempt %d of %d), retrying: %s: %s",
+                     node_id, d, track.attempts, track.retries + 1, msg["et"], msg["msg"])
+            self.recorder.record(state.node_retrying(d, node_id, track.attempts))
         else:
-            track.outcome, track.failed = Outcome.FAILED, f"{msg['et']}: {msg['msg']}"
+            tries = f" (failed {track.attempts} attempts)" if track.attempts > 1 else ""
+            track.outcome, track.failed = Outcome.FAILED, f"{msg['et']}: {msg['msg']}{tries}"
             self.recorder.record(state.node_failed(
                 d, node_id, msg.get("tb") or track.failed, msg["t1"], msg["t0"], msg["out"],
-                msg["err"]))
+                msg["err"], attempts=track.attempts))
 
     def _completed(self, run: DispatchRun, node_id: int, preview: str) -> list[state.NodeUpdate]:
         """Mark a node COMPLETED; return the updates of the gathering nodes it completes."""
@@ -376,6 +398,14 @@ class Runner:
             culprit = run.by_key.get(blamed, node_id) if isinstance(blamed, tuple) else node_id
             if isinstance(exc, NodeTaskError):
                 culprit, msg = exc.node_id, f"{exc.error_type}: {exc.message}"
+            elif isinstance(exc, NoValidWorkerError):
+                needs = ", ".join(f"{k}={v:g}" for k, v in (exc.resource_restrictions or {}).items())
+                pins = ", ".join(sorted(exc.worker_restrictions or ()) + sorted(exc.host_restrictions or ()))
+                msg = (f"NoValidWorker: no worker of the cluster can run this node (it needs "
+                       f"{'resources ' + needs if needs else ''}{' and ' if needs and pins else ''}"
+                       f"{'one of the workers ' + pins if pins else ''}) and none came within "
+                       f"{exc.timeout:g} s; start a worker that has them (dask worker "
+                       f"--resources {needs.replace(', ', ',') or 'NAME=1'}) or change the executor")
             elif isinstance(exc, KilledWorker):
                 msg = ("KilledWorker: every Dask worker process that ran this node died (killed, "
                        "crashed, or over its memory limit), so Dask stopped retrying it. "

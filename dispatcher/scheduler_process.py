@@ -23,6 +23,7 @@ import uuid
 from pathlib import Path
 from typing import Any
 
+import dask
 from distributed import Scheduler, Security
 from distributed.deploy.spec import ProcessInterface
 
@@ -41,10 +42,12 @@ class SchedulerProcess(ProcessInterface):
     """Start ``python -m dispatcher.scheduler_process``; its address once it listens."""
 
     def __init__(self, *, host: str, run_dir: str, tls_dir: str | None = None,
-                 dashboard_address: str | None = None) -> None:
+                 dashboard_address: str | None = None,
+                 no_workers_timeout: float | str | None = None) -> None:
         super().__init__()  # type: ignore[no-untyped-call]
         self.host, self.run_dir, self.tls_dir = host, Path(run_dir), tls_dir
         self.dashboard_address = dashboard_address
+        self.no_workers_timeout = no_workers_timeout
         self.proc: asyncio.subprocess.Process | None = None
 
     async def start(self) -> None:
@@ -57,6 +60,8 @@ class SchedulerProcess(ProcessInterface):
             cmd += ["--tls-dir", self.tls_dir]
         if self.dashboard_address:
             cmd += ["--dashboard-address", self.dashboard_address]
+        if self.no_workers_timeout is not None:
+            cmd += ["--no-workers-timeout", str(self.no_workers_timeout)]
         with open(log_path, "ab") as log:
             self.proc = await asyncio.create_subprocess_exec(
                 *cmd, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=log)
@@ -97,6 +102,8 @@ def _tail(path: Path, n: int = 2000) -> str:
 
 
 async def _serve(ns: argparse.Namespace) -> None:
+    if ns.no_workers_timeout is not None:  # a task no worker can run fails after this long
+        dask.config.set({"distributed.scheduler.no-workers-timeout": ns.no_workers_timeout})
     security = tls_files(Path(ns.tls_dir)) if ns.tls_dir else None
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
@@ -124,6 +131,7 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--parent", type=int, required=True, help="leave when this PID is gone")
     p.add_argument("--tls-dir", default=None)
     p.add_argument("--dashboard-address", default=None)
+    p.add_argument("--no-workers-timeout", default=None)
     asyncio.run(_serve(p.parse_args(argv)))
 
 

@@ -24,9 +24,16 @@ def default_data_dir() -> Path:
 
 @dataclass(frozen=True, slots=True)
 class ClusterSettings:
-    """The embedded LocalCluster, or ``address`` of an existing Dask scheduler."""
+    """The embedded LocalCluster, ``address`` of an existing Dask scheduler, or a cluster
+    manager the dispatcher creates: ``cluster_class`` (an import path such as
+    ``dask_jobqueue.SLURMCluster``) called with ``cluster_kwargs``. ``adapt`` (minimum,
+    maximum) scales the embedded or created cluster with the load; else ``n_workers`` fixes
+    its size."""
 
     address: str | None = None
+    cluster_class: str | None = None
+    cluster_kwargs: dict[str, Any] = field(default_factory=dict)
+    adapt: tuple[int, int] | None = None
     n_workers: int | None = None
     threads_per_worker: int | None = None
     memory_limit: str | None = "auto"
@@ -38,6 +45,10 @@ class ClusterSettings:
     # "Performance" for the measurements behind the default.
     scheduler_process: bool = False
     connect_timeout_s: float = 10.0  # an external scheduler that does not answer by then
+    # A task no worker can run (resources or workers nobody has) fails after this many seconds
+    # instead of waiting forever; None: the default (60 s on the embedded cluster without
+    # --adapt; never where workers may still come: --adapt, --cluster, --scheduler-address).
+    no_worker_timeout: float | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -58,6 +69,19 @@ class Settings:
     max_connections: int = 1000  # beyond it new connections are answered 503 (issue #11)
     long_poll_max_s: float = 120.0
     cluster: ClusterSettings = field(default_factory=ClusterSettings)
+    # The [executors.<name>] tables of the config file, read at start (see dispatcher.executors),
+    # and where they came from; how long a node past its time limit may take to stop.
+    executors: dict[str, Any] = field(default_factory=dict)
+    config_source: str = ""
+    time_limit_grace: float = 10.0
+
+    @property
+    def no_worker_timeout(self) -> float | None:
+        """Seconds a task may wait for a worker that can run it (see ClusterSettings)."""
+        cs = self.cluster
+        if cs.no_worker_timeout is not None:
+            return cs.no_worker_timeout if cs.no_worker_timeout > 0 else None
+        return None if cs.address or cs.cluster_class or cs.adapt else 60.0
 
     @property
     def url(self) -> str:
@@ -108,6 +132,10 @@ class Settings:
         env = os.environ
         cluster = ClusterSettings(
             address=env.get("COVALENT_SCHEDULER_ADDRESS") or None,
+            cluster_class=env.get("COVALENT_CLUSTER") or None,
+            cluster_kwargs=json_object(env.get("COVALENT_CLUSTER_KWARGS")),
+            adapt=parse_adapt(env.get("COVALENT_ADAPT")),
+            no_worker_timeout=_float(env.get("COVALENT_NO_WORKER_TIMEOUT")),
             n_workers=_int(env.get("COVALENT_WORKERS")),
             threads_per_worker=_int(env.get("COVALENT_THREADS_PER_WORKER")),
             memory_limit=env.get("COVALENT_MEM_PER_WORKER") or "auto",
@@ -123,9 +151,11 @@ class Settings:
             store_options=json_object(env.get("COVALENT_STORE_OPTIONS")),
             max_connections=_int(env.get("COVALENT_MAX_CONNECTIONS")) or 1000,
             cluster=cluster,
+            time_limit_grace=_float(env.get("COVALENT_TIME_LIMIT_GRACE")) or 10.0,
         )
         cluster_keys = {"address", "n_workers", "threads_per_worker", "memory_limit",
-                        "dashboard_address", "scheduler_process"}  # everything else (store_url, ...) is top-level
+                        "dashboard_address", "scheduler_process", "cluster_class",
+                        "cluster_kwargs", "adapt", "no_worker_timeout"}  # the rest is top-level
         top = {k: v for k, v in overrides.items() if v is not None and k not in cluster_keys}
         sub = {k: v for k, v in overrides.items() if v is not None and k in cluster_keys}
         return replace(s, **top, cluster=replace(s.cluster, **sub))
@@ -157,6 +187,37 @@ def json_object(v: str | None) -> dict[str, Any]:
     if not isinstance(parsed, dict):
         raise ValueError(f"expected a JSON object, got {v!r}")
     return parsed
+
+
+def parse_adapt(v: str | None) -> tuple[int, int] | None:
+    """``MIN:MAX`` workers for adaptive scaling; ValueError with the reason otherwise.
+
+    >>> parse_adapt("0:20"), parse_adapt(None)
+    ((0, 20), None)
+    >>> parse_adapt("5:2")
+    Traceback (most recent call last):
+    ...
+    ValueError: --adapt takes MIN:MAX workers with 0 <= MIN <= MAX, got '5:2'
+    """
+    if not v:
+        return None
+    low, sep, high = v.partition(":")
+    try:
+        bounds = (int(low), int(high)) if sep else (0, int(low))
+    except ValueError:
+        bounds = (1, 0)
+    if not 0 <= bounds[0] <= bounds[1] or bounds[1] == 0:
+        raise ValueError(f"--adapt takes MIN:MAX workers with 0 <= MIN <= MAX, got {v!r}")
+    return bounds
+
+
+def _float(v: str | None) -> float | None:
+    if v is None or v == "":
+        return None
+    try:
+        return float(v)
+    except ValueError:
+        raise ValueError(f"expected a number, got {v!r}") from None
 
 
 def _int(v: str | None) -> int | None:

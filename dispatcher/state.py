@@ -87,6 +87,7 @@ class NodeUpdate:
     output_location: str | None = None
     gather: str | None = None  # a gathering node's output: JSON naming the parts it is made of
     reused_from: str | None = None  # the dispatch whose stored output this node reuses
+    attempts: int | None = None  # how many times a task ran it (more than 1: its executor's retries)
 
 
 @dataclass(slots=True)
@@ -111,13 +112,14 @@ def node_running(dispatch_id: str, node_id: int, start: str) -> NodeUpdate:
 def node_completed(dispatch_id: str, node_id: int, output: bytes | None, start: str, end: str,
                    stdout: str = "", stderr: str = "", preview: str | None = None,
                    ref: str | None = None, size: int | None = None,
-                   location: str | None = None, reused_from: str | None = None) -> NodeUpdate:
+                   location: str | None = None, reused_from: str | None = None,
+                   attempts: int | None = None) -> NodeUpdate:
     """A completed node: its output inline (``output``) or stored by its worker (``ref``), or
     the output of dispatch ``reused_from`` (a redispatch reusing results)."""
     return NodeUpdate(dispatch_id, node_id, status=Status.COMPLETED, start_time=start or None,
                       end_time=end, output=output, stdout=stdout, stderr=stderr, preview=preview,
                       output_ref=ref, output_size=size, output_location=location,
-                      reused_from=reused_from)
+                      reused_from=reused_from, attempts=attempts)
 
 
 def node_gathered(dispatch_id: str, node_id: int, gather: str, stamp: str,
@@ -128,9 +130,16 @@ def node_gathered(dispatch_id: str, node_id: int, gather: str, stamp: str,
 
 
 def node_failed(dispatch_id: str, node_id: int, error: str, end: str, start: str = "",
-                stdout: str | None = None, stderr: str | None = None) -> NodeUpdate:
+                stdout: str | None = None, stderr: str | None = None,
+                attempts: int | None = None) -> NodeUpdate:
     return NodeUpdate(dispatch_id, node_id, status=Status.FAILED, start_time=start or None,
-                      end_time=end, error=error, stdout=stdout, stderr=stderr)
+                      end_time=end, error=error, stdout=stdout, stderr=stderr, attempts=attempts)
+
+
+def node_retrying(dispatch_id: str, node_id: int, attempts: int) -> NodeUpdate:
+    """A run of a node failed and Dask runs it again (its executor's retries): its status
+    stays as it is, the count of attempts grows."""
+    return NodeUpdate(dispatch_id, node_id, attempts=attempts)
 
 
 def node_cancelled(dispatch_id: str, node_id: int, end: str) -> NodeUpdate:

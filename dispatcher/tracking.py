@@ -58,6 +58,8 @@ class NodeTrack:
     waiting_for: int = 0  # GATHER: parents not COMPLETED yet
     feeds: list[int] = field(default_factory=list)  # the GATHER nodes it is a part of
     preview: str = ""  # a GATHER child's preview is made of its parts' previews
+    retries: int = 0  # TASK: how many times Dask runs it again after a failure
+    attempts: int = 0  # TASK: outcome events received (failed runs, then the last one)
 
     @property
     def done(self) -> bool:

@@ -232,3 +232,65 @@ def pause(x, seconds=0.05):
 
     time.sleep(seconds)
     return x
+
+
+@ct.electron
+def flaky(counter, failures):
+    """Fail the first ``failures`` runs (counted in the file ``counter``), then return the run."""
+    from pathlib import Path
+
+    path = Path(counter)
+    runs = int(path.read_text()) + 1 if path.exists() else 1
+    path.write_text(str(runs))
+    if runs <= failures:
+        raise RuntimeError(f"run {runs} fails")
+    return runs
+
+
+@ct.electron
+def busy_loop(marker):
+    """Spin in pure Python forever (no sleep, no C call); record that it was stopped."""
+    import pathlib
+
+    n = 0
+    try:
+        while True:
+            n += 1
+    finally:
+        pathlib.Path(marker).write_text("stopped")
+
+
+@ct.electron
+def c_sleep(seconds):
+    """Block inside a C call (libc sleep through ctypes): no Python bytecode runs meanwhile."""
+    import ctypes
+
+    ctypes.CDLL(None).sleep(seconds)
+    return seconds
+
+
+@ct.electron
+def where(i, *after):
+    """(i, the Dask worker's name, this process's pid), after 0.2 s (so a fan-out spreads)."""
+    import time
+
+    from distributed import get_worker
+
+    time.sleep(0.2)
+    return i, str(get_worker().name), os.getpid()
+
+
+@ct.electron
+def log_run(path, name, *after):
+    """Append ``name`` to ``path``: the order in which electrons ran."""
+    with open(path, "a") as fh:
+        fh.write(name + "\n")
+    return name
+
+
+@ct.electron
+def slurm_job(i):
+    """(i, host, $SLURM_JOB_ID): which SLURM job, if any, ran this electron."""
+    import socket
+
+    return i, socket.gethostname(), os.environ.get("SLURM_JOB_ID")

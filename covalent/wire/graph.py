@@ -67,8 +67,18 @@ class Node:
     hooks: int | None = None
     fn_hash: str = ""
     metadata: dict[str, Any] = field(default_factory=dict)
+    # What the electron's executor object asks of Dask (``executors.TaskOptions.to_json``), and
+    # the class of an executor object this engine does not run itself (a Covalent plugin's):
+    # such a node runs only once the dispatcher maps ``executor`` to a named executor.
+    options: dict[str, Any] = field(default_factory=dict)
+    plugin: str = ""
 
     def to_json(self) -> dict[str, Any]:
+        extra: dict[str, Any] = {}
+        if self.options:
+            extra["options"] = self.options
+        if self.plugin:
+            extra["plugin"] = self.plugin
         return {
             "id": self.id,
             "name": self.name,
@@ -79,6 +89,7 @@ class Node:
             "hooks": self.hooks,
             "fn_hash": self.fn_hash,
             "metadata": self.metadata,
+            **extra,
         }
 
 
@@ -145,6 +156,8 @@ class WorkflowGraph:
                 hooks=_opt_int(n.get("hooks")),
                 fn_hash=_text(n.get("fn_hash", "")),
                 metadata=_dict(n.get("metadata") or {}),
+                options=_dict(n.get("options") or {}),
+                plugin=_text(n.get("plugin", "")),
             )
             for n in data["nodes"]
         ]

@@ -101,6 +101,7 @@ class NodeRecord:
     output_size: int | None = None  # bytes of the pickled output
     gather: str | None = None  # a gathering node's output: JSON naming its parts
     reused_from: str | None = None  # the dispatch that computed the output it reused
+    attempts: int | None = None  # times a task ran it (None: it never ran as a task)
 
     @property
     def gather_spec(self) -> dict[str, Any] | None:
@@ -115,7 +116,7 @@ class NodeRecord:
                 "stderr": self.stderr, "sub_dispatch_id": self.sub_dispatch_id,
                 "has_output": self.output_ref is not None or self.gather is not None,
                 "preview": self.preview, "output_size": self.output_size,
-                "reused_from": self.reused_from}
+                "reused_from": self.reused_from, "attempts": self.attempts}
 
 
 @dataclass(frozen=True, slots=True)

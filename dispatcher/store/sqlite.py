@@ -80,6 +80,7 @@ CREATE TABLE IF NOT EXISTS nodes (
     output_size INTEGER,
     gather TEXT,
     reused_from TEXT,
+    attempts INTEGER,
     PRIMARY KEY (dispatch_id, node_id)
 ) WITHOUT ROWID;
 CREATE INDEX IF NOT EXISTS nodes_output ON nodes(output_ref);
@@ -107,10 +108,11 @@ _DISPATCH_COLUMNS = ("dispatch_id, root_dispatch_id, parent_dispatch_id, parent_
                      " status, created_at, start_time, end_time, error, graph, blob_refs,"
                      " inputs_ref, lattice_ref, result_ref, template_ref, meta")
 _NODE_COLUMNS = ("node_id, name, kind, status, start_time, end_time, output_ref, error, stdout,"
-                 " stderr, sub_dispatch_id, preview, output_size, gather, reused_from")
+                 " stderr, sub_dispatch_id, preview, output_size, gather, reused_from, attempts")
 # Columns added after the first release: (table, column, type), added to older stores on open.
 _ADDED_COLUMNS = [("nodes", "preview", "TEXT"), ("nodes", "output_size", "INTEGER"),
-                  ("nodes", "gather", "TEXT"), ("nodes", "reused_from", "TEXT")]
+                  ("nodes", "gather", "TEXT"), ("nodes", "reused_from", "TEXT"),
+                  ("nodes", "attempts", "INTEGER")]
 _TRIGGER_COLUMNS = "trigger_id, dispatch_id, name, spec, pickled, active, fire_count, reason, created_at"
 
 
@@ -326,11 +328,11 @@ class SqliteStore:
                     " stdout = COALESCE(?, stdout), stderr = COALESCE(?, stderr),"
                     " sub_dispatch_id = COALESCE(?, sub_dispatch_id), preview = COALESCE(?, preview),"
                     " output_size = COALESCE(?, output_size), gather = COALESCE(?, gather),"
-                    " reused_from = COALESCE(?, reused_from)"
+                    " reused_from = COALESCE(?, reused_from), attempts = COALESCE(?, attempts)"
                     f" WHERE dispatch_id = ? AND node_id = ? AND {_node_guard(u.status)}",
                     (_text(u.status), u.start_time, u.end_time, ref, _clean(u.error),
                      _clean(u.stdout), _clean(u.stderr), u.sub_dispatch_id, _clean(u.preview),
-                     size, u.gather, u.reused_from, u.dispatch_id, u.node_id))
+                     size, u.gather, u.reused_from, u.attempts, u.dispatch_id, u.node_id))
             for d in dispatches:
                 rref = self._put_blobs([d.result])[0] if d.result is not None else None
                 db.execute(

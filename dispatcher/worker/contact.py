@@ -16,16 +16,19 @@ from .blobs import BlobStore
 
 
 class WorkerContext(WorkerPlugin):
-    """The dispatcher's URL and token (sublattices), and the blob store outputs go to."""
+    """The dispatcher's URL and token (sublattices), the blob store outputs go to, and how
+    long a node past its time limit may take to stop before its worker is restarted."""
 
     name = "covalent-context"
 
     def __init__(self, url: str, token: str, store_root: str,
-                 storage_options: dict[str, Any] | None = None) -> None:
+                 storage_options: dict[str, Any] | None = None,
+                 time_limit_grace: float = 10.0) -> None:
         self.url = url
         self.token = token
         self.store_root = store_root
         self.storage_options = storage_options or {}
+        self.time_limit_grace = time_limit_grace
         self._store: BlobStore | None = None
 
     def setup(self, worker: Any) -> None:

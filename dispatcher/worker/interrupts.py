@@ -35,12 +35,12 @@ class Interrupts:
             self.threads.discard(ident)
             ctypes.pythonapi.PyThreadState_SetAsyncExc(ctypes.c_ulong(ident), None)
 
-    def interrupt(self, ident: int) -> bool:
+    def interrupt(self, ident: int, exc: type[BaseException] = TaskInterrupted) -> bool:
+        """Raise ``exc`` in thread ``ident`` if it is in user code (a cancel, a time limit)."""
         with self.lock:
             if ident not in self.threads:
                 return False
-            ctypes.pythonapi.PyThreadState_SetAsyncExc(
-                ctypes.c_ulong(ident), ctypes.py_object(TaskInterrupted))
+            ctypes.pythonapi.PyThreadState_SetAsyncExc(ctypes.c_ulong(ident), ctypes.py_object(exc))
             return True
 
 

@@ -29,6 +29,8 @@ from .announce import announcer
 from .capture import Capture
 from .contact import worker_context
 from .interrupts import TaskInterrupted, interrupts
+from .limits import TimeLimitExceeded, limit_message, watchdog
+from .packages import packages
 from .sublattice import run_sublattice
 
 ERROR_MESSAGE_LIMIT = 64 << 10
@@ -39,10 +41,12 @@ def run_node(spec: NodeSpec, *parents: NodeOutcome) -> NodeOutcome | NodeDone:
     """The Dask task of one node. Raises NodeTaskError on any failure."""
     start = now_iso()
     token = announcer.started(spec.dispatch_id, spec.node_id, start)
+    guard = watchdog.arm(spec, start)
     try:
-        return _run(spec, parents, start)
+        return _run(spec, parents, start, guard)
     finally:
         announcer.finished(token)
+        watchdog.disarm(guard)
 
 
 def load_output(node_id: int, inline: bytes | None, ref: str | None) -> NodeOutcome:
@@ -54,7 +58,8 @@ def load_output(node_id: int, inline: bytes | None, ref: str | None) -> NodeOutc
     return NodeOutcome(node_id, worker_context().store.get(ref))
 
 
-def _run(spec: NodeSpec, parents: tuple[NodeOutcome, ...], start: str) -> NodeOutcome | NodeDone:
+def _run(spec: NodeSpec, parents: tuple[NodeOutcome, ...], start: str,
+         guard: int | None) -> NodeOutcome | NodeDone:
     failure: tuple[str, str, str] | None = None  # raised outside the handlers: no context chain
     with Capture() as cap:
         try:
@@ -70,15 +75,21 @@ def _run(spec: NodeSpec, parents: tuple[NodeOutcome, ...], start: str) -> NodeOu
             failure = (exc.error_type, str(exc), f"{exc.error_type}: {exc}\n")
         except TaskInterrupted:
             failure = ("TaskInterrupted", "cancelled while running", "")
+        except TimeLimitExceeded:
+            failure = ("TimeLimitExceeded", limit_message(spec), "")
         except BaseException as exc:  # user code may raise anything: SystemExit, KeyboardInterrupt
             failure = (type(exc).__name__, _safe_str(exc), _user_traceback(exc))
             del exc  # drop the traceback (a RecursionError's holds 1000 frames)
+    reported = not watchdog.disarm(guard)  # past its time limit, the watchdog reported it
     if failure is not None:
         error_type, message, detail = failure
         message, detail = clean_text(message, ERROR_MESSAGE_LIMIT), clean_text(detail)
-        _report(outcome_failed(spec, start, now_iso(), cap.out.getvalue(),
-                               _then(cap.err.getvalue(), detail), error_type, message, detail))
+        if not reported:
+            _report(outcome_failed(spec, start, now_iso(), cap.out.getvalue(),
+                                   _then(cap.err.getvalue(), detail), error_type, message, detail))
         raise NodeTaskError(spec.node_id, error_type, message)
+    if reported:
+        raise NodeTaskError(spec.node_id, "TimeLimitExceeded", limit_message(spec))
     _report(event)
     if spec.sink:
         return NodeDone(spec.node_id)
@@ -164,6 +175,7 @@ def _compute(spec: NodeSpec, parents: tuple[Any, ...]) -> Any:
     if kind == NodeKind.GETATTR:
         return getattr(args[0], args[1])
     assert spec.fn is not None
+    packages.ensure(spec.executor, spec.pip)
     if kind == NodeKind.SUBLATTICE:
         return run_sublattice(spec, _load_cached(spec.fn), args, kwargs)
     fn = _load_cached(spec.fn)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import inspect
+import threading
 
 from dask._expr import LLGExpr
 from dask.task_spec import Task
@@ -63,3 +64,85 @@ def _wait_then_inc(x: int, name: str) -> int:
 
     Event(name).wait(10)
     return x + 1
+
+
+def _where(x: int) -> tuple[int, str]:
+    from distributed import get_worker
+
+    return x, str(get_worker().name)
+
+
+_RUNS: list[int] = []
+
+
+def _fails_once(x: int) -> int:
+    _RUNS.append(x)
+    if len(_RUNS) == 1:
+        raise RuntimeError("first run fails")
+    return x
+
+
+async def test_per_task_options_become_dask_annotations_the_scheduler_applies() -> None:
+    """What submit_graph relies on: dask.annotate callables are called with each key, and the
+    scheduler turns their values into restrictions, retries and priorities."""
+    from distributed import Client, Scheduler, Worker
+
+    from covalent.wire.executors import TaskOptions
+    from dispatcher.dask_graph import PRIORITY_STEP, submit_graph
+
+    _RUNS.clear()
+    async with Scheduler(host="127.0.0.1", dashboard_address="127.0.0.1:0", validate=True) as s, \
+            Worker(s.address, host="127.0.0.1", name="gpu-1", nthreads=1, resources={"GPU": 1}), \
+            Worker(s.address, host="127.0.0.1", name="cpu-1", nthreads=1), \
+            Client(s.address, asynchronous=True, set_as_default=False) as client:
+        dsk = {("gpu", i): Task(("gpu", i), _where, i) for i in range(4)}
+        dsk[("pinned", 0)] = Task(("pinned", 0), _where, 9)
+        dsk[("flaky", 0)] = Task(("flaky", 0), _fails_once, 7)
+        options = {**{("gpu", i): TaskOptions(resources={"GPU": 1.0}, priority=3) for i in range(4)},
+                   ("pinned", 0): TaskOptions(workers=("cpu-1",)),
+                   ("flaky", 0): TaskOptions(retries=1)}
+        futures = submit_graph(client, dsk, list(dsk), "g-2", priority=-5, options=options)
+        results = await client.gather(futures)
+        assert {name for _, name in results[:4]} == {"gpu-1"}
+        assert results[4] == (9, "cpu-1") and results[5] == 7 and _RUNS == [7, 7]
+        ts = s.tasks[("gpu", 0)]
+        assert ts.resource_restrictions == {"GPU": 1.0}
+        assert ts.priority[0] == -(3 * PRIORITY_STEP - 5)
+        assert s.tasks[("pinned", 0)].priority[0] == 5
+
+
+_GATE = threading.Event()
+
+
+def _block() -> str:
+    _GATE.wait(30)
+    return "returned"
+
+
+async def test_fail_task_fails_a_task_whose_thread_is_still_running() -> None:
+    """What the time-limit watchdog relies on: the worker's state machine takes a failure for a
+    task still executing, and the scheduler records it erred with that exception. (When that
+    thread returns later, the worker's state machine fails hard: the watchdog restarts the
+    worker through its nanny right after, and does not call this without one.)"""
+    from distributed import Client, Scheduler, Worker
+
+    from dispatcher.dask_graph import fail_task
+    from dispatcher.protocol import NodeTaskError
+    from tests.conftest import wait_until
+
+    _GATE.clear()
+    async with Scheduler(host="127.0.0.1", dashboard_address="127.0.0.1:0") as s, \
+            Client(s.address, asynchronous=True, set_as_default=False) as client:
+        w = await Worker(s.address, host="127.0.0.1", nthreads=1)
+        try:
+            future = client.submit(_block, key="blocked")
+            await wait_until(lambda: "blocked" in w.state.tasks
+                             and w.state.tasks["blocked"].state == "executing")
+            assert fail_task(w, "blocked", NodeTaskError(3, "TimeLimitExceeded", "over 1 s"))
+            exc = await future.exception()
+            assert isinstance(exc, NodeTaskError) and exc.message == "over 1 s"
+            assert s.tasks["blocked"].state == "erred"
+            assert not fail_task(w, "no-such-key", RuntimeError())
+        finally:
+            await w.close(executor_wait=False)
+            _GATE.set()

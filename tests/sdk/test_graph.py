@@ -178,11 +178,6 @@ def test_unpicklable_argument_is_a_serialization_error():
         wf.build_graph(threading.Lock())
 
 
-def test_unknown_executor_is_rejected_at_decoration():
-    with pytest.raises(ValueError, match="unknown executor 'gpu-cloud'"):
-        ct.electron(executor="gpu-cloud")(lambda: 1)
-
-
 def test_executor_options_are_recorded_on_nodes():
     @ct.electron(executor="local")
     def a():

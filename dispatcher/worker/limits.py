@@ -1,0 +1,152 @@
+"""Stop a node that runs past its executor's ``time_limit``, and free its worker slot.
+
+At the limit, the node's thread is interrupted (``TimeLimitExceeded`` raised at its next Python
+bytecode, as a cancel does): pure-Python work stops, ``run_node`` reports the node FAILED and
+its thread is free. A thread blocked in a C call (a ``sleep``, a socket read, a native kernel)
+does not run bytecode, so after a grace period the watchdog gives up on it: it reports the
+failure itself, tells the worker the task failed (so the scheduler records it erred, or runs
+it again when the executor has retries) and asks the worker's nanny to restart the worker
+process, which frees the slot. A worker without a nanny cannot be restarted: the node is still
+recorded FAILED, and the thread stays busy until the call returns.
+
+Worker-process state, like ``announce``: one thread per process sleeps until the earliest
+deadline of a node still running; a node that ends disarms its entry first.
+"""
+
+from __future__ import annotations
+
+import heapq
+import itertools
+import logging
+import threading
+import time
+from dataclasses import dataclass
+from typing import Any
+
+from ..dask_graph import fail_task
+from ..protocol import (OUTCOME_TOPIC, NodeSpec, NodeTaskError, now_iso, outcome_failed)
+from .interrupts import interrupts
+
+log = logging.getLogger("covalent.worker")
+
+DEFAULT_GRACE_S = 10.0
+RESTART_TIMEOUT_S = 5.0  # how long the nanny lets the worker close before it kills it
+
+
+class TimeLimitExceeded(BaseException):
+    """Raised inside a node that ran past its time limit (a BaseException, like
+    KeyboardInterrupt, so ``except Exception`` in user code does not swallow it)."""
+
+
+def limit_message(spec: NodeSpec) -> str:
+    return (f"{spec.name!r} ran longer than its time limit of {spec.time_limit:g} s "
+            f"(executor {spec.executor!r}) and was stopped")
+
+
+@dataclass(slots=True)
+class _Entry:
+    spec: NodeSpec
+    ident: int
+    key: Any
+    worker: Any
+    start: str
+    grace: float
+    interrupted: bool = False
+    escalated: bool = False
+
+
+class Watchdog:
+    """The time limits of the nodes running in this worker process."""
+
+    def __init__(self) -> None:
+        self.cv = threading.Condition()
+        self.heap: list[tuple[float, int]] = []
+        self.running: dict[int, _Entry] = {}
+        self.counter = itertools.count()
+        self.thread: threading.Thread | None = None
+
+    def arm(self, spec: NodeSpec, start: str) -> int | None:
+        """Watch the calling thread's node; None when it has no limit or runs off a worker."""
+        if spec.time_limit <= 0:
+            return None
+        try:
+            from distributed import get_worker
+
+            worker = get_worker()
+        except ValueError:
+            return None  # a direct call in a test: no worker to report to
+        key = worker.active_threads.get(threading.get_ident())
+        entry = _Entry(spec, threading.get_ident(), key, worker, start, _grace(worker))
+        with self.cv:
+            token = next(self.counter)
+            self.running[token] = entry
+            heapq.heappush(self.heap, (time.monotonic() + spec.time_limit, token))
+            if self.thread is None:
+                self.thread = threading.Thread(target=self._loop, name="covalent-time-limits",
+                                               daemon=True)
+                self.thread.start()
+            self.cv.notify()
+        return token
+
+    def disarm(self, token: int | None) -> bool:
+        """The node ended; False if the watchdog already reported it (do not report again)."""
+        if token is None:
+            return True
+        with self.cv:
+            entry = self.running.pop(token, None)
+            return entry is None or not entry.escalated
+
+    def _loop(self) -> None:
+        while True:
+            with self.cv:
+                while self.heap and self.heap[0][1] not in self.running:
+                    heapq.heappop(self.heap)
+                if not self.heap:
+                    self.cv.wait()
+                    continue
+                deadline, token = self.heap[0]
+                left = deadline - time.monotonic()
+                if left > 0:
+                    self.cv.wait(left)
+                    continue
+                heapq.heappop(self.heap)
+                entry = self.running[token]
+                if not entry.interrupted:
+                    entry.interrupted = True
+                    interrupts.interrupt(entry.ident, TimeLimitExceeded)
+                    heapq.heappush(self.heap, (time.monotonic() + entry.grace, token))
+                    continue
+                entry.escalated = True  # run_node will not report it again
+            entry.worker.loop.add_callback(_escalate, entry)
+
+
+async def _escalate(entry: _Entry) -> None:
+    """The node did not stop: record it FAILED, fail its task, restart the worker."""
+    spec, worker = entry.spec, entry.worker
+    message = (limit_message(spec) + f"; it did not stop within {entry.grace:g} s, so its "
+               "worker process was restarted")
+    worker.log_event(OUTCOME_TOPIC, outcome_failed(spec, entry.start, now_iso(), "", "",
+                                                   "TimeLimitExceeded", message, ""))
+    if not worker.nanny:
+        log.warning("node %s of dispatch %s is past its time limit and blocked; this worker has "
+                    "no nanny to restart it, so its thread stays busy", spec.node_id,
+                    spec.dispatch_id)
+        return
+    fail_task(worker, entry.key, NodeTaskError(spec.node_id, "TimeLimitExceeded", message))
+    log.warning("restarting this worker: node %s of dispatch %s is blocked past its time limit",
+                spec.node_id, spec.dispatch_id)
+    try:
+        async with worker.rpc(worker.nanny) as nanny:
+            await nanny.kill(reason="covalent-time-limit", timeout=RESTART_TIMEOUT_S)
+    except Exception as exc:  # the nanny closes this very connection as it kills us
+        log.info("nanny kill: %s", exc)
+
+
+def _grace(worker: Any) -> float:
+    from .contact import WorkerContext
+
+    plugin = worker.plugins.get(WorkerContext.name)
+    return plugin.time_limit_grace if isinstance(plugin, WorkerContext) else DEFAULT_GRACE_S
+
+
+watchdog = Watchdog()
