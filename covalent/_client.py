@@ -10,6 +10,7 @@ import http.client
 import json
 import socket
 import threading
+import time
 from typing import Any
 from urllib.parse import urlencode, urlsplit
 
@@ -19,6 +20,7 @@ from .wire import API, CONTENT_TYPE
 
 _local = threading.local()
 _TIMEOUT = 60.0
+BUSY_RETRY_FOR = 30.0  # how long a 503 with Retry-After (store locked, connections full) is retried
 
 
 class _Pool(dict[str, http.client.HTTPConnection]):
@@ -56,7 +58,9 @@ def request(
     timeout: float = _TIMEOUT,
 ) -> tuple[int, str, bytes]:
     """Send one request; return (status, content type, body) of a 2xx answer. A body given
-    as a list of parts is sent part after part, never joined (large values are not copied).
+    as a list of parts is sent part after part, never joined (large values are not copied). A
+    503 that asks to retry (store locked by another process, too many open connections) is
+    retried as it asks, for up to ``BUSY_RETRY_FOR`` seconds; the server wrote nothing for it.
 
     Raises:
         DispatcherUnavailableError: nothing answers at ``cfg.url``.
@@ -68,6 +72,29 @@ def request(
         headers["Authorization"] = f"Bearer {cfg.token}"
     if isinstance(body, list):
         headers["Content-Length"] = str(sum(len(part) for part in body))
+    give_up = time.monotonic() + BUSY_RETRY_FOR
+    while True:
+        resp, data = _send(cfg, method, target, body, headers, timeout)
+        wait = _retry_after(resp) if resp.status == 503 else None
+        if wait is None or time.monotonic() + wait > give_up:
+            break
+        time.sleep(wait)  # the server asked for it: its store is locked or it is full
+    ctype = resp.getheader("Content-Type", "")
+    if resp.status >= 400:
+        raise _error(resp.status, data)
+    return resp.status, ctype, data
+
+
+def _retry_after(resp: http.client.HTTPResponse) -> float | None:
+    """Seconds a 503 asks to wait (1 to 10), or None if it does not ask."""
+    try:
+        return min(max(float(resp.getheader("Retry-After", "")), 1.0), 10.0)
+    except ValueError:
+        return None
+
+
+def _send(cfg: ClientConfig, method: str, target: str, body: bytes | list[bytes] | None,
+          headers: dict[str, str], timeout: float) -> tuple[http.client.HTTPResponse, bytes]:
     for attempt in (0, 1):
         conn = _connection(cfg.url, fresh=attempt > 0)
         conn.timeout = timeout
@@ -85,10 +112,7 @@ def request(
         except (ConnectionRefusedError, socket.gaierror, socket.timeout, OSError) as exc:
             conn.close()
             raise DispatcherUnavailableError(cfg.url, f"{type(exc).__name__}: {exc}") from exc
-    ctype = resp.getheader("Content-Type", "")
-    if resp.status >= 400:
-        raise _error(resp.status, data)
-    return resp.status, ctype, data
+    return resp, data
 
 
 def request_json(cfg: ClientConfig, method: str, path: str, **kw: Any) -> Any:

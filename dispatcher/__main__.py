@@ -64,7 +64,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--store-options", default=None, metavar="JSON",
                    help="fsspec storage options for --store-url, e.g. an S3 endpoint_url")
     p.add_argument("--scheduler-process", action=argparse.BooleanOptionalAction, default=None,
-                   help="run the embedded Dask scheduler in a process of its own")
+                   help="run the embedded Dask scheduler in a process of its own (the default; "
+                        "--no-scheduler-process: in this one)")
     p.add_argument("--max-connections", type=int, default=None,
                    help="open connections beyond which new ones are answered 503 (default 1000)")
     p.add_argument("--cluster", default=None, metavar="IMPORT.PATH",

@@ -282,7 +282,7 @@ async def _start_cluster(cs: ClusterSettings, tls_dir: Path) -> SpecCluster:
 def _spec_cluster(cs: ClusterSettings, tls_dir: Path, local: dict[str, Any]) -> SpecCluster:
     """LocalCluster's workers (nannies here, worker processes under them) with the scheduler
     in a process of its own (``scheduler_process``)."""
-    n, threads = cs.n_workers, cs.threads_per_worker
+    n, threads = local.get("n_workers"), cs.threads_per_worker  # --adapt sets the first n
     if n is None or threads is None:
         auto_n, auto_threads = nprocesses_nthreads()
         n = n if n is not None else (max(1, CPU_COUNT // threads) if threads else auto_n)

@@ -41,9 +41,9 @@ class ClusterSettings:
     dashboard_address: str | None = "127.0.0.1:8787"
     host: str = "127.0.0.1"
     tls: bool = True  # embedded process clusters talk TLS with temporary credentials
-    # The embedded scheduler in a process of its own (else in the dispatcher's): see README
-    # "Performance" for the measurements behind the default.
-    scheduler_process: bool = False
+    # The embedded scheduler in a process of its own (else in the dispatcher's, sharing its
+    # GIL): see README "Architecture" for the measurements behind the default.
+    scheduler_process: bool = True
     connect_timeout_s: float = 10.0  # an external scheduler that does not answer by then
     # A task no worker can run (resources or workers nobody has) fails after this many seconds
     # instead of waiting forever; None: the default (60 s on the embedded cluster without
@@ -139,7 +139,7 @@ class Settings:
             n_workers=_int(env.get("COVALENT_WORKERS")),
             threads_per_worker=_int(env.get("COVALENT_THREADS_PER_WORKER")),
             memory_limit=env.get("COVALENT_MEM_PER_WORKER") or "auto",
-            scheduler_process=_flag(env.get("COVALENT_SCHEDULER_PROCESS"), False),
+            scheduler_process=_flag(env.get("COVALENT_SCHEDULER_PROCESS"), True),
         )
         s = cls(
             host=env.get("COVALENT_SERVER_HOST", "127.0.0.1"),

@@ -1,5 +1,5 @@
-"""The embedded scheduler in a process of its own: it works, talks TLS, and never outlives
-the dispatcher (a kill -9 included)."""
+"""The embedded scheduler in a process of its own (the default): it works, talks TLS, and never
+outlives the dispatcher (a kill -9 included); --no-scheduler-process keeps it in the dispatcher."""
 
 from __future__ import annotations
 
@@ -17,10 +17,9 @@ from tests.tasks import two_node
 pytestmark = [pytest.mark.slow, pytest.mark.processes, pytest.mark.timeout(120)]
 
 
-async def test_a_scheduler_process_serves_and_goes_with_a_killed_dispatcher(
+async def test_the_scheduler_process_serves_and_goes_with_a_killed_dispatcher(
         server: ServerProcess) -> None:
-    server.extra = ["--scheduler-process"]
-    server.start()
+    server.start()  # the default: the embedded scheduler in a process of its own
     info = server.status()
     assert info is not None and info["cluster"]["scheduler"].startswith("tls://127.0.0.1:")
     [scheduler] = [p for p in children(server.proc.pid)
@@ -38,3 +37,14 @@ async def test_a_scheduler_process_serves_and_goes_with_a_killed_dispatcher(
     server.start()  # and a new one starts cleanly on the same data dir
     again = await asyncio.to_thread(ct.get_result, dispatch_id, False, server.addr)
     assert again.result == 10
+
+
+async def test_no_scheduler_process_keeps_the_scheduler_in_the_dispatcher(
+        server: ServerProcess) -> None:
+    server.extra = ["--no-scheduler-process"]
+    server.start()
+    assert not [p for p in children(server.proc.pid)
+                if "dispatcher.scheduler_process" in _cmdline(p)]
+    dispatch_id = await asyncio.to_thread(ct.dispatch(two_node, dispatcher_addr=server.addr), 2, 3)
+    result = await asyncio.to_thread(ct.get_result, dispatch_id, True, server.addr)
+    assert result.status == ct.status.COMPLETED and result.result == 10

@@ -1,0 +1,112 @@
+"""A 100,000-node dispatch: the server keeps answering while it stores and compiles it, and a
+kill -9 with it RUNNING restarts within seconds (issues #10 item 5, #11 item 4).
+
+The nodes wait behind one gate that never opens: what is measured is storing, compiling,
+submitting, resuming and cancelling a graph that size, not running 100,000 tasks.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import threading
+import time
+import urllib.error
+import urllib.request
+import uuid
+from pathlib import Path
+
+import pytest
+
+import covalent as ct
+from covalent import wire
+from covalent._dispatch import build_submission
+from tests.conftest import wait_until
+from tests.faults.conftest import ServerProcess
+from tests.tasks import add, gate
+
+pytestmark = [pytest.mark.slow, pytest.mark.processes, pytest.mark.timeout(420)]
+
+NODES = 100_000
+
+
+@ct.lattice
+def _fan_out_behind_a_gate(n, started, release):
+    first = gate(0, started, release, 600.0)
+    return [add(first, i) for i in range(n)]
+
+
+def _request(server: ServerProcess, method: str, path: str, body: bytes | None = None,
+             content_type: str = "application/json", timeout: float = 60) -> tuple[int, bytes]:
+    req = urllib.request.Request(server.url + "/api/v1" + path, data=body, method=method,
+                                 headers={"Authorization": f"Bearer {server.token}",
+                                          "Content-Type": content_type})
+    try:
+        with urllib.request.urlopen(req, timeout=timeout) as resp:
+            return resp.status, resp.read()
+    except urllib.error.HTTPError as exc:
+        return exc.code, exc.read()
+
+
+class HealthPoller:
+    """``GET /health`` every 50 ms from a thread; each answer's latency (inf: no answer)."""
+
+    def __init__(self, server: ServerProcess) -> None:
+        self.server = server
+        self.latencies: list[float] = []
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._poll)
+
+    def _poll(self) -> None:
+        while not self._stop.is_set():
+            t = time.perf_counter()
+            try:
+                code, _ = _request(self.server, "GET", "/health", timeout=30)
+            except OSError:
+                code = 0
+            self.latencies.append(time.perf_counter() - t if code == 200 else float("inf"))
+            self._stop.wait(0.05)
+
+    def __enter__(self) -> HealthPoller:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join(60)
+
+
+async def test_a_100k_node_dispatch_never_stalls_the_server_and_restarts_within_seconds(
+        server: ServerProcess, tmp_path: Path) -> None:
+    server.start()
+    started, release = tmp_path / "started", tmp_path / "release"
+    dispatch_id = str(uuid.uuid4())
+    body = await asyncio.to_thread(build_submission, _fan_out_behind_a_gate,
+                                   (NODES, str(started), str(release)), {},
+                                   dispatch_id=dispatch_id, disable_run=False)
+
+    with HealthPoller(server) as poller:
+        code, answer = await asyncio.to_thread(_request, server, "POST", "/dispatches", body,
+                                               wire.CONTENT_TYPE, 600)
+        assert code == 201, answer
+        await wait_until(started.exists, timeout=120, interval=0.1)  # submitted to Dask
+    assert len(poller.latencies) > 20
+    assert max(poller.latencies) < 1.0, sorted(poller.latencies)[-5:]
+
+    server.kill9()  # with 100,000 nodes RUNNING on disk
+    started.unlink()
+    t = time.monotonic()
+    server.start(timeout=60)  # returns once /status answers with both workers up
+    assert time.monotonic() - t < 20  # the port is bound before the backlog is resumed
+    with HealthPoller(server) as poller:  # resuming: compiled and submitted again
+        await wait_until(started.exists, timeout=180, interval=0.1)
+        code, answer = await asyncio.to_thread(_request, server, "POST",
+                                               f"/dispatches/{dispatch_id}/cancel", b"{}")
+        assert code == 200, answer
+        await wait_until(lambda: json.loads(_request(
+            server, "GET", f"/dispatches/{dispatch_id}/status")[1])["status"] == "CANCELLED",
+            timeout=120, interval=0.5)
+    assert max(poller.latencies) < 1.0, sorted(poller.latencies)[-5:]
+    progress = json.loads(_request(server, "GET", f"/dispatches/{dispatch_id}/progress")[1])
+    [adds] = [e for e in progress["electrons"] if e["name"] == "add"]
+    assert (adds["total"], adds["completed"], adds["cancelled"]) == (NODES, 0, NODES)
