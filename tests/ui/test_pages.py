@@ -132,6 +132,8 @@ async def test_drawer_of_a_failed_node_shows_stdout_error_and_source(dispatcher:
     assert "about to fail on 7" in await page.locator("#drawer-stdout").inner_text()
     assert "ValueError" in await page.locator("#drawer-error").inner_text()
     assert "def noisy_fail" in await page.locator("#drawer-source").inner_text()
+    assert await page.locator("#drawer-attempts").inner_text() == "1"  # ran once, no retries
+    assert "none (failed)" in await page.locator("#drawer-node").inner_text()
     await page.screenshot(path=screenshot_path("drawer-failed-node"))
     # The drawer of a completed node shows its output preview, made on the worker.
     square_node = next(n for n in await dispatcher.app[STORE].node_rows(dispatch_id) if n.name == "square")
