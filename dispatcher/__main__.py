@@ -208,6 +208,9 @@ def main(argv: list[str] | None = None) -> None:
     # holding the GIL, stalling every request: collect the old generation far less often.
     # Young cycles are still collected as usual.
     gc.set_threshold(20_000, 20, 50)
+    # While threads parse, store and serialize a large dispatch, the event loop waits for the
+    # GIL at each step of a request; a shorter switch interval (default 5 ms) hands it back sooner.
+    sys.setswitchinterval(float(os.environ.get("COVALENT_SWITCH_INTERVAL", "0.001")))
     # A 100,000-node workflow is one large graph by design: no warning each time.
     dask.config.set({"distributed.admin.large-graph-warning-threshold": "64GiB"})
     try:

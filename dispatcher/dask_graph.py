@@ -17,6 +17,7 @@ the scheduler calls with each task's key (every key gets a value, as the schedul
 
 from __future__ import annotations
 
+import asyncio
 import threading
 import time
 from collections import defaultdict
@@ -123,6 +124,7 @@ async def wait_all(futures: list[Future[Any]], chunk: int = 1000) -> None:
             pending = [f for f in futures[start:start + chunk] if f.status in ("pending", "lost")]
             if not pending:
                 start += chunk
+                await asyncio.sleep(0)  # a scan of 100,000 futures is long enough to share
                 continue
             try:
                 await _wait(pending)

@@ -8,7 +8,6 @@ the runner's recorder (progress).
 from __future__ import annotations
 
 import asyncio
-import json
 import re
 import uuid
 from datetime import UTC, datetime, timedelta
@@ -133,8 +132,9 @@ async def create(store: DispatchStore, runner: Runner, header: dict[str, Any], g
         refs = [stored[i].ref if i in stored else blob_ref(b) for i, b in enumerate(blobs)]
         preset.update(await reusable_outputs(store, graph, refs, reuse_from))
     post = graph.nodes[-1]
-    # Off the loop: the JSON of a 100,000-node graph takes a second or two.
-    graph_json = await asyncio.to_thread(lambda: json.dumps(graph.to_json(), separators=(",", ":")))
+    # Off the loop and a member at a time: the JSON of a 100,000-node graph takes a second or
+    # two, which one C call would spend holding the GIL.
+    graph_json = await asyncio.to_thread(lambda: wire.pieces.dumps(graph.to_json()))
     new = NewDispatch(
         dispatch_id=dispatch_id, root_dispatch_id=root, name=header.get("name") or "lattice",
         status=Status.RUNNING if run else PENDING, created_at=now, start_time=now if run else None,

@@ -385,8 +385,12 @@ class Runner:
         """Nodes that failed without an event (their worker died every time): read the sink's
         error, which names the task Dask gave up on; one per group of descendants."""
         held = {i: f for i, (f, _) in run.held.items()}
-        erred = [(i, f) for i, f in [*run.sinks.items(), *held.items()]
-                 if f.status == "error" and not run.nodes[i].done]
+        futures = [*run.sinks.items(), *held.items()]
+        erred: list[tuple[int, Future[Any]]] = []
+        for start in range(0, len(futures), 5000):  # 100,000 sinks: in slices, sharing the loop
+            erred += [(i, f) for i, f in futures[start:start + 5000]
+                      if f.status == "error" and not run.nodes[i].done]
+            await asyncio.sleep(0)
         if not erred:
             return  # the usual case: no graph walk (100,000 nodes) on the loop
         blocked = descendants(run.graph, list(run.failed))
@@ -454,9 +458,11 @@ class Runner:
         targets = {i for i in targets if not run.nodes[i].done}
         run.cancel_requested = True
         stamp = now_iso()
-        for i in sorted(targets):
+        for n, i in enumerate(sorted(targets), 1):
             run.nodes[i].cancelled = True
             self.recorder.record(state.node_cancelled(dispatch_id, i, stamp))
+            if n % 2000 == 0:
+                await asyncio.sleep(0)  # 100,000 of these would hold the loop for a second
         if not node_ids:
             self.recorder.ended(state.dispatch_cancelled(dispatch_id, stamp))
         elif run.waiter is not None and not run.waiter.done():
@@ -468,4 +474,9 @@ class Runner:
                 reported.set()  # nothing more to wait for
         await cancel_futures(self.client, doomed)
         await self.recorder.flush()
+        # These may be the last references (the run may have ended meanwhile): releasing a
+        # future sends a message per key, so let go of 100,000 in slices, not all at once.
+        while doomed:
+            del doomed[-1000:]
+            await asyncio.sleep(0)
         return sorted(targets)

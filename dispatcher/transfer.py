@@ -8,7 +8,6 @@ downloads cannot take the server's memory or all its disk bandwidth at once (iss
 from __future__ import annotations
 
 import asyncio
-import json
 from typing import IO, Any
 
 from aiohttp import web
@@ -31,8 +30,9 @@ def setup(app: web.Application, slots: int = 4) -> None:
 async def stream_frame(request: web.Request, header: dict[str, Any],
                        blobs: list[BlobSource]) -> web.StreamResponse:
     """``header`` and ``blobs`` as one framed body."""
-    head = json.dumps({**header, "blob_sizes": [b.size for b in blobs]},
-                      separators=(",", ":")).encode()
+    # Off the loop, a member at a time: a 100,000-node result's header is tens of MiB.
+    head = (await asyncio.to_thread(
+        wire.pieces.dumps, {**header, "blob_sizes": [b.size for b in blobs]})).encode()
     prefix = wire.MAGIC + len(head).to_bytes(4, "big") + head
     total = len(prefix) + sum(b.size for b in blobs)
     resp = web.StreamResponse(headers={"Content-Type": wire.CONTENT_TYPE})

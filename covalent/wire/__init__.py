@@ -2,7 +2,8 @@
 
 Both sides import this package and nothing private of the other: the framed body
 (``frame``), the workflow graph as JSON (``graph``), how gathering nodes are made of their
-parents (``gather``), the statuses (``status``) and the error codes (``errors``).
+parents (``gather``), the statuses (``status``), the error codes (``errors``), and JSON read and
+written a member at a time for large headers (``pieces``).
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ from .gather import GATHER_KINDS, Layout, NodeOutput, arguments, gather, gathere
 from .graph import (ELECTRON_DICT_PREFIX, ELECTRON_LIST_PREFIX, PARAMETER_PREFIX,
                     POSTPROCESS_NAME, SUBLATTICE_PREFIX, Edge, EdgeKind, Node, NodeKind,
                     WorkflowGraph)
+from . import pieces
 from .status import TERMINAL, Status
 
 __all__ = [
@@ -21,5 +23,5 @@ __all__ = [
     "PARAMETER_PREFIX", "POSTPROCESS_NAME", "PREVIEW_LIMIT", "SUBLATTICE_PREFIX", "TERMINAL", "TEXT_LIMIT", "Edge",
     "EdgeKind", "ErrorCode", "Layout", "Node", "NodeKind", "NodeOutput", "Status", "WireError",
     "WorkflowGraph", "arguments", "clean_text", "gather", "gathered_bytes", "header_length", "pack",
-    "pack_parts", "parse_header", "preview", "unpack",
+    "pack_parts", "parse_header", "pieces", "preview", "unpack",
 ]

@@ -20,6 +20,10 @@ import reprlib
 import struct
 from typing import Any
 
+from . import pieces
+
+PIECES_FROM = 1 << 20  # characters: headers this long are parsed a member at a time
+
 MAGIC = b"CVD1"
 TEXT_LIMIT = 1 << 20  # characters of stdout, stderr or an error kept per node (head and tail)
 PREVIEW_LIMIT = 200  # characters of a value's preview (a short repr for people to look at)
@@ -98,7 +102,9 @@ def header_length(prefix: bytes) -> int:
 def parse_header(head: bytes) -> tuple[dict[str, Any], list[int]]:
     """A frame's header and its blob sizes; WireError with the reason when malformed."""
     try:
-        header = json.loads(head.decode("utf-8"))
+        text = head.decode("utf-8")
+        # a large header (a 100,000-node graph is ~50 MiB) member by member: see pieces.py
+        header = json.loads(text) if len(text) < PIECES_FROM else pieces.loads(text)
     except (ValueError, RecursionError) as exc:  # bad UTF-8/JSON, 5000-digit numbers, deep nesting
         raise WireError(f"frame header is not UTF-8 JSON: {type(exc).__name__}: {exc}") from None
     if not isinstance(header, dict):

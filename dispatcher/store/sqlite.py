@@ -19,6 +19,7 @@ connection is only ever used by one thread and writes are serialised.
 from __future__ import annotations
 
 import asyncio
+import functools
 import json
 import os
 import sqlite3
@@ -560,12 +561,14 @@ class SqliteStore:
         return NodeRecord(n, name, kind, Status(status), *rest)
 
 
+@functools.cache  # a handful of statuses; 100,000 updates in a batch build it once
 def _node_guard(target: Status | None) -> str:
     if target is None:
         return f"status NOT IN {_TERMINAL}"
     return entry_guard(target, NODE_TRANSITIONS)
 
 
+@functools.cache
 def _dispatch_guard(target: Status | None) -> str:
     if target is None:
         return f"status NOT IN {_TERMINAL}"

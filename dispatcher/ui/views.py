@@ -7,10 +7,11 @@ from __future__ import annotations
 
 import asyncio
 import collections
-import json
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
+
+from covalent.wire import pieces
 
 from ..state import Status
 from ..store import DispatchStore, NodeRow
@@ -139,7 +140,7 @@ class GraphCache:
             row = await store.get_dispatch(dispatch_id)
             if row is None:
                 return None
-            found = await asyncio.to_thread(json.loads, row.graph_json)
+            found = await asyncio.to_thread(pieces.loads, row.graph_json)
             self._keep(self.graphs, dispatch_id, found)
         else:
             self.graphs.move_to_end(dispatch_id)

@@ -4,11 +4,10 @@ with 100,000 nodes RUNNING restarts within seconds (issues #10 item 5, #11 item 
 The nodes wait behind one gate that never opens: what is measured is storing, compiling,
 submitting, resuming and cancelling a graph that size, not running its tasks.
 
-At 10,000 nodes no answer takes a second. At 100,000 the worst answers take 0.8 to 2 s on this
-2-core machine: single C calls hold the GIL that long (json.loads of the 51 MiB graph header,
-msgpack of distributed's update-graph message, pickling the graph for the scheduler); the bound
-asserted there is what a person or a health check still calls responsive, not the 60 s stalls
-this replaced.
+At 10,000 nodes no answer takes a second. At 100,000 the worst answers measured 0.6 to 0.7 s on
+this 2-core machine (they were 0.9 to 2.7 s before the header was parsed a member at a time, the
+GIL switch interval shortened and the cancelled futures released in slices); the bound asserted
+there leaves room for a loaded CI machine, and is still far from the 60 s stalls this replaced.
 """
 
 from __future__ import annotations
@@ -34,7 +33,7 @@ from tests.tasks import add, gate
 pytestmark = [pytest.mark.slow, pytest.mark.processes, pytest.mark.timeout(420)]
 
 NODES = 100_000
-WORST_AT_100K = 3.0  # seconds; measured worst 0.8-2.1 s (see the module docstring)
+WORST_AT_100K = 2.0  # seconds; measured worst 0.6-0.7 s (see the module docstring)
 
 
 @ct.lattice
