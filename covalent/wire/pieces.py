@@ -69,13 +69,9 @@ def _object(s: str, i: int, depth: int) -> tuple[dict[str, Any], int]:
         if not s.startswith(":", i):
             raise ValueError(f"Expecting ':' delimiter: char {i}")
         out[key], i = _value(s, _skip(s, i + 1), depth)
-        i = _skip(s, i)
-        if s.startswith(",", i):
-            i = _skip(s, i + 1)
-        elif s.startswith("}", i):
-            return out, i + 1
-        else:
-            raise ValueError(f"Expecting ',' delimiter: char {i}")
+        i, closed = _after_member(s, i, "}")
+        if closed:
+            return out, i
 
 
 def _array(s: str, i: int, depth: int) -> tuple[list[Any], int]:
@@ -86,10 +82,16 @@ def _array(s: str, i: int, depth: int) -> tuple[list[Any], int]:
     while True:
         item, i = _value(s, i, depth)
         out.append(item)
-        i = _skip(s, i)
-        if s.startswith(",", i):
-            i = _skip(s, i + 1)
-        elif s.startswith("]", i):
-            return out, i + 1
-        else:
-            raise ValueError(f"Expecting ',' delimiter: char {i}")
+        i, closed = _after_member(s, i, "]")
+        if closed:
+            return out, i
+
+
+def _after_member(s: str, i: int, close: str) -> tuple[int, bool]:
+    """Past a member: (where the next one starts, False) after a comma, (past ``close``, True)."""
+    i = _skip(s, i)
+    if s.startswith(",", i):
+        return _skip(s, i + 1), False
+    if s.startswith(close, i):
+        return i + 1, True
+    raise ValueError(f"Expecting ',' delimiter: char {i}")
