@@ -25,12 +25,9 @@ from typing import Any
 
 from ..dask_graph import fail_task
 from ..protocol import (OUTCOME_TOPIC, NodeSpec, NodeTaskError, now_iso, outcome_failed)
-from .interrupts import interrupts
+from .interrupts import grace_of, interrupts, restart_worker
 
 log = logging.getLogger("covalent.worker")
-
-DEFAULT_GRACE_S = 10.0
-RESTART_TIMEOUT_S = 5.0  # how long the nanny lets the worker close before it kills it
 
 
 class TimeLimitExceeded(BaseException):
@@ -76,7 +73,7 @@ class Watchdog:
         except ValueError:
             return None  # a direct call in a test: no worker to report to
         key = worker.active_threads.get(threading.get_ident())
-        entry = _Entry(spec, threading.get_ident(), key, worker, start, _grace(worker))
+        entry = _Entry(spec, threading.get_ident(), key, worker, start, grace_of(worker))
         with self.cv:
             token = next(self.counter)
             self.running[token] = entry
@@ -135,18 +132,7 @@ async def _escalate(entry: _Entry) -> None:
     fail_task(worker, entry.key, NodeTaskError(spec.node_id, "TimeLimitExceeded", message))
     log.warning("restarting this worker: node %s of dispatch %s is blocked past its time limit",
                 spec.node_id, spec.dispatch_id)
-    try:
-        async with worker.rpc(worker.nanny) as nanny:
-            await nanny.kill(reason="covalent-time-limit", timeout=RESTART_TIMEOUT_S)
-    except Exception as exc:  # the nanny closes this very connection as it kills us
-        log.info("nanny kill: %s", exc)
-
-
-def _grace(worker: Any) -> float:
-    from .contact import WorkerContext
-
-    plugin = worker.plugins.get(WorkerContext.name)
-    return plugin.time_limit_grace if isinstance(plugin, WorkerContext) else DEFAULT_GRACE_S
+    await restart_worker(worker, "covalent-time-limit")
 
 
 watchdog = Watchdog()

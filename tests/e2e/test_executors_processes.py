@@ -239,6 +239,42 @@ async def test_time_limits_stop_a_python_loop_and_a_blocking_c_call(
         server.stop()
 
 
+async def test_cancelling_a_node_blocked_in_a_c_call_frees_its_worker_slot(
+        tmp_path: Path, env: dict[str, str], monkeypatch: pytest.MonkeyPatch) -> None:
+    server = ServerProcess(tmp_path / "data", env, workers=1, extra=["--time-limit-grace", "1"])
+    monkeypatch.setenv("COVALENT_TOKEN", server.token)
+    server.start()
+    try:
+        (before,) = server.worker_pids()
+
+        @ct.lattice
+        def stuck(seconds):
+            return c_sleep(seconds)
+
+        dispatch_id = await asyncio.to_thread(ct.dispatch(stuck, dispatcher_addr=server.addr), 3600)
+
+        def running() -> bool:
+            node = ct.get_result(dispatch_id, False, server.addr).get_node_result(0)
+            return bool(node["status"] == ct.status.RUNNING)
+        await wait_until(lambda: asyncio.to_thread(running), timeout=60, interval=0.1)
+        await asyncio.to_thread(ct.cancel, dispatch_id, None, server.addr)
+        result = await asyncio.to_thread(ct.get_result, dispatch_id, True, server.addr)
+        assert result.status == ct.status.CANCELLED
+        # The sleep never returns: after the grace period the worker process is restarted,
+        # and the one slot this cluster has runs the next dispatch at once, not in an hour.
+        @ct.lattice
+        def after(x):
+            return identity(x)
+
+        again = await asyncio.to_thread(ct.dispatch(after, dispatcher_addr=server.addr), 5)
+        assert (await asyncio.wait_for(asyncio.to_thread(ct.get_result, again, True, server.addr),
+                                       60)).result == 5
+        (now,) = server.worker_pids()
+        assert now != before and not alive(before)
+    finally:
+        server.stop()
+
+
 async def test_a_cluster_manager_by_import_path_adapts_from_zero_and_closes_on_stop(
         cli: Cli, config_dir: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     kwargs = {"n_workers": 0, "threads_per_worker": 1, "processes": True, "host": "127.0.0.1",
