@@ -15,16 +15,14 @@ deadline of a node still running; a node that ends disarms its entry first.
 
 from __future__ import annotations
 
-import heapq
-import itertools
 import logging
 import threading
-import time
 from dataclasses import dataclass
 from typing import Any
 
 from ..dask_graph import fail_task
 from ..protocol import (OUTCOME_TOPIC, NodeSpec, NodeTaskError, now_iso, outcome_failed)
+from .deadlines import Deadlines
 from .interrupts import grace_of, interrupts, restart_worker
 
 log = logging.getLogger("covalent.worker")
@@ -52,15 +50,11 @@ class _Entry:
     escalated: bool = False
 
 
-class Watchdog:
+class Watchdog(Deadlines[_Entry]):
     """The time limits of the nodes running in this worker process."""
 
     def __init__(self) -> None:
-        self.cv = threading.Condition()
-        self.heap: list[tuple[float, int]] = []
-        self.running: dict[int, _Entry] = {}
-        self.counter = itertools.count()
-        self.thread: threading.Thread | None = None
+        super().__init__("covalent-time-limits")
 
     def arm(self, spec: NodeSpec, start: str) -> int | None:
         """Watch the calling thread's node; None when it has no limit or runs off a worker."""
@@ -74,16 +68,7 @@ class Watchdog:
             return None  # a direct call in a test: no worker to report to
         key = worker.active_threads.get(threading.get_ident())
         entry = _Entry(spec, threading.get_ident(), key, worker, start, grace_of(worker))
-        with self.cv:
-            token = next(self.counter)
-            self.running[token] = entry
-            heapq.heappush(self.heap, (time.monotonic() + spec.time_limit, token))
-            if self.thread is None:
-                self.thread = threading.Thread(target=self._loop, name="covalent-time-limits",
-                                               daemon=True)
-                self.thread.start()
-            self.cv.notify()
-        return token
+        return self._push(entry, spec.time_limit)
 
     def disarm(self, token: int | None) -> bool:
         """The node ended; False if the watchdog already reported it (do not report again)."""
@@ -96,22 +81,12 @@ class Watchdog:
     def _loop(self) -> None:
         while True:
             with self.cv:
-                while self.heap and self.heap[0][1] not in self.running:
-                    heapq.heappop(self.heap)
-                if not self.heap:
-                    self.cv.wait()
-                    continue
-                deadline, token = self.heap[0]
-                left = deadline - time.monotonic()
-                if left > 0:
-                    self.cv.wait(left)
-                    continue
-                heapq.heappop(self.heap)
+                token = self._wait_due()
                 entry = self.running[token]
                 if not entry.interrupted:
                     entry.interrupted = True
                     interrupts.interrupt(entry.ident, TimeLimitExceeded)
-                    heapq.heappush(self.heap, (time.monotonic() + entry.grace, token))
+                    self._due_in(token, entry.grace)
                     continue
                 entry.escalated = True  # run_node will not report it again
             entry.worker.loop.add_callback(_escalate, entry)
