@@ -195,6 +195,22 @@ def _processing_on(address: str, name: str, n: int) -> bool:
         return len(client.processing([target])[target]) == n
 
 
+@ct.lattice
+def _after(x):
+    return identity(x)
+
+
+async def _the_slot_is_free_on_a_new_worker(server: ServerProcess, before: int) -> None:
+    """The one-worker cluster's slot is free again: a new worker process runs a dispatch."""
+    await wait_until(lambda: (server.status() or {}).get("cluster", {}).get("workers") == 1,
+                     timeout=30, interval=0.1)
+    again = await asyncio.to_thread(ct.dispatch(_after, dispatcher_addr=server.addr), 5)
+    assert (await asyncio.wait_for(asyncio.to_thread(ct.get_result, again, True, server.addr),
+                                   60)).result == 5
+    (now,) = server.worker_pids()
+    assert now != before and not alive(before)
+
+
 async def test_time_limits_stop_a_python_loop_and_a_blocking_c_call(
         tmp_path: Path, env: dict[str, str], monkeypatch: pytest.MonkeyPatch) -> None:
     server = ServerProcess(tmp_path / "data", env, workers=1, extra=["--time-limit-grace", "1"])
@@ -222,19 +238,7 @@ async def test_time_limits_stop_a_python_loop_and_a_blocking_c_call(
         assert nodes["c_sleep"]["status"] == "FAILED"
         assert "time limit of 1 s (executor 'local')" in nodes["c_sleep"]["error"]
         assert "did not stop within 1 s, so its worker process was restarted" in nodes["c_sleep"]["error"]
-        # The slot is free again: a new worker process runs the next dispatch.
-        await wait_until(lambda: (server.status() or {}).get("cluster", {}).get("workers") == 1,
-                         timeout=30, interval=0.1)
-
-        @ct.lattice
-        def after(x):
-            return identity(x)
-
-        again = await asyncio.to_thread(ct.dispatch(after, dispatcher_addr=server.addr), 5)
-        assert (await asyncio.wait_for(asyncio.to_thread(ct.get_result, again, True, server.addr),
-                                       60)).result == 5
-        (now,) = server.worker_pids()
-        assert now != before and not alive(before)
+        await _the_slot_is_free_on_a_new_worker(server, before)
     finally:
         server.stop()
 
@@ -262,15 +266,7 @@ async def test_cancelling_a_node_blocked_in_a_c_call_frees_its_worker_slot(
         assert result.status == ct.status.CANCELLED
         # The sleep never returns: after the grace period the worker process is restarted,
         # and the one slot this cluster has runs the next dispatch at once, not in an hour.
-        @ct.lattice
-        def after(x):
-            return identity(x)
-
-        again = await asyncio.to_thread(ct.dispatch(after, dispatcher_addr=server.addr), 5)
-        assert (await asyncio.wait_for(asyncio.to_thread(ct.get_result, again, True, server.addr),
-                                       60)).result == 5
-        (now,) = server.worker_pids()
-        assert now != before and not alive(before)
+        await _the_slot_is_free_on_a_new_worker(server, before)
     finally:
         server.stop()
 
