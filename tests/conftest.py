@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import signal
 import socket
 import subprocess
 import sys
@@ -79,6 +81,38 @@ def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return int(sock.getsockname()[1])
+
+
+def stop_processes(procs: list[subprocess.Popen[Any]]) -> None:
+    """SIGTERM the processes a test started (last first), SIGKILL any that stay 15 s."""
+    for p in reversed(procs):
+        if p.poll() is None:
+            p.send_signal(signal.SIGTERM)
+    for p in reversed(procs):
+        try:
+            p.wait(15)
+        except subprocess.TimeoutExpired:
+            p.kill()
+            p.wait(5)
+
+
+@contextlib.contextmanager
+def dask_processes(cwd: Path, env: dict[str, str], workers: list[list[str]]) -> Iterator[str]:
+    """``dask scheduler`` and a ``dask worker`` (one thread, no nanny) per entry of ``workers``
+    (its extra arguments), on 127.0.0.1; yields the scheduler address, stops them by PID."""
+    port = free_port()
+    address = f"tcp://127.0.0.1:{port}"
+    quiet: dict[str, Any] = {"stdout": subprocess.DEVNULL, "stderr": subprocess.DEVNULL,
+                             "env": env, "cwd": cwd}
+    worker = [sys.executable, "-m", "dask", "worker", address, "--nthreads", "1", "--no-nanny",
+              "--host", "127.0.0.1", "--no-dashboard"]
+    procs = [subprocess.Popen([sys.executable, "-m", "dask", "scheduler", "--host", "127.0.0.1",
+                               "--port", str(port), "--no-dashboard"], **quiet)]
+    try:
+        procs += [subprocess.Popen([*worker, *extra], **quiet) for extra in workers]
+        yield address
+    finally:
+        stop_processes(procs)
 
 
 def in_process_settings(data_dir: Path, **cluster: Any) -> Settings:

@@ -99,6 +99,19 @@ def gate(x, started, release_file, timeout=60.0):
 
 
 @ct.electron
+def size_once_released(data, release_file, timeout=120.0):
+    """The size of ``data``, once ``release_file`` exists."""
+    import time
+
+    deadline = time.monotonic() + timeout
+    while not os.path.exists(release_file):
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"{release_file} never appeared")
+        time.sleep(0.02)
+    return len(data)
+
+
+@ct.electron
 def die(x):
     """Kill the worker process running it, every time."""
     import signal

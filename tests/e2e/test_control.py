@@ -231,16 +231,17 @@ async def _reused_from(addr: str, dispatch_id: str, node_id: int) -> str | None:
     return await asyncio.to_thread(get)
 
 
+@ct.lattice
+def _parent_and_child(x):
+    first = block(x)  # node 0, held until tasks.release is set
+    identity(first)  # node 2
+    return 1
+
+
 async def test_cancelling_a_task_lets_what_feeds_it_finish(addr: str) -> None:
     # Covalent's test_cancel_task: the cancelled node's running parent still completes, and
     # the dispatch ends CANCELLED only after it (Dask would release the parent with its child).
-    @ct.lattice
-    def wf(x):
-        first = block(x)
-        identity(first)
-        return 1
-
-    dispatch_id = await asyncio.to_thread(ct.dispatch(wf, dispatcher_addr=addr), 3)
+    dispatch_id = await asyncio.to_thread(ct.dispatch(_parent_and_child, dispatcher_addr=addr), 3)
     await _running(addr, dispatch_id, 0)
     await asyncio.to_thread(ct.cancel, dispatch_id, [2], addr)
     status = await asyncio.to_thread(ct.get_result, dispatch_id, False, addr, True)
@@ -261,13 +262,7 @@ async def test_a_held_task_dask_had_already_released_ends_with_its_outcome(dispa
     from dispatcher.dask_graph import hold
     from dispatcher.keys import RUNNER
 
-    @ct.lattice
-    def wf(x):
-        first = block(x)
-        identity(first)
-        return 1
-
-    dispatch_id = await asyncio.to_thread(ct.dispatch(wf, dispatcher_addr=addr), 3)
+    dispatch_id = await asyncio.to_thread(ct.dispatch(_parent_and_child, dispatcher_addr=addr), 3)
     await _running(addr, dispatch_id, 0)
     runner = dispatcher.app[RUNNER]
     [gone] = hold(runner.client, [("released-before-held", 0)])

@@ -11,9 +11,6 @@ from __future__ import annotations
 import asyncio
 import json
 import os
-import signal
-import subprocess
-import sys
 import time
 import tomllib
 from collections.abc import Iterator
@@ -24,7 +21,7 @@ import pytest
 
 import covalent as ct
 from dispatcher.procinfo import alive, children
-from tests.conftest import free_port, wait_until
+from tests.conftest import dask_processes, free_port, wait_until
 from tests.faults.conftest import Cli, ServerProcess
 from tests.tasks import busy_loop, c_sleep, identity, log_run, where
 
@@ -55,45 +52,18 @@ def env(tmp_path: Path, config_dir: Path) -> dict[str, str]:
 def cli(tmp_path: Path, env: dict[str, str]) -> Iterator[Cli]:
     """``covalent ...`` on this test's data and config dirs; whatever server it started is
     stopped (by ``covalent stop``, then by the PID holding the data dir) at teardown."""
-    from dispatcher.instance import holder
-
     c = Cli(env, tmp_path / "data")
     yield c
-    if holder(c.data_dir) is not None:
-        c.server_pid()
-        c("stop", "--timeout", "20")
-    found = holder(c.data_dir)
-    if found is not None:
-        os.kill(found.pid, signal.SIGKILL)
-    c.reap()
+    c.stop_server()
 
 
 @pytest.fixture
 def gpu_cluster(tmp_path: Path, env: dict[str, str]) -> Iterator[str]:
     """``dask scheduler``, worker ``gpu-1`` (resources GPU=1) and worker ``cpu-1``, one thread
     each; stopped by PID at teardown (ask for it before ``cli``: the dispatcher stops first)."""
-    port = free_port()
-    address = f"tcp://127.0.0.1:{port}"
-    quiet: dict[str, Any] = {"stdout": subprocess.DEVNULL, "stderr": subprocess.DEVNULL,
-                             "env": env, "cwd": tmp_path}
-    worker = [sys.executable, "-m", "dask", "worker", address, "--nthreads", "1", "--no-nanny",
-              "--host", "127.0.0.1", "--no-dashboard"]
-    procs = [subprocess.Popen([sys.executable, "-m", "dask", "scheduler", "--host", "127.0.0.1",
-                               "--port", str(port), "--no-dashboard"], **quiet),
-             subprocess.Popen([*worker, "--name", "gpu-1", "--resources", "GPU=1"], **quiet),
-             subprocess.Popen([*worker, "--name", "cpu-1"], **quiet)]
-    try:
+    with dask_processes(tmp_path, env, [["--name", "gpu-1", "--resources", "GPU=1"],
+                                        ["--name", "cpu-1"]]) as address:
         yield address
-    finally:
-        for p in reversed(procs):
-            if p.poll() is None:
-                p.send_signal(signal.SIGTERM)
-        for p in reversed(procs):
-            try:
-                p.wait(15)
-            except subprocess.TimeoutExpired:
-                p.kill()
-                p.wait(5)
 
 
 def status(cli: Cli) -> dict[str, Any]:

@@ -19,7 +19,7 @@ import pytest
 
 import covalent as ct
 from dispatcher.instance import holder
-from tests.conftest import auth_headers, free_port, wait_until
+from tests.conftest import auth_headers, free_port, stop_processes, wait_until
 from tests.tasks import add, worker_pid
 
 REPO = Path(__file__).resolve().parents[2]
@@ -40,15 +40,7 @@ def spawn(env: dict[str, str]) -> Iterator[list[subprocess.Popen[bytes]]]:
     """Start processes through the returned list; all are stopped by PID at teardown."""
     procs: list[subprocess.Popen[bytes]] = []
     yield procs
-    for p in reversed(procs):
-        if p.poll() is None:
-            p.send_signal(signal.SIGTERM)
-    for p in reversed(procs):
-        try:
-            p.wait(15)
-        except subprocess.TimeoutExpired:
-            p.kill()
-            p.wait(5)
+    stop_processes(procs)
 
 
 def status(url: str) -> dict:

@@ -163,6 +163,19 @@ class Cli:
         self.started += [found.pid, *children(found.pid)]
         return found.pid
 
+    def stop_server(self, timeout: float = 20.0) -> None:
+        """Teardown: ``covalent stop`` whatever server holds the data dir, SIGKILL it if it
+        still does, then reap every registered process."""
+        from dispatcher.instance import holder
+
+        if holder(self.data_dir) is not None:
+            self.server_pid()
+            self("stop", "--timeout", str(int(timeout)))
+        found = holder(self.data_dir)
+        if found is not None:
+            os.kill(found.pid, signal.SIGKILL)
+        self.reap()
+
     def reap(self, timeout: float = 15.0) -> None:
         deadline = time.monotonic() + timeout
         while any(alive(p) for p in self.started) and time.monotonic() < deadline:
@@ -177,12 +190,4 @@ def cli(tmp_path: Path, server_env: dict[str, str]) -> Iterator[Cli]:
     env = dict(server_env, COVALENT_DATA_DIR=str(tmp_path / "data"))
     c = Cli(env, tmp_path / "data")
     yield c
-    from dispatcher.instance import holder
-
-    if holder(c.data_dir) is not None:
-        c.server_pid()
-        c("stop", "--timeout", "20")
-    found = holder(c.data_dir)
-    if found is not None:
-        os.kill(found.pid, signal.SIGKILL)
-    c.reap()
+    c.stop_server()

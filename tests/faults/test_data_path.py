@@ -12,10 +12,6 @@ from __future__ import annotations
 import asyncio
 import json
 import os
-import signal
-import subprocess
-import sys
-import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -24,8 +20,9 @@ import pytest
 
 import covalent as ct
 from dispatcher.procinfo import bytes_read, peak_rss_mib, reset_peak_rss, rss_mib
-from tests.conftest import free_port, s3_bucket, wait_until
+from tests.conftest import dask_processes, s3_bucket, wait_until
 from tests.faults.conftest import ServerProcess
+from tests.tasks import size_once_released
 
 pytestmark = [pytest.mark.slow, pytest.mark.processes, pytest.mark.timeout(240)]
 
@@ -40,20 +37,9 @@ def payload(mib, log):
     return os.urandom(mib << 20)
 
 
-@ct.electron
-def measure(data, release_file, timeout=120.0):
-    """The size of ``data``, once ``release_file`` exists."""
-    deadline = time.monotonic() + timeout
-    while not os.path.exists(release_file):
-        if time.monotonic() > deadline:
-            raise TimeoutError(f"{release_file} never appeared")
-        time.sleep(0.02)
-    return len(data)
-
-
 @ct.lattice
 def make_then_measure(mib, log, release_file):
-    return measure(payload(mib, log), release_file)
+    return size_once_released(payload(mib, log), release_file)
 
 
 def _node_status(addr: str, dispatch_id: str, name: str) -> str:
@@ -65,27 +51,8 @@ def _node_status(addr: str, dispatch_id: str, name: str) -> str:
 @pytest.fixture
 def external(tmp_path: Path, server_env: dict[str, str]) -> Iterator[str]:
     """``dask scheduler`` and two ``dask worker`` processes; stopped by PID at teardown."""
-    port = free_port()
-    address = f"tcp://127.0.0.1:{port}"
-    quiet: dict[str, Any] = {"stdout": subprocess.DEVNULL, "stderr": subprocess.DEVNULL,
-                             "env": server_env, "cwd": tmp_path}
-    procs = [subprocess.Popen([sys.executable, "-m", "dask", "scheduler", "--host", "127.0.0.1",
-                               "--port", str(port), "--no-dashboard"], **quiet)]
-    procs += [subprocess.Popen([sys.executable, "-m", "dask", "worker", address, "--nthreads", "1",
-                                "--no-nanny", "--host", "127.0.0.1", "--no-dashboard"], **quiet)
-              for _ in range(2)]
-    try:
+    with dask_processes(tmp_path, server_env, [[], []]) as address:
         yield address
-    finally:
-        for p in reversed(procs):
-            if p.poll() is None:
-                p.send_signal(signal.SIGTERM)
-        for p in reversed(procs):
-            try:
-                p.wait(15)
-            except subprocess.TimeoutExpired:
-                p.kill()
-                p.wait(5)
 
 
 @pytest.fixture(params=["embedded", "external+s3"])
@@ -136,7 +103,7 @@ async def test_outputs_skip_the_dispatcher_and_survive_its_kill9(
     assert bytes_read(pid) - read_before < (MIB << 20) // 8
     assert peak_rss_mib(pid) - rss_before < MIB / 4
 
-    server.kill9()  # while `measure` waits for its release file
+    server.kill9()  # while `size_once_released` waits for its release file
     server.start()
     release.touch()
     result = await asyncio.wait_for(asyncio.to_thread(

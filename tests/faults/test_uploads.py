@@ -19,23 +19,11 @@ from covalent._dispatch import build_submission
 from dispatcher.procinfo import peak_rss_mib, reset_peak_rss, rss_mib
 from tests.conftest import wait_until
 from tests.faults.conftest import ServerProcess
+from tests.tasks import size_once_released
 
 pytestmark = [pytest.mark.slow, pytest.mark.processes, pytest.mark.timeout(240)]
 
 MIB = 96
-
-
-@ct.electron
-def size_once_released(data, release_file, timeout=120.0):
-    import os
-    import time
-
-    deadline = time.monotonic() + timeout
-    while not os.path.exists(release_file):
-        if time.monotonic() > deadline:
-            raise TimeoutError(f"{release_file} never appeared")
-        time.sleep(0.02)
-    return len(data)
 
 
 @ct.lattice

@@ -8,7 +8,6 @@ from __future__ import annotations
 import asyncio
 import json
 import os
-import signal
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -29,20 +28,12 @@ pytestmark = [pytest.mark.slurm, pytest.mark.slow, pytest.mark.processes, pytest
 def cli(slurm: Slurm, tmp_path: Path, config_dir: Path) -> Iterator[Cli]:
     """``covalent ...`` with SLURM_CONF set (the session fixture put it in os.environ);
     whatever server it started is stopped at teardown."""
-    from dispatcher.instance import holder
-
     env = dict(os.environ, COVALENT_DATA_DIR=str(tmp_path / "data"),
                COVALENT_CONFIG_DIR=str(config_dir))
     env["PYTHONPATH"] = str(REPO) + os.pathsep + env.get("PYTHONPATH", "")
     c = Cli(env, tmp_path / "data")
     yield c
-    if holder(c.data_dir) is not None:
-        c.server_pid()
-        c("stop", "--timeout", "30")
-    found = holder(c.data_dir)
-    if found is not None:
-        os.kill(found.pid, signal.SIGKILL)
-    c.reap()
+    c.stop_server(timeout=30)
 
 
 async def test_a_workflow_runs_in_slurm_jobs_adapted_from_zero(slurm: Slurm, cli: Cli,
