@@ -149,6 +149,8 @@ class Recorder:
             raise
         self.write_error = None
         self.unwritten.clear()
+        for dispatch_id in ended:  # its final status is on disk: nothing left to settle
+            self.store_failed.pop(dispatch_id, None)
         self._announce(Commit(nodes, dispatches, ended))
 
     def _announce(self, commit: Commit) -> None:
@@ -166,6 +168,7 @@ class Recorder:
     async def _write(self, nodes: list[NodeUpdate], dispatches: list[DispatchUpdate]
                      ) -> tuple[list[NodeUpdate], list[DispatchUpdate]]:
         """One transaction, else the fallbacks; returns what was written."""
+        dispatches = [self._settled(d) for d in dispatches]
         try:
             await self.store.apply(nodes, dispatches)
             return nodes, dispatches
@@ -201,10 +204,7 @@ class Recorder:
                 written_nodes += (await self._apply_or_drop(
                     [node_failed(u.dispatch_id, u.node_id, reason, now_iso())], []))[0]
         written_dispatches: list[DispatchUpdate] = []
-        for d in dispatches:
-            if d.status == Status.COMPLETED and d.dispatch_id in self.store_failed:
-                d = replace(d, status=Status.FAILED, result=None, error="some nodes could not be "
-                            f"recorded: {self.store_failed[d.dispatch_id]}")
+        for d in map(self._settled, dispatches):
             try:
                 await self.store.apply([], [d])
                 written_dispatches.append(d)
@@ -240,14 +240,19 @@ class Recorder:
             # What a node printed is kept only as a note of its size: the outcome matters more.
             u = replace(u, stdout=_shed(u.stdout, "stdout"), stderr=_shed(u.stderr, "stderr"))
             out_nodes.append(u)
-        out_dispatches = []
         for d in dispatches:
-            if d.result is not None or (d.status == Status.COMPLETED and d.dispatch_id in self.store_failed):
+            if d.result is not None:
                 self.store_failed.setdefault(d.dispatch_id, reason)
-                d = replace(d, status=Status.FAILED, result=None,
-                            error=f"some outputs could not be stored: {self.store_failed[d.dispatch_id]}")
-            out_dispatches.append(d)
-        return out_nodes, out_dispatches
+        return out_nodes, [self._settled(d) for d in dispatches]
+
+    def _settled(self, d: DispatchUpdate) -> DispatchUpdate:
+        """A dispatch's COMPLETED, when some of its updates could not be recorded: FAILED. The
+        runner decides the final status as the last outcome arrives, which can be before the
+        write of that outcome fails; this is checked again as the status is written."""
+        if d.status != Status.COMPLETED or d.dispatch_id not in self.store_failed:
+            return d
+        return replace(d, status=Status.FAILED, result=None, error="some nodes could not be "
+                       f"recorded: {self.store_failed[d.dispatch_id]}")
 
 
 def _shed(text: str | None, stream: str) -> str | None:

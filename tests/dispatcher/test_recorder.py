@@ -68,3 +68,23 @@ async def test_a_record_sqlite_refuses_fails_its_node_and_the_rest_is_written(
     row = await recorder.store.get_dispatch(D)
     assert row is not None and row.status == Status.FAILED
     assert "could not record this node" in (row.error or "")
+
+
+async def test_a_completed_decided_before_a_write_failed_is_recorded_failed(
+        recorder: Recorder) -> None:
+    # The runner ends a dispatch as its last outcome arrives; writing that outcome may fail
+    # afterwards (a full disk, a record SQLite refuses). The final status must not say COMPLETED.
+    ended = state.dispatch_ended(D, {}, ["a", "b", "c"], False, "t", b"r",
+                                 recorder.store_failed.pop(D, None))  # nothing known to fail yet
+    assert ended.status == Status.COMPLETED
+    poison = state.node_completed(D, 0, b"x", "t", "t")
+    poison.node_id = 2 ** 70  # no SQLite integer holds this id
+    recorder.record(poison)
+    await recorder.flush()
+    assert D in recorder.store_failed
+    recorder.ended(ended)
+    await recorder.flush()
+    row = await recorder.store.get_dispatch(D)
+    assert row is not None and row.status == Status.FAILED
+    assert "could not record this node" in (row.error or "")
+    assert D not in recorder.store_failed  # settled once its final status is on disk
