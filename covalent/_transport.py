@@ -7,8 +7,11 @@ from __future__ import annotations
 
 import base64
 import importlib
-import sys
+import io
 import platform
+import sys
+import types
+from collections import ChainMap
 from typing import Any
 
 import cloudpickle
@@ -16,11 +19,38 @@ import cloudpickle
 from .errors import SerializationError
 
 
+_DYNAMIC = "<dynamic-code>"
+
+
+def _reduce_code(code: types.CodeType) -> tuple[Any, tuple[Any, ...]]:
+    """cloudpickle's reduction of a code object, with its file name kept.
+
+    cloudpickle 3.1.3 names every pickled code object ``<dynamic-code>``, so a traceback on a
+    worker shows no source line of the user's function; we put the real name back (the same
+    file name every time, so the pickle stays deterministic for ``reuse_previous_results``).
+    """
+    ctor, args = _CLOUDPICKLE_CODE_REDUCE(code)
+    at = _FILENAME_AT.get(len(args))
+    if at is not None and args[at] == _DYNAMIC and code.co_filename != _DYNAMIC:
+        args = (*args[:at], code.co_filename, *args[at + 1:])
+    return ctor, args
+
+
+_CLOUDPICKLE_CODE_REDUCE: Any = cloudpickle.Pickler.dispatch_table[types.CodeType]
+# Where CodeType's constructor takes the file name, by its number of arguments (3.11-3.13)
+_FILENAME_AT = {18: 10}
+
+
+class _Pickler(cloudpickle.Pickler):  # type: ignore[misc]
+    dispatch_table = ChainMap({types.CodeType: _reduce_code}, cloudpickle.Pickler.dispatch_table)
+
+
 def dumps(obj: Any, what: str) -> bytes:
     """Cloudpickle ``obj``; raise SerializationError naming ``what`` when it cannot be pickled."""
     try:
-        data: bytes = cloudpickle.dumps(obj)
-        return data
+        with io.BytesIO() as buf:
+            _Pickler(buf).dump(obj)
+            return buf.getvalue()
     except Exception as exc:  # cloudpickle raises many types (TypeError, PicklingError, ...)
         raise SerializationError(
             f"{what} cannot be pickled: {type(exc).__name__}: {exc}"
