@@ -25,7 +25,7 @@ from ..store import DispatchQuery, DispatchRecord, NodeRow
 from ..store.base import DISPATCH_SORTS, USER_KINDS
 from . import access, live, logs
 from .keys import GRAPHS, LIVE, LOG_BUFFER
-from .layout import HIDDEN_KINDS, display_name
+from covalent.layout import HIDDEN_KINDS, display_name
 from .views import TERMINAL, by_name, duration, seconds
 
 routes = web.RouteTableDef()

@@ -16,7 +16,7 @@ from covalent.wire import pieces
 from ..state import Status
 from ..store import DispatchStore, NodeRow
 from ..store.base import USER_KINDS
-from .layout import Layout, display_name, layout
+from covalent.layout import Layout, display_name, layout
 
 TERMINAL = (Status.COMPLETED, Status.FAILED, Status.CANCELLED)
 

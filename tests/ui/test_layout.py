@@ -5,7 +5,7 @@ from __future__ import annotations
 import itertools
 from typing import Any
 
-from dispatcher.ui.layout import AGGREGATE_ABOVE, Layout, layout
+from covalent.layout import AGGREGATE_ABOVE, Layout, layout
 
 
 def _graph(nodes: list[tuple[str, str]], edges: list[tuple[int, int]]) -> dict[str, Any]:

@@ -1,4 +1,4 @@
-"""Lay out a dispatch's graph for the browser, which only draws the coordinates given here.
+"""Lay out a workflow graph for people: the web UI and `lattice.draw` draw these coordinates.
 
 Model (issue #15), pure functions of the stored graph (statuses are not part of a layout, so
 a layout is computed once per dispatch and view, and live updates only recolour it):
