@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
 import signal
 import socket
 import subprocess
@@ -211,3 +212,20 @@ def s3_bucket(endpoint: str, name: str) -> tuple[str, dict[str, Any]]:
     name = "b-" + name.lower().replace("_", "-")[-40:]
     s3fs.S3FileSystem(skip_instance_cache=True, **opts).mkdir(name)
     return name, opts
+
+
+@pytest.fixture(scope="session")
+def postgres() -> Iterator[Any]:
+    """A real PostgreSQL server for the session (``tests/pg.py``), stopped at teardown; skips
+    where PostgreSQL is not installed, unless COVALENT_TEST_REQUIRE_POSTGRES=1 (CI)."""
+    from tests.pg import remove, start_postgres
+
+    server = start_postgres()
+    if server is None:
+        if os.environ.get("COVALENT_TEST_REQUIRE_POSTGRES") == "1":
+            pytest.fail("PostgreSQL is not installed (Debian's postgresql package)")
+        pytest.skip("PostgreSQL is not installed (Debian's postgresql package)")
+    try:
+        yield server
+    finally:
+        remove(server)
