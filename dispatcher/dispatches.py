@@ -242,7 +242,12 @@ async def resume_all(store: DispatchStore, runner: Runner) -> list[str]:
         preset.update(await presets(store, done))
         await store.reset_nodes(dispatch_id, [n.node_id for n in nodes if n.status == Status.RUNNING])
         root = row if row.root_dispatch_id == dispatch_id else await store.get_dispatch(row.root_dispatch_id)
-        await runner.submit(dispatch_id, graph, preset, (root or row).start_time or "")
+        # Nodes that failed or were cancelled before the restart stay so (their descendants
+        # never run); the rest runs to its end, then the dispatch ends as it would have.
+        failed = {n.node_id: n.error or "failed" for n in nodes if n.status == Status.FAILED}
+        cancelled = [n.node_id for n in nodes if n.status == Status.CANCELLED]
+        await runner.submit(dispatch_id, graph, preset, (root or row).start_time or "",
+                            failed=failed, cancelled=cancelled)
         resumed.append(dispatch_id)
     return resumed
 
@@ -417,11 +422,12 @@ async def cancel(store: DispatchStore, runner: Runner, dispatch_id: str,
     if dispatch_id in runner.runs:
         cancelled = await runner.cancel(dispatch_id, task_ids or None)
     else:  # RUNNING on disk, not resumed yet (resume runs in the background): cancel the record
-        cancelled = [n.node_id for n in nodes if not state.is_terminal(n.status)]
-        stamp = now_iso()
-        runner.recorder.record(*(state.node_cancelled(dispatch_id, i, stamp) for i in cancelled))
-        runner.recorder.ended(state.dispatch_cancelled(dispatch_id, stamp))
-        await runner.recorder.flush()
+        row = await store.get_dispatch(dispatch_id)
+        assert row is not None
+        graph, _ = await load_graph(store, row)
+        cancelled = await runner.cancel_stored(
+            dispatch_id, graph, {n.node_id: n.status for n in nodes},
+            {n.node_id: n.error or "" for n in nodes})
     for child, node_id in await store.children(dispatch_id):
         if not task_ids or node_id in cancelled:
             try:

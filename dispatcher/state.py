@@ -25,10 +25,11 @@ from dataclasses import dataclass
 from covalent.wire import TERMINAL, Status
 
 __all__ = ["DISPATCH_TRANSITIONS", "DispatchUpdate", "NODE_TRANSITIONS", "NodeUpdate", "PENDING",
-           "Status", "TERMINAL", "entry_guard", "is_terminal", "may_enter", "sql_list"]
+           "Status", "TERMINAL", "entry_guard", "is_terminal", "may_enter", "settled", "sql_list",
+           "transition_guard"]
 
 PENDING = Status.NEW_OBJECT
-_ENDS = frozenset({Status.COMPLETED, Status.FAILED, Status.CANCELLED})
+_ENDS = TERMINAL  # the one definition of "terminal" (covalent.wire), for dispatches and nodes
 
 # status -> the statuses it may move to
 DISPATCH_TRANSITIONS: dict[Status, frozenset[Status]] = {
@@ -48,6 +49,17 @@ def is_terminal(status: str | None) -> bool:
 def may_enter(current: str, target: str, table: dict[Status, frozenset[Status]]) -> bool:
     """True if ``current`` may move to ``target`` (a terminal status moves nowhere)."""
     return Status(target) in table.get(Status(current), frozenset())
+
+
+def transition_guard(source: Status, target: Status, table: dict[Status, frozenset[Status]]) -> str:
+    """SQL condition for one transition (``source`` to ``target``), which must exist.
+
+    >>> transition_guard(Status.NEW_OBJECT, Status.RUNNING, DISPATCH_TRANSITIONS)
+    "status = 'NEW_OBJECT'"
+    """
+    if not may_enter(source, target, table):
+        raise ValueError(f"no transition {source} -> {target}")
+    return f"status = '{source.value}'"
 
 
 def entry_guard(target: str, table: dict[Status, frozenset[Status]]) -> str:
@@ -158,24 +170,31 @@ def dispatch_started(dispatch_id: str, start: str) -> DispatchUpdate:
 def dispatch_ended(dispatch_id: str, failed: dict[int, str], names: list[str],
                    cancelled: bool, end: str, result: bytes | None,
                    unrecorded: str | None = None) -> DispatchUpdate:
-    """The dispatch's final record: FAILED naming each failed node, else CANCELLED if asked,
-    else COMPLETED with its result. ``failed`` maps node ids (-1: the dispatcher) to errors."""
+    """The dispatch's final record, decided here only: FAILED naming each failed node (or
+    the outputs that could not be recorded), else CANCELLED if asked, else COMPLETED with its
+    result. ``failed`` maps node ids (-1: the dispatcher) to errors."""
     if failed:
         lines = [f"Node {i} ({names[i] if i >= 0 else 'dispatcher'}) failed: {msg}"
                  for i, msg in sorted(failed.items())]
         return DispatchUpdate(dispatch_id, status=Status.FAILED, end_time=end, error="\n".join(lines))
     if unrecorded is not None:
         return DispatchUpdate(dispatch_id, status=Status.FAILED, end_time=end,
-                              error=f"some outputs could not be stored: {unrecorded}")
+                              error=f"some nodes could not be recorded: {unrecorded}")
     if cancelled:
         return DispatchUpdate(dispatch_id, status=Status.CANCELLED, end_time=end)
     return DispatchUpdate(dispatch_id, status=Status.COMPLETED, end_time=end, result=result)
 
 
+def settled(update: DispatchUpdate, unrecorded: str | None) -> DispatchUpdate:
+    """A final record written after some of the dispatch's updates could not be: a
+    COMPLETED decided before those writes failed becomes FAILED (the rule of ``dispatch_ended``)."""
+    if update.status != Status.COMPLETED or unrecorded is None:
+        return update
+    again = dispatch_ended(update.dispatch_id, {}, [], False, update.end_time or "", None, unrecorded)
+    return DispatchUpdate(update.dispatch_id, status=again.status, start_time=update.start_time,
+                          end_time=update.end_time, error=again.error)
+
+
 def dispatch_not_submitted(dispatch_id: str, reason: str, end: str) -> DispatchUpdate:
     return DispatchUpdate(dispatch_id, status=Status.FAILED, end_time=end,
                           error=f"the dispatcher could not submit this dispatch: {reason}")
-
-
-def dispatch_cancelled(dispatch_id: str, end: str) -> DispatchUpdate:
-    return DispatchUpdate(dispatch_id, status=Status.CANCELLED, end_time=end)

@@ -31,7 +31,7 @@ from typing import Any, TypeVar
 from covalent.wire import clean_text
 
 from ..state import (DISPATCH_TRANSITIONS, NODE_TRANSITIONS, PENDING, TERMINAL, DispatchUpdate,
-                     NodeUpdate, Status, entry_guard, sql_list)
+                     NodeUpdate, Status, entry_guard, sql_list, transition_guard)
 from ..worker.blobs import BlobStore, is_url, open_location
 from .base import (USER_KINDS, BlobSource, DispatchExists, DispatchPage, DispatchQuery,
                    DispatchRecord, DispatchSummary, NewDispatch, NodeRecord, NodeRow, StoredBlob,
@@ -349,9 +349,10 @@ class SqliteStore:
         return await self._call(self._claim_pending, dispatch_id, start_time)
 
     def _claim_pending(self, dispatch_id: str, start_time: str) -> bool:
+        guard = transition_guard(PENDING, Status.RUNNING, DISPATCH_TRANSITIONS)
         cur = self.db.execute(
             f"UPDATE dispatches SET status = '{Status.RUNNING}', start_time = ?"
-            f" WHERE dispatch_id = ? AND status = '{PENDING}'", (start_time, dispatch_id))
+            f" WHERE dispatch_id = ? AND {guard}", (start_time, dispatch_id))
         return cur.rowcount == 1
 
     async def set_sub_dispatch(self, dispatch_id: str, node_id: int, child_id: str) -> None:
@@ -378,7 +379,7 @@ class SqliteStore:
 
     async def reset_nodes(self, dispatch_id: str, node_ids: list[int]) -> None:
         """Put nodes that were running back to NEW_OBJECT (they will run again)."""
-        guard = entry_guard(PENDING, NODE_TRANSITIONS)
+        guard = transition_guard(Status.RUNNING, PENDING, NODE_TRANSITIONS)
         await self._call(self.db.executemany,
                          f"UPDATE nodes SET status='{PENDING}', start_time=NULL WHERE dispatch_id=?"
                          f" AND node_id=? AND {guard}", [(dispatch_id, n) for n in node_ids])

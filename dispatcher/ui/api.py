@@ -20,7 +20,8 @@ from ..store import DispatchQuery
 from ..store.base import DISPATCH_SORTS
 from . import live
 from .keys import LIVE
-from .views import TERMINAL, by_name
+from ..state import TERMINAL
+from .views import by_name
 
 routes = web.RouteTableDef()
 

@@ -26,7 +26,8 @@ from ..store.base import DISPATCH_SORTS, USER_KINDS
 from . import access, live, logs
 from .keys import GRAPHS, LIVE, LOG_BUFFER
 from covalent.layout import HIDDEN_KINDS, display_name
-from .views import TERMINAL, by_name, duration, seconds
+from ..state import TERMINAL
+from .views import by_name, duration, seconds
 
 routes = web.RouteTableDef()
 PAGE_SIZE = 50

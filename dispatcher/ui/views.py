@@ -13,12 +13,11 @@ from typing import Any
 
 from covalent.wire import pieces
 
-from ..state import Status
+from ..state import TERMINAL, Status
 from ..store import DispatchStore, NodeRow
 from ..store.base import USER_KINDS
 from covalent.layout import Layout, display_name, layout
 
-TERMINAL = (Status.COMPLETED, Status.FAILED, Status.CANCELLED)
 
 
 @dataclass(slots=True)

@@ -66,7 +66,7 @@ async def test_the_store_applies_only_allowed_transitions(store: SqliteStore) ->
     await store.apply([state.node_running(D, 1, "t1")], [])
     await store.apply([state.node_reset(D, 1)], [])  # resume: back to NEW_OBJECT
     assert await _node(store, 1) == Status.NEW_OBJECT
-    await store.apply([state.node_cancelled(D, 1, "t4")], [state.dispatch_cancelled(D, "t4")])
+    await store.apply([state.node_cancelled(D, 1, "t4")], [state.dispatch_ended(D, {}, [], True, "t4", None)])
     await store.apply([state.node_completed(D, 1, b"late", "t1", "t5")],
                       [state.dispatch_ended(D, {}, ["a", "b"], False, "t5", b"r")])
     assert await _node(store, 1) == Status.CANCELLED  # a final status is final

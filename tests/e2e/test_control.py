@@ -254,21 +254,36 @@ async def test_cancelling_a_task_lets_what_feeds_it_finish(addr: str) -> None:
     assert result.get_node_result(2)["status"] == "CANCELLED"
 
 
-@pytest.mark.filterwarnings("ignore:Client .* desires key .* but key is unknown")
-async def test_a_held_task_dask_had_already_released_ends_with_its_outcome(dispatcher, addr) -> None:
-    # The race _keep_upstream guards against: a parent that had just finished, and that Dask had
-    # released with its child, before the runner learned it. Holding its key then holds nothing
-    # (Dask never reports it); the parent's outcome event ends the wait instead.
-    from dispatcher.dask_graph import hold
-    from dispatcher.keys import RUNNER
+@ct.lattice
+def _two_blockers():
+    return block(1), block(2)
 
-    dispatch_id = await asyncio.to_thread(ct.dispatch(_parent_and_child, dispatcher_addr=addr), 3)
-    await _running(addr, dispatch_id, 0)
-    runner = dispatcher.app[RUNNER]
-    [gone] = hold(runner.client, [("released-before-held", 0)])
-    runner.runs[dispatch_id].held[0] = (gone, asyncio.Event())
-    await asyncio.to_thread(ct.cancel, dispatch_id, [2], addr)
+
+@ct.lattice
+def _queued_parent_and_child(path):
+    first = mark(path, 3)  # node 0 (1 and 2: its parameters): queued behind the blockers
+    identity(first)  # node 3
+    return 1
+
+
+async def test_a_parent_dask_released_before_it_started_runs_in_a_later_round(
+        addr: str, tmp_path) -> None:
+    # Cancelling node 3 drops its future, so Dask releases node 0, which never started (both
+    # worker threads are busy). The dispatch's machine finds it runs nowhere and submits it
+    # again; it runs once, and the dispatch ends CANCELLED with its output (#20).
+    blockers = await asyncio.to_thread(ct.dispatch(_two_blockers, dispatcher_addr=addr))
+    await _running(addr, blockers, 0)
+    await _running(addr, blockers, 2)
+    ledger = tmp_path / "runs"
+    dispatch_id = await asyncio.to_thread(
+        ct.dispatch(_queued_parent_and_child, dispatcher_addr=addr), str(ledger))
+    await asyncio.to_thread(ct.cancel, dispatch_id, [3], addr)
+    status = await asyncio.to_thread(ct.get_result, dispatch_id, False, addr, True)
+    assert status["status"] == "RUNNING"  # node 0 has not run yet
     tasks.release.set()
-    result = await asyncio.wait_for(fetched(dispatch_id, addr), 5)
-    assert result.status == "CANCELLED" and result.get_node_result(0)["output"] == 3
-    assert gone.status == "pending"  # Dask never answered for it
+    result = await asyncio.wait_for(fetched(dispatch_id, addr), 10)
+    assert result.status == "CANCELLED"
+    assert result.get_node_result(0)["status"] == "COMPLETED"
+    assert result.get_node_result(0)["output"] == 3
+    assert result.get_node_result(3)["status"] == "CANCELLED"
+    assert len(ledger.read_text().splitlines()) == 1  # ran once
