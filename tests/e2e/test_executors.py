@@ -145,7 +145,9 @@ async def test_an_unmapped_executor_fails_the_dispatch_before_anything_runs(addr
     assert "a SlurmExecutor object (executor 'slurm')" in error and "executor 'tpu'" in error
     assert "Configured executors: awsbatch, badpip, dask, flaky, gpu, local, withpip" in error
     assert "electron 'on_tpu' (node 4) uses executor 'tpu'" in error
-    assert "[executors.slurm]\n    resources = {GPU = 1}" in error and "covalent restart" in error
+    # the proposed mapping runs it on the cluster as it is: no resources nobody has (#22)
+    assert "[executors.slurm]\n    retries = 0\n" in error and "covalent restart" in error
+    assert "resources = {GPU = 1} for workers started with --resources GPU=1" in error
     assert "/home/me/.config/covalent/covalent.conf" in error
     assert "sets only keys that mean nothing here (address, username)" in error
     assert "dask_jobqueue.SLURMCluster" in error
@@ -185,6 +187,17 @@ async def test_a_plugin_executor_runs_once_its_name_is_mapped(addr: str) -> None
     refused = await run(wf2, addr, 1)
     assert refused.status == "FAILED" and "a LooksLikeOne object (executor 'dask')" in refused.error
 
+    @ct.electron(executor=ct.executor.AzureBatchExecutor(pool_id="p"))
+    def azure(x):
+        return x
+
+    @ct.lattice
+    def wf3(x):
+        return azure(x)
+
+    unmapped = await run(wf3, addr, 1)
+    assert "uses an AzureBatchExecutor object (executor 'azurebatch')" in unmapped.error
+
 
 async def test_resources_no_worker_has_fail_the_node_instead_of_waiting_forever(addr: str) -> None:
     @ct.electron(executor="gpu")  # [executors.gpu] resources = {GPU = 1}; the worker has none
@@ -212,6 +225,10 @@ async def test_status_lists_named_executors_and_the_workers_serving_them(server:
     gpu = next(e for e in body["executors"] if e["name"] == "gpu")
     assert gpu["options"] == {"time_limit": 30.0, "resources": {"GPU": 1.0}}
     assert gpu["workers"] == []  # the in-process worker advertises no GPU
+    # `covalent status` prints these: every option a task gets, also for a bare mapping (#22)
+    assert gpu["description"] == "workers with GPU=1, no retries, time limit 30 s, priority 0"
+    awsbatch = next(e for e in body["executors"] if e["name"] == "awsbatch")
+    assert awsbatch["description"] == "any worker, no retries, no time limit, priority 0"
     assert body["unmapped_executors"] == {"slurm": ["address", "username"]}
     (worker,) = body["workers"]
     assert worker["threads"] == 2 and worker["resources"] == {}
