@@ -24,6 +24,8 @@ EVENT_NAMES = ("created", "deleted", "modified", "moved", "closed")
 class DirTrigger(BaseTrigger):
     """Watch a file or directory and trigger every ``batch_size`` events of ``event_names``."""
 
+    _state_keys = ("n_changes",)
+
     def __init__(self, dir_path: str | os.PathLike[str], event_names: str | list[str],
                  batch_size: int = 1, lattice_dispatch_id: str | None = None,
                  dispatcher_addr: str | None = None, triggers_server_addr: str | None = None,
@@ -70,6 +72,11 @@ class DirTrigger(BaseTrigger):
             self.observer.stop()
             self.observer.join(5)
             self.observer = None
+
+    def _restore(self, key: str, value: Any) -> None:
+        if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+            raise ValueError(f"{key} must be a whole number >= 0, got {value!r}")
+        setattr(self, key, value)
 
     def to_dict(self) -> dict[str, Any]:
         return {**super().to_dict(), "dir_path": self.dir_path, "event_names": self.event_names,
