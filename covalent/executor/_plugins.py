@@ -73,7 +73,7 @@ def installed_class(name: str) -> type[Any] | None:
     not import here: the reason is logged once)."""
     for ep in installed_plugins().values():
         try:
-            module = importlib.import_module(ep.value.split(":", 1)[0])
+            module = _import(ep.value.split(":", 1)[0])
         except Exception as exc:  # a plugin may fail in many ways (missing Covalent internals)
             _warn_once(ep.value, exc)
             continue
@@ -83,6 +83,18 @@ def installed_class(name: str) -> type[Any] | None:
         if declared == name and isinstance(cls, type):
             return cls
     return None
+
+
+def _import(module_name: str) -> Any:
+    """Import a plugin module, then keep its ``_EXECUTOR_PLUGIN_DEFAULTS`` as the config's
+    ``[executors.<module's last part>]`` defaults, which its executor reads when built."""
+    from ..config import PLUGIN_DEFAULTS
+
+    module = importlib.import_module(module_name)
+    defaults = getattr(module, "_EXECUTOR_PLUGIN_DEFAULTS", None)
+    if isinstance(defaults, dict):
+        PLUGIN_DEFAULTS.setdefault(module_name.rsplit(".", 1)[-1], dict(defaults))
+    return module
 
 
 @functools.cache

@@ -252,3 +252,51 @@ def test_the_how_to_runs_unchanged_with_an_executor_module_workers_cannot_import
     status, line = out.stdout.strip().splitlines()
     assert status == "COMPLETED 2.718282"
     assert line.startswith("node 0 of ") and line.endswith("s")
+
+
+INSTALLED_PLUGIN = '''
+from covalent._shared_files.config import get_config
+from covalent._shared_files.logger import app_log
+from covalent.executor.executor_plugins.remote_executor import RemoteExecutor
+
+EXECUTOR_PLUGIN_NAME = "FarExecutor"
+_EXECUTOR_PLUGIN_DEFAULTS = {"hostname": "far.example.org", "cache_dir": get_config("dispatcher.cache_dir")}
+
+
+class FarExecutor(RemoteExecutor):
+    def __init__(self, hostname=None, **kwargs):
+        super().__init__(**kwargs)
+        self.hostname = hostname or get_config("executors.far_plugin.hostname")
+
+    async def run(self, function, args, kwargs, task_metadata):
+        app_log.debug("running on %s", self.hostname)
+        return function(*args, **kwargs)
+'''
+
+
+def test_an_installed_plugin_package_is_the_class_its_name_gives(tmp_path: Path) -> None:
+    """As Covalent loads plugins: entry point group covalent.executor.executor_plugins, the
+    module's EXECUTOR_PLUGIN_NAME, its _EXECUTOR_PLUGIN_DEFAULTS in the config."""
+    (tmp_path / "far_plugin.py").write_text(INSTALLED_PLUGIN)
+    info = tmp_path / "covalent_far_plugin-0.1.dist-info"
+    info.mkdir()
+    (info / "METADATA").write_text("Metadata-Version: 2.1\nName: covalent-far-plugin\nVersion: 0.1\n")
+    (info / "entry_points.txt").write_text(
+        "[covalent.executor.executor_plugins]\nfar = far_plugin\n")
+    check = textwrap.dedent("""
+        import covalent as ct
+        from covalent._executors import executor_spec
+        from covalent.executor import FarExecutor, SlurmExecutor
+        far = FarExecutor()
+        print(type(far).__module__, far.hostname, executor_spec(far))
+        print(type(SlurmExecutor()).__module__)  # not installed: the stand-in
+    """)
+    out = subprocess.run([sys.executable, "-c", check], capture_output=True, text=True, timeout=60,
+                         env=dict(os.environ, PYTHONPATH=os.pathsep.join(
+                             [str(tmp_path), str(Path(__file__).resolve().parents[2])]),
+                             COVALENT_CONFIG_DIR=str(tmp_path / "config")))
+    assert out.returncode == 0, out.stderr
+    first, second = out.stdout.splitlines()
+    assert first == ("far_plugin far.example.org ExecutorSpec(name='far_plugin', options={}, "
+                     "plugin='', custom='FarExecutor')")
+    assert second == "covalent.executor"
