@@ -147,7 +147,9 @@ class BaseTrigger:
         return trigger
 
     def _restore(self, key: str, value: Any) -> None:
-        """Set one ``_state_keys`` attribute from JSON (a subclass validates it)."""
+        """Set one ``_state_keys`` attribute from JSON: the built-ins keep counters."""
+        if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+            raise ValueError(f"{key} must be a whole number >= 0, got {value!r}")
         setattr(self, key, value)
 
     def __getstate__(self) -> dict[str, Any]:

@@ -73,11 +73,6 @@ class DirTrigger(BaseTrigger):
             self.observer.join(5)
             self.observer = None
 
-    def _restore(self, key: str, value: Any) -> None:
-        if isinstance(value, bool) or not isinstance(value, int) or value < 0:
-            raise ValueError(f"{key} must be a whole number >= 0, got {value!r}")
-        setattr(self, key, value)
-
     def to_dict(self) -> dict[str, Any]:
         return {**super().to_dict(), "dir_path": self.dir_path, "event_names": self.event_names,
                 "batch_size": self.batch_size, "recursive": self.recursive,

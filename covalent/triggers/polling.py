@@ -118,11 +118,6 @@ class PollingTrigger(BaseTrigger):
         if isinstance(self.stop_flag, threading.Event):
             self.stop_flag.set()
 
-    def _restore(self, key: str, value: Any) -> None:
-        if isinstance(value, bool) or not isinstance(value, int) or value < 0:
-            raise ValueError(f"{key} must be a whole number >= 0, got {value!r}")
-        setattr(self, key, value)
-
     def to_dict(self) -> dict[str, Any]:
         return {**super().to_dict(), "db_path": self.db_path, "table_name": self.table_name,
                 "poll_interval": self.poll_interval, "where_clauses": list(self.where_clauses),

@@ -176,27 +176,11 @@ async def test_a_plugin_executor_runs_once_its_name_is_mapped(addr: str) -> None
     assert result.status == "COMPLETED", result.error
     assert result.result == [10, 6]  # a returned tuple comes back a list, as in Covalent
 
-    @ct.electron(executor=LooksLikeOne())
-    def impostor(x):
-        return x
-
-    @ct.lattice
-    def wf2(x):
-        return impostor(x)
-
-    refused = await run(wf2, addr, 1)
-    assert refused.status == "FAILED" and "a LooksLikeOne object (executor 'dask')" in refused.error
-
-    @ct.electron(executor=ct.executor.AzureBatchExecutor(pool_id="p"))
-    def azure(x):
-        return x
-
-    @ct.lattice
-    def wf3(x):
-        return azure(x)
-
-    unmapped = await run(wf3, addr, 1)
-    assert "uses an AzureBatchExecutor object (executor 'azurebatch')" in unmapped.error
+    for executor, said in ((LooksLikeOne(), "uses a LooksLikeOne object (executor 'dask')"),
+                           (ct.executor.AzureBatchExecutor(pool_id="p"),  # "an", not "a" (#22)
+                            "uses an AzureBatchExecutor object (executor 'azurebatch')")):
+        refused = await run(ct.lattice(ct.electron(identity.function, executor=executor)), addr, 1)
+        assert refused.status == "FAILED" and said in refused.error
 
 
 async def test_resources_no_worker_has_fail_the_node_instead_of_waiting_forever(addr: str) -> None:
