@@ -88,6 +88,25 @@ class Lattice(Generic[P, R]):
         self.inputs = TransportableObject({"args": list(args), "kwargs": dict(kwargs)})
         return builder.graph, builder.sources
 
+    def draw(self, *args: Any, **kwargs: Any) -> None:
+        """Build the graph for these inputs without running it, and show it: inline in a
+        notebook, else on the dispatcher's preview page (its link is printed)."""
+        from ._draw import draw
+
+        draw(self, args, kwargs)
+
+    def dispatch(self, *args: Any, **kwargs: Any) -> str:
+        """Deprecated in Covalent: ``ct.dispatch(lattice)(*args, **kwargs)``."""
+        from ._dispatch import dispatch
+
+        return dispatch(self)(*args, **kwargs)
+
+    def dispatch_sync(self, *args: Any, **kwargs: Any) -> Any:
+        """Deprecated in Covalent: ``ct.dispatch_sync(lattice)(*args, **kwargs)``."""
+        from ._dispatch import dispatch_sync
+
+        return dispatch_sync(self)(*args, **kwargs)
+
     def __getstate__(self) -> dict[str, Any]:
         state = dict(self.__dict__)
         state["transport_graph"] = None  # the server keeps the graph; don't pickle it twice

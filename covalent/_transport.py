@@ -9,9 +9,15 @@ import base64
 import importlib
 import io
 import platform
+import site
 import sys
+import sysconfig
+import threading
 import types
 from collections import ChainMap
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
 from typing import Any
 
 import cloudpickle
@@ -57,6 +63,57 @@ def dumps(obj: Any, what: str) -> bytes:
         ) from exc
 
 
+_BY_VALUE_LOCK = threading.Lock()
+
+
+@contextmanager
+def pickled_by_value(modules: Iterable[types.ModuleType]) -> Iterator[None]:
+    """Pickle what these modules define by value while the block runs (``DepsModule``, and the
+    class of a custom executor defined in the user's own files), so a worker that cannot import
+    them can still load it."""
+    with _BY_VALUE_LOCK:
+        added = []
+        for module in dict.fromkeys(modules):
+            if not cloudpickle.cloudpickle._is_registered_pickle_by_value(module):
+                cloudpickle.register_pickle_by_value(module)
+                added.append(module)
+        try:
+            yield
+        finally:
+            for module in added:
+                cloudpickle.unregister_pickle_by_value(module)
+
+
+def by_value_now(module: str) -> bool:
+    """Whether ``module`` is being pickled by value at this moment."""
+    found = sys.modules.get(module)
+    return found is not None and bool(cloudpickle.cloudpickle._is_registered_pickle_by_value(found))
+
+
+def own_module(cls: type) -> types.ModuleType | None:
+    """The top-level package of the user's own file that defines ``cls``: not installed (no
+    site-packages), not the standard library, not ``covalent``, not ``__main__`` (which
+    cloudpickle already sends by value). Workers may not be able to import it."""
+    name = cls.__module__
+    top = name.split(".", 1)[0]
+    if name == "__main__" or top in ("covalent", "builtins") or name not in sys.modules:
+        return None
+    file = getattr(sys.modules[name], "__file__", None)
+    if not file:
+        return None
+    path = Path(file).resolve()
+    if any(path.is_relative_to(root) for root in _installed_roots()):
+        return None
+    return sys.modules.get(top)
+
+
+def _installed_roots() -> list[Path]:
+    roots = {sysconfig.get_paths()[k] for k in ("stdlib", "platstdlib", "purelib", "platlib")}
+    roots.update(site.getsitepackages() if hasattr(site, "getsitepackages") else [])
+    roots.add(site.getusersitepackages())
+    return [Path(r).resolve() for r in roots if r]
+
+
 def import_object(module: str, qualname: str) -> Any:
     """Import ``module`` and walk ``qualname`` to the object it names."""
     obj: Any = importlib.import_module(module)
@@ -95,14 +152,19 @@ class _ByReference:
         return (_import_attr, (self.module, self.qualname))
 
 
-def dumps_function(fn: Any, what: str) -> bytes:
+def dumps_function(fn: Any, what: str, by_value: Iterable[types.ModuleType] = ()) -> bytes:
     """Pickle a user function, by reference when its module exposes it as an electron.
 
     ``@ct.electron`` replaces the module attribute by an Electron, so cloudpickle no longer
     finds the function under its name and would pickle it by value, globals and all. Like
     pickle for any module-level function, we send "import module.name" instead; functions of
-    ``__main__`` and local functions still travel by value.
+    ``__main__`` and local functions still travel by value, and so does everything of the
+    ``by_value`` modules (``DepsModule``).
     """
+    modules = list(by_value)
+    if modules:
+        with pickled_by_value(modules):
+            return dumps(fn, what)
     module = getattr(fn, "__module__", None)
     if module and module in sys.modules:
         owner = getattr(sys.modules[module], getattr(fn, "__name__", ""), None)

@@ -7,6 +7,8 @@
     ├── OutputLoadError (RuntimeError)            a result this client cannot unpickle
     ├── ReservedRetvalKeywordError (RuntimeError)  a DepsCall asks for a reserved keyword
     ├── FileTransferError (OSError)              a file transfer failed (raised on the worker)
+    ├── TaskRuntimeError (RuntimeError)          an executor's run() says its task failed
+    ├── TaskCancelledError (RuntimeError)        an executor's run() says its task was cancelled
     └── DispatcherError                          the server refused a request (4xx/5xx)
         ├── DispatchNotFoundError (LookupError)
         │   └── MissingLatticeRecordError          Covalent's name for it
@@ -78,6 +80,15 @@ class FileTransferError(CovalentError, OSError):
 
     def __str__(self) -> str:
         return f"file transfer from {self.from_uri} to {self.to_uri} failed: {self.reason}"
+
+
+class TaskRuntimeError(CovalentError, RuntimeError):
+    """Raised by an executor's ``run`` when the task it ran failed (Covalent's name); it fails
+    the node like any exception."""
+
+
+class TaskCancelledError(CovalentError, RuntimeError):
+    """Raised by an executor's ``run`` when the task it ran was cancelled (Covalent's name)."""
 
 
 class OutputLoadError(CovalentError, RuntimeError):

@@ -241,3 +241,46 @@ def _place(items: list[Item], layers: list[list[int]]) -> tuple[list[Item], floa
         y += h
         last_layer = layer
     return placed, width, y
+
+
+SVG_PAD = 16.0
+_FILL = {"electron": "#e8f0fe", "sublattice": "#f3e8fd", "postprocess": "#e6f4ea",
+         "parameter": "#f1f3f4", "box": "#fef7e0"}
+
+
+def to_svg(lay: Layout, title: str = "") -> str:
+    """The layout as a standalone SVG picture (``lattice.draw`` in a notebook and its preview
+    page). Every name is XML-escaped: a node called ``<script>`` is text, never markup.
+
+    >>> g = {"nodes": [{"id": 0, "name": "a<b", "kind": "electron"}], "edges": []}
+    >>> svg = to_svg(layout(g), "wf & co")
+    >>> "a&lt;b" in svg and "<title>wf &amp; co</title>" in svg and "a<b" not in svg
+    True
+    """
+    from html import escape
+
+    width, height = lay.width + 2 * SVG_PAD, lay.height + 2 * SVG_PAD
+    out = [f'<svg xmlns="http://www.w3.org/2000/svg" width="{width:.0f}" height="{height:.0f}" '
+           f'viewBox="0 0 {width:.0f} {height:.0f}" font-family="sans-serif" font-size="12">']
+    if title:
+        out.append(f"<title>{escape(title)}</title>")
+    out.append('<g stroke="#9aa0a6" stroke-width="1.2" fill="none">')
+    for s, d in lay.edges:
+        a, b = lay.items[s], lay.items[d]
+        x1, y1, x2, y2 = (a.x + SVG_PAD, a.y + a.h / 2 + SVG_PAD, b.x + SVG_PAD,
+                          b.y - b.h / 2 + SVG_PAD)
+        mid = (y1 + y2) / 2
+        out.append(f'<path d="M{x1:.1f},{y1:.1f} C{x1:.1f},{mid:.1f} {x2:.1f},{mid:.1f} '
+                   f'{x2:.1f},{y2:.1f}"/>')
+    out.append("</g>")
+    for it in lay.items:
+        label = it.label if it.members == 1 else f"{it.label} ×{it.members}"
+        shown = label if len(label) <= 24 else label[:23] + "…"
+        x, y = it.x - it.w / 2 + SVG_PAD, it.y - it.h / 2 + SVG_PAD
+        out.append(f'<g class="node {escape(it.kind)}"><title>{escape(label)}</title>'
+                   f'<rect x="{x:.1f}" y="{y:.1f}" width="{it.w:.0f}" height="{it.h:.0f}" rx="6" '
+                   f'fill="{_FILL.get(it.kind, "#ffffff")}" stroke="#5f6368"/>'
+                   f'<text x="{it.x + SVG_PAD:.1f}" y="{it.y + SVG_PAD + 4:.1f}" '
+                   f'text-anchor="middle">{escape(shown)}</text></g>')
+    out.append("</svg>")
+    return "".join(out)

@@ -24,7 +24,7 @@ import jinja2
 from aiohttp import web
 
 from ..keys import RECORDER
-from . import access, api, routes
+from . import access, api, preview, routes
 from .keys import GRAPHS, LIVE, LOG_BUFFER
 from .live import LiveHub
 from .logs import LogBuffer
@@ -41,6 +41,7 @@ def setup(app: web.Application) -> None:
     app.middlewares.insert(0, access.ui_responses)
     app.add_routes(routes.routes)
     app.add_routes(api.routes)
+    preview.setup(app)  # lattice.draw's preview page (#22)
     app.router.add_static("/static/", STATIC, name="static", append_version=True)
     app[GRAPHS] = GraphCache()
     app.cleanup_ctx.append(_live_ctx)

@@ -22,7 +22,6 @@ from typing import Any
 
 import cloudpickle
 
-from covalent.api import call_with_hooks
 from covalent.wire import Layout, NodeKind, arguments, clean_text, gather
 
 from ..protocol import (INLINE_OUTPUT_MAX, OUTCOME_TOPIC, GatherSpec, NodeDone, NodeOutcome,
@@ -30,6 +29,7 @@ from ..protocol import (INLINE_OUTPUT_MAX, OUTCOME_TOPIC, GatherSpec, NodeDone, 
 from .announce import announcer
 from .capture import Capture
 from .contact import worker_context
+from .custom import call_electron
 from .interrupts import TaskInterrupted, interrupts
 from .limits import TimeLimitExceeded, limit_message, watchdog
 from .packages import packages
@@ -227,7 +227,7 @@ def _compute(spec: NodeSpec, parents: tuple[Any, ...]) -> Any:
         return run_sublattice(spec, _load_cached(spec.fn), args, kwargs)
     fn = _load_cached(spec.fn)
     hooks = _load_cached(spec.hooks) if spec.hooks is not None else {}
-    return call_with_hooks(fn, args, kwargs, hooks)  # deps, file transfers, injected values
+    return call_electron(spec, fn, args, kwargs, hooks)  # deps, transfers, custom executor (#22)
 
 
 def _then(printed: str, traceback_text: str) -> str:
