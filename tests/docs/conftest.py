@@ -3,7 +3,6 @@ session: ~3 s), and one Jupyter kernel shared by the notebooks (a second each sa
 
 from __future__ import annotations
 
-import os
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -11,7 +10,7 @@ from typing import Any
 
 import pytest
 
-from tests.faults.conftest import REPO, ServerProcess
+from tests.faults.conftest import REPO, ServerProcess, process_env
 
 EXAMPLES = REPO / "examples"
 
@@ -27,9 +26,7 @@ class Shared:
 @pytest.fixture(scope="session")
 def shared_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Shared]:
     root = tmp_path_factory.mktemp("shared-server")
-    env = dict(os.environ)
-    env["PYTHONPATH"] = str(REPO) + os.pathsep + env.get("PYTHONPATH", "")
-    env["COVALENT_CONFIG_DIR"] = str(root / "config")
+    env = process_env(root / "config")
     env.pop("COVALENT_DISPATCHER_ADDR", None)
     server = ServerProcess(root / "data", env)
     server.start()
