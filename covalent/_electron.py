@@ -20,7 +20,7 @@ from ._deps import (Deps, DepsBash, DepsModule, DepsPip, as_deps_bash, as_deps_m
                     as_deps_pip, as_hooks)
 from ._file_transfer.file_transfer import FileTransfer, transfer_hooks
 from .wire.graph import NodeKind
-from ._transport import by_value_now, import_object, module_level_name
+from ._transport import by_value, import_object, module_level_name
 from .errors import WorkflowDefinitionError
 
 P = ParamSpec("P")
@@ -224,7 +224,7 @@ class Electron(Generic[P, R]):
         # unless its module is being sent by value (DepsModule).
         if self.node_id is None and self.kind is NodeKind.ELECTRON:
             where = module_level_name(self, self.function)
-            if where is not None and not by_value_now(where[0]):
+            if where is not None and not by_value(where[0]):
                 return (import_object, where)
         return super().__reduce_ex__(protocol)
 

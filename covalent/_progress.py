@@ -4,8 +4,10 @@ Used by ``covalent watch ID`` and ``ct.get_result(id, wait=True, progress=True)`
 come from ``GET /api/v1/dispatches/{id}/progress``, a long-poll the server answers when a
 commit changes the dispatch (``since`` = the version last seen), so nothing is polled on a
 timer; the client only caps how often it redraws (``MIN_GAP_S``). In a terminal the bars are
-drawn with ``rich``; otherwise (a pipe, a CI log) one plain line per electron name whose counts
-changed, at most once a second, then a last line with the final status.
+drawn with ``rich``; in a Jupyter notebook, as HTML in the cell's output, replaced in place at
+each change (an IPython display handle, so an executed notebook keeps the last bars); otherwise
+(a pipe, a CI log) one plain line per electron name whose counts changed, at most once a
+second, then a last line with the final status.
 """
 
 from __future__ import annotations
@@ -41,6 +43,12 @@ def updates(cfg: ClientConfig, dispatch_id: str) -> Iterator[dict[str, Any]]:
             time.sleep(pause)  # a cap on redraws; the next answer is still pushed by a commit
 
 
+def snapshot(cfg: ClientConfig, dispatch_id: str) -> dict[str, Any]:
+    """The progress body as it is now (no waiting)."""
+    path = f"/dispatches/{quote(dispatch_id, safe='')}/progress"
+    return _client.request_json(cfg, "GET", path, timeout=5)  # type: ignore[no-any-return]
+
+
 def watch(cfg: ClientConfig, dispatch_id: str, stream: IO[str] | None = None) -> Status:
     """Show progress until the dispatch ends; returns its final status.
 
@@ -48,6 +56,10 @@ def watch(cfg: ClientConfig, dispatch_id: str, stream: IO[str] | None = None) ->
         DispatchNotFoundError: no dispatch has that id.
         DispatcherUnavailableError: no server answers.
     """
+    from ._notebook import in_notebook
+
+    if stream is None and in_notebook():
+        return _notebook(cfg, dispatch_id)
     out = stream if stream is not None else sys.stderr
     if out.isatty():
         return _bars(cfg, dispatch_id, out)
@@ -87,6 +99,25 @@ def _bars(cfg: ClientConfig, dispatch_id: str, out: IO[str]) -> Status:
                     bars.stop_task(task_id)
     console.print(f"{body['name']} {dispatch_id}: {status}")
     return status
+
+
+def _notebook(cfg: ClientConfig, dispatch_id: str) -> Status:
+    """Bars in the notebook cell's output, updated in place through one display handle."""
+    import IPython.display
+
+    from ._notebook import bars_html, bars_text
+
+    display: Any = IPython.display.display  # typed partially, depending on the IPython version
+    start, handle = time.monotonic(), None
+    for body in updates(cfg, dispatch_id):
+        args = (body["name"], dispatch_id, body["status"], body["electrons"],
+                time.monotonic() - start)
+        bundle = {"text/html": bars_html(*args), "text/plain": bars_text(*args)}
+        if handle is None:
+            handle = display(bundle, raw=True, display_id=True)
+        else:
+            handle.update(bundle, raw=True)
+    return Status(body["status"])
 
 
 def _lines(cfg: ClientConfig, dispatch_id: str, out: IO[str]) -> Status:

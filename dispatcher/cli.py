@@ -66,7 +66,8 @@ def main() -> None:
 
 
 @main.command()
-@click.option("--port", type=int, default=DEFAULT_PORT, show_default=True)
+@click.option("--port", type=int, default=DEFAULT_PORT, show_default=True,
+              envvar="COVALENT_SERVER_PORT")
 @click.option("--host", default="127.0.0.1", show_default=True,
               help="Bind address; anything but loopback needs a token.")
 @click.option("--workers", type=int, default=None, help="LocalCluster workers (default: cores).")

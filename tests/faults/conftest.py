@@ -119,6 +119,14 @@ def _cmdline(pid: int) -> str:
         return ""
 
 
+def process_env(config_dir: Path) -> dict[str, str]:
+    """This environment, with the repository importable and the SDK's config in ``config_dir``."""
+    env = dict(os.environ)
+    env["PYTHONPATH"] = str(REPO) + os.pathsep + env.get("PYTHONPATH", "")
+    env["COVALENT_CONFIG_DIR"] = str(config_dir)
+    return env
+
+
 @pytest.fixture
 def server_env(tmp_path: Path, config_dir: Path) -> dict[str, str]:
     env = dict(os.environ)
