@@ -1,5 +1,6 @@
-"""The one owner of dispatch and node statuses: which transitions exist, and the store updates
-each event makes.
+"""Dispatch and node statuses: which transitions exist, the store updates that make them, and
+the one rule for a dispatch's final status (``dispatch_ended``). What happens when is decided
+by a running dispatch's state machine (``machine``); this module says what may be written.
 
     dispatch   NEW_OBJECT --start--> RUNNING --finish--> COMPLETED | FAILED | CANCELLED
                NEW_OBJECT --(could not be submitted)--> FAILED

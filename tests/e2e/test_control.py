@@ -287,3 +287,71 @@ async def test_a_parent_dask_released_before_it_started_runs_in_a_later_round(
     assert result.get_node_result(0)["output"] == 3
     assert result.get_node_result(3)["status"] == "CANCELLED"
     assert len(ledger.read_text().splitlines()) == 1  # ran once
+
+
+_LEFT_RUNNING: list = []  # the hook's Popen objects (not collected while they run)
+
+
+def _start_background(pidfile: str) -> None:
+    """A call_before hook that leaves a process running (the node's own, until it ends)."""
+    import subprocess
+
+    _LEFT_RUNNING.append(subprocess.Popen(["bash", "-c", f"sleep 300 & echo $! > {pidfile}; wait"]))
+
+
+def _alive(pidfile) -> bool:
+    import psutil
+
+    if not pidfile.exists() or not pidfile.read_text().strip():
+        return False
+    try:
+        return psutil.Process(int(pidfile.read_text())).status() != psutil.STATUS_ZOMBIE
+    except psutil.NoSuchProcess:
+        return False
+
+
+async def test_cancel_stops_every_process_a_node_started(addr: str, tmp_path) -> None:
+    # #20 item 3: a cancelled node's deps_bash command, and a process its call_before hook
+    # left running, are killed with their children, not left to run to the end.
+    in_deps, in_hook = tmp_path / "deps.pid", tmp_path / "hook.pid"
+
+    @ct.electron(deps_bash=[f"echo $$ > {in_deps}; exec sleep 300"])
+    def stuck_in_deps(x):
+        return x
+
+    @ct.electron(call_before=[ct.DepsCall(_start_background, args=[str(in_hook)])])
+    def busy(x):
+        import time
+
+        while True:  # pure Python: the interrupt stops it
+            time.sleep(0.01)
+
+    @ct.lattice
+    def wf():
+        return stuck_in_deps(1), busy(2)
+
+    dispatch_id = await asyncio.to_thread(ct.dispatch(wf, dispatcher_addr=addr))
+    await wait_until(lambda: _alive(in_deps) and _alive(in_hook), timeout=20)
+    await asyncio.to_thread(ct.cancel, dispatch_id, None, addr)
+    result = await asyncio.wait_for(fetched(dispatch_id, addr), 10)
+    assert result.status == "CANCELLED"
+    await wait_until(lambda: not _alive(in_deps) and not _alive(in_hook), timeout=10)
+
+
+async def test_a_time_limit_stops_the_processes_of_its_node(addr: str, tmp_path) -> None:
+    pidfile = tmp_path / "deps.pid"
+
+    @ct.electron(deps_bash=[f"echo $$ > {pidfile}; exec sleep 300"],
+                 executor=ct.executor.DaskExecutor(time_limit=1))
+    def slow(x):
+        return x
+
+    @ct.lattice
+    def wf():
+        return slow(1)
+
+    dispatch_id = await asyncio.to_thread(ct.dispatch(wf, dispatcher_addr=addr))
+    result = await asyncio.wait_for(fetched(dispatch_id, addr), 20)
+    assert result.status == "FAILED"
+    assert "TimeLimitExceeded" in result.get_node_result(0)["error"]
+    await wait_until(lambda: not _alive(pidfile), timeout=10)
