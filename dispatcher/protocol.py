@@ -1,10 +1,10 @@
 """The task protocol between the dispatcher and its Dask workers.
 
 The dispatcher compiles each node into ``run_node(NodeSpec, *parent_outcomes)``. The worker
-reports how the node ended as an *outcome event* (``OUTCOME_TOPIC``, a msgpack dict, see
-``outcome_completed`` / ``outcome_failed``) that it logs before its task returns, so the event
-reaches the scheduler ahead of the task's completion on the same stream: if the worker dies,
-both are lost together and Dask runs the node again. Large outputs are written to the blob
+reports how the node ended as an *outcome event* (a msgpack dict, see ``outcome_completed`` /
+``outcome_failed``) that travels with the task's own completion (``dispatcher.outcomes``), so
+it reaches the dispatcher no later than the task's completion does: if the worker dies, both
+are lost together and Dask runs the node again. Large outputs are written to the blob
 store by the worker itself and the event carries only their address; the dispatcher never
 fetches a task's result, and never unpickles a user value.
 

@@ -5,13 +5,15 @@ status; the runner feeds it events and carries out its instructions against Dask
 ``Recorder``, and decides nothing itself. A dispatch is submitted as ONE Dask graph
 (``compile``); each worker reports how each node ended by an *outcome event* (``protocol``),
 with its output stored by the worker itself, so outputs never pass through the dispatcher.
-The events reach the runner without a network hop from the embedded scheduler (a scheduler
-plugin on this same loop), or through a topic subscription from an external scheduler.
+An outcome rides in its task's completion message and the scheduler relays it
+(``outcomes``): without a network hop from a scheduler on this same loop, else batched through
+a topic subscription, always ahead of anything else the scheduler tells this client.
 
 The runner holds Dask futures only for the *sinks* of each submission (tasks whose value no
 task consumes): they keep the graph alive, and Dask releases everything else as it would for a
 plain graph. Once they have all ended, every task has, and the events that say how arrived
-first (a worker logs its event before its task completes, on the same stream). Events, ended
+first (an outcome travels in its task's completion, and the relay sends it before it reports
+anything else to this client). Events, ended
 submissions and answers from the workers go through one inbox, handled in arrival order; a
 cancel from a request is handled at once (the machine is synchronous, so no event interleaves).
 Store updates reach the store through the ``Recorder``; a dispatch's waiters wake only once
@@ -32,7 +34,6 @@ from typing import Any
 
 from distributed import Client, Future
 from distributed.client import FutureCancelledError
-from distributed.diagnostics.plugin import SchedulerPlugin
 from distributed.scheduler import KilledWorker, NoValidWorkerError
 
 from covalent.wire import WorkflowGraph
@@ -42,6 +43,7 @@ from .dask_graph import cancel as cancel_futures
 from .dask_graph import submit_graph, wait_all
 from .errors import IncompatibleClient, UnknownExecutor
 from .executors import ExecutorTable
+from .outcomes import BATCH_TOPIC, OutcomeCarrier, OutcomeRelay
 from .machine import (Cancel, CancelRequested, DispatchMachine, Event, FindRunning, Finish,
                       FuturesDone, Instruction, NodeStarted, Record, RunningElsewhere, Submit,
                       SubmitFailed, ended_event)
@@ -71,20 +73,6 @@ def submission_priority(started: str) -> int:
 
 def _minor(version: str) -> str:
     return ".".join(version.split(".")[:2])
-
-
-class OutcomePlugin(SchedulerPlugin):
-    """In the embedded scheduler (same process, same loop): hand every outcome and start event
-    to the runner as the scheduler receives it, without serialising it again."""
-
-    name = "covalent-outcomes"
-
-    def __init__(self, deliver: Any) -> None:
-        self.deliver = deliver
-
-    def log_event(self, topic: str, msg: Any) -> None:
-        if topic in (OUTCOME_TOPIC, START_TOPIC):
-            self.deliver(topic, msg)
 
 
 @dataclass(eq=False)
@@ -130,14 +118,30 @@ class Runner:
         self._cancel_lock = asyncio.Lock()
 
     async def start(self) -> None:
-        if self.scheduler is not None:
-            self.scheduler.add_plugin(OutcomePlugin(self._deliver), name=OutcomePlugin.name)
-        else:
-            for topic in (OUTCOME_TOPIC, START_TOPIC):
-                self.client.subscribe_topic(topic, lambda ev, t=topic: self._deliver(t, ev[1]))
+        await self._hear_outcomes()
         await self.client.register_plugin(CancelledNodes({}), name=CancelledNodes.name)
         await self.tell_workers(self.public_url)
         self._drainer = asyncio.create_task(self._drain(), name="covalent-outcomes")
+
+    async def _hear_outcomes(self) -> None:
+        """Receive the workers' outcome and start events (``outcomes``): from the embedded
+        scheduler without a message, else by subscription; outcomes ride in the tasks'
+        completions once the scheduler relays them."""
+        if self.scheduler is not None:
+            relay = OutcomeRelay(self._deliver)
+            await relay.start(self.scheduler)
+            self.scheduler.add_plugin(relay, name=OutcomeRelay.name)
+        else:
+            for topic in (OUTCOME_TOPIC, START_TOPIC):
+                self.client.subscribe_topic(topic, lambda ev, t=topic: self._deliver(t, ev[1]))
+            self.client.subscribe_topic(BATCH_TOPIC, self._deliver_batch)
+            try:
+                await self.client.register_plugin(OutcomeRelay(), name=OutcomeRelay.name)
+            except Exception as exc:  # the workers go on logging outcomes as events
+                log.warning("could not install the outcome relay on the scheduler (outcomes "
+                            "travel as events of their own): %s", exc)
+                return
+        await self.client.register_plugin(OutcomeCarrier(), name=OutcomeCarrier.name)
 
     async def tell_workers(self, url: str) -> None:
         """Give every worker (and every later one) this server's address, token and store."""
@@ -158,7 +162,7 @@ class Runner:
             t.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
         if self.scheduler is not None:
-            self.scheduler.remove_plugin(name=OutcomePlugin.name)
+            self.scheduler.remove_plugin(name=OutcomeRelay.name)
 
     async def check_client(self, versions: Any) -> None:
         """Refuse a client whose pickles the workers could not load (Python or cloudpickle
@@ -421,6 +425,10 @@ class Runner:
         self._spawn(_release(sinks))
 
     # -- what the workers report ---------------------------------------------------------------
+
+    def _deliver_batch(self, event: tuple[float, list[Any]]) -> None:
+        self._inbox.extend((OUTCOME_TOPIC, msg) for msg in event[1])
+        self._wake.set()
 
     def _deliver(self, topic: str, msg: Any) -> None:
         """Queue an event (or an ended submission, or a worker's answer) for ``_drain``, in order."""

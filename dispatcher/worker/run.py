@@ -6,7 +6,8 @@ and the parents' outputs, gathers list/tuple/dict parents in place, runs bash an
 hooks, and captures this thread's stdout/stderr.
 
 Then it reports how the node ended, itself (see ``dispatcher.protocol``): it pickles the output,
-writes it to the blob store unless it is small, and logs an outcome event before returning.
+writes it to the blob store unless it is small, and attaches its outcome event to the task's
+completion (``dispatcher.outcomes``) before returning.
 A node is COMPLETED only once its output is stored. A failed attempt is run again while the
 executor's ``retries`` last (each reported as RETRYING); a node that fails for good, is
 cancelled, or lies downstream of one of those returns a ``NoOutput`` marker instead of raising,
@@ -24,7 +25,8 @@ import cloudpickle
 
 from covalent.wire import Layout, NodeKind, arguments, clean_text, gather
 
-from ..protocol import (INLINE_OUTPUT_MAX, OUTCOME_TOPIC, GatherSpec, NodeDone, NodeOutcome,
+from ..outcomes import report
+from ..protocol import (INLINE_OUTPUT_MAX, GatherSpec, NodeDone, NodeOutcome,
                         NodeSpec, NoOutput, now_iso, outcome_completed, outcome_failed, preview)
 from .announce import announcer
 from .capture import Capture
@@ -50,15 +52,15 @@ def run_node(spec: NodeSpec, *parents: Any) -> NodeOutcome | NodeDone | NoOutput
     token = announcer.started(spec.dispatch_id, spec.node_id, start)
     try:
         if missing is not None:  # an input stored earlier cannot be read: this node fails
-            _report(outcome_failed(spec, start, now_iso(), "", "", "OutputUnavailable",
-                                   str(missing.error), ""))
+            report(outcome_failed(spec, start, now_iso(), "", "", "OutputUnavailable",
+                                  str(missing.error), ""), final=True)
             return NoOutput(spec.node_id)
         for attempt in range(1, spec.retries + 2):
             ended = _attempt(spec, parents, now_iso() if attempt > 1 else start)
             if ended.event is not None:
                 retrying = ended.event["s"] == "FAILED" and ended.retry and attempt <= spec.retries
                 ended.event.update(t0=start, a=attempt, s="RETRYING" if retrying else ended.event["s"])
-                _report(ended.event)
+                report(ended.event, final=not retrying)
                 if retrying:
                     continue
             return ended.value
@@ -156,17 +158,6 @@ def _stored(spec: NodeSpec, data: bytes, start: str, cap: Capture, shown: str) -
                            f"({len(data)} bytes) at {store.root}: {type(exc).__name__}: {exc}") from exc
     return outcome_completed(spec, start, now_iso(), out, err, shown, ref=ref, size=size,
                              location=store.location(ref))
-
-
-def _report(event: dict[str, Any]) -> None:
-    """Log the outcome event (queued on the worker's stream before the task's own completion)."""
-    from distributed import get_worker
-
-    try:
-        worker = get_worker()
-    except ValueError:
-        return  # not on a worker (a direct call in a test)
-    worker.log_event(OUTCOME_TOPIC, event)
 
 
 class _OutputError(Exception):
