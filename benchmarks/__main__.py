@@ -1,16 +1,18 @@
 """Run the benchmarks: ours against raw Dask on a standalone cluster of the same shape.
 
     python -m benchmarks [--quick] [--repeats N] [--json FILE] [--only NAME[,NAME]]
-                         [--side both|raw|ours] [--peer-covalent PYTHON]
+                         [--side both|raw|ours] [--peer-covalent PYTHON] [--load N]
 
 Starts our dispatcher (``server.py``: embedded LocalCluster of 2 workers x 1 thread, explicit
-token) and, in a process of its own, a standalone LocalCluster of the same shape
-(``standalone.py``), warms every side up, then for each workload alternates raw Dask on the
-standalone cluster, raw Dask on the dispatcher's own scheduler and ours (``measure.py``).
-Workloads that move big arrays also measure the clients' peak memory (``memory.py``); the
-concurrency row compares throughput and latency (``concurrency.py``). Prints markdown tables
-on stderr and one JSON line per workload on stdout (``report.py``). Nothing here asserts a
-timing: this machine is shared and noisy.
+token) and, in processes of their own, a standalone LocalCluster of the same shape and the same
+talking TLS (``standalone.py``), warms every side up, then for each workload alternates raw
+Dask on the standalone cluster, on its TLS twin, on the dispatcher's own scheduler, and ours
+(``measure.py``). Workloads that move big arrays also measure the clients' peak memory
+(``memory.py``) and the disk's floor for their outputs (``floor.py``); the concurrency row
+compares throughput and latency (``concurrency.py``), the first-task row how long a large
+fan-out takes to start (``first_task.py``). ``--load N`` runs N CPU-bound processes beside it
+all (``load.py``). Prints markdown tables on stderr and one JSON line per workload on stdout
+(``report.py``). Nothing here asserts a timing: this machine is shared and noisy.
 """
 
 from __future__ import annotations
@@ -19,6 +21,8 @@ import argparse
 import json
 import os
 import platform
+import statistics
+import tempfile
 from contextlib import ExitStack
 from importlib.metadata import version
 from pathlib import Path
@@ -28,13 +32,16 @@ import covalent as ct
 
 from . import report
 from .concurrency import concurrent
+from .first_task import first_task, ours_first, raw_first
+from .floor import write_read_s
+from .load import busy
 from .measure import Side, bench, ours_runner, raw_runner
 from .memory import measure as measure_memory
 from .peer import running_peer
 from dispatcher.procinfo import peak_rss_mib, reset_peak_rss
 from .server import Dispatcher, running_dispatcher, scheduler_client
 from .standalone import Standalone, standalone_cluster
-from .workloads import Workload, all_workloads, two_node
+from .workloads import STAMP_ENV, Workload, all_workloads, stamped_fan_out, two_node
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -50,6 +57,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                    help="also run the workloads on a real Covalent installed for this python")
     p.add_argument("--peer-max-nodes", type=int, default=100, metavar="N",
                    help="skip workloads over N nodes on the peer (default 100)")
+    p.add_argument("--load", type=int, default=0, metavar="N",
+                   help="run N CPU-bound processes beside the benchmark (a loaded machine)")
     return p.parse_args(argv)
 
 
@@ -68,6 +77,16 @@ def memory_columns(w: Workload, d: Dispatcher, sa: Standalone) -> dict[str, Any]
             "ours_client_memory": ours, "raw_client_memory": raw}
 
 
+def floor_columns(w: Workload, d: Dispatcher, row: dict[str, Any], repeats: int) -> dict[str, Any]:
+    """The disk's floor for the workload's outputs, next to what ours took."""
+    floor = statistics.median(write_read_s(list(w.output_bytes), d.data_dir / "floor")
+                              for _ in range(repeats))
+    out: dict[str, Any] = {"disk_floor_s": floor, "output_bytes": sum(w.output_bytes)}
+    if "ours_median_s" in row and "raw_median_s" in row:
+        out["ratio_floor"] = row["ours_median_s"] / (row["raw_median_s"] + floor)
+    return out
+
+
 def run_workloads(workloads: list[Workload], sides: list[Side], timed: set[str], repeats: int,
                   d: Dispatcher, sa: Standalone) -> list[dict[str, Any]]:
     rows = []
@@ -75,6 +94,8 @@ def run_workloads(workloads: list[Workload], sides: list[Side], timed: set[str],
         reset_peak_rss(d.pid)
         reset_peak_rss(sa.pid)
         row = bench(w, sides, timed, repeats)
+        if w.output_bytes:
+            row.update(floor_columns(w, d, row, repeats))
         if w.measure_memory:
             row.update(memory_columns(w, d, sa))
         row["server_peak_rss_mib"] = peak_rss_mib(d.pid)
@@ -91,28 +112,41 @@ def main(argv: list[str] | None = None) -> None:
     workloads = [w for w in all_workloads(ns.quick) if wanted(w.name, only)]
     rows: list[dict[str, Any]] = []
     with ExitStack() as stack:
+        stamps = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="bench-stamp-")))
+        os.environ[STAMP_ENV] = str(stamps / "first")  # the clusters' workers inherit it
+        stack.enter_context(busy(ns.load))
         d = stack.enter_context(running_dispatcher())
         sa, raw_client = stack.enter_context(standalone_cluster())
+        sa_tls, tls_client = stack.enter_context(standalone_cluster(tls=True))
         same_client = stack.enter_context(scheduler_client(d.scheduler_address(), d.data_dir))
         sides = [Side("raw", raw_runner(raw_client), (sa.pid,), sa.worker_pids),
-                 Side("raw_same", raw_runner(same_client), (d.pid,), d.worker_pids),
-                 Side("ours", ours_runner(d.addr), (d.pid,), d.worker_pids)]
+                 Side("raw_tls", raw_runner(tls_client), (sa_tls.pid,), sa_tls.worker_pids),
+                 Side("raw_same", raw_runner(same_client), d.server_pids, d.worker_pids),
+                 Side("ours", ours_runner(d.addr), d.server_pids, d.worker_pids)]
         if ns.peer_covalent:
             sides.append(stack.enter_context(
                 running_peer(ns.peer_covalent, ns.quick, ns.peer_max_nodes)))
-        timed = {"both": {s.name for s in sides}, "raw": {"raw", "raw_same"},
+        timed = {"both": {s.name for s in sides}, "raw": {"raw", "raw_tls", "raw_same"},
                  "ours": {"ours"}}[ns.side]
         for s in sides:
             for _ in range(3):
                 s.run(two_node())
         rows += run_workloads(workloads, sides, timed, repeats, d, sa)
         if wanted("concurrent", only):
-            runs = {"raw": sides[0].run, "ours": sides[2].run}
+            runs = {"raw": sides[0].run, "ours": sides[3].run}
             rows.append(concurrent({k: v for k, v in runs.items() if k in timed},
                                    10 if ns.quick else 50, 10, 1 if ns.quick else repeats))
             report.progress(rows[-1])
+        if wanted("first-task", only):
+            firsts = {"raw": raw_first(raw_client, stamps / "first"),
+                      "ours": ours_first(d.addr, same_client, stamps / "first")}
+            rows.append(first_task(stamped_fan_out(2000 if ns.quick else 100_000),
+                                   {k: v for k, v in firsts.items() if k in timed},
+                                   1 if ns.quick else repeats))
+            report.progress(rows[-1])
     meta = {"cores": os.cpu_count(), "python": platform.python_version(),
-            **{m: version(m) for m in ("dask", "distributed", "numpy")}, "quick": ns.quick}
+            **{m: version(m) for m in ("dask", "distributed", "numpy")}, "quick": ns.quick,
+            "load": ns.load}
     report.print_all(rows, meta)
     if ns.json:
         Path(ns.json).write_text(json.dumps({"meta": meta, "rows": rows}, indent=1))

@@ -1,15 +1,16 @@
 """Time one workload on every side, alternated, and summarise it as one row.
 
 A **side** is one way of running a workload: ``raw`` (plain ``client.get`` on the standalone
-cluster), ``raw_same`` (plain ``client.get`` on the dispatcher's own scheduler), ``ours``
-(``ct.dispatch`` + ``ct.get_result(wait=True)``) and, when asked, ``peer`` (a real Covalent).
+cluster), ``raw_tls`` (the same on its twin that talks TLS), ``raw_same`` (plain ``client.get``
+on the dispatcher's own scheduler), ``ours`` (``ct.dispatch`` + ``ct.get_result(wait=True)``)
+and, when asked, ``peer`` (a real Covalent).
 Each repetition runs every side once, in that order, so drift on this noisy machine hits all
 of them alike. Raw graphs are built anew per repetition with fresh keys, outside the timing.
 
 Each timed run starts after ``os.sync()``, so disk writes a previous side left buffered (ours
 stores outputs as files) are not charged to the next. Besides wall time, each run records the
-CPU seconds of this client, of the process hosting the side's scheduler (the dispatcher for
-``ours`` and ``raw_same``) and of its workers, from /proc.
+CPU seconds of this client, of the processes hosting the side's scheduler (the dispatcher and
+its scheduler process for ``ours`` and ``raw_same``) and of its Dask worker processes, from /proc.
 """
 
 from __future__ import annotations
@@ -134,10 +135,11 @@ def _side_columns(name: str, ms: list[tuple[float, ...]]) -> dict[str, Any]:
 
 
 def _ratios(row: dict[str, Any]) -> dict[str, float]:
-    """ours/raw (the main ratio), ours/raw_same, peer/raw, and the differences in ms."""
+    """ours/raw (the main ratio), ours/raw_same, raw_tls/raw, peer/raw, and the differences
+    in ms."""
     out: dict[str, float] = {}
     for top, bottom, key in (("ours", "raw", ""), ("ours", "raw_same", "_same"),
-                             ("peer", "raw", "_peer")):
+                             ("raw_tls", "raw", "_tls"), ("peer", "raw", "_peer")):
         a, b = row.get(f"{top}_median_s"), row.get(f"{bottom}_median_s")
         if a is not None and b:
             out[f"ratio{key}"] = a / b

@@ -49,7 +49,13 @@ class Dispatcher:
     addr: str
     token: str
     data_dir: Path
-    worker_pids: tuple[int, ...] = ()  # its children once the cluster is up
+    worker_pids: tuple[int, ...] = ()  # its Dask worker processes once the cluster is up
+    helper_pids: tuple[int, ...] = ()  # its other children: the scheduler process above all
+
+    @property
+    def server_pids(self) -> tuple[int, ...]:
+        """The dispatcher and the processes serving it (the Dask scheduler's among them)."""
+        return (self.pid, *self.helper_pids)
 
     @property
     def pid(self) -> int:
@@ -73,7 +79,16 @@ class Dispatcher:
         return str(info["cluster"]["scheduler"])
 
 
-def scheduler_client(address: str, data_dir: Path) -> distributed.Client:
+def is_worker(pid: int) -> bool:
+    """A Dask worker process (a nanny's child), by its command line."""
+    try:
+        cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
+    except OSError:
+        return False
+    return b"spawn_main" in cmdline
+
+
+def scheduler_client(address: str, data_dir: Path, tls_dir: str = "tls") -> distributed.Client:
     """A plain Dask client on the dispatcher's own scheduler.
 
     A ``tls://`` scheduler is reached with the credentials the dispatcher writes to
@@ -81,7 +96,7 @@ def scheduler_client(address: str, data_dir: Path) -> distributed.Client:
     """
     if not address.startswith("tls://"):
         return distributed.Client(address, set_as_default=False)
-    tls = data_dir / "tls"
+    tls = data_dir / tls_dir
     security = distributed.Security(
         tls_ca_file=str(tls / "ca.pem"), tls_client_cert=str(tls / "cert.pem"),
         tls_client_key=str(tls / "key.pem"), require_encryption=True)
@@ -121,7 +136,9 @@ def running_dispatcher(workers: int = 2, threads: int = 1) -> Iterator[Dispatche
             try:
                 _wait_ready(d, workers, tmp / "dispatcher.log")
                 recorded = record_children(proc.pid)
-                yield replace(d, worker_pids=tuple(recorded))
+                workers = tuple(p for p in recorded if is_worker(p))
+                yield replace(d, worker_pids=workers,
+                              helper_pids=tuple(p for p in recorded if p not in workers))
             finally:
                 stop_process(proc, recorded)
     finally:

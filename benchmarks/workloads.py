@@ -11,6 +11,8 @@ runner can load it with a real Covalent install (see ``peer.py``).
 
 from __future__ import annotations
 
+import os
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -34,6 +36,23 @@ def inc(x: int) -> int:
 
 def total(xs: list[int]) -> int:
     return sum(xs)
+
+
+STAMP_ENV = "COVALENT_BENCH_STAMP"  # a path: the first task to run writes its start time there
+
+
+def stamped_inc(x: int) -> int:
+    """``inc``, and the first call anywhere writes ``time.time()`` to ``$COVALENT_BENCH_STAMP``
+    (which the benchmark removes before each run): when the first task started."""
+    path = os.environ.get(STAMP_ENV)
+    if path and not os.path.exists(path):
+        try:
+            fd = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o600)
+        except FileExistsError:
+            return x + 1
+        os.write(fd, repr(time.time()).encode())
+        os.close(fd)
+    return x + 1
 
 
 def is_prime(n: int) -> bool:
@@ -70,6 +89,7 @@ def sum_of_sums(arrays: list[Any]) -> float:
 e_add, e_mul, e_inc, e_total = (ct.electron(f) for f in (add, multiply, inc, total))
 e_prime, e_matrix, e_matmul = ct.electron(is_prime), ct.electron(matrix), ct.electron(matmul)
 e_filled, e_sum_of_sums = ct.electron(filled), ct.electron(sum_of_sums)
+e_stamped_inc = ct.electron(stamped_inc)
 
 
 @dataclass(frozen=True)
@@ -80,6 +100,7 @@ class Workload:
     args: tuple[Any, ...]
     raw: Callable[[str], Graph]  # uid -> graph whose every key contains uid
     measure_memory: bool = False  # also measure the clients' peak memory (memory.py)
+    output_bytes: tuple[int, ...] = ()  # sizes of the outputs ours stores (floor.py)
 
 
 def two_node() -> Workload:
@@ -192,7 +213,23 @@ def arrays(n: int, count: int = 4) -> Workload:
         return dsk, end
 
     mb = n * 8 // 1_000_000
-    return Workload(f"arrays-{count}x{mb}MB", count + 1, wf, (n, count), raw, measure_memory=True)
+    return Workload(f"arrays-{count}x{mb}MB", count + 1, wf, (n, count), raw, measure_memory=True,
+                    output_bytes=(n * 8,) * count)
+
+
+def stamped_fan_out(n: int) -> Workload:
+    """fan-out-N whose first task to run says when it started (``first_task.py``)."""
+    @ct.lattice
+    def wf(n: int) -> int:
+        return e_total([e_stamped_inc(i) for i in range(n)])
+
+    def raw(uid: str) -> Graph:
+        f, end = f"stamped_inc-{uid}", f"total-{uid}"
+        dsk: dict[Any, Any] = {(f, i): (stamped_inc, i) for i in range(n)}
+        dsk[end] = (total, [(f, i) for i in range(n)])
+        return dsk, end
+
+    return Workload(f"first-task-{n}", n + 1, wf, (n,), raw)
 
 
 def all_workloads(quick: bool) -> list[Workload]:

@@ -33,14 +33,21 @@ def test_quick_benchmark_reports_every_workload(tmp_path: Path) -> None:
                           timeout=180, check=False)
     assert proc.returncode == 0, proc.stderr[-3000:]
     rows = json.loads(out.read_text())["rows"]
+    first = rows.pop()
+    assert first["workload"] == "first-task-2000" and first["first_ratio"] > 0
+    assert 0 < first["raw_first_s"] and 0 < first["ours_returned_s"] < first["ours_first_s"]
     assert [r["workload"] for r in rows] == [*QUICK, "concurrent-10x10"]
     assert len(proc.stdout.splitlines()) == len(rows)  # one JSON line per workload
     for r in rows[:-1]:
-        assert r["same_result"] == ["ours", "raw", "raw_same"]  # every side returned the same
-        for side in ("raw", "raw_same", "ours"):
+        assert r["same_result"] == ["ours", "raw", "raw_same", "raw_tls"]  # all returned the same
+        for side in ("raw", "raw_tls", "raw_same", "ours"):
             assert r[f"{side}_median_s"] > 0
-        assert r["ratio"] > 0 and r["ratio_same"] > 0 and r["server_peak_rss_mib"] > 0
+            assert r[f"{side}_cpu_workers_s"] >= 0 and r[f"{side}_cpu_server_s"] >= 0
+        assert r["ratio"] > 0 and r["ratio_same"] > 0 and r["ratio_tls"] > 0
+        assert r["server_peak_rss_mib"] > 0
     arrays = rows[-2]
+    assert arrays["disk_floor_s"] > 0 and arrays["output_bytes"] == 4 * 8_000_000
+    assert arrays["ratio_floor"] > 0
     for side in ("ours", "raw"):
         child = arrays[f"{side}_client_memory"]
         assert child["result"] == 4 * 1_000_000 * 2.5  # 1 + 2 + 3 + 4 per element
