@@ -30,6 +30,7 @@ True
 
 from __future__ import annotations
 
+import functools
 import re
 from dataclasses import dataclass, field
 from typing import Any
@@ -47,6 +48,7 @@ from .worker.run import load_output, run_node
 Key = tuple[str, int]
 
 
+@functools.lru_cache(maxsize=4096)  # a 100,000-node fan-out has a handful of names
 def node_label(name: str, kind: NodeKind) -> str:
     """A short name for the dashboard: the electron's name, else the node kind.
 

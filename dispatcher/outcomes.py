@@ -43,7 +43,7 @@ from typing import Any
 
 from distributed.diagnostics.plugin import SchedulerPlugin, WorkerPlugin
 
-from .protocol import OUTCOME_TOPIC
+from .protocol import OUTCOME_TOPIC, pack_outcome
 
 log = logging.getLogger("covalent.dispatcher")
 
@@ -63,10 +63,11 @@ def report(event: dict[str, Any], final: bool) -> None:
         worker = get_worker()
     except ValueError:
         return  # not on a worker (a direct call in a test)
+    packed = pack_outcome(event)
     carrier = worker.plugins.get(OutcomeCarrier.name)
-    if final and isinstance(carrier, OutcomeCarrier) and carrier.carry(worker, event):
+    if final and isinstance(carrier, OutcomeCarrier) and carrier.carry(worker, packed):
         return
-    worker.log_event(OUTCOME_TOPIC, event)
+    worker.log_event(OUTCOME_TOPIC, packed)
 
 
 class OutcomeCarrier(WorkerPlugin):
@@ -77,13 +78,13 @@ class OutcomeCarrier(WorkerPlugin):
     idempotent = True  # registered by every dispatcher of a shared cluster: the first stays
 
     def __init__(self) -> None:
-        self.pending: dict[Any, dict[str, Any]] = {}
+        self.pending: dict[Any, bytes] = {}
         self.worker: Any = None
 
     def setup(self, worker: Any) -> None:
         self.worker = worker
 
-    def carry(self, worker: Any, event: dict[str, Any]) -> bool:
+    def carry(self, worker: Any, event: bytes) -> bool:
         """From the task's thread: attach ``event`` to the running task; False if it cannot."""
         try:
             key = worker.get_current_task()
@@ -123,7 +124,7 @@ class OutcomeRelay(SchedulerPlugin):
     def __init__(self, deliver: Deliver | None = None, interval: float = RELAY_INTERVAL_S) -> None:
         self.deliver = deliver
         self.interval = interval
-        self.buffer: list[dict[str, Any]] = []
+        self.buffer: list[bytes] = []
         self.scheduler: Any = None
         self._timer: Any = None
 
@@ -151,7 +152,7 @@ class OutcomeRelay(SchedulerPlugin):
         if self.deliver is not None and topic != BATCH_TOPIC:
             self.deliver(topic, msg)  # in-process: every event of ours, without a message
 
-    def relay(self, event: dict[str, Any]) -> None:
+    def relay(self, event: bytes) -> None:
         if self.deliver is not None:
             self.deliver(OUTCOME_TOPIC, event)
             return

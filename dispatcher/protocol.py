@@ -19,18 +19,23 @@ all a worker needs.
 
 from __future__ import annotations
 
+import functools
+import pickle
 import platform
+import time
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
 import cloudpickle
+import msgpack
 
 from covalent.wire import PREVIEW_LIMIT, Layout, preview
 
 __all__ = ["GatherSpec", "INLINE_OUTPUT_MAX", "NoOutput", "NodeDone", "NodeOutcome", "NodeSpec",
            "NodeTaskError", "OUTCOME_TOPIC", "PREVIEW_LIMIT", "START_TOPIC", "now_iso",
-           "outcome_completed", "outcome_failed", "preview", "runtime_versions"]
+           "outcome_completed", "outcome_failed", "pack_outcome", "preview", "runtime_versions",
+           "unpack_outcome"]
 
 START_TOPIC = "covalent-node-start"  # a node has run for a while: {"d", "n", "t"}
 OUTCOME_TOPIC = "covalent-outcome"  # a node ended: see outcome_completed / outcome_failed
@@ -38,7 +43,23 @@ INLINE_OUTPUT_MAX = 4 * 1024  # outputs up to this size ride in the event; large
 
 
 def now_iso() -> str:
-    return datetime.now(UTC).isoformat()
+    """``datetime.now(UTC).isoformat()``, with the whole second formatted once per second
+    (a node takes this two or three times; the full format cost as much as a small task's
+    own work, #23).
+
+    >>> datetime.fromisoformat(now_iso()).tzinfo is UTC
+    True
+    """
+    now = time.time()
+    second = int(now)
+    micros = int((now - second) * 1_000_000)
+    text = _second_text(second)
+    return f"{text}.{micros:06d}+00:00" if micros else f"{text}+00:00"
+
+
+@functools.lru_cache(maxsize=4)
+def _second_text(second: int) -> str:
+    return datetime.fromtimestamp(second, UTC).strftime("%Y-%m-%dT%H:%M:%S")
 
 
 def runtime_versions() -> dict[str, str]:
@@ -89,31 +110,50 @@ class NodeSpec:
 
 
 class NodeOutcome:
-    """A node's value as it passes between tasks; pickled (for another worker) as bytes."""
+    """A node's value as it passes between tasks.
 
-    __slots__ = ("node_id", "data", "_value", "_loaded")
+    Pickled for another worker as the value's own pickle, with protocol 5 and out-of-band
+    buffers: the buffers of a large value (a NumPy array's memory) become frames of their own
+    that Dask sends as they are, and the receiving worker's value is built on the received
+    frames, without a copy (issue #23). A small value's pickle kept from storing it is sent
+    as it is. Unpickled lazily, inside the consuming node's task, so a value that cannot be
+    loaded there fails that node rather than the Dask task.
+    """
+
+    __slots__ = ("node_id", "data", "_value", "_loaded", "_buffers")
 
     def __init__(self, node_id: int, data: bytes | None, value: Any = None,
-                 loaded: bool = False) -> None:
+                 loaded: bool = False, buffers: list[Any] | None = None) -> None:
         self.node_id = node_id
         self.data = data  # the pickled value, if it is kept (small values)
         self._value = value
         self._loaded = loaded
+        self._buffers = buffers  # out-of-band buffers of ``data`` (a received large value)
 
     @property
     def value(self) -> Any:
         if not self._loaded:
             assert self.data is not None
-            self._value = cloudpickle.loads(self.data)
+            self._value = cloudpickle.loads(self.data, buffers=self._buffers or ())
             self._loaded = True
+            self.data = self._buffers = None  # the value holds what it needs of them
         return self._value
 
     def __reduce__(self) -> tuple[Any, ...]:
-        data = self.data if self.data is not None else cloudpickle.dumps(self._value)
-        return (NodeOutcome, (self.node_id, data))
+        if self.data is not None and not self._buffers:
+            return (NodeOutcome, (self.node_id, self.data))
+        if self._loaded:
+            buffers: list[pickle.PickleBuffer] = []
+            head = cloudpickle.dumps(self._value, protocol=5, buffer_callback=buffers.append)
+            return (NodeOutcome, (self.node_id, head, None, False, buffers))
+        return (NodeOutcome, (self.node_id, self.data, None, False, self._buffers))
 
     def __sizeof__(self) -> int:
-        return (len(self.data) if self.data is not None else 0) + 200
+        if self.data is not None:
+            return len(self.data) + sum(memoryview(b).nbytes for b in self._buffers or ()) + 200
+        from dask.sizeof import sizeof  # what Dask counts for memory and transfers
+
+        return int(sizeof(self._value)) + 200
 
 
 @dataclass(frozen=True, slots=True)
@@ -164,3 +204,22 @@ def outcome_failed(spec: NodeSpec, start: str, end: str, stdout: str, stderr: st
     return {"d": spec.dispatch_id, "n": spec.node_id, "s": "RETRYING" if retrying else "FAILED",
             "t0": start, "t1": end, "out": stdout, "err": stderr, "et": error_type,
             "msg": message, "tb": detail, "a": attempts}
+
+
+def pack_outcome(event: dict[str, Any]) -> bytes:
+    """An outcome event as it travels: one msgpack blob, which every hop (the worker's and the
+    scheduler's comms, Dask's size estimates) passes on as opaque bytes.
+
+    >>> unpack_outcome(pack_outcome({"n": 1, "data": b"x"}))
+    {'n': 1, 'data': b'x'}
+    """
+    packed: bytes = msgpack.packb(event, use_bin_type=True)
+    return packed
+
+
+def unpack_outcome(msg: bytes | dict[str, Any]) -> dict[str, Any]:
+    """The event of ``pack_outcome`` (a dict is taken as it is)."""
+    if isinstance(msg, dict):
+        return msg
+    event: dict[str, Any] = msgpack.unpackb(msg, raw=False)
+    return event

@@ -47,7 +47,8 @@ from .outcomes import BATCH_TOPIC, OutcomeCarrier, OutcomeRelay
 from .machine import (Cancel, CancelRequested, DispatchMachine, Event, FindRunning, Finish,
                       FuturesDone, Instruction, NodeStarted, Record, RunningElsewhere, Submit,
                       SubmitFailed, ended_event)
-from .protocol import OUTCOME_TOPIC, START_TOPIC, NodeTaskError, now_iso, runtime_versions
+from .protocol import (OUTCOME_TOPIC, START_TOPIC, NodeTaskError, now_iso, runtime_versions,
+                       unpack_outcome)
 from .recorder import Recorder
 from .reuse import presets
 from .worker.contact import WorkerContext
@@ -454,6 +455,8 @@ class Runner:
 
     def _dispatch_event(self, topic: str, msg: Any) -> None:
         if topic in (OUTCOME_TOPIC, START_TOPIC):
+            if topic == OUTCOME_TOPIC:
+                msg = unpack_outcome(msg)
             run = self.runs.get(msg.get("d", ""))
             if run is None:
                 return  # a dispatch that ended already (cancelled) or was resumed anew

@@ -19,6 +19,7 @@ import hashlib
 import os
 import shutil
 import tempfile
+from collections.abc import Callable
 from typing import IO, Any
 
 import fsspec
@@ -32,6 +33,23 @@ def blob_ref(data: bytes) -> str:
     'e3b0c44298fc'
     """
     return hashlib.sha256(data).hexdigest()
+
+
+class _Hashing:
+    """A binary file that hashes what is written to it (``pickle.dump`` passes large buffers
+    as they are, without copying them)."""
+
+    def __init__(self, fh: IO[bytes]) -> None:
+        self.fh = fh
+        self.hash = hashlib.sha256()
+        self.size = 0
+
+    def write(self, data: Any) -> int:
+        view = memoryview(data)
+        self.hash.update(view)
+        self.size += view.nbytes
+        self.fh.write(view)
+        return view.nbytes
 
 
 def is_url(path: str) -> bool:
@@ -71,6 +89,30 @@ class BlobStore:
         elif not self.fs.exists(target):
             self.fs.pipe_file(target, data)  # one PUT: readers never see half of it
         return ref, len(data)
+
+    def put_stream(self, fill: Callable[[IO[bytes]], object]) -> tuple[str, int]:
+        """Store what ``fill`` writes to the file it is given, hashed as it is written (a
+        large output is never held as one more copy in memory); its (address, size)."""
+        local = self.root if self.local else None
+        if local is not None:
+            os.makedirs(local, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=".tmp-", dir=local)
+        try:
+            with os.fdopen(fd, "wb") as fh:
+                writer = _Hashing(fh)
+                fill(writer)  # type: ignore[arg-type]
+            ref, size = writer.hash.hexdigest(), writer.size
+            if local is not None:
+                target = self.path(ref)
+                if not os.path.exists(target):
+                    os.makedirs(os.path.dirname(target), exist_ok=True)
+                    os.replace(tmp, target)
+            else:
+                self.adopt(tmp, ref)
+            return ref, size
+        finally:
+            if os.path.exists(tmp):
+                os.unlink(tmp)
 
     def _put_local(self, target: str, data: bytes) -> None:
         if os.path.exists(target):

@@ -34,6 +34,7 @@ log = logging.getLogger("covalent.worker")
 DEFAULT_GRACE_S = 10.0
 RESTART_TIMEOUT_S = 5.0  # how long the nanny lets the worker close before it kills it
 RECENT_S = 30.0  # how long a node that ended still counts as running for ``running``
+RECENT_MIN = 10_000  # ended nodes kept before old ones are dropped
 
 NodeKey = tuple[str, int]
 
@@ -55,6 +56,7 @@ class Interrupts:
         self.threads: dict[int, NodeKey] = {}  # thread ident -> the node it runs
         self.children: dict[int, list[tuple[int, float]]] = {}  # ident -> (pid, create time)
         self.recent: dict[NodeKey, float] = {}  # nodes that ended -> when (monotonic)
+        self._trim_at = RECENT_MIN
         self.cancelled: dict[str, frozenset[int] | None] = {}  # dispatch -> nodes (None: all)
         # dispatch -> node -> the first submission allowed to start it (older ones are
         # superseded: Dask released them, and the dispatcher submitted the node again)
@@ -72,8 +74,11 @@ class Interrupts:
             if node is not None:
                 now = time.monotonic()
                 self.recent[node] = now
-                if len(self.recent) > 10_000:
+                if len(self.recent) > self._trim_at:
                     self.recent = {k: t for k, t in self.recent.items() if now - t < RECENT_S}
+                    # amortized: a worker ending 10,000 nodes within RECENT_S would otherwise
+                    # rebuild this for every node it ends (#23)
+                    self._trim_at = max(RECENT_MIN, 2 * len(self.recent))
             ctypes.pythonapi.PyThreadState_SetAsyncExc(ctypes.c_ulong(ident), None)
 
     def inside(self, ident: int) -> bool:

@@ -21,7 +21,8 @@ from dataclasses import dataclass
 from typing import Any
 
 from ..dask_graph import fail_task
-from ..protocol import (OUTCOME_TOPIC, NodeSpec, NodeTaskError, now_iso, outcome_failed)
+from ..protocol import (OUTCOME_TOPIC, NodeSpec, NodeTaskError, now_iso, outcome_failed,
+                        pack_outcome)
 from .deadlines import Deadlines
 from .interrupts import grace_of, interrupts, restart_worker
 
@@ -97,8 +98,8 @@ async def _escalate(entry: _Entry) -> None:
     spec, worker = entry.spec, entry.worker
     message = (limit_message(spec) + f"; it did not stop within {entry.grace:g} s, so its "
                "worker process was restarted")
-    worker.log_event(OUTCOME_TOPIC, outcome_failed(spec, entry.start, now_iso(), "", "",
-                                                   "TimeLimitExceeded", message, ""))
+    worker.log_event(OUTCOME_TOPIC, pack_outcome(outcome_failed(
+        spec, entry.start, now_iso(), "", "", "TimeLimitExceeded", message, "")))
     if not worker.nanny:
         log.warning("node %s of dispatch %s is past its time limit and blocked; this worker has "
                     "no nanny to restart it, so its thread stays busy", spec.node_id,

@@ -19,9 +19,10 @@ from __future__ import annotations
 import functools
 import traceback
 from dataclasses import dataclass
-from typing import Any
+from typing import IO, Any
 
 import cloudpickle
+from dask.sizeof import sizeof
 
 from covalent.wire import Layout, NodeKind, arguments, clean_text, gather
 
@@ -39,6 +40,7 @@ from .sublattice import run_sublattice
 
 ERROR_MESSAGE_LIMIT = 64 << 10
 KEEP_PICKLED_MAX = 1 << 20  # larger values are pickled again if another worker needs them
+PICKLE_PROTOCOL = 5  # what cloudpickle.dumps uses by default; stored blobs stay the same
 
 
 def run_node(spec: NodeSpec, *parents: Any) -> NodeOutcome | NodeDone | NoOutput:
@@ -118,8 +120,9 @@ def _attempt(spec: NodeSpec, parents: tuple[Any, ...], start: str) -> _Ended:
             finally:
                 interrupts.leave()
             # A parameter's output is the client's own pickle: no second pickling.
-            data = spec.value if spec.kind == NodeKind.PARAMETER and spec.value else _dump_output(spec, value)
-            event = _stored(spec, data, start, cap, preview(value))
+            data = (spec.value if spec.kind == NodeKind.PARAMETER and spec.value
+                    else None if sizeof(value) > KEEP_PICKLED_MAX else _dump_output(spec, value))
+            event = _stored(spec, data, value, start, cap, preview(value))
         except _OutputError as exc:
             failure = (exc.error_type, str(exc), f"{exc.error_type}: {exc}\n")
         except TaskInterrupted:
@@ -141,21 +144,30 @@ def _attempt(spec: NodeSpec, parents: tuple[Any, ...], start: str) -> _Ended:
                       retry=error_type != "UnpicklableOutputError")
     if spec.sink:
         return _Ended(event, NodeDone(spec.node_id))
-    return _Ended(event, NodeOutcome(spec.node_id, data if len(data) <= KEEP_PICKLED_MAX else None,
-                                     value, True))
+    kept = data if data is not None and len(data) <= KEEP_PICKLED_MAX else None
+    return _Ended(event, NodeOutcome(spec.node_id, kept, value, True))
 
 
-def _stored(spec: NodeSpec, data: bytes, start: str, cap: Capture, shown: str) -> dict[str, Any]:
-    """Put the output where it belongs (inline in the event, or in the blob store); its event."""
+def _stored(spec: NodeSpec, data: bytes | None, value: Any, start: str, cap: Capture,
+            shown: str) -> dict[str, Any]:
+    """Put the output where it belongs (inline in the event, or in the blob store); its event.
+    ``data`` None: a large value, pickled straight into the store as it is hashed."""
     out, err = cap.out.getvalue(), cap.err.getvalue()
-    if len(data) <= INLINE_OUTPUT_MAX:
+    if data is not None and len(data) <= INLINE_OUTPUT_MAX:
         return outcome_completed(spec, start, now_iso(), out, err, shown, inline=data)
     store = worker_context().store
     try:
-        ref, size = store.put(data)
+        if data is not None:
+            ref, size = store.put(data)
+        else:
+            ref, size = store.put_stream(lambda fh: _dump_output(spec, value, fh))
+            if size <= INLINE_OUTPUT_MAX:  # smaller than it looked: inline, as any small one
+                return outcome_completed(spec, start, now_iso(), out, err, shown,
+                                         inline=store.get(ref))
     except OSError as exc:
+        shown_size = f"{len(data)} bytes" if data is not None else f"about {sizeof(value)} bytes"
         raise _OutputError("OutputStoreError", f"could not store the output of {spec.name!r} "
-                           f"({len(data)} bytes) at {store.root}: {type(exc).__name__}: {exc}") from exc
+                           f"({shown_size}) at {store.root}: {type(exc).__name__}: {exc}") from exc
     return outcome_completed(spec, start, now_iso(), out, err, shown, ref=ref, size=size,
                              location=store.location(ref))
 
@@ -166,10 +178,16 @@ class _OutputError(Exception):
         self.error_type = error_type
 
 
-def _dump_output(spec: NodeSpec, value: Any) -> bytes:
+def _dump_output(spec: NodeSpec, value: Any, into: IO[bytes] | None = None) -> bytes:
+    """The pickled value (``into``: written to that file instead, large buffers as they are)."""
     try:
-        data: bytes = cloudpickle.dumps(value)
+        if into is not None:
+            cloudpickle.dump(value, into, protocol=PICKLE_PROTOCOL)
+            return b""
+        data: bytes = cloudpickle.dumps(value, protocol=PICKLE_PROTOCOL)
         return data
+    except OSError:
+        raise  # writing to the store failed, not pickling
     except Exception as exc:  # cloudpickle raises many types for unpicklable objects
         raise _OutputError(
             "UnpicklableOutputError",

@@ -16,8 +16,8 @@ import pytest
 from dask.task_spec import List, Task, TaskRef
 from distributed import Client, Scheduler, Worker
 
-from dispatcher.outcomes import BATCH_TOPIC, OutcomeCarrier, OutcomeRelay, report
-from dispatcher.protocol import OUTCOME_TOPIC
+from dispatcher.outcomes import BATCH_TOPIC, META, OutcomeCarrier, OutcomeRelay, report
+from dispatcher.protocol import OUTCOME_TOPIC, unpack_outcome
 from tests.conftest import wait_until
 
 _GATE = threading.Event()
@@ -50,12 +50,12 @@ class Heard:
         client.subscribe_topic(BATCH_TOPIC, self._batch)
         client.subscribe_topic(OUTCOME_TOPIC, self._one)
 
-    def _batch(self, ev: tuple[float, list[dict[str, Any]]]) -> None:
+    def _batch(self, ev: tuple[float, list[bytes]]) -> None:
         self.batches.append(len(ev[1]))
-        self.outcomes += ev[1]
+        self.outcomes += map(unpack_outcome, ev[1])
 
-    def _one(self, ev: tuple[float, dict[str, Any]]) -> None:
-        event = {k: v for k, v in ev[1].items() if k != "worker"}  # the scheduler adds it
+    def _one(self, ev: tuple[float, bytes]) -> None:
+        event = unpack_outcome(ev[1])
         self.single.append(event)
         self.outcomes.append(event)
 
@@ -113,7 +113,7 @@ async def test_a_task_released_while_it_ran_still_reports(
     heard = await _relayed(c, interval=0.01)
     future = c.submit(_reports_then_waits, 7, key="released")
     await wait_until(lambda: (ts := w.state.tasks.get("released")) is not None
-                     and "covalent-outcome" in ts.metadata)  # carried, not sent yet
+                     and META in ts.metadata)  # carried, not sent yet
     await c.cancel([future])  # the scheduler releases it; the worker's thread runs on
     await wait_until(lambda: w.state.tasks["released"].state == "cancelled")
     _GATE.set()

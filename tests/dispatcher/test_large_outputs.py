@@ -1,0 +1,84 @@
+"""Large outputs (issue #23): pickled once, straight into the store, and passed between workers
+as out-of-band buffers; stored under the same content address as before."""
+
+from __future__ import annotations
+
+import hashlib
+from pathlib import Path
+
+import cloudpickle
+import numpy as np
+import pytest
+from distributed.protocol import deserialize, serialize
+
+import covalent as ct
+from dispatcher.protocol import NodeOutcome
+from dispatcher.worker.blobs import BlobStore, blob_ref
+from tests.conftest import run
+
+
+def test_a_large_value_crosses_workers_as_its_own_buffers() -> None:
+    value = np.arange(1_000_000, dtype=np.float64)
+    header, frames = serialize(NodeOutcome(4, None, value, True), serializers=("dask", "pickle"))
+    assert [memoryview(f).nbytes for f in frames][1:] == [value.nbytes]  # the array's memory
+    received = deserialize(header, frames)
+    assert received.node_id == 4 and received.__sizeof__() >= value.nbytes
+    got = received.value
+    assert np.array_equal(got, value) and got.flags.writeable
+    assert np.shares_memory(got, np.frombuffer(frames[1], dtype=np.float64))  # no copy made
+    again = deserialize(*serialize(received, serializers=("dask", "pickle")))
+    assert np.array_equal(again.value, value)  # and on to a third worker
+
+
+def test_a_small_value_travels_as_the_pickle_kept_from_storing_it() -> None:
+    data = cloudpickle.dumps({"a": 1})
+    header, frames = serialize(NodeOutcome(1, data, {"a": 1}, True), serializers=("dask", "pickle"))
+    assert len(frames) == 1 and data in bytes(frames[0])
+    assert deserialize(header, frames).value == {"a": 1}
+
+
+def test_a_streamed_blob_is_the_blob_put_would_store(tmp_path: Path) -> None:
+    store = BlobStore(str(tmp_path))
+    value = np.full(300_000, 3.0)
+    ref, size = store.put_stream(lambda fh: cloudpickle.dump(value, fh, protocol=5))
+    data = cloudpickle.dumps(value)
+    assert (ref, size) == (blob_ref(data), len(data)) and store.get(ref) == data
+    assert store.put_stream(lambda fh: cloudpickle.dump(value, fh, protocol=5)) == (ref, size)
+    assert [p.name for p in tmp_path.rglob("*") if p.is_file()] == [ref]  # once, no temporary
+
+    def broken(fh: object) -> None:
+        cloudpickle.dump(value, fh, protocol=5)
+        raise OSError("disk full")
+    with pytest.raises(OSError, match="disk full"):
+        store.put_stream(broken)
+    assert [p.name for p in tmp_path.rglob("*") if p.is_file()] == [ref]
+
+
+@ct.electron
+def make(n: int) -> np.ndarray:
+    return np.arange(n, dtype=np.float64)
+
+
+@ct.electron
+def total(a: np.ndarray) -> float:
+    a *= 2  # the value it gets is its own (writable), as with a small one
+    return float(a.sum())
+
+
+@ct.lattice
+def pipeline(n: int) -> tuple[np.ndarray, float]:
+    a = make(n)
+    return a, total(a)
+
+
+async def test_a_large_output_is_stored_and_passed_on(addr: str, tmp_path: Path) -> None:
+    n = 400_000  # 3.2 MB: over the size kept pickled in memory
+    result = await run(pipeline, addr, n)
+    assert result.status == ct.status.COMPLETED, result.error
+    array, doubled = result.result
+    assert np.array_equal(array, np.arange(n, dtype=np.float64)) and doubled == n * (n - 1)
+    node = result.get_node_result(0)
+    assert np.array_equal(node["output"], np.arange(n, dtype=np.float64))
+    stored = [p for p in (tmp_path / "data" / "blobs").rglob("*") if p.is_file()
+              and p.stat().st_size > n * 8]
+    assert [p.name for p in stored] == [hashlib.sha256(cloudpickle.dumps(array)).hexdigest()]
