@@ -43,7 +43,7 @@ from typing import Any
 
 from distributed.diagnostics.plugin import SchedulerPlugin, WorkerPlugin
 
-from .protocol import OUTCOME_TOPIC, pack_outcome
+from .protocol import OUTCOME_TOPIC, START_TOPIC, pack_outcome
 
 log = logging.getLogger("covalent.dispatcher")
 
@@ -52,6 +52,28 @@ META = "covalent-outcome"  # the key of the outcome in a task's Dask metadata
 RELAY_INTERVAL_S = 0.02
 
 Deliver = Callable[[str, Any], None]
+
+
+async def listen(client: Any, scheduler: Any, deliver: Deliver,
+                 deliver_batch: Callable[[Any], None]) -> None:
+    """Have the workers' outcome and start events delivered: from a scheduler in this process
+    (``scheduler``) without a message, else by subscription, the outcomes relayed from the
+    tasks' completions once the relay and the carriers are installed."""
+    if scheduler is not None:
+        relay = OutcomeRelay(deliver)
+        await relay.start(scheduler)
+        scheduler.add_plugin(relay, name=OutcomeRelay.name)
+    else:
+        for topic in (OUTCOME_TOPIC, START_TOPIC):
+            client.subscribe_topic(topic, lambda ev, t=topic: deliver(t, ev[1]))
+        client.subscribe_topic(BATCH_TOPIC, deliver_batch)
+        try:
+            await client.register_plugin(OutcomeRelay(), name=OutcomeRelay.name)
+        except Exception as exc:  # the workers go on logging outcomes as events
+            log.warning("could not install the outcome relay on the scheduler (outcomes "
+                        "travel as events of their own): %s", exc)
+            return
+    await client.register_plugin(OutcomeCarrier(), name=OutcomeCarrier.name)
 
 
 def report(event: dict[str, Any], final: bool) -> None:

@@ -34,16 +34,15 @@ from typing import Any
 
 from distributed import Client, Future
 from distributed.client import FutureCancelledError
-from distributed.scheduler import KilledWorker, NoValidWorkerError
 
 from covalent.wire import WorkflowGraph
 
 from .compile import Preset, compile_graph
 from .dask_graph import cancel as cancel_futures
-from .dask_graph import submit_graph, wait_all
+from .dask_graph import dask_error_message, live_keys, submit_graph, wait_all
 from .errors import IncompatibleClient, UnknownExecutor
 from .executors import ExecutorTable
-from .outcomes import BATCH_TOPIC, OutcomeCarrier, OutcomeRelay
+from .outcomes import OutcomeRelay, listen
 from .machine import (Cancel, CancelRequested, DispatchMachine, Event, FindRunning, Finish,
                       FuturesDone, Instruction, NodeStarted, Record, RunningElsewhere, Submit,
                       SubmitFailed, ended_event)
@@ -86,6 +85,7 @@ class Run:
     by_key: dict[Key, int] = field(default_factory=dict)  # every submission's task keys
     futures: dict[int, Future[Any]] = field(default_factory=dict)  # the current submission's sinks
     waiter: asyncio.Task[None] | None = None
+    held: list[Any] = field(default_factory=list)  # first updates, recorded once submitted
 
     @property
     def dispatch_id(self) -> str:
@@ -119,30 +119,10 @@ class Runner:
         self._cancel_lock = asyncio.Lock()
 
     async def start(self) -> None:
-        await self._hear_outcomes()
+        await listen(self.client, self.scheduler, self._deliver, self._deliver_batch)
         await self.client.register_plugin(CancelledNodes({}), name=CancelledNodes.name)
         await self.tell_workers(self.public_url)
         self._drainer = asyncio.create_task(self._drain(), name="covalent-outcomes")
-
-    async def _hear_outcomes(self) -> None:
-        """Receive the workers' outcome and start events (``outcomes``): from the embedded
-        scheduler without a message, else by subscription; outcomes ride in the tasks'
-        completions once the scheduler relays them."""
-        if self.scheduler is not None:
-            relay = OutcomeRelay(self._deliver)
-            await relay.start(self.scheduler)
-            self.scheduler.add_plugin(relay, name=OutcomeRelay.name)
-        else:
-            for topic in (OUTCOME_TOPIC, START_TOPIC):
-                self.client.subscribe_topic(topic, lambda ev, t=topic: self._deliver(t, ev[1]))
-            self.client.subscribe_topic(BATCH_TOPIC, self._deliver_batch)
-            try:
-                await self.client.register_plugin(OutcomeRelay(), name=OutcomeRelay.name)
-            except Exception as exc:  # the workers go on logging outcomes as events
-                log.warning("could not install the outcome relay on the scheduler (outcomes "
-                            "travel as events of their own): %s", exc)
-                return
-        await self.client.register_plugin(OutcomeCarrier(), name=OutcomeCarrier.name)
 
     async def tell_workers(self, url: str) -> None:
         """Give every worker (and every later one) this server's address, token and store."""
@@ -218,6 +198,12 @@ class Runner:
         machine, first = await asyncio.to_thread(build)
         run = Run(machine, submission_priority(started), dict(preset))
         self.runs[dispatch_id] = run
+        if any(isinstance(i, Submit) for i in first):
+            # What is known before anything runs (a record per parameter: 100,000 for a large
+            # fan-out) is written once the graph is with Dask, not while it is pickled (#23);
+            # any other record of this dispatch is queued after it (_record).
+            run.held = [u for i in first if isinstance(i, Record) for u in i.updates]
+            first = [i for i in first if not isinstance(i, Record)]
         submitting = self._carry_out(run, first)
         if submitting is not None:  # answer the request once the graph is with Dask
             await asyncio.shield(submitting)
@@ -250,7 +236,7 @@ class Runner:
         submitting: asyncio.Future[None] | None = None
         for ins in instructions:
             if isinstance(ins, Record):
-                self.recorder.record(*ins.updates)
+                self._record(run, ins.updates)
             elif isinstance(ins, Submit):
                 submitting = self._spawn(self._submit(run, ins))
             elif isinstance(ins, Cancel):
@@ -264,6 +250,12 @@ class Runner:
             elif isinstance(ins, Finish):
                 self._finish(run, ins)
         return submitting
+
+    def _record(self, run: Run, updates: list[Any]) -> None:
+        if run.held:
+            held, run.held = run.held, []
+            self.recorder.record(*held)
+        self.recorder.record(*updates)
 
     def _spawn(self, coro: Any) -> asyncio.Future[None]:
         task: asyncio.Task[None] = asyncio.ensure_future(coro)
@@ -296,6 +288,7 @@ class Runner:
                     submit_graph, self.client, compiled.dsk, keys, f"{d}-{uuid.uuid4().hex}",
                     run.priority, compiled.options)
         except Exception as exc:
+            self._record(run, [])
             if futures:
                 await cancel_futures(self.client, futures)
             nodes = {}
@@ -309,6 +302,7 @@ class Runner:
             self._carry_out(run, run.machine.handle(SubmitFailed(ins.generation, reason,
                                                                  now_iso(), nodes)))
             return
+        self._record(run, [])  # (nothing was awaited since the graph left: no event came first)
         if machine.done:  # cancelled while the graph was on its way
             await cancel_futures(self.client, futures)
             return
@@ -417,6 +411,7 @@ class Runner:
 
     def _finish(self, run: Run, ins: Finish) -> None:
         log.info("dispatch %s %s", run.dispatch_id, ins.update.status)
+        self._record(run, [])
         self.recorder.ended(ins.update)
         self.runs.pop(run.dispatch_id, None)
         if run.waiter is not None and not run.waiter.done():
@@ -470,31 +465,6 @@ class Runner:
             if run is None:
                 return
         self._carry_out(run, run.machine.handle(event))
-
-
-def live_keys(keys: list[Key], dask_scheduler: Any = None) -> list[Key]:
-    """On the scheduler: which of ``keys`` it still has waiting, processing or in memory."""
-    alive = ("waiting", "queued", "no-worker", "processing", "memory")
-    return [k for k in keys if (ts := dask_scheduler.tasks.get(k)) is not None and ts.state in alive]
-
-
-def dask_error_message(exc: BaseException) -> str:
-    """What a node failed of, when Dask raised the error rather than the node's own code."""
-    if isinstance(exc, NodeTaskError):
-        return f"{exc.error_type}: {exc.message}"
-    if isinstance(exc, NoValidWorkerError):
-        needs = ", ".join(f"{k}={v:g}" for k, v in (exc.resource_restrictions or {}).items())
-        pins = ", ".join(sorted(exc.worker_restrictions or ()) + sorted(exc.host_restrictions or ()))
-        return (f"NoValidWorker: no worker of the cluster can run this node (it needs "
-                f"{'resources ' + needs if needs else ''}{' and ' if needs and pins else ''}"
-                f"{'one of the workers ' + pins if pins else ''}) and none came within "
-                f"{exc.timeout:g} s; start a worker that has them (dask worker "
-                f"--resources {needs.replace(', ', ',') or 'NAME=1'}) or change the executor")
-    if isinstance(exc, KilledWorker):
-        return ("KilledWorker: every Dask worker process that ran this node died (killed, "
-                "crashed, or over its memory limit), so Dask stopped retrying it. "
-                f"KilledWorker: {exc}")
-    return f"{type(exc).__name__}: {exc}"
 
 
 async def _release(futures: list[Future[Any]]) -> None:
