@@ -21,6 +21,7 @@ from .compile import INLINE_PARAMETER_MAX, Preset, validate
 from .executors import check_options
 from .errors import (DispatchNotFound, DispatchState, InvalidRequest, NodeNotFound, StorageFull,
                      Unavailable)
+from .offload import off_loop
 from .protocol import now_iso
 from .recorder import Recorder
 from .reuse import presets, reusable_outputs
@@ -50,6 +51,13 @@ def spoolable(header: dict[str, Any]) -> set[int]:
         out |= {n.get("value") for n in nodes
                 if isinstance(n, dict) and n.get("kind") == str(NodeKind.PARAMETER)}
     return {i for i in out if type(i) is int}
+
+
+def size_of(upload: Upload) -> int:
+    """How many nodes a submission says it has (0 when it says nothing sensible)."""
+    graph = upload.header.get("graph")
+    nodes = graph.get("nodes") if isinstance(graph, dict) else None
+    return len(nodes) if isinstance(nodes, list) else 0
 
 
 def parse_submission(upload: Upload) -> tuple[dict[str, Any], WorkflowGraph]:
@@ -127,14 +135,14 @@ async def create(store: DispatchStore, runner: Runner, header: dict[str, Any], g
         root_row = prow if root == parent[0] else await store.get_dispatch(root)
         root_start = (root_row or prow).start_time or now  # a child runs in its root's turn
     # Everything that can refuse the request happens before the dispatch is stored.
-    preset = await asyncio.to_thread(stored_parameters, graph, stored, now)
+    preset = await off_loop(len(graph.nodes), stored_parameters, graph, stored, now)
     if run and reuse_from:
         refs = [stored[i].ref if i in stored else blob_ref(b) for i, b in enumerate(blobs)]
         preset.update(await reusable_outputs(store, graph, refs, reuse_from))
     post = graph.nodes[-1]
     # Off the loop and a member at a time: the JSON of a 100,000-node graph takes a second or
     # two, which one C call would spend holding the GIL.
-    graph_json = await asyncio.to_thread(lambda: wire.pieces.dumps(graph.to_json()))
+    graph_json = await off_loop(len(graph.nodes), lambda: wire.pieces.dumps(graph.to_json()))
     new = NewDispatch(
         dispatch_id=dispatch_id, root_dispatch_id=root, name=header.get("name") or "lattice",
         status=Status.RUNNING if run else PENDING, created_at=now, start_time=now if run else None,

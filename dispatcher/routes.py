@@ -25,6 +25,7 @@ from .errors import (DispatcherError, InvalidRequest, NodeNotFound, PayloadTooLa
                      is_busy_error, is_disk_error)
 from .executors import ExecutorTable, serves
 from .keys import CLUSTER_INFO, EXECUTORS, RECORDER, RUNNER, SETTINGS, STORE, TRIGGERS
+from .offload import off_loop
 from .upload import Upload, read_frame
 
 log = logging.getLogger("covalent.dispatcher")
@@ -167,7 +168,7 @@ async def submit(request: web.Request) -> web.Response:
 
 async def _submit(request: web.Request, upload: Upload) -> web.Response:
     app = request.app
-    header, graph = await asyncio.to_thread(dispatches.parse_submission, upload)
+    header, graph = await off_loop(dispatches.size_of(upload), dispatches.parse_submission, upload)
     await app[RUNNER].check_client(header.get("client"))
     reuse_of = request.query.get("redispatch_of")
     if reuse_of is not None:

@@ -42,10 +42,11 @@ from .dask_graph import cancel as cancel_futures
 from .dask_graph import dask_error_message, live_keys, submit_graph, wait_all
 from .errors import IncompatibleClient, UnknownExecutor
 from .executors import ExecutorTable
-from .outcomes import OutcomeRelay, listen
 from .machine import (Cancel, CancelRequested, DispatchMachine, Event, FindRunning, Finish,
                       FuturesDone, Instruction, NodeStarted, Record, RunningElsewhere, Submit,
                       SubmitFailed, ended_event)
+from .offload import off_loop
+from .outcomes import OutcomeRelay, listen
 from .protocol import (OUTCOME_TOPIC, START_TOPIC, NodeTaskError, now_iso, runtime_versions,
                        unpack_outcome)
 from .recorder import Recorder
@@ -195,7 +196,7 @@ class Runner:
                                 cancelled=cancelled or (), cancel_requested=bool(cancelled))
             return m, m.start(now_iso())
 
-        machine, first = await asyncio.to_thread(build)
+        machine, first = await off_loop(len(graph.nodes), build)
         run = Run(machine, submission_priority(started), dict(preset))
         self.runs[dispatch_id] = run
         if any(isinstance(i, Submit) for i in first):
@@ -278,14 +279,14 @@ class Runner:
             skip = frozenset(i for i, gathered in enumerate(machine.gather)
                              if not gathered and i not in ins.nodes and i not in preset)
             options = self.executors.resolve(machine.graph)  # UnknownExecutor: nothing runs
-            compiled = await asyncio.to_thread(compile_graph, d, machine.graph, preset, options,
+            compiled = await off_loop(len(machine.graph.nodes), compile_graph, d, machine.graph, preset, options,
                                                skip, ins.generation)
             run.by_key.update((k, i) for i, k in compiled.tasks.items())
             if compiled.dsk:
                 keys = [compiled.tasks[i] for i in compiled.sinks]
                 # In a thread: Dask pickles the whole graph here (seconds for 100,000 tasks).
-                futures = await asyncio.to_thread(
-                    submit_graph, self.client, compiled.dsk, keys, f"{d}-{uuid.uuid4().hex}",
+                futures = await off_loop(
+                    len(compiled.dsk), submit_graph, self.client, compiled.dsk, keys, f"{d}-{uuid.uuid4().hex}",
                     run.priority, compiled.options)
         except Exception as exc:
             self._record(run, [])

@@ -14,6 +14,7 @@ from aiohttp import web
 
 from covalent import wire
 
+from .offload import off_loop
 from .store import BlobSource
 from .worker.blobs import open_location
 
@@ -31,8 +32,9 @@ async def stream_frame(request: web.Request, header: dict[str, Any],
                        blobs: list[BlobSource]) -> web.StreamResponse:
     """``header`` and ``blobs`` as one framed body."""
     # Off the loop, a member at a time: a 100,000-node result's header is tens of MiB.
-    head = (await asyncio.to_thread(
-        wire.pieces.dumps, {**header, "blob_sizes": [b.size for b in blobs]})).encode()
+    nodes = header.get("nodes")
+    head = (await off_loop(len(nodes) if isinstance(nodes, list) else 0, wire.pieces.dumps,
+                           {**header, "blob_sizes": [b.size for b in blobs]})).encode()
     prefix = wire.MAGIC + len(head).to_bytes(4, "big") + head
     total = len(prefix) + sum(b.size for b in blobs)
     resp = web.StreamResponse(headers={"Content-Type": wire.CONTENT_TYPE})

@@ -25,6 +25,7 @@ from aiohttp import StreamReader
 from covalent import wire
 
 from .errors import InvalidRequest, PayloadTooLarge
+from .offload import INLINE_BYTES, off_loop
 from .store import StoredBlob
 
 SPOOL_MIN = 1 << 20  # blobs at least this large go to disk as they arrive
@@ -74,7 +75,7 @@ async def read_frame(content: StreamReader, length: int | None, limit: int, dire
             raise PayloadTooLarge(f"frame header of {hlen} bytes exceeds the limit of "
                                   f"{min(HEADER_MAX, limit)}")
         head = await _exactly(content, hlen, "the frame header is truncated")
-        header, sizes = await asyncio.to_thread(wire.parse_header, head)
+        header, sizes = await off_loop(len(head), wire.parse_header, head, limit=INLINE_BYTES)
     except wire.WireError as exc:
         raise InvalidRequest(str(exc)) from None
     total = 8 + hlen + sum(sizes)
