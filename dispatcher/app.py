@@ -32,10 +32,12 @@ from .security import allowed_hosts, content_type_guard, host_guard, token_guard
 from .settings import ClusterSettings, Settings, pinned_dashboard
 from .store import SqliteStore
 from .trigger_service import TriggerService
+from .worker.blobs import BlobStore
 
 log = logging.getLogger("covalent.dispatcher")
 
 LOOPBACK = ("127.0.0.1", "localhost", "::1")
+STALE_WRITE_S = 86400.0  # a shared store's temporary untouched this long lost its writer
 
 
 def create_app(settings: Settings) -> web.Application:
@@ -109,6 +111,13 @@ async def _store_ctx(app: web.Application) -> AsyncIterator[None]:
                         settings.store_root)
     await store.open()
     await asyncio.to_thread(upload.reset, settings.upload_dir)  # what is left there was abandoned
+    # Half-written outputs of workers killed mid-write: all of them when the embedded cluster
+    # (not started yet) is the only writer, else those untouched for a day.
+    embedded = not (settings.cluster.address or settings.cluster.cluster_class)
+    outputs = BlobStore(settings.store_root, settings.store_options)
+    swept = await asyncio.to_thread(outputs.sweep, 0.0 if embedded else STALE_WRITE_S)
+    if swept:
+        log.info("removed %d half-written outputs left by workers that died", swept)
     recorder = Recorder(store)
     await recorder.start()
     app[STORE], app[RECORDER] = store, recorder

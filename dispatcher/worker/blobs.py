@@ -19,6 +19,7 @@ import hashlib
 import os
 import shutil
 import tempfile
+import time
 from collections.abc import Callable
 from typing import IO, Any
 
@@ -113,6 +114,27 @@ class BlobStore:
         finally:
             if os.path.exists(tmp):
                 os.unlink(tmp)
+
+    def sweep(self, older_than: float) -> int:
+        """Remove the temporary files of writers that died mid-write (a worker killed while it
+        stored an output) last written over ``older_than`` seconds ago; how many. A local
+        store only (an object store never shows half an object)."""
+        if not self.local or not os.path.isdir(self.root):
+            return 0
+        removed = 0
+        cutoff = time.time() - older_than
+        dirs = [self.root] + [e.path for e in os.scandir(self.root) if e.is_dir()]
+        for directory in dirs:
+            for entry in os.scandir(directory):
+                if not entry.name.startswith(".tmp-"):
+                    continue
+                try:
+                    if entry.stat().st_mtime <= cutoff:
+                        os.unlink(entry.path)
+                        removed += 1
+                except FileNotFoundError:
+                    pass  # its writer finished (renamed it) meanwhile
+        return removed
 
     def _put_local(self, target: str, data: bytes) -> None:
         if os.path.exists(target):

@@ -4,6 +4,7 @@ as out-of-band buffers; stored under the same content address as before."""
 from __future__ import annotations
 
 import hashlib
+import os
 from pathlib import Path
 
 import cloudpickle
@@ -82,3 +83,17 @@ async def test_a_large_output_is_stored_and_passed_on(addr: str, tmp_path: Path)
     stored = [p for p in (tmp_path / "data" / "blobs").rglob("*") if p.is_file()
               and p.stat().st_size > n * 8]
     assert [p.name for p in stored] == [hashlib.sha256(cloudpickle.dumps(array)).hexdigest()]
+
+
+def test_a_sweep_removes_only_temporaries_older_than_asked(tmp_path: Path) -> None:
+    store = BlobStore(str(tmp_path))
+    ref, _ = store.put(b"x" * 5000)
+    (tmp_path / ref[:2] / ".tmp-live").write_bytes(b"half")  # a writer still at work
+    dead = tmp_path / ".tmp-dead"
+    dead.write_bytes(b"half")
+    old = dead.stat().st_mtime - 7200
+    os.utime(dead, (old, old))
+    assert store.sweep(3600.0) == 1
+    assert not dead.exists() and (tmp_path / ref[:2] / ".tmp-live").exists()
+    assert store.sweep(0.0) == 1 and store.get(ref) == b"x" * 5000
+    assert sorted(p.name for p in tmp_path.rglob("*") if p.is_file()) == [ref]
