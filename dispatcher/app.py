@@ -30,7 +30,7 @@ from .runner import Runner
 from .scheduler_process import SchedulerProcess
 from .security import allowed_hosts, content_type_guard, host_guard, token_guard
 from .settings import ClusterSettings, Settings, pinned_dashboard
-from .store import SqliteStore
+from .store import check_url, open_store
 from .trigger_service import TriggerService
 
 log = logging.getLogger("covalent.dispatcher")
@@ -64,6 +64,7 @@ def create_app(settings: Settings) -> web.Application:
     app[SETTINGS] = settings
     app[EXECUTORS] = ExecutorTable.from_config(settings.executors, settings.config_source)
     check_cluster(settings.cluster)
+    check_url(settings.db_url)
     app[transfer.STORE_ROOT] = (str(settings.blob_dir), settings.store_options)
     transfer.setup(app)
     app.add_routes(routes)
@@ -105,16 +106,20 @@ async def _triggers_ctx(app: web.Application) -> AsyncIterator[None]:
 
 async def _store_ctx(app: web.Application) -> AsyncIterator[None]:
     settings = app[SETTINGS]
-    store = SqliteStore(settings.db_path, settings.blob_dir, settings.store_options,
-                        settings.store_root)
+    store = open_store(settings.db_url, settings.db_path, settings.blob_dir,
+                       settings.store_options, settings.store_root)
     await store.open()
     await asyncio.to_thread(upload.reset, settings.upload_dir)  # what is left there was abandoned
     recorder = Recorder(store)
     await recorder.start()
     app[STORE], app[RECORDER] = store, recorder
+    # Deletes a previous run did not finish, in the background: the server answers meanwhile.
+    deleting = asyncio.create_task(store.resume_deletions(), name="covalent-deletions")
     try:
         yield
     finally:
+        deleting.cancel()
+        await asyncio.gather(deleting, return_exceptions=True)
         await recorder.close()
         await store.close()
 
@@ -173,7 +178,7 @@ async def _cluster_ctx(app: web.Application) -> AsyncIterator[None]:
     log.info("dispatcher on %s:%d, Dask scheduler %s (%s), dashboard %s, store %s",
              settings.host, settings.port, app[CLUSTER_INFO]["scheduler"],
              app[CLUSTER_INFO]["manager"] or "external", app[CLUSTER_INFO]["dashboard"] or "-",
-             settings.db_path)
+             app[STORE].describe())
     url = settings.url if settings.port else ""
     scheduler = getattr(cluster, "scheduler", None)  # in this process: events without a hop
     runner = Runner(app[RECORDER], client, store_root=settings.store_root,

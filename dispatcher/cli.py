@@ -31,6 +31,7 @@ from covalent.config import (DEFAULT_PORT, ClientConfig, client_config, config_p
                              update_config)
 from covalent.errors import CovalentError, DispatcherUnavailableError
 
+from .cli_db import db
 from .cli_dispatches import COMMANDS
 from .instance import EXIT_RUNNING, Instance, holder, pid_holds_lock
 from .settings import default_data_dir
@@ -95,6 +96,10 @@ def main() -> None:
               help="DANGEROUS: accept requests without a token; any local user can then run code as you.")
 @click.option("--allow-host", multiple=True, help="Another name clients may use in the Host header.")
 @click.option("--data-dir", default=None, envvar="COVALENT_DATA_DIR", help="Store location.")
+@click.option("--db-url", default=None, envvar="COVALENT_DB_URL",
+              help="The database: postgresql://user:password@host:port/db (handed to the server "
+                   "in its environment, never its command line) or sqlite:///path (default: "
+                   "the config's [database] url, else SQLite in the data dir).")
 @click.option("--timeout", type=float, default=60.0, show_default=True,
               help="Seconds to wait for the server to answer.")
 def start(port: int, host: str, workers: int | None, threads_per_worker: int | None,
@@ -102,7 +107,7 @@ def start(port: int, host: str, workers: int | None, threads_per_worker: int | N
           token: str | None, no_token: bool, allow_host: tuple[str, ...], data_dir: str | None,
           timeout: float, cluster: str | None = None, cluster_kwargs: str | None = None,
           adapt: str | None = None, time_limit_grace: float | None = None,
-          no_worker_timeout: float | None = None) -> None:
+          no_worker_timeout: float | None = None, db_url: str | None = None) -> None:
     """Start the dispatcher as a daemon and wait until it answers."""
     ddir = _data_dir(data_dir)
     found = holder(ddir)
@@ -129,6 +134,8 @@ def start(port: int, host: str, workers: int | None, threads_per_worker: int | N
     instance = uuid.uuid4().hex
     env = dict(os.environ, COVALENT_INSTANCE_ID=instance)
     env.pop("COVALENT_TOKEN", None)
+    if db_url:  # a password it may hold stays out of `ps`
+        env["COVALENT_DB_URL"] = db_url
     if secret:
         env["COVALENT_TOKEN"] = secret
     log_path = ddir / "server.log"
@@ -151,7 +158,7 @@ def start(port: int, host: str, workers: int | None, threads_per_worker: int | N
         "dashboard_address": dashboard_address, "allow_host": list(allow_host),
         "no_token": no_token, "data_dir": data_dir, "cluster": cluster,
         "cluster_kwargs": cluster_kwargs, "adapt": adapt, "time_limit_grace": time_limit_grace,
-        "no_worker_timeout": no_worker_timeout}))
+        "no_worker_timeout": no_worker_timeout, "db_url": db_url}))
     found_cluster = info.get("cluster", {})
     click.echo(f"Covalent dispatcher started (pid {proc.pid}) at {url}")
     click.echo(f"Dask scheduler: {found_cluster.get('scheduler')} ({_cluster_kind(found_cluster)})"
@@ -354,7 +361,7 @@ def purge(ctx: click.Context, older_than: str | None, statuses: tuple[str, ...],
     click.echo(f"Purged {ddir} and {config_path()}.")
 
 
-for _command in COMMANDS:  # covalent list / watch / cancel
+for _command in (*COMMANDS, db):  # covalent list / watch / cancel / db
     main.add_command(_command)
 
 if __name__ == "__main__":

@@ -21,8 +21,8 @@ from aiohttp import web
 from covalent import wire
 
 from . import dispatches, procinfo, transfer
-from .errors import (DispatcherError, InvalidRequest, NodeNotFound, PayloadTooLarge, Unavailable,
-                     is_busy_error, is_disk_error)
+from .errors import (DispatcherError, InvalidRequest, NodeNotFound, PayloadTooLarge, StoreError,
+                     Unavailable, is_disk_error)
 from .executors import ExecutorTable, serves
 from .keys import CLUSTER_INFO, EXECUTORS, RECORDER, RUNNER, SETTINGS, STORE, TRIGGERS
 from .upload import Upload, read_frame
@@ -41,12 +41,16 @@ def error_body(code: str, message: str, status: int) -> web.Response:
 async def error_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
     try:
         return await handler(request)
-    except Unavailable as exc:
+    except Unavailable as exc:  # the store busy or unreachable, or the server stopping
+        if isinstance(exc, StoreError):
+            log.warning("store unavailable on %s %s: %s", request.method, request.path, exc)
         resp = error_body("Unavailable", str(exc), 503)
         resp.headers["Retry-After"] = "1"
         return resp
-    except DispatcherError as exc:
-        return error_body(type(exc).__name__, str(exc), exc.status)
+    except DispatcherError as exc:  # a class's ``code`` where its name is not the contract's
+        if exc.status >= 500:
+            log.error("%s on %s %s: %s", type(exc).__name__, request.method, request.path, exc)
+        return error_body(getattr(exc, "code", type(exc).__name__), str(exc), exc.status)
     except web.HTTPRequestEntityTooLarge as exc:
         return error_body("PayloadTooLarge", exc.text or "request body too large", 413)
     except web.HTTPException as exc:
@@ -56,13 +60,7 @@ async def error_middleware(request: web.Request, handler: Handler) -> web.Stream
     except asyncio.CancelledError:
         raise
     except Exception as exc:  # last resort: answer JSON, log, keep serving
-        if is_busy_error(exc):
-            log.warning("store busy on %s %s: %s", request.method, request.path, exc)
-            resp = error_body("Unavailable", "the dispatcher's store is locked by another process; "
-                              "retry shortly", 503)
-            resp.headers["Retry-After"] = "1"
-            return resp
-        if is_disk_error(exc):
+        if is_disk_error(exc):  # an upload's file (the store raises StoreFull itself)
             log.error("store write failed on %s %s: %s", request.method, request.path, exc)
             return error_body("StorageFull", f"the dispatcher cannot write to its store: "
                               f"{type(exc).__name__}: {exc}", 507)
@@ -136,7 +134,8 @@ async def server_status(request: web.Request) -> web.Response:
         "unmapped_executors": {k: list(v) for k, v in executors.unmapped.items()},
         "running": sorted(runner.runs),
         "triggers": await app[TRIGGERS].listing(active_only=True),
-        "store": {"path": str(app[SETTINGS].db_path), "write_error": app[RECORDER].write_error},
+        "store": {"path": str(app[SETTINGS].db_path), "database": app[STORE].describe(),
+                  "write_error": app[RECORDER].write_error},
         "server": {"pid": os.getpid(), "rss_mib": _mib(procinfo.rss_mib(os.getpid())),
                    "peak_rss_mib": _mib(procinfo.peak_rss_mib(os.getpid()))},
     })

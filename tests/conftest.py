@@ -1,4 +1,11 @@
-"""Fixtures: a real dispatcher on 127.0.0.1 (random port) with a real Dask cluster and SQLite."""
+"""Fixtures: a real dispatcher on 127.0.0.1 (random port) with a real Dask cluster and store.
+
+Every test that reaches a store runs on each store in ``COVALENT_TEST_STORES`` (default
+``sqlite,postgres``) through one parametrized fixture, ``store_kind``: ``db_url`` gives each
+test a store of its own (the data dir's SQLite file, or a fresh database on the session's
+PostgreSQL server) and sets ``COVALENT_DB_URL`` for what the test starts (in-process apps
+through ``in_process_settings``, server processes through their environment).
+"""
 
 from __future__ import annotations
 
@@ -117,12 +124,72 @@ def dask_processes(cwd: Path, env: dict[str, str], workers: list[list[str]]) -> 
 
 
 def in_process_settings(data_dir: Path, **cluster: Any) -> Settings:
+    """An in-process app's settings, on the test's store (``db_url`` sets COVALENT_DB_URL)."""
     return Settings(
         data_dir=data_dir,
         port=0,
+        db_url=os.environ.get("COVALENT_DB_URL", ""),
         cluster=ClusterSettings(processes=False, n_workers=1, threads_per_worker=2,
                                 dashboard_address=None, **cluster),
     )
+
+
+STORES = [s for s in os.environ.get("COVALENT_TEST_STORES", "sqlite,postgres").split(",") if s]
+
+
+@pytest.fixture(scope="session", params=STORES)
+def store_kind(request: pytest.FixtureRequest) -> str:
+    """``sqlite`` or ``postgres``: the store the test runs on (session-scoped, so pytest runs
+    the tests of one store, then those of the other)."""
+    if request.param not in ("sqlite", "postgres"):
+        pytest.fail(f"COVALENT_TEST_STORES lists an unknown store {request.param!r}")
+    if request.param == "postgres":
+        request.getfixturevalue("postgres")  # skips here if PostgreSQL is not installed
+    return str(request.param)
+
+
+def new_database(request: pytest.FixtureRequest, store_kind: str) -> tuple[str, Callable[[], None]]:
+    """A store of its own: ("", nothing) for SQLite (the data dir's file), else an empty
+    PostgreSQL database's URL and what hands it back (emptied) for the next test."""
+    if store_kind == "sqlite":
+        return "", lambda: None
+    from dispatcher.store.schema import LATEST
+
+    databases = request.getfixturevalue("pg_databases")
+    name, url = databases.take()
+    return url, lambda: databases.give_back(name, LATEST)
+
+
+@pytest.fixture(scope="session")
+def pg_databases(postgres: Any) -> Any:
+    """The session's test databases on the PostgreSQL server (``tests.pg.Databases``)."""
+    from tests.pg import Databases
+
+    return Databases(postgres)
+
+
+@pytest.fixture
+def db_url(request: pytest.FixtureRequest, store_kind: str,
+           monkeypatch: pytest.MonkeyPatch) -> Iterator[str]:
+    """The test's database URL ("" for the embedded SQLite), also in ``COVALENT_DB_URL``."""
+    url, drop = new_database(request, store_kind)
+    if url:
+        monkeypatch.setenv("COVALENT_DB_URL", url)
+    else:
+        monkeypatch.delenv("COVALENT_DB_URL", raising=False)
+    yield url
+    drop()
+
+
+@pytest.fixture
+async def store(db_url: str, tmp_path: Path) -> AsyncIterator[Any]:
+    """An open store of the test's kind (no server), closed at teardown."""
+    from dispatcher.store import open_store
+
+    s = open_store(db_url, tmp_path / "d.db", tmp_path / "blobs")
+    await s.open()
+    yield s
+    await s.close()
 
 
 @pytest.fixture(autouse=True)
@@ -135,8 +202,8 @@ def _release_blocked_tasks() -> Any:
 
 
 @pytest.fixture
-def config_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    """Keep the SDK away from the user's real config."""
+def config_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, db_url: str) -> Path:
+    """Keep the SDK away from the user's real config; the test's store in COVALENT_DB_URL."""
     d = tmp_path / "config"
     monkeypatch.setenv("COVALENT_CONFIG_DIR", str(d))
     monkeypatch.delenv("COVALENT_DISPATCHER_ADDR", raising=False)
@@ -152,8 +219,9 @@ async def _note_request(request: web.Request, response: web.StreamResponse) -> N
 
 
 @pytest.fixture
-async def dispatcher(aiohttp_client: Any, tmp_path: Path, config_dir: Path) -> AsyncIterator[TestClient]:
-    """A live dispatcher app on a random loopback port, with an in-process Dask cluster."""
+async def dispatcher(config_dir: Path, aiohttp_client: Any, tmp_path: Path) -> AsyncIterator[TestClient]:
+    """A live dispatcher app on a random loopback port, with an in-process Dask cluster (its
+    store set up first, so it is torn down after the app)."""
     from tests import tasks
 
     app = create_app(in_process_settings(tmp_path / "data"))

@@ -1,14 +1,17 @@
 """What the dispatcher keeps, as typed records, behind one ``DispatchStore`` protocol.
 
-The SQLite store (``sqlite.SqliteStore``) implements it; a second backend (PostgreSQL, or a
-read replica for a web UI) implements the same async methods. Records are frozen: a reader
-gets a snapshot of what was committed.
+SQLite (``sqlite.SqliteStore``, the embedded default) and PostgreSQL
+(``postgres.PostgresStore``) implement it with the same SQL (``sqlstore``). Records are
+frozen: a reader gets a snapshot of what was committed. A store raises only the protocol's
+errors (``dispatcher.errors``: ``StoreBusy``, ``StoreUnavailable``, ``StoreFull``,
+``StoreError``, ``StoreVersionError`` at open) and ``DispatchExists``.
 """
 
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
+from pathlib import Path
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -205,10 +208,23 @@ class NodeRow:
 
 
 class DispatchStore(Protocol):
-    """The dispatcher's durable state. Every method is one transaction."""
+    """The dispatcher's durable state. Every method is one transaction (a delete: several)."""
 
-    async def open(self) -> None: ...
+    blob_dir: Path
+    on_write: Callable[[str, float], None] | None  # (operation, seconds) after each write
+
+    async def open(self) -> None:
+        """Connect, refuse a newer schema (StoreVersionError), apply missing migrations."""
+        ...
+
     async def close(self) -> None: ...
+    def describe(self) -> str:
+        """Which database, for people (no password)."""
+        ...
+
+    def connections(self) -> int:
+        """Open database connections."""
+        ...
 
     async def create_dispatch(self, new: NewDispatch, blobs: Sequence[bytes | StoredBlob],
                               extra: dict[str, bytes | StoredBlob]) -> list[str]:
@@ -244,7 +260,12 @@ class DispatchStore(Protocol):
 
     async def delete_dispatches(self, dispatch_ids: list[str]) -> list[str]:
         """Delete finished dispatches (and their sublattice dispatches, triggers, and blobs no
-        other dispatch uses); unfinished ones are left; returns the ids deleted."""
+        other dispatch uses) in bounded transactions; unfinished ones are left; returns the ids
+        deleted."""
+        ...
+
+    async def resume_deletions(self) -> int:
+        """Finish deletes a previous run left unfinished; how many dispatches."""
         ...
 
     async def add_trigger(self, record: TriggerRecord) -> None: ...
@@ -260,4 +281,8 @@ class DispatchStore(Protocol):
         ...
 
     async def node_rows(self, dispatch_id: str) -> list[NodeRow]: ...
+    async def node_names(self, dispatch_id: str) -> list[tuple[str, str]]:
+        """(name, kind) of each node, by node id."""
+        ...
+
     async def get_node(self, dispatch_id: str, node_id: int) -> NodeRecord | None: ...

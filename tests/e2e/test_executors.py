@@ -31,7 +31,7 @@ EXECUTORS = {
 
 
 @pytest.fixture
-async def server(aiohttp_client: Any, tmp_path: Path, config_dir: Path) -> AsyncIterator[TestClient]:
+async def server(config_dir: Path, aiohttp_client: Any, tmp_path: Path) -> AsyncIterator[TestClient]:
     """A dispatcher whose config file maps the named executors above."""
     from tests import tasks
 

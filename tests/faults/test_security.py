@@ -75,8 +75,8 @@ def test_a_dashboard_on_every_interface_needs_a_token(tmp_path: Path) -> None:
         create_app(exposed)
 
 
-async def test_with_a_token_every_endpoint_needs_it(aiohttp_client: Any, tmp_path: Path,
-                                                    config_dir: Path,
+async def test_with_a_token_every_endpoint_needs_it(config_dir: Path, aiohttp_client: Any,
+                                                    tmp_path: Path,
                                                     monkeypatch: pytest.MonkeyPatch) -> None:
     settings = in_process_settings(tmp_path / "data")
     secured = replace(settings, token="s3cret-token")

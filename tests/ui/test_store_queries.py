@@ -14,7 +14,7 @@ import pytest
 
 from dispatcher import state
 from dispatcher.state import Status
-from dispatcher.store import DispatchQuery, NewDispatch, SqliteStore
+from dispatcher.store import DispatchQuery, NewDispatch, SqlStore
 
 GRAPH = '{"nodes":[],"edges":[]}'
 NODES = [(0, "add", "electron"), (1, ":parameter:1", "parameter"), (2, "add", "electron"),
@@ -29,15 +29,9 @@ def _new(i: int, name: str, status: Status = Status.RUNNING, parent: str | None 
                        parent_dispatch_id=parent, parent_node_id=4 if parent else None)
 
 
-@pytest.fixture
-async def store(tmp_path: Path) -> AsyncIterator[SqliteStore]:
-    s = SqliteStore(tmp_path / "d.db", tmp_path / "blobs")
-    await s.open()
-    yield s
-    await s.close()
 
 
-async def test_a_page_filters_searches_sorts_and_counts(store: SqliteStore) -> None:
+async def test_a_page_filters_searches_sorts_and_counts(store: SqlStore) -> None:
     names = ["alpha", "beta", "alpha_2", "gamma"]
     for i, name in enumerate(names):
         await store.create_dispatch(_new(i + 1, name), [], {})
@@ -61,7 +55,7 @@ async def test_a_page_filters_searches_sorts_and_counts(store: SqliteStore) -> N
     assert (await store.page_dispatches(DispatchQuery(sort="runtime"))).rows[-1].name == "beta"
 
 
-async def test_electron_counts_count_user_electrons_only(store: SqliteStore) -> None:
+async def test_electron_counts_count_user_electrons_only(store: SqlStore) -> None:
     await store.create_dispatch(_new(1, "wf"), [], {})
     did = str(uuid.UUID(int=1, version=4))
     await store.apply([state.node_completed(did, 0, b"x", "t", "t", preview="2"),
@@ -78,7 +72,7 @@ async def test_electron_counts_count_user_electrons_only(store: SqliteStore) -> 
 
 
 @pytest.mark.slow
-async def test_listing_10000_dispatches_pages_filters_and_searches(store: SqliteStore) -> None:
+async def test_listing_10000_dispatches_pages_filters_and_searches(store: SqlStore) -> None:
     def timed_ms(start: float) -> float:
         return round((time.perf_counter() - start) * 1000, 1)
 
