@@ -76,7 +76,11 @@ class SqliteStore(SqlStore):
         """The file's schema version, read-only (0: no file yet, or from before versions)."""
         if not self.db_path.exists():
             return 0
-        ro = sqlite3.connect(f"{self.db_path.absolute().as_uri()}?mode=ro", uri=True)
+        # Without a WAL file everything is in the main file: read it as immutable, which
+        # creates no -wal/-shm file beside it; with one, read-only (the WAL may hold the latest).
+        wal = self.db_path.with_name(self.db_path.name + "-wal").exists()
+        mode = "mode=ro" if wal else "immutable=1"
+        ro = sqlite3.connect(f"{self.db_path.absolute().as_uri()}?{mode}", uri=True)
         try:
             return schema.current_version(ro, SQLITE)
         finally:
