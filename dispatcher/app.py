@@ -21,7 +21,7 @@ from distributed import Client, LocalCluster, Nanny, Scheduler, Security, SpecCl
 from distributed.deploy.utils import nprocesses_nthreads
 from distributed.worker_memory import parse_memory_limit
 
-from . import dispatches, transfer, ui, upload
+from . import dispatches, metrics, transfer, ui, upload
 from .executors import ExecutorTable
 from .keys import CLUSTER_INFO, EXECUTORS, RECORDER, RUNNER, SETTINGS, STORE, TRIGGERS
 from .recorder import Recorder
@@ -69,6 +69,7 @@ def create_app(settings: Settings) -> web.Application:
     transfer.setup(app)
     app.add_routes(routes)
     app.cleanup_ctx.append(_store_ctx)
+    metrics.setup(app)  # GET /metrics, counting from the recorder's commits
     app.cleanup_ctx.append(_cluster_ctx)
     app.cleanup_ctx.append(_triggers_ctx)
     app.cleanup_ctx.append(_resume_ctx)

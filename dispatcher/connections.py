@@ -139,3 +139,10 @@ class OncePerKind(logging.Filter):
         record.args = ()
         record.exc_info = record.exc_text = None
         return True
+
+
+def open_connections(request: web.Request) -> int:
+    """Open HTTP connections of the server that answers ``request`` (for /metrics: aiohttp's
+    ``Server`` lists them; ``tests/dispatcher/test_metrics.py`` checks the attribute)."""
+    server = getattr(request.protocol, "_manager", None)
+    return len(server.connections) if server is not None else 0

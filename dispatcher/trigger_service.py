@@ -31,8 +31,10 @@ class TriggerService:
         self.store = store
         self.runner = runner
         self.supervisor = TriggerSupervisor(self.fire, self.persist)
+        self.fired = 0  # fires since the server started (/metrics)
 
     async def fire(self, dispatch_id: str) -> str:
+        self.fired += 1
         row = await self.store.get_dispatch(dispatch_id)
         if row is None:
             raise DispatchNotFound(dispatch_id)
