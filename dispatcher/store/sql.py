@@ -94,6 +94,7 @@ class SqlBase:
         self.blobs = self.files.store  # where workers write: the same content addresses
         # Called with (operation, seconds) after each write transaction (the /metrics latency).
         self.on_write: Callable[[str, float], None] | None = None
+        self.closed = False  # closing twice is closing once
 
     async def open(self) -> None:
         """Connect, refuse a newer schema (StoreVersionError), apply missing migrations."""

@@ -62,6 +62,9 @@ class SqliteStore(SqlStore):
         await self._call(self._open)
 
     async def close(self) -> None:
+        if self.closed:
+            return
+        self.closed = True
         await self._stop_deleting()
         await self._call(self._close)
         self._pool.shutdown(wait=True)
