@@ -86,6 +86,10 @@ class PostgresServer:
     def stop(self, mode: str = "fast") -> None:
         self.run("pg_ctl", "-D", str(self.root / "data"), "-m", mode, "-w", "stop", check=False)
 
+    def start_if_stopped(self) -> None:
+        if self.run("pg_ctl", "-D", str(self.root / "data"), "status", check=False).returncode != 0:
+            self.start()
+
     def restart(self) -> None:
         self.stop()
         self.start()

@@ -21,13 +21,14 @@ server on the same database is refused at start.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import errno
 import functools
 import logging
 import os
 import select
 import threading
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, Concatenate, ParamSpec, TypeVar
@@ -232,21 +233,45 @@ class PostgresStore(SqlStore):
             return self._in_transaction(body) if transaction else self._plain(body)
 
     def _plain(self, body: Callable[[Db], T]) -> T:
-        assert self.pool is not None, "store is not open"
-        with self.pool.connection() as conn:
+        with self._borrow() as conn:
             return body(PgDb(conn))
 
     def _in_transaction(self, body: Callable[[Db], T]) -> T:
         """``body`` in one transaction; a deadlock (nothing committed) is tried again."""
-        assert self.pool is not None, "store is not open"
         for attempt in range(3):
             try:
-                with self.pool.connection() as conn, conn.transaction():
+                with self._borrow() as conn, conn.transaction():
                     return body(PgDb(conn))
             except (pg_errors.DeadlockDetected, pg_errors.SerializationFailure):
                 if attempt == 2:
                     raise
         raise AssertionError("unreachable")
+
+    @contextlib.contextmanager
+    def _borrow(self) -> Iterator[psycopg.Connection[Any]]:
+        """A pooled connection. None free within a second: if the database cannot be reached
+        at all, StoreUnavailable at once; else wait out ``pool_timeout`` (then PoolTimeout:
+        StoreBusy)."""
+        pool = self.pool
+        assert pool is not None, "store is not open"
+        try:
+            conn = pool.getconn(timeout=min(1.0, self.pool_timeout))
+        except PoolTimeout:
+            if not self._reachable():
+                raise StoreUnavailable(f"the dispatcher's database cannot be reached "
+                                       f"({self.describe()}); retry shortly") from None
+            conn = pool.getconn(timeout=max(self.pool_timeout - 1.0, 0.1))
+        try:
+            yield conn
+        finally:
+            pool.putconn(conn)
+
+    def _reachable(self) -> bool:
+        try:
+            psycopg.connect(self.conninfo, connect_timeout=2).close()
+            return True
+        except psycopg.Error:
+            return False
 
     # -- what PostgreSQL does its own way --------------------------------------------------
 

@@ -50,7 +50,10 @@ def _health_seconds(server: ServerProcess) -> float:
     return time.perf_counter() - t
 
 
-async def test_a_locked_store_answers_503_and_the_sdk_waits_it_out(server: ServerProcess) -> None:
+async def test_a_locked_store_answers_503_and_the_sdk_waits_it_out(server: ServerProcess,
+                                                                   store_kind: str) -> None:
+    if store_kind != "sqlite":
+        pytest.skip("a lock on the SQLite file; PostgreSQL's locks: tests/faults/test_postgres.py")
     server.start()
     locker = sqlite3.connect(server.data_dir / "dispatches.db", isolation_level=None, timeout=30,
                              check_same_thread=False)  # released from another thread below
