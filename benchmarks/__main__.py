@@ -1,7 +1,7 @@
 """Run the benchmarks: ours against raw Dask on a standalone cluster of the same shape.
 
     python -m benchmarks [--quick] [--repeats N] [--json FILE] [--only NAME[,NAME]]
-                         [--side both|raw|ours] [--peer-covalent PYTHON]
+                         [--side both|raw|ours] [--peer-covalent PYTHON] [--db-url URL]
 
 Starts our dispatcher (``server.py``: embedded LocalCluster of 2 workers x 1 thread, explicit
 token) and, in a process of its own, a standalone LocalCluster of the same shape
@@ -32,6 +32,7 @@ from .measure import Side, bench, ours_runner, raw_runner
 from .memory import measure as measure_memory
 from .peer import running_peer
 from dispatcher.procinfo import peak_rss_mib, reset_peak_rss
+from dispatcher.store import redact
 from .server import Dispatcher, running_dispatcher, scheduler_client
 from .standalone import Standalone, standalone_cluster
 from .workloads import Workload, all_workloads, two_node
@@ -48,6 +49,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                    help="time one side only (to profile it); ratios are then absent")
     p.add_argument("--peer-covalent", default=None, metavar="PYTHON",
                    help="also run the workloads on a real Covalent installed for this python")
+    p.add_argument("--db-url", default="", metavar="URL",
+                   help="the dispatcher's database, e.g. postgresql://user@host/db (an empty "
+                        "database of its own: the benchmark fills it); default its SQLite file")
     p.add_argument("--peer-max-nodes", type=int, default=100, metavar="N",
                    help="skip workloads over N nodes on the peer (default 100)")
     return p.parse_args(argv)
@@ -91,7 +95,7 @@ def main(argv: list[str] | None = None) -> None:
     workloads = [w for w in all_workloads(ns.quick) if wanted(w.name, only)]
     rows: list[dict[str, Any]] = []
     with ExitStack() as stack:
-        d = stack.enter_context(running_dispatcher())
+        d = stack.enter_context(running_dispatcher(db_url=ns.db_url))
         sa, raw_client = stack.enter_context(standalone_cluster())
         same_client = stack.enter_context(scheduler_client(d.scheduler_address(), d.data_dir))
         sides = [Side("raw", raw_runner(raw_client), (sa.pid,), sa.worker_pids),
@@ -112,7 +116,8 @@ def main(argv: list[str] | None = None) -> None:
                                    10 if ns.quick else 50, 10, 1 if ns.quick else repeats))
             report.progress(rows[-1])
     meta = {"cores": os.cpu_count(), "python": platform.python_version(),
-            **{m: version(m) for m in ("dask", "distributed", "numpy")}, "quick": ns.quick}
+            **{m: version(m) for m in ("dask", "distributed", "numpy")}, "quick": ns.quick,
+            "database": redact(ns.db_url) if ns.db_url else "sqlite"}
     report.print_all(rows, meta)
     if ns.json:
         Path(ns.json).write_text(json.dumps({"meta": meta, "rows": rows}, indent=1))

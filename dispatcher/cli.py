@@ -284,6 +284,8 @@ def status() -> None:
         click.echo(f"Active triggers: {len(triggers)}")
         for t in triggers:
             click.echo(f"  {t.get('name')} for {t.get('dispatch_id')} (fired {t.get('fire_count')} times)")
+    if info.get("store", {}).get("database"):
+        click.echo(f"Database: {info['store']['database']}")
     if info.get("store", {}).get("write_error"):
         click.echo(f"Store write error: {info['store']['write_error']}")
 
