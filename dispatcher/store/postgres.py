@@ -124,7 +124,7 @@ class PostgresStore(SqlStore):
         self.pool: ConnectionPool[psycopg.Connection[Any]] | None = None
         # A few more threads than connections: past the pool, calls wait for one (and give up
         # after pool_timeout with StoreBusy) rather than queue unseen behind the threads.
-        self._threads = ThreadPoolExecutor(max_workers=self.pool_max + 4,
+        self._executor = ThreadPoolExecutor(max_workers=self.pool_max + 4,
                                            thread_name_prefix="covalent-pg")
         self._owner: _OwnerLock | None = None
 
@@ -138,26 +138,10 @@ class PostgresStore(SqlStore):
             return 0
         return int(self.pool.get_stats().get("pool_size", 0)) + 1  # + the owner's
 
-    async def open(self) -> None:
-        await self._call(self._open)
-
-    async def close(self) -> None:
-        if self.closed:
-            return
-        self.closed = True
-        await self._stop_deleting()
-        await self._call(self._close)
-        self._threads.shutdown(wait=True)
-
-    async def upgrade_plan(self) -> tuple[int, list[schema.Migration]]:
-        """(schema version, migrations ``open`` would apply), read without writing."""
-        def plan() -> int:
-            with psycopg.connect(self.conninfo, autocommit=True, connect_timeout=10) as conn:
-                return schema.current_version(PgDb(conn), POSTGRES)
-
-        version = await self._call(plan)
-        schema.check_version(version, self.describe())
-        return version, schema.pending(version)
+    def _stored_version(self) -> int:
+        """The database's schema version, read without writing."""
+        with psycopg.connect(self.conninfo, autocommit=True, connect_timeout=10) as conn:
+            return schema.current_version(PgDb(conn), POSTGRES)
 
     def _open(self) -> None:
         self._owner = _OwnerLock(self.conninfo, self.describe())
@@ -204,7 +188,7 @@ class PostgresStore(SqlStore):
 
     async def _call(self, fn: Callable[..., T], *args: Any) -> T:
         return await asyncio.get_running_loop().run_in_executor(
-            self._threads, _translated, self.pool_max, self.pool_timeout, fn, *args)
+            self._executor, _translated, self.pool_max, self.pool_timeout, fn, *args)
 
     async def _read(self, fn: Callable[Concatenate[Db, P], T], *args: P.args,
                     **kwargs: P.kwargs) -> T:

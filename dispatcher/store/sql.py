@@ -96,17 +96,6 @@ class SqlBase:
         self.on_write: Callable[[str, float], None] | None = None
         self.closed = False  # closing twice is closing once
 
-    async def open(self) -> None:
-        """Connect, refuse a newer schema (StoreVersionError), apply missing migrations."""
-        raise NotImplementedError
-
-    async def close(self) -> None:
-        raise NotImplementedError
-
-    async def upgrade_plan(self) -> tuple[int, list[Any]]:
-        """(schema version, migrations ``open`` would apply), read without writing."""
-        raise NotImplementedError
-
     def describe(self) -> str:
         """Which database, for people (no password)."""
         raise NotImplementedError

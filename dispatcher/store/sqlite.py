@@ -49,7 +49,7 @@ class SqliteStore(SqlStore):
                  ) -> None:
         super().__init__(blob_dir, storage_options, store_root)
         self.db_path = db_path
-        self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="covalent-store")
+        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="covalent-store")
         self._db: sqlite3.Connection | None = None
 
     def describe(self) -> str:
@@ -58,25 +58,9 @@ class SqliteStore(SqlStore):
     def connections(self) -> int:
         return 0 if self._db is None else 1
 
-    async def open(self) -> None:
-        await self._call(self._open)
-
-    async def close(self) -> None:
-        if self.closed:
-            return
-        self.closed = True
-        await self._stop_deleting()
-        await self._call(self._close)
-        self._pool.shutdown(wait=True)
-
-    async def upgrade_plan(self) -> tuple[int, list[schema.Migration]]:
-        """(schema version, migrations ``open`` would apply), read without writing a byte."""
-        version = await self._call(self._stored_version)
-        schema.check_version(version, self.describe())
-        return version, schema.pending(version)
-
     def _stored_version(self) -> int:
-        """The file's schema version, read-only (0: no file yet, or from before versions)."""
+        """The file's schema version, read without writing a byte (0: no file yet, or from
+        before versions)."""
         if not self.db_path.exists():
             return 0
         # Without a WAL file everything is in the main file: read it as immutable, which
@@ -136,7 +120,8 @@ class SqliteStore(SqlStore):
     # -- running SQL on the store's thread -------------------------------------------------
 
     async def _call(self, fn: Callable[..., T], *args: Any) -> T:
-        return await asyncio.get_running_loop().run_in_executor(self._pool, _translated, fn, *args)
+        return await asyncio.get_running_loop().run_in_executor(self._executor, _translated, fn,
+                                                                *args)
 
     async def _read(self, fn: Callable[Concatenate[Db, P], T], *args: P.args,
                     **kwargs: P.kwargs) -> T:

@@ -19,8 +19,9 @@ from __future__ import annotations
 
 import functools
 import json
-from collections.abc import Sequence
-from typing import Any
+from collections.abc import Callable, Sequence
+from concurrent.futures import Executor
+from typing import Any, TypeVar
 
 from covalent.wire import clean_text
 
@@ -28,9 +29,12 @@ from ..state import (DISPATCH_TRANSITIONS, NODE_TRANSITIONS, PENDING, TERMINAL, 
                      NodeUpdate, Status, entry_guard, sql_list)
 from .base import (DispatchExists, DispatchRecord, DispatchSummary, NewDispatch, NodeRecord,
                    StoredBlob, TriggerRecord)
+from . import schema
 from .deletion import Deletion
 from .listing import Listing
 from .sql import NODE_COLUMNS, Db
+
+T = TypeVar("T")
 
 _TERMINAL = sql_list(TERMINAL)
 _DISPATCH_COLUMNS = ("dispatch_id, root_dispatch_id, parent_dispatch_id, parent_node_id, name,"
@@ -49,7 +53,42 @@ _NODE_UPDATE = (
 
 
 class SqlStore(Listing, Deletion):
-    """The ``DispatchStore`` methods, written once; ``sqlite`` and ``postgres`` run them."""
+    """The ``DispatchStore`` methods, written once; ``sqlite`` and ``postgres`` run them.
+
+    A subclass supplies ``_call`` (a function on its threads, errors translated), ``_open``,
+    ``_close``, ``_stored_version`` and ``_executor``.
+    """
+
+    _executor: Executor
+
+    async def _call(self, fn: Callable[..., T], *args: Any) -> T:
+        raise NotImplementedError
+
+    def _open(self) -> None:
+        raise NotImplementedError
+
+    def _close(self) -> None:
+        raise NotImplementedError
+
+    def _stored_version(self) -> int:
+        raise NotImplementedError
+
+    async def open(self) -> None:
+        await self._call(self._open)
+
+    async def close(self) -> None:
+        if self.closed:
+            return
+        self.closed = True
+        await self._stop_deleting()
+        await self._call(self._close)
+        self._executor.shutdown(wait=True)
+
+    async def upgrade_plan(self) -> tuple[int, list[schema.Migration]]:
+        """(schema version, migrations ``open`` would apply), read without writing."""
+        version = await self._call(self._stored_version)
+        schema.check_version(version, self.describe())
+        return version, schema.pending(version)
 
     # -- dispatches ------------------------------------------------------------------------
 

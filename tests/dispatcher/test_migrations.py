@@ -196,3 +196,27 @@ async def test_a_database_of_a_newer_version_is_refused_and_left_as_it_is(
 def _snapshot(db: Db) -> list[Any]:
     return [db.execute("SELECT version, summary FROM schema_migrations ORDER BY version").fetchall(),
             sorted(db.execute("SELECT COUNT(*) FROM dispatches").fetchall())]
+
+
+def test_covalent_db_upgrade_says_then_does_then_has_nothing_to_do(fresh: SqlStore) -> None:
+    import subprocess
+    import sys
+
+    from tests.faults.conftest import REPO
+
+    url = getattr(fresh, "url", "") or f"sqlite://{fresh.db_path}"  # type: ignore[attr-defined]
+
+    def covalent(*args: str) -> str:
+        out = subprocess.run([sys.executable, "-m", "dispatcher.cli", "db", "upgrade",
+                              "--db-url", url, *args], capture_output=True, text=True, timeout=60,
+                             cwd=REPO)
+        assert out.returncode == 0, out.stderr
+        return out.stdout
+
+    dry = covalent("--dry-run")
+    assert "Would apply:" in dry and "nothing was changed" in dry
+    assert "password" not in dry and "Schema version: none yet" in dry
+    with raw(fresh) as db:
+        assert current_version(db, fresh.dialect) == 0
+    assert f"Done: schema version {LATEST}" in covalent()
+    assert "Up to date" in covalent("--dry-run")

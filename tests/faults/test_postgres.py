@@ -13,8 +13,6 @@ import asyncio
 import os
 import threading
 import time
-import urllib.error
-import urllib.request
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -24,7 +22,6 @@ import psycopg
 import pytest
 
 import covalent as ct
-from covalent import wire
 from covalent._dispatch import build_submission
 from tests.conftest import wait_until
 from tests.faults.conftest import REPO, ServerProcess
@@ -63,27 +60,6 @@ def pg_server(tmp_path: Path, url: str, monkeypatch: pytest.MonkeyPatch) -> Serv
     return server
 
 
-def post(server: ServerProcess, body: bytes) -> tuple[int, dict[str, str], bytes]:
-    req = urllib.request.Request(
-        server.url + "/api/v1/dispatches", data=body, method="POST",
-        headers={"Authorization": f"Bearer {server.token}", "Content-Type": wire.CONTENT_TYPE})
-    try:
-        with urllib.request.urlopen(req, timeout=60) as resp:
-            return resp.status, dict(resp.headers), resp.read()
-    except urllib.error.HTTPError as exc:
-        return exc.code, dict(exc.headers), exc.read()
-
-
-def get(server: ServerProcess, path: str) -> int:
-    req = urllib.request.Request(server.url + "/api/v1" + path,
-                                 headers={"Authorization": f"Bearer {server.token}"})
-    try:
-        with urllib.request.urlopen(req, timeout=60) as resp:
-            return int(resp.status)
-    except urllib.error.HTTPError as exc:
-        return int(exc.code)
-
-
 async def result(server: ServerProcess, dispatch_id: str) -> Any:
     return await asyncio.wait_for(
         asyncio.to_thread(ct.get_result, dispatch_id, True, server.addr), 90)
@@ -103,10 +79,10 @@ async def test_a_database_restart_under_load_loses_nothing_acknowledged(
         await asyncio.to_thread(postgres.stop)
         refused_id = str(uuid.uuid4())
         body = build_submission(plus_one, (5,), {}, dispatch_id=refused_id, disable_run=False)
-        code, headers, answer = await asyncio.to_thread(post, server, body)
+        code, headers, answer = await asyncio.to_thread(server.post_dispatch, body)
         assert code == 503 and headers.get("Retry-After") == "1", answer
         assert b'"Unavailable"' in answer and b"cannot be reached" in answer
-        assert await asyncio.to_thread(get, server, "/health") == 200  # still serving
+        assert await asyncio.to_thread(server.get, "/health") == 200  # still serving
         # Meanwhile the SDK submits (it waits out the 503s) and the gated node finishes: its
         # outcome waits in the recorder until the database is back.
         later = asyncio.create_task(asyncio.to_thread(
@@ -117,7 +93,7 @@ async def test_a_database_restart_under_load_loses_nothing_acknowledged(
         await wait_until(lambda: "store write failed" in server.log.read_text(), timeout=30)
         await asyncio.to_thread(postgres.start)
 
-        code, _, answer = await asyncio.to_thread(post, server, body)  # the refused one, again
+        code, _, answer = await asyncio.to_thread(server.post_dispatch, body)  # the refused one, again
         assert code == 201, answer
         expected = {first: 2, running: 12, await later: 42, refused_id: 6}
         for dispatch_id, value in expected.items():
@@ -138,15 +114,15 @@ async def test_every_connection_taken_answers_503_then_recovers(
             locker.execute("BEGIN")
             locker.execute("LOCK TABLE dispatches IN ACCESS EXCLUSIVE MODE")
             # Two reads wait for the lock, each holding one of the two connections...
-            holders = [threading.Thread(target=get, args=(server, f"/dispatches/{done}/status"))
+            holders = [threading.Thread(target=server.get, args=(f"/dispatches/{done}/status",))
                        for _ in range(2)]
             for t in holders:
                 t.start()
             await wait_until(lambda: _waiting_on_lock(database) >= 2, timeout=30)
             # ... so a third finds none within pool_timeout: 503, and the server still answers.
-            code = await asyncio.to_thread(get, server, f"/dispatches/{done}/status")
+            code = await asyncio.to_thread(server.get, f"/dispatches/{done}/status")
             assert code == 503
-            assert await asyncio.to_thread(get, server, "/health") == 200
+            assert await asyncio.to_thread(server.get, "/health") == 200
             locker.execute("ROLLBACK")
         for t in holders:
             await asyncio.to_thread(t.join, 30)
@@ -167,11 +143,11 @@ async def test_a_statement_past_its_timeout_answers_503_and_the_sdk_waits_it_out
         locker.execute("LOCK TABLE dispatches, nodes IN ACCESS EXCLUSIVE MODE")
         dispatch_id = str(uuid.uuid4())
         body = build_submission(plus_one, (1,), {}, dispatch_id=dispatch_id, disable_run=False)
-        code, headers, answer = await asyncio.to_thread(post, server, body)
+        code, headers, answer = await asyncio.to_thread(server.post_dispatch, body)
         assert (code, headers.get("Retry-After")) == (503, "1"), answer
         assert b"statement_timeout" in answer
         locker.execute("ROLLBACK")
-        code, _, answer = await asyncio.to_thread(post, server, body)  # nothing was kept
+        code, _, answer = await asyncio.to_thread(server.post_dispatch, body)  # nothing was kept
         assert code == 201, answer
         assert (await result(server, dispatch_id)).result == 2
 
