@@ -27,7 +27,7 @@ _TERMINAL = sql_list(TERMINAL)
 class Deletion(SqlBase):
     """``delete_dispatches`` and ``resume_deletions``."""
 
-    delete_batch = 2000  # node rows (or blob uses) per transaction
+    delete_batch = 500  # node rows (or blob uses) per transaction
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
