@@ -214,7 +214,9 @@ async def load_graph(store: DispatchStore, row: DispatchRecord
                      ) -> tuple[WorkflowGraph, dict[int, StoredBlob]]:
     """A stored dispatch's graph, without reading its large parameter values: those blobs'
     places hold ``b""`` and they are returned by index (workers read them from the store)."""
-    graph = WorkflowGraph.from_json(row.graph, [b""] * len(row.blob_refs))
+    # Off the loop: a 100,000-node graph takes seconds to parse (issue #25's 100k restart test).
+    graph = await asyncio.to_thread(lambda: WorkflowGraph.from_json(row.graph,
+                                                                    [b""] * len(row.blob_refs)))
     params = {n.value for n in graph.nodes if n.kind is NodeKind.PARAMETER and n.value is not None}
     sources = await store.blob_sources(row.blob_refs)
     stored = {i: StoredBlob(ref, sources[ref].size) for i, ref in enumerate(row.blob_refs)

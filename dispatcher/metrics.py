@@ -118,7 +118,9 @@ class Metrics:
         await self._idle.wait()
 
     async def _count(self, commit: Commit) -> None:
-        for u in commit.nodes:
+        for n, u in enumerate(commit.nodes):
+            if n % 2000 == 1999:
+                await asyncio.sleep(0)  # 100,000 updates in a commit: let requests in between
             if u.dispatch_id in self._ended:
                 continue  # a late report the store did not apply to a final dispatch
             d = self._dispatches.get(u.dispatch_id) or await self._load(u.dispatch_id)

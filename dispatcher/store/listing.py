@@ -62,7 +62,7 @@ class Listing(SqlBase):
         cur = db.execute(
             "SELECT node_id, name, kind, status, start_time, end_time, sub_dispatch_id,"
             " error IS NOT NULL, output_size FROM nodes WHERE dispatch_id = ? ORDER BY node_id",
-            (dispatch_id,))
+            (dispatch_id,)).fetchall()
         return [NodeRow(n, name, kind, Status(status), start, end, sub, bool(err), size)
                 for n, name, kind, status, start, end, sub, err, size in cur]
 
@@ -72,7 +72,8 @@ class Listing(SqlBase):
 
     def _node_names(self, db: Db, dispatch_id: str) -> list[tuple[str, str]]:
         return [(name, kind) for name, kind in db.execute(
-            "SELECT name, kind FROM nodes WHERE dispatch_id = ? ORDER BY node_id", (dispatch_id,))]
+            "SELECT name, kind FROM nodes WHERE dispatch_id = ? ORDER BY node_id",
+            (dispatch_id,)).fetchall()]
 
     async def get_node(self, dispatch_id: str, node_id: int) -> NodeRecord | None:
         return await self._read(self._get_node, dispatch_id, node_id)

@@ -168,7 +168,8 @@ class SqlBase:
         out: dict[str, bytes] = {}
         for chunk in chunks(wanted):
             for ref, data, path in db.execute(
-                    f"SELECT ref, data, path FROM blobs WHERE ref IN ({marks(len(chunk))})", chunk):
+                    f"SELECT ref, data, path FROM blobs WHERE ref IN ({marks(len(chunk))})",
+                    chunk).fetchall():
                 if data is None:
                     with open_location(path, str(self.blob_dir), self.storage_options) as fh:
                         data = fh.read()
@@ -184,7 +185,7 @@ class SqlBase:
         for chunk in chunks(wanted):
             for ref, size, data, path in db.execute(
                     f"SELECT ref, size, data, path FROM blobs WHERE ref IN ({marks(len(chunk))})",
-                    chunk):
+                    chunk).fetchall():
                 out[ref] = BlobSource(ref, int(size), bytes(data) if data is not None else None, path)
         return out
 

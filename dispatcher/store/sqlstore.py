@@ -17,6 +17,7 @@ SQL guards come from there), so concurrent writers never move a status backwards
 
 from __future__ import annotations
 
+import asyncio
 import functools
 import json
 from collections.abc import Callable, Sequence
@@ -60,6 +61,18 @@ class SqlStore(Listing, Deletion):
     """
 
     _executor: Executor
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        # Status changes are applied in the order they were handed over, as the state machine
+        # decided them (a node's COMPLETED after its dispatch's cancel, never before it). SQLite
+        # runs every call on one thread in that order anyway; PostgreSQL runs transactions side
+        # by side, so these writes queue here, first come, first served.
+        self._in_order = asyncio.Lock()
+
+    async def _ordered(self, op: str, fn: Callable[..., T], *args: Any) -> T:
+        async with self._in_order:
+            return await self._timed_write(op, fn, *args)
 
     async def _call(self, fn: Callable[..., T], *args: Any) -> T:
         raise NotImplementedError
@@ -155,7 +168,7 @@ class SqlStore(Listing, Deletion):
 
     def _get_nodes(self, db: Db, dispatch_id: str) -> list[NodeRecord]:
         cur = db.execute(f"SELECT {NODE_COLUMNS} FROM nodes WHERE dispatch_id = ?"
-                         " ORDER BY node_id", (dispatch_id,))
+                         " ORDER BY node_id", (dispatch_id,)).fetchall()  # rows made in C
         return [NodeRecord(n, name, kind, Status(status), *rest)
                 for n, name, kind, status, *rest in cur]
 
@@ -178,7 +191,7 @@ class SqlStore(Listing, Deletion):
     # -- outcomes --------------------------------------------------------------------------
 
     async def apply(self, nodes: list[NodeUpdate], dispatches: list[DispatchUpdate]) -> None:
-        await self._timed_write("apply", self._apply, nodes, dispatches)
+        await self._ordered("apply", self._apply, nodes, dispatches)
 
     def _apply(self, db: Db, nodes: list[NodeUpdate], dispatches: list[DispatchUpdate]) -> None:
         outputs = [u.output for u in nodes if u.output is not None]
@@ -219,7 +232,7 @@ class SqlStore(Listing, Deletion):
 
     async def claim_pending(self, dispatch_id: str, start_time: str) -> bool:
         """NEW_OBJECT -> RUNNING atomically; False if it was not pending any more."""
-        return await self._write(self._claim_pending, dispatch_id, start_time)
+        return await self._ordered("claim", self._claim_pending, dispatch_id, start_time)
 
     def _claim_pending(self, db: Db, dispatch_id: str, start_time: str) -> bool:
         cur = db.execute(
@@ -228,8 +241,8 @@ class SqlStore(Listing, Deletion):
         return cur.rowcount == 1
 
     async def set_sub_dispatch(self, dispatch_id: str, node_id: int, child_id: str) -> None:
-        await self._write(_execute, "UPDATE nodes SET sub_dispatch_id = ? WHERE dispatch_id = ?"
-                          " AND node_id = ?", (child_id, dispatch_id, node_id))
+        await self._ordered("apply", _execute, "UPDATE nodes SET sub_dispatch_id = ? WHERE"
+                            " dispatch_id = ? AND node_id = ?", (child_id, dispatch_id, node_id))
 
     async def children(self, dispatch_id: str) -> list[tuple[str, int]]:
         """(child dispatch id, parent node id) of the unfinished sublattice dispatches."""
@@ -247,9 +260,9 @@ class SqlStore(Listing, Deletion):
     async def reset_nodes(self, dispatch_id: str, node_ids: list[int]) -> None:
         """Put nodes that were running back to NEW_OBJECT (they will run again)."""
         guard = entry_guard(PENDING, NODE_TRANSITIONS)
-        await self._write(_execute_many, f"UPDATE nodes SET status='{PENDING}', start_time=NULL"
-                          f" WHERE dispatch_id=? AND node_id=? AND {guard}",
-                          [(dispatch_id, n) for n in node_ids])
+        await self._ordered("reset", _execute_many, f"UPDATE nodes SET status='{PENDING}',"
+                            f" start_time=NULL WHERE dispatch_id=? AND node_id=? AND {guard}",
+                            [(dispatch_id, n) for n in node_ids])
 
     async def finished_before(self, before: str | None, statuses: list[Status] | None) -> list[str]:
         """Ids of top-level dispatches that ended (before ``before``, with one of ``statuses``)."""

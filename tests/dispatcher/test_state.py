@@ -75,3 +75,17 @@ async def test_claiming_a_pending_dispatch_succeeds_once(store: SqlStore) -> Non
     assert sorted(claims) == [False, False, True]  # concurrent claims (PostgreSQL: side by side)
     assert await store.get_status(D) == Status.RUNNING
     assert await store.unfinished() == [D]
+
+
+async def test_updates_are_applied_in_the_order_they_were_handed_over(store: SqlStore) -> None:
+    # A large batch that completes the dispatch, then a small one that cancels it: on any store
+    # the small one must not overtake the large one (PostgreSQL runs transactions side by side).
+    n = 5000
+    await store.create_dispatch(NewDispatch(D, D, "wf", Status.RUNNING, "t0", "{}",
+                                            [(i, "a", "electron") for i in range(n)]), [], {})
+    completes = store.apply([state.node_completed(D, i, b"o%d" % i, "t1", "t2") for i in range(n)],
+                            [state.dispatch_ended(D, {}, ["a"] * n, False, "t2", None)])
+    cancels = store.apply([state.node_cancelled(D, 0, "t3")], [state.dispatch_cancelled(D, "t3")])
+    await asyncio.gather(completes, cancels)
+    assert await store.get_status(D) == Status.COMPLETED
+    assert {n.status for n in await store.get_nodes(D)} == {Status.COMPLETED}
