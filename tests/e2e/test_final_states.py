@@ -39,7 +39,7 @@ from hypothesis import strategies as st
 
 import covalent as ct
 from covalent.errors import CovalentError
-from tests.faults.conftest import ServerProcess, process_env
+from tests.faults.conftest import ServerProcess, Shared
 from tests.randomized import retried_step, step, sub, value_of
 
 EXAMPLES = int(os.environ.get("COVALENT_E2E_EXAMPLES", 20))
@@ -118,18 +118,12 @@ def ancestors(plan: Plan, i: int) -> set[int]:
 
 
 @pytest.fixture(scope="module")
-def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
-    """One dispatcher process with two worker processes for every example of this module."""
-    root = tmp_path_factory.mktemp("final-states")
-    env = process_env(root / "config")
-    env.pop("COVALENT_TOKEN", None)
-    s = ServerProcess(root / "data", env)
-    s.start()
+def server(shared_server: Shared) -> Iterator[ServerProcess]:
+    """The session's shared dispatcher (two worker processes), reached by the SDK here."""
     with pytest.MonkeyPatch.context() as mp:
-        mp.setenv("COVALENT_TOKEN", s.token)
-        mp.setenv("COVALENT_CONFIG_DIR", str(root / "config"))
-        yield s
-    s.stop()
+        mp.setenv("COVALENT_TOKEN", shared_server.server.token)
+        mp.setenv("COVALENT_CONFIG_DIR", shared_server.env["COVALENT_CONFIG_DIR"])
+        yield shared_server.server
 
 
 def _get(server: ServerProcess, path: str) -> Any:

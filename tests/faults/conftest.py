@@ -11,6 +11,7 @@ import sys
 import time
 import urllib.request
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -117,6 +118,14 @@ def _cmdline(pid: int) -> str:
         return Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode()
     except OSError:
         return ""
+
+
+@dataclass(frozen=True)
+class Shared:
+    """Where the session's shared dispatcher is, and the environment that reaches it."""
+
+    server: ServerProcess
+    env: dict[str, str]  # for subprocesses and kernels: the SDK finds the server from it
 
 
 def process_env(config_dir: Path) -> dict[str, str]:
