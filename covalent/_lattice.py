@@ -152,7 +152,7 @@ def lattice(
 
     Args:
         executor: default executor of its electrons that do not name one.
-        workflow_executor: executor of the ``:postprocess:`` node.
+        workflow_executor: executor of the ``:postprocess:reconstruct`` node.
         deps_bash, deps_pip, call_before, call_after: defaults for electrons without their own.
         triggers: triggers to register when dispatched; the dispatch then waits for them.
 
