@@ -2,7 +2,7 @@
 
 ``Lattice.build_graph(*args, **kwargs)`` runs the workflow function once, on the client, with a
 ``GraphBuilder`` active: each electron call adds a node (see ``_builder``). The return value
-becomes the template of the final ``:postprocess:`` node. Called directly (outside a dispatch),
+becomes the template of the final ``:postprocess:reconstruct`` node. Called directly (outside a dispatch),
 a lattice is its function, so a lattice called inside another lattice is inlined.
 """
 

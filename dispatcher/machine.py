@@ -27,8 +27,9 @@ machine asks which released nodes still run, waits for those, and submits the re
 (a new *generation*) with the completed nodes' stored outputs, until nothing is left.
 
 Gathering nodes (lists, tuples, dicts; ``GATHER``) are COMPLETED once all their parts are;
-the ``:postprocess:`` node completes with its dispatch, in the same commit (CANCELLED with a
-cancelled dispatch, NEW_OBJECT with a failed one). A final dispatch has no RUNNING node.
+the ``:postprocess:reconstruct`` node completes with its dispatch, in the same commit
+(CANCELLED with a cancelled dispatch, NEW_OBJECT with a failed one). A final dispatch has no
+RUNNING node.
 """
 
 from __future__ import annotations
@@ -497,7 +498,7 @@ class DispatchMachine:
         return [Record(updates), *self._finish(stamp)]
 
     def _finish(self, stamp: str) -> list[Instruction]:
-        """The final record, with the ``:postprocess:`` node's in the same commit."""
+        """The final record, with the ``:postprocess:reconstruct`` node's in the same commit."""
         failed = self.failed
         if self.internal_error and not failed:
             failed = {-1: self.internal_error}

@@ -262,7 +262,9 @@ COMMON = dict(deadline=None, suppress_health_check=[HealthCheck.too_slow,
                                                      HealthCheck.function_scoped_fixture])
 
 
-@pytest.mark.timeout(60 + 20 * EXAMPLES)
+# The thread method: a signal's exception inside Hypothesis would be taken for a failure and
+# shrunk, example after example, instead of ending the test.
+@pytest.mark.timeout(120 + 30 * EXAMPLES, method="thread")
 @settings(max_examples=EXAMPLES, **COMMON)  # type: ignore[arg-type]
 @given(plan=plans())
 def test_a_finished_dispatch_tells_the_truth(server: ServerProcess, plan: Plan,
@@ -271,7 +273,7 @@ def test_a_finished_dispatch_tells_the_truth(server: ServerProcess, plan: Plan,
 
 
 @pytest.mark.slow
-@pytest.mark.timeout(60 + 60 * KILL_EXAMPLES)
+@pytest.mark.timeout(120 + 90 * KILL_EXAMPLES, method="thread")
 @settings(max_examples=KILL_EXAMPLES, **COMMON)  # type: ignore[arg-type]
 @given(plan=plans(kills=True))
 def test_the_truth_survives_killed_workers_and_a_killed_dispatcher(
