@@ -177,6 +177,8 @@ class DispatchQuery:
     offset: int = 0
     limit: int = 50
     top_level: bool = True  # sublattice dispatches are reached from their parent's node
+    created_after: str | None = None  # ISO times: only dispatches created after / before them
+    created_before: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -242,9 +244,10 @@ class DispatchStore(Protocol):
         """Top-level dispatches that ended before ``before`` (ISO), with one of ``statuses``."""
         ...
 
-    async def delete_dispatches(self, dispatch_ids: list[str]) -> list[str]:
+    async def delete_dispatches(self, dispatch_ids: list[str], pending: bool = False) -> list[str]:
         """Delete finished dispatches (and their sublattice dispatches, triggers, and blobs no
-        other dispatch uses); unfinished ones are left; returns the ids deleted."""
+        other dispatch uses), and with ``pending`` never-started (NEW_OBJECT) ones too; others
+        are left (checked in the same transaction); returns the ids deleted."""
         ...
 
     async def add_trigger(self, record: TriggerRecord) -> None: ...

@@ -397,12 +397,15 @@ class SqliteStore:
             args.append(before)
         return [r[0] for r in self.db.execute(q + " ORDER BY created_at", args)]
 
-    async def delete_dispatches(self, dispatch_ids: list[str]) -> list[str]:
+    async def delete_dispatches(self, dispatch_ids: list[str], pending: bool = False) -> list[str]:
         """Delete finished dispatches, their sublattice dispatches, triggers and the blobs no
-        other dispatch references; return the ids deleted. Unfinished ones are left alone."""
-        return await self._call(self._delete_dispatches, dispatch_ids)
+        other dispatch references; return the ids deleted. Unfinished ones are left alone, and
+        never-started (NEW_OBJECT) ones unless ``pending``."""
+        return await self._call(self._delete_dispatches, dispatch_ids, pending)
 
-    def _delete_dispatches(self, dispatch_ids: list[str]) -> list[str]:
+    def _delete_dispatches(self, dispatch_ids: list[str], pending: bool) -> list[str]:
+        deletable = sql_list([*TERMINAL, PENDING]) if pending else _TERMINAL
+
         def body(db: sqlite3.Connection) -> tuple[list[str], list[str]]:
             doomed: list[str] = []
             todo = list(dispatch_ids)
@@ -410,7 +413,7 @@ class SqliteStore:
                 chunk, todo = todo[:500], todo[500:]
                 marks = ",".join("?" * len(chunk))
                 rows = db.execute(f"SELECT dispatch_id FROM dispatches WHERE dispatch_id IN ({marks})"
-                                  f" AND status IN {_TERMINAL}", chunk).fetchall()
+                                  f" AND status IN {deletable}", chunk).fetchall()
                 found = [r[0] for r in rows]
                 doomed += found
                 if found:
@@ -610,4 +613,10 @@ def _listing_filter(query: DispatchQuery) -> tuple[str, list[Any]]:
         escaped = text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
         clauses.append("(name LIKE ? ESCAPE '\\' OR dispatch_id LIKE ? ESCAPE '\\')")
         args += [f"%{escaped}%", f"%{escaped.lower()}%"]
+    if query.created_after:
+        clauses.append("created_at > ?")
+        args.append(query.created_after)
+    if query.created_before:
+        clauses.append("created_at < ?")
+        args.append(query.created_before)
     return (" WHERE " + " AND ".join(clauses)) if clauses else "", args
