@@ -541,6 +541,13 @@ class SqliteStore:
                 out[did][Status(status)] = n
         return out
 
+    async def find_ids(self, prefix: str, limit: int) -> list[str]:
+        # A range on the primary key (an index seek), not LIKE: ids are lower-case hex and "-",
+        # all below "~".
+        return [r[0] for r in await self._call(lambda: self.db.execute(
+            "SELECT dispatch_id FROM dispatches WHERE dispatch_id >= ? AND dispatch_id < ?"
+            " ORDER BY created_at DESC LIMIT ?", (prefix, prefix + "~", limit)).fetchall())]
+
     async def node_rows(self, dispatch_id: str) -> list[NodeRow]:
         return await self._call(self._node_rows, dispatch_id)
 
