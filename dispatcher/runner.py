@@ -224,7 +224,8 @@ class Runner:
         for node_id, known in preset.items():
             updates.append(state.node_completed(dispatch_id, node_id, known.inline, known.start,
                                                 known.end, ref=known.ref, size=known.size,
-                                                reused_from=known.reused_from))
+                                                reused_from=known.reused_from,
+                                                preview=known.preview or None))  # as the SDK shows it (#20.5)
             updates += self._completed(run, node_id, known.preview)
         for node_id, data in compiled.inlined.items():
             if node_id in preset:
@@ -262,7 +263,8 @@ class Runner:
                         self._on_outcome(msg)
                     elif topic == START_TOPIC:
                         if msg.get("d") in self.runs:
-                            self.recorder.record(state.node_running(msg["d"], int(msg["n"]), msg["t"]))
+                            self.recorder.record(state.node_running(msg["d"], int(msg["n"]), msg["t"],
+                                                                    msg.get("worker")))
                     else:
                         await self._finish(msg)
                 except asyncio.CancelledError:
@@ -286,7 +288,7 @@ class Runner:
             self.recorder.record(state.node_completed(
                 d, node_id, msg.get("data"), msg["t0"], msg["t1"], msg["out"], msg["err"],
                 msg.get("pv"), ref=msg.get("ref"), size=msg.get("size"), location=msg.get("loc"),
-                attempts=track.attempts))
+                attempts=track.attempts, worker=msg.get("worker")))
             self.recorder.record(*self._completed(run, node_id, msg.get("pv") or ""))
         elif track.attempts <= track.retries:  # Dask runs it again (its executor's retries)
             log.info("node %d of dispatch %s failed (attempt %d of %d), retrying: %s: %s",
@@ -297,7 +299,7 @@ class Runner:
             track.outcome, track.failed = Outcome.FAILED, f"{msg['et']}: {msg['msg']}{tries}"
             self.recorder.record(state.node_failed(
                 d, node_id, msg.get("tb") or track.failed, msg["t1"], msg["t0"], msg["out"],
-                msg["err"], attempts=track.attempts))
+                msg["err"], attempts=track.attempts, worker=msg.get("worker")))
 
     def _completed(self, run: DispatchRun, node_id: int, preview: str) -> list[state.NodeUpdate]:
         """Mark a node COMPLETED; return the updates of the gathering nodes it completes."""

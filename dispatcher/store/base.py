@@ -104,6 +104,7 @@ class NodeRecord:
     gather: str | None = None  # a gathering node's output: JSON naming its parts
     reused_from: str | None = None  # the dispatch that computed the output it reused
     attempts: int | None = None  # times a task ran it (None: it never ran as a task)
+    worker: str | None = None  # the Dask worker that ran it (address)
 
     @property
     def gather_spec(self) -> dict[str, Any] | None:
@@ -118,7 +119,7 @@ class NodeRecord:
                 "stderr": self.stderr, "sub_dispatch_id": self.sub_dispatch_id,
                 "has_output": self.output_ref is not None or self.gather is not None,
                 "preview": self.preview, "output_size": self.output_size,
-                "reused_from": self.reused_from, "attempts": self.attempts}
+                "reused_from": self.reused_from, "attempts": self.attempts, "worker": self.worker}
 
 
 @dataclass(frozen=True, slots=True)
@@ -204,6 +205,7 @@ class NodeRow:
     sub_dispatch_id: str | None
     has_error: bool
     output_size: int | None
+    worker: str | None = None
 
 
 class DispatchStore(Protocol):

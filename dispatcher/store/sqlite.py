@@ -82,6 +82,7 @@ CREATE TABLE IF NOT EXISTS nodes (
     gather TEXT,
     reused_from TEXT,
     attempts INTEGER,
+    worker TEXT,
     PRIMARY KEY (dispatch_id, node_id)
 ) WITHOUT ROWID;
 CREATE INDEX IF NOT EXISTS nodes_output ON nodes(output_ref);
@@ -109,11 +110,12 @@ _DISPATCH_COLUMNS = ("dispatch_id, root_dispatch_id, parent_dispatch_id, parent_
                      " status, created_at, start_time, end_time, error, graph, blob_refs,"
                      " inputs_ref, lattice_ref, result_ref, template_ref, meta")
 _NODE_COLUMNS = ("node_id, name, kind, status, start_time, end_time, output_ref, error, stdout,"
-                 " stderr, sub_dispatch_id, preview, output_size, gather, reused_from, attempts")
+                 " stderr, sub_dispatch_id, preview, output_size, gather, reused_from, attempts,"
+                 " worker")
 # Columns added after the first release: (table, column, type), added to older stores on open.
 _ADDED_COLUMNS = [("nodes", "preview", "TEXT"), ("nodes", "output_size", "INTEGER"),
                   ("nodes", "gather", "TEXT"), ("nodes", "reused_from", "TEXT"),
-                  ("nodes", "attempts", "INTEGER")]
+                  ("nodes", "attempts", "INTEGER"), ("nodes", "worker", "TEXT")]
 _TRIGGER_COLUMNS = "trigger_id, dispatch_id, name, spec, pickled, active, fire_count, reason, created_at"
 
 
@@ -329,11 +331,12 @@ class SqliteStore:
                     " stdout = COALESCE(?, stdout), stderr = COALESCE(?, stderr),"
                     " sub_dispatch_id = COALESCE(?, sub_dispatch_id), preview = COALESCE(?, preview),"
                     " output_size = COALESCE(?, output_size), gather = COALESCE(?, gather),"
-                    " reused_from = COALESCE(?, reused_from), attempts = COALESCE(?, attempts)"
+                    " reused_from = COALESCE(?, reused_from), attempts = COALESCE(?, attempts),"
+                    " worker = COALESCE(?, worker)"
                     f" WHERE dispatch_id = ? AND node_id = ? AND {_node_guard(u.status)}",
                     (_text(u.status), u.start_time, u.end_time, ref, _clean(u.error),
                      _clean(u.stdout), _clean(u.stderr), u.sub_dispatch_id, _clean(u.preview),
-                     size, u.gather, u.reused_from, u.attempts, u.dispatch_id, u.node_id))
+                     size, u.gather, u.reused_from, u.attempts, u.worker, u.dispatch_id, u.node_id))
             for d in dispatches:
                 rref = self._put_blobs([d.result])[0] if d.result is not None else None
                 db.execute(
@@ -554,10 +557,10 @@ class SqliteStore:
     def _node_rows(self, dispatch_id: str) -> list[NodeRow]:
         cur = self.db.execute(
             "SELECT node_id, name, kind, status, start_time, end_time, sub_dispatch_id,"
-            " error IS NOT NULL, output_size FROM nodes WHERE dispatch_id = ? ORDER BY node_id",
+            " error IS NOT NULL, output_size, worker FROM nodes WHERE dispatch_id = ? ORDER BY node_id",
             (dispatch_id,))
-        return [NodeRow(n, name, kind, Status(status), start, end, sub, bool(err), size)
-                for n, name, kind, status, start, end, sub, err, size in cur]
+        return [NodeRow(n, name, kind, Status(status), start, end, sub, bool(err), size, worker)
+                for n, name, kind, status, start, end, sub, err, size, worker in cur]
 
     async def get_node(self, dispatch_id: str, node_id: int) -> NodeRecord | None:
         return await self._call(self._get_node, dispatch_id, node_id)
