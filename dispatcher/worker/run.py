@@ -61,7 +61,7 @@ def load_output(node_id: int, inline: bytes | None, ref: str | None) -> NodeOutc
 def _run(spec: NodeSpec, parents: tuple[NodeOutcome, ...], start: str,
          guard: int | None) -> NodeOutcome | NodeDone:
     failure: tuple[str, str, str] | None = None  # raised outside the handlers: no context chain
-    with Capture() as cap:
+    with Capture((spec.dispatch_id, spec.node_id)) as cap:  # readable while it runs (#24)
         try:
             interrupts.enter()
             try:
