@@ -181,9 +181,19 @@ async def open_stream(request: web.Request) -> web.StreamResponse:
 
 async def stream_dispatch(request: web.Request, hub: LiveHub, store: DispatchStore,
                           dispatch_id: str) -> web.StreamResponse:
-    """Events ``snapshot`` (every node's status, and which nodes are user electrons), then ``update`` per batch of commits; the
-    stream ends after the one that holds the dispatch's final status."""
+    """Events ``snapshot`` (every node's status, and which nodes are user electrons), then
+    ``update`` per batch of commits; the stream ends after the one that holds the dispatch's
+    final status, or quietly when the browser has gone (a closed tab is no error)."""
     resp = await open_stream(request)
+    try:
+        await _follow_dispatch(resp, hub, store, dispatch_id)
+    except ConnectionResetError:  # the tab was closed: the next write found no one
+        pass
+    return resp
+
+
+async def _follow_dispatch(resp: web.StreamResponse, hub: LiveHub, store: DispatchStore,
+                           dispatch_id: str) -> None:
     with hub.watch(dispatch_id) as w:
         rows = await store.node_rows(dispatch_id)
         status = await store.get_status(dispatch_id) or Status.NEW_OBJECT
@@ -203,14 +213,23 @@ async def stream_dispatch(request: web.Request, hub: LiveHub, store: DispatchSto
                 await send(resp, "update", {"status": str(status), "nodes": changes})
         if status in (Status.COMPLETED, Status.FAILED, Status.CANCELLED):
             await send(resp, "end", {"status": str(status)})
-    return resp
 
 
 async def stream_listing(request: web.Request, hub: LiveHub, store: DispatchStore,
                          shown: list[str]) -> web.StreamResponse:
     """Events ``rows`` (status and electron counts of the listed dispatches a commit touched)
-    and ``new`` (a dispatch newer than every listed one started: the first page may reload)."""
+    and ``new`` (a dispatch newer than every listed one started: the first page may reload);
+    until the server stops or the browser goes."""
     resp = await open_stream(request)
+    try:
+        await _follow_listing(resp, hub, store, shown)
+    except ConnectionResetError:  # the tab was closed: the next write found no one
+        pass
+    return resp
+
+
+async def _follow_listing(resp: web.StreamResponse, hub: LiveHub, store: DispatchStore,
+                          shown: list[str]) -> None:
     listed = set(shown)
     seen = set(shown)
     with hub.watch(None) as w:
@@ -233,7 +252,6 @@ async def stream_listing(request: web.Request, hub: LiveHub, store: DispatchStor
                         rows.append({"id": dispatch_id, "status": str(status),
                                      **done_total(counts[dispatch_id])})
                 await send(resp, "rows", rows)
-    return resp
 
 
 def done_total(counts: dict[Status, int]) -> dict[str, int]:

@@ -156,13 +156,13 @@ async def test_a_running_dispatch_turns_completed_without_a_reload(dispatcher: T
 
     released = time.monotonic()
     tasks.release.set()
-    await expect(page.locator("#d-status")).to_have_text("COMPLETED", timeout=5000)
+    await expect(page.locator("#d-status")).to_have_attribute("data-status", "COMPLETED", timeout=5000)
     shown_after = time.monotonic() - released
     assert await page.evaluate("window.__samePage === true")  # updated in place
     assert await page.locator("#d-done").inner_text() == "3"
     await page.wait_for_selector("#result-preview")  # the summary refreshed when it ended
     assert await page.locator("#result-preview").inner_text() == "30"
-    await expect(list_page.locator(f'tr[data-id="{dispatch_id}"] [data-role=status]')).to_have_text("COMPLETED")
+    await expect(list_page.locator(f'tr[data-id="{dispatch_id}"] [data-role=status]')).to_have_attribute("data-status", "COMPLETED")
     assert (await list_page.locator(f'tr[data-id="{dispatch_id}"] td.count').inner_text()).strip() == "3/3"
     print(f"\nCOMPLETED shown {shown_after:.2f} s after the task was released")
 
@@ -184,8 +184,9 @@ async def test_a_cross_site_form_post_is_refused(dispatcher: TestClient, addr: s
     assert response is None or response.status in (401, 403, 415)
     assert await store.get_status(dispatch_id) == ct.status.RUNNING  # nothing was cancelled
     await page.goto(str(dispatcher.make_url(f"/dispatches/{dispatch_id}")))
+    page.once("dialog", lambda d: asyncio.ensure_future(d.accept()))  # "Cancel this dispatch?"
     await page.click("button[data-action=cancel]")  # the page's own button does cancel
-    await expect(page.locator("#d-status")).to_have_text("CANCELLED")
+    await expect(page.locator("#d-status")).to_have_attribute("data-status", "CANCELLED")
 
 
 async def test_logs_page_is_searchable(dispatcher: TestClient, page: Any) -> None:
@@ -212,5 +213,5 @@ async def test_redispatch_button_runs_it_again(dispatcher: TestClient, addr: str
     await page.goto(str(dispatcher.make_url(f"/dispatches/{dispatch_id}")))
     await page.click("button[data-action=redispatch]")
     await page.wait_for_url(lambda url: "/dispatches/" in url and dispatch_id not in url)
-    await expect(page.locator("#d-status")).to_have_text("COMPLETED", timeout=10_000)
+    await expect(page.locator("#d-status")).to_have_attribute("data-status", "COMPLETED", timeout=10_000)
     await expect(page.locator("#result-preview")).to_have_text("5")
