@@ -28,7 +28,7 @@ from typing import Any
 
 from distributed import Future
 
-from covalent.wire import Edge, NodeKind, WorkflowGraph
+from covalent.wire import Edge, NodeKind, WorkflowGraph, shorten
 
 Key = tuple[str, int]
 
@@ -143,7 +143,7 @@ def gather_preview(kind: str, metadata: dict[str, Any], previews: list[str],
         text = "(" + ", ".join(previews) + ("," if len(previews) == 1 else "") + ")"
     else:
         text = "[" + ", ".join(previews) + "]"
-    return text if len(text) <= limit else text[: limit - 3] + "..."
+    return shorten(text, limit)  # cut between items, never inside a number (#24)
 
 
 def descendants(graph: WorkflowGraph, roots: list[int]) -> set[int]:
