@@ -49,7 +49,10 @@ def listing_query(params: Mapping[str, str], limit: int = PAGE_SIZE) -> tuple[Di
 @routes.get("/")
 async def dispatch_list(request: web.Request) -> web.StreamResponse:
     if "token" in request.query:
-        return access.enter(request)
+        entered = access.enter(request)
+        if isinstance(entered, web.HTTPException):  # a redirect: raised, never returned
+            raise entered
+        return entered
     query, age = listing_query(request.query)
     wanted = page_number(request)
     store = request.app[STORE]

@@ -108,6 +108,11 @@ class LiveHub:
             if not self._watches[dispatch_id]:
                 del self._watches[dispatch_id]
 
+    @property
+    def watchers(self) -> int:
+        """How many event streams are open now."""
+        return sum(len(w) for w in self._watches.values())
+
     def version(self, dispatch_id: str) -> int:
         """How many commits touched the dispatch since this server started (0 after it ended)."""
         return self._versions.get(dispatch_id, 0)
