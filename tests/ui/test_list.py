@@ -139,3 +139,20 @@ async def test_a_row_that_finishes_gets_its_delete_without_a_reload(dispatcher: 
     accept_dialogs(page)
     await row.locator("button[data-action=delete]").click()
     await expect(row).to_have_count(0)
+
+
+async def test_a_page_on_another_site_cannot_bulk_delete(dispatcher: TestClient, addr: str, page: Any) -> None:
+    done = await dispatch(squares, addr, 1)
+    target = str(dispatcher.make_url("/api/v1/listing/delete"))
+    evil = ("<html><body><form id=f method=post enctype=text/plain action='" + target + "'>"
+            "<input name='{\"filter\": {\"q\": \"\", \"x\":\"' value='\"}}'></form>"
+            "<script>fetch('" + target + "', {method: 'POST', mode: 'no-cors', credentials: 'include',"
+            " body: JSON.stringify({dispatch_ids: ['" + done + "']})})"
+            ".finally(() => document.getElementById('f').submit())</script></body></html>")
+    await page.route("http://evil.example/", lambda route: route.fulfill(
+        status=200, content_type="text/html", body=evil))
+    async with page.expect_navigation(url=target) as nav:
+        await page.goto("http://evil.example/")
+    response = await nav.value
+    assert response is None or response.status in (401, 403, 415)
+    assert await dispatcher.app[STORE].get_status(done) == Status.COMPLETED  # nothing was deleted

@@ -215,3 +215,4 @@ async def test_redispatch_button_runs_it_again(dispatcher: TestClient, addr: str
     await page.wait_for_url(lambda url: "/dispatches/" in url and dispatch_id not in url)
     await expect(page.locator("#d-status")).to_have_attribute("data-status", "COMPLETED", timeout=10_000)
     await expect(page.locator("#result-preview")).to_have_text("5")
+    assert f"redispatch of squares {dispatch_id[:8]}" in await page.locator("#redispatch-of").inner_text()
