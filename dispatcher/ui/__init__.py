@@ -1,16 +1,20 @@
-"""The web UI, served by the dispatcher at its root (issue #15): ``setup(app)`` adds it.
+"""The web UI, served by the dispatcher at its root (issues #15, #24): ``setup(app)`` adds it.
 
 Server-rendered pages (jinja2 templates in ``templates/``), a few small script files in
 ``static/`` (our own, plus htmx vendored with its licence), no build step. The browser draws
-the graph from coordinates computed here (``layout``) and follows a running dispatch through
-server-sent events fed by the Recorder's commit announcements (``live``). The UI sits behind
-the API's guards (``access`` explains how a browser gets in) and reads the store only through
-typed records: it never unpickles.
+the graph from coordinates computed by ``covalent.layout`` and follows a running dispatch
+through server-sent events fed by the Recorder's commit announcements (``live``). The UI sits
+behind the API's guards (``access`` explains how a browser gets in; a page refused for want of
+the token is answered by ``_token_page`` here) and reads the store only through typed records:
+it never unpickles.
 
-    routes.py  pages, fragments, graph JSON, event streams    api.py   /api/v1 additions
-    layout.py  layers, crossing reduction, aggregation (pure)  views.py counts, times, caches
-    live.py    the hub between commits and watchers            logs.py  the logs page's reader
-    access.py  the token link, HTML error pages, security headers
+    listing.py   the dispatch list (filters, age, pages)    routes.py   a dispatch's page, node
+    drawer.py    the node drawer (inputs, tracebacks,                    table, graph JSON, events,
+                 reused outputs, output so far)                          the logs page
+    peek.py      asks a worker what a running node printed  timeline.py bars, lanes, critical path
+    trigger_page.py  /triggers                              api.py      /api/v1 additions
+    views.py     counts, times, sizes, caches               live.py     commits to watchers
+    logs.py      the logs page's reader                     access.py   token link, headers
 """
 
 from __future__ import annotations
