@@ -38,9 +38,9 @@ async def view(page: Any) -> dict[str, float]:
     return await page.evaluate("({...covalentGraph.view})")  # type: ignore[no-any-return]
 
 
-async def screen_point(page: Any, item: int) -> dict[str, float]:
+async def screen_point(page: Any, item: int) -> Any:
     """Where item ``item`` of the layout is on the screen."""
-    return await page.evaluate("""(i) => {  // type: ignore
+    return await page.evaluate("""(i) => {
         const it = covalentGraph.layout.items[i];
         const r = document.getElementById('graph').getBoundingClientRect(), v = covalentGraph.view;
         return {x: r.left + (it[3] - v.x) * v.k, y: r.top + (it[4] - v.y) * v.k};

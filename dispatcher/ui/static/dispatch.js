@@ -14,9 +14,9 @@
   const id = page.dataset.dispatchId;
   const drawer = document.getElementById("drawer");
   const state = {user: "", status: page.dataset.status, showAll: false, expanded: new Set(), openNode: -1};
-  const graph = window.CovalentGraph(document.getElementById("graph"), document.getElementById("minimap"),
-                                     document.getElementById("graph-tip"),
+  const graph = window.CovalentGraph(document.getElementById("graph"), document.getElementById("graph-tip"),
                                      {open: openDrawer, expand: expandBox});
+  window.CovalentMinimap(document.getElementById("minimap"), graph);
   // For tests and benchmarks: what is drawn (layout, view, codes) and the page's own state.
   window.covalentGraph = graph.state;
   Object.assign(graph.state, {page: state});

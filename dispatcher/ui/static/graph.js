@@ -1,7 +1,7 @@
 // The graph canvas: draws the layout the server computed (one pass per colour, so 10,000 items
 // are cheap), with edges along their routes, and lets a person move around it with a mouse,
-// a finger (one to pan, two to pinch), or the keyboard (arrows, +/-, 0, Enter). A minimap
-// shows where the view is on a big graph. Colours come from the stylesheet (dark mode too).
+// a finger (one to pan, two to pinch), or the keyboard (arrows, +/-, 0, Enter); others
+// (minimap.js) follow it with on("paint"|"change"). Colours come from the stylesheet (dark mode too).
 // Statuses are one letter per node: N R C F X (see live.py).
 (function () {
   "use strict";
@@ -19,12 +19,14 @@
             sub: v("--sub", "#7c3aed"), focus: v("--focus", "#111"), onDark: "#fff"};
   }
 
-  function Graph(canvas, minimap, tip, hooks) {
+  function Graph(canvas, tip, hooks) {
     const ctx = canvas.getContext("2d");
     const state = {codes: [], layout: null, counts: [], view: {x: 0, y: 0, k: 1}, selected: -1, aim: -1};
+    const listeners = {paint: [], change: []};
+    const changed = () => { for (const f of listeners.change) f(); };
     let colors = palette();
     const dark = window.matchMedia("(prefers-color-scheme: dark)");
-    dark.addEventListener("change", () => { colors = palette(); overviewDirty = true; draw(); });
+    dark.addEventListener("change", () => { colors = palette(); changed(); draw(); });
 
     function resize() {
       const dpr = window.devicePixelRatio || 1;
@@ -57,7 +59,7 @@
       });
     }
 
-    function setLayout(data) { state.layout = data; recount(); overviewDirty = true; fit(); draw(); }
+    function setLayout(data) { state.layout = data; recount(); changed(); fit(); draw(); }
 
     // A node's status changed: move it between its box's counts; redraw once per frame.
     function setCode(node, c) {
@@ -72,13 +74,13 @@
           counts[c] = (counts[c] || 0) + 1;
         }
       }
-      overviewDirty = true;
+      changed();
     }
 
     let frame = 0;
     function draw() {
       if (frame) return;
-      frame = requestAnimationFrame(() => { frame = 0; paint(); paintMinimap(); });
+      frame = requestAnimationFrame(() => { frame = 0; paint(); for (const f of listeners.paint) f(); });
     }
 
     function roundRect(x, y, w, h, r) {
@@ -234,76 +236,6 @@
       }
     }
 
-    // -- the minimap: every item as a dot, cached; the view's rectangle drawn over it ---------
-
-    const overview = document.createElement("canvas");
-    let overviewDirty = true;
-    function mapScale() {
-      const lay = state.layout;
-      const s = Math.min(minimap.width / Math.max(lay.width, 1), minimap.height / Math.max(lay.height, 1));
-      return {s, ox: (minimap.width - lay.width * s) / 2, oy: (minimap.height - lay.height * s) / 2};
-    }
-    function needsMinimap() {
-      const lay = state.layout;
-      if (!lay) return false;
-      const {w, h} = size();
-      return lay.items.length > 150 || lay.width * 0.5 > w || lay.height * 0.5 > h;
-    }
-    function paintMinimap() {
-      if (!minimap) return;
-      const want = needsMinimap();
-      minimap.hidden = !want;
-      if (!want) return;
-      const dpr = window.devicePixelRatio || 1;
-      const cw = Math.round(minimap.clientWidth * dpr), ch = Math.round(minimap.clientHeight * dpr);
-      if (!cw || !ch) return;  // its panel is hidden (the Timeline tab)
-      if (minimap.width !== cw || minimap.height !== ch) { minimap.width = cw; minimap.height = ch; overviewDirty = true; }
-      const lay = state.layout;
-      const {s, ox, oy} = mapScale();
-      if (overviewDirty) {
-        overview.width = minimap.width; overview.height = minimap.height;
-        const o = overview.getContext("2d");
-        const by = {};
-        for (let i = 0; i < lay.items.length; i++) {
-          const it = lay.items[i];
-          const c = it[7] >= 0 ? (state.codes[it[7]] || "?") : "box";
-          (by[c] = by[c] || []).push(it);
-        }
-        for (const c in by) {
-          o.fillStyle = c === "box" ? colors.frame : colors.colors[c];
-          for (const it of by[c]) {
-            o.fillRect(ox + (it[3] - it[5] / 2) * s, oy + (it[4] - it[6] / 2) * s,
-                       Math.max(it[5] * s, 1), Math.max(it[6] * s, 1));
-          }
-        }
-        overviewDirty = false;
-      }
-      const m = minimap.getContext("2d");
-      m.clearRect(0, 0, minimap.width, minimap.height);
-      m.drawImage(overview, 0, 0);
-      const {w, h} = size();
-      const v = state.view;
-      m.strokeStyle = colors.focus;
-      m.lineWidth = 1.5 * dpr;
-      m.strokeRect(ox + v.x * s, oy + v.y * s, w / v.k * s, h / v.k * s);
-    }
-    function minimapTo(ev) {
-      const r = minimap.getBoundingClientRect();
-      const dpr = window.devicePixelRatio || 1;
-      const {s, ox, oy} = mapScale();
-      const {w, h} = size();
-      const x = ((ev.clientX - r.left) * dpr - ox) / s, y = ((ev.clientY - r.top) * dpr - oy) / s;
-      state.view.x = x - w / 2 / state.view.k;
-      state.view.y = y - h / 2 / state.view.k;
-      draw();
-    }
-    if (minimap) {
-      let mapDrag = false;
-      minimap.addEventListener("pointerdown", (ev) => { mapDrag = true; minimap.setPointerCapture(ev.pointerId); minimapTo(ev); });
-      minimap.addEventListener("pointermove", (ev) => { if (mapDrag) minimapTo(ev); });
-      minimap.addEventListener("pointerup", () => { mapDrag = false; });
-    }
-
     // -- pointer: drag to pan, wheel or pinch to zoom, click or tap to open -------------------
 
     function toWorld(cx, cy) {
@@ -453,7 +385,8 @@
 
     window.addEventListener("resize", () => { resize(); draw(); });
     resize();
-    return {state, setLayout, setCode, draw, fit, resize, recount};
+    return {state, setLayout, setCode, draw, fit, resize, recount, size, colors: () => colors,
+            on: (kind, f) => listeners[kind].push(f)};
   }
 
   window.CovalentGraph = Graph;
