@@ -19,7 +19,7 @@ from __future__ import annotations
 import asyncio
 import json
 from collections import defaultdict
-from collections.abc import Iterator
+from collections.abc import Awaitable, Callable, Iterator
 from contextlib import contextmanager
 
 from aiohttp import web
@@ -189,9 +189,15 @@ async def stream_dispatch(request: web.Request, hub: LiveHub, store: DispatchSto
     """Events ``snapshot`` (every node's status, and which nodes are user electrons), then
     ``update`` per batch of commits; the stream ends after the one that holds the dispatch's
     final status, or quietly when the browser has gone (a closed tab is no error)."""
+    return await _events(request, lambda resp: _follow_dispatch(resp, hub, store, dispatch_id))
+
+
+async def _events(request: web.Request,
+                  follow: Callable[[web.StreamResponse], Awaitable[None]]) -> web.StreamResponse:
+    """An event stream written by ``follow``; a browser that went away ends it quietly."""
     resp = await open_stream(request)
     try:
-        await _follow_dispatch(resp, hub, store, dispatch_id)
+        await follow(resp)
     except ConnectionResetError:  # the tab was closed: the next write found no one
         pass
     return resp
@@ -225,12 +231,7 @@ async def stream_listing(request: web.Request, hub: LiveHub, store: DispatchStor
     """Events ``rows`` (status and electron counts of the listed dispatches a commit touched)
     and ``new`` (a dispatch newer than every listed one started: the first page may reload);
     until the server stops or the browser goes."""
-    resp = await open_stream(request)
-    try:
-        await _follow_listing(resp, hub, store, shown)
-    except ConnectionResetError:  # the tab was closed: the next write found no one
-        pass
-    return resp
+    return await _events(request, lambda resp: _follow_listing(resp, hub, store, shown))
 
 
 async def _follow_listing(resp: web.StreamResponse, hub: LiveHub, store: DispatchStore,

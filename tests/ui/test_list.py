@@ -21,7 +21,7 @@ from dispatcher.state import Status
 from dispatcher.store import NewDispatch
 from tests.conftest import wait_until
 from tests.ui.conftest import screenshot_path
-from tests.ui.test_pages import broken, dispatch, squares, waits
+from tests.ui.test_pages import broken, cross_site_post, dispatch, squares, waits
 
 pytestmark = pytest.mark.slow
 
@@ -143,16 +143,7 @@ async def test_a_row_that_finishes_gets_its_delete_without_a_reload(dispatcher: 
 
 async def test_a_page_on_another_site_cannot_bulk_delete(dispatcher: TestClient, addr: str, page: Any) -> None:
     done = await dispatch(squares, addr, 1)
-    target = str(dispatcher.make_url("/api/v1/listing/delete"))
-    evil = ("<html><body><form id=f method=post enctype=text/plain action='" + target + "'>"
-            "<input name='{\"filter\": {\"q\": \"\", \"x\":\"' value='\"}}'></form>"
-            "<script>fetch('" + target + "', {method: 'POST', mode: 'no-cors', credentials: 'include',"
-            " body: JSON.stringify({dispatch_ids: ['" + done + "']})})"
-            ".finally(() => document.getElementById('f').submit())</script></body></html>")
-    await page.route("http://evil.example/", lambda route: route.fulfill(
-        status=200, content_type="text/html", body=evil))
-    async with page.expect_navigation(url=target) as nav:
-        await page.goto("http://evil.example/")
-    response = await nav.value
-    assert response is None or response.status in (401, 403, 415)
+    status = await cross_site_post(page, str(dispatcher.make_url("/api/v1/listing/delete")),
+                                   '{\"filter\": {\"q\": \"\", \"x\":\"', '{"dispatch_ids": ["' + done + '"]}')
+    assert status is None or status in (401, 403, 415)
     assert await dispatcher.app[STORE].get_status(done) == Status.COMPLETED  # nothing was deleted

@@ -167,21 +167,29 @@ async def test_a_running_dispatch_turns_completed_without_a_reload(dispatcher: T
     print(f"\nCOMPLETED shown {shown_after:.2f} s after the task was released")
 
 
-async def test_a_cross_site_form_post_is_refused(dispatcher: TestClient, addr: str, page: Any) -> None:
-    dispatch_id = await dispatch(waits, addr, 1, wait=False)
-    store = dispatcher.app[STORE]
-    await wait_until(lambda: dispatch_id in dispatcher.app[RUNNER].runs, timeout=5)
-    target = str(dispatcher.make_url(f"/api/v1/dispatches/{dispatch_id}/cancel"))
+async def cross_site_post(page: Any, target: str, form_name: str, fetch_body: str) -> int | None:
+    """What a page on evil.example does: a no-cors fetch of ``fetch_body``, then a text/plain
+    form posting JSON-looking text (``form_name`` + ``"}``) to ``target``; the answer's status."""
     evil = ("<html><body><form id=f method=post enctype=text/plain action='" + target + "'>"
-            "<input name='{\"task_ids\": [], \"x\":\"' value='\"}'></form>"
+            "<input name='" + form_name + "' value='\"}'></form>"
             "<script>fetch('" + target + "', {method: 'POST', mode: 'no-cors', credentials: 'include',"
-            " body: '{}'}).finally(() => document.getElementById('f').submit())</script></body></html>")
+            " body: '" + fetch_body + "'}).finally(() => document.getElementById('f').submit())</script>"
+            "</body></html>")
     await page.route("http://evil.example/", lambda route: route.fulfill(
         status=200, content_type="text/html", body=evil))
     async with page.expect_navigation(url=target) as nav:
         await page.goto("http://evil.example/")
     response = await nav.value
-    assert response is None or response.status in (401, 403, 415)
+    return None if response is None else int(response.status)
+
+
+async def test_a_cross_site_form_post_is_refused(dispatcher: TestClient, addr: str, page: Any) -> None:
+    dispatch_id = await dispatch(waits, addr, 1, wait=False)
+    store = dispatcher.app[STORE]
+    await wait_until(lambda: dispatch_id in dispatcher.app[RUNNER].runs, timeout=5)
+    status = await cross_site_post(page, str(dispatcher.make_url(f"/api/v1/dispatches/{dispatch_id}/cancel")),
+                                   '{\"task_ids\": [], \"x\":\"', "{}")
+    assert status is None or status in (401, 403, 415)
     assert await store.get_status(dispatch_id) == ct.status.RUNNING  # nothing was cancelled
     await page.goto(str(dispatcher.make_url(f"/dispatches/{dispatch_id}")))
     page.once("dialog", lambda d: asyncio.ensure_future(d.accept()))  # "Cancel this dispatch?"
