@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import sys
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -17,7 +18,9 @@ import covalent as ct
 from dispatcher.keys import STORE
 from tests import tasks
 from tests.conftest import auth_headers
+from tests.faults.conftest import Cli
 from tests.ui.conftest import screenshot_path
+from tests.ui.test_cli_and_link import start
 from tests.ui.test_pages import dispatch, graph_drawn
 
 pytestmark = pytest.mark.slow
@@ -175,3 +178,34 @@ async def test_the_drawer_is_a_dialog_that_takes_and_gives_back_the_focus(
     await page.keyboard.press("Escape")
     await expect(drawer).to_be_hidden()
     assert await page.evaluate("document.activeElement.matches('#node-table [data-open-node]')")
+
+
+@ct.electron
+def chatty_until(x, release_file):
+    import os
+    import time
+
+    print(f"working on {x}", flush=True)
+    deadline = time.monotonic() + 60
+    while not os.path.exists(release_file) and time.monotonic() < deadline:
+        time.sleep(0.05)  # a worker process: a file is what reaches it
+    return x
+
+
+@ct.lattice
+def talks_until(x, release_file):
+    return chatty_until(x, release_file)
+
+
+async def test_a_running_nodes_output_is_read_from_its_worker_process(cli: Cli, page: Any,
+                                                                       tmp_path: Path) -> None:
+    link, _ = start(cli)  # `covalent start`: worker processes, as people run it
+    addr = link.split("//")[1].split("/")[0]
+    release = tmp_path / "release"
+    dispatch_id = await asyncio.to_thread(ct.dispatch(talks_until, dispatcher_addr=addr), 3, str(release))
+    await page.goto(link)
+    await page.goto(link.split("/?")[0] + f"/dispatches/{dispatch_id}#node=0")
+    await expect(page.locator("#drawer-stdout")).to_have_text("working on 3\n", timeout=20_000)
+    assert "printed so far on tls://127.0.0.1:" in await page.locator("#drawer-live-note").inner_text()
+    release.touch()
+    await expect(page.locator("#drawer-status")).to_have_attribute("data-status", "COMPLETED", timeout=20_000)
