@@ -91,7 +91,8 @@
     } else if (action === "delete-matching") {
       const bulk = document.getElementById("bulk");
       const n = Number(button.dataset.count);
-      if (!window.confirm(`Delete all ${n} finished dispatch${n === 1 ? "" : "es"} this filter matches (every page), their records and outputs?`)) return;
+      const what = n === 1 ? "the finished dispatch" : `all ${n} finished dispatches`;
+      if (!window.confirm(`Delete ${what} this filter matches (every page), with records and outputs?`)) return;
       const out = await act("POST", "/listing/delete", {filter: {
         status: bulk.dataset.filterStatus, q: bulk.dataset.filterQ, age: bulk.dataset.filterAge}});
       toast(`Deleted ${out.deleted.length}`);
