@@ -31,7 +31,7 @@ from covalent.config import (DEFAULT_PORT, ClientConfig, client_config, config_p
                              update_config)
 from covalent.errors import CovalentError, DispatcherUnavailableError
 
-from .cli_dispatches import COMMANDS
+from .cli_dispatches import COMMANDS, show_dispatch
 from .instance import EXIT_RUNNING, Instance, holder, pid_holds_lock
 from .settings import default_data_dir
 
@@ -241,8 +241,12 @@ def restart(ctx: click.Context, data_dir: str | None) -> None:
 
 
 @main.command()
-def status() -> None:
-    """Show the server, its Dask cluster and the running dispatches."""
+@click.argument("dispatch_id", required=False)
+def status(dispatch_id: str | None) -> None:
+    """Show the server, its Dask cluster and the running dispatches; with a DISPATCH_ID (or
+    its first characters), that dispatch."""
+    if dispatch_id:
+        sys.exit(show_dispatch(dispatch_id))
     cfg = client_config()
     try:
         info = api.request_json(cfg, "GET", "/status", timeout=10)

@@ -105,12 +105,14 @@ def stored_parameters(graph: WorkflowGraph, stored: dict[int, StoredBlob], now: 
 async def create(store: DispatchStore, runner: Runner, header: dict[str, Any], graph: WorkflowGraph,
                  blobs: list[bytes], *, stored: dict[int, StoredBlob] | None = None,
                  parent: tuple[str, int] | None = None,
-                 reuse_from: str | None = None) -> tuple[str, bool]:
+                 reuse_from: str | None = None, redispatch_of: str | None = None
+                 ) -> tuple[str, bool]:
     """Store a dispatch and start it unless ``disable_run``; returns (id, created).
 
     ``stored`` = blobs (by index) the store is not handed as bytes: files written as the
     request arrived, or blobs it holds already. ``parent`` = (dispatch id, node id) of the
-    sublattice node this dispatch runs for.
+    sublattice node this dispatch runs for. ``redispatch_of``: the dispatch this one runs again
+    (shown in the web UI; ``reuse_from`` implies it).
     The dispatch is stored RUNNING when it will run, in the same transaction as its graph:
     the 201 is sent only once it is on disk in a state that resume picks up (issue #11).
     """
@@ -142,7 +144,8 @@ async def create(store: DispatchStore, runner: Runner, header: dict[str, Any], g
         nodes=[(n.id, n.name, str(n.kind)) for n in graph.nodes],
         parent_dispatch_id=parent[0] if parent else None,
         parent_node_id=parent[1] if parent else None,
-        meta={"client": header.get("client", {}), "redispatch_of": reuse_from, **_shown(header)})
+        meta={"client": header.get("client", {}), "redispatch_of": redispatch_of or reuse_from,
+              "reused_results": reuse_from is not None, **_shown(header)})
     merged: list[bytes | StoredBlob] = [stored.get(i, b) for i, b in enumerate(blobs)]
     extra = {"inputs_ref": merged[header["inputs"]], "lattice_ref": merged[header["lattice"]]}
     if post.value is not None:
@@ -206,7 +209,8 @@ async def clone(store: DispatchStore, runner: Runner, row: DispatchRecord) -> st
     for ref in (row.inputs_ref, row.lattice_ref):
         stored[len(blobs)] = StoredBlob(ref, sources[ref].size)
         blobs.append(b"")
-    new_id, _ = await create(store, runner, header, graph, blobs, stored=stored)
+    new_id, _ = await create(store, runner, header, graph, blobs, stored=stored,
+                             redispatch_of=row.dispatch_id)
     return new_id
 
 
@@ -440,10 +444,13 @@ async def cancel(store: DispatchStore, runner: Runner, dispatch_id: str,
 
 
 async def delete(store: DispatchStore, runner: Runner, dispatch_id: str) -> list[str]:
-    """Delete a finished dispatch (with its sublattice dispatches); 409 while it runs."""
+    """Delete a finished dispatch (with its sublattice dispatches) or a never-started one;
+    409 while it runs."""
     status = await store.get_status(check_id(dispatch_id))
     if status is None:
         raise DispatchNotFound(dispatch_id)
+    if status == PENDING and dispatch_id not in runner.runs:  # stored with disable_run
+        return await store.delete_dispatches([dispatch_id], pending=True)
     if not state.is_terminal(status) or dispatch_id in runner.runs:
         raise DispatchState(f"dispatch {dispatch_id} is {status}: cancel it or let it finish first")
     return await store.delete_dispatches([dispatch_id])

@@ -67,6 +67,7 @@ OPEN = (Phase.WAITING, Phase.RUNNING)
 class NodeStarted:
     node: int
     stamp: str
+    worker: str | None = None  # its address, for the UI's timeline
 
 
 @dataclass(frozen=True, slots=True)
@@ -88,6 +89,7 @@ class NodeEnded:
     location: str | None = None
     error: str = ""  # FAILED / RETRYING: "Type: message"
     detail: str = ""  # FAILED: the traceback shown as the node's error
+    worker: str | None = None  # the worker that ran it
 
 
 @dataclass(frozen=True, slots=True)
@@ -301,7 +303,8 @@ class DispatchMachine:
         updates: list[Update] = [state.dispatch_started(self.dispatch_id, stamp)]
         for node_id, k in self.known.items():
             updates.append(state.node_completed(self.dispatch_id, node_id, k.inline, k.start, k.end,
-                                                ref=k.ref, size=k.size, reused_from=k.reused_from))
+                                                ref=k.ref, size=k.size, reused_from=k.reused_from,
+                                                preview=k.preview or None))  # as the SDK shows it
             updates += self._complete(node_id, k.preview)
         for node in self.graph.nodes:
             if node.kind is NodeKind.PARAMETER and node.id not in self.known:
@@ -337,7 +340,8 @@ class DispatchMachine:
                 return []
             self.phase[event.node] = Phase.RUNNING
             self._events += 1
-            return [Record([state.node_running(self.dispatch_id, event.node, event.stamp)])]
+            return [Record([state.node_running(self.dispatch_id, event.node, event.stamp,
+                                               event.worker)])]
         if isinstance(event, FuturesDone):
             return self._futures_done(event)
         if isinstance(event, CancelRequested):
@@ -357,13 +361,15 @@ class DispatchMachine:
         if ev.status == "COMPLETED":
             updates = [state.node_completed(d, node, ev.data, ev.start, ev.end, ev.stdout,
                                             ev.stderr, ev.preview, ref=ev.ref, size=ev.size,
-                                            location=ev.location, attempts=ev.attempts)]
+                                            location=ev.location, attempts=ev.attempts,
+                                            worker=ev.worker)]
             updates += self._complete(node, ev.preview or "", ev.end)
         else:
             tries = f" (failed {ev.attempts} attempts)" if ev.attempts > 1 else ""
             self.phase[node], self.errors[node] = Phase.FAILED, ev.error + tries
             updates = [state.node_failed(d, node, ev.detail or ev.error + tries, ev.end, ev.start,
-                                         ev.stdout, ev.stderr, attempts=ev.attempts)]
+                                         ev.stdout, ev.stderr, attempts=ev.attempts,
+                                         worker=ev.worker)]
             self._block(node)
         out: list[Instruction] = [Record(updates)]
         if node in self.awaiting:
@@ -526,10 +532,11 @@ class DispatchMachine:
 def ended_event(msg: Mapping[str, Any]) -> NodeEnded:
     """A worker's outcome event (``dispatcher.protocol``) as a ``NodeEnded``."""
     status = msg["s"]
+    worker = msg.get("worker")  # the scheduler adds the reporting worker's address
     if status == "COMPLETED":
         return NodeEnded(int(msg["n"]), status, msg["t0"], msg["t1"], int(msg.get("a", 1)),
                          msg["out"], msg["err"], msg.get("pv"), msg.get("data"), msg.get("ref"),
-                         msg.get("size"), msg.get("loc"))
+                         msg.get("size"), msg.get("loc"), worker=worker)
     return NodeEnded(int(msg["n"]), status, msg["t0"], msg["t1"], int(msg.get("a", 1)),
                      msg.get("out", ""), msg.get("err", ""),
-                     error=f"{msg['et']}: {msg['msg']}", detail=msg.get("tb") or "")
+                     error=f"{msg['et']}: {msg['msg']}", detail=msg.get("tb") or "", worker=worker)

@@ -187,7 +187,7 @@ async def _submit(request: web.Request, upload: Upload) -> web.Response:
         raise InvalidRequest("triggers must be a list of trigger registrations")
     dispatch_id, created = await dispatches.create(app[STORE], runner, header, graph, upload.blobs,
                                                    stored=upload.spooled, reuse_from=reuse,
-                                                   parent=parent)
+                                                   parent=parent, redispatch_of=reuse_of)
     trigger_ids = []
     if created:
         for body in registrations:

@@ -452,7 +452,7 @@ class Runner:
             if topic == OUTCOME_TOPIC:
                 event: Event = ended_event(msg)
             else:
-                event = NodeStarted(int(msg["n"]), msg["t"])
+                event = NodeStarted(int(msg["n"]), msg["t"], msg.get("worker"))
         else:
             dispatch_id, event = msg
             run = self.runs.get(dispatch_id)

@@ -82,6 +82,7 @@ CREATE TABLE IF NOT EXISTS nodes (
     gather TEXT,
     reused_from TEXT,
     attempts INTEGER,
+    worker TEXT,
     PRIMARY KEY (dispatch_id, node_id)
 ) WITHOUT ROWID;
 CREATE INDEX IF NOT EXISTS nodes_output ON nodes(output_ref);
@@ -109,11 +110,12 @@ _DISPATCH_COLUMNS = ("dispatch_id, root_dispatch_id, parent_dispatch_id, parent_
                      " status, created_at, start_time, end_time, error, graph, blob_refs,"
                      " inputs_ref, lattice_ref, result_ref, template_ref, meta")
 _NODE_COLUMNS = ("node_id, name, kind, status, start_time, end_time, output_ref, error, stdout,"
-                 " stderr, sub_dispatch_id, preview, output_size, gather, reused_from, attempts")
+                 " stderr, sub_dispatch_id, preview, output_size, gather, reused_from, attempts,"
+                 " worker")
 # Columns added after the first release: (table, column, type), added to older stores on open.
 _ADDED_COLUMNS = [("nodes", "preview", "TEXT"), ("nodes", "output_size", "INTEGER"),
                   ("nodes", "gather", "TEXT"), ("nodes", "reused_from", "TEXT"),
-                  ("nodes", "attempts", "INTEGER")]
+                  ("nodes", "attempts", "INTEGER"), ("nodes", "worker", "TEXT")]
 _TRIGGER_COLUMNS = "trigger_id, dispatch_id, name, spec, pickled, active, fire_count, reason, created_at"
 
 
@@ -329,11 +331,12 @@ class SqliteStore:
                     " stdout = COALESCE(?, stdout), stderr = COALESCE(?, stderr),"
                     " sub_dispatch_id = COALESCE(?, sub_dispatch_id), preview = COALESCE(?, preview),"
                     " output_size = COALESCE(?, output_size), gather = COALESCE(?, gather),"
-                    " reused_from = COALESCE(?, reused_from), attempts = COALESCE(?, attempts)"
+                    " reused_from = COALESCE(?, reused_from), attempts = COALESCE(?, attempts),"
+                    " worker = COALESCE(?, worker)"
                     f" WHERE dispatch_id = ? AND node_id = ? AND {_node_guard(u.status)}",
                     (_text(u.status), u.start_time, u.end_time, ref, _clean(u.error),
                      _clean(u.stdout), _clean(u.stderr), u.sub_dispatch_id, _clean(u.preview),
-                     size, u.gather, u.reused_from, u.attempts, u.dispatch_id, u.node_id))
+                     size, u.gather, u.reused_from, u.attempts, u.worker, u.dispatch_id, u.node_id))
             for d in dispatches:
                 rref = self._put_blobs([d.result])[0] if d.result is not None else None
                 db.execute(
@@ -398,12 +401,15 @@ class SqliteStore:
             args.append(before)
         return [r[0] for r in self.db.execute(q + " ORDER BY created_at", args)]
 
-    async def delete_dispatches(self, dispatch_ids: list[str]) -> list[str]:
+    async def delete_dispatches(self, dispatch_ids: list[str], pending: bool = False) -> list[str]:
         """Delete finished dispatches, their sublattice dispatches, triggers and the blobs no
-        other dispatch references; return the ids deleted. Unfinished ones are left alone."""
-        return await self._call(self._delete_dispatches, dispatch_ids)
+        other dispatch references; return the ids deleted. Unfinished ones are left alone, and
+        never-started (NEW_OBJECT) ones unless ``pending``."""
+        return await self._call(self._delete_dispatches, dispatch_ids, pending)
 
-    def _delete_dispatches(self, dispatch_ids: list[str]) -> list[str]:
+    def _delete_dispatches(self, dispatch_ids: list[str], pending: bool) -> list[str]:
+        deletable = sql_list([*TERMINAL, PENDING]) if pending else _TERMINAL
+
         def body(db: sqlite3.Connection) -> tuple[list[str], list[str]]:
             doomed: list[str] = []
             todo = list(dispatch_ids)
@@ -411,7 +417,7 @@ class SqliteStore:
                 chunk, todo = todo[:500], todo[500:]
                 marks = ",".join("?" * len(chunk))
                 rows = db.execute(f"SELECT dispatch_id FROM dispatches WHERE dispatch_id IN ({marks})"
-                                  f" AND status IN {_TERMINAL}", chunk).fetchall()
+                                  f" AND status IN {deletable}", chunk).fetchall()
                 found = [r[0] for r in rows]
                 doomed += found
                 if found:
@@ -539,16 +545,23 @@ class SqliteStore:
                 out[did][Status(status)] = n
         return out
 
+    async def find_ids(self, prefix: str, limit: int) -> list[str]:
+        # A range on the primary key (an index seek), not LIKE: ids are lower-case hex and "-",
+        # all below "~".
+        return [r[0] for r in await self._call(lambda: self.db.execute(
+            "SELECT dispatch_id FROM dispatches WHERE dispatch_id >= ? AND dispatch_id < ?"
+            " ORDER BY created_at DESC LIMIT ?", (prefix, prefix + "~", limit)).fetchall())]
+
     async def node_rows(self, dispatch_id: str) -> list[NodeRow]:
         return await self._call(self._node_rows, dispatch_id)
 
     def _node_rows(self, dispatch_id: str) -> list[NodeRow]:
         cur = self.db.execute(
             "SELECT node_id, name, kind, status, start_time, end_time, sub_dispatch_id,"
-            " error IS NOT NULL, output_size FROM nodes WHERE dispatch_id = ? ORDER BY node_id",
+            " error IS NOT NULL, output_size, worker FROM nodes WHERE dispatch_id = ? ORDER BY node_id",
             (dispatch_id,))
-        return [NodeRow(n, name, kind, Status(status), start, end, sub, bool(err), size)
-                for n, name, kind, status, start, end, sub, err, size in cur]
+        return [NodeRow(n, name, kind, Status(status), start, end, sub, bool(err), size, worker)
+                for n, name, kind, status, start, end, sub, err, size, worker in cur]
 
     async def get_node(self, dispatch_id: str, node_id: int) -> NodeRecord | None:
         return await self._call(self._get_node, dispatch_id, node_id)
@@ -611,4 +624,10 @@ def _listing_filter(query: DispatchQuery) -> tuple[str, list[Any]]:
         escaped = text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
         clauses.append("(name LIKE ? ESCAPE '\\' OR dispatch_id LIKE ? ESCAPE '\\')")
         args += [f"%{escaped}%", f"%{escaped.lower()}%"]
+    if query.created_after:
+        clauses.append("created_at > ?")
+        args.append(query.created_after)
+    if query.created_before:
+        clauses.append("created_at < ?")
+        args.append(query.created_before)
     return (" WHERE " + " AND ".join(clauses)) if clauses else "", args

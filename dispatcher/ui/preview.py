@@ -16,7 +16,6 @@ from collections import OrderedDict
 from typing import Any
 
 import aiohttp_jinja2
-import networkx as nx
 from aiohttp import web
 
 from covalent import wire
@@ -46,8 +45,8 @@ async def create(request: web.Request) -> web.Response:
     name, graph = _checked(body)
     try:
         svg = await asyncio.to_thread(lambda: to_svg(layout(graph, show_all=True), name))
-    except nx.NetworkXUnfeasible:
-        raise InvalidRequest("the graph has a cycle") from None
+    except ValueError as exc:  # a cycle
+        raise InvalidRequest(str(exc)) from None
     previews: OrderedDict[str, tuple[str, str, int]] = request.app[PREVIEWS]
     preview_id = str(uuid.uuid4())
     previews[preview_id] = (name, svg, len(graph["nodes"]))

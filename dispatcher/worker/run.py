@@ -108,7 +108,7 @@ class _Ended:
 def _attempt(spec: NodeSpec, parents: tuple[Any, ...], start: str) -> _Ended:
     guard = watchdog.arm(spec, start)
     failure: tuple[str, str, str] | None = None  # raised outside the handlers: no context chain
-    with Capture() as cap:
+    with Capture((spec.dispatch_id, spec.node_id)) as cap:  # readable while it runs (#24)
         try:
             interrupts.enter(spec.dispatch_id, spec.node_id)
             try:
