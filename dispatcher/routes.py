@@ -26,6 +26,7 @@ from .errors import (DispatcherError, InvalidRequest, NodeNotFound, PayloadTooLa
 from .executors import ExecutorTable, serves
 from .keys import CLUSTER_INFO, EXECUTORS, RECORDER, RUNNER, SETTINGS, STORE, TRIGGERS
 from .upload import Upload, read_frame
+from .worker.blobs import DamagedBlob
 
 log = logging.getLogger("covalent.dispatcher")
 routes = web.RouteTableDef()
@@ -47,6 +48,10 @@ async def error_middleware(request: web.Request, handler: Handler) -> web.Stream
         return resp
     except DispatcherError as exc:
         return error_body(type(exc).__name__, str(exc), exc.status)
+    except DamagedBlob as exc:  # found before anything was sent (see transfer)
+        log.error("%s %s: %s", request.method, request.path, exc)
+        return error_body("StoredDataLost", f"{exc}; run the dispatch again to compute it "
+                          "anew", 410)
     except web.HTTPRequestEntityTooLarge as exc:
         return error_body("PayloadTooLarge", exc.text or "request body too large", 413)
     except web.HTTPException as exc:
