@@ -29,6 +29,7 @@ from .routes import error_middleware, routes
 from .runner import Runner
 from .scheduler_process import SchedulerProcess
 from .security import allowed_hosts, content_type_guard, host_guard, token_guard
+from .sessions import SESSIONS, Sessions
 from .settings import ClusterSettings, Settings, pinned_dashboard
 from .store import SqliteStore
 from .trigger_service import TriggerService
@@ -55,13 +56,14 @@ def create_app(settings: Settings) -> web.Application:
         raise ValueError(
             f"refusing to serve the Dask dashboard on {dashboard}: any address other than "
             "loopback needs a token (--token or COVALENT_TOKEN)")
+    sessions = Sessions()  # the web UI's browser sessions
     app = web.Application(
         middlewares=[error_middleware,
                      host_guard(allowed_hosts(settings.host, settings.allowed_hosts)),
-                     token_guard(settings.token), content_type_guard],
+                     token_guard(settings.token, sessions), content_type_guard],
         client_max_size=settings.max_body_bytes,
     )
-    app[SETTINGS] = settings
+    app[SETTINGS], app[SESSIONS] = settings, sessions
     app[EXECUTORS] = ExecutorTable.from_config(settings.executors, settings.config_source)
     check_cluster(settings.cluster)
     app[transfer.STORE_ROOT] = (str(settings.blob_dir), settings.store_options)

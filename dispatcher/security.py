@@ -7,9 +7,10 @@ middlewares, run in this order and before any body is read, parsed or unpickled:
   host, this machine's names, names the user adds), else 403: a page on ``evil.example`` that
   rebinds its DNS to 127.0.0.1 cannot read anything. A foreign ``Origin`` is refused (403).
 - ``token_guard``: with a token (the default), every request carries ``Authorization: Bearer
-  <token>`` or, for the web UI, the HttpOnly SameSite=Strict cookie that the link ``/?token=``
-  (accepted on ``GET /`` only) sets. Compared in constant time; malformed headers are a 401,
-  never a 500.
+  <token>`` or, for the web UI, the cookie of a browser session (``sessions``: a secret of its
+  own, bound to the user who opened it, never the token) that the link ``/?token=`` (accepted
+  on ``GET /`` only) opens. A session never submits code. Compared in constant time;
+  malformed headers are a 401, never a 500. The token is never taken from a cookie.
 - ``content_type_guard``: a request with a body-carrying method must say
   ``application/x-covalent-frame`` (dispatch submissions) or ``application/json`` (everything
   else). Neither is a CORS "simple" type, so a browser must ask first (a preflight), which is
@@ -29,11 +30,11 @@ from aiohttp.typedefs import Middleware
 from covalent import wire
 
 from .errors import Forbidden, Unauthorized, UnsupportedMediaType
+from .sessions import Sessions, carries_code
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 LOOPBACK_NAMES = frozenset({"localhost", "127.0.0.1", "::1", "localhost.localdomain"})
-TOKEN_COOKIE = "covalent_token"
 _BODY_METHODS = frozenset({"POST", "PUT", "PATCH", "DELETE"})
 
 
@@ -98,17 +99,22 @@ def _same_origin(origin: str, request: web.Request) -> bool:
             and (port or (443 if parts.scheme == "https" else 80)) == (own_port or 80))
 
 
-def token_guard(token: str) -> Middleware:
-    """Middleware: 401 unless the request carries ``token`` (header, or the UI's cookie)."""
+def token_guard(token: str, sessions: Sessions | None = None) -> Middleware:
+    """Middleware: 401 unless the request carries ``token`` (header, or the link's query) or,
+    short of code to run, a browser session of ``sessions``."""
     expected = token.encode()
 
     @web.middleware
     async def guard(request: web.Request, handler: Handler) -> web.StreamResponse:
         if token and not (_matches(_bearer(request), expected)
-                          or _matches(request.cookies.get(TOKEN_COOKIE, ""), expected)
                           or _matches(_link_token(request), expected)):
-            raise Unauthorized("this dispatcher requires its token: the SDK and the CLI read it from "
-                               "the config file `covalent start` writes (or COVALENT_TOKEN)")
+            if sessions is None or not sessions.admits(request):
+                raise Unauthorized("this dispatcher requires its token: the SDK and the CLI read "
+                                   "it from the config file `covalent start` writes (or "
+                                   "COVALENT_TOKEN)")
+            if carries_code(request):
+                raise Forbidden(f"a browser session cannot {request.method} {request.path}: "
+                                "that takes the token (the SDK and the CLI send it)")
         return await handler(request)
 
     return guard
