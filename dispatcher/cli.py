@@ -326,32 +326,54 @@ def logs(lines: int, data_dir: str | None) -> None:
               help="Delete finished dispatches that ended before AGE ago (7d, 12h, 30m) or an ISO time.")
 @click.option("--status", "statuses", multiple=True, type=click.Choice(["COMPLETED", "FAILED", "CANCELLED"]),
               help="Only dispatches that ended with this status (repeatable).")
+@click.option("--all", "everything", is_flag=True,
+              help="Stop the server and delete the whole data dir and the config file (token included).")
 @click.option("--yes", is_flag=True, help="Do not ask for confirmation.")
 @click.option("--data-dir", default=None, envvar="COVALENT_DATA_DIR")
 @click.pass_context
-def purge(ctx: click.Context, older_than: str | None, statuses: tuple[str, ...], yes: bool,
-          data_dir: str | None) -> None:
-    """Delete finished dispatches (with --older-than/--status, through the running server: their
-    records and the blobs nothing else uses), or, without them, stop the server and delete the
-    whole data dir and the config file."""
-    if older_than or statuses:
-        cfg = client_config()
-        query: dict[str, Any] = {"status": list(statuses)} if statuses else {}
-        if older_than:
-            query["older_than"] = older_than
-        try:
-            out = api.request_json(cfg, "DELETE", "/dispatches", query=query)
-        except CovalentError as exc:
-            raise click.ClickException(str(exc)) from None
-        click.echo(f"Deleted {out['deleted']} finished dispatches.")
+def purge(ctx: click.Context, older_than: str | None, statuses: tuple[str, ...], everything: bool,
+          yes: bool, data_dir: str | None) -> None:
+    """Delete finished dispatches (--older-than, --status: through the running server, their
+    records and the blobs nothing else uses), or everything (--all: the server is stopped, the
+    data dir and the config file deleted). Names what it will delete, then asks."""
+    if older_than is not None and not older_than.strip():
+        raise click.UsageError("--older-than needs an age such as 7d or 12h, or an ISO time")
+    if everything == (older_than is not None or bool(statuses)):
+        raise click.UsageError("say what to delete: --older-than AGE and/or --status S, or --all "
+                               "(everything, the token included)")
+    if not everything:
+        _purge_dispatches(older_than, statuses, yes)
         return
     ddir = _data_dir(data_dir)
     if not yes:
-        click.confirm(f"Delete {ddir} and {config_path()}?", abort=True)
+        click.confirm(f"Stop the dispatcher and delete {ddir} (every dispatch, result and log) "
+                      f"and {config_path()} (its token and settings)?", abort=True)
     ctx.invoke(stop, data_dir=data_dir)
     shutil.rmtree(ddir, ignore_errors=True)
     config_path().unlink(missing_ok=True)
     click.echo(f"Purged {ddir} and {config_path()}.")
+
+
+def _purge_dispatches(older_than: str | None, statuses: tuple[str, ...], yes: bool) -> None:
+    """Ask the server which dispatches match, name them, confirm, delete them."""
+    cfg = client_config()
+    query: dict[str, Any] = {"status": list(statuses)} if statuses else {}
+    if older_than is not None:
+        query["older_than"] = older_than
+    try:
+        found = api.request_json(cfg, "DELETE", "/dispatches", query={**query, "dry_run": 1})
+        ids = found["dispatch_ids"]
+        if not ids:
+            click.echo("No finished dispatch matches.")
+            return
+        shown = ", ".join(ids[:10]) + (f" and {len(ids) - 10} more" if len(ids) > 10 else "")
+        click.echo(f"{len(ids)} finished dispatches match: {shown}")
+        if not yes:
+            click.confirm("Delete them, their results and the blobs nothing else uses?", abort=True)
+        out = api.request_json(cfg, "DELETE", "/dispatches", query=query)
+    except CovalentError as exc:
+        raise click.ClickException(str(exc)) from None
+    click.echo(f"Deleted {out['deleted']} finished dispatches.")
 
 
 for _command in COMMANDS:  # covalent list / watch / cancel

@@ -453,25 +453,28 @@ def cutoff(older_than: str, now: datetime | None = None) -> str:
     >>> cutoff("1d", datetime(2026, 1, 2, tzinfo=UTC))
     '2026-01-01T00:00:00+00:00'
     """
-    match = DURATION.match(older_than.strip())
-    if match:
-        span = timedelta(seconds=float(match.group(1)) * _UNIT_S[match.group(2)])
-        return ((now or datetime.now(UTC)) - span).isoformat()
+    match = DURATION.fullmatch(older_than)
     try:
+        if match:
+            span = timedelta(seconds=float(match.group(1)) * _UNIT_S[match.group(2)])
+            return ((now or datetime.now(UTC)) - span).isoformat()
         when = datetime.fromisoformat(older_than)
-    except ValueError:
+    except (ValueError, OverflowError):  # "", "-1d", "1e400d", "99999999999d" (issue #21)
         raise InvalidRequest(f"older_than must be a duration like 7d or 12h, or an ISO time; "
                              f"got {older_than!r}") from None
     return (when if when.tzinfo else when.replace(tzinfo=UTC)).isoformat()
 
 
-async def purge(store: DispatchStore, older_than: str | None, statuses: list[str]) -> list[str]:
-    """Delete finished dispatches that ended before ``older_than`` ago, with these statuses."""
+async def purge(store: DispatchStore, older_than: str | None, statuses: list[str],
+                dry_run: bool = False) -> list[str]:
+    """Delete finished dispatches that ended before ``older_than`` ago, with these statuses
+    (``dry_run``: only name them)."""
     try:
         wanted = [Status(s) for s in statuses] or None
     except ValueError:
         raise InvalidRequest(f"status must be among {sorted(state.TERMINAL)}; got {statuses}") from None
     if wanted and any(not state.is_terminal(s) for s in wanted):
         raise InvalidRequest(f"only finished dispatches can be deleted: {sorted(state.TERMINAL)}")
-    ids = await store.finished_before(cutoff(older_than) if older_than else None, wanted)
-    return await store.delete_dispatches(ids)
+    ids = await store.finished_before(cutoff(older_than) if older_than is not None else None,
+                                      wanted)
+    return ids if dry_run else await store.delete_dispatches(ids)

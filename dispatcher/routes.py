@@ -313,13 +313,24 @@ async def delete_dispatch(request: web.Request) -> web.Response:
 
 @routes.delete(wire.API + "/dispatches")
 async def purge_dispatches(request: web.Request) -> web.Response:
-    """Delete finished dispatches: ``?older_than=7d`` and/or ``?status=FAILED`` (repeatable)."""
-    older = request.query.get("older_than")
-    statuses = request.query.getall("status", [])
-    if older is None and not statuses and request.query.get("all") != "1":
+    """Delete finished dispatches: ``?older_than=7d`` and/or ``?status=FAILED`` (repeatable),
+    or ``?all=1``; ``dry_run=1`` names them and deletes nothing. An empty or odd filter is a
+    400, never "everything" (issue #21)."""
+    query = request.query
+    older = query.get("older_than")
+    statuses = query.getall("status", [])
+    everything = query.get("all")
+    if everything not in (None, "1") or query.get("dry_run") not in (None, "0", "1"):
+        raise InvalidRequest("all and dry_run take 1 (or 0 for dry_run)")
+    if older is None and not statuses and everything != "1":
         raise InvalidRequest("say which: older_than=7d, status=FAILED, or all=1")
-    deleted = await dispatches.purge(request.app[STORE], older, statuses)
-    return web.json_response({"deleted": len(deleted), "dispatch_ids": deleted})
+    if everything == "1" and (older is not None or statuses):
+        raise InvalidRequest("all=1 takes no older_than or status")
+    if older is not None and not older.strip() or any(not s.strip() for s in statuses):
+        raise InvalidRequest("older_than and status must not be empty")
+    dry_run = query.get("dry_run") == "1"
+    ids = await dispatches.purge(request.app[STORE], older, statuses, dry_run=dry_run)
+    return web.json_response({"matching" if dry_run else "deleted": len(ids), "dispatch_ids": ids})
 
 
 @routes.post(wire.API + "/triggers")
