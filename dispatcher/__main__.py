@@ -31,7 +31,7 @@ from aiohttp import web
 
 from covalent.config import DEFAULT_PORT, config_path, read_config, update_config
 
-from .connections import LimitedSite, OncePerKind, connection_limit, raise_fd_limit
+from .connections import GATE, LimitedSite, OncePerKind, connection_limit, raise_fd_limit
 from .app import create_app
 from .instance import (EXIT_BAD_SETTINGS, EXIT_CLUSTER, EXIT_PORT_IN_USE, EXIT_RUNNING,
                        AlreadyRunning, DataDirLock, Instance)
@@ -183,11 +183,13 @@ async def serve(settings: Settings, sock: socket.socket) -> None:
 
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, on_signal)
-    runner = web.AppRunner(create_app(settings), handle_signals=False, access_log=None)
+    app = create_app(settings)
+    runner = web.AppRunner(app, handle_signals=False, access_log=None)
     try:
         await runner.setup()
         limit = connection_limit(settings.max_connections)
-        await LimitedSite(runner, sock, limit=limit, shutdown_timeout=10).start()
+        await LimitedSite(runner, sock, limit=limit, gate=app[GATE], shutdown_timeout=10,
+                          backlog=1024).start()  # a burst of connects waits, is not lost
         starting = False
         gc.freeze()  # what start-up made lives as long as the server: never scan it again
         log.info("answering on http://%s:%d", *sock.getsockname()[:2])

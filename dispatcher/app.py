@@ -22,6 +22,7 @@ from distributed.deploy.utils import nprocesses_nthreads
 from distributed.worker_memory import parse_memory_limit
 
 from . import dispatches, transfer, ui, upload
+from .connections import GATE, Gate
 from .executors import ExecutorTable
 from .keys import CLUSTER_INFO, EXECUTORS, RECORDER, RUNNER, SETTINGS, STORE, TRIGGERS
 from .recorder import Recorder
@@ -56,14 +57,14 @@ def create_app(settings: Settings) -> web.Application:
         raise ValueError(
             f"refusing to serve the Dask dashboard on {dashboard}: any address other than "
             "loopback needs a token (--token or COVALENT_TOKEN)")
-    sessions = Sessions()  # the web UI's browser sessions
+    sessions, gate = Sessions(), Gate()  # the web UI's browser sessions; pending connections
     app = web.Application(
         middlewares=[error_middleware,
                      host_guard(allowed_hosts(settings.host, settings.allowed_hosts)),
-                     token_guard(settings.token, sessions), content_type_guard],
+                     token_guard(settings.token, sessions, gate.passed), content_type_guard],
         client_max_size=settings.max_body_bytes,
     )
-    app[SETTINGS], app[SESSIONS] = settings, sessions
+    app[SETTINGS], app[SESSIONS], app[GATE] = settings, sessions, gate
     app[EXECUTORS] = ExecutorTable.from_config(settings.executors, settings.config_source)
     check_cluster(settings.cluster)
     app[transfer.STORE_ROOT] = (str(settings.blob_dir), settings.store_options)

@@ -22,6 +22,7 @@ from __future__ import annotations
 import hmac
 import socket
 from collections.abc import Awaitable, Callable, Iterable
+from typing import Any
 from urllib.parse import urlsplit
 
 from aiohttp import web
@@ -99,9 +100,11 @@ def _same_origin(origin: str, request: web.Request) -> bool:
             and (port or (443 if parts.scheme == "https" else 80)) == (own_port or 80))
 
 
-def token_guard(token: str, sessions: Sessions | None = None) -> Middleware:
+def token_guard(token: str, sessions: Sessions | None = None,
+                passed: Callable[[Any], None] | None = None) -> Middleware:
     """Middleware: 401 unless the request carries ``token`` (header, or the link's query) or,
-    short of code to run, a browser session of ``sessions``."""
+    short of code to run, a browser session of ``sessions``. ``passed`` hears of each request
+    that gets through (its connection's protocol: see ``connections.Gate``)."""
     expected = token.encode()
 
     @web.middleware
@@ -115,6 +118,8 @@ def token_guard(token: str, sessions: Sessions | None = None) -> Middleware:
             if carries_code(request):
                 raise Forbidden(f"a browser session cannot {request.method} {request.path}: "
                                 "that takes the token (the SDK and the CLI send it)")
+        if passed is not None:
+            passed(request.protocol)
         return await handler(request)
 
     return guard
