@@ -32,6 +32,7 @@ from aiohttp import web
 from covalent.config import DEFAULT_PORT, config_path, read_config, update_config
 
 from .connections import GATE, LimitedSite, OncePerKind, connection_limit, raise_fd_limit
+from . import logfile
 from .app import create_app
 from .instance import (EXIT_BAD_SETTINGS, EXIT_CLUSTER, EXIT_PORT_IN_USE, EXIT_RUNNING,
                        AlreadyRunning, DataDirLock, Instance)
@@ -220,6 +221,7 @@ def main(argv: list[str] | None = None) -> None:
         create_app(settings)  # validates the settings before anything is bound or locked
     except (ValueError, OSError) as exc:
         fail(EXIT_BAD_SETTINGS, str(exc))
+    logfile.setup(settings.log_path, settings.log_max_bytes)
     if not settings.instance_id:
         settings = settings.with_instance(uuid.uuid4().hex)
     prepare_data_dir(settings.data_dir)

@@ -33,6 +33,7 @@ from covalent.errors import CovalentError, DispatcherUnavailableError
 
 from .cli_dispatches import COMMANDS
 from .instance import EXIT_RUNNING, Instance, holder, pid_holds_lock
+from .logfile import tail_lines
 from .settings import default_data_dir
 
 
@@ -194,7 +195,7 @@ def _await_own_server(proc: subprocess.Popen[bytes], cfg: ClientConfig, instance
 
 
 def _failure_reason(log_path: Path, code: int) -> str:
-    lines = log_path.read_text(errors="replace").splitlines()[-200:]
+    lines = tail_lines(log_path, 200)
     reasons = [ln.removeprefix("covalent dispatcher: ") for ln in lines
                if ln.startswith("covalent dispatcher: ")]
     if reasons:
@@ -317,7 +318,7 @@ def logs(lines: int, data_dir: str | None) -> None:
     if not path.exists():
         click.echo(f"No log at {path}.")
         return
-    for line in path.read_text(errors="replace").splitlines()[-lines:]:
+    for line in tail_lines(path, lines):
         click.echo(line)
 
 

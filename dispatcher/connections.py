@@ -19,16 +19,16 @@ import asyncio
 import json
 import logging
 import resource
-import time
 from typing import Any
 
 from aiohttp import web
+
+from .logfile import Tally
 
 log = logging.getLogger("covalent.dispatcher")
 
 DEFAULT_LIMIT = 1000
 RESERVED_FDS = 256  # descriptors kept for the store, the cluster, logs and blob files
-REPEAT_S = 60.0
 PREAUTH_S = 10.0  # how long a connection may stay open without an authenticated request
 
 _BODY = json.dumps({"error": "Unavailable", "message": "the dispatcher has too many open "
@@ -57,23 +57,6 @@ def connection_limit(requested: int | None) -> int:
     soft = resource.getrlimit(resource.RLIMIT_NOFILE)[0]
     ceiling = max(16, soft - RESERVED_FDS) if soft != resource.RLIM_INFINITY else 1 << 20
     return min(requested or DEFAULT_LIMIT, ceiling)
-
-
-class Tally:
-    """Log an event of each kind once, then at most every ``REPEAT_S`` with a count."""
-
-    def __init__(self) -> None:
-        self._seen: dict[str, tuple[float, int]] = {}  # kind -> (last logged, not logged since)
-
-    def should_log(self, kind: str) -> tuple[bool, int]:
-        """(log it now, how many went unlogged since the last time)."""
-        now = time.monotonic()
-        last, quiet = self._seen.get(kind, (-REPEAT_S * 2, 0))
-        if now - last >= REPEAT_S:
-            self._seen[kind] = (now, 0)
-            return True, quiet
-        self._seen[kind] = (last, quiet + 1)
-        return False, 0
 
 
 class Gate:
