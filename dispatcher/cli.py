@@ -95,6 +95,12 @@ def main() -> None:
 @click.option("--no-token", is_flag=True,
               help="DANGEROUS: accept requests without a token; any local user can then run code as you.")
 @click.option("--allow-host", multiple=True, help="Another name clients may use in the Host header.")
+@click.option("--store-url", default=None, envvar="COVALENT_STORE_URL",
+              help="Where workers write outputs: an fsspec URL (s3://bucket/prefix) or a shared "
+                   "directory every worker and the server reach (default: the data dir).")
+@click.option("--store-options", default=None, envvar="COVALENT_STORE_OPTIONS", metavar="JSON",
+              help="fsspec storage options of --store-url (passed to the server in its "
+                   "environment, never on its command line).")
 @click.option("--data-dir", default=None, envvar="COVALENT_DATA_DIR", help="Store location.")
 @click.option("--timeout", type=float, default=60.0, show_default=True,
               help="Seconds to wait for the server to answer.")
@@ -103,7 +109,8 @@ def start(port: int, host: str, workers: int | None, threads_per_worker: int | N
           token: str | None, no_token: bool, allow_host: tuple[str, ...], data_dir: str | None,
           timeout: float, cluster: str | None = None, cluster_kwargs: str | None = None,
           adapt: str | None = None, time_limit_grace: float | None = None,
-          no_worker_timeout: float | None = None) -> None:
+          no_worker_timeout: float | None = None, store_url: str | None = None,
+          store_options: str | None = None) -> None:
     """Start the dispatcher as a daemon and wait until it answers."""
     ddir = _data_dir(data_dir)
     found = holder(ddir)
@@ -129,9 +136,11 @@ def start(port: int, host: str, workers: int | None, threads_per_worker: int | N
         cmd.append("--no-token")
     instance = uuid.uuid4().hex
     env = dict(os.environ, COVALENT_INSTANCE_ID=instance)
-    env.pop("COVALENT_TOKEN", None)
-    if secret:
-        env["COVALENT_TOKEN"] = secret
+    for name, value in (("COVALENT_TOKEN", secret), ("COVALENT_STORE_URL", store_url),
+                        ("COVALENT_STORE_OPTIONS", store_options)):
+        env.pop(name, None)  # only what this start says (restart passes what was saved)
+        if value:
+            env[name] = value
     log_path = ddir / "server.log"
     ddir.chmod(0o700)
     fd = os.open(log_path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
@@ -146,13 +155,14 @@ def start(port: int, host: str, workers: int | None, threads_per_worker: int | N
         click.echo(_running_message(found) if found else _failure_reason(log_path, 4))
         return
     update_config("dispatcher", {"address": host, "port": port, "token": secret or None})
-    (ddir / "server.json").write_text(json.dumps({
+    _save_options(ddir / "server.json", {
         "port": port, "host": host, "workers": workers, "threads_per_worker": threads_per_worker,
         "mem_per_worker": mem_per_worker, "scheduler_address": scheduler_address,
         "dashboard_address": dashboard_address, "allow_host": list(allow_host),
         "no_token": no_token, "data_dir": data_dir, "cluster": cluster,
         "cluster_kwargs": cluster_kwargs, "adapt": adapt, "time_limit_grace": time_limit_grace,
-        "no_worker_timeout": no_worker_timeout}))
+        "no_worker_timeout": no_worker_timeout, "store_url": store_url,
+        "store_options": store_options})
     found_cluster = info.get("cluster", {})
     click.echo(f"Covalent dispatcher started (pid {proc.pid}) at {url}")
     click.echo(f"Dask scheduler: {found_cluster.get('scheduler')} ({_cluster_kind(found_cluster)})"
@@ -163,6 +173,14 @@ def start(port: int, host: str, workers: int | None, threads_per_worker: int | N
     click.echo(f"Web UI: {_ui_link(url, secret)}")
     if not secret:
         click.echo("WARNING: started with --no-token: any local user can run code as you.")
+
+
+def _save_options(path: Path, options: dict[str, Any]) -> None:
+    """What ``covalent restart`` starts with; 0600 (store options may hold credentials)."""
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    os.fchmod(fd, 0o600)
+    with os.fdopen(fd, "w") as fh:
+        json.dump(options, fh)
 
 
 def _ui_link(url: str, token: str) -> str:
