@@ -60,3 +60,29 @@ async def test_an_id_with_a_trailing_newline_is_no_id(dispatcher: TestClient, su
     with_newline = build_submission(two_node, (1, 2), {}, dispatch_id=ID + "\n", disable_run=True)
     resp = await dispatcher.post(wire.API + "/dispatches", data=with_newline, headers=FRAME)
     assert (resp.status, (await resp.json())["error"]) == (400, "InvalidRequest")
+
+
+@ct.electron(executor=ct.executor.DaskExecutor(retries=3))
+def _retried(x):
+    return x
+
+
+@ct.lattice
+def _retrying(x):
+    return _retried(x)
+
+
+async def test_retries_are_capped_where_they_are_written_and_at_the_server(
+        dispatcher: TestClient) -> None:
+    with pytest.raises(ValueError, match="retries must be an integer >= 0 and at most 100"):
+        ct.executor.DaskExecutor(retries=10**9)
+    # A request built by hand (not through the SDK) is refused by the server too.
+    header, blobs = wire.unpack(build_submission(_retrying, (1,), {}, dispatch_id=ID,
+                                                 disable_run=False))
+    [node] = [n for n in header["graph"]["nodes"] if n.get("options")]
+    node["options"]["retries"] = 10**9
+    resp = await dispatcher.post(wire.API + "/dispatches", data=wire.pack(header, blobs),
+                                 headers=FRAME)
+    answer = await resp.json()
+    assert (resp.status, answer["error"]) == (400, "InvalidRequest")
+    assert "retries must be an integer >= 0 and at most 100, got 1000000000" in answer["message"]
