@@ -29,7 +29,7 @@ from .recorder import Recorder
 from .routes import error_middleware, routes
 from .runner import Runner
 from .scheduler_process import SchedulerProcess
-from .security import allowed_hosts, content_type_guard, host_guard, token_guard
+from .security import allowed_hosts, content_type_guard, host_guard, token_guard, weak_token
 from .sessions import SESSIONS, Sessions
 from .settings import ClusterSettings, Settings, pinned_dashboard
 from .store import SqliteStore
@@ -52,6 +52,8 @@ def create_app(settings: Settings) -> web.Application:
             f"refusing to bind {settings.host}: the dispatcher runs pickled code, so any address "
             "other than loopback needs a token (--token or COVALENT_TOKEN)"
         )
+    if settings.host not in LOOPBACK and weak_token(settings.token):
+        raise ValueError(f"refusing to bind {settings.host}: {weak_token(settings.token)}")
     dashboard = pinned_dashboard(settings.cluster.dashboard_address)
     if dashboard and dashboard.rpartition(":")[0].strip("[]") not in LOOPBACK and not settings.token:
         raise ValueError(

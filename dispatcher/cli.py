@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import Any
 
 import click
+from click.core import ParameterSource
 
 import covalent
 from covalent import api
@@ -90,8 +91,11 @@ def main() -> None:
 @click.option("--time-limit-grace", type=float, default=None, metavar="SECONDS",
               help="How long a node past its time_limit may take to stop before its worker is "
                    "restarted (default 10).")
-@click.option("--token", default=None, envvar="COVALENT_TOKEN",
-              help="Token requests must carry (default: the saved one, else a new one).")
+@click.option("--token", default=None, envvar="COVALENT_TOKEN", hidden=True,
+              help="Only from COVALENT_TOKEN: on the command line `ps` shows it to everyone.")
+@click.option("--token-file", default=None, type=click.Path(dir_okay=False, exists=True),
+              help="Read the token requests must carry from this file (or set COVALENT_TOKEN; "
+                   "default: the saved one, else a new one).")
 @click.option("--no-token", is_flag=True,
               help="DANGEROUS: accept requests without a token; any local user can then run code as you.")
 @click.option("--allow-host", multiple=True, help="Another name clients may use in the Host header.")
@@ -110,8 +114,16 @@ def start(port: int, host: str, workers: int | None, threads_per_worker: int | N
           timeout: float, cluster: str | None = None, cluster_kwargs: str | None = None,
           adapt: str | None = None, time_limit_grace: float | None = None,
           no_worker_timeout: float | None = None, store_url: str | None = None,
-          store_options: str | None = None) -> None:
+          store_options: str | None = None, token_file: str | None = None) -> None:
     """Start the dispatcher as a daemon and wait until it answers."""
+    ctx = click.get_current_context()
+    if token is not None and ctx.get_parameter_source("token") == ParameterSource.COMMANDLINE:
+        raise click.UsageError("a token on the command line is shown to every local user by "
+                               "`ps`: put it in a file (--token-file FILE) or in COVALENT_TOKEN")
+    if token_file is not None:
+        token = Path(token_file).read_text().strip()
+        if not token:
+            raise click.UsageError(f"the token file {token_file} is empty")
     ddir = _data_dir(data_dir)
     found = holder(ddir)
     if found is not None:

@@ -20,7 +20,9 @@ middlewares, run in this order and before any body is read, parsed or unpickled:
 from __future__ import annotations
 
 import hmac
+import math
 import socket
+import string
 from collections.abc import Awaitable, Callable, Iterable
 from typing import Any
 from urllib.parse import urlsplit
@@ -37,6 +39,36 @@ Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 LOOPBACK_NAMES = frozenset({"localhost", "127.0.0.1", "::1", "localhost.localdomain"})
 _BODY_METHODS = frozenset({"POST", "PUT", "PATCH", "DELETE"})
+
+
+MIN_TOKEN_BITS = 256  # what 32 random bytes are worth
+
+
+def weak_token(token: str) -> str | None:
+    """Why ``token`` is too weak to guard a non-loopback address, or None if it is not.
+
+    It must be worth 32 random bytes: its length times the bits of the smallest alphabet it
+    is written in (digits, hex, URL-safe base64, printable), and at least 16 distinct characters.
+
+    >>> weak_token("x") is not None, weak_token("a" * 64) is not None
+    (True, True)
+    >>> import secrets; weak_token(secrets.token_urlsafe(32)), weak_token(secrets.token_hex(32))
+    (None, None)
+    """
+    bits = len(token) * math.log2(_alphabet(token))
+    if bits >= MIN_TOKEN_BITS and len(set(token)) >= 16:
+        return None
+    return (f"its token is worth about {bits:.0f} bits, less than the {MIN_TOKEN_BITS} of 32 "
+            "random bytes (python -c 'import secrets; print(secrets.token_urlsafe(32))' makes one)")
+
+
+def _alphabet(token: str) -> int:
+    chars = set(token)
+    for alphabet in (string.digits, string.hexdigits.lower(), string.hexdigits.upper(),
+                     string.ascii_letters + string.digits + "-_"):
+        if chars <= set(alphabet):
+            return len(set(alphabet))
+    return 94  # printable ASCII, or more
 
 
 def allowed_hosts(bind_host: str, extra: Iterable[str] = ()) -> frozenset[str]:

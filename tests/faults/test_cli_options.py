@@ -5,14 +5,21 @@ life of the data dir: `covalent restart` starts with it again (issue #21). Real 
 from __future__ import annotations
 
 import json
+import secrets
 import stat
+import subprocess
+import sys
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
 
 import covalent as ct
-from tests.conftest import free_port
-from tests.faults.conftest import Cli
+from covalent.config import client_config
+from dispatcher.app import create_app
+from dispatcher.instance import holder
+from tests.conftest import free_port, in_process_settings
+from tests.faults.conftest import REPO, Cli
 from tests.tasks import big_bytes
 
 pytestmark = [pytest.mark.slow, pytest.mark.processes]
@@ -55,3 +62,32 @@ def test_restart_keeps_the_store_url_given_by_the_environment(cli: Cli, tmp_path
     cli.server_pid()
     assert ct.get_result(ct.dispatch(_mib)(3), wait=True).result == b"x" * (3 << 20)
     assert len(_blobs(elsewhere)) == 1
+
+
+def test_a_token_never_goes_on_a_command_line(cli: Cli, tmp_path: Path) -> None:
+    token = secrets.token_urlsafe(32)
+    out = cli("start", "--port", str(free_port()), "--workers", "1", "--token", token)
+    assert out.returncode == 2 and "shown to every local user by `ps`" in out.stderr
+    assert holder(cli.data_dir) is None and client_config().token != token
+
+    secret_file = tmp_path / "token"
+    secret_file.write_text(token + "\n")
+    out = cli("start", "--port", str(free_port()), "--workers", "1", "--token-file", str(secret_file))
+    assert out.returncode == 0, out.stdout + out.stderr
+    for pid in [cli.server_pid(), *cli.started]:
+        assert token not in Path(f"/proc/{pid}/cmdline").read_bytes().decode(errors="replace")
+    assert client_config().token == token
+    assert ct.get_result(ct.dispatch(_mib)(1), wait=True).status == "COMPLETED"
+
+
+@pytest.mark.parametrize("token", ["x", "a" * 64, "correct-horse-battery-staple"])
+def test_a_weak_token_cannot_guard_another_address(tmp_path: Path, token: str) -> None:
+    out = subprocess.run([sys.executable, "-m", "dispatcher", "--host", "0.0.0.0", "--port", "0",
+                          "--data-dir", str(tmp_path)], cwd=REPO, capture_output=True, text=True,
+                         timeout=30, env={"PATH": "", "PYTHONPATH": str(REPO),
+                                          "COVALENT_CONFIG_DIR": str(tmp_path / "config"),
+                                          "COVALENT_TOKEN": token})
+    assert out.returncode == 2, out.stderr
+    assert "refusing to bind 0.0.0.0: its token is worth about" in out.stderr
+    strong = replace(in_process_settings(tmp_path), host="0.0.0.0", token=secrets.token_urlsafe(32))
+    create_app(strong)  # what `covalent start` generates is enough
