@@ -241,6 +241,9 @@ def main(argv: list[str] | None = None) -> None:
             fail(EXIT_CLUSTER, str(exc))
         except OSError as exc:  # the cluster could not start or be reached
             fail(EXIT_CLUSTER, f"{type(exc).__name__}: {exc}")
+        except Exception as exc:  # e.g. a --cluster class that makes no Dask cluster
+            log.error("the dispatcher stopped", exc_info=exc)
+            fail(EXIT_CLUSTER, f"{type(exc).__name__}: {exc}")
     finally:
         lock.release()
 

@@ -207,6 +207,8 @@ async def _create_cluster(cs: ClusterSettings) -> Any:
         cluster = factory(asynchronous=True, **cs.cluster_kwargs)
     except Exception as exc:  # a cluster manager raises anything for arguments it refuses
         raise OSError(f"cannot create {shown}: {type(exc).__name__}: {exc}") from None
+    if not callable(getattr(cluster, "close", None)) or not hasattr(cluster, "scheduler_address"):
+        raise OSError(f"{shown} made a {type(cluster).__name__}, not a Dask cluster manager")
     try:
         await cluster
     except BaseException as exc:

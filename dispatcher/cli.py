@@ -158,13 +158,15 @@ def start(port: int, host: str, workers: int | None, threads_per_worker: int | N
     fd = os.open(log_path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
     os.fchmod(fd, 0o600)  # a log written by an older version may be wider
     with os.fdopen(fd, "ab") as log:
+        run_start = os.fstat(fd).st_size  # what this run writes comes after: its reasons only
         proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=env,
                                 stdin=subprocess.DEVNULL, start_new_session=True)
     url = f"http://{'127.0.0.1' if host in ('0.0.0.0', '') else host}:{port}"
-    info = _await_own_server(proc, ClientConfig(url, secret), instance, log_path, timeout)
+    info = _await_own_server(proc, ClientConfig(url, secret), instance, log_path, timeout,
+                             run_start)
     if info is None:  # another `covalent start` won the data dir's lock meanwhile
         found = holder(ddir)
-        click.echo(_running_message(found) if found else _failure_reason(log_path, 4))
+        click.echo(_running_message(found) if found else _failure_reason(log_path, 4, run_start))
         return
     update_config("dispatcher", {"address": host, "port": port, "token": secret or None})
     _save_options(ddir / "server.json", {
@@ -201,7 +203,7 @@ def _ui_link(url: str, token: str) -> str:
 
 
 def _await_own_server(proc: subprocess.Popen[bytes], cfg: ClientConfig, instance: str,
-                      log_path: Path, timeout: float) -> dict[str, Any] | None:
+                      log_path: Path, timeout: float, run_start: int) -> dict[str, Any] | None:
     """Wait until ``proc`` itself answers (its /status); None if another server holds the data
     dir; exit non-zero with the one-line reason otherwise."""
     deadline = time.monotonic() + timeout
@@ -210,7 +212,7 @@ def _await_own_server(proc: subprocess.Popen[bytes], cfg: ClientConfig, instance
         if code == EXIT_RUNNING:
             return None
         if code is not None:
-            raise click.ClickException(_failure_reason(log_path, code))
+            raise click.ClickException(_failure_reason(log_path, code, run_start))
         health = _health(cfg)
         if health is not None and health.get("instance") == instance and health.get("pid") == proc.pid:
             try:
@@ -224,8 +226,9 @@ def _await_own_server(proc: subprocess.Popen[bytes], cfg: ClientConfig, instance
         time.sleep(0.1)  # waiting for another process to bind and answer: nothing is pushed
 
 
-def _failure_reason(log_path: Path, code: int) -> str:
-    lines = tail_lines(log_path, 200)
+def _failure_reason(log_path: Path, code: int, run_start: int) -> str:
+    """The one-line reason the server gave for exiting, from what this run wrote to the log."""
+    lines = tail_lines(log_path, 200, since=run_start)
     reasons = [ln.removeprefix("covalent dispatcher: ") for ln in lines
                if ln.startswith("covalent dispatcher: ")]
     if reasons:

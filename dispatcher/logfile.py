@@ -123,11 +123,13 @@ def setup(log_path: Path, max_bytes: int = MAX_BYTES) -> None:
         logging.getLogger().addHandler(Rotation(log_path, max_bytes))
 
 
-def tail_lines(path: Path, count: int, limit: int = 8 << 20) -> list[str]:
-    """The last ``count`` lines of ``path``, reading at most its last ``limit`` bytes."""
+def tail_lines(path: Path, count: int, limit: int = 8 << 20, since: int = 0) -> list[str]:
+    """The last ``count`` lines of ``path`` written after byte ``since`` (all of a file that
+    was rotated meanwhile), reading at most its last ``limit`` bytes."""
     with open(path, "rb") as fh:
-        fh.seek(0, 2)
-        size = fh.tell()
-        fh.seek(max(size - limit, 0))
+        size = fh.seek(0, 2)
+        start = since if since <= size else 0
+        cut = size - limit > start
+        fh.seek(max(size - limit, start))
         lines = fh.read().decode("utf-8", "replace").splitlines()
-    return (lines[1:] if size > limit else lines)[-count:] if count > 0 else []
+    return (lines[1:] if cut else lines)[-count:] if count > 0 else []

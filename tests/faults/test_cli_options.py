@@ -91,3 +91,16 @@ def test_a_weak_token_cannot_guard_another_address(tmp_path: Path, token: str) -
     assert "refusing to bind 0.0.0.0: its token is worth about" in out.stderr
     strong = replace(in_process_settings(tmp_path), host="0.0.0.0", token=secrets.token_urlsafe(32))
     create_app(strong)  # what `covalent start` generates is enough
+
+
+def test_a_bad_cluster_class_reports_its_own_error(cli: Cli) -> None:
+    port = str(free_port())
+    first = cli("start", "--port", port, "--cluster", "nosuch.Cluster")
+    assert first.returncode == 1 and "cannot import nosuch" in first.stderr
+    for path in ("collections.OrderedDict", "types.SimpleNamespace"):  # callable, not clusters
+        out = cli("start", "--port", port, "--cluster", path)
+        assert out.returncode == 1, out.stdout + out.stderr
+        [line] = out.stderr.strip().splitlines()
+        assert f"{path}(**{{}}) made a" in line and "not a Dask cluster manager" in line
+        assert "nosuch" not in out.stderr  # never an earlier run's reason
+    assert holder(cli.data_dir) is None
