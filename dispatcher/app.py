@@ -38,6 +38,7 @@ from .trigger_service import TriggerService
 log = logging.getLogger("covalent.dispatcher")
 
 LOOPBACK = ("127.0.0.1", "localhost", "::1")
+QUIET_WORKERS = "dispatcher.worker.quiet"  # embedded workers leave Ctrl-C to the dispatcher
 
 
 def create_app(settings: Settings) -> web.Application:
@@ -265,6 +266,7 @@ async def _start_cluster(cs: ClusterSettings, tls_dir: Path) -> SpecCluster:
         kwargs["scheduler_kwargs"] = {"dashboard": False, "dashboard_address": "127.0.0.1:0"}
     if cs.processes:  # an in-process cluster talks over inproc://, which takes no host
         kwargs["host"] = cs.host
+        kwargs["preload"] = [QUIET_WORKERS]
         if cs.tls:
             kwargs["security"] = _temporary_security(tls_dir)
     if cs.n_workers is not None:
@@ -297,6 +299,7 @@ def _spec_cluster(cs: ClusterSettings, tls_dir: Path, local: dict[str, Any]) -> 
     security = local.get("security")
     worker = {"cls": Nanny, "options": {
         "nthreads": threads, "host": cs.host, "security": security, "dashboard": False,
+        "preload": local.get("preload"),
         "memory_limit": parse_memory_limit(cs.memory_limit, threads, total_cores=n * threads,
                                            logger=log)}}
     scheduler = {"cls": SchedulerProcess, "options": {

@@ -106,9 +106,11 @@ async def _serve(ns: argparse.Namespace) -> None:
         dask.config.set({"distributed.scheduler.no-workers-timeout": ns.no_workers_timeout})
     security = tls_files(Path(ns.tls_dir)) if ns.tls_dir else None
     stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(sig, stop.set)
+    asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, stop.set)
+    # Ctrl-C reaches every process of the terminal's group: the dispatcher stops this one
+    # (SIGTERM) once it no longer needs it, after its workers (issue #21: otherwise the
+    # dispatcher spent 30 s reaching a scheduler that was gone, and exited 5).
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
     kwargs: dict[str, Any] = {"host": ns.host, "port": 0, "security": security,
                               "protocol": "tls" if security else "tcp",
                               "dashboard": ns.dashboard_address is not None,

@@ -5,10 +5,15 @@ life of the data dir: `covalent restart` starts with it again (issue #21). Real 
 from __future__ import annotations
 
 import json
+import os
 import secrets
+import signal
 import stat
 import subprocess
 import sys
+import time
+import urllib.error
+import urllib.request
 from dataclasses import replace
 from pathlib import Path
 
@@ -104,3 +109,52 @@ def test_a_bad_cluster_class_reports_its_own_error(cli: Cli) -> None:
         assert f"{path}(**{{}}) made a" in line and "not a Dask cluster manager" in line
         assert "nosuch" not in out.stderr  # never an earlier run's reason
     assert holder(cli.data_dir) is None
+
+
+def _group(pgid: int) -> list[int]:
+    """Live processes of process group ``pgid`` (zombies excluded)."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        try:
+            fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
+        except (OSError, IndexError):
+            continue
+        if entry.name.isdigit() and int(fields[2]) == pgid and fields[0] != "Z":
+            found.append(int(entry.name))
+    return found
+
+
+def test_ctrl_c_to_the_whole_process_group_stops_everything_cleanly(cli: Cli) -> None:
+    port = free_port()
+    proc = subprocess.Popen([sys.executable, "-m", "dispatcher", "--port", str(port), "--data-dir",
+                             str(cli.data_dir), "--workers", "2"], env=cli.env, cwd=REPO,
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                            start_new_session=True)  # a terminal's foreground group
+    cli.started.append(proc.pid)
+    try:
+        deadline = time.monotonic() + 60
+        while not (holder(cli.data_dir) and _answers(port)):
+            assert proc.poll() is None and time.monotonic() < deadline
+            time.sleep(0.05)  # another process is starting: nothing to wait on
+        group = _group(proc.pid)
+        cli.started += group
+        assert len(group) >= 4  # the dispatcher, its scheduler process, two workers
+        os.killpg(proc.pid, signal.SIGINT)  # what Ctrl-C in a terminal does
+        out, _ = proc.communicate(timeout=20)  # it took 32 s (a scheduler it could not reach)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    text = out.decode(errors="replace")
+    assert proc.returncode == 0, text[-3000:]
+    assert "Traceback" not in text and "KeyboardInterrupt" not in text, text[-3000:]
+    assert _group(proc.pid) == []
+
+
+def _answers(port: int) -> bool:
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/api/v1/health", timeout=2):
+            return True
+    except urllib.error.HTTPError as exc:
+        return exc.code == 401  # it answers (the token is the config's)
+    except OSError:
+        return False
