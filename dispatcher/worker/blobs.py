@@ -180,9 +180,8 @@ class BlobStore:
         """Move the finished file ``path`` (whose sha256 is ``ref``) into the store."""
         target = self.path(ref)
         try:
-            size = os.path.getsize(path)
-            if self._size(target) == size:
-                return
+            if not os.path.exists(path) or self._size(target) == os.path.getsize(path):
+                return  # moved in already (one blob named twice), or there already
             if self.local:  # moved next to its place, then renamed over whatever is there
                 directory = os.path.dirname(target)
                 os.makedirs(directory, exist_ok=True)
