@@ -32,7 +32,7 @@ from covalent.wire import clean_text
 
 from ..state import (DISPATCH_TRANSITIONS, NODE_TRANSITIONS, PENDING, TERMINAL, DispatchUpdate,
                      NodeUpdate, Status, entry_guard, sql_list)
-from ..worker.blobs import (BadBlobRef, BlobStore, DamagedBlob, Hashed, check_ref, is_blob_ref,
+from ..worker.blobs import (BadBlobRef, BlobStore, DamagedBlob, check_ref, checked, is_blob_ref,
                             is_url, open_location, relative, remove_location)
 from .base import (USER_KINDS, BlobSource, DispatchExists, DispatchPage, DispatchQuery,
                    DispatchRecord, DispatchSummary, NewDispatch, NodeRecord, NodeRow, StoredBlob,
@@ -235,14 +235,7 @@ class SqliteStore:
                 data = fh.read()
         except FileNotFoundError:
             raise DamagedBlob(ref, "is missing") from None
-        found = Hashed(ref, len(data))
-        found.update(data)
-        try:
-            found.check()
-        except DamagedBlob as exc:
-            self._unlink(location)
-            raise DamagedBlob(ref, f"{exc.reason} (removed)") from None
-        return data
+        return checked(ref, data, lambda: self._unlink(location))
 
     async def blob_sources(self, refs: Iterable[str]) -> dict[str, BlobSource]:
         return await self._call(self._blob_sources, list(refs))

@@ -32,6 +32,7 @@ import os
 import re
 import shutil
 import tempfile
+from collections.abc import Callable
 from typing import IO, Any
 
 import fsspec
@@ -128,6 +129,18 @@ class Hashed:
                               f"({self.seen} bytes)")
 
 
+def checked(ref: str, data: bytes, remove: Callable[[], None]) -> bytes:
+    """``data``, read for ``ref``, if it is that blob's; else ``remove()`` it and DamagedBlob."""
+    found = Hashed(ref, len(data))
+    found.update(data)
+    try:
+        found.check()
+    except DamagedBlob as exc:
+        remove()
+        raise DamagedBlob(ref, f"{exc.reason} (removed)") from None
+    return data
+
+
 class BlobStore:
     """Blobs under ``root`` (a local directory or an fsspec URL)."""
 
@@ -216,14 +229,7 @@ class BlobStore:
                 data = self.fs.cat_file(self.path(ref))
         except FileNotFoundError:
             raise DamagedBlob(ref, "is missing") from None
-        found = Hashed(ref, len(data))
-        found.update(data)
-        try:
-            found.check()
-        except DamagedBlob as exc:
-            self.discard(ref)
-            raise DamagedBlob(ref, f"{exc.reason} (removed)") from None
-        return data
+        return checked(ref, data, lambda: self.discard(ref))
 
     def open(self, ref: str) -> IO[bytes]:
         """A binary file of the blob, for streaming it."""
