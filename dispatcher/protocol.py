@@ -131,11 +131,11 @@ class NodeTaskError(Exception):
 
 def outcome_completed(spec: NodeSpec, start: str, end: str, stdout: str, stderr: str,
                       shown: str, inline: bytes | None = None, ref: str | None = None,
-                      size: int = 0) -> dict[str, Any]:
-    """The event of a completed node: its output inline, or the address (``ref``) the worker
-    stored it at; the dispatcher derives its place from that address alone (issue #21)."""
+                      size: int = 0, location: str | None = None) -> dict[str, Any]:
+    """The event of a completed node: its output inline, or where the worker stored it."""
     return {"d": spec.dispatch_id, "n": spec.node_id, "s": "COMPLETED", "t0": start, "t1": end,
-            "out": stdout, "err": stderr, "pv": shown, "data": inline, "ref": ref, "size": size}
+            "out": stdout, "err": stderr, "pv": shown, "data": inline, "ref": ref, "size": size,
+            "loc": location}
 
 
 def outcome_failed(spec: NodeSpec, start: str, end: str, stdout: str, stderr: str,

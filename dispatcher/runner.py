@@ -285,7 +285,7 @@ class Runner:
         if msg["s"] == "COMPLETED":
             self.recorder.record(state.node_completed(
                 d, node_id, msg.get("data"), msg["t0"], msg["t1"], msg["out"], msg["err"],
-                msg.get("pv"), ref=msg.get("ref"), size=msg.get("size"),
+                msg.get("pv"), ref=msg.get("ref"), size=msg.get("size"), location=msg.get("loc"),
                 attempts=track.attempts))
             self.recorder.record(*self._completed(run, node_id, msg.get("pv") or ""))
         elif track.attempts <= track.retries:  # Dask runs it again (its executor's retries)

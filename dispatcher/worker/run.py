@@ -107,7 +107,8 @@ def _stored(spec: NodeSpec, data: bytes, start: str, cap: Capture, shown: str) -
     except OSError as exc:
         raise _OutputError("OutputStoreError", f"could not store the output of {spec.name!r} "
                            f"({len(data)} bytes) at {store.root}: {type(exc).__name__}: {exc}") from exc
-    return outcome_completed(spec, start, now_iso(), out, err, shown, ref=ref, size=size)
+    return outcome_completed(spec, start, now_iso(), out, err, shown, ref=ref, size=size,
+                             location=store.location(ref))
 
 
 def _report(event: dict[str, Any]) -> None:
