@@ -32,8 +32,9 @@ from covalent.wire import clean_text
 
 from ..state import (DISPATCH_TRANSITIONS, NODE_TRANSITIONS, PENDING, TERMINAL, DispatchUpdate,
                      NodeUpdate, Status, entry_guard, sql_list)
-from ..worker.blobs import (BadBlobRef, BlobStore, DamagedBlob, check_ref, checked, is_blob_ref,
-                            is_url, open_location, relative, remove_location)
+from ..worker.blobs import BlobStore, is_url, open_location
+from ..worker.blobs import (BadBlobRef, DamagedBlob, check_ref, checked, is_blob_ref, relative,
+                            remove_location)
 from .base import (USER_KINDS, BlobSource, DispatchExists, DispatchPage, DispatchQuery,
                    DispatchRecord, DispatchSummary, NewDispatch, NodeRecord, NodeRow, StoredBlob,
                    TriggerRecord, blob_ref)
