@@ -30,12 +30,13 @@ from .store import (BlobSource, DispatchExists, DispatchRecord, DispatchStore, N
                     NodeRecord, StoredBlob, blob_ref)
 from .upload import Upload
 
-_ID = re.compile(r"^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$")
+_ID = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}")
 
 
 def check_id(dispatch_id: str) -> str:
-    """Reject anything that is not a dispatch id (a uuid) before it reaches the store."""
-    if not isinstance(dispatch_id, str) or not _ID.match(dispatch_id):
+    """Reject anything that is not a dispatch id (a uuid) before it reaches the store (the
+    whole string: ``$`` would let a trailing newline through, issue #21)."""
+    if not isinstance(dispatch_id, str) or not _ID.fullmatch(dispatch_id):
         raise DispatchNotFound(dispatch_id)
     return dispatch_id
 
@@ -152,13 +153,26 @@ async def create(store: DispatchStore, runner: Runner, header: dict[str, Any], g
         extra["template_ref"] = merged[post.value]
     try:
         await store.create_dispatch(new, merged, extra)
-    except DispatchExists:
-        return dispatch_id, False  # a retried request: the dispatch exists already
+    except DispatchExists:  # a retried request (the same): the dispatch exists already
+        await _same_as_stored(store, dispatch_id, graph_json, merged)
+        return dispatch_id, False
     if parent is not None:
         await store.set_sub_dispatch(parent[0], parent[1], dispatch_id)
     if run:
         await runner.submit(dispatch_id, graph, preset, root_start)
     return dispatch_id, True
+
+
+async def _same_as_stored(store: DispatchStore, dispatch_id: str, graph_json: str,
+                          blobs: list[bytes | StoredBlob]) -> None:
+    """409 unless the stored dispatch ``dispatch_id`` has this graph and these blobs: an id
+    reused for another workflow is never silently answered with the first (issue #21)."""
+    row = await store.get_dispatch(dispatch_id)
+    refs = await asyncio.to_thread(
+        lambda: [b.ref if isinstance(b, StoredBlob) else blob_ref(b) for b in blobs])
+    if row is None or row.graph_json != graph_json or row.blob_refs != refs:
+        raise DispatchState(f"dispatch id {dispatch_id} is taken by a different workflow or "
+                            "inputs; a new dispatch needs a new id")
 
 
 def _shown(header: dict[str, Any]) -> dict[str, Any]:
@@ -456,7 +470,7 @@ async def delete(store: DispatchStore, runner: Runner, dispatch_id: str) -> list
     return await store.delete_dispatches([dispatch_id])
 
 
-DURATION = re.compile(r"^(\d+(?:\.\d+)?)([smhdw])$")
+DURATION = re.compile(r"([0-9]+(?:\.[0-9]+)?)([smhdw])")
 _UNIT_S = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 7 * 86400}
 
 
@@ -466,25 +480,28 @@ def cutoff(older_than: str, now: datetime | None = None) -> str:
     >>> cutoff("1d", datetime(2026, 1, 2, tzinfo=UTC))
     '2026-01-01T00:00:00+00:00'
     """
-    match = DURATION.match(older_than.strip())
-    if match:
-        span = timedelta(seconds=float(match.group(1)) * _UNIT_S[match.group(2)])
-        return ((now or datetime.now(UTC)) - span).isoformat()
+    match = DURATION.fullmatch(older_than)
     try:
+        if match:
+            span = timedelta(seconds=float(match.group(1)) * _UNIT_S[match.group(2)])
+            return ((now or datetime.now(UTC)) - span).isoformat()
         when = datetime.fromisoformat(older_than)
-    except ValueError:
+    except (ValueError, OverflowError):  # "", "-1d", "1e400d", "99999999999d" (issue #21)
         raise InvalidRequest(f"older_than must be a duration like 7d or 12h, or an ISO time; "
                              f"got {older_than!r}") from None
     return (when if when.tzinfo else when.replace(tzinfo=UTC)).isoformat()
 
 
-async def purge(store: DispatchStore, older_than: str | None, statuses: list[str]) -> list[str]:
-    """Delete finished dispatches that ended before ``older_than`` ago, with these statuses."""
+async def purge(store: DispatchStore, older_than: str | None, statuses: list[str],
+                dry_run: bool = False) -> list[str]:
+    """Delete finished dispatches that ended before ``older_than`` ago, with these statuses
+    (``dry_run``: only name them)."""
     try:
         wanted = [Status(s) for s in statuses] or None
     except ValueError:
         raise InvalidRequest(f"status must be among {sorted(state.TERMINAL)}; got {statuses}") from None
     if wanted and any(not state.is_terminal(s) for s in wanted):
         raise InvalidRequest(f"only finished dispatches can be deleted: {sorted(state.TERMINAL)}")
-    ids = await store.finished_before(cutoff(older_than) if older_than else None, wanted)
-    return await store.delete_dispatches(ids)
+    ids = await store.finished_before(cutoff(older_than) if older_than is not None else None,
+                                      wanted)
+    return ids if dry_run else await store.delete_dispatches(ids)

@@ -33,6 +33,8 @@ from covalent.wire import clean_text
 from ..state import (DISPATCH_TRANSITIONS, NODE_TRANSITIONS, PENDING, TERMINAL, DispatchUpdate,
                      NodeUpdate, Status, entry_guard, sql_list, transition_guard)
 from ..worker.blobs import BlobStore, is_url, open_location
+from ..worker.blobs import (BadBlobRef, DamagedBlob, check_ref, checked, is_blob_ref, relative,
+                            remove_location)
 from .base import (USER_KINDS, BlobSource, DispatchExists, DispatchPage, DispatchQuery,
                    DispatchRecord, DispatchSummary, NewDispatch, NodeRecord, NodeRow, StoredBlob,
                    TriggerRecord, blob_ref)
@@ -213,11 +215,30 @@ class SqliteStore:
             for ref, data, path in self.db.execute(
                 f"SELECT ref, data, path FROM blobs WHERE ref IN ({marks})", chunk
             ):
-                if data is None:
-                    with open_location(path, str(self.blob_dir), self.storage_options) as fh:
-                        data = fh.read()
-                out[ref] = bytes(data)
+                out[ref] = bytes(data) if data is not None else self._read_file(ref, path)
         return out
+
+    def _location(self, ref: str, recorded: str | None) -> str:
+        """Where blob ``ref`` is, derived from its address alone, under this store's own root:
+        the path recorded with it only tells whether it went to the ``--store-url`` root or to
+        the local blob dir (issue #21: a recorded path is never opened as it is)."""
+        if recorded is not None and is_url(recorded) and not self.blobs.local:
+            return self.blobs.location(ref)
+        return relative(ref)
+
+    def _read_file(self, ref: str, recorded: str | None) -> bytes:
+        """A blob file's bytes, checked against its address; a damaged one is removed (the
+        next write of that value puts it back) and raises DamagedBlob."""
+        try:
+            location = self._location(ref, recorded)
+        except BadBlobRef:  # a row an older version stored from a worker's report
+            raise DamagedBlob(ref, "has no valid address") from None
+        try:
+            with open_location(location, str(self.blob_dir), self.storage_options) as fh:
+                data = fh.read()
+        except FileNotFoundError:
+            raise DamagedBlob(ref, "is missing") from None
+        return checked(ref, data, lambda: self._unlink(location))
 
     async def blob_sources(self, refs: Iterable[str]) -> dict[str, BlobSource]:
         return await self._call(self._blob_sources, list(refs))
@@ -230,7 +251,10 @@ class SqliteStore:
             marks = ",".join("?" * len(chunk))
             for ref, size, data, path in self.db.execute(
                     f"SELECT ref, size, data, path FROM blobs WHERE ref IN ({marks})", chunk):
-                out[ref] = BlobSource(ref, int(size), bytes(data) if data is not None else None, path)
+                if data is None and not is_blob_ref(ref):
+                    continue  # an older version stored it from a worker's report: never read
+                out[ref] = BlobSource(ref, int(size), bytes(data) if data is not None else None,
+                                      None if data is not None else self._location(ref, path))
         return out
 
     # -- dispatches ------------------------------------------------------------------------
@@ -314,13 +338,17 @@ class SqliteStore:
         await self._call(self._apply, nodes, dispatches)
 
     def _apply(self, nodes: list[NodeUpdate], dispatches: list[DispatchUpdate]) -> None:
+        # Outputs the workers stored themselves are known by address only, and the place of
+        # each is derived from its address here: a worker's report names no path (issue #21).
+        # An address that is not one refuses the batch (the recorder then fails that node).
+        stored = [(check_ref(u.output_ref), u.output_size or 0) for u in nodes
+                  if u.output_ref is not None and u.output is None]
+
         def body(db: sqlite3.Connection) -> None:
             outputs = [u.output for u in nodes if u.output is not None]
             refs = iter(self._put_blobs(outputs))
-            db.executemany(  # outputs the workers stored themselves: known by address only
-                "INSERT OR IGNORE INTO blobs(ref, size, data, path) VALUES (?,?,NULL,?)",
-                [(u.output_ref, u.output_size or 0, u.output_location) for u in nodes
-                 if u.output_ref is not None and u.output_location is not None])
+            db.executemany("INSERT OR IGNORE INTO blobs(ref, size, data, path) VALUES (?,?,NULL,?)",
+                           [(ref, size, self.blobs.location(ref)) for ref, size in stored])
             for u in nodes:
                 ref = next(refs) if u.output is not None else u.output_ref
                 size = len(u.output) if u.output is not None else u.output_size
@@ -437,7 +465,7 @@ class SqliteStore:
             for table in ("nodes", "dispatches", "triggers"):
                 db.executemany(f"DELETE FROM {table} WHERE dispatch_id = ?", [(i,) for i in doomed])
             dead = [ref for ref in candidates if not self._referenced(db, ref)]
-            paths = [p for ref in dead for (p,) in db.execute(
+            paths = [self._location(ref, p) for ref in dead if is_blob_ref(ref) for (p,) in db.execute(
                 "SELECT path FROM blobs WHERE ref = ? AND path IS NOT NULL", (ref,))]
             db.executemany("DELETE FROM blobs WHERE ref = ?", [(r,) for r in dead])
             return doomed, paths
@@ -447,18 +475,10 @@ class SqliteStore:
             self._unlink(path)
         return doomed
 
-    def _unlink(self, path: str) -> None:
-        """Remove a blob's bytes (a local file, or an object at a URL)."""
-        if is_url(path):
-            from fsspec.core import url_to_fs
-
-            fs, target = url_to_fs(path, **self.storage_options)
-            try:
-                fs.rm_file(target)
-            except FileNotFoundError:
-                pass
-            return
-        (self.blob_dir / path).unlink(missing_ok=True)
+    def _unlink(self, location: str) -> None:
+        """Remove a blob's bytes at a location ``_location`` derived (a local file under the
+        blob dir, or an object under the store's root URL)."""
+        remove_location(location, str(self.blob_dir), self.storage_options)
 
     @staticmethod
     def _referenced(db: sqlite3.Connection, ref: str) -> bool:
