@@ -86,7 +86,6 @@ class NodeEnded:
     data: bytes | None = None
     ref: str | None = None
     size: int | None = None
-    location: str | None = None
     error: str = ""  # FAILED / RETRYING: "Type: message"
     detail: str = ""  # FAILED: the traceback shown as the node's error
     worker: str | None = None  # the worker that ran it
@@ -361,7 +360,7 @@ class DispatchMachine:
         if ev.status == "COMPLETED":
             updates = [state.node_completed(d, node, ev.data, ev.start, ev.end, ev.stdout,
                                             ev.stderr, ev.preview, ref=ev.ref, size=ev.size,
-                                            location=ev.location, attempts=ev.attempts,
+                                            attempts=ev.attempts,
                                             worker=ev.worker)]
             updates += self._complete(node, ev.preview or "", ev.end)
         else:
@@ -536,7 +535,7 @@ def ended_event(msg: Mapping[str, Any]) -> NodeEnded:
     if status == "COMPLETED":
         return NodeEnded(int(msg["n"]), status, msg["t0"], msg["t1"], int(msg.get("a", 1)),
                          msg["out"], msg["err"], msg.get("pv"), msg.get("data"), msg.get("ref"),
-                         msg.get("size"), msg.get("loc"), worker=worker)
+                         msg.get("size"), worker=worker)
     return NodeEnded(int(msg["n"]), status, msg["t0"], msg["t1"], int(msg.get("a", 1)),
                      msg.get("out", ""), msg.get("err", ""),
                      error=f"{msg['et']}: {msg['msg']}", detail=msg.get("tb") or "", worker=worker)

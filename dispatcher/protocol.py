@@ -148,12 +148,12 @@ class NodeTaskError(Exception):
 
 def outcome_completed(spec: NodeSpec, start: str, end: str, stdout: str, stderr: str,
                       shown: str, inline: bytes | None = None, ref: str | None = None,
-                      size: int = 0, location: str | None = None,
-                      attempts: int = 1) -> dict[str, Any]:
-    """The event of a completed node: its output inline, or where the worker stored it."""
+                      size: int = 0, attempts: int = 1) -> dict[str, Any]:
+    """The event of a completed node: its output inline, or the content address under which
+    the worker stored it (the dispatcher derives where that is itself: #21)."""
     return {"d": spec.dispatch_id, "n": spec.node_id, "s": "COMPLETED", "t0": start, "t1": end,
             "out": stdout, "err": stderr, "pv": shown, "data": inline, "ref": ref, "size": size,
-            "loc": location, "a": attempts}
+            "a": attempts}
 
 
 def outcome_failed(spec: NodeSpec, start: str, end: str, stdout: str, stderr: str,

@@ -93,11 +93,10 @@ class NodeUpdate:
     stderr: str | None = None
     sub_dispatch_id: str | None = None
     preview: str | None = None  # a short repr of the output, made on the worker
-    # An output the worker stored itself: its address, size and where it lives (a path
-    # relative to the data dir's blob directory, or a URL); ``output`` holds small ones inline.
+    # An output the worker stored itself: its content address and size (the store knows where
+    # an address lives; nothing a worker says names a place: #21); ``output`` holds small ones.
     output_ref: str | None = None
     output_size: int | None = None
-    output_location: str | None = None
     gather: str | None = None  # a gathering node's output: JSON naming the parts it is made of
     reused_from: str | None = None  # the dispatch whose stored output this node reuses
     attempts: int | None = None  # how many times a task ran it (more than 1: its executor's retries)
@@ -126,13 +125,13 @@ def node_running(dispatch_id: str, node_id: int, start: str, worker: str | None 
 def node_completed(dispatch_id: str, node_id: int, output: bytes | None, start: str, end: str,
                    stdout: str = "", stderr: str = "", preview: str | None = None,
                    ref: str | None = None, size: int | None = None,
-                   location: str | None = None, reused_from: str | None = None,
+                   reused_from: str | None = None,
                    attempts: int | None = None, worker: str | None = None) -> NodeUpdate:
     """A completed node: its output inline (``output``) or stored by its worker (``ref``), or
     the output of dispatch ``reused_from`` (a redispatch reusing results)."""
     return NodeUpdate(dispatch_id, node_id, status=Status.COMPLETED, start_time=start or None,
                       end_time=end, output=output, stdout=stdout, stderr=stderr, preview=preview,
-                      output_ref=ref, output_size=size, output_location=location,
+                      output_ref=ref, output_size=size,
                       reused_from=reused_from, attempts=attempts, worker=worker)
 
 

@@ -114,7 +114,7 @@ def _attempt(spec: NodeSpec, parents: tuple[Any, ...], start: str) -> _Ended:
             try:
                 value = _compute(spec, parents)
             finally:
-                interrupts.leave()
+                _leave()
             # A parameter's output is the client's own pickle: no second pickling.
             data = spec.value if spec.kind == NodeKind.PARAMETER and spec.value else _dump_output(spec, value)
             event = _stored(spec, data, start, cap, preview(value))
@@ -143,6 +143,19 @@ def _attempt(spec: NodeSpec, parents: tuple[Any, ...], start: str) -> _Ended:
                                      value, True))
 
 
+def _leave() -> None:
+    """Leave user code for good. An interrupt (a cancel, a time limit) aimed at this thread
+    while it ran user code can land in ``leave`` itself, before it took the lock: leaving
+    again is safe, and a thread must never stay marked (a later cancel of that node would be
+    raised into whatever the thread runs next)."""
+    while True:
+        try:
+            interrupts.leave()
+            return
+        except (TaskInterrupted, TimeLimitExceeded):
+            continue
+
+
 def _stored(spec: NodeSpec, data: bytes, start: str, cap: Capture, shown: str) -> dict[str, Any]:
     """Put the output where it belongs (inline in the event, or in the blob store); its event."""
     out, err = cap.out.getvalue(), cap.err.getvalue()
@@ -154,8 +167,7 @@ def _stored(spec: NodeSpec, data: bytes, start: str, cap: Capture, shown: str) -
     except OSError as exc:
         raise _OutputError("OutputStoreError", f"could not store the output of {spec.name!r} "
                            f"({len(data)} bytes) at {store.root}: {type(exc).__name__}: {exc}") from exc
-    return outcome_completed(spec, start, now_iso(), out, err, shown, ref=ref, size=size,
-                             location=store.location(ref))
+    return outcome_completed(spec, start, now_iso(), out, err, shown, ref=ref, size=size)
 
 
 def _report(event: dict[str, Any]) -> None:
