@@ -147,7 +147,11 @@ def test_ctrl_c_to_the_whole_process_group_stops_everything_cleanly(cli: Cli) ->
     text = out.decode(errors="replace")
     assert proc.returncode == 0, text[-3000:]
     assert "Traceback" not in text and "KeyboardInterrupt" not in text, text[-3000:]
-    assert _group(proc.pid) == []
+    deadline = time.monotonic() + 15  # a worker of a loaded machine may take a moment to exit
+    while _group(proc.pid) and time.monotonic() < deadline:
+        time.sleep(0.1)  # processes of another parent: nothing to wait on but /proc
+    left = {p: Path(f"/proc/{p}/cmdline").read_bytes()[:200] for p in _group(proc.pid)}
+    assert left == {}
 
 
 def _answers(port: int) -> bool:
