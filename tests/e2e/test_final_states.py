@@ -34,7 +34,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from hypothesis import HealthCheck, given, note, settings
+from hypothesis import HealthCheck, Phase, given, note, settings
 from hypothesis import strategies as st
 
 import covalent as ct
@@ -136,16 +136,29 @@ def _get(server: ServerProcess, path: str) -> Any:
 def _final(server: ServerProcess, dispatch_id: str, timeout: float = 90.0) -> Any:
     """The dispatch's Result once it is final (bounded: a dispatch that never ends fails)."""
     deadline = time.monotonic() + timeout
+    status: Any = None
     while True:
         try:
             status = ct.get_result(dispatch_id, dispatcher_addr=server.addr, status_only=True)
             if status["status"] in ("COMPLETED", "FAILED", "CANCELLED"):
                 return ct.get_result(dispatch_id, dispatcher_addr=server.addr)
-        except CovalentError:
-            pass  # the dispatcher is restarting
+        except CovalentError as exc:
+            status = exc  # the dispatcher is restarting
         if time.monotonic() > deadline:
-            raise AssertionError(f"dispatch {dispatch_id} not final after {timeout} s: {status}")
+            raise AssertionError(f"dispatch {dispatch_id} not final after {timeout} s: {status}\n"
+                                 f"{_diagnosis(server, dispatch_id)}")
         time.sleep(0.05)  # polling a dispatch of another process: nothing to wait on but its status
+
+
+def _diagnosis(server: ServerProcess, dispatch_id: str) -> str:
+    """What a person would look at next: the nodes' statuses and the end of the server's log."""
+    try:
+        nodes = _get(server, f"/ui/dispatches/{dispatch_id}/graph")["status"]
+    except OSError as exc:
+        nodes = exc
+    log = server.log.read_text(errors="replace").splitlines()[-60:] if server.log.exists() else []
+    return (f"node status codes ({CODES}): {nodes}\n"
+            f"server log (last {len(log)} lines):\n" + "\n".join(log))
 
 
 def _count(ledger: Path, name: str) -> int:
@@ -258,8 +271,13 @@ def check(server: ServerProcess, plan: Plan, ledger: Path, result: Any, cancelle
         assert str(post["status"]) == "CANCELLED"
 
 
+# No shrinking unless asked for (COVALENT_E2E_SHRINK=1): an example takes seconds, a dispatch that
+# never ends 90 s, so shrinking one would outlast the test's timeout and hide the failure; the
+# failing plan and its statuses are printed as they are.
 COMMON = dict(deadline=None, suppress_health_check=[HealthCheck.too_slow,
-                                                     HealthCheck.function_scoped_fixture])
+                                                     HealthCheck.function_scoped_fixture],
+              phases=list(Phase) if os.environ.get("COVALENT_E2E_SHRINK") else
+              [Phase.explicit, Phase.reuse, Phase.generate])
 
 
 # The thread method: a signal's exception inside Hypothesis would be taken for a failure and
