@@ -13,23 +13,26 @@ from __future__ import annotations
 
 from . import _file_transfer as fs
 from . import executor, leptons
-from ._deps import DepsBash, DepsCall, DepsPip
+from ._deps import DepsBash, DepsCall, DepsModule, DepsPip
 from ._dispatch import dispatch, dispatch_sync, redispatch, stop_triggers
 from ._electron import Electron, electron, wait
 from ._file_transfer import strategies as fs_strategies
 from ._lattice import Lattice, lattice
 from ._lepton import Lepton
+from ._programmatic.commands import covalent_start, covalent_stop, is_covalent_running
 from ._results_manager.result import Result
 from ._results_manager.results_manager import cancel, get_result
 from .wire.status import Status, status
 from ._transport import TransportableObject
 from .config import get_config, reload_config, set_config
+from .executor.utils import get_context
 
 __version__ = "0.1.0"
 
 __all__ = [
     "DepsBash",
     "DepsCall",
+    "DepsModule",
     "DepsPip",
     "Electron",
     "Lattice",
@@ -38,6 +41,8 @@ __all__ = [
     "Status",
     "TransportableObject",
     "cancel",
+    "covalent_start",
+    "covalent_stop",
     "dispatch",
     "dispatch_sync",
     "electron",
@@ -45,7 +50,9 @@ __all__ = [
     "fs",
     "fs_strategies",
     "get_config",
+    "get_context",
     "get_result",
+    "is_covalent_running",
     "lattice",
     "leptons",
     "redispatch",

@@ -14,6 +14,7 @@ import inspect
 from collections.abc import Iterator
 from contextlib import contextmanager
 from contextvars import ContextVar
+from types import ModuleType
 from typing import TYPE_CHECKING, Any
 
 from ._executors import executor_name, executor_spec
@@ -29,7 +30,7 @@ from .wire.graph import (
     NodeKind,
     WorkflowGraph,
 )
-from ._transport import dumps, dumps_function
+from ._transport import dumps, dumps_function, own_module, pickled_by_value
 from .errors import WorkflowDefinitionError
 
 if TYPE_CHECKING:
@@ -75,19 +76,22 @@ class GraphBuilder:
         is_sub = isinstance(fn, Lattice)
         name = (SUBLATTICE_PREFIX if is_sub else "") + electron.node_name
         meta = electron.effective_metadata(self.defaults)
-        blob, digest = self._function_blob(fn, name)
-        executor, options, plugin = executor_spec(meta.get("executor"))
-        if electron.kind is not NodeKind.ELECTRON:  # x[0], x.attr: plain tasks, wherever they fit
-            options, plugin = {}, ""
+        modules = _module_deps(meta)
+        blob, digest = self._function_blob(fn, name, modules)
+        spec = executor_spec(meta.get("executor"))
+        derived = electron.kind is not NodeKind.ELECTRON  # x[0], x.attr: plain tasks, anywhere
+        custom = spec.custom and not derived
+        runner = meta.get("executor") if custom and not is_sub else None
         node_id = self.graph.add_node(
             name,
             NodeKind.SUBLATTICE if is_sub else electron.kind,
-            executor=executor,
-            options=options,
-            plugin=plugin,
+            executor=spec.name,
+            options={} if derived else spec.options,
+            plugin="" if derived else spec.plugin,
+            custom=spec.custom if custom else "",
             fn=blob,
             fn_hash=digest,
-            hooks=self._hooks_blob(electron, meta),
+            hooks=self._hooks_blob(electron, meta, runner, modules),
             metadata=_describe(meta),
         )
         names = electron.positional_names(len(args))
@@ -104,7 +108,14 @@ class GraphBuilder:
         from ._electron import Electron
 
         g = self.graph
-        if isinstance(value, Electron):
+        if isinstance(value, Electron) and _uncalled(value):
+            # As in Covalent, an electron passed without calling it is a parameter holding the
+            # function: a task that calls it runs it there as a plain function (#22).
+            blob = g.add_blob(dumps(value, f"argument {name!r} (electron {value.node_name!r})"))
+            node = g.add_node(PARAMETER_PREFIX + _safe_str(value.function), NodeKind.PARAMETER,
+                              value=blob)
+            g.add_edge(node, dst, name, kind, index)
+        elif isinstance(value, Electron):
             if value.node_id is None or value.builder is not self:
                 raise WorkflowDefinitionError(
                     f"argument {name!r} is an electron that was not called inside this lattice"
@@ -152,7 +163,7 @@ class GraphBuilder:
     def _template(self, value: Any, refs: list[int]) -> Any:
         from ._electron import Electron
 
-        if isinstance(value, Electron):
+        if isinstance(value, Electron) and not _uncalled(value):
             if value.node_id is None or value.builder is not self:
                 raise WorkflowDefinitionError("the lattice returns an electron it did not call")
             refs.append(value.node_id)
@@ -166,12 +177,13 @@ class GraphBuilder:
             return frozenset(self._template(v, refs) for v in value)
         return value
 
-    def _function_blob(self, fn: Any, name: str) -> tuple[int | None, str]:
+    def _function_blob(self, fn: Any, name: str,
+                       modules: list[ModuleType]) -> tuple[int | None, str]:
         if fn is None:
             return None, ""
         cached = self._fn_blobs.get(id(fn))
         if cached is None:
-            data = dumps_function(fn, f"the function of electron {name!r}")
+            data = dumps_function(fn, f"the function of electron {name!r}", modules)
             cached = (self.graph.add_blob(data), hashlib.sha256(data).hexdigest())
             self._fn_blobs[id(fn)] = cached
             source = source_of(fn)
@@ -180,15 +192,22 @@ class GraphBuilder:
             self._keep.append(fn)
         return cached
 
-    def _hooks_blob(self, electron: Electron[Any, Any], meta: dict[str, Any]) -> int | None:
+    def _hooks_blob(self, electron: Electron[Any, Any], meta: dict[str, Any], runner: Any,
+                    modules: list[ModuleType]) -> int | None:
+        """The node's hooks (deps, call_before, call_after) and its custom executor object
+        (``runner``), pickled once per electron; a class from the user's own files by value."""
         hooks = {k: meta.get(k) for k in ("deps_bash", "deps_pip", "call_before", "call_after")}
+        if runner is not None:
+            hooks["executor"] = runner
         if not any(hooks.values()):
             return None
         key = id(electron.metadata)
         if key not in self._hook_blobs:
-            self._hook_blobs[key] = self.graph.add_blob(
-                dumps(hooks, f"the deps/call_before/call_after of {electron.node_name!r}")
-            )
+            own = own_module(type(runner)) if runner is not None else None
+            with pickled_by_value([*modules, *([own] if own is not None else [])]):
+                data = dumps(hooks, f"the deps/call_before/call_after/executor of "
+                                    f"{electron.node_name!r}")
+            self._hook_blobs[key] = self.graph.add_blob(data)
             self._keep.append(electron.metadata)
         return self._hook_blobs[key]
 
@@ -221,6 +240,19 @@ def _skeleton(template: Any, order: dict[int, int]) -> str:
     if isinstance(template, dict):
         return "{" + ", ".join(f"{preview(k)}: {_skeleton(v, order)}" for k, v in template.items()) + "}"
     return preview(template)
+
+
+def _uncalled(value: Electron[Any, Any]) -> bool:
+    """An electron as decorated (not the output of a call inside a lattice)."""
+    return value.node_id is None and value.kind is NodeKind.ELECTRON and value.function is not None
+
+
+def _module_deps(meta: dict[str, Any]) -> list[ModuleType]:
+    """The modules the ``DepsModule``s of an electron's ``call_before`` name (imported here)."""
+    from ._deps import DepsModule
+
+    found = [d.module for d in meta.get("call_before") or [] if isinstance(d, DepsModule)]
+    return [m for m in found if m is not None]
 
 
 def _safe_str(value: Any) -> str:

@@ -14,9 +14,11 @@ transfers (``files``), which always receives a list.
 
 from __future__ import annotations
 
+import importlib
 import subprocess
 import sys
 from collections.abc import Callable, Sequence
+from types import ModuleType
 from typing import Any
 
 from .errors import ReservedRetvalKeywordError
@@ -126,6 +128,50 @@ class DepsCall(Deps):
     def __repr__(self) -> str:
         name = getattr(self.func, "__name__", repr(self.func))
         return f"DepsCall({name}, retval_keyword={self.retval_keyword!r})"
+
+
+def _nothing() -> None:
+    """What a ``DepsModule`` runs on the worker: its module came with the function."""
+
+
+class DepsModule(DepsCall):
+    """A Python module the electron's code needs where it runs: the electron's function, hooks
+    and executor are pickled with everything of that module *by value*, so a worker that cannot
+    import the module (a file beside your script) still runs them. As in Covalent, a
+    ``DepsCall`` subclass that goes in ``call_before`` (or ``@ct.electron(deps_module=...)``).
+
+    Args:
+        module: a module, or its name (imported here, on the client).
+
+    Raises:
+        ImportError: the named module cannot be imported.
+        TypeError: ``module`` is neither a module nor a name.
+    """
+
+    def __init__(self, module: str | ModuleType) -> None:
+        if isinstance(module, str):
+            module = importlib.import_module(module)
+        if not isinstance(module, ModuleType):
+            raise TypeError(f"DepsModule needs a module or its name, got {type(module).__name__}")
+        self.module_name = module.__name__
+        super().__init__(_nothing)
+
+    @property
+    def module(self) -> ModuleType | None:
+        """The module, where it is imported (on the client that built the graph)."""
+        return sys.modules.get(self.module_name)
+
+    def short_name(self) -> str:
+        return "depsmodule"
+
+    def __repr__(self) -> str:
+        return f"DepsModule({self.module_name!r})"
+
+
+def as_deps_modules(v: DepsModule | ModuleType | str | Sequence[Any] | None) -> list[Deps]:
+    """Normalise a ``deps_module=`` argument to a list of ``DepsModule``."""
+    items: list[Any] = [] if v is None else list(v) if isinstance(v, list | tuple) else [v]
+    return [d if isinstance(d, DepsModule) else DepsModule(d) for d in items]
 
 
 def as_deps_bash(v: DepsBash | Sequence[str] | str | None) -> DepsBash | None:

@@ -24,6 +24,7 @@ from ._builder import source_of
 from .wire.frame import preview
 from .wire.graph import NodeKind, WorkflowGraph
 from ._lattice import Lattice
+from ._notebook import DispatchId
 from ._results_manager.result import Result
 from ._results_manager.results_manager import _check_id, get_result
 from ._transport import dumps
@@ -116,7 +117,7 @@ def dispatch(orig_lattice: Lattice[Any, Any], dispatcher_addr: str | None = None
         for trigger, trigger_id in zip(lat.metadata.get("triggers") or [],
                                        resp.get("trigger_ids") or [], strict=False):
             trigger._registered_as(str(trigger_id), dispatcher_addr, str(resp["dispatch_id"]))
-        return str(resp["dispatch_id"])
+        return DispatchId(resp["dispatch_id"], dispatcher_addr)
 
     return wrapper
 
@@ -156,7 +157,7 @@ def redispatch(dispatch_id: str, dispatcher_addr: str | None = None,
         cfg = client_config(dispatcher_addr)
         if is_pending:
             resp = _client.request_json(cfg, "POST", f"/dispatches/{quoted}/start")
-            return str(resp["dispatch_id"])
+            return DispatchId(resp["dispatch_id"], dispatcher_addr)
         # Reusing results needs the old dispatch's final outputs: wait for it to end.
         old = get_result(dispatch_id, wait=reuse_previous_results, dispatcher_addr=dispatcher_addr)
         assert isinstance(old, Result)
@@ -173,7 +174,7 @@ def redispatch(dispatch_id: str, dispatcher_addr: str | None = None,
         query = {"redispatch_of": dispatch_id, "reuse": "1" if reuse_previous_results else "0"}
         resp = _client.request_json(cfg, "POST", "/dispatches", body=body,
                                     content_type=wire.CONTENT_TYPE, query=query)
-        return str(resp["dispatch_id"])
+        return DispatchId(resp["dispatch_id"], dispatcher_addr)
 
     return wrapper
 

@@ -16,10 +16,11 @@ from collections.abc import Callable, Iterable, Iterator, Sequence
 from typing import Any, Generic, ParamSpec, TypeVar, overload
 
 from ._builder import GraphBuilder, active_builder
-from ._deps import Deps, DepsBash, DepsPip, as_deps_bash, as_deps_pip, as_hooks
+from ._deps import (Deps, DepsBash, DepsModule, DepsPip, as_deps_bash, as_deps_modules,
+                    as_deps_pip, as_hooks)
 from ._file_transfer.file_transfer import FileTransfer, transfer_hooks
 from .wire.graph import NodeKind
-from ._transport import import_object, module_level_name
+from ._transport import by_value, import_object, module_level_name
 from .errors import WorkflowDefinitionError
 
 P = ParamSpec("P")
@@ -219,10 +220,11 @@ class Electron(Generic[P, R]):
         return f"<Electron {self.node_name!r}>"
 
     def __reduce_ex__(self, protocol: Any) -> Any:
-        # A module-level electron travels as "import module.name", as its function would.
+        # A module-level electron travels as "import module.name", as its function would,
+        # unless its module is being sent by value (DepsModule).
         if self.node_id is None and self.kind is NodeKind.ELECTRON:
             where = module_level_name(self, self.function)
-            if where is not None:
+            if where is not None and not by_value(where[0]):
                 return (import_object, where)
         return super().__reduce_ex__(protocol)
 
@@ -277,6 +279,7 @@ def electron(
     files: Sequence[FileTransfer] | None = None,
     deps_bash: DepsBash | list[str] | str | None = None,
     deps_pip: DepsPip | list[str] | None = None,
+    deps_module: DepsModule | list[Any] | str | None = None,
     call_before: Deps | Sequence[Deps] | None = None,
     call_after: Deps | Sequence[Deps] | None = None,
 ) -> Callable[[Callable[P, R]], Electron[P, R]]: ...
@@ -289,6 +292,7 @@ def electron(
     files: Sequence[FileTransfer] | None = None,
     deps_bash: DepsBash | list[str] | str | None = None,
     deps_pip: DepsPip | list[str] | None = None,
+    deps_module: DepsModule | list[Any] | str | None = None,
     call_before: Deps | Sequence[Deps] | None = None,
     call_after: Deps | Sequence[Deps] | None = None,
 ) -> Electron[P, R] | Callable[[Callable[P, R]], Electron[P, R]]:
@@ -303,6 +307,8 @@ def electron(
             its ``files`` keyword argument.
         deps_bash: shell commands (or a ``DepsBash``) run on the worker before the function.
         deps_pip: packages (or a ``DepsPip``) pip-installed on the worker before the function.
+        deps_module: modules (or names, or ``DepsModule``s) sent by value with the function,
+            for workers that cannot import them.
         call_before: dependencies (``DepsCall``, ``DepsBash``, ``DepsPip``) run before the
             function; a ``DepsCall`` with ``retval_keyword`` passes its return value to the
             function as that keyword argument (a list when several share the keyword).
@@ -322,7 +328,8 @@ def electron(
         3
     """
     meta = hook_metadata(executor if executor is not None else backend, files, deps_bash,
-                         deps_pip, call_before, call_after)
+                         deps_pip, [*as_deps_modules(deps_module), *as_hooks(call_before, "call_before")],
+                         call_after)
 
     def wrap(func: Callable[P, R]) -> Electron[P, R]:
         if isinstance(func, Electron):

@@ -2,7 +2,7 @@
 
 ``Lattice.build_graph(*args, **kwargs)`` runs the workflow function once, on the client, with a
 ``GraphBuilder`` active: each electron call adds a node (see ``_builder``). The return value
-becomes the template of the final ``:postprocess:`` node. Called directly (outside a dispatch),
+becomes the template of the final ``:postprocess:reconstruct`` node. Called directly (outside a dispatch),
 a lattice is its function, so a lattice called inside another lattice is inlined.
 """
 
@@ -88,6 +88,25 @@ class Lattice(Generic[P, R]):
         self.inputs = TransportableObject({"args": list(args), "kwargs": dict(kwargs)})
         return builder.graph, builder.sources
 
+    def draw(self, *args: Any, **kwargs: Any) -> None:
+        """Build the graph for these inputs without running it, and show it: inline in a
+        notebook, else on the dispatcher's preview page (its link is printed)."""
+        from ._draw import draw
+
+        draw(self, args, kwargs)
+
+    def dispatch(self, *args: Any, **kwargs: Any) -> str:
+        """Deprecated in Covalent: ``ct.dispatch(lattice)(*args, **kwargs)``."""
+        from ._dispatch import dispatch
+
+        return dispatch(self)(*args, **kwargs)
+
+    def dispatch_sync(self, *args: Any, **kwargs: Any) -> Any:
+        """Deprecated in Covalent: ``ct.dispatch_sync(lattice)(*args, **kwargs)``."""
+        from ._dispatch import dispatch_sync
+
+        return dispatch_sync(self)(*args, **kwargs)
+
     def __getstate__(self) -> dict[str, Any]:
         state = dict(self.__dict__)
         state["transport_graph"] = None  # the server keeps the graph; don't pickle it twice
@@ -133,7 +152,7 @@ def lattice(
 
     Args:
         executor: default executor of its electrons that do not name one.
-        workflow_executor: executor of the ``:postprocess:`` node.
+        workflow_executor: executor of the ``:postprocess:reconstruct`` node.
         deps_bash, deps_pip, call_before, call_after: defaults for electrons without their own.
         triggers: triggers to register when dispatched; the dispatch then waits for them.
 

@@ -4,8 +4,12 @@ Used by ``covalent watch ID`` and ``ct.get_result(id, wait=True, progress=True)`
 come from ``GET /api/v1/dispatches/{id}/progress``, a long-poll the server answers when a
 commit changes the dispatch (``since`` = the version last seen), so nothing is polled on a
 timer; the client only caps how often it redraws (``MIN_GAP_S``). In a terminal the bars are
-drawn with ``rich``; otherwise (a pipe, a CI log) one plain line per electron name whose counts
-changed, at most once a second, then a last line with the final status.
+drawn with ``rich``; in a Jupyter notebook, as HTML in the cell's output, replaced in place at
+each change (an IPython display handle, so an executed notebook keeps the last bars); otherwise
+(a pipe, a CI log) one plain line per electron name whose counts changed, at most once a
+second, then a last line with the final status. Times are the server's: from the first of an
+electron name's nodes starting to the last ending (so a dispatch that ended long ago shows how
+long it took), and a failed dispatch ends with its error.
 """
 
 from __future__ import annotations
@@ -41,6 +45,12 @@ def updates(cfg: ClientConfig, dispatch_id: str) -> Iterator[dict[str, Any]]:
             time.sleep(pause)  # a cap on redraws; the next answer is still pushed by a commit
 
 
+def snapshot(cfg: ClientConfig, dispatch_id: str) -> dict[str, Any]:
+    """The progress body as it is now (no waiting)."""
+    path = f"/dispatches/{quote(dispatch_id, safe='')}/progress"
+    return _client.request_json(cfg, "GET", path, timeout=5)  # type: ignore[no-any-return]
+
+
 def watch(cfg: ClientConfig, dispatch_id: str, stream: IO[str] | None = None) -> Status:
     """Show progress until the dispatch ends; returns its final status.
 
@@ -48,10 +58,34 @@ def watch(cfg: ClientConfig, dispatch_id: str, stream: IO[str] | None = None) ->
         DispatchNotFoundError: no dispatch has that id.
         DispatcherUnavailableError: no server answers.
     """
+    from ._notebook import in_notebook
+
+    if stream is None and in_notebook():
+        return _notebook(cfg, dispatch_id)
     out = stream if stream is not None else sys.stderr
     if out.isatty():
         return _bars(cfg, dispatch_id, out)
     return _lines(cfg, dispatch_id, out)
+
+
+def _took(e: dict[str, Any]) -> str:
+    """How long an electron name's nodes took (from the server's times).
+
+    >>> _took({"seconds": 2.345}), _took({"seconds": 75}), _took({"seconds": None})
+    ('2.3 s', '1 m 15 s', '-')
+    """
+    value = e.get("seconds")
+    if not isinstance(value, int | float):
+        return "-"
+    return f"{value:.1f} s" if value < 60 else f"{int(value // 60)} m {int(value % 60)} s"
+
+
+def _ending(body: dict[str, Any], dispatch_id: str, status: Status) -> str:
+    """The last line: name, id and status, and a failed dispatch's error."""
+    line = f"{body['name']} {dispatch_id}: {status}"
+    if status == Status.FAILED and body.get("error"):
+        line += "\n" + str(body["error"]).rstrip()
+    return line
 
 
 def _detail(e: dict[str, Any]) -> str:
@@ -66,34 +100,52 @@ def _detail(e: dict[str, Any]) -> str:
 
 def _bars(cfg: ClientConfig, dispatch_id: str, out: IO[str]) -> Status:
     from rich.console import Console
-    from rich.progress import (BarColumn, MofNCompleteColumn, Progress, TextColumn,
-                               TimeElapsedColumn)
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
 
     status = Status.NEW_OBJECT
     tasks: dict[str, Any] = {}
     console = Console(file=out)
     columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
-               TextColumn("{task.fields[detail]}"), TimeElapsedColumn())
+               TextColumn("{task.fields[detail]}"), TextColumn("{task.fields[took]}"))
     with Progress(*columns, console=console, transient=False) as bars:
         for body in updates(cfg, dispatch_id):
             status = Status(body["status"])
             for e in body["electrons"]:
                 if e["name"] not in tasks:
-                    tasks[e["name"]] = bars.add_task(e["name"], total=e["total"], detail="")
+                    tasks[e["name"]] = bars.add_task(e["name"], total=e["total"], detail="",
+                                                     took="")
                 bars.update(tasks[e["name"]], completed=e["completed"], total=e["total"],
-                            detail=_detail(e))
+                            detail=_detail(e), took=_took(e))
             if status.is_terminal:
                 for task_id in tasks.values():
                     bars.stop_task(task_id)
-    console.print(f"{body['name']} {dispatch_id}: {status}")
+    console.print(_ending(body, dispatch_id, status), markup=False, highlight=False)
     return status
+
+
+def _notebook(cfg: ClientConfig, dispatch_id: str) -> Status:
+    """Bars in the notebook cell's output, updated in place through one display handle."""
+    import IPython.display
+
+    from ._notebook import bars_html, bars_text
+
+    display: Any = IPython.display.display  # typed partially, depending on the IPython version
+    start, handle = time.monotonic(), None
+    for body in updates(cfg, dispatch_id):
+        args = (body["name"], dispatch_id, body["status"], body["electrons"],
+                time.monotonic() - start)
+        bundle = {"text/html": bars_html(*args), "text/plain": bars_text(*args)}
+        if handle is None:
+            handle = display(bundle, raw=True, display_id=True)
+        else:
+            handle.update(bundle, raw=True)
+    return Status(body["status"])
 
 
 def _lines(cfg: ClientConfig, dispatch_id: str, out: IO[str]) -> Status:
     shown: dict[str, tuple[int, int, int, int]] = {}
     last = 0.0
     status = Status.NEW_OBJECT
-    start = time.monotonic()
     for body in updates(cfg, dispatch_id):
         status = Status(body["status"])
         now = time.monotonic()
@@ -106,6 +158,6 @@ def _lines(cfg: ClientConfig, dispatch_id: str, out: IO[str]) -> Status:
                 shown[e["name"]] = key
                 detail = _detail(e)
                 print(f"{e['name']}: {e['completed']}/{e['total']} completed"
-                      f"{', ' + detail if detail else ''} [{now - start:.1f} s]", file=out, flush=True)
-    print(f"{body['name']} {dispatch_id}: {status}", file=out, flush=True)
+                      f"{', ' + detail if detail else ''} [{_took(e)}]", file=out, flush=True)
+    print(_ending(body, dispatch_id, status), file=out, flush=True)
     return status

@@ -1,17 +1,34 @@
 """Wrap a Python value so it travels between client, server and workers as opaque bytes.
 
 The dispatcher stores these bytes and hands them to workers; it never unpickles them.
+
+What travels by value: functions of ``__main__`` (a script, a notebook), local functions, and
+every function and class of a *local module*: a module that no installed distribution provides,
+whose file is in the directory of the script being run (or the working directory of a
+notebook or REPL), such as a ``helpers.py`` next to a notebook. Workers cannot import those, so
+they are registered with ``cloudpickle.register_pickle_by_value`` before anything is pickled
+(#27). Everything else (installed packages) travels by reference and must be installed where the
+workers run; a module registered by hand with ``cloudpickle.register_pickle_by_value`` travels
+by value too.
 """
 
 from __future__ import annotations
 
 import base64
+import functools
 import importlib
+import importlib.metadata
 import io
+import os
 import platform
+import site
 import sys
+import threading
 import types
 from collections import ChainMap
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
 from typing import Any
 
 import cloudpickle
@@ -45,8 +62,110 @@ class _Pickler(cloudpickle.Pickler):  # type: ignore[misc]
     dispatch_table = ChainMap({types.CodeType: _reduce_code}, cloudpickle.Pickler.dispatch_table)
 
 
+_OWN = frozenset({"covalent", "dispatcher", "triggers"})
+
+
+class _LocalModules:
+    """Registers the local modules (see the module docstring) by value, once each."""
+
+    def __init__(self) -> None:
+        self.seen = 0  # len(sys.modules) at the last scan: a scan only when modules were added
+        self.checked: set[str] = set()
+
+    def register(self) -> None:
+        if len(sys.modules) == self.seen:
+            return
+        home = _user_dir()
+        for name, module in list(sys.modules.items()):
+            if name not in self.checked:
+                self.checked.add(name)
+                if home is not None and _is_local(name, module, home):
+                    cloudpickle.register_pickle_by_value(module)
+        self.seen = len(sys.modules)
+
+
+def _user_dir() -> Path | None:
+    """The directory of the script being run, or the working directory (notebook, REPL)."""
+    main = sys.modules.get("__main__")
+    path = getattr(main, "__file__", None)
+    try:
+        return Path(path).resolve().parent if path else Path.cwd().resolve()
+    except OSError:  # the working directory was deleted
+        return None
+
+
+def _is_local(name: str, module: Any, home: Path) -> bool:
+    top = name.partition(".")[0]
+    path = getattr(module, "__file__", None)
+    if not isinstance(path, str) or name == "__main__" or top in _OWN:
+        return False
+    file = Path(path).resolve()
+    if not file.is_relative_to(home) or any(file.is_relative_to(p) for p in _install_dirs()):
+        return False
+    return top not in sys.stdlib_module_names and top not in _installed_tops()
+
+
+@functools.cache
+def _installed_tops() -> frozenset[str]:
+    """Top-level names that installed distributions provide (editable installs included)."""
+    return frozenset(importlib.metadata.packages_distributions())
+
+
+@functools.cache
+def _install_dirs() -> tuple[Path, ...]:
+    dirs = {sys.prefix, sys.base_prefix, sys.exec_prefix, site.getusersitepackages(),
+            *site.getsitepackages()}
+    return tuple(Path(d).resolve() for d in dirs if d and os.path.isabs(d))
+
+
+local_modules = _LocalModules()
+
+
+def by_value(module: str) -> bool:
+    """True if functions of ``module`` are pickled by value (registered with cloudpickle)."""
+    registered = cloudpickle.list_registry_pickle_by_value()
+    parts = module.split(".")
+    return any(".".join(parts[:i]) in registered for i in range(1, len(parts) + 1))
+
+
+_BY_VALUE_LOCK = threading.Lock()
+
+
+@contextmanager
+def pickled_by_value(modules: Iterable[types.ModuleType]) -> Iterator[None]:
+    """Pickle what these modules define by value while the block runs (``DepsModule``, and the
+    class of a custom executor defined in the user's own files), so a worker that cannot import
+    them can still load it."""
+    with _BY_VALUE_LOCK:
+        added = []
+        for module in dict.fromkeys(modules):
+            if not by_value(module.__name__):
+                cloudpickle.register_pickle_by_value(module)
+                added.append(module)
+        try:
+            yield
+        finally:
+            for module in added:
+                cloudpickle.unregister_pickle_by_value(module)
+
+
+def own_module(cls: type) -> types.ModuleType | None:
+    """The top-level package of the user's own file that defines ``cls``: not installed, not
+    the standard library, not ours, not ``__main__`` (which cloudpickle already sends by value).
+    Workers may not be able to import it."""
+    name = cls.__module__
+    top = name.split(".", 1)[0]
+    if name == "__main__" or top in _OWN or top in sys.stdlib_module_names or name not in sys.modules:
+        return None
+    file = getattr(sys.modules[name], "__file__", None)
+    if not file or any(Path(file).resolve().is_relative_to(p) for p in _install_dirs()):
+        return None
+    return sys.modules.get(top)
+
+
 def dumps(obj: Any, what: str) -> bytes:
     """Cloudpickle ``obj``; raise SerializationError naming ``what`` when it cannot be pickled."""
+    local_modules.register()
     try:
         with io.BytesIO() as buf:
             _Pickler(buf).dump(obj)
@@ -79,8 +198,19 @@ def module_level_name(obj: Any, fn: Any) -> tuple[str, str] | None:
 
 
 def _import_attr(module: str, qualname: str) -> Any:
-    """Import ``module.qualname``; unwrap an Electron or Lattice to its function."""
-    obj = import_object(module, qualname)
+    """Import ``module.qualname``; unwrap an Electron or Lattice to its function. Runs where
+    the function is unpickled (a worker): a module missing there says what to do."""
+    try:
+        obj = import_object(module, qualname)
+    except ModuleNotFoundError as exc:
+        top = module.partition(".")[0]
+        raise ModuleNotFoundError(
+            f"{exc} where {qualname} (from module {module!r}) is unpickled: it was sent by "
+            f"reference, so the workers must import {module!r}. Install it where the workers "
+            f"run, or send it by value: `import cloudpickle, {top}; "
+            f"cloudpickle.register_pickle_by_value({top})` before dispatching "
+            f"(a module next to your script or notebook is sent by value already)",
+            name=exc.name) from exc
     inner = getattr(obj, "function", None) or getattr(obj, "workflow_function", None)
     return inner if inner is not None else obj
 
@@ -95,16 +225,22 @@ class _ByReference:
         return (_import_attr, (self.module, self.qualname))
 
 
-def dumps_function(fn: Any, what: str) -> bytes:
+def dumps_function(fn: Any, what: str, modules: Iterable[types.ModuleType] = ()) -> bytes:
     """Pickle a user function, by reference when its module exposes it as an electron.
 
     ``@ct.electron`` replaces the module attribute by an Electron, so cloudpickle no longer
     finds the function under its name and would pickle it by value, globals and all. Like
     pickle for any module-level function, we send "import module.name" instead; functions of
-    ``__main__`` and local functions still travel by value.
+    ``__main__``, local functions and functions of modules sent by value (see the module
+    docstring, and ``modules``: a ``DepsModule``'s) still travel by value.
     """
+    wanted = list(modules)
+    if wanted:
+        with pickled_by_value(wanted):
+            return dumps(fn, what)
+    local_modules.register()
     module = getattr(fn, "__module__", None)
-    if module and module in sys.modules:
+    if module and module in sys.modules and not by_value(module):
         owner = getattr(sys.modules[module], getattr(fn, "__name__", ""), None)
         where = module_level_name(owner, fn) if owner is not None else None
         if where is not None and getattr(owner, "function", None) is fn:

@@ -75,6 +75,18 @@ DEFAULTS: dict[str, dict[str, Any]] = {
     "sdk": {"log_level": "warning", "enable_logging": "false"},
 }
 
+# ``[executors.<short name>]`` defaults of the executor plugins imported in this process (their
+# ``_EXECUTOR_PLUGIN_DEFAULTS``), as Covalent adds them to its config: plugins read them back.
+PLUGIN_DEFAULTS: dict[str, dict[str, Any]] = {}
+
+
+def _defaults() -> dict[str, Any]:
+    """DEFAULTS, plus the directories Covalent's config names (plugins read them at import)."""
+    cache = str(Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "covalent")
+    extra = {"dispatcher": {"cache_dir": cache, "results_dir": str(Path(cache) / "results")},
+             "executors": PLUGIN_DEFAULTS}
+    return _merged(extra, DEFAULTS)
+
 
 def get_config(entries: str | list[str] | None = None) -> Any:
     """The configuration (defaults, then the file): all of it, one dotted key's value, or a
@@ -83,7 +95,7 @@ def get_config(entries: str | list[str] | None = None) -> Any:
     Raises:
         KeyError: a key that is not set.
     """
-    config = _merged(DEFAULTS, read_config())
+    config = _merged(_defaults(), read_config())
     if entries is None or entries == []:
         return config
     if isinstance(entries, str):

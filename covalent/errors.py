@@ -7,6 +7,8 @@
     ├── OutputLoadError (RuntimeError)            a result this client cannot unpickle
     ├── ReservedRetvalKeywordError (RuntimeError)  a DepsCall asks for a reserved keyword
     ├── FileTransferError (OSError)              a file transfer failed (raised on the worker)
+    ├── TaskRuntimeError (RuntimeError)          an executor's run() says its task failed
+    ├── TaskCancelledError (RuntimeError)        an executor's run() says its task was cancelled
     └── DispatcherError                          the server refused a request (4xx/5xx)
         ├── DispatchNotFoundError (LookupError)
         │   └── MissingLatticeRecordError          Covalent's name for it
@@ -18,6 +20,8 @@
         ├── UnauthorizedError (PermissionError)
         ├── ForbiddenError (PermissionError)      a foreign Host/Origin, or a request a web page could send
         ├── DispatcherBusyError (RuntimeError)    the store is busy: retry shortly
+        ├── StoredDataLostError (LookupError)     a stored value is missing or damaged
+        ├── IncompleteAnswerError (ConnectionError)  the answer was cut off
         └── StorageFullError (OSError)           the dispatcher's disk is full
 
 Every error pickles (all constructor arguments go to ``super().__init__``).
@@ -78,6 +82,15 @@ class FileTransferError(CovalentError, OSError):
 
     def __str__(self) -> str:
         return f"file transfer from {self.from_uri} to {self.to_uri} failed: {self.reason}"
+
+
+class TaskRuntimeError(CovalentError, RuntimeError):
+    """Raised by an executor's ``run`` when the task it ran failed (Covalent's name); it fails
+    the node like any exception."""
+
+
+class TaskCancelledError(CovalentError, RuntimeError):
+    """Raised by an executor's ``run`` when the task it ran was cancelled (Covalent's name)."""
 
 
 class OutputLoadError(CovalentError, RuntimeError):
@@ -148,6 +161,15 @@ class IncompatibleClientError(DispatcherError, RuntimeError):
     """This Python or cloudpickle differs from the workers', so they could not load the workflow."""
 
 
+class StoredDataLostError(DispatcherError, LookupError):
+    """A value the dispatcher stored is missing or damaged on its disk (it removed it)."""
+
+
+class IncompleteAnswerError(DispatcherError, ConnectionError):
+    """The dispatcher's answer was cut off (it found what it was sending damaged, or it
+    stopped); its log says why."""
+
+
 class StorageFullError(DispatcherError, OSError):
     """The dispatcher cannot write to its store (disk full or a file size limit)."""
 
@@ -165,6 +187,7 @@ _BY_CODE: dict[str, type[DispatcherError]] = {
     "Forbidden": ForbiddenError,
     "UnsupportedMediaType": ForbiddenError,
     "Unavailable": DispatcherBusyError,
+    "StoredDataLost": StoredDataLostError,
 }
 
 

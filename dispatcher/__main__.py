@@ -32,7 +32,8 @@ from aiohttp import web
 
 from covalent.config import DEFAULT_PORT, config_path, read_config, update_config
 
-from .connections import LimitedSite, OncePerKind, connection_limit, raise_fd_limit
+from .connections import GATE, LimitedSite, OncePerKind, connection_limit, raise_fd_limit
+from . import logfile
 from .app import create_app
 from .errors import StoreError
 from .instance import (EXIT_BAD_SETTINGS, EXIT_CLUSTER, EXIT_PORT_IN_USE, EXIT_RUNNING,
@@ -198,11 +199,13 @@ async def serve(settings: Settings, sock: socket.socket) -> None:
 
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, on_signal)
-    runner = web.AppRunner(create_app(settings), handle_signals=False, access_log=None)
+    app = create_app(settings)
+    runner = web.AppRunner(app, handle_signals=False, access_log=None)
     try:
         await runner.setup()
         limit = connection_limit(settings.max_connections)
-        await LimitedSite(runner, sock, limit=limit, shutdown_timeout=10).start()
+        await LimitedSite(runner, sock, limit=limit, gate=app[GATE], shutdown_timeout=10,
+                          backlog=1024).start()  # a burst of connects waits, is not lost
         starting = False
         gc.freeze()  # what start-up made lives as long as the server: never scan it again
         log.info("answering on http://%s:%d", *sock.getsockname()[:2])
@@ -233,6 +236,7 @@ def main(argv: list[str] | None = None) -> None:
         create_app(settings)  # validates the settings before anything is bound or locked
     except (ValueError, OSError) as exc:
         fail(EXIT_BAD_SETTINGS, str(exc))
+    logfile.setup(settings.log_path, settings.log_max_bytes)
     if not settings.instance_id:
         settings = settings.with_instance(uuid.uuid4().hex)
     prepare_data_dir(settings.data_dir)
@@ -253,6 +257,9 @@ def main(argv: list[str] | None = None) -> None:
         except StoreError as exc:  # a database that cannot be reached, or of a newer version
             fail(EXIT_STORE, str(exc))
         except OSError as exc:  # the cluster could not start or be reached
+            fail(EXIT_CLUSTER, f"{type(exc).__name__}: {exc}")
+        except Exception as exc:  # e.g. a --cluster class that makes no Dask cluster
+            log.error("the dispatcher stopped", exc_info=exc)
             fail(EXIT_CLUSTER, f"{type(exc).__name__}: {exc}")
     finally:
         lock.release()

@@ -22,13 +22,15 @@ from distributed.deploy.utils import nprocesses_nthreads
 from distributed.worker_memory import parse_memory_limit
 
 from . import dispatches, metrics, transfer, ui, upload
+from .connections import GATE, Gate
 from .executors import ExecutorTable
 from .keys import CLUSTER_INFO, EXECUTORS, RECORDER, RUNNER, SETTINGS, STORE, TRIGGERS
 from .recorder import Recorder
 from .routes import error_middleware, routes
 from .runner import Runner
 from .scheduler_process import SchedulerProcess
-from .security import allowed_hosts, content_type_guard, host_guard, token_guard
+from .security import allowed_hosts, content_type_guard, host_guard, token_guard, weak_token
+from .sessions import SESSIONS, Sessions
 from .settings import ClusterSettings, Settings, pinned_dashboard
 from .store import check_url, open_store
 from .trigger_service import TriggerService
@@ -36,6 +38,7 @@ from .trigger_service import TriggerService
 log = logging.getLogger("covalent.dispatcher")
 
 LOOPBACK = ("127.0.0.1", "localhost", "::1")
+QUIET_WORKERS = "dispatcher.worker.quiet"  # embedded workers leave Ctrl-C to the dispatcher
 
 
 def create_app(settings: Settings) -> web.Application:
@@ -50,18 +53,21 @@ def create_app(settings: Settings) -> web.Application:
             f"refusing to bind {settings.host}: the dispatcher runs pickled code, so any address "
             "other than loopback needs a token (--token or COVALENT_TOKEN)"
         )
+    if settings.host not in LOOPBACK and weak_token(settings.token):
+        raise ValueError(f"refusing to bind {settings.host}: {weak_token(settings.token)}")
     dashboard = pinned_dashboard(settings.cluster.dashboard_address)
     if dashboard and dashboard.rpartition(":")[0].strip("[]") not in LOOPBACK and not settings.token:
         raise ValueError(
             f"refusing to serve the Dask dashboard on {dashboard}: any address other than "
             "loopback needs a token (--token or COVALENT_TOKEN)")
+    sessions, gate = Sessions(), Gate()  # the web UI's browser sessions; pending connections
     app = web.Application(
         middlewares=[error_middleware,
                      host_guard(allowed_hosts(settings.host, settings.allowed_hosts)),
-                     token_guard(settings.token), content_type_guard],
+                     token_guard(settings.token, sessions, gate.passed), content_type_guard],
         client_max_size=settings.max_body_bytes,
     )
-    app[SETTINGS] = settings
+    app[SETTINGS], app[SESSIONS], app[GATE] = settings, sessions, gate
     app[EXECUTORS] = ExecutorTable.from_config(settings.executors, settings.config_source)
     check_cluster(settings.cluster)
     check_url(settings.db_url)
@@ -208,6 +214,8 @@ async def _create_cluster(cs: ClusterSettings) -> Any:
         cluster = factory(asynchronous=True, **cs.cluster_kwargs)
     except Exception as exc:  # a cluster manager raises anything for arguments it refuses
         raise OSError(f"cannot create {shown}: {type(exc).__name__}: {exc}") from None
+    if not callable(getattr(cluster, "close", None)) or not hasattr(cluster, "scheduler_address"):
+        raise OSError(f"{shown} made a {type(cluster).__name__}, not a Dask cluster manager")
     try:
         await cluster
     except BaseException as exc:
@@ -264,6 +272,7 @@ async def _start_cluster(cs: ClusterSettings, tls_dir: Path) -> SpecCluster:
         kwargs["scheduler_kwargs"] = {"dashboard": False, "dashboard_address": "127.0.0.1:0"}
     if cs.processes:  # an in-process cluster talks over inproc://, which takes no host
         kwargs["host"] = cs.host
+        kwargs["preload"] = [QUIET_WORKERS]
         if cs.tls:
             kwargs["security"] = _temporary_security(tls_dir)
     if cs.n_workers is not None:
@@ -296,6 +305,7 @@ def _spec_cluster(cs: ClusterSettings, tls_dir: Path, local: dict[str, Any]) -> 
     security = local.get("security")
     worker = {"cls": Nanny, "options": {
         "nthreads": threads, "host": cs.host, "security": security, "dashboard": False,
+        "preload": local.get("preload"),
         "memory_limit": parse_memory_limit(cs.memory_limit, threads, total_cores=n * threads,
                                            logger=log)}}
     scheduler = {"cls": SchedulerProcess, "options": {

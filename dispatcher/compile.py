@@ -5,7 +5,7 @@ Each node ``i`` of dispatch ``d`` that computes something becomes the task
 edge, in edge order. The graph has no task for what costs nothing to compute, so a workflow
 runs as many Dask tasks as the same code written for Dask: small parameters are written into
 their consumers' arguments, and gathering nodes (an electron list, tuple or dict, the
-``:postprocess:`` result) are built in place by their consumers from their own parents
+``:postprocess:reconstruct`` result) are built in place by their consumers from their own parents
 (see ``covalent.wire.gather``). Nodes whose output is already known (reused from an earlier
 dispatch, or completed before a restart) do not run again: a small one is written into its
 consumers' arguments, a stored one is read by a ``load_output`` task on the worker that needs
@@ -128,10 +128,16 @@ class Compiled:
 
 
 def compile_graph(dispatch_id: str, graph: WorkflowGraph, preset: dict[int, Preset],
-                  options: dict[int, TaskOptions] | None = None) -> Compiled:
-    """The Dask graph of a dispatch; ``preset`` maps node ids to their known outputs, and
-    ``options`` electrons to their executor's options (``executors.ExecutorTable.resolve``)."""
+                  options: dict[int, TaskOptions] | None = None,
+                  skip: frozenset[int] | set[int] = frozenset(), generation: int = 1) -> Compiled:
+    """The Dask graph of a dispatch; ``preset`` maps node ids to their known outputs,
+    ``options`` electrons to their executor's options (``executors.ExecutorTable.resolve``),
+    and ``skip`` names nodes not to run (ended, or waited for elsewhere): nothing compiled may
+    consume one. A later ``generation`` (what is left after Dask released some nodes) gets
+    keys of its own: a key Dask has just released may still be on a worker, and reusing it
+    would have Dask run that node twice."""
     options = options or {}
+    name = dispatch_id if generation == 1 else f"{dispatch_id}-r{generation}"
     parents = graph.parents()
     blobs = graph.blobs
     inlined: dict[int, NodeOutcome] = {}
@@ -139,6 +145,8 @@ def compile_graph(dispatch_id: str, graph: WorkflowGraph, preset: dict[int, Pres
     computed: list[int] = []
     for node in graph.nodes:
         known = preset.get(node.id)
+        if node.id in skip and known is None and node.kind is not NodeKind.PARAMETER:
+            continue  # (a parameter costs nothing: it is written into its consumers)
         if node.kind is NodeKind.PARAMETER and node.value is not None and known is None:
             if len(blobs[node.value]) <= INLINE_PARAMETER_MAX:
                 inlined[node.id] = NodeOutcome(node.id, blobs[node.value])
@@ -151,7 +159,7 @@ def compile_graph(dispatch_id: str, graph: WorkflowGraph, preset: dict[int, Pres
             gathering.append(node.id)
             continue
         computed.append(node.id)
-    tasks = {i: node_key(dispatch_id, i, node_label(graph.nodes[i].name, graph.nodes[i].kind))
+    tasks = {i: node_key(name, i, node_label(graph.nodes[i].name, graph.nodes[i].kind))
              for i in computed}
     dsk: dict[Key, Task] = {}
     consumed: set[Key] = set()
@@ -167,11 +175,13 @@ def compile_graph(dispatch_id: str, graph: WorkflowGraph, preset: dict[int, Pres
         if src in inlined:
             return None, inlined[src]
         if src not in tasks and src in preset:  # stored: read on the worker, not sent
-            key = tasks[src] = node_key(dispatch_id, src, "stored")
+            key = tasks[src] = node_key(name, src, "stored")
             dsk[key] = Task(key, load_output, src, None, preset[src].ref)
         if src in tasks:
             consumed.add(tasks[src])
             return None, TaskRef(tasks[src])
+        if src in skip and graph.nodes[src].kind is not NodeKind.PARAMETER:
+            raise ValueError(f"node {src} is skipped but a node to run consumes it")
         if src not in gathers:  # a gathering node: gathered in place from its own parents
             layout, nested, refs = arguments(src)  # (node ids are not in topological order)
             node = graph.nodes[src]
@@ -197,6 +207,8 @@ def compile_graph(dispatch_id: str, graph: WorkflowGraph, preset: dict[int, Pres
             executor=node.executor,
             time_limit=opts.time_limit if opts is not None else 0.0,
             pip=opts.pip if opts is not None else (),
+            retries=opts.retries if opts is not None else 0,
+            generation=generation,
         )
         dsk[key] = Task(key, run_node, spec, *refs)
     sinks = [i for i in computed if tasks[i] not in consumed]

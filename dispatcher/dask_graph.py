@@ -5,11 +5,9 @@ one place that uses Dask's private API.
 every task (pickling each spec) to name it, which costs more than running a small workflow.
 ``distributed.client._wait`` waits for many futures of a given client without a callback per
 future (the public ``distributed.wait`` insists on a default client, which the dispatcher
-never sets). ``hold`` tells the scheduler this client wants keys it did not ask for at
-submit (``client-desires-keys``, what Dask itself sends for futures it unpickles). On a worker,
-``fail_task`` tells the worker's state machine that a task it is still executing has failed
-(``ExecuteFailureEvent``), so the scheduler records it erred (or retries it) before the worker
-is restarted. ``tests/dispatcher/test_dask_graph.py`` fails loudly if Dask changes any of them.
+never sets). On a worker, ``fail_task`` tells the worker's state machine that a task it is
+still executing has failed (``ExecuteFailureEvent``), so the scheduler records it erred before
+the worker is restarted. ``tests/dispatcher/test_dask_graph.py`` fails loudly if Dask changes any of them.
 
 Per-task options use public API: ``dask.annotate`` with one callable per annotation, which
 the scheduler calls with each task's key (every key gets a value, as the scheduler expects).
@@ -60,9 +58,9 @@ def task_annotations(dsk: Mapping[Any, Task], priority: int, options: Mapping[An
                 ) -> dict[str, Any]:
     """The Dask annotations of a graph: constants, or per-key lookups when options differ.
 
-    >>> a = task_annotations({("f", 0): None, ("g", 1): None}, -5, {("g", 1): TaskOptions(retries=2)})
-    >>> a["retries"](("f", 0)), a["retries"](("g", 1)), a["priority"]
-    (0, 2, -5)
+    >>> a = task_annotations({("f", 0): None, ("g", 1): None}, -5, {("g", 1): TaskOptions(priority=2)})
+    >>> a["priority"](("f", 0)) == -5, a["priority"](("g", 1)) > 0
+    (True, True)
     """
     if not options:
         return {"priority": priority}
@@ -80,8 +78,8 @@ def task_annotations(dsk: Mapping[Any, Task], priority: int, options: Mapping[An
             out[name] = next(iter(values.values()))
 
     per_key("priority", lambda o: o.priority * PRIORITY_STEP + priority, int)
-    if any(o.retries for o in options.values()):
-        per_key("retries", lambda o: o.retries, int)
+    # Retries are not Dask's: a node's task runs its attempts itself (worker.run), since a
+    # failure Dask saw would release the branches fail-slow must keep running (#20).
     if any(o.resources for o in options.values()):
         per_key("resources", lambda o: dict(o.resources), dict)
     if any(o.workers for o in options.values()):
@@ -103,14 +101,6 @@ def fail_task(worker: Any, key: Any, exc: BaseException) -> bool:
         exc, key=key, run_id=ts.run_id, start=None, stop=time.time(),
         stimulus_id=f"covalent-time-limit-{time.time()}"))
     return True
-
-
-def hold(client: Client, keys: list[Any]) -> list[Future[Any]]:
-    """Futures on keys of a submitted graph, which the scheduler now keeps for this client
-    (so cancelling what consumed them does not release them)."""
-    futures: list[Future[Any]] = [Future(key, client) for key in keys]
-    client._send_to_scheduler({"op": "client-desires-keys", "keys": list(keys)})
-    return futures
 
 
 async def wait_all(futures: list[Future[Any]], chunk: int = 1000) -> None:

@@ -30,12 +30,13 @@ from .store import (BlobSource, DispatchExists, DispatchRecord, DispatchStore, N
                     NodeRecord, StoredBlob, blob_ref)
 from .upload import Upload
 
-_ID = re.compile(r"^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$")
+_ID = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}")
 
 
 def check_id(dispatch_id: str) -> str:
-    """Reject anything that is not a dispatch id (a uuid) before it reaches the store."""
-    if not isinstance(dispatch_id, str) or not _ID.match(dispatch_id):
+    """Reject anything that is not a dispatch id (a uuid) before it reaches the store (the
+    whole string: ``$`` would let a trailing newline through, issue #21)."""
+    if not isinstance(dispatch_id, str) or not _ID.fullmatch(dispatch_id):
         raise DispatchNotFound(dispatch_id)
     return dispatch_id
 
@@ -105,12 +106,14 @@ def stored_parameters(graph: WorkflowGraph, stored: dict[int, StoredBlob], now: 
 async def create(store: DispatchStore, runner: Runner, header: dict[str, Any], graph: WorkflowGraph,
                  blobs: list[bytes], *, stored: dict[int, StoredBlob] | None = None,
                  parent: tuple[str, int] | None = None,
-                 reuse_from: str | None = None) -> tuple[str, bool]:
+                 reuse_from: str | None = None, redispatch_of: str | None = None
+                 ) -> tuple[str, bool]:
     """Store a dispatch and start it unless ``disable_run``; returns (id, created).
 
     ``stored`` = blobs (by index) the store is not handed as bytes: files written as the
     request arrived, or blobs it holds already. ``parent`` = (dispatch id, node id) of the
-    sublattice node this dispatch runs for.
+    sublattice node this dispatch runs for. ``redispatch_of``: the dispatch this one runs again
+    (shown in the web UI; ``reuse_from`` implies it).
     The dispatch is stored RUNNING when it will run, in the same transaction as its graph:
     the 201 is sent only once it is on disk in a state that resume picks up (issue #11).
     """
@@ -142,20 +145,34 @@ async def create(store: DispatchStore, runner: Runner, header: dict[str, Any], g
         nodes=[(n.id, n.name, str(n.kind)) for n in graph.nodes],
         parent_dispatch_id=parent[0] if parent else None,
         parent_node_id=parent[1] if parent else None,
-        meta={"client": header.get("client", {}), "redispatch_of": reuse_from, **_shown(header)})
+        meta={"client": header.get("client", {}), "redispatch_of": redispatch_of or reuse_from,
+              "reused_results": reuse_from is not None, **_shown(header)})
     merged: list[bytes | StoredBlob] = [stored.get(i, b) for i, b in enumerate(blobs)]
     extra = {"inputs_ref": merged[header["inputs"]], "lattice_ref": merged[header["lattice"]]}
     if post.value is not None:
         extra["template_ref"] = merged[post.value]
     try:
         await store.create_dispatch(new, merged, extra)
-    except DispatchExists:
-        return dispatch_id, False  # a retried request: the dispatch exists already
+    except DispatchExists:  # a retried request (the same): the dispatch exists already
+        await _same_as_stored(store, dispatch_id, graph_json, merged)
+        return dispatch_id, False
     if parent is not None:
         await store.set_sub_dispatch(parent[0], parent[1], dispatch_id)
     if run:
         await runner.submit(dispatch_id, graph, preset, root_start)
     return dispatch_id, True
+
+
+async def _same_as_stored(store: DispatchStore, dispatch_id: str, graph_json: str,
+                          blobs: list[bytes | StoredBlob]) -> None:
+    """409 unless the stored dispatch ``dispatch_id`` has this graph and these blobs: an id
+    reused for another workflow is never silently answered with the first (issue #21)."""
+    row = await store.get_dispatch(dispatch_id)
+    refs = await asyncio.to_thread(
+        lambda: [b.ref if isinstance(b, StoredBlob) else blob_ref(b) for b in blobs])
+    if row is None or row.graph_json != graph_json or row.blob_refs != refs:
+        raise DispatchState(f"dispatch id {dispatch_id} is taken by a different workflow or "
+                            "inputs; a new dispatch needs a new id")
 
 
 def _shown(header: dict[str, Any]) -> dict[str, Any]:
@@ -206,7 +223,8 @@ async def clone(store: DispatchStore, runner: Runner, row: DispatchRecord) -> st
     for ref in (row.inputs_ref, row.lattice_ref):
         stored[len(blobs)] = StoredBlob(ref, sources[ref].size)
         blobs.append(b"")
-    new_id, _ = await create(store, runner, header, graph, blobs, stored=stored)
+    new_id, _ = await create(store, runner, header, graph, blobs, stored=stored,
+                             redispatch_of=row.dispatch_id)
     return new_id
 
 
@@ -215,8 +233,7 @@ async def load_graph(store: DispatchStore, row: DispatchRecord
     """A stored dispatch's graph, without reading its large parameter values: those blobs'
     places hold ``b""`` and they are returned by index (workers read them from the store)."""
     # Off the loop: a 100,000-node graph takes seconds to parse (issue #25's 100k restart test).
-    graph = await asyncio.to_thread(lambda: WorkflowGraph.from_json(row.graph,
-                                                                    [b""] * len(row.blob_refs)))
+    graph = await asyncio.to_thread(WorkflowGraph.from_json, row.graph, [b""] * len(row.blob_refs))
     params = {n.value for n in graph.nodes if n.kind is NodeKind.PARAMETER and n.value is not None}
     sources = await store.blob_sources(row.blob_refs)
     stored = {i: StoredBlob(ref, sources[ref].size) for i, ref in enumerate(row.blob_refs)
@@ -244,7 +261,12 @@ async def resume_all(store: DispatchStore, runner: Runner) -> list[str]:
         preset.update(await presets(store, done))
         await store.reset_nodes(dispatch_id, [n.node_id for n in nodes if n.status == Status.RUNNING])
         root = row if row.root_dispatch_id == dispatch_id else await store.get_dispatch(row.root_dispatch_id)
-        await runner.submit(dispatch_id, graph, preset, (root or row).start_time or "")
+        # Nodes that failed or were cancelled before the restart stay so (their descendants
+        # never run); the rest runs to its end, then the dispatch ends as it would have.
+        failed = {n.node_id: n.error or "failed" for n in nodes if n.status == Status.FAILED}
+        cancelled = [n.node_id for n in nodes if n.status == Status.CANCELLED]
+        await runner.submit(dispatch_id, graph, preset, (root or row).start_time or "",
+                            failed=failed, cancelled=cancelled)
         resumed.append(dispatch_id)
     return resumed
 
@@ -419,11 +441,12 @@ async def cancel(store: DispatchStore, runner: Runner, dispatch_id: str,
     if dispatch_id in runner.runs:
         cancelled = await runner.cancel(dispatch_id, task_ids or None)
     else:  # RUNNING on disk, not resumed yet (resume runs in the background): cancel the record
-        cancelled = [n.node_id for n in nodes if not state.is_terminal(n.status)]
-        stamp = now_iso()
-        runner.recorder.record(*(state.node_cancelled(dispatch_id, i, stamp) for i in cancelled))
-        runner.recorder.ended(state.dispatch_cancelled(dispatch_id, stamp))
-        await runner.recorder.flush()
+        row = await store.get_dispatch(dispatch_id)
+        assert row is not None
+        graph, _ = await load_graph(store, row)
+        cancelled = await runner.cancel_stored(
+            dispatch_id, graph, {n.node_id: n.status for n in nodes},
+            {n.node_id: n.error or "" for n in nodes})
     for child, node_id in await store.children(dispatch_id):
         if not task_ids or node_id in cancelled:
             try:
@@ -436,16 +459,19 @@ async def cancel(store: DispatchStore, runner: Runner, dispatch_id: str,
 
 
 async def delete(store: DispatchStore, runner: Runner, dispatch_id: str) -> list[str]:
-    """Delete a finished dispatch (with its sublattice dispatches); 409 while it runs."""
+    """Delete a finished dispatch (with its sublattice dispatches) or a never-started one;
+    409 while it runs."""
     status = await store.get_status(check_id(dispatch_id))
     if status is None:
         raise DispatchNotFound(dispatch_id)
+    if status == PENDING and dispatch_id not in runner.runs:  # stored with disable_run
+        return await store.delete_dispatches([dispatch_id], pending=True)
     if not state.is_terminal(status) or dispatch_id in runner.runs:
         raise DispatchState(f"dispatch {dispatch_id} is {status}: cancel it or let it finish first")
     return await store.delete_dispatches([dispatch_id])
 
 
-DURATION = re.compile(r"^(\d+(?:\.\d+)?)([smhdw])$")
+DURATION = re.compile(r"([0-9]+(?:\.[0-9]+)?)([smhdw])")
 _UNIT_S = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 7 * 86400}
 
 
@@ -455,25 +481,28 @@ def cutoff(older_than: str, now: datetime | None = None) -> str:
     >>> cutoff("1d", datetime(2026, 1, 2, tzinfo=UTC))
     '2026-01-01T00:00:00+00:00'
     """
-    match = DURATION.match(older_than.strip())
-    if match:
-        span = timedelta(seconds=float(match.group(1)) * _UNIT_S[match.group(2)])
-        return ((now or datetime.now(UTC)) - span).isoformat()
+    match = DURATION.fullmatch(older_than)
     try:
+        if match:
+            span = timedelta(seconds=float(match.group(1)) * _UNIT_S[match.group(2)])
+            return ((now or datetime.now(UTC)) - span).isoformat()
         when = datetime.fromisoformat(older_than)
-    except ValueError:
+    except (ValueError, OverflowError):  # "", "-1d", "1e400d", "99999999999d" (issue #21)
         raise InvalidRequest(f"older_than must be a duration like 7d or 12h, or an ISO time; "
                              f"got {older_than!r}") from None
     return (when if when.tzinfo else when.replace(tzinfo=UTC)).isoformat()
 
 
-async def purge(store: DispatchStore, older_than: str | None, statuses: list[str]) -> list[str]:
-    """Delete finished dispatches that ended before ``older_than`` ago, with these statuses."""
+async def purge(store: DispatchStore, older_than: str | None, statuses: list[str],
+                dry_run: bool = False) -> list[str]:
+    """Delete finished dispatches that ended before ``older_than`` ago, with these statuses
+    (``dry_run``: only name them)."""
     try:
         wanted = [Status(s) for s in statuses] or None
     except ValueError:
         raise InvalidRequest(f"status must be among {sorted(state.TERMINAL)}; got {statuses}") from None
     if wanted and any(not state.is_terminal(s) for s in wanted):
         raise InvalidRequest(f"only finished dispatches can be deleted: {sorted(state.TERMINAL)}")
-    ids = await store.finished_before(cutoff(older_than) if older_than else None, wanted)
-    return await store.delete_dispatches(ids)
+    ids = await store.finished_before(cutoff(older_than) if older_than is not None else None,
+                                      wanted)
+    return ids if dry_run else await store.delete_dispatches(ids)

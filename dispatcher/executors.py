@@ -10,6 +10,8 @@ At submit, ``ExecutorTable.resolve`` gives every electron its options: the elect
 (``ct.executor.DaskExecutor(retries=2)``) over its named executor's. An electron whose executor
 is not mapped, or whose executor object is a Covalent plugin's or someone else's (``plugin`` on
 the wire) and not mapped by name, fails the dispatch before anything runs (``UnknownExecutor``).
+A custom executor (``custom`` on the wire: its object runs the task on the worker) needs no
+mapping; a table of its name adds options under its own.
 
 >>> table = ExecutorTable.from_config({"gpu": {"resources": {"GPU": 1}},
 ...                                   "slurm": {"username": "me"}})
@@ -45,7 +47,7 @@ class NamedExecutor:
 
     def to_json(self) -> dict[str, Any]:
         return {"name": self.name, "options": self.options.to_json(),
-                "description": self.options.describe(), "configured": self.configured,
+                "description": effective(self.options), "configured": self.configured,
                 "ignored": list(self.ignored)}
 
 
@@ -96,6 +98,8 @@ class ExecutorTable:
             if node.kind not in RUNS:
                 continue
             named = self.named.get(node.executor)
+            if node.custom and named is None:  # runs itself; a table of its name only adds
+                named = self.named["dask"]
             if named is None or (node.plugin and not named.configured):
                 missing.setdefault((node.executor, node.plugin), []).append((node.id, node.name))
                 continue
@@ -115,7 +119,8 @@ class ExecutorTable:
             shown = ", ".join(f"{n!r} (node {i})" for i, n in nodes[:5])
             if len(nodes) > 5:
                 shown += f" and {len(nodes) - 5} more"
-            what = f"a {plugin} object (executor {name!r})" if plugin else f"executor {name!r}"
+            what = (f"{article(plugin)} {plugin} object (executor {name!r})" if plugin
+                    else f"executor {name!r}")
             uses.append(f"{'electrons' if len(nodes) > 1 else 'electron'} {shown} "
                         f"{'use' if len(nodes) > 1 else 'uses'} {what}")
         where = self.source or "the dispatcher's config file"
@@ -125,15 +130,51 @@ class ExecutorTable:
                  "does not map this one."]
         lines += [f"[executors.{name}] in {where} sets only keys that mean nothing here "
                   f"({', '.join(self.unmapped[name])})." for name, _ in missing if name in self.unmapped]
-        lines.append(f"Configured executors: {', '.join(self.names())}. To run it here, map the "
-                     f"name in {where}, then `covalent restart`:\n    [executors.{first}]\n"
-                     "    resources = {GPU = 1}   # any of: " + ", ".join(OPTION_KEYS)
-                     + "; `retries = 0` runs it on any worker as it is")
+        lines.append(f"Configured executors: {', '.join(self.names())}. To run it here, on any "
+                     f"worker of this cluster as it is, map the name in {where}, then "
+                     f"`covalent restart`:\n    [executors.{first}]\n    retries = 0\n"
+                     "Other keys it may set: " + ", ".join(k for k in OPTION_KEYS if k != "retries")
+                     + " (e.g. resources = {GPU = 1} for workers started with --resources GPU=1).")
         lines.append("To run such work on a SLURM/PBS machine, Kubernetes or a cloud, start the "
                      "dispatcher on a Dask cluster there: covalent start --cluster "
                      "dask_jobqueue.SLURMCluster --cluster-kwargs '{\"cores\": 4, \"memory\": "
                      "\"8GB\"}' --adapt 0:20 (see the README's Executors section).")
         return "\n".join(lines)
+
+
+def article(word: str) -> str:
+    """"a" or "an" before a class name, as it is read aloud (an acronym letter by letter).
+
+    >>> [article(w) for w in ("SlurmExecutor", "AzureBatchExecutor", "SSHExecutor", "GCPBatchExecutor")]
+    ['a', 'an', 'an', 'a']
+    """
+    if len(word) > 1 and word[:2].isupper():
+        return "an" if word[0] in "AEFHILMNORSX" else "a"
+    return "an" if word[:1].lower() in "aeiou" else "a"
+
+
+def effective(options: TaskOptions) -> str:
+    """What a named executor's tasks get, every option said (``covalent status``).
+
+    >>> effective(TaskOptions())
+    'any worker, no retries, no time limit, priority 0'
+    >>> effective(TaskOptions(retries=2, time_limit=30, resources={"GPU": 1.0}, pip=("torch",)))
+    'workers with GPU=1, retries 2, time limit 30 s, priority 0, pip torch'
+    """
+    if options.workers:
+        where = (f"prefers workers {','.join(options.workers)}, else any" if
+                 options.allow_other_workers else f"only workers {','.join(options.workers)}")
+    else:
+        where = "any worker"
+    if options.resources:
+        wants = ",".join(f"{k}={v:g}" for k, v in options.resources.items())
+        where = f"workers with {wants}" if where == "any worker" else f"{where}, with {wants}"
+    parts = [where, f"retries {options.retries}" if options.retries else "no retries",
+             f"time limit {options.time_limit:g} s" if options.time_limit else "no time limit",
+             f"priority {options.priority}"]
+    if options.pip:
+        parts.append("pip " + " ".join(options.pip))
+    return ", ".join(parts)
 
 
 def check_options(graph: WorkflowGraph) -> None:

@@ -9,8 +9,12 @@ store by the worker itself and the event carries only their address; the dispatc
 fetches a task's result, and never unpickles a user value.
 
 Between tasks, values travel inside Dask as ``NodeOutcome`` (a sink, which nothing in the
-graph consumes, returns a tiny ``NodeDone`` instead). Both import nothing of the server: this
-module and ``dispatcher.worker`` are all a worker needs.
+graph consumes, returns a tiny ``NodeDone`` instead). A node that has no output (it failed, was
+cancelled, or lies downstream of one that did) returns a ``NoOutput`` marker rather than
+raising: Dask never sees a user's failure, so it never releases the independent branches a
+failure must not stop (fail-slow, issue #20); the tasks downstream return the marker too,
+without running. None of this imports the server: this module and ``dispatcher.worker`` are
+all a worker needs.
 """
 
 from __future__ import annotations
@@ -24,7 +28,7 @@ import cloudpickle
 
 from covalent.wire import PREVIEW_LIMIT, Layout, preview
 
-__all__ = ["GatherSpec", "INLINE_OUTPUT_MAX", "NodeDone", "NodeOutcome", "NodeSpec",
+__all__ = ["GatherSpec", "INLINE_OUTPUT_MAX", "NoOutput", "NodeDone", "NodeOutcome", "NodeSpec",
            "NodeTaskError", "OUTCOME_TOPIC", "PREVIEW_LIMIT", "START_TOPIC", "now_iso",
            "outcome_completed", "outcome_failed", "preview", "runtime_versions"]
 
@@ -62,8 +66,9 @@ class NodeSpec:
 
     ``gathers`` (empty, or one entry per parent) marks the parents gathered in place; ``sink``
     says no task consumes this node's value, so its task returns a ``NodeDone``. ``executor``
-    names the node's executor; ``time_limit`` (seconds, 0: none) and ``pip`` (packages to
-    install on the worker first) come from its options.
+    names the node's executor; ``time_limit`` (seconds per attempt, 0: none), ``retries``
+    (attempts after a failed one) and ``pip`` (packages to install on the worker first) come
+    from its options.
     """
 
     dispatch_id: str
@@ -79,6 +84,8 @@ class NodeSpec:
     executor: str = "dask"
     time_limit: float = 0.0
     pip: tuple[str, ...] = ()
+    retries: int = 0
+    generation: int = 1  # the submission it belongs to (a later one may supersede it)
 
 
 class NodeOutcome:
@@ -116,6 +123,16 @@ class NodeDone:
     node_id: int
 
 
+@dataclass(frozen=True, slots=True)
+class NoOutput:
+    """What the task of a node without an output returns: it failed, was cancelled, or lies
+    downstream of such a node. ``error`` set: a stored output could not be read, and the
+    consumer fails with that error instead of being skipped."""
+
+    node_id: int
+    error: str | None = None
+
+
 class NodeTaskError(Exception):
     """A node failed on its worker; every field is a string so it pickles anywhere."""
 
@@ -131,15 +148,19 @@ class NodeTaskError(Exception):
 
 def outcome_completed(spec: NodeSpec, start: str, end: str, stdout: str, stderr: str,
                       shown: str, inline: bytes | None = None, ref: str | None = None,
-                      size: int = 0, location: str | None = None) -> dict[str, Any]:
-    """The event of a completed node: its output inline, or where the worker stored it."""
+                      size: int = 0, attempts: int = 1) -> dict[str, Any]:
+    """The event of a completed node: its output inline, or the content address under which
+    the worker stored it (the dispatcher derives where that is itself: #21)."""
     return {"d": spec.dispatch_id, "n": spec.node_id, "s": "COMPLETED", "t0": start, "t1": end,
             "out": stdout, "err": stderr, "pv": shown, "data": inline, "ref": ref, "size": size,
-            "loc": location}
+            "a": attempts}
 
 
 def outcome_failed(spec: NodeSpec, start: str, end: str, stdout: str, stderr: str,
-                   error_type: str, message: str, detail: str) -> dict[str, Any]:
-    """The event of a failed node: the error and what it printed."""
-    return {"d": spec.dispatch_id, "n": spec.node_id, "s": "FAILED", "t0": start, "t1": end,
-            "out": stdout, "err": stderr, "et": error_type, "msg": message, "tb": detail}
+                   error_type: str, message: str, detail: str, attempts: int = 1,
+                   retrying: bool = False) -> dict[str, Any]:
+    """The event of a failed node (``retrying``: an attempt its retries run again): the
+    error and what it printed."""
+    return {"d": spec.dispatch_id, "n": spec.node_id, "s": "RETRYING" if retrying else "FAILED",
+            "t0": start, "t1": end, "out": stdout, "err": stderr, "et": error_type,
+            "msg": message, "tb": detail, "a": attempts}

@@ -21,6 +21,7 @@ from covalent.wire import clean_text
 
 from .errors import is_busy_error, is_disk_error
 from .protocol import now_iso
+from . import state
 from .state import DispatchUpdate, NodeUpdate, Status, node_failed
 from .store import DispatchStore
 
@@ -251,13 +252,10 @@ class Recorder:
         return out_nodes, [self._settled(d) for d in dispatches]
 
     def _settled(self, d: DispatchUpdate) -> DispatchUpdate:
-        """A dispatch's COMPLETED, when some of its updates could not be recorded: FAILED. The
-        runner decides the final status as the last outcome arrives, which can be before the
-        write of that outcome fails; this is checked again as the status is written."""
-        if d.status != Status.COMPLETED or d.dispatch_id not in self.store_failed:
-            return d
-        return replace(d, status=Status.FAILED, result=None, error="some nodes could not be "
-                       f"recorded: {self.store_failed[d.dispatch_id]}")
+        """A dispatch's final record, settled against the updates of it that could not be
+        written (the state machine decides the final status as the last outcome arrives,
+        which can be before the write of that outcome fails)."""
+        return state.settled(d, self.store_failed.get(d.dispatch_id))
 
 
 def _shed(text: str | None, stream: str) -> str | None:

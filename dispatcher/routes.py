@@ -26,6 +26,7 @@ from .errors import (DispatcherError, InvalidRequest, NodeNotFound, PayloadTooLa
 from .executors import ExecutorTable, serves
 from .keys import CLUSTER_INFO, EXECUTORS, RECORDER, RUNNER, SETTINGS, STORE, TRIGGERS
 from .upload import Upload, read_frame
+from .worker.blobs import DamagedBlob
 
 log = logging.getLogger("covalent.dispatcher")
 routes = web.RouteTableDef()
@@ -51,6 +52,10 @@ async def error_middleware(request: web.Request, handler: Handler) -> web.Stream
         if exc.status >= 500:
             log.error("%s on %s %s: %s", type(exc).__name__, request.method, request.path, exc)
         return error_body(getattr(exc, "code", type(exc).__name__), str(exc), exc.status)
+    except DamagedBlob as exc:  # found before anything was sent (see transfer)
+        log.error("%s %s: %s", request.method, request.path, exc)
+        return error_body("StoredDataLost", f"{exc}; run the dispatch again to compute it "
+                          "anew", 410)
     except web.HTTPRequestEntityTooLarge as exc:
         return error_body("PayloadTooLarge", exc.text or "request body too large", 413)
     except web.HTTPException as exc:
@@ -186,7 +191,7 @@ async def _submit(request: web.Request, upload: Upload) -> web.Response:
         raise InvalidRequest("triggers must be a list of trigger registrations")
     dispatch_id, created = await dispatches.create(app[STORE], runner, header, graph, upload.blobs,
                                                    stored=upload.spooled, reuse_from=reuse,
-                                                   parent=parent)
+                                                   parent=parent, redispatch_of=reuse_of)
     trigger_ids = []
     if created:
         for body in registrations:
@@ -307,13 +312,24 @@ async def delete_dispatch(request: web.Request) -> web.Response:
 
 @routes.delete(wire.API + "/dispatches")
 async def purge_dispatches(request: web.Request) -> web.Response:
-    """Delete finished dispatches: ``?older_than=7d`` and/or ``?status=FAILED`` (repeatable)."""
-    older = request.query.get("older_than")
-    statuses = request.query.getall("status", [])
-    if older is None and not statuses and request.query.get("all") != "1":
+    """Delete finished dispatches: ``?older_than=7d`` and/or ``?status=FAILED`` (repeatable),
+    or ``?all=1``; ``dry_run=1`` names them and deletes nothing. An empty or odd filter is a
+    400, never "everything" (issue #21)."""
+    query = request.query
+    older = query.get("older_than")
+    statuses = query.getall("status", [])
+    everything = query.get("all")
+    if everything not in (None, "1") or query.get("dry_run") not in (None, "0", "1"):
+        raise InvalidRequest("all and dry_run take 1 (or 0 for dry_run)")
+    if older is None and not statuses and everything != "1":
         raise InvalidRequest("say which: older_than=7d, status=FAILED, or all=1")
-    deleted = await dispatches.purge(request.app[STORE], older, statuses)
-    return web.json_response({"deleted": len(deleted), "dispatch_ids": deleted})
+    if everything == "1" and (older is not None or statuses):
+        raise InvalidRequest("all=1 takes no older_than or status")
+    if older is not None and not older.strip() or any(not s.strip() for s in statuses):
+        raise InvalidRequest("older_than and status must not be empty")
+    dry_run = query.get("dry_run") == "1"
+    ids = await dispatches.purge(request.app[STORE], older, statuses, dry_run=dry_run)
+    return web.json_response({"matching" if dry_run else "deleted": len(ids), "dispatch_ids": ids})
 
 
 @routes.post(wire.API + "/triggers")

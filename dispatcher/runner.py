@@ -1,27 +1,32 @@
-"""Run dispatches on the Dask cluster and record every node's outcome, pushed by the workers.
+"""Run dispatches on the Dask cluster: carry out what each dispatch's state machine decides.
 
-Model: a dispatch is submitted as ONE Dask graph (``compile``). Each worker reports how each
-node ended by an *outcome event* (``protocol``), with its output stored by the worker itself:
-the runner never fetches a task's result, so outputs never pass through the dispatcher. The
-events reach the runner without a network hop from the embedded scheduler (a scheduler plugin
-on this same loop), or through a topic subscription from an external scheduler.
+Model: every running dispatch has a ``DispatchMachine`` (``machine``), which decides every
+status; the runner feeds it events and carries out its instructions against Dask and the
+``Recorder``, and decides nothing itself. A dispatch is submitted as ONE Dask graph
+(``compile``); each worker reports how each node ended by an *outcome event* (``protocol``),
+with its output stored by the worker itself, so outputs never pass through the dispatcher.
+The events reach the runner without a network hop from the embedded scheduler (a scheduler
+plugin on this same loop), or through a topic subscription from an external scheduler.
 
-The runner holds Dask futures only for each dispatch's sinks (``tracking``); when they are all
-done, every task has ended, and the events that say how were delivered first (a worker logs
-its event before its task completes, on the same stream). Events and sink completions go
-through one inbox, processed in arrival order. Outcomes become store updates through the state
-machine (``state``) and reach the store through the ``Recorder``; a dispatch's waiters wake only
-once its final status is committed, so whatever the API reports is on disk.
+The runner holds Dask futures only for the *sinks* of each submission (tasks whose value no
+task consumes): they keep the graph alive, and Dask releases everything else as it would for a
+plain graph. Once they have all ended, every task has, and the events that say how arrived
+first (a worker logs its event before its task completes, on the same stream). Events, ended
+submissions and answers from the workers go through one inbox, handled in arrival order; a
+cancel from a request is handled at once (the machine is synchronous, so no event interleaves).
+Store updates reach the store through the ``Recorder``; a dispatch's waiters wake only once
+its final status is committed, so whatever the API reports is on disk.
 """
 
 from __future__ import annotations
 
 import asyncio
-import base64
 import collections
-import json
 import logging
+import time
 import uuid
+from collections.abc import Mapping
+from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
@@ -30,24 +35,27 @@ from distributed.client import FutureCancelledError
 from distributed.diagnostics.plugin import SchedulerPlugin
 from distributed.scheduler import KilledWorker, NoValidWorkerError
 
-from covalent.wire import PARAMETER_PREFIX, NodeKind, WorkflowGraph
+from covalent.wire import WorkflowGraph
 
-from . import state
 from .compile import Compiled, Preset, compile_graph
 from .dask_graph import cancel as cancel_futures
-from .dask_graph import hold, submit_graph, wait_all
+from .dask_graph import submit_graph, wait_all
 from .errors import IncompatibleClient, UnknownExecutor
 from .executors import ExecutorTable
-from .protocol import OUTCOME_TOPIC, PREVIEW_LIMIT, START_TOPIC, NodeTaskError, now_iso, runtime_versions
+from .machine import (Cancel, CancelRequested, DispatchMachine, Event, FindRunning, Finish,
+                      FuturesDone, Instruction, NodeStarted, Record, RunningElsewhere, Submit,
+                      SubmitFailed, ended_event)
+from .protocol import OUTCOME_TOPIC, START_TOPIC, NodeTaskError, now_iso, runtime_versions
 from .recorder import Recorder
-from .tracking import DispatchRun, Outcome, Role, descendants, gather_preview
+from .reuse import presets
 from .worker.contact import WorkerContext
-from .worker.interrupts import CancelPlugin
+from .worker.interrupts import CancelledNodes, fence_nodes
 
 log = logging.getLogger("covalent.dispatcher")
 
 VERSIONS_TTL_S = 30.0  # how long the workers' Python/cloudpickle versions are trusted
-Update = state.NodeUpdate | state.DispatchUpdate
+CANCELLED_KEPT_S = 600.0  # how long workers keep refusing the nodes of a dispatch that ended
+Key = tuple[str, int]
 
 
 def submission_priority(started: str) -> int:
@@ -79,8 +87,24 @@ class OutcomePlugin(SchedulerPlugin):
             self.deliver(topic, msg)
 
 
+@dataclass(eq=False)
+class Run:
+    """What the runner holds for one running dispatch: its machine and its Dask futures."""
+
+    machine: DispatchMachine
+    priority: int
+    known: dict[int, Preset]  # outputs known at submit (reused, large parameters, resumed)
+    by_key: dict[Key, int] = field(default_factory=dict)  # every submission's task keys
+    futures: dict[int, Future[Any]] = field(default_factory=dict)  # the current submission's sinks
+    waiter: asyncio.Task[None] | None = None
+
+    @property
+    def dispatch_id(self) -> str:
+        return self.machine.dispatch_id
+
+
 class Runner:
-    """Submits dispatches to Dask and records their outcomes; one per server."""
+    """Submits dispatches to Dask and carries out their machines' instructions; one per server."""
 
     def __init__(self, recorder: Recorder, client: Client, *, store_root: str,
                  storage_options: dict[str, Any] | None = None, scheduler: Any = None,
@@ -95,11 +119,15 @@ class Runner:
         self.storage_options = storage_options or {}
         self.public_url = public_url  # how workers reach this server (sublattices)
         self.token = token
-        self.runs: dict[str, DispatchRun] = {}
+        self.runs: dict[str, Run] = {}
         self._inbox: collections.deque[tuple[str, Any]] = collections.deque()
         self._wake = asyncio.Event()
         self._drainer: asyncio.Task[None] | None = None
         self._versions: tuple[float, dict[str, dict[str, str]]] | None = None
+        self._background: set[asyncio.Task[None]] = set()
+        # dispatch -> cancelled nodes (None: all), told to every worker; ended ones expire
+        self._cancelled: dict[str, tuple[set[int] | None, float]] = {}
+        self._cancel_lock = asyncio.Lock()
 
     async def start(self) -> None:
         if self.scheduler is not None:
@@ -107,7 +135,7 @@ class Runner:
         else:
             for topic in (OUTCOME_TOPIC, START_TOPIC):
                 self.client.subscribe_topic(topic, lambda ev, t=topic: self._deliver(t, ev[1]))
-        await self.client.register_plugin(CancelPlugin(), name=CancelPlugin.name)
+        await self.client.register_plugin(CancelledNodes({}), name=CancelledNodes.name)
         await self.tell_workers(self.public_url)
         self._drainer = asyncio.create_task(self._drain(), name="covalent-outcomes")
 
@@ -122,13 +150,13 @@ class Runner:
             log.warning("could not set up the workers: %s", exc)
 
     async def close(self) -> None:
-        waiters = [r.waiter for r in self.runs.values() if r.waiter is not None]
-        for w in waiters:
-            w.cancel()
-        await asyncio.gather(*waiters, return_exceptions=True)
+        tasks = [r.waiter for r in self.runs.values() if r.waiter is not None]
+        tasks += list(self._background)
         if self._drainer is not None:
-            self._drainer.cancel()
-            await asyncio.gather(self._drainer, return_exceptions=True)
+            tasks.append(self._drainer)
+        for t in tasks:
+            t.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
         if self.scheduler is not None:
             self.scheduler.remove_plugin(name=OutcomePlugin.name)
 
@@ -163,87 +191,242 @@ class Runner:
             self._versions = (now, dict(found))
         return self._versions[1]
 
-    # -- submitting ------------------------------------------------------------------------
+    # -- starting a dispatch -------------------------------------------------------------------
 
     async def submit(self, dispatch_id: str, graph: WorkflowGraph, preset: dict[int, Preset],
-                     started: str = "") -> None:
-        """Compile the dispatch into one Dask graph, submit it and start tracking it.
+                     started: str = "", failed: Mapping[int, str] | None = None,
+                     cancelled: list[int] | None = None) -> None:
+        """Start running a stored dispatch: its machine, then its first submission.
 
-        ``started`` (ISO time its root dispatch started) orders the tasks of concurrent
-        dispatches: earlier ones run first, so a burst of later dispatches never starves them.
-        All or nothing: if anything fails before the graph is running, the dispatch is
-        recorded FAILED with the reason (never left RUNNING without a tracker).
+        ``preset`` holds outputs known already; ``failed``/``cancelled`` nodes that ended so
+        before a restart. ``started`` (ISO time its root dispatch started) orders the tasks of
+        concurrent dispatches: earlier ones run first, so a burst of later dispatches never
+        starves them. Never leaves a dispatch RUNNING without a machine: a failure to submit
+        is recorded FAILED with the reason.
         """
+        def build() -> tuple[DispatchMachine, list[Instruction]]:
+            # Off the loop: planning 100,000 nodes takes a while (issue #13).
+            m = DispatchMachine(dispatch_id, graph, known=preset, failed=failed,
+                                cancelled=cancelled or (), cancel_requested=bool(cancelled))
+            return m, m.start(now_iso())
+
+        machine, first = await asyncio.to_thread(build)
+        run = Run(machine, submission_priority(started), dict(preset))
+        self.runs[dispatch_id] = run
+        submitting = self._carry_out(run, first)
+        if submitting is not None:  # answer the request once the graph is with Dask
+            await asyncio.shield(submitting)
+
+    async def cancel(self, dispatch_id: str, node_ids: list[int] | None) -> list[int]:
+        """Cancel the unfinished nodes (all, or ``node_ids`` and their descendants); returns
+        the nodes cancelled. The records are committed when it returns."""
+        run = self.runs.get(dispatch_id)
+        if run is None:
+            return []
+        instructions = run.machine.handle(CancelRequested(node_ids, now_iso()))
+        self._carry_out(run, instructions)
+        await self.recorder.flush()
+        return next((i.nodes for i in instructions if isinstance(i, Cancel)), [])
+
+    async def cancel_stored(self, dispatch_id: str, graph: WorkflowGraph,
+                            statuses: Mapping[int, str], errors: Mapping[int, str]) -> list[int]:
+        """Cancel a dispatch RUNNING on disk that was not resumed yet: its records only."""
+        machine = DispatchMachine.restored(dispatch_id, graph, statuses, errors)
+        instructions = machine.handle(CancelRequested(None, now_iso()))
+        self._carry_out(Run(machine, 0, {}), instructions)
+        await self.recorder.flush()
+        return next((i.nodes for i in instructions if isinstance(i, Cancel)), [])
+
+    # -- carrying out instructions ---------------------------------------------------------------
+
+    def _carry_out(self, run: Run, instructions: list[Instruction]) -> asyncio.Future[None] | None:
+        """Carry out a machine's instructions; the submission they start, if any (the rest
+        runs in the background, never holding the inbox)."""
+        submitting: asyncio.Future[None] | None = None
+        for ins in instructions:
+            if isinstance(ins, Record):
+                self.recorder.record(*ins.updates)
+            elif isinstance(ins, Submit):
+                submitting = self._spawn(self._submit(run, ins))
+            elif isinstance(ins, Cancel):
+                # Drop the futures of cancelled sinks: the dispatch must not wait for a
+                # cancelled node blocked in a C call (the tasks feeding only them are released
+                # too; the machine runs them again unless a worker still runs them).
+                futures = [f for i, f in run.futures.items() if ins.whole or i in ins.nodes]
+                self._spawn(self._cancel_on_cluster(run.dispatch_id, ins, futures))
+            elif isinstance(ins, FindRunning):
+                self._spawn(self._find_running(run, ins))
+            elif isinstance(ins, Finish):
+                self._finish(run, ins)
+        return submitting
+
+    def _spawn(self, coro: Any) -> asyncio.Future[None]:
+        task: asyncio.Task[None] = asyncio.ensure_future(coro)
+        self._background.add(task)
+        task.add_done_callback(self._done)
+        return task
+
+    def _done(self, task: asyncio.Future[None]) -> None:
+        self._background.discard(task)
+        if not task.cancelled() and task.exception() is not None:
+            log.error("runner task failed", exc_info=task.exception())
+
+    async def _submit(self, run: Run, ins: Submit) -> None:
+        """Compile ``ins.nodes`` into one Dask graph and submit it; on any failure, tell the
+        machine (which records it)."""
+        machine, d = run.machine, run.dispatch_id
         futures: list[Future[Any]] = []
         try:
-            # Off the loop: a 100,000-node graph takes seconds to compile and plan (issue #13).
-            compiled, run, updates = await asyncio.to_thread(self._prepare, dispatch_id, graph, preset)
-            self.runs[dispatch_id] = run
-            self.recorder.record(*updates)
+            preset = run.known if ins.generation == 1 else await self._stored_inputs(run, ins.nodes)
+
+            def plan() -> Compiled:  # off the loop: seconds for 100,000 nodes (#13)
+                skip = frozenset(i for i, gathered in enumerate(machine.gather)
+                                 if not gathered and i not in ins.nodes and i not in preset)
+                options = self.executors.resolve(machine.graph)  # UnknownExecutor: nothing runs
+                return compile_graph(d, machine.graph, preset, options, skip, ins.generation)
+
+            compiled = await asyncio.to_thread(plan)
+            run.by_key.update((k, i) for i, k in compiled.tasks.items())
             if compiled.dsk:
                 keys = [compiled.tasks[i] for i in compiled.sinks]
-                # In a thread: Dask pickles the whole graph here (seconds for 100,000 tasks);
-                # the client sends it from its loop.
+                # In a thread: Dask pickles the whole graph here (seconds for 100,000 tasks).
                 futures = await asyncio.to_thread(
-                    submit_graph, self.client, compiled.dsk, keys,
-                    f"{dispatch_id}-{uuid.uuid4().hex}", submission_priority(started),
-                    compiled.options)
-                run.sinks = dict(zip(compiled.sinks, futures, strict=True))
-                if run.cancel_requested:  # cancelled while the graph was on its way
-                    await cancel_futures(self.client, [f for i, f in run.sinks.items()
-                                                       if run.nodes[i].cancelled])
+                    submit_graph, self.client, compiled.dsk, keys, f"{d}-{uuid.uuid4().hex}",
+                    run.priority, compiled.options)
         except Exception as exc:
-            self.runs.pop(dispatch_id, None)
             if futures:
                 await cancel_futures(self.client, futures)
-            stamp = now_iso()
+            nodes = {}
             if isinstance(exc, UnknownExecutor):  # the user's to fix: no traceback in the log
-                log.warning("dispatch %s not run: %s", dispatch_id, exc)
-                self.recorder.record(*(state.node_failed(dispatch_id, i, f"UnknownExecutor: {exc}",
-                                                         stamp) for i in exc.node_ids))
+                log.warning("dispatch %s not run: %s", d, exc)
+                nodes = {i: f"UnknownExecutor: {exc}" for i in exc.node_ids}
+                reason = str(exc)
             else:
-                log.exception("submitting dispatch %s failed", dispatch_id)
-            reason = str(exc) if isinstance(exc, UnknownExecutor) else f"{type(exc).__name__}: {exc}"
-            self.recorder.ended(state.dispatch_not_submitted(dispatch_id, reason, stamp))
+                log.exception("submitting dispatch %s failed", d)
+                reason = f"{type(exc).__name__}: {exc}"
+            self._carry_out(run, run.machine.handle(SubmitFailed(ins.generation, reason,
+                                                                 now_iso(), nodes)))
             return
-        run.waiter = asyncio.create_task(self._await_sinks(run), name=f"sinks-{dispatch_id}")
-        log.info("dispatch %s submitted: %d nodes, %d tasks, %d reused", dispatch_id,
-                 len(graph.nodes), len(compiled.dsk), len(preset))
+        if machine.done:  # cancelled while the graph was on its way
+            await cancel_futures(self.client, futures)
+            return
+        run.futures = dict(zip(compiled.sinks, futures, strict=True))
+        run.waiter = asyncio.create_task(self._await_futures(run, ins.generation),
+                                         name=f"futures-{d}-{ins.generation}")
+        log.info("dispatch %s submitted (round %d): %d nodes, %d tasks, %d known", d,
+                 ins.generation, len(ins.nodes), len(compiled.dsk), len(preset))
 
-    def _prepare(self, dispatch_id: str, graph: WorkflowGraph, preset: dict[int, Preset]
-                 ) -> tuple[Compiled, DispatchRun, list[Update]]:
-        """Compile and plan a dispatch, and what is known before Dask runs anything (pure: it
-        runs in a thread, on a DispatchRun nobody else sees yet)."""
-        options = self.executors.resolve(graph)  # UnknownExecutor: nothing runs
-        compiled = compile_graph(dispatch_id, graph, preset, options)
-        run = DispatchRun.plan(dispatch_id, graph, compiled.tasks, compiled.inlined, compiled.gathers)
-        for node_id, opts in options.items():
-            run.nodes[node_id].retries = opts.retries
-        stamp = now_iso()
-        updates: list[Update] = [state.dispatch_started(dispatch_id, stamp)]
-        for node_id, known in preset.items():
-            updates.append(state.node_completed(dispatch_id, node_id, known.inline, known.start,
-                                                known.end, ref=known.ref, size=known.size,
-                                                reused_from=known.reused_from))
-            updates += self._completed(run, node_id, known.preview)
-        for node_id, data in compiled.inlined.items():
-            if node_id in preset:
+    async def _stored_inputs(self, run: Run, nodes: frozenset[int]) -> dict[int, Preset]:
+        """The stored outputs the nodes of a later submission consume (read from the store)."""
+        await self.recorder.flush()
+        wanted = run.machine.inputs_of(nodes)
+        records = await self.recorder.store.get_nodes(run.dispatch_id)
+        found = await presets(self.recorder.store, {i: records[i] for i in wanted})
+        missing = sorted(wanted - set(found))
+        if missing:
+            raise RuntimeError(f"the stored outputs of nodes {missing[:10]} are gone")
+        return found
+
+    async def _await_futures(self, run: Run, generation: int) -> None:
+        """Wait until every future of a submission has ended, then queue that fact (with
+        the errors Dask raised) behind the events that came before it."""
+        futures = list(run.futures.items())
+        erred: dict[int, str] = {}
+        internal = ""
+        try:
+            await wait_all([f for _, f in futures])
+            erred = await self._dask_errors(run, futures)
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:  # never leave a dispatch RUNNING because waiting failed
+            log.exception("waiting for dispatch %s failed", run.dispatch_id)
+            internal = f"dispatcher error while waiting: {type(exc).__name__}: {exc}"
+        self._deliver("futures", (run.dispatch_id, FuturesDone(generation, now_iso(), erred, internal)))
+
+    async def _dask_errors(self, run: Run, futures: list[tuple[int, Future[Any]]]) -> dict[int, str]:
+        """The errors Dask itself raised (user failures never reach Dask), by the node to blame:
+        a task no worker could run, a worker killed too often, a node stuck past its limit."""
+        erred: list[tuple[int, Future[Any]]] = []
+        for start in range(0, len(futures), 5000):  # 100,000 sinks: in slices, sharing the loop
+            erred += [(i, f) for i, f in futures[start:start + 5000] if f.status == "error"]
+            await asyncio.sleep(0)
+        out: dict[int, str] = {}
+        for node_id, future in erred:
+            exc = await future.exception()
+            if isinstance(exc, FutureCancelledError | asyncio.CancelledError):
                 continue
-            label = graph.nodes[node_id].name.removeprefix(PARAMETER_PREFIX)[:PREVIEW_LIMIT]
-            updates.append(state.node_completed(dispatch_id, node_id, data, stamp, stamp,
-                                                preview=label))
-            updates += self._completed(run, node_id, label)
-        for node_id in compiled.gathers:
-            # Gathers nothing (a lattice returning a constant, an empty list); a gathering node
-            # whose parts were all known was gathered by the loops above.
-            if not run.nodes[node_id].waiting_for and not run.nodes[node_id].done:
-                updates += self._gather(run, node_id)
-        return compiled, run, updates
+            blamed = getattr(exc, "task", None)
+            culprit = run.by_key.get(blamed, node_id) if isinstance(blamed, tuple) else node_id
+            if isinstance(exc, NodeTaskError):
+                culprit = exc.node_id
+            out.setdefault(culprit, dask_error_message(exc))
+        return out
 
-    # -- what the workers report -------------------------------------------------------------
+    async def _cancel_on_cluster(self, dispatch_id: str, ins: Cancel,
+                                 futures: list[Future[Any]]) -> None:
+        """Tell every worker (and every later one) which nodes never to start and to stop,
+        and drop the futures of the cancelled sinks."""
+        now = time.monotonic()
+        async with self._cancel_lock:
+            old = self._cancelled.get(dispatch_id, (set(), now))[0]
+            nodes = None if ins.whole or old is None else old | set(ins.nodes)
+            self._cancelled[dispatch_id] = (nodes, now)
+            table = {d: None if n is None else sorted(n) for d, (n, t) in self._cancelled.items()
+                     if d in self.runs or now - t < CANCELLED_KEPT_S}
+            try:
+                await self.client.register_plugin(CancelledNodes(table), name=CancelledNodes.name)
+            except Exception as exc:  # an unreachable cluster runs nothing either
+                log.warning("could not tell the workers about a cancel: %s", exc)
+        await cancel_futures(self.client, futures)
+        while futures:  # releasing a future sends a message per key: 100,000 in slices
+            del futures[-1000:]
+            await asyncio.sleep(0)
+
+    async def _find_running(self, run: Run, ins: FindRunning) -> None:
+        """Which of these nodes Dask may still run: those whose task the scheduler still has,
+        and those a worker runs (released, or ended a moment ago). Every worker is told first
+        that no submission so far may start them any more (so none can start after it
+        answered), since the machine submits the others again."""
+        if ins.delay:
+            await asyncio.sleep(ins.delay)
+        found: set[int] = set()
+        try:
+            keys = [k for k, i in run.by_key.items() if i in set(ins.nodes)]
+            live = await self._live_keys(keys)
+            found |= {run.by_key[k] for k in live}
+            answers = await asyncio.wait_for(self.client.run(
+                fence_nodes, run.dispatch_id, sorted(set(ins.nodes) - found), ins.generation,
+                on_error="return"), 30)
+            for nodes in answers.values():
+                if isinstance(nodes, list):
+                    found.update(nodes)
+        except Exception as exc:  # nobody answers: what is not found runs again
+            log.warning("could not ask the cluster what dispatch %s still runs: %s",
+                        run.dispatch_id, exc)
+        self._deliver("running", (run.dispatch_id, RunningElsewhere(ins.generation,
+                                                                    frozenset(found), now_iso())))
+
+    async def _live_keys(self, keys: list[Key]) -> list[Key]:
+        """The keys the scheduler still means to run or keep (a cancel it has not processed)."""
+        if self.scheduler is not None:
+            return live_keys(keys, dask_scheduler=self.scheduler)
+        found: list[Key] = await self.client.run_on_scheduler(live_keys, keys)
+        return found
+
+    def _finish(self, run: Run, ins: Finish) -> None:
+        log.info("dispatch %s %s", run.dispatch_id, ins.update.status)
+        self.recorder.ended(ins.update)
+        self.runs.pop(run.dispatch_id, None)
+        if run.waiter is not None and not run.waiter.done():
+            run.waiter.cancel()
+        sinks = list(run.futures.values())
+        run.futures.clear()
+        self._spawn(_release(sinks))
+
+    # -- what the workers report ---------------------------------------------------------------
 
     def _deliver(self, topic: str, msg: Any) -> None:
-        """Queue an event (or a dispatch whose sinks are all done) for ``_drain``, in order."""
+        """Queue an event (or an ended submission, or a worker's answer) for ``_drain``, in order."""
         self._inbox.append((topic, msg))
         self._wake.set()
 
@@ -258,225 +441,56 @@ class Runner:
                     await asyncio.sleep(0)  # a burst of 100,000 events must not hold the loop
                 topic, msg = self._inbox.popleft()
                 try:
-                    if topic == OUTCOME_TOPIC:
-                        self._on_outcome(msg)
-                    elif topic == START_TOPIC:
-                        if msg.get("d") in self.runs:
-                            self.recorder.record(state.node_running(msg["d"], int(msg["n"]), msg["t"]))
-                    else:
-                        await self._finish(msg)
+                    self._dispatch_event(topic, msg)
                 except asyncio.CancelledError:
                     raise
                 except Exception:  # one bad event must not stop the others
                     log.exception("could not process %s event %r", topic, msg)
 
-    def _on_outcome(self, msg: dict[str, Any]) -> None:
-        run = self.runs.get(msg.get("d", ""))
-        if run is None:
-            return  # a dispatch that already ended (cancelled) or was resumed anew
-        node_id = int(msg["n"])
-        if node_id in run.held:
-            run.held[node_id][1].set()
-        track = run.nodes[node_id]
-        if track.done or track.cancelled:
-            return  # a node run again after its worker died reports again: recorded once
-        d = run.dispatch_id
-        track.attempts += 1
-        if msg["s"] == "COMPLETED":
-            self.recorder.record(state.node_completed(
-                d, node_id, msg.get("data"), msg["t0"], msg["t1"], msg["out"], msg["err"],
-                msg.get("pv"), ref=msg.get("ref"), size=msg.get("size"), location=msg.get("loc"),
-                attempts=track.attempts))
-            self.recorder.record(*self._completed(run, node_id, msg.get("pv") or ""))
-        elif track.attempts <= track.retries:  # Dask runs it again (its executor's retries)
-            log.info("node %d of dispatch %s failed (attempt %d of %d), retrying: %s: %s",
-                     node_id, d, track.attempts, track.retries + 1, msg["et"], msg["msg"])
-            self.recorder.record(state.node_retrying(d, node_id, track.attempts))
-        else:
-            tries = f" (failed {track.attempts} attempts)" if track.attempts > 1 else ""
-            track.outcome, track.failed = Outcome.FAILED, f"{msg['et']}: {msg['msg']}{tries}"
-            self.recorder.record(state.node_failed(
-                d, node_id, msg.get("tb") or track.failed, msg["t1"], msg["t0"], msg["out"],
-                msg["err"], attempts=track.attempts))
-
-    def _completed(self, run: DispatchRun, node_id: int, preview: str) -> list[state.NodeUpdate]:
-        """Mark a node COMPLETED; return the updates of the gathering nodes it completes."""
-        track = run.nodes[node_id]
-        track.outcome, track.preview = Outcome.COMPLETED, preview
-        updates: list[state.NodeUpdate] = []
-        for child in track.feeds:
-            gather = run.nodes[child]
-            gather.waiting_for -= 1
-            if gather.waiting_for == 0 and not gather.cancelled:
-                updates += self._gather(run, child)
-        return updates
-
-    def _gather(self, run: DispatchRun, node_id: int) -> list[state.NodeUpdate]:
-        """Record a gathering node as the list of its parts (no bytes: the parts are stored)."""
-        node = run.graph.nodes[node_id]
-        edges = run.gather_parents[node_id]
-        spec: dict[str, Any] = {"kind": str(node.kind), "parts": [e.src for e in edges],
-                                "layout": [[e.kind.value, e.name, e.index] for e in edges]}
-        if node.kind is NodeKind.DICT and node.value is not None:  # the keys (small), pickled
-            spec["extra"] = base64.b64encode(run.graph.blobs[node.value]).decode()
-        previews = [run.nodes[e.src].preview for e in edges if e.kind != "wait"]
-        if node.kind is not NodeKind.POSTPROCESS:  # argument order (edge order may differ)
-            args = [e for e in edges if e.kind != "wait"]
-            previews = [p for _, p in sorted(zip([e.index or 0 for e in args], previews, strict=True))]
-        shown = gather_preview(str(node.kind), node.metadata, previews)
-        update = state.node_gathered(run.dispatch_id, node_id, json.dumps(spec), now_iso(), shown)
-        return [update, *self._completed(run, node_id, shown)]
-
-    # -- the end of a dispatch ---------------------------------------------------------------
-
-    async def _await_sinks(self, run: DispatchRun) -> None:
-        """Wait until every sink is done, then queue the dispatch's end behind the events that
-        came before."""
-        try:
-            await wait_all(list(run.sinks.values()))
-            await self._await_held(run)
-        except asyncio.CancelledError:
-            raise
-        except Exception as exc:  # never leave a dispatch RUNNING because waiting failed
-            log.exception("waiting for dispatch %s failed", run.dispatch_id)
-            run.internal_error = f"dispatcher error while waiting: {type(exc).__name__}: {exc}"
-        self._deliver("ended", run.dispatch_id)
-
-    async def _await_held(self, run: DispatchRun) -> None:
-        """Wait for the tasks held for cancelled nodes: each until its future ends or its
-        outcome arrives (a key Dask released just before it was held never reports again)."""
-        while True:
-            waiting = [(f, ev) for f, ev in run.held.values()
-                       if not ev.is_set() and f.status in ("pending", "lost")]
-            if not waiting:
-                return
-            future, reported = waiting[0]
-            either = [asyncio.ensure_future(wait_all([future])),
-                      asyncio.ensure_future(reported.wait())]
-            try:
-                await asyncio.wait(either, return_when=asyncio.FIRST_COMPLETED)
-            finally:
-                for t in either:
-                    t.cancel()
-
-    async def _finish(self, dispatch_id: str) -> None:
-        run = self.runs.get(dispatch_id)
-        if run is None:
-            return
-        await self._explain_failures(run)
-        failed = run.failed
-        if run.internal_error:
-            failed[-1] = run.internal_error
-        update = state.dispatch_ended(
-            dispatch_id, failed, [n.name for n in run.graph.nodes], run.cancel_requested,
-            now_iso(), None, self.recorder.store_failed.pop(dispatch_id, None))
-        log.info("dispatch %s %s", dispatch_id, update.status)
-        self.recorder.ended(update)
-        self.runs.pop(dispatch_id, None)
-        # Releasing a future sends a message per key: let go of 100,000 in slices.
-        sinks = list(run.sinks.values())
-        run.sinks.clear()
-        run.held.clear()
-        while sinks:
-            del sinks[-1000:]
-            await asyncio.sleep(0)
-
-    async def _explain_failures(self, run: DispatchRun) -> None:
-        """Nodes that failed without an event (their worker died every time): read the sink's
-        error, which names the task Dask gave up on; one per group of descendants."""
-        held = {i: f for i, (f, _) in run.held.items()}
-        futures = [*run.sinks.items(), *held.items()]
-        erred: list[tuple[int, Future[Any]]] = []
-        for start in range(0, len(futures), 5000):  # 100,000 sinks: in slices, sharing the loop
-            erred += [(i, f) for i, f in futures[start:start + 5000]
-                      if f.status == "error" and not run.nodes[i].done]
-            await asyncio.sleep(0)
-        if not erred:
-            return  # the usual case: no graph walk (100,000 nodes) on the loop
-        blocked = descendants(run.graph, list(run.failed))
-        for node_id, future in erred:
-            if node_id in blocked:
-                continue
-            exc = await future.exception()
-            blamed = getattr(exc, "task", None)
-            culprit = run.by_key.get(blamed, node_id) if isinstance(blamed, tuple) else node_id
-            if isinstance(exc, NodeTaskError):
-                culprit, msg = exc.node_id, f"{exc.error_type}: {exc.message}"
-            elif isinstance(exc, NoValidWorkerError):
-                needs = ", ".join(f"{k}={v:g}" for k, v in (exc.resource_restrictions or {}).items())
-                pins = ", ".join(sorted(exc.worker_restrictions or ()) + sorted(exc.host_restrictions or ()))
-                msg = (f"NoValidWorker: no worker of the cluster can run this node (it needs "
-                       f"{'resources ' + needs if needs else ''}{' and ' if needs and pins else ''}"
-                       f"{'one of the workers ' + pins if pins else ''}) and none came within "
-                       f"{exc.timeout:g} s; start a worker that has them (dask worker "
-                       f"--resources {needs.replace(', ', ',') or 'NAME=1'}) or change the executor")
-            elif isinstance(exc, KilledWorker):
-                msg = ("KilledWorker: every Dask worker process that ran this node died (killed, "
-                       "crashed, or over its memory limit), so Dask stopped retrying it. "
-                       f"KilledWorker: {exc}")
-            elif isinstance(exc, FutureCancelledError | asyncio.CancelledError):
-                continue
+    def _dispatch_event(self, topic: str, msg: Any) -> None:
+        if topic in (OUTCOME_TOPIC, START_TOPIC):
+            run = self.runs.get(msg.get("d", ""))
+            if run is None:
+                return  # a dispatch that ended already (cancelled) or was resumed anew
+            if topic == OUTCOME_TOPIC:
+                event: Event = ended_event(msg)
             else:
-                msg = f"{type(exc).__name__}: {exc}"
-            track = run.nodes[culprit]
-            if not track.done:
-                track.outcome, track.failed = Outcome.FAILED, msg
-                self.recorder.record(state.node_failed(run.dispatch_id, culprit, msg, now_iso()))
-            blocked |= descendants(run.graph, [culprit])
-        for i, track in enumerate(run.nodes):
-            if not track.done and i in blocked:
-                track.outcome = Outcome.SKIPPED  # never ran (fail-slow): stays NEW_OBJECT
+                event = NodeStarted(int(msg["n"]), msg["t"], msg.get("worker"))
+        else:
+            dispatch_id, event = msg
+            run = self.runs.get(dispatch_id)
+            if run is None:
+                return
+        self._carry_out(run, run.machine.handle(event))
 
-    def _keep_upstream(self, run: DispatchRun, targets: set[int]) -> None:
-        """Before cancelling some nodes: hold the unfinished tasks that feed them, so Dask does
-        not release them with their consumers; they run to the end and the dispatch ends
-        after them, as Covalent's do (only the cancelled nodes and their descendants stop)."""
-        parents = run.graph.parents()
-        keep: set[int] = set()
-        stack = [e.src for t in targets for e in parents[t]]
-        while stack:
-            i = stack.pop()
-            track = run.nodes[i]
-            if i in targets or i in keep or track.done:
-                continue
-            if track.role is Role.TASK:
-                keep.add(i)
-            else:  # a gathering node has no task: its parts are what its consumer needs
-                stack.extend(e.src for e in parents[i])
-        ids = sorted(keep - set(run.sinks) - set(run.held))
-        futures = hold(self.client, [run.nodes[i].key for i in ids]) if ids else []
-        for i, future in zip(ids, futures, strict=True):
-            run.held[i] = (future, asyncio.Event())
 
-    async def cancel(self, dispatch_id: str, node_ids: list[int] | None) -> list[int]:
-        """Cancel the unfinished nodes (all, or ``node_ids`` and their descendants)."""
-        run = self.runs.get(dispatch_id)
-        if run is None:
-            return []
-        targets = (descendants(run.graph, node_ids) if node_ids
-                   else set(range(len(run.graph.nodes))))
-        targets = {i for i in targets if not run.nodes[i].done}
-        run.cancel_requested = True
-        stamp = now_iso()
-        for n, i in enumerate(sorted(targets), 1):
-            run.nodes[i].cancelled = True
-            self.recorder.record(state.node_cancelled(dispatch_id, i, stamp))
-            if n % 2000 == 0:
-                await asyncio.sleep(0)  # 100,000 of these would hold the loop for a second
-        if not node_ids:
-            self.recorder.ended(state.dispatch_cancelled(dispatch_id, stamp))
-        elif run.waiter is not None and not run.waiter.done():
-            self._keep_upstream(run, targets)
-        doomed = [f for i, f in run.sinks.items() if i in targets]
-        for i, (future, reported) in run.held.items():
-            if i in targets:
-                doomed.append(future)
-                reported.set()  # nothing more to wait for
-        await cancel_futures(self.client, doomed)
-        await self.recorder.flush()
-        # These may be the last references (the run may have ended meanwhile): releasing a
-        # future sends a message per key, so let go of 100,000 in slices, not all at once.
-        while doomed:
-            del doomed[-1000:]
-            await asyncio.sleep(0)
-        return sorted(targets)
+def live_keys(keys: list[Key], dask_scheduler: Any = None) -> list[Key]:
+    """On the scheduler: which of ``keys`` it still has waiting, processing or in memory."""
+    alive = ("waiting", "queued", "no-worker", "processing", "memory")
+    return [k for k in keys if (ts := dask_scheduler.tasks.get(k)) is not None and ts.state in alive]
+
+
+def dask_error_message(exc: BaseException) -> str:
+    """What a node failed of, when Dask raised the error rather than the node's own code."""
+    if isinstance(exc, NodeTaskError):
+        return f"{exc.error_type}: {exc.message}"
+    if isinstance(exc, NoValidWorkerError):
+        needs = ", ".join(f"{k}={v:g}" for k, v in (exc.resource_restrictions or {}).items())
+        pins = ", ".join(sorted(exc.worker_restrictions or ()) + sorted(exc.host_restrictions or ()))
+        return (f"NoValidWorker: no worker of the cluster can run this node (it needs "
+                f"{'resources ' + needs if needs else ''}{' and ' if needs and pins else ''}"
+                f"{'one of the workers ' + pins if pins else ''}) and none came within "
+                f"{exc.timeout:g} s; start a worker that has them (dask worker "
+                f"--resources {needs.replace(', ', ',') or 'NAME=1'}) or change the executor")
+    if isinstance(exc, KilledWorker):
+        return ("KilledWorker: every Dask worker process that ran this node died (killed, "
+                "crashed, or over its memory limit), so Dask stopped retrying it. "
+                f"KilledWorker: {exc}")
+    return f"{type(exc).__name__}: {exc}"
+
+
+async def _release(futures: list[Future[Any]]) -> None:
+    """Let go of futures in slices (releasing one sends a message per key)."""
+    while futures:
+        del futures[-1000:]
+        await asyncio.sleep(0)

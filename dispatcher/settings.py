@@ -70,6 +70,7 @@ class Settings:
     db_url: str = ""
     max_body_bytes: int = 2 * 1024**3
     max_connections: int = 1000  # beyond it new connections are answered 503 (issue #11)
+    log_max_bytes: int = 64 << 20  # server.log is rotated past this size (issue #21)
     long_poll_max_s: float = 120.0
     cluster: ClusterSettings = field(default_factory=ClusterSettings)
     # The [executors.<name>] tables of the config file, read at start (see dispatcher.executors),
@@ -154,6 +155,7 @@ class Settings:
             store_options=json_object(env.get("COVALENT_STORE_OPTIONS")),
             db_url=env.get("COVALENT_DB_URL", ""),
             max_connections=_int(env.get("COVALENT_MAX_CONNECTIONS")) or 1000,
+            log_max_bytes=_int(env.get("COVALENT_LOG_MAX_BYTES")) or 64 << 20,
             cluster=cluster,
             time_limit_grace=_float(env.get("COVALENT_TIME_LIMIT_GRACE")) or 10.0,
         )

@@ -1,5 +1,6 @@
-"""The one owner of dispatch and node statuses: which transitions exist, and the store updates
-each event makes.
+"""Dispatch and node statuses: which transitions exist, the store updates that make them, and
+the one rule for a dispatch's final status (``dispatch_ended``). What happens when is decided
+by a running dispatch's state machine (``machine``); this module says what may be written.
 
     dispatch   NEW_OBJECT --start--> RUNNING --finish--> COMPLETED | FAILED | CANCELLED
                NEW_OBJECT --(could not be submitted)--> FAILED
@@ -25,10 +26,11 @@ from dataclasses import dataclass
 from covalent.wire import TERMINAL, Status
 
 __all__ = ["DISPATCH_TRANSITIONS", "DispatchUpdate", "NODE_TRANSITIONS", "NodeUpdate", "PENDING",
-           "Status", "TERMINAL", "entry_guard", "is_terminal", "may_enter", "sql_list"]
+           "Status", "TERMINAL", "entry_guard", "is_terminal", "may_enter", "settled", "sql_list",
+           "transition_guard"]
 
 PENDING = Status.NEW_OBJECT
-_ENDS = frozenset({Status.COMPLETED, Status.FAILED, Status.CANCELLED})
+_ENDS = TERMINAL  # the one definition of "terminal" (covalent.wire), for dispatches and nodes
 
 # status -> the statuses it may move to
 DISPATCH_TRANSITIONS: dict[Status, frozenset[Status]] = {
@@ -48,6 +50,17 @@ def is_terminal(status: str | None) -> bool:
 def may_enter(current: str, target: str, table: dict[Status, frozenset[Status]]) -> bool:
     """True if ``current`` may move to ``target`` (a terminal status moves nowhere)."""
     return Status(target) in table.get(Status(current), frozenset())
+
+
+def transition_guard(source: Status, target: Status, table: dict[Status, frozenset[Status]]) -> str:
+    """SQL condition for one transition (``source`` to ``target``), which must exist.
+
+    >>> transition_guard(Status.NEW_OBJECT, Status.RUNNING, DISPATCH_TRANSITIONS)
+    "status = 'NEW_OBJECT'"
+    """
+    if not may_enter(source, target, table):
+        raise ValueError(f"no transition {source} -> {target}")
+    return f"status = '{source.value}'"
 
 
 def entry_guard(target: str, table: dict[Status, frozenset[Status]]) -> str:
@@ -80,14 +93,14 @@ class NodeUpdate:
     stderr: str | None = None
     sub_dispatch_id: str | None = None
     preview: str | None = None  # a short repr of the output, made on the worker
-    # An output the worker stored itself: its address, size and where it lives (a path
-    # relative to the data dir's blob directory, or a URL); ``output`` holds small ones inline.
+    # An output the worker stored itself: its content address and size (the store knows where
+    # an address lives; nothing a worker says names a place: #21); ``output`` holds small ones.
     output_ref: str | None = None
     output_size: int | None = None
-    output_location: str | None = None
     gather: str | None = None  # a gathering node's output: JSON naming the parts it is made of
     reused_from: str | None = None  # the dispatch whose stored output this node reuses
     attempts: int | None = None  # how many times a task ran it (more than 1: its executor's retries)
+    worker: str | None = None  # the Dask worker that ran it (its address), for the UI's timeline
 
 
 @dataclass(slots=True)
@@ -104,22 +117,22 @@ class DispatchUpdate:
 
 # -- events in, updates out ----------------------------------------------------------------
 
-def node_running(dispatch_id: str, node_id: int, start: str) -> NodeUpdate:
+def node_running(dispatch_id: str, node_id: int, start: str, worker: str | None = None) -> NodeUpdate:
     """A worker reports a node has been running for a while."""
-    return NodeUpdate(dispatch_id, node_id, status=Status.RUNNING, start_time=start)
+    return NodeUpdate(dispatch_id, node_id, status=Status.RUNNING, start_time=start, worker=worker)
 
 
 def node_completed(dispatch_id: str, node_id: int, output: bytes | None, start: str, end: str,
                    stdout: str = "", stderr: str = "", preview: str | None = None,
                    ref: str | None = None, size: int | None = None,
-                   location: str | None = None, reused_from: str | None = None,
-                   attempts: int | None = None) -> NodeUpdate:
+                   reused_from: str | None = None,
+                   attempts: int | None = None, worker: str | None = None) -> NodeUpdate:
     """A completed node: its output inline (``output``) or stored by its worker (``ref``), or
     the output of dispatch ``reused_from`` (a redispatch reusing results)."""
     return NodeUpdate(dispatch_id, node_id, status=Status.COMPLETED, start_time=start or None,
                       end_time=end, output=output, stdout=stdout, stderr=stderr, preview=preview,
-                      output_ref=ref, output_size=size, output_location=location,
-                      reused_from=reused_from, attempts=attempts)
+                      output_ref=ref, output_size=size,
+                      reused_from=reused_from, attempts=attempts, worker=worker)
 
 
 def node_gathered(dispatch_id: str, node_id: int, gather: str, stamp: str,
@@ -131,9 +144,10 @@ def node_gathered(dispatch_id: str, node_id: int, gather: str, stamp: str,
 
 def node_failed(dispatch_id: str, node_id: int, error: str, end: str, start: str = "",
                 stdout: str | None = None, stderr: str | None = None,
-                attempts: int | None = None) -> NodeUpdate:
+                attempts: int | None = None, worker: str | None = None) -> NodeUpdate:
     return NodeUpdate(dispatch_id, node_id, status=Status.FAILED, start_time=start or None,
-                      end_time=end, error=error, stdout=stdout, stderr=stderr, attempts=attempts)
+                      end_time=end, error=error, stdout=stdout, stderr=stderr, attempts=attempts,
+                      worker=worker)
 
 
 def node_retrying(dispatch_id: str, node_id: int, attempts: int) -> NodeUpdate:
@@ -158,24 +172,31 @@ def dispatch_started(dispatch_id: str, start: str) -> DispatchUpdate:
 def dispatch_ended(dispatch_id: str, failed: dict[int, str], names: list[str],
                    cancelled: bool, end: str, result: bytes | None,
                    unrecorded: str | None = None) -> DispatchUpdate:
-    """The dispatch's final record: FAILED naming each failed node, else CANCELLED if asked,
-    else COMPLETED with its result. ``failed`` maps node ids (-1: the dispatcher) to errors."""
+    """The dispatch's final record, decided here only: FAILED naming each failed node (or
+    the outputs that could not be recorded), else CANCELLED if asked, else COMPLETED with its
+    result. ``failed`` maps node ids (-1: the dispatcher) to errors."""
     if failed:
         lines = [f"Node {i} ({names[i] if i >= 0 else 'dispatcher'}) failed: {msg}"
                  for i, msg in sorted(failed.items())]
         return DispatchUpdate(dispatch_id, status=Status.FAILED, end_time=end, error="\n".join(lines))
     if unrecorded is not None:
         return DispatchUpdate(dispatch_id, status=Status.FAILED, end_time=end,
-                              error=f"some outputs could not be stored: {unrecorded}")
+                              error=f"some nodes could not be recorded: {unrecorded}")
     if cancelled:
         return DispatchUpdate(dispatch_id, status=Status.CANCELLED, end_time=end)
     return DispatchUpdate(dispatch_id, status=Status.COMPLETED, end_time=end, result=result)
 
 
+def settled(update: DispatchUpdate, unrecorded: str | None) -> DispatchUpdate:
+    """A final record written after some of the dispatch's updates could not be: a
+    COMPLETED decided before those writes failed becomes FAILED (the rule of ``dispatch_ended``)."""
+    if update.status != Status.COMPLETED or unrecorded is None:
+        return update
+    again = dispatch_ended(update.dispatch_id, {}, [], False, update.end_time or "", None, unrecorded)
+    return DispatchUpdate(update.dispatch_id, status=again.status, start_time=update.start_time,
+                          end_time=update.end_time, error=again.error)
+
+
 def dispatch_not_submitted(dispatch_id: str, reason: str, end: str) -> DispatchUpdate:
     return DispatchUpdate(dispatch_id, status=Status.FAILED, end_time=end,
                           error=f"the dispatcher could not submit this dispatch: {reason}")
-
-
-def dispatch_cancelled(dispatch_id: str, end: str) -> DispatchUpdate:
-    return DispatchUpdate(dispatch_id, status=Status.CANCELLED, end_time=end)

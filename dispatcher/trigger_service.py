@@ -118,7 +118,11 @@ class TriggerService:
         spec = row.spec
         return {"trigger_id": row.trigger_id, "name": row.name, "dispatch_id": row.dispatch_id,
                 "active": row.active, "fire_count": row.fire_count, "reason": row.reason,
-                "new_dispatch_ids": spec.get("new_dispatch_ids", []), "trigger": spec}
+                "new_dispatch_ids": spec.get("new_dispatch_ids", []),
+                "last_fired": spec.get("last_fired"), "next_fire": None,
+                "last_error": spec.get("last_error") or (row.reason if not row.active
+                                                         and row.reason != "stopped" else None),
+                "trigger": spec}
 
     async def stop(self, dispatch_ids: list[str]) -> int:
         for d in dispatch_ids:

@@ -297,3 +297,22 @@ def postgres() -> Iterator[Any]:
         yield server
     finally:
         remove(server)
+
+
+@pytest.fixture(scope="session")
+def shared_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
+    """One dispatcher process with two worker processes for the session (~3 s to start), shared
+    by the docs, examples, notebooks and the randomized end-to-end tests; stopped by PID."""
+    from tests.faults.conftest import ServerProcess, Shared, process_env
+
+    root = tmp_path_factory.mktemp("shared-server")
+    env = process_env(root / "config")
+    env.pop("COVALENT_DISPATCHER_ADDR", None)
+    env.pop("COVALENT_TOKEN", None)
+    server = ServerProcess(root / "data", env)
+    server.start()
+    client_env = dict(server.env, COVALENT_DISPATCHER_ADDR=server.addr)
+    try:
+        yield Shared(server, client_env)
+    finally:
+        server.stop()

@@ -12,7 +12,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 from typing import Any
 
 from watchdog.events import FileSystemEvent, FileSystemEventHandler
@@ -21,13 +21,12 @@ from watchdog.observers.api import ObservedWatch
 
 from covalent.triggers import DirTrigger, TimeTrigger
 
+from .observing import Observing
+
 log = logging.getLogger("covalent.triggers")
 
-Fire = Callable[[], Awaitable[Any]]
 
-
-async def observe_time(trigger: TimeTrigger, fire: Fire, stopped: asyncio.Event,
-                       ready: asyncio.Event) -> str:
+async def observe_time(trigger: TimeTrigger, ctx: Observing) -> str:
     """Await ``fire()`` every ``time_gap`` seconds until ``stopped``.
 
     The fires keep the cadence of the registration (at ``k * time_gap``): the time a fire takes
@@ -36,14 +35,18 @@ async def observe_time(trigger: TimeTrigger, fire: Fire, stopped: asyncio.Event,
     loop = asyncio.get_running_loop()
     gap = trigger.time_gap
     due = loop.time() + gap
-    ready.set()
-    while True:
-        try:
-            await asyncio.wait_for(stopped.wait(), max(0.0, due - loop.time()))
-            return "stopped"
-        except TimeoutError:
-            await fire()
-        due = next_due(due, loop.time(), gap)
+    ctx.ready.set()
+    try:
+        while True:
+            ctx.next_fire(due)
+            try:
+                await asyncio.wait_for(ctx.stopped.wait(), max(0.0, due - loop.time()))
+                return "stopped"
+            except TimeoutError:
+                await ctx.fire()
+            due = next_due(due, loop.time(), gap)
+    finally:
+        ctx.next_fire(None)
 
 
 def next_due(due: float, now: float, gap: float) -> float:
@@ -160,15 +163,15 @@ def _names_path(event: FileSystemEvent, path: str) -> bool:
     return any(os.fsdecode(p) == path for p in (event.src_path, getattr(event, "dest_path", "")) if p)
 
 
-async def observe_dir(trigger: DirTrigger, watcher: DirWatcher, fire: Fire,
-                      stopped: asyncio.Event, ready: asyncio.Event) -> str:
+async def observe_dir(trigger: DirTrigger, ctx: Observing) -> str:
     """Fire once per ``batch_size`` events of ``event_names`` under ``trigger.dir_path``.
 
     Raises:
         FileNotFoundError: the path does not exist when observing starts.
         OSError: the system refuses a watch (e.g. the inotify watch limit).
     """
-    path = trigger.dir_path
+    path, watcher, fire, stopped, ready = (trigger.dir_path, ctx.watcher, ctx.fire, ctx.stopped,
+                                           ctx.ready)
     if not os.path.exists(path):
         raise FileNotFoundError(f"DirTrigger path {path} does not exist")
     loop = asyncio.get_running_loop()

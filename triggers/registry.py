@@ -1,44 +1,46 @@
-"""Rebuild built-in triggers from their ``to_dict()`` without unpickling anything."""
+"""The one registry of built-in trigger kinds: class name -> (class, how the server observes it).
+
+Adding a kind: its class in ``covalent/triggers/`` (built from ``to_dict()`` by
+``BaseTrigger.from_dict``), its observer coroutine here in ``triggers/``, and one line in
+``KINDS``. Nothing is unpickled: a built-in trigger is rebuilt from its JSON.
+"""
 
 from __future__ import annotations
 
-import math
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
 from typing import Any
 
-from covalent.triggers import BaseTrigger, DirTrigger, TimeTrigger
+from covalent.triggers import BaseTrigger, DatabaseTrigger, DirTrigger, SQLiteTrigger, TimeTrigger
 
-BUILTIN: dict[str, type[BaseTrigger]] = {"DirTrigger": DirTrigger, "TimeTrigger": TimeTrigger}
+from .observers import observe_dir, observe_time
+from .observing import Observing
+from .polling import observe_polling
+
+
+@dataclass(frozen=True, slots=True)
+class Kind:
+    cls: type[BaseTrigger]
+    observe: Callable[[Any, Observing], Awaitable[str]]
+
+
+KINDS: dict[str, Kind] = {
+    "TimeTrigger": Kind(TimeTrigger, observe_time),
+    "DirTrigger": Kind(DirTrigger, observe_dir),
+    "SQLiteTrigger": Kind(SQLiteTrigger, observe_polling),
+    "DatabaseTrigger": Kind(DatabaseTrigger, observe_polling),
+}
 
 
 def from_dict(d: dict[str, Any]) -> BaseTrigger:
-    """A built-in trigger from its dict; raises ValueError/TypeError on a bad one."""
-    name = d.get("name")
-    common = {"lattice_dispatch_id": _opt_str(d.get("lattice_dispatch_id")),
-              "dispatcher_addr": _opt_str(d.get("dispatcher_addr")),
-              "triggers_server_addr": _opt_str(d.get("triggers_server_addr"))}
-    trigger: BaseTrigger
-    if name == "TimeTrigger":
-        trigger = TimeTrigger(d["time_gap"], **common)
-    elif name == "DirTrigger":
-        trigger = DirTrigger(str(d["dir_path"]), d["event_names"], _count(d.get("batch_size", 1)),
-                             recursive=bool(d.get("recursive", False)), **common)
-        trigger.n_changes = _count(d.get("n_changes", 0), minimum=0)
-    else:
-        raise ValueError(f"unknown trigger {name!r}; custom triggers are sent pickled")
-    trigger.new_dispatch_ids = [str(x) for x in d.get("new_dispatch_ids") or []]
-    return trigger
+    """A built-in trigger from its dict; raises ValueError/TypeError/KeyError on a bad one."""
+    kind = KINDS.get(str(d.get("name")))
+    if kind is None:
+        raise ValueError(f"unknown trigger {d.get('name')!r} (built-in: {', '.join(KINDS)}); "
+                         "custom triggers are sent pickled")
+    return kind.cls.from_dict(d)
 
 
-def _count(value: Any, minimum: int = 1) -> int:
-    """An integer count from JSON: 3 or 3.0, never 1e400, True or "3"."""
-    if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
-        raise ValueError(f"expected a whole number, got {value!r}")
-    if value != int(value) or value < minimum:
-        raise ValueError(f"expected a whole number >= {minimum}, got {value!r}")
-    return int(value)
-
-
-def _opt_str(value: Any) -> str | None:
-    if value is None or isinstance(value, str):
-        return value
-    raise TypeError(f"expected a string, got {value!r}")
+async def observe(trigger: BaseTrigger, ctx: Observing) -> str:
+    """Observe a built-in trigger with its kind's observer until it ends; the reason."""
+    return await KINDS[type(trigger).__name__].observe(trigger, ctx)

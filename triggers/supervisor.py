@@ -12,15 +12,18 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from typing import Any
 
-from covalent.triggers import BaseTrigger, DirTrigger, TimeTrigger
+from covalent.triggers import BaseTrigger
 
 from .host import TriggerLoadError, run_host
-from .observers import DirWatcher, observe_dir, observe_time
-from .registry import from_dict
+from .observers import DirWatcher
+from .observing import Observing
+from .registry import from_dict, observe
 
 log = logging.getLogger("covalent.triggers")
 
@@ -46,6 +49,9 @@ class Observed:
     fire_count: int = 0
     active: bool = True
     reason: str = ""
+    last_fired: str | None = None  # ISO times; kept in the stored spec across restarts
+    next_fire: str | None = None  # a TimeTrigger's next tick
+    last_error: str | None = None  # a problem that did not stop it (a failed poll)
     stopped: asyncio.Event = field(default_factory=asyncio.Event)
     ready: asyncio.Event = field(default_factory=asyncio.Event)  # observing has begun
     task: asyncio.Task[None] | None = None
@@ -53,12 +59,15 @@ class Observed:
     def current_spec(self) -> dict[str, Any]:
         spec = self.trigger.to_dict() if self.trigger is not None else dict(self.spec)
         spec["new_dispatch_ids"] = list(self.new_dispatch_ids)
+        spec["last_fired"], spec["last_error"] = self.last_fired, self.last_error
         return spec
 
     def info(self) -> dict[str, Any]:
         return {"trigger_id": self.trigger_id, "name": self.name, "dispatch_id": self.dispatch_id,
                 "active": self.active, "fire_count": self.fire_count, "reason": self.reason,
-                "new_dispatch_ids": list(self.new_dispatch_ids), "trigger": self.current_spec()}
+                "new_dispatch_ids": list(self.new_dispatch_ids), "last_fired": self.last_fired,
+                "next_fire": self.next_fire, "last_error": self.last_error,
+                "trigger": self.current_spec()}
 
 
 class TriggerSupervisor:
@@ -69,6 +78,7 @@ class TriggerSupervisor:
         self._persist = persist
         self.observed: dict[str, Observed] = {}
         self.watcher = DirWatcher()
+        self._saving: set[asyncio.Future[None]] = set()
 
     def start(self, trigger_id: str, dispatch_id: str, spec: dict[str, Any],
               pickled: bytes | None = None, fire_count: int = 0) -> Observed:
@@ -78,7 +88,8 @@ class TriggerSupervisor:
             trigger.lattice_dispatch_id = dispatch_id
         obs = Observed(trigger_id, dispatch_id, str(spec.get("name") or "trigger"), dict(spec),
                        trigger, pickled, [str(x) for x in spec.get("new_dispatch_ids") or []],
-                       fire_count)
+                       fire_count, last_fired=_opt_text(spec.get("last_fired")),
+                       last_error=_opt_text(spec.get("last_error")))
         self.observed[trigger_id] = obs
         obs.task = asyncio.create_task(self._run(obs), name=f"trigger-{trigger_id}")
         return obs
@@ -115,7 +126,7 @@ class TriggerSupervisor:
         """Server shutdown: stop observing but keep triggers active in the store."""
         for o in self.observed.values():
             o.stopped.set()
-        await asyncio.gather(*(o.task for o in self.observed.values() if o.task),
+        await asyncio.gather(*(o.task for o in self.observed.values() if o.task), *self._saving,
                              return_exceptions=True)
         await asyncio.to_thread(self.watcher.close)
 
@@ -124,6 +135,7 @@ class TriggerSupervisor:
             return None
         new_id = await self._fire(obs.dispatch_id)
         obs.fire_count += 1
+        obs.last_fired = datetime.now(UTC).isoformat()
         if new_id != obs.dispatch_id:
             obs.new_dispatch_ids.append(new_id)
         await self._persist(obs)
@@ -133,16 +145,31 @@ class TriggerSupervisor:
         def fire() -> Awaitable[str | None]:
             return self._fire_once(obs)
 
-        if isinstance(obs.trigger, TimeTrigger):
-            return await observe_time(obs.trigger, fire, obs.stopped, obs.ready)
-        if isinstance(obs.trigger, DirTrigger):
-            return await observe_dir(obs.trigger, self.watcher, fire, obs.stopped, obs.ready)
+        def report_error(text: str | None) -> None:
+            if text != obs.last_error:
+                obs.last_error = text
+                self._persist_later(obs)
+
+        def next_fire(at: float | None) -> None:
+            loop = asyncio.get_running_loop()
+            obs.next_fire = None if at is None else datetime.fromtimestamp(
+                time.time() + at - loop.time(), UTC).isoformat()
+
+        if obs.trigger is not None:
+            ctx = Observing(fire, obs.stopped, obs.ready, self.watcher, report_error, next_fire)
+            return await observe(obs.trigger, ctx)
         assert obs.pickled is not None
 
         def on_spec(spec: dict[str, Any]) -> None:
             obs.spec = spec
 
         return await run_host(obs.pickled, obs.dispatch_id, fire, obs.stopped, obs.ready, on_spec)
+
+    def _persist_later(self, obs: Observed) -> None:
+        """Save a changed report without making the observer wait for the store."""
+        task = asyncio.ensure_future(self._persist(obs))
+        self._saving.add(task)
+        task.add_done_callback(self._saving.discard)
 
     async def _run(self, obs: Observed) -> None:
         try:
@@ -159,4 +186,9 @@ class TriggerSupervisor:
         if reason != "stopped" or not obs.stopped.is_set():
             log.warning("trigger %s of dispatch %s stopped: %s", obs.trigger_id, obs.dispatch_id, reason)
             obs.active, obs.reason = False, reason
+            obs.last_error = obs.last_error if reason == "stopped" else reason
             await self._persist(obs)
+
+
+def _opt_text(value: Any) -> str | None:
+    return value if isinstance(value, str) else None

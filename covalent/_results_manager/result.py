@@ -54,6 +54,7 @@ class Result:
         self._start_time: datetime | None = None
         self._end_time: datetime | None = None
         self._results_dir = ""
+        self._name = getattr(lattice, "__name__", "")
         self._nodes: list[dict[str, Any]] = []
         self._output_bytes: dict[int, bytes] = {}
         self._parts: dict[str, bytes] = {}  # "inputs", "lattice", "template" once fetched
@@ -76,6 +77,7 @@ class Result:
         r._start_time = _dt(d.get("start_time"))
         r._end_time = _dt(d.get("end_time"))
         r._results_dir = d.get("results_dir", "")
+        r._name = d.get("name") or ""
         r._nodes = header.get("nodes", [])
         for n in r._nodes:
             if n.get("output") is not None:
@@ -337,6 +339,25 @@ class Result:
 
     def __repr__(self) -> str:
         return f"<Result {self._dispatch_id} {self._status}>"
+
+    def _repr_html_(self) -> str:
+        """How Jupyter shows a Result: status, electron counts, times, a preview of the
+        result, the error, and a link to the dispatch's web UI page. Downloads nothing."""
+        from .._notebook import counts_by_status, result_html
+
+        return result_html(name=self._name, dispatch_id=self._dispatch_id, status=self._status,
+                           counts=counts_by_status(self._nodes), start=self._start_time,
+                           end=self._end_time, preview=self._preview(), error=self._error,
+                           url=self._cfg.url if self._cfg is not None else None)
+
+    def _preview(self) -> str | None:
+        """The result's repr if it is here already, else the preview made on the worker."""
+        post = self._postprocess_id()
+        if post is None or self._nodes[post]["status"] != Status.COMPLETED:
+            return None
+        if self._workflow_output and all(i in self._output_bytes for i in self._leaves([post])):
+            return self._result_text()
+        return self._nodes[post].get("preview")
 
     def _result_text(self) -> str:
         try:

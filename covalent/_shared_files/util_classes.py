@@ -1,7 +1,10 @@
-"""``covalent._shared_files.util_classes.Status`` (documented path)."""
+"""``covalent._shared_files.util_classes.Status`` and ``RESULT_STATUS`` (documented paths;
+``RESULT_STATUS`` is ``ct.status``)."""
 
 from __future__ import annotations
 
-from ..wire.status import Status
+from ..wire.status import Status, status
 
-__all__ = ["Status"]
+RESULT_STATUS = status
+
+__all__ = ["RESULT_STATUS", "Status"]

@@ -1,21 +1,26 @@
-"""Executors: ``ct.executor.DaskExecutor()``, ``ct.executor.LocalExecutor()``, and stand-ins
-for Covalent's plugin executors.
+"""Executors: ``ct.executor.DaskExecutor()``, ``ct.executor.LocalExecutor()``, custom executors
+(subclasses of ``BaseExecutor``/``AsyncBaseExecutor``, see ``covalent.executor.base``), and
+Covalent's plugin executors.
 
-``ct.executor.SlurmExecutor(...)`` (any name ending in ``Executor``) gives a stand-in that
-keeps its arguments, so a Covalent script that builds a plugin executor still imports; its
-electrons run once the dispatcher maps the plugin's name (``[executors.slurm]``).
+``ct.executor.SlurmExecutor(...)`` (any name ending in ``Executor``) is the installed plugin's
+class when its package is installed and imports here, else a stand-in that keeps its
+arguments, so a Covalent script that builds a plugin executor still imports; its electrons run
+once the dispatcher maps the plugin's name (``[executors.slurm]``). See ``_plugins``.
 """
 
 from __future__ import annotations
 
 from typing import Any
 
-from .._executors import BaseExecutor, DaskExecutor, LocalExecutor, PluginExecutor, plugin_class
+from ._plugins import PluginExecutor, installed_class, plugin_class
+from .base import AsyncBaseExecutor, BaseExecutor
+from .executor_plugins.dask import DaskExecutor
+from .executor_plugins.local import LocalExecutor
 
-__all__ = ["BaseExecutor", "DaskExecutor", "LocalExecutor", "PluginExecutor"]
+__all__ = ["AsyncBaseExecutor", "BaseExecutor", "DaskExecutor", "LocalExecutor", "PluginExecutor"]
 
 
 def __getattr__(name: str) -> Any:
     if name.endswith("Executor") and name[:1].isupper() and name != "Executor":
-        return plugin_class(name)
+        return installed_class(name) or plugin_class(name)
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -13,15 +13,22 @@ dispatcher started for it (#12 item 9).
 from __future__ import annotations
 
 import base64
+import inspect
 import json
 from collections.abc import Callable
-from typing import Any
+from typing import Any, TypeVar
 
 import cloudpickle
 
 
+T = TypeVar("T", bound="BaseTrigger")
+
+
 class BaseTrigger:
     """Base class of every trigger; subclass it and implement ``observe`` and ``stop``."""
+
+    # Attributes a built-in trigger keeps across a restart besides its arguments (``to_dict``).
+    _state_keys: tuple[str, ...] = ()
 
     def __init__(self, lattice_dispatch_id: str | None = None, dispatcher_addr: str | None = None,
                  triggers_server_addr: str | None = None) -> None:
@@ -119,14 +126,31 @@ class BaseTrigger:
         }
 
     def registration(self) -> dict[str, Any]:
-        """The body of a registration: ``to_dict()``, plus the pickled trigger for a custom one."""
-        from .dir_trigger import DirTrigger
-        from .time_trigger import TimeTrigger
-
+        """The body of a registration: ``to_dict()``, plus the pickled trigger for a custom one
+        (any class not defined in ``covalent.triggers``, subclasses of built-ins included)."""
         body: dict[str, Any] = {"trigger": self.to_dict(), "pickled": None}
-        if type(self) not in (DirTrigger, TimeTrigger):
+        if not is_builtin(type(self)):
             body["pickled"] = base64.b64encode(cloudpickle.dumps(self)).decode("ascii")
         return body
+
+    @classmethod
+    def from_dict(cls: type[T], d: dict[str, Any]) -> T:
+        """Rebuild a built-in trigger from its ``to_dict()``: its constructor's arguments, then
+        its ``_state_keys``. The constructor validates (ValueError/TypeError on a bad one)."""
+        params = inspect.signature(cls.__init__).parameters
+        kwargs = {k: d[k] for k in params if k != "self" and k in d}
+        trigger = cls(**kwargs)
+        for key in cls._state_keys:
+            if key in d:
+                trigger._restore(key, d[key])
+        trigger.new_dispatch_ids = [str(x) for x in d.get("new_dispatch_ids") or []]
+        return trigger
+
+    def _restore(self, key: str, value: Any) -> None:
+        """Set one ``_state_keys`` attribute from JSON: the built-ins keep counters."""
+        if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+            raise ValueError(f"{key} must be a whole number >= 0, got {value!r}")
+        setattr(self, key, value)
 
     def __getstate__(self) -> dict[str, Any]:
         state = dict(self.__dict__)
@@ -139,6 +163,11 @@ class BaseTrigger:
         if "new_dispatch_ids" in state:  # pickled before it became a property
             state["_new_dispatch_ids"] = state.pop("new_dispatch_ids")
         self.__dict__.update(state)
+
+
+def is_builtin(cls: type) -> bool:
+    """A trigger class of this package: sent as JSON and observed by the server itself."""
+    return cls.__module__.startswith(__name__.rsplit(".", 1)[0] + ".")
 
 
 def _picklable(value: Any) -> bool:

@@ -24,6 +24,8 @@ EVENT_NAMES = ("created", "deleted", "modified", "moved", "closed")
 class DirTrigger(BaseTrigger):
     """Watch a file or directory and trigger every ``batch_size`` events of ``event_names``."""
 
+    _state_keys = ("n_changes",)
+
     def __init__(self, dir_path: str | os.PathLike[str], event_names: str | list[str],
                  batch_size: int = 1, lattice_dispatch_id: str | None = None,
                  dispatcher_addr: str | None = None, triggers_server_addr: str | None = None,

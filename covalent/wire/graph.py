@@ -51,7 +51,7 @@ PARAMETER_PREFIX = ":parameter:"
 ELECTRON_LIST_PREFIX = ":electron_list:"
 ELECTRON_DICT_PREFIX = ":electron_dict:"
 SUBLATTICE_PREFIX = ":sublattice:"
-POSTPROCESS_NAME = ":postprocess:"
+POSTPROCESS_NAME = ":postprocess:reconstruct"  # Covalent 0.240's name of the result node
 
 
 @dataclass(slots=True)
@@ -72,6 +72,9 @@ class Node:
     # such a node runs only once the dispatcher maps ``executor`` to a named executor.
     options: dict[str, Any] = field(default_factory=dict)
     plugin: str = ""
+    # The class of a custom executor (a BaseExecutor subclass): its object rides in the node's
+    # hooks blob and its ``run`` runs the electron on the worker; it needs no mapping.
+    custom: str = ""
 
     def to_json(self) -> dict[str, Any]:
         extra: dict[str, Any] = {}
@@ -79,6 +82,8 @@ class Node:
             extra["options"] = self.options
         if self.plugin:
             extra["plugin"] = self.plugin
+        if self.custom:
+            extra["custom"] = self.custom
         return {
             "id": self.id,
             "name": self.name,
@@ -158,6 +163,7 @@ class WorkflowGraph:
                 metadata=_dict(n.get("metadata") or {}),
                 options=_dict(n.get("options") or {}),
                 plugin=_text(n.get("plugin", "")),
+                custom=_text(n.get("custom", "")),
             )
             for n in data["nodes"]
         ]

@@ -107,6 +107,7 @@ class NodeRecord:
     gather: str | None = None  # a gathering node's output: JSON naming its parts
     reused_from: str | None = None  # the dispatch that computed the output it reused
     attempts: int | None = None  # times a task ran it (None: it never ran as a task)
+    worker: str | None = None  # the Dask worker that ran it (address)
 
     @property
     def gather_spec(self) -> dict[str, Any] | None:
@@ -121,7 +122,7 @@ class NodeRecord:
                 "stderr": self.stderr, "sub_dispatch_id": self.sub_dispatch_id,
                 "has_output": self.output_ref is not None or self.gather is not None,
                 "preview": self.preview, "output_size": self.output_size,
-                "reused_from": self.reused_from, "attempts": self.attempts}
+                "reused_from": self.reused_from, "attempts": self.attempts, "worker": self.worker}
 
 
 @dataclass(frozen=True, slots=True)
@@ -180,6 +181,8 @@ class DispatchQuery:
     offset: int = 0
     limit: int = 50
     top_level: bool = True  # sublattice dispatches are reached from their parent's node
+    created_after: str | None = None  # ISO times: only dispatches created after / before them
+    created_before: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -205,6 +208,7 @@ class NodeRow:
     sub_dispatch_id: str | None
     has_error: bool
     output_size: int | None
+    worker: str | None = None
 
 
 class DispatchStore(Protocol):
@@ -258,10 +262,11 @@ class DispatchStore(Protocol):
         """Top-level dispatches that ended before ``before`` (ISO), with one of ``statuses``."""
         ...
 
-    async def delete_dispatches(self, dispatch_ids: list[str]) -> list[str]:
+    async def delete_dispatches(self, dispatch_ids: list[str], pending: bool = False) -> list[str]:
         """Delete finished dispatches (and their sublattice dispatches, triggers, and blobs no
-        other dispatch uses) in bounded transactions; unfinished ones are left; returns the ids
-        deleted."""
+        other dispatch uses) in bounded transactions, and with ``pending`` never-started
+        (NEW_OBJECT) ones too; others are left (checked in the same transaction); returns the
+        ids deleted."""
         ...
 
     async def resume_deletions(self) -> int:
@@ -278,6 +283,10 @@ class DispatchStore(Protocol):
     async def page_dispatches(self, query: DispatchQuery) -> DispatchPage: ...
     async def electron_counts(self, dispatch_ids: list[str]) -> dict[str, dict[Status, int]]:
         """Per dispatch, how many user electrons (``USER_KINDS``) have each status."""
+        ...
+
+    async def find_ids(self, prefix: str, limit: int) -> list[str]:
+        """Ids of dispatches (sublattice ones too) that start with ``prefix``, newest first."""
         ...
 
     async def node_rows(self, dispatch_id: str) -> list[NodeRow]: ...

@@ -2,51 +2,69 @@
 
 Rows say which blobs exist and who uses them (SQL, in each store); this module only touches
 bytes: the content-addressed ``BlobStore`` workers write to (the data dir's ``blobs`` or an
-fsspec URL), and the removal of a blob nothing uses any more. Both SQL stores share it, so
-removing blobs is written once.
+fsspec URL), reads checked against the address they were made for, and the removal of a blob
+nothing uses any more. Both SQL stores share it, so this is written once.
+
+A place is only ever derived from a blob's address, under this store's own roots: the path a
+row recorded only says which root (the ``--store-url`` one or the local blob dir) the blob
+went to, and is never opened as it is (issue #21).
 """
 
 from __future__ import annotations
 
 import logging
-import re
 from pathlib import Path
 from typing import Any
 
-from ..worker.blobs import BlobStore, open_location
+from ..worker.blobs import (BadBlobRef, BlobStore, DamagedBlob, checked, is_url, open_location,
+                            relative, remove_location)
 
 log = logging.getLogger("covalent.dispatcher")
 
-_REF = re.compile(r"[0-9a-f]{64}")
-
 
 class BlobFiles:
-    """Blob bytes under ``root`` (a directory or URL); ``local_dir`` resolves relative paths."""
+    """Blob bytes under ``root`` (a directory or URL); ``local_dir`` holds the local ones."""
 
     def __init__(self, root: str, local_dir: Path, storage_options: dict[str, Any]) -> None:
         self.store = BlobStore(root, storage_options)
         self.local_dir = Path(local_dir)
         self.storage_options = storage_options
 
-    def read(self, location: str) -> bytes:
-        """The bytes recorded at ``location`` (relative to the blob directory, or a URL)."""
-        with open_location(location, str(self.local_dir), self.storage_options) as fh:
-            return fh.read()
+    def location(self, ref: str, recorded: str | None) -> str:
+        """Where blob ``ref`` is: under the store's root URL if its row says it went to a URL
+        (and the store has one), else under the local blob dir. BadBlobRef for a malformed
+        address (a row an older version stored from a worker's report)."""
+        if recorded is not None and is_url(recorded) and not self.store.local:
+            return self.store.location(ref)
+        return relative(ref)
 
-    def unlink(self, ref: str) -> None:
-        """Remove the bytes of blob ``ref`` from this store: only ever its own content address
-        (``<root>/<ab>/<ref>``), whatever a row says (issue #21). Gone already is fine; a
-        removal that fails is logged (the blob is unused: it only takes space)."""
-        if not _REF.fullmatch(ref):
+    def read(self, ref: str, recorded: str | None) -> bytes:
+        """A blob file's bytes, checked against its address; a damaged one is removed (the
+        next write of that value puts it back) and raises DamagedBlob."""
+        try:
+            location = self.location(ref, recorded)
+        except BadBlobRef:
+            raise DamagedBlob(ref, "has no valid address") from None
+        try:
+            with open_location(location, str(self.local_dir), self.storage_options) as fh:
+                data = fh.read()
+        except FileNotFoundError:
+            raise DamagedBlob(ref, "is missing") from None
+        return checked(ref, data, lambda: self._remove(location))
+
+    def unlink(self, ref: str, recorded: str | None) -> None:
+        """Remove the bytes of blob ``ref`` (only ever at its own content address). Gone
+        already is fine; a removal that fails is logged (the blob is unused: it only takes
+        space)."""
+        try:
+            location = self.location(ref, recorded)
+        except BadBlobRef:
             log.warning("not removing a blob with a malformed address: %r", ref[:80])
             return
-        target = self.store.path(ref)
         try:
-            if self.store.local:
-                Path(target).unlink()
-            else:
-                self.store.fs.rm_file(target)
-        except FileNotFoundError:
-            pass
+            self._remove(location)
         except OSError as exc:
-            log.warning("could not remove the unused blob %s: %s", target, exc)
+            log.warning("could not remove the unused blob %s: %s", location, exc)
+
+    def _remove(self, location: str) -> None:
+        remove_location(location, str(self.local_dir), self.storage_options)

@@ -16,12 +16,13 @@ from collections.abc import Coroutine
 from typing import Any
 
 from ..protocol import now_iso
-from ..state import TERMINAL, sql_list
+from ..state import PENDING, TERMINAL, sql_list
 from .sql import Db, SqlBase, chunks, marks
 
 log = logging.getLogger("covalent.dispatcher")
 
 _TERMINAL = sql_list(TERMINAL)
+_TERMINAL_OR_PENDING = sql_list([*TERMINAL, PENDING])
 
 
 class Deletion(SqlBase):
@@ -33,11 +34,13 @@ class Deletion(SqlBase):
         super().__init__(*args, **kwargs)
         self._deleting: set[asyncio.Task[None]] = set()
 
-    async def delete_dispatches(self, dispatch_ids: list[str]) -> list[str]:
+    async def delete_dispatches(self, dispatch_ids: list[str], pending: bool = False) -> list[str]:
         """Delete finished dispatches, their sublattice dispatches, triggers and the blobs no
-        other dispatch uses; return the ids deleted. Unfinished ones are left alone. The work
-        goes on if the caller goes away (it is the store's, finished at close or next start)."""
-        doomed = await self._timed_write("delete", self._doom, dispatch_ids, now_iso())
+        other dispatch uses; return the ids deleted. Unfinished ones are left alone, and
+        never-started (NEW_OBJECT) ones unless ``pending`` (checked in the transaction that
+        takes them away). The work goes on if the caller goes away (it is the store's,
+        finished at close or next start)."""
+        doomed = await self._timed_write("delete", self._doom, dispatch_ids, now_iso(), pending)
         if doomed:
             await asyncio.shield(self._background(self._finish(doomed)))
         return doomed
@@ -68,16 +71,17 @@ class Deletion(SqlBase):
                                               self.delete_batch):
                 pass
 
-    def _doom(self, db: Db, dispatch_ids: list[str], stamp: str) -> list[str]:
-        """Take finished dispatches (and, below them, their sublattice dispatches) away and
-        queue their remains; the ids taken."""
+    def _doom(self, db: Db, dispatch_ids: list[str], stamp: str, pending: bool) -> list[str]:
+        """Take finished (or ``pending``: never-started) dispatches and, below them, their
+        sublattice dispatches away and queue their remains; the ids taken."""
+        deletable = _TERMINAL_OR_PENDING if pending else _TERMINAL
         doomed: list[str] = []
         todo = list(dispatch_ids)
         while todo:
             chunk, todo = todo[:500], todo[500:]
             found = [r[0] for r in db.execute(
                 f"SELECT dispatch_id FROM dispatches WHERE dispatch_id IN ({marks(len(chunk))})"
-                f" AND status IN {_TERMINAL}", chunk)]
+                f" AND status IN {deletable}", chunk)]
             doomed += found
             if found:
                 todo += [r[0] for r in db.execute(

@@ -55,16 +55,29 @@ class Listing(SqlBase):
                 out[did][Status(status)] = int(n)
         return out
 
+    async def find_ids(self, prefix: str, limit: int) -> list[str]:
+        """Ids of dispatches (sublattice ones too) that start with ``prefix``, newest first."""
+        return await self._read(self._find_ids, prefix, limit)
+
+    def _find_ids(self, db: Db, prefix: str, limit: int) -> list[str]:
+        # A range on the primary key (an index seek), not LIKE: ids are lower-case hex and "-",
+        # all below "~" in bytewise order (the dialect's ``bytewise`` collation: PostgreSQL's
+        # locale collations order "~" among letters).
+        c = self.dialect.bytewise
+        return [r[0] for r in db.execute(
+            f"SELECT dispatch_id FROM dispatches WHERE dispatch_id{c} >= ? AND dispatch_id{c} < ?"
+            " ORDER BY created_at DESC LIMIT ?", (prefix, prefix + "~", limit)).fetchall()]
+
     async def node_rows(self, dispatch_id: str) -> list[NodeRow]:
         return await self._read(self._node_rows, dispatch_id)
 
     def _node_rows(self, db: Db, dispatch_id: str) -> list[NodeRow]:
         cur = db.execute(
             "SELECT node_id, name, kind, status, start_time, end_time, sub_dispatch_id,"
-            " error IS NOT NULL, output_size FROM nodes WHERE dispatch_id = ? ORDER BY node_id",
-            (dispatch_id,)).fetchall()
-        return [NodeRow(n, name, kind, Status(status), start, end, sub, bool(err), size)
-                for n, name, kind, status, start, end, sub, err, size in cur]
+            " error IS NOT NULL, output_size, worker FROM nodes WHERE dispatch_id = ?"
+            " ORDER BY node_id", (dispatch_id,)).fetchall()
+        return [NodeRow(n, name, kind, Status(status), start, end, sub, bool(err), size, worker)
+                for n, name, kind, status, start, end, sub, err, size, worker in cur]
 
     async def node_names(self, dispatch_id: str) -> list[tuple[str, str]]:
         """(name, kind) of each node, by node id (the metrics label nodes by name)."""
@@ -104,4 +117,10 @@ def listing_filter(query: DispatchQuery, dialect: Dialect) -> tuple[str, list[An
         like = dialect.like
         clauses.append(f"(name {like} ? ESCAPE '\\' OR dispatch_id {like} ? ESCAPE '\\')")
         args += [f"%{escaped}%", f"%{escaped.lower()}%"]
+    if query.created_after:
+        clauses.append("created_at > ?")
+        args.append(query.created_after)
+    if query.created_before:
+        clauses.append("created_at < ?")
+        args.append(query.created_before)
     return (" WHERE " + " AND ".join(clauses)) if clauses else "", args

@@ -51,6 +51,7 @@ P = ParamSpec("P")
 
 POSTGRES = Dialect(
     name="postgresql", blob="BYTEA", bigint="BIGINT", table_suffix="", like="ILIKE",
+    bytewise=' COLLATE "C"',
     sorts={"created": "created_at", "started": "COALESCE(start_time, created_at)",
            "name": "lower(name)", "status": "status",
            "runtime": "(COALESCE(end_time::timestamptz, now()) - start_time::timestamptz)"})

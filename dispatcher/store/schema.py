@@ -8,7 +8,7 @@ refused before anything is written (``check_version``). A data dir from before s
 (commit 27c8847 and the versions after it) has tables but no ``schema_migrations``: version 0,
 and the first migrations are written to find what it already has.
 
-Room for what comes next (issue #26, several dispatchers sharing one PostgreSQL): migration 5
+Room for what comes next (issue #26, several dispatchers sharing one PostgreSQL): migration 6
 would add ``leases(dispatch_id PRIMARY KEY, owner, expires_at)`` (which replica runs each
 unfinished dispatch; a lease that expires is taken over), ``users(token_hash PRIMARY KEY,
 name, created_at)`` and ``dispatches.owner`` (the user who submitted it), each a plain
@@ -155,7 +155,7 @@ def _forget_unused(db: Db, store: SqlBase, refs: list[str]) -> None:
         path = db.execute("SELECT path FROM blobs WHERE ref = ?", (ref,)).fetchone()
         db.execute("DELETE FROM blobs WHERE ref = ?", (ref,))
         if path is not None and path[0] is not None:
-            store.files.unlink(ref)
+            store.files.unlink(ref, path[0])
 
 
 def _v4_blob_uses(db: Db, d: Dialect, store: SqlBase) -> None:
@@ -176,6 +176,14 @@ def _v4_blob_uses(db: Db, d: Dialect, store: SqlBase) -> None:
                         if r])
 
 
+def _v5_node_worker(db: Db, d: Dialect, store: SqlBase) -> None:
+    """``nodes.worker``: the Dask worker that ran each node (its address), for the web UI's
+    timeline (issue #24; a data dir of the versions before schema versions that had it gained
+    it silently on open: then it is there already)."""
+    if "worker" not in columns(db, d, "nodes"):
+        db.execute("ALTER TABLE nodes ADD COLUMN worker TEXT")
+
+
 MIGRATIONS: list[Migration] = [
     Migration(1, "tables dispatches, nodes, triggers, blobs", _v1_tables),
     Migration(2, "node columns preview, output_size, gather, reused_from, attempts; indexes "
@@ -184,6 +192,7 @@ MIGRATIONS: list[Migration] = [
                  "recorded as their parts; POSTPROCESSING_FAILED recorded FAILED", _v3_gathers),
     Migration(4, "table blob_uses (which dispatch uses which blob: deletes by index), table "
                  "deletions (deletes under way)", _v4_blob_uses),
+    Migration(5, "node column worker (the Dask worker that ran it)", _v5_node_worker),
 ]
 LATEST = MIGRATIONS[-1].version
 

@@ -17,7 +17,7 @@ from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Concatenate, ParamSpec, Protocol, TypeVar
 
-from ..worker.blobs import open_location
+from ..worker.blobs import is_blob_ref
 from .base import BlobSource, StoredBlob, blob_ref
 from .blobfiles import BlobFiles
 
@@ -29,7 +29,8 @@ P = ParamSpec("P")
 INLINE_MAX = 64 * 1024  # larger blobs live in the blob store, where workers can read them
 CHUNK = 500  # ids per ``IN (...)``: under SQLite's variable limit, small for PostgreSQL
 NODE_COLUMNS = ("node_id, name, kind, status, start_time, end_time, output_ref, error, stdout,"
-                " stderr, sub_dispatch_id, preview, output_size, gather, reused_from, attempts")
+                " stderr, sub_dispatch_id, preview, output_size, gather, reused_from, attempts,"
+                " worker")
 
 
 class Rows(Protocol):
@@ -58,6 +59,7 @@ class Dialect:
     bigint: str  # sizes in bytes (outputs over 2 GiB)
     table_suffix: str  # SQLite's "WITHOUT ROWID" for tables keyed by text
     like: str  # case-insensitive LIKE
+    bytewise: str  # what makes a text comparison compare bytes ("" where it does already)
     sorts: dict[str, str] = field(default_factory=dict)  # the listing's sort keys (see listing)
 
 
@@ -170,10 +172,7 @@ class SqlBase:
             for ref, data, path in db.execute(
                     f"SELECT ref, data, path FROM blobs WHERE ref IN ({marks(len(chunk))})",
                     chunk).fetchall():
-                if data is None:
-                    with open_location(path, str(self.blob_dir), self.storage_options) as fh:
-                        data = fh.read()
-                out[ref] = bytes(data)
+                out[ref] = bytes(data) if data is not None else self.files.read(ref, path)
         return out
 
     async def blob_sources(self, refs: Iterable[str]) -> dict[str, BlobSource]:
@@ -186,7 +185,10 @@ class SqlBase:
             for ref, size, data, path in db.execute(
                     f"SELECT ref, size, data, path FROM blobs WHERE ref IN ({marks(len(chunk))})",
                     chunk).fetchall():
-                out[ref] = BlobSource(ref, int(size), bytes(data) if data is not None else None, path)
+                if data is None and not is_blob_ref(ref):
+                    continue  # an older version stored it from a worker's report: never read
+                out[ref] = BlobSource(ref, int(size), bytes(data) if data is not None else None,
+                                      None if data is not None else self.files.location(ref, path))
         return out
 
     def _unused(self, db: Db, refs: Iterable[str]) -> list[tuple[str, str | None]]:
@@ -210,5 +212,5 @@ class SqlBase:
             db.execute(f"DELETE FROM blobs WHERE ref IN ({marks(len(chunk))})", chunk)
         for ref, path in dead:
             if path is not None:  # bytes outside the database: at its content address
-                self.files.unlink(ref)
+                self.files.unlink(ref, path)
         return len(dead)

@@ -27,7 +27,8 @@ from typing import Any, TypeVar
 from covalent.wire import clean_text
 
 from ..state import (DISPATCH_TRANSITIONS, NODE_TRANSITIONS, PENDING, TERMINAL, DispatchUpdate,
-                     NodeUpdate, Status, entry_guard, sql_list)
+                     NodeUpdate, Status, entry_guard, sql_list, transition_guard)
+from ..worker.blobs import check_ref
 from .base import (DispatchExists, DispatchRecord, DispatchSummary, NewDispatch, NodeRecord,
                    StoredBlob, TriggerRecord)
 from . import schema
@@ -49,7 +50,8 @@ _NODE_UPDATE = (
     " stdout = COALESCE(?, stdout), stderr = COALESCE(?, stderr),"
     " sub_dispatch_id = COALESCE(?, sub_dispatch_id), preview = COALESCE(?, preview),"
     " output_size = COALESCE(?, output_size), gather = COALESCE(?, gather),"
-    " reused_from = COALESCE(?, reused_from), attempts = COALESCE(?, attempts)"
+    " reused_from = COALESCE(?, reused_from), attempts = COALESCE(?, attempts),"
+    " worker = COALESCE(?, worker)"
     " WHERE dispatch_id = ? AND node_id = ? AND ")
 
 
@@ -191,17 +193,23 @@ class SqlStore(Listing, Deletion):
     # -- outcomes --------------------------------------------------------------------------
 
     async def apply(self, nodes: list[NodeUpdate], dispatches: list[DispatchUpdate]) -> None:
-        await self._ordered("apply", self._apply, nodes, dispatches)
+        # Outputs the workers stored themselves are known by address only, and the place of
+        # each is derived from its address here: a worker's report names no path (issue #21).
+        # An address that is not one refuses the batch (BadBlobRef: the recorder then fails
+        # that node), before anything is written.
+        stored = [(check_ref(u.output_ref), u.output_size or 0) for u in nodes
+                  if u.output_ref is not None and u.output is None]
+        await self._ordered("apply", self._apply, nodes, dispatches, stored)
 
-    def _apply(self, db: Db, nodes: list[NodeUpdate], dispatches: list[DispatchUpdate]) -> None:
+    def _apply(self, db: Db, nodes: list[NodeUpdate], dispatches: list[DispatchUpdate],
+               stored: list[tuple[str, int]]) -> None:
         outputs = [u.output for u in nodes if u.output is not None]
         refs = iter(self._put_blobs(db, outputs))
-        stored = [(u.output_ref, u.output_size or 0, u.output_location) for u in nodes
-                  if u.output_ref is not None and u.output_location is not None]
-        if stored:  # outputs the workers stored themselves: known by address only
+        if stored:
             self._guard_blobs(db)
             db.executemany("INSERT INTO blobs(ref, size, data, path) VALUES (?,?,NULL,?)"
-                           " ON CONFLICT DO NOTHING", stored)
+                           " ON CONFLICT DO NOTHING",
+                           [(ref, size, self.blobs.location(ref)) for ref, size in stored])
         # One statement per run of updates with the same guard, in their order (a node's
         # RUNNING comes before its COMPLETED): few round trips for a large batch.
         guard, run = "", list[tuple[Any, ...]]()
@@ -215,7 +223,8 @@ class SqlStore(Listing, Deletion):
             guard = sql
             run.append((_text(u.status), u.start_time, u.end_time, ref, _clean(u.error),
                         _clean(u.stdout), _clean(u.stderr), u.sub_dispatch_id, _clean(u.preview),
-                        size, u.gather, u.reused_from, u.attempts, u.dispatch_id, u.node_id))
+                        size, u.gather, u.reused_from, u.attempts, u.worker, u.dispatch_id,
+                        u.node_id))
         if run:
             db.executemany(guard, run)
         for d in dispatches:
@@ -235,9 +244,10 @@ class SqlStore(Listing, Deletion):
         return await self._ordered("claim", self._claim_pending, dispatch_id, start_time)
 
     def _claim_pending(self, db: Db, dispatch_id: str, start_time: str) -> bool:
+        guard = transition_guard(PENDING, Status.RUNNING, DISPATCH_TRANSITIONS)
         cur = db.execute(
             f"UPDATE dispatches SET status = '{Status.RUNNING}', start_time = ?"
-            f" WHERE dispatch_id = ? AND status = '{PENDING}'", (start_time, dispatch_id))
+            f" WHERE dispatch_id = ? AND {guard}", (start_time, dispatch_id))
         return cur.rowcount == 1
 
     async def set_sub_dispatch(self, dispatch_id: str, node_id: int, child_id: str) -> None:
@@ -259,7 +269,7 @@ class SqlStore(Listing, Deletion):
 
     async def reset_nodes(self, dispatch_id: str, node_ids: list[int]) -> None:
         """Put nodes that were running back to NEW_OBJECT (they will run again)."""
-        guard = entry_guard(PENDING, NODE_TRANSITIONS)
+        guard = transition_guard(Status.RUNNING, PENDING, NODE_TRANSITIONS)
         await self._ordered("reset", _execute_many, f"UPDATE nodes SET status='{PENDING}',"
                             f" start_time=NULL WHERE dispatch_id=? AND node_id=? AND {guard}",
                             [(dispatch_id, n) for n in node_ids])

@@ -1,20 +1,41 @@
-"""Interrupt a node's thread when its task is cancelled (Dask cannot stop a running thread);
-restart its worker through the nanny when it is blocked in a C call and does not stop."""
+"""Stop what a cancelled or timed-out node is doing: its thread, and every process it started.
+
+Worker-process state (a worker has no app object): ``interrupts`` knows which thread runs which
+node's user code, the processes each of those threads started through ``subprocess`` (its
+``deps_bash``/``deps_pip``, ``call_before`` hooks, a lepton's command, the user's own), which
+nodes the dispatcher cancelled, and which ended a moment ago.
+
+Cancelling is explicit, never inferred from Dask releasing a key (Dask releases the tasks that
+feed a cancelled node too, and those must run to their end): the dispatcher registers the
+``CancelledNodes`` plugin with the cancelled nodes of its running dispatches, which every
+worker, present or joining later, applies. A cancelled node's processes are killed (their whole
+tree), then ``TaskInterrupted`` is raised in its thread at its next Python bytecode; a node that
+has not started returns without running. Code blocked inside a C call runs no bytecode: if it
+is still there after the grace period (``--time-limit-grace``) the worker process is restarted
+through its nanny, so a cancelled ``sleep(3600)`` does not hold a worker slot for an hour.
+"""
 
 from __future__ import annotations
 
 import asyncio
 import ctypes
 import logging
+import subprocess
 import threading
+import time
+from collections.abc import Iterable, Mapping
 from typing import Any
 
+import psutil
 from distributed.diagnostics.plugin import WorkerPlugin
 
 log = logging.getLogger("covalent.worker")
 
 DEFAULT_GRACE_S = 10.0
 RESTART_TIMEOUT_S = 5.0  # how long the nanny lets the worker close before it kills it
+RECENT_S = 30.0  # how long a node that ended still counts as running for ``running``
+
+NodeKey = tuple[str, int]
 
 
 class TaskInterrupted(BaseException):
@@ -22,25 +43,37 @@ class TaskInterrupted(BaseException):
 
 
 class Interrupts:
-    """Which worker threads are inside a node's user code, so a cancel can interrupt them.
+    """The nodes this worker process runs, what they started, and which were cancelled.
 
-    Worker-process state (there is no app object on a worker). A thread is marked while it
-    runs user code; the cancel plugin injects ``TaskInterrupted`` only into a marked thread,
-    and unmarking clears any injection still pending, so it never lands in Dask's own code.
+    A thread is marked while it runs a node's user code; exceptions are injected only into a
+    marked thread, and unmarking clears any injection still pending, so one never lands in
+    Dask's own code.
     """
 
     def __init__(self) -> None:
         self.lock = threading.Lock()
-        self.threads: set[int] = set()
+        self.threads: dict[int, NodeKey] = {}  # thread ident -> the node it runs
+        self.children: dict[int, list[tuple[int, float]]] = {}  # ident -> (pid, create time)
+        self.recent: dict[NodeKey, float] = {}  # nodes that ended -> when (monotonic)
+        self.cancelled: dict[str, frozenset[int] | None] = {}  # dispatch -> nodes (None: all)
+        # dispatch -> node -> the first submission allowed to start it (older ones are
+        # superseded: Dask released them, and the dispatcher submitted the node again)
+        self.fences: dict[str, tuple[float, dict[int, int]]] = {}
 
-    def enter(self) -> None:
+    def enter(self, dispatch_id: str, node_id: int) -> None:
         with self.lock:
-            self.threads.add(threading.get_ident())
+            self.threads[threading.get_ident()] = (dispatch_id, node_id)
 
     def leave(self) -> None:
         ident = threading.get_ident()
         with self.lock:
-            self.threads.discard(ident)
+            node = self.threads.pop(ident, None)
+            self.children.pop(ident, None)
+            if node is not None:
+                now = time.monotonic()
+                self.recent[node] = now
+                if len(self.recent) > 10_000:
+                    self.recent = {k: t for k, t in self.recent.items() if now - t < RECENT_S}
             ctypes.pythonapi.PyThreadState_SetAsyncExc(ctypes.c_ulong(ident), None)
 
     def inside(self, ident: int) -> bool:
@@ -48,49 +81,143 @@ class Interrupts:
         with self.lock:
             return ident in self.threads
 
+    def may_start(self, dispatch_id: str, node_id: int, generation: int) -> bool:
+        """False for a cancelled node, or a submission of it a later one superseded."""
+        with self.lock:
+            nodes = self.cancelled.get(dispatch_id, frozenset())
+            if nodes is None or node_id in nodes:
+                return False
+            fence = self.fences.get(dispatch_id)
+            return fence is None or generation >= fence[1].get(node_id, 0)
+
+    def fence(self, dispatch_id: str, node_ids: Iterable[int], generation: int) -> list[int]:
+        """From now on only submissions after ``generation`` may start these nodes; which of
+        them run here (or ended a moment ago), checked in the same step."""
+        now = time.monotonic()
+        with self.lock:
+            self.fences = {d: f for d, f in self.fences.items() if now - f[0] < 3600}
+            table = self.fences.setdefault(dispatch_id, (now, {}))[1]
+            for n in node_ids:
+                table[n] = max(table.get(n, 0), generation + 1)
+        return self.running(dispatch_id, node_ids)
+
+    def running(self, dispatch_id: str, node_ids: Iterable[int]) -> list[int]:
+        """Which of these nodes run here, or ended less than ``RECENT_S`` ago."""
+        wanted = set(node_ids)
+        now = time.monotonic()
+        with self.lock:
+            here = {n for d, n in self.threads.values() if d == dispatch_id}
+            here |= {n for (d, n), t in self.recent.items() if d == dispatch_id and now - t < RECENT_S}
+        return sorted(here & wanted)
+
+    def note_child(self, pid: int) -> None:
+        """A process the calling thread started: killed with its node on a cancel."""
+        ident = threading.get_ident()
+        with self.lock:
+            if ident not in self.threads:
+                return
+        try:
+            created = psutil.Process(pid).create_time()
+        except psutil.Error:
+            return  # already gone
+        with self.lock:
+            self.children.setdefault(ident, []).append((pid, created))
+
     def interrupt(self, ident: int, exc: type[BaseException] = TaskInterrupted) -> bool:
-        """Raise ``exc`` in thread ``ident`` if it is in user code (a cancel, a time limit)."""
+        """Kill the processes thread ``ident``'s node started, then raise ``exc`` in it if it is
+        in user code (a cancel, a time limit)."""
+        with self.lock:
+            if ident not in self.threads:
+                return False
+            started = list(self.children.get(ident, ()))
+        kill_trees(started)
         with self.lock:
             if ident not in self.threads:
                 return False
             ctypes.pythonapi.PyThreadState_SetAsyncExc(ctypes.c_ulong(ident), ctypes.py_object(exc))
             return True
 
+    def set_cancelled(self, cancelled: Mapping[str, Iterable[int] | None]
+                      ) -> list[tuple[int, NodeKey]]:
+        """Take the dispatcher's cancelled nodes; interrupt those running here: (thread, node)."""
+        table = {d: None if nodes is None else frozenset(nodes) for d, nodes in cancelled.items()}
+        with self.lock:
+            self.cancelled = table
+            hit = [(ident, (d, n)) for ident, (d, n) in self.threads.items()
+                   if d in table and (table[d] is None or n in table[d])]  # type: ignore[operator]
+        return [(ident, node) for ident, node in hit if self.interrupt(ident)]
+
+    def still_running(self, ident: int, node: NodeKey) -> bool:
+        with self.lock:
+            return self.threads.get(ident) == node
+
+
+def kill_trees(started: Iterable[tuple[int, float]]) -> None:
+    """SIGKILL each process (if it is still the one that was started) and its descendants."""
+    doomed: list[psutil.Process] = []
+    for pid, created in started:
+        try:
+            proc = psutil.Process(pid)
+            if proc.create_time() != created:
+                continue  # the pid was reused by another process
+            doomed += [proc, *proc.children(recursive=True)]
+        except psutil.Error:
+            continue
+    for proc in doomed:
+        try:
+            proc.kill()
+        except psutil.Error:
+            pass  # ended meanwhile
+
 
 interrupts = Interrupts()
 
+_execute_child = subprocess.Popen._execute_child  # type: ignore[attr-defined]
 
-class CancelPlugin(WorkerPlugin):
-    """Worker plugin: when a running node's key is cancelled, interrupt its thread.
 
-    This raises ``TaskInterrupted`` in the thread at its next Python bytecode, so pure-Python
-    work stops and the worker's thread is freed. Code blocked inside a C call (a sleep, a
-    socket read, a numpy kernel) runs no bytecode: if it is still there after the grace period
-    (``--time-limit-grace``), the worker process is restarted through its nanny, as for a time
-    limit, so a cancelled ``sleep(3600)`` does not hold a worker slot for an hour (Dask runs
-    again elsewhere what else that worker was running).
-    """
+def _tracked_execute_child(self: subprocess.Popen[Any], *args: Any, **kwargs: Any) -> None:
+    _execute_child(self, *args, **kwargs)
+    interrupts.note_child(self.pid)
+
+
+# Every process started through subprocess (what deps, hooks, leptons and most user code use)
+# is noted for the node whose thread started it; outside a node this notes nothing.
+subprocess.Popen._execute_child = _tracked_execute_child  # type: ignore[attr-defined]
+
+
+class CancelledNodes(WorkerPlugin):
+    """Worker plugin carrying the cancelled nodes of the dispatcher's running dispatches
+    (registered again with the whole table at each cancel; a worker that joins later gets it
+    too). ``None`` for a dispatch: all its nodes."""
 
     name = "covalent-cancel"
 
+    def __init__(self, cancelled: Mapping[str, list[int] | None]) -> None:
+        self.cancelled = dict(cancelled)
+
     def setup(self, worker: Any) -> None:
-        self.worker = worker
+        hit = interrupts.set_cancelled(self.cancelled)
+        if not hit:
+            return
+        try:  # plugins are set up on the worker's event loop
+            loop = asyncio.get_running_loop()
+        except RuntimeError:
+            return
+        for ident, node in hit:
+            loop.call_later(grace_of(worker), _check_stopped, worker, ident, node)
 
-    def transition(self, key: Any, start: str, finish: str, **kwargs: Any) -> None:
-        if start == "executing" and finish in ("cancelled", "released", "forgotten"):
-            for ident, running in list(self.worker.active_threads.items()):
-                if running == key and interrupts.interrupt(ident):
-                    try:  # transitions run on the worker's event loop
-                        loop = asyncio.get_running_loop()
-                    except RuntimeError:
-                        return
-                    loop.call_later(grace_of(self.worker), self._check_stopped, ident, key)
 
-    def _check_stopped(self, ident: int, key: Any) -> None:
-        if self.worker.active_threads.get(ident) == key and interrupts.inside(ident):
-            log.warning("restarting this worker: cancelled task %s is blocked in a call that "
-                        "does not return", key)
-            asyncio.ensure_future(restart_worker(self.worker, "covalent-cancel"))
+def _check_stopped(worker: Any, ident: int, node: NodeKey) -> None:
+    if interrupts.still_running(ident, node):
+        log.warning("restarting this worker: a cancelled node is blocked in a call that does "
+                    "not return")
+        asyncio.ensure_future(restart_worker(worker, "covalent-cancel"))
+
+
+def fence_nodes(dispatch_id: str, node_ids: list[int], generation: int) -> list[int]:
+    """Run by the dispatcher on every worker (``Client.run``) before it submits these nodes
+    again: no submission up to ``generation`` may start them any more; which of them run here."""
+    return interrupts.fence(dispatch_id, node_ids, generation)
 
 
 async def restart_worker(worker: Any, reason: str) -> bool:

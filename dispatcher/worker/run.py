@@ -6,28 +6,30 @@ and the parents' outputs, gathers list/tuple/dict parents in place, runs bash an
 hooks, and captures this thread's stdout/stderr.
 
 Then it reports how the node ended, itself (see ``dispatcher.protocol``): it pickles the output,
-writes it to the blob store unless it is small, and logs an outcome event before returning;
-a failure logs its event and raises ``NodeTaskError`` so Dask marks the node's descendants as
-erred without running them (fail-slow). A node is COMPLETED only once its output is stored.
+writes it to the blob store unless it is small, and logs an outcome event before returning.
+A node is COMPLETED only once its output is stored. A failed attempt is run again while the
+executor's ``retries`` last (each reported as RETRYING); a node that fails for good, is
+cancelled, or lies downstream of one of those returns a ``NoOutput`` marker instead of raising,
+so Dask never releases the branches a failure must not stop (fail-slow, issue #20).
 """
 
 from __future__ import annotations
 
 import functools
 import traceback
+from dataclasses import dataclass
 from typing import Any
 
 import cloudpickle
 
-from covalent.api import call_with_hooks
 from covalent.wire import Layout, NodeKind, arguments, clean_text, gather
 
 from ..protocol import (INLINE_OUTPUT_MAX, OUTCOME_TOPIC, GatherSpec, NodeDone, NodeOutcome,
-                        NodeSpec, NodeTaskError, now_iso, outcome_completed, outcome_failed,
-                        preview)
+                        NodeSpec, NoOutput, now_iso, outcome_completed, outcome_failed, preview)
 from .announce import announcer
 from .capture import Capture
 from .contact import worker_context
+from .custom import call_electron
 from .interrupts import TaskInterrupted, interrupts
 from .limits import TimeLimitExceeded, limit_message, watchdog
 from .packages import packages
@@ -37,63 +39,121 @@ ERROR_MESSAGE_LIMIT = 64 << 10
 KEEP_PICKLED_MAX = 1 << 20  # larger values are pickled again if another worker needs them
 
 
-def run_node(spec: NodeSpec, *parents: NodeOutcome) -> NodeOutcome | NodeDone:
-    """The Dask task of one node. Raises NodeTaskError on any failure."""
+def run_node(spec: NodeSpec, *parents: Any) -> NodeOutcome | NodeDone | NoOutput:
+    """The Dask task of one node (it raises only when the worker itself fails)."""
+    missing = _missing(parents)
+    if missing is not None and missing.error is None:
+        return NoOutput(spec.node_id)  # downstream of a failed or cancelled node: never runs
+    if not interrupts.may_start(spec.dispatch_id, spec.node_id, spec.generation):
+        return NoOutput(spec.node_id)  # cancelled, or submitted again since
     start = now_iso()
     token = announcer.started(spec.dispatch_id, spec.node_id, start)
-    guard = watchdog.arm(spec, start)
     try:
-        return _run(spec, parents, start, guard)
+        if missing is not None:  # an input stored earlier cannot be read: this node fails
+            _report(outcome_failed(spec, start, now_iso(), "", "", "OutputUnavailable",
+                                   str(missing.error), ""))
+            return NoOutput(spec.node_id)
+        for attempt in range(1, spec.retries + 2):
+            ended = _attempt(spec, parents, now_iso() if attempt > 1 else start)
+            if ended.event is not None:
+                retrying = ended.event["s"] == "FAILED" and ended.retry and attempt <= spec.retries
+                ended.event.update(t0=start, a=attempt, s="RETRYING" if retrying else ended.event["s"])
+                _report(ended.event)
+                if retrying:
+                    continue
+            return ended.value
+        raise AssertionError("unreachable: the last attempt returns")
     finally:
         announcer.finished(token)
-        watchdog.disarm(guard)
 
 
-def load_output(node_id: int, inline: bytes | None, ref: str | None) -> NodeOutcome:
+def load_output(node_id: int, inline: bytes | None, ref: str | None) -> NodeOutcome | NoOutput:
     """Task body of a node whose output is already stored (redispatch reuse, or resume after a
     restart): the value, read on the worker, never through the dispatcher."""
     if inline is not None:
         return NodeOutcome(node_id, inline)
     assert ref is not None
-    return NodeOutcome(node_id, worker_context().store.get(ref))
+    try:
+        return NodeOutcome(node_id, worker_context().store.get(ref))
+    except Exception as exc:  # its consumers fail, saying why
+        return NoOutput(node_id, f"the stored output of node {node_id} could not be read: "
+                                 f"{type(exc).__name__}: {_safe_str(exc)}")
 
 
-def _run(spec: NodeSpec, parents: tuple[NodeOutcome, ...], start: str,
-         guard: int | None) -> NodeOutcome | NodeDone:
+def _missing(parents: Any) -> NoOutput | None:
+    """A parent without an output (one that blocks before one that failed to load)."""
+    found: NoOutput | None = None
+    stack = list(parents)
+    while stack:
+        p = stack.pop()
+        if isinstance(p, NoOutput):
+            if p.error is None:
+                return p
+            found = p
+        elif isinstance(p, list | tuple):
+            stack.extend(p)
+    return found
+
+
+@dataclass(slots=True)
+class _Ended:
+    """How one attempt ended: the event to report (None: nothing to report) and the value
+    the task returns; ``retry``: the executor's retries may run it again."""
+
+    event: dict[str, Any] | None
+    value: NodeOutcome | NodeDone | NoOutput
+    retry: bool = True
+
+
+def _attempt(spec: NodeSpec, parents: tuple[Any, ...], start: str) -> _Ended:
+    guard = watchdog.arm(spec, start)
     failure: tuple[str, str, str] | None = None  # raised outside the handlers: no context chain
-    with Capture() as cap:
+    with Capture((spec.dispatch_id, spec.node_id)) as cap:  # readable while it runs (#24)
         try:
-            interrupts.enter()
+            interrupts.enter(spec.dispatch_id, spec.node_id)
             try:
                 value = _compute(spec, parents)
             finally:
-                interrupts.leave()
+                _leave()
             # A parameter's output is the client's own pickle: no second pickling.
             data = spec.value if spec.kind == NodeKind.PARAMETER and spec.value else _dump_output(spec, value)
             event = _stored(spec, data, start, cap, preview(value))
         except _OutputError as exc:
             failure = (exc.error_type, str(exc), f"{exc.error_type}: {exc}\n")
         except TaskInterrupted:
-            failure = ("TaskInterrupted", "cancelled while running", "")
+            watchdog.disarm(guard)
+            return _Ended(None, NoOutput(spec.node_id))  # cancelled: recorded already
         except TimeLimitExceeded:
             failure = ("TimeLimitExceeded", limit_message(spec), "")
         except BaseException as exc:  # user code may raise anything: SystemExit, KeyboardInterrupt
             failure = (type(exc).__name__, _safe_str(exc), _user_traceback(exc))
             del exc  # drop the traceback (a RecursionError's holds 1000 frames)
-    reported = not watchdog.disarm(guard)  # past its time limit, the watchdog reported it
+    if not watchdog.disarm(guard):  # past its time limit, the watchdog reported it already
+        return _Ended(None, NoOutput(spec.node_id))
     if failure is not None:
         error_type, message, detail = failure
         message, detail = clean_text(message, ERROR_MESSAGE_LIMIT), clean_text(detail)
-        if not reported:
-            _report(outcome_failed(spec, start, now_iso(), cap.out.getvalue(),
-                                   _then(cap.err.getvalue(), detail), error_type, message, detail))
-        raise NodeTaskError(spec.node_id, error_type, message)
-    if reported:
-        raise NodeTaskError(spec.node_id, "TimeLimitExceeded", limit_message(spec))
-    _report(event)
+        return _Ended(outcome_failed(spec, start, now_iso(), cap.out.getvalue(),
+                                     _then(cap.err.getvalue(), detail), error_type, message,
+                                     detail), NoOutput(spec.node_id),
+                      retry=error_type != "UnpicklableOutputError")
     if spec.sink:
-        return NodeDone(spec.node_id)
-    return NodeOutcome(spec.node_id, data if len(data) <= KEEP_PICKLED_MAX else None, value, True)
+        return _Ended(event, NodeDone(spec.node_id))
+    return _Ended(event, NodeOutcome(spec.node_id, data if len(data) <= KEEP_PICKLED_MAX else None,
+                                     value, True))
+
+
+def _leave() -> None:
+    """Leave user code for good. An interrupt (a cancel, a time limit) aimed at this thread
+    while it ran user code can land in ``leave`` itself, before it took the lock: leaving
+    again is safe, and a thread must never stay marked (a later cancel of that node would be
+    raised into whatever the thread runs next)."""
+    while True:
+        try:
+            interrupts.leave()
+            return
+        except (TaskInterrupted, TimeLimitExceeded):
+            continue
 
 
 def _stored(spec: NodeSpec, data: bytes, start: str, cap: Capture, shown: str) -> dict[str, Any]:
@@ -107,8 +167,7 @@ def _stored(spec: NodeSpec, data: bytes, start: str, cap: Capture, shown: str) -
     except OSError as exc:
         raise _OutputError("OutputStoreError", f"could not store the output of {spec.name!r} "
                            f"({len(data)} bytes) at {store.root}: {type(exc).__name__}: {exc}") from exc
-    return outcome_completed(spec, start, now_iso(), out, err, shown, ref=ref, size=size,
-                             location=store.location(ref))
+    return outcome_completed(spec, start, now_iso(), out, err, shown, ref=ref, size=size)
 
 
 def _report(event: dict[str, Any]) -> None:
@@ -180,7 +239,7 @@ def _compute(spec: NodeSpec, parents: tuple[Any, ...]) -> Any:
         return run_sublattice(spec, _load_cached(spec.fn), args, kwargs)
     fn = _load_cached(spec.fn)
     hooks = _load_cached(spec.hooks) if spec.hooks is not None else {}
-    return call_with_hooks(fn, args, kwargs, hooks)  # deps, file transfers, injected values
+    return call_electron(spec, fn, args, kwargs, hooks)  # deps, transfers, custom executor (#22)
 
 
 def _then(printed: str, traceback_text: str) -> str:

@@ -58,7 +58,7 @@ async def test_the_store_applies_only_allowed_transitions(store: SqlStore) -> No
     await store.apply([state.node_running(D, 1, "t1")], [])
     await store.apply([state.node_reset(D, 1)], [])  # resume: back to NEW_OBJECT
     assert await _node(store, 1) == Status.NEW_OBJECT
-    await store.apply([state.node_cancelled(D, 1, "t4")], [state.dispatch_cancelled(D, "t4")])
+    await store.apply([state.node_cancelled(D, 1, "t4")], [state.dispatch_ended(D, {}, [], True, "t4", None)])
     await store.apply([state.node_completed(D, 1, b"late", "t1", "t5")],
                       [state.dispatch_ended(D, {}, ["a", "b"], False, "t5", b"r")])
     assert await _node(store, 1) == Status.CANCELLED  # a final status is final
@@ -85,7 +85,8 @@ async def test_updates_are_applied_in_the_order_they_were_handed_over(store: Sql
                                             [(i, "a", "electron") for i in range(n)]), [], {})
     completes = store.apply([state.node_completed(D, i, b"o%d" % i, "t1", "t2") for i in range(n)],
                             [state.dispatch_ended(D, {}, ["a"] * n, False, "t2", None)])
-    cancels = store.apply([state.node_cancelled(D, 0, "t3")], [state.dispatch_cancelled(D, "t3")])
+    cancels = store.apply([state.node_cancelled(D, 0, "t3")],
+                          [state.dispatch_ended(D, {}, ["a"] * n, True, "t3", None)])
     await asyncio.gather(completes, cancels)
     assert await store.get_status(D) == Status.COMPLETED
     assert {n.status for n in await store.get_nodes(D)} == {Status.COMPLETED}

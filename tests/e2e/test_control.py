@@ -254,21 +254,104 @@ async def test_cancelling_a_task_lets_what_feeds_it_finish(addr: str) -> None:
     assert result.get_node_result(2)["status"] == "CANCELLED"
 
 
-@pytest.mark.filterwarnings("ignore:Client .* desires key .* but key is unknown")
-async def test_a_held_task_dask_had_already_released_ends_with_its_outcome(dispatcher, addr) -> None:
-    # The race _keep_upstream guards against: a parent that had just finished, and that Dask had
-    # released with its child, before the runner learned it. Holding its key then holds nothing
-    # (Dask never reports it); the parent's outcome event ends the wait instead.
-    from dispatcher.dask_graph import hold
-    from dispatcher.keys import RUNNER
+@ct.lattice
+def _two_blockers():
+    return block(1), block(2)
 
-    dispatch_id = await asyncio.to_thread(ct.dispatch(_parent_and_child, dispatcher_addr=addr), 3)
-    await _running(addr, dispatch_id, 0)
-    runner = dispatcher.app[RUNNER]
-    [gone] = hold(runner.client, [("released-before-held", 0)])
-    runner.runs[dispatch_id].held[0] = (gone, asyncio.Event())
-    await asyncio.to_thread(ct.cancel, dispatch_id, [2], addr)
+
+@ct.lattice
+def _queued_parent_and_child(path):
+    first = mark(path, 3)  # node 0 (1 and 2: its parameters): queued behind the blockers
+    identity(first)  # node 3
+    return 1
+
+
+async def test_a_parent_dask_released_before_it_started_runs_in_a_later_round(
+        addr: str, tmp_path) -> None:
+    # Cancelling node 3 drops its future, so Dask releases node 0, which never started (both
+    # worker threads are busy). The dispatch's machine finds it runs nowhere and submits it
+    # again; it runs once, and the dispatch ends CANCELLED with its output (#20).
+    blockers = await asyncio.to_thread(ct.dispatch(_two_blockers, dispatcher_addr=addr))
+    await _running(addr, blockers, 0)
+    await _running(addr, blockers, 2)
+    ledger = tmp_path / "runs"
+    dispatch_id = await asyncio.to_thread(
+        ct.dispatch(_queued_parent_and_child, dispatcher_addr=addr), str(ledger))
+    await asyncio.to_thread(ct.cancel, dispatch_id, [3], addr)
+    status = await asyncio.to_thread(ct.get_result, dispatch_id, False, addr, True)
+    assert status["status"] == "RUNNING"  # node 0 has not run yet
     tasks.release.set()
-    result = await asyncio.wait_for(fetched(dispatch_id, addr), 5)
-    assert result.status == "CANCELLED" and result.get_node_result(0)["output"] == 3
-    assert gone.status == "pending"  # Dask never answered for it
+    result = await asyncio.wait_for(fetched(dispatch_id, addr), 10)
+    assert result.status == "CANCELLED"
+    assert result.get_node_result(0)["status"] == "COMPLETED"
+    assert result.get_node_result(0)["output"] == 3
+    assert result.get_node_result(3)["status"] == "CANCELLED"
+    assert len(ledger.read_text().splitlines()) == 1  # ran once
+
+
+_LEFT_RUNNING: list = []  # the hook's Popen objects (not collected while they run)
+
+
+def _start_background(pidfile: str) -> None:
+    """A call_before hook that leaves a process running (the node's own, until it ends)."""
+    import subprocess
+
+    _LEFT_RUNNING.append(subprocess.Popen(["bash", "-c", f"sleep 300 & echo $! > {pidfile}; wait"]))
+
+
+def _alive(pidfile) -> bool:
+    import psutil
+
+    if not pidfile.exists() or not pidfile.read_text().strip():
+        return False
+    try:
+        return psutil.Process(int(pidfile.read_text())).status() != psutil.STATUS_ZOMBIE
+    except psutil.NoSuchProcess:
+        return False
+
+
+async def test_cancel_stops_every_process_a_node_started(addr: str, tmp_path) -> None:
+    # #20 item 3: a cancelled node's deps_bash command, and a process its call_before hook
+    # left running, are killed with their children, not left to run to the end.
+    in_deps, in_hook = tmp_path / "deps.pid", tmp_path / "hook.pid"
+
+    @ct.electron(deps_bash=[f"echo $$ > {in_deps}; exec sleep 300"])
+    def stuck_in_deps(x):
+        return x
+
+    @ct.electron(call_before=[ct.DepsCall(_start_background, args=[str(in_hook)])])
+    def busy(x):
+        import time
+
+        while True:  # pure Python: the interrupt stops it
+            time.sleep(0.01)
+
+    @ct.lattice
+    def wf():
+        return stuck_in_deps(1), busy(2)
+
+    dispatch_id = await asyncio.to_thread(ct.dispatch(wf, dispatcher_addr=addr))
+    await wait_until(lambda: _alive(in_deps) and _alive(in_hook), timeout=20)
+    await asyncio.to_thread(ct.cancel, dispatch_id, None, addr)
+    result = await asyncio.wait_for(fetched(dispatch_id, addr), 10)
+    assert result.status == "CANCELLED"
+    await wait_until(lambda: not _alive(in_deps) and not _alive(in_hook), timeout=10)
+
+
+async def test_a_time_limit_stops_the_processes_of_its_node(addr: str, tmp_path) -> None:
+    pidfile = tmp_path / "deps.pid"
+
+    @ct.electron(deps_bash=[f"echo $$ > {pidfile}; exec sleep 300"],
+                 executor=ct.executor.DaskExecutor(time_limit=1))
+    def slow(x):
+        return x
+
+    @ct.lattice
+    def wf():
+        return slow(1)
+
+    dispatch_id = await asyncio.to_thread(ct.dispatch(wf, dispatcher_addr=addr))
+    result = await asyncio.wait_for(fetched(dispatch_id, addr), 20)
+    assert result.status == "FAILED"
+    assert "TimeLimitExceeded" in result.get_node_result(0)["error"]
+    await wait_until(lambda: not _alive(pidfile), timeout=10)

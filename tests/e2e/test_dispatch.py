@@ -32,7 +32,7 @@ async def test_result_fields(addr: str) -> None:
     assert (node["node_name"], node["status"], node["output"]) == ("add", "COMPLETED", 3)
     assert node["end_time"] >= node["start_time"]
     outputs = result.get_all_node_outputs()
-    assert outputs["add(0)"] == 3 and outputs["multiply(3)"] == 6 and outputs[":postprocess:(5)"] == 6
+    assert outputs["add(0)"] == 3 and outputs["multiply(3)"] == 6 and outputs[":postprocess:reconstruct(5)"] == 6
     assert [r["node_id"] for r in result.get_all_node_results()] == list(range(6))
     assert result.post_process() == 6
     text = str(result)
@@ -318,7 +318,7 @@ async def test_previews_and_sources_for_people_to_look_at(dispatcher, addr: str)
     by_name = {n.name: n for n in nodes}
     assert nodes[4].preview == "'ww'" and nodes[4].output_size and nodes[4].output_size > 0
     assert by_name[":electron_dict:"].preview == "{'a': 1, 'b': 3}"
-    assert by_name[":postprocess:"].preview == (
+    assert by_name[":postprocess:reconstruct"].preview == (
         "{'words': ['', 'w', 'ww'], 'first': '', 'lengths': {'a': 1, 'b': 3}}")
     row = await dispatcher.app[STORE].get_dispatch(result.dispatch_id)
     assert row is not None and row.meta["inputs_preview"] == {"args": ["3"], "kwargs": {}}
@@ -339,5 +339,5 @@ async def test_lattice_over_an_electron_is_a_one_node_workflow(addr: str) -> Non
     assert result.status == "COMPLETED" and result.result == 6, result.error
     assert result.lattice.__name__ == "product"
     names = [n["node_name"] for n in result.get_all_node_results()]
-    assert names == ["product", ":parameter:2", ":parameter:3", ":postprocess:"]
+    assert names == ["product", ":parameter:2", ":parameter:3", ":postprocess:reconstruct"]
     assert result.get_node_result(0)["output"] == 6

@@ -145,7 +145,9 @@ async def test_an_unmapped_executor_fails_the_dispatch_before_anything_runs(addr
     assert "a SlurmExecutor object (executor 'slurm')" in error and "executor 'tpu'" in error
     assert "Configured executors: awsbatch, badpip, dask, flaky, gpu, local, withpip" in error
     assert "electron 'on_tpu' (node 4) uses executor 'tpu'" in error
-    assert "[executors.slurm]\n    resources = {GPU = 1}" in error and "covalent restart" in error
+    # the proposed mapping runs it on the cluster as it is: no resources nobody has (#22)
+    assert "[executors.slurm]\n    retries = 0\n" in error and "covalent restart" in error
+    assert "resources = {GPU = 1} for workers started with --resources GPU=1" in error
     assert "/home/me/.config/covalent/covalent.conf" in error
     assert "sets only keys that mean nothing here (address, username)" in error
     assert "dask_jobqueue.SLURMCluster" in error
@@ -174,16 +176,11 @@ async def test_a_plugin_executor_runs_once_its_name_is_mapped(addr: str) -> None
     assert result.status == "COMPLETED", result.error
     assert result.result == [10, 6]  # a returned tuple comes back a list, as in Covalent
 
-    @ct.electron(executor=LooksLikeOne())
-    def impostor(x):
-        return x
-
-    @ct.lattice
-    def wf2(x):
-        return impostor(x)
-
-    refused = await run(wf2, addr, 1)
-    assert refused.status == "FAILED" and "a LooksLikeOne object (executor 'dask')" in refused.error
+    for executor, said in ((LooksLikeOne(), "uses a LooksLikeOne object (executor 'dask')"),
+                           (ct.executor.AzureBatchExecutor(pool_id="p"),  # "an", not "a" (#22)
+                            "uses an AzureBatchExecutor object (executor 'azurebatch')")):
+        refused = await run(ct.lattice(ct.electron(identity.function, executor=executor)), addr, 1)
+        assert refused.status == "FAILED" and said in refused.error
 
 
 async def test_resources_no_worker_has_fail_the_node_instead_of_waiting_forever(addr: str) -> None:
@@ -212,6 +209,10 @@ async def test_status_lists_named_executors_and_the_workers_serving_them(server:
     gpu = next(e for e in body["executors"] if e["name"] == "gpu")
     assert gpu["options"] == {"time_limit": 30.0, "resources": {"GPU": 1.0}}
     assert gpu["workers"] == []  # the in-process worker advertises no GPU
+    # `covalent status` prints these: every option a task gets, also for a bare mapping (#22)
+    assert gpu["description"] == "workers with GPU=1, no retries, time limit 30 s, priority 0"
+    awsbatch = next(e for e in body["executors"] if e["name"] == "awsbatch")
+    assert awsbatch["description"] == "any worker, no retries, no time limit, priority 0"
     assert body["unmapped_executors"] == {"slurm": ["address", "username"]}
     (worker,) = body["workers"]
     assert worker["threads"] == 2 and worker["resources"] == {}
@@ -257,7 +258,7 @@ def test_a_malformed_executor_table_stops_the_server_with_its_name(tmp_path: Pat
 
 
 @pytest.mark.parametrize("options, message", [
-    ({"retries": -1}, "node 0 (f0) options: retries must be an integer >= 0, got -1"),
+    ({"retries": -1}, "node 0 (f0) options: retries must be an integer >= 0 and at most 100, got -1"),
     ({"resources": {"GPU": "lots"}}, "resource 'GPU' must be a positive number"),
     ({"priority": 10**9}, "priority must be an integer from -1000 to 1000"),
     ("fast", "expected an object"),

@@ -108,7 +108,8 @@ async def test_resources_workers_and_priority_on_worker_processes(
     assert sorted(pools["dask"]["workers"]) == sorted(w["address"] for w in workers.values())
     shown = (await asyncio.to_thread(cli, "status")).stdout
     assert f"worker {workers['gpu-1']['address']}  name gpu-1  threads 1" in shown
-    assert "resources GPU=1" in shown and "gpu: resources GPU=1 -> 1 worker" in shown
+    assert "resources GPU=1" in shown
+    assert "gpu: workers with GPU=1, no retries, no time limit, priority 0 -> 1 worker" in shown
     assert "Executors: big, dask, gpu, local" in shown
 
     on_gpu = ct.electron(where.function, executor="gpu")

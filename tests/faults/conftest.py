@@ -12,6 +12,7 @@ import time
 import urllib.error
 import urllib.request
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -140,6 +141,22 @@ def _cmdline(pid: int) -> str:
         return Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode()
     except OSError:
         return ""
+
+
+@dataclass(frozen=True)
+class Shared:
+    """Where the session's shared dispatcher is, and the environment that reaches it."""
+
+    server: ServerProcess
+    env: dict[str, str]  # for subprocesses and kernels: the SDK finds the server from it
+
+
+def process_env(config_dir: Path) -> dict[str, str]:
+    """This environment, with the repository importable and the SDK's config in ``config_dir``."""
+    env = dict(os.environ)
+    env["PYTHONPATH"] = str(REPO) + os.pathsep + env.get("PYTHONPATH", "")
+    env["COVALENT_CONFIG_DIR"] = str(config_dir)
+    return env
 
 
 @pytest.fixture

@@ -20,7 +20,7 @@ def test_covalent_attributes_of_local_and_dask_executors_are_kept() -> None:
                                       create_unique_workdir=True, time_limit=30, retries=1)
     assert (local.log_stdout, local.log_stderr, local.workdir, local.create_unique_workdir) == (
         "out.log", "err.log", "/tmp/w", True)
-    assert (local.time_limit, local.retries, local.short_name) == (30, 1, "local")
+    assert (local.time_limit, local.retries, local.short_name()) == (30, 1, "local")
     dask = ct.executor.DaskExecutor(scheduler_address="tcp://10.0.0.1:8786", conda_env="ml",
                                     cache_dir="/c", current_env_on_conda_fail=True)
     assert (dask.scheduler_address, dask.conda_env, dask.cache_dir, dask.short_name) == (

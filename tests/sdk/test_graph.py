@@ -40,7 +40,7 @@ def test_node_numbering_follows_covalent():
         "add", ":parameter:0", ":parameter:1",
         "add", ":parameter:1", ":parameter:1",
         "identity", ":electron_list:", "add", ":parameter:7",
-        ":postprocess:",
+        ":postprocess:reconstruct",
     ]
     assert g.nodes[7].kind is NodeKind.LIST
     # the list node collects nodes 0 and 3 in order, and feeds identity's x
@@ -67,7 +67,7 @@ def test_unpacking_indexing_and_attribute_access_record_nodes():
         "pair", ":pair()[0]", ":parameter:0", ":pair()[1]", ":parameter:1",
         "pair", ":pair.__getitem__", ":parameter:1",
         "pair", ":pair.__getattr__", ":parameter:real",
-        ":postprocess:",
+        ":postprocess:reconstruct",
     ]
     assert g.nodes[1].kind is NodeKind.GETITEM and g.nodes[9].kind is NodeKind.GETATTR
 

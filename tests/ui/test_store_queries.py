@@ -55,6 +55,36 @@ async def test_a_page_filters_searches_sorts_and_counts(store: SqlStore) -> None
     assert (await store.page_dispatches(DispatchQuery(sort="runtime"))).rows[-1].name == "beta"
 
 
+async def test_a_page_keeps_only_dispatches_created_in_a_time_window(store: SqlStore) -> None:
+    for i in (1, 30, 59):  # created at 00:00:01, 00:00:30, 00:00:59
+        await store.create_dispatch(_new(i, f"wf{i}"), [], {})
+    after = await store.page_dispatches(DispatchQuery(created_after="2026-01-01T00:00:20+00:00"))
+    assert [r.name for r in after.rows] == ["wf59", "wf30"] and after.counts == {"RUNNING": 2}
+    window = await store.page_dispatches(DispatchQuery(created_after="2026-01-01T00:00:20+00:00",
+                                                       created_before="2026-01-01T00:00:40+00:00"))
+    assert [r.name for r in window.rows] == ["wf30"] and window.total == 1
+
+
+async def test_a_pending_dispatch_is_deleted_only_when_asked(store: SqlStore) -> None:
+    await store.create_dispatch(_new(1, "pending", Status.NEW_OBJECT), [], {})
+    await store.create_dispatch(_new(2, "running"), [], {})
+    pending, running = (str(uuid.UUID(int=i, version=4)) for i in (1, 2))
+    assert await store.delete_dispatches([pending, running]) == []  # neither has finished
+    assert await store.delete_dispatches([pending, running], pending=True) == [pending]
+    assert await store.get_status(pending) is None and await store.get_status(running) == Status.RUNNING
+
+
+async def test_ids_are_found_by_their_start(store: SqlStore) -> None:
+    ids = [str(uuid.UUID(int=i, version=4)) for i in (0x1234 << 112, 0x1235 << 112, 0x9 << 120)]
+    for n, i in enumerate(ids):
+        await store.create_dispatch(NewDispatch(i, i, "wf", Status.RUNNING, f"2026-01-01T00:00:0{n}+00:00",
+                                                GRAPH, NODES), [], {})
+    assert await store.find_ids("123", 10) == [ids[1], ids[0]]  # newest first
+    assert await store.find_ids("1234", 10) == [ids[0]]
+    assert await store.find_ids(ids[2], 10) == [ids[2]]
+    assert await store.find_ids("ff", 10) == [] and await store.find_ids("1", 1) == [ids[1]]
+
+
 async def test_electron_counts_count_user_electrons_only(store: SqlStore) -> None:
     await store.create_dispatch(_new(1, "wf"), [], {})
     did = str(uuid.UUID(int=1, version=4))

@@ -1,0 +1,56 @@
+"""Record a gathering node (a list, tuple or dict of outputs, or the lattice's result) as the
+list of its parts: no bytes, since every part is stored already, and a preview made of the
+parts' previews (the server never unpickles a value)."""
+
+from __future__ import annotations
+
+import base64
+import json
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+from covalent.wire import Edge, NodeKind, WorkflowGraph, shorten
+
+from . import state
+
+
+def gather_update(dispatch_id: str, graph: WorkflowGraph, node_id: int, edges: Sequence[Edge],
+                  previews: Mapping[int, str], stamp: str) -> tuple[state.NodeUpdate, str]:
+    """The COMPLETED record of gathering node ``node_id`` (``edges``: its incoming edges) and
+    its preview."""
+    node = graph.nodes[node_id]
+    spec: dict[str, Any] = {"kind": str(node.kind), "parts": [e.src for e in edges],
+                            "layout": [[e.kind.value, e.name, e.index] for e in edges]}
+    if node.kind is NodeKind.DICT and node.value is not None:  # the keys (small), pickled
+        spec["extra"] = base64.b64encode(graph.blobs[node.value]).decode()
+    args = [e for e in edges if e.kind != "wait"]
+    shown = [previews.get(e.src, "") for e in args]
+    if node.kind is not NodeKind.POSTPROCESS:  # argument order (edge order may differ)
+        shown = [p for _, p in sorted(zip([e.index or 0 for e in args], shown, strict=True))]
+    text = gather_preview(str(node.kind), node.metadata, shown)
+    return state.node_gathered(dispatch_id, node_id, json.dumps(spec), stamp, text), text
+
+
+def gather_preview(kind: str, metadata: dict[str, Any], previews: list[str],
+                   limit: int = 200) -> str:
+    """The preview of a gathering node, from its parts' previews, in argument order; a dict's
+    keys and the result's shape come from the SDK (``metadata["keys"]``,
+    ``metadata["template"]`` with ``⟨i⟩`` for the i-th part).
+
+    >>> gather_preview("list", {}, ["1", "'a'"])
+    "[1, 'a']"
+    >>> gather_preview("postprocess", {"template": "{'total': ⟨0⟩}"}, ["55"])
+    "{'total': 55}"
+    """
+    if kind == "dict":
+        keys = metadata.get("keys") or ["?"] * len(previews)
+        text = "{" + ", ".join(f"{k}: {v}" for k, v in zip(keys, previews, strict=False)) + "}"
+    elif kind == "postprocess" and isinstance(metadata.get("template"), str):
+        text = metadata["template"]
+        for i, p in enumerate(previews):
+            text = text.replace(f"⟨{i}⟩", p)
+    elif kind == "tuple":
+        text = "(" + ", ".join(previews) + ("," if len(previews) == 1 else "") + ")"
+    else:
+        text = "[" + ", ".join(previews) + "]"
+    return shorten(text, limit)  # cut between items, never inside a number (#24)
