@@ -70,6 +70,9 @@ async def trigger_page(request: web.Request) -> web.StreamResponse:
         found = t.get("trigger")
         spec: dict[str, Any] = found if isinstance(found, dict) else {}
         new = [str(i) for i in t.get("new_dispatch_ids") or []]
+        # A fire that found its dispatch pending (disable_run) started that one, not a new one
+        if int(t.get("fire_count") or 0) > len(new):
+            new.insert(0, dispatch_id)
         rows.append({"t": t, "what": describe(spec), "kind": spec.get("name") or "trigger",
                      "dispatch_name": names[dispatch_id], "new": new[-NEW_SHOWN:][::-1],
                      "more": max(len(new) - NEW_SHOWN, 0), "last_fired": iso(t.get("last_fired")),

@@ -51,7 +51,12 @@ async def test_the_triggers_page_lists_them_with_their_fires_and_stops_them(
     assert await dir_row.locator("[data-role=fired]").inner_text() == "1"
     assert await time_row.locator("[data-role=fired]").inner_text() == "0"
     cells = await time_row.locator("td").all_inner_texts()
-    assert cells[4] == "—" and cells[6] == "—"  # never fired, no error
+    assert cells[4] == "—" and cells[6] == "—" and cells[7] == "—"  # never fired, no error
+    # the file's fire found the dispatch pending and started it: that is the one it names
+    started = dir_row.locator("[data-role=started] a")
+    await expect(started).to_have_count(1)
+    assert await started.get_attribute("href") == f"/dispatches/{pending}"
+    assert await started.inner_text() == pending[:8]
     link = time_row.locator(f'a[href="/dispatches/{pending}"]')
     assert "squares" in await link.inner_text()
     await page.screenshot(path=screenshot_path("triggers"), full_page=True)
