@@ -17,7 +17,7 @@ from typing import Any
 import aiohttp_jinja2
 from aiohttp import web
 
-from ..authz import admin_only, visible_ids
+from ..authz import admin_only, owner_filter, visible_ids
 from ..users import USER
 from ..dispatches import check_id
 from ..errors import DispatchNotFound, InvalidRequest, NodeNotFound
@@ -202,7 +202,8 @@ async def listing_events(request: web.Request) -> web.StreamResponse:
     for i in shown:
         check_id(i)
     shown = await visible_ids(request, shown)  # someone else's: as if unknown
-    return await live.stream_listing(request, request.app[LIVE], request.app[STORE], shown)
+    return await live.stream_listing(request, request.app[LIVE], request.app[STORE], shown,
+                                     owner_filter(request))
 
 
 # -- the log ---------------------------------------------------------------------------------
