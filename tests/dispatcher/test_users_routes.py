@@ -14,11 +14,14 @@ import re
 import uuid
 from typing import Any
 
+import pytest
 from aiohttp import web
 
 from covalent import wire
 from covalent.api import build_submission
 from tests.team import ALICE_WORKFLOW, Team, alices_secret_workflow, team  # noqa: F401
+
+pytestmark = pytest.mark.all_stores  # owners are SQL in both databases
 
 ADMIN_ONLY = {("GET", "/logs"), ("GET", "/metrics"), ("GET", wire.API + "/users"),
               ("POST", wire.API + "/users"), ("POST", wire.API + "/users/{name}/revoke")}
