@@ -114,8 +114,7 @@ async def create(store: DispatchStore, runner: Runner, header: dict[str, Any], g
     ``stored`` = blobs (by index) the store is not handed as bytes: files written as the
     request arrived, or blobs it holds already. ``parent`` = (dispatch id, node id) of the
     sublattice node this dispatch runs for. ``redispatch_of``: the dispatch this one runs again
-    (shown in the web UI; ``reuse_from`` implies it). ``owner``: the user it belongs to (a
-    sublattice dispatch belongs to its parent's owner, whoever sends it).
+    (shown in the web UI; ``reuse_from`` implies it); a child belongs to its parent's owner.
     The dispatch is stored RUNNING when it will run, in the same transaction as its graph:
     the 201 is sent only once it is on disk in a state that resume picks up (issue #11).
     """
@@ -215,8 +214,7 @@ async def start_pending(store: DispatchStore, runner: Runner, dispatch_id: str) 
 
 
 async def clone(store: DispatchStore, runner: Runner, row: DispatchRecord) -> str:
-    """Run a stored dispatch again, server-side, as a new dispatch with the same inputs (and
-    the same owner: a redispatch or a trigger's fire belongs to the owner of the original)."""
+    """Run a stored dispatch again, server-side, as a new dispatch of its owner (#26)."""
     graph, stored = await load_graph(store, row)
     assert row.inputs_ref and row.lattice_ref
     sources = await store.blob_sources([row.inputs_ref, row.lattice_ref])

@@ -12,8 +12,6 @@ Managing users takes a token (``covalent user ...`` sends it): a browser session
 
 from __future__ import annotations
 
-from typing import Any
-
 from aiohttp import web
 
 from covalent import wire
@@ -22,6 +20,7 @@ from .authz import admin_only
 from .errors import Forbidden, InvalidRequest, UserExists, UserNotFound
 from .keys import STORE
 from .protocol import now_iso
+from .routes import _json_body
 from .sessions import VIA_SESSION
 from .users import ACCOUNTS, user_of
 
@@ -50,7 +49,7 @@ async def list_users(request: web.Request) -> web.Response:
 @admin_only
 async def add_user(request: web.Request) -> web.Response:
     _by_token(request)
-    body = await _object(request)
+    body = await _json_body(request)
     admin = body.get("admin", False)
     if not isinstance(admin, bool):
         raise InvalidRequest("admin must be true or false")
@@ -72,12 +71,3 @@ async def revoke_user(request: web.Request) -> web.Response:
     found = await request.app[STORE].user_by_name(name)
     return web.json_response({"name": name, "revoked_at": found.revoked_at if found else None})
 
-
-async def _object(request: web.Request) -> dict[str, Any]:
-    try:
-        body = await request.json()
-    except ValueError:
-        raise InvalidRequest("body must be JSON") from None
-    if not isinstance(body, dict):
-        raise InvalidRequest("body must be a JSON object")
-    return body
