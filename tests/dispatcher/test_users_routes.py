@@ -17,8 +17,11 @@ from typing import Any
 import pytest
 from aiohttp import web
 
+import covalent as ct
 from covalent import wire
 from covalent.api import build_submission
+from covalent.errors import DispatchNotFoundError
+from tests.conftest import run
 from tests.team import ALICE_WORKFLOW, Team, alices_secret_workflow, team  # noqa: F401
 
 pytestmark = pytest.mark.all_stores  # owners are SQL in both databases
@@ -170,6 +173,44 @@ async def test_redispatch_and_trigger_fire_belong_to_the_owner_of_the_original(t
     assert owners == {again["dispatch_id"]: "alice", fired: "alice"}
     mine = await team.call("alice", "GET", wire.API + "/listing")
     assert {again["dispatch_id"], fired} <= {d["dispatch_id"] for d in mine["dispatches"]}
+
+
+@ct.electron
+def plus_one(x: int) -> int:
+    return x + 1
+
+
+@ct.lattice
+def alices_inner(x: int) -> int:
+    return plus_one(x)
+
+
+@ct.lattice
+def alices_outer(x: int) -> int:
+    return ct.electron(alices_inner)(x)
+
+
+async def test_sublattices_and_sdk_redispatches_belong_to_the_owner(
+        team: Team, monkeypatch: pytest.MonkeyPatch) -> None:
+    result = await run(alices_outer, team.addr, 1)  # the fixture's env: alice's token
+    assert result.result == 2
+    children = [n["sub_dispatch_id"] for n in (await team.call(
+        "alice", "GET", f"{wire.API}/dispatches/{result.dispatch_id}/nodes/0"),)]
+    assert children[0], "the sublattice ran as a dispatch of its own"
+    owners = await team.client.app[_store()].owners([result.dispatch_id, children[0]])
+    assert owners == {result.dispatch_id: "alice", children[0]: "alice"}  # a worker sent it
+    for who, status in (("alice", 200), ("bob", 404)):
+        async with team.client.get(f"/dispatches/{children[0]}", headers=team.headers(who)) as r:
+            assert r.status == status, who
+
+    monkeypatch.setenv("COVALENT_TOKEN", team.tokens["admin"])
+    again = await asyncio.to_thread(ct.redispatch(result.dispatch_id, dispatcher_addr=team.addr), 5)
+    assert (await team.client.app[_store()].owners([again])) == {again: "alice"}
+    monkeypatch.setenv("COVALENT_TOKEN", team.tokens["bob"])
+    with pytest.raises(DispatchNotFoundError):
+        await asyncio.to_thread(ct.redispatch(result.dispatch_id, dispatcher_addr=team.addr), 5)
+    with pytest.raises(DispatchNotFoundError):
+        await asyncio.to_thread(ct.cancel, result.dispatch_id, dispatcher_addr=team.addr)
 
 
 async def test_a_revoked_token_is_refused_at_its_next_request(team: Team) -> None:

@@ -39,6 +39,10 @@ async def test_pages_say_who_you_are_and_whose_each_dispatch_is(browser: Any, te
     await admin.screenshot(path=screenshot_path("users-admin-list"))
     logs = await admin.goto(f"http://{team.addr}/logs")
     assert logs is not None and logs.status == 200
+    made = await admin.evaluate(  # an admin's browser session may not make users: a token may
+        """fetch('/api/v1/users', {method: 'POST', headers: {'Content-Type': 'application/json'},
+                                   body: JSON.stringify({name: 'zed'})}).then(r => r.status)""")
+    assert made == 403
 
     bob = await _enter(browser, team, "bob")
     assert (await bob.text_content("#me")).strip() == "bob"
