@@ -21,7 +21,8 @@ from distributed import Client, LocalCluster, Nanny, Scheduler, Security, SpecCl
 from distributed.deploy.utils import nprocesses_nthreads
 from distributed.worker_memory import parse_memory_limit
 
-from . import dispatches, metrics, transfer, ui, upload
+from . import dispatches, metrics, transfer, ui, upload, user_routes
+from .authz import ownership_guard
 from .connections import GATE, Gate
 from .executors import ExecutorTable
 from .keys import CLUSTER_INFO, EXECUTORS, RECORDER, RUNNER, SETTINGS, STORE, TRIGGERS
@@ -34,6 +35,7 @@ from .sessions import SESSIONS, Sessions
 from .settings import ClusterSettings, Settings, pinned_dashboard
 from .store import check_url, open_store
 from .trigger_service import TriggerService
+from .users import ACCOUNTS, Accounts
 
 log = logging.getLogger("covalent.dispatcher")
 
@@ -61,19 +63,20 @@ def create_app(settings: Settings) -> web.Application:
             f"refusing to serve the Dask dashboard on {dashboard}: any address other than "
             "loopback needs a token (--token or COVALENT_TOKEN)")
     sessions, gate = Sessions(), Gate()  # the web UI's browser sessions; pending connections
-    app = web.Application(
-        middlewares=[error_middleware,
-                     host_guard(allowed_hosts(settings.host, settings.allowed_hosts)),
-                     token_guard(settings.token, sessions, gate.passed), content_type_guard],
-        client_max_size=settings.max_body_bytes,
-    )
-    app[SETTINGS], app[SESSIONS], app[GATE] = settings, sessions, gate
+    app = web.Application(client_max_size=settings.max_body_bytes)
+    accounts = Accounts(lambda: app[STORE])  # users with tokens of their own (#26)
+    app.middlewares.extend([
+        error_middleware, host_guard(allowed_hosts(settings.host, settings.allowed_hosts)),
+        token_guard(settings.token, sessions, gate.passed, accounts), content_type_guard,
+        ownership_guard])
+    app[SETTINGS], app[SESSIONS], app[GATE], app[ACCOUNTS] = settings, sessions, gate, accounts
     app[EXECUTORS] = ExecutorTable.from_config(settings.executors, settings.config_source)
     check_cluster(settings.cluster)
     check_url(settings.db_url)
     app[transfer.STORE_ROOT] = (str(settings.blob_dir), settings.store_options)
     transfer.setup(app)
     app.add_routes(routes)
+    app.add_routes(user_routes.routes)
     app.cleanup_ctx.append(_store_ctx)
     metrics.setup(app)  # GET /metrics, counting from the recorder's commits
     app.cleanup_ctx.append(_cluster_ctx)

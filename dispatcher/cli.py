@@ -34,6 +34,7 @@ from covalent.errors import CovalentError, DispatcherUnavailableError
 
 from .cli_db import db
 from .cli_dispatches import COMMANDS, show_dispatch
+from .cli_users import user
 from .instance import EXIT_RUNNING, Instance, holder, pid_holds_lock
 from .logfile import tail_lines
 from .settings import default_data_dir
@@ -423,7 +424,7 @@ def _purge_dispatches(older_than: str | None, statuses: tuple[str, ...], yes: bo
     click.echo(f"Deleted {out['deleted']} finished dispatches.")
 
 
-for _command in (*COMMANDS, db):  # covalent list / watch / cancel / db
+for _command in (*COMMANDS, db, user):  # covalent list / watch / cancel / db / user
     main.add_command(_command)
 
 if __name__ == "__main__":

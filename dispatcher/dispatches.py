@@ -28,6 +28,7 @@ from .runner import Runner
 from .state import PENDING, Status
 from .store import (BlobSource, DispatchExists, DispatchRecord, DispatchStore, NewDispatch,
                     NodeRecord, StoredBlob, blob_ref)
+from .store.base import BUILTIN_OWNER
 from .upload import Upload
 
 _ID = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}")
@@ -106,14 +107,14 @@ def stored_parameters(graph: WorkflowGraph, stored: dict[int, StoredBlob], now: 
 async def create(store: DispatchStore, runner: Runner, header: dict[str, Any], graph: WorkflowGraph,
                  blobs: list[bytes], *, stored: dict[int, StoredBlob] | None = None,
                  parent: tuple[str, int] | None = None,
-                 reuse_from: str | None = None, redispatch_of: str | None = None
-                 ) -> tuple[str, bool]:
+                 reuse_from: str | None = None, redispatch_of: str | None = None,
+                 owner: str = BUILTIN_OWNER) -> tuple[str, bool]:
     """Store a dispatch and start it unless ``disable_run``; returns (id, created).
 
     ``stored`` = blobs (by index) the store is not handed as bytes: files written as the
     request arrived, or blobs it holds already. ``parent`` = (dispatch id, node id) of the
     sublattice node this dispatch runs for. ``redispatch_of``: the dispatch this one runs again
-    (shown in the web UI; ``reuse_from`` implies it).
+    (shown in the web UI; ``reuse_from`` implies it); a child belongs to its parent's owner.
     The dispatch is stored RUNNING when it will run, in the same transaction as its graph:
     the 201 is sent only once it is on disk in a state that resume picks up (issue #11).
     """
@@ -126,7 +127,7 @@ async def create(store: DispatchStore, runner: Runner, header: dict[str, Any], g
         prow = await store.get_dispatch(parent[0])
         if prow is None:
             raise DispatchNotFound(parent[0])
-        root = prow.root_dispatch_id
+        root, owner = prow.root_dispatch_id, prow.owner
         root_row = prow if root == parent[0] else await store.get_dispatch(root)
         root_start = (root_row or prow).start_time or now  # a child runs in its root's turn
     # Everything that can refuse the request happens before the dispatch is stored.
@@ -144,7 +145,7 @@ async def create(store: DispatchStore, runner: Runner, header: dict[str, Any], g
         graph_json=graph_json,
         nodes=[(n.id, n.name, str(n.kind)) for n in graph.nodes],
         parent_dispatch_id=parent[0] if parent else None,
-        parent_node_id=parent[1] if parent else None,
+        parent_node_id=parent[1] if parent else None, owner=owner,
         meta={"client": header.get("client", {}), "redispatch_of": redispatch_of or reuse_from,
               "reused_results": reuse_from is not None, **_shown(header)})
     merged: list[bytes | StoredBlob] = [stored.get(i, b) for i, b in enumerate(blobs)]
@@ -213,7 +214,7 @@ async def start_pending(store: DispatchStore, runner: Runner, dispatch_id: str) 
 
 
 async def clone(store: DispatchStore, runner: Runner, row: DispatchRecord) -> str:
-    """Run a stored dispatch again, server-side, as a new dispatch with the same inputs."""
+    """Run a stored dispatch again, server-side, as a new dispatch of its owner (#26)."""
     graph, stored = await load_graph(store, row)
     assert row.inputs_ref and row.lattice_ref
     sources = await store.blob_sources([row.inputs_ref, row.lattice_ref])
@@ -224,7 +225,7 @@ async def clone(store: DispatchStore, runner: Runner, row: DispatchRecord) -> st
         stored[len(blobs)] = StoredBlob(ref, sources[ref].size)
         blobs.append(b"")
     new_id, _ = await create(store, runner, header, graph, blobs, stored=stored,
-                             redispatch_of=row.dispatch_id)
+                             redispatch_of=row.dispatch_id, owner=row.owner)
     return new_id
 
 
@@ -494,9 +495,9 @@ def cutoff(older_than: str, now: datetime | None = None) -> str:
 
 
 async def purge(store: DispatchStore, older_than: str | None, statuses: list[str],
-                dry_run: bool = False) -> list[str]:
-    """Delete finished dispatches that ended before ``older_than`` ago, with these statuses
-    (``dry_run``: only name them)."""
+                dry_run: bool = False, owner: str | None = None) -> list[str]:
+    """Delete finished dispatches that ended before ``older_than`` ago, with these statuses,
+    of ``owner`` if given (``dry_run``: only name them)."""
     try:
         wanted = [Status(s) for s in statuses] or None
     except ValueError:
@@ -504,5 +505,5 @@ async def purge(store: DispatchStore, older_than: str | None, statuses: list[str
     if wanted and any(not state.is_terminal(s) for s in wanted):
         raise InvalidRequest(f"only finished dispatches can be deleted: {sorted(state.TERMINAL)}")
     ids = await store.finished_before(cutoff(older_than) if older_than is not None else None,
-                                      wanted)
+                                      wanted, owner)
     return ids if dry_run else await store.delete_dispatches(ids)

@@ -4,6 +4,8 @@
     ├── DispatchNotFound (LookupError)         404
     ├── NodeNotFound (LookupError)             404
     ├── TriggerNotFound (LookupError)          404
+    ├── UserNotFound (LookupError)             404
+    ├── UserExists (ValueError)                409 (a user name is never reused, revoked or not)
     ├── InvalidRequest (ValueError)            400
     ├── PayloadTooLarge (ValueError)           413
     ├── DispatchState (RuntimeError)           409
@@ -55,6 +57,14 @@ class NodeNotFound(DispatcherError, LookupError):
 
 class TriggerNotFound(DispatcherError, LookupError):
     status = 404
+
+
+class UserNotFound(DispatcherError, LookupError):
+    status = 404
+
+
+class UserExists(DispatcherError, ValueError):
+    status = 409
 
 
 class InvalidRequest(DispatcherError, ValueError):

@@ -26,6 +26,7 @@ from prometheus_client import CollectorRegistry, Counter, Histogram, generate_la
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
+from .authz import admin_only
 from .connections import open_connections
 from .keys import RECORDER, STORE, TRIGGERS
 from .recorder import Commit, Recorder
@@ -265,7 +266,7 @@ async def _metrics_ctx(app: web.Application) -> AsyncIterator[None]:
 
 def setup(app: web.Application) -> None:
     """``GET /metrics``; counting starts once the store and recorder exist."""
-    app.router.add_get("/metrics", handler)
+    app.router.add_get("/metrics", admin_only(handler))  # every user's dispatches (#26)
     app.cleanup_ctx.append(_metrics_ctx)
 
 

@@ -23,9 +23,11 @@ from covalent import wire
 from . import dispatches, procinfo, transfer
 from .errors import (DispatcherError, InvalidRequest, NodeNotFound, PayloadTooLarge, StoreError,
                      Unavailable, is_disk_error)
+from .authz import owner_filter, owner_of_visible, visible_ids
 from .executors import ExecutorTable, serves
 from .keys import CLUSTER_INFO, EXECUTORS, RECORDER, RUNNER, SETTINGS, STORE, TRIGGERS
 from .upload import Upload, read_frame
+from .users import user_of
 from .worker.blobs import DamagedBlob
 
 log = logging.getLogger("covalent.dispatcher")
@@ -137,8 +139,8 @@ async def server_status(request: web.Request) -> web.Response:
         "workers": workers,
         "executors": pools,
         "unmapped_executors": {k: list(v) for k, v in executors.unmapped.items()},
-        "running": sorted(runner.runs),
-        "triggers": await app[TRIGGERS].listing(active_only=True),
+        "running": await visible_ids(request, sorted(runner.runs)),
+        "triggers": await app[TRIGGERS].listing(True, owner_filter(request)),
         "store": {"path": str(app[SETTINGS].db_path), "database": app[STORE].describe(),
                   "write_error": app[RECORDER].write_error},
         "server": {"pid": os.getpid(), "rss_mib": _mib(procinfo.rss_mib(os.getpid())),
@@ -174,8 +176,9 @@ async def _submit(request: web.Request, upload: Upload) -> web.Response:
     header, graph = await asyncio.to_thread(dispatches.parse_submission, upload)
     await app[RUNNER].check_client(header.get("client"))
     reuse_of = request.query.get("redispatch_of")
-    if reuse_of is not None:
-        dispatches.check_id(reuse_of)
+    owner = user_of(request).name
+    if reuse_of is not None:  # a redispatch belongs to the owner of the original
+        owner = await _original_owner(request, dispatches.check_id(reuse_of))
     reuse = reuse_of if request.query.get("reuse") == "1" else None
     runner = app[RUNNER]
     if not runner.public_url:  # started on port 0 (tests): learn the port from a request
@@ -186,12 +189,14 @@ async def _submit(request: web.Request, upload: Upload) -> web.Response:
         if not _NODE_ID.fullmatch(parent_node):
             raise InvalidRequest("parent_node must be a node id")
         parent = (dispatches.check_id(request.query["parent"]), int(parent_node))
+        owner = await owner_of_visible(request, parent[0])  # the parent's, as create makes it
     registrations = header.get("triggers") or []
     if not isinstance(registrations, list) or not all(isinstance(r, dict) for r in registrations):
         raise InvalidRequest("triggers must be a list of trigger registrations")
     dispatch_id, created = await dispatches.create(app[STORE], runner, header, graph, upload.blobs,
                                                    stored=upload.spooled, reuse_from=reuse,
-                                                   parent=parent, redispatch_of=reuse_of)
+                                                   parent=parent, redispatch_of=reuse_of,
+                                                   owner=owner)
     trigger_ids = []
     if created:
         for body in registrations:
@@ -200,12 +205,21 @@ async def _submit(request: web.Request, upload: Upload) -> web.Response:
                              status=201 if created else 200)
 
 
+async def _original_owner(request: web.Request, original: str) -> str:
+    """The owner of the dispatch a submission runs again: 404 if the sender may not see it;
+    one that is gone leaves the new dispatch the sender's."""
+    owner = (await request.app[STORE].owners([original])).get(original)
+    if owner is None and user_of(request).admin:
+        return user_of(request).name
+    return await owner_of_visible(request, original)
+
+
 @routes.get(wire.API + "/dispatches")
 async def list_dispatches(request: web.Request) -> web.Response:
     store = request.app[STORE]
     status = request.query.get("status")
     limit = int(_float_query(request, "limit", 100, 10_000))
-    rows = await store.list_dispatches(status, limit)
+    rows = await store.list_dispatches(status, limit, owner_filter(request))
     return web.json_response({"dispatches": [r.to_json() for r in rows]})
 
 
@@ -328,20 +342,23 @@ async def purge_dispatches(request: web.Request) -> web.Response:
     if older is not None and not older.strip() or any(not s.strip() for s in statuses):
         raise InvalidRequest("older_than and status must not be empty")
     dry_run = query.get("dry_run") == "1"
-    ids = await dispatches.purge(request.app[STORE], older, statuses, dry_run=dry_run)
+    ids = await dispatches.purge(request.app[STORE], older, statuses, dry_run=dry_run,
+                                 owner=owner_filter(request))
     return web.json_response({"matching" if dry_run else "deleted": len(ids), "dispatch_ids": ids})
 
 
 @routes.post(wire.API + "/triggers")
 async def register_trigger(request: web.Request) -> web.Response:
-    trigger_id = await request.app[TRIGGERS].register(await _json_body(request))
+    trigger_id = await request.app[TRIGGERS].register(await _json_body(request),
+                                                      user=user_of(request))
     return web.json_response({"trigger_id": trigger_id}, status=201)
 
 
 @routes.get(wire.API + "/triggers")
 async def list_triggers(request: web.Request) -> web.Response:
     active = request.query.get("active") == "1"
-    return web.json_response({"triggers": await request.app[TRIGGERS].listing(active)})
+    triggers = await request.app[TRIGGERS].listing(active, owner_filter(request))
+    return web.json_response({"triggers": triggers})
 
 
 @routes.get(wire.API + "/triggers/{trigger_id}")
@@ -356,5 +373,7 @@ async def stop_triggers(request: web.Request) -> web.Response:
     ids = body.get("dispatch_ids")
     if not isinstance(ids, list) or not ids or not all(isinstance(i, str) for i in ids):
         raise InvalidRequest("dispatch_ids must be a non-empty list of dispatch ids")
+    for i in ids:  # someone else's: 404, as an unknown id
+        await owner_of_visible(request, i)
     stopped = await request.app[TRIGGERS].stop(ids)
     return web.json_response({"stopped": stopped})

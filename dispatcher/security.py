@@ -7,7 +7,7 @@ middlewares, run in this order and before any body is read, parsed or unpickled:
   host, this machine's names, names the user adds), else 403: a page on ``evil.example`` that
   rebinds its DNS to 127.0.0.1 cannot read anything. A foreign ``Origin`` is refused (403).
 - ``token_guard``: with a token (the default), every request carries ``Authorization: Bearer
-  <token>`` or, for the web UI, the cookie of a browser session (``sessions``: a secret of its
+  <token>`` (the server's own token: the built-in admin; or a user's, ``users``) or, for the web UI, the cookie of a browser session (``sessions``: a secret of its
   own, bound to the user who opened it, never the token) that the link ``/?token=`` (accepted
   on ``GET /`` only) opens. A session never submits code. Compared in constant time;
   malformed headers are a 401, never a 500. The token is never taken from a cookie.
@@ -33,7 +33,8 @@ from aiohttp.typedefs import Middleware
 from covalent import wire
 
 from .errors import Forbidden, Unauthorized, UnsupportedMediaType
-from .sessions import Sessions, carries_code
+from .sessions import VIA_SESSION, Sessions, carries_code
+from .users import BUILTIN, USER, Accounts, User
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
@@ -135,28 +136,49 @@ def _same_origin(origin: str, request: web.Request) -> bool:
 
 
 def token_guard(token: str, sessions: Sessions | None = None,
-                passed: Callable[[Any], None] | None = None) -> Middleware:
-    """Middleware: 401 unless the request carries ``token`` (header, or the link's query) or,
-    short of code to run, a browser session of ``sessions``. ``passed`` hears of each request
-    that gets through (its connection's protocol: see ``connections.Gate``)."""
+                passed: Callable[[Any], None] | None = None,
+                accounts: Accounts | None = None) -> Middleware:
+    """Middleware: 401 unless the request carries ``token`` (header, or the link's query), a
+    live user's token (``accounts``) or, short of code to run, a browser session of
+    ``sessions`` whose user is live; the user it acts as goes in ``request[USER]``. ``passed``
+    hears of each request that gets through (its connection's protocol: see
+    ``connections.Gate``)."""
     expected = token.encode()
 
     @web.middleware
     async def guard(request: web.Request, handler: Handler) -> web.StreamResponse:
-        if token and not (_matches(_bearer(request), expected)
-                          or _matches(_link_token(request), expected)):
-            if sessions is None or not sessions.admits(request):
-                raise Unauthorized("this dispatcher requires its token: the SDK and the CLI read "
-                                   "it from the config file `covalent start` writes (or "
-                                   "COVALENT_TOKEN)")
-            if carries_code(request):
-                raise Forbidden(f"a browser session cannot {request.method} {request.path}: "
-                                "that takes the token (the SDK and the CLI send it)")
+        request[USER] = (await _identify(request, expected, sessions, accounts) if token
+                         else BUILTIN)
         if passed is not None:
             passed(request.protocol)
         return await handler(request)
 
     return guard
+
+
+async def _identify(request: web.Request, expected: bytes, sessions: Sessions | None,
+                    accounts: Accounts | None) -> User:
+    """Who sent ``request``: the built-in admin, a user, or the user of its browser session."""
+    for sent in (_bearer(request), _link_token(request)):
+        if _matches(sent, expected):
+            return BUILTIN
+        if sent and accounts is not None:
+            user = await accounts.by_token(sent)
+            if user is not None:
+                return user
+    name = sessions.admits(request) if sessions is not None else None
+    user = None
+    if name is not None:
+        user = BUILTIN if accounts is None else await accounts.by_name(name)
+    if user is None:
+        raise Unauthorized("this dispatcher requires a token: the SDK and the CLI read it from "
+                           "the config file `covalent start` writes (or COVALENT_TOKEN); a "
+                           "revoked token opens nothing")
+    if carries_code(request):
+        raise Forbidden(f"a browser session cannot {request.method} {request.path}: "
+                        "that takes the token (the SDK and the CLI send it)")
+    request[VIA_SESSION] = True
+    return user
 
 
 def _link_token(request: web.Request) -> str:

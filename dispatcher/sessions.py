@@ -10,6 +10,8 @@ useless there:
 - the server keeps the table of sessions (a hash of each secret), in memory: a session ends
   after ``SESSION_TTL`` or when the server stops, and a secret the server did not issue
   (another server's, one set by a page on another port) opens nothing;
+- a session carries the user whose token opened it (issue #26), and acts as that user while
+  the user is not revoked;
 - a session is bound to whoever opened it (``peers``: on loopback the user owning the
   browser's socket, else the browser's address): the same cookie sent from another user's
   process is refused;
@@ -45,6 +47,7 @@ CODE_CARRYING = re.compile(rf"{re.escape(wire.API)}/(dispatches|triggers)/?")
 class _Session:
     peer: Peer
     expires: float
+    user: str  # the name of the user whose token opened it (#26)
 
 
 class Sessions:
@@ -56,8 +59,9 @@ class Sessions:
         self._table: dict[bytes, _Session] = {}
         self._peers: weakref.WeakKeyDictionary[Any, Peer | None] = weakref.WeakKeyDictionary()
 
-    def open(self, request: web.Request) -> str | None:
-        """A new session for whoever sent ``request``: its secret (None: cannot tell who)."""
+    def open(self, request: web.Request, user: str) -> str | None:
+        """A new session of ``user`` for whoever sent ``request``: its secret (None: cannot
+        tell who)."""
         peer = self._peer(request)
         if peer is None:
             return None
@@ -66,18 +70,19 @@ class Sessions:
         while len(self._table) >= MAX_SESSIONS:
             del self._table[next(iter(self._table))]  # the oldest (insertion order)
         secret = secrets.token_urlsafe(32)
-        self._table[_digest(secret)] = _Session(peer, now + self.ttl)
+        self._table[_digest(secret)] = _Session(peer, now + self.ttl, user)
         return secret
 
-    def admits(self, request: web.Request) -> bool:
-        """True if ``request`` carries a live session of this server, opened by its sender."""
+    def admits(self, request: web.Request) -> str | None:
+        """The user of the live session of this server ``request`` carries, if its sender
+        opened it; else None."""
         sent = request.cookies.get(self.cookie)
         if not sent:
-            return False
+            return None
         session = self._table.get(_digest(sent))
         if session is None or session.expires <= time.monotonic():
-            return False
-        return session.peer == self._peer(request)
+            return None
+        return session.user if session.peer == self._peer(request) else None
 
     def _peer(self, request: web.Request) -> Peer | None:
         """Who is at the other end of the request's connection (looked up once per connection)."""
@@ -99,3 +104,4 @@ def _digest(secret: str) -> bytes:
 
 
 SESSIONS = web.AppKey("browser_sessions", Sessions)
+VIA_SESSION = web.RequestKey("covalent_via_session", bool)  # set on requests a session let in

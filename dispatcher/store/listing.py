@@ -35,10 +35,11 @@ class Listing(SqlBase):
             status_args.append(query.status)
         total = counts.get(query.status, 0) if query.status else sum(counts.values())
         rows = db.execute(
-            "SELECT dispatch_id, root_dispatch_id, name, status, created_at, start_time, end_time"
-            f" FROM dispatches{status_where} ORDER BY {order}, created_at DESC, dispatch_id"
+            "SELECT dispatch_id, root_dispatch_id, name, status, created_at, start_time, end_time,"
+            f" owner FROM dispatches{status_where} ORDER BY {order}, created_at DESC, dispatch_id"
             " LIMIT ? OFFSET ?", [*status_args, max(query.limit, 0), max(query.offset, 0)])
-        page = [DispatchSummary(d, r, n, Status(st), c, s, e) for d, r, n, st, c, s, e in rows]
+        page = [DispatchSummary(d, r, n, Status(st), c, s, e, o)
+                for d, r, n, st, c, s, e, o in rows]
         return DispatchPage(page, total, counts)
 
     async def electron_counts(self, dispatch_ids: list[str]) -> dict[str, dict[Status, int]]:
@@ -55,18 +56,21 @@ class Listing(SqlBase):
                 out[did][Status(status)] = int(n)
         return out
 
-    async def find_ids(self, prefix: str, limit: int) -> list[str]:
-        """Ids of dispatches (sublattice ones too) that start with ``prefix``, newest first."""
-        return await self._read(self._find_ids, prefix, limit)
+    async def find_ids(self, prefix: str, limit: int, owner: str | None = None) -> list[str]:
+        """Ids of dispatches (sublattice ones too) that start with ``prefix``, newest first
+        (of ``owner`` only, if given)."""
+        return await self._read(self._find_ids, prefix, limit, owner)
 
-    def _find_ids(self, db: Db, prefix: str, limit: int) -> list[str]:
+    def _find_ids(self, db: Db, prefix: str, limit: int, owner: str | None) -> list[str]:
         # A range on the primary key (an index seek), not LIKE: ids are lower-case hex and "-",
         # all below "~" in bytewise order (the dialect's ``bytewise`` collation: PostgreSQL's
         # locale collations order "~" among letters).
         c = self.dialect.bytewise
+        mine = " AND owner = ?" if owner is not None else ""
+        args = [prefix, prefix + "~", *([owner] if owner is not None else []), limit]
         return [r[0] for r in db.execute(
             f"SELECT dispatch_id FROM dispatches WHERE dispatch_id{c} >= ? AND dispatch_id{c} < ?"
-            " ORDER BY created_at DESC LIMIT ?", (prefix, prefix + "~", limit)).fetchall()]
+            f"{mine} ORDER BY created_at DESC LIMIT ?", args).fetchall()]
 
     async def node_rows(self, dispatch_id: str) -> list[NodeRow]:
         return await self._read(self._node_rows, dispatch_id)
@@ -111,6 +115,9 @@ def listing_filter(query: DispatchQuery, dialect: Dialect) -> tuple[str, list[An
     args: list[Any] = []
     if query.top_level:
         clauses.append("parent_dispatch_id IS NULL")
+    if query.owner is not None:
+        clauses.append("owner = ?")
+        args.append(query.owner)
     text = query.search.strip()
     if text:
         escaped = text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")

@@ -8,12 +8,12 @@ refused before anything is written (``check_version``). A data dir from before s
 (commit 27c8847 and the versions after it) has tables but no ``schema_migrations``: version 0,
 and the first migrations are written to find what it already has.
 
-Room for what comes next (issue #26, several dispatchers sharing one PostgreSQL): migration 6
+Room for what comes next (issue #26, several dispatchers sharing one PostgreSQL): a migration
 would add ``leases(dispatch_id PRIMARY KEY, owner, expires_at)`` (which replica runs each
-unfinished dispatch; a lease that expires is taken over), ``users(token_hash PRIMARY KEY,
-name, created_at)`` and ``dispatches.owner`` (the user who submitted it), each a plain
-``CREATE TABLE`` / ``ADD COLUMN`` in both dialects. The store's single-writer lock on
-PostgreSQL (``postgres.OWNER_LOCK``) is what the leases would replace.
+unfinished dispatch; a lease that expires is taken over), a plain ``CREATE TABLE`` in both
+dialects. The store's single-writer lock on PostgreSQL (``postgres.OWNER_LOCK``) is what the
+leases would replace. Migration 6 added users and owners (``users``, ``dispatches.owner``,
+``triggers.owner``).
 """
 
 from __future__ import annotations
@@ -27,6 +27,7 @@ from dataclasses import dataclass
 from covalent.wire import GATHER_KINDS
 
 from ..errors import StoreVersionError
+from .base import BUILTIN_OWNER
 from .sql import Db, Dialect, SqlBase, chunks
 
 log = logging.getLogger("covalent.dispatcher")
@@ -184,6 +185,21 @@ def _v5_node_worker(db: Db, d: Dialect, store: SqlBase) -> None:
         db.execute("ALTER TABLE nodes ADD COLUMN worker TEXT")
 
 
+def _v6_owners(db: Db, d: Dialect, store: SqlBase) -> None:
+    """Users and owners (issue #26): ``users`` (a name, whether an admin, the sha256 of its
+    token, when made, revoked and last used) and an ``owner`` on every dispatch and trigger;
+    what was stored before belongs to the single-user owner, ``admin`` (the server's own
+    token)."""
+    db.execute("""CREATE TABLE IF NOT EXISTS users (
+        name TEXT PRIMARY KEY, token_hash TEXT NOT NULL UNIQUE, admin INTEGER NOT NULL,
+        created_at TEXT NOT NULL, revoked_at TEXT, last_used_at TEXT)""")
+    for table in ("dispatches", "triggers"):
+        if "owner" not in columns(db, d, table):
+            db.execute(f"ALTER TABLE {table} ADD COLUMN owner TEXT NOT NULL DEFAULT '{BUILTIN_OWNER}'")
+    db.execute("CREATE INDEX IF NOT EXISTS dispatches_owner"
+               " ON dispatches(owner, parent_dispatch_id, created_at)")
+
+
 MIGRATIONS: list[Migration] = [
     Migration(1, "tables dispatches, nodes, triggers, blobs", _v1_tables),
     Migration(2, "node columns preview, output_size, gather, reused_from, attempts; indexes "
@@ -193,6 +209,8 @@ MIGRATIONS: list[Migration] = [
     Migration(4, "table blob_uses (which dispatch uses which blob: deletes by index), table "
                  "deletions (deletes under way)", _v4_blob_uses),
     Migration(5, "node column worker (the Dask worker that ran it)", _v5_node_worker),
+    Migration(6, "table users (a token per user, stored hashed); column owner on dispatches "
+                 "and triggers (existing rows: admin)", _v6_owners),
 ]
 LATEST = MIGRATIONS[-1].version
 

@@ -34,6 +34,7 @@ from .base import (DispatchExists, DispatchRecord, DispatchSummary, NewDispatch,
 from . import schema
 from .deletion import Deletion
 from .listing import Listing
+from .users import Users
 from .sql import NODE_COLUMNS, Db
 
 T = TypeVar("T")
@@ -41,8 +42,9 @@ T = TypeVar("T")
 _TERMINAL = sql_list(TERMINAL)
 _DISPATCH_COLUMNS = ("dispatch_id, root_dispatch_id, parent_dispatch_id, parent_node_id, name,"
                      " status, created_at, start_time, end_time, error, graph, blob_refs,"
-                     " inputs_ref, lattice_ref, result_ref, template_ref, meta")
-_TRIGGER_COLUMNS = "trigger_id, dispatch_id, name, spec, pickled, active, fire_count, reason, created_at"
+                     " inputs_ref, lattice_ref, result_ref, template_ref, meta, owner")
+_TRIGGER_COLUMNS = ("trigger_id, dispatch_id, name, spec, pickled, active, fire_count, reason,"
+                    " created_at, owner")
 _NODE_UPDATE = (
     "UPDATE nodes SET status = COALESCE(?, status),"
     " start_time = COALESCE(?, start_time), end_time = COALESCE(?, end_time),"
@@ -55,7 +57,7 @@ _NODE_UPDATE = (
     " WHERE dispatch_id = ? AND node_id = ? AND ")
 
 
-class SqlStore(Listing, Deletion):
+class SqlStore(Listing, Deletion, Users):
     """The ``DispatchStore`` methods, written once; ``sqlite`` and ``postgres`` run them.
 
     A subclass supplies ``_call`` (a function on its threads, errors translated), ``_open``,
@@ -120,6 +122,7 @@ class SqlStore(Listing, Deletion):
             "name": clean_text(new.name, 1000), "status": str(new.status),
             "created_at": new.created_at, "start_time": new.start_time,
             "graph": new.graph_json, "blob_refs": json.dumps(refs), "meta": json.dumps(new.meta),
+            "owner": new.owner,
         }
         for column, data in extra.items():
             row[column] = self._put_blobs(db, [data])[0]
@@ -152,10 +155,10 @@ class SqlStore(Listing, Deletion):
         if row is None:
             return None
         (did, root, parent, parent_node, name, status, created, start, end, error, graph, refs,
-         inputs, lattice, result, template, meta) = row
+         inputs, lattice, result, template, meta, owner) = row
         return DispatchRecord(did, root, parent, parent_node, name, Status(status), created, start,
                               end, error, graph, json.loads(refs), inputs, lattice, result, template,
-                              json.loads(meta))
+                              json.loads(meta), owner)
 
     async def get_status(self, dispatch_id: str) -> Status | None:
         return await self._read(self._get_status, dispatch_id)
@@ -174,21 +177,25 @@ class SqlStore(Listing, Deletion):
         return [NodeRecord(n, name, kind, Status(status), *rest)
                 for n, name, kind, status, *rest in cur]
 
-    async def list_dispatches(self, status: str | None = None, limit: int = 100
-                              ) -> list[DispatchSummary]:
-        return await self._read(self._list_dispatches, status, limit)
+    async def list_dispatches(self, status: str | None = None, limit: int = 100,
+                              owner: str | None = None) -> list[DispatchSummary]:
+        return await self._read(self._list_dispatches, status, limit, owner)
 
-    def _list_dispatches(self, db: Db, status: str | None, limit: int) -> list[DispatchSummary]:
-        q = ("SELECT dispatch_id, root_dispatch_id, name, status, created_at, start_time, end_time"
-             " FROM dispatches")
+    def _list_dispatches(self, db: Db, status: str | None, limit: int, owner: str | None
+                         ) -> list[DispatchSummary]:
+        q = ("SELECT dispatch_id, root_dispatch_id, name, status, created_at, start_time, end_time,"
+             " owner FROM dispatches WHERE 1 = 1")
         args: list[Any] = []
         if status:
-            q += " WHERE status = ?"
+            q += " AND status = ?"
             args.append(status)
+        if owner is not None:
+            q += " AND owner = ?"
+            args.append(owner)
         q += " ORDER BY created_at DESC LIMIT ?"
         args.append(limit)
-        return [DispatchSummary(d, r, n, Status(s), c, st, e)
-                for d, r, n, s, c, st, e in db.execute(q, args)]
+        return [DispatchSummary(d, r, n, Status(s), c, st, e, o)
+                for d, r, n, s, c, st, e, o in db.execute(q, args)]
 
     # -- outcomes --------------------------------------------------------------------------
 
@@ -274,12 +281,17 @@ class SqlStore(Listing, Deletion):
                             f" start_time=NULL WHERE dispatch_id=? AND node_id=? AND {guard}",
                             [(dispatch_id, n) for n in node_ids])
 
-    async def finished_before(self, before: str | None, statuses: list[Status] | None) -> list[str]:
-        """Ids of top-level dispatches that ended (before ``before``, with one of ``statuses``)."""
+    async def finished_before(self, before: str | None, statuses: list[Status] | None,
+                              owner: str | None = None) -> list[str]:
+        """Ids of top-level dispatches that ended (before ``before``, with one of ``statuses``;
+        of ``owner`` only, if given)."""
         wanted = [s for s in (statuses or TERMINAL) if s in TERMINAL]
         q = (f"SELECT dispatch_id FROM dispatches WHERE status IN {sql_list(wanted)}"
              " AND parent_dispatch_id IS NULL")
         args: list[Any] = []
+        if owner is not None:
+            q += " AND owner = ?"
+            args.append(owner)
         if before is not None:
             q += " AND COALESCE(end_time, created_at) < ?"
             args.append(before)
@@ -289,10 +301,10 @@ class SqlStore(Listing, Deletion):
 
     async def add_trigger(self, record: TriggerRecord) -> None:
         await self._write(_execute, f"INSERT INTO triggers({_TRIGGER_COLUMNS}) VALUES"
-                          " (?,?,?,?,?,?,?,?,?)",
+                          " (?,?,?,?,?,?,?,?,?,?)",
                           (record.trigger_id, record.dispatch_id, record.name, record.spec_json,
                            record.pickled, int(record.active), record.fire_count, record.reason,
-                           record.created_at))
+                           record.created_at, record.owner))
 
     async def save_trigger(self, trigger_id: str, spec_json: str, active: bool, fire_count: int,
                            reason: str) -> None:
@@ -313,7 +325,7 @@ class SqlStore(Listing, Deletion):
         rows = await self._read(_fetch, f"SELECT {_TRIGGER_COLUMNS} FROM triggers{where}"
                                 " ORDER BY created_at", ())
         return [TriggerRecord(t, d, n, s, bytes(p) if p is not None else None, bool(a), int(f),
-                              r or "", c) for t, d, n, s, p, a, f, r, c in rows]
+                              r or "", c, o) for t, d, n, s, p, a, f, r, c, o in rows]
 
 
 def _execute(db: Db, sql: str, args: Sequence[Any]) -> None:

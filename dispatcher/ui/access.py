@@ -27,6 +27,7 @@ from covalent import wire
 from ..errors import Forbidden
 from ..keys import SETTINGS
 from ..sessions import SESSIONS
+from ..users import USER, user_of
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
@@ -50,7 +51,7 @@ def enter(request: web.Request) -> web.StreamResponse:
     resp = web.HTTPFound("/")
     if request.app[SETTINGS].token:
         sessions = request.app[SESSIONS]
-        secret = sessions.open(request)
+        secret = sessions.open(request, user_of(request).name)
         if secret is None:
             raise Forbidden("cannot tell who is at the other end of this connection")
         resp.set_cookie(sessions.cookie, secret, httponly=True, samesite="Strict", path="/",
@@ -90,6 +91,7 @@ def _error_page(request: web.Request, resp: web.Response) -> web.Response:
     page = aiohttp_jinja2.render_template(
         "error.html", request,
         {"status": resp.status, "error": body.get("error", ""), "message": body.get("message", ""),
-         "needs_token": resp.status == 401, "dashboard": "", "path": request.path},
+         "needs_token": resp.status == 401, "dashboard": "", "path": request.path,
+         "me": request.get(USER)},
         status=resp.status)
     return page

@@ -20,6 +20,7 @@ from aiohttp import web
 from covalent import wire
 
 from .. import dispatches
+from ..authz import owner_filter, visible_ids
 from ..errors import DispatchNotFound, DispatchState, InvalidRequest
 from ..keys import RUNNER, SETTINGS, STORE
 from ..store import DispatchQuery
@@ -51,7 +52,8 @@ async def listing(request: web.Request) -> web.Response:
                           sort=sort if sort in DISPATCH_SORTS else "created",
                           descending=request.query.get("order", "desc") != "asc",
                           offset=int(_number(request, "offset", 0, 1e9)),
-                          limit=int(_number(request, "limit", 20, 1000)))
+                          limit=int(_number(request, "limit", 20, 1000)),
+                          owner=owner_filter(request))
     page = await store.page_dispatches(query)
     counts = await store.electron_counts([r.dispatch_id for r in page.rows])
     return web.json_response({
@@ -106,7 +108,7 @@ async def delete_many(request: web.Request) -> web.Response:
         spec = body["filter"]
         if not isinstance(spec, dict) or not all(isinstance(v, str) for v in spec.values()):
             raise InvalidRequest("filter must be an object of strings: status, q, age")
-        query, _ = listing_query(spec, limit=1000)
+        query, _ = listing_query(spec, limit=1000, owner=owner_filter(request))
         if query.status is not None and query.status not in FINISHED:
             raise InvalidRequest(f"only finished dispatches are deleted by filter, not {query.status}")
         ids: list[str] = []
@@ -124,8 +126,8 @@ async def delete_many(request: web.Request) -> web.Response:
         if not isinstance(chosen, list) or not all(isinstance(i, str) for i in chosen) \
                 or len(chosen) > BULK_MAX:
             raise InvalidRequest("dispatch_ids must be a list of dispatch ids")
-        ids = [dispatches.check_id(i) for i in chosen]
-        pending = True
+        ids = await visible_ids(request, [dispatches.check_id(i) for i in chosen])
+        pending = True  # someone else's are left, as unknown ids are
     deleted = await store.delete_dispatches([i for i in ids if i not in runner.runs], pending)
     for i in deleted:
         request.app[GRAPHS].forget(i)
@@ -138,7 +140,7 @@ async def resolve(request: web.Request) -> web.Response:
     prefix = request.match_info["prefix"].strip().lower()
     if not PREFIX.fullmatch(prefix):
         raise InvalidRequest(f"a dispatch id or its start (hex digits and dashes), not {prefix!r}")
-    found = await request.app[STORE].find_ids(prefix, 10)
+    found = await request.app[STORE].find_ids(prefix, 10, owner_filter(request))
     if not found:
         raise DispatchNotFound(prefix)
     if len(found) > 1:

@@ -10,6 +10,7 @@ from dataclasses import replace
 import aiohttp_jinja2
 from aiohttp import web
 
+from ..authz import owner_filter
 from ..dispatches import cutoff
 from ..keys import STORE
 from ..state import Status
@@ -28,9 +29,11 @@ AGES = [("", "any time"), ("1h", "in the last hour"), ("1d", "in the last day"),
 FINISHED = [str(s) for s in TERMINAL]
 
 
-def listing_query(params: Mapping[str, str], limit: int = PAGE_SIZE) -> tuple[DispatchQuery, str]:
+def listing_query(params: Mapping[str, str], limit: int = PAGE_SIZE, owner: str | None = None
+                  ) -> tuple[DispatchQuery, str]:
     """The list's filter, search, age window and sort from the address (or a bulk delete's
-    body, which names the same filter); and the age key."""
+    body, which names the same filter), limited to ``owner``'s dispatches if given; and the
+    age key."""
     age = params.get("age", "")
     age = age if age in dict(AGES) else ""
     after = before = None
@@ -44,7 +47,7 @@ def listing_query(params: Mapping[str, str], limit: int = PAGE_SIZE) -> tuple[Di
         status=status if status in [str(s) for s in STATUSES] else None,
         search=str(params.get("q", ""))[:200], sort=sort if sort in DISPATCH_SORTS else "created",
         descending=params.get("order", "desc") != "asc", limit=limit,
-        created_after=after, created_before=before), age
+        created_after=after, created_before=before, owner=owner), age
 
 
 @routes.get("/")
@@ -54,7 +57,7 @@ async def dispatch_list(request: web.Request) -> web.StreamResponse:
         if isinstance(entered, web.HTTPException):  # a redirect: raised, never returned
             raise entered
         return entered
-    query, age = listing_query(request.query)
+    query, age = listing_query(request.query, owner=owner_filter(request))
     wanted = page_number(request)
     store = request.app[STORE]
     page = await store.page_dispatches(replace(query, offset=(wanted - 1) * PAGE_SIZE))

@@ -227,15 +227,15 @@ async def _follow_dispatch(resp: web.StreamResponse, hub: LiveHub, store: Dispat
 
 
 async def stream_listing(request: web.Request, hub: LiveHub, store: DispatchStore,
-                         shown: list[str]) -> web.StreamResponse:
+                         shown: list[str], owner: str | None = None) -> web.StreamResponse:
     """Events ``rows`` (status and electron counts of the listed dispatches a commit touched)
-    and ``new`` (a dispatch newer than every listed one started: the first page may reload);
-    until the server stops or the browser goes."""
-    return await _events(request, lambda resp: _follow_listing(resp, hub, store, shown))
+    and ``new`` (a dispatch of ``owner``, if given, newer than every listed one started: the
+    first page may reload); until the server stops or the browser goes."""
+    return await _events(request, lambda resp: _follow_listing(resp, hub, store, shown, owner))
 
 
 async def _follow_listing(resp: web.StreamResponse, hub: LiveHub, store: DispatchStore,
-                          shown: list[str]) -> None:
+                          shown: list[str], owner: str | None) -> None:
     listed = set(shown)
     seen = set(shown)
     with hub.watch(None) as w:
@@ -245,7 +245,7 @@ async def _follow_listing(resp: web.StreamResponse, hub: LiveHub, store: Dispatc
             fresh = touched - seen
             if fresh:  # each dispatch is looked at once: a busy one on page 2 costs nothing
                 seen |= fresh
-                newest = (await store.page_dispatches(DispatchQuery(limit=1))).rows
+                newest = (await store.page_dispatches(DispatchQuery(limit=1, owner=owner))).rows
                 if newest and newest[0].dispatch_id in fresh:
                     await send(resp, "new", {"dispatch_id": newest[0].dispatch_id})
             mine = sorted(touched & listed)

@@ -17,6 +17,8 @@ from typing import Any
 import aiohttp_jinja2
 from aiohttp import web
 
+from ..authz import admin_only, owner_filter, visible_ids
+from ..users import USER
 from ..dispatches import check_id
 from ..errors import DispatchNotFound, InvalidRequest, NodeNotFound
 from ..keys import CLUSTER_INFO, SETTINGS, STORE
@@ -69,7 +71,7 @@ async def get_dispatch(request: web.Request) -> DispatchRecord:
 
 def common(request: web.Request) -> dict[str, Any]:
     info = request.app.get(CLUSTER_INFO) or {}
-    return {"dashboard": info.get("dashboard", ""), "path": request.path}
+    return {"dashboard": info.get("dashboard", ""), "path": request.path, "me": request.get(USER)}
 
 
 # -- one dispatch ----------------------------------------------------------------------------
@@ -199,12 +201,15 @@ async def listing_events(request: web.Request) -> web.StreamResponse:
     shown = [i for i in request.query.get("ids", "").split(",") if i][:PAGE_SIZE]
     for i in shown:
         check_id(i)
-    return await live.stream_listing(request, request.app[LIVE], request.app[STORE], shown)
+    shown = await visible_ids(request, shown)  # someone else's: as if unknown
+    return await live.stream_listing(request, request.app[LIVE], request.app[STORE], shown,
+                                     owner_filter(request))
 
 
 # -- the log ---------------------------------------------------------------------------------
 
 @routes.get("/logs")
+@admin_only  # every user's errors and names (#26)
 async def log_page(request: web.Request) -> web.StreamResponse:
     query = request.query.get("q", "")[:200]
     page = await asyncio.to_thread(logs.read_page, request.app[SETTINGS].log_path,

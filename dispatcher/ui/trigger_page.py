@@ -14,6 +14,7 @@ from typing import Any
 import aiohttp_jinja2
 from aiohttp import web
 
+from ..authz import owner_filter
 from ..keys import STORE, TRIGGERS
 from .routes import common, origin_name
 
@@ -59,7 +60,7 @@ def iso(value: Any) -> str | None:
 
 @routes.get("/triggers")
 async def trigger_page(request: web.Request) -> web.StreamResponse:
-    infos = await request.app[TRIGGERS].listing(False)
+    infos = await request.app[TRIGGERS].listing(False, owner_filter(request))
     store = request.app[STORE]
     names: dict[str, str] = {}
     rows: list[dict[str, Any]] = []
