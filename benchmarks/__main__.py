@@ -1,7 +1,8 @@
 """Run the benchmarks: ours against raw Dask on a standalone cluster of the same shape.
 
     python -m benchmarks [--quick] [--repeats N] [--json FILE] [--only NAME[,NAME]]
-                         [--side both|raw|ours] [--peer-covalent PYTHON] [--load N]
+                         [--side both|raw|ours] [--peer-covalent PYTHON] [--db-url URL]
+                         [--load N]
 
 Starts our dispatcher (``server.py``: embedded LocalCluster of 2 workers x 1 thread, explicit
 token) and, in processes of their own, a standalone LocalCluster of the same shape and the same
@@ -39,6 +40,7 @@ from .measure import Side, bench, ours_runner, raw_runner
 from .memory import measure as measure_memory
 from .peer import running_peer
 from dispatcher.procinfo import peak_rss_mib, reset_peak_rss
+from dispatcher.store import redact
 from .server import Dispatcher, running_dispatcher, scheduler_client
 from .standalone import Standalone, standalone_cluster
 from .workloads import STAMP_ENV, Workload, all_workloads, stamped_fan_out, two_node
@@ -55,6 +57,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                    help="time one side only (to profile it); ratios are then absent")
     p.add_argument("--peer-covalent", default=None, metavar="PYTHON",
                    help="also run the workloads on a real Covalent installed for this python")
+    p.add_argument("--db-url", default="", metavar="URL",
+                   help="the dispatcher's database, e.g. postgresql://user@host/db (an empty "
+                        "database of its own: the benchmark fills it); default its SQLite file")
     p.add_argument("--peer-max-nodes", type=int, default=100, metavar="N",
                    help="skip workloads over N nodes on the peer (default 100)")
     p.add_argument("--load", type=int, default=0, metavar="N",
@@ -115,7 +120,7 @@ def main(argv: list[str] | None = None) -> None:
         stamps = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="bench-stamp-")))
         os.environ[STAMP_ENV] = str(stamps / "first")  # the clusters' workers inherit it
         stack.enter_context(busy(ns.load))
-        d = stack.enter_context(running_dispatcher())
+        d = stack.enter_context(running_dispatcher(db_url=ns.db_url))
         sa, raw_client = stack.enter_context(standalone_cluster())
         sa_tls, tls_client = stack.enter_context(standalone_cluster(tls=True))
         same_client = stack.enter_context(scheduler_client(d.scheduler_address(), d.data_dir))
@@ -146,7 +151,7 @@ def main(argv: list[str] | None = None) -> None:
             report.progress(rows[-1])
     meta = {"cores": os.cpu_count(), "python": platform.python_version(),
             **{m: version(m) for m in ("dask", "distributed", "numpy")}, "quick": ns.quick,
-            "load": ns.load}
+            "load": ns.load, "database": redact(ns.db_url) if ns.db_url else "sqlite"}
     report.print_all(rows, meta)
     if ns.json:
         Path(ns.json).write_text(json.dumps({"meta": meta, "rows": rows}, indent=1))

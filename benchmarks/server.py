@@ -119,11 +119,13 @@ def _environment(**values: str) -> Iterator[None]:
 
 
 @contextmanager
-def running_dispatcher(workers: int = 2, threads: int = 1) -> Iterator[Dispatcher]:
-    """Start the dispatcher, wait until its cluster has ``workers`` workers, stop it on exit."""
+def running_dispatcher(workers: int = 2, threads: int = 1, db_url: str = "") -> Iterator[Dispatcher]:
+    """Start the dispatcher (on ``db_url``, else its SQLite file), wait until its cluster has
+    ``workers`` workers, stop it on exit."""
     tmp = Path(tempfile.mkdtemp(prefix="covalent-bench-"))
     token, port = secrets.token_urlsafe(24), free_port()
-    env = {"COVALENT_TOKEN": token, "COVALENT_CONFIG_DIR": str(tmp / "config")}
+    env = {"COVALENT_TOKEN": token, "COVALENT_CONFIG_DIR": str(tmp / "config"),
+           "COVALENT_DB_URL": db_url}
     cmd = [sys.executable, "-m", "dispatcher", "--port", str(port), "--data-dir", str(tmp / "data"),
            "--workers", str(workers), "--threads-per-worker", str(threads),
            "--dashboard-address", ":0"]

@@ -15,7 +15,8 @@ from typing import Any
 from urllib.parse import urlencode, urlsplit
 
 from .config import ClientConfig
-from .errors import DispatcherError, DispatcherUnavailableError, error_from_body
+from .errors import (DispatcherError, DispatcherUnavailableError, IncompleteAnswerError,
+                     error_from_body)
 from .wire import API, CONTENT_TYPE
 
 _local = threading.local()
@@ -105,6 +106,13 @@ def _send(cfg: ClientConfig, method: str, target: str, body: bytes | list[bytes]
             resp = conn.getresponse()
             data = resp.read()
             break
+        except http.client.IncompleteRead as exc:  # the server closed it mid-answer: say so now
+            conn.close()
+            short = f", {exc.expected} bytes short" if exc.expected else ""
+            raise IncompleteAnswerError(
+                "IncompleteAnswer", f"the answer to {method} {target.split('?')[0]} was cut off "
+                f"after {len(exc.partial)} bytes{short}; the dispatcher's log (`covalent logs`) "
+                "says why", 200) from None
         except (http.client.RemoteDisconnected, BrokenPipeError, ConnectionResetError) as exc:
             conn.close()
             if attempt:  # a kept-alive connection the server closed: retry once on a new one

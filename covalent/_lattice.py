@@ -2,7 +2,7 @@
 
 ``Lattice.build_graph(*args, **kwargs)`` runs the workflow function once, on the client, with a
 ``GraphBuilder`` active: each electron call adds a node (see ``_builder``). The return value
-becomes the template of the final ``:postprocess:`` node. Called directly (outside a dispatch),
+becomes the template of the final ``:postprocess:reconstruct`` node. Called directly (outside a dispatch),
 a lattice is its function, so a lattice called inside another lattice is inlined.
 """
 
@@ -152,7 +152,7 @@ def lattice(
 
     Args:
         executor: default executor of its electrons that do not name one.
-        workflow_executor: executor of the ``:postprocess:`` node.
+        workflow_executor: executor of the ``:postprocess:reconstruct`` node.
         deps_bash, deps_pip, call_before, call_after: defaults for electrons without their own.
         triggers: triggers to register when dispatched; the dispatch then waits for them.
 

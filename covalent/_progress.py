@@ -7,7 +7,9 @@ timer; the client only caps how often it redraws (``MIN_GAP_S``). In a terminal 
 drawn with ``rich``; in a Jupyter notebook, as HTML in the cell's output, replaced in place at
 each change (an IPython display handle, so an executed notebook keeps the last bars); otherwise
 (a pipe, a CI log) one plain line per electron name whose counts changed, at most once a
-second, then a last line with the final status.
+second, then a last line with the final status. Times are the server's: from the first of an
+electron name's nodes starting to the last ending (so a dispatch that ended long ago shows how
+long it took), and a failed dispatch ends with its error.
 """
 
 from __future__ import annotations
@@ -66,6 +68,26 @@ def watch(cfg: ClientConfig, dispatch_id: str, stream: IO[str] | None = None) ->
     return _lines(cfg, dispatch_id, out)
 
 
+def _took(e: dict[str, Any]) -> str:
+    """How long an electron name's nodes took (from the server's times).
+
+    >>> _took({"seconds": 2.345}), _took({"seconds": 75}), _took({"seconds": None})
+    ('2.3 s', '1 m 15 s', '-')
+    """
+    value = e.get("seconds")
+    if not isinstance(value, int | float):
+        return "-"
+    return f"{value:.1f} s" if value < 60 else f"{int(value // 60)} m {int(value % 60)} s"
+
+
+def _ending(body: dict[str, Any], dispatch_id: str, status: Status) -> str:
+    """The last line: name, id and status, and a failed dispatch's error."""
+    line = f"{body['name']} {dispatch_id}: {status}"
+    if status == Status.FAILED and body.get("error"):
+        line += "\n" + str(body["error"]).rstrip()
+    return line
+
+
 def _detail(e: dict[str, Any]) -> str:
     """What a bar says besides its count.
 
@@ -78,26 +100,26 @@ def _detail(e: dict[str, Any]) -> str:
 
 def _bars(cfg: ClientConfig, dispatch_id: str, out: IO[str]) -> Status:
     from rich.console import Console
-    from rich.progress import (BarColumn, MofNCompleteColumn, Progress, TextColumn,
-                               TimeElapsedColumn)
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
 
     status = Status.NEW_OBJECT
     tasks: dict[str, Any] = {}
     console = Console(file=out)
     columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
-               TextColumn("{task.fields[detail]}"), TimeElapsedColumn())
+               TextColumn("{task.fields[detail]}"), TextColumn("{task.fields[took]}"))
     with Progress(*columns, console=console, transient=False) as bars:
         for body in updates(cfg, dispatch_id):
             status = Status(body["status"])
             for e in body["electrons"]:
                 if e["name"] not in tasks:
-                    tasks[e["name"]] = bars.add_task(e["name"], total=e["total"], detail="")
+                    tasks[e["name"]] = bars.add_task(e["name"], total=e["total"], detail="",
+                                                     took="")
                 bars.update(tasks[e["name"]], completed=e["completed"], total=e["total"],
-                            detail=_detail(e))
+                            detail=_detail(e), took=_took(e))
             if status.is_terminal:
                 for task_id in tasks.values():
                     bars.stop_task(task_id)
-    console.print(f"{body['name']} {dispatch_id}: {status}")
+    console.print(_ending(body, dispatch_id, status), markup=False, highlight=False)
     return status
 
 
@@ -124,7 +146,6 @@ def _lines(cfg: ClientConfig, dispatch_id: str, out: IO[str]) -> Status:
     shown: dict[str, tuple[int, int, int, int]] = {}
     last = 0.0
     status = Status.NEW_OBJECT
-    start = time.monotonic()
     for body in updates(cfg, dispatch_id):
         status = Status(body["status"])
         now = time.monotonic()
@@ -137,6 +158,6 @@ def _lines(cfg: ClientConfig, dispatch_id: str, out: IO[str]) -> Status:
                 shown[e["name"]] = key
                 detail = _detail(e)
                 print(f"{e['name']}: {e['completed']}/{e['total']} completed"
-                      f"{', ' + detail if detail else ''} [{now - start:.1f} s]", file=out, flush=True)
-    print(f"{body['name']} {dispatch_id}: {status}", file=out, flush=True)
+                      f"{', ' + detail if detail else ''} [{_took(e)}]", file=out, flush=True)
+    print(_ending(body, dispatch_id, status), file=out, flush=True)
     return status

@@ -20,6 +20,8 @@
         ├── UnauthorizedError (PermissionError)
         ├── ForbiddenError (PermissionError)      a foreign Host/Origin, or a request a web page could send
         ├── DispatcherBusyError (RuntimeError)    the store is busy: retry shortly
+        ├── StoredDataLostError (LookupError)     a stored value is missing or damaged
+        ├── IncompleteAnswerError (ConnectionError)  the answer was cut off
         └── StorageFullError (OSError)           the dispatcher's disk is full
 
 Every error pickles (all constructor arguments go to ``super().__init__``).
@@ -159,6 +161,15 @@ class IncompatibleClientError(DispatcherError, RuntimeError):
     """This Python or cloudpickle differs from the workers', so they could not load the workflow."""
 
 
+class StoredDataLostError(DispatcherError, LookupError):
+    """A value the dispatcher stored is missing or damaged on its disk (it removed it)."""
+
+
+class IncompleteAnswerError(DispatcherError, ConnectionError):
+    """The dispatcher's answer was cut off (it found what it was sending damaged, or it
+    stopped); its log says why."""
+
+
 class StorageFullError(DispatcherError, OSError):
     """The dispatcher cannot write to its store (disk full or a file size limit)."""
 
@@ -176,6 +187,7 @@ _BY_CODE: dict[str, type[DispatcherError]] = {
     "Forbidden": ForbiddenError,
     "UnsupportedMediaType": ForbiddenError,
     "Unavailable": DispatcherBusyError,
+    "StoredDataLost": StoredDataLostError,
 }
 
 

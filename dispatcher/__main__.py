@@ -5,8 +5,9 @@ runs this module as a daemon. The token never appears on a command line: it come
 ``COVALENT_TOKEN``, ``--token-file``, the config file, or is generated and saved there (0600).
 
 Start-up, in this order, each step failing with one line on stderr and its own exit code:
-lock the data dir (4: already running), bind the port (3: in use), open the store and reach
-the Dask cluster (5: scheduler unreachable within 10 s), answer requests, then resume
+lock the data dir (4: already running), bind the port (3: in use), open the store (6: database
+unreachable, in use by another dispatcher, or written by a newer version) and reach the Dask
+cluster (5: scheduler unreachable within 10 s), answer requests, then resume
 unfinished dispatches in the background. SIGTERM or Ctrl-C at any point stops it cleanly.
 """
 
@@ -24,17 +25,19 @@ import socket
 import sys
 import uuid
 from pathlib import Path
-from typing import NoReturn
+from typing import Any, NoReturn
 
 import dask
 from aiohttp import web
 
 from covalent.config import DEFAULT_PORT, config_path, read_config, update_config
 
-from .connections import LimitedSite, OncePerKind, connection_limit, raise_fd_limit
+from .connections import GATE, LimitedSite, OncePerKind, connection_limit, raise_fd_limit
+from . import logfile
 from .app import create_app
+from .errors import StoreError
 from .instance import (EXIT_BAD_SETTINGS, EXIT_CLUSTER, EXIT_PORT_IN_USE, EXIT_RUNNING,
-                       AlreadyRunning, DataDirLock, Instance)
+                       EXIT_STORE, AlreadyRunning, DataDirLock, Instance)
 from .settings import Settings, json_object, parse_adapt
 
 log = logging.getLogger("covalent.dispatcher")
@@ -63,6 +66,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                         "reach (default: the data dir, for workers on this machine)")
     p.add_argument("--store-options", default=None, metavar="JSON",
                    help="fsspec storage options for --store-url, e.g. an S3 endpoint_url")
+    p.add_argument("--db-url", default=None, metavar="URL",
+                   help="the database: postgresql://user:password@host:port/db (a password is "
+                        "better in COVALENT_DB_URL or the config's [database] url, not on a "
+                        "command line), or sqlite:///path (default: SQLite in the data dir)")
     p.add_argument("--scheduler-process", action=argparse.BooleanOptionalAction, default=None,
                    help="run the embedded Dask scheduler in a process of its own (the default; "
                         "--no-scheduler-process: in this one)")
@@ -123,6 +130,7 @@ def settings_from_args(ns: argparse.Namespace) -> Settings:
         raise ValueError(f"[dask] cluster_kwargs in {config_path()} must be a table, got {kwargs!r}")
     executors = config.get("executors") or {}
     return Settings.from_env(
+        db_url=ns.db_url or (None if env.get("COVALENT_DB_URL") else config_db_url(config)),
         host=ns.host, port=ns.port, token=resolve_token(ns),
         data_dir=Path(ns.data_dir) if ns.data_dir else None,
         allowed_hosts=tuple(ns.allow_host) if ns.allow_host else None,
@@ -136,6 +144,14 @@ def settings_from_args(ns: argparse.Namespace) -> Settings:
         executors=executors, config_source=str(config_path()),
         time_limit_grace=ns.time_limit_grace, no_worker_timeout=ns.no_worker_timeout,
     )
+
+
+def config_db_url(config: dict[str, Any]) -> str | None:
+    """``[database] url`` of the config file, if it sets one."""
+    url = (config.get("database") or {}).get("url")
+    if url is not None and not isinstance(url, str):
+        raise ValueError(f"[database] url in {config_path()} must be a string")
+    return url or None
 
 
 def fail(code: int, message: str) -> NoReturn:
@@ -183,11 +199,13 @@ async def serve(settings: Settings, sock: socket.socket) -> None:
 
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, on_signal)
-    runner = web.AppRunner(create_app(settings), handle_signals=False, access_log=None)
+    app = create_app(settings)
+    runner = web.AppRunner(app, handle_signals=False, access_log=None)
     try:
         await runner.setup()
         limit = connection_limit(settings.max_connections)
-        await LimitedSite(runner, sock, limit=limit, shutdown_timeout=10).start()
+        await LimitedSite(runner, sock, limit=limit, gate=app[GATE], shutdown_timeout=10,
+                          backlog=1024).start()  # a burst of connects waits, is not lost
         starting = False
         gc.freeze()  # what start-up made lives as long as the server: never scan it again
         log.info("answering on http://%s:%d", *sock.getsockname()[:2])
@@ -218,6 +236,7 @@ def main(argv: list[str] | None = None) -> None:
         create_app(settings)  # validates the settings before anything is bound or locked
     except (ValueError, OSError) as exc:
         fail(EXIT_BAD_SETTINGS, str(exc))
+    logfile.setup(settings.log_path, settings.log_max_bytes)
     if not settings.instance_id:
         settings = settings.with_instance(uuid.uuid4().hex)
     prepare_data_dir(settings.data_dir)
@@ -235,7 +254,12 @@ def main(argv: list[str] | None = None) -> None:
             asyncio.run(serve(settings, sock))
         except TimeoutError as exc:
             fail(EXIT_CLUSTER, str(exc))
+        except StoreError as exc:  # a database that cannot be reached, or of a newer version
+            fail(EXIT_STORE, str(exc))
         except OSError as exc:  # the cluster could not start or be reached
+            fail(EXIT_CLUSTER, f"{type(exc).__name__}: {exc}")
+        except Exception as exc:  # e.g. a --cluster class that makes no Dask cluster
+            log.error("the dispatcher stopped", exc_info=exc)
             fail(EXIT_CLUSTER, f"{type(exc).__name__}: {exc}")
     finally:
         lock.release()

@@ -21,22 +21,27 @@ from distributed import Client, LocalCluster, Nanny, Scheduler, Security, SpecCl
 from distributed.deploy.utils import nprocesses_nthreads
 from distributed.worker_memory import parse_memory_limit
 
-from . import dispatches, transfer, ui, upload
+from . import dispatches, metrics, transfer, ui, upload, user_routes
+from .authz import ownership_guard
+from .connections import GATE, Gate
 from .executors import ExecutorTable
 from .keys import CLUSTER_INFO, EXECUTORS, RECORDER, RUNNER, SETTINGS, STORE, TRIGGERS
 from .recorder import Recorder
 from .routes import error_middleware, routes
 from .runner import Runner
 from .scheduler_process import SchedulerProcess
-from .security import allowed_hosts, content_type_guard, host_guard, token_guard
+from .security import allowed_hosts, content_type_guard, host_guard, token_guard, weak_token
+from .sessions import SESSIONS, Sessions
 from .settings import ClusterSettings, Settings, pinned_dashboard
-from .store import SqliteStore
+from .store import check_url, open_store
 from .trigger_service import TriggerService
+from .users import ACCOUNTS, Accounts
 from .worker.blobs import BlobStore
 
 log = logging.getLogger("covalent.dispatcher")
 
 LOOPBACK = ("127.0.0.1", "localhost", "::1")
+QUIET_WORKERS = "dispatcher.worker.quiet"  # embedded workers leave Ctrl-C to the dispatcher
 STALE_WRITE_S = 86400.0  # a shared store's temporary untouched this long lost its writer
 
 
@@ -52,24 +57,30 @@ def create_app(settings: Settings) -> web.Application:
             f"refusing to bind {settings.host}: the dispatcher runs pickled code, so any address "
             "other than loopback needs a token (--token or COVALENT_TOKEN)"
         )
+    if settings.host not in LOOPBACK and weak_token(settings.token):
+        raise ValueError(f"refusing to bind {settings.host}: {weak_token(settings.token)}")
     dashboard = pinned_dashboard(settings.cluster.dashboard_address)
     if dashboard and dashboard.rpartition(":")[0].strip("[]") not in LOOPBACK and not settings.token:
         raise ValueError(
             f"refusing to serve the Dask dashboard on {dashboard}: any address other than "
             "loopback needs a token (--token or COVALENT_TOKEN)")
-    app = web.Application(
-        middlewares=[error_middleware,
-                     host_guard(allowed_hosts(settings.host, settings.allowed_hosts)),
-                     token_guard(settings.token), content_type_guard],
-        client_max_size=settings.max_body_bytes,
-    )
-    app[SETTINGS] = settings
+    sessions, gate = Sessions(), Gate()  # the web UI's browser sessions; pending connections
+    app = web.Application(client_max_size=settings.max_body_bytes)
+    accounts = Accounts(lambda: app[STORE])  # users with tokens of their own (#26)
+    app.middlewares.extend([
+        error_middleware, host_guard(allowed_hosts(settings.host, settings.allowed_hosts)),
+        token_guard(settings.token, sessions, gate.passed, accounts), content_type_guard,
+        ownership_guard])
+    app[SETTINGS], app[SESSIONS], app[GATE], app[ACCOUNTS] = settings, sessions, gate, accounts
     app[EXECUTORS] = ExecutorTable.from_config(settings.executors, settings.config_source)
     check_cluster(settings.cluster)
+    check_url(settings.db_url)
     app[transfer.STORE_ROOT] = (str(settings.blob_dir), settings.store_options)
     transfer.setup(app)
     app.add_routes(routes)
+    app.add_routes(user_routes.routes)
     app.cleanup_ctx.append(_store_ctx)
+    metrics.setup(app)  # GET /metrics, counting from the recorder's commits
     app.cleanup_ctx.append(_cluster_ctx)
     app.cleanup_ctx.append(_triggers_ctx)
     app.cleanup_ctx.append(_resume_ctx)
@@ -107,13 +118,14 @@ async def _triggers_ctx(app: web.Application) -> AsyncIterator[None]:
 
 async def _store_ctx(app: web.Application) -> AsyncIterator[None]:
     settings = app[SETTINGS]
-    store = SqliteStore(settings.db_path, settings.blob_dir, settings.store_options,
-                        settings.store_root)
+    store = open_store(settings.db_url, settings.db_path, settings.blob_dir,
+                       settings.store_options, settings.store_root)
     await store.open()
     await asyncio.to_thread(upload.reset, settings.upload_dir)  # what is left there was abandoned
     # Half-written outputs of workers killed mid-write: all of them when the embedded cluster
-    # (not started yet) is the only writer, else those untouched for a day.
-    embedded = not (settings.cluster.address or settings.cluster.cluster_class)
+    # (not started yet) of the one dispatcher of this store is the only writer, else those
+    # untouched for a day (other clusters, or other replicas on PostgreSQL, may be writing).
+    embedded = not (settings.cluster.address or settings.cluster.cluster_class or settings.db_url)
     outputs = BlobStore(settings.store_root, settings.store_options)
     swept = await asyncio.to_thread(outputs.sweep, 0.0 if embedded else STALE_WRITE_S)
     if swept:
@@ -121,9 +133,13 @@ async def _store_ctx(app: web.Application) -> AsyncIterator[None]:
     recorder = Recorder(store)
     await recorder.start()
     app[STORE], app[RECORDER] = store, recorder
+    # Deletes a previous run did not finish, in the background: the server answers meanwhile.
+    deleting = asyncio.create_task(store.resume_deletions(), name="covalent-deletions")
     try:
         yield
     finally:
+        deleting.cancel()
+        await asyncio.gather(deleting, return_exceptions=True)
         await recorder.close()
         await store.close()
 
@@ -182,7 +198,7 @@ async def _cluster_ctx(app: web.Application) -> AsyncIterator[None]:
     log.info("dispatcher on %s:%d, Dask scheduler %s (%s), dashboard %s, store %s",
              settings.host, settings.port, app[CLUSTER_INFO]["scheduler"],
              app[CLUSTER_INFO]["manager"] or "external", app[CLUSTER_INFO]["dashboard"] or "-",
-             settings.db_path)
+             app[STORE].describe())
     url = settings.url if settings.port else ""
     scheduler = getattr(cluster, "scheduler", None)  # in this process: events without a hop
     runner = Runner(app[RECORDER], client, store_root=settings.store_root,
@@ -211,6 +227,8 @@ async def _create_cluster(cs: ClusterSettings) -> Any:
         cluster = factory(asynchronous=True, **cs.cluster_kwargs)
     except Exception as exc:  # a cluster manager raises anything for arguments it refuses
         raise OSError(f"cannot create {shown}: {type(exc).__name__}: {exc}") from None
+    if not callable(getattr(cluster, "close", None)) or not hasattr(cluster, "scheduler_address"):
+        raise OSError(f"{shown} made a {type(cluster).__name__}, not a Dask cluster manager")
     try:
         await cluster
     except BaseException as exc:
@@ -267,6 +285,7 @@ async def _start_cluster(cs: ClusterSettings, tls_dir: Path) -> SpecCluster:
         kwargs["scheduler_kwargs"] = {"dashboard": False, "dashboard_address": "127.0.0.1:0"}
     if cs.processes:  # an in-process cluster talks over inproc://, which takes no host
         kwargs["host"] = cs.host
+        kwargs["preload"] = [QUIET_WORKERS]
         if cs.tls:
             kwargs["security"] = _temporary_security(tls_dir)
     if cs.n_workers is not None:
@@ -299,6 +318,7 @@ def _spec_cluster(cs: ClusterSettings, tls_dir: Path, local: dict[str, Any]) -> 
     security = local.get("security")
     worker = {"cls": Nanny, "options": {
         "nthreads": threads, "host": cs.host, "security": security, "dashboard": False,
+        "preload": local.get("preload"),
         "memory_limit": parse_memory_limit(cs.memory_limit, threads, total_cores=n * threads,
                                            logger=log)}}
     scheduler = {"cls": SchedulerProcess, "options": {

@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import Any
 
 import click
+from click.core import ParameterSource
 
 import covalent
 from covalent import api
@@ -31,8 +32,11 @@ from covalent.config import (DEFAULT_PORT, ClientConfig, client_config, config_p
                              update_config)
 from covalent.errors import CovalentError, DispatcherUnavailableError
 
-from .cli_dispatches import COMMANDS
+from .cli_db import db
+from .cli_dispatches import COMMANDS, show_dispatch
+from .cli_users import user
 from .instance import EXIT_RUNNING, Instance, holder, pid_holds_lock
+from .logfile import tail_lines
 from .settings import default_data_dir
 
 
@@ -90,12 +94,25 @@ def main() -> None:
 @click.option("--time-limit-grace", type=float, default=None, metavar="SECONDS",
               help="How long a node past its time_limit may take to stop before its worker is "
                    "restarted (default 10).")
-@click.option("--token", default=None, envvar="COVALENT_TOKEN",
-              help="Token requests must carry (default: the saved one, else a new one).")
+@click.option("--token", default=None, envvar="COVALENT_TOKEN", hidden=True,
+              help="Only from COVALENT_TOKEN: on the command line `ps` shows it to everyone.")
+@click.option("--token-file", default=None, type=click.Path(dir_okay=False, exists=True),
+              help="Read the token requests must carry from this file (or set COVALENT_TOKEN; "
+                   "default: the saved one, else a new one).")
 @click.option("--no-token", is_flag=True,
               help="DANGEROUS: accept requests without a token; any local user can then run code as you.")
 @click.option("--allow-host", multiple=True, help="Another name clients may use in the Host header.")
+@click.option("--store-url", default=None, envvar="COVALENT_STORE_URL",
+              help="Where workers write outputs: an fsspec URL (s3://bucket/prefix) or a shared "
+                   "directory every worker and the server reach (default: the data dir).")
+@click.option("--store-options", default=None, envvar="COVALENT_STORE_OPTIONS", metavar="JSON",
+              help="fsspec storage options of --store-url (passed to the server in its "
+                   "environment, never on its command line).")
 @click.option("--data-dir", default=None, envvar="COVALENT_DATA_DIR", help="Store location.")
+@click.option("--db-url", default=None, envvar="COVALENT_DB_URL",
+              help="The database: postgresql://user:password@host:port/db (handed to the server "
+                   "in its environment, never its command line) or sqlite:///path (default: "
+                   "the config's [database] url, else SQLite in the data dir).")
 @click.option("--timeout", type=float, default=60.0, show_default=True,
               help="Seconds to wait for the server to answer.")
 def start(port: int, host: str, workers: int | None, threads_per_worker: int | None,
@@ -103,8 +120,18 @@ def start(port: int, host: str, workers: int | None, threads_per_worker: int | N
           token: str | None, no_token: bool, allow_host: tuple[str, ...], data_dir: str | None,
           timeout: float, cluster: str | None = None, cluster_kwargs: str | None = None,
           adapt: str | None = None, time_limit_grace: float | None = None,
-          no_worker_timeout: float | None = None) -> None:
+          no_worker_timeout: float | None = None, store_url: str | None = None,
+          store_options: str | None = None, token_file: str | None = None,
+          db_url: str | None = None) -> None:
     """Start the dispatcher as a daemon and wait until it answers."""
+    ctx = click.get_current_context()
+    if token is not None and ctx.get_parameter_source("token") == ParameterSource.COMMANDLINE:
+        raise click.UsageError("a token on the command line is shown to every local user by "
+                               "`ps`: put it in a file (--token-file FILE) or in COVALENT_TOKEN")
+    if token_file is not None:
+        token = Path(token_file).read_text().strip()
+        if not token:
+            raise click.UsageError(f"the token file {token_file} is empty")
     ddir = _data_dir(data_dir)
     found = holder(ddir)
     if found is not None:
@@ -129,30 +156,35 @@ def start(port: int, host: str, workers: int | None, threads_per_worker: int | N
         cmd.append("--no-token")
     instance = uuid.uuid4().hex
     env = dict(os.environ, COVALENT_INSTANCE_ID=instance)
-    env.pop("COVALENT_TOKEN", None)
-    if secret:
-        env["COVALENT_TOKEN"] = secret
+    for name, value in (("COVALENT_TOKEN", secret), ("COVALENT_STORE_URL", store_url),
+                        ("COVALENT_STORE_OPTIONS", store_options), ("COVALENT_DB_URL", db_url)):
+        env.pop(name, None)  # only what this start says (restart passes what was saved); a
+        if value:  # password a database URL may hold stays out of `ps`
+            env[name] = value
     log_path = ddir / "server.log"
     ddir.chmod(0o700)
     fd = os.open(log_path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
     os.fchmod(fd, 0o600)  # a log written by an older version may be wider
     with os.fdopen(fd, "ab") as log:
+        run_start = os.fstat(fd).st_size  # what this run writes comes after: its reasons only
         proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=env,
                                 stdin=subprocess.DEVNULL, start_new_session=True)
     url = f"http://{'127.0.0.1' if host in ('0.0.0.0', '') else host}:{port}"
-    info = _await_own_server(proc, ClientConfig(url, secret), instance, log_path, timeout)
+    info = _await_own_server(proc, ClientConfig(url, secret), instance, log_path, timeout,
+                             run_start)
     if info is None:  # another `covalent start` won the data dir's lock meanwhile
         found = holder(ddir)
-        click.echo(_running_message(found) if found else _failure_reason(log_path, 4))
+        click.echo(_running_message(found) if found else _failure_reason(log_path, 4, run_start))
         return
     update_config("dispatcher", {"address": host, "port": port, "token": secret or None})
-    (ddir / "server.json").write_text(json.dumps({
+    _save_options(ddir / "server.json", {
         "port": port, "host": host, "workers": workers, "threads_per_worker": threads_per_worker,
         "mem_per_worker": mem_per_worker, "scheduler_address": scheduler_address,
         "dashboard_address": dashboard_address, "allow_host": list(allow_host),
         "no_token": no_token, "data_dir": data_dir, "cluster": cluster,
         "cluster_kwargs": cluster_kwargs, "adapt": adapt, "time_limit_grace": time_limit_grace,
-        "no_worker_timeout": no_worker_timeout}))
+        "no_worker_timeout": no_worker_timeout, "store_url": store_url,
+        "store_options": store_options, "db_url": db_url})
     found_cluster = info.get("cluster", {})
     click.echo(f"Covalent dispatcher started (pid {proc.pid}) at {url}")
     click.echo(f"Dask scheduler: {found_cluster.get('scheduler')} ({_cluster_kind(found_cluster)})"
@@ -165,13 +197,21 @@ def start(port: int, host: str, workers: int | None, threads_per_worker: int | N
         click.echo("WARNING: started with --no-token: any local user can run code as you.")
 
 
+def _save_options(path: Path, options: dict[str, Any]) -> None:
+    """What ``covalent restart`` starts with; 0600 (store options may hold credentials)."""
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    os.fchmod(fd, 0o600)
+    with os.fdopen(fd, "w") as fh:
+        json.dump(options, fh)
+
+
 def _ui_link(url: str, token: str) -> str:
     """The link that lets a browser in: it trades the token for an HttpOnly cookie (issue #15)."""
     return f"{url}/?token={token}" if token else f"{url}/"
 
 
 def _await_own_server(proc: subprocess.Popen[bytes], cfg: ClientConfig, instance: str,
-                      log_path: Path, timeout: float) -> dict[str, Any] | None:
+                      log_path: Path, timeout: float, run_start: int) -> dict[str, Any] | None:
     """Wait until ``proc`` itself answers (its /status); None if another server holds the data
     dir; exit non-zero with the one-line reason otherwise."""
     deadline = time.monotonic() + timeout
@@ -180,7 +220,7 @@ def _await_own_server(proc: subprocess.Popen[bytes], cfg: ClientConfig, instance
         if code == EXIT_RUNNING:
             return None
         if code is not None:
-            raise click.ClickException(_failure_reason(log_path, code))
+            raise click.ClickException(_failure_reason(log_path, code, run_start))
         health = _health(cfg)
         if health is not None and health.get("instance") == instance and health.get("pid") == proc.pid:
             try:
@@ -194,8 +234,9 @@ def _await_own_server(proc: subprocess.Popen[bytes], cfg: ClientConfig, instance
         time.sleep(0.1)  # waiting for another process to bind and answer: nothing is pushed
 
 
-def _failure_reason(log_path: Path, code: int) -> str:
-    lines = log_path.read_text(errors="replace").splitlines()[-200:]
+def _failure_reason(log_path: Path, code: int, run_start: int) -> str:
+    """The one-line reason the server gave for exiting, from what this run wrote to the log."""
+    lines = tail_lines(log_path, 200, since=run_start)
     reasons = [ln.removeprefix("covalent dispatcher: ") for ln in lines
                if ln.startswith("covalent dispatcher: ")]
     if reasons:
@@ -241,8 +282,12 @@ def restart(ctx: click.Context, data_dir: str | None) -> None:
 
 
 @main.command()
-def status() -> None:
-    """Show the server, its Dask cluster and the running dispatches."""
+@click.argument("dispatch_id", required=False)
+def status(dispatch_id: str | None) -> None:
+    """Show the server, its Dask cluster and the running dispatches; with a DISPATCH_ID (or
+    its first characters), that dispatch."""
+    if dispatch_id:
+        sys.exit(show_dispatch(dispatch_id))
     cfg = client_config()
     try:
         info = api.request_json(cfg, "GET", "/status", timeout=10)
@@ -278,6 +323,8 @@ def status() -> None:
         click.echo(f"Active triggers: {len(triggers)}")
         for t in triggers:
             click.echo(f"  {t.get('name')} for {t.get('dispatch_id')} (fired {t.get('fire_count')} times)")
+    if info.get("store", {}).get("database"):
+        click.echo(f"Database: {info['store']['database']}")
     if info.get("store", {}).get("write_error"):
         click.echo(f"Store write error: {info['store']['write_error']}")
 
@@ -318,7 +365,7 @@ def logs(lines: int, data_dir: str | None) -> None:
     if not path.exists():
         click.echo(f"No log at {path}.")
         return
-    for line in path.read_text(errors="replace").splitlines()[-lines:]:
+    for line in tail_lines(path, lines):
         click.echo(line)
 
 
@@ -327,35 +374,57 @@ def logs(lines: int, data_dir: str | None) -> None:
               help="Delete finished dispatches that ended before AGE ago (7d, 12h, 30m) or an ISO time.")
 @click.option("--status", "statuses", multiple=True, type=click.Choice(["COMPLETED", "FAILED", "CANCELLED"]),
               help="Only dispatches that ended with this status (repeatable).")
+@click.option("--all", "everything", is_flag=True,
+              help="Stop the server and delete the whole data dir and the config file (token included).")
 @click.option("--yes", is_flag=True, help="Do not ask for confirmation.")
 @click.option("--data-dir", default=None, envvar="COVALENT_DATA_DIR")
 @click.pass_context
-def purge(ctx: click.Context, older_than: str | None, statuses: tuple[str, ...], yes: bool,
-          data_dir: str | None) -> None:
-    """Delete finished dispatches (with --older-than/--status, through the running server: their
-    records and the blobs nothing else uses), or, without them, stop the server and delete the
-    whole data dir and the config file."""
-    if older_than or statuses:
-        cfg = client_config()
-        query: dict[str, Any] = {"status": list(statuses)} if statuses else {}
-        if older_than:
-            query["older_than"] = older_than
-        try:
-            out = api.request_json(cfg, "DELETE", "/dispatches", query=query)
-        except CovalentError as exc:
-            raise click.ClickException(str(exc)) from None
-        click.echo(f"Deleted {out['deleted']} finished dispatches.")
+def purge(ctx: click.Context, older_than: str | None, statuses: tuple[str, ...], everything: bool,
+          yes: bool, data_dir: str | None) -> None:
+    """Delete finished dispatches (--older-than, --status: through the running server, their
+    records and the blobs nothing else uses), or everything (--all: the server is stopped, the
+    data dir and the config file deleted). Names what it will delete, then asks."""
+    if older_than is not None and not older_than.strip():
+        raise click.UsageError("--older-than needs an age such as 7d or 12h, or an ISO time")
+    if everything == (older_than is not None or bool(statuses)):
+        raise click.UsageError("say what to delete: --older-than AGE and/or --status S, or --all "
+                               "(everything, the token included)")
+    if not everything:
+        _purge_dispatches(older_than, statuses, yes)
         return
     ddir = _data_dir(data_dir)
     if not yes:
-        click.confirm(f"Delete {ddir} and {config_path()}?", abort=True)
+        click.confirm(f"Stop the dispatcher and delete {ddir} (every dispatch, result and log) "
+                      f"and {config_path()} (its token and settings)?", abort=True)
     ctx.invoke(stop, data_dir=data_dir)
     shutil.rmtree(ddir, ignore_errors=True)
     config_path().unlink(missing_ok=True)
     click.echo(f"Purged {ddir} and {config_path()}.")
 
 
-for _command in COMMANDS:  # covalent list / watch / cancel
+def _purge_dispatches(older_than: str | None, statuses: tuple[str, ...], yes: bool) -> None:
+    """Ask the server which dispatches match, name them, confirm, delete them."""
+    cfg = client_config()
+    query: dict[str, Any] = {"status": list(statuses)} if statuses else {}
+    if older_than is not None:
+        query["older_than"] = older_than
+    try:
+        found = api.request_json(cfg, "DELETE", "/dispatches", query={**query, "dry_run": 1})
+        ids = found["dispatch_ids"]
+        if not ids:
+            click.echo("No finished dispatch matches.")
+            return
+        shown = ", ".join(ids[:10]) + (f" and {len(ids) - 10} more" if len(ids) > 10 else "")
+        click.echo(f"{len(ids)} finished dispatches match: {shown}")
+        if not yes:
+            click.confirm("Delete them, their results and the blobs nothing else uses?", abort=True)
+        out = api.request_json(cfg, "DELETE", "/dispatches", query=query)
+    except CovalentError as exc:
+        raise click.ClickException(str(exc)) from None
+    click.echo(f"Deleted {out['deleted']} finished dispatches.")
+
+
+for _command in (*COMMANDS, db, user):  # covalent list / watch / cancel / db / user
     main.add_command(_command)
 
 if __name__ == "__main__":

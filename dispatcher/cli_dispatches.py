@@ -1,9 +1,12 @@
-"""``covalent list``, ``covalent watch ID`` and ``covalent cancel ID``: dispatches from a terminal.
+"""``covalent list``, ``covalent watch ID``, ``covalent cancel ID`` and ``covalent status ID``:
+dispatches from a terminal.
 
 They talk to the running dispatcher through the SDK's REST client (address and token from the
-config file, as ``ct.dispatch`` does). ``watch`` draws one progress bar per electron name
-(``covalent._progress``; plain lines when not a terminal) and exits with the dispatch's outcome:
-0 COMPLETED, 1 FAILED, 2 CANCELLED; Ctrl-C stops watching, never the dispatch (130).
+config file, as ``ct.dispatch`` does). ``ID`` may be any unique start of a dispatch id, such as
+the 8 characters ``covalent list`` and the web UI show (``GET /api/v1/resolve/{prefix}``).
+``watch`` draws one progress bar per electron name (``covalent._progress``; plain lines when not
+a terminal) and exits with the dispatch's outcome: 0 COMPLETED, 1 FAILED, 2 CANCELLED; Ctrl-C
+stops watching, never the dispatch (130).
 """
 
 from __future__ import annotations
@@ -11,11 +14,12 @@ from __future__ import annotations
 import sys
 from datetime import UTC, datetime
 from typing import Any, NoReturn
+from urllib.parse import quote
 
 import click
 
 from covalent import _progress, api
-from covalent.config import client_config
+from covalent.config import ClientConfig, client_config
 from covalent.errors import CovalentError, DispatcherUnavailableError
 from covalent.wire.status import Status
 
@@ -27,6 +31,19 @@ def _fail(exc: CovalentError) -> NoReturn:
     if isinstance(exc, DispatcherUnavailableError):
         raise click.ClickException(f"no dispatcher answers at {cfg.url} (`covalent start` starts one)")
     raise click.ClickException(str(exc))
+
+
+def resolve(cfg: ClientConfig, prefix: str) -> str:
+    """The full id of the one dispatch whose id starts with ``prefix``.
+
+    Raises:
+        DispatchNotFoundError: none does. CovalentError: several do (the message names them).
+    """
+    prefix = prefix.strip().lower()
+    if len(prefix) == 36:
+        return prefix
+    found: str = api.request_json(cfg, "GET", f"/resolve/{quote(prefix, safe='')}")["dispatch_id"]
+    return found
 
 
 def age(iso: str | None, now: datetime | None = None) -> str:
@@ -86,7 +103,9 @@ def watch(dispatch_id: str) -> None:
     Exit code: 0 COMPLETED, 1 FAILED, 2 CANCELLED. Ctrl-C stops watching, not the dispatch.
     """
     try:
-        status = _progress.watch(client_config(), dispatch_id, sys.stdout)
+        cfg = client_config()
+        dispatch_id = resolve(cfg, dispatch_id)
+        status = _progress.watch(cfg, dispatch_id, sys.stdout)
     except KeyboardInterrupt:
         click.echo(f"\nStopped watching; dispatch {dispatch_id} goes on "
                    f"(`covalent cancel {dispatch_id}` stops it).", err=True)
@@ -101,11 +120,34 @@ def watch(dispatch_id: str) -> None:
 def cancel(dispatch_id: str) -> None:
     """Cancel a running dispatch (its unfinished nodes; completed ones keep their outputs)."""
     try:
-        out = api.request_json(client_config(), "POST", f"/dispatches/{dispatch_id}/cancel",
+        cfg = client_config()
+        out = api.request_json(cfg, "POST", f"/dispatches/{resolve(cfg, dispatch_id)}/cancel",
                                body=b'{"task_ids": []}')
     except CovalentError as exc:
         _fail(exc)
     click.echo(out["message"])
+
+
+def show_dispatch(prefix: str) -> int:
+    """``covalent status ID``: one dispatch's name, status, electrons, times and error; the exit
+    code ``watch`` would give (3 while it has not ended)."""
+    try:
+        cfg = client_config()
+        dispatch_id = resolve(cfg, prefix)
+        body = api.request_json(cfg, "GET", f"/dispatches/{dispatch_id}/progress")
+    except CovalentError as exc:
+        _fail(exc)
+    electrons = body["electrons"]
+    done, total = sum(e["completed"] for e in electrons), sum(e["total"] for e in electrons)
+    click.echo(f"{body['name']} {dispatch_id}: {body['status']}, {done}/{total} electrons")
+    click.echo(f"started {body.get('start_time') or '-'}, ended {body.get('end_time') or '-'}")
+    for e in electrons:
+        detail = _progress._detail(e)
+        click.echo(f"  {e['name']}: {e['completed']}/{e['total']} completed"
+                   f"{', ' + detail if detail else ''} [{_progress._took(e)}]")
+    if body.get("error"):
+        click.echo(str(body["error"]).rstrip())
+    return EXIT_CODES.get(Status(body["status"]), 3)
 
 
 COMMANDS = (list_dispatches, watch, cancel)

@@ -5,7 +5,7 @@ Each node ``i`` of dispatch ``d`` that computes something becomes the task
 edge, in edge order. The graph has no task for what costs nothing to compute, so a workflow
 runs as many Dask tasks as the same code written for Dask: small parameters are written into
 their consumers' arguments, and gathering nodes (an electron list, tuple or dict, the
-``:postprocess:`` result) are built in place by their consumers from their own parents
+``:postprocess:reconstruct`` result) are built in place by their consumers from their own parents
 (see ``covalent.wire.gather``). Nodes whose output is already known (reused from an earlier
 dispatch, or completed before a restart) do not run again: a small one is written into its
 consumers' arguments, a stored one is read by a ``load_output`` task on the worker that needs

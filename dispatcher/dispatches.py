@@ -29,14 +29,16 @@ from .runner import Runner
 from .state import PENDING, Status
 from .store import (BlobSource, DispatchExists, DispatchRecord, DispatchStore, NewDispatch,
                     NodeRecord, StoredBlob, blob_ref)
+from .store.base import BUILTIN_OWNER
 from .upload import Upload
 
-_ID = re.compile(r"^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$")
+_ID = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}")
 
 
 def check_id(dispatch_id: str) -> str:
-    """Reject anything that is not a dispatch id (a uuid) before it reaches the store."""
-    if not isinstance(dispatch_id, str) or not _ID.match(dispatch_id):
+    """Reject anything that is not a dispatch id (a uuid) before it reaches the store (the
+    whole string: ``$`` would let a trailing newline through, issue #21)."""
+    if not isinstance(dispatch_id, str) or not _ID.fullmatch(dispatch_id):
         raise DispatchNotFound(dispatch_id)
     return dispatch_id
 
@@ -113,12 +115,14 @@ def stored_parameters(graph: WorkflowGraph, stored: dict[int, StoredBlob], now: 
 async def create(store: DispatchStore, runner: Runner, header: dict[str, Any], graph: WorkflowGraph,
                  blobs: list[bytes], *, stored: dict[int, StoredBlob] | None = None,
                  parent: tuple[str, int] | None = None,
-                 reuse_from: str | None = None) -> tuple[str, bool]:
+                 reuse_from: str | None = None, redispatch_of: str | None = None,
+                 owner: str = BUILTIN_OWNER) -> tuple[str, bool]:
     """Store a dispatch and start it unless ``disable_run``; returns (id, created).
 
     ``stored`` = blobs (by index) the store is not handed as bytes: files written as the
     request arrived, or blobs it holds already. ``parent`` = (dispatch id, node id) of the
-    sublattice node this dispatch runs for.
+    sublattice node this dispatch runs for. ``redispatch_of``: the dispatch this one runs again
+    (shown in the web UI; ``reuse_from`` implies it); a child belongs to its parent's owner.
     The dispatch is stored RUNNING when it will run, in the same transaction as its graph:
     the 201 is sent only once it is on disk in a state that resume picks up (issue #11).
     """
@@ -131,7 +135,7 @@ async def create(store: DispatchStore, runner: Runner, header: dict[str, Any], g
         prow = await store.get_dispatch(parent[0])
         if prow is None:
             raise DispatchNotFound(parent[0])
-        root = prow.root_dispatch_id
+        root, owner = prow.root_dispatch_id, prow.owner
         root_row = prow if root == parent[0] else await store.get_dispatch(root)
         root_start = (root_row or prow).start_time or now  # a child runs in its root's turn
     # Everything that can refuse the request happens before the dispatch is stored.
@@ -149,21 +153,35 @@ async def create(store: DispatchStore, runner: Runner, header: dict[str, Any], g
         graph_json=graph_json,
         nodes=[(n.id, n.name, str(n.kind)) for n in graph.nodes],
         parent_dispatch_id=parent[0] if parent else None,
-        parent_node_id=parent[1] if parent else None,
-        meta={"client": header.get("client", {}), "redispatch_of": reuse_from, **_shown(header)})
+        parent_node_id=parent[1] if parent else None, owner=owner,
+        meta={"client": header.get("client", {}), "redispatch_of": redispatch_of or reuse_from,
+              "reused_results": reuse_from is not None, **_shown(header)})
     merged: list[bytes | StoredBlob] = [stored.get(i, b) for i, b in enumerate(blobs)]
     extra = {"inputs_ref": merged[header["inputs"]], "lattice_ref": merged[header["lattice"]]}
     if post.value is not None:
         extra["template_ref"] = merged[post.value]
     try:
         await store.create_dispatch(new, merged, extra)
-    except DispatchExists:
-        return dispatch_id, False  # a retried request: the dispatch exists already
+    except DispatchExists:  # a retried request (the same): the dispatch exists already
+        await _same_as_stored(store, dispatch_id, graph_json, merged)
+        return dispatch_id, False
     if parent is not None:
         await store.set_sub_dispatch(parent[0], parent[1], dispatch_id)
     if run:
         await runner.submit(dispatch_id, graph, preset, root_start)
     return dispatch_id, True
+
+
+async def _same_as_stored(store: DispatchStore, dispatch_id: str, graph_json: str,
+                          blobs: list[bytes | StoredBlob]) -> None:
+    """409 unless the stored dispatch ``dispatch_id`` has this graph and these blobs: an id
+    reused for another workflow is never silently answered with the first (issue #21)."""
+    row = await store.get_dispatch(dispatch_id)
+    refs = await asyncio.to_thread(
+        lambda: [b.ref if isinstance(b, StoredBlob) else blob_ref(b) for b in blobs])
+    if row is None or row.graph_json != graph_json or row.blob_refs != refs:
+        raise DispatchState(f"dispatch id {dispatch_id} is taken by a different workflow or "
+                            "inputs; a new dispatch needs a new id")
 
 
 def _shown(header: dict[str, Any]) -> dict[str, Any]:
@@ -204,7 +222,7 @@ async def start_pending(store: DispatchStore, runner: Runner, dispatch_id: str) 
 
 
 async def clone(store: DispatchStore, runner: Runner, row: DispatchRecord) -> str:
-    """Run a stored dispatch again, server-side, as a new dispatch with the same inputs."""
+    """Run a stored dispatch again, server-side, as a new dispatch of its owner (#26)."""
     graph, stored = await load_graph(store, row)
     assert row.inputs_ref and row.lattice_ref
     sources = await store.blob_sources([row.inputs_ref, row.lattice_ref])
@@ -214,7 +232,8 @@ async def clone(store: DispatchStore, runner: Runner, row: DispatchRecord) -> st
     for ref in (row.inputs_ref, row.lattice_ref):
         stored[len(blobs)] = StoredBlob(ref, sources[ref].size)
         blobs.append(b"")
-    new_id, _ = await create(store, runner, header, graph, blobs, stored=stored)
+    new_id, _ = await create(store, runner, header, graph, blobs, stored=stored,
+                             redispatch_of=row.dispatch_id, owner=row.owner)
     return new_id
 
 
@@ -222,7 +241,8 @@ async def load_graph(store: DispatchStore, row: DispatchRecord
                      ) -> tuple[WorkflowGraph, dict[int, StoredBlob]]:
     """A stored dispatch's graph, without reading its large parameter values: those blobs'
     places hold ``b""`` and they are returned by index (workers read them from the store)."""
-    graph = WorkflowGraph.from_json(row.graph, [b""] * len(row.blob_refs))
+    # Off the loop: a 100,000-node graph takes seconds to parse (issue #25's 100k restart test).
+    graph = await asyncio.to_thread(WorkflowGraph.from_json, row.graph, [b""] * len(row.blob_refs))
     params = {n.value for n in graph.nodes if n.kind is NodeKind.PARAMETER and n.value is not None}
     sources = await store.blob_sources(row.blob_refs)
     stored = {i: StoredBlob(ref, sources[ref].size) for i, ref in enumerate(row.blob_refs)
@@ -448,16 +468,19 @@ async def cancel(store: DispatchStore, runner: Runner, dispatch_id: str,
 
 
 async def delete(store: DispatchStore, runner: Runner, dispatch_id: str) -> list[str]:
-    """Delete a finished dispatch (with its sublattice dispatches); 409 while it runs."""
+    """Delete a finished dispatch (with its sublattice dispatches) or a never-started one;
+    409 while it runs."""
     status = await store.get_status(check_id(dispatch_id))
     if status is None:
         raise DispatchNotFound(dispatch_id)
+    if status == PENDING and dispatch_id not in runner.runs:  # stored with disable_run
+        return await store.delete_dispatches([dispatch_id], pending=True)
     if not state.is_terminal(status) or dispatch_id in runner.runs:
         raise DispatchState(f"dispatch {dispatch_id} is {status}: cancel it or let it finish first")
     return await store.delete_dispatches([dispatch_id])
 
 
-DURATION = re.compile(r"^(\d+(?:\.\d+)?)([smhdw])$")
+DURATION = re.compile(r"([0-9]+(?:\.[0-9]+)?)([smhdw])")
 _UNIT_S = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 7 * 86400}
 
 
@@ -467,25 +490,28 @@ def cutoff(older_than: str, now: datetime | None = None) -> str:
     >>> cutoff("1d", datetime(2026, 1, 2, tzinfo=UTC))
     '2026-01-01T00:00:00+00:00'
     """
-    match = DURATION.match(older_than.strip())
-    if match:
-        span = timedelta(seconds=float(match.group(1)) * _UNIT_S[match.group(2)])
-        return ((now or datetime.now(UTC)) - span).isoformat()
+    match = DURATION.fullmatch(older_than)
     try:
+        if match:
+            span = timedelta(seconds=float(match.group(1)) * _UNIT_S[match.group(2)])
+            return ((now or datetime.now(UTC)) - span).isoformat()
         when = datetime.fromisoformat(older_than)
-    except ValueError:
+    except (ValueError, OverflowError):  # "", "-1d", "1e400d", "99999999999d" (issue #21)
         raise InvalidRequest(f"older_than must be a duration like 7d or 12h, or an ISO time; "
                              f"got {older_than!r}") from None
     return (when if when.tzinfo else when.replace(tzinfo=UTC)).isoformat()
 
 
-async def purge(store: DispatchStore, older_than: str | None, statuses: list[str]) -> list[str]:
-    """Delete finished dispatches that ended before ``older_than`` ago, with these statuses."""
+async def purge(store: DispatchStore, older_than: str | None, statuses: list[str],
+                dry_run: bool = False, owner: str | None = None) -> list[str]:
+    """Delete finished dispatches that ended before ``older_than`` ago, with these statuses,
+    of ``owner`` if given (``dry_run``: only name them)."""
     try:
         wanted = [Status(s) for s in statuses] or None
     except ValueError:
         raise InvalidRequest(f"status must be among {sorted(state.TERMINAL)}; got {statuses}") from None
     if wanted and any(not state.is_terminal(s) for s in wanted):
         raise InvalidRequest(f"only finished dispatches can be deleted: {sorted(state.TERMINAL)}")
-    ids = await store.finished_before(cutoff(older_than) if older_than else None, wanted)
-    return await store.delete_dispatches(ids)
+    ids = await store.finished_before(cutoff(older_than) if older_than is not None else None,
+                                      wanted, owner)
+    return ids if dry_run else await store.delete_dispatches(ids)

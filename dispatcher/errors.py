@@ -4,6 +4,8 @@
     ├── DispatchNotFound (LookupError)         404
     ├── NodeNotFound (LookupError)             404
     ├── TriggerNotFound (LookupError)          404
+    ├── UserNotFound (LookupError)             404
+    ├── UserExists (ValueError)                409 (a user name is never reused, revoked or not)
     ├── InvalidRequest (ValueError)            400
     ├── PayloadTooLarge (ValueError)           413
     ├── DispatchState (RuntimeError)           409
@@ -11,15 +13,25 @@
     ├── Unauthorized (PermissionError)         401
     ├── Forbidden (PermissionError)            403 (foreign Host or Origin)
     ├── UnsupportedMediaType (ValueError)      415 (a content type a web page could send)
-    ├── Unavailable (RuntimeError)             503 (store locked by another process, busy)
+    ├── Unavailable (RuntimeError)             503 + Retry-After
+    │   ├── StoreBusy                          503 (locked by another process, connections all
+    │   │                                           taken, a statement over its time limit)
+    │   └── StoreUnavailable                   503 (the database cannot be reached: restarting)
     ├── UnknownExecutor (LookupError)          400 (fails the dispatch: an executor name not mapped)
-    └── StorageFull (OSError)                  507
+    ├── StorageFull (OSError)                  507
+    │   └── StoreFull                          507 (the database or the blob store is full)
+    └── StoreError (RuntimeError)              500 (anything else a database refuses)
+        └── StoreVersionError                  500 (a database of a newer version: refused at start)
 
+Each store (``dispatcher.store``) raises its own driver's errors as ``StoreBusy``, ``StoreFull``,
+``StoreUnavailable`` or ``StoreError``: nothing outside the store knows which database it runs on.
 The body of each answer is ``{"error": <class name>, "message": str(exc)}``; the SDK maps the
-name back to its own exception class.
+name back to its own exception class (``Unavailable`` for both 503s, ``StorageFull`` for 507).
 """
 
 from __future__ import annotations
+
+from typing import ClassVar
 
 
 class DispatcherError(Exception):
@@ -45,6 +57,14 @@ class NodeNotFound(DispatcherError, LookupError):
 
 class TriggerNotFound(DispatcherError, LookupError):
     status = 404
+
+
+class UserNotFound(DispatcherError, LookupError):
+    status = 404
+
+
+class UserExists(DispatcherError, ValueError):
+    status = 409
 
 
 class InvalidRequest(DispatcherError, ValueError):
@@ -104,24 +124,53 @@ class StorageFull(DispatcherError, OSError):
     status = 507
 
 
-def is_busy_error(exc: BaseException) -> bool:
-    """True when another process holds the SQLite database locked: retry, nothing is wrong."""
-    import sqlite3
+class StoreError(DispatcherError, RuntimeError):
+    """The store refused a write or a read for a reason of its own (not busy, not full)."""
 
-    if isinstance(exc, sqlite3.OperationalError):
-        text = str(exc).lower()
-        return "locked" in text or "busy" in text
-    return False
+    code: ClassVar[str] = "InternalError"  # the answer's ``error`` (a contract: covalent.wire)
+
+
+class StoreBusy(Unavailable, StoreError):
+    """The store is busy: locked by another process, every connection taken, or a statement
+    ran past its time limit. Nothing was written; the same request may be sent again."""
+
+    code: ClassVar[str] = "Unavailable"
+
+    def __init__(self, message: str = "the dispatcher's store is busy; retry shortly") -> None:
+        super().__init__(message)
+
+
+class StoreUnavailable(Unavailable, StoreError):
+    """The database cannot be reached (restarting, network): nothing was written."""
+
+    code: ClassVar[str] = "Unavailable"
+
+    def __init__(self, message: str = "the dispatcher's database cannot be reached; retry "
+                 "shortly") -> None:
+        super().__init__(message)
+
+
+class StoreFull(StorageFull, StoreError):
+    """The database or the blob store has no room: nothing was half-written."""
+
+    code: ClassVar[str] = "StorageFull"
+    status = 507
+
+
+class StoreVersionError(StoreError):
+    """The data dir or database was written by a newer version (or a migration failed): the
+    server refuses to start and leaves it as it is."""
+
+
+def is_busy_error(exc: BaseException) -> bool:
+    """True when the store is busy or unreachable for now: retry, nothing is wrong."""
+    return isinstance(exc, StoreBusy | StoreUnavailable)
 
 
 def is_disk_error(exc: BaseException) -> bool:
-    """True for the errors a full disk or a file size limit raises, from files or SQLite."""
+    """True for a full store, and for the errors a full disk or a file size limit raises."""
     import errno
-    import sqlite3
 
-    if isinstance(exc, OSError) and exc.errno in (errno.ENOSPC, errno.EFBIG, errno.EDQUOT):
+    if isinstance(exc, StoreFull):
         return True
-    if isinstance(exc, sqlite3.OperationalError | sqlite3.DatabaseError):
-        text = str(exc).lower()
-        return "full" in text or "disk i/o" in text
-    return False
+    return isinstance(exc, OSError) and exc.errno in (errno.ENOSPC, errno.EFBIG, errno.EDQUOT)

@@ -9,7 +9,7 @@ import json
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from covalent.wire import Edge, NodeKind, WorkflowGraph
+from covalent.wire import Edge, NodeKind, WorkflowGraph, shorten
 
 from . import state
 
@@ -53,4 +53,4 @@ def gather_preview(kind: str, metadata: dict[str, Any], previews: list[str],
         text = "(" + ", ".join(previews) + ("," if len(previews) == 1 else "") + ")"
     else:
         text = "[" + ", ".join(previews) + "]"
-    return text if len(text) <= limit else text[: limit - 3] + "..."
+    return shorten(text, limit)  # cut between items, never inside a number (#24)

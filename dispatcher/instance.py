@@ -22,7 +22,7 @@ from pathlib import Path
 LOCK_NAME = "server.lock"
 
 # Exit codes of ``python -m dispatcher`` that ``covalent start`` tells apart.
-EXIT_BAD_SETTINGS, EXIT_PORT_IN_USE, EXIT_RUNNING, EXIT_CLUSTER = 2, 3, 4, 5
+EXIT_BAD_SETTINGS, EXIT_PORT_IN_USE, EXIT_RUNNING, EXIT_CLUSTER, EXIT_STORE = 2, 3, 4, 5, 6
 
 
 @dataclass(frozen=True, slots=True)

@@ -27,8 +27,9 @@ machine asks which released nodes still run, waits for those, and submits the re
 (a new *generation*) with the completed nodes' stored outputs, until nothing is left.
 
 Gathering nodes (lists, tuples, dicts; ``GATHER``) are COMPLETED once all their parts are;
-the ``:postprocess:`` node completes with its dispatch, in the same commit (CANCELLED with a
-cancelled dispatch, NEW_OBJECT with a failed one). A final dispatch has no RUNNING node.
+the ``:postprocess:reconstruct`` node completes with its dispatch, in the same commit
+(CANCELLED with a cancelled dispatch, NEW_OBJECT with a failed one). A final dispatch has no
+RUNNING node.
 """
 
 from __future__ import annotations
@@ -66,6 +67,7 @@ OPEN = (Phase.WAITING, Phase.RUNNING)
 class NodeStarted:
     node: int
     stamp: str
+    worker: str | None = None  # its address, for the UI's timeline
 
 
 @dataclass(frozen=True, slots=True)
@@ -84,9 +86,9 @@ class NodeEnded:
     data: bytes | None = None
     ref: str | None = None
     size: int | None = None
-    location: str | None = None
     error: str = ""  # FAILED / RETRYING: "Type: message"
     detail: str = ""  # FAILED: the traceback shown as the node's error
+    worker: str | None = None  # the worker that ran it
 
 
 @dataclass(frozen=True, slots=True)
@@ -300,7 +302,8 @@ class DispatchMachine:
         updates: list[Update] = [state.dispatch_started(self.dispatch_id, stamp)]
         for node_id, k in self.known.items():
             updates.append(state.node_completed(self.dispatch_id, node_id, k.inline, k.start, k.end,
-                                                ref=k.ref, size=k.size, reused_from=k.reused_from))
+                                                ref=k.ref, size=k.size, reused_from=k.reused_from,
+                                                preview=k.preview or None))  # as the SDK shows it
             updates += self._complete(node_id, k.preview)
         for node in self.graph.nodes:
             if node.kind is NodeKind.PARAMETER and node.id not in self.known:
@@ -336,7 +339,8 @@ class DispatchMachine:
                 return []
             self.phase[event.node] = Phase.RUNNING
             self._events += 1
-            return [Record([state.node_running(self.dispatch_id, event.node, event.stamp)])]
+            return [Record([state.node_running(self.dispatch_id, event.node, event.stamp,
+                                               event.worker)])]
         if isinstance(event, FuturesDone):
             return self._futures_done(event)
         if isinstance(event, CancelRequested):
@@ -356,13 +360,15 @@ class DispatchMachine:
         if ev.status == "COMPLETED":
             updates = [state.node_completed(d, node, ev.data, ev.start, ev.end, ev.stdout,
                                             ev.stderr, ev.preview, ref=ev.ref, size=ev.size,
-                                            location=ev.location, attempts=ev.attempts)]
+                                            attempts=ev.attempts,
+                                            worker=ev.worker)]
             updates += self._complete(node, ev.preview or "", ev.end)
         else:
             tries = f" (failed {ev.attempts} attempts)" if ev.attempts > 1 else ""
             self.phase[node], self.errors[node] = Phase.FAILED, ev.error + tries
             updates = [state.node_failed(d, node, ev.detail or ev.error + tries, ev.end, ev.start,
-                                         ev.stdout, ev.stderr, attempts=ev.attempts)]
+                                         ev.stdout, ev.stderr, attempts=ev.attempts,
+                                         worker=ev.worker)]
             self._block(node)
         out: list[Instruction] = [Record(updates)]
         if node in self.awaiting:
@@ -497,7 +503,7 @@ class DispatchMachine:
         return [Record(updates), *self._finish(stamp)]
 
     def _finish(self, stamp: str) -> list[Instruction]:
-        """The final record, with the ``:postprocess:`` node's in the same commit."""
+        """The final record, with the ``:postprocess:reconstruct`` node's in the same commit."""
         failed = self.failed
         if self.internal_error and not failed:
             failed = {-1: self.internal_error}
@@ -525,10 +531,11 @@ class DispatchMachine:
 def ended_event(msg: Mapping[str, Any]) -> NodeEnded:
     """A worker's outcome event (``dispatcher.protocol``) as a ``NodeEnded``."""
     status = msg["s"]
+    worker = msg.get("worker")  # the scheduler adds the reporting worker's address
     if status == "COMPLETED":
         return NodeEnded(int(msg["n"]), status, msg["t0"], msg["t1"], int(msg.get("a", 1)),
                          msg["out"], msg["err"], msg.get("pv"), msg.get("data"), msg.get("ref"),
-                         msg.get("size"), msg.get("loc"))
+                         msg.get("size"), worker=worker)
     return NodeEnded(int(msg["n"]), status, msg["t0"], msg["t1"], int(msg.get("a", 1)),
                      msg.get("out", ""), msg.get("err", ""),
-                     error=f"{msg['et']}: {msg['msg']}", detail=msg.get("tb") or "")
+                     error=f"{msg['et']}: {msg['msg']}", detail=msg.get("tb") or "", worker=worker)

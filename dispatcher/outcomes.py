@@ -85,7 +85,7 @@ def report(event: dict[str, Any], final: bool) -> None:
         worker = get_worker()
     except ValueError:
         return  # not on a worker (a direct call in a test)
-    packed = pack_outcome(event)
+    packed = pack_outcome(event)  # the scheduler adds the worker's address to a logged one
     carrier = worker.plugins.get(OutcomeCarrier.name)
     if final and isinstance(carrier, OutcomeCarrier) and carrier.carry(worker, packed):
         return
@@ -100,13 +100,13 @@ class OutcomeCarrier(WorkerPlugin):
     idempotent = True  # registered by every dispatcher of a shared cluster: the first stays
 
     def __init__(self) -> None:
-        self.pending: dict[Any, bytes] = {}
+        self.pending: dict[Any, dict[str, Any]] = {}
         self.worker: Any = None
 
     def setup(self, worker: Any) -> None:
         self.worker = worker
 
-    def carry(self, worker: Any, event: bytes) -> bool:
+    def carry(self, worker: Any, event: dict[str, Any]) -> bool:
         """From the task's thread: attach ``event`` to the running task; False if it cannot."""
         try:
             key = worker.get_current_task()
@@ -146,7 +146,7 @@ class OutcomeRelay(SchedulerPlugin):
     def __init__(self, deliver: Deliver | None = None, interval: float = RELAY_INTERVAL_S) -> None:
         self.deliver = deliver
         self.interval = interval
-        self.buffer: list[bytes] = []
+        self.buffer: list[dict[str, Any]] = []
         self.scheduler: Any = None
         self._timer: Any = None
 
@@ -160,8 +160,9 @@ class OutcomeRelay(SchedulerPlugin):
             metadata = msg.get("metadata")
             if metadata and META in metadata:
                 event = metadata.pop(META)
-                if isinstance(relay, OutcomeRelay):
-                    relay.relay(event)
+                if isinstance(relay, OutcomeRelay) and isinstance(event, dict):
+                    # the address this stream belongs to, as Scheduler.log_worker_event adds it
+                    relay.relay({"o": event.get("o"), "worker": msg.get("worker")})
             return original(**msg)
 
         task_finished.covalent_original = original  # type: ignore[attr-defined]
@@ -174,7 +175,7 @@ class OutcomeRelay(SchedulerPlugin):
         if self.deliver is not None and topic != BATCH_TOPIC:
             self.deliver(topic, msg)  # in-process: every event of ours, without a message
 
-    def relay(self, event: bytes) -> None:
+    def relay(self, event: dict[str, Any]) -> None:
         if self.deliver is not None:
             self.deliver(OUTCOME_TOPIC, event)
             return

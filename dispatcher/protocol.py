@@ -198,12 +198,12 @@ class NodeTaskError(Exception):
 
 def outcome_completed(spec: NodeSpec, start: str, end: str, stdout: str, stderr: str,
                       shown: str, inline: bytes | None = None, ref: str | None = None,
-                      size: int = 0, location: str | None = None,
-                      attempts: int = 1) -> dict[str, Any]:
-    """The event of a completed node: its output inline, or where the worker stored it."""
+                      size: int = 0, attempts: int = 1) -> dict[str, Any]:
+    """The event of a completed node: its output inline, or the content address under which
+    the worker stored it (the dispatcher derives where that is itself: #21)."""
     return {"d": spec.dispatch_id, "n": spec.node_id, "s": "COMPLETED", "t0": start, "t1": end,
             "out": stdout, "err": stderr, "pv": shown, "data": inline, "ref": ref, "size": size,
-            "loc": location, "a": attempts}
+            "a": attempts}
 
 
 def outcome_failed(spec: NodeSpec, start: str, end: str, stdout: str, stderr: str,
@@ -216,20 +216,21 @@ def outcome_failed(spec: NodeSpec, start: str, end: str, stdout: str, stderr: st
             "msg": message, "tb": detail, "a": attempts}
 
 
-def pack_outcome(event: dict[str, Any]) -> bytes:
-    """An outcome event as it travels: one msgpack blob, which every hop (the worker's and the
-    scheduler's comms, Dask's size estimates) passes on as opaque bytes.
+def pack_outcome(event: dict[str, Any]) -> dict[str, Any]:
+    """An outcome event as it travels: ``{"o": <one msgpack blob>}``, which every hop (the
+    worker's and the scheduler's comms, Dask's size estimates) passes on as opaque bytes, and to
+    which the scheduler adds the address of the worker it came from (``"worker"``)."""
+    return {"o": msgpack.packb(event, use_bin_type=True)}
 
-    >>> unpack_outcome(pack_outcome({"n": 1, "data": b"x"}))
-    {'n': 1, 'data': b'x'}
+
+def unpack_outcome(msg: dict[str, Any]) -> dict[str, Any]:
+    """The event of ``pack_outcome``, with the worker's address as the scheduler added it: never
+    one the worker wrote itself (#21).
+
+    >>> msg = pack_outcome({"n": 1, "data": b"x", "worker": "forged"})
+    >>> unpack_outcome(msg), unpack_outcome(dict(msg, worker="tls://10.0.0.2:4001"))["worker"]
+    ({'n': 1, 'data': b'x', 'worker': None}, 'tls://10.0.0.2:4001')
     """
-    packed: bytes = msgpack.packb(event, use_bin_type=True)
-    return packed
-
-
-def unpack_outcome(msg: bytes | dict[str, Any]) -> dict[str, Any]:
-    """The event of ``pack_outcome`` (a dict is taken as it is)."""
-    if isinstance(msg, dict):
-        return msg
-    event: dict[str, Any] = msgpack.unpackb(msg, raw=False)
+    event: dict[str, Any] = msgpack.unpackb(msg["o"], raw=False)
+    event["worker"] = msg.get("worker")
     return event

@@ -81,6 +81,11 @@ class Recorder:
 
     # -- what the runner calls -------------------------------------------------------------
 
+    @property
+    def backlog(self) -> int:
+        """Updates recorded and not written yet (for /metrics)."""
+        return len(self._nodes) + len(self._dispatches)
+
     def record(self, *updates: NodeUpdate | DispatchUpdate) -> None:
         for u in updates:
             (self._nodes if isinstance(u, NodeUpdate) else self._dispatches).append(u)  # type: ignore[arg-type]

@@ -21,12 +21,15 @@ from aiohttp import web
 from covalent import wire
 
 from . import dispatches, procinfo, transfer
-from .errors import (DispatcherError, InvalidRequest, NodeNotFound, PayloadTooLarge, Unavailable,
-                     is_busy_error, is_disk_error)
+from .errors import (DispatcherError, InvalidRequest, NodeNotFound, PayloadTooLarge, StoreError,
+                     Unavailable, is_disk_error)
+from .authz import owner_filter, owner_of_visible, visible_ids
 from .executors import ExecutorTable, serves
 from .keys import CLUSTER_INFO, EXECUTORS, RECORDER, RUNNER, SETTINGS, STORE, TRIGGERS
 from .offload import off_loop
 from .upload import Upload, read_frame
+from .users import user_of
+from .worker.blobs import DamagedBlob
 
 log = logging.getLogger("covalent.dispatcher")
 routes = web.RouteTableDef()
@@ -42,12 +45,20 @@ def error_body(code: str, message: str, status: int) -> web.Response:
 async def error_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
     try:
         return await handler(request)
-    except Unavailable as exc:
+    except Unavailable as exc:  # the store busy or unreachable, or the server stopping
+        if isinstance(exc, StoreError):
+            log.warning("store unavailable on %s %s: %s", request.method, request.path, exc)
         resp = error_body("Unavailable", str(exc), 503)
         resp.headers["Retry-After"] = "1"
         return resp
-    except DispatcherError as exc:
-        return error_body(type(exc).__name__, str(exc), exc.status)
+    except DispatcherError as exc:  # a class's ``code`` where its name is not the contract's
+        if exc.status >= 500:
+            log.error("%s on %s %s: %s", type(exc).__name__, request.method, request.path, exc)
+        return error_body(getattr(exc, "code", type(exc).__name__), str(exc), exc.status)
+    except DamagedBlob as exc:  # found before anything was sent (see transfer)
+        log.error("%s %s: %s", request.method, request.path, exc)
+        return error_body("StoredDataLost", f"{exc}; run the dispatch again to compute it "
+                          "anew", 410)
     except web.HTTPRequestEntityTooLarge as exc:
         return error_body("PayloadTooLarge", exc.text or "request body too large", 413)
     except web.HTTPException as exc:
@@ -57,13 +68,7 @@ async def error_middleware(request: web.Request, handler: Handler) -> web.Stream
     except asyncio.CancelledError:
         raise
     except Exception as exc:  # last resort: answer JSON, log, keep serving
-        if is_busy_error(exc):
-            log.warning("store busy on %s %s: %s", request.method, request.path, exc)
-            resp = error_body("Unavailable", "the dispatcher's store is locked by another process; "
-                              "retry shortly", 503)
-            resp.headers["Retry-After"] = "1"
-            return resp
-        if is_disk_error(exc):
+        if is_disk_error(exc):  # an upload's file (the store raises StoreFull itself)
             log.error("store write failed on %s %s: %s", request.method, request.path, exc)
             return error_body("StorageFull", f"the dispatcher cannot write to its store: "
                               f"{type(exc).__name__}: {exc}", 507)
@@ -135,9 +140,10 @@ async def server_status(request: web.Request) -> web.Response:
         "workers": workers,
         "executors": pools,
         "unmapped_executors": {k: list(v) for k, v in executors.unmapped.items()},
-        "running": sorted(runner.runs),
-        "triggers": await app[TRIGGERS].listing(active_only=True),
-        "store": {"path": str(app[SETTINGS].db_path), "write_error": app[RECORDER].write_error},
+        "running": await visible_ids(request, sorted(runner.runs)),
+        "triggers": await app[TRIGGERS].listing(True, owner_filter(request)),
+        "store": {"path": str(app[SETTINGS].db_path), "database": app[STORE].describe(),
+                  "write_error": app[RECORDER].write_error},
         "server": {"pid": os.getpid(), "rss_mib": _mib(procinfo.rss_mib(os.getpid())),
                    "peak_rss_mib": _mib(procinfo.peak_rss_mib(os.getpid()))},
     })
@@ -171,8 +177,9 @@ async def _submit(request: web.Request, upload: Upload) -> web.Response:
     header, graph = await off_loop(dispatches.size_of(upload), dispatches.parse_submission, upload)
     await app[RUNNER].check_client(header.get("client"))
     reuse_of = request.query.get("redispatch_of")
-    if reuse_of is not None:
-        dispatches.check_id(reuse_of)
+    owner = user_of(request).name
+    if reuse_of is not None:  # a redispatch belongs to the owner of the original
+        owner = await _original_owner(request, dispatches.check_id(reuse_of))
     reuse = reuse_of if request.query.get("reuse") == "1" else None
     runner = app[RUNNER]
     if not runner.public_url:  # started on port 0 (tests): learn the port from a request
@@ -183,12 +190,14 @@ async def _submit(request: web.Request, upload: Upload) -> web.Response:
         if not _NODE_ID.fullmatch(parent_node):
             raise InvalidRequest("parent_node must be a node id")
         parent = (dispatches.check_id(request.query["parent"]), int(parent_node))
+        owner = await owner_of_visible(request, parent[0])  # the parent's, as create makes it
     registrations = header.get("triggers") or []
     if not isinstance(registrations, list) or not all(isinstance(r, dict) for r in registrations):
         raise InvalidRequest("triggers must be a list of trigger registrations")
     dispatch_id, created = await dispatches.create(app[STORE], runner, header, graph, upload.blobs,
                                                    stored=upload.spooled, reuse_from=reuse,
-                                                   parent=parent)
+                                                   parent=parent, redispatch_of=reuse_of,
+                                                   owner=owner)
     trigger_ids = []
     if created:
         for body in registrations:
@@ -197,12 +206,21 @@ async def _submit(request: web.Request, upload: Upload) -> web.Response:
                              status=201 if created else 200)
 
 
+async def _original_owner(request: web.Request, original: str) -> str:
+    """The owner of the dispatch a submission runs again: 404 if the sender may not see it;
+    one that is gone leaves the new dispatch the sender's."""
+    owner = (await request.app[STORE].owners([original])).get(original)
+    if owner is None and user_of(request).admin:
+        return user_of(request).name
+    return await owner_of_visible(request, original)
+
+
 @routes.get(wire.API + "/dispatches")
 async def list_dispatches(request: web.Request) -> web.Response:
     store = request.app[STORE]
     status = request.query.get("status")
     limit = int(_float_query(request, "limit", 100, 10_000))
-    rows = await store.list_dispatches(status, limit)
+    rows = await store.list_dispatches(status, limit, owner_filter(request))
     return web.json_response({"dispatches": [r.to_json() for r in rows]})
 
 
@@ -309,25 +327,39 @@ async def delete_dispatch(request: web.Request) -> web.Response:
 
 @routes.delete(wire.API + "/dispatches")
 async def purge_dispatches(request: web.Request) -> web.Response:
-    """Delete finished dispatches: ``?older_than=7d`` and/or ``?status=FAILED`` (repeatable)."""
-    older = request.query.get("older_than")
-    statuses = request.query.getall("status", [])
-    if older is None and not statuses and request.query.get("all") != "1":
+    """Delete finished dispatches: ``?older_than=7d`` and/or ``?status=FAILED`` (repeatable),
+    or ``?all=1``; ``dry_run=1`` names them and deletes nothing. An empty or odd filter is a
+    400, never "everything" (issue #21)."""
+    query = request.query
+    older = query.get("older_than")
+    statuses = query.getall("status", [])
+    everything = query.get("all")
+    if everything not in (None, "1") or query.get("dry_run") not in (None, "0", "1"):
+        raise InvalidRequest("all and dry_run take 1 (or 0 for dry_run)")
+    if older is None and not statuses and everything != "1":
         raise InvalidRequest("say which: older_than=7d, status=FAILED, or all=1")
-    deleted = await dispatches.purge(request.app[STORE], older, statuses)
-    return web.json_response({"deleted": len(deleted), "dispatch_ids": deleted})
+    if everything == "1" and (older is not None or statuses):
+        raise InvalidRequest("all=1 takes no older_than or status")
+    if older is not None and not older.strip() or any(not s.strip() for s in statuses):
+        raise InvalidRequest("older_than and status must not be empty")
+    dry_run = query.get("dry_run") == "1"
+    ids = await dispatches.purge(request.app[STORE], older, statuses, dry_run=dry_run,
+                                 owner=owner_filter(request))
+    return web.json_response({"matching" if dry_run else "deleted": len(ids), "dispatch_ids": ids})
 
 
 @routes.post(wire.API + "/triggers")
 async def register_trigger(request: web.Request) -> web.Response:
-    trigger_id = await request.app[TRIGGERS].register(await _json_body(request))
+    trigger_id = await request.app[TRIGGERS].register(await _json_body(request),
+                                                      user=user_of(request))
     return web.json_response({"trigger_id": trigger_id}, status=201)
 
 
 @routes.get(wire.API + "/triggers")
 async def list_triggers(request: web.Request) -> web.Response:
     active = request.query.get("active") == "1"
-    return web.json_response({"triggers": await request.app[TRIGGERS].listing(active)})
+    triggers = await request.app[TRIGGERS].listing(active, owner_filter(request))
+    return web.json_response({"triggers": triggers})
 
 
 @routes.get(wire.API + "/triggers/{trigger_id}")
@@ -342,5 +374,7 @@ async def stop_triggers(request: web.Request) -> web.Response:
     ids = body.get("dispatch_ids")
     if not isinstance(ids, list) or not ids or not all(isinstance(i, str) for i in ids):
         raise InvalidRequest("dispatch_ids must be a non-empty list of dispatch ids")
+    for i in ids:  # someone else's: 404, as an unknown id
+        await owner_of_visible(request, i)
     stopped = await request.app[TRIGGERS].stop(ids)
     return web.json_response({"stopped": stopped})

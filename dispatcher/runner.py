@@ -37,7 +37,7 @@ from distributed.client import FutureCancelledError
 
 from covalent.wire import WorkflowGraph
 
-from .compile import Preset, compile_graph
+from .compile import Compiled, Preset, compile_graph
 from .dask_graph import cancel as cancel_futures
 from .dask_graph import dask_error_message, live_keys, submit_graph, wait_all
 from .errors import IncompatibleClient, UnknownExecutor
@@ -276,11 +276,14 @@ class Runner:
         futures: list[Future[Any]] = []
         try:
             preset = run.known if ins.generation == 1 else await self._stored_inputs(run, ins.nodes)
-            skip = frozenset(i for i, gathered in enumerate(machine.gather)
-                             if not gathered and i not in ins.nodes and i not in preset)
-            options = self.executors.resolve(machine.graph)  # UnknownExecutor: nothing runs
-            compiled = await off_loop(len(machine.graph.nodes), compile_graph, d, machine.graph, preset, options,
-                                               skip, ins.generation)
+
+            def plan() -> Compiled:  # off the loop when large: seconds for 100,000 nodes (#13)
+                skip = frozenset(i for i, gathered in enumerate(machine.gather)
+                                 if not gathered and i not in ins.nodes and i not in preset)
+                options = self.executors.resolve(machine.graph)  # UnknownExecutor: nothing runs
+                return compile_graph(d, machine.graph, preset, options, skip, ins.generation)
+
+            compiled = await off_loop(len(machine.graph.nodes), plan)
             run.by_key.update((k, i) for i, k in compiled.tasks.items())
             if compiled.dsk:
                 keys = [compiled.tasks[i] for i in compiled.sinks]
@@ -459,7 +462,7 @@ class Runner:
             if topic == OUTCOME_TOPIC:
                 event: Event = ended_event(msg)
             else:
-                event = NodeStarted(int(msg["n"]), msg["t"])
+                event = NodeStarted(int(msg["n"]), msg["t"], msg.get("worker"))
         else:
             dispatch_id, event = msg
             run = self.runs.get(dispatch_id)

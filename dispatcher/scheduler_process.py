@@ -8,6 +8,13 @@ that started it is gone (kill -9 included), so it never outlives it.
 
 ``SchedulerProcess`` is the ``SpecCluster`` scheduler spec; ``python -m
 dispatcher.scheduler_process`` is what it runs.
+
+Its memory stays flat under load (issue #21). Two things grew with every dispatch, for good
+(together several MiB a minute under a steady stream of dispatches): Dask's scheduler keeps a
+*span* (with every task group of the computation) for each stretch of work between idle
+moments, forever, and ``dask.utils.key_split`` caches the prefix of every task key it has
+seen (up to 100,000 keys). Every ``PRUNE_EVERY_S``, ``forget_history`` drops finished spans
+beyond the newest ``SPANS_KEPT`` and empties that cache.
 """
 
 from __future__ import annotations
@@ -24,10 +31,13 @@ from pathlib import Path
 from typing import Any
 
 import dask
+from dask.utils import key_split
 from distributed import Scheduler, Security
 from distributed.deploy.spec import ProcessInterface
 
 START_TIMEOUT_S = 30.0
+SPANS_KEPT = 100  # finished spans (Dask's per-computation metrics) kept for the dashboard
+PRUNE_EVERY_S = 10.0
 
 
 def tls_files(tls_dir: Path) -> Security:
@@ -107,8 +117,11 @@ async def _serve(ns: argparse.Namespace) -> None:
     security = tls_files(Path(ns.tls_dir)) if ns.tls_dir else None
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(sig, stop.set)
+    loop.add_signal_handler(signal.SIGTERM, stop.set)
+    # Ctrl-C reaches every process of the terminal's group: the dispatcher stops this one
+    # (SIGTERM) once it no longer needs it, after its workers (issue #21: otherwise the
+    # dispatcher spent 30 s reaching a scheduler that was gone, and exited 5).
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
     kwargs: dict[str, Any] = {"host": ns.host, "port": 0, "security": security,
                               "protocol": "tls" if security else "tcp",
                               "dashboard": ns.dashboard_address is not None,
@@ -117,11 +130,46 @@ async def _serve(ns: argparse.Namespace) -> None:
         tmp = Path(ns.identity + ".tmp")
         tmp.write_text(json.dumps({"address": scheduler.address, "pid": os.getpid()}))
         os.replace(tmp, ns.identity)  # whole, or not there
+        pruned = loop.time()
         while not stop.is_set() and os.getppid() == ns.parent:  # the dispatcher is still there
             try:
                 await asyncio.wait_for(stop.wait(), 0.5)
             except TimeoutError:
                 pass
+            if loop.time() - pruned > PRUNE_EVERY_S:
+                forget_history(scheduler)
+                pruned = loop.time()
+
+
+def forget_history(scheduler: Scheduler) -> None:
+    """What the scheduler keeps of past work, bounded (see the module doc)."""
+    prune_spans(scheduler)
+    key_split.cache_clear()  # a cache: recomputed for the keys still in use
+
+
+def prune_spans(scheduler: Scheduler, keep: int = SPANS_KEPT) -> int:
+    """Forget the finished span trees beyond the newest ``keep`` (none whose task groups the
+    scheduler still has); how many spans went. Uses Dask's span extension as it stands
+    (``distributed.spans``); does nothing if that changes shape."""
+    ext = scheduler.extensions.get("spans")
+    roots = getattr(ext, "root_spans", None)
+    if ext is None or roots is None or len(roots) <= keep:
+        return 0
+    live = {id(tg) for tg in scheduler.task_groups.values()}
+    old = [root for root in roots[:-keep]
+           if root.done and not any(id(tg) in live for tg in root.traverse_groups())]
+    gone = {span for root in old for span in root.traverse_spans()}
+    if not gone:
+        return 0
+    ext.root_spans = [root for root in roots if root not in gone]
+    for span in gone:
+        ext.spans.pop(span.id, None)
+    for index in (ext.spans_search_by_name, ext.spans_search_by_tag):
+        for name in list(index):
+            index[name] = [span for span in index[name] if span not in gone]
+            if not index[name]:
+                del index[name]
+    return len(gone)
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -7,9 +7,10 @@ middlewares, run in this order and before any body is read, parsed or unpickled:
   host, this machine's names, names the user adds), else 403: a page on ``evil.example`` that
   rebinds its DNS to 127.0.0.1 cannot read anything. A foreign ``Origin`` is refused (403).
 - ``token_guard``: with a token (the default), every request carries ``Authorization: Bearer
-  <token>`` or, for the web UI, the HttpOnly SameSite=Strict cookie that the link ``/?token=``
-  (accepted on ``GET /`` only) sets. Compared in constant time; malformed headers are a 401,
-  never a 500.
+  <token>`` (the server's own token: the built-in admin; or a user's, ``users``) or, for the web UI, the cookie of a browser session (``sessions``: a secret of its
+  own, bound to the user who opened it, never the token) that the link ``/?token=`` (accepted
+  on ``GET /`` only) opens. A session never submits code. Compared in constant time;
+  malformed headers are a 401, never a 500. The token is never taken from a cookie.
 - ``content_type_guard``: a request with a body-carrying method must say
   ``application/x-covalent-frame`` (dispatch submissions) or ``application/json`` (everything
   else). Neither is a CORS "simple" type, so a browser must ask first (a preflight), which is
@@ -19,8 +20,11 @@ middlewares, run in this order and before any body is read, parsed or unpickled:
 from __future__ import annotations
 
 import hmac
+import math
 import socket
+import string
 from collections.abc import Awaitable, Callable, Iterable
+from typing import Any
 from urllib.parse import urlsplit
 
 from aiohttp import web
@@ -29,12 +33,45 @@ from aiohttp.typedefs import Middleware
 from covalent import wire
 
 from .errors import Forbidden, Unauthorized, UnsupportedMediaType
+from .sessions import VIA_SESSION, Sessions, carries_code
+from .users import BUILTIN, USER, Accounts, User
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 LOOPBACK_NAMES = frozenset({"localhost", "127.0.0.1", "::1", "localhost.localdomain"})
-TOKEN_COOKIE = "covalent_token"
 _BODY_METHODS = frozenset({"POST", "PUT", "PATCH", "DELETE"})
+
+
+MIN_TOKEN_BITS = 256  # what 32 random bytes are worth
+
+
+def weak_token(token: str) -> str | None:
+    """Why ``token`` is too weak to guard a non-loopback address, or None if it is not.
+
+    It must be worth 32 random bytes: its length times the bits of the smallest alphabet it
+    is written in (digits, hex, URL-safe base64, printable), and enough distinct characters (16,
+    or 10 of hex's 16: a random 64-digit hex token misses one of them about once in 80).
+
+    >>> weak_token("x") is not None, weak_token("a" * 64) is not None
+    (True, True)
+    >>> import secrets; weak_token(secrets.token_urlsafe(32)), weak_token(secrets.token_hex(32))
+    (None, None)
+    """
+    alphabet = _alphabet(token)
+    bits = len(token) * math.log2(alphabet)
+    if bits >= MIN_TOKEN_BITS and len(set(token)) >= min(16, alphabet // 2 + 2):
+        return None
+    return (f"its token is worth about {bits:.0f} bits, less than the {MIN_TOKEN_BITS} of 32 "
+            "random bytes (python -c 'import secrets; print(secrets.token_urlsafe(32))' makes one)")
+
+
+def _alphabet(token: str) -> int:
+    chars = set(token)
+    for alphabet in (string.digits, string.hexdigits.lower(), string.hexdigits.upper(),
+                     string.ascii_letters + string.digits + "-_"):
+        if chars <= set(alphabet):
+            return len(set(alphabet))
+    return 94  # printable ASCII, or more
 
 
 def allowed_hosts(bind_host: str, extra: Iterable[str] = ()) -> frozenset[str]:
@@ -98,20 +135,50 @@ def _same_origin(origin: str, request: web.Request) -> bool:
             and (port or (443 if parts.scheme == "https" else 80)) == (own_port or 80))
 
 
-def token_guard(token: str) -> Middleware:
-    """Middleware: 401 unless the request carries ``token`` (header, or the UI's cookie)."""
+def token_guard(token: str, sessions: Sessions | None = None,
+                passed: Callable[[Any], None] | None = None,
+                accounts: Accounts | None = None) -> Middleware:
+    """Middleware: 401 unless the request carries ``token`` (header, or the link's query), a
+    live user's token (``accounts``) or, short of code to run, a browser session of
+    ``sessions`` whose user is live; the user it acts as goes in ``request[USER]``. ``passed``
+    hears of each request that gets through (its connection's protocol: see
+    ``connections.Gate``)."""
     expected = token.encode()
 
     @web.middleware
     async def guard(request: web.Request, handler: Handler) -> web.StreamResponse:
-        if token and not (_matches(_bearer(request), expected)
-                          or _matches(request.cookies.get(TOKEN_COOKIE, ""), expected)
-                          or _matches(_link_token(request), expected)):
-            raise Unauthorized("this dispatcher requires its token: the SDK and the CLI read it from "
-                               "the config file `covalent start` writes (or COVALENT_TOKEN)")
+        request[USER] = (await _identify(request, expected, sessions, accounts) if token
+                         else BUILTIN)
+        if passed is not None:
+            passed(request.protocol)
         return await handler(request)
 
     return guard
+
+
+async def _identify(request: web.Request, expected: bytes, sessions: Sessions | None,
+                    accounts: Accounts | None) -> User:
+    """Who sent ``request``: the built-in admin, a user, or the user of its browser session."""
+    for sent in (_bearer(request), _link_token(request)):
+        if _matches(sent, expected):
+            return BUILTIN
+        if sent and accounts is not None:
+            user = await accounts.by_token(sent)
+            if user is not None:
+                return user
+    name = sessions.admits(request) if sessions is not None else None
+    user = None
+    if name is not None:
+        user = BUILTIN if accounts is None else await accounts.by_name(name)
+    if user is None:
+        raise Unauthorized("this dispatcher requires a token: the SDK and the CLI read it from "
+                           "the config file `covalent start` writes (or COVALENT_TOKEN); a "
+                           "revoked token opens nothing")
+    if carries_code(request):
+        raise Forbidden(f"a browser session cannot {request.method} {request.path}: "
+                        "that takes the token (the SDK and the CLI send it)")
+    request[VIA_SESSION] = True
+    return user
 
 
 def _link_token(request: web.Request) -> str:

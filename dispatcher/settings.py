@@ -65,8 +65,12 @@ class Settings:
     # on this machine), or any fsspec URL all workers and the server reach (s3://bucket/prefix).
     store_url: str = ""
     store_options: dict[str, Any] = field(default_factory=dict)  # fsspec storage options
+    # The database: "" for the embedded SQLite file in the data dir, else a URL
+    # (postgresql://user:password@host:port/db, sqlite:///path); see dispatcher.store.
+    db_url: str = ""
     max_body_bytes: int = 2 * 1024**3
     max_connections: int = 1000  # beyond it new connections are answered 503 (issue #11)
+    log_max_bytes: int = 64 << 20  # server.log is rotated past this size (issue #21)
     long_poll_max_s: float = 120.0
     cluster: ClusterSettings = field(default_factory=ClusterSettings)
     # The [executors.<name>] tables of the config file, read at start (see dispatcher.executors),
@@ -149,7 +153,9 @@ class Settings:
             instance_id=env.get("COVALENT_INSTANCE_ID", ""),
             store_url=env.get("COVALENT_STORE_URL", ""),
             store_options=json_object(env.get("COVALENT_STORE_OPTIONS")),
+            db_url=env.get("COVALENT_DB_URL", ""),
             max_connections=_int(env.get("COVALENT_MAX_CONNECTIONS")) or 1000,
+            log_max_bytes=_int(env.get("COVALENT_LOG_MAX_BYTES")) or 64 << 20,
             cluster=cluster,
             time_limit_grace=_float(env.get("COVALENT_TIME_LIMIT_GRACE")) or 10.0,
         )

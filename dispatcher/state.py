@@ -93,14 +93,14 @@ class NodeUpdate:
     stderr: str | None = None
     sub_dispatch_id: str | None = None
     preview: str | None = None  # a short repr of the output, made on the worker
-    # An output the worker stored itself: its address, size and where it lives (a path
-    # relative to the data dir's blob directory, or a URL); ``output`` holds small ones inline.
+    # An output the worker stored itself: its content address and size (the store knows where
+    # an address lives; nothing a worker says names a place: #21); ``output`` holds small ones.
     output_ref: str | None = None
     output_size: int | None = None
-    output_location: str | None = None
     gather: str | None = None  # a gathering node's output: JSON naming the parts it is made of
     reused_from: str | None = None  # the dispatch whose stored output this node reuses
     attempts: int | None = None  # how many times a task ran it (more than 1: its executor's retries)
+    worker: str | None = None  # the Dask worker that ran it (its address), for the UI's timeline
 
 
 @dataclass(slots=True)
@@ -117,22 +117,22 @@ class DispatchUpdate:
 
 # -- events in, updates out ----------------------------------------------------------------
 
-def node_running(dispatch_id: str, node_id: int, start: str) -> NodeUpdate:
+def node_running(dispatch_id: str, node_id: int, start: str, worker: str | None = None) -> NodeUpdate:
     """A worker reports a node has been running for a while."""
-    return NodeUpdate(dispatch_id, node_id, status=Status.RUNNING, start_time=start)
+    return NodeUpdate(dispatch_id, node_id, status=Status.RUNNING, start_time=start, worker=worker)
 
 
 def node_completed(dispatch_id: str, node_id: int, output: bytes | None, start: str, end: str,
                    stdout: str = "", stderr: str = "", preview: str | None = None,
                    ref: str | None = None, size: int | None = None,
-                   location: str | None = None, reused_from: str | None = None,
-                   attempts: int | None = None) -> NodeUpdate:
+                   reused_from: str | None = None,
+                   attempts: int | None = None, worker: str | None = None) -> NodeUpdate:
     """A completed node: its output inline (``output``) or stored by its worker (``ref``), or
     the output of dispatch ``reused_from`` (a redispatch reusing results)."""
     return NodeUpdate(dispatch_id, node_id, status=Status.COMPLETED, start_time=start or None,
                       end_time=end, output=output, stdout=stdout, stderr=stderr, preview=preview,
-                      output_ref=ref, output_size=size, output_location=location,
-                      reused_from=reused_from, attempts=attempts)
+                      output_ref=ref, output_size=size,
+                      reused_from=reused_from, attempts=attempts, worker=worker)
 
 
 def node_gathered(dispatch_id: str, node_id: int, gather: str, stamp: str,
@@ -144,9 +144,10 @@ def node_gathered(dispatch_id: str, node_id: int, gather: str, stamp: str,
 
 def node_failed(dispatch_id: str, node_id: int, error: str, end: str, start: str = "",
                 stdout: str | None = None, stderr: str | None = None,
-                attempts: int | None = None) -> NodeUpdate:
+                attempts: int | None = None, worker: str | None = None) -> NodeUpdate:
     return NodeUpdate(dispatch_id, node_id, status=Status.FAILED, start_time=start or None,
-                      end_time=end, error=error, stdout=stdout, stderr=stderr, attempts=attempts)
+                      end_time=end, error=error, stdout=stdout, stderr=stderr, attempts=attempts,
+                      worker=worker)
 
 
 def node_retrying(dispatch_id: str, node_id: int, attempts: int) -> NodeUpdate:

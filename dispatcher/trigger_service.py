@@ -22,6 +22,7 @@ from .protocol import now_iso
 from .runner import Runner
 from .state import PENDING
 from .store import DispatchStore, TriggerRecord
+from .users import BUILTIN, User, may_see
 
 
 class TriggerService:
@@ -31,8 +32,10 @@ class TriggerService:
         self.store = store
         self.runner = runner
         self.supervisor = TriggerSupervisor(self.fire, self.persist)
+        self.fired = 0  # fires since the server started (/metrics)
 
     async def fire(self, dispatch_id: str) -> str:
+        self.fired += 1
         row = await self.store.get_dispatch(dispatch_id)
         if row is None:
             raise DispatchNotFound(dispatch_id)
@@ -45,25 +48,29 @@ class TriggerService:
         spec = json.dumps(obs.current_spec())
         await self.store.save_trigger(obs.trigger_id, spec, obs.active, obs.fire_count, obs.reason)
 
-    async def register(self, body: dict[str, Any], dispatch_id: str | None = None) -> str:
-        """Store and start observing a trigger from its registration body.
+    async def register(self, body: dict[str, Any], dispatch_id: str | None = None,
+                       user: User = BUILTIN) -> str:
+        """Store and start observing a trigger from its registration body; it belongs to the
+        owner of its dispatch, and so do the dispatches it starts.
 
         Raises:
             InvalidRequest: a malformed body, or a trigger that cannot observe (the reason).
-            DispatchNotFound: the trigger names an unknown dispatch.
+            DispatchNotFound: the trigger names an unknown dispatch (or one ``user`` may not see).
         """
         spec, pickled = _decode(body)
         target = dispatch_id or spec.get("lattice_dispatch_id")
         if not isinstance(target, str) or not target:
             raise InvalidRequest("the trigger has no lattice_dispatch_id")
         dispatches.check_id(target)
-        if await self.store.get_status(target) is None:
+        owner = (await self.store.owners([target])).get(target)
+        if not may_see(user, owner):
             raise DispatchNotFound(target)
+        assert owner is not None
         spec["lattice_dispatch_id"] = target
         trigger_id = str(uuid.uuid4())
         name = str(spec.get("name") or "trigger")[:200]
         await self.store.add_trigger(TriggerRecord(trigger_id, target, name, json.dumps(spec),
-                                                   pickled, True, 0, "", now_iso()))
+                                                   pickled, True, 0, "", now_iso(), owner))
         try:
             obs = self.supervisor.start(trigger_id, target, spec, pickled)
         except (ValueError, TypeError, KeyError) as exc:
@@ -90,10 +97,20 @@ class TriggerService:
             await self.supervisor.wait_observing(obs)  # a failure is recorded as its reason
         return len(rows)
 
-    async def listing(self, active_only: bool = False) -> list[dict[str, Any]]:
-        """Every stored trigger (live state for those being observed)."""
-        infos = [self._info(row) for row in await self.store.all_triggers()]
+    async def listing(self, active_only: bool = False, owner: str | None = None
+                      ) -> list[dict[str, Any]]:
+        """Every stored trigger (of ``owner`` only, if given; live state for those being
+        observed)."""
+        infos = [self._info(row) for row in await self.store.all_triggers()
+                 if owner is None or row.owner == owner]
         return [info for info in infos if info["active"] or not active_only]
+
+    async def owner_of(self, trigger_id: str) -> str | None:
+        """Whose trigger this is (None: no such trigger)."""
+        for row in await self.store.all_triggers():
+            if row.trigger_id == trigger_id:
+                return row.owner
+        return None
 
     async def info(self, trigger_id: str) -> dict[str, Any]:
         """One trigger (live state while it is observed), e.g. the dispatches it started.

@@ -1,4 +1,15 @@
-"""Fixtures: a real dispatcher on 127.0.0.1 (random port) with a real Dask cluster and SQLite."""
+"""Fixtures: a real dispatcher on 127.0.0.1 (random port) with a real Dask cluster and store.
+
+A test that reaches a store is parametrized over the stores in ``COVALENT_TEST_STORES``
+(default ``sqlite,postgres``) through one fixture, ``store_kind``: ``db_url`` gives each test a
+store of its own (the data dir's SQLite file, or a fresh database on the session's PostgreSQL
+server) and sets ``COVALENT_DB_URL`` for what the test starts (in-process apps through
+``in_process_settings``, server processes through their environment). The store-facing tests
+(``pytest.mark.all_stores``: the store, state, recorder, migrations, deletes, metrics, store
+faults, upgrades, a dispatch end to end, the UI's queries) run on every listed store; the others
+on the first one only, so that CI on 2 cores stays under 25 minutes (``COVALENT_TEST_ALL_STORES=1``
+runs every test on every store).
+"""
 
 from __future__ import annotations
 
@@ -117,12 +128,88 @@ def dask_processes(cwd: Path, env: dict[str, str], workers: list[list[str]]) -> 
 
 
 def in_process_settings(data_dir: Path, **cluster: Any) -> Settings:
+    """An in-process app's settings, on the test's store (``db_url`` sets COVALENT_DB_URL)."""
     return Settings(
         data_dir=data_dir,
         port=0,
+        db_url=os.environ.get("COVALENT_DB_URL", ""),
         cluster=ClusterSettings(processes=False, n_workers=1, threads_per_worker=2,
                                 dashboard_address=None, **cluster),
     )
+
+
+STORES = [s for s in os.environ.get("COVALENT_TEST_STORES", "sqlite,postgres").split(",") if s]
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Keep a test's runs on the stores after the first only if it is marked ``all_stores``."""
+    if len(STORES) < 2 or os.environ.get("COVALENT_TEST_ALL_STORES") == "1":
+        return
+    keep: list[pytest.Item] = []
+    drop: list[pytest.Item] = []
+    for item in items:
+        callspec = getattr(item, "callspec", None)
+        kind = callspec.params.get("store_kind") if callspec is not None else None
+        on_other = kind is not None and kind != STORES[0]
+        (drop if on_other and item.get_closest_marker("all_stores") is None else keep).append(item)
+    if drop:
+        config.hook.pytest_deselected(items=drop)
+        items[:] = keep
+
+
+@pytest.fixture(scope="session", params=STORES)
+def store_kind(request: pytest.FixtureRequest) -> str:
+    """``sqlite`` or ``postgres``: the store the test runs on (session-scoped, so pytest runs
+    the tests of one store, then those of the other)."""
+    if request.param not in ("sqlite", "postgres"):
+        pytest.fail(f"COVALENT_TEST_STORES lists an unknown store {request.param!r}")
+    if request.param == "postgres":
+        request.getfixturevalue("postgres")  # skips here if PostgreSQL is not installed
+    return str(request.param)
+
+
+def new_database(request: pytest.FixtureRequest, store_kind: str) -> tuple[str, Callable[[], None]]:
+    """A store of its own: ("", nothing) for SQLite (the data dir's file), else an empty
+    PostgreSQL database's URL and what hands it back (emptied) for the next test."""
+    if store_kind == "sqlite":
+        return "", lambda: None
+    from dispatcher.store.schema import LATEST
+
+    databases = request.getfixturevalue("pg_databases")
+    name, url = databases.take()
+    return url, lambda: databases.give_back(name, LATEST)
+
+
+@pytest.fixture(scope="session")
+def pg_databases(postgres: Any) -> Any:
+    """The session's test databases on the PostgreSQL server (``tests.pg.Databases``)."""
+    from tests.pg import Databases
+
+    return Databases(postgres)
+
+
+@pytest.fixture
+def db_url(request: pytest.FixtureRequest, store_kind: str,
+           monkeypatch: pytest.MonkeyPatch) -> Iterator[str]:
+    """The test's database URL ("" for the embedded SQLite), also in ``COVALENT_DB_URL``."""
+    url, drop = new_database(request, store_kind)
+    if url:
+        monkeypatch.setenv("COVALENT_DB_URL", url)
+    else:
+        monkeypatch.delenv("COVALENT_DB_URL", raising=False)
+    yield url
+    drop()
+
+
+@pytest.fixture
+async def store(db_url: str, tmp_path: Path) -> AsyncIterator[Any]:
+    """An open store of the test's kind (no server), closed at teardown."""
+    from dispatcher.store import open_store
+
+    s = open_store(db_url, tmp_path / "d.db", tmp_path / "blobs")
+    await s.open()
+    yield s
+    await s.close()
 
 
 @pytest.fixture(autouse=True)
@@ -135,8 +222,8 @@ def _release_blocked_tasks() -> Any:
 
 
 @pytest.fixture
-def config_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    """Keep the SDK away from the user's real config."""
+def config_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, db_url: str) -> Path:
+    """Keep the SDK away from the user's real config; the test's store in COVALENT_DB_URL."""
     d = tmp_path / "config"
     monkeypatch.setenv("COVALENT_CONFIG_DIR", str(d))
     monkeypatch.delenv("COVALENT_DISPATCHER_ADDR", raising=False)
@@ -152,8 +239,9 @@ async def _note_request(request: web.Request, response: web.StreamResponse) -> N
 
 
 @pytest.fixture
-async def dispatcher(aiohttp_client: Any, tmp_path: Path, config_dir: Path) -> AsyncIterator[TestClient]:
-    """A live dispatcher app on a random loopback port, with an in-process Dask cluster."""
+async def dispatcher(config_dir: Path, aiohttp_client: Any, tmp_path: Path) -> AsyncIterator[TestClient]:
+    """A live dispatcher app on a random loopback port, with an in-process Dask cluster (its
+    store set up first, so it is torn down after the app)."""
     from tests import tasks
 
     app = create_app(in_process_settings(tmp_path / "data"))
@@ -229,3 +317,46 @@ def postgres() -> Iterator[Any]:
         yield server
     finally:
         remove(server)
+
+
+@pytest.fixture(scope="session")
+def shared_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
+    """One dispatcher process with two worker processes for the session (~3 s to start), shared
+    by the docs, examples, notebooks and the randomized end-to-end tests; stopped by PID."""
+    from tests.faults.conftest import ServerProcess, Shared, process_env
+
+    root = tmp_path_factory.mktemp("shared-server")
+    env = process_env(root / "config")
+    for name in ("COVALENT_DISPATCHER_ADDR", "COVALENT_TOKEN", "COVALENT_DB_URL"):
+        env.pop(name, None)  # on SQLite, whichever test's store asked for it first
+    server = ServerProcess(root / "data", env)
+    server.start()
+    client_env = dict(server.env, COVALENT_DISPATCHER_ADDR=server.addr)
+    try:
+        yield Shared(server, client_env)
+    finally:
+        server.stop()
+
+
+@pytest.fixture(scope="module")
+def store_server(request: pytest.FixtureRequest, store_kind: str,
+                 tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
+    """A dispatcher process on the test's store for a module: the shared one on SQLite, else
+    one of its own on a database of its own (both stopped by PID)."""
+    if store_kind == "sqlite":
+        yield request.getfixturevalue("shared_server")
+        return
+    from tests.faults.conftest import ServerProcess, Shared, process_env
+
+    url, drop = new_database(request, store_kind)
+    root = tmp_path_factory.mktemp(f"{store_kind}-server")
+    env = process_env(root / "config")
+    env.pop("COVALENT_DISPATCHER_ADDR", None)
+    env["COVALENT_DB_URL"] = url
+    server = ServerProcess(root / "data", env)
+    server.start()
+    try:
+        yield Shared(server, dict(server.env, COVALENT_DISPATCHER_ADDR=server.addr))
+    finally:
+        server.stop()
+        drop()

@@ -1,8 +1,8 @@
 """Electrons of the randomized end-to-end tests (importable by worker processes).
 
 Every step keeps a side-effect ledger in a directory of the test's: ``<i>.start`` gets a line
-each time step ``i``'s code starts, ``<i>.done`` each time it returns; the test reads them to
-check that nothing ran twice and nothing downstream of a failure started.
+(its wall-clock time) each time step ``i``'s code starts, ``<i>.done`` each time it returns; the
+test reads them to check that nothing ran twice and nothing downstream of a failure started.
 """
 
 from __future__ import annotations
@@ -31,7 +31,7 @@ def _flat(x: Any) -> list[int]:
 
 def _note(ledger: str, name: str) -> None:
     with open(Path(ledger) / name, "a") as fh:
-        fh.write("x\n")
+        fh.write(f"{time.time()!r}\n")  # when: a killed dispatcher's lost run is told apart
 
 
 def step(i: int, ledger: str, behaviour: str, delay: float, *inputs: Any) -> int:

@@ -20,6 +20,7 @@ class ErrorCode(enum.StrEnum):
     NOT_FOUND = "NotFound"                        # 404: no such endpoint
     DISPATCH_STATE = "DispatchState"              # 409: not allowed in the dispatch's state
     INCOMPATIBLE_CLIENT = "IncompatibleClient"    # 409: Python/cloudpickle differ from the workers'
+    STORED_DATA_LOST = "StoredDataLost"           # 410: a stored blob is missing or damaged
     PAYLOAD_TOO_LARGE = "PayloadTooLarge"         # 413
     UNSUPPORTED_MEDIA_TYPE = "UnsupportedMediaType"  # 415: a content type a web page could send
     INTERNAL = "InternalError"                    # 500: a bug; the server keeps serving

@@ -14,7 +14,7 @@ defaults (``to_json``); the server lays the electron's own options over its name
 >>> TaskOptions.parse({"retries": -1}, "executor 'gpu'")
 Traceback (most recent call last):
 ...
-ValueError: executor 'gpu': retries must be an integer >= 0, got -1
+ValueError: executor 'gpu': retries must be an integer >= 0 and at most 100, got -1
 """
 
 from __future__ import annotations
@@ -25,6 +25,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 PRIORITY_LIMIT = 1000  # |priority| at most this, so it composes with the dispatch order
+MAX_RETRIES = 100  # a node failing every time still ends (issue #21: 10**9 never did)
 
 # Keys an executor table may hold that mean something here (the rest are Covalent's own).
 OPTION_KEYS = ("retries", "time_limit", "resources", "workers", "allow_other_workers",
@@ -56,7 +57,7 @@ class TaskOptions:
         """Options from JSON or TOML (unknown keys ignored); ValueError naming ``where``."""
         try:
             return cls(
-                retries=_count(data.get("retries", 0), "retries"),
+                retries=_count(data.get("retries", 0), "retries", MAX_RETRIES),
                 time_limit=_seconds(data.get("time_limit", 0)),
                 resources=_resources(data.get("resources", {})),
                 workers=_names(data.get("workers", ()), "workers"),
@@ -113,9 +114,9 @@ class TaskOptions:
         return ", ".join(parts) or "no options"
 
 
-def _count(v: Any, name: str) -> int:
-    if type(v) is not int or v < 0:
-        raise ValueError(f"{name} must be an integer >= 0, got {v!r}")
+def _count(v: Any, name: str, most: int) -> int:
+    if type(v) is not int or not 0 <= v <= most:
+        raise ValueError(f"{name} must be an integer >= 0 and at most {most}, got {v!r}")
     return v
 
 

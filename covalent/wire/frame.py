@@ -56,23 +56,62 @@ def clean_text(text: str, limit: int = TEXT_LIMIT) -> str:
     return text
 
 
+def shorten(text: str, limit: int = PREVIEW_LIMIT) -> str:
+    """``text`` cut to at most ``limit`` characters where a person can tell it was cut: after
+    the last item separator or space of its end (never inside a number), then "…".
+
+    >>> shorten("[0.0, 0.14285714285714285, 0.2857142857142857]", 30)
+    '[0.0, 0.14285714285714285, …'
+    >>> shorten("1234567890", 6), shorten("short", 6)
+    ('12345…', 'short')
+    """
+    if len(text) <= limit:
+        return text
+    keep = text[: limit - 1]
+    for sep in (", ", " ", "\n"):
+        at = keep.rfind(sep)
+        if at >= limit // 2:
+            return keep[: at + len(sep)] + "…"
+    return keep + "…"
+
+
+class _Short(reprlib.Repr):
+    """``reprlib`` without its cuts in the middle of a value (``1071508607...9376`` reads as a
+    number it is not): long numbers, strings and objects keep their start and say their size."""
+
+    def repr_int(self, x: int, level: int) -> str:
+        s = repr(x)  # past 4,300 digits this raises (sys.int_info): preview says repr() failed
+        return s if len(s) <= 40 else f"{s[:30]}… ({len(s)} digits)"
+
+    def repr_str(self, x: str, level: int) -> str:
+        if len(x) <= self.maxstring:
+            return repr(x)
+        return repr(x[: self.maxstring - 30])[:-1] + f"…' ({len(x)} characters)"
+
+    def repr_instance(self, x: Any, level: int) -> str:
+        return shorten(repr(x), self.maxother)
+
+
 def preview(value: Any) -> str:
     """A short, safe ``repr`` of a value for people to look at (never raises); made where the
-    value lives (client, worker), since the server never unpickles.
+    value lives (client, worker), since the server never unpickles. A cut is visible ("…")
+    and falls between items, never inside a number.
 
     >>> preview(list(range(100)))[:30], len(preview("x" * 10_000)) <= PREVIEW_LIMIT
     ('[0, 1, 2, 3, 4, 5, 6, 7, 8, 9,', True)
+    >>> preview(2 ** 1000)
+    '107150860718626732094842504906… (302 digits)'
+    >>> preview([i / 7 for i in range(100)])[-21:]
+    '1.4285714285714286, …'
     """
-    shorter = reprlib.Repr()
+    shorter = _Short()
     shorter.maxstring = shorter.maxother = PREVIEW_LIMIT
     shorter.maxlist = shorter.maxtuple = shorter.maxdict = shorter.maxset = 20
     try:
         text = shorter.repr(value)
     except Exception as exc:  # a user __repr__ may raise anything
         text = f"<{type(value).__name__}: repr() failed: {type(exc).__name__}>"
-    if len(text) > PREVIEW_LIMIT:
-        text = text[: PREVIEW_LIMIT - 3] + "..."
-    return clean_text(text)
+    return clean_text(shorten(text))
 
 
 def pack(header: dict[str, Any], blobs: list[bytes]) -> bytes:

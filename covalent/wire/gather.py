@@ -1,6 +1,6 @@
 """Gathering nodes: lists, tuples, dicts and the lattice's result, made of other nodes' outputs.
 
-An ``:electron_list:`` node, an ``:electron_dict:`` node or the ``:postprocess:`` node computes
+An ``:electron_list:`` node, an ``:electron_dict:`` node or the ``:postprocess:reconstruct`` node computes
 nothing of its own: it *gathers* its parents' outputs. Such a node needs no Dask task: a
 consumer on a worker gathers it in place (``gather``), and the dispatcher records its output
 as a small pickle that gathers the parents' pickled outputs when it is loaded

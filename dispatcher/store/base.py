@@ -1,14 +1,17 @@
 """What the dispatcher keeps, as typed records, behind one ``DispatchStore`` protocol.
 
-The SQLite store (``sqlite.SqliteStore``) implements it; a second backend (PostgreSQL, or a
-read replica for a web UI) implements the same async methods. Records are frozen: a reader
-gets a snapshot of what was committed.
+SQLite (``sqlite.SqliteStore``, the embedded default) and PostgreSQL
+(``postgres.PostgresStore``) implement it with the same SQL (``sqlstore``). Records are
+frozen: a reader gets a snapshot of what was committed. A store raises only the protocol's
+errors (``dispatcher.errors``: ``StoreBusy``, ``StoreUnavailable``, ``StoreFull``,
+``StoreError``, ``StoreVersionError`` at open) and ``DispatchExists``.
 """
 
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
+from pathlib import Path
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -19,6 +22,9 @@ from ..worker.blobs import blob_ref
 
 __all__ = ["BlobSource", "DispatchExists", "DispatchRecord", "DispatchStore", "DispatchSummary",
            "NewDispatch", "NodeRecord", "TriggerRecord", "blob_ref"]
+
+
+BUILTIN_OWNER = "admin"  # the single-user owner: whoever holds the server's own token (#26)
 
 
 class DispatchExists(Exception):
@@ -40,6 +46,7 @@ class NewDispatch:
     parent_dispatch_id: str | None = None
     parent_node_id: int | None = None
     meta: dict[str, Any] = field(default_factory=dict)
+    owner: str = BUILTIN_OWNER  # the user it belongs to (its parent's, its original's)
 
 
 @dataclass(frozen=True, slots=True)
@@ -61,6 +68,7 @@ class DispatchRecord:
     result_ref: str | None
     template_ref: str | None
     meta: dict[str, Any]
+    owner: str = BUILTIN_OWNER
 
     @property
     def graph(self) -> dict[str, Any]:
@@ -79,11 +87,12 @@ class DispatchSummary:
     created_at: str
     start_time: str | None
     end_time: str | None
+    owner: str = BUILTIN_OWNER
 
     def to_json(self) -> dict[str, Any]:
         return {"dispatch_id": self.dispatch_id, "root_dispatch_id": self.root_dispatch_id,
                 "name": self.name, "status": str(self.status), "created_at": self.created_at,
-                "start_time": self.start_time, "end_time": self.end_time}
+                "start_time": self.start_time, "end_time": self.end_time, "owner": self.owner}
 
 
 @dataclass(frozen=True, slots=True)
@@ -104,6 +113,7 @@ class NodeRecord:
     gather: str | None = None  # a gathering node's output: JSON naming its parts
     reused_from: str | None = None  # the dispatch that computed the output it reused
     attempts: int | None = None  # times a task ran it (None: it never ran as a task)
+    worker: str | None = None  # the Dask worker that ran it (address)
 
     @property
     def gather_spec(self) -> dict[str, Any] | None:
@@ -118,7 +128,7 @@ class NodeRecord:
                 "stderr": self.stderr, "sub_dispatch_id": self.sub_dispatch_id,
                 "has_output": self.output_ref is not None or self.gather is not None,
                 "preview": self.preview, "output_size": self.output_size,
-                "reused_from": self.reused_from, "attempts": self.attempts}
+                "reused_from": self.reused_from, "attempts": self.attempts, "worker": self.worker}
 
 
 @dataclass(frozen=True, slots=True)
@@ -132,11 +142,29 @@ class TriggerRecord:
     fire_count: int
     reason: str
     created_at: str
+    owner: str = BUILTIN_OWNER
 
     @property
     def spec(self) -> dict[str, Any]:
         parsed: dict[str, Any] = json.loads(self.spec_json)
         return parsed
+
+
+@dataclass(frozen=True, slots=True)
+class UserRecord:
+    """A user of a shared dispatcher (#26): its token is kept only as its sha256 (hex)."""
+
+    name: str
+    token_hash: str
+    admin: bool
+    created_at: str
+    revoked_at: str | None = None
+    last_used_at: str | None = None
+
+    def to_json(self) -> dict[str, Any]:
+        """As ``GET /api/v1/users`` shows it (never the hash)."""
+        return {"name": self.name, "admin": self.admin, "created_at": self.created_at,
+                "revoked_at": self.revoked_at, "last_used_at": self.last_used_at}
 
 
 @dataclass(frozen=True, slots=True)
@@ -177,6 +205,9 @@ class DispatchQuery:
     offset: int = 0
     limit: int = 50
     top_level: bool = True  # sublattice dispatches are reached from their parent's node
+    created_after: str | None = None  # ISO times: only dispatches created after / before them
+    created_before: str | None = None
+    owner: str | None = None  # only this user's dispatches (None: everyone's, for an admin)
 
 
 @dataclass(frozen=True, slots=True)
@@ -202,13 +233,27 @@ class NodeRow:
     sub_dispatch_id: str | None
     has_error: bool
     output_size: int | None
+    worker: str | None = None
 
 
 class DispatchStore(Protocol):
-    """The dispatcher's durable state. Every method is one transaction."""
+    """The dispatcher's durable state. Every method is one transaction (a delete: several)."""
 
-    async def open(self) -> None: ...
+    blob_dir: Path
+    on_write: Callable[[str, float], None] | None  # (operation, seconds) after each write
+
+    async def open(self) -> None:
+        """Connect, refuse a newer schema (StoreVersionError), apply missing migrations."""
+        ...
+
     async def close(self) -> None: ...
+    def describe(self) -> str:
+        """Which database, for people (no password)."""
+        ...
+
+    def connections(self) -> int:
+        """Open database connections."""
+        ...
 
     async def create_dispatch(self, new: NewDispatch, blobs: Sequence[bytes | StoredBlob],
                               extra: dict[str, bytes | StoredBlob]) -> list[str]:
@@ -223,7 +268,11 @@ class DispatchStore(Protocol):
     async def blob_sources(self, refs: Iterable[str]) -> dict[str, BlobSource]:
         """Where each blob is, without reading the large ones (for streaming them)."""
         ...
-    async def list_dispatches(self, status: str | None, limit: int) -> list[DispatchSummary]: ...
+    async def list_dispatches(self, status: str | None, limit: int, owner: str | None = None
+                              ) -> list[DispatchSummary]: ...
+    async def owners(self, dispatch_ids: list[str]) -> dict[str, str]:
+        """The owner of each of these dispatches that exists."""
+        ...
 
     async def apply(self, nodes: list[NodeUpdate], dispatches: list[DispatchUpdate]) -> None:
         """Apply updates where the state machine allows (terminal statuses are kept)."""
@@ -238,13 +287,21 @@ class DispatchStore(Protocol):
     async def unfinished(self) -> list[str]: ...
     async def reset_nodes(self, dispatch_id: str, node_ids: list[int]) -> None: ...
 
-    async def finished_before(self, before: str | None, statuses: list[Status] | None) -> list[str]:
-        """Top-level dispatches that ended before ``before`` (ISO), with one of ``statuses``."""
+    async def finished_before(self, before: str | None, statuses: list[Status] | None,
+                              owner: str | None = None) -> list[str]:
+        """Top-level dispatches that ended before ``before`` (ISO), with one of ``statuses``
+        (of ``owner`` only, if given)."""
         ...
 
-    async def delete_dispatches(self, dispatch_ids: list[str]) -> list[str]:
+    async def delete_dispatches(self, dispatch_ids: list[str], pending: bool = False) -> list[str]:
         """Delete finished dispatches (and their sublattice dispatches, triggers, and blobs no
-        other dispatch uses); unfinished ones are left; returns the ids deleted."""
+        other dispatch uses) in bounded transactions, and with ``pending`` never-started
+        (NEW_OBJECT) ones too; others are left (checked in the same transaction); returns the
+        ids deleted."""
+        ...
+
+    async def resume_deletions(self) -> int:
+        """Finish deletes a previous run left unfinished; how many dispatches."""
         ...
 
     async def add_trigger(self, record: TriggerRecord) -> None: ...
@@ -259,5 +316,30 @@ class DispatchStore(Protocol):
         """Per dispatch, how many user electrons (``USER_KINDS``) have each status."""
         ...
 
+    async def find_ids(self, prefix: str, limit: int, owner: str | None = None) -> list[str]:
+        """Ids of dispatches (sublattice ones too) that start with ``prefix``, newest first
+        (of ``owner`` only, if given)."""
+        ...
+
     async def node_rows(self, dispatch_id: str) -> list[NodeRow]: ...
+    async def node_names(self, dispatch_id: str) -> list[tuple[str, str]]:
+        """(name, kind) of each node, by node id."""
+        ...
+
     async def get_node(self, dispatch_id: str, node_id: int) -> NodeRecord | None: ...
+
+    async def add_user(self, user: UserRecord) -> bool:
+        """Store a new user; False if the name is taken (revoked users keep theirs)."""
+        ...
+
+    async def user_by_hash(self, token_hash: str) -> UserRecord | None: ...
+    async def user_by_name(self, name: str) -> UserRecord | None: ...
+    async def list_users(self) -> list[UserRecord]: ...
+
+    async def revoke_user(self, name: str, when: str) -> bool:
+        """Revoke a user's token (for good); False if there is no such user."""
+        ...
+
+    async def touch_user(self, name: str, when: str) -> None:
+        """Record that the user's token was used at ``when``."""
+        ...

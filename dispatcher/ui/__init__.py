@@ -1,20 +1,25 @@
-"""The web UI, served by the dispatcher at its root (issue #15): ``setup(app)`` adds it.
+"""The web UI, served by the dispatcher at its root (issues #15, #24): ``setup(app)`` adds it.
 
 Server-rendered pages (jinja2 templates in ``templates/``), a few small script files in
 ``static/`` (our own, plus htmx vendored with its licence), no build step. The browser draws
-the graph from coordinates computed here (``layout``) and follows a running dispatch through
-server-sent events fed by the Recorder's commit announcements (``live``). The UI sits behind
-the API's guards (``access`` explains how a browser gets in) and reads the store only through
-typed records: it never unpickles.
+the graph from coordinates computed by ``covalent.layout`` and follows a running dispatch
+through server-sent events fed by the Recorder's commit announcements (``live``). The UI sits
+behind the API's guards (``access`` explains how a browser gets in; a page refused for want of
+the token is answered by ``_token_page`` here) and reads the store only through typed records:
+it never unpickles.
 
-    routes.py  pages, fragments, graph JSON, event streams    api.py   /api/v1 additions
-    layout.py  layers, crossing reduction, aggregation (pure)  views.py counts, times, caches
-    live.py    the hub between commits and watchers            logs.py  the logs page's reader
-    access.py  the token link, HTML error pages, security headers
+    listing.py   the dispatch list (filters, age, pages)    routes.py   a dispatch's page, node
+    drawer.py    the node drawer (inputs, tracebacks,                    table, graph JSON, events,
+                 reused outputs, output so far)                          the logs page
+    peek.py      asks a worker what a running node printed  timeline.py bars, lanes, critical path
+    trigger_page.py  /triggers                              api.py      /api/v1 additions
+    views.py     counts, times, sizes, caches               live.py     commits to watchers
+    logs.py      the logs page's reader                     access.py   token link, headers
 """
 
 from __future__ import annotations
 
+import functools
 import logging
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -22,13 +27,15 @@ from pathlib import Path
 import aiohttp_jinja2
 import jinja2
 from aiohttp import web
+from markupsafe import Markup
 
 from ..keys import RECORDER
-from . import access, api, preview, routes
+from . import access, api, drawer, listing, preview, routes, timeline, trigger_page
+from .access import Handler
 from .keys import GRAPHS, LIVE, LOG_BUFFER
 from .live import LiveHub
 from .logs import LogBuffer
-from .views import GraphCache, duration, label, when
+from .views import GraphCache, at, duration, label, plural, size, when
 
 STATIC = Path(__file__).parent / "static"
 
@@ -37,15 +44,40 @@ def setup(app: web.Application) -> None:
     """Add the UI's routes, templates, static files and live hub to the dispatcher's ``app``."""
     env = aiohttp_jinja2.setup(app, loader=jinja2.PackageLoader("dispatcher.ui", "templates"),
                                autoescape=True, undefined=jinja2.StrictUndefined)
-    env.filters.update(when=when, duration=duration, label=label)
+    env.filters.update(when=when, at=at, duration=duration, label=label, size=size)
+    env.globals.update(plural=plural, inline_css=_inline_css)
+    app.middlewares.insert(0, _token_page)
     app.middlewares.insert(0, access.ui_responses)
+    app.add_routes(listing.routes)
     app.add_routes(routes.routes)
+    app.add_routes(drawer.routes)
+    app.add_routes(timeline.routes)
+    app.add_routes(trigger_page.routes)
     app.add_routes(api.routes)
     preview.setup(app)  # lattice.draw's preview page (#22)
     app.router.add_static("/static/", STATIC, name="static", append_version=True)
     app[GRAPHS] = GraphCache()
     app.cleanup_ctx.append(_live_ctx)
     app.on_shutdown.append(_close_streams)
+
+
+@functools.cache
+def _inline_css() -> Markup:
+    """The stylesheet, for the page shown before the browser is let in (our own file)."""
+    return Markup((STATIC / "ui.css").read_text(encoding="utf-8"))
+
+
+@web.middleware
+async def _token_page(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """A page refused for want of the token: say how to get in, at the address the browser
+    used, and whether the token it brought was wrong (the guard answered JSON)."""
+    resp = await handler(request)
+    if resp.status == 401 and access.is_page(request) and isinstance(resp, web.Response) \
+            and resp.content_type == "application/json":
+        return aiohttp_jinja2.render_template("token.html", request, {
+            "here": f"{request.scheme}://{request.host}", "wrong": bool(request.query.get("token")),
+            "path": request.path}, status=401)
+    return resp
 
 
 async def _close_streams(app: web.Application) -> None:

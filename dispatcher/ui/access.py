@@ -4,10 +4,10 @@ The UI sits behind the same guards as the API (``dispatcher.security``: Host/Ori
 content types). A browser cannot send an ``Authorization`` header on a navigation, so:
 
 - the link ``covalent start`` prints, ``/?token=<token>``, is accepted by the token guard (on
-  ``GET /`` only, compared in constant time); ``enter`` answers it with the token in an
-  HttpOnly, SameSite=Strict cookie (which the guard accepts from then on, and which no other
-  site's page can make the browser send) and a redirect to ``/``, so the token leaves the
-  address bar at once;
+  ``GET /`` only, compared in constant time); ``enter`` answers it with a browser session
+  (``dispatcher.sessions``: a short-lived secret of its own, bound to the user whose browser
+  opened it, in an HttpOnly, SameSite=Strict cookie; never the token) and a redirect to ``/``,
+  so the token leaves the address bar at once;
 - a page refused by a guard is answered with an HTML page saying why (401: open the link
   ``covalent start`` printed); API paths keep their JSON errors;
 - every UI response carries a Content-Security-Policy that runs only this server's own script
@@ -24,12 +24,13 @@ from aiohttp import web
 
 from covalent import wire
 
+from ..errors import Forbidden
 from ..keys import SETTINGS
-from ..security import TOKEN_COOKIE
+from ..sessions import SESSIONS
+from ..users import USER, user_of
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
-COOKIE_MAX_AGE = 30 * 86400  # the token survives restarts (it is kept in the config file)
 CSP = ("default-src 'self'; script-src 'self'; style-src 'self' 'unsafe-inline'; "
        "img-src 'self' data:; connect-src 'self'; object-src 'none'; base-uri 'none'; "
        "form-action 'self'; frame-ancestors 'none'")
@@ -46,12 +47,15 @@ def is_page(request: web.Request) -> bool:
 
 
 def enter(request: web.Request) -> web.StreamResponse:
-    """Answer the link ``/?token=...`` (already checked by the token guard): set the cookie."""
+    """Answer the link ``/?token=...`` (already checked by the token guard): open a session."""
     resp = web.HTTPFound("/")
-    token = request.app[SETTINGS].token
-    if token:
-        resp.set_cookie(TOKEN_COOKIE, token, httponly=True, samesite="Strict", path="/",
-                        max_age=COOKIE_MAX_AGE)
+    if request.app[SETTINGS].token:
+        sessions = request.app[SESSIONS]
+        secret = sessions.open(request, user_of(request).name)
+        if secret is None:
+            raise Forbidden("cannot tell who is at the other end of this connection")
+        resp.set_cookie(sessions.cookie, secret, httponly=True, samesite="Strict", path="/",
+                        max_age=int(sessions.ttl))
     return resp
 
 
@@ -87,6 +91,7 @@ def _error_page(request: web.Request, resp: web.Response) -> web.Response:
     page = aiohttp_jinja2.render_template(
         "error.html", request,
         {"status": resp.status, "error": body.get("error", ""), "message": body.get("message", ""),
-         "needs_token": resp.status == 401, "dashboard": "", "path": request.path},
+         "needs_token": resp.status == 401, "dashboard": "", "path": request.path,
+         "me": request.get(USER)},
         status=resp.status)
     return page

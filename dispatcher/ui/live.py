@@ -19,7 +19,7 @@ from __future__ import annotations
 import asyncio
 import json
 from collections import defaultdict
-from collections.abc import Iterator
+from collections.abc import Awaitable, Callable, Iterator
 from contextlib import contextmanager
 
 from aiohttp import web
@@ -108,6 +108,11 @@ class LiveHub:
             if not self._watches[dispatch_id]:
                 del self._watches[dispatch_id]
 
+    @property
+    def watchers(self) -> int:
+        """How many event streams are open now."""
+        return sum(len(w) for w in self._watches.values())
+
     def version(self, dispatch_id: str) -> int:
         """How many commits touched the dispatch since this server started (0 after it ended)."""
         return self._versions.get(dispatch_id, 0)
@@ -181,9 +186,25 @@ async def open_stream(request: web.Request) -> web.StreamResponse:
 
 async def stream_dispatch(request: web.Request, hub: LiveHub, store: DispatchStore,
                           dispatch_id: str) -> web.StreamResponse:
-    """Events ``snapshot`` (every node's status, and which nodes are user electrons), then ``update`` per batch of commits; the
-    stream ends after the one that holds the dispatch's final status."""
+    """Events ``snapshot`` (every node's status, and which nodes are user electrons), then
+    ``update`` per batch of commits; the stream ends after the one that holds the dispatch's
+    final status, or quietly when the browser has gone (a closed tab is no error)."""
+    return await _events(request, lambda resp: _follow_dispatch(resp, hub, store, dispatch_id))
+
+
+async def _events(request: web.Request,
+                  follow: Callable[[web.StreamResponse], Awaitable[None]]) -> web.StreamResponse:
+    """An event stream written by ``follow``; a browser that went away ends it quietly."""
     resp = await open_stream(request)
+    try:
+        await follow(resp)
+    except ConnectionResetError:  # the tab was closed: the next write found no one
+        pass
+    return resp
+
+
+async def _follow_dispatch(resp: web.StreamResponse, hub: LiveHub, store: DispatchStore,
+                           dispatch_id: str) -> None:
     with hub.watch(dispatch_id) as w:
         rows = await store.node_rows(dispatch_id)
         status = await store.get_status(dispatch_id) or Status.NEW_OBJECT
@@ -203,14 +224,18 @@ async def stream_dispatch(request: web.Request, hub: LiveHub, store: DispatchSto
                 await send(resp, "update", {"status": str(status), "nodes": changes})
         if status in (Status.COMPLETED, Status.FAILED, Status.CANCELLED):
             await send(resp, "end", {"status": str(status)})
-    return resp
 
 
 async def stream_listing(request: web.Request, hub: LiveHub, store: DispatchStore,
-                         shown: list[str]) -> web.StreamResponse:
+                         shown: list[str], owner: str | None = None) -> web.StreamResponse:
     """Events ``rows`` (status and electron counts of the listed dispatches a commit touched)
-    and ``new`` (a dispatch newer than every listed one started: the first page may reload)."""
-    resp = await open_stream(request)
+    and ``new`` (a dispatch of ``owner``, if given, newer than every listed one started: the
+    first page may reload); until the server stops or the browser goes."""
+    return await _events(request, lambda resp: _follow_listing(resp, hub, store, shown, owner))
+
+
+async def _follow_listing(resp: web.StreamResponse, hub: LiveHub, store: DispatchStore,
+                          shown: list[str], owner: str | None) -> None:
     listed = set(shown)
     seen = set(shown)
     with hub.watch(None) as w:
@@ -220,7 +245,7 @@ async def stream_listing(request: web.Request, hub: LiveHub, store: DispatchStor
             fresh = touched - seen
             if fresh:  # each dispatch is looked at once: a busy one on page 2 costs nothing
                 seen |= fresh
-                newest = (await store.page_dispatches(DispatchQuery(limit=1))).rows
+                newest = (await store.page_dispatches(DispatchQuery(limit=1, owner=owner))).rows
                 if newest and newest[0].dispatch_id in fresh:
                     await send(resp, "new", {"dispatch_id": newest[0].dispatch_id})
             mine = sorted(touched & listed)
@@ -233,7 +258,6 @@ async def stream_listing(request: web.Request, hub: LiveHub, store: DispatchStor
                         rows.append({"id": dispatch_id, "status": str(status),
                                      **done_total(counts[dispatch_id])})
                 await send(resp, "rows", rows)
-    return resp
 
 
 def done_total(counts: dict[Status, int]) -> dict[str, int]:

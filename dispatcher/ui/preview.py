@@ -16,7 +16,6 @@ from collections import OrderedDict
 from typing import Any
 
 import aiohttp_jinja2
-import networkx as nx
 from aiohttp import web
 
 from covalent import wire
@@ -24,11 +23,12 @@ from covalent.layout import layout, to_svg
 from covalent.wire import NodeKind
 
 from ..errors import InvalidRequest
+from ..users import may_see, user_of
 
 routes = web.RouteTableDef()
 KEEP = 20
 MAX_NODES = 50_000
-PREVIEWS = web.AppKey("ui_previews", OrderedDict)  # preview id -> (name, svg, node count)
+PREVIEWS = web.AppKey("ui_previews", OrderedDict)  # id -> (name, svg, node count, owner)
 _KINDS = frozenset(str(k) for k in NodeKind)
 
 
@@ -46,11 +46,11 @@ async def create(request: web.Request) -> web.Response:
     name, graph = _checked(body)
     try:
         svg = await asyncio.to_thread(lambda: to_svg(layout(graph, show_all=True), name))
-    except nx.NetworkXUnfeasible:
-        raise InvalidRequest("the graph has a cycle") from None
-    previews: OrderedDict[str, tuple[str, str, int]] = request.app[PREVIEWS]
+    except ValueError as exc:  # a cycle
+        raise InvalidRequest(str(exc)) from None
+    previews: OrderedDict[str, tuple[str, str, int, str]] = request.app[PREVIEWS]
     preview_id = str(uuid.uuid4())
-    previews[preview_id] = (name, svg, len(graph["nodes"]))
+    previews[preview_id] = (name, svg, len(graph["nodes"]), user_of(request).name)
     while len(previews) > KEEP:
         previews.popitem(last=False)
     return web.json_response({"preview_id": preview_id, "path": f"/preview/{preview_id}"},
@@ -60,17 +60,17 @@ async def create(request: web.Request) -> web.Response:
 @routes.get("/preview/{preview_id}")
 async def page(request: web.Request) -> web.StreamResponse:
     found = request.app[PREVIEWS].get(request.match_info["preview_id"])
-    if found is None:
+    if found is None or not may_see(user_of(request), found[3]):  # someone else's: unknown
         return aiohttp_jinja2.render_template(
             "error.html", request, {"status": 404, "error": "PreviewNotFound", "message":
                                     "No such preview: previews live in memory, the last "
                                     f"{KEEP} of them, until the dispatcher restarts.",
                                     "needs_token": False, "dashboard": "", "path": request.path},
             status=404)
-    name, svg, count = found
+    name, svg, count, _ = found
     return aiohttp_jinja2.render_template(
         "preview.html", request, {"name": name, "svg": svg, "count": count, "dashboard": "",
-                                  "path": request.path})
+                                  "path": request.path, "me": user_of(request)})
 
 
 def _checked(body: Any) -> tuple[str, dict[str, Any]]:

@@ -17,11 +17,13 @@ from typing import Any
 import aiohttp_jinja2
 from aiohttp import web
 
+from ..authz import admin_only, owner_filter, visible_ids
+from ..users import USER
 from ..dispatches import check_id
 from ..errors import DispatchNotFound, InvalidRequest, NodeNotFound
 from ..keys import CLUSTER_INFO, SETTINGS, STORE
 from ..state import Status
-from ..store import DispatchQuery, DispatchRecord, NodeRow
+from ..store import DispatchQuery, DispatchRecord, DispatchStore, NodeRow
 from ..store.base import DISPATCH_SORTS, USER_KINDS
 from . import access, live, logs
 from .keys import GRAPHS, LIVE, LOG_BUFFER
@@ -41,6 +43,11 @@ def _int(request: web.Request, name: str, default: int) -> int:
     return int(raw) if raw.isascii() and raw.isdigit() and len(raw) < 10 else default
 
 
+def page_number(request: web.Request) -> int:
+    """The 1-based ``page`` of the address (1 if absent or not a number)."""
+    return max(_int(request, "page", 1), 1)
+
+
 def _choice(request: web.Request, name: str, allowed: tuple[str, ...] | list[str], default: str) -> str:
     value = request.query.get(name, default)
     return value if value in allowed else default
@@ -51,45 +58,20 @@ def _status_filter(request: web.Request) -> str | None:
     return value if value in [str(s) for s in STATUSES] else None
 
 
-def _dispatch_id(request: web.Request) -> str:
+def dispatch_id_of(request: web.Request) -> str:
     return check_id(request.match_info["dispatch_id"])
 
 
-async def _dispatch(request: web.Request) -> DispatchRecord:
-    row = await request.app[STORE].get_dispatch(_dispatch_id(request))
+async def get_dispatch(request: web.Request) -> DispatchRecord:
+    row = await request.app[STORE].get_dispatch(dispatch_id_of(request))
     if row is None:
         raise DispatchNotFound(request.match_info["dispatch_id"])
     return row
 
 
-def _common(request: web.Request) -> dict[str, Any]:
+def common(request: web.Request) -> dict[str, Any]:
     info = request.app.get(CLUSTER_INFO) or {}
-    return {"dashboard": info.get("dashboard", ""), "path": request.path}
-
-
-# -- the dispatch list -----------------------------------------------------------------------
-
-@routes.get("/")
-async def dispatch_list(request: web.Request) -> web.StreamResponse:
-    if "token" in request.query:
-        return access.enter(request)
-    query = DispatchQuery(
-        status=_status_filter(request), search=request.query.get("q", "")[:200],
-        sort=_choice(request, "sort", DISPATCH_SORTS, "created"),
-        descending=request.query.get("order", "desc") != "asc",
-        limit=PAGE_SIZE)
-    page_no = max(_int(request, "page", 1), 1)
-    store = request.app[STORE]
-    page = await store.page_dispatches(DispatchQuery(
-        query.status, query.search, query.sort, query.descending, (page_no - 1) * PAGE_SIZE, PAGE_SIZE))
-    counts = await store.electron_counts([r.dispatch_id for r in page.rows])
-    rows = [{"row": r, "runtime": duration(seconds(r.start_time, r.end_time)),
-             **live.done_total(counts.get(r.dispatch_id, {}))} for r in page.rows]
-    context = {**_common(request), "rows": rows, "page": page, "query": query, "page_no": page_no,
-               "pages": max(1, math.ceil(page.total / PAGE_SIZE)), "statuses": STATUSES,
-               "all_count": sum(page.counts.values()), "sorts": DISPATCH_SORTS}
-    template = "_dispatch_table.html" if request.headers.get("HX-Request") else "list.html"
-    return aiohttp_jinja2.render_template(template, request, context)
+    return {"dashboard": info.get("dashboard", ""), "path": request.path, "me": request.get(USER)}
 
 
 # -- one dispatch ----------------------------------------------------------------------------
@@ -110,7 +92,18 @@ async def _summary(request: web.Request, row: DispatchRecord, nodes: list[NodeRo
             "result_preview": result.preview if result is not None else None,
             "inputs": _inputs(row.meta.get("inputs_preview")), "executors": executors,
             "lattice_source": row.meta.get("lattice_source") or "",
+            "redispatch_of": row.meta.get("redispatch_of") or "",
+            "reused_results": bool(row.meta.get("reused_results")),
+            "origin_name": await origin_name(store, row.meta.get("redispatch_of")),
             "workflow_executor": graph["nodes"][-1].get("executor", "") if graph["nodes"] else ""}
+
+
+async def origin_name(store: DispatchStore, dispatch_id: str | None) -> str:
+    """The name of another dispatch, without reading its graph ("" if it is gone)."""
+    if not dispatch_id:
+        return ""
+    page = await store.page_dispatches(DispatchQuery(search=dispatch_id, top_level=False, limit=1))
+    return page.rows[0].name if page.rows else ""
 
 
 def _inputs(preview: Any) -> dict[str, Any]:
@@ -121,9 +114,9 @@ def _inputs(preview: Any) -> dict[str, Any]:
 
 @routes.get("/dispatches/{dispatch_id}")
 async def dispatch_page(request: web.Request) -> web.StreamResponse:
-    row = await _dispatch(request)
+    row = await get_dispatch(request)
     nodes = await request.app[STORE].node_rows(row.dispatch_id)
-    context = {**_common(request), **await _summary(request, row, nodes),
+    context = {**common(request), **await _summary(request, row, nodes),
                "by_name": by_name(nodes), "statuses": STATUSES, "node_count": len(nodes),
                "table": _node_table(request, row.dispatch_id, nodes)}
     return aiohttp_jinja2.render_template("dispatch.html", request, context)
@@ -131,7 +124,7 @@ async def dispatch_page(request: web.Request) -> web.StreamResponse:
 
 @routes.get("/ui/dispatches/{dispatch_id}/summary")
 async def summary_fragment(request: web.Request) -> web.StreamResponse:
-    row = await _dispatch(request)
+    row = await get_dispatch(request)
     nodes = await request.app[STORE].node_rows(row.dispatch_id)
     context = await _summary(request, row, nodes)
     return aiohttp_jinja2.render_template("_summary.html", request, context)
@@ -164,7 +157,7 @@ def _node_table(request: web.Request, dispatch_id: str, nodes: list[NodeRow]) ->
 
 @routes.get("/ui/dispatches/{dispatch_id}/nodes")
 async def node_table(request: web.Request) -> web.StreamResponse:
-    dispatch_id = _dispatch_id(request)
+    dispatch_id = dispatch_id_of(request)
     nodes = await request.app[STORE].node_rows(dispatch_id)
     if not nodes and await request.app[STORE].get_status(dispatch_id) is None:
         raise DispatchNotFound(dispatch_id)
@@ -172,42 +165,11 @@ async def node_table(request: web.Request) -> web.StreamResponse:
                                           {"table": _node_table(request, dispatch_id, nodes)})
 
 
-@routes.get("/ui/dispatches/{dispatch_id}/nodes/{node_id}")
-async def node_drawer(request: web.Request) -> web.StreamResponse:
-    dispatch_id = _dispatch_id(request)
-    raw = request.match_info["node_id"]
-    if not (raw.isascii() and raw.isdigit() and len(raw) < 10):
-        raise InvalidRequest(f"node id must be a non-negative integer, got {raw!r}")
-    store = request.app[STORE]
-    node = await store.get_node(dispatch_id, int(raw))
-    if node is None:
-        raise NodeNotFound(f"dispatch {dispatch_id} has no node {raw}")
-    row = await store.get_dispatch(dispatch_id)
-    graph = await request.app[GRAPHS].graph(store, dispatch_id) or {"nodes": []}
-    spec = graph["nodes"][node.node_id] if node.node_id < len(graph["nodes"]) else {}
-    meta = spec.get("metadata") or {}
-    sources = (row.meta.get("sources") if row is not None else None) or {}
-    context = {"dispatch_id": dispatch_id, "node": node, "label": display_name(node.name),
-               "runtime": duration(seconds(node.start_time, node.end_time)),
-               "executor": spec.get("executor") or meta.get("executor") or "",
-               "executor_data": meta.get("executor_data") or {},
-               "deps": {k: meta[k] for k in ("deps", "call_before", "call_after") if _filled(meta.get(k))},
-               "source": sources.get(spec.get("fn_hash", ""), "")}
-    return aiohttp_jinja2.render_template("_drawer.html", request, context)
-
-
-def _filled(value: Any) -> bool:
-    """Whether deps/hook metadata says anything (``{"bash": [], "pip": []}`` does not)."""
-    if isinstance(value, dict):
-        return any(_filled(v) for v in value.values())
-    return bool(value)
-
-
 @routes.get("/ui/dispatches/{dispatch_id}/graph")
 async def graph_json(request: web.Request) -> web.Response:
     """The layout of one view (``all=1`` shows hidden nodes, ``expand=<box key>`` opens boxes)
     plus every node's status and whether it is a user electron."""
-    dispatch_id = _dispatch_id(request)
+    dispatch_id = dispatch_id_of(request)
     store = request.app[STORE]
     graphs = request.app[GRAPHS]
     graph = await graphs.graph(store, dispatch_id)
@@ -228,7 +190,7 @@ def _compact(obj: Any) -> str:
 
 @routes.get("/ui/dispatches/{dispatch_id}/events")
 async def dispatch_events(request: web.Request) -> web.StreamResponse:
-    dispatch_id = _dispatch_id(request)
+    dispatch_id = dispatch_id_of(request)
     if await request.app[STORE].get_status(dispatch_id) is None:
         raise DispatchNotFound(dispatch_id)
     return await live.stream_dispatch(request, request.app[LIVE], request.app[STORE], dispatch_id)
@@ -239,16 +201,19 @@ async def listing_events(request: web.Request) -> web.StreamResponse:
     shown = [i for i in request.query.get("ids", "").split(",") if i][:PAGE_SIZE]
     for i in shown:
         check_id(i)
-    return await live.stream_listing(request, request.app[LIVE], request.app[STORE], shown)
+    shown = await visible_ids(request, shown)  # someone else's: as if unknown
+    return await live.stream_listing(request, request.app[LIVE], request.app[STORE], shown,
+                                     owner_filter(request))
 
 
 # -- the log ---------------------------------------------------------------------------------
 
 @routes.get("/logs")
+@admin_only  # every user's errors and names (#26)
 async def log_page(request: web.Request) -> web.StreamResponse:
     query = request.query.get("q", "")[:200]
     page = await asyncio.to_thread(logs.read_page, request.app[SETTINGS].log_path,
                                    request.app[LOG_BUFFER], query, _int(request, "page", 1))
     template = "_log_table.html" if request.headers.get("HX-Request") else "logs.html"
     return aiohttp_jinja2.render_template(template, request,
-                                          {**_common(request), "log": page, "q": query})
+                                          {**common(request), "log": page, "q": query})

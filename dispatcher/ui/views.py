@@ -11,6 +11,8 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
+from markupsafe import Markup, escape
+
 from covalent.wire import pieces
 
 from ..state import TERMINAL, Status
@@ -30,20 +32,24 @@ class ElectronProgress:
     running: int = 0
     failed: int = 0
     cancelled: int = 0
+    first_start: str | None = None  # ISO: when the first of them started
+    last_end: str | None = None  # ISO: when the last of them ended (None while one runs)
 
     def to_json(self) -> dict[str, Any]:
         return {"name": self.name, "total": self.total, "completed": self.completed,
-                "running": self.running, "failed": self.failed, "cancelled": self.cancelled}
+                "running": self.running, "failed": self.failed, "cancelled": self.cancelled,
+                "seconds": seconds(self.first_start, self.last_end if not self.running else None)}
 
 
 def by_name(rows: list[NodeRow]) -> list[ElectronProgress]:
     """Per electron name (user electrons and sublattices only), in order of first appearance.
 
     >>> from dispatcher.store import NodeRow
-    >>> def r(i, name, kind, st): return NodeRow(i, name, kind, st, None, None, None, False, None)
-    >>> [p.to_json() for p in by_name([r(0, "add", "electron", Status.COMPLETED),
-    ...     r(1, ":parameter:1", "parameter", Status.COMPLETED), r(2, "add", "electron", Status.FAILED)])]
-    [{'name': 'add', 'total': 2, 'completed': 1, 'running': 0, 'failed': 1, 'cancelled': 0}]
+    >>> def r(i, name, kind, st, t0=None, t1=None): return NodeRow(i, name, kind, st, t0, t1, None, False, None)
+    >>> [p.to_json() for p in by_name([r(0, "add", "electron", Status.COMPLETED, "2026-01-01T00:00:00+00:00",
+    ...     "2026-01-01T00:00:02+00:00"), r(1, ":parameter:1", "parameter", Status.COMPLETED),
+    ...     r(2, "add", "electron", Status.FAILED, "2026-01-01T00:00:01+00:00", "2026-01-01T00:00:05+00:00")])]
+    [{'name': 'add', 'total': 2, 'completed': 1, 'running': 0, 'failed': 1, 'cancelled': 0, 'seconds': 5.0}]
     """
     out: dict[str, ElectronProgress] = {}
     for r in rows:
@@ -53,6 +59,10 @@ def by_name(rows: list[NodeRow]) -> list[ElectronProgress]:
         if p is None:
             p = out[r.name] = ElectronProgress(display_name(r.name))
         p.total += 1
+        if r.start_time and (p.first_start is None or r.start_time < p.first_start):
+            p.first_start = r.start_time
+        if r.end_time and (p.last_end is None or r.end_time > p.last_end):
+            p.last_end = r.end_time
         if r.status == Status.COMPLETED:
             p.completed += 1
         elif r.status == Status.RUNNING:
@@ -88,13 +98,54 @@ def parse_time(iso: str | None) -> datetime | None:
 
 
 def when(iso: str | None) -> str:
-    """A time for people (UTC, to the second).
+    """A time for people (UTC, to the second, saying so; the browser shows it in local time).
 
     >>> when("2026-01-02T03:04:05.678+00:00"), when(None)
-    ('2026-01-02 03:04:05', '')
+    ('2026-01-02 03:04:05 UTC', '')
     """
     t = parse_time(iso)
-    return t.astimezone(UTC).strftime("%Y-%m-%d %H:%M:%S") if t else ""
+    return t.astimezone(UTC).strftime("%Y-%m-%d %H:%M:%S UTC") if t else ""
+
+
+def at(iso: str | None, missing: str = "—") -> Markup:
+    """A ``<time>`` element: UTC in the page, rewritten to the browser's time zone by ui.js.
+
+    >>> str(at("2026-01-02T03:04:05+00:00"))
+    '<time datetime="2026-01-02T03:04:05+00:00" title="2026-01-02 03:04:05 UTC">2026-01-02 03:04:05 UTC</time>'
+    >>> str(at(None))
+    '—'
+    """
+    text = when(iso)
+    if not text:
+        return Markup(escape(missing))
+    return Markup('<time datetime="{0}" title="{1}">{1}</time>').format(iso, text)
+
+
+def size(n: int | None) -> str:
+    """Bytes for people.
+
+    >>> size(512), size(2048), size(5 * 2**20 + 1), size(3 * 2**30), size(None)
+    ('512 bytes', '2.0 KiB', '5.0 MiB', '3.0 GiB', '')
+    """
+    if n is None:
+        return ""
+    if n < 1024:
+        return f"{n} byte{'' if n == 1 else 's'}"
+    value = float(n)
+    for unit in ("KiB", "MiB", "GiB", "TiB"):
+        value /= 1024
+        if value < 1024 or unit == "TiB":
+            break
+    return f"{value:.1f} {unit}"
+
+
+def plural(n: int, word: str, many: str = "") -> str:
+    """``1 dispatch``, ``2 dispatches``.
+
+    >>> plural(1, "dispatch", "dispatches"), plural(2, "node"), plural(0, "node")
+    ('1 dispatch', '2 nodes', '0 nodes')
+    """
+    return f"{n} {word if n == 1 else (many or word + 's')}"
 
 
 def seconds(start: str | None, end: str | None, now: datetime | None = None) -> float | None:

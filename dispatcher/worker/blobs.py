@@ -1,22 +1,36 @@
 """The content-addressed output store: where workers write node outputs, and the server reads.
 
-A blob's address is the sha256 of its bytes; it lives at ``<root>/<ab>/<abcdef...>``. The root is
-a local directory (the data dir's ``blobs``, for the embedded cluster) or any fsspec URL
-(``s3://bucket/prefix``, a shared file system) for workers on other machines. A write is
-atomic (a temporary name renamed into place, or a single object PUT), so a reader never sees
-half a blob, and idempotent: the same output written twice (a node run again after its worker
-died) lands at the same address, once.
+A blob's address is the sha256 of its bytes (64 lower-case hex digits); it lives at
+``<root>/<ab>/<abcdef...>``. The root is a local directory (the data dir's ``blobs``, for the
+embedded cluster) or any fsspec URL (``s3://bucket/prefix``, a shared file system) for workers
+on other machines. A write is atomic (a temporary name renamed into place, or a single object
+PUT), so a reader never sees half a blob, and idempotent: the same output written twice (a
+node run again after its worker died) lands at the same address, once; a file found there with
+the wrong size (cut short by a crash, damaged) is replaced. A writer killed mid-write leaves
+only a temporary ``.tmp-*`` file, which ``sweep`` removes (the dispatcher, when it starts).
+
+Only an address is ever turned into a place, and only under this store's root: a path or URL
+that comes from a message is never opened, and anything but 64 hex digits is refused
+(``BadBlobRef``), so no report can make the server read or delete a file of its choosing
+(issue #21). Readers check what they read against its address (``Hashed``, ``get``): a blob
+that is missing, cut short or damaged raises ``DamagedBlob`` and is removed, so the next
+write of the same value puts it back.
 
 >>> import tempfile; store = BlobStore(tempfile.mkdtemp())
 >>> ref, size = store.put(b"hello")
 >>> store.get(ref), size, store.exists(ref)
 (b'hello', 5, True)
+>>> store.path("../../etc/passwd")
+Traceback (most recent call last):
+...
+dispatcher.worker.blobs.BadBlobRef: '../../etc/passwd' is not a blob address (64 hex digits)
 """
 
 from __future__ import annotations
 
 import hashlib
 import os
+import re
 import shutil
 import tempfile
 import time
@@ -26,6 +40,31 @@ from typing import IO, Any
 import fsspec
 from fsspec.core import url_to_fs
 
+_REF = re.compile(r"[0-9a-f]{64}")
+
+
+class BadBlobRef(ValueError):
+    """Something offered as a blob address that is not one (a path, a URL, a short id)."""
+
+    def __init__(self, ref: object) -> None:
+        super().__init__(ref)
+        self.ref = ref
+
+    def __str__(self) -> str:
+        return f"{str(self.ref)[:200]!r} is not a blob address (64 hex digits)"
+
+
+class DamagedBlob(OSError):
+    """A stored blob that is missing, or whose bytes are not those its address names."""
+
+    def __init__(self, ref: str, reason: str) -> None:
+        super().__init__(ref, reason)
+        self.ref = ref
+        self.reason = reason
+
+    def __str__(self) -> str:
+        return f"stored blob {self.ref[:16]}… {self.reason}"
+
 
 def blob_ref(data: bytes) -> str:
     """The content address of a blob.
@@ -34,6 +73,23 @@ def blob_ref(data: bytes) -> str:
     'e3b0c44298fc'
     """
     return hashlib.sha256(data).hexdigest()
+
+
+def is_blob_ref(ref: object) -> bool:
+    """True for a content address (what ``blob_ref`` returns), False for anything else.
+
+    >>> is_blob_ref(blob_ref(b"x")), is_blob_ref("/etc/passwd"), is_blob_ref(blob_ref(b"x") + "\\n")
+    (True, False, False)
+    """
+    return isinstance(ref, str) and _REF.fullmatch(ref) is not None
+
+
+def check_ref(ref: object) -> str:
+    """``ref`` if it is a content address, else BadBlobRef."""
+    if not is_blob_ref(ref):
+        raise BadBlobRef(ref)
+    assert isinstance(ref, str)
+    return ref
 
 
 class _Hashing:
@@ -58,6 +114,52 @@ def is_url(path: str) -> bool:
     return "://" in path and not path.startswith("file://")
 
 
+def relative(ref: str) -> str:
+    """Where ``ref`` lives under a root: ``ab/abcdef...``."""
+    return f"{ref[:2]}/{check_ref(ref)}"
+
+
+class Hashed:
+    """Check bytes read a chunk at a time against the address they were read for.
+
+    >>> h = Hashed(blob_ref(b"abc"), 3); h.update(b"ab"); h.update(b"c"); h.check()
+    >>> h = Hashed(blob_ref(b"abc"), 3); h.update(b"abd"); h.check()
+    Traceback (most recent call last):
+    ...
+    dispatcher.worker.blobs.DamagedBlob: stored blob ba7816bf8f01cfea… is damaged: its bytes hash to a52d15… (3 bytes)
+    """
+
+    def __init__(self, ref: str, size: int) -> None:
+        self.ref, self.size = ref, size
+        self.seen = 0
+        self._hash = hashlib.sha256()
+
+    def update(self, chunk: bytes) -> None:
+        self.seen += len(chunk)
+        self._hash.update(chunk)
+
+    def check(self) -> None:
+        """DamagedBlob unless the bytes seen are exactly the blob's."""
+        if self.seen != self.size:
+            raise DamagedBlob(self.ref, f"is cut short: {self.seen} of {self.size} bytes")
+        digest = self._hash.hexdigest()
+        if digest != self.ref:
+            raise DamagedBlob(self.ref, f"is damaged: its bytes hash to {digest[:6]}… "
+                              f"({self.seen} bytes)")
+
+
+def checked(ref: str, data: bytes, remove: Callable[[], None]) -> bytes:
+    """``data``, read for ``ref``, if it is that blob's; else ``remove()`` it and DamagedBlob."""
+    found = Hashed(ref, len(data))
+    found.update(data)
+    try:
+        found.check()
+    except DamagedBlob as exc:
+        remove()
+        raise DamagedBlob(ref, f"{exc.reason} (removed)") from None
+    return data
+
+
 class BlobStore:
     """Blobs under ``root`` (a local directory or an fsspec URL)."""
 
@@ -75,19 +177,19 @@ class BlobStore:
 
     def location(self, ref: str) -> str:
         """Where ``ref`` lives: a path relative to a local root, else the full URL."""
-        rel = f"{ref[:2]}/{ref}"
-        return rel if self.local else f"{self.root}/{rel}"
+        return relative(ref) if self.local else f"{self.root}/{relative(ref)}"
 
     def path(self, ref: str) -> str:
-        return f"{self.root}/{ref[:2]}/{ref}"
+        return f"{self.root}/{relative(ref)}"
 
     def put(self, data: bytes, ref: str | None = None) -> tuple[str, int]:
-        """Store ``data``; its (address, size). What exists already is left as it is."""
+        """Store ``data``; its (address, size). A blob already there is kept if its size is
+        right (else it is replaced)."""
         ref = ref or blob_ref(data)
         target = self.path(ref)
         if self.local:
             self._put_local(target, data)
-        elif not self.fs.exists(target):
+        elif self._size(target) != len(data):
             self.fs.pipe_file(target, data)  # one PUT: readers never see half of it
         return ref, len(data)
 
@@ -105,7 +207,7 @@ class BlobStore:
             ref, size = writer.hash.hexdigest(), writer.size
             if local is not None:
                 target = self.path(ref)
-                if not os.path.exists(target):
+                if self._size(target) != size:  # else there whole already
                     os.makedirs(os.path.dirname(target), exist_ok=True)
                     os.replace(tmp, target)
             else:
@@ -137,7 +239,7 @@ class BlobStore:
         return removed
 
     def _put_local(self, target: str, data: bytes) -> None:
-        if os.path.exists(target):
+        if self._size(target) == len(data):
             return
         directory = os.path.dirname(target)
         os.makedirs(directory, exist_ok=True)
@@ -155,26 +257,43 @@ class BlobStore:
         """Move the finished file ``path`` (whose sha256 is ``ref``) into the store."""
         target = self.path(ref)
         try:
-            if self.local:
-                if not os.path.exists(target):
-                    os.makedirs(os.path.dirname(target), exist_ok=True)
-                    shutil.move(path, target)  # a rename when both are on one file system
-            elif not self.fs.exists(target):
+            if not os.path.exists(path) or self._size(target) == os.path.getsize(path):
+                return  # moved in already (one blob named twice), or there already
+            if self.local:  # moved next to its place, then renamed over whatever is there
+                directory = os.path.dirname(target)
+                os.makedirs(directory, exist_ok=True)
+                fd, tmp = tempfile.mkstemp(prefix=".tmp-", dir=directory)
+                os.close(fd)
+                shutil.move(path, tmp)  # a rename when both are on one file system
+                os.replace(tmp, target)
+            else:
                 self.fs.put_file(path, target)  # one upload (multipart if large), then visible
         finally:
             if os.path.exists(path):
                 os.unlink(path)
+
+    def _size(self, target: str) -> int | None:
+        """The size of what is at ``target`` now, None if nothing is."""
+        try:
+            return os.path.getsize(target) if self.local else int(self.fs.info(target)["size"])
+        except (FileNotFoundError, KeyError):
+            return None
 
     def exists(self, ref: str) -> bool:
         target = self.path(ref)
         return os.path.exists(target) if self.local else bool(self.fs.exists(target))
 
     def get(self, ref: str) -> bytes:
-        if self.local:
-            with open(self.path(ref), "rb") as fh:
-                return fh.read()
-        data: bytes = self.fs.cat_file(self.path(ref))
-        return data
+        """The blob's bytes, checked against its address (DamagedBlob, and removed, if not)."""
+        try:
+            if self.local:
+                with open(self.path(ref), "rb") as fh:
+                    data = fh.read()
+            else:
+                data = self.fs.cat_file(self.path(ref))
+        except FileNotFoundError:
+            raise DamagedBlob(ref, "is missing") from None
+        return checked(ref, data, lambda: self.discard(ref))
 
     def open(self, ref: str) -> IO[bytes]:
         """A binary file of the blob, for streaming it."""
@@ -183,11 +302,50 @@ class BlobStore:
         handle: IO[bytes] = self.fs.open(self.path(ref), "rb")
         return handle
 
+    def discard(self, ref: str) -> None:
+        """Remove the blob (one found damaged: the next write of its value puts it back)."""
+        target = self.path(ref)
+        try:
+            if self.local:
+                os.unlink(target)
+            else:
+                self.fs.rm_file(target)
+        except FileNotFoundError:
+            pass
+
+
+# A blob's *location*, as the server's store derives it from the blob's address: a path
+# relative to the local blob dir, or a URL under the store's root. Never one from a message.
 
 def open_location(location: str, local_root: str, storage_options: dict[str, Any] | None = None
                   ) -> IO[bytes]:
-    """Open a blob recorded at ``location`` (relative to ``local_root``, or a URL)."""
+    """Open the blob at ``location`` for reading."""
     if is_url(location):
         handle: IO[bytes] = fsspec.open(location, "rb", **(storage_options or {})).open()
         return handle
     return open(os.path.join(local_root, location), "rb")
+
+
+def size_at(location: str, local_root: str, storage_options: dict[str, Any] | None = None
+            ) -> int | None:
+    """The size of the blob at ``location``, None if there is none."""
+    try:
+        if is_url(location):
+            fs, target = url_to_fs(location, **(storage_options or {}))
+            return int(fs.info(target)["size"])
+        return os.path.getsize(os.path.join(local_root, location))
+    except (FileNotFoundError, KeyError):
+        return None
+
+
+def remove_location(location: str, local_root: str,
+                    storage_options: dict[str, Any] | None = None) -> None:
+    """Remove the blob at ``location`` (nothing if there is none)."""
+    try:
+        if is_url(location):
+            fs, target = url_to_fs(location, **(storage_options or {}))
+            fs.rm_file(target)
+        else:
+            os.unlink(os.path.join(local_root, location))
+    except FileNotFoundError:
+        pass

@@ -1,4 +1,10 @@
-"""Capture each worker thread's stdout and stderr, bounded, while it runs a node."""
+"""Capture each worker thread's stdout and stderr, bounded, while it runs a node.
+
+What a running node has printed so far stays readable from outside its thread: ``so_far``
+looks it up in this process's registry of running captures (keyed by dispatch and node id).
+The dispatcher calls it on the node's worker (``Client.run``) only while someone looks at the
+node in the web UI (issue #24), so nothing is sent per node otherwise.
+"""
 
 from __future__ import annotations
 
@@ -60,8 +66,13 @@ class Bounded(io.TextIOBase):
         self.tail: collections.deque[str] = collections.deque()
         self.tail_len = 0
         self.total = 0
+        self.lock = threading.Lock()  # the node's thread writes; a reader (so_far) may look
 
     def write(self, s: str) -> int:
+        with self.lock:
+            return self._write(s)
+
+    def _write(self, s: str) -> int:
         n = len(s)
         self.total += n
         room = self.half - self.head_len
@@ -77,22 +88,44 @@ class Bounded(io.TextIOBase):
         return n
 
     def getvalue(self) -> str:
-        head, tail = "".join(self.head), "".join(self.tail)[-self.half:] if self.tail else ""
+        with self.lock:
+            head, tail = "".join(self.head), "".join(self.tail)[-self.half:] if self.tail else ""
         left_out = self.total - len(head) - len(tail)
         marker = f"\n[... {left_out} characters left out ...]\n" if left_out else ""
         return clean_text(head + marker + tail, limit=self.total + len(marker))
 
 
+Key = tuple[str, int]  # (dispatch id, node id)
+_running: dict[Key, Capture] = {}  # this process's running nodes' captures (see so_far)
+
+
 class Capture:
-    """Capture this thread's prints for the duration of a ``with`` block."""
+    """Capture this thread's prints for the duration of a ``with`` block; with a ``key``, what
+    was printed so far can be read meanwhile (``so_far``)."""
+
+    def __init__(self, key: Key | None = None) -> None:
+        self.key = key
 
     def __enter__(self) -> Capture:
         self.out_router, self.err_router = _routers()
         self.out, self.err = Bounded(), Bounded()
         self.out_router.local.buf = self.out
         self.err_router.local.buf = self.err
+        if self.key is not None:
+            _running[self.key] = self
         return self
 
     def __exit__(self, *exc: Any) -> None:
         self.out_router.local.buf = None
         self.err_router.local.buf = None
+        if self.key is not None and _running.get(self.key) is self:
+            del _running[self.key]
+
+
+def so_far(dispatch_id: str, node_id: int) -> dict[str, str] | None:
+    """What the node has printed so far, if it is running in this process (run by the
+    dispatcher on a worker through ``Client.run``)."""
+    cap = _running.get((dispatch_id, node_id))
+    if cap is None:
+        return None
+    return {"stdout": cap.out.getvalue(), "stderr": cap.err.getvalue()}

@@ -112,13 +112,13 @@ class _Ended:
 def _attempt(spec: NodeSpec, parents: tuple[Any, ...], start: str) -> _Ended:
     guard = watchdog.arm(spec, start)
     failure: tuple[str, str, str] | None = None  # raised outside the handlers: no context chain
-    with Capture() as cap:
+    with Capture((spec.dispatch_id, spec.node_id)) as cap:  # readable while it runs (#24)
         try:
             interrupts.enter(spec.dispatch_id, spec.node_id)
             try:
                 value = _compute(spec, parents)
             finally:
-                interrupts.leave()
+                _leave()
             # A parameter's output is the client's own pickle: no second pickling.
             data = (spec.value if spec.kind == NodeKind.PARAMETER and spec.value
                     else None if sizeof(value) > KEEP_PICKLED_MAX else _dump_output(spec, value))
@@ -148,6 +148,19 @@ def _attempt(spec: NodeSpec, parents: tuple[Any, ...], start: str) -> _Ended:
     return _Ended(event, NodeOutcome(spec.node_id, kept, value, True))
 
 
+def _leave() -> None:
+    """Leave user code for good. An interrupt (a cancel, a time limit) aimed at this thread
+    while it ran user code can land in ``leave`` itself, before it took the lock: leaving
+    again is safe, and a thread must never stay marked (a later cancel of that node would be
+    raised into whatever the thread runs next)."""
+    while True:
+        try:
+            interrupts.leave()
+            return
+        except (TaskInterrupted, TimeLimitExceeded):
+            continue
+
+
 def _stored(spec: NodeSpec, data: bytes | None, value: Any, start: str, cap: Capture,
             shown: str) -> dict[str, Any]:
     """Put the output where it belongs (inline in the event, or in the blob store); its event.
@@ -168,8 +181,7 @@ def _stored(spec: NodeSpec, data: bytes | None, value: Any, start: str, cap: Cap
         shown_size = f"{len(data)} bytes" if data is not None else f"about {sizeof(value)} bytes"
         raise _OutputError("OutputStoreError", f"could not store the output of {spec.name!r} "
                            f"({shown_size}) at {store.root}: {type(exc).__name__}: {exc}") from exc
-    return outcome_completed(spec, start, now_iso(), out, err, shown, ref=ref, size=size,
-                             location=store.location(ref))
+    return outcome_completed(spec, start, now_iso(), out, err, shown, ref=ref, size=size)
 
 
 class _OutputError(Exception):

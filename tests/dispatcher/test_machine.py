@@ -15,6 +15,7 @@ import itertools
 import os
 from dataclasses import dataclass, field
 
+import pytest
 from hypothesis import HealthCheck, note, settings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, precondition, rule
@@ -357,6 +358,8 @@ class MachineModel(RuleBasedStateMachine):
 
 # CI runs 300 examples; before resolving a change run many more:
 # COVALENT_MODEL_EXAMPLES=20000 python -m pytest tests/dispatcher/test_machine.py
+# A generous limit, by thread: a timeout signal inside Hypothesis would be shrunk as a failure.
+pytestmark = pytest.mark.timeout(900, method="thread")
 MachineModel.TestCase.settings = settings(max_examples=int(os.environ.get("COVALENT_MODEL_EXAMPLES", 300)), stateful_step_count=40, deadline=None,
                                           suppress_health_check=[HealthCheck.too_slow])
 TestDispatchMachine = MachineModel.TestCase

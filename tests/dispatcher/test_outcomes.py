@@ -24,7 +24,7 @@ _GATE = threading.Event()
 
 
 def _ends(n: int) -> int:
-    report({"n": n, "s": "COMPLETED"}, final=True)
+    report({"n": n, "s": "COMPLETED", "worker": "tcp://forged:1"}, final=True)
     return n
 
 
@@ -50,11 +50,11 @@ class Heard:
         client.subscribe_topic(BATCH_TOPIC, self._batch)
         client.subscribe_topic(OUTCOME_TOPIC, self._one)
 
-    def _batch(self, ev: tuple[float, list[bytes]]) -> None:
+    def _batch(self, ev: tuple[float, list[dict[str, Any]]]) -> None:
         self.batches.append(len(ev[1]))
         self.outcomes += map(unpack_outcome, ev[1])
 
-    def _one(self, ev: tuple[float, bytes]) -> None:
+    def _one(self, ev: tuple[float, dict[str, Any]]) -> None:
         event = unpack_outcome(ev[1])
         self.single.append(event)
         self.outcomes.append(event)
@@ -84,7 +84,7 @@ async def _relayed(c: Client, interval: float) -> Heard:
 
 async def test_an_outcome_rides_in_its_task_completion_and_arrives_first(
         cluster: tuple[Scheduler, Worker, Client]) -> None:
-    s, _, c = cluster
+    s, w, c = cluster
     # A relay that would hold outcomes for a minute: each still arrives before its task's
     # completion, since anything else the scheduler sends the client flushes them first.
     heard = await _relayed(c, interval=60.0)
@@ -92,6 +92,8 @@ async def test_an_outcome_rides_in_its_task_completion_and_arrives_first(
         assert await c.submit(_ends, n, key=f"t-{n}") == n
         assert heard.nodes() == list(range(n + 1))  # already there when the future is done
     assert heard.single == []  # no outcome travelled as an event of its own
+    # each names the worker it came from as the scheduler knows it, never as it said itself
+    assert {o["worker"] for o in heard.outcomes} == {w.address}
     assert s.get_events(OUTCOME_TOPIC) == () and s.get_events(BATCH_TOPIC) == ()  # none kept
 
 
@@ -118,26 +120,28 @@ async def test_a_task_released_while_it_ran_still_reports(
     await wait_until(lambda: w.state.tasks["released"].state == "cancelled")
     _GATE.set()
     await wait_until(lambda: heard.nodes() == [7])
-    assert heard.single == [{"n": 7, "s": "COMPLETED"}]  # as an event: no task-finished took it
+    # as an event (no task-finished took it), from the worker the scheduler knows
+    assert heard.single == [{"n": 7, "s": "COMPLETED", "worker": w.address}]
     assert "released" not in s.tasks
 
 
 async def test_a_retried_attempt_is_an_event_and_the_last_rides_with_the_task(
         cluster: tuple[Scheduler, Worker, Client]) -> None:
-    _, _, c = cluster
+    _, w, c = cluster
     heard = await _relayed(c, interval=60.0)
     assert await c.submit(_retries, 3, key="retried") == 3
-    assert [o["s"] for o in heard.outcomes] == ["RETRYING", "COMPLETED"]
-    assert heard.single == [{"n": 3, "s": "RETRYING"}]
+    assert [(o["s"], o["worker"]) for o in heard.outcomes] == [("RETRYING", w.address),
+                                                              ("COMPLETED", w.address)]
+    assert heard.single == [{"n": 3, "s": "RETRYING", "worker": w.address}]
 
 
 async def test_without_a_carrier_outcomes_are_events(
         cluster: tuple[Scheduler, Worker, Client]) -> None:
     """A scheduler that would not take the relay: the runner registers no carrier, and every
     outcome travels as an event of its own, as before."""
-    s, _, c = cluster
+    s, w, c = cluster
     heard = Heard(c)
     assert await c.submit(_ends, 1, key="plain") == 1
     await wait_until(lambda: heard.nodes() == [1])
-    assert heard.single == [{"n": 1, "s": "COMPLETED"}]
+    assert heard.single == [{"n": 1, "s": "COMPLETED", "worker": w.address}]
     assert len(s.get_events(OUTCOME_TOPIC)) == 1

@@ -1,31 +1,29 @@
-"""The Recorder on a real SQLite store: batches, the commit point, and a record SQLite refuses."""
+"""The Recorder on a real store (each kind): batches, the commit point, a record the store refuses."""
 
 from __future__ import annotations
 
 import asyncio
-from pathlib import Path
 
 import pytest
 
 from dispatcher import state
 from dispatcher.recorder import Commit, Recorder
 from dispatcher.state import Status
-from dispatcher.store import NewDispatch, SqliteStore
+from dispatcher.store import NewDispatch, SqlStore
+
+pytestmark = pytest.mark.all_stores  # run on every store (tests/conftest.py)
 
 D = "00000000-0000-4000-8000-00000000000d"
 
 
 @pytest.fixture
-async def recorder(tmp_path: Path):
-    store = SqliteStore(tmp_path / "d.db", tmp_path / "blobs")
-    await store.open()
+async def recorder(store: SqlStore):
     await store.create_dispatch(NewDispatch(D, D, "wf", Status.RUNNING, "t", "{}",
                                             [(i, f"n{i}", "electron") for i in range(3)]), [], {})
     r = Recorder(store)
     await r.start()
     yield r
     await r.close()
-    await store.close()
 
 
 async def test_subscribers_hear_only_what_is_committed(recorder: Recorder) -> None:
@@ -52,8 +50,7 @@ async def test_subscribers_hear_only_what_is_committed(recorder: Recorder) -> No
 
 async def test_a_record_sqlite_refuses_fails_its_node_and_the_rest_is_written(
         recorder: Recorder) -> None:
-    poison = state.node_completed(D, 2**70, b"x", "t", "t")  # no SQLite integer holds this id
-    poison.node_id = 2 ** 70
+    poison = state.node_completed(D, 2, b"x", "t", "t", attempts=2**70)  # no column holds it
     bad_output = state.node_completed(D, 1, b"y", "t", "t")
     recorder.record(state.node_completed(D, 0, b"o", "t", "t"), poison, bad_output)
     await recorder.flush()
@@ -77,8 +74,7 @@ async def test_a_completed_decided_before_a_write_failed_is_recorded_failed(
     ended = state.dispatch_ended(D, {}, ["a", "b", "c"], False, "t", b"r",
                                  recorder.store_failed.pop(D, None))  # nothing known to fail yet
     assert ended.status == Status.COMPLETED
-    poison = state.node_completed(D, 0, b"x", "t", "t")
-    poison.node_id = 2 ** 70  # no SQLite integer holds this id
+    poison = state.node_completed(D, 0, b"x", "t", "t", attempts=2**70)  # no column holds it
     recorder.record(poison)
     await recorder.flush()
     assert D in recorder.store_failed

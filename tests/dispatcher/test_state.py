@@ -1,14 +1,16 @@
-"""The state machine: transitions, and the store applying them (a real SQLite file)."""
+"""The state machine: transitions, and the store applying them (each kind of store)."""
 
 from __future__ import annotations
 
-from pathlib import Path
+import asyncio
 
 import pytest
 
 from dispatcher import state
 from dispatcher.state import DISPATCH_TRANSITIONS, NODE_TRANSITIONS, Status
-from dispatcher.store import NewDispatch, SqliteStore
+from dispatcher.store import NewDispatch, SqlStore
+
+pytestmark = pytest.mark.all_stores  # run on every store (tests/conftest.py)
 
 D = "8c1fd8b9-4a5e-4a61-9b0c-1f4ad0c2a0a1"
 
@@ -45,21 +47,13 @@ def test_the_final_update_names_each_failed_node() -> None:
     assert state.dispatch_ended(D, {}, ["a"], cancelled=True, end="t", result=None).status == "CANCELLED"
 
 
-@pytest.fixture
-async def store(tmp_path: Path):
-    s = SqliteStore(tmp_path / "d.db", tmp_path / "blobs")
-    await s.open()
-    await s.create_dispatch(NewDispatch(D, D, "wf", Status.RUNNING, "t0", '{"nodes":[],"edges":[]}',
-                                        [(0, "a", "electron"), (1, "b", "electron")]), [], {})
-    yield s
-    await s.close()
-
-
-async def _node(store: SqliteStore, node_id: int) -> Status:
+async def _node(store: SqlStore, node_id: int) -> Status:
     return (await store.get_nodes(D))[node_id].status
 
 
-async def test_the_store_applies_only_allowed_transitions(store: SqliteStore) -> None:
+async def test_the_store_applies_only_allowed_transitions(store: SqlStore) -> None:
+    await store.create_dispatch(NewDispatch(D, D, "wf", Status.RUNNING, "t0", '{"nodes":[],"edges":[]}',
+                                            [(0, "a", "electron"), (1, "b", "electron")]), [], {})
     await store.apply([state.node_completed(D, 0, b"out", "t1", "t2")], [])
     await store.apply([state.node_running(D, 0, "t3")], [])  # a late RUNNING report
     assert await _node(store, 0) == Status.COMPLETED
@@ -76,14 +70,25 @@ async def test_the_store_applies_only_allowed_transitions(store: SqliteStore) ->
     assert (await store.get_blobs([nodes[0].output_ref or ""])) == {nodes[0].output_ref: b"out"}
 
 
-async def test_claiming_a_pending_dispatch_succeeds_once(tmp_path: Path) -> None:
-    s = SqliteStore(tmp_path / "d.db", tmp_path / "blobs")
-    await s.open()
-    try:
-        await s.create_dispatch(NewDispatch(D, D, "wf", state.PENDING, "t0", "{}", [(0, "a", "electron")]),
-                                [], {})
-        assert [await s.claim_pending(D, "t1") for _ in range(3)] == [True, False, False]
-        assert await s.get_status(D) == Status.RUNNING
-        assert await s.unfinished() == [D]
-    finally:
-        await s.close()
+async def test_claiming_a_pending_dispatch_succeeds_once(store: SqlStore) -> None:
+    await store.create_dispatch(NewDispatch(D, D, "wf", state.PENDING, "t0", "{}",
+                                            [(0, "a", "electron")]), [], {})
+    claims = await asyncio.gather(*(store.claim_pending(D, "t1") for _ in range(3)))
+    assert sorted(claims) == [False, False, True]  # concurrent claims (PostgreSQL: side by side)
+    assert await store.get_status(D) == Status.RUNNING
+    assert await store.unfinished() == [D]
+
+
+async def test_updates_are_applied_in_the_order_they_were_handed_over(store: SqlStore) -> None:
+    # A large batch that completes the dispatch, then a small one that cancels it: on any store
+    # the small one must not overtake the large one (PostgreSQL runs transactions side by side).
+    n = 5000
+    await store.create_dispatch(NewDispatch(D, D, "wf", Status.RUNNING, "t0", "{}",
+                                            [(i, "a", "electron") for i in range(n)]), [], {})
+    completes = store.apply([state.node_completed(D, i, b"o%d" % i, "t1", "t2") for i in range(n)],
+                            [state.dispatch_ended(D, {}, ["a"] * n, False, "t2", None)])
+    cancels = store.apply([state.node_cancelled(D, 0, "t3")],
+                          [state.dispatch_ended(D, {}, ["a"] * n, True, "t3", None)])
+    await asyncio.gather(completes, cancels)
+    assert await store.get_status(D) == Status.COMPLETED
+    assert {n.status for n in await store.get_nodes(D)} == {Status.COMPLETED}

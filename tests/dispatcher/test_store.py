@@ -8,7 +8,9 @@ import pytest
 
 from dispatcher import state
 from dispatcher.state import Status
-from dispatcher.store import DispatchExists, NewDispatch, SqliteStore, TriggerRecord, blob_ref
+from dispatcher.store import DispatchExists, NewDispatch, SqliteStore, SqlStore, TriggerRecord, blob_ref
+
+pytestmark = pytest.mark.all_stores  # run on every store (tests/conftest.py)
 
 A = "00000000-0000-4000-8000-00000000000a"
 B = "00000000-0000-4000-8000-00000000000b"
@@ -19,15 +21,9 @@ def _new(dispatch_id: str, status: Status = Status.RUNNING) -> NewDispatch:
                        '{"nodes":[],"edges":[]}', [(0, "a", "electron")])
 
 
-@pytest.fixture
-async def store(tmp_path: Path):
-    s = SqliteStore(tmp_path / "d.db", tmp_path / "blobs")
-    await s.open()
-    yield s
-    await s.close()
 
 
-async def test_a_dispatch_round_trips_as_typed_records(store: SqliteStore) -> None:
+async def test_a_dispatch_round_trips_as_typed_records(store: SqlStore) -> None:
     big = b"x" * (300 * 1024)  # over the inline limit: a file
     refs = await store.create_dispatch(_new(A), [b"fn", big], {"inputs_ref": b"in"})
     assert refs == [blob_ref(b"fn"), blob_ref(big)]
@@ -44,14 +40,14 @@ async def test_a_dispatch_round_trips_as_typed_records(store: SqliteStore) -> No
         await store.create_dispatch(_new(A), [], {})
 
 
-async def test_text_user_code_made_is_stored_escaped(store: SqliteStore) -> None:
+async def test_text_user_code_made_is_stored_escaped(store: SqlStore) -> None:
     await store.create_dispatch(_new(A), [], {})
     await store.apply([state.node_failed(A, 0, "bad \udcff name", "t", stdout="x \udc80")], [])
     [node] = await store.get_nodes(A)
     assert node.error == "bad \\udcff name" and node.stdout == "x \\udc80"
 
 
-async def test_deleting_keeps_blobs_another_dispatch_uses(store: SqliteStore) -> None:
+async def test_deleting_keeps_blobs_another_dispatch_uses(store: SqlStore) -> None:
     shared, only_a = b"s" * (300 * 1024), b"a" * (300 * 1024)
     await store.create_dispatch(_new(A), [shared, only_a], {})
     await store.create_dispatch(_new(B), [shared], {})
@@ -66,7 +62,7 @@ async def test_deleting_keeps_blobs_another_dispatch_uses(store: SqliteStore) ->
     assert (store.blob_dir / blob_ref(shared)[:2] / blob_ref(shared)).exists()
 
 
-async def test_triggers_are_records(store: SqliteStore) -> None:
+async def test_triggers_are_records(store: SqlStore) -> None:
     await store.add_trigger(TriggerRecord("t1", A, "TimeTrigger", '{"time_gap": 1}', None, True, 0,
                                           "", "2026"))
     await store.save_trigger("t1", '{"time_gap": 1}', False, 3, "stopped")

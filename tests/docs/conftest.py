@@ -1,5 +1,5 @@
-"""One dispatcher process shared by the docs, examples and notebook tests (started once a
-session: ~3 s), and one Jupyter kernel shared by the notebooks (a second each saved)."""
+"""The docs, examples and notebook tests: the session's shared dispatcher (``shared_server`` in
+tests/conftest.py), and one Jupyter kernel shared by the notebooks (a second each saved)."""
 
 from __future__ import annotations
 
@@ -10,31 +10,11 @@ from typing import Any
 
 import pytest
 
-from tests.faults.conftest import REPO, ServerProcess, process_env
+from tests.faults.conftest import REPO, Shared
+
+__all__ = ["EXAMPLES", "Shared"]
 
 EXAMPLES = REPO / "examples"
-
-
-@dataclass(frozen=True)
-class Shared:
-    """Where the shared dispatcher is, and the environment that reaches it."""
-
-    server: ServerProcess
-    env: dict[str, str]  # for subprocesses and kernels: the SDK finds the server from it
-
-
-@pytest.fixture(scope="session")
-def shared_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Shared]:
-    root = tmp_path_factory.mktemp("shared-server")
-    env = process_env(root / "config")
-    env.pop("COVALENT_DISPATCHER_ADDR", None)
-    server = ServerProcess(root / "data", env)
-    server.start()
-    client_env = dict(server.env, COVALENT_DISPATCHER_ADDR=server.addr)
-    try:
-        yield Shared(server, client_env)
-    finally:
-        server.stop()
 
 
 @pytest.fixture

@@ -12,6 +12,8 @@ from covalent.errors import DispatcherUnavailableError, DispatchNotFoundError
 from tests.conftest import fetched, run, wait_until
 from tests.tasks import add, block, fail, identity, shout, two_node
 
+pytestmark = pytest.mark.all_stores  # run on every store (tests/conftest.py)
+
 
 
 
@@ -242,7 +244,7 @@ def test_dispatch_without_a_server_names_the_address(config_dir) -> None:
         ct.dispatch(two_node, dispatcher_addr=f"127.0.0.1:{port}")(1, 2)
 
 
-async def test_results_survive_a_server_restart(aiohttp_client, tmp_path, config_dir) -> None:
+async def test_results_survive_a_server_restart(config_dir, aiohttp_client, tmp_path) -> None:
     from dispatcher.app import create_app
     from tests.conftest import in_process_settings
 

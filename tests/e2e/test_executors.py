@@ -31,7 +31,7 @@ EXECUTORS = {
 
 
 @pytest.fixture
-async def server(aiohttp_client: Any, tmp_path: Path, config_dir: Path) -> AsyncIterator[TestClient]:
+async def server(config_dir: Path, aiohttp_client: Any, tmp_path: Path) -> AsyncIterator[TestClient]:
     """A dispatcher whose config file maps the named executors above."""
     from tests import tasks
 
@@ -258,7 +258,7 @@ def test_a_malformed_executor_table_stops_the_server_with_its_name(tmp_path: Pat
 
 
 @pytest.mark.parametrize("options, message", [
-    ({"retries": -1}, "node 0 (f0) options: retries must be an integer >= 0, got -1"),
+    ({"retries": -1}, "node 0 (f0) options: retries must be an integer >= 0 and at most 100, got -1"),
     ({"resources": {"GPU": "lots"}}, "resource 'GPU' must be a positive number"),
     ({"priority": 10**9}, "priority must be an integer from -1000 to 1000"),
     ("fast", "expected an object"),

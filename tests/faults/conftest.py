@@ -9,13 +9,16 @@ import signal
 import subprocess
 import sys
 import time
+import urllib.error
 import urllib.request
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import pytest
 
+from covalent import wire
 from dispatcher.procinfo import alive, children
 from tests.conftest import free_port
 
@@ -53,6 +56,27 @@ class ServerProcess:
                 return dict(json.loads(resp.read()))
         except OSError:
             return None
+
+    def post_dispatch(self, body: bytes) -> tuple[int, dict[str, str], bytes]:
+        """POST a framed dispatch as it is: (status, headers, body), errors included."""
+        req = urllib.request.Request(
+            self.url + "/api/v1/dispatches", data=body, method="POST",
+            headers={"Authorization": f"Bearer {self.token}", "Content-Type": wire.CONTENT_TYPE})
+        try:
+            with urllib.request.urlopen(req, timeout=60) as resp:
+                return resp.status, dict(resp.headers), resp.read()
+        except urllib.error.HTTPError as exc:
+            return exc.code, dict(exc.headers), exc.read()
+
+    def get(self, path: str) -> int:
+        """The status of ``GET /api/v1<path>``."""
+        req = urllib.request.Request(self.url + "/api/v1" + path,
+                                     headers={"Authorization": f"Bearer {self.token}"})
+        try:
+            with urllib.request.urlopen(req, timeout=60) as resp:
+                return int(resp.status)
+        except urllib.error.HTTPError as exc:
+            return int(exc.code)
 
     def start(self, timeout: float = 60.0, preexec: Any = None) -> None:
         cmd = [sys.executable, "-m", "dispatcher", "--port", str(self.port), "--data-dir",
@@ -117,6 +141,14 @@ def _cmdline(pid: int) -> str:
         return Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode()
     except OSError:
         return ""
+
+
+@dataclass(frozen=True)
+class Shared:
+    """Where the session's shared dispatcher is, and the environment that reaches it."""
+
+    server: ServerProcess
+    env: dict[str, str]  # for subprocesses and kernels: the SDK finds the server from it
 
 
 def process_env(config_dir: Path) -> dict[str, str]:

@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 
 import covalent as ct
+from tests.conftest import new_database
 from tests.faults.conftest import REPO, ServerProcess
 from tests.tasks import (fail_on_listing, identity, interrupt, print_a_lot, print_surrogate,
                          recurse_forever)
@@ -19,15 +20,19 @@ pytestmark = [pytest.mark.slow, pytest.mark.processes, pytest.mark.timeout(180)]
 
 
 @pytest.fixture(scope="module")
-def bad_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
+def bad_server(tmp_path_factory: pytest.TempPathFactory, store_kind: str,
+               request: pytest.FixtureRequest) -> Iterator[ServerProcess]:
     tmp = tmp_path_factory.mktemp("bad")
     env = dict(os.environ)
     env["PYTHONPATH"] = str(REPO) + os.pathsep + env.get("PYTHONPATH", "")
     env["COVALENT_CONFIG_DIR"] = str(tmp / "config")
+    db_url, drop_database = new_database(request, store_kind)
+    env["COVALENT_DB_URL"] = db_url
     s = ServerProcess(tmp / "data", env, workers=1)
     s.start()
     yield s
     s.stop()
+    drop_database()
 
 
 @pytest.fixture(autouse=True)

@@ -5,9 +5,11 @@ The nodes wait behind one gate that never opens: what is measured is storing, co
 submitting, resuming and cancelling a graph that size, not running its tasks.
 
 At 10,000 nodes no answer takes a second. At 100,000 the worst answers measured 0.6 to 0.7 s on
-this 2-core machine (they were 0.9 to 2.7 s before the header was parsed a member at a time, the
-GIL switch interval shortened and the cancelled futures released in slices); the bound asserted
-there leaves room for a loaded CI machine, and is still far from the 60 s stalls this replaced.
+this 2-core machine when quiet (they were 0.9 to 2.7 s before the header was parsed a member at a
+time, the GIL switch interval shortened and the cancelled futures released in slices), and up to
+7 s with five other test suites running beside it. The bounds asserted here are not timings (the
+benchmarks measure those): they leave room for a loaded machine and catch only a stall, such as
+the 60 s ones they replaced.
 """
 
 from __future__ import annotations
@@ -30,10 +32,11 @@ from tests.conftest import wait_until
 from tests.faults.conftest import ServerProcess
 from tests.tasks import add, gate
 
-pytestmark = [pytest.mark.slow, pytest.mark.processes, pytest.mark.timeout(420)]
+pytestmark = [pytest.mark.slow, pytest.mark.processes, pytest.mark.timeout(420),
+              pytest.mark.all_stores]
 
 NODES = 100_000
-WORST_AT_100K = 2.0  # seconds; measured worst 0.6-0.7 s (see the module docstring)
+WORST_AT_100K = 15.0  # seconds; a stall, not a timing: measured 0.6-7 s (the module docstring)
 
 
 @ct.lattice
@@ -104,7 +107,7 @@ async def test_a_10k_node_dispatch_is_stored_and_compiled_with_every_answer_with
     server.start()
     dispatch_id, latencies = await _submit_behind_a_gate(server, tmp_path, 10_000)
     assert len(latencies) > 5
-    assert max(latencies) < 1.0, sorted(latencies)[-5:]
+    assert max(latencies) < 5.0, sorted(latencies)[-5:]  # measured < 1 s when quiet
     (tmp_path / "release").touch()
     result = await asyncio.to_thread(ct.get_result, dispatch_id, True, server.addr)
     assert result.status == ct.status.COMPLETED and result.result[-1] == 1 + 9_999
@@ -122,7 +125,9 @@ async def test_a_100k_node_dispatch_never_stalls_the_server_and_restarts_within_
     started.unlink()
     t = time.monotonic()
     server.start(timeout=60)  # returns once /status answers with both workers up
-    assert time.monotonic() - t < 20  # the port is bound before the backlog is resumed
+    assert time.monotonic() - t < 60  # the port is bound before the backlog is resumed
+    # (10-24 s measured here, on a shared machine; a restart that waited for the resume of
+    # 100,000 nodes would take minutes)
     with HealthPoller(server) as poller:  # resuming: compiled and submitted again
         await wait_until(started.exists, timeout=180, interval=0.1)
         code, answer = await asyncio.to_thread(_request, server, "POST",

@@ -10,14 +10,12 @@ import asyncio
 import sqlite3
 import threading
 import time
-import urllib.error
 import urllib.request
 import uuid
 
 import pytest
 
 import covalent as ct
-from covalent import wire
 from covalent._dispatch import build_submission
 from tests.faults.conftest import ServerProcess
 from tests.tasks import add
@@ -30,17 +28,6 @@ def _plus_one(x):
     return add(x, 1)
 
 
-def _post(server: ServerProcess, body: bytes) -> tuple[int, dict[str, str], bytes]:
-    req = urllib.request.Request(
-        server.url + "/api/v1/dispatches", data=body, method="POST",
-        headers={"Authorization": f"Bearer {server.token}", "Content-Type": wire.CONTENT_TYPE})
-    try:
-        with urllib.request.urlopen(req, timeout=30) as resp:
-            return resp.status, dict(resp.headers), resp.read()
-    except urllib.error.HTTPError as exc:
-        return exc.code, dict(exc.headers), exc.read()
-
-
 def _health_seconds(server: ServerProcess) -> float:
     t = time.perf_counter()
     req = urllib.request.Request(server.url + "/api/v1/health",
@@ -50,7 +37,10 @@ def _health_seconds(server: ServerProcess) -> float:
     return time.perf_counter() - t
 
 
-async def test_a_locked_store_answers_503_and_the_sdk_waits_it_out(server: ServerProcess) -> None:
+async def test_a_locked_store_answers_503_and_the_sdk_waits_it_out(server: ServerProcess,
+                                                                   store_kind: str) -> None:
+    if store_kind != "sqlite":
+        pytest.skip("a lock on the SQLite file; PostgreSQL's locks: tests/faults/test_postgres.py")
     server.start()
     locker = sqlite3.connect(server.data_dir / "dispatches.db", isolation_level=None, timeout=30,
                              check_same_thread=False)  # released from another thread below
@@ -58,7 +48,7 @@ async def test_a_locked_store_answers_503_and_the_sdk_waits_it_out(server: Serve
     try:
         dispatch_id = str(uuid.uuid4())
         body = build_submission(_plus_one, (1,), {}, dispatch_id=dispatch_id, disable_run=False)
-        code, headers, answer = await asyncio.to_thread(_post, server, body)
+        code, headers, answer = await asyncio.to_thread(server.post_dispatch, body)
         assert code == 503, answer
         assert headers.get("Retry-After") == "1" and b'"Unavailable"' in answer
         assert b"locked by another process" in answer
@@ -66,7 +56,7 @@ async def test_a_locked_store_answers_503_and_the_sdk_waits_it_out(server: Serve
     finally:
         locker.execute("ROLLBACK")
     # Nothing of the refused submission was kept: the same id is created now, and runs.
-    code, _, answer = await asyncio.to_thread(_post, server, body)
+    code, _, answer = await asyncio.to_thread(server.post_dispatch, body)
     assert code == 201, answer
     result = await asyncio.to_thread(ct.get_result, dispatch_id, True, server.addr)
     assert (result.status, result.result) == (ct.status.COMPLETED, 2)

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import sqlite3
 import threading
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -12,10 +11,12 @@ import pytest
 
 import covalent as ct
 from tests.conftest import wait_until
+from tests.stores import rows
 from tests.faults.conftest import ServerProcess
 from tests.tasks import add, gate, mark
 
-pytestmark = [pytest.mark.slow, pytest.mark.processes, pytest.mark.timeout(180)]
+pytestmark = [pytest.mark.slow, pytest.mark.processes, pytest.mark.timeout(180),
+              pytest.mark.all_stores]
 
 
 def _workflow(tmp: Path):
@@ -71,14 +72,8 @@ async def _completed(server: ServerProcess, dispatch_id: str, node_id: int) -> b
 
 
 def _row(data_dir: Path, dispatch_id: str) -> dict:
-    db = sqlite3.connect(f"file:{data_dir / 'dispatches.db'}?mode=ro", uri=True)
-    db.row_factory = sqlite3.Row
-    try:
-        row = db.execute("SELECT * FROM dispatches WHERE dispatch_id = ?", (dispatch_id,)).fetchone()
-        assert db.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
-        return dict(row)
-    finally:
-        db.close()
+    [row] = rows(data_dir, "SELECT * FROM dispatches WHERE dispatch_id = ?", (dispatch_id,))
+    return row
 
 
 async def test_blocked_client_gets_a_clear_error_if_the_server_stays_down(
@@ -194,9 +189,4 @@ async def test_kill9_while_a_sublattice_child_runs_starts_no_second_child(
 
 
 def _rows(data_dir: Path) -> list[dict]:
-    db = sqlite3.connect(f"file:{data_dir / 'dispatches.db'}?mode=ro", uri=True)
-    db.row_factory = sqlite3.Row
-    try:
-        return [dict(r) for r in db.execute("SELECT * FROM dispatches")]
-    finally:
-        db.close()
+    return rows(data_dir, "SELECT * FROM dispatches")

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 import covalent as ct
-from tests.conftest import wait_until
+from tests.conftest import new_database, wait_until
 from tests.faults.conftest import REPO, ServerProcess
 from tests.tasks import add, die, gate, hog
 
@@ -19,17 +19,21 @@ pytestmark = [pytest.mark.slow, pytest.mark.processes, pytest.mark.timeout(180)]
 
 
 @pytest.fixture(scope="module")
-def workers_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
+def workers_server(tmp_path_factory: pytest.TempPathFactory, store_kind: str,
+                   request: pytest.FixtureRequest) -> Iterator[ServerProcess]:
     """Two 400 MB worker processes; Dask retries a task once after its worker dies."""
     tmp = tmp_path_factory.mktemp("workers")
     env = dict(os.environ)
     env["PYTHONPATH"] = str(REPO) + os.pathsep + env.get("PYTHONPATH", "")
     env["COVALENT_CONFIG_DIR"] = str(tmp / "config")
+    db_url, drop_database = new_database(request, store_kind)
+    env["COVALENT_DB_URL"] = db_url
     env["DASK_DISTRIBUTED__SCHEDULER__ALLOWED_FAILURES"] = "1"
     s = ServerProcess(tmp / "data", env, workers=2, extra=["--mem-per-worker", "400MB"])
     s.start()
     yield s
     s.stop()
+    drop_database()
 
 
 @pytest.fixture(autouse=True)

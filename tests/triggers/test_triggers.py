@@ -18,6 +18,8 @@ from dispatcher.keys import TRIGGERS
 from tests.conftest import fetched, in_process_settings, wait_until
 from tests.tasks import add
 
+pytestmark = pytest.mark.all_stores  # run on every store (tests/conftest.py)
+
 
 @ct.lattice
 def wf(x):
@@ -195,7 +197,7 @@ async def test_stop_triggers_of_unknown_dispatch_is_a_clear_error(addr) -> None:
         await asyncio.to_thread(ct.stop_triggers, "00000000-0000-4000-8000-000000000000", addr)
 
 
-async def test_triggers_survive_a_restart(aiohttp_client, tmp_path, config_dir) -> None:
+async def test_triggers_survive_a_restart(config_dir, aiohttp_client, tmp_path) -> None:
     settings = in_process_settings(tmp_path / "data")
     watched = tmp_path / "watched"
     watched.mkdir()

@@ -69,3 +69,49 @@ def test_positions_do_not_overlap() -> None:
     boxes = [(i.x - i.w / 2, i.y - i.h / 2, i.x + i.w / 2, i.y + i.h / 2) for i in lay.items]
     for (a, b) in itertools.combinations(boxes, 2):
         assert a[2] <= b[0] or b[2] <= a[0] or a[3] <= b[1] or b[3] <= a[1]
+
+
+def _hits(a: tuple[float, float], b: tuple[float, float], box: tuple[float, float, float, float]) -> bool:
+    """Whether the segment a-b passes through the rectangle (x0, y0, x1, y1) (sampled finely)."""
+    x0, y0, x1, y1 = box
+    steps = 200
+    return any(x0 < a[0] + (b[0] - a[0]) * t / steps < x1 and y0 < a[1] + (b[1] - a[1]) * t / steps < y1
+               for t in range(steps + 1))
+
+
+def crossed(lay: Layout) -> list[tuple[int, int, int]]:
+    """(edge from, edge to, item) for every item an edge's drawn line passes through."""
+    boxes = [(i.x - i.w / 2, i.y - i.h / 2, i.x + i.w / 2, i.y + i.h / 2) for i in lay.items]
+    found = []
+    for (s, d), route in zip(lay.edges, lay.routes, strict=True):
+        a, b = lay.items[s], lay.items[d]
+        line = [(a.x, a.y + a.h / 2), *route, (b.x, b.y - b.h / 2)]
+        for k, box in enumerate(boxes):
+            if k not in (s, d) and any(_hits(p, q, box) for p, q in zip(line, line[1:])):
+                found.append((s, d, k))
+    return found
+
+
+def test_edges_go_around_the_nodes_they_do_not_touch() -> None:
+    import random
+
+    # A wrapped fan-out (every square's edge would cross the rows below it), with parameters.
+    assert crossed(layout(fan_out(60), show_all=True)) == []
+    # Edges that skip layers: a -> b1..b9 -> c -> d, and a -> d past all of them.
+    names = [("a", "electron")] + [(f"b{i}", "electron") for i in range(9)] + [("c", "electron"), ("d", "electron")]
+    skip = _graph(names, [(0, i) for i in range(1, 10)] + [(i, 10) for i in range(1, 10)] + [(10, 11), (0, 11)])
+    assert crossed(layout(skip)) == []
+    rng = random.Random(24)
+    for _ in range(20):  # random DAGs with wide layers and long edges
+        n = rng.randint(10, 60)
+        edges = sorted({(rng.randrange(i), i) for i in range(1, n) for _ in range(rng.randint(1, 2))})
+        lay = layout(_graph([(f"f{i % 5}", "electron") for i in range(n)], edges))
+        assert crossed(lay) == [], edges
+
+
+def test_the_json_carries_routes_and_items_have_titles() -> None:
+    lay = layout(fan_out(60))
+    body = lay.to_json()
+    routed = [e for e in body["edges"] if len(e) > 2]
+    assert routed and all(len(e) % 2 == 0 for e in routed)  # [from, to, x1, y1, ...]
+    assert [i.title for i in lay.items][:2] == ["square #0", "square #2"]

@@ -156,36 +156,45 @@ async def test_a_running_dispatch_turns_completed_without_a_reload(dispatcher: T
 
     released = time.monotonic()
     tasks.release.set()
-    await expect(page.locator("#d-status")).to_have_text("COMPLETED", timeout=5000)
+    await expect(page.locator("#d-status")).to_have_attribute("data-status", "COMPLETED", timeout=5000)
     shown_after = time.monotonic() - released
     assert await page.evaluate("window.__samePage === true")  # updated in place
     assert await page.locator("#d-done").inner_text() == "3"
     await page.wait_for_selector("#result-preview")  # the summary refreshed when it ended
     assert await page.locator("#result-preview").inner_text() == "30"
-    await expect(list_page.locator(f'tr[data-id="{dispatch_id}"] [data-role=status]')).to_have_text("COMPLETED")
+    await expect(list_page.locator(f'tr[data-id="{dispatch_id}"] [data-role=status]')).to_have_attribute("data-status", "COMPLETED")
     assert (await list_page.locator(f'tr[data-id="{dispatch_id}"] td.count').inner_text()).strip() == "3/3"
     print(f"\nCOMPLETED shown {shown_after:.2f} s after the task was released")
+
+
+async def cross_site_post(page: Any, target: str, form_name: str, fetch_body: str) -> int | None:
+    """What a page on evil.example does: a no-cors fetch of ``fetch_body``, then a text/plain
+    form posting JSON-looking text (``form_name`` + ``"}``) to ``target``; the answer's status."""
+    evil = ("<html><body><form id=f method=post enctype=text/plain action='" + target + "'>"
+            "<input name='" + form_name + "' value='\"}'></form>"
+            "<script>fetch('" + target + "', {method: 'POST', mode: 'no-cors', credentials: 'include',"
+            " body: '" + fetch_body + "'}).finally(() => document.getElementById('f').submit())</script>"
+            "</body></html>")
+    await page.route("http://evil.example/", lambda route: route.fulfill(
+        status=200, content_type="text/html", body=evil))
+    async with page.expect_navigation(url=target) as nav:
+        await page.goto("http://evil.example/")
+    response = await nav.value
+    return None if response is None else int(response.status)
 
 
 async def test_a_cross_site_form_post_is_refused(dispatcher: TestClient, addr: str, page: Any) -> None:
     dispatch_id = await dispatch(waits, addr, 1, wait=False)
     store = dispatcher.app[STORE]
     await wait_until(lambda: dispatch_id in dispatcher.app[RUNNER].runs, timeout=5)
-    target = str(dispatcher.make_url(f"/api/v1/dispatches/{dispatch_id}/cancel"))
-    evil = ("<html><body><form id=f method=post enctype=text/plain action='" + target + "'>"
-            "<input name='{\"task_ids\": [], \"x\":\"' value='\"}'></form>"
-            "<script>fetch('" + target + "', {method: 'POST', mode: 'no-cors', credentials: 'include',"
-            " body: '{}'}).finally(() => document.getElementById('f').submit())</script></body></html>")
-    await page.route("http://evil.example/", lambda route: route.fulfill(
-        status=200, content_type="text/html", body=evil))
-    async with page.expect_navigation(url=target) as nav:
-        await page.goto("http://evil.example/")
-    response = await nav.value
-    assert response is None or response.status in (401, 403, 415)
+    status = await cross_site_post(page, str(dispatcher.make_url(f"/api/v1/dispatches/{dispatch_id}/cancel")),
+                                   '{\"task_ids\": [], \"x\":\"', "{}")
+    assert status is None or status in (401, 403, 415)
     assert await store.get_status(dispatch_id) == ct.status.RUNNING  # nothing was cancelled
     await page.goto(str(dispatcher.make_url(f"/dispatches/{dispatch_id}")))
+    page.once("dialog", lambda d: asyncio.ensure_future(d.accept()))  # "Cancel this dispatch?"
     await page.click("button[data-action=cancel]")  # the page's own button does cancel
-    await expect(page.locator("#d-status")).to_have_text("CANCELLED")
+    await expect(page.locator("#d-status")).to_have_attribute("data-status", "CANCELLED")
 
 
 async def test_logs_page_is_searchable(dispatcher: TestClient, page: Any) -> None:
@@ -212,5 +221,6 @@ async def test_redispatch_button_runs_it_again(dispatcher: TestClient, addr: str
     await page.goto(str(dispatcher.make_url(f"/dispatches/{dispatch_id}")))
     await page.click("button[data-action=redispatch]")
     await page.wait_for_url(lambda url: "/dispatches/" in url and dispatch_id not in url)
-    await expect(page.locator("#d-status")).to_have_text("COMPLETED", timeout=10_000)
+    await expect(page.locator("#d-status")).to_have_attribute("data-status", "COMPLETED", timeout=10_000)
     await expect(page.locator("#result-preview")).to_have_text("5")
+    assert f"redispatch of squares {dispatch_id[:8]}" in await page.locator("#redispatch-of").inner_text()

@@ -14,7 +14,9 @@ import pytest
 
 from dispatcher import state
 from dispatcher.state import Status
-from dispatcher.store import DispatchQuery, NewDispatch, SqliteStore
+from dispatcher.store import DispatchQuery, NewDispatch, SqlStore
+
+pytestmark = pytest.mark.all_stores  # run on every store (tests/conftest.py)
 
 GRAPH = '{"nodes":[],"edges":[]}'
 NODES = [(0, "add", "electron"), (1, ":parameter:1", "parameter"), (2, "add", "electron"),
@@ -29,15 +31,9 @@ def _new(i: int, name: str, status: Status = Status.RUNNING, parent: str | None 
                        parent_dispatch_id=parent, parent_node_id=4 if parent else None)
 
 
-@pytest.fixture
-async def store(tmp_path: Path) -> AsyncIterator[SqliteStore]:
-    s = SqliteStore(tmp_path / "d.db", tmp_path / "blobs")
-    await s.open()
-    yield s
-    await s.close()
 
 
-async def test_a_page_filters_searches_sorts_and_counts(store: SqliteStore) -> None:
+async def test_a_page_filters_searches_sorts_and_counts(store: SqlStore) -> None:
     names = ["alpha", "beta", "alpha_2", "gamma"]
     for i, name in enumerate(names):
         await store.create_dispatch(_new(i + 1, name), [], {})
@@ -61,24 +57,56 @@ async def test_a_page_filters_searches_sorts_and_counts(store: SqliteStore) -> N
     assert (await store.page_dispatches(DispatchQuery(sort="runtime"))).rows[-1].name == "beta"
 
 
-async def test_electron_counts_count_user_electrons_only(store: SqliteStore) -> None:
+async def test_a_page_keeps_only_dispatches_created_in_a_time_window(store: SqlStore) -> None:
+    for i in (1, 30, 59):  # created at 00:00:01, 00:00:30, 00:00:59
+        await store.create_dispatch(_new(i, f"wf{i}"), [], {})
+    after = await store.page_dispatches(DispatchQuery(created_after="2026-01-01T00:00:20+00:00"))
+    assert [r.name for r in after.rows] == ["wf59", "wf30"] and after.counts == {"RUNNING": 2}
+    window = await store.page_dispatches(DispatchQuery(created_after="2026-01-01T00:00:20+00:00",
+                                                       created_before="2026-01-01T00:00:40+00:00"))
+    assert [r.name for r in window.rows] == ["wf30"] and window.total == 1
+
+
+async def test_a_pending_dispatch_is_deleted_only_when_asked(store: SqlStore) -> None:
+    await store.create_dispatch(_new(1, "pending", Status.NEW_OBJECT), [], {})
+    await store.create_dispatch(_new(2, "running"), [], {})
+    pending, running = (str(uuid.UUID(int=i, version=4)) for i in (1, 2))
+    assert await store.delete_dispatches([pending, running]) == []  # neither has finished
+    assert await store.delete_dispatches([pending, running], pending=True) == [pending]
+    assert await store.get_status(pending) is None and await store.get_status(running) == Status.RUNNING
+
+
+async def test_ids_are_found_by_their_start(store: SqlStore) -> None:
+    ids = [str(uuid.UUID(int=i, version=4)) for i in (0x1234 << 112, 0x1235 << 112, 0x9 << 120)]
+    for n, i in enumerate(ids):
+        await store.create_dispatch(NewDispatch(i, i, "wf", Status.RUNNING, f"2026-01-01T00:00:0{n}+00:00",
+                                                GRAPH, NODES), [], {})
+    assert await store.find_ids("123", 10) == [ids[1], ids[0]]  # newest first
+    assert await store.find_ids("1234", 10) == [ids[0]]
+    assert await store.find_ids(ids[2], 10) == [ids[2]]
+    assert await store.find_ids("ff", 10) == [] and await store.find_ids("1", 1) == [ids[1]]
+
+
+async def test_electron_counts_count_user_electrons_only(store: SqlStore) -> None:
     await store.create_dispatch(_new(1, "wf"), [], {})
     did = str(uuid.UUID(int=1, version=4))
     await store.apply([state.node_completed(did, 0, b"x", "t", "t", preview="2"),
                        state.node_completed(did, 1, b"1", "t", "t"),
-                       state.node_running(did, 2, "t")], [])
+                       state.node_running(did, 2, "t", worker="tcp://127.0.0.1:4711")], [])
     counts = await store.electron_counts([did, "missing"])
     assert counts == {did: {Status.COMPLETED: 1, Status.RUNNING: 1, Status.NEW_OBJECT: 1}, "missing": {}}
     rows = await store.node_rows(did)
     assert [(r.node_id, r.kind, r.status) for r in rows][:3] == [
         (0, "electron", Status.COMPLETED), (1, "parameter", Status.COMPLETED), (2, "electron", Status.RUNNING)]
+    assert [r.worker for r in rows][:3] == [None, None, "tcp://127.0.0.1:4711"]  # the timeline's lanes
+    assert (await store.get_nodes(did))[2].worker == "tcp://127.0.0.1:4711"
     node = await store.get_node(did, 0)
     assert node is not None and node.preview == "2" and node.output_size == 1
     assert await store.get_node(did, 42) is None
 
 
 @pytest.mark.slow
-async def test_listing_10000_dispatches_pages_filters_and_searches(store: SqliteStore) -> None:
+async def test_listing_10000_dispatches_pages_filters_and_searches(store: SqlStore) -> None:
     def timed_ms(start: float) -> float:
         return round((time.perf_counter() - start) * 1000, 1)
 

@@ -1,0 +1,107 @@
+"""Browser sessions of the web UI: short-lived secrets bound to the user who opened them.
+
+A browser cannot send the API token on a navigation, so the link ``covalent start`` prints
+(``/?token=...``) is traded for a *session*: a fresh random secret in an HttpOnly,
+SameSite=Strict cookie, never the token itself (issue #21). Browsers send a 127.0.0.1 cookie
+to every port of 127.0.0.1 (cookies are not port-scoped, and other ports are the same site),
+so another local user's web server on another port can receive it. What it receives is
+useless there:
+
+- the server keeps the table of sessions (a hash of each secret), in memory: a session ends
+  after ``SESSION_TTL`` or when the server stops, and a secret the server did not issue
+  (another server's, one set by a page on another port) opens nothing;
+- a session carries the user whose token opened it (issue #26), and acts as that user while
+  the user is not revoked;
+- a session is bound to whoever opened it (``peers``: on loopback the user owning the
+  browser's socket, else the browser's address): the same cookie sent from another user's
+  process is refused;
+- the cookie's name carries a per-instance suffix, so two dispatchers on one machine never
+  overwrite each other's cookie;
+- a session only does what the UI does: it never submits code (``POST /dispatches``,
+  ``POST /triggers`` need the token), and the API token is never accepted from a cookie.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+import secrets
+import time
+import weakref
+from dataclasses import dataclass
+from typing import Any
+
+from aiohttp import web
+
+from covalent import wire
+
+from .peers import Peer, peer_of
+
+SESSION_TTL = 8 * 3600  # a working day; then the link opens a new one
+MAX_SESSIONS = 256  # the oldest go first beyond this
+# Requests that carry code to run: the token only, never a browser session.
+CODE_CARRYING = re.compile(rf"{re.escape(wire.API)}/(dispatches|triggers)/?")
+
+
+@dataclass(frozen=True, slots=True)
+class _Session:
+    peer: Peer
+    expires: float
+    user: str  # the name of the user whose token opened it (#26)
+
+
+class Sessions:
+    """This server's browser sessions (one table per server, in memory)."""
+
+    def __init__(self, ttl: float = SESSION_TTL) -> None:
+        self.ttl = ttl
+        self.cookie = f"covalent_session_{secrets.token_hex(4)}"
+        self._table: dict[bytes, _Session] = {}
+        self._peers: weakref.WeakKeyDictionary[Any, Peer | None] = weakref.WeakKeyDictionary()
+
+    def open(self, request: web.Request, user: str) -> str | None:
+        """A new session of ``user`` for whoever sent ``request``: its secret (None: cannot
+        tell who)."""
+        peer = self._peer(request)
+        if peer is None:
+            return None
+        now = time.monotonic()
+        self._table = {k: s for k, s in self._table.items() if s.expires > now}
+        while len(self._table) >= MAX_SESSIONS:
+            del self._table[next(iter(self._table))]  # the oldest (insertion order)
+        secret = secrets.token_urlsafe(32)
+        self._table[_digest(secret)] = _Session(peer, now + self.ttl, user)
+        return secret
+
+    def admits(self, request: web.Request) -> str | None:
+        """The user of the live session of this server ``request`` carries, if its sender
+        opened it; else None."""
+        sent = request.cookies.get(self.cookie)
+        if not sent:
+            return None
+        session = self._table.get(_digest(sent))
+        if session is None or session.expires <= time.monotonic():
+            return None
+        return session.user if session.peer == self._peer(request) else None
+
+    def _peer(self, request: web.Request) -> Peer | None:
+        """Who is at the other end of the request's connection (looked up once per connection)."""
+        transport = request.transport
+        if transport is None:
+            return None
+        if transport not in self._peers:
+            self._peers[transport] = peer_of(transport)
+        return self._peers[transport]
+
+
+def carries_code(request: web.Request) -> bool:
+    """A request that submits something to run: a dispatch or a (pickled) trigger."""
+    return request.method == "POST" and CODE_CARRYING.fullmatch(request.path) is not None
+
+
+def _digest(secret: str) -> bytes:
+    return hashlib.sha256(secret.encode("utf-8", "surrogateescape")).digest()
+
+
+SESSIONS = web.AppKey("browser_sessions", Sessions)
+VIA_SESSION = web.RequestKey("covalent_via_session", bool)  # set on requests a session let in

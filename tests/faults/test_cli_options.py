@@ -1,0 +1,164 @@
+"""What `covalent start` is given, from its options or its environment, holds for the whole
+life of the data dir: `covalent restart` starts with it again (issue #21). Real processes.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import secrets
+import signal
+import stat
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from dataclasses import replace
+from pathlib import Path
+
+import pytest
+
+import covalent as ct
+from covalent.config import client_config
+from dispatcher.app import create_app
+from dispatcher.instance import holder
+from tests.conftest import free_port, in_process_settings
+from tests.faults.conftest import REPO, Cli
+from tests.tasks import big_bytes
+
+pytestmark = [pytest.mark.slow, pytest.mark.processes]
+
+
+@ct.lattice
+def _mib(n):
+    return big_bytes(n)
+
+
+def _blobs(root: Path) -> set[str]:
+    return {p.name for p in root.rglob("*") if p.is_file() and p.stat().st_size > 1 << 20}
+
+
+def test_restart_keeps_the_store_url_given_by_the_environment(cli: Cli, tmp_path: Path) -> None:
+    shared = tmp_path / "shared-store"  # a directory every worker reaches (a shared file system)
+    started = cli.__class__(dict(cli.env, COVALENT_STORE_URL=str(shared)), cli.data_dir)
+    out = started("start", "--port", str(free_port()), "--workers", "1")
+    assert out.returncode == 0, out.stdout + out.stderr
+    cli.server_pid()
+    first = ct.dispatch(_mib)(1)
+    assert ct.get_result(first, wait=True).result == b"x" * (1 << 20)
+    assert len(_blobs(shared)) == 1 and not _blobs(cli.data_dir)
+    saved = cli.data_dir / "server.json"
+    assert json.loads(saved.read_text())["store_url"] == str(shared)
+    assert stat.S_IMODE(saved.stat().st_mode) == 0o600
+
+    out = cli("restart")  # another shell: no COVALENT_STORE_URL
+    assert out.returncode == 0, out.stdout + out.stderr
+    cli.server_pid()
+    assert ct.get_result(first, wait=True).result == b"x" * (1 << 20)  # still found
+    second = ct.dispatch(_mib)(2)
+    assert ct.get_result(second, wait=True).result == b"x" * (2 << 20)
+    assert len(_blobs(shared)) == 2 and not _blobs(cli.data_dir)
+
+    assert cli("stop").returncode == 0
+    elsewhere = tmp_path / "other-store"
+    out = cli("start", "--port", str(free_port()), "--workers", "1", "--store-url", str(elsewhere))
+    assert out.returncode == 0, out.stdout + out.stderr
+    cli.server_pid()
+    assert ct.get_result(ct.dispatch(_mib)(3), wait=True).result == b"x" * (3 << 20)
+    assert len(_blobs(elsewhere)) == 1
+
+
+def test_a_token_never_goes_on_a_command_line(cli: Cli, tmp_path: Path) -> None:
+    token = secrets.token_urlsafe(32)
+    out = cli("start", "--port", str(free_port()), "--workers", "1", "--token", token)
+    assert out.returncode == 2 and "shown to every local user by `ps`" in out.stderr
+    assert holder(cli.data_dir) is None and client_config().token != token
+
+    secret_file = tmp_path / "token"
+    secret_file.write_text(token + "\n")
+    out = cli("start", "--port", str(free_port()), "--workers", "1", "--token-file", str(secret_file))
+    assert out.returncode == 0, out.stdout + out.stderr
+    for pid in [cli.server_pid(), *cli.started]:
+        assert token not in Path(f"/proc/{pid}/cmdline").read_bytes().decode(errors="replace")
+    assert client_config().token == token
+    assert ct.get_result(ct.dispatch(_mib)(1), wait=True).status == "COMPLETED"
+
+
+@pytest.mark.parametrize("token", ["x", "a" * 64, "correct-horse-battery-staple"])
+def test_a_weak_token_cannot_guard_another_address(tmp_path: Path, token: str) -> None:
+    out = subprocess.run([sys.executable, "-m", "dispatcher", "--host", "0.0.0.0", "--port", "0",
+                          "--data-dir", str(tmp_path)], cwd=REPO, capture_output=True, text=True,
+                         timeout=30, env={"PATH": "", "PYTHONPATH": str(REPO),
+                                          "COVALENT_CONFIG_DIR": str(tmp_path / "config"),
+                                          "COVALENT_TOKEN": token})
+    assert out.returncode == 2, out.stderr
+    assert "refusing to bind 0.0.0.0: its token is worth about" in out.stderr
+    strong = replace(in_process_settings(tmp_path), host="0.0.0.0", token=secrets.token_urlsafe(32))
+    create_app(strong)  # what `covalent start` generates is enough
+
+
+def test_a_bad_cluster_class_reports_its_own_error(cli: Cli) -> None:
+    port = str(free_port())
+    first = cli("start", "--port", port, "--cluster", "nosuch.Cluster")
+    assert first.returncode == 1 and "cannot import nosuch" in first.stderr
+    for path in ("collections.OrderedDict", "types.SimpleNamespace"):  # callable, not clusters
+        out = cli("start", "--port", port, "--cluster", path)
+        assert out.returncode == 1, out.stdout + out.stderr
+        [line] = out.stderr.strip().splitlines()
+        assert f"{path}(**{{}}) made a" in line and "not a Dask cluster manager" in line
+        assert "nosuch" not in out.stderr  # never an earlier run's reason
+    assert holder(cli.data_dir) is None
+
+
+def _group(pgid: int) -> list[int]:
+    """Live processes of process group ``pgid`` (zombies excluded)."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        try:
+            fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
+        except (OSError, IndexError):
+            continue
+        if entry.name.isdigit() and int(fields[2]) == pgid and fields[0] != "Z":
+            found.append(int(entry.name))
+    return found
+
+
+def test_ctrl_c_to_the_whole_process_group_stops_everything_cleanly(cli: Cli) -> None:
+    port = free_port()
+    proc = subprocess.Popen([sys.executable, "-m", "dispatcher", "--port", str(port), "--data-dir",
+                             str(cli.data_dir), "--workers", "2"], env=cli.env, cwd=REPO,
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                            start_new_session=True)  # a terminal's foreground group
+    cli.started.append(proc.pid)
+    try:
+        deadline = time.monotonic() + 60
+        while not (holder(cli.data_dir) and _answers(port)):
+            assert proc.poll() is None and time.monotonic() < deadline
+            time.sleep(0.05)  # another process is starting: nothing to wait on
+        group = _group(proc.pid)
+        cli.started += group
+        assert len(group) >= 4  # the dispatcher, its scheduler process, two workers
+        os.killpg(proc.pid, signal.SIGINT)  # what Ctrl-C in a terminal does
+        out, _ = proc.communicate(timeout=20)  # it took 32 s (a scheduler it could not reach)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    text = out.decode(errors="replace")
+    assert proc.returncode == 0, text[-3000:]
+    assert "Traceback" not in text and "KeyboardInterrupt" not in text, text[-3000:]
+    deadline = time.monotonic() + 15  # a worker of a loaded machine may take a moment to exit
+    while _group(proc.pid) and time.monotonic() < deadline:
+        time.sleep(0.1)  # processes of another parent: nothing to wait on but /proc
+    left = {p: Path(f"/proc/{p}/cmdline").read_bytes()[:200] for p in _group(proc.pid)}
+    assert left == {}
+
+
+def _answers(port: int) -> bool:
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/api/v1/health", timeout=2):
+            return True
+    except urllib.error.HTTPError as exc:
+        return exc.code == 401  # it answers (the token is the config's)
+    except OSError:
+        return False
