@@ -33,11 +33,11 @@ def test_quick_benchmark_reports_every_workload(tmp_path: Path) -> None:
                           timeout=180, check=False)
     assert proc.returncode == 0, proc.stderr[-3000:]
     rows = json.loads(out.read_text())["rows"]
+    assert len(proc.stdout.splitlines()) == len(rows)  # one JSON line per workload
     first = rows.pop()
     assert first["workload"] == "first-task-2000" and first["first_ratio"] > 0
     assert 0 < first["raw_first_s"] and 0 < first["ours_returned_s"] < first["ours_first_s"]
     assert [r["workload"] for r in rows] == [*QUICK, "concurrent-10x10"]
-    assert len(proc.stdout.splitlines()) == len(rows)  # one JSON line per workload
     for r in rows[:-1]:
         assert r["same_result"] == ["ours", "raw", "raw_same", "raw_tls"]  # all returned the same
         for side in ("raw", "raw_tls", "raw_same", "ours"):
