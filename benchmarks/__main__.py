@@ -43,7 +43,7 @@ from dispatcher.procinfo import peak_rss_mib, reset_peak_rss
 from dispatcher.store import redact
 from .server import Dispatcher, running_dispatcher, scheduler_client
 from .standalone import Standalone, standalone_cluster
-from .workloads import STAMP_ENV, Workload, all_workloads, stamped_fan_out, two_node
+from .workloads import STAMP_ENV, Workload, all_workloads, fan_out, two_node
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -145,7 +145,7 @@ def main(argv: list[str] | None = None) -> None:
         if wanted("first-task", only):
             firsts = {"raw": raw_first(raw_client, stamps / "first"),
                       "ours": ours_first(d.addr, same_client, stamps / "first")}
-            rows.append(first_task(stamped_fan_out(2000 if ns.quick else 100_000),
+            rows.append(first_task(fan_out(2000 if ns.quick else 100_000, stamped=True),
                                    {k: v for k, v in firsts.items() if k in timed},
                                    1 if ns.quick else repeats))
             report.progress(rows[-1])

@@ -1,6 +1,6 @@
 """Submit to first task running, for a large fan-out: ours against raw Dask's own ``client.get``.
 
-The workload is ``workloads.stamped_fan_out(n)``: its tasks call ``stamped_inc``, and the first
+The workload is ``workloads.fan_out(n, stamped=True)``: its tasks call ``stamped_inc``, and the first
 one to run anywhere writes its start time (``time.time()``) to ``$COVALENT_BENCH_STAMP``, a path
 both clusters' workers got in their environment. A run removes that file, notes the time, and
 submits:

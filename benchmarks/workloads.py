@@ -133,18 +133,22 @@ def chain(n: int) -> Workload:
     return Workload(f"chain-{n}", n, wf, (n,), raw)
 
 
-def fan_out(n: int) -> Workload:
+def fan_out(n: int, stamped: bool = False) -> Workload:
+    """fan-out-N; ``stamped``: first-task-N, whose first task to run says when it started
+    (``first_task.py``)."""
+    step, fn = (e_stamped_inc, stamped_inc) if stamped else (e_inc, inc)
+
     @ct.lattice
     def wf(n: int) -> int:
-        return e_total([e_inc(i) for i in range(n)])
+        return e_total([step(i) for i in range(n)])
 
     def raw(uid: str) -> Graph:
-        f, end = f"inc-{uid}", f"total-{uid}"
-        dsk: dict[Any, Any] = {(f, i): (inc, i) for i in range(n)}
+        f, end = f"{fn.__name__}-{uid}", f"total-{uid}"
+        dsk: dict[Any, Any] = {(f, i): (fn, i) for i in range(n)}
         dsk[end] = (total, [(f, i) for i in range(n)])
         return dsk, end
 
-    return Workload(f"fan-out-{n}", n + 1, wf, (n,), raw)
+    return Workload(f"{'first-task' if stamped else 'fan-out'}-{n}", n + 1, wf, (n,), raw)
 
 
 def square(w: int) -> Workload:
@@ -215,21 +219,6 @@ def arrays(n: int, count: int = 4) -> Workload:
     mb = n * 8 // 1_000_000
     return Workload(f"arrays-{count}x{mb}MB", count + 1, wf, (n, count), raw, measure_memory=True,
                     output_bytes=(n * 8,) * count)
-
-
-def stamped_fan_out(n: int) -> Workload:
-    """fan-out-N whose first task to run says when it started (``first_task.py``)."""
-    @ct.lattice
-    def wf(n: int) -> int:
-        return e_total([e_stamped_inc(i) for i in range(n)])
-
-    def raw(uid: str) -> Graph:
-        f, end = f"stamped_inc-{uid}", f"total-{uid}"
-        dsk: dict[Any, Any] = {(f, i): (stamped_inc, i) for i in range(n)}
-        dsk[end] = (total, [(f, i) for i in range(n)])
-        return dsk, end
-
-    return Workload(f"first-task-{n}", n + 1, wf, (n,), raw)
 
 
 def all_workloads(quick: bool) -> list[Workload]:
