@@ -28,6 +28,7 @@ from .runner import Runner
 from .state import PENDING, Status
 from .store import (BlobSource, DispatchExists, DispatchRecord, DispatchStore, NewDispatch,
                     NodeRecord, StoredBlob, blob_ref)
+from .store.leases import dispatch_resource
 from .upload import Upload
 
 _ID = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}")
@@ -151,15 +152,17 @@ async def create(store: DispatchStore, runner: Runner, header: dict[str, Any], g
     extra = {"inputs_ref": merged[header["inputs"]], "lattice_ref": merged[header["lattice"]]}
     if post.value is not None:
         extra["template_ref"] = merged[post.value]
+    epoch = await lease(runner, dispatch_id) if run else 0  # replicas: before it is stored
     try:
         await store.create_dispatch(new, merged, extra)
     except DispatchExists:  # a retried request (the same): the dispatch exists already
+        await unlease(runner, dispatch_id, epoch)
         await _same_as_stored(store, dispatch_id, graph_json, merged)
         return dispatch_id, False
     if parent is not None:
         await store.set_sub_dispatch(parent[0], parent[1], dispatch_id)
-    if run:
-        await runner.submit(dispatch_id, graph, preset, root_start)
+    if run and epoch >= 0:  # -1: another replica holds it (and runs it)
+        await runner.submit(dispatch_id, graph, preset, root_start, epoch=epoch)
     return dispatch_id, True
 
 
@@ -194,6 +197,19 @@ def _shown(header: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
+async def lease(runner: Runner, dispatch_id: str) -> int:
+    """Replicas: take the lease of a dispatch about to run here; its epoch, -1 if another
+    replica holds it; 0 for a server alone on its database."""
+    if runner.replica is None:
+        return 0
+    return await runner.replica.acquire(dispatch_resource(dispatch_id)) or -1
+
+
+async def unlease(runner: Runner, dispatch_id: str, epoch: int) -> None:
+    if runner.replica is not None and epoch > 0:
+        await runner.replica.release(dispatch_resource(dispatch_id))
+
+
 async def start_pending(store: DispatchStore, runner: Runner, dispatch_id: str) -> bool:
     """Start a dispatch stored with ``disable_run``; True if this call started it.
 
@@ -202,13 +218,15 @@ async def start_pending(store: DispatchStore, runner: Runner, dispatch_id: str) 
     """
     if await store.get_status(check_id(dispatch_id)) is None:
         raise DispatchNotFound(dispatch_id)
-    if not await store.claim_pending(dispatch_id, now_iso()):
+    epoch = await lease(runner, dispatch_id)
+    if epoch < 0 or not await store.claim_pending(dispatch_id, now_iso()):
+        await unlease(runner, dispatch_id, epoch)
         return False  # started already (or finished)
     row = await store.get_dispatch(dispatch_id)
     assert row is not None
     graph, stored = await load_graph(store, row)
     preset = stored_parameters(graph, stored, row.start_time or now_iso())
-    await runner.submit(dispatch_id, graph, preset, row.start_time or "")
+    await runner.submit(dispatch_id, graph, preset, row.start_time or "", epoch=epoch)
     return True
 
 
@@ -250,25 +268,34 @@ async def resume_all(store: DispatchStore, runner: Runner) -> list[str]:
     """
     resumed = []
     for dispatch_id in await store.unfinished():
-        row = await store.get_dispatch(dispatch_id)
-        if row is None or state.is_terminal(row.status):
-            continue  # cancelled (or deleted) while earlier ones were resumed
-        graph, stored = await load_graph(store, row)
-        nodes = await store.get_nodes(dispatch_id)
-        done = {n.node_id: n for n in nodes if n.status == Status.COMPLETED and n.output_ref
-                and n.kind not in GATHER_KINDS}
-        preset = stored_parameters(graph, stored, row.start_time or now_iso())
-        preset.update(await presets(store, done))
-        await store.reset_nodes(dispatch_id, [n.node_id for n in nodes if n.status == Status.RUNNING])
-        root = row if row.root_dispatch_id == dispatch_id else await store.get_dispatch(row.root_dispatch_id)
-        # Nodes that failed or were cancelled before the restart stay so (their descendants
-        # never run); the rest runs to its end, then the dispatch ends as it would have.
-        failed = {n.node_id: n.error or "failed" for n in nodes if n.status == Status.FAILED}
-        cancelled = [n.node_id for n in nodes if n.status == Status.CANCELLED]
-        await runner.submit(dispatch_id, graph, preset, (root or row).start_time or "",
-                            failed=failed, cancelled=cancelled)
-        resumed.append(dispatch_id)
+        if await resume(store, runner, dispatch_id):
+            resumed.append(dispatch_id)
     return resumed
+
+
+async def resume(store: DispatchStore, runner: Runner, dispatch_id: str, epoch: int = 0) -> bool:
+    """Resume one unfinished dispatch; False if it ended (or went) meanwhile. ``epoch``: a
+    replica took it over at that tenure of its lease: nodes still running are found, not reset."""
+    row = await store.get_dispatch(dispatch_id)
+    if row is None or state.is_terminal(row.status) or row.status == PENDING:
+        return False  # cancelled (or deleted) while earlier ones were resumed
+    graph, stored = await load_graph(store, row)
+    nodes = await store.get_nodes(dispatch_id)
+    done = {n.node_id: n for n in nodes if n.status == Status.COMPLETED and n.output_ref
+            and n.kind not in GATHER_KINDS}
+    preset = stored_parameters(graph, stored, row.start_time or now_iso())
+    preset.update(await presets(store, done))
+    if not epoch:
+        await store.reset_nodes(dispatch_id, [n.node_id for n in nodes
+                                              if n.status == Status.RUNNING])
+    root = row if row.root_dispatch_id == dispatch_id else await store.get_dispatch(row.root_dispatch_id)
+    # Nodes that failed or were cancelled before the restart stay so (their descendants
+    # never run); the rest runs to its end, then the dispatch ends as it would have.
+    failed = {n.node_id: n.error or "failed" for n in nodes if n.status == Status.FAILED}
+    cancelled = [n.node_id for n in nodes if n.status == Status.CANCELLED]
+    await runner.submit(dispatch_id, graph, preset, (root or row).start_time or "",
+                        failed=failed, cancelled=cancelled, epoch=epoch, takeover=epoch > 0)
+    return True
 
 
 async def read_status(store: DispatchStore, recorder: Recorder, dispatch_id: str,

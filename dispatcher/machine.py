@@ -297,8 +297,9 @@ class DispatchMachine:
 
     # -- starting ------------------------------------------------------------------------------
 
-    def start(self, stamp: str) -> list[Instruction]:
-        """What is known before anything runs, and the first submission."""
+    def start(self, stamp: str, find_running: bool = False) -> list[Instruction]:
+        """What is known before anything runs, and the first submission; ``find_running`` (a
+        replica taking the dispatch over): first ask which open nodes still run on the cluster."""
         updates: list[Update] = [state.dispatch_started(self.dispatch_id, stamp)]
         for node_id, k in self.known.items():
             updates.append(state.node_completed(self.dispatch_id, node_id, k.inline, k.start, k.end,
@@ -325,7 +326,7 @@ class DispatchMachine:
             if waiting == 0 and self.phase[g] is Phase.WAITING:
                 updates += self._gathered(g, stamp)
         out: list[Instruction] = [Record(updates)]
-        return out + self._settle(stamp, asked=True)
+        return out + self._settle(stamp, asked=not find_running)
 
     # -- events --------------------------------------------------------------------------------
 

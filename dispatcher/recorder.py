@@ -262,3 +262,12 @@ def _shed(text: str | None, stream: str) -> str | None:
     if not text or len(text) <= 200:
         return text
     return f"[{len(text)} characters of {stream} not stored: the dispatcher's store is full]"
+
+
+async def dispatch_ended(recorder: Recorder, dispatch_id: str) -> None:
+    """Return once the dispatch's final status is committed (or the server stops)."""
+    ev = recorder.waiter(dispatch_id)
+    try:
+        await ev.wait()
+    finally:
+        recorder.release(dispatch_id, ev)

@@ -12,7 +12,7 @@ import base64
 import binascii
 import json
 import uuid
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from triggers import Observed, TriggerSupervisor
 
@@ -22,6 +22,10 @@ from .protocol import now_iso
 from .runner import Runner
 from .state import PENDING
 from .store import DispatchStore, TriggerRecord
+from .store.leases import trigger_resource
+
+if TYPE_CHECKING:
+    from .replica import Replica
 
 
 class TriggerService:
@@ -32,6 +36,7 @@ class TriggerService:
         self.runner = runner
         self.supervisor = TriggerSupervisor(self.fire, self.persist)
         self.fired = 0  # fires since the server started (/metrics)
+        self.replica: Replica | None = None  # replicas: a trigger is observed where it is leased
 
     async def fire(self, dispatch_id: str) -> str:
         self.fired += 1
@@ -64,6 +69,8 @@ class TriggerService:
         spec["lattice_dispatch_id"] = target
         trigger_id = str(uuid.uuid4())
         name = str(spec.get("name") or "trigger")[:200]
+        if self.replica is not None:  # observed here: leased before anyone can see it
+            await self.replica.acquire(trigger_resource(trigger_id))
         await self.store.add_trigger(TriggerRecord(trigger_id, target, name, json.dumps(spec),
                                                    pickled, True, 0, "", now_iso()))
         try:
@@ -77,6 +84,22 @@ class TriggerService:
             await self.store.delete_trigger(trigger_id)
             raise InvalidRequest(f"the trigger cannot observe: {failure}")
         return trigger_id
+
+    async def take(self, trigger_id: str, epoch: int) -> None:
+        """Replicas: observe a trigger whose lease this replica took (another one stopped)."""
+        row = next((r for r in await self.store.active_triggers() if r.trigger_id == trigger_id),
+                   None)
+        if row is None or trigger_id in self.supervisor.observed:
+            return
+        obs = self.supervisor.start(row.trigger_id, row.dispatch_id, row.spec, row.pickled,
+                                    row.fire_count)
+        await self.supervisor.wait_observing(obs)
+
+    def drop(self, trigger_id: str) -> None:
+        """Replicas: the lease is gone; stop observing here, leaving the trigger active."""
+        obs = self.supervisor.observed.pop(trigger_id, None)
+        if obs is not None:
+            obs.stopped.set()
 
     async def restore(self) -> int:
         """Observe again every trigger that was active when the server stopped."""
