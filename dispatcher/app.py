@@ -110,6 +110,7 @@ def replicated(store: Any) -> bool:
 
 
 async def _replica_ctx(app: web.Application) -> AsyncIterator[None]:
+    from .notices import Notices
     from .replica import Replica
 
     store, runner, triggers = app[STORE], app[RUNNER], app[TRIGGERS]
@@ -117,11 +118,17 @@ async def _replica_ctx(app: web.Application) -> AsyncIterator[None]:
     runner.replica = triggers.replica = replica
     cast(SqlStore, store).fencing = replica.owner_epoch
 
+    notices = runner.notices = Notices(
+        cast(SqlStore, store), getattr(store, "conninfo"), app[RECORDER],
+        lambda d: d in runner.runs, lambda d, nodes: dispatches.cancel(store, runner, d, nodes))
+
     async def acquired(resource: str, epoch: int) -> None:
         kind, _, rid = resource.partition(":")
         if kind == "trigger":
             await triggers.take(rid, epoch)
-        elif not await dispatches.resume(store, runner, rid, epoch):
+        elif await dispatches.resume(store, runner, rid, epoch):
+            await notices.handle(rid)  # cancels asked for while nobody ran it
+        else:
             await replica.release(resource)
 
     def lost(resource: str) -> None:
@@ -132,6 +139,7 @@ async def _replica_ctx(app: web.Application) -> AsyncIterator[None]:
             runner.lose(rid)
 
     replica.on_acquired, replica.on_lost = acquired, lost
+    await notices.start()
     await replica.start()
     log.info("replica %s: leases renewed every %g s for %g s", replica.owner, replica.renew_s,
              replica.ttl_s)
@@ -143,6 +151,7 @@ async def _replica_ctx(app: web.Application) -> AsyncIterator[None]:
         except Exception as exc:  # noqa: BLE001 - the next owner resumes from what is stored
             log.warning("stopping with updates not written: %s", exc)
         await replica.close()
+        await notices.close()
 
 
 async def _triggers_ctx(app: web.Application) -> AsyncIterator[None]:

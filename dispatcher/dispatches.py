@@ -467,6 +467,13 @@ async def cancel(store: DispatchStore, runner: Runner, dispatch_id: str,
         raise NodeNotFound(f"dispatch {dispatch_id} has no nodes {bad}")
     if dispatch_id in runner.runs:
         cancelled = await runner.cancel(dispatch_id, task_ids or None)
+    elif runner.notices is not None:  # replicas: the one running it cancels it
+        done = await runner.notices.request_cancel(dispatch_id, task_ids)
+        cancelled = [n.node_id for n in await store.get_nodes(dispatch_id)
+                     if n.status == Status.CANCELLED] if done else []
+        return {"message": f"Cancel of dispatch {dispatch_id} " + (
+            "carried out by the replica running it." if done else
+            "recorded; the replica that runs it carries it out."), "cancelled": cancelled}
     else:  # RUNNING on disk, not resumed yet (resume runs in the background): cancel the record
         row = await store.get_dispatch(dispatch_id)
         assert row is not None

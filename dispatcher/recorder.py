@@ -116,6 +116,11 @@ class Recorder:
         self._waiters.setdefault(dispatch_id, set()).add(ev)
         return ev
 
+    def wake(self, dispatch_id: str) -> None:
+        """Another replica committed the dispatch's final status: its waiters here read it."""
+        for ev in self._waiters.get(dispatch_id, ()):
+            ev.set()
+
     def release(self, dispatch_id: str, ev: asyncio.Event) -> None:
         waiters = self._waiters.get(dispatch_id)
         if waiters is not None:

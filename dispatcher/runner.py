@@ -54,6 +54,7 @@ from .worker.contact import WorkerContext
 from .worker.interrupts import CancelledNodes, fence_nodes
 
 if TYPE_CHECKING:
+    from .notices import Notices
     from .replica import Replica
 
 log = logging.getLogger("covalent.dispatcher")
@@ -132,6 +133,7 @@ class Runner:
         self._cancelled: dict[str, tuple[set[int] | None, float]] = {}
         self._cancel_lock = asyncio.Lock()
         self.replica: Replica | None = None  # replicas on one database (issue #26)
+        self.notices: Notices | None = None  # ... and what they tell each other
 
     async def start(self) -> None:
         if self.scheduler is not None:

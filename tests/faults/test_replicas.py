@@ -26,6 +26,7 @@ import covalent as ct
 from tests.conftest import dask_processes
 from tests.faults.conftest import REPO, ServerProcess
 from tests.randomized import step, value_of
+from tests.tasks import gate
 
 pytestmark = [pytest.mark.slow, pytest.mark.processes, pytest.mark.timeout(150)]
 DELAY = 0.8  # seconds each step runs: nodes are running when a replica goes
@@ -163,3 +164,33 @@ async def test_three_replicas_survive_kill9_and_a_pause_past_the_lease(
         for i in range(3):
             runs = (ledger / f"{i}.start").read_text().count("x")
             assert runs == 1, f"step {i} of {dispatch_id} ran {runs} times"
+
+
+@ct.lattice
+def gated_chain(ledger: str, started: str, release: str):
+    return step(1, ledger, "ok", 0.0, gate(1, started, release))
+
+
+async def test_a_cancel_or_a_wait_on_another_replica_reaches_the_dispatch(
+        replicas: list[ServerProcess], tmp_path: Path) -> None:
+    a, b = replicas[0], replicas[1]
+    ledger = tmp_path / "ledger-cancel"
+    ledger.mkdir()
+    started, release = tmp_path / "started", tmp_path / "release"
+    blocked = ct.dispatch(gated_chain, dispatcher_addr=a.addr)(str(ledger), str(started),
+                                                                str(release))
+    deadline = time.monotonic() + 30
+    while not started.exists():
+        assert time.monotonic() < deadline, "the gate never started"
+        time.sleep(0.05)
+    other = tmp_path / "ledger-other"
+    other.mkdir()
+    done = ct.dispatch(chain, dispatcher_addr=a.addr)(str(other), 0.0)
+    waited = await asyncio.wait_for(asyncio.to_thread(ct.get_result, done, True, b.addr), 30)
+    assert waited.status == ct.status.COMPLETED and waited.result == expected()
+    await asyncio.to_thread(ct.cancel, blocked, None, b.addr)  # b does not run it: a does
+    for server in (a, b):
+        result = await asyncio.wait_for(
+            asyncio.to_thread(ct.get_result, blocked, True, server.addr), 30)
+        assert result.status == ct.status.CANCELLED
+    assert not (ledger / "1.start").exists()  # what came after the cancelled node never ran
