@@ -230,13 +230,14 @@ async def start_pending(store: DispatchStore, runner: Runner, dispatch_id: str) 
     return True
 
 
-async def clone(store: DispatchStore, runner: Runner, row: DispatchRecord) -> str:
+async def clone(store: DispatchStore, runner: Runner, row: DispatchRecord,
+                new_id: str | None = None) -> str:
     """Run a stored dispatch again, server-side, as a new dispatch with the same inputs."""
     graph, stored = await load_graph(store, row)
     assert row.inputs_ref and row.lattice_ref
     sources = await store.blob_sources([row.inputs_ref, row.lattice_ref])
     blobs = list(graph.blobs)
-    header = {"dispatch_id": str(uuid.uuid4()), "name": row.name,
+    header = {"dispatch_id": new_id or str(uuid.uuid4()), "name": row.name,
               "inputs": len(blobs), "lattice": len(blobs) + 1}
     for ref in (row.inputs_ref, row.lattice_ref):
         stored[len(blobs)] = StoredBlob(ref, sources[ref].size)

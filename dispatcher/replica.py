@@ -95,6 +95,14 @@ class Replica:
     # -- the loop --------------------------------------------------------------------------
 
     async def start(self) -> None:
+        """Take what nobody holds, observe its triggers (dispatches resume in the background,
+        the server answers meanwhile), then renew and take over every ``renew_s``."""
+        try:
+            await self.take_unowned()
+            triggers = [t for t in self._taking if t.get_name().startswith("trigger:")]
+            await asyncio.wait_for(asyncio.gather(*triggers, return_exceptions=True), 30)
+        except (OSError, TimeoutError, psycopg.Error) as exc:  # the loop tries again
+            log.warning("could not take over at start: %s", exc)
         self._task = asyncio.create_task(self._loop(), name="covalent-leases")
 
     async def close(self) -> None:
@@ -143,7 +151,7 @@ class Replica:
             log.info("took over %s (epoch %d)", resource, epoch)
             taken.append(resource)
             if self.on_acquired is not None:
-                task = asyncio.create_task(self._take(resource, epoch))
+                task = asyncio.create_task(self._take(resource, epoch), name=resource)
                 self._taking.add(task)
                 task.add_done_callback(self._taking.discard)
         return taken

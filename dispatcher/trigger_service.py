@@ -12,7 +12,7 @@ import base64
 import binascii
 import json
 import uuid
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
 from triggers import Observed, TriggerSupervisor
 
@@ -22,7 +22,9 @@ from .protocol import now_iso
 from .runner import Runner
 from .state import PENDING
 from .store import DispatchStore, TriggerRecord
-from .store.leases import trigger_resource
+from .store import SqlStore
+from .store.leases import fenced, trigger_resource
+from .store.sql import Db
 
 if TYPE_CHECKING:
     from .replica import Replica
@@ -38,7 +40,15 @@ class TriggerService:
         self.fired = 0  # fires since the server started (/metrics)
         self.replica: Replica | None = None  # replicas: a trigger is observed where it is leased
 
-    async def fire(self, dispatch_id: str) -> str:
+    async def fire(self, dispatch_id: str, trigger_id: str = "", number: int = 0) -> str:
+        """Fire ``number`` of a trigger: the id of the dispatch it started. Replicas: each
+        fire number is recorded once, under the trigger's lease (``trigger_fires``); one a
+        replica that lost the lease fired already is not fired again."""
+        new_id = None
+        if self.replica is not None and trigger_id:
+            new_id = await self._claim(trigger_id, number)
+            if new_id is None or not new_id[1]:
+                return new_id[0] if new_id else dispatch_id
         self.fired += 1
         row = await self.store.get_dispatch(dispatch_id)
         if row is None:
@@ -46,7 +56,31 @@ class TriggerService:
         if row.status == PENDING and await dispatches.start_pending(
                 self.store, self.runner, dispatch_id):
             return dispatch_id
-        return await dispatches.clone(self.store, self.runner, row)
+        return await dispatches.clone(self.store, self.runner, row,
+                                      new_id[0] if new_id else None)
+
+    async def _claim(self, trigger_id: str, number: int) -> tuple[str, bool] | None:
+        """(dispatch id of fire ``number``, claimed now); None if the lease is gone."""
+        assert self.replica is not None
+        resource = trigger_resource(trigger_id)
+        held = self.replica.owner_epoch(resource)
+        if held is None:
+            self.drop(trigger_id)
+            return None
+        new_id = str(uuid.uuid5(uuid.NAMESPACE_URL, f"covalent-trigger:{trigger_id}/{number}"))
+        sql, args = fenced("INSERT INTO trigger_fires(trigger_id, tick, dispatch_id, fired_at)"
+                           " SELECT ?, ?, ?, ? WHERE TRUE", [trigger_id, str(number), new_id,
+                                                             now_iso()], resource, *held)
+
+        def claim(db: Db) -> int:
+            return int(db.execute(sql + " ON CONFLICT DO NOTHING", args).rowcount)
+
+        if await cast(SqlStore, self.store)._write(claim):
+            return new_id, True
+        if self.replica.owner_epoch(resource) is None:
+            self.drop(trigger_id)
+            return None
+        return new_id, False  # fired already, by the replica that held it before
 
     async def persist(self, obs: Observed) -> None:
         spec = json.dumps(obs.current_spec())
