@@ -1,10 +1,14 @@
 """Fixtures: a real dispatcher on 127.0.0.1 (random port) with a real Dask cluster and store.
 
-Every test that reaches a store runs on each store in ``COVALENT_TEST_STORES`` (default
-``sqlite,postgres``) through one parametrized fixture, ``store_kind``: ``db_url`` gives each
-test a store of its own (the data dir's SQLite file, or a fresh database on the session's
-PostgreSQL server) and sets ``COVALENT_DB_URL`` for what the test starts (in-process apps
-through ``in_process_settings``, server processes through their environment).
+A test that reaches a store is parametrized over the stores in ``COVALENT_TEST_STORES``
+(default ``sqlite,postgres``) through one fixture, ``store_kind``: ``db_url`` gives each test a
+store of its own (the data dir's SQLite file, or a fresh database on the session's PostgreSQL
+server) and sets ``COVALENT_DB_URL`` for what the test starts (in-process apps through
+``in_process_settings``, server processes through their environment). The store-facing tests
+(``pytest.mark.all_stores``: the store, state, recorder, migrations, deletes, metrics, store
+faults, upgrades, a dispatch end to end, the UI's queries) run on every listed store; the others
+on the first one only, so that CI on 2 cores stays under 25 minutes (``COVALENT_TEST_ALL_STORES=1``
+runs every test on every store).
 """
 
 from __future__ import annotations
@@ -135,6 +139,22 @@ def in_process_settings(data_dir: Path, **cluster: Any) -> Settings:
 
 
 STORES = [s for s in os.environ.get("COVALENT_TEST_STORES", "sqlite,postgres").split(",") if s]
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Keep a test's runs on the stores after the first only if it is marked ``all_stores``."""
+    if len(STORES) < 2 or os.environ.get("COVALENT_TEST_ALL_STORES") == "1":
+        return
+    keep: list[pytest.Item] = []
+    drop: list[pytest.Item] = []
+    for item in items:
+        callspec = getattr(item, "callspec", None)
+        kind = callspec.params.get("store_kind") if callspec is not None else None
+        on_other = kind is not None and kind != STORES[0]
+        (drop if on_other and item.get_closest_marker("all_stores") is None else keep).append(item)
+    if drop:
+        config.hook.pytest_deselected(items=drop)
+        items[:] = keep
 
 
 @pytest.fixture(scope="session", params=STORES)
@@ -307,8 +327,8 @@ def shared_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
 
     root = tmp_path_factory.mktemp("shared-server")
     env = process_env(root / "config")
-    env.pop("COVALENT_DISPATCHER_ADDR", None)
-    env.pop("COVALENT_TOKEN", None)
+    for name in ("COVALENT_DISPATCHER_ADDR", "COVALENT_TOKEN", "COVALENT_DB_URL"):
+        env.pop(name, None)  # on SQLite, whichever test's store asked for it first
     server = ServerProcess(root / "data", env)
     server.start()
     client_env = dict(server.env, COVALENT_DISPATCHER_ADDR=server.addr)
@@ -316,3 +336,27 @@ def shared_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
         yield Shared(server, client_env)
     finally:
         server.stop()
+
+
+@pytest.fixture(scope="module")
+def store_server(request: pytest.FixtureRequest, store_kind: str,
+                 tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
+    """A dispatcher process on the test's store for a module: the shared one on SQLite, else
+    one of its own on a database of its own (both stopped by PID)."""
+    if store_kind == "sqlite":
+        yield request.getfixturevalue("shared_server")
+        return
+    from tests.faults.conftest import ServerProcess, Shared, process_env
+
+    url, drop = new_database(request, store_kind)
+    root = tmp_path_factory.mktemp(f"{store_kind}-server")
+    env = process_env(root / "config")
+    env.pop("COVALENT_DISPATCHER_ADDR", None)
+    env["COVALENT_DB_URL"] = url
+    server = ServerProcess(root / "data", env)
+    server.start()
+    try:
+        yield Shared(server, dict(server.env, COVALENT_DISPATCHER_ADDR=server.addr))
+    finally:
+        server.stop()
+        drop()

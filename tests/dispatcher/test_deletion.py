@@ -10,6 +10,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+import pytest
 from aiohttp.test_utils import TestClient
 
 from dispatcher import state
@@ -18,6 +19,8 @@ from dispatcher.state import Status
 from dispatcher.store import NewDispatch, SqlStore, blob_ref, open_store
 from tests.conftest import JSON, run, wait_until
 from tests.e2e.test_retention import echo
+
+pytestmark = pytest.mark.all_stores  # run on every store (tests/conftest.py)
 
 BIG = "00000000-0000-4000-8000-0000000000b1"
 OTHER = "00000000-0000-4000-8000-0000000000b2"

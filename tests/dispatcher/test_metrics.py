@@ -7,6 +7,7 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
+import pytest
 from aiohttp.test_utils import TestClient
 from prometheus_client.parser import text_string_to_metric_families
 
@@ -16,6 +17,8 @@ from dispatcher.app import create_app
 from tests import tasks
 from tests.conftest import fetched, in_process_settings, run, wait_until
 from tests.tasks import add, block, fail
+
+pytestmark = pytest.mark.all_stores  # run on every store (tests/conftest.py)
 
 Samples = dict[tuple[str, tuple[tuple[str, str], ...]], float]
 

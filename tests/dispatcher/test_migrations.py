@@ -20,6 +20,8 @@ from dispatcher.store import SqlStore, open_store
 from dispatcher.store.schema import LATEST, MIGRATIONS, columns, current_version, migrate, tables
 from dispatcher.store.sql import Db
 
+pytestmark = pytest.mark.all_stores  # run on every store (tests/conftest.py)
+
 D = "00000000-0000-4000-8000-0000000000d1"
 
 
@@ -142,6 +144,19 @@ def test_4_lists_every_blob_each_dispatch_names(fresh: SqlStore) -> None:
         assert sorted(db.execute("SELECT ref, dispatch_id FROM blob_uses").fetchall()) == \
             [(r, D) for r in ("f", "i", "l", "p")]
         assert db.execute("SELECT COUNT(*) FROM deletions").fetchone() == (0,)
+
+
+def test_5_adds_the_worker_column_and_keeps_the_one_an_older_store_added(fresh: SqlStore) -> None:
+    with raw(fresh) as db:
+        upgrade(db, fresh, 4)
+        assert "worker" not in columns(db, fresh.dialect, "nodes")
+        # A data dir of a version before schema versions that had the column (it added it on open)
+        db.execute("ALTER TABLE nodes ADD COLUMN worker TEXT")
+        db.execute("INSERT INTO nodes(dispatch_id, node_id, name, kind, status, worker)"
+                   " VALUES (?, 0, 'a', 'electron', 'COMPLETED', 'tcp://w:1')", (D,))
+        upgrade(db, fresh, 5)
+        assert db.execute("SELECT worker FROM nodes").fetchall() == [("tcp://w:1",)]
+        assert current_version(db, fresh.dialect) == 5
 
 
 async def test_opening_applies_what_is_missing_each_in_its_own_transaction(

@@ -11,6 +11,8 @@ from dispatcher.recorder import Commit, Recorder
 from dispatcher.state import Status
 from dispatcher.store import NewDispatch, SqlStore
 
+pytestmark = pytest.mark.all_stores  # run on every store (tests/conftest.py)
+
 D = "00000000-0000-4000-8000-00000000000d"
 
 

@@ -16,6 +16,8 @@ from covalent._dispatch import build_submission
 from tests.conftest import JSON
 from tests.tasks import add, two_node
 
+pytestmark = pytest.mark.all_stores  # run on every store (tests/conftest.py)
+
 FRAME = {"Content-Type": wire.CONTENT_TYPE}
 ID = "3f1c2b9e-8d7a-4c65-9b21-0e5f4a3d2c1b"
 

@@ -14,6 +14,8 @@ from tests.conftest import JSON
 from tests.conftest import run
 from tests.tasks import two_node
 
+pytestmark = pytest.mark.all_stores  # run on every store (tests/conftest.py)
+
 FRAME = {"Content-Type": wire.CONTENT_TYPE}
 
 UNKNOWN = "00000000-0000-4000-8000-000000000000"

@@ -10,6 +10,8 @@ from dispatcher import state
 from dispatcher.state import DISPATCH_TRANSITIONS, NODE_TRANSITIONS, Status
 from dispatcher.store import NewDispatch, SqlStore
 
+pytestmark = pytest.mark.all_stores  # run on every store (tests/conftest.py)
+
 D = "8c1fd8b9-4a5e-4a61-9b0c-1f4ad0c2a0a1"
 
 

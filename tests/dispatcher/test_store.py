@@ -10,6 +10,8 @@ from dispatcher import state
 from dispatcher.state import Status
 from dispatcher.store import DispatchExists, NewDispatch, SqliteStore, SqlStore, TriggerRecord, blob_ref
 
+pytestmark = pytest.mark.all_stores  # run on every store (tests/conftest.py)
+
 A = "00000000-0000-4000-8000-00000000000a"
 B = "00000000-0000-4000-8000-00000000000b"
 

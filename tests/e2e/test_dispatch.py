@@ -12,6 +12,8 @@ from covalent.errors import DispatcherUnavailableError, DispatchNotFoundError
 from tests.conftest import fetched, run, wait_until
 from tests.tasks import add, block, fail, identity, shout, two_node
 
+pytestmark = pytest.mark.all_stores  # run on every store (tests/conftest.py)
+
 
 
 

@@ -118,12 +118,13 @@ def ancestors(plan: Plan, i: int) -> set[int]:
 
 
 @pytest.fixture(scope="module")
-def server(shared_server: Shared) -> Iterator[ServerProcess]:
-    """The session's shared dispatcher (two worker processes), reached by the SDK here."""
+def server(store_server: Shared) -> Iterator[ServerProcess]:
+    """A dispatcher (two worker processes) on the store of the run, reached by the SDK here:
+    the session's shared one on SQLite (``tests/conftest.py``)."""
     with pytest.MonkeyPatch.context() as mp:
-        mp.setenv("COVALENT_TOKEN", shared_server.server.token)
-        mp.setenv("COVALENT_CONFIG_DIR", shared_server.env["COVALENT_CONFIG_DIR"])
-        yield shared_server.server
+        mp.setenv("COVALENT_TOKEN", store_server.server.token)
+        mp.setenv("COVALENT_CONFIG_DIR", store_server.env["COVALENT_CONFIG_DIR"])
+        yield store_server.server
 
 
 def _get(server: ServerProcess, path: str) -> Any:

@@ -18,6 +18,8 @@ import covalent as ct
 from covalent.errors import IncompleteAnswerError, StoredDataLostError
 from tests.tasks import big_bytes
 
+pytestmark = pytest.mark.all_stores  # run on every store (tests/conftest.py)
+
 
 @ct.lattice
 def one_mib():

@@ -14,7 +14,8 @@ from tests.stores import rows
 from tests.faults.conftest import ServerProcess
 from tests.tasks import add, big_bytes, chatter
 
-pytestmark = [pytest.mark.slow, pytest.mark.processes, pytest.mark.timeout(240)]
+pytestmark = [pytest.mark.slow, pytest.mark.processes, pytest.mark.timeout(240),
+              pytest.mark.all_stores]
 
 LIMIT = 6 << 20  # no file the dispatcher writes may grow past 6 MiB
 

@@ -22,7 +22,7 @@ import covalent as ct
 from tests.faults.conftest import ServerProcess
 from tests.hostile import forging
 
-pytestmark = [pytest.mark.slow, pytest.mark.processes]
+pytestmark = [pytest.mark.slow, pytest.mark.processes, pytest.mark.all_stores]
 
 
 def _call(server: ServerProcess, method: str, path: str) -> tuple[int, bytes]:

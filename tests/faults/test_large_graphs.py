@@ -32,7 +32,8 @@ from tests.conftest import wait_until
 from tests.faults.conftest import ServerProcess
 from tests.tasks import add, gate
 
-pytestmark = [pytest.mark.slow, pytest.mark.processes, pytest.mark.timeout(420)]
+pytestmark = [pytest.mark.slow, pytest.mark.processes, pytest.mark.timeout(420),
+              pytest.mark.all_stores]
 
 NODES = 100_000
 WORST_AT_100K = 15.0  # seconds; a stall, not a timing: measured 0.6-7 s (the module docstring)

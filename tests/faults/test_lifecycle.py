@@ -35,6 +35,7 @@ def _run(cli: Cli) -> int:
     return ct.get_result(ct.dispatch(_inc)(41), wait=True).result
 
 
+@pytest.mark.all_stores  # each start opens the store and resumes from it
 @pytest.mark.timeout(180)  # ten starts of a whole cluster: over a minute on a loaded machine
 def test_kill9_then_start_restarts_ten_times_in_a_row(cli: Cli) -> None:
     port = free_port()

@@ -27,7 +27,8 @@ from tests.conftest import wait_until
 from tests.faults.conftest import REPO, ServerProcess
 from tests.tasks import add, gate
 
-pytestmark = [pytest.mark.slow, pytest.mark.processes, pytest.mark.timeout(180)]
+pytestmark = [pytest.mark.slow, pytest.mark.processes, pytest.mark.timeout(180),
+              pytest.mark.all_stores]
 
 
 @ct.lattice

@@ -19,7 +19,7 @@ from tests.conftest import free_port
 from tests.faults.conftest import Cli
 from tests.tasks import add
 
-pytestmark = [pytest.mark.slow, pytest.mark.processes]
+pytestmark = [pytest.mark.slow, pytest.mark.processes, pytest.mark.all_stores]
 
 
 @ct.lattice

@@ -15,7 +15,8 @@ from tests.stores import rows
 from tests.faults.conftest import ServerProcess
 from tests.tasks import add, gate, mark
 
-pytestmark = [pytest.mark.slow, pytest.mark.processes, pytest.mark.timeout(180)]
+pytestmark = [pytest.mark.slow, pytest.mark.processes, pytest.mark.timeout(180),
+              pytest.mark.all_stores]
 
 
 def _workflow(tmp: Path):

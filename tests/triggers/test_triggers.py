@@ -18,6 +18,8 @@ from dispatcher.keys import TRIGGERS
 from tests.conftest import fetched, in_process_settings, wait_until
 from tests.tasks import add
 
+pytestmark = pytest.mark.all_stores  # run on every store (tests/conftest.py)
+
 
 @ct.lattice
 def wf(x):

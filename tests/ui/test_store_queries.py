@@ -16,6 +16,8 @@ from dispatcher import state
 from dispatcher.state import Status
 from dispatcher.store import DispatchQuery, NewDispatch, SqlStore
 
+pytestmark = pytest.mark.all_stores  # run on every store (tests/conftest.py)
+
 GRAPH = '{"nodes":[],"edges":[]}'
 NODES = [(0, "add", "electron"), (1, ":parameter:1", "parameter"), (2, "add", "electron"),
          (3, ":electron_list:", "list"), (4, ":sublattice:sub", "sublattice"),
@@ -90,12 +92,14 @@ async def test_electron_counts_count_user_electrons_only(store: SqlStore) -> Non
     did = str(uuid.UUID(int=1, version=4))
     await store.apply([state.node_completed(did, 0, b"x", "t", "t", preview="2"),
                        state.node_completed(did, 1, b"1", "t", "t"),
-                       state.node_running(did, 2, "t")], [])
+                       state.node_running(did, 2, "t", worker="tcp://127.0.0.1:4711")], [])
     counts = await store.electron_counts([did, "missing"])
     assert counts == {did: {Status.COMPLETED: 1, Status.RUNNING: 1, Status.NEW_OBJECT: 1}, "missing": {}}
     rows = await store.node_rows(did)
     assert [(r.node_id, r.kind, r.status) for r in rows][:3] == [
         (0, "electron", Status.COMPLETED), (1, "parameter", Status.COMPLETED), (2, "electron", Status.RUNNING)]
+    assert [r.worker for r in rows][:3] == [None, None, "tcp://127.0.0.1:4711"]  # the timeline's lanes
+    assert (await store.get_nodes(did))[2].worker == "tcp://127.0.0.1:4711"
     node = await store.get_node(did, 0)
     assert node is not None and node.preview == "2" and node.output_size == 1
     assert await store.get_node(did, 42) is None
