@@ -26,13 +26,10 @@ import logging
 import time
 import uuid
 from collections.abc import Mapping
-from dataclasses import dataclass, field
-from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
 from distributed import Client, Future
 from distributed.client import FutureCancelledError
-from distributed.diagnostics.plugin import SchedulerPlugin
 
 from covalent.wire import WorkflowGraph
 
@@ -48,6 +45,7 @@ from .machine import (Cancel, CancelRequested, DispatchMachine, Event, FindRunni
 from .protocol import OUTCOME_TOPIC, START_TOPIC, NodeTaskError, now_iso
 from .recorder import Recorder, dispatch_ended
 from .reuse import presets
+from .runs import Key, OutcomePlugin, Run, release, submission_priority
 from .store.leases import dispatch_resource
 from .versions import WorkerVersions
 from .worker.contact import WorkerContext
@@ -60,51 +58,7 @@ if TYPE_CHECKING:
 log = logging.getLogger("covalent.dispatcher")
 
 CANCELLED_KEPT_S = 600.0  # how long workers keep refusing the nodes of a dispatch that ended
-Key = tuple[str, int]
 TAKEOVER_ROUNDS = 1 << 20  # generations a tenure may use: the next one's start above them
-
-
-def submission_priority(started: str) -> int:
-    """Dask user priority of a dispatch's tasks: earlier start, higher priority.
-
-    >>> submission_priority("2026-01-01T00:00:00+00:00") > submission_priority("2026-01-01T00:00:01+00:00")
-    True
-    """
-    if not started:
-        return 0
-    return -int(datetime.fromisoformat(started).timestamp() * 1_000_000)
-
-
-class OutcomePlugin(SchedulerPlugin):
-    """In the embedded scheduler (same process, same loop): hand every outcome and start event
-    to the runner as the scheduler receives it, without serialising it again."""
-
-    name = "covalent-outcomes"
-
-    def __init__(self, deliver: Any) -> None:
-        self.deliver = deliver
-
-    def log_event(self, topic: str, msg: Any) -> None:
-        if topic in (OUTCOME_TOPIC, START_TOPIC):
-            self.deliver(topic, msg)
-
-
-@dataclass(eq=False)
-class Run:
-    """What the runner holds for one running dispatch: its machine and its Dask futures."""
-
-    machine: DispatchMachine
-    priority: int
-    known: dict[int, Preset]  # outputs known at submit (reused, large parameters, resumed)
-    by_key: dict[Key, int] = field(default_factory=dict)  # every submission's task keys
-    futures: dict[int, Future[Any]] = field(default_factory=dict)  # the current submission's sinks
-    waiter: asyncio.Task[None] | None = None
-    epoch: int = 0  # replicas: the tenure of its lease this runner holds (0: one server)
-    replay: bool = False  # taken over: read the outcomes nobody heard before asking workers
-
-    @property
-    def dispatch_id(self) -> str:
-        return self.machine.dispatch_id
 
 
 class Runner:
@@ -260,7 +214,7 @@ class Runner:
             run.waiter.cancel()
         sinks = list(run.futures.values())
         run.futures.clear()
-        self._spawn(_release(sinks))
+        self._spawn(release(sinks))
 
     def _spawn(self, coro: Any) -> asyncio.Future[None]:
         task: asyncio.Task[None] = asyncio.ensure_future(coro)
@@ -442,7 +396,7 @@ class Runner:
             run.waiter.cancel()
         sinks = list(run.futures.values())
         run.futures.clear()
-        self._spawn(_release(sinks))
+        self._spawn(release(sinks))
 
     async def _let_go(self, dispatch_id: str) -> None:
         """Release a finished dispatch's lease once its final status is committed (renewed
@@ -491,10 +445,3 @@ class Runner:
             if run is None:
                 return
         self._carry_out(run, run.machine.handle(event))
-
-
-async def _release(futures: list[Future[Any]]) -> None:
-    """Let go of futures in slices (releasing one sends a message per key)."""
-    while futures:
-        del futures[-1000:]
-        await asyncio.sleep(0)
