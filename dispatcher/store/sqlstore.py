@@ -20,6 +20,7 @@ from __future__ import annotations
 import asyncio
 import functools
 import json
+import logging
 from collections.abc import Callable, Sequence
 from concurrent.futures import Executor
 from typing import Any, TypeVar
@@ -37,6 +38,7 @@ from .leases import FENCE, dispatch_resource, trigger_resource
 from .listing import Listing
 from .sql import NODE_COLUMNS, Db
 
+log = logging.getLogger("covalent.dispatcher")
 T = TypeVar("T")
 Fencing = Callable[[str], "tuple[str, int] | None"]  # resource -> (owner, epoch) held now
 
@@ -207,6 +209,9 @@ class SqlStore(Listing, Deletion):
             held = {d: self.fencing(dispatch_resource(d)) for d in
                     {u.dispatch_id for u in nodes} | {u.dispatch_id for u in dispatches}}
             fences = {d: f for d, f in held.items() if f is not None}
+            if len(fences) < len(held):  # the next owner reads them from the scheduler's log
+                log.info("not written: the updates of dispatches %s (no lease held here)",
+                         ", ".join(sorted(set(held) - set(fences))[:10]))
             nodes = [u for u in nodes if u.dispatch_id in fences]
             dispatches = [u for u in dispatches if u.dispatch_id in fences]
         stored = [(check_ref(u.output_ref), u.output_size or 0) for u in nodes
