@@ -27,8 +27,11 @@ from dask.base import annotate
 from dask.task_spec import Task
 from distributed import Client, Future
 from distributed.client import FuturesCancelledError, _wait
+from distributed.scheduler import KilledWorker, NoValidWorkerError
 
 from covalent.wire.executors import TaskOptions
+
+from .protocol import NodeTaskError
 
 # An electron's priority outranks the order of dispatches (whose base priority, minus the
 # microseconds since 1970, stays below 2**52 until 2112); |priority| <= 1000 fits in int64.
@@ -133,3 +136,28 @@ async def cancel(client: Client, futures: list[Future[Any]], chunk: int = 100) -
     """
     for start in range(0, len(futures), chunk):
         await client.cancel(futures[start:start + chunk], force=True)
+
+
+def live_keys(keys: list[tuple[str, int]], dask_scheduler: Any = None) -> list[tuple[str, int]]:
+    """On the scheduler: which of ``keys`` it still has waiting, processing or in memory."""
+    alive = ("waiting", "queued", "no-worker", "processing", "memory")
+    return [k for k in keys if (ts := dask_scheduler.tasks.get(k)) is not None and ts.state in alive]
+
+
+def dask_error_message(exc: BaseException) -> str:
+    """What a node failed of, when Dask raised the error rather than the node's own code."""
+    if isinstance(exc, NodeTaskError):
+        return f"{exc.error_type}: {exc.message}"
+    if isinstance(exc, NoValidWorkerError):
+        needs = ", ".join(f"{k}={v:g}" for k, v in (exc.resource_restrictions or {}).items())
+        pins = ", ".join(sorted(exc.worker_restrictions or ()) + sorted(exc.host_restrictions or ()))
+        return (f"NoValidWorker: no worker of the cluster can run this node (it needs "
+                f"{'resources ' + needs if needs else ''}{' and ' if needs and pins else ''}"
+                f"{'one of the workers ' + pins if pins else ''}) and none came within "
+                f"{exc.timeout:g} s; start a worker that has them (dask worker "
+                f"--resources {needs.replace(', ', ',') or 'NAME=1'}) or change the executor")
+    if isinstance(exc, KilledWorker):
+        return ("KilledWorker: every Dask worker process that ran this node died (killed, "
+                "crashed, or over its memory limit), so Dask stopped retrying it. "
+                f"KilledWorker: {exc}")
+    return f"{type(exc).__name__}: {exc}"

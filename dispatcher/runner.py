@@ -26,81 +26,39 @@ import logging
 import time
 import uuid
 from collections.abc import Mapping
-from dataclasses import dataclass, field
-from datetime import datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from distributed import Client, Future
 from distributed.client import FutureCancelledError
-from distributed.diagnostics.plugin import SchedulerPlugin
-from distributed.scheduler import KilledWorker, NoValidWorkerError
 
 from covalent.wire import WorkflowGraph
 
+from . import state
 from .compile import Compiled, Preset, compile_graph
 from .dask_graph import cancel as cancel_futures
-from .dask_graph import submit_graph, wait_all
-from .errors import IncompatibleClient, UnknownExecutor
+from .dask_graph import dask_error_message, live_keys, submit_graph, wait_all
+from .errors import UnknownExecutor
 from .executors import ExecutorTable
 from .machine import (Cancel, CancelRequested, DispatchMachine, Event, FindRunning, Finish,
                       FuturesDone, Instruction, NodeStarted, Record, RunningElsewhere, Submit,
                       SubmitFailed, ended_event)
-from .protocol import OUTCOME_TOPIC, START_TOPIC, NodeTaskError, now_iso, runtime_versions
-from .recorder import Recorder
+from .protocol import OUTCOME_TOPIC, START_TOPIC, NodeTaskError, now_iso
+from .recorder import Recorder, dispatch_ended
 from .reuse import presets
+from .runs import Key, OutcomePlugin, Run, release, submission_priority
+from .store.leases import dispatch_resource
+from .versions import WorkerVersions
 from .worker.contact import WorkerContext
 from .worker.interrupts import CancelledNodes, fence_nodes
 
+if TYPE_CHECKING:
+    from .notices import Notices
+    from .replica import Replica
+
 log = logging.getLogger("covalent.dispatcher")
 
-VERSIONS_TTL_S = 30.0  # how long the workers' Python/cloudpickle versions are trusted
 CANCELLED_KEPT_S = 600.0  # how long workers keep refusing the nodes of a dispatch that ended
-Key = tuple[str, int]
-
-
-def submission_priority(started: str) -> int:
-    """Dask user priority of a dispatch's tasks: earlier start, higher priority.
-
-    >>> submission_priority("2026-01-01T00:00:00+00:00") > submission_priority("2026-01-01T00:00:01+00:00")
-    True
-    """
-    if not started:
-        return 0
-    return -int(datetime.fromisoformat(started).timestamp() * 1_000_000)
-
-
-def _minor(version: str) -> str:
-    return ".".join(version.split(".")[:2])
-
-
-class OutcomePlugin(SchedulerPlugin):
-    """In the embedded scheduler (same process, same loop): hand every outcome and start event
-    to the runner as the scheduler receives it, without serialising it again."""
-
-    name = "covalent-outcomes"
-
-    def __init__(self, deliver: Any) -> None:
-        self.deliver = deliver
-
-    def log_event(self, topic: str, msg: Any) -> None:
-        if topic in (OUTCOME_TOPIC, START_TOPIC):
-            self.deliver(topic, msg)
-
-
-@dataclass(eq=False)
-class Run:
-    """What the runner holds for one running dispatch: its machine and its Dask futures."""
-
-    machine: DispatchMachine
-    priority: int
-    known: dict[int, Preset]  # outputs known at submit (reused, large parameters, resumed)
-    by_key: dict[Key, int] = field(default_factory=dict)  # every submission's task keys
-    futures: dict[int, Future[Any]] = field(default_factory=dict)  # the current submission's sinks
-    waiter: asyncio.Task[None] | None = None
-
-    @property
-    def dispatch_id(self) -> str:
-        return self.machine.dispatch_id
+TAKEOVER_ROUNDS = 1 << 20  # generations a tenure may use: the next one's start above them
 
 
 class Runner:
@@ -123,11 +81,13 @@ class Runner:
         self._inbox: collections.deque[tuple[str, Any]] = collections.deque()
         self._wake = asyncio.Event()
         self._drainer: asyncio.Task[None] | None = None
-        self._versions: tuple[float, dict[str, dict[str, str]]] | None = None
+        self.versions = WorkerVersions(client)
         self._background: set[asyncio.Task[None]] = set()
         # dispatch -> cancelled nodes (None: all), told to every worker; ended ones expire
         self._cancelled: dict[str, tuple[set[int] | None, float]] = {}
         self._cancel_lock = asyncio.Lock()
+        self.replica: Replica | None = None  # replicas on one database (issue #26)
+        self.notices: Notices | None = None  # ... and what they tell each other
 
     async def start(self) -> None:
         if self.scheduler is not None:
@@ -161,57 +121,35 @@ class Runner:
             self.scheduler.remove_plugin(name=OutcomePlugin.name)
 
     async def check_client(self, versions: Any) -> None:
-        """Refuse a client whose pickles the workers could not load (Python or cloudpickle
-        major.minor differ); a client that does not say (curl) is not checked."""
-        if not isinstance(versions, dict):
-            return
-        workers = await self._worker_versions()
-        problems = []
-        for name in ("python", "cloudpickle"):
-            mine = versions.get(name)
-            if not isinstance(mine, str):
-                continue
-            theirs = sorted({v[name] for v in workers.values()
-                             if v.get(name) and _minor(v[name]) != _minor(mine)})
-            if theirs:
-                problems.append(f"{name} {mine} here, {', '.join(theirs)} on the workers")
-        if problems:
-            raise IncompatibleClient(
-                "the Dask workers could not load what this client pickles ("
-                + "; ".join(problems) + "): use the same Python and cloudpickle versions")
-
-    async def _worker_versions(self) -> dict[str, dict[str, str]]:
-        now = asyncio.get_running_loop().time()
-        if self._versions is None or now - self._versions[0] > VERSIONS_TTL_S:
-            try:
-                found = await asyncio.wait_for(self.client.run(runtime_versions), 10)
-            except Exception as exc:  # no workers reachable: the run itself will say so
-                log.warning("could not ask the workers for their versions: %s", exc)
-                return {}
-            self._versions = (now, dict(found))
-        return self._versions[1]
+        """Refuse a client whose pickles the workers could not load (``versions``)."""
+        await self.versions.check(versions)
 
     # -- starting a dispatch -------------------------------------------------------------------
 
     async def submit(self, dispatch_id: str, graph: WorkflowGraph, preset: dict[int, Preset],
                      started: str = "", failed: Mapping[int, str] | None = None,
-                     cancelled: list[int] | None = None) -> None:
+                     cancelled: list[int] | None = None, epoch: int = 0,
+                     takeover: bool = False) -> None:
         """Start running a stored dispatch: its machine, then its first submission.
 
         ``preset`` holds outputs known already; ``failed``/``cancelled`` nodes that ended so
         before a restart. ``started`` (ISO time its root dispatch started) orders the tasks of
         concurrent dispatches: earlier ones run first, so a burst of later dispatches never
         starves them. Never leaves a dispatch RUNNING without a machine: a failure to submit
-        is recorded FAILED with the reason.
+        is recorded FAILED with the reason. ``epoch``: the tenure of the lease held on it
+        (replicas); ``takeover``: another replica ran it, so its submissions get generations
+        above any of that replica's, and what still runs on the cluster is found, not re-run.
         """
         def build() -> tuple[DispatchMachine, list[Instruction]]:
             # Off the loop: planning 100,000 nodes takes a while (issue #13).
             m = DispatchMachine(dispatch_id, graph, known=preset, failed=failed,
                                 cancelled=cancelled or (), cancel_requested=bool(cancelled))
-            return m, m.start(now_iso())
+            m.generation = (epoch - 1) * TAKEOVER_ROUNDS if takeover else 0
+            return m, m.start(now_iso(), find_running=takeover)
 
         machine, first = await asyncio.to_thread(build)
-        run = Run(machine, submission_priority(started), dict(preset))
+        run = Run(machine, submission_priority(started), dict(preset), epoch=epoch,
+                  replay=takeover)
         self.runs[dispatch_id] = run
         submitting = self._carry_out(run, first)
         if submitting is not None:  # answer the request once the graph is with Dask
@@ -243,6 +181,9 @@ class Runner:
         """Carry out a machine's instructions; the submission they start, if any (the rest
         runs in the background, never holding the inbox)."""
         submitting: asyncio.Future[None] | None = None
+        if run.epoch and not self.holds(run.dispatch_id, run.epoch):
+            self.lose(run.dispatch_id)  # another replica may run it now: act on nothing
+            return None
         for ins in instructions:
             if isinstance(ins, Record):
                 self.recorder.record(*ins.updates)
@@ -259,6 +200,21 @@ class Runner:
             elif isinstance(ins, Finish):
                 self._finish(run, ins)
         return submitting
+
+    def holds(self, dispatch_id: str, epoch: int) -> bool:
+        """This runner still holds the lease on ``dispatch_id`` at ``epoch`` (replicas)."""
+        return self.replica is None or self.replica.epoch(dispatch_resource(dispatch_id)) == epoch
+
+    def lose(self, dispatch_id: str) -> None:
+        """The lease is gone: let its futures go (cancel nothing: the next owner finds them)."""
+        run = self.runs.pop(dispatch_id, None)
+        if run is None:
+            return
+        if run.waiter is not None and not run.waiter.done():
+            run.waiter.cancel()
+        sinks = list(run.futures.values())
+        run.futures.clear()
+        self._spawn(release(sinks))
 
     def _spawn(self, coro: Any) -> asyncio.Future[None]:
         task: asyncio.Task[None] = asyncio.ensure_future(coro)
@@ -390,6 +346,9 @@ class Runner:
         if ins.delay:
             await asyncio.sleep(ins.delay)
         found: set[int] = set()
+        if run.replay:
+            run.replay = False
+            await self._replay(run)
         try:
             keys = [k for k, i in run.by_key.items() if i in set(ins.nodes)]
             live = await self._live_keys(keys)
@@ -406,6 +365,20 @@ class Runner:
         self._deliver("running", (run.dispatch_id, RunningElsewhere(ins.generation,
                                                                     frozenset(found), now_iso())))
 
+    async def _replay(self, run: Run) -> None:
+        """Taken over: the outcome events the scheduler kept for this dispatch, queued before
+        the answer of ``_find_running`` (nodes that ended while no replica listened are
+        recorded, not re-run; one recorded already changes nothing)."""
+        for topic in (START_TOPIC, OUTCOME_TOPIC):
+            try:
+                events = await asyncio.wait_for(self.client.get_events(topic), 30)
+            except Exception as exc:  # what is not heard of runs again
+                log.warning("could not read the scheduler's %s events: %s", topic, exc)
+                continue
+            for _, msg in events:
+                if isinstance(msg, dict) and msg.get("d") == run.dispatch_id:
+                    self._deliver(topic, msg)
+
     async def _live_keys(self, keys: list[Key]) -> list[Key]:
         """The keys the scheduler still means to run or keep (a cancel it has not processed)."""
         if self.scheduler is not None:
@@ -417,11 +390,21 @@ class Runner:
         log.info("dispatch %s %s", run.dispatch_id, ins.update.status)
         self.recorder.ended(ins.update)
         self.runs.pop(run.dispatch_id, None)
+        if run.epoch and self.replica is not None:
+            self._spawn(self._let_go(run.dispatch_id))
         if run.waiter is not None and not run.waiter.done():
             run.waiter.cancel()
         sinks = list(run.futures.values())
         run.futures.clear()
-        self._spawn(_release(sinks))
+        self._spawn(release(sinks))
+
+    async def _let_go(self, dispatch_id: str) -> None:
+        """Release a finished dispatch's lease once its final status is committed (renewed
+        until then: a final write that fails leaves it RUNNING, for a replica to resume)."""
+        assert self.replica is not None
+        await dispatch_ended(self.recorder, dispatch_id)
+        if state.is_terminal(await self.recorder.store.get_status(dispatch_id) or state.PENDING):
+            await self.replica.release(dispatch_resource(dispatch_id))
 
     # -- what the workers report ---------------------------------------------------------------
 
@@ -462,35 +445,3 @@ class Runner:
             if run is None:
                 return
         self._carry_out(run, run.machine.handle(event))
-
-
-def live_keys(keys: list[Key], dask_scheduler: Any = None) -> list[Key]:
-    """On the scheduler: which of ``keys`` it still has waiting, processing or in memory."""
-    alive = ("waiting", "queued", "no-worker", "processing", "memory")
-    return [k for k in keys if (ts := dask_scheduler.tasks.get(k)) is not None and ts.state in alive]
-
-
-def dask_error_message(exc: BaseException) -> str:
-    """What a node failed of, when Dask raised the error rather than the node's own code."""
-    if isinstance(exc, NodeTaskError):
-        return f"{exc.error_type}: {exc.message}"
-    if isinstance(exc, NoValidWorkerError):
-        needs = ", ".join(f"{k}={v:g}" for k, v in (exc.resource_restrictions or {}).items())
-        pins = ", ".join(sorted(exc.worker_restrictions or ()) + sorted(exc.host_restrictions or ()))
-        return (f"NoValidWorker: no worker of the cluster can run this node (it needs "
-                f"{'resources ' + needs if needs else ''}{' and ' if needs and pins else ''}"
-                f"{'one of the workers ' + pins if pins else ''}) and none came within "
-                f"{exc.timeout:g} s; start a worker that has them (dask worker "
-                f"--resources {needs.replace(', ', ',') or 'NAME=1'}) or change the executor")
-    if isinstance(exc, KilledWorker):
-        return ("KilledWorker: every Dask worker process that ran this node died (killed, "
-                "crashed, or over its memory limit), so Dask stopped retrying it. "
-                f"KilledWorker: {exc}")
-    return f"{type(exc).__name__}: {exc}"
-
-
-async def _release(futures: list[Future[Any]]) -> None:
-    """Let go of futures in slices (releasing one sends a message per key)."""
-    while futures:
-        del futures[-1000:]
-        await asyncio.sleep(0)
