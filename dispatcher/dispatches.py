@@ -158,6 +158,9 @@ async def create(store: DispatchStore, runner: Runner, header: dict[str, Any], g
         await unlease(runner, dispatch_id, epoch)
         await _same_as_stored(store, dispatch_id, graph_json, merged)
         return dispatch_id, False
+    except BaseException:  # nothing stored (a 503 the client retries): hold no lease on it,
+        await unlease(runner, dispatch_id, epoch)  # or the retry finds it held and never runs it
+        raise
     if parent is not None:
         await store.set_sub_dispatch(parent[0], parent[1], dispatch_id)
     if run and epoch >= 0:  # -1: another replica holds it (and runs it)
@@ -218,7 +221,12 @@ async def start_pending(store: DispatchStore, runner: Runner, dispatch_id: str) 
     if await store.get_status(check_id(dispatch_id)) is None:
         raise DispatchNotFound(dispatch_id)
     epoch = await lease(runner, dispatch_id)
-    if epoch < 0 or not await store.claim_pending(dispatch_id, now_iso()):
+    try:
+        claimed = epoch >= 0 and await store.claim_pending(dispatch_id, now_iso())
+    except BaseException:
+        await unlease(runner, dispatch_id, epoch)
+        raise
+    if not claimed:
         await unlease(runner, dispatch_id, epoch)
         return False  # started already (or finished)
     row = await store.get_dispatch(dispatch_id)

@@ -28,8 +28,9 @@ from typing import Any, TypeVar
 
 import psycopg
 
+from .errors import StoreError
 from .store import leases
-from .store.postgres import PgDb
+from .store.postgres import PgDb, store_error
 
 log = logging.getLogger("covalent.dispatcher")
 
@@ -101,7 +102,7 @@ class Replica:
             await self.take_unowned()
             triggers = [t for t in self._taking if t.get_name().startswith("trigger:")]
             await asyncio.wait_for(asyncio.gather(*triggers, return_exceptions=True), 30)
-        except (OSError, TimeoutError, psycopg.Error) as exc:  # the loop tries again
+        except (OSError, TimeoutError, StoreError) as exc:  # the loop tries again
             log.warning("could not take over at start: %s", exc)
         self._task = asyncio.create_task(self._loop(), name="covalent-leases")
 
@@ -188,10 +189,12 @@ class Replica:
                     self._conn.execute("SET statement_timeout = 3000")
                 with self._conn.transaction():
                     return fn(PgDb(self._conn), *args)
-            except psycopg.OperationalError:
+            except psycopg.OperationalError as exc:
                 self._disconnect()
-                if attempt == 2:
-                    raise
+                if attempt == 2:  # the protocol's error: a request waiting on it answers 503
+                    raise store_error(exc) from exc
+            except psycopg.Error as exc:  # e.g. past statement_timeout: StoreBusy, 503
+                raise store_error(exc) from exc
         raise AssertionError("unreachable")
 
     def _disconnect(self) -> None:

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import re
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -186,7 +187,9 @@ async def test_sizes_and_previews_are_for_people(dispatcher: TestClient, addr: s
     assert " KiB pickled" in size and "bytes" not in size
     await page.goto(str(dispatcher.make_url(f"/dispatches/{dispatch_id}#node={nodes['sevenths']}")))
     await page.reload()
-    shown = await page.locator("#drawer-preview").inner_text()
-    assert shown.endswith(", …")  # visibly cut, between two numbers
+    preview = page.locator("#drawer-preview")
+    # visibly cut, between two numbers (waits: the drawer may still show the previous node's)
+    await expect(preview).to_have_text(re.compile(r"^\[0\.0, .*, …$"))
+    shown = await preview.inner_text()
     last = shown.removesuffix(", …").rsplit(", ", 1)[-1]
     assert float(last) in [i / 7 for i in range(100)] and repr(float(last)) == last  # a whole number
