@@ -113,13 +113,17 @@ def _send(cfg: ClientConfig, method: str, target: str, body: bytes | list[bytes]
                 "IncompleteAnswer", f"the answer to {method} {target.split('?')[0]} was cut off "
                 f"after {len(exc.partial)} bytes{short}; the dispatcher's log (`covalent logs`) "
                 "says why", 200) from None
-        except (http.client.RemoteDisconnected, BrokenPipeError, ConnectionResetError) as exc:
+        except (http.client.RemoteDisconnected, http.client.ImproperConnectionState,
+                BrokenPipeError, ConnectionResetError) as exc:
             conn.close()
-            if attempt:  # a kept-alive connection the server closed: retry once on a new one
-                raise DispatcherUnavailableError(cfg.url, str(exc)) from exc
+            if attempt:  # a kept-alive connection the server closed, or one left mid-request:
+                raise DispatcherUnavailableError(cfg.url, str(exc)) from exc  # retried once
         except (ConnectionRefusedError, socket.gaierror, socket.timeout, OSError) as exc:
             conn.close()
             raise DispatcherUnavailableError(cfg.url, f"{type(exc).__name__}: {exc}") from exc
+        except BaseException:  # interrupted between request and answer (a cancel, Ctrl-C):
+            conn.close()  # this thread's next request must not find it half-used
+            raise
     return resp, data
 
 

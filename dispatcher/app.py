@@ -12,7 +12,7 @@ import json
 import logging
 from collections.abc import AsyncIterator
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import dask.config
 from aiohttp import web
@@ -33,7 +33,7 @@ from .scheduler_process import SchedulerProcess
 from .security import allowed_hosts, content_type_guard, host_guard, token_guard, weak_token
 from .sessions import SESSIONS, Sessions
 from .settings import ClusterSettings, Settings, pinned_dashboard
-from .store import check_url, open_store
+from .store import SqlStore, check_url, open_store
 from .trigger_service import TriggerService
 from .users import ACCOUNTS, Accounts
 from .worker.blobs import BlobStore
@@ -89,7 +89,12 @@ def create_app(settings: Settings) -> web.Application:
 
 
 async def _resume_ctx(app: web.Application) -> AsyncIterator[None]:
-    """Resume unfinished dispatches in the background: the server answers meanwhile."""
+    """Resume unfinished dispatches in the background: the server answers meanwhile. On
+    PostgreSQL, as one of the replicas sharing it: take over what nobody holds a lease on."""
+    if replicated(app[STORE]):
+        async for _ in _replica_ctx(app):
+            yield
+        return
 
     async def resume() -> None:
         resumed = await dispatches.resume_all(app[STORE], app[RUNNER])
@@ -104,10 +109,60 @@ async def _resume_ctx(app: web.Application) -> AsyncIterator[None]:
         await asyncio.gather(task, return_exceptions=True)
 
 
+def replicated(store: Any) -> bool:
+    """A store several replicas may share (PostgreSQL): they act on what they hold leases on."""
+    return isinstance(store, SqlStore) and store.dialect.name == "postgresql"
+
+
+async def _replica_ctx(app: web.Application) -> AsyncIterator[None]:
+    from .notices import Notices
+    from .replica import Replica
+
+    store, runner, triggers = app[STORE], app[RUNNER], app[TRIGGERS]
+    replica = Replica(getattr(store, "conninfo"))
+    runner.replica = triggers.replica = replica
+    cast(SqlStore, store).fencing = replica.owner_epoch
+
+    notices = runner.notices = Notices(
+        cast(SqlStore, store), getattr(store, "conninfo"), app[RECORDER],
+        lambda d: d in runner.runs, lambda d, nodes: dispatches.cancel(store, runner, d, nodes))
+
+    async def acquired(resource: str, epoch: int) -> None:
+        kind, _, rid = resource.partition(":")
+        if kind == "trigger":
+            await triggers.take(rid, epoch)
+        elif await dispatches.resume(store, runner, rid, epoch):
+            await notices.handle(rid)  # cancels asked for while nobody ran it
+        else:
+            await replica.release(resource)
+
+    def lost(resource: str) -> None:
+        kind, _, rid = resource.partition(":")
+        if kind == "trigger":
+            triggers.drop(rid)
+        else:
+            runner.lose(rid)
+
+    replica.on_acquired, replica.on_lost = acquired, lost
+    await notices.start()
+    await replica.start()
+    log.info("replica %s: leases renewed every %g s for %g s", replica.owner, replica.renew_s,
+             replica.ttl_s)
+    try:
+        yield
+    finally:
+        try:
+            await app[RECORDER].flush()  # what it ran is written before it lets go
+        except Exception as exc:  # noqa: BLE001 - the next owner resumes from what is stored
+            log.warning("stopping with updates not written: %s", exc)
+        await replica.close()
+        await notices.close()
+
+
 async def _triggers_ctx(app: web.Application) -> AsyncIterator[None]:
     service = TriggerService(app[STORE], app[RUNNER])
     app[TRIGGERS] = service
-    restored = await service.restore()
+    restored = 0 if replicated(app[STORE]) else await service.restore()  # replicas: by lease
     if restored:
         log.info("observing %d triggers again", restored)
     try:

@@ -1,4 +1,5 @@
-"""Create, start, resume, read and cancel dispatches: the operations behind the routes.
+"""Create, start, resume, cancel and delete dispatches: the operations behind the routes
+(reading them: ``reads``).
 
 The server handles only JSON and opaque blobs here; user objects stay pickled. Statuses are
 decided by ``state``; writes go to the store (durable facts the API answers with) or through
@@ -19,16 +20,14 @@ from covalent.wire import GATHER_KINDS, NodeKind, WorkflowGraph, clean_text
 from . import state
 from .compile import INLINE_PARAMETER_MAX, Preset, validate
 from .executors import check_options
-from .errors import (DispatchNotFound, DispatchState, InvalidRequest, NodeNotFound, StorageFull,
-                     Unavailable)
+from .errors import DispatchNotFound, DispatchState, InvalidRequest, NodeNotFound
 from .offload import off_loop
 from .protocol import now_iso
-from .recorder import Recorder
 from .reuse import presets, reusable_outputs
 from .runner import Runner
 from .state import PENDING, Status
-from .store import (BlobSource, DispatchExists, DispatchRecord, DispatchStore, NewDispatch,
-                    NodeRecord, StoredBlob, blob_ref)
+from .store import DispatchExists, DispatchRecord, DispatchStore, NewDispatch, StoredBlob, blob_ref
+from .store.leases import dispatch_resource
 from .store.base import BUILTIN_OWNER
 from .upload import Upload
 
@@ -160,15 +159,20 @@ async def create(store: DispatchStore, runner: Runner, header: dict[str, Any], g
     extra = {"inputs_ref": merged[header["inputs"]], "lattice_ref": merged[header["lattice"]]}
     if post.value is not None:
         extra["template_ref"] = merged[post.value]
+    epoch = await lease(runner, dispatch_id) if run else 0  # replicas: before it is stored
     try:
         await store.create_dispatch(new, merged, extra)
     except DispatchExists:  # a retried request (the same): the dispatch exists already
+        await unlease(runner, dispatch_id, epoch)
         await _same_as_stored(store, dispatch_id, graph_json, merged)
         return dispatch_id, False
+    except BaseException:  # nothing stored (a 503 the client retries): hold no lease on it,
+        await unlease(runner, dispatch_id, epoch)  # or the retry finds it held and never runs it
+        raise
     if parent is not None:
         await store.set_sub_dispatch(parent[0], parent[1], dispatch_id)
-    if run:
-        await runner.submit(dispatch_id, graph, preset, root_start)
+    if run and epoch >= 0:  # -1: another replica holds it (and runs it)
+        await runner.submit(dispatch_id, graph, preset, root_start, epoch=epoch)
     return dispatch_id, True
 
 
@@ -203,6 +207,19 @@ def _shown(header: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
+async def lease(runner: Runner, dispatch_id: str) -> int:
+    """Replicas: take the lease of a dispatch about to run here; its epoch, -1 if another
+    replica holds it; 0 for a server alone on its database."""
+    if runner.replica is None:
+        return 0
+    return await runner.replica.acquire(dispatch_resource(dispatch_id)) or -1
+
+
+async def unlease(runner: Runner, dispatch_id: str, epoch: int) -> None:
+    if runner.replica is not None and epoch > 0:
+        await runner.replica.release(dispatch_resource(dispatch_id))
+
+
 async def start_pending(store: DispatchStore, runner: Runner, dispatch_id: str) -> bool:
     """Start a dispatch stored with ``disable_run``; True if this call started it.
 
@@ -211,23 +228,32 @@ async def start_pending(store: DispatchStore, runner: Runner, dispatch_id: str) 
     """
     if await store.get_status(check_id(dispatch_id)) is None:
         raise DispatchNotFound(dispatch_id)
-    if not await store.claim_pending(dispatch_id, now_iso()):
+    epoch = await lease(runner, dispatch_id)
+    try:
+        claimed = epoch >= 0 and await store.claim_pending(dispatch_id, now_iso())
+    except BaseException:
+        await unlease(runner, dispatch_id, epoch)
+        raise
+    if not claimed:
+        await unlease(runner, dispatch_id, epoch)
         return False  # started already (or finished)
     row = await store.get_dispatch(dispatch_id)
     assert row is not None
     graph, stored = await load_graph(store, row)
     preset = stored_parameters(graph, stored, row.start_time or now_iso())
-    await runner.submit(dispatch_id, graph, preset, row.start_time or "")
+    await runner.submit(dispatch_id, graph, preset, row.start_time or "", epoch=epoch)
     return True
 
 
-async def clone(store: DispatchStore, runner: Runner, row: DispatchRecord) -> str:
-    """Run a stored dispatch again, server-side, as a new dispatch of its owner (#26)."""
+async def clone(store: DispatchStore, runner: Runner, row: DispatchRecord,
+                new_id: str | None = None) -> str:
+    """Run a stored dispatch again, server-side, as a new dispatch of its owner (#26) with the
+    same inputs (``new_id``: a trigger fire's own id, so that one fire makes one dispatch)."""
     graph, stored = await load_graph(store, row)
     assert row.inputs_ref and row.lattice_ref
     sources = await store.blob_sources([row.inputs_ref, row.lattice_ref])
     blobs = list(graph.blobs)
-    header = {"dispatch_id": str(uuid.uuid4()), "name": row.name,
+    header = {"dispatch_id": new_id or str(uuid.uuid4()), "name": row.name,
               "inputs": len(blobs), "lattice": len(blobs) + 1}
     for ref in (row.inputs_ref, row.lattice_ref):
         stored[len(blobs)] = StoredBlob(ref, sources[ref].size)
@@ -259,179 +285,34 @@ async def resume_all(store: DispatchStore, runner: Runner) -> list[str]:
     """
     resumed = []
     for dispatch_id in await store.unfinished():
-        row = await store.get_dispatch(dispatch_id)
-        if row is None or state.is_terminal(row.status):
-            continue  # cancelled (or deleted) while earlier ones were resumed
-        graph, stored = await load_graph(store, row)
-        nodes = await store.get_nodes(dispatch_id)
-        done = {n.node_id: n for n in nodes if n.status == Status.COMPLETED and n.output_ref
-                and n.kind not in GATHER_KINDS}
-        preset = stored_parameters(graph, stored, row.start_time or now_iso())
-        preset.update(await presets(store, done))
-        await store.reset_nodes(dispatch_id, [n.node_id for n in nodes if n.status == Status.RUNNING])
-        root = row if row.root_dispatch_id == dispatch_id else await store.get_dispatch(row.root_dispatch_id)
-        # Nodes that failed or were cancelled before the restart stay so (their descendants
-        # never run); the rest runs to its end, then the dispatch ends as it would have.
-        failed = {n.node_id: n.error or "failed" for n in nodes if n.status == Status.FAILED}
-        cancelled = [n.node_id for n in nodes if n.status == Status.CANCELLED]
-        await runner.submit(dispatch_id, graph, preset, (root or row).start_time or "",
-                            failed=failed, cancelled=cancelled)
-        resumed.append(dispatch_id)
+        if await resume(store, runner, dispatch_id):
+            resumed.append(dispatch_id)
     return resumed
 
 
-async def read_status(store: DispatchStore, recorder: Recorder, dispatch_id: str,
-                      wait: float) -> Status:
-    """The committed status; with ``wait`` > 0, block until it is terminal or ``wait`` passes."""
-    check_id(dispatch_id)
-    ev = recorder.waiter(dispatch_id) if wait > 0 else None
-    try:
-        status = await store.get_status(dispatch_id)
-        if status is None:
-            raise DispatchNotFound(dispatch_id)
-        if ev is not None and not state.is_terminal(status):
-            try:
-                await asyncio.wait_for(ev.wait(), wait)
-            except TimeoutError:
-                pass
-            status = await store.get_status(dispatch_id) or status
-        if recorder.write_error and dispatch_id in recorder.unwritten:
-            if recorder.write_busy:
-                raise Unavailable("the dispatcher's store is locked by another process; retry shortly")
-            raise StorageFull(f"the dispatcher cannot record the progress of {dispatch_id} "
-                              f"({recorder.write_error}); free space in its data dir: it keeps "
-                              "retrying and loses nothing it has recorded")
-        return status
-    finally:
-        if ev is not None:
-            recorder.release(dispatch_id, ev)
-
-
-PARTS = ("none", "result", "all")
-
-
-async def read_result(store: DispatchStore, dispatch_id: str, results_dir: str, parts: str
-                      ) -> tuple[dict[str, Any], list[BlobSource]]:
-    """A Result's header (the dispatch record and every node record) and the blobs to send with
-    it: none, those the lattice's result is made of (``result``), or every output (``all``).
-    Everything else is fetched when first used (``output_sources``, ``dispatch_blob``)."""
-    if parts not in PARTS:
-        raise InvalidRequest(f"parts must be one of {', '.join(PARTS)}, got {parts!r}")
+async def resume(store: DispatchStore, runner: Runner, dispatch_id: str, epoch: int = 0) -> bool:
+    """Resume one unfinished dispatch; False if it ended (or went) meanwhile. ``epoch``: a
+    replica took it over at that tenure of its lease: nodes still running are found, not reset."""
     row = await store.get_dispatch(dispatch_id)
-    if row is None:
-        raise DispatchNotFound(dispatch_id)
+    if row is None or state.is_terminal(row.status) or row.status == PENDING:
+        return False  # cancelled (or deleted) while earlier ones were resumed
+    graph, stored = await load_graph(store, row)
     nodes = await store.get_nodes(dispatch_id)
-    wanted: list[int] = []
-    if parts == "all":
-        wanted = [n.node_id for n in nodes]
-    elif parts == "result" and nodes and nodes[-1].kind == "postprocess":
-        wanted = _parts_of(nodes, nodes[-1].node_id)
-    refs = [nodes[i].output_ref or "" for i in wanted]
-    if parts != "none" and row.template_ref:
-        refs.append(row.template_ref)
-    frame = _Frame(await store.blob_sources(refs))
-    sent = set(wanted)
-    header = {
-        "dispatch": {
-            "dispatch_id": row.dispatch_id, "root_dispatch_id": row.root_dispatch_id,
-            "parent_dispatch_id": row.parent_dispatch_id, "name": row.name,
-            "status": str(row.status), "start_time": row.start_time, "end_time": row.end_time,
-            "error": row.error, "results_dir": results_dir,
-        },
-        "template": frame.add(row.template_ref) if parts != "none" else None,
-        "nodes": [
-            {"node_id": n.node_id, "name": n.name, "kind": n.kind, "status": str(n.status),
-             "start_time": n.start_time, "end_time": n.end_time, "error": n.error,
-             "stdout": n.stdout, "stderr": n.stderr, "sub_dispatch_id": n.sub_dispatch_id,
-             "preview": n.preview, "size": n.output_size, "gather": n.gather_spec,
-             "stored": n.output_ref is not None, "reused_from": n.reused_from,
-             "attempts": n.attempts,
-             "output": frame.add(n.output_ref) if n.node_id in sent else None}
-            for n in nodes
-        ],
-    }
-    return header, frame.chosen
-
-
-class _Frame:
-    """The blobs a framed answer carries, each once, by index."""
-
-    def __init__(self, sources: dict[str, BlobSource]) -> None:
-        self.sources = sources
-        self.chosen: list[BlobSource] = []
-        self.index: dict[str, int] = {}
-
-    def add(self, ref: str | None) -> int | None:
-        if not ref or ref not in self.sources:
-            return None
-        if ref not in self.index:
-            self.index[ref] = len(self.chosen)
-            self.chosen.append(self.sources[ref])
-        return self.index[ref]
-
-
-def _parts_of(nodes: list[NodeRecord], node_id: int) -> list[int]:
-    """The nodes whose stored outputs ``node_id``'s value is made of (through gathers)."""
-    out, stack, seen = [], [node_id], set()
-    while stack:
-        i = stack.pop()
-        if i in seen or not 0 <= i < len(nodes):
-            continue
-        seen.add(i)
-        spec = nodes[i].gather_spec
-        if spec is not None:
-            stack.extend(int(p) for p in spec.get("parts", []))
-        elif nodes[i].output_ref:
-            out.append(i)
-    return sorted(out)
-
-
-async def output_sources(store: DispatchStore, dispatch_id: str, node_ids: list[int]
-                         ) -> tuple[dict[str, Any], list[BlobSource]]:
-    """The stored outputs of some nodes, as a frame header (``outputs``: node id -> blob index,
-    ``gathers``: node id -> how it is made of its parts) and the blobs to stream."""
-    nodes = await store.get_nodes(check_id(dispatch_id))
-    if not nodes and await store.get_status(dispatch_id) is None:
-        raise DispatchNotFound(dispatch_id)
-    bad = [i for i in node_ids if not 0 <= i < len(nodes)]
-    if bad:
-        raise NodeNotFound(f"dispatch {dispatch_id} has no nodes {bad[:10]}")
-    frame = _Frame(await store.blob_sources(nodes[i].output_ref or "" for i in node_ids))
-    outputs: dict[str, int] = {}
-    gathers: dict[str, Any] = {}
-    for i in dict.fromkeys(node_ids):
-        spec = nodes[i].gather_spec
-        if spec is not None:
-            gathers[str(i)] = spec
-        else:
-            index = frame.add(nodes[i].output_ref)
-            if index is not None:
-                outputs[str(i)] = index
-    return {"outputs": outputs, "gathers": gathers}, frame.chosen
-
-
-async def dispatch_blob(store: DispatchStore, dispatch_id: str, which: str) -> BlobSource:
-    """The dispatch's ``inputs``, ``lattice`` or ``template`` blob."""
-    row = await store.get_dispatch(check_id(dispatch_id))
-    if row is None:
-        raise DispatchNotFound(dispatch_id)
-    refs = {"inputs": row.inputs_ref, "lattice": row.lattice_ref, "template": row.template_ref}
-    if which not in refs:
-        raise InvalidRequest(f"no such part {which!r}: inputs, lattice or template")
-    ref = refs[which]
-    found = await store.blob_sources([ref] if ref else [])
-    if not ref or ref not in found:
-        raise NodeNotFound(f"dispatch {dispatch_id} has no {which} stored")
-    return found[ref]
-
-
-async def read_node(store: DispatchStore, dispatch_id: str, node_id: int) -> NodeRecord:
-    nodes = await store.get_nodes(check_id(dispatch_id))
-    if not nodes and await store.get_status(dispatch_id) is None:
-        raise DispatchNotFound(dispatch_id)
-    if not 0 <= node_id < len(nodes):
-        raise NodeNotFound(f"dispatch {dispatch_id} has no node {node_id}")
-    return nodes[node_id]
+    done = {n.node_id: n for n in nodes if n.status == Status.COMPLETED and n.output_ref
+            and n.kind not in GATHER_KINDS}
+    preset = stored_parameters(graph, stored, row.start_time or now_iso())
+    preset.update(await presets(store, done))
+    if not epoch:
+        await store.reset_nodes(dispatch_id, [n.node_id for n in nodes
+                                              if n.status == Status.RUNNING])
+    root = row if row.root_dispatch_id == dispatch_id else await store.get_dispatch(row.root_dispatch_id)
+    # Nodes that failed or were cancelled before the restart stay so (their descendants
+    # never run); the rest runs to its end, then the dispatch ends as it would have.
+    failed = {n.node_id: n.error or "failed" for n in nodes if n.status == Status.FAILED}
+    cancelled = [n.node_id for n in nodes if n.status == Status.CANCELLED]
+    await runner.submit(dispatch_id, graph, preset, (root or row).start_time or "",
+                        failed=failed, cancelled=cancelled, epoch=epoch, takeover=epoch > 0)
+    return True
 
 
 async def cancel(store: DispatchStore, runner: Runner, dispatch_id: str,
@@ -449,6 +330,13 @@ async def cancel(store: DispatchStore, runner: Runner, dispatch_id: str,
         raise NodeNotFound(f"dispatch {dispatch_id} has no nodes {bad}")
     if dispatch_id in runner.runs:
         cancelled = await runner.cancel(dispatch_id, task_ids or None)
+    elif runner.notices is not None:  # replicas: the one running it cancels it
+        done = await runner.notices.request_cancel(dispatch_id, task_ids)
+        cancelled = [n.node_id for n in await store.get_nodes(dispatch_id)
+                     if n.status == Status.CANCELLED] if done else []
+        return {"message": f"Cancel of dispatch {dispatch_id} " + (
+            "carried out by the replica running it." if done else
+            "recorded; the replica that runs it carries it out."), "cancelled": cancelled}
     else:  # RUNNING on disk, not resumed yet (resume runs in the background): cancel the record
         row = await store.get_dispatch(dispatch_id)
         assert row is not None

@@ -10,7 +10,8 @@ the errors Dask itself raised: a worker killed too often, no worker with the res
 stuck past its time limit), a submission failed (``SubmitFailed``), a cancel was asked for
 (``CancelRequested``), and which released nodes still run on a worker (``RunningElsewhere``).
 Instructions: ``Record`` store updates, ``Cancel`` nodes on the cluster, ``FindRunning``,
-``Submit`` what is left to run, ``Finish`` with the dispatch's final record.
+``Submit`` what is left to run, ``Finish`` with the dispatch's final record (both kinds of
+records are in ``machine_io``).
 
 Node phases::
 
@@ -35,17 +36,21 @@ RUNNING node.
 from __future__ import annotations
 
 import enum
-from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
-from typing import Any
+from collections.abc import Iterable, Mapping
 
 from covalent.wire import GATHER_KINDS, PARAMETER_PREFIX, PREVIEW_LIMIT, NodeKind, WorkflowGraph
 
 from . import state
 from .compile import Preset
 from .gathering import gather_update
+from .machine_io import (Cancel, CancelRequested, Event, FindRunning, Finish, FuturesDone,
+                         Instruction, NodeEnded, NodeStarted, Record, RunningElsewhere, Submit,
+                         SubmitFailed, Update, ended_event)
 
-Update = state.NodeUpdate | state.DispatchUpdate
+__all__ = ["DispatchMachine", "MAX_IDLE_ROUNDS", "OPEN", "Phase", "Cancel", "CancelRequested",
+           "Event", "FindRunning", "Finish", "FuturesDone", "Instruction", "NodeEnded",
+           "NodeStarted", "Record", "RunningElsewhere", "Submit", "SubmitFailed", "Update",
+           "ended_event"]  # the events and instructions: machine_io
 MAX_IDLE_ROUNDS = 3  # submissions in a row that changed nothing before the rest is failed
 
 
@@ -59,115 +64,6 @@ class Phase(enum.IntEnum):
 
 
 OPEN = (Phase.WAITING, Phase.RUNNING)
-
-
-# -- events --------------------------------------------------------------------------------
-
-@dataclass(frozen=True, slots=True)
-class NodeStarted:
-    node: int
-    stamp: str
-    worker: str | None = None  # its address, for the UI's timeline
-
-
-@dataclass(frozen=True, slots=True)
-class NodeEnded:
-    """A worker's outcome event: ``status`` COMPLETED, FAILED or RETRYING (a failed attempt
-    its executor's retries run again)."""
-
-    node: int
-    status: str
-    start: str
-    end: str
-    attempts: int = 1
-    stdout: str = ""
-    stderr: str = ""
-    preview: str | None = None
-    data: bytes | None = None
-    ref: str | None = None
-    size: int | None = None
-    error: str = ""  # FAILED / RETRYING: "Type: message"
-    detail: str = ""  # FAILED: the traceback shown as the node's error
-    worker: str | None = None  # the worker that ran it
-
-
-@dataclass(frozen=True, slots=True)
-class FuturesDone:
-    """Every future of submission ``generation`` ended; ``erred`` maps nodes to the errors
-    Dask raised for them; ``internal`` is the dispatcher's own failure to wait, if any."""
-
-    generation: int
-    stamp: str
-    erred: Mapping[int, str] = field(default_factory=dict)
-    internal: str = ""
-
-
-@dataclass(frozen=True, slots=True)
-class SubmitFailed:
-    generation: int
-    reason: str
-    stamp: str
-    nodes: Mapping[int, str] = field(default_factory=dict)  # node -> its own error
-
-
-@dataclass(frozen=True, slots=True)
-class CancelRequested:
-    nodes: Sequence[int] | None  # None: the whole dispatch
-    stamp: str
-
-
-@dataclass(frozen=True, slots=True)
-class RunningElsewhere:
-    """The answer to ``FindRunning`` of ``generation``: which of its nodes a worker still
-    runs (or ran a moment ago, its outcome on the way)."""
-
-    generation: int
-    nodes: frozenset[int]
-    stamp: str
-
-
-Event = NodeStarted | NodeEnded | FuturesDone | SubmitFailed | CancelRequested | RunningElsewhere
-
-
-# -- instructions ----------------------------------------------------------------------------
-
-@dataclass(frozen=True, slots=True)
-class Record:
-    updates: list[Update]
-
-
-@dataclass(frozen=True, slots=True)
-class Cancel:
-    """Stop ``nodes`` on the cluster (interrupt them, kill what they started, never start
-    them, drop their futures); ``whole``: the dispatch ended, drop all its futures."""
-
-    nodes: list[int]
-    whole: bool
-
-
-@dataclass(frozen=True, slots=True)
-class FindRunning:
-    """Ask the workers which of ``nodes`` they still run; answer with ``RunningElsewhere``."""
-
-    generation: int
-    nodes: list[int]
-    delay: float  # seconds to wait before asking (0: now)
-
-
-@dataclass(frozen=True, slots=True)
-class Submit:
-    """Compile and submit ``nodes`` (the rest: completed ones by their stored outputs)."""
-
-    generation: int
-    nodes: frozenset[int]
-
-
-@dataclass(frozen=True, slots=True)
-class Finish:
-    update: state.DispatchUpdate
-
-
-Instruction = Record | Cancel | FindRunning | Submit | Finish
 
 
 class DispatchMachine:
@@ -297,8 +193,9 @@ class DispatchMachine:
 
     # -- starting ------------------------------------------------------------------------------
 
-    def start(self, stamp: str) -> list[Instruction]:
-        """What is known before anything runs, and the first submission."""
+    def start(self, stamp: str, find_running: bool = False) -> list[Instruction]:
+        """What is known before anything runs, and the first submission; ``find_running`` (a
+        replica taking the dispatch over): first ask which open nodes still run on the cluster."""
         updates: list[Update] = [state.dispatch_started(self.dispatch_id, stamp)]
         for node_id, k in self.known.items():
             updates.append(state.node_completed(self.dispatch_id, node_id, k.inline, k.start, k.end,
@@ -325,7 +222,7 @@ class DispatchMachine:
             if waiting == 0 and self.phase[g] is Phase.WAITING:
                 updates += self._gathered(g, stamp)
         out: list[Instruction] = [Record(updates)]
-        return out + self._settle(stamp, asked=True)
+        return out + self._settle(stamp, asked=not find_running)
 
     # -- events --------------------------------------------------------------------------------
 
@@ -526,16 +423,3 @@ class DispatchMachine:
                 self.phase[i] = Phase.CANCELLED
                 updates.append(state.node_cancelled(self.dispatch_id, i, stamp))
         return [Record(updates), Finish(self.final)]
-
-
-def ended_event(msg: Mapping[str, Any]) -> NodeEnded:
-    """A worker's outcome event (``dispatcher.protocol``) as a ``NodeEnded``."""
-    status = msg["s"]
-    worker = msg.get("worker")  # the scheduler adds the reporting worker's address
-    if status == "COMPLETED":
-        return NodeEnded(int(msg["n"]), status, msg["t0"], msg["t1"], int(msg.get("a", 1)),
-                         msg["out"], msg["err"], msg.get("pv"), msg.get("data"), msg.get("ref"),
-                         msg.get("size"), worker=worker)
-    return NodeEnded(int(msg["n"]), status, msg["t0"], msg["t1"], int(msg.get("a", 1)),
-                     msg.get("out", ""), msg.get("err", ""),
-                     error=f"{msg['et']}: {msg['msg']}", detail=msg.get("tb") or "", worker=worker)

@@ -28,11 +28,15 @@ the completion reached the scheduler, and Dask runs the node again (its output, 
 its content address, is written again or found). The scheduler dies with outcomes in the relay's
 buffer: the cluster is gone with them, as the Dask futures are; the dispatch stays RUNNING and is
 resumed, as after any scheduler loss. The dispatcher dies: outcomes relayed to it are lost
-unless recorded; its RUNNING nodes run again when it resumes the dispatch, as before.
+unless recorded; its RUNNING nodes run again when it resumes the dispatch, as before. With
+replicas on a shared scheduler, each relayed batch also stays in the scheduler's event log
+(``BATCH_TOPIC``, as long as its ``low-level-log-length`` keeps it), so a replica taking a
+dispatch over records what the dead one was sent or would have been sent (``Runner._replay``).
 
 Dask's private API used here (``tests/dispatcher/test_outcomes.py`` fails if it changes): the
 worker's ``TaskState.metadata`` (sent in ``TaskFinishedMsg.metadata``), the scheduler's
-``stream_handlers["task-finished"]``, ``client_comms`` and its event broker's subscribers.
+``stream_handlers["task-finished"]``, ``client_comms`` and its event broker's topics (their
+subscribers and kept events).
 """
 
 from __future__ import annotations
@@ -42,6 +46,7 @@ from collections.abc import Callable
 from typing import Any
 
 from distributed.diagnostics.plugin import SchedulerPlugin, WorkerPlugin
+from distributed.metrics import time
 
 from .protocol import OUTCOME_TOPIC, START_TOPIC, pack_outcome
 
@@ -192,7 +197,11 @@ class OutcomeRelay(SchedulerPlugin):
         if not self.buffer:
             return
         batch, self.buffer = self.buffer, []
-        msg = {"op": "event", "topic": BATCH_TOPIC, "event": (0.0, batch)}
+        event = (time(), batch)
+        # Kept in the scheduler's event log as well (bounded by its low-level-log-length): a
+        # replica taking over a dispatch reads there what was relayed while nobody listened.
+        self.scheduler._broker._topics[BATCH_TOPIC].publish(event)
+        msg = {"op": "event", "topic": BATCH_TOPIC, "event": event}
         for comm in self._subscribers():
             self._guard(comm)
             try:

@@ -52,6 +52,7 @@ class Recorder:
         self._ended: list[str] = []
         self._dirty = asyncio.Event()
         self._writer: asyncio.Task[None] | None = None
+        self._writing = asyncio.Lock()  # one batch in flight: a flush waits for it to commit
         self._subscribers: list[Subscriber] = []
         self._waiters: dict[str, set[asyncio.Event]] = {}
         self.closing = False
@@ -97,7 +98,8 @@ class Recorder:
         self.record(update)
 
     async def flush(self) -> None:
-        """Commit everything recorded so far."""
+        """Commit everything recorded so far: the batch the writer may have on its way too (a
+        read after ``flush`` sees every update recorded before it, or ``flush`` raises)."""
         await self._flush()
 
     def subscribe(self, fn: Subscriber) -> Callable[[], None]:
@@ -115,6 +117,11 @@ class Recorder:
             ev.set()
         self._waiters.setdefault(dispatch_id, set()).add(ev)
         return ev
+
+    def wake(self, dispatch_id: str) -> None:
+        """Another replica committed the dispatch's final status: its waiters here read it."""
+        for ev in self._waiters.get(dispatch_id, ()):
+            ev.set()
 
     def release(self, dispatch_id: str, ev: asyncio.Event) -> None:
         waiters = self._waiters.get(dispatch_id)
@@ -136,6 +143,10 @@ class Recorder:
                 self._dirty.set()
 
     async def _flush(self) -> None:
+        async with self._writing:
+            await self._flush_queued()
+
+    async def _flush_queued(self) -> None:
         nodes, dispatches, ended = self._nodes, self._dispatches, self._ended
         self._nodes, self._dispatches, self._ended = [], [], []
         if not (nodes or dispatches):
@@ -262,3 +273,12 @@ def _shed(text: str | None, stream: str) -> str | None:
     if not text or len(text) <= 200:
         return text
     return f"[{len(text)} characters of {stream} not stored: the dispatcher's store is full]"
+
+
+async def dispatch_ended(recorder: Recorder, dispatch_id: str) -> None:
+    """Return once the dispatch's final status is committed (or the server stops)."""
+    ev = recorder.waiter(dispatch_id)
+    try:
+        await ev.wait()
+    finally:
+        recorder.release(dispatch_id, ev)

@@ -20,7 +20,7 @@ from aiohttp import web
 
 from covalent import wire
 
-from . import dispatches, procinfo, transfer
+from . import dispatches, procinfo, reads, transfer
 from .errors import (DispatcherError, InvalidRequest, NodeNotFound, PayloadTooLarge, StoreError,
                      Unavailable, is_disk_error)
 from .authz import owner_filter, owner_of_visible, visible_ids
@@ -235,9 +235,9 @@ async def get_result(request: web.Request) -> web.StreamResponse:
     app = request.app
     dispatch_id = _id(request)
     wait = _float_query(request, "wait", 0, app[SETTINGS].long_poll_max_s)
-    await dispatches.read_status(app[STORE], app[RECORDER], dispatch_id, wait)
+    await reads.read_status(app[STORE], app[RECORDER], dispatch_id, wait)
     results_dir = str(app[SETTINGS].data_dir / "results" / dispatch_id)
-    header, blobs = await dispatches.read_result(app[STORE], dispatch_id, results_dir,
+    header, blobs = await reads.read_result(app[STORE], dispatch_id, results_dir,
                                                  request.query.get("parts", "result"))
     return await transfer.stream_frame(request, header, blobs)
 
@@ -246,7 +246,7 @@ async def get_result(request: web.Request) -> web.StreamResponse:
 async def get_output(request: web.Request) -> web.StreamResponse:
     """One node's pickled output, streamed; a gathering node answers how it is made of its
     parts (JSON: ``{"gather": {...}}``), since it is stored as nothing but that."""
-    node = await dispatches.read_node(request.app[STORE], _id(request), _node_id(request))
+    node = await reads.read_node(request.app[STORE], _id(request), _node_id(request))
     if node.gather_spec is not None:
         return web.json_response({"gather": node.gather_spec})
     if node.output_ref is None:
@@ -264,14 +264,14 @@ async def get_outputs(request: web.Request) -> web.StreamResponse:
     ids = body.get("nodes")
     if not isinstance(ids, list) or not all(type(i) is int for i in ids) or len(ids) > 1_000_000:
         raise InvalidRequest("nodes must be a list of node ids (integers)")
-    header, blobs = await dispatches.output_sources(request.app[STORE], _id(request), ids)
+    header, blobs = await reads.output_sources(request.app[STORE], _id(request), ids)
     return await transfer.stream_frame(request, header, blobs)
 
 
 @routes.get(wire.API + "/dispatches/{dispatch_id}/{part:inputs|lattice|template}")
 async def get_part(request: web.Request) -> web.StreamResponse:
     """The dispatch's pickled inputs, lattice or return template (only clients unpickle them)."""
-    source = await dispatches.dispatch_blob(request.app[STORE], _id(request),
+    source = await reads.dispatch_blob(request.app[STORE], _id(request),
                                             request.match_info["part"])
     return await transfer.stream_blob(request, source)
 
@@ -281,7 +281,7 @@ async def get_status(request: web.Request) -> web.Response:
     app = request.app
     dispatch_id = _id(request)
     wait = _float_query(request, "wait", 0, app[SETTINGS].long_poll_max_s)
-    status = await dispatches.read_status(app[STORE], app[RECORDER], dispatch_id, wait)
+    status = await reads.read_status(app[STORE], app[RECORDER], dispatch_id, wait)
     return web.json_response({"dispatch_id": dispatch_id, "status": str(status)})
 
 
@@ -294,7 +294,7 @@ def _node_id(request: web.Request) -> int:
 
 @routes.get(wire.API + "/dispatches/{dispatch_id}/nodes/{node_id}")
 async def get_node(request: web.Request) -> web.Response:
-    node = await dispatches.read_node(request.app[STORE], _id(request), _node_id(request))
+    node = await reads.read_node(request.app[STORE], _id(request), _node_id(request))
     return web.json_response(node.to_json())
 
 

@@ -28,69 +28,41 @@ import logging
 import time
 import uuid
 from collections.abc import Mapping
-from dataclasses import dataclass, field
-from datetime import datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from distributed import Client, Future
 from distributed.client import FutureCancelledError
 
 from covalent.wire import WorkflowGraph
 
+from . import state
 from .compile import Compiled, Preset, compile_graph
 from .dask_graph import cancel as cancel_futures
 from .dask_graph import dask_error_message, live_keys, submit_graph, wait_all
-from .errors import IncompatibleClient, UnknownExecutor
+from .errors import UnknownExecutor
 from .executors import ExecutorTable
 from .machine import (Cancel, CancelRequested, DispatchMachine, Event, FindRunning, Finish,
                       FuturesDone, Instruction, NodeStarted, Record, RunningElsewhere, Submit,
                       SubmitFailed, ended_event)
 from .offload import off_loop
-from .outcomes import OutcomeRelay, listen
-from .protocol import (OUTCOME_TOPIC, START_TOPIC, NodeTaskError, now_iso, runtime_versions,
-                       unpack_outcome)
-from .recorder import Recorder
+from .outcomes import BATCH_TOPIC, OutcomeRelay, listen
+from .protocol import OUTCOME_TOPIC, START_TOPIC, NodeTaskError, now_iso, unpack_outcome
+from .recorder import Recorder, dispatch_ended
 from .reuse import presets
+from .runs import Key, Run, release, submission_priority
+from .store.leases import dispatch_resource
+from .versions import WorkerVersions
 from .worker.contact import WorkerContext
 from .worker.interrupts import CancelledNodes, fence_nodes
 
+if TYPE_CHECKING:
+    from .notices import Notices
+    from .replica import Replica
+
 log = logging.getLogger("covalent.dispatcher")
 
-VERSIONS_TTL_S = 30.0  # how long the workers' Python/cloudpickle versions are trusted
 CANCELLED_KEPT_S = 600.0  # how long workers keep refusing the nodes of a dispatch that ended
-Key = tuple[str, int]
-
-
-def submission_priority(started: str) -> int:
-    """Dask user priority of a dispatch's tasks: earlier start, higher priority.
-
-    >>> submission_priority("2026-01-01T00:00:00+00:00") > submission_priority("2026-01-01T00:00:01+00:00")
-    True
-    """
-    if not started:
-        return 0
-    return -int(datetime.fromisoformat(started).timestamp() * 1_000_000)
-
-
-def _minor(version: str) -> str:
-    return ".".join(version.split(".")[:2])
-
-
-@dataclass(eq=False)
-class Run:
-    """What the runner holds for one running dispatch: its machine and its Dask futures."""
-
-    machine: DispatchMachine
-    priority: int
-    known: dict[int, Preset]  # outputs known at submit (reused, large parameters, resumed)
-    by_key: dict[Key, int] = field(default_factory=dict)  # every submission's task keys
-    futures: dict[int, Future[Any]] = field(default_factory=dict)  # the current submission's sinks
-    waiter: asyncio.Task[None] | None = None
-    held: list[Any] = field(default_factory=list)  # first updates, recorded once submitted
-
-    @property
-    def dispatch_id(self) -> str:
-        return self.machine.dispatch_id
+TAKEOVER_ROUNDS = 1 << 20  # generations a tenure may use: the next one's start above them
 
 
 class Runner:
@@ -113,11 +85,13 @@ class Runner:
         self._inbox: collections.deque[tuple[str, Any]] = collections.deque()
         self._wake = asyncio.Event()
         self._drainer: asyncio.Task[None] | None = None
-        self._versions: tuple[float, dict[str, dict[str, str]]] | None = None
+        self.versions = WorkerVersions(client)
         self._background: set[asyncio.Task[None]] = set()
         # dispatch -> cancelled nodes (None: all), told to every worker; ended ones expire
         self._cancelled: dict[str, tuple[set[int] | None, float]] = {}
         self._cancel_lock = asyncio.Lock()
+        self.replica: Replica | None = None  # replicas on one database (issue #26)
+        self.notices: Notices | None = None  # ... and what they tell each other
 
     async def start(self) -> None:
         await listen(self.client, self.scheduler, self._deliver, self._deliver_batch)
@@ -147,57 +121,35 @@ class Runner:
             self.scheduler.remove_plugin(name=OutcomeRelay.name)
 
     async def check_client(self, versions: Any) -> None:
-        """Refuse a client whose pickles the workers could not load (Python or cloudpickle
-        major.minor differ); a client that does not say (curl) is not checked."""
-        if not isinstance(versions, dict):
-            return
-        workers = await self._worker_versions()
-        problems = []
-        for name in ("python", "cloudpickle"):
-            mine = versions.get(name)
-            if not isinstance(mine, str):
-                continue
-            theirs = sorted({v[name] for v in workers.values()
-                             if v.get(name) and _minor(v[name]) != _minor(mine)})
-            if theirs:
-                problems.append(f"{name} {mine} here, {', '.join(theirs)} on the workers")
-        if problems:
-            raise IncompatibleClient(
-                "the Dask workers could not load what this client pickles ("
-                + "; ".join(problems) + "): use the same Python and cloudpickle versions")
-
-    async def _worker_versions(self) -> dict[str, dict[str, str]]:
-        now = asyncio.get_running_loop().time()
-        if self._versions is None or now - self._versions[0] > VERSIONS_TTL_S:
-            try:
-                found = await asyncio.wait_for(self.client.run(runtime_versions), 10)
-            except Exception as exc:  # no workers reachable: the run itself will say so
-                log.warning("could not ask the workers for their versions: %s", exc)
-                return {}
-            self._versions = (now, dict(found))
-        return self._versions[1]
+        """Refuse a client whose pickles the workers could not load (``versions``)."""
+        await self.versions.check(versions)
 
     # -- starting a dispatch -------------------------------------------------------------------
 
     async def submit(self, dispatch_id: str, graph: WorkflowGraph, preset: dict[int, Preset],
                      started: str = "", failed: Mapping[int, str] | None = None,
-                     cancelled: list[int] | None = None) -> None:
+                     cancelled: list[int] | None = None, epoch: int = 0,
+                     takeover: bool = False) -> None:
         """Start running a stored dispatch: its machine, then its first submission.
 
         ``preset`` holds outputs known already; ``failed``/``cancelled`` nodes that ended so
         before a restart. ``started`` (ISO time its root dispatch started) orders the tasks of
         concurrent dispatches: earlier ones run first, so a burst of later dispatches never
         starves them. Never leaves a dispatch RUNNING without a machine: a failure to submit
-        is recorded FAILED with the reason.
+        is recorded FAILED with the reason. ``epoch``: the tenure of the lease held on it
+        (replicas); ``takeover``: another replica ran it, so its submissions get generations
+        above any of that replica's, and what still runs on the cluster is found, not re-run.
         """
         def build() -> tuple[DispatchMachine, list[Instruction]]:
             # Off the loop: planning 100,000 nodes takes a while (issue #13).
             m = DispatchMachine(dispatch_id, graph, known=preset, failed=failed,
                                 cancelled=cancelled or (), cancel_requested=bool(cancelled))
-            return m, m.start(now_iso())
+            m.generation = (epoch - 1) * TAKEOVER_ROUNDS if takeover else 0
+            return m, m.start(now_iso(), find_running=takeover)
 
         machine, first = await off_loop(len(graph.nodes), build)
-        run = Run(machine, submission_priority(started), dict(preset))
+        run = Run(machine, submission_priority(started), dict(preset), epoch=epoch,
+                  replay=takeover)
         self.runs[dispatch_id] = run
         if any(isinstance(i, Submit) for i in first):
             # What is known before anything runs (a record per parameter: 100,000 for a large
@@ -235,6 +187,9 @@ class Runner:
         """Carry out a machine's instructions; the submission they start, if any (the rest
         runs in the background, never holding the inbox)."""
         submitting: asyncio.Future[None] | None = None
+        if run.epoch and not self.holds(run.dispatch_id, run.epoch):
+            self.lose(run.dispatch_id)  # another replica may run it now: act on nothing
+            return None
         for ins in instructions:
             if isinstance(ins, Record):
                 self._record(run, ins.updates)
@@ -257,6 +212,21 @@ class Runner:
             held, run.held = run.held, []
             self.recorder.record(*held)
         self.recorder.record(*updates)
+
+    def holds(self, dispatch_id: str, epoch: int) -> bool:
+        """This runner still holds the lease on ``dispatch_id`` at ``epoch`` (replicas)."""
+        return self.replica is None or self.replica.epoch(dispatch_resource(dispatch_id)) == epoch
+
+    def lose(self, dispatch_id: str) -> None:
+        """The lease is gone: let its futures go (cancel nothing: the next owner finds them)."""
+        run = self.runs.pop(dispatch_id, None)
+        if run is None:
+            return
+        if run.waiter is not None and not run.waiter.done():
+            run.waiter.cancel()
+        sinks = list(run.futures.values())
+        run.futures.clear()
+        self._spawn(release(sinks))
 
     def _spawn(self, coro: Any) -> asyncio.Future[None]:
         task: asyncio.Task[None] = asyncio.ensure_future(coro)
@@ -390,6 +360,9 @@ class Runner:
         if ins.delay:
             await asyncio.sleep(ins.delay)
         found: set[int] = set()
+        if run.replay:
+            run.replay = False
+            await self._replay(run)
         try:
             keys = [k for k, i in run.by_key.items() if i in set(ins.nodes)]
             live = await self._live_keys(keys)
@@ -406,6 +379,22 @@ class Runner:
         self._deliver("running", (run.dispatch_id, RunningElsewhere(ins.generation,
                                                                     frozenset(found), now_iso())))
 
+    async def _replay(self, run: Run) -> None:
+        """Taken over: the start and outcome events the scheduler kept for this dispatch (the
+        relay's batches included), queued before the answer of ``_find_running`` (nodes that
+        ended while no replica listened are recorded, not re-run; one recorded already changes
+        nothing)."""
+        for topic in (START_TOPIC, OUTCOME_TOPIC, BATCH_TOPIC):
+            try:
+                events = await asyncio.wait_for(self.client.get_events(topic), 30)
+            except Exception as exc:  # what is not heard of runs again
+                log.warning("could not read the scheduler's %s events: %s", topic, exc)
+                continue
+            for _, msg in events:
+                for one in (msg if topic == BATCH_TOPIC and isinstance(msg, list) else [msg]):
+                    if _of_dispatch(topic, one) == run.dispatch_id:
+                        self._deliver(START_TOPIC if topic == START_TOPIC else OUTCOME_TOPIC, one)
+
     async def _live_keys(self, keys: list[Key]) -> list[Key]:
         """The keys the scheduler still means to run or keep (a cancel it has not processed)."""
         if self.scheduler is not None:
@@ -418,11 +407,21 @@ class Runner:
         self._record(run, [])
         self.recorder.ended(ins.update)
         self.runs.pop(run.dispatch_id, None)
+        if run.epoch and self.replica is not None:
+            self._spawn(self._let_go(run.dispatch_id))
         if run.waiter is not None and not run.waiter.done():
             run.waiter.cancel()
         sinks = list(run.futures.values())
         run.futures.clear()
-        self._spawn(_release(sinks))
+        self._spawn(release(sinks))
+
+    async def _let_go(self, dispatch_id: str) -> None:
+        """Release a finished dispatch's lease once its final status is committed (renewed
+        until then: a final write that fails leaves it RUNNING, for a replica to resume)."""
+        assert self.replica is not None
+        await dispatch_ended(self.recorder, dispatch_id)
+        if state.is_terminal(await self.recorder.store.get_status(dispatch_id) or state.PENDING):
+            await self.replica.release(dispatch_resource(dispatch_id))
 
     # -- what the workers report ---------------------------------------------------------------
 
@@ -471,8 +470,9 @@ class Runner:
         self._carry_out(run, run.machine.handle(event))
 
 
-async def _release(futures: list[Future[Any]]) -> None:
-    """Let go of futures in slices (releasing one sends a message per key)."""
-    while futures:
-        del futures[-1000:]
-        await asyncio.sleep(0)
+def _of_dispatch(topic: str, msg: Any) -> str | None:
+    """The dispatch a kept start or (packed) outcome event belongs to; None if it is not one."""
+    try:
+        return str((msg if topic == START_TOPIC else unpack_outcome(msg))["d"])
+    except Exception:  # another program's event on a shared scheduler
+        return None

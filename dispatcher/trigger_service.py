@@ -12,7 +12,7 @@ import base64
 import binascii
 import json
 import uuid
-from typing import Any
+from typing import TYPE_CHECKING, Any, cast
 
 from triggers import Observed, TriggerSupervisor
 
@@ -21,8 +21,13 @@ from .errors import DispatchNotFound, InvalidRequest, TriggerNotFound
 from .protocol import now_iso
 from .runner import Runner
 from .state import PENDING
-from .store import DispatchStore, TriggerRecord
+from .store import DispatchStore, SqlStore, TriggerRecord
+from .store.leases import fenced, trigger_resource
+from .store.sql import Db
 from .users import BUILTIN, User, may_see
+
+if TYPE_CHECKING:
+    from .replica import Replica
 
 
 class TriggerService:
@@ -33,8 +38,17 @@ class TriggerService:
         self.runner = runner
         self.supervisor = TriggerSupervisor(self.fire, self.persist)
         self.fired = 0  # fires since the server started (/metrics)
+        self.replica: Replica | None = None  # replicas: a trigger is observed where it is leased
 
-    async def fire(self, dispatch_id: str) -> str:
+    async def fire(self, dispatch_id: str, trigger_id: str = "", number: int = 0) -> str:
+        """Fire ``number`` of a trigger: the id of the dispatch it started. Replicas: each
+        fire number is recorded once, under the trigger's lease (``trigger_fires``); one a
+        replica that lost the lease fired already is not fired again."""
+        new_id = None
+        if self.replica is not None and trigger_id:
+            new_id = await self._claim(trigger_id, number)
+            if new_id is None or not new_id[1]:
+                return new_id[0] if new_id else dispatch_id
         self.fired += 1
         row = await self.store.get_dispatch(dispatch_id)
         if row is None:
@@ -42,7 +56,31 @@ class TriggerService:
         if row.status == PENDING and await dispatches.start_pending(
                 self.store, self.runner, dispatch_id):
             return dispatch_id
-        return await dispatches.clone(self.store, self.runner, row)
+        return await dispatches.clone(self.store, self.runner, row,
+                                      new_id[0] if new_id else None)
+
+    async def _claim(self, trigger_id: str, number: int) -> tuple[str, bool] | None:
+        """(dispatch id of fire ``number``, claimed now); None if the lease is gone."""
+        assert self.replica is not None
+        resource = trigger_resource(trigger_id)
+        held = self.replica.owner_epoch(resource)
+        if held is None:
+            self.drop(trigger_id)
+            return None
+        new_id = str(uuid.uuid5(uuid.NAMESPACE_URL, f"covalent-trigger:{trigger_id}/{number}"))
+        sql, args = fenced("INSERT INTO trigger_fires(trigger_id, tick, dispatch_id, fired_at)"
+                           " SELECT ?, ?, ?, ? WHERE TRUE", [trigger_id, str(number), new_id,
+                                                             now_iso()], resource, *held)
+
+        def claim(db: Db) -> int:
+            return int(db.execute(sql + " ON CONFLICT DO NOTHING", args).rowcount)
+
+        if await cast(SqlStore, self.store)._write(claim):
+            return new_id, True
+        if self.replica.owner_epoch(resource) is None:
+            self.drop(trigger_id)
+            return None
+        return new_id, False  # fired already, by the replica that held it before
 
     async def persist(self, obs: Observed) -> None:
         spec = json.dumps(obs.current_spec())
@@ -69,6 +107,8 @@ class TriggerService:
         spec["lattice_dispatch_id"] = target
         trigger_id = str(uuid.uuid4())
         name = str(spec.get("name") or "trigger")[:200]
+        if self.replica is not None:  # observed here: leased before anyone can see it
+            await self.replica.acquire(trigger_resource(trigger_id))
         await self.store.add_trigger(TriggerRecord(trigger_id, target, name, json.dumps(spec),
                                                    pickled, True, 0, "", now_iso(), owner))
         try:
@@ -82,6 +122,22 @@ class TriggerService:
             await self.store.delete_trigger(trigger_id)
             raise InvalidRequest(f"the trigger cannot observe: {failure}")
         return trigger_id
+
+    async def take(self, trigger_id: str, epoch: int) -> None:
+        """Replicas: observe a trigger whose lease this replica took (another one stopped)."""
+        row = next((r for r in await self.store.active_triggers() if r.trigger_id == trigger_id),
+                   None)
+        if row is None or trigger_id in self.supervisor.observed:
+            return
+        obs = self.supervisor.start(row.trigger_id, row.dispatch_id, row.spec, row.pickled,
+                                    row.fire_count)
+        await self.supervisor.wait_observing(obs)
+
+    def drop(self, trigger_id: str) -> None:
+        """Replicas: the lease is gone; stop observing here, leaving the trigger active."""
+        obs = self.supervisor.observed.pop(trigger_id, None)
+        if obs is not None:
+            obs.stopped.set()
 
     async def restore(self) -> int:
         """Observe again every trigger that was active when the server stopped."""

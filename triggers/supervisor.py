@@ -27,7 +27,7 @@ from .registry import from_dict, observe
 
 log = logging.getLogger("covalent.triggers")
 
-Fire = Callable[[str], Awaitable[str]]
+Fire = Callable[[str, str, int], Awaitable[str]]  # (dispatch id, trigger id, fire number)
 READY_TIMEOUT_S = 20.0
 
 
@@ -133,7 +133,7 @@ class TriggerSupervisor:
     async def _fire_once(self, obs: Observed) -> str | None:
         if obs.stopped.is_set():
             return None
-        new_id = await self._fire(obs.dispatch_id)
+        new_id = await self._fire(obs.dispatch_id, obs.trigger_id, obs.fire_count + 1)
         obs.fire_count += 1
         obs.last_fired = datetime.now(UTC).isoformat()
         if new_id != obs.dispatch_id:

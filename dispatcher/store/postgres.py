@@ -13,9 +13,8 @@ autocommit). The driver's errors leave as the protocol's: every connection taken
 disk ``StoreFull``. A transaction that failed was rolled back: the caller (the recorder, or a
 client through 503 + Retry-After) sends it again, so nothing acknowledged is lost.
 
-One dispatcher per database (until issue #26 brings leases): the server holds the session
-advisory lock ``OWNER_LOCK`` on a connection of its own for its whole life, and a second
-server on the same database is refused at start.
+Several dispatchers (replicas) may share one database: each running dispatch and active
+trigger is acted on by the replica holding its lease (``leases``, ``dispatcher.replica``).
 """
 
 from __future__ import annotations
@@ -25,9 +24,6 @@ import contextlib
 import errno
 import functools
 import logging
-import os
-import select
-import threading
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -56,7 +52,6 @@ POSTGRES = Dialect(
            "name": "lower(name)", "status": "status",
            "runtime": "(COALESCE(end_time::timestamptz, now()) - start_time::timestamptz)"})
 
-OWNER_LOCK = 0x636F76_01  # session lock: the one dispatcher using this database
 MIGRATE_LOCK = 0x636F76_02  # transaction lock: one migration at a time
 BLOB_LOCK = 0x636F76_03  # shared by writers naming blobs, exclusive while unused ones go
 # Few connections: the dispatcher is one process (one GIL), and every busy connection is a
@@ -129,7 +124,6 @@ class PostgresStore(SqlStore):
         # after pool_timeout with StoreBusy) rather than queue unseen behind the threads.
         self._executor = ThreadPoolExecutor(max_workers=self.pool_max + 4,
                                            thread_name_prefix="covalent-pg")
-        self._owner: _OwnerLock | None = None
 
     def describe(self) -> str:
         from . import redact
@@ -139,7 +133,7 @@ class PostgresStore(SqlStore):
     def connections(self) -> int:
         if self.pool is None:
             return 0
-        return int(self.pool.get_stats().get("pool_size", 0)) + 1  # + the owner's
+        return int(self.pool.get_stats().get("pool_size", 0))
 
     def _stored_version(self) -> int:
         """The database's schema version, read without writing."""
@@ -147,9 +141,7 @@ class PostgresStore(SqlStore):
             return schema.current_version(PgDb(conn), POSTGRES)
 
     def _open(self) -> None:
-        self._owner = _OwnerLock(self.conninfo, self.describe())
         try:
-            self._owner.acquire()
             self.pool = ConnectionPool(
                 self.conninfo, min_size=1, max_size=self.pool_max, timeout=self.pool_timeout,
                 open=False, check=ConnectionPool.check_connection, configure=self._configure,
@@ -183,9 +175,6 @@ class PostgresStore(SqlStore):
         if self.pool is not None:
             self.pool.close()
             self.pool = None
-        if self._owner is not None:
-            self._owner.release()
-            self._owner = None
 
     # -- running SQL on pooled connections -------------------------------------------------
 
@@ -276,78 +265,6 @@ class PostgresStore(SqlStore):
                 "COPY nodes (dispatch_id, node_id, name, kind, status) FROM STDIN") as copy:
             for row in rows:
                 copy.write_row(_clean(row))
-
-
-class _OwnerLock:
-    """The session advisory lock that makes this server the database's one dispatcher, held
-    on a connection of its own. A thread sleeps on that connection's socket: when it breaks
-    (the database restarted), the thread takes the lock again as soon as the database answers."""
-
-    def __init__(self, conninfo: str, where: str) -> None:
-        self.conninfo = conninfo
-        self.where = where
-        self.conn: psycopg.Connection[Any] | None = None
-        self._wake_r, self._wake_w = os.pipe()
-        self._closing = False
-        self.thread: threading.Thread | None = None
-
-    def acquire(self) -> None:
-        if not self._take():
-            raise StoreError(f"another dispatcher is using {self.where}: one database serves one "
-                             "dispatcher (stop the other one, or give this one another database)")
-        self.thread = threading.Thread(target=self._keep, name="covalent-pg-owner", daemon=True)
-        self.thread.start()
-
-    def _take(self) -> bool:
-        conn = psycopg.connect(self.conninfo, autocommit=True, connect_timeout=10,
-                               application_name="covalent-dispatcher-owner")
-        row = conn.execute(f"SELECT pg_try_advisory_lock({OWNER_LOCK})").fetchone()
-        if not (row and row[0]):
-            conn.close()
-            return False
-        self.conn = conn
-        return True
-
-    def _keep(self) -> None:
-        taken_by_other = False
-        while not self._closing:
-            try:
-                if self.conn is not None:
-                    readable, _, _ = select.select([self.conn.fileno(), self._wake_r], [], [])
-                    if self._wake_r not in readable:
-                        self.conn.execute("SELECT 1")  # data, or the connection breaking
-                    continue
-                if self._take():
-                    log.info("holding %s again", self.where)
-                    taken_by_other = False
-                    continue
-                if not taken_by_other:
-                    log.error("%s is now used by another dispatcher (taken while the database "
-                              "could not be reached); stop one of them", self.where)
-                taken_by_other = True
-            except psycopg.Error as exc:
-                if self.conn is not None:
-                    log.warning("lost the connection holding %s (%s); taking it again", self.where,
-                                str(exc).strip() or type(exc).__name__)
-                self._drop()
-            select.select([self._wake_r], [], [], 1.0)  # the database is away: again in 1 s
-
-    def _drop(self) -> None:
-        if self.conn is not None:
-            try:
-                self.conn.close()
-            except psycopg.Error:
-                pass
-            self.conn = None
-
-    def release(self) -> None:
-        self._closing = True
-        os.write(self._wake_w, b"x")
-        if self.thread is not None:
-            self.thread.join(10)
-        self._drop()
-        os.close(self._wake_r)
-        os.close(self._wake_w)
 
 
 def _translated(pool_max: int, pool_timeout: float, fn: Callable[..., T], *args: Any) -> T:

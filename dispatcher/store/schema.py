@@ -8,12 +8,12 @@ refused before anything is written (``check_version``). A data dir from before s
 (commit 27c8847 and the versions after it) has tables but no ``schema_migrations``: version 0,
 and the first migrations are written to find what it already has.
 
-Room for what comes next (issue #26, several dispatchers sharing one PostgreSQL): a migration
-would add ``leases(dispatch_id PRIMARY KEY, owner, expires_at)`` (which replica runs each
-unfinished dispatch; a lease that expires is taken over), a plain ``CREATE TABLE`` in both
-dialects. The store's single-writer lock on PostgreSQL (``postgres.OWNER_LOCK``) is what the
-leases would replace. Migration 6 added users and owners (``users``, ``dispatches.owner``,
-``triggers.owner``).
+Migration 6 (issue #26) adds users and owners (``users``, ``dispatches.owner``,
+``triggers.owner``). Migration 7 (issue #26, several dispatchers sharing one PostgreSQL) adds
+``leases`` (which replica acts on each running dispatch and active trigger), ``trigger_fires``
+(each tick or event a trigger fired, once) and ``cancel_requests`` (a cancel received by a
+replica that does not run the dispatch, for the one that does). SQLite gets the tables too
+and never uses them (one process owns its file).
 """
 
 from __future__ import annotations
@@ -200,6 +200,21 @@ def _v6_owners(db: Db, d: Dialect, store: SqlBase) -> None:
                " ON dispatches(owner, parent_dispatch_id, created_at)")
 
 
+def _v7_replicas(db: Db, d: Dialect, store: SqlBase) -> None:
+    """Tables for replicas on one database (``leases``): the leases (expiry on the database's
+    clock), the fires of triggers (one row per tick or event) and cancels for another replica."""
+    stamp = "TIMESTAMPTZ" if d.name == "postgresql" else "TEXT"
+    db.execute(f"CREATE TABLE IF NOT EXISTS leases (resource TEXT PRIMARY KEY, owner TEXT NOT NULL,"
+               f" epoch {d.bigint} NOT NULL, expires_at {stamp} NOT NULL)")
+    db.execute("CREATE TABLE IF NOT EXISTS trigger_fires (trigger_id TEXT NOT NULL,"
+               " tick TEXT NOT NULL, dispatch_id TEXT NOT NULL, fired_at TEXT NOT NULL,"
+               " PRIMARY KEY (trigger_id, tick))")
+    db.execute("CREATE TABLE IF NOT EXISTS cancel_requests (request_id TEXT PRIMARY KEY,"
+               " dispatch_id TEXT NOT NULL, nodes TEXT, requested_at TEXT NOT NULL)")
+    db.execute("CREATE INDEX IF NOT EXISTS cancel_requests_dispatch"
+               " ON cancel_requests(dispatch_id)")
+
+
 MIGRATIONS: list[Migration] = [
     Migration(1, "tables dispatches, nodes, triggers, blobs", _v1_tables),
     Migration(2, "node columns preview, output_size, gather, reused_from, attempts; indexes "
@@ -211,6 +226,8 @@ MIGRATIONS: list[Migration] = [
     Migration(5, "node column worker (the Dask worker that ran it)", _v5_node_worker),
     Migration(6, "table users (a token per user, stored hashed); column owner on dispatches "
                  "and triggers (existing rows: admin)", _v6_owners),
+    Migration(7, "tables leases, trigger_fires, cancel_requests (replicas on one database)",
+              _v7_replicas),
 ]
 LATEST = MIGRATIONS[-1].version
 

@@ -20,6 +20,7 @@ from __future__ import annotations
 import asyncio
 import functools
 import json
+import logging
 from collections.abc import Callable, Sequence
 from concurrent.futures import Executor
 from typing import Any, TypeVar
@@ -33,11 +34,14 @@ from .base import (DispatchExists, DispatchRecord, DispatchSummary, NewDispatch,
                    StoredBlob, TriggerRecord)
 from . import schema
 from .deletion import Deletion
+from .leases import FENCE, dispatch_resource, trigger_resource
 from .listing import Listing
 from .users import Users
 from .sql import NODE_COLUMNS, Db
 
+log = logging.getLogger("covalent.dispatcher")
 T = TypeVar("T")
+Fencing = Callable[[str], "tuple[str, int] | None"]  # resource -> (owner, epoch) held now
 
 _TERMINAL = sql_list(TERMINAL)
 _DISPATCH_COLUMNS = ("dispatch_id, root_dispatch_id, parent_dispatch_id, parent_node_id, name,"
@@ -73,6 +77,9 @@ class SqlStore(Listing, Deletion, Users):
         # runs every call on one thread in that order anyway; PostgreSQL runs transactions side
         # by side, so these writes queue here, first come, first served.
         self._in_order = asyncio.Lock()
+        # Replicas (issue #26): the tenure this server holds of each resource; its writes for a
+        # dispatch or trigger apply only under that tenure (``leases.FENCE``). None: one server.
+        self.fencing: Fencing | None = None
 
     async def _ordered(self, op: str, fn: Callable[..., T], *args: Any) -> T:
         async with self._in_order:
@@ -204,12 +211,24 @@ class SqlStore(Listing, Deletion, Users):
         # each is derived from its address here: a worker's report names no path (issue #21).
         # An address that is not one refuses the batch (BadBlobRef: the recorder then fails
         # that node), before anything is written.
+        fences: dict[str, tuple[str, int]] | None = None
+        if self.fencing is not None:  # what this replica no longer holds, it does not write
+            held = {d: self.fencing(dispatch_resource(d)) for d in
+                    {u.dispatch_id for u in nodes} | {u.dispatch_id for u in dispatches}}
+            fences = {d: f for d, f in held.items() if f is not None}
+            if len(fences) < len(held):  # the next owner reads them from the scheduler's log
+                log.info("not written: the updates of dispatches %s (no lease held here)",
+                         ", ".join(sorted(set(held) - set(fences))[:10]))
+            nodes = [u for u in nodes if u.dispatch_id in fences]
+            dispatches = [u for u in dispatches if u.dispatch_id in fences]
         stored = [(check_ref(u.output_ref), u.output_size or 0) for u in nodes
                   if u.output_ref is not None and u.output is None]
-        await self._ordered("apply", self._apply, nodes, dispatches, stored)
+        await self._ordered("apply", self._apply, nodes, dispatches, stored, fences)
 
     def _apply(self, db: Db, nodes: list[NodeUpdate], dispatches: list[DispatchUpdate],
-               stored: list[tuple[str, int]]) -> None:
+               stored: list[tuple[str, int]],
+               fences: dict[str, tuple[str, int]] | None = None) -> None:
+        fence = f" AND {FENCE}" if fences is not None else ""
         outputs = [u.output for u in nodes if u.output is not None]
         refs = iter(self._put_blobs(db, outputs))
         if stored:
@@ -223,7 +242,7 @@ class SqlStore(Listing, Deletion, Users):
         for u in nodes:
             ref = next(refs) if u.output is not None else u.output_ref
             size = len(u.output) if u.output is not None else u.output_size
-            sql = _node_update(u.status)
+            sql = _node_update(u.status) + fence
             if sql != guard and run:
                 db.executemany(guard, run)
                 run = []
@@ -231,7 +250,7 @@ class SqlStore(Listing, Deletion, Users):
             run.append((_text(u.status), u.start_time, u.end_time, ref, _clean(u.error),
                         _clean(u.stdout), _clean(u.stderr), u.sub_dispatch_id, _clean(u.preview),
                         size, u.gather, u.reused_from, u.attempts, u.worker, u.dispatch_id,
-                        u.node_id))
+                        u.node_id, *_fence_args(fences, u.dispatch_id)))
         if run:
             db.executemany(guard, run)
         for d in dispatches:
@@ -240,8 +259,11 @@ class SqlStore(Listing, Deletion, Users):
                 "UPDATE dispatches SET status = COALESCE(?, status),"
                 " start_time = COALESCE(?, start_time), end_time = COALESCE(?, end_time),"
                 " error = COALESCE(?, error), result_ref = COALESCE(?, result_ref)"
-                f" WHERE dispatch_id = ? AND {_dispatch_guard(d.status)}",
-                (_text(d.status), d.start_time, d.end_time, _clean(d.error), rref, d.dispatch_id))
+                f" WHERE dispatch_id = ? AND {_dispatch_guard(d.status)}{fence}",
+                (_text(d.status), d.start_time, d.end_time, _clean(d.error), rref, d.dispatch_id,
+                 *_fence_args(fences, d.dispatch_id)))
+            if fences is not None and d.status in TERMINAL:  # replicas waiting for it (at commit)
+                db.execute("SELECT pg_notify('covalent', ?)", (f"ended {d.dispatch_id}",))
             if rref is not None:
                 db.execute("INSERT INTO blob_uses(ref, dispatch_id) VALUES (?,?)"
                            " ON CONFLICT DO NOTHING", (rref, d.dispatch_id))
@@ -308,9 +330,15 @@ class SqlStore(Listing, Deletion, Users):
 
     async def save_trigger(self, trigger_id: str, spec_json: str, active: bool, fire_count: int,
                            reason: str) -> None:
-        await self._write(_execute, "UPDATE triggers SET spec = ?, active = ?, fire_count = ?,"
-                          " reason = ? WHERE trigger_id = ?",
-                          (spec_json, int(active), fire_count, clean_text(reason), trigger_id))
+        sql = ("UPDATE triggers SET spec = ?, active = ?, fire_count = ?, reason = ?"
+               " WHERE trigger_id = ?")
+        args: list[Any] = [spec_json, int(active), fire_count, clean_text(reason), trigger_id]
+        if self.fencing is not None:  # only the replica observing it
+            held = self.fencing(trigger_resource(trigger_id))
+            if held is None:
+                return
+            sql, args = f"{sql} AND {FENCE}", [*args, trigger_resource(trigger_id), *held]
+        await self._write(_execute, sql, args)
 
     async def delete_trigger(self, trigger_id: str) -> None:
         await self._write(_execute, "DELETE FROM triggers WHERE trigger_id = ?", (trigger_id,))
@@ -326,6 +354,12 @@ class SqlStore(Listing, Deletion, Users):
                                 " ORDER BY created_at", ())
         return [TriggerRecord(t, d, n, s, bytes(p) if p is not None else None, bool(a), int(f),
                               r or "", c, o) for t, d, n, s, p, a, f, r, c, o in rows]
+
+
+def _fence_args(fences: dict[str, tuple[str, int]] | None, dispatch_id: str) -> tuple[Any, ...]:
+    if fences is None:
+        return ()
+    return (dispatch_resource(dispatch_id), *fences[dispatch_id])
 
 
 def _execute(db: Db, sql: str, args: Sequence[Any]) -> None:

@@ -34,6 +34,12 @@ def _reports_then_waits(n: int) -> int:
     return n
 
 
+def _gated_sum(n: int, parts: list[int]) -> int:
+    report({"n": n, "s": "COMPLETED"}, final=True)
+    _GATE.wait(30)
+    return sum(parts)
+
+
 def _retries(n: int) -> int:
     report({"n": n, "s": "RETRYING"}, final=False)
     report({"n": n, "s": "COMPLETED"}, final=True)
@@ -94,7 +100,34 @@ async def test_an_outcome_rides_in_its_task_completion_and_arrives_first(
     assert heard.single == []  # no outcome travelled as an event of its own
     # each names the worker it came from as the scheduler knows it, never as it said itself
     assert {o["worker"] for o in heard.outcomes} == {w.address}
-    assert s.get_events(OUTCOME_TOPIC) == () and s.get_events(BATCH_TOPIC) == ()  # none kept
+    assert s.get_events(OUTCOME_TOPIC) == ()
+    # the relayed batches stay in the scheduler's event log, for a replica taking over
+    kept = [unpack_outcome(o)["n"] for _, batch in s.get_events(BATCH_TOPIC) for o in batch]
+    assert kept == list(range(20))
+
+
+async def test_outcomes_relayed_after_their_listener_died_are_kept_for_the_next(
+        cluster: tuple[Scheduler, Worker, Client]) -> None:
+    """A replica killed between its tasks' completions and the relay's flush: the outcomes it
+    was never sent are in the scheduler's event log for the replica that takes over."""
+    s, _, c = cluster
+    relay = None
+    async with Client(s.address, asynchronous=True, set_as_default=False) as owner:
+        await _relayed(owner, interval=60.0)  # would hold them for a minute
+        relay = s.plugins[OutcomeRelay.name]
+        # As the runner submits: a future for the sink only, which waits at the gate.
+        dsk: dict[Any, Any] = {("b", i): Task(("b", i), _ends, i) for i in range(5)}
+        dsk["sink"] = Task("sink", _gated_sum, 99, List(*(TaskRef(("b", i)) for i in range(5))))
+        sink = owner.get(dsk, "sink", sync=False)
+        await wait_until(lambda: len(relay.buffer) == 5)  # ended, not relayed yet
+        assert s.get_events(BATCH_TOPIC) == ()
+        del sink
+    _GATE.set()  # the owner is gone; its sink ends (released: reported as an event)
+    await wait_until(lambda: len(s.get_events(OUTCOME_TOPIC)) == 1)
+    relay.flush()  # the timer's work, without waiting a minute
+    kept = [unpack_outcome(o)["n"] for _, batch in s.get_events(BATCH_TOPIC) for o in batch]
+    assert sorted(kept) == list(range(5))
+    assert unpack_outcome(s.get_events(OUTCOME_TOPIC)[0][1])["n"] == 99
 
 
 async def test_the_outcomes_of_a_burst_travel_together(

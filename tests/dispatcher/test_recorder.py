@@ -84,3 +84,34 @@ async def test_a_completed_decided_before_a_write_failed_is_recorded_failed(
     assert row is not None and row.status == Status.FAILED
     assert "could not record this node" in (row.error or "")
     assert D not in recorder.store_failed  # settled once its final status is on disk
+
+
+async def test_a_flush_waits_for_the_batch_the_writer_has_on_its_way(
+        recorder: Recorder, monkeypatch: pytest.MonkeyPatch) -> None:
+    # The runner flushes, then reads back the outputs a later submission consumes: a batch the
+    # writer had taken just before must be committed by then (a taken-over dispatch failed
+    # "the stored outputs of nodes [0] are gone" when flush returned with that batch in flight).
+    store = recorder.store
+    writing, release = asyncio.Event(), asyncio.Event()
+    apply = store.apply
+
+    async def held_apply(nodes: list[state.NodeUpdate], dispatches: list[state.DispatchUpdate]
+                         ) -> None:
+        writing.set()
+        await release.wait()  # the commit takes a while (a busy database)
+        await apply(nodes, dispatches)
+
+    monkeypatch.setattr(store, "apply", held_apply)
+    recorder.record(state.node_completed(D, 0, b"o", "t", "t"))
+    await asyncio.wait_for(writing.wait(), 5)  # the writer has the batch, not committed yet
+
+    async def flush_then_read() -> tuple[Status, str | None]:
+        await recorder.flush()
+        node = (await store.get_nodes(D))[0]
+        return node.status, node.output_ref
+
+    reading = asyncio.create_task(flush_then_read())
+    await asyncio.wait({reading}, timeout=1)  # without the wait, the read is done by now
+    release.set()
+    status, ref = await asyncio.wait_for(reading, 5)
+    assert status == Status.COMPLETED and ref is not None

@@ -19,6 +19,7 @@ from hypothesis import strategies as st
 import covalent as ct
 from covalent import wire
 from covalent._dispatch import build_submission
+from covalent.config import client_config
 from tests.tasks import add, multiply
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(240)]
@@ -308,3 +309,19 @@ async def test_generated_raw_json_never_gets_a_5xx(addr: str, text: str, depth: 
     code, err = await http(addr, "GET", f"/dispatches/{UUID}/nodes/{node}")
     assert code < 500, err
 
+
+async def test_a_connection_left_mid_request_is_replaced_not_reused(addr: str) -> None:
+    """A request interrupted between sending and reading (a cancel raised into a sublattice's
+    thread) left this thread's kept-alive connection 'Request-sent': the next request from that
+    thread raised http.client.CannotSendRequest (seen as a sublattice node FAILED)."""
+    from covalent import _client
+
+    def run() -> dict[str, object]:
+        cfg = client_config(addr)
+        assert _client.request_json(cfg, "GET", "/health")["status"] == "ok"
+        conn = _client._connection(cfg.url)  # what the interrupted request leaves behind
+        conn.putrequest("GET", "/api/v1/health")
+        conn.endheaders()
+        return dict(_client.request_json(cfg, "GET", "/health"))
+
+    assert (await asyncio.to_thread(run))["status"] == "ok"

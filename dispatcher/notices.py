@@ -1,0 +1,144 @@
+"""Tell the replicas sharing a database what happened elsewhere: dispatches that ended, cancels.
+
+Any replica accepts any request. A cancel for a dispatch another replica runs is stored in
+``cancel_requests`` and announced (``NOTIFY covalent, 'cancel <id>'``); the replica holding
+the dispatch's lease carries it out and deletes the request. A dispatch's final status is
+announced by the replica that commits it (``'ended <id>'``, in that transaction), which wakes
+the long-polls (``get_result(wait=True)``) waiting on every replica. A thread LISTENs on a
+connection of its own; every ``SWEEP_S`` the requests are read again in case a notice was
+missed (the connection broke), and a replica taking a dispatch over reads them at once.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import threading
+import uuid
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import psycopg
+
+from .protocol import now_iso
+from .recorder import Recorder
+from .store import SqlStore
+from .store.sql import Db
+
+log = logging.getLogger("covalent.dispatcher")
+
+SWEEP_S = 2.5
+Cancel = Callable[[str, list[int]], Awaitable[Any]]  # (dispatch id, nodes or []) on the owner
+
+
+class Notices:
+    """The LISTEN side and the cancel requests of one replica."""
+
+    def __init__(self, store: SqlStore, conninfo: str, recorder: Recorder, owns: Callable[[str], bool],
+                 cancel: Cancel) -> None:
+        self.store, self.conninfo, self.recorder = store, conninfo, recorder
+        self.owns, self.cancel = owns, cancel
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self._sweeper: asyncio.Task[None] | None = None
+        self._busy: set[str] = set()
+
+    async def start(self) -> None:
+        loop = asyncio.get_running_loop()
+        self._thread = threading.Thread(target=self._listen, args=(loop,), daemon=True,
+                                        name="covalent-notices")
+        self._thread.start()
+        self._sweeper = asyncio.create_task(self._sweep(), name="covalent-cancel-sweep")
+
+    async def close(self) -> None:
+        self._stop.set()
+        if self._sweeper is not None:
+            self._sweeper.cancel()
+            await asyncio.gather(self._sweeper, return_exceptions=True)
+        if self._thread is not None:
+            await asyncio.to_thread(self._thread.join, 5)
+
+    # -- a non-owner's cancel --------------------------------------------------------------
+
+    async def request_cancel(self, dispatch_id: str, nodes: list[int], wait_s: float = 30.0
+                             ) -> bool:
+        """Store a cancel for the replica that runs the dispatch; True once it carried it out
+        (False: not within ``wait_s``; the replica that takes the dispatch over will)."""
+        request_id = str(uuid.uuid4())
+
+        def put(db: Db) -> None:
+            db.execute("INSERT INTO cancel_requests(request_id, dispatch_id, nodes, requested_at)"
+                       " VALUES (?,?,?,?)", (request_id, dispatch_id, json.dumps(nodes), now_iso()))
+            db.execute("SELECT pg_notify('covalent', ?)", (f"cancel {dispatch_id}",))
+
+        await self.store._write(put)
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + wait_s
+        while loop.time() < deadline:
+            rows = await self.store._read(lambda db: db.execute(
+                "SELECT 1 FROM cancel_requests WHERE request_id = ?", (request_id,)).fetchall())
+            if not rows:
+                return True
+            await asyncio.sleep(0.1)  # another process acts on it: nothing to await but the row
+        return False
+
+    # -- the owner's side ------------------------------------------------------------------
+
+    async def handle(self, dispatch_id: str) -> None:
+        """Carry out the stored cancels of a dispatch this replica runs."""
+        if not self.owns(dispatch_id) or dispatch_id in self._busy:
+            return
+        self._busy.add(dispatch_id)
+        try:
+            rows = await self.store._read(lambda db: db.execute(
+                "SELECT request_id, nodes FROM cancel_requests WHERE dispatch_id = ?"
+                " ORDER BY requested_at", (dispatch_id,)).fetchall())
+            for request_id, nodes in rows:
+                try:
+                    await self.cancel(dispatch_id, list(json.loads(nodes or "[]")))
+                except Exception as exc:  # ended meanwhile: nothing left to cancel
+                    log.info("cancel of %s: %s", dispatch_id, exc)
+                await self.store._write(_delete, request_id)
+        finally:
+            self._busy.discard(dispatch_id)
+
+    async def _sweep(self) -> None:
+        while True:
+            await asyncio.sleep(SWEEP_S)
+            try:
+                rows = await self.store._read(lambda db: db.execute(
+                    "SELECT DISTINCT dispatch_id FROM cancel_requests").fetchall())
+                for (dispatch_id,) in rows:
+                    await self.handle(dispatch_id)
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:  # the database is away: the next sweep
+                log.warning("could not read cancel requests: %s", exc)
+
+    def _heard(self, payload: str) -> None:
+        kind, _, dispatch_id = payload.partition(" ")
+        if kind == "ended":
+            self.recorder.wake(dispatch_id)
+        elif kind == "cancel":
+            task = asyncio.ensure_future(self.handle(dispatch_id))
+            task.add_done_callback(lambda t: t.cancelled() or t.exception())
+
+    def _listen(self, loop: asyncio.AbstractEventLoop) -> None:
+        while not self._stop.is_set():
+            try:
+                with psycopg.connect(self.conninfo, autocommit=True, connect_timeout=3,
+                                     application_name="covalent-notices") as conn:
+                    conn.execute("LISTEN covalent")
+                    while not self._stop.is_set():
+                        for n in conn.notifies(timeout=1.0):
+                            loop.call_soon_threadsafe(self._heard, n.payload)
+            except psycopg.Error as exc:
+                log.warning("listening for other replicas failed (%s); again in 1 s", exc)
+                self._stop.wait(1.0)
+            except RuntimeError:  # the loop closed under us: the server is stopping
+                return
+
+
+def _delete(db: Db, request_id: str) -> None:
+    db.execute("DELETE FROM cancel_requests WHERE request_id = ?", (request_id,))

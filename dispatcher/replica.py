@@ -1,0 +1,206 @@
+"""Hold this replica's leases: several dispatchers on one PostgreSQL database (issue #26).
+
+Each running dispatch and each active trigger is acted on by the one replica holding its
+lease (``store.leases``). This replica renews what it holds every ``renew_s`` (2.5 s) for
+``ttl_s`` (10 s) on a connection of its own, so a busy pool never delays a renewal; every
+``renew_s`` it also takes the leases nobody holds (a replica died, or was paused past its
+lease) and hands them to ``on_acquired``, which resumes them as a restart does.
+
+Stopping before anyone may take over: a lease counts here only while less than
+``ttl_s - MARGIN_S`` has passed (monotonic clock) since the renewal that last succeeded was
+*sent*; the database's expiry is later than that, so this replica stops acting on a
+resource (``epoch`` returns None, ``on_lost`` is called) before any other may take it. A
+process paused by SIGSTOP sees the whole pause on waking (the monotonic clock kept running),
+and its writes that were already on the way are refused by the SQL fence.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import socket
+import time
+import uuid
+from collections.abc import Awaitable, Callable
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any, TypeVar
+
+import psycopg
+
+from .errors import StoreError
+from .store import leases
+from .store.postgres import PgDb, store_error
+
+log = logging.getLogger("covalent.dispatcher")
+
+T = TypeVar("T")
+TTL_S = 10.0
+RENEW_S = 2.5
+MARGIN_S = 1.0  # a lease counts here for ttl - 1 s after its renewal was sent (short TTLs: ttl/4)
+
+Handler = Callable[[str, int], Awaitable[None]]
+
+
+class Replica:
+    """This dispatcher's leases (one per server, PostgreSQL only)."""
+
+    def __init__(self, conninfo: str, *, ttl_s: float = TTL_S, renew_s: float = RENEW_S,
+                 owner: str | None = None) -> None:
+        self.conninfo = conninfo
+        self.ttl_s = ttl_s
+        self.renew_s = renew_s
+        self.margin_s = min(MARGIN_S, ttl_s / 4)
+        self.owner = owner or f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
+        self.held: dict[str, tuple[int, float]] = {}  # resource -> (epoch, monotonic sent)
+        self.on_acquired: Handler | None = None
+        self.on_lost: Callable[[str], None] | None = None
+        self._conn: psycopg.Connection[Any] | None = None
+        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="covalent-lease")
+        self._task: asyncio.Task[None] | None = None
+        self._taking: set[asyncio.Task[None]] = set()
+
+    # -- what the rest of the server asks ----------------------------------------------------
+
+    def epoch(self, resource: str) -> int | None:
+        """The epoch this replica holds ``resource`` at, if it may still act on it."""
+        held = self.held.get(resource)
+        if held is None:
+            return None
+        if time.monotonic() - held[1] >= self.ttl_s - self.margin_s:
+            self._lose(resource, "not renewed in time")
+            return None
+        return held[0]
+
+    def owner_epoch(self, resource: str) -> tuple[str, int] | None:
+        epoch = self.epoch(resource)
+        return None if epoch is None else (self.owner, epoch)
+
+    async def acquire(self, resource: str) -> int | None:
+        """Take ``resource`` if nobody holds it; its epoch, else None."""
+        sent = time.monotonic()
+        epoch = await self._sql(leases.acquire, resource, self.owner, self.ttl_s)
+        if epoch is not None:
+            self.held[resource] = (epoch, sent)
+        return epoch
+
+    async def release(self, resource: str) -> None:
+        """Give ``resource`` up (the dispatch ended, the trigger stopped, the server stops)."""
+        held = self.held.pop(resource, None)
+        if held is not None:
+            try:
+                await self._sql(leases.release, resource, self.owner, held[0])
+            except Exception as exc:  # it expires anyway
+                log.warning("could not release %s: %s", resource, exc)
+
+    # -- the loop --------------------------------------------------------------------------
+
+    async def start(self) -> None:
+        """Take what nobody holds, observe its triggers (dispatches resume in the background,
+        the server answers meanwhile), then renew and take over every ``renew_s``."""
+        try:
+            await self.take_unowned()
+            triggers = [t for t in self._taking if t.get_name().startswith("trigger:")]
+            await asyncio.wait_for(asyncio.gather(*triggers, return_exceptions=True), 30)
+        except (OSError, TimeoutError, StoreError) as exc:  # the loop tries again
+            log.warning("could not take over at start: %s", exc)
+        self._task = asyncio.create_task(self._loop(), name="covalent-leases")
+
+    async def close(self) -> None:
+        """Stop renewing and give every lease up, so another replica takes them at once."""
+        tasks = [t for t in (self._task, *self._taking) if t is not None]
+        for t in tasks:
+            t.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        for resource in list(self.held):
+            await self.release(resource)
+        await asyncio.get_running_loop().run_in_executor(self._executor, self._disconnect)
+        self._executor.shutdown(wait=False)
+
+    async def _loop(self) -> None:
+        while True:
+            try:
+                await self.renew()
+                await self.take_unowned()
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:  # the database is away: leases lapse locally meanwhile
+                log.warning("lease renewal failed: %s", exc)
+                for resource in list(self.held):
+                    self.epoch(resource)
+            await asyncio.sleep(self.renew_s)
+
+    async def renew(self) -> None:
+        for resource in list(self.held):
+            self.epoch(resource)  # drop what lapsed before asking
+        held = [(r, e) for r, (e, _) in self.held.items()]
+        sent = time.monotonic()
+        renewed = await self._sql(leases.renew, self.owner, held, self.ttl_s)
+        for resource, epoch in held:
+            if renewed.get(resource) == epoch and self.held.get(resource, (0, 0.0))[0] == epoch:
+                self.held[resource] = (epoch, sent)
+            elif resource in self.held and self.held[resource][0] == epoch:
+                self._lose(resource, "its lease was taken")
+
+    async def take_unowned(self) -> list[str]:
+        """Take the leases nobody holds; ``on_acquired`` resumes each (in the background)."""
+        taken = []
+        for resource in await self._sql(leases.unowned):
+            epoch = await self.acquire(resource)
+            if epoch is None:
+                continue  # another replica was quicker
+            log.info("took over %s (epoch %d)", resource, epoch)
+            taken.append(resource)
+            if self.on_acquired is not None:
+                task = asyncio.create_task(self._take(resource, epoch), name=resource)
+                self._taking.add(task)
+                task.add_done_callback(self._taking.discard)
+        return taken
+
+    async def _take(self, resource: str, epoch: int) -> None:
+        assert self.on_acquired is not None
+        try:
+            await self.on_acquired(resource, epoch)
+        except asyncio.CancelledError:
+            raise
+        except Exception:  # let it lapse: another replica (or this one) tries again
+            log.exception("could not resume %s", resource)
+            self.held.pop(resource, None)
+
+    def _lose(self, resource: str, why: str) -> None:
+        if self.held.pop(resource, None) is None:
+            return
+        log.warning("stopped acting on %s: %s", resource, why)
+        if self.on_lost is not None:
+            self.on_lost(resource)
+
+    # -- SQL on this replica's own connection -------------------------------------------------
+
+    async def _sql(self, fn: Callable[..., T], *args: Any) -> T:
+        return await asyncio.get_running_loop().run_in_executor(self._executor, self._run, fn,
+                                                                args)
+
+    def _run(self, fn: Callable[..., T], args: tuple[Any, ...]) -> T:
+        for attempt in (1, 2):  # once more on a fresh connection if this one broke
+            try:
+                if self._conn is None or self._conn.closed:
+                    self._conn = psycopg.connect(self.conninfo, autocommit=True, connect_timeout=3,
+                                                 application_name="covalent-leases")
+                    self._conn.execute("SET statement_timeout = 3000")
+                with self._conn.transaction():
+                    return fn(PgDb(self._conn), *args)
+            except psycopg.OperationalError as exc:
+                self._disconnect()
+                if attempt == 2:  # the protocol's error: a request waiting on it answers 503
+                    raise store_error(exc) from exc
+            except psycopg.Error as exc:  # e.g. past statement_timeout: StoreBusy, 503
+                raise store_error(exc) from exc
+        raise AssertionError("unreachable")
+
+    def _disconnect(self) -> None:
+        if self._conn is not None:
+            try:
+                self._conn.close()
+            except psycopg.Error:
+                pass
+            self._conn = None

@@ -1,0 +1,54 @@
+"""What the runner holds for each running dispatch (``Run``), the order of concurrent dispatches on the cluster
+(``submission_priority``), and letting go of futures without holding the loop (``release``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+from distributed import Future
+
+from .compile import Preset
+from .machine import DispatchMachine
+
+Key = tuple[str, int]
+
+
+def submission_priority(started: str) -> int:
+    """Dask user priority of a dispatch's tasks: earlier start, higher priority.
+
+    >>> submission_priority("2026-01-01T00:00:00+00:00") > submission_priority("2026-01-01T00:00:01+00:00")
+    True
+    """
+    if not started:
+        return 0
+    return -int(datetime.fromisoformat(started).timestamp() * 1_000_000)
+
+
+@dataclass(eq=False)
+class Run:
+    """What the runner holds for one running dispatch: its machine and its Dask futures."""
+
+    machine: DispatchMachine
+    priority: int
+    known: dict[int, Preset]  # outputs known at submit (reused, large parameters, resumed)
+    by_key: dict[Key, int] = field(default_factory=dict)  # every submission's task keys
+    futures: dict[int, Future[Any]] = field(default_factory=dict)  # the current submission's sinks
+    waiter: asyncio.Task[None] | None = None
+    epoch: int = 0  # replicas: the tenure of its lease this runner holds (0: one server)
+    replay: bool = False  # taken over: read the outcomes nobody heard before asking workers
+    held: list[Any] = field(default_factory=list)  # first updates, recorded once submitted
+
+    @property
+    def dispatch_id(self) -> str:
+        return self.machine.dispatch_id
+
+
+async def release(futures: list[Future[Any]]) -> None:
+    """Let go of futures in slices (releasing one sends a message per key)."""
+    while futures:
+        del futures[-1000:]
+        await asyncio.sleep(0)

@@ -1,0 +1,105 @@
+"""The lease SQL on a real PostgreSQL: acquire, renew, expire, and fencing of a stale epoch."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from dispatcher.replica import Replica
+from dispatcher.store import leases
+from dispatcher.store.postgres import PostgresStore
+from tests.conftest import wait_until
+
+
+@pytest.fixture
+async def pg(pg_databases: Any, tmp_path: Path) -> AsyncIterator[PostgresStore]:
+    from dispatcher.store.schema import LATEST
+
+    name, url = pg_databases.take()
+    store = PostgresStore(url, tmp_path / "blobs")
+    await store.open()  # the migrations: the leases table
+    yield store
+    await store.close()
+    pg_databases.give_back(name, LATEST)
+
+
+@pytest.fixture
+async def replicas(pg: PostgresStore) -> AsyncIterator[list[Replica]]:
+    made = [Replica(pg.conninfo, ttl_s=0.6, owner=name) for name in ("a", "b")]
+    yield made
+    for r in made:
+        await r.close()
+
+
+async def _holder(r: Replica, resource: str) -> tuple[str, int, bool] | None:
+    return await r._sql(leases.holder, resource)
+
+
+async def test_one_holder_at_a_time_and_each_tenure_a_new_epoch(replicas: list[Replica]) -> None:
+    a, b = replicas
+    assert await a.acquire("dispatch:x") == 1
+    assert await b.acquire("dispatch:x") is None  # held, unexpired
+    assert await _holder(b, "dispatch:x") == ("a", 1, True)
+    await wait_until(lambda: a.epoch("dispatch:x") is None, timeout=5)  # lapsed here first
+    await wait_until(lambda: b.acquire("dispatch:x"), timeout=5)
+    assert await _holder(b, "dispatch:x") == ("b", 2, True)
+    await b.release("dispatch:x")
+    assert await a.acquire("dispatch:x") == 3  # released: taken at once, the epoch goes on
+
+
+async def test_renewal_keeps_a_lease_and_a_lost_one_is_not_renewed(replicas: list[Replica]) -> None:
+    a, b = replicas
+    lost: list[str] = []
+    a.on_lost = lost.append
+    assert await a.acquire("trigger:t") == 1
+    for _ in range(3):  # renewed well within its 0.6 s: nobody else can take it
+        await a.renew()
+        assert await b.acquire("trigger:t") is None
+        assert a.epoch("trigger:t") == 1
+    a.held["trigger:t"] = (1, a.held["trigger:t"][1] + 60)  # as if its clock said "just renewed"
+    await wait_until(lambda: b.acquire("trigger:t"), timeout=5)
+    await a.renew()  # refused by the database: b's epoch 2 holds it
+    assert lost == ["trigger:t"] and a.epoch("trigger:t") is None
+    assert await _holder(a, "trigger:t") == ("b", 2, True)
+
+
+async def test_a_write_under_a_stale_epoch_changes_nothing(pg: PostgresStore,
+                                                          replicas: list[Replica]) -> None:
+    a, b = replicas
+    await pg._write(lambda db: db.execute(
+        "INSERT INTO deletions(dispatch_id, queued_at) VALUES ('d', 'before')"))
+    assert await a.acquire("dispatch:d") == 1
+    await wait_until(lambda: b.acquire("dispatch:d"), timeout=5)
+
+    def update(db: Any, owner: str, epoch: int, value: str) -> int:
+        sql, args = leases.fenced("UPDATE deletions SET queued_at = ? WHERE dispatch_id = 'd'",
+                                  [value], "dispatch:d", owner, epoch)
+        return int(db.execute(sql, args).rowcount)
+
+    assert await pg._write(update, "a", 1, "by a, stale") == 0
+    assert await pg._write(update, "b", 1, "by b, wrong epoch") == 0
+    assert await pg._write(update, "b", 2, "by b") == 1
+    rows = await pg._read(lambda db: db.execute("SELECT queued_at FROM deletions").fetchall())
+    assert [r[0] for r in rows] == ["by b"]
+
+
+async def test_unowned_names_running_dispatches_and_active_triggers_nobody_holds(
+        pg: PostgresStore, replicas: list[Replica]) -> None:
+    a, _ = replicas
+
+    def rows(db: Any) -> None:
+        for d, status in (("d1", "RUNNING"), ("d2", "COMPLETED"), ("d3", "NEW_OBJECT"),
+                          ("d4", "RUNNING")):
+            db.execute("INSERT INTO dispatches(dispatch_id, root_dispatch_id, name, status,"
+                       " created_at, graph, blob_refs) VALUES (?, ?, 'x', ?, ?, '{}', '[]')",
+                       (d, d, status, d))
+        db.execute("INSERT INTO triggers(trigger_id, dispatch_id, name, spec, active, created_at)"
+                   " VALUES ('t1', 'd2', 'x', '{}', 1, 't1'), ('t2', 'd2', 'x', '{}', 0, 't2')")
+
+    await pg._write(rows)
+    assert await a._sql(leases.unowned) == ["dispatch:d1", "dispatch:d4", "trigger:t1"]
+    assert await a.acquire("dispatch:d4") == 1
+    assert await a._sql(leases.unowned) == ["dispatch:d1", "trigger:t1"]

@@ -1,0 +1,196 @@
+"""Three dispatcher replicas on one PostgreSQL and one external Dask cluster (issue #26).
+
+A burst of dispatches is sent round-robin to the replicas; the busiest replica is killed
+(``kill -9``), then another is paused (SIGSTOP) past its lease and woken up (SIGCONT). Every
+acknowledged dispatch completes with the right result on every live replica's REST view,
+no node runs twice (each step appends to a ledger file each time its code starts), and the
+failover time (from the kill until another replica holds every lease of the killed one) is
+measured and printed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import psycopg
+import pytest
+
+import covalent as ct
+from tests.conftest import dask_processes
+from tests.faults.conftest import REPO, ServerProcess
+from tests.randomized import step, value_of
+from tests.tasks import gate
+
+pytestmark = [pytest.mark.slow, pytest.mark.processes, pytest.mark.timeout(150)]
+DELAY = 0.8  # seconds each step runs: nodes are running when a replica goes
+
+
+@ct.lattice
+def chain(ledger: str, delay: float):
+    a = step(0, ledger, "ok", delay)
+    b = step(1, ledger, "ok", delay, a)
+    return step(2, ledger, "ok", delay, b)
+
+
+def expected() -> int:
+    a = value_of(0, ())
+    return value_of(2, (value_of(1, (a,)),))
+
+
+@pytest.fixture
+def database(postgres: Any, pg_databases: Any) -> Iterator[str]:
+    from dispatcher.store.schema import LATEST
+
+    name, url = pg_databases.take()
+    yield url
+    pg_databases.give_back(name, LATEST)
+
+
+@pytest.fixture
+def cluster(tmp_path: Path) -> Iterator[str]:
+    env = dict(os.environ, PYTHONPATH=str(REPO) + os.pathsep + os.environ.get("PYTHONPATH", ""),
+               # the scheduler keeps every outcome event of the test for a replica taking over
+               DASK_DISTRIBUTED__ADMIN__LOW_LEVEL_LOG_LENGTH="100000")
+    with dask_processes(REPO, env, [[], [], []]) as address:
+        yield address
+
+
+@pytest.fixture
+def replicas(tmp_path: Path, database: str, cluster: str,
+             monkeypatch: pytest.MonkeyPatch) -> Iterator[list[ServerProcess]]:
+    env = dict(os.environ, PYTHONPATH=str(REPO) + os.pathsep + os.environ.get("PYTHONPATH", ""),
+               COVALENT_CONFIG_DIR=str(tmp_path / "config"), COVALENT_DB_URL=database,
+               COVALENT_STORE_URL=str(tmp_path / "shared-store"))
+    env.pop("COVALENT_TOKEN", None)
+    made = [ServerProcess(tmp_path / f"data{i}", env, workers=3,
+                          extra=["--scheduler-address", cluster]) for i in range(3)]
+    for s in made[1:]:  # one token for all, as behind a load balancer
+        s.token, s.env["COVALENT_TOKEN"] = made[0].token, made[0].token
+    monkeypatch.setenv("COVALENT_TOKEN", made[0].token)
+    monkeypatch.setenv("COVALENT_CONFIG_DIR", str(tmp_path / "config"))
+    starting = [threading.Thread(target=s.start) for s in made]
+    for t in starting:
+        t.start()
+    for t in starting:
+        t.join()
+    try:
+        yield made
+    finally:
+        for s in made:
+            if s.proc is not None and s.proc.poll() is None:
+                os.kill(s.proc.pid, signal.SIGCONT)
+                s.stop()
+
+
+def leases_by_pid(url: str) -> dict[int, set[str]]:
+    """Live dispatch leases, by the PID of the replica holding each."""
+    with psycopg.connect(url, autocommit=True) as conn:
+        rows = conn.execute("SELECT owner, resource FROM leases WHERE expires_at > now()"
+                            " AND resource LIKE 'dispatch:%'").fetchall()
+    out: dict[int, set[str]] = {}
+    for owner, resource in rows:
+        out.setdefault(int(owner.split(":")[1]), set()).add(resource)
+    return out
+
+
+def burst(replicas: list[ServerProcess], root: Path, n: int) -> dict[str, Path]:
+    """Dispatch ``n`` chains, round-robin over the replicas; their ids and ledgers."""
+    out = {}
+    for i in range(n):
+        ledger = root / f"ledger-{len(list(root.glob('ledger-*')))}"
+        ledger.mkdir()
+        server = replicas[i % len(replicas)]
+        out[ct.dispatch(chain, dispatcher_addr=server.addr)(str(ledger), DELAY)] = ledger
+    return out
+
+
+def failover(url: str, gone: int, held: set[str], timeout: float = 40.0) -> float:
+    """Seconds until replicas other than ``gone`` hold a live lease on every one of ``held``
+    that has not ended meanwhile."""
+    start = time.monotonic()
+    while time.monotonic() - start < timeout:
+        now = leases_by_pid(url)
+        others = set().union(*(v for pid, v in now.items() if pid != gone))
+        with psycopg.connect(url, autocommit=True) as conn:
+            running = {f"dispatch:{r[0]}" for r in conn.execute(
+                "SELECT dispatch_id FROM dispatches WHERE status = 'RUNNING'").fetchall()}
+        if (held & running) <= others and not (now.get(gone, set()) & running):
+            return time.monotonic() - start
+        time.sleep(0.2)  # another process takes the lease: nothing to wait on but the database
+    raise AssertionError(f"no replica took over {sorted(held)} within {timeout} s")
+
+
+async def test_three_replicas_survive_kill9_and_a_pause_past_the_lease(
+        replicas: list[ServerProcess], database: str, tmp_path: Path) -> None:
+    ledgers = burst(replicas, tmp_path, 9)
+    deadline = time.monotonic() + 20
+    while not any((p / "0.start").exists() for p in ledgers.values()):
+        assert time.monotonic() < deadline, "no step started"
+        time.sleep(0.05)
+    pids = {s.proc.pid: s for s in replicas if s.proc is not None}
+    held = leases_by_pid(database)
+    busiest = max(pids, key=lambda p: len(held.get(p, ())))
+    pids[busiest].kill9()
+    took = failover(database, busiest, held.get(busiest, set()))
+    print(f"\nfailover after kill -9: {took:.1f} s for {len(held.get(busiest, ()))} dispatches")
+
+    alive = [s for s in replicas if s.proc is not None and s.proc.poll() is None]
+    ledgers |= burst(alive, tmp_path, 6)
+    held = leases_by_pid(database)
+    paused = max((s for s in alive), key=lambda s: len(held.get(s.proc.pid, ())))  # type: ignore[union-attr]
+    assert paused.proc is not None
+    os.kill(paused.proc.pid, signal.SIGSTOP)
+    try:
+        took = failover(database, paused.proc.pid, held.get(paused.proc.pid, set()))
+        print(f"failover after SIGSTOP: {took:.1f} s for "
+              f"{len(held.get(paused.proc.pid, ()))} dispatches")
+    finally:
+        os.kill(paused.proc.pid, signal.SIGCONT)
+
+    for server in alive:  # each live replica's REST view, whoever ran the dispatch
+        for dispatch_id in ledgers:
+            result = await asyncio.wait_for(
+                asyncio.to_thread(ct.get_result, dispatch_id, True, server.addr), 60)
+            assert result.status == ct.status.COMPLETED, (dispatch_id, result.error)
+            assert result.result == expected()
+    for dispatch_id, ledger in ledgers.items():
+        for i in range(3):
+            runs = len((ledger / f"{i}.start").read_text().splitlines())
+            assert runs == 1, f"step {i} of {dispatch_id} ran {runs} times"
+
+
+@ct.lattice
+def gated_chain(ledger: str, started: str, release: str):
+    return step(1, ledger, "ok", 0.0, gate(1, started, release))
+
+
+async def test_a_cancel_or_a_wait_on_another_replica_reaches_the_dispatch(
+        replicas: list[ServerProcess], tmp_path: Path) -> None:
+    a, b = replicas[0], replicas[1]
+    ledger = tmp_path / "ledger-cancel"
+    ledger.mkdir()
+    started, release = tmp_path / "started", tmp_path / "release"
+    blocked = ct.dispatch(gated_chain, dispatcher_addr=a.addr)(str(ledger), str(started),
+                                                                str(release))
+    deadline = time.monotonic() + 30
+    while not started.exists():
+        assert time.monotonic() < deadline, "the gate never started"
+        time.sleep(0.05)
+    other = tmp_path / "ledger-other"
+    other.mkdir()
+    done = ct.dispatch(chain, dispatcher_addr=a.addr)(str(other), 0.0)
+    waited = await asyncio.wait_for(asyncio.to_thread(ct.get_result, done, True, b.addr), 30)
+    assert waited.status == ct.status.COMPLETED and waited.result == expected()
+    await asyncio.to_thread(ct.cancel, blocked, None, b.addr)  # b does not run it: a does
+    for server in (a, b):
+        result = await asyncio.wait_for(
+            asyncio.to_thread(ct.get_result, blocked, True, server.addr), 30)
+        assert result.status == ct.status.CANCELLED
+    assert not (ledger / "1.start").exists()  # what came after the cancelled node never ran
