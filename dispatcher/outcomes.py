@@ -177,8 +177,8 @@ class OutcomeRelay(SchedulerPlugin):
         self.flush()
 
     def log_event(self, topic: str, msg: Any) -> None:
-        if self.deliver is not None and topic != BATCH_TOPIC:
-            self.deliver(topic, msg)  # in-process: every event of ours, without a message
+        if self.deliver is not None and topic in (OUTCOME_TOPIC, START_TOPIC):
+            self.deliver(topic, msg)  # in-process: the workers' events, without a message
 
     def relay(self, event: dict[str, Any]) -> None:
         if self.deliver is not None:

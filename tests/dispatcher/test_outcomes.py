@@ -110,8 +110,7 @@ async def test_outcomes_relayed_after_their_listener_died_are_kept_for_the_next(
         cluster: tuple[Scheduler, Worker, Client]) -> None:
     """A replica killed between its tasks' completions and the relay's flush: the outcomes it
     was never sent are in the scheduler's event log for the replica that takes over."""
-    s, _, c = cluster
-    relay = None
+    s, w, _ = cluster
     async with Client(s.address, asynchronous=True, set_as_default=False) as owner:
         await _relayed(owner, interval=60.0)  # would hold them for a minute
         relay = s.plugins[OutcomeRelay.name]
@@ -119,11 +118,13 @@ async def test_outcomes_relayed_after_their_listener_died_are_kept_for_the_next(
         dsk: dict[Any, Any] = {("b", i): Task(("b", i), _ends, i) for i in range(5)}
         dsk["sink"] = Task("sink", _gated_sum, 99, List(*(TaskRef(("b", i)) for i in range(5))))
         sink = owner.get(dsk, "sink", sync=False)
-        await wait_until(lambda: len(relay.buffer) == 5)  # ended, not relayed yet
+        await wait_until(lambda: len(relay.buffer) == 5  # ended, not relayed yet
+                         and (ts := w.state.tasks.get("sink")) is not None
+                         and ts.state == "executing")  # the sink waits at the gate
         assert s.get_events(BATCH_TOPIC) == ()
         del sink
     _GATE.set()  # the owner is gone; its sink ends (released: reported as an event)
-    await wait_until(lambda: len(s.get_events(OUTCOME_TOPIC)) == 1)
+    await wait_until(lambda: len(s.get_events(OUTCOME_TOPIC)) == 1, timeout=30)
     relay.flush()  # the timer's work, without waiting a minute
     kept = [unpack_outcome(o)["n"] for _, batch in s.get_events(BATCH_TOPIC) for o in batch]
     assert sorted(kept) == list(range(5))
