@@ -390,10 +390,8 @@ class Runner:
             except Exception as exc:  # what is not heard of runs again
                 log.warning("could not read the scheduler's %s events: %s", topic, exc)
                 continue
-            for _, msg in events:
-                for one in (msg if topic == BATCH_TOPIC and isinstance(msg, list) else [msg]):
-                    if _of_dispatch(topic, one) == run.dispatch_id:
-                        self._deliver(START_TOPIC if topic == START_TOPIC else OUTCOME_TOPIC, one)
+            for kind, msg in kept_events(topic, events, run.dispatch_id):
+                self._deliver(kind, msg)
 
     async def _live_keys(self, keys: list[Key]) -> list[Key]:
         """The keys the scheduler still means to run or keep (a cancel it has not processed)."""
@@ -468,6 +466,29 @@ class Runner:
             if run is None:
                 return
         self._carry_out(run, run.machine.handle(event))
+
+
+def kept_events(topic: str, events: Any, dispatch_id: str) -> list[tuple[str, Any]]:
+    """The start and outcome events of ``dispatch_id`` among what the scheduler kept under
+    ``topic`` (``client.get_events``: a relayed batch comes back as a tuple), as the runner's
+    inbox takes them.
+
+    >>> from dispatcher.protocol import pack_outcome
+    >>> mine, other = pack_outcome({"d": "a", "n": 1}), pack_outcome({"d": "b", "n": 1})
+    >>> kept_events(BATCH_TOPIC, [(0.0, (mine, other)), (1.0, "not ours")], "a") == [
+    ...     (OUTCOME_TOPIC, mine)]
+    True
+    >>> kept_events(START_TOPIC, [(0.0, {"d": "a", "n": 2}), (0.1, {"d": "b"})], "a")
+    [('covalent-node-start', {'d': 'a', 'n': 2})]
+    """
+    kind = START_TOPIC if topic == START_TOPIC else OUTCOME_TOPIC
+    out = []
+    for _, msg in events:
+        batch = topic == BATCH_TOPIC and isinstance(msg, list | tuple)
+        for one in (msg if batch else [msg]):
+            if _of_dispatch(topic, one) == dispatch_id:
+                out.append((kind, one))
+    return out
 
 
 def _of_dispatch(topic: str, msg: Any) -> str | None:
