@@ -102,8 +102,11 @@ async def test_list_watch_cancel_and_status(cli: Cli, tmp_path: Path) -> None:
     assert lines[failed][2] == "FAILED" and lines[running][2:4] == ["RUNNING", "0/1"]
 
     # Ctrl-C stops watching, not the dispatch.
+    # As from a terminal: Ctrl-C at its default (a suite started in the background with `&`
+    # ignores SIGINT, and its children would inherit that).
     watcher = subprocess.Popen([sys.executable, "-m", "dispatcher.cli", "watch", running], env=cli.env,
-                               cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+                               cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                               preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     try:
         await asyncio.to_thread(watcher.stdout.readline)  # it is watching
         watcher.send_signal(signal.SIGINT)
