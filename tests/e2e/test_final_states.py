@@ -261,7 +261,9 @@ def check(server: ServerProcess, plan: Plan, ledger: Path, result: Any, cancelle
     for i, n in by_step.items():
         if n["node_name"].startswith(":sublattice:") and n["sublattice_result"] is not None:
             child = n["sublattice_result"]
-            assert child.status in ("COMPLETED", "FAILED", "CANCELLED")
+            assert child.status in ("COMPLETED", "FAILED", "CANCELLED"), (
+                f"child {child.dispatch_id} {child.status} below node {i} {n['status']}; parent "
+                f"{result.status}: {result.error}\n{_diagnosis(server, child.dispatch_id)}")
             assert "RUNNING" not in [str(c["status"]) for c in child.get_all_node_results()]
 
     failed = "FAILED" in statuses

@@ -193,6 +193,8 @@ async def test_sizes_and_previews_are_for_people(dispatcher: TestClient, addr: s
     size = await page.locator("#drawer-size").inner_text()
     assert " KiB pickled" in size and "bytes" not in size
     await page.goto(str(dispatcher.make_url(f"/dispatches/{dispatch_id}#node={nodes['sevenths']}")))
+    # a change of the hash only: reload once the address says it (else the blob's is reloaded)
+    await page.wait_for_url(lambda url: url.endswith(f"#node={nodes['sevenths']}"))
     await page.reload()
     preview = page.locator("#drawer-preview")
     # visibly cut, between two numbers (waits: the drawer may still show the previous node's)
