@@ -220,8 +220,11 @@ class Runner:
     def lose(self, dispatch_id: str) -> None:
         """The lease is gone: let its futures go (cancel nothing: the next owner finds them)."""
         run = self.runs.pop(dispatch_id, None)
-        if run is None:
-            return
+        if run is not None:
+            self._let_futures_go(run)
+
+    def _let_futures_go(self, run: Run) -> None:
+        """Stop waiting on a run's submission and release its sinks' futures (in the background)."""
         if run.waiter is not None and not run.waiter.done():
             run.waiter.cancel()
         sinks = list(run.futures.values())
@@ -348,9 +351,7 @@ class Runner:
             except Exception as exc:  # an unreachable cluster runs nothing either
                 log.warning("could not tell the workers about a cancel: %s", exc)
         await cancel_futures(self.client, futures)
-        while futures:  # releasing a future sends a message per key: 100,000 in slices
-            del futures[-1000:]
-            await asyncio.sleep(0)
+        await release(futures)  # a message per key: 100,000 in slices
 
     async def _find_running(self, run: Run, ins: FindRunning) -> None:
         """Which of these nodes Dask may still run: those whose task the scheduler still has,
@@ -407,11 +408,7 @@ class Runner:
         self.runs.pop(run.dispatch_id, None)
         if run.epoch and self.replica is not None:
             self._spawn(self._let_go(run.dispatch_id))
-        if run.waiter is not None and not run.waiter.done():
-            run.waiter.cancel()
-        sinks = list(run.futures.values())
-        run.futures.clear()
-        self._spawn(release(sinks))
+        self._let_futures_go(run)
 
     async def _let_go(self, dispatch_id: str) -> None:
         """Release a finished dispatch's lease once its final status is committed (renewed

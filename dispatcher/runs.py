@@ -1,5 +1,6 @@
-"""What the runner holds for each running dispatch (``Run``), the order of concurrent dispatches on the cluster
-(``submission_priority``), and letting go of futures without holding the loop (``release``).
+"""What the runner holds for each running dispatch (``Run``), the order of concurrent dispatches
+on the cluster (``submission_priority``), and letting go of futures without holding the loop
+(``release``).
 """
 
 from __future__ import annotations
