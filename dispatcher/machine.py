@@ -304,9 +304,14 @@ class DispatchMachine:
         self.internal_error = f"the dispatcher could not submit the rest: {ev.reason}"
         return [Record(updates), *self._fail_open(self.internal_error, ev.stamp)]
 
+    def cancel_targets(self, nodes: Iterable[int] | None) -> set[int]:
+        """The unfinished nodes a cancel of ``nodes`` (and what lies below them) would stop;
+        of the whole dispatch if ``nodes`` is empty or None."""
+        targets = self.descendants(nodes) if nodes else set(range(len(self.phase)))
+        return {i for i in targets if self.phase[i] in OPEN}
+
     def _cancel(self, ev: CancelRequested) -> list[Instruction]:
-        targets = self.descendants(ev.nodes) if ev.nodes else set(range(len(self.phase)))
-        targets = {i for i in targets if self.phase[i] in OPEN}
+        targets = self.cancel_targets(ev.nodes)
         self.cancel_requested = True
         for i in targets:
             self.phase[i] = Phase.CANCELLED

@@ -13,9 +13,11 @@ The runner holds Dask futures only for the *sinks* of each submission (tasks who
 task consumes): they keep the graph alive, and Dask releases everything else as it would for a
 plain graph. Once they have all ended, every task has, and the events that say how arrived
 first (an outcome travels in its task's completion, and the relay sends it before it reports
-anything else to this client). Events, ended
-submissions and answers from the workers go through one inbox, handled in arrival order; a
-cancel from a request is handled at once (the machine is synchronous, so no event interleaves).
+anything else to this client). Events, ended submissions and answers from the workers go
+through one inbox, handled in arrival order. A cancel from a request first tells every worker
+which nodes never to start and stops them, then waits for the outcomes of those that had ended
+already (so no node is recorded CANCELLED above one Dask started on its output), then goes to
+the machine at once (it is synchronous, so no event interleaves).
 Store updates reach the store through the ``Recorder``; a dispatch's waiters wake only once
 its final status is committed, so whatever the API reports is on disk.
 """
@@ -27,7 +29,7 @@ import collections
 import logging
 import time
 import uuid
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from typing import TYPE_CHECKING, Any
 
 from distributed import Client, Future
@@ -41,9 +43,9 @@ from .dask_graph import cancel as cancel_futures
 from .dask_graph import dask_error_message, live_keys, submit_graph, wait_all
 from .errors import UnknownExecutor
 from .executors import ExecutorTable
-from .machine import (Cancel, CancelRequested, DispatchMachine, Event, FindRunning, Finish,
-                      FuturesDone, Instruction, NodeStarted, Record, RunningElsewhere, Submit,
-                      SubmitFailed, ended_event)
+from .machine import (OPEN, Cancel, CancelRequested, DispatchMachine, Event, FindRunning,
+                      Finish, FuturesDone, Instruction, NodeStarted, Record, RunningElsewhere,
+                      Submit, SubmitFailed, ended_event)
 from .offload import off_loop
 from .outcomes import BATCH_TOPIC, OutcomeRelay, listen
 from .protocol import OUTCOME_TOPIC, START_TOPIC, NodeTaskError, now_iso, unpack_outcome
@@ -53,7 +55,7 @@ from .runs import Key, Run, release, submission_priority
 from .store.leases import dispatch_resource
 from .versions import WorkerVersions
 from .worker.contact import WorkerContext
-from .worker.interrupts import CancelledNodes, fence_nodes
+from .worker.interrupts import CancelledNodes, cancel_nodes, fence_nodes
 
 if TYPE_CHECKING:
     from .notices import Notices
@@ -62,6 +64,8 @@ if TYPE_CHECKING:
 log = logging.getLogger("covalent.dispatcher")
 
 CANCELLED_KEPT_S = 600.0  # how long workers keep refusing the nodes of a dispatch that ended
+CANCEL_ASK_S = 10.0  # how long a cancel waits for the workers' answer before it goes on
+ENDED_WAIT_S = 5.0  # ... and for the outcomes of nodes that ended as it came
 TAKEOVER_ROUNDS = 1 << 20  # generations a tenure may use: the next one's start above them
 
 
@@ -167,6 +171,11 @@ class Runner:
         run = self.runs.get(dispatch_id)
         if run is None:
             return []
+        ended = await self._stop_starting(run, node_ids)
+        if ended:
+            await self._hear_of(run, ended)
+        if self.runs.get(dispatch_id) is not run:
+            return []  # it ended meanwhile
         instructions = run.machine.handle(CancelRequested(node_ids, now_iso()))
         self._carry_out(run, instructions)
         await self.recorder.flush()
@@ -339,19 +348,57 @@ class Runner:
                                  futures: list[Future[Any]]) -> None:
         """Tell every worker (and every later one) which nodes never to start and to stop,
         and drop the futures of the cancelled sinks."""
-        now = time.monotonic()
         async with self._cancel_lock:
-            old = self._cancelled.get(dispatch_id, (set(), now))[0]
-            nodes = None if ins.whole or old is None else old | set(ins.nodes)
-            self._cancelled[dispatch_id] = (nodes, now)
-            table = {d: None if n is None else sorted(n) for d, (n, t) in self._cancelled.items()
-                     if d in self.runs or now - t < CANCELLED_KEPT_S}
+            table = self._cancel_table(dispatch_id, None if ins.whole else ins.nodes)
             try:
                 await self.client.register_plugin(CancelledNodes(table), name=CancelledNodes.name)
             except Exception as exc:  # an unreachable cluster runs nothing either
                 log.warning("could not tell the workers about a cancel: %s", exc)
         await cancel_futures(self.client, futures)
         await release(futures)  # a message per key: 100,000 in slices
+
+    def _cancel_table(self, dispatch_id: str, nodes: Iterable[int] | None
+                      ) -> dict[str, list[int] | None]:
+        """Add a cancel of ``nodes`` (None: all) of a dispatch to the cancelled nodes every
+        worker is told; the whole table (dispatches that ended long ago left out)."""
+        now = time.monotonic()
+        old = self._cancelled.get(dispatch_id, (set(), now))[0]
+        cancelled = None if nodes is None or old is None else old | set(nodes)
+        self._cancelled[dispatch_id] = (cancelled, now)
+        return {d: None if n is None else sorted(n) for d, (n, t) in self._cancelled.items()
+                if d in self.runs or now - t < CANCELLED_KEPT_S}
+
+    async def _stop_starting(self, run: Run, node_ids: list[int] | None) -> list[int]:
+        """Before a cancel is decided: tell every worker which nodes never to start any more
+        (the nodes it would stop) and stop those running; which of them ended on a worker
+        already, their outcomes not heard yet (a cancel is too late for those: they are
+        recorded as they ended, and what they let start is stopped as a cancelled node)."""
+        targets = run.machine.cancel_targets(node_ids)
+        if not targets:
+            return []
+        whole = not node_ids
+        async with self._cancel_lock:
+            table = self._cancel_table(run.dispatch_id, None if whole else targets)
+            try:
+                answers = await asyncio.wait_for(self.client.run(
+                    cancel_nodes, table, run.dispatch_id, None if whole else sorted(targets),
+                    on_error="return"), CANCEL_ASK_S)
+            except Exception as exc:  # unreachable workers start nothing either
+                log.warning("could not tell the workers about a cancel: %s", exc)
+                return []
+        ended = {n for a in answers.values() if isinstance(a, list) for n in a}
+        return sorted(ended & targets)
+
+    async def _hear_of(self, run: Run, nodes: list[int]) -> None:
+        """Wait (a while) until the outcomes of ``nodes``, which ended on a worker, are heard."""
+        deadline = time.monotonic() + ENDED_WAIT_S
+        while self.runs.get(run.dispatch_id) is run and any(
+                run.machine.phase[i] in OPEN for i in nodes):
+            if time.monotonic() > deadline:
+                log.warning("dispatch %s: no outcome heard of nodes %s, which ended before a "
+                            "cancel; recorded CANCELLED", run.dispatch_id, nodes)
+                return
+            await asyncio.sleep(0.005)
 
     async def _find_running(self, run: Run, ins: FindRunning) -> None:
         """Which of these nodes Dask may still run: those whose task the scheduler still has,

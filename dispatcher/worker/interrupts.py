@@ -142,15 +142,25 @@ class Interrupts:
             ctypes.pythonapi.PyThreadState_SetAsyncExc(ctypes.c_ulong(ident), ctypes.py_object(exc))
             return True
 
-    def set_cancelled(self, cancelled: Mapping[str, Iterable[int] | None]
-                      ) -> list[tuple[int, NodeKey]]:
-        """Take the dispatcher's cancelled nodes; interrupt those running here: (thread, node)."""
+    def set_cancelled(self, cancelled: Mapping[str, Iterable[int] | None],
+                      asked: tuple[str, Iterable[int] | None] = ("", ())
+                      ) -> tuple[list[tuple[int, NodeKey]], list[int]]:
+        """Take the dispatcher's cancelled nodes; interrupt those running here: (thread, node).
+        And, in the same step, which of the nodes ``asked`` (of one dispatch; None: all of
+        them) left their user code here a moment ago and run no more: too late to stop, they
+        report how they ended."""
         table = {d: None if nodes is None else frozenset(nodes) for d, nodes in cancelled.items()}
+        dispatch_id, wanted = asked[0], None if asked[1] is None else set(asked[1])
+        now = time.monotonic()
         with self.lock:
             self.cancelled = table
             hit = [(ident, (d, n)) for ident, (d, n) in self.threads.items()
                    if d in table and (table[d] is None or n in table[d])]  # type: ignore[operator]
-        return [(ident, node) for ident, node in hit if self.interrupt(ident)]
+            here = {n for d, n in self.threads.values() if d == dispatch_id}
+            ended = sorted(n for (d, n), t in self.recent.items()
+                           if d == dispatch_id and now - t < RECENT_S and n not in here
+                           and (wanted is None or n in wanted))
+        return [(ident, node) for ident, node in hit if self.interrupt(ident)], ended
 
     def still_running(self, ident: int, node: NodeKey) -> bool:
         with self.lock:
@@ -201,15 +211,31 @@ class CancelledNodes(WorkerPlugin):
         self.cancelled = dict(cancelled)
 
     def setup(self, worker: Any) -> None:
-        hit = interrupts.set_cancelled(self.cancelled)
-        if not hit:
-            return
-        try:  # plugins are set up on the worker's event loop
-            loop = asyncio.get_running_loop()
-        except RuntimeError:
-            return
-        for ident, node in hit:
-            loop.call_later(grace_of(worker), _check_stopped, worker, ident, node)
+        _watch(worker, interrupts.set_cancelled(self.cancelled)[0])
+
+
+def cancel_nodes(cancelled: Mapping[str, list[int] | None], dispatch_id: str,
+                 asked: list[int] | None, dask_worker: Any = None) -> list[int]:
+    """Run by the dispatcher on every worker (``Client.run``) before it decides a cancel: the
+    cancelled nodes of its running dispatches, as ``CancelledNodes`` gives them to later
+    workers (none of them starts here from now on, those running are interrupted); and which
+    of the nodes ``asked`` (None: all) of ``dispatch_id`` ended here already, their outcomes
+    on the way."""
+    hit, ended = interrupts.set_cancelled(cancelled, (dispatch_id, asked))
+    _watch(dask_worker, hit)
+    return ended
+
+
+def _watch(worker: Any, hit: list[tuple[int, NodeKey]]) -> None:
+    """Restart the worker if an interrupted node is still there after its grace period."""
+    if not hit or worker is None:
+        return
+    try:  # plugins are set up, and Client.run runs, on the worker's event loop
+        loop = asyncio.get_running_loop()
+    except RuntimeError:
+        return
+    for ident, node in hit:
+        loop.call_later(grace_of(worker), _check_stopped, worker, ident, node)
 
 
 def _check_stopped(worker: Any, ident: int, node: NodeKey) -> None:

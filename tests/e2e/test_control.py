@@ -3,10 +3,15 @@
 from __future__ import annotations
 
 import asyncio
+from typing import Any
 
 import pytest
 
 import covalent as ct
+from dispatcher.keys import RUNNER
+from dispatcher.machine import OPEN
+from dispatcher.protocol import OUTCOME_TOPIC, unpack_outcome
+from dispatcher.worker.interrupts import interrupts
 from tests.conftest import JSON, fetched, wait_until
 from tests.conftest import run
 from tests import tasks
@@ -252,6 +257,47 @@ async def test_cancelling_a_task_lets_what_feeds_it_finish(addr: str) -> None:
     assert result.get_node_result(0)["status"] == "COMPLETED"
     assert result.get_node_result(0)["output"] == 3
     assert result.get_node_result(2)["status"] == "CANCELLED"
+
+
+@ct.lattice
+def _ends_then_spins(path, marker):
+    return spin(mark(path, marker))  # node 0 ends; node 3 starts on its output at once
+
+
+async def test_a_cancel_that_comes_as_a_node_ends_stops_what_it_started(
+        dispatcher: Any, addr: str, tmp_path, monkeypatch: pytest.MonkeyPatch) -> None:
+    # A cancel of node 0 that reaches the dispatcher after node 0 ended on its worker, but
+    # before its outcome did (held back here, as a busy network or scheduler would): Dask
+    # started node 3 on node 0's output already. Node 0 is recorded as it ended (COMPLETED,
+    # with its output), node 3 is stopped and CANCELLED; never a node that started below a
+    # CANCELLED one (the CI's kill example: node 0 CANCELLED, its child had run).
+    runner = dispatcher.app[RUNNER]
+    held: list[tuple[str, Any]] = []
+    real = runner._dispatch_event
+
+    def holding(topic: str, msg: Any) -> None:
+        if not held and topic == OUTCOME_TOPIC and unpack_outcome(msg)["n"] == 0:
+            held.append((topic, msg))
+            return
+        real(topic, msg)
+
+    monkeypatch.setattr(runner, "_dispatch_event", holding)
+    ledger, marker = tmp_path / "runs", tmp_path / "stopped"
+    dispatch_id = await asyncio.to_thread(
+        ct.dispatch(_ends_then_spins, dispatcher_addr=addr), str(ledger), str(marker))
+    await _running(addr, dispatch_id, 3)  # node 3 runs: node 0 ended, its outcome is held
+    assert held and runner.runs[dispatch_id].machine.phase[0] in OPEN
+    cancel = asyncio.create_task(asyncio.to_thread(ct.cancel, dispatch_id, [0], addr))
+    await wait_until(lambda: dispatch_id in interrupts.cancelled, timeout=5)  # workers told
+    runner._deliver(*held[0])  # node 0's outcome arrives after the cancel began
+    await asyncio.wait_for(cancel, 15)
+    await wait_until(marker.exists, timeout=5)  # node 3 really stopped
+    result = await asyncio.wait_for(fetched(dispatch_id, addr), 10)
+    assert result.status == "CANCELLED"
+    assert result.get_node_result(0)["status"] == "COMPLETED"
+    assert result.get_node_result(0)["output"] == str(marker)
+    assert result.get_node_result(3)["status"] == "CANCELLED"
+    assert len(ledger.read_text().splitlines()) == 1
 
 
 @ct.lattice

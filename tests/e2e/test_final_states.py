@@ -34,7 +34,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from hypothesis import HealthCheck, Phase, given, note, settings
+from hypothesis import HealthCheck, Phase, example, given, note, settings
 from hypothesis import strategies as st
 
 import covalent as ct
@@ -304,6 +304,13 @@ def test_a_finished_dispatch_tells_the_truth(server: ServerProcess, plan: Plan,
 @pytest.mark.timeout(120 + 90 * KILL_EXAMPLES, method="thread")
 @settings(max_examples=KILL_EXAMPLES, **COMMON)  # type: ignore[arg-type]
 @given(plan=plans(kills=True))
+# Seen on a loaded machine: a cancel of step 0 as it ended (its outcome on the way, step 2
+# started on its output) recorded step 0 CANCELLED above a step that had started.
+@example(plan=Plan((Step("step", (), False, "ok", 0.0), Step("step", (), False, "ok", 0.0),
+                    Step("step", (0,), False, "ok", 0.0), Step("step", (2, 0, 1), True, "ok", 0.0),
+                    Step("step", (3, 2, 0), True, "fail", 0.0),
+                    Step("step", (1, 2, 0), False, "ok", 0.0)),
+                   None, ("partial", 0, 0.0), ("worker", 0.3)))
 def test_the_truth_survives_killed_workers_and_a_killed_dispatcher(
         server: ServerProcess, plan: Plan, tmp_path_factory: pytest.TempPathFactory) -> None:
     run_plan(server, plan, tmp_path_factory.getbasetemp())
