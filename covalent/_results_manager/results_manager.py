@@ -70,18 +70,28 @@ def get_result(
     patience = _Patience() if wait else None  # wait=True rides out a dispatcher restart
     if wait and progress:
         _progress.watch(cfg, dispatch_id)
-    status = _wait_terminal(cfg, path, patience) if patience is not None else None
-    if status_only:
-        if status is None:
-            status = Status(_client.request_json(cfg, "GET", path + "/status")["status"])
-        return {"dispatch_id": dispatch_id, "id": dispatch_id, "status": status}
     parts = "result" if workflow_output else "none"
 
-    def fetch() -> bytes:
-        return _client.request(cfg, "GET", path, query={"parts": parts})[2]
+    def fetch(wait: float = 0) -> tuple[dict[str, Any], list[bytes]]:
+        if not wait:
+            return wire.unpack(_client.request(cfg, "GET", path, query={"parts": parts})[2])
+        return wire.unpack(_client.request(cfg, "GET", path, query={"parts": parts, "wait": wait},
+                                           timeout=wait + 30)[2])
 
-    data = patience.call(fetch) if patience is not None else fetch()
-    header, blobs = wire.unpack(data)
+    if status_only:
+        status = (_wait_terminal(cfg, path, patience) if patience is not None else
+                  Status(_client.request_json(cfg, "GET", path + "/status")["status"]))
+        return {"dispatch_id": dispatch_id, "id": dispatch_id, "status": status}
+    if patience is None:
+        header, blobs = fetch()
+    else:
+        # One request for a dispatch that ends within a long poll: the answer that says it
+        # ended carries its records (#23: a status poll and then a read cost a round trip
+        # more). A longer one waits on the status, whose answers are small, then reads once.
+        header, blobs = patience.call(lambda: fetch(_LONG_POLL_S))
+        if not Status(header["dispatch"]["status"]).is_terminal:
+            _wait_terminal(cfg, path, patience)
+            header, blobs = patience.call(fetch)
     return Result._from_wire(header, blobs, cfg, dispatcher_addr,
                              intermediate_outputs=intermediate_outputs,
                              workflow_output=workflow_output,

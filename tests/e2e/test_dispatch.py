@@ -196,6 +196,37 @@ async def test_status_only_and_running_state(addr: str) -> None:
     assert status["status"] == ct.status.COMPLETED
 
 
+async def test_waiting_for_a_result_is_one_request_unless_it_outlasts_a_long_poll(
+        addr: str, requests_seen: list[tuple[str, str]], monkeypatch: pytest.MonkeyPatch) -> None:
+    from covalent._results_manager import results_manager
+    from tests import tasks
+
+    path = "/api/v1/dispatches/{}"
+    dispatch_id = await asyncio.to_thread(ct.dispatch(two_node, dispatcher_addr=addr), 2, 3)
+    requests_seen.clear()
+    result = await asyncio.to_thread(ct.get_result, dispatch_id, True, addr)
+    assert result.status == ct.status.COMPLETED and result.result == 10
+    assert requests_seen == [("GET", path.format(dispatch_id))]  # it ends within the poll
+
+    monkeypatch.setattr(results_manager, "_LONG_POLL_S", 0.2)
+
+    @ct.lattice
+    def wf():
+        return block(7)
+
+    dispatch_id = await asyncio.to_thread(ct.dispatch(wf, dispatcher_addr=addr))
+    requests_seen.clear()
+    waiting = asyncio.create_task(asyncio.to_thread(ct.get_result, dispatch_id, True, addr))
+    status_poll = ("GET", path.format(dispatch_id) + "/status")
+    await wait_until(lambda: requests_seen.count(status_poll) >= 2, timeout=5)
+    tasks.release.set()
+    result = await asyncio.wait_for(waiting, 10)
+    assert result.status == ct.status.COMPLETED and result.result == 7
+    # the records once at first, small status answers while it runs, the records once at last
+    assert requests_seen[0] == requests_seen[-1] == ("GET", path.format(dispatch_id))
+    assert set(requests_seen[1:-1]) == {status_poll}
+
+
 async def test_dispatch_sync_returns_the_result(addr: str) -> None:
     result = await asyncio.to_thread(ct.dispatch_sync(two_node, dispatcher_addr=addr), 2, 3)
     assert result.status == "COMPLETED" and result.result == 10
