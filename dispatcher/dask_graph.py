@@ -140,10 +140,12 @@ async def cancel(client: Client, futures: list[Future[Any]], chunk: int = 100) -
         await client.cancel(futures[start:start + chunk], force=True)
 
 
-def live_keys(keys: list[Key], dask_scheduler: Any = None) -> list[Key]:
-    """On the scheduler: which of ``keys`` it still has waiting, processing or in memory."""
-    alive = ("waiting", "queued", "no-worker", "processing", "memory")
-    return [k for k in keys if (ts := dask_scheduler.tasks.get(k)) is not None and ts.state in alive]
+def live_keys(keys: list[Key], dask_scheduler: Any = None) -> dict[Key, bool]:
+    """On the scheduler: which of ``keys`` it still has waiting or processing (True) or in
+    memory (False: the task ended)."""
+    to_run = ("waiting", "queued", "no-worker", "processing")
+    return {k: ts.state in to_run for k in keys if (ts := dask_scheduler.tasks.get(k)) is not None
+            and (ts.state in to_run or ts.state == "memory")}
 
 
 def dask_error_message(exc: BaseException) -> str:

@@ -25,7 +25,9 @@ every node is COMPLETED, FAILED, CANCELLED or BLOCKED. Dask releases what no wan
 needs, so after an error Dask raised itself some independent nodes may never have run (or
 may still run on a worker, released): when the futures of a submission have all ended, the
 machine asks which released nodes still run, waits for those, and submits the rest again
-(a new *generation*) with the completed nodes' stored outputs, until nothing is left.
+(a new *generation*) with the completed nodes' stored outputs, until nothing is left. Nodes it
+waits for are asked about again (a second apart, and after each later round), so one that
+ended without a word (its worker died; its outcome lost) is found nowhere and runs again.
 
 Gathering nodes (lists, tuples, dicts; ``GATHER``) are COMPLETED once all their parts are;
 the ``:postprocess:reconstruct`` node completes with its dispatch, in the same commit
@@ -99,6 +101,7 @@ class DispatchMachine:
         self.generation = 0
         self.futures_pending = False  # the current submission's futures have not all ended
         self.awaiting: set[int] = set()  # released nodes a worker still runs
+        self.asking = 0  # FindRunning instructions not answered yet
         self.cancel_requested = cancel_requested
         self.final: state.DispatchUpdate | None = None
         self.internal_error = ""
@@ -324,6 +327,7 @@ class DispatchMachine:
         return out + (self._settle(ev.stamp) if not self.futures_pending else [])
 
     def _running_elsewhere(self, ev: RunningElsewhere) -> list[Instruction]:
+        self.asking = max(0, self.asking - 1)
         if ev.generation != self.generation or self.futures_pending:
             return []  # a stale answer: a later submission settles it
         self.awaiting = {i for i in ev.nodes if self.phase[i] in OPEN}
@@ -367,17 +371,23 @@ class DispatchMachine:
         what is left (the one place that decides what happens next)."""
         if self.futures_pending or self.final is not None:
             return []
-        if self.awaiting and not asked:
+        if self.awaiting and not asked and self.asking:
             return []  # their outcome (or the next FindRunning answer) settles it
         open_tasks = self._open_tasks()
         if not open_tasks:
             return self._finish(stamp)
-        if not asked:  # released by Dask, some may still run (a quick one not announced yet)
-            return [FindRunning(self.generation, open_tasks, 0.0)]
+        if not asked:  # released by Dask, some may still run (a quick one not announced yet);
+            # nodes awaited while the rest ran are asked about again: one that ended without a
+            # word (its worker died) is found nowhere now, and runs again
+            return self._ask(FindRunning(self.generation, open_tasks, 0.0))
         rest = set(open_tasks) - self.descendants(self.awaiting)
         if not rest:
-            return [FindRunning(self.generation, sorted(self.awaiting), 1.0)]
+            return self._ask(FindRunning(self.generation, sorted(self.awaiting), 1.0))
         return self._next_round(stamp, rest)
+
+    def _ask(self, ins: FindRunning) -> list[Instruction]:
+        self.asking += 1
+        return [ins]
 
     def _next_round(self, stamp: str, nodes: set[int]) -> list[Instruction]:
         if self.generation and self._events == self._events_at_submit:

@@ -414,7 +414,14 @@ class Runner:
         try:
             keys = [k for k, i in run.by_key.items() if i in set(ins.nodes)]
             live = await self._live_keys(keys)
-            found |= {run.by_key[k] for k in live}
+            found |= {run.by_key[k] for k, to_run in live.items() if to_run}
+            # A task in memory has ended and its outcome is on its way, unless it was so at the
+            # last ask already (a second apart): it ended without one (below a parent Dask
+            # computed again without its output, or its worker died after it left), so it runs
+            # again rather than being waited for forever (a dispatch stuck RUNNING, #20)
+            ended = {run.by_key[k] for k, to_run in live.items() if not to_run} - found
+            found |= ended - run.ended_unheard
+            run.ended_unheard = ended
             answers = await asyncio.wait_for(self.client.run(
                 fence_nodes, run.dispatch_id, sorted(set(ins.nodes) - found), ins.generation,
                 on_error="return"), 30)
@@ -441,11 +448,11 @@ class Runner:
             for kind, msg in kept_events(topic, events, run.dispatch_id):
                 self._deliver(kind, msg)
 
-    async def _live_keys(self, keys: list[Key]) -> list[Key]:
-        """The keys the scheduler still means to run or keep (a cancel it has not processed)."""
+    async def _live_keys(self, keys: list[Key]) -> dict[Key, bool]:
+        """The keys the scheduler still means to run (True) or holds in memory (False)."""
         if self.scheduler is not None:
             return live_keys(keys, dask_scheduler=self.scheduler)
-        found: list[Key] = await self.client.run_on_scheduler(live_keys, keys)
+        found: dict[Key, bool] = await self.client.run_on_scheduler(live_keys, keys)
         return found
 
     def _finish(self, run: Run, ins: Finish) -> None:

@@ -42,6 +42,7 @@ class Run:
     epoch: int = 0  # replicas: the tenure of its lease this runner holds (0: one server)
     replay: bool = False  # taken over: read the outcomes nobody heard before asking workers
     held: list[Any] = field(default_factory=list)  # first updates, recorded once submitted
+    ended_unheard: set[int] = field(default_factory=set)  # in memory at the last FindRunning
 
     @property
     def dispatch_id(self) -> str:

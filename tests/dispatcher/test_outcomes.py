@@ -123,7 +123,10 @@ async def test_outcomes_relayed_after_their_listener_died_are_kept_for_the_next(
                          and ts.state == "executing")  # the sink waits at the gate
         assert s.get_events(BATCH_TOPIC) == ()
         del sink
-    _GATE.set()  # the owner is gone; its sink ends (released: reported as an event)
+    # the owner is gone: once the worker has heard its sink was released, the sink ends
+    # (reported as an event, with no completion to ride in)
+    await wait_until(lambda: (ts := w.state.tasks.get("sink")) is None or ts.state == "cancelled")
+    _GATE.set()
     await wait_until(lambda: len(s.get_events(OUTCOME_TOPIC)) == 1, timeout=30)
     relay.flush()  # the timer's work, without waiting a minute
     kept = [unpack_outcome(o)["n"] for _, batch in s.get_events(BATCH_TOPIC) for o in batch]
