@@ -415,6 +415,9 @@ async def test_cancel_stops_every_process_a_node_started(addr: str, tmp_path) ->
     result = await asyncio.wait_for(fetched(dispatch_id, addr), 10)
     assert result.status == "CANCELLED"
     await wait_until(lambda: not _alive(in_deps) and not _alive(in_hook), timeout=10)
+    for proc in _LEFT_RUNNING:  # the hook's own bash was killed with it: reap it
+        assert proc.wait(timeout=5) == -9
+    _LEFT_RUNNING.clear()
 
 
 async def test_a_time_limit_stops_the_processes_of_its_node(addr: str, tmp_path) -> None:
