@@ -328,8 +328,20 @@ async def cancel(store: DispatchStore, runner: Runner, dispatch_id: str,
     bad = [t for t in task_ids if not 0 <= t < len(nodes)]
     if bad:
         raise NodeNotFound(f"dispatch {dispatch_id} has no nodes {bad}")
+    if dispatch_id not in runner.runs:
+        # RUNNING on disk yet not running here: it may have just ended, its final records on
+        # their way to the store (a cancel of its stored records would then mark nodes
+        # CANCELLED in a dispatch that ends COMPLETED, as a kill example caught)
+        await runner.recorder.flush()
+        status = await store.get_status(dispatch_id) or status
+        if state.is_terminal(status):
+            raise DispatchState(f"dispatch {dispatch_id} already ended {status}; nothing to cancel")
     if dispatch_id in runner.runs:
-        cancelled = await runner.cancel(dispatch_id, task_ids or None)
+        taken = await runner.cancel(dispatch_id, task_ids or None)
+        if taken is None:
+            status = await store.get_status(dispatch_id) or status
+            raise DispatchState(f"dispatch {dispatch_id} already ended {status}; nothing to cancel")
+        cancelled = taken
     elif runner.notices is not None:  # replicas: the one running it cancels it
         done = await runner.notices.request_cancel(dispatch_id, task_ids)
         cancelled = [n.node_id for n in await store.get_nodes(dispatch_id)

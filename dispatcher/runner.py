@@ -165,17 +165,19 @@ class Runner:
         if submitting is not None:  # answer the request once the graph is with Dask
             await asyncio.shield(submitting)
 
-    async def cancel(self, dispatch_id: str, node_ids: list[int] | None) -> list[int]:
+    async def cancel(self, dispatch_id: str, node_ids: list[int] | None) -> list[int] | None:
         """Cancel the unfinished nodes (all, or ``node_ids`` and their descendants); returns
-        the nodes cancelled. The records are committed when it returns."""
+        the nodes cancelled, None if the dispatch ended first. The records are committed when
+        it returns."""
         run = self.runs.get(dispatch_id)
         if run is None:
-            return []
+            return None
         ended = await self._stop_starting(run, node_ids)
         if ended:
             await self._hear_of(run, ended)
         if self.runs.get(dispatch_id) is not run:
-            return []  # it ended meanwhile
+            await self.recorder.flush()
+            return None  # it ended meanwhile (the nodes the cancel waited for completed it)
         instructions = run.machine.handle(CancelRequested(node_ids, now_iso()))
         self._carry_out(run, instructions)
         await self.recorder.flush()
