@@ -293,6 +293,11 @@ async def resume_all(store: DispatchStore, runner: Runner) -> list[str]:
 async def resume(store: DispatchStore, runner: Runner, dispatch_id: str, epoch: int = 0) -> bool:
     """Resume one unfinished dispatch; False if it ended (or went) meanwhile. ``epoch``: a
     replica took it over at that tenure of its lease: nodes still running are found, not reset."""
+    async with runner.placing(dispatch_id):  # a cancel meanwhile waits, then cancels the run
+        return await _resume(store, runner, dispatch_id, epoch)
+
+
+async def _resume(store: DispatchStore, runner: Runner, dispatch_id: str, epoch: int) -> bool:
     row = await store.get_dispatch(dispatch_id)
     if row is None or state.is_terminal(row.status) or row.status == PENDING:
         return False  # cancelled (or deleted) while earlier ones were resumed
@@ -328,34 +333,27 @@ async def cancel(store: DispatchStore, runner: Runner, dispatch_id: str,
     bad = [t for t in task_ids if not 0 <= t < len(nodes)]
     if bad:
         raise NodeNotFound(f"dispatch {dispatch_id} has no nodes {bad}")
+    cancelled: list[int] | None = None
     if dispatch_id not in runner.runs:
-        # RUNNING on disk yet not running here: it may have just ended, its final records on
-        # their way to the store (a cancel of its stored records would then mark nodes
-        # CANCELLED in a dispatch that ends COMPLETED, as a kill example caught)
-        await runner.recorder.flush()
-        status = await store.get_status(dispatch_id) or status
-        if state.is_terminal(status):
-            raise DispatchState(f"dispatch {dispatch_id} already ended {status}; nothing to cancel")
-    if dispatch_id in runner.runs:
+        async with runner.placing(dispatch_id):  # a resume under way puts its run here first
+            if dispatch_id not in runner.runs:
+                cancelled = await _cancel_stored(store, runner, dispatch_id)
+    if cancelled is not None:
+        pass  # its stored records
+    elif dispatch_id in runner.runs:
         taken = await runner.cancel(dispatch_id, task_ids or None)
         if taken is None:
             status = await store.get_status(dispatch_id) or status
             raise DispatchState(f"dispatch {dispatch_id} already ended {status}; nothing to cancel")
         cancelled = taken
-    elif runner.notices is not None:  # replicas: the one running it cancels it
+    else:  # replicas: the one running it cancels it
+        assert runner.notices is not None
         done = await runner.notices.request_cancel(dispatch_id, task_ids)
         cancelled = [n.node_id for n in await store.get_nodes(dispatch_id)
                      if n.status == Status.CANCELLED] if done else []
         return {"message": f"Cancel of dispatch {dispatch_id} " + (
             "carried out by the replica running it." if done else
             "recorded; the replica that runs it carries it out."), "cancelled": cancelled}
-    else:  # RUNNING on disk, not resumed yet (resume runs in the background): cancel the record
-        row = await store.get_dispatch(dispatch_id)
-        assert row is not None
-        graph, _ = await load_graph(store, row)
-        cancelled = await runner.cancel_stored(
-            dispatch_id, graph, {n.node_id: n.status for n in nodes},
-            {n.node_id: n.error or "" for n in nodes})
     for child, node_id in await store.children(dispatch_id):
         if not task_ids or node_id in cancelled:
             try:
@@ -365,6 +363,27 @@ async def cancel(store: DispatchStore, runner: Runner, dispatch_id: str,
     what = f"tasks {task_ids} of dispatch {dispatch_id}" if task_ids else f"dispatch {dispatch_id}"
     return {"message": f"Cancelled {what} ({len(cancelled)} unfinished nodes).",
             "cancelled": cancelled}
+
+
+async def _cancel_stored(store: DispatchStore, runner: Runner, dispatch_id: str) -> list[int] | None:
+    """Cancel a dispatch RUNNING on disk that is not running here: its stored records, if no
+    other replica runs it (None: one may; it is asked to). Called under ``runner.placing``."""
+    # It may have just ended, its final records on their way to the store (a cancel of its
+    # stored records would then mark nodes CANCELLED in a dispatch that ends COMPLETED, as a
+    # kill example caught).
+    await runner.recorder.flush()
+    row = await store.get_dispatch(dispatch_id)
+    if row is None:
+        raise DispatchNotFound(dispatch_id)
+    if state.is_terminal(row.status):
+        raise DispatchState(f"dispatch {dispatch_id} already ended {row.status}; nothing to cancel")
+    if runner.notices is not None:
+        return None
+    # not resumed yet (resume runs in the background after a restart)
+    nodes = await store.get_nodes(dispatch_id)
+    graph, _ = await load_graph(store, row)
+    return await runner.cancel_stored(dispatch_id, graph, {n.node_id: n.status for n in nodes},
+                                      {n.node_id: n.error or "" for n in nodes})
 
 
 async def delete(store: DispatchStore, runner: Runner, dispatch_id: str) -> list[str]:

@@ -26,10 +26,11 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import contextlib
 import logging
 import time
 import uuid
-from collections.abc import Iterable, Mapping
+from collections.abc import AsyncIterator, Iterable, Mapping
 from typing import TYPE_CHECKING, Any
 
 from distributed import Client, Future
@@ -94,6 +95,8 @@ class Runner:
         # dispatch -> cancelled nodes (None: all), told to every worker; ended ones expire
         self._cancelled: dict[str, tuple[set[int] | None, float]] = {}
         self._cancel_lock = asyncio.Lock()
+        # dispatch -> (lock, holders): a resume and a cancel of a dispatch not running here
+        self._placing: dict[str, tuple[asyncio.Lock, int]] = {}
         self.replica: Replica | None = None  # replicas on one database (issue #26)
         self.notices: Notices | None = None  # ... and what they tell each other
 
@@ -129,6 +132,23 @@ class Runner:
         await self.versions.check(versions)
 
     # -- starting a dispatch -------------------------------------------------------------------
+
+    @contextlib.asynccontextmanager
+    async def placing(self, dispatch_id: str) -> AsyncIterator[None]:
+        """Hold ``dispatch_id`` while a resume reads its stored records and puts its run here, or
+        while a cancel acts on those records: a cancel waits for a resume under way (then cancels
+        the run it started), and a resume that waited for a cancel finds the dispatch ended."""
+        lock, holders = self._placing.get(dispatch_id, (asyncio.Lock(), 0))
+        self._placing[dispatch_id] = (lock, holders + 1)
+        try:
+            async with lock:
+                yield
+        finally:
+            lock, holders = self._placing[dispatch_id]
+            if holders == 1:
+                del self._placing[dispatch_id]
+            else:
+                self._placing[dispatch_id] = (lock, holders - 1)
 
     async def submit(self, dispatch_id: str, graph: WorkflowGraph, preset: dict[int, Preset],
                      started: str = "", failed: Mapping[int, str] | None = None,

@@ -8,7 +8,8 @@ from typing import Any
 import pytest
 
 import covalent as ct
-from dispatcher.keys import RUNNER
+from dispatcher import dispatches
+from dispatcher.keys import RUNNER, STORE
 from dispatcher.machine import OPEN
 from dispatcher.protocol import OUTCOME_TOPIC, unpack_outcome
 from dispatcher.worker import interrupts as worker_interrupts
@@ -331,6 +332,45 @@ async def test_a_node_whose_outcome_never_comes_runs_again(
     assert result.status == "COMPLETED" and result.result == 5
     assert result.get_node_result(0)["status"] == "COMPLETED"
     assert len(ledger.read_text().splitlines()) == 2  # ran again
+
+
+@ct.lattice
+def _one_blocker():
+    return block(1)
+
+
+async def test_a_cancel_during_a_resume_cancels_the_run_it_started(
+        dispatcher: Any, addr: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    # After a restart a dispatch is RUNNING on disk and resumed in the background; a cancel
+    # that comes while the resume has read its records but not yet put its run here must not
+    # cancel the stored records under it (the resumed run would go on, RUNNING, in a dispatch
+    # recorded CANCELLED): it waits for the resume, then cancels the run.
+    runner, store = dispatcher.app[RUNNER], dispatcher.app[STORE]
+    dispatch_id = await asyncio.to_thread(ct.dispatch(_one_blocker, dispatcher_addr=addr))
+    await _running(addr, dispatch_id, 0)
+    runner.lose(dispatch_id)  # as a restart forgets it: RUNNING on disk, not running here
+    reading, go = asyncio.Event(), asyncio.Event()
+    real = dispatches.presets
+
+    async def slow_presets(*args: Any) -> Any:  # the resume, once it has read the nodes
+        reading.set()
+        await go.wait()
+        return await real(*args)
+
+    monkeypatch.setattr(dispatches, "presets", slow_presets)
+    resume = asyncio.create_task(dispatches.resume(store, runner, dispatch_id))
+    await asyncio.wait_for(reading.wait(), 10)
+    cancel = asyncio.create_task(asyncio.to_thread(ct.cancel, dispatch_id, None, addr))
+    # Without the lock the cancel ends here, on the stored records; with it, it waits.
+    await asyncio.wait({cancel}, timeout=1.0)
+    go.set()
+    assert await asyncio.wait_for(resume, 10) is True
+    await asyncio.wait_for(cancel, 15)
+    await wait_until(lambda: dispatch_id not in runner.runs, timeout=10)
+    result = await asyncio.wait_for(fetched(dispatch_id, addr), 10)
+    assert result.status == "CANCELLED"
+    assert result.get_node_result(0)["status"] == "CANCELLED"  # block(1); node 1: its parameter
+    assert {str(n["status"]) for n in result.get_all_node_results()} <= {"COMPLETED", "CANCELLED"}
 
 
 @ct.lattice
