@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import re
 import uuid
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -89,6 +90,32 @@ async def test_the_age_filter_keeps_dispatches_of_that_age(dispatcher: TestClien
     await expect(rows).to_have_attribute("data-id", recent)
     await expect(rows).to_have_count(1)
     assert "1 dispatch" in await page.locator(".pager").inner_text()  # not "1 dispatches"
+
+
+async def test_a_filter_changed_the_moment_the_table_is_replaced_is_not_lost(
+        dispatcher: TestClient, addr: str, page: Any) -> None:
+    # The controls are inside the table they replace. A change made as soon as the new table is
+    # in the page (before a timer could run: htmx bound the new controls' handlers 20 ms after
+    # a swap, so a quick hand, or CI's Playwright, changed a filter that did nothing) must act.
+    recent = await dispatch(squares, addr, 1)
+    await page.goto(str(dispatcher.make_url("/?age=older-30d")))
+    await expect(page.locator("#dispatches tbody tr.empty")).to_have_count(1)
+    await page.evaluate("""() => {
+      const table = document.getElementById("table");
+      const seen = new MutationObserver(() => {
+        seen.disconnect();
+        const age = document.getElementById("age");
+        age.value = "1d";
+        age.dispatchEvent(new Event("change", {bubbles: true}));
+      });
+      seen.observe(table, {childList: true});
+      const age = document.getElementById("age");
+      age.value = "older-7d";
+      age.dispatchEvent(new Event("change", {bubbles: true}));
+    }""")
+    await expect(page.locator("#dispatches tbody tr")).to_have_attribute("data-id", recent)
+    await expect(page.locator("#age")).to_have_value("1d")
+    await expect(page).to_have_url(re.compile(r"age=1d"))
 
 
 async def test_a_pending_dispatch_can_be_started_or_deleted_from_the_list(

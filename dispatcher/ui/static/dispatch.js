@@ -111,12 +111,16 @@
     if (first && !keepFocus) returnFocus = document.activeElement;
     state.openNode = node;
     const resp = await fetch(`/ui/dispatches/${id}/nodes/${node}`, {credentials: "same-origin"});
-    if (state.openNode !== node) return;  // another node was opened meanwhile
+    // the whole body first: another node opened while it arrives wins (this one must neither
+    // fill the drawer nor put its own number back in the address)
+    const text = await resp.text().catch(() => "");
+    if (state.openNode !== node) return;
     if (resp.ok) {
-      drawer.innerHTML = await resp.text(); // rendered and escaped by the server
+      drawer.innerHTML = text; // rendered and escaped by the server
       ui.localTimes(drawer);
     } else {
-      const body = await resp.json().catch(() => ({}));
+      let body = {};
+      try { body = JSON.parse(text); } catch (e) { /* not JSON: the status text says it */ }
       drawer.replaceChildren();
       const head = document.createElement("div");
       head.className = "drawer-head";
