@@ -20,7 +20,7 @@ import cloudpickle
 
 from . import _client, wire
 from .config import client_config
-from ._builder import source_of
+from ._builder import gc_paused, source_of
 from .wire.frame import preview
 from .wire.graph import NodeKind, WorkflowGraph
 from ._lattice import Lattice
@@ -45,6 +45,12 @@ def build_submission(lat: Lattice[Any, Any], args: tuple[Any, ...], kwargs: dict
 def submission_parts(lat: Lattice[Any, Any], args: tuple[Any, ...], kwargs: dict[str, Any],
                      *, dispatch_id: str, disable_run: bool) -> list[bytes]:
     """``build_submission`` as the parts of the body, sent one after the other."""
+    with gc_paused():
+        return _submission_parts(lat, args, kwargs, dispatch_id=dispatch_id, disable_run=disable_run)
+
+
+def _submission_parts(lat: Lattice[Any, Any], args: tuple[Any, ...], kwargs: dict[str, Any],
+                      *, dispatch_id: str, disable_run: bool) -> list[bytes]:
     graph, sources = lat.build_graph_with_sources(*args, **kwargs)
     replace = getattr(lat, "replace_electrons", None)  # a lattice stored before it had them
     if replace:
