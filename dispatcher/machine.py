@@ -38,7 +38,7 @@ RUNNING node.
 from __future__ import annotations
 
 import enum
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 
 from covalent.wire import GATHER_KINDS, PARAMETER_PREFIX, PREVIEW_LIMIT, NodeKind, WorkflowGraph
 
@@ -226,6 +226,10 @@ class DispatchMachine:
                 updates += self._gathered(g, stamp)
         out: list[Instruction] = [Record(updates)]
         return out + self._settle(stamp, asked=not find_running)
+
+    def parent_ids(self, node: int) -> Iterator[int]:
+        """The nodes whose outputs ``node`` waits for (one per incoming edge)."""
+        return (e.src for e in self._parents.get(node, ()))
 
     # -- events --------------------------------------------------------------------------------
 

@@ -5,7 +5,8 @@ commit stream (``Recorder.subscribe``): only what is on disk is counted, once, a
 committed. A commit is queued by the subscriber (no I/O on the loop's hot path) and counted by
 a task of this module, which learns each dispatch's node names (and, for graphs up to
 ``GRAPH_MAX`` nodes, their parents: a node's queue time is from its last parent's end, or the
-dispatch's start, to its own start) from the store once. Store write latency comes from the
+dispatch's start, to its own start) once: from the runner's machine when it runs here (the
+graph in memory), else from the store. Store write latency comes from the
 store (``on_write``); connections, the recorder's backlog, trigger fires and the dispatches by
 status (one store read) are read when scraped.
 
@@ -17,9 +18,10 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
+from typing import Any
 
 from aiohttp import web
 from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
@@ -28,7 +30,8 @@ from prometheus_client.registry import Collector
 
 from .authz import admin_only
 from .connections import open_connections
-from .keys import RECORDER, STORE, TRIGGERS
+from .keys import RECORDER, RUNNER, STORE, TRIGGERS
+from .machine import DispatchMachine
 from .recorder import Commit, Recorder
 from .state import DispatchUpdate, NodeUpdate, Status, is_terminal
 from .store import DispatchQuery, DispatchStore
@@ -46,8 +49,8 @@ SECONDS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300,
 class _Dispatch:
     """What the counting needs to know of one running dispatch (dropped when it ends)."""
 
-    names: list[tuple[str, str]]  # (name, kind) by node id
-    parents: dict[int, list[int]] | None  # None: graph too large to read
+    names: Sequence[tuple[str, str]]  # (name, kind) by node id
+    parents: Callable[[int], Iterable[int]] | None  # a node's parents; None: graph too large
     start: float | None
     ends: dict[int, float] = field(default_factory=dict)
     started: set[int] = field(default_factory=set)
@@ -89,6 +92,8 @@ class Metrics:
         self._names: set[str] = set()
         self._idle = asyncio.Event()
         self._idle.set()
+        # the machine of a dispatch running here (its graph, parsed already), if any
+        self.running: Callable[[str], DispatchMachine | None] = lambda dispatch_id: None
 
     def on_commit(self, commit: Commit) -> None:
         """The Recorder's subscriber: queue, count later (never blocks the writer)."""
@@ -166,7 +171,7 @@ class Metrics:
     def _ready(self, d: _Dispatch, node_id: int) -> float | None:
         if d.parents is None:
             return None
-        ends = [d.ends[p] for p in d.parents.get(node_id, ()) if p in d.ends]
+        ends = [d.ends[p] for p in d.parents(node_id) if p in d.ends]
         return max(ends) if ends else d.start
 
     def _count_dispatch(self, du: DispatchUpdate) -> None:
@@ -181,19 +186,29 @@ class Metrics:
         row = await self.store.get_dispatch(dispatch_id)
         if row is None:
             return None
-        parents: dict[int, list[int]] | None = None
-        names: list[tuple[str, str]] = []
-        if len(row.graph_json) < GRAPH_MAX * 1000:  # about 1 KB of JSON per node at most
-            graph = await asyncio.to_thread(json.loads, row.graph_json)
-            names = [(n["name"], n["kind"]) for n in graph["nodes"]]
-            parents = {}
-            for src, dst, *_ in graph["edges"]:
-                parents.setdefault(int(dst), []).append(int(src))
-        if len(names) > GRAPH_MAX or parents is None:
-            names, parents = await self.store.node_names(dispatch_id), None
+        machine = self.running(dispatch_id)
+        names: Sequence[tuple[str, str]]
+        parents: Callable[[int], Iterable[int]] | None
+        if machine is not None:  # not the graph's JSON again: parsing it was a tenth of the
+            names = _Names(machine.graph.nodes)  # server's work on a 1,025-node square (#23)
+            parents = machine.parent_ids if len(names) <= GRAPH_MAX else None
+        else:
+            names, parents = await self._stored_graph(row.dispatch_id, row.graph_json)
         d = _Dispatch(names, parents, _seconds(row.start_time))
         self._dispatches[dispatch_id] = d
         return d
+
+    async def _stored_graph(self, dispatch_id: str, graph_json: str
+                            ) -> tuple[Sequence[tuple[str, str]], Callable[[int], Iterable[int]] | None]:
+        if len(graph_json) < GRAPH_MAX * 1000:  # about 1 KB of JSON per node at most
+            graph = await asyncio.to_thread(json.loads, graph_json)
+            if len(graph["nodes"]) <= GRAPH_MAX:
+                parents: dict[int, list[int]] = {}
+                for src, dst, *_ in graph["edges"]:
+                    parents.setdefault(int(dst), []).append(int(src))
+                return ([(n["name"], n["kind"]) for n in graph["nodes"]],
+                        lambda node_id: parents.get(node_id, ()))
+        return await self.store.node_names(dispatch_id), None
 
     def _label(self, name: str) -> str:
         if name in self._names:
@@ -202,6 +217,20 @@ class Metrics:
             return "other"
         self._names.add(name)
         return name
+
+
+class _Names(Sequence[tuple[str, str]]):
+    """(name, kind) by node id, read from a graph's nodes when asked."""
+
+    def __init__(self, nodes: Sequence[Any]) -> None:
+        self.nodes = nodes
+
+    def __len__(self) -> int:
+        return len(self.nodes)
+
+    def __getitem__(self, i: Any) -> Any:
+        node = self.nodes[i]
+        return node.name, str(node.kind)
 
 
 class _Scraped(Collector):
@@ -253,6 +282,12 @@ async def handler(request: web.Request) -> web.Response:
 async def _metrics_ctx(app: web.Application) -> AsyncIterator[None]:
     metrics = Metrics(app[STORE], app[RECORDER])
     app[METRICS] = metrics
+
+    def running(dispatch_id: str) -> DispatchMachine | None:
+        run = app[RUNNER].runs.get(dispatch_id) if RUNNER in app else None
+        return run.machine if run is not None else None
+
+    metrics.running = running
     app[STORE].on_write = metrics.on_write
     unsubscribe = app[RECORDER].subscribe(metrics.on_commit)
     task = asyncio.create_task(metrics.run(), name="covalent-metrics")

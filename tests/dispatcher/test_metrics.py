@@ -14,9 +14,11 @@ from prometheus_client.parser import text_string_to_metric_families
 import covalent as ct
 from covalent.triggers import TimeTrigger
 from dispatcher.app import create_app
+from dispatcher.metrics import METRICS, _Names
+from dispatcher.keys import STORE
 from tests import tasks
 from tests.conftest import fetched, in_process_settings, run, wait_until
-from tests.tasks import add, block, fail
+from tests.tasks import add, block, fail, identity, multiply
 
 pytestmark = pytest.mark.all_stores  # run on every store (tests/conftest.py)
 
@@ -88,6 +90,36 @@ async def test_the_numbers_are_what_ran(dispatcher: TestClient, addr: str) -> No
     assert value(after, "covalent_open_connections", kind="http") >= 1
     assert value(after, "covalent_open_connections", kind="database") >= 1
     assert value(after, "covalent_recorder_backlog") == 0  # everything was written
+
+
+@ct.lattice
+def shapes(x):
+    first = add(x, 1)
+    both = multiply(add(first, 2), y=first)
+    total = identity([first, both, add(3, 4)])
+    ct.wait(block(total), [first])
+    return {"t": total}
+
+
+async def test_a_running_dispatch_is_counted_from_its_graph_in_memory_as_from_the_store(
+        dispatcher: TestClient, addr: str) -> None:
+    # Node names and parents (queue times) come from the runner's machine while the dispatch
+    # runs here, not from its stored JSON parsed again (#23): both must say the same.
+    running = await asyncio.to_thread(ct.dispatch(shapes, dispatcher_addr=addr), 1)
+    await wait_until(lambda: _status(dispatcher, running, 0, "COMPLETED"), timeout=10)
+    metrics, store = dispatcher.app[METRICS], dispatcher.app[STORE]
+    machine = metrics.running(running)
+    assert machine is not None
+    names, parents = await metrics._stored_graph(running, (await store.get_dispatch(running)).graph_json)
+    n = len(names)
+    assert n == len(machine.graph.nodes) > 10
+    assert [tuple(x) for x in names] == [tuple(x) for x in _Names(machine.graph.nodes)]
+    assert parents is not None
+    assert all(sorted(parents(i)) == sorted(machine.parent_ids(i)) for i in range(n))
+    assert sum(len(list(parents(i))) for i in range(n)) == len(machine.graph.edges)
+    tasks.release.set()
+    assert (await fetched(running, addr)).status == ct.status.COMPLETED
+    assert metrics.running(running) is None  # ended: the store's copy is what is left
 
 
 async def test_trigger_fires_are_counted(dispatcher: TestClient, addr: str) -> None:
