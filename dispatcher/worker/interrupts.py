@@ -23,6 +23,7 @@ import logging
 import subprocess
 import threading
 import time
+import weakref
 from collections.abc import Iterable, Mapping
 from typing import Any
 
@@ -55,6 +56,8 @@ class Interrupts:
         self.lock = threading.Lock()
         self.threads: dict[int, NodeKey] = {}  # thread ident -> the node it runs
         self.children: dict[int, list[tuple[int, float]]] = {}  # ident -> (pid, create time)
+        self.popens: dict[int, list[weakref.ref[subprocess.Popen[Any]]]] = {}  # ident -> started
+        self.interrupted: set[int] = set()  # threads an exception was raised in, until they leave
         self.recent: dict[NodeKey, float] = {}  # nodes that ended -> when (monotonic)
         self._trim_at = RECENT_MIN
         self.cancelled: dict[str, frozenset[int] | None] = {}  # dispatch -> nodes (None: all)
@@ -71,6 +74,10 @@ class Interrupts:
         with self.lock:
             node = self.threads.pop(ident, None)
             self.children.pop(ident, None)
+            popens = self.popens.pop(ident, [])
+            if ident not in self.interrupted:
+                popens = []
+            self.interrupted.discard(ident)
             if node is not None:
                 now = time.monotonic()
                 self.recent[node] = now
@@ -80,6 +87,7 @@ class Interrupts:
                     # rebuild this for every node it ends (#23)
                     self._trim_at = max(RECENT_MIN, 2 * len(self.recent))
             ctypes.pythonapi.PyThreadState_SetAsyncExc(ctypes.c_ulong(ident), None)
+        _close_pipes(popens)
 
     def inside(self, ident: int) -> bool:
         """True while thread ``ident`` is in a node's user code."""
@@ -115,18 +123,19 @@ class Interrupts:
             here |= {n for (d, n), t in self.recent.items() if d == dispatch_id and now - t < RECENT_S}
         return sorted(here & wanted)
 
-    def note_child(self, pid: int) -> None:
+    def note_child(self, popen: subprocess.Popen[Any]) -> None:
         """A process the calling thread started: killed with its node on a cancel."""
         ident = threading.get_ident()
         with self.lock:
             if ident not in self.threads:
                 return
         try:
-            created = psutil.Process(pid).create_time()
+            created = psutil.Process(popen.pid).create_time()
         except psutil.Error:
             return  # already gone
         with self.lock:
-            self.children.setdefault(ident, []).append((pid, created))
+            self.children.setdefault(ident, []).append((popen.pid, created))
+            self.popens.setdefault(ident, []).append(weakref.ref(popen))
 
     def interrupt(self, ident: int, exc: type[BaseException] = TaskInterrupted) -> bool:
         """Kill the processes thread ``ident``'s node started, then raise ``exc`` in it if it is
@@ -140,6 +149,7 @@ class Interrupts:
             if ident not in self.threads:
                 return False
             ctypes.pythonapi.PyThreadState_SetAsyncExc(ctypes.c_ulong(ident), ctypes.py_object(exc))
+            self.interrupted.add(ident)
             return True
 
     def set_cancelled(self, cancelled: Mapping[str, Iterable[int] | None],
@@ -167,6 +177,23 @@ class Interrupts:
             return self.threads.get(ident) == node
 
 
+def _close_pipes(popens: Iterable[weakref.ref[subprocess.Popen[Any]]]) -> None:
+    """Close the pipes of the processes an interrupted node started. The exception raised in
+    its thread can land inside ``subprocess`` (``run``'s clean-up, ``Popen.__exit__``) before
+    they are closed; left open, each is a file descriptor until the garbage collector finds it
+    (and a ResourceWarning then, in whatever runs at that moment)."""
+    for ref in popens:
+        popen = ref()
+        if popen is None:
+            continue
+        for pipe in (popen.stdin, popen.stdout, popen.stderr):
+            try:
+                if pipe is not None:
+                    pipe.close()
+            except Exception:  # a pipe half-closed by the interrupted code
+                pass
+
+
 def kill_trees(started: Iterable[tuple[int, float]]) -> None:
     """SIGKILL each process (if it is still the one that was started) and its descendants."""
     doomed: list[psutil.Process] = []
@@ -192,7 +219,7 @@ _execute_child = subprocess.Popen._execute_child  # type: ignore[attr-defined]
 
 def _tracked_execute_child(self: subprocess.Popen[Any], *args: Any, **kwargs: Any) -> None:
     _execute_child(self, *args, **kwargs)
-    interrupts.note_child(self.pid)
+    interrupts.note_child(self)
 
 
 # Every process started through subprocess (what deps, hooks, leptons and most user code use)
