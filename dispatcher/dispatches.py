@@ -349,13 +349,18 @@ async def cancel(store: DispatchStore, runner: Runner, dispatch_id: str,
     else:  # replicas: the one running it cancels it
         assert runner.notices is not None
         done = await runner.notices.request_cancel(dispatch_id, task_ids)
+        ended = await store.get_status(dispatch_id) if done and not task_ids else None
+        if ended is not None and state.is_terminal(ended) and ended != Status.CANCELLED:
+            # the owner found it ended first (its answer is the same row gone)
+            raise DispatchState(f"dispatch {dispatch_id} already ended {ended}; nothing to cancel")
         cancelled = [n.node_id for n in await store.get_nodes(dispatch_id)
                      if n.status == Status.CANCELLED] if done else []
         return {"message": f"Cancel of dispatch {dispatch_id} " + (
             "carried out by the replica running it." if done else
             "recorded; the replica that runs it carries it out."), "cancelled": cancelled}
+    stopped = set(cancelled)
     for child, node_id in await store.children(dispatch_id):
-        if not task_ids or node_id in cancelled:
+        if not task_ids or node_id in stopped:
             try:
                 await cancel(store, runner, child, [])
             except DispatchState:

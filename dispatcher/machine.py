@@ -120,9 +120,13 @@ class DispatchMachine:
             m.phase[i] = phases.get(state.Status(status), Phase.WAITING)
             if m.phase[i] is Phase.FAILED:
                 m.errors[i] = errors.get(i) or "failed"
-        for i, p in enumerate(list(m.phase)):
-            if p in (Phase.FAILED, Phase.CANCELLED):
-                m._block(i)
+        # One walk down from all of them (a walk per node took 30 s on a 20,000-node chain
+        # that a partial cancel had recorded CANCELLED, on the loop: the review of #23)
+        children = m.children()
+        ended = [i for i, p in enumerate(m.phase) if p in (Phase.FAILED, Phase.CANCELLED)]
+        for i in m.descendants(c for n in ended for c in children[n]):
+            if m.phase[i] is Phase.WAITING:
+                m.phase[i] = Phase.BLOCKED
         m.generation = 1
         return m
 

@@ -230,7 +230,9 @@ class Runner:
                 # Drop the futures of cancelled sinks: the dispatch must not wait for a
                 # cancelled node blocked in a C call (the tasks feeding only them are released
                 # too; the machine runs them again unless a worker still runs them).
-                futures = [f for i, f in run.futures.items() if ins.whole or i in ins.nodes]
+                cancelled = set(ins.nodes)  # a set: a partial cancel of 40,000 nodes held the
+                futures = [f for i, f in run.futures.items()  # loop for seconds with the list
+                           if ins.whole or i in cancelled]
                 self._spawn(self._cancel_on_cluster(run.dispatch_id, ins, futures))
             elif isinstance(ins, FindRunning):
                 self._spawn(self._find_running(run, ins))
@@ -434,7 +436,8 @@ class Runner:
             run.replay = False
             await self._replay(run)
         try:
-            keys = [k for k, i in run.by_key.items() if i in set(ins.nodes)]
+            asked = set(ins.nodes)
+            keys = [k for k, i in run.by_key.items() if i in asked]
             live = await self._live_keys(keys)
             found |= {run.by_key[k] for k, to_run in live.items() if to_run}
             # A task in memory has ended and its outcome is on its way, unless it was so at the
