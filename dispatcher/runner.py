@@ -432,10 +432,10 @@ class Runner:
         if ins.delay:
             await asyncio.sleep(ins.delay)
         found: set[int] = set()
-        if run.replay:
-            run.replay = False
-            await self._replay(run)
-        try:
+        try:  # whatever fails here, the machine gets its answer (it waits for one)
+            if run.replay:
+                run.replay = False
+                await self._replay(run)
             asked = set(ins.nodes)
             keys = [k for k, i in run.by_key.items() if i in asked]
             live = await self._live_keys(keys)
@@ -448,7 +448,7 @@ class Runner:
             found |= ended - run.ended_unheard
             run.ended_unheard = ended
             answers = await asyncio.wait_for(self.client.run(
-                fence_nodes, run.dispatch_id, sorted(set(ins.nodes) - found), ins.generation,
+                fence_nodes, run.dispatch_id, sorted(asked - found), ins.generation,
                 on_error="return"), 30)
             for nodes in answers.values():
                 if isinstance(nodes, list):
