@@ -77,10 +77,6 @@ class Electron(Generic[P, R]):
     def set_metadata(self, name: str, value: Any) -> None:
         self.metadata[name] = value
 
-    def injected_keywords(self, defaults: dict[str, Any]) -> frozenset[str]:
-        """The keyword arguments its ``call_before`` dependencies inject on the worker."""
-        return _injected(self.effective_metadata(defaults))
-
     def effective_metadata(self, defaults: dict[str, Any]) -> dict[str, Any]:
         """This electron's metadata with unset keys taken from the lattice's defaults."""
         if self.kind not in (NodeKind.ELECTRON, NodeKind.SUBLATTICE):
