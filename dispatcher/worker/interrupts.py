@@ -38,6 +38,8 @@ RECENT_S = 30.0  # how long a node that ended still counts as running for ``runn
 RECENT_MIN = 10_000  # ended nodes kept before old ones are dropped
 
 NodeKey = tuple[str, int]
+# A process a node's thread started: pid, create time (a reused pid is not it), its Popen
+Child = tuple[int, float, "weakref.ref[subprocess.Popen[Any]]"]
 
 
 class TaskInterrupted(BaseException):
@@ -55,8 +57,7 @@ class Interrupts:
     def __init__(self) -> None:
         self.lock = threading.Lock()
         self.threads: dict[int, NodeKey] = {}  # thread ident -> the node it runs
-        self.children: dict[int, list[tuple[int, float]]] = {}  # ident -> (pid, create time)
-        self.popens: dict[int, list[weakref.ref[subprocess.Popen[Any]]]] = {}  # ident -> started
+        self.children: dict[int, list[Child]] = {}  # thread ident -> the processes it started
         self.interrupted: set[int] = set()  # threads an exception was raised in, until they leave
         self.recent: dict[NodeKey, float] = {}  # nodes that ended -> when (monotonic)
         self._trim_at = RECENT_MIN
@@ -73,10 +74,9 @@ class Interrupts:
         ident = threading.get_ident()
         with self.lock:
             node = self.threads.pop(ident, None)
-            self.children.pop(ident, None)
-            popens = self.popens.pop(ident, [])
+            started = self.children.pop(ident, [])
             if ident not in self.interrupted:
-                popens = []
+                started = []
             self.interrupted.discard(ident)
             if node is not None:
                 now = time.monotonic()
@@ -87,7 +87,7 @@ class Interrupts:
                     # rebuild this for every node it ends (#23)
                     self._trim_at = max(RECENT_MIN, 2 * len(self.recent))
             ctypes.pythonapi.PyThreadState_SetAsyncExc(ctypes.c_ulong(ident), None)
-        _close_pipes(popens)
+        _close_pipes(popen for _, _, popen in started)
 
     def inside(self, ident: int) -> bool:
         """True while thread ``ident`` is in a node's user code."""
@@ -134,8 +134,7 @@ class Interrupts:
         except psutil.Error:
             return  # already gone
         with self.lock:
-            self.children.setdefault(ident, []).append((popen.pid, created))
-            self.popens.setdefault(ident, []).append(weakref.ref(popen))
+            self.children.setdefault(ident, []).append((popen.pid, created, weakref.ref(popen)))
 
     def interrupt(self, ident: int, exc: type[BaseException] = TaskInterrupted) -> bool:
         """Kill the processes thread ``ident``'s node started, then raise ``exc`` in it if it is
@@ -194,10 +193,10 @@ def _close_pipes(popens: Iterable[weakref.ref[subprocess.Popen[Any]]]) -> None:
                 pass
 
 
-def kill_trees(started: Iterable[tuple[int, float]]) -> None:
+def kill_trees(started: Iterable[Child]) -> None:
     """SIGKILL each process (if it is still the one that was started) and its descendants."""
     doomed: list[psutil.Process] = []
-    for pid, created in started:
+    for pid, created, _ in started:
         try:
             proc = psutil.Process(pid)
             if proc.create_time() != created:
