@@ -128,11 +128,11 @@ async def output_sources(store: DispatchStore, dispatch_id: str, node_ids: list[
                          ) -> tuple[dict[str, Any], list[BlobSource]]:
     """The stored outputs of some nodes, as a frame header (``outputs``: node id -> blob index,
     ``gathers``: node id -> how it is made of its parts) and the blobs to stream."""
-    nodes = await store.get_nodes(check_id(dispatch_id))
-    if not nodes and await store.get_status(dispatch_id) is None:
-        raise DispatchNotFound(dispatch_id)
-    bad = [i for i in node_ids if not 0 <= i < len(nodes)]
+    nodes = await store.get_some_nodes(check_id(dispatch_id), node_ids)  # only those (#23)
+    bad = [i for i in node_ids if i not in nodes]
     if bad:
+        if not nodes and await store.get_status(dispatch_id) is None:
+            raise DispatchNotFound(dispatch_id)
         raise NodeNotFound(f"dispatch {dispatch_id} has no nodes {bad[:10]}")
     frame = _Frame(await store.blob_sources(nodes[i].output_ref or "" for i in node_ids))
     outputs: dict[str, int] = {}
@@ -164,9 +164,9 @@ async def dispatch_blob(store: DispatchStore, dispatch_id: str, which: str) -> B
 
 
 async def read_node(store: DispatchStore, dispatch_id: str, node_id: int) -> NodeRecord:
-    nodes = await store.get_nodes(check_id(dispatch_id))
-    if not nodes and await store.get_status(dispatch_id) is None:
-        raise DispatchNotFound(dispatch_id)
-    if not 0 <= node_id < len(nodes):
+    node = await store.get_node(check_id(dispatch_id), node_id)
+    if node is None:
+        if await store.get_status(dispatch_id) is None:
+            raise DispatchNotFound(dispatch_id)
         raise NodeNotFound(f"dispatch {dispatch_id} has no node {node_id}")
-    return nodes[node_id]
+    return node

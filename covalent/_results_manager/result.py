@@ -26,6 +26,12 @@ from ..errors import OutputLoadError
 from ..wire.gather import arguments, fill_template, gather, template_refs
 from ..wire.status import Status
 
+# An output fetched on first use brings the next nodes' small outputs along (in node order, as a
+# loop over ``get_node_result`` reads them): one request per this many nodes, not one each.
+NEIGHBOURS_MAX = 256
+NEIGHBOURS_BYTES = 1 << 20
+NEIGHBOUR_SIZE_MAX = 64 << 10
+
 if TYPE_CHECKING:
     from ..config import ClientConfig
 
@@ -200,7 +206,7 @@ class Result:
         if node_id not in self._output_bytes:
             if not node.get("stored"):
                 return None  # it has no output (never ran, failed, cancelled)
-            self._fetch([node_id])
+            self._fetch(self._with_neighbours(node_id))
         return self._load(key, self._output_bytes[node_id])
 
     def _gather_extra(self, spec: dict[str, Any]) -> Any:
@@ -208,6 +214,21 @@ class Result:
             return self._load(("template",), self._part("template"))
         extra = spec.get("extra")
         return cloudpickle.loads(base64.b64decode(extra)) if extra else None
+
+    def _with_neighbours(self, node_id: int) -> list[int]:
+        """``node_id`` and the small stored outputs of the nodes after it, not fetched yet."""
+        ids, total = [node_id], 0
+        for j in range(node_id + 1, min(len(self._nodes), node_id + 4 * NEIGHBOURS_MAX)):
+            n = self._nodes[j]
+            size = n.get("size") or 0
+            if (not n.get("stored") or j in self._output_bytes or n.get("gather") is not None
+                    or size > NEIGHBOUR_SIZE_MAX):
+                continue
+            if total + size > NEIGHBOURS_BYTES or len(ids) >= NEIGHBOURS_MAX:
+                break
+            ids.append(j)
+            total += size
+        return ids
 
     def _leaves(self, node_ids: list[int]) -> list[int]:
         """The stored outputs these nodes' values are made of (through gathers)."""

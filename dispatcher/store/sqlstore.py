@@ -21,7 +21,7 @@ import asyncio
 import functools
 import json
 import logging
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import Executor
 from typing import Any, TypeVar
 
@@ -37,10 +37,12 @@ from .deletion import Deletion
 from .leases import FENCE, dispatch_resource, trigger_resource
 from .listing import Listing
 from .users import Users
-from .sql import NODE_COLUMNS, Db
+from .sql import NODE_COLUMNS, Db, chunks, marks
 
 log = logging.getLogger("covalent.dispatcher")
 T = TypeVar("T")
+
+SOME_NODES_MAX = 5000  # asked for more nodes than this, ``get_some_nodes`` reads them all
 Fencing = Callable[[str], "tuple[str, int] | None"]  # resource -> (owner, epoch) held now
 
 _TERMINAL = sql_list(TERMINAL)
@@ -183,6 +185,23 @@ class SqlStore(Listing, Deletion, Users):
                          " ORDER BY node_id", (dispatch_id,)).fetchall()  # rows made in C
         return [NodeRecord(n, name, kind, Status(status), *rest)
                 for n, name, kind, status, *rest in cur]
+
+    async def get_some_nodes(self, dispatch_id: str, node_ids: Iterable[int]
+                             ) -> dict[int, NodeRecord]:
+        return await self._read(self._get_some_nodes, dispatch_id, sorted(set(node_ids)))
+
+    def _get_some_nodes(self, db: Db, dispatch_id: str, node_ids: list[int]
+                        ) -> dict[int, NodeRecord]:
+        if len(node_ids) > SOME_NODES_MAX:  # much of a large dispatch: one pass over it all
+            wanted = set(node_ids)
+            return {r.node_id: r for r in self._get_nodes(db, dispatch_id) if r.node_id in wanted}
+        found: dict[int, NodeRecord] = {}
+        for part in chunks(node_ids):
+            rows = db.execute(f"SELECT {NODE_COLUMNS} FROM nodes WHERE dispatch_id = ? AND"
+                              f" node_id IN ({marks(len(part))})", (dispatch_id, *part)).fetchall()
+            found.update((n, NodeRecord(n, name, kind, Status(status), *rest))
+                         for n, name, kind, status, *rest in rows)
+        return found
 
     async def list_dispatches(self, status: str | None = None, limit: int = 100,
                               owner: str | None = None) -> list[DispatchSummary]:

@@ -40,6 +40,21 @@ async def test_a_dispatch_round_trips_as_typed_records(store: SqlStore) -> None:
         await store.create_dispatch(_new(A), [], {})
 
 
+async def test_some_nodes_are_read_by_id_and_only_those(store: SqlStore, monkeypatch: pytest.MonkeyPatch) -> None:
+    names = [(i, f"n{i}", "electron") for i in range(1200)]
+    await store.create_dispatch(NewDispatch(B, B, "wf", Status.RUNNING, "2026-01-01T00:00:00+00:00",
+                                            '{"nodes":[],"edges":[]}', names), [], {})
+    asked = [1199, 3, 3, 700, 5000, -1, 0]  # repeated, unknown and negative ids too
+    some = await store.get_some_nodes(B, asked)
+    assert sorted(some) == [0, 3, 700, 1199]
+    assert all(some[i].node_id == i and some[i].name == f"n{i}" for i in some)
+    assert await store.get_some_nodes(A, [0, 1]) == {}  # no such dispatch: nothing
+    every = await store.get_some_nodes(B, range(1200))  # in slices of the IN list's limit
+    assert list(every) == list(range(1200))
+    monkeypatch.setattr("dispatcher.store.sqlstore.SOME_NODES_MAX", 10)  # most of them: one pass
+    assert await store.get_some_nodes(B, range(1, 1200, 2)) == {i: every[i] for i in range(1, 1200, 2)}
+
+
 async def test_text_user_code_made_is_stored_escaped(store: SqlStore) -> None:
     await store.create_dispatch(_new(A), [], {})
     await store.apply([state.node_failed(A, 0, "bad \udcff name", "t", stdout="x \udc80")], [])

@@ -7,7 +7,7 @@ import asyncio
 import covalent as ct
 from covalent import wire
 from tests.conftest import auth_headers
-from tests.tasks import noise
+from tests.tasks import add, noise
 
 KIB = 64  # over the inline limit: each part is a blob of its own in the store
 
@@ -47,6 +47,37 @@ async def test_node_outputs_are_downloaded_when_first_read_in_one_request(
     assert len(parts) == 3 and len({bytes(p) for p in parts}) == 3  # three distinct blobs
     assert all(len(p) == KIB << 10 for p in parts) and one in parts
     assert len(_output_requests(requests_seen, dispatch_id)) == 2  # the rest, in one request
+
+
+@ct.lattice
+def many_then_large(n, kib):
+    small = [add(i, 1) for i in range(n)]
+    return small, noise(kib), [add(i, 2) for i in range(n)]
+
+
+async def test_reading_every_node_in_a_loop_takes_a_request_per_hundreds_of_small_outputs(
+        addr: str, requests_seen: list[tuple[str, str]]) -> None:
+    n = 300
+    dispatch_id = await asyncio.to_thread(ct.dispatch(many_then_large, dispatcher_addr=addr), n, 200)
+    result = await asyncio.to_thread(ct.get_result, dispatch_id, True, addr)
+    assert result.status == ct.status.COMPLETED
+
+    def every_node() -> list[dict]:
+        out, i = [], 0
+        while True:  # as a Covalent user walks a dispatch's nodes
+            try:
+                out.append(result.get_node_result(i))
+            except KeyError:
+                return out
+            i += 1
+    nodes = await asyncio.to_thread(every_node)
+    adds = [n["output"] for n in nodes if n["node_name"] == "add"]
+    assert adds == [i + 1 for i in range(n)] + [i + 2 for i in range(n)]
+    [large] = [n["output"] for n in nodes if n["node_name"] == "noise"]
+    assert len(large) == 200 << 10
+    # 2 x 300 small outputs a few hundred at a time, the 200 KiB one on its own (it was one
+    # request per node: 22 s for a 1,000-node fan-out's 2,003 nodes)
+    assert 3 <= len(_output_requests(requests_seen, dispatch_id)) <= 5
 
 
 async def test_without_intermediate_outputs_only_the_result_is_downloaded(
