@@ -157,3 +157,16 @@ async def test_one_output_streams_from_the_store_and_a_gathering_node_names_its_
     resp = await dispatcher.get(f"{wire.API}/dispatches/{dispatch_id}/nodes/999/output",
                                 headers=headers)
     assert resp.status == 404
+    resp = await dispatcher.post(f"{wire.API}/dispatches/{dispatch_id}/outputs",
+                                 json={"nodes": [nodes["noise"], 999, -1]}, headers=headers)
+    body = await resp.json()
+    assert resp.status == 404 and body["error"] == "NodeNotFound", body
+    assert "has no nodes [999, -1]" in body["message"]
+    unknown = "00000000-0000-4000-8000-000000000000"
+    resp = await dispatcher.post(f"{wire.API}/dispatches/{unknown}/outputs",
+                                 json={"nodes": [0]}, headers=headers)
+    assert resp.status == 404 and (await resp.json())["error"] == "DispatchNotFound"
+    resp = await dispatcher.get(f"{wire.API}/dispatches/{unknown}/nodes/0", headers=headers)
+    assert resp.status == 404 and (await resp.json())["error"] == "DispatchNotFound"
+    resp = await dispatcher.get(f"{wire.API}/dispatches/{dispatch_id}/nodes/999", headers=headers)
+    assert resp.status == 404 and (await resp.json())["error"] == "NodeNotFound"
