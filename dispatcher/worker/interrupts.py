@@ -138,14 +138,18 @@ class Interrupts:
 
     def interrupt(self, ident: int, exc: type[BaseException] = TaskInterrupted) -> bool:
         """Kill the processes thread ``ident``'s node started, then raise ``exc`` in it if it is
-        in user code (a cancel, a time limit)."""
+        in user code (a cancel, a time limit); False if it is not, or was interrupted already.
+
+        Once per stay in user code: a cancel reaches a worker more than once (the dispatcher's
+        ask, then the table every worker is given), and a second exception would land in the
+        node's own clean-up (its ``finally``) and cut it short."""
         with self.lock:
-            if ident not in self.threads:
+            if ident not in self.threads or ident in self.interrupted:
                 return False
             started = list(self.children.get(ident, ()))
         kill_trees(started)
         with self.lock:
-            if ident not in self.threads:
+            if ident not in self.threads or ident in self.interrupted:
                 return False
             ctypes.pythonapi.PyThreadState_SetAsyncExc(ctypes.c_ulong(ident), ctypes.py_object(exc))
             self.interrupted.add(ident)
