@@ -1,7 +1,11 @@
 """The content-addressed output store: where workers write node outputs, and the server reads.
 
-A blob's address is the sha256 of its bytes (64 lower-case hex digits); it lives at
-``<root>/<ab>/<abcdef...>``. The root is a local directory (the data dir's ``blobs``, for the
+A blob's address is the hash of its bytes, in one of two forms: ``b3-`` and the 64 lower-case
+hex digits of its BLAKE3 hash (what workers write outputs as: on this machine's CPUs BLAKE3
+hashes 5-6 GB/s, SHA-256 1.2, and a 200 MB output was hashed in the node's own time, #23), or
+the 64 hex digits of its SHA-256 (the workflow's own blobs, whose hash the client sends, and
+every blob written before BLAKE3). The form says which hash a reader checks. A blob lives at
+``<root>/<ab>/<address>``, ``ab`` the first two hex digits of its hash. The root is a local directory (the data dir's ``blobs``, for the
 embedded cluster) or any fsspec URL (``s3://bucket/prefix``, a shared file system) for workers
 on other machines. A write is atomic (a temporary name renamed into place, or a single object
 PUT), so a reader never sees half a blob, and idempotent: the same output written twice (a
@@ -10,7 +14,7 @@ the wrong size (cut short by a crash, damaged) is replaced. A writer killed mid-
 only a temporary ``.tmp-*`` file, which ``sweep`` removes (the dispatcher, when it starts).
 
 Only an address is ever turned into a place, and only under this store's root: a path or URL
-that comes from a message is never opened, and anything but 64 hex digits is refused
+that comes from a message is never opened, and anything but an address of either form is refused
 (``BadBlobRef``), so no report can make the server read or delete a file of its choosing
 (issue #21). Readers check what they read against its address (``Hashed``, ``get``): a blob
 that is missing, cut short or damaged raises ``DamagedBlob`` and is removed, so the next
@@ -18,12 +22,12 @@ write of the same value puts it back.
 
 >>> import tempfile; store = BlobStore(tempfile.mkdtemp())
 >>> ref, size = store.put(b"hello")
->>> store.get(ref), size, store.exists(ref)
-(b'hello', 5, True)
+>>> store.get(ref), size, store.exists(ref), ref[:11]
+(b'hello', 5, True, 'b3-ea8f163d')
 >>> store.path("../../etc/passwd")
 Traceback (most recent call last):
 ...
-dispatcher.worker.blobs.BadBlobRef: '../../etc/passwd' is not a blob address (64 hex digits)
+dispatcher.worker.blobs.BadBlobRef: '../../etc/passwd' is not a blob address (64 hex digits, or b3- and 64 hex digits)
 """
 
 from __future__ import annotations
@@ -37,10 +41,12 @@ import time
 from collections.abc import Callable
 from typing import IO, Any
 
+import blake3
 import fsspec
 from fsspec.core import url_to_fs
 
-_REF = re.compile(r"[0-9a-f]{64}")
+BLAKE3 = "b3-"  # the prefix of a BLAKE3 address
+_REF = re.compile(r"(?:b3-)?[0-9a-f]{64}")
 
 
 class BadBlobRef(ValueError):
@@ -51,7 +57,8 @@ class BadBlobRef(ValueError):
         self.ref = ref
 
     def __str__(self) -> str:
-        return f"{str(self.ref)[:200]!r} is not a blob address (64 hex digits)"
+        return (f"{str(self.ref)[:200]!r} is not a blob address (64 hex digits, or {BLAKE3} and "
+                "64 hex digits)")
 
 
 class DamagedBlob(OSError):
@@ -67,7 +74,7 @@ class DamagedBlob(OSError):
 
 
 def blob_ref(data: bytes) -> str:
-    """The content address of a blob.
+    """The SHA-256 address of a blob: how the client and the server name a workflow's blobs.
 
     >>> blob_ref(b"")[:12]
     'e3b0c44298fc'
@@ -75,11 +82,33 @@ def blob_ref(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
 
 
-def is_blob_ref(ref: object) -> bool:
-    """True for a content address (what ``blob_ref`` returns), False for anything else.
+def output_ref(data: bytes) -> str:
+    """The BLAKE3 address of a blob: how workers name the outputs they store.
 
-    >>> is_blob_ref(blob_ref(b"x")), is_blob_ref("/etc/passwd"), is_blob_ref(blob_ref(b"x") + "\\n")
-    (True, False, False)
+    >>> output_ref(b"")[:15]
+    'b3-af1349b9f5f9'
+    """
+    return BLAKE3 + blake3.blake3(data).hexdigest()
+
+
+def _hash_for(ref: str) -> Any:
+    """A new hash object of the kind ``ref`` names."""
+    return blake3.blake3() if ref.startswith(BLAKE3) else hashlib.sha256()
+
+
+def _address(ref: str, digest: str) -> str:
+    """``digest`` (hex) written as an address of the form of ``ref``."""
+    return BLAKE3 + digest if ref.startswith(BLAKE3) else digest
+
+
+def is_blob_ref(ref: object) -> bool:
+    """True for a content address (what ``blob_ref`` or ``output_ref`` returns), False for
+    anything else.
+
+    >>> is_blob_ref(blob_ref(b"x")), is_blob_ref(output_ref(b"x")), is_blob_ref("/etc/passwd")
+    (True, True, False)
+    >>> is_blob_ref(blob_ref(b"x") + "\\n"), is_blob_ref("b3-" + blob_ref(b"x")[:63] + "/")
+    (False, False)
     """
     return isinstance(ref, str) and _REF.fullmatch(ref) is not None
 
@@ -93,16 +122,22 @@ def check_ref(ref: object) -> str:
 
 
 class _Hashing:
-    """A binary file that hashes what is written to it (``pickle.dump`` passes large buffers
-    as they are, without copying them)."""
+    """A binary file that hashes what is written to it with BLAKE3 (``pickle.dump`` passes
+    large buffers as they are, without copying them; a NumPy array's buffer is read as bytes)."""
 
     def __init__(self, fh: IO[bytes]) -> None:
         self.fh = fh
-        self.hash = hashlib.sha256()
+        self.hash = blake3.blake3()
         self.size = 0
+
+    @property
+    def ref(self) -> str:
+        return BLAKE3 + self.hash.hexdigest()
 
     def write(self, data: Any) -> int:
         view = memoryview(data)
+        if view.format != "B" or view.ndim != 1:
+            view = view.cast("B") if view.c_contiguous else memoryview(view.tobytes())
         self.hash.update(view)
         self.size += view.nbytes
         self.fh.write(view)
@@ -115,24 +150,35 @@ def is_url(path: str) -> bool:
 
 
 def relative(ref: str) -> str:
-    """Where ``ref`` lives under a root: ``ab/abcdef...``."""
-    return f"{ref[:2]}/{check_ref(ref)}"
+    """Where ``ref`` lives under a root: ``ab/abcdef...`` (``ab/b3-abcdef...``).
+
+    >>> relative(output_ref(b"")), relative(blob_ref(b""))[:20]
+    ('af/b3-af1349b9f5f9a1a6a0404dea36dcc9499bcb25c9adc112b7cc9a93cae41f3262', 'e3/e3b0c44298fc1c149')
+    """
+    ref = check_ref(ref)
+    return f"{ref.removeprefix(BLAKE3)[:2]}/{ref}"
 
 
 class Hashed:
-    """Check bytes read a chunk at a time against the address they were read for.
+    """Check bytes read a chunk at a time against the address they were read for (with the
+    hash the address's form names).
 
     >>> h = Hashed(blob_ref(b"abc"), 3); h.update(b"ab"); h.update(b"c"); h.check()
+    >>> h = Hashed(output_ref(b"abc"), 3); h.update(b"ab"); h.update(b"c"); h.check()
     >>> h = Hashed(blob_ref(b"abc"), 3); h.update(b"abd"); h.check()
     Traceback (most recent call last):
     ...
     dispatcher.worker.blobs.DamagedBlob: stored blob ba7816bf8f01cfea… is damaged: its bytes hash to a52d15… (3 bytes)
+    >>> h = Hashed(output_ref(b"abc"), 3); h.update(b"abd"); h.check()
+    Traceback (most recent call last):
+    ...
+    dispatcher.worker.blobs.DamagedBlob: stored blob b3-6437b3ac38465… is damaged: its bytes hash to 90bfae… (3 bytes)
     """
 
     def __init__(self, ref: str, size: int) -> None:
         self.ref, self.size = ref, size
         self.seen = 0
-        self._hash = hashlib.sha256()
+        self._hash = _hash_for(ref)
 
     def update(self, chunk: bytes) -> None:
         self.seen += len(chunk)
@@ -143,7 +189,7 @@ class Hashed:
         if self.seen != self.size:
             raise DamagedBlob(self.ref, f"is cut short: {self.seen} of {self.size} bytes")
         digest = self._hash.hexdigest()
-        if digest != self.ref:
+        if _address(self.ref, digest) != self.ref:
             raise DamagedBlob(self.ref, f"is damaged: its bytes hash to {digest[:6]}… "
                               f"({self.seen} bytes)")
 
@@ -183,9 +229,10 @@ class BlobStore:
         return f"{self.root}/{relative(ref)}"
 
     def put(self, data: bytes, ref: str | None = None) -> tuple[str, int]:
-        """Store ``data``; its (address, size). A blob already there is kept if its size is
-        right (else it is replaced)."""
-        ref = ref or blob_ref(data)
+        """Store ``data`` at ``ref`` (default: its BLAKE3 address, as outputs are); its
+        (address, size). A blob already there is kept if its size is right (else it is
+        replaced)."""
+        ref = ref or output_ref(data)
         target = self.path(ref)
         if self.local:
             self._put_local(target, data)
@@ -194,8 +241,8 @@ class BlobStore:
         return ref, len(data)
 
     def put_stream(self, fill: Callable[[IO[bytes]], object]) -> tuple[str, int]:
-        """Store what ``fill`` writes to the file it is given, hashed as it is written (a
-        large output is never held as one more copy in memory); its (address, size)."""
+        """Store what ``fill`` writes to the file it is given, hashed (BLAKE3) as it is written
+        (a large output is never held as one more copy in memory); its (address, size)."""
         local = self.root if self.local else None
         if local is not None:
             os.makedirs(local, exist_ok=True)
@@ -204,7 +251,7 @@ class BlobStore:
             with os.fdopen(fd, "wb") as fh:
                 writer = _Hashing(fh)
                 fill(writer)  # type: ignore[arg-type]
-            ref, size = writer.hash.hexdigest(), writer.size
+            ref, size = writer.ref, writer.size
             if local is not None:
                 target = self.path(ref)
                 if self._size(target) != size:  # else there whole already

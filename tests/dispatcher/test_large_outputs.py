@@ -1,5 +1,6 @@
-"""Large outputs (issue #23): pickled once, straight into the store, and passed between workers
-as out-of-band buffers; stored under the same content address as before."""
+"""Large outputs (issue #23): pickled once, straight into the store, hashed with BLAKE3 as they
+are written, and passed between workers as out-of-band buffers; blobs stored before under their
+SHA-256 address are still read and checked."""
 
 from __future__ import annotations
 
@@ -7,6 +8,7 @@ import hashlib
 import os
 from pathlib import Path
 
+import blake3
 import cloudpickle
 import numpy as np
 import pytest
@@ -14,7 +16,7 @@ from distributed.protocol import deserialize, serialize
 
 import covalent as ct
 from dispatcher.protocol import NodeOutcome
-from dispatcher.worker.blobs import BlobStore, blob_ref
+from dispatcher.worker.blobs import BlobStore, DamagedBlob, blob_ref, output_ref, relative
 from tests.conftest import run
 
 
@@ -43,7 +45,8 @@ def test_a_streamed_blob_is_the_blob_put_would_store(tmp_path: Path) -> None:
     value = np.full(300_000, 3.0)
     ref, size = store.put_stream(lambda fh: cloudpickle.dump(value, fh, protocol=5))
     data = cloudpickle.dumps(value)
-    assert (ref, size) == (blob_ref(data), len(data)) and store.get(ref) == data
+    assert (ref, size) == ("b3-" + blake3.blake3(data).hexdigest(), len(data))
+    assert (ref, size) == store.put(data) and store.get(ref) == data
     assert store.put_stream(lambda fh: cloudpickle.dump(value, fh, protocol=5)) == (ref, size)
     assert [p.name for p in tmp_path.rglob("*") if p.is_file()] == [ref]  # once, no temporary
 
@@ -82,18 +85,54 @@ async def test_a_large_output_is_stored_and_passed_on(addr: str, tmp_path: Path)
     assert np.array_equal(node["output"], np.arange(n, dtype=np.float64))
     stored = [p for p in (tmp_path / "data" / "blobs").rglob("*") if p.is_file()
               and p.stat().st_size > n * 8]
-    assert [p.name for p in stored] == [hashlib.sha256(cloudpickle.dumps(array)).hexdigest()]
+    digest = blake3.blake3(cloudpickle.dumps(array)).hexdigest()
+    assert [(p.parent.name, p.name) for p in stored] == [(digest[:2], "b3-" + digest)]
 
 
 def test_a_sweep_removes_only_temporaries_older_than_asked(tmp_path: Path) -> None:
     store = BlobStore(str(tmp_path))
     ref, _ = store.put(b"x" * 5000)
-    (tmp_path / ref[:2] / ".tmp-live").write_bytes(b"half")  # a writer still at work
+    shard = tmp_path / relative(ref).split("/")[0]
+    (shard / ".tmp-live").write_bytes(b"half")  # a writer still at work
     dead = tmp_path / ".tmp-dead"
     dead.write_bytes(b"half")
     old = dead.stat().st_mtime - 7200
     os.utime(dead, (old, old))
     assert store.sweep(3600.0) == 1
-    assert not dead.exists() and (tmp_path / ref[:2] / ".tmp-live").exists()
+    assert not dead.exists() and (shard / ".tmp-live").exists()
     assert store.sweep(0.0) == 1 and store.get(ref) == b"x" * 5000
     assert sorted(p.name for p in tmp_path.rglob("*") if p.is_file()) == [ref]
+
+
+@pytest.mark.parametrize("shape", [(1000, 300), (300,), (0,)])
+def test_an_array_of_any_shape_is_hashed_as_its_bytes(tmp_path: Path, shape: tuple[int, ...]) -> None:
+    """pickle hands the store an array's own memory (a 2-D float64 buffer, not bytes): its
+    address is the hash of the bytes written, whatever the buffer's shape and item type."""
+    store = BlobStore(str(tmp_path))
+    value = np.arange(int(np.prod(shape)), dtype=np.float64).reshape(shape)
+    columns = np.asfortranarray(value)  # not C-contiguous: copied before it is hashed
+    for v in (value, columns, value.T):
+        ref, size = store.put_stream(lambda fh, v=v: cloudpickle.dump(v, fh, protocol=5))
+        data = (tmp_path / relative(ref)).read_bytes()
+        assert (ref, size) == (output_ref(data), len(data))
+        assert np.array_equal(cloudpickle.loads(store.get(ref)), v)
+
+
+@pytest.mark.parametrize("form", ["blake3", "sha256"])
+def test_a_damaged_blob_of_either_address_form_is_refused_and_removed(tmp_path: Path,
+                                                                       form: str) -> None:
+    """A blob stored under its SHA-256 address (before BLAKE3, or a workflow's own blob) is
+    checked with SHA-256, a BLAKE3 one with BLAKE3: either damaged is refused, then removed."""
+    store = BlobStore(str(tmp_path))
+    data = os.urandom(70_000)
+    ref, _ = store.put(data) if form == "blake3" else store.put(data, blob_ref(data))
+    assert ref == (output_ref(data) if form == "blake3" else hashlib.sha256(data).hexdigest())
+    assert store.get(ref) == data
+    path = tmp_path / relative(ref)
+    damaged = bytearray(data)
+    damaged[12_345] ^= 1
+    path.write_bytes(bytes(damaged))
+    with pytest.raises(DamagedBlob, match="is damaged"):
+        store.get(ref)
+    assert not path.exists()
+    assert store.put(data, ref) == (ref, len(data)) and store.get(ref) == data  # put back

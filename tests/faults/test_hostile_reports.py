@@ -64,7 +64,8 @@ def test_a_forged_output_report_never_reads_nor_deletes_the_file_it_names(
     assert (code, json.loads(body)["error"]) == (410, "StoredDataLost")
 
     # 2. A path where the address should be: refused, the node FAILED with the reason.
-    for ref in [str(canary), "../" * 12 + str(canary).lstrip("/"), address + "\n"]:
+    for ref in [str(canary), "../" * 12 + str(canary).lstrip("/"), address + "\n",
+                "b3-" + "../" * 12 + str(canary).lstrip("/"), "b3-/" + address[1:]]:
         pathlike = ct.dispatch(forging, dispatcher_addr=server.addr)(ref, len(secret), str(canary))
         result = ct.get_result(pathlike, wait=True, dispatcher_addr=server.addr)
         assert result.status == "FAILED", ref
