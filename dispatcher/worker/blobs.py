@@ -1,21 +1,22 @@
 """The content-addressed output store: where workers write node outputs, and the server reads.
 
 A blob's address is the hash of its bytes, in one of two forms: ``b3-`` and the 64 lower-case
-hex digits of its BLAKE3 hash (what workers write outputs as: on this machine's CPUs BLAKE3
-hashes 5-6 GB/s, SHA-256 1.2, and a 200 MB output was hashed in the node's own time, #23), or
+hex digits of its BLAKE3 hash (how workers store outputs: on one core of the benchmark machine
+BLAKE3 hashes 5-6 GB/s and SHA-256 1.2, and the hash is paid in the node's own time, #23), or
 the 64 hex digits of its SHA-256 (the workflow's own blobs, whose hash the client sends, and
-every blob written before BLAKE3). The form says which hash a reader checks. A blob lives at
-``<root>/<ab>/<address>``, ``ab`` the first two hex digits of its hash. The root is a local directory (the data dir's ``blobs``, for the
-embedded cluster) or any fsspec URL (``s3://bucket/prefix``, a shared file system) for workers
-on other machines. A write is atomic (a temporary name renamed into place, or a single object
-PUT), so a reader never sees half a blob, and idempotent: the same output written twice (a
-node run again after its worker died) lands at the same address, once; a file found there with
-the wrong size (cut short by a crash, damaged) is replaced. A writer killed mid-write leaves
-only a temporary ``.tmp-*`` file, which ``sweep`` removes (the dispatcher, when it starts).
+every blob stored before BLAKE3). The form says which hash a reader checks. A blob lives at
+``<root>/<ab>/<address>``, ``ab`` the first two hex digits of its hash. The root is a local
+directory (the data dir's ``blobs``, for the embedded cluster) or any fsspec URL
+(``s3://bucket/prefix``, a shared file system) for workers on other machines. A write is
+atomic (a temporary name renamed into place, or a single object PUT), so a reader never sees
+half a blob, and idempotent: the same output written twice (a node run again after its worker
+died) lands at the same address, once; a file found there with the wrong size (cut short by a
+crash, damaged) is replaced. A writer killed mid-write leaves only a temporary ``.tmp-*``
+file, which ``sweep`` removes (the dispatcher, when it starts).
 
 Only an address is ever turned into a place, and only under this store's root: a path or URL
-that comes from a message is never opened, and anything but an address of either form is refused
-(``BadBlobRef``), so no report can make the server read or delete a file of its choosing
+that comes from a message is never opened, and anything but an address of either form is
+refused (``BadBlobRef``), so no report can make the server read or delete a file of its choosing
 (issue #21). Readers check what they read against its address (``Hashed``, ``get``): a blob
 that is missing, cut short or damaged raises ``DamagedBlob`` and is removed, so the next
 write of the same value puts it back.

@@ -105,7 +105,8 @@ def test_a_sweep_removes_only_temporaries_older_than_asked(tmp_path: Path) -> No
 
 
 @pytest.mark.parametrize("shape", [(1000, 300), (300,), (0,)])
-def test_an_array_of_any_shape_is_hashed_as_its_bytes(tmp_path: Path, shape: tuple[int, ...]) -> None:
+def test_an_array_of_any_shape_is_hashed_as_its_bytes(tmp_path: Path,
+                                                      shape: tuple[int, ...]) -> None:
     """pickle hands the store an array's own memory (a 2-D float64 buffer, not bytes): its
     address is the hash of the bytes written, whatever the buffer's shape and item type."""
     store = BlobStore(str(tmp_path))
