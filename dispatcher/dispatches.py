@@ -366,6 +366,9 @@ async def cancel(store: DispatchStore, runner: Runner, dispatch_id: str,
             except DispatchState:
                 pass  # the child ended meanwhile
     what = f"tasks {task_ids} of dispatch {dispatch_id}" if task_ids else f"dispatch {dispatch_id}"
+    if task_ids and not cancelled:
+        return {"message": f"Nothing to cancel: {what} and every node below them have ended; "
+                           "the dispatch runs on.", "cancelled": []}
     return {"message": f"Cancelled {what} ({len(cancelled)} unfinished nodes).",
             "cancelled": cancelled}
 

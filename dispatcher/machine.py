@@ -323,6 +323,12 @@ class DispatchMachine:
 
     def _cancel(self, ev: CancelRequested) -> list[Instruction]:
         targets = self.cancel_targets(ev.nodes)
+        if ev.nodes and not targets:
+            # The nodes named and everything below them have ended: nothing stops, and the
+            # dispatch ends as it would have. Marked cancelled, it would end CANCELLED with
+            # no node cancelled and no result (a final status must be its nodes', as
+            # Covalent's is).
+            return []
         self.cancel_requested = True
         for i in targets:
             self.phase[i] = Phase.CANCELLED

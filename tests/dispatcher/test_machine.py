@@ -287,6 +287,14 @@ class MachineModel(RuleBasedStateMachine):
     def cancel(self, data: st.DataObject) -> None:
         nodes = data.draw(st.none() | st.lists(st.integers(0, len(self.graph.nodes) - 1),
                                                min_size=1, max_size=2))
+        stopped = self.machine.descendants(i for i, s in self.store.items()
+                                           if s in (Status.FAILED, Status.CANCELLED))
+        unfinished = {i for i, s in self.store.items()
+                      if s in (Status.NEW_OBJECT, Status.RUNNING) and i not in stopped}
+        if nodes is not None and not self.machine.descendants(nodes) & unfinished:
+            note(f"cancel {nodes}: all ended, nothing to stop")
+            assert self.machine.handle(CancelRequested(nodes, stamp())) == []
+            return  # and the dispatch ends as if it never came (a_final_dispatch_tells_the_truth)
         self.cancel_asked = True
         post = self.machine.postprocess
         if post >= 0 and (nodes is None or post in self.machine.descendants(nodes)):

@@ -8,6 +8,7 @@ from typing import Any
 import pytest
 
 import covalent as ct
+from covalent.errors import CovalentError
 from dispatcher import dispatches
 from dispatcher.keys import RUNNER, STORE
 from dispatcher.machine import OPEN
@@ -131,6 +132,36 @@ async def test_cancel_some_tasks_lets_the_rest_run(addr: str) -> None:
     assert statuses["block"] == "CANCELLED" and statuses["identity"] == "CANCELLED"
     assert statuses["multiply"] == "COMPLETED"
     assert result.get_node_result(6)["output"] == 10
+
+
+async def test_cancelling_tasks_that_have_ended_changes_nothing(addr: str) -> None:
+    """A cancel of a node that ended, with everything below it, stops nothing: the answer says
+    so, and the dispatch ends as it would have, COMPLETED with its result (not CANCELLED with
+    no node cancelled; Covalent's final status, too, is its nodes')."""
+    @ct.lattice
+    def wf():
+        identity(add(1, 2))  # ends at once; the result does not use it
+        return block(7)
+
+    dispatch_id = await asyncio.to_thread(ct.dispatch(wf, dispatcher_addr=addr))
+    ids = {}
+
+    def ended() -> bool:
+        nodes = ct.get_result(dispatch_id, dispatcher_addr=addr).get_all_node_results()
+        ids.update((n["node_name"], n["node_id"]) for n in nodes)
+        return {n["node_name"]: n["status"] for n in nodes}.get("identity") == "COMPLETED"
+
+    await wait_until(lambda: asyncio.to_thread(ended), timeout=10)
+    message = await asyncio.to_thread(ct.cancel, dispatch_id, [ids["add"], ids["identity"]], addr)
+    assert message.startswith("Nothing to cancel"), message
+    status = await asyncio.to_thread(ct.get_result, dispatch_id, False, addr, True)
+    assert status["status"] == "RUNNING"
+    tasks.release.set()
+    result = await asyncio.wait_for(fetched(dispatch_id, addr), 10)
+    assert result.status == "COMPLETED" and result.result == 7
+    assert {r["status"] for r in result.get_all_node_results()} == {"COMPLETED"}
+    with pytest.raises(CovalentError, match="already ended COMPLETED"):
+        await asyncio.to_thread(ct.cancel, dispatch_id, [ids["add"]], addr)
 
 
 async def test_disable_run_then_start_pending_once(addr: str) -> None:

@@ -7,7 +7,8 @@ restarted. Each step keeps a side-effect ledger (``tests/randomized.py``). Once 
 final, what the SDK, the REST API and the web UI's JSON say is checked against a plain-Python
 evaluation of the same workflow (#20):
 
-- the final status: FAILED if a node failed, else CANCELLED if a cancel was taken, else COMPLETED;
+- the final status: FAILED if a node failed, else CANCELLED if a cancel stopped a node (a whole
+  cancel always does: the result node at least), else COMPLETED;
 - no node RUNNING (nor in a sublattice's dispatch);
 - fail-slow: every node that does not descend from a failed or cancelled node ran to its end,
   exactly once (without kills), with the value the plain evaluation gives;
@@ -267,7 +268,11 @@ def check(server: ServerProcess, plan: Plan, ledger: Path, result: Any, cancelle
             assert "RUNNING" not in [str(c["status"]) for c in child.get_all_node_results()]
 
     failed = "FAILED" in statuses
-    expected = "FAILED" if failed else "CANCELLED" if cancelled else "COMPLETED"
+    stopped = "CANCELLED" in statuses  # a partial cancel of nodes that had all ended stops none
+    assert cancelled or not stopped
+    if cancelled and plan.cancel is not None and plan.cancel[0] == "whole" and not failed:
+        assert stopped, "a whole cancel that was taken cancelled nothing"
+    expected = "FAILED" if failed else "CANCELLED" if stopped else "COMPLETED"
     assert str(result.status) == expected, (result.status, expected, result.error)
     post = nodes[-1]
     assert post["node_name"] == ":postprocess:reconstruct"
