@@ -171,9 +171,28 @@ async def create(store: DispatchStore, runner: Runner, header: dict[str, Any], g
         raise
     if parent is not None:
         await store.set_sub_dispatch(parent[0], parent[1], dispatch_id)
+        if run and epoch >= 0 and await _parent_stopped(store, parent):
+            # Its parent node was cancelled (or its dispatch ended) while this was on its way:
+            # that cancel read the parent's children before this one was among them, so it
+            # ends here, CANCELLED and never run (no child runs on below a cancelled node).
+            nodes = await store.get_nodes(dispatch_id)
+            await runner.cancel_stored(dispatch_id, graph, {n.node_id: n.status for n in nodes},
+                                       {n.node_id: n.error or "" for n in nodes})
+            await unlease(runner, dispatch_id, epoch)
+            return dispatch_id, True
     if run and epoch >= 0:  # -1: another replica holds it (and runs it)
         await runner.submit(dispatch_id, graph, preset, root_start, epoch=epoch)
     return dispatch_id, True
+
+
+async def _parent_stopped(store: DispatchStore, parent: tuple[str, int]) -> bool:
+    """Whether the node a child dispatch runs for is cancelled, or its dispatch ended, as
+    the store has it now (read after the child is recorded as the node's)."""
+    status = await store.get_status(parent[0])
+    if status is None or state.is_terminal(status):
+        return True
+    node = await store.get_node(parent[0], parent[1])
+    return node is None or node.status == Status.CANCELLED
 
 
 async def _same_as_stored(store: DispatchStore, dispatch_id: str, graph_json: str,

@@ -164,6 +164,41 @@ async def test_cancelling_tasks_that_have_ended_changes_nothing(addr: str) -> No
         await asyncio.to_thread(ct.cancel, dispatch_id, [ids["add"]], addr)
 
 
+async def test_a_child_dispatch_that_comes_after_its_parent_was_cancelled_never_runs(
+        addr: str, tmp_path) -> None:
+    """A sublattice's child dispatch submitted just after its parent node was cancelled (the
+    cancel read the parent's children before this one was stored) ends CANCELLED at once, its
+    electrons never started; as a randomized run caught, it used to run on below the cancelled
+    node of a CANCELLED parent."""
+    from covalent.api import ClientConfig, submission_parts, submit_frame
+    from covalent.config import client_config
+
+    @ct.lattice
+    def parent_wf():
+        return block(1)
+
+    @ct.lattice
+    def child_wf(path):
+        return mark(path, "ran")
+
+    parent = await asyncio.to_thread(ct.dispatch(parent_wf, dispatcher_addr=addr))
+    await _running(addr, parent, 0)
+    await asyncio.to_thread(ct.cancel, parent, None, addr)
+    cfg = ClientConfig(url=f"http://{addr}", token=client_config().token)
+    child = "0b9e5d0e-3c1b-4d5e-9a4f-2f6a7c8d9e10"
+    body = submission_parts(child_wf, (str(tmp_path / "ran"),), {}, dispatch_id=child,
+                            disable_run=False)
+    await asyncio.to_thread(submit_frame, cfg, body, {"parent": parent, "parent_node": 0})
+    result = await asyncio.wait_for(fetched(child, addr), 10)
+    assert result.status == "CANCELLED"
+    assert {r["status"] for r in result.get_all_node_results()} == {"CANCELLED"}
+    assert not (tmp_path / "ran").exists()
+    parent_result = await asyncio.wait_for(fetched(parent, addr), 10)
+    node = await asyncio.to_thread(parent_result.get_node_result, 0)  # fetches the child
+    assert parent_result.status == "CANCELLED" and node["status"] == "CANCELLED"
+    assert node["sublattice_result"].dispatch_id == child
+
+
 async def test_disable_run_then_start_pending_once(addr: str) -> None:
     @ct.lattice
     def wf(x):
