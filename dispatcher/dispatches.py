@@ -175,9 +175,7 @@ async def create(store: DispatchStore, runner: Runner, header: dict[str, Any], g
             # Its parent node was cancelled (or its dispatch ended) while this was on its way:
             # that cancel read the parent's children before this one was among them, so it
             # ends here, CANCELLED and never run (no child runs on below a cancelled node).
-            nodes = await store.get_nodes(dispatch_id)
-            await runner.cancel_stored(dispatch_id, graph, {n.node_id: n.status for n in nodes},
-                                       {n.node_id: n.error or "" for n in nodes})
+            await _cancel_records(store, runner, dispatch_id, graph)
             await unlease(runner, dispatch_id, epoch)
             return dispatch_id, True
     if run and epoch >= 0:  # -1: another replica holds it (and runs it)
@@ -407,8 +405,15 @@ async def _cancel_stored(store: DispatchStore, runner: Runner, dispatch_id: str)
     if runner.notices is not None:
         return None
     # not resumed yet (resume runs in the background after a restart)
-    nodes = await store.get_nodes(dispatch_id)
     graph, _ = await load_graph(store, row)
+    return await _cancel_records(store, runner, dispatch_id, graph)
+
+
+async def _cancel_records(store: DispatchStore, runner: Runner, dispatch_id: str,
+                          graph: WorkflowGraph) -> list[int]:
+    """Cancel a dispatch that is not running here through its stored records; the nodes
+    cancelled."""
+    nodes = await store.get_nodes(dispatch_id)
     return await runner.cancel_stored(dispatch_id, graph, {n.node_id: n.status for n in nodes},
                                       {n.node_id: n.error or "" for n in nodes})
 
