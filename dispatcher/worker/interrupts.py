@@ -18,13 +18,14 @@ through its nanny, so a cancelled ``sleep(3600)`` does not hold a worker slot fo
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import ctypes
 import logging
 import subprocess
 import threading
 import time
 import weakref
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from typing import Any
 
 import psutil
@@ -59,6 +60,7 @@ class Interrupts:
         self.threads: dict[int, NodeKey] = {}  # thread ident -> the node it runs
         self.children: dict[int, list[Child]] = {}  # thread ident -> the processes it started
         self.interrupted: set[int] = set()  # threads an exception was raised in, until they leave
+        self.raised: dict[int, type[BaseException]] = {}  # ... and which exception
         self.recent: dict[NodeKey, float] = {}  # nodes that ended -> when (monotonic)
         self._trim_at = RECENT_MIN
         self.cancelled: dict[str, frozenset[int] | None] = {}  # dispatch -> nodes (None: all)
@@ -78,6 +80,7 @@ class Interrupts:
             if ident not in self.interrupted:
                 started = []
             self.interrupted.discard(ident)
+            self.raised.pop(ident, None)
             if node is not None:
                 now = time.monotonic()
                 self.recent[node] = now
@@ -153,7 +156,37 @@ class Interrupts:
                 return False
             ctypes.pythonapi.PyThreadState_SetAsyncExc(ctypes.c_ulong(ident), ctypes.py_object(exc))
             self.interrupted.add(ident)
+            self.raised[ident] = exc
             return True
+
+    @contextlib.contextmanager
+    def outside(self) -> Iterator[None]:
+        """Run a step of Dask's own (``distributed.secede``) from a node's thread with nothing
+        raised in it meanwhile. An exception landing between Dask's steps can leave the
+        worker's thread pool a thread short for good: seen with a cancelled sublattice node,
+        whose thread died in ``rejoin`` after the pool had counted it back in; that worker
+        (one thread) never ran a task again, and its dispatches stayed RUNNING. An interrupt
+        still pending as this begins, or a cancel of the node that comes meanwhile, is raised
+        once it ends."""
+        ident = threading.get_ident()
+        with self.lock:
+            node = self.threads.pop(ident, None)
+            due = self.raised.get(ident) if ident in self.interrupted else None
+            ctypes.pythonapi.PyThreadState_SetAsyncExc(ctypes.c_ulong(ident), None)
+        try:
+            yield
+        finally:
+            if node is not None:
+                with self.lock:
+                    self.threads[ident] = node
+                    nodes = self.cancelled.get(node[0], frozenset())
+                    if due is None and ident not in self.interrupted and (
+                            nodes is None or node[1] in nodes):
+                        due = TaskInterrupted
+                        self.interrupted.add(ident)
+                        self.raised[ident] = due
+                if due is not None:
+                    raise due()
 
     def set_cancelled(self, cancelled: Mapping[str, Iterable[int] | None],
                       asked: tuple[str, Iterable[int] | None] = ("", ())

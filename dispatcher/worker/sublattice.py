@@ -4,6 +4,10 @@ The child's graph is built from the sublattice's inputs at run time, so its shap
 on upstream outputs (a dynamic workflow). The child is submitted to the same dispatcher with
 this node as its parent, and runs on the same cluster. While waiting, the task secedes from
 the worker's thread pool so the child's tasks can use the thread (no deadlock, even nested).
+It never rejoins the pool: its thread ends with the task, as in Dask's own example of
+``secede``. ``rejoin`` waits for a slot and then counts the thread back in, so a cancel raised
+in that thread at that moment (it is the node's) killed a thread the pool still counted: a
+worker with one thread never ran a task again.
 """
 
 from __future__ import annotations
@@ -15,6 +19,7 @@ from covalent.api import ClientConfig, Result, fetch_result, submission_parts, s
 
 from ..protocol import NodeSpec
 from .contact import worker_context
+from .interrupts import interrupts
 
 _POLL_S = 30.0
 
@@ -38,18 +43,14 @@ def run_sublattice(spec: NodeSpec, lattice: Any, args: list[Any], kwargs: dict[s
 
 
 def _wait_seceded(cfg: ClientConfig, child_id: str) -> Result:
-    from distributed import rejoin, secede
+    from distributed import secede
 
-    seceded = True
     try:
-        secede()
+        with interrupts.outside():  # Dask's own steps: no cancel may land between them
+            secede()
     except ValueError:
-        seceded = False  # not on a worker thread (called directly): just block
-    try:
-        while True:
-            result = fetch_result(cfg, child_id, wait=_POLL_S)
-            if result.status.is_terminal:
-                return result
-    finally:
-        if seceded:
-            rejoin()
+        pass  # not on a worker thread (called directly): just block
+    while True:
+        result = fetch_result(cfg, child_id, wait=_POLL_S)
+        if result.status.is_terminal:
+            return result

@@ -8,10 +8,15 @@ import subprocess
 import sys
 import threading
 import time
+from types import SimpleNamespace
 from typing import Any
 
+import pytest
+
+from covalent.api import ClientConfig
 from dispatcher.worker.interrupts import TaskInterrupted, interrupts
 from dispatcher.worker.run import _leave
+from dispatcher.worker.sublattice import _wait_seceded
 
 
 def _node(box: dict[str, Any], started: threading.Event, cmd: list[str]) -> None:
@@ -95,3 +100,85 @@ def test_a_second_cancel_of_an_interrupted_node_does_not_cut_its_clean_up_short(
     thread.join(10)
     assert box == {"cleaned": True, "ended": "interrupted"}
     assert not interrupts.interrupt(thread.ident)  # it left user code
+
+
+def test_a_cancel_that_comes_during_a_step_of_dasks_own_is_raised_once_it_ends() -> None:
+    """``outside`` (around ``distributed.secede``): nothing lands inside; the cancel does after."""
+    interrupts.enter("d-outside", 4)
+    reached_end = False
+    try:
+        with pytest.raises(TaskInterrupted):
+            with interrupts.outside():
+                assert interrupts.set_cancelled({"d-outside": [4]})[0] == []  # not raised here
+                for _ in range(200):
+                    time.sleep(0.0005)  # bytecode: an exception raised in the thread lands here
+                reached_end = True
+    finally:
+        interrupts.set_cancelled({})
+        _leave()
+    assert reached_end
+    assert not interrupts.inside(threading.get_ident())
+
+
+# A sublattice node as the worker runs it (worker.sublattice, with its child's result faked):
+# it secedes from the pool while its child runs. Events for the test to drive it.
+_IN_CHILD_WAIT, _CHILD_ENDS = threading.Event(), threading.Event()
+_OTHER_STARTED, _OTHER_ENDS = threading.Event(), threading.Event()
+
+
+def _child_result(cfg: Any, child_id: str, wait: float) -> Any:
+    _IN_CHILD_WAIT.set()
+    assert _CHILD_ENDS.wait(20)
+    return SimpleNamespace(status=SimpleNamespace(is_terminal=True), child=child_id)
+
+
+def _sublattice_node() -> str:
+    interrupts.enter("d-seceded", 7)
+    try:
+        return str(_wait_seceded(ClientConfig(url="http://127.0.0.1:9", token="t"), "child").child)
+    finally:
+        _leave()
+
+
+def _other_node() -> str:
+    _OTHER_STARTED.set()
+    assert _OTHER_ENDS.wait(20)
+    return "other"
+
+
+async def test_a_cancel_as_a_sublattice_node_ends_leaves_its_worker_its_thread(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """Seen with Dask's streams at 1 ms: a worker (one thread) that never ran a task again, its
+    pool counting a dead thread, and the dispatches sent to it RUNNING for good. The node had
+    seceded; its child ended, it called ``rejoin`` (waiting for the pool's one thread, busy with
+    another task), its cancel landed there, and its thread died just after the pool counted
+    it back in. Here the cancel comes at that moment: the worker must run the next task."""
+    from distributed import Client, LocalCluster
+
+    from dispatcher.worker import sublattice
+    from tests.conftest import wait_until
+
+    monkeypatch.setattr(sublattice, "fetch_result", _child_result)
+    async with LocalCluster(processes=False, n_workers=1, threads_per_worker=1,
+                            dashboard_address=None, asynchronous=True) as cluster:
+        async with Client(cluster, asynchronous=True, set_as_default=False) as client:
+            [worker] = cluster.workers.values()
+            pool = worker.executors["default"]
+            try:
+                node = client.submit(_sublattice_node, pure=False)
+                await wait_until(_IN_CHILD_WAIT.is_set, 20)  # seceded, its child running
+                other = client.submit(_other_node, pure=False)
+                await wait_until(_OTHER_STARTED.is_set, 20)  # the pool's one thread is busy
+                _CHILD_ENDS.set()
+                # the node returns (or, rejoining, waits for the busy thread)
+                await wait_until(lambda: node.done() or pool._rejoin_list, 20)
+                interrupts.set_cancelled({"d-seceded": None})  # the cancel, at that moment
+                _OTHER_ENDS.set()
+                assert await other.result(timeout=20) == "other"
+                assert await client.submit(len, "next", pure=False).result(timeout=20) == 4
+                assert await node.result(timeout=20) == "child"
+                assert all(t.is_alive() for t in pool._threads)
+            finally:
+                interrupts.set_cancelled({})
+                _CHILD_ENDS.set()
+                _OTHER_ENDS.set()
