@@ -24,6 +24,7 @@ from distributed.worker_memory import parse_memory_limit
 from . import dispatches, metrics, transfer, ui, upload, user_routes
 from .authz import ownership_guard
 from .connections import GATE, Gate
+from .dask_graph import prompt_client, prompt_cluster
 from .executors import ExecutorTable
 from .keys import CLUSTER_INFO, EXECUTORS, RECORDER, RUNNER, SETTINGS, STORE, TRIGGERS
 from .recorder import Recorder
@@ -242,7 +243,10 @@ async def _cluster_ctx(app: web.Application) -> AsyncIterator[None]:
                 cluster = await _start_cluster(cs, settings.tls_dir)
         client = await Client(cluster, asynchronous=True, set_as_default=False,
                               security=getattr(cluster, "security", None))
+        if not cs.cluster_class:  # ours alone: a cluster manager's is the user's to tune
+            await prompt_cluster(client)
         _scale(cluster, cs)
+    prompt_client(client)
     app[CLUSTER_INFO] = {
         "scheduler": client.scheduler.address if client.scheduler is not None else "",
         "dashboard": client.dashboard_link if cluster is not None or cs.address else "",

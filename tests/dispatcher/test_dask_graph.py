@@ -1,4 +1,5 @@
-"""The one private Dask call: fails loudly here, not in a user's dispatch, if Dask changes it."""
+"""Dask's private API as the dispatcher uses it: fails loudly here, not in a user's dispatch,
+if Dask changes it."""
 
 from __future__ import annotations
 
@@ -7,6 +8,8 @@ import threading
 
 from dask._expr import LLGExpr
 from dask.task_spec import Task
+
+from dispatcher.dask_graph import submit_graph
 
 
 def _inc(x: int) -> int:
@@ -106,3 +109,39 @@ async def test_fail_task_fails_a_task_whose_thread_is_still_running() -> None:
         finally:
             await w.close(executor_wait=False)
             _GATE.set()
+
+
+async def test_the_embedded_clusters_streams_send_within_a_millisecond() -> None:
+    """What prompt_client and prompt_cluster rely on: each of Dask's batched streams keeps its
+    send interval in ``interval`` (seconds); the plugins set it on the scheduler's streams to
+    every worker and client and on every worker's stream, for those that join later too. A
+    client the dispatcher does not own keeps Dask's interval."""
+    from distributed import Client, LocalCluster
+
+    from dispatcher.dask_graph import STREAM_INTERVAL_S, prompt_client, prompt_cluster
+    from tests.conftest import wait_until
+
+    async with LocalCluster(processes=False, n_workers=1, dashboard_address=None,
+                            scheduler_kwargs={"dashboard": False, "dashboard_address": "127.0.0.1:0"},
+                            asynchronous=True) as cluster:
+        async with Client(cluster, asynchronous=True, set_as_default=False) as client:
+            default = client.scheduler_comm.interval
+            assert default > STREAM_INTERVAL_S  # Dask's own: 10 ms
+            prompt_client(client)
+            await prompt_cluster(client)
+            cluster.scale(2)
+            await client.wait_for_workers(2)
+            async with Client(cluster, asynchronous=True, set_as_default=False) as other:
+                scheduler = cluster.scheduler
+
+                def streams() -> list[float]:
+                    return ([s.interval for s in scheduler.stream_comms.values()]
+                            + [s.interval for s in scheduler.client_comms.values()]
+                            + [w.batched_stream.interval for w in cluster.workers.values()])
+
+                await wait_until(lambda: len(streams()) == 6
+                                 and set(streams()) == {STREAM_INTERVAL_S}, timeout=10)
+                assert client.scheduler_comm.interval == STREAM_INTERVAL_S
+                assert other.scheduler_comm.interval == default
+                dsk = {("a", 0): Task(("a", 0), _inc, 1)}
+                assert await client.gather(submit_graph(client, dsk, [("a", 0)], "g-2", 0)) == [2]
