@@ -59,8 +59,8 @@ class Interrupts:
         self.lock = threading.Lock()
         self.threads: dict[int, NodeKey] = {}  # thread ident -> the node it runs
         self.children: dict[int, list[Child]] = {}  # thread ident -> the processes it started
-        self.interrupted: set[int] = set()  # threads an exception was raised in, until they leave
-        self.raised: dict[int, type[BaseException]] = {}  # ... and which exception
+        # threads an exception was raised in, until they leave -> the exception
+        self.interrupted: dict[int, type[BaseException]] = {}
         self.recent: dict[NodeKey, float] = {}  # nodes that ended -> when (monotonic)
         self._trim_at = RECENT_MIN
         self.cancelled: dict[str, frozenset[int] | None] = {}  # dispatch -> nodes (None: all)
@@ -79,8 +79,7 @@ class Interrupts:
             started = self.children.pop(ident, [])
             if ident not in self.interrupted:
                 started = []
-            self.interrupted.discard(ident)
-            self.raised.pop(ident, None)
+            self.interrupted.pop(ident, None)
             if node is not None:
                 now = time.monotonic()
                 self.recent[node] = now
@@ -100,8 +99,7 @@ class Interrupts:
     def may_start(self, dispatch_id: str, node_id: int, generation: int) -> bool:
         """False for a cancelled node, or a submission of it a later one superseded."""
         with self.lock:
-            nodes = self.cancelled.get(dispatch_id, frozenset())
-            if nodes is None or node_id in nodes:
+            if self._is_cancelled((dispatch_id, node_id)):
                 return False
             fence = self.fences.get(dispatch_id)
             return fence is None or generation >= fence[1].get(node_id, 0)
@@ -155,9 +153,13 @@ class Interrupts:
             if ident not in self.threads or ident in self.interrupted:
                 return False
             ctypes.pythonapi.PyThreadState_SetAsyncExc(ctypes.c_ulong(ident), ctypes.py_object(exc))
-            self.interrupted.add(ident)
-            self.raised[ident] = exc
+            self.interrupted[ident] = exc
             return True
+
+    def _is_cancelled(self, node: NodeKey) -> bool:
+        """Whether the dispatcher cancelled ``node`` (hold ``lock``)."""
+        nodes = self.cancelled.get(node[0], frozenset())
+        return nodes is None or node[1] in nodes
 
     @contextlib.contextmanager
     def outside(self) -> Iterator[None]:
@@ -171,7 +173,7 @@ class Interrupts:
         ident = threading.get_ident()
         with self.lock:
             node = self.threads.pop(ident, None)
-            due = self.raised.get(ident) if ident in self.interrupted else None
+            due = self.interrupted.get(ident)
             ctypes.pythonapi.PyThreadState_SetAsyncExc(ctypes.c_ulong(ident), None)
         try:
             yield
@@ -179,12 +181,8 @@ class Interrupts:
             if node is not None:
                 with self.lock:
                     self.threads[ident] = node
-                    nodes = self.cancelled.get(node[0], frozenset())
-                    if due is None and ident not in self.interrupted and (
-                            nodes is None or node[1] in nodes):
-                        due = TaskInterrupted
-                        self.interrupted.add(ident)
-                        self.raised[ident] = due
+                    if due is None and self._is_cancelled(node):  # nothing raised it meanwhile
+                        due = self.interrupted[ident] = TaskInterrupted
                 if due is not None:
                     raise due()
 
@@ -200,8 +198,7 @@ class Interrupts:
         now = time.monotonic()
         with self.lock:
             self.cancelled = table
-            hit = [(ident, (d, n)) for ident, (d, n) in self.threads.items()
-                   if d in table and (table[d] is None or n in table[d])]  # type: ignore[operator]
+            hit = [(ident, node) for ident, node in self.threads.items() if self._is_cancelled(node)]
             here = {n for d, n in self.threads.values() if d == dispatch_id}
             ended = sorted(n for (d, n), t in self.recent.items()
                            if d == dispatch_id and now - t < RECENT_S and n not in here
