@@ -1,5 +1,5 @@
 """Submit a compiled graph to Dask, wait for futures, and fail a task a worker cannot stop: the
-one place that uses Dask's private API.
+one place that uses Dask's private API (but for the worker's thread pool: ``worker/pool.py``).
 
 ``LLGExpr(dsk, _determ_token=name)`` names the graph ourselves. Without a name Dask tokenizes
 every task (pickling each spec) to name it, which costs more than running a small workflow.

@@ -57,6 +57,7 @@ from .store.leases import dispatch_resource
 from .versions import WorkerVersions
 from .worker.contact import WorkerContext
 from .worker.interrupts import CancelledNodes, cancel_nodes, fence_nodes
+from .worker.pool import PoolGuard
 
 if TYPE_CHECKING:
     from .notices import Notices
@@ -103,6 +104,7 @@ class Runner:
     async def start(self) -> None:
         await listen(self.client, self.scheduler, self._deliver, self._deliver_batch)
         await self.client.register_plugin(CancelledNodes({}), name=CancelledNodes.name)
+        await self.client.register_plugin(PoolGuard(), name=PoolGuard.name)
         await self.tell_workers(self.public_url)
         self._drainer = asyncio.create_task(self._drain(), name="covalent-outcomes")
 

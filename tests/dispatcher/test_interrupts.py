@@ -182,3 +182,77 @@ async def test_a_cancel_as_a_sublattice_node_ends_leaves_its_worker_its_thread(
                 interrupts.set_cancelled({})
                 _CHILD_ENDS.set()
                 _OTHER_ENDS.set()
+
+
+# A node whose user code leaves the pool and comes back (``secede``/``rejoin``, what
+# ``worker_client()`` does), as the worker runs it; events for the test to drive it.
+_USER_SECEDED, _USER_REJOINS = threading.Event(), threading.Event()
+_BUSY_STARTED, _BUSY_ENDS = threading.Event(), threading.Event()
+
+
+def _user_node_that_rejoins() -> str:
+    from distributed import rejoin, secede
+
+    interrupts.enter("d-rejoin", 3)
+    try:
+        secede()
+        _USER_SECEDED.set()
+        assert _USER_REJOINS.wait(20)
+        rejoin()  # waits for the pool's one thread; the cancel lands as it returns
+        return "rejoined"
+    finally:
+        _leave()
+
+
+def _busy_node() -> str:
+    _BUSY_STARTED.set()
+    assert _BUSY_ENDS.wait(20)
+    return "busy"
+
+
+@pytest.mark.parametrize("guarded", [True, False])
+async def test_a_cancel_as_user_code_rejoins_the_pool_costs_its_worker_no_thread(
+        guarded: bool) -> None:
+    """User code may ``rejoin`` (our sublattice nodes no longer do): a cancel raised in it as
+    the pool counts it back in kills a thread the pool still counts. With ``PoolGuard`` (which
+    the dispatcher registers on every worker) the worker replaces it and runs the next task;
+    without it, it never would (shown here with a short bound)."""
+    from distributed import Client, LocalCluster
+
+    from dispatcher.worker.pool import PoolGuard
+    from tests.conftest import wait_until
+
+    for event in (_USER_SECEDED, _USER_REJOINS, _BUSY_STARTED, _BUSY_ENDS):
+        event.clear()
+    async with LocalCluster(processes=False, n_workers=1, threads_per_worker=1,
+                            dashboard_address=None, asynchronous=True) as cluster:
+        async with Client(cluster, asynchronous=True, set_as_default=False) as client:
+            if guarded:
+                await client.register_plugin(PoolGuard(), name=PoolGuard.name)
+            [worker] = cluster.workers.values()
+            pool = worker.executors["default"]
+            try:
+                node = client.submit(_user_node_that_rejoins, pure=False)
+                await wait_until(_USER_SECEDED.is_set, 20)
+                busy = client.submit(_busy_node, pure=False)
+                await wait_until(_BUSY_STARTED.is_set, 20)  # the pool's one thread is busy
+                _USER_REJOINS.set()
+                await wait_until(lambda: bool(pool._rejoin_list), 20)  # waiting in rejoin
+                interrupts.set_cancelled({"d-rejoin": None})  # lands once rejoin returns
+                _BUSY_ENDS.set()
+                assert await busy.result(timeout=20) == "busy"
+                with pytest.raises(TaskInterrupted):
+                    await node.result(timeout=20)
+                nxt = client.submit(len, "next", pure=False)
+                if guarded:
+                    assert await nxt.result(timeout=20) == 4
+                    await wait_until(lambda: all(t.is_alive() for t in pool._threads), 20)
+                    assert len(pool._threads) == 1
+                else:  # the pool's one thread is dead: nothing runs
+                    with pytest.raises(TimeoutError):
+                        await nxt.result(timeout=3)
+                    assert [t.is_alive() for t in pool._threads] == [False]
+            finally:
+                interrupts.set_cancelled({})
+                _USER_REJOINS.set()
+                _BUSY_ENDS.set()

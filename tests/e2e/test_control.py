@@ -543,3 +543,27 @@ async def test_a_time_limit_stops_the_processes_of_its_node(addr: str, tmp_path)
     assert result.status == "FAILED"
     assert "TimeLimitExceeded" in result.get_node_result(0)["error"]
     await wait_until(lambda: not _alive(pidfile), timeout=10)
+
+
+@ct.electron
+def squares_through_worker_client(n):
+    from distributed import get_worker, worker_client
+
+    from dispatcher.worker.pool import PoolGuard
+
+    with worker_client() as client:  # leaves the worker's pool, and rejoins it at the end
+        total = sum(client.gather(client.map(lambda i: i * i, range(n), pure=False)))
+    return total, PoolGuard.name in get_worker().plugins
+
+
+async def test_an_electron_may_use_dasks_worker_client_on_a_guarded_worker(addr: str) -> None:
+    """User code that secedes and rejoins (``worker_client``) runs, on a worker whose pool the
+    dispatcher guards: a cancel landing as it rejoins costs the worker no thread
+    (tests/dispatcher/test_interrupts.py shows that moment)."""
+    @ct.lattice
+    def wf(n):
+        return squares_through_worker_client(n)
+
+    result = await run(wf, addr, 4)
+    assert result.status == "COMPLETED", result.error
+    assert result.result == (14, True)  # 0 + 1 + 4 + 9, and the guard is on its worker
