@@ -92,7 +92,7 @@ def scheduler_client(address: str, data_dir: Path, tls_dir: str = "tls") -> dist
     """A plain Dask client on the dispatcher's own scheduler.
 
     A ``tls://`` scheduler is reached with the credentials the dispatcher writes to
-    ``<data_dir>/tls/{ca,cert,key}.pem``; a ``tcp://`` one plainly.
+    ``<data_dir>/tls/{ca,cert,key}.pem``; a ``unix://`` (the default) or ``tcp://`` one plainly.
     """
     if not address.startswith("tls://"):
         return distributed.Client(address, set_as_default=False)

@@ -7,6 +7,7 @@ resume the dispatches that were running when the server last stopped. Shutdown r
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import importlib
 import json
 import logging
@@ -19,6 +20,7 @@ from aiohttp import web
 from dask.system import CPU_COUNT
 from distributed import Client, LocalCluster, Nanny, Scheduler, Security, SpecCluster
 from distributed.deploy.utils import nprocesses_nthreads
+from distributed.utils import format_dashboard_link
 from distributed.worker_memory import parse_memory_limit
 
 from . import dispatches, metrics, transfer, ui, upload, user_routes
@@ -36,6 +38,7 @@ from .sessions import SESSIONS, Sessions
 from .settings import ClusterSettings, Settings, pinned_dashboard
 from .store import SqlStore, check_url, open_store
 from .trigger_service import TriggerService
+from .unix_comm import PREFIX, remove_socket_dir, socket_dir
 from .users import ACCOUNTS, Accounts
 from .worker.blobs import BlobStore
 
@@ -228,52 +231,69 @@ def cluster_class(path: str) -> Any:
 
 
 async def _cluster_ctx(app: web.Application) -> AsyncIterator[None]:
-    settings = app[SETTINGS]
-    cs = settings.cluster
-    cluster: Any = None
-    if cs.address:
-        client = await _connect(cs)
-    else:
-        # Read by a scheduler created in this process (the embedded one, most cluster managers').
-        with dask.config.set({"distributed.scheduler.no-workers-timeout":
-                              settings.no_worker_timeout}):
-            if cs.cluster_class:
-                cluster = await _create_cluster(cs)
-            else:
-                cluster = await _start_cluster(cs, settings.tls_dir)
-        client = await Client(cluster, asynchronous=True, set_as_default=False,
-                              security=getattr(cluster, "security", None))
-        if not cs.cluster_class:  # ours alone: a cluster manager's is the user's to tune
-            await prompt_cluster(client)
-        _scale(cluster, cs)
-    prompt_client(client)
-    app[CLUSTER_INFO] = {
-        "scheduler": client.scheduler.address if client.scheduler is not None else "",
-        "dashboard": client.dashboard_link if cluster is not None or cs.address else "",
-        "embedded": cluster is not None and not cs.cluster_class,
-        "manager": (cs.cluster_class or "distributed.LocalCluster") if cluster is not None else "",
-        "adapt": list(cs.adapt) if cs.adapt and cluster is not None else None,
-    }
-    log.info("dispatcher on %s:%d, Dask scheduler %s (%s), dashboard %s, store %s",
-             settings.host, settings.port, app[CLUSTER_INFO]["scheduler"],
-             app[CLUSTER_INFO]["manager"] or "external", app[CLUSTER_INFO]["dashboard"] or "-",
-             app[STORE].describe())
-    url = settings.url if settings.port else ""
-    scheduler = getattr(cluster, "scheduler", None)  # in this process: events without a hop
-    runner = Runner(app[RECORDER], client, store_root=settings.store_root,
-                    storage_options=settings.store_options,
-                    scheduler=scheduler if isinstance(scheduler, Scheduler) else None,
-                    public_url=url, token=settings.token, executors=app[EXECUTORS],
-                    time_limit_grace=settings.time_limit_grace)
-    await runner.start()
-    app[RUNNER] = runner
-    try:
-        yield
-    finally:
-        await runner.close()
-        await client.close()
-        if cluster is not None:
-            await cluster.close()  # a cluster manager cancels its jobs or pods here
+    # what the embedded cluster leaves behind (its sockets' directory), removed after it closes
+    with contextlib.ExitStack() as stack:
+        settings = app[SETTINGS]
+        cs = settings.cluster
+        cluster: Any = None
+        if cs.address:
+            client = await _connect(cs)
+        else:
+            # Read by a scheduler created in this process (the embedded one, most cluster
+            # managers').
+            with dask.config.set({"distributed.scheduler.no-workers-timeout":
+                                  settings.no_worker_timeout}):
+                if cs.cluster_class:
+                    cluster = await _create_cluster(cs)
+                else:
+                    cluster = await _start_cluster(cs, settings.tls_dir, stack)
+            client = await Client(cluster, asynchronous=True, set_as_default=False,
+                                  security=getattr(cluster, "security", None))
+            if not cs.cluster_class:  # ours alone: a cluster manager's is the user's to tune
+                await prompt_cluster(client)
+            _scale(cluster, cs)
+        prompt_client(client)
+        app[CLUSTER_INFO] = {
+            "scheduler": client.scheduler.address if client.scheduler is not None else "",
+            "dashboard": _dashboard_link(client, cs) if cluster is not None or cs.address else "",
+            "embedded": cluster is not None and not cs.cluster_class,
+            "manager": (cs.cluster_class or "distributed.LocalCluster") if cluster is not None else "",
+            "adapt": list(cs.adapt) if cs.adapt and cluster is not None else None,
+        }
+        log.info("dispatcher on %s:%d, Dask scheduler %s (%s), dashboard %s, store %s",
+                 settings.host, settings.port, app[CLUSTER_INFO]["scheduler"],
+                 app[CLUSTER_INFO]["manager"] or "external", app[CLUSTER_INFO]["dashboard"] or "-",
+                 app[STORE].describe())
+        url = settings.url if settings.port else ""
+        scheduler = getattr(cluster, "scheduler", None)  # in this process: events without a hop
+        runner = Runner(app[RECORDER], client, store_root=settings.store_root,
+                        storage_options=settings.store_options,
+                        scheduler=scheduler if isinstance(scheduler, Scheduler) else None,
+                        public_url=url, token=settings.token, executors=app[EXECUTORS],
+                        time_limit_grace=settings.time_limit_grace)
+        await runner.start()
+        app[RUNNER] = runner
+        try:
+            yield
+        finally:
+            await runner.close()
+            await client.close()
+            if cluster is not None:
+                await cluster.close()  # a cluster manager cancels its jobs or pods here
+
+
+def _dashboard_link(client: Client, cs: ClusterSettings) -> str:
+    """Dask's link, whose host it takes from the scheduler's address: a Unix socket's has
+    none, so on the embedded cluster the host is the dashboard's own (loopback by default)."""
+    link: str = client.dashboard_link or ""
+    address = client.scheduler.address if client.scheduler is not None else None
+    if not address or not address.startswith(PREFIX):
+        return link
+    port = client.scheduler_info().get("services", {}).get("dashboard")
+    host = (pinned_dashboard(cs.dashboard_address) or "").rpartition(":")[0]
+    if port is None or not host:
+        return link
+    return str(format_dashboard_link("127.0.0.1" if host == "0.0.0.0" else host, port))
 
 
 async def _create_cluster(cs: ClusterSettings) -> Any:
@@ -331,9 +351,11 @@ async def _connect(cs: ClusterSettings) -> Client:
         raise OSError(f"cannot reach the Dask scheduler at {cs.address}: {reason}") from None
 
 
-async def _start_cluster(cs: ClusterSettings, tls_dir: Path) -> SpecCluster:
-    """The embedded LocalCluster; with processes, its comms need temporary TLS credentials
-    (``tls_dir`` keeps a copy for its user), so no other local user can reach it."""
+async def _start_cluster(cs: ClusterSettings, tls_dir: Path, stack: contextlib.ExitStack
+                         ) -> SpecCluster:
+    """The embedded LocalCluster. With processes, no other local user may reach it: its comms
+    go through Unix sockets in a directory only its user may enter (removed by ``stack``), or
+    with ``comm="tls"`` use temporary TLS credentials (``tls_dir`` keeps a copy for its user)."""
     kwargs: dict[str, Any] = {
         "processes": cs.processes,
         "dashboard_address": pinned_dashboard(cs.dashboard_address),
@@ -343,9 +365,13 @@ async def _start_cluster(cs: ClusterSettings, tls_dir: Path) -> SpecCluster:
         # listen, on a free loopback port rather than 8787, which someone else may hold
         kwargs["scheduler_kwargs"] = {"dashboard": False, "dashboard_address": "127.0.0.1:0"}
     if cs.processes:  # an in-process cluster talks over inproc://, which takes no host
-        kwargs["host"] = cs.host
         kwargs["preload"] = [QUIET_WORKERS]
-        if cs.tls:
+        if cs.comm == "unix":
+            sockets = socket_dir(tls_dir.parent / "run")
+            stack.callback(remove_socket_dir, sockets)
+            kwargs["host"], kwargs["protocol"] = str(sockets), "unix"
+        else:
+            kwargs["host"] = cs.host
             kwargs["security"] = _temporary_security(tls_dir)
     if cs.n_workers is not None:
         kwargs["n_workers"] = cs.n_workers
@@ -376,12 +402,13 @@ def _spec_cluster(cs: ClusterSettings, tls_dir: Path, local: dict[str, Any]) -> 
         threads = threads or max(1, CPU_COUNT // max(n, 1)) or auto_threads
     security = local.get("security")
     worker = {"cls": Nanny, "options": {
-        "nthreads": threads, "host": cs.host, "security": security, "dashboard": False,
+        "nthreads": threads, "host": local["host"], "security": security, "dashboard": False,
         "preload": local.get("preload"),
         "memory_limit": parse_memory_limit(cs.memory_limit, threads, total_cores=n * threads,
                                            logger=log)}}
     scheduler = {"cls": SchedulerProcess, "options": {
-        "host": cs.host, "run_dir": str(tls_dir.parent / "run"),
+        "host": local["host"], "protocol": local.get("protocol"),
+        "run_dir": str(tls_dir.parent / "run"),
         "tls_dir": str(tls_dir) if security is not None else None,
         "dashboard_address": local["dashboard_address"],
         "no_workers_timeout": dask.config.get("distributed.scheduler.no-workers-timeout")}}

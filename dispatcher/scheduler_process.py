@@ -3,7 +3,8 @@
 The dispatcher's event loop then serves HTTP, records outcomes and compiles graphs while
 another process (on another core) runs the scheduler's transitions: a 100,000-task graph
 is taken in, and its tasks' completions handled, without the dispatcher pausing. The
-scheduler uses the embedded cluster's TLS credentials and leaves as soon as the dispatcher
+scheduler listens where the embedded cluster's workers do (a Unix socket in their directory, or
+TLS with the cluster's credentials) and leaves as soon as the dispatcher
 that started it is gone (kill -9 included), so it never outlives it.
 
 ``SchedulerProcess`` is the ``SpecCluster`` scheduler spec; ``python -m
@@ -35,6 +36,8 @@ from dask.utils import key_split
 from distributed import Scheduler, Security
 from distributed.deploy.spec import ProcessInterface
 
+from . import unix_comm  # noqa: F401  (registers unix://)
+
 START_TIMEOUT_S = 30.0
 SPANS_KEPT = 100  # finished spans (Dask's per-computation metrics) kept for the dashboard
 PRUNE_EVERY_S = 10.0
@@ -51,11 +54,12 @@ def tls_files(tls_dir: Path) -> Security:
 class SchedulerProcess(ProcessInterface):
     """Start ``python -m dispatcher.scheduler_process``; its address once it listens."""
 
-    def __init__(self, *, host: str, run_dir: str, tls_dir: str | None = None,
-                 dashboard_address: str | None = None,
+    def __init__(self, *, host: str, run_dir: str, protocol: str | None = None,
+                 tls_dir: str | None = None, dashboard_address: str | None = None,
                  no_workers_timeout: float | str | None = None) -> None:
         super().__init__()  # type: ignore[no-untyped-call]
         self.host, self.run_dir, self.tls_dir = host, Path(run_dir), tls_dir
+        self.protocol = protocol
         self.dashboard_address = dashboard_address
         self.no_workers_timeout = no_workers_timeout
         self.proc: asyncio.subprocess.Process | None = None
@@ -66,6 +70,8 @@ class SchedulerProcess(ProcessInterface):
         log_path = self.run_dir / "scheduler.log"
         cmd = [sys.executable, "-m", "dispatcher.scheduler_process", "--identity", str(identity),
                "--host", self.host, "--parent", str(os.getpid())]
+        if self.protocol:
+            cmd += ["--protocol", self.protocol]
         if self.tls_dir:
             cmd += ["--tls-dir", self.tls_dir]
         if self.dashboard_address:
@@ -123,7 +129,7 @@ async def _serve(ns: argparse.Namespace) -> None:
     # dispatcher spent 30 s reaching a scheduler that was gone, and exited 5).
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     kwargs: dict[str, Any] = {"host": ns.host, "port": 0, "security": security,
-                              "protocol": "tls" if security else "tcp",
+                              "protocol": ns.protocol or ("tls" if security else "tcp"),
                               "dashboard": ns.dashboard_address is not None,
                               "dashboard_address": ns.dashboard_address or "127.0.0.1:0"}
     async with Scheduler(**kwargs) as scheduler:
@@ -177,6 +183,8 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--identity", required=True, help="file to write the address to")
     p.add_argument("--host", default="127.0.0.1")
     p.add_argument("--parent", type=int, required=True, help="leave when this PID is gone")
+    p.add_argument("--protocol", default=None, choices=("unix", "tls", "tcp"),
+                   help="unix: --host is the directory of the cluster's sockets")
     p.add_argument("--tls-dir", default=None)
     p.add_argument("--dashboard-address", default=None)
     p.add_argument("--no-workers-timeout", default=None)

@@ -40,7 +40,10 @@ class ClusterSettings:
     processes: bool = True
     dashboard_address: str | None = "127.0.0.1:8787"
     host: str = "127.0.0.1"
-    tls: bool = True  # embedded process clusters talk TLS with temporary credentials
+    # How the embedded process cluster talks, closed to the machine's other users either way:
+    # "unix", sockets in a directory only its user may enter (dispatcher/unix_comm.py), or
+    # "tls", with credentials made fresh at each start (COVALENT_CLUSTER_COMM)
+    comm: str = "unix"
     # The embedded scheduler in a process of its own (else in the dispatcher's, sharing its
     # GIL): see README "Architecture" for the measurements behind the default.
     scheduler_process: bool = True
@@ -49,6 +52,10 @@ class ClusterSettings:
     # instead of waiting forever; None: the default (60 s on the embedded cluster without
     # --adapt; never where workers may still come: --adapt, --cluster, --scheduler-address).
     no_worker_timeout: float | None = None
+
+    def __post_init__(self) -> None:
+        if self.comm not in ("unix", "tls"):
+            raise ValueError(f"COVALENT_CLUSTER_COMM is 'unix' or 'tls', not {self.comm!r}")
 
 
 @dataclass(frozen=True, slots=True)
@@ -144,6 +151,7 @@ class Settings:
             threads_per_worker=_int(env.get("COVALENT_THREADS_PER_WORKER")),
             memory_limit=env.get("COVALENT_MEM_PER_WORKER") or "auto",
             scheduler_process=_flag(env.get("COVALENT_SCHEDULER_PROCESS"), True),
+            comm=env.get("COVALENT_CLUSTER_COMM") or "unix",
         )
         s = cls(
             host=env.get("COVALENT_SERVER_HOST", "127.0.0.1"),

@@ -4,7 +4,7 @@ Dask's scheduler keeps a span (the metrics of a stretch of work, with its task g
 each stretch between idle moments, forever (one per dispatch when they come one at a time),
 and ``key_split`` caches every task key it saw: the scheduler process grew by megabytes a
 minute under load and never gave it back. Here more dispatches than the spans kept run one
-after another; the scheduler (asked through its own TLS credentials, as its user can) ends
+after another; the scheduler (asked through its Unix socket, as its user can) ends
 with no more spans than that, an emptied cache, and keeps working.
 """
 
@@ -14,7 +14,7 @@ import asyncio
 from typing import Any
 
 import pytest
-from distributed import Client, Security
+from distributed import Client
 
 import covalent as ct
 from dispatcher.scheduler_process import PRUNE_EVERY_S, SPANS_KEPT
@@ -37,17 +37,13 @@ def _history(dask_scheduler: Any) -> tuple[int, int, int]:
 async def test_the_scheduler_forgets_finished_work_beyond_a_bound(
         server: ServerProcess) -> None:
     server.start()
-    tls = server.data_dir / "tls"
-    own = Security(tls_ca_file=str(tls / "ca.pem"), tls_client_cert=str(tls / "cert.pem"),
-                   tls_client_key=str(tls / "key.pem"), require_encryption=True)
     info = server.status()
     assert info is not None
     runs = SPANS_KEPT + 30
     for i in range(runs):  # one at a time: the cluster is idle between them
         dispatch_id = await asyncio.to_thread(ct.dispatch(two_node, dispatcher_addr=server.addr), i, 1)
         await asyncio.to_thread(ct.get_result, dispatch_id, True, server.addr, True)
-    async with Client(info["cluster"]["scheduler"], security=own, asynchronous=True,
-                      timeout=10) as client:
+    async with Client(info["cluster"]["scheduler"], asynchronous=True, timeout=10) as client:
 
         async def history() -> tuple[int, int, int]:
             return await client.run_on_scheduler(_history)  # type: ignore[no-any-return]

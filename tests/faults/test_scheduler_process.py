@@ -1,4 +1,4 @@
-"""The embedded scheduler in a process of its own (the default): it works, talks TLS, and never
+"""The embedded scheduler in a process of its own (the default): it works, talks over Unix sockets, and never
 outlives the dispatcher (a kill -9 included); --no-scheduler-process keeps it in the dispatcher."""
 
 from __future__ import annotations
@@ -21,7 +21,7 @@ async def test_the_scheduler_process_serves_and_goes_with_a_killed_dispatcher(
         server: ServerProcess) -> None:
     server.start()  # the default: the embedded scheduler in a process of its own
     info = server.status()
-    assert info is not None and info["cluster"]["scheduler"].startswith("tls://127.0.0.1:")
+    assert info is not None and info["cluster"]["scheduler"].startswith("unix:///")
     [scheduler] = [p for p in children(server.proc.pid)
                    if "dispatcher.scheduler_process" in _cmdline(p)]
 

@@ -1,7 +1,7 @@
 """Nobody but its user gets in: web pages, other local users, the network (issue #10).
 
 Real processes throughout: the requests a web page could send, the token `covalent start`
-generates, the embedded Dask cluster's TLS, file modes, and where the token must never show.
+generates, the embedded Dask cluster's sockets (or TLS), file modes, and where the token must never show.
 """
 
 from __future__ import annotations
@@ -25,6 +25,7 @@ from urllib.parse import urlparse
 import cloudpickle
 import pytest
 from distributed import Client, Security
+from distributed.comm import connect
 
 import covalent as ct
 from covalent import wire
@@ -33,6 +34,7 @@ from covalent._dispatch import build_submission
 from dispatcher.app import create_app
 from tests.conftest import fetched, free_port, in_process_settings, wait_until
 from tests.faults.conftest import REPO, Cli, ServerProcess
+from tests.other_user import OtherUser, other_user  # noqa: F401  (fixture)
 from tests.tasks import LoaderRecorder, add, noise, touch
 
 ENDPOINTS = [("GET", "/health"), ("GET", "/status"), ("GET", "/dispatches"),
@@ -204,18 +206,79 @@ def test_covalent_start_requires_a_token_and_keeps_it_private(cli: Cli, config_d
         cmdline = Path(f"/proc/{p}/cmdline").read_bytes().decode(errors="replace")
         assert token not in cmdline, p
 
-    # The embedded scheduler talks TLS: a plain Dask client cannot use it, its user can.
+    # The embedded cluster talks over Unix sockets in a directory only its user may enter;
+    # its user connects a plain Dask client (tests below: another user cannot).
     scheduler = status["cluster"]["scheduler"]
+    assert scheduler.startswith("unix:///")
+    sock = Path(scheduler.removeprefix("unix://"))
+    assert stat.S_ISSOCK(sock.stat().st_mode) and stat.S_IMODE(sock.stat().st_mode) == 0o600
+    assert stat.S_IMODE(sock.parent.stat().st_mode) == 0o700
+    with Client(scheduler, timeout=10) as client:
+        workers = list(client.scheduler_info()["workers"])
+        assert len(workers) == 1 and workers[0].startswith(f"unix://{sock.parent}/")
+    cli.stop_server()
+    assert not sock.parent.exists()  # its sockets go with it
+
+
+_CONNECT = """
+import socket, sys
+s = socket.socket(socket.AF_UNIX)
+try:
+    s.connect(sys.argv[1])
+except OSError as exc:
+    print(type(exc).__name__)
+else:
+    print("connected")
+"""
+
+
+def test_another_user_cannot_reach_the_embedded_cluster(cli: Cli, other_user: OtherUser) -> None:
+    """The scheduler's and every worker's socket: refused to another local user, at the
+    directory (0700), whatever the socket's own mode."""
+    port = free_port()
+    out = cli("start", "--port", str(port), "--workers", "2")
+    assert out.returncode == 0, out.stdout + out.stderr
+    token = client_config().token
+    url = f"http://127.0.0.1:{port}/api/v1/status"
+    scheduler = _request(url, headers={"Authorization": f"Bearer {token}"})[1]["cluster"]["scheduler"]
+    with Client(scheduler, timeout=10) as client:
+        addresses = [scheduler, *client.scheduler_info()["workers"]]
+    assert len(addresses) == 3
+    for address in addresses:
+        path = address.removeprefix("unix://")
+        seen = other_user.python(_CONNECT, path)
+        assert seen.stdout.strip() == "PermissionError", (address, seen.stdout, seen.stderr)
+        os.chmod(path, 0o777)  # even so: the directory keeps them out
+        assert other_user.python(_CONNECT, path).stdout.strip() == "PermissionError"
+
+
+async def _connect(address: str) -> None:
+    """What a plain Dask client does first: connect, and exchange Dask's handshake."""
+    comm = await connect(address, timeout=3)
+    await comm.close()
+
+
+def test_the_embedded_cluster_on_tls_refuses_a_client_without_its_credentials(cli: Cli) -> None:
+    """``COVALENT_CLUSTER_COMM=tls``: TCP with credentials made fresh at each start."""
+    cli.env["COVALENT_CLUSTER_COMM"] = "tls"
+    port = free_port()
+    out = cli("start", "--port", str(port), "--workers", "1")
+    assert out.returncode == 0, out.stdout + out.stderr
+    token = client_config().token
+    url = f"http://127.0.0.1:{port}/api/v1/status"
+    scheduler = _request(url, headers={"Authorization": f"Bearer {token}"})[1]["cluster"]["scheduler"]
     assert scheduler.startswith("tls://127.0.0.1:")
     for address in (scheduler, scheduler.replace("tls://", "tcp://")):
         with pytest.raises((OSError, TimeoutError, TypeError)):  # TypeError: no TLS context
-            Client(address, timeout=3).close()
-    tls = data / "tls"
+            asyncio.run(_connect(address))
+    tls = cli.data_dir / "tls"
     assert stat.S_IMODE(tls.stat().st_mode) == 0o700
     own = Security(tls_ca_file=str(tls / "ca.pem"), tls_client_cert=str(tls / "cert.pem"),
                    tls_client_key=str(tls / "key.pem"), require_encryption=True)
     with Client(scheduler, security=own, timeout=10) as client:
         assert len(client.scheduler_info()["workers"]) == 1
+    dispatch_id = ct.dispatch(_big)(300)  # workers that store, on TLS
+    assert len(ct.get_result(dispatch_id, wait=True).result) == 300 << 10
 
 
 @ct.lattice
