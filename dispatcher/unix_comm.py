@@ -2,7 +2,7 @@
 
 The embedded cluster (its scheduler, nannies, workers and the dispatcher's client) must stay
 closed to the machine's other users: its scheduler runs whatever code it is sent. TLS with
-credentials made fresh at each start did that, and cost 10-50 % on the rows that move data
+credentials made fresh at each start did that, and cost ours 10-25 % on the rows that move data
 (benchmarks/README.md, "The embedded cluster over Unix sockets"). A Unix socket in a directory
 only its user may enter (0700, made by ``socket_dir``) keeps the others out through the file
 system, without encrypting what never leaves the machine.
