@@ -46,6 +46,7 @@ log = logging.getLogger("covalent.dispatcher")
 
 LOOPBACK = ("127.0.0.1", "localhost", "::1")
 QUIET_WORKERS = "dispatcher.worker.quiet"  # embedded workers leave Ctrl-C to the dispatcher
+UNIX_COMM = "dispatcher.unix_comm"  # their transport (see _start_cluster)
 STALE_WRITE_S = 86400.0  # a shared store's temporary untouched this long lost its writer
 
 
@@ -370,6 +371,9 @@ async def _start_cluster(cs: ClusterSettings, tls_dir: Path, stack: contextlib.E
             sockets = socket_dir(tls_dir.parent / "run")
             stack.callback(remove_socket_dir, sockets)
             kwargs["host"], kwargs["protocol"] = str(sockets), "unix"
+            # imported as each worker process is set up, before it listens: the transport is
+            # there even where the package's entry point is not (an older editable install)
+            kwargs["preload"].append(UNIX_COMM)
         else:
             kwargs["host"] = cs.host
             kwargs["security"] = _temporary_security(tls_dir)

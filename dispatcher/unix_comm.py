@@ -11,9 +11,10 @@ An address is ``unix://<path of the socket>``. A listener is given a directory (
 it from a host and a port: ``<dir>:0``) and binds a new socket in it, or the path of a socket.
 Connections are ``distributed.comm.tcp.TCP`` comms over a Tornado stream of the Unix socket; the
 socket ignores TCP's own options (keep-alive probes, user timeout), which Dask sets on every
-stream and a Unix socket refuses. The backend is registered here, for the processes that import
-this module, and as the ``distributed.comm.backends`` entry point ``unix`` (pyproject.toml), for
-the worker processes Dask starts and for a user's own ``distributed.Client``.
+stream and a Unix socket refuses. The backend is registered as this module is imported: by the
+dispatcher, its scheduler process, and each embedded worker process (a Dask preload, imported
+before the worker listens); and as the ``distributed.comm.backends`` entry point ``unix``
+(pyproject.toml), which Dask looks up in any other process, a user's own ``distributed.Client``.
 """
 
 from __future__ import annotations
