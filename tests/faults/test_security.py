@@ -232,15 +232,20 @@ else:
 """
 
 
+def _started_scheduler(cli: Cli, workers: int) -> str:
+    """``covalent start``; the address of its embedded scheduler, as ``/status`` gives it."""
+    port = free_port()
+    out = cli("start", "--port", str(port), "--workers", str(workers))
+    assert out.returncode == 0, out.stdout + out.stderr
+    url = f"http://127.0.0.1:{port}/api/v1/status"
+    status = _request(url, headers={"Authorization": f"Bearer {client_config().token}"})[1]
+    return str(status["cluster"]["scheduler"])
+
+
 def test_another_user_cannot_reach_the_embedded_cluster(cli: Cli, other_user: OtherUser) -> None:
     """The scheduler's and every worker's socket: refused to another local user, at the
     directory (0700), whatever the socket's own mode."""
-    port = free_port()
-    out = cli("start", "--port", str(port), "--workers", "2")
-    assert out.returncode == 0, out.stdout + out.stderr
-    token = client_config().token
-    url = f"http://127.0.0.1:{port}/api/v1/status"
-    scheduler = _request(url, headers={"Authorization": f"Bearer {token}"})[1]["cluster"]["scheduler"]
+    scheduler = _started_scheduler(cli, workers=2)
     with Client(scheduler, timeout=10) as client:
         addresses = [scheduler, *client.scheduler_info()["workers"]]
     assert len(addresses) == 3
@@ -261,12 +266,7 @@ async def _connect(address: str) -> None:
 def test_the_embedded_cluster_on_tls_refuses_a_client_without_its_credentials(cli: Cli) -> None:
     """``COVALENT_CLUSTER_COMM=tls``: TCP with credentials made fresh at each start."""
     cli.env["COVALENT_CLUSTER_COMM"] = "tls"
-    port = free_port()
-    out = cli("start", "--port", str(port), "--workers", "1")
-    assert out.returncode == 0, out.stdout + out.stderr
-    token = client_config().token
-    url = f"http://127.0.0.1:{port}/api/v1/status"
-    scheduler = _request(url, headers={"Authorization": f"Bearer {token}"})[1]["cluster"]["scheduler"]
+    scheduler = _started_scheduler(cli, workers=1)
     assert scheduler.startswith("tls://127.0.0.1:")
     for address in (scheduler, scheduler.replace("tls://", "tcp://")):
         with pytest.raises((OSError, TimeoutError, TypeError)):  # TypeError: no TLS context
