@@ -125,6 +125,7 @@ class UnixConnector(Connector):
 
 class UnixListener(BaseListener):
     prefix = PREFIX  # a worker logs its listening address with it
+
     def __init__(self, loc: str, comm_handler: Callable[[Comm], Awaitable[None]],
                  deserialize: bool = True, allow_offload: bool = True,
                  **connection_args: Any) -> None:
@@ -135,6 +136,7 @@ class UnixListener(BaseListener):
         self.allow_offload = allow_offload
         self._sock: socket.socket | None = None
         self._stop_accepting: Callable[[], None] | None = None
+        self._serving: set[asyncio.Task[None]] = set()  # held here: the loop holds tasks weakly
 
     async def start(self) -> None:
         backlog = int(dask.config.get("distributed.comm.socket-backlog"))
@@ -143,7 +145,9 @@ class UnixListener(BaseListener):
 
     def _accepted(self, conn: socket.socket, _address: Any) -> None:
         stream = IOStream(_own(conn), max_buffer_size=MAX_BUFFER_SIZE)
-        asyncio.ensure_future(self._handle(stream))
+        task = asyncio.ensure_future(self._handle(stream))
+        self._serving.add(task)
+        task.add_done_callback(self._serving.discard)
 
     async def _handle(self, stream: IOStream) -> None:
         if self._sock is None:  # stopped after the connection was accepted: nobody will
