@@ -6,6 +6,7 @@ output and where it came from, a bad ``#node=``, and the drawer as a keyboard us
 from __future__ import annotations
 
 import asyncio
+import re
 import sys
 from pathlib import Path
 from typing import Any
@@ -16,6 +17,7 @@ from playwright.async_api import expect
 
 import covalent as ct
 from dispatcher.keys import STORE
+from dispatcher.procinfo import children
 from tests import tasks
 from tests.conftest import auth_headers
 from tests.faults.conftest import Cli
@@ -206,6 +208,12 @@ async def test_a_running_nodes_output_is_read_from_its_worker_process(cli: Cli, 
     await page.goto(link)
     await page.goto(link.split("/?")[0] + f"/dispatches/{dispatch_id}#node=0")
     await expect(page.locator("#drawer-stdout")).to_have_text("working on 3\n", timeout=20_000)
-    assert "printed so far on unix:///" in await page.locator("#drawer-live-note").inner_text()
+    note = page.locator("#drawer-live-note")
+    said = re.fullmatch(r"printed so far on worker process (\d+) on this machine, updated live",
+                        await note.inner_text())
+    assert said is not None, await note.inner_text()
+    assert int(said[1]) in children(cli.server_pid())  # one of this dispatcher's workers
+    assert (await note.get_attribute("title") or "").startswith("unix:///")  # the address
+    await page.screenshot(path=screenshot_path("drawer-running-on-a-worker-process"))
     release.touch()
     await expect(page.locator("#drawer-status")).to_have_attribute("data-status", "COMPLETED", timeout=20_000)

@@ -8,6 +8,13 @@
   const TERMINAL = ["COMPLETED", "FAILED", "CANCELLED"];
   const LIVE_OUTPUT_MS = 1500;
 
+  // Where a running node prints: the embedded cluster's workers listen on Unix sockets named
+  // <pid>-<random>.sock, so say which process; any other address as it is (full one on hover).
+  function workerLabel(address) {
+    const m = /^unix:\/\/.*\/(\d+)-[0-9a-f]+\.sock$/.exec(address || "");
+    return m ? `worker process ${m[1]} on this machine` : (address || "its worker");
+  }
+
   const page = document.getElementById("dispatch");
   if (!page) return;
   const ui = window.covalentUI;
@@ -170,7 +177,10 @@
           if (empty) empty.hidden = !!text;
         }
         const where = drawer.querySelector("#drawer-live-note");
-        if (where) where.textContent = out.running ? `printed so far on ${out.worker || "its worker"}, updated live` : "";
+        if (where) {
+          where.textContent = out.running ? `printed so far on ${workerLabel(out.worker)}, updated live` : "";
+          where.title = out.worker || "";
+        }
         if (!out.running) return;
       }
       liveTimer = setTimeout(poll, LIVE_OUTPUT_MS);
