@@ -247,7 +247,8 @@ async def _cluster_ctx(app: web.Application) -> AsyncIterator[None]:
                 if cs.cluster_class:
                     cluster = await _create_cluster(cs)
                 else:
-                    cluster = await _start_cluster(cs, settings.tls_dir, stack)
+                    cluster = await _start_cluster(cs, settings.tls_dir, settings.run_dir,
+                                                   stack)
             client = await Client(cluster, asynchronous=True, set_as_default=False,
                                   security=getattr(cluster, "security", None))
             if not cs.cluster_class:  # ours alone: a cluster manager's is the user's to tune
@@ -352,8 +353,8 @@ async def _connect(cs: ClusterSettings) -> Client:
         raise OSError(f"cannot reach the Dask scheduler at {cs.address}: {reason}") from None
 
 
-async def _start_cluster(cs: ClusterSettings, tls_dir: Path, stack: contextlib.ExitStack
-                         ) -> SpecCluster:
+async def _start_cluster(cs: ClusterSettings, tls_dir: Path, run_dir: Path,
+                         stack: contextlib.ExitStack) -> SpecCluster:
     """The embedded LocalCluster. With processes, no other local user may reach it: its comms
     go through Unix sockets in a directory only its user may enter (removed by ``stack``), or
     with ``comm="tls"`` use temporary TLS credentials (``tls_dir`` keeps a copy for its user)."""
@@ -368,7 +369,7 @@ async def _start_cluster(cs: ClusterSettings, tls_dir: Path, stack: contextlib.E
     if cs.processes:  # an in-process cluster talks over inproc://, which takes no host
         kwargs["preload"] = [QUIET_WORKERS]
         if cs.comm == "unix":
-            sockets = socket_dir(tls_dir.parent / "run")
+            sockets = socket_dir(run_dir)
             stack.callback(remove_socket_dir, sockets)
             kwargs["host"], kwargs["protocol"] = str(sockets), "unix"
             # imported as each worker process is set up, before it listens: the transport is
@@ -383,7 +384,7 @@ async def _start_cluster(cs: ClusterSettings, tls_dir: Path, stack: contextlib.E
         kwargs["n_workers"] = cs.adapt[0]  # adapt() takes it from there
     if cs.threads_per_worker is not None:
         kwargs["threads_per_worker"] = cs.threads_per_worker
-    cluster: SpecCluster = (_spec_cluster(cs, tls_dir, kwargs)
+    cluster: SpecCluster = (_spec_cluster(cs, tls_dir, run_dir, kwargs)
                             if cs.processes and cs.scheduler_process
                             else LocalCluster(asynchronous=True, **kwargs))
     try:
@@ -396,7 +397,8 @@ async def _start_cluster(cs: ClusterSettings, tls_dir: Path, stack: contextlib.E
     return cluster
 
 
-def _spec_cluster(cs: ClusterSettings, tls_dir: Path, local: dict[str, Any]) -> SpecCluster:
+def _spec_cluster(cs: ClusterSettings, tls_dir: Path, run_dir: Path, local: dict[str, Any]
+                  ) -> SpecCluster:
     """LocalCluster's workers (nannies here, worker processes under them) with the scheduler
     in a process of its own (``scheduler_process``)."""
     n, threads = local.get("n_workers"), cs.threads_per_worker  # --adapt sets the first n
@@ -412,7 +414,7 @@ def _spec_cluster(cs: ClusterSettings, tls_dir: Path, local: dict[str, Any]) -> 
                                            logger=log)}}
     scheduler = {"cls": SchedulerProcess, "options": {
         "host": local["host"], "protocol": local.get("protocol"),
-        "run_dir": str(tls_dir.parent / "run"),
+        "run_dir": str(run_dir),
         "tls_dir": str(tls_dir) if security is not None else None,
         "dashboard_address": local["dashboard_address"],
         "no_workers_timeout": dask.config.get("distributed.scheduler.no-workers-timeout")}}

@@ -133,6 +133,11 @@ class Settings:
         return self.store_url if is_url(self.store_url) else str(self.blob_dir)
 
     @property
+    def run_dir(self) -> Path:
+        """The embedded cluster's own files: its scheduler's log, its sockets' directories."""
+        return self.data_dir / "run"
+
+    @property
     def tls_dir(self) -> Path:
         """Where the embedded cluster's temporary TLS credentials are kept (0600 files)."""
         return self.data_dir / "tls"
