@@ -360,12 +360,18 @@ def _done_total(cfg: ClientConfig, dispatch_id: str) -> str:
 @click.option("-n", "--lines", type=int, default=50, show_default=True)
 @click.option("--data-dir", default=None, envvar="COVALENT_DATA_DIR")
 def logs(lines: int, data_dir: str | None) -> None:
-    """Print the end of the server log."""
+    """Print the end of the server log (from the rotated files too, when the log was rotated
+    a few lines ago)."""
     path = _data_dir(data_dir) / "server.log"
     if not path.exists():
         click.echo(f"No log at {path}.")
         return
-    for line in tail_lines(path, lines):
+    found = tail_lines(path, lines)
+    older = 1
+    while len(found) < lines and (rotated := path.with_name(f"{path.name}.{older}")).exists():
+        found = tail_lines(rotated, lines - len(found)) + found
+        older += 1
+    for line in found:
         click.echo(line)
 
 

@@ -20,10 +20,13 @@ the scheduler calls with each task's key (every key gets a value, as the schedul
 from __future__ import annotations
 
 import asyncio
+import os
 import threading
 import time
 from collections import defaultdict
 from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from graphlib import TopologicalSorter
 from typing import Any
 
 from dask._expr import LLGExpr
@@ -71,6 +74,111 @@ def submit_graph(client: Client, dsk: Mapping[Any, Task], keys: list[Any], name:
     with _SUBMITTING, annotate(**annotations):
         futures: list[Future[Any]] = client.get(expr, keys, sync=False)
     return futures
+
+
+# A large graph is handed to Dask in chunks, in dependency order: the scheduler takes about
+# 0.1 ms per task to take a graph in (unpickle, order, transitions; 11 s for 100,000 tasks on
+# the benchmark machine), and runs none of its tasks before it has taken in the whole of it.
+# Chunks of 1,000, 2,000, ... up to 16,000 tasks start the first tasks after the first chunk
+# (issue #23: submit to first task running); the tasks a later chunk consumes are held by
+# futures until that chunk is with Dask too, or Dask would forget them as soon as they ran.
+# COVALENT_SUBMIT_CHUNKS="<chunked above>,<first chunk>" changes the first two (the tests run
+# small workflows chunked with it).
+CHUNKED_ABOVE = 20_000
+FIRST_CHUNK = 1_000
+LARGEST_CHUNK = 16_000
+CHUNKS_ENV = "COVALENT_SUBMIT_CHUNKS"
+
+
+def chunking() -> tuple[int, int]:
+    """(graphs larger than this many tasks are chunked, tasks in the first chunk).
+
+    >>> import os; os.environ[CHUNKS_ENV] = "4,2"; chunking()
+    (4, 2)
+    >>> os.environ[CHUNKS_ENV] = "4"; chunking()
+    Traceback (most recent call last):
+    ...
+    ValueError: COVALENT_SUBMIT_CHUNKS is '<chunked above>,<first chunk>' (two positive integers), not '4'
+    >>> del os.environ[CHUNKS_ENV]; chunking()
+    (20000, 1000)
+    """
+    text = os.environ.get(CHUNKS_ENV, "")
+    if not text:
+        return CHUNKED_ABOVE, FIRST_CHUNK
+    try:
+        above, first = (int(part) for part in text.split(","))
+        if above < 1 or first < 1:
+            raise ValueError
+    except ValueError:
+        raise ValueError(f"{CHUNKS_ENV} is '<chunked above>,<first chunk>' (two positive "
+                         f"integers), not {text!r}") from None
+    return above, first
+
+
+@dataclass
+class Submission:
+    """What a submission has handed to Dask so far: the futures of the keys it was asked for,
+    by key, and ``held``, the futures of the tasks later chunks consume, to let go of once
+    every chunk is with Dask."""
+
+    futures: dict[Any, Future[Any]] = field(default_factory=dict)
+    held: list[Future[Any]] = field(default_factory=list)
+    handed: Callable[[], object] = lambda: None  # called once the first chunk is with Dask
+    chunks: int = 0  # how many chunks are with Dask
+
+    def of(self, keys: list[Any]) -> list[Future[Any]]:
+        return [self.futures[k] for k in keys]
+
+
+def submit_chunked(client: Client, dsk: Mapping[Any, Task], keys: list[Any], name: str,
+                   priority: int, options: Mapping[Any, TaskOptions] | None = None, *,
+                   into: Submission, stop: Callable[[], bool] = lambda: False) -> None:
+    """``submit_graph`` for graphs of any size: a large one in chunks of growing size, in
+    dependency order, ``into`` filled as they go (on an error, it holds what was submitted);
+    ``stop()`` true between two chunks: submit no more (a cancel came meanwhile)."""
+    chunked_above, first = chunking()
+    if len(dsk) <= chunked_above:
+        got = submit_graph(client, dsk, keys, name, priority, options)
+        into.futures.update(zip(keys, got, strict=True))
+        into.chunks = 1
+        into.handed()
+        return
+    order = _dependency_order(dsk)
+    chunk_of: dict[Any, int] = {}
+    chunks: list[list[Any]] = []
+    size, start = first, 0
+    while start < len(order):
+        chunk = order[start:start + size]
+        chunk_of.update(dict.fromkeys(chunk, len(chunks)))
+        chunks.append(chunk)
+        start += size
+        size = min(2 * size, LARGEST_CHUNK)
+    consumed_later = {d for c, chunk in enumerate(chunks) for k in chunk
+                      for d in dsk[k].dependencies if chunk_of[d] < c}
+    wanted = set(keys)
+    for c, chunk in enumerate(chunks):
+        if c and stop():
+            return
+        asked = [k for k in chunk if k in wanted or k in consumed_later]
+        part = {k: dsk[k] for k in chunk}
+        got = submit_graph(client, part, asked, f"{name}-{c}", priority, options)
+        for k, future in zip(asked, got, strict=True):
+            if k in wanted:
+                into.futures[k] = future
+            if k in consumed_later:
+                into.held.append(future)
+        into.chunks += 1
+        if not c:
+            into.handed()
+
+
+def _dependency_order(dsk: Mapping[Any, Task]) -> list[Any]:
+    """The keys of ``dsk`` with every task after the tasks it consumes: the graph's own order
+    when it is one already (the compiler's, mostly), else a topological sort."""
+    position = {k: i for i, k in enumerate(dsk)}
+    if all(position[d] < i for i, task in enumerate(dsk.values()) for d in task.dependencies):
+        return list(dsk)
+    return list(TopologicalSorter({k: task.dependencies for k, task in dsk.items()}).static_order())
 
 
 def prompt_client(client: Client) -> None:

@@ -9,10 +9,12 @@ the runner's recorder (progress).
 from __future__ import annotations
 
 import asyncio
+import json
 import re
 import uuid
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from collections.abc import Coroutine
+from typing import Any, TypeVar
 
 from covalent import wire
 from covalent.wire import GATHER_KINDS, NodeKind, WorkflowGraph, clean_text
@@ -30,6 +32,8 @@ from .store import DispatchExists, DispatchRecord, DispatchStore, NewDispatch, S
 from .store.leases import dispatch_resource
 from .store.base import BUILTIN_OWNER
 from .upload import Upload
+
+T = TypeVar("T")
 
 _ID = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}")
 
@@ -115,14 +119,14 @@ async def create(store: DispatchStore, runner: Runner, header: dict[str, Any], g
                  blobs: list[bytes], *, stored: dict[int, StoredBlob] | None = None,
                  parent: tuple[str, int] | None = None,
                  reuse_from: str | None = None, redispatch_of: str | None = None,
-                 owner: str = BUILTIN_OWNER) -> tuple[str, bool]:
+                 owner: str = BUILTIN_OWNER, graph_text: str | None = None) -> tuple[str, bool]:
     """Store a dispatch and start it unless ``disable_run``; returns (id, created).
 
     ``stored`` = blobs (by index) the store is not handed as bytes: files written as the
     request arrived, or blobs it holds already. ``parent`` = (dispatch id, node id) of the
     sublattice node this dispatch runs for. ``redispatch_of``: the dispatch this one runs again
     (shown in the web UI; ``reuse_from`` implies it); a child belongs to its parent's owner.
-    The dispatch is stored RUNNING when it will run, in the same transaction as its graph:
+    ``graph_text``: the JSON ``graph`` was parsed from, stored as it is. The dispatch is stored RUNNING when it will run, in the same transaction as its graph:
     the 201 is sent only once it is on disk in a state that resume picks up (issue #11).
     """
     stored = stored or {}
@@ -143,9 +147,11 @@ async def create(store: DispatchStore, runner: Runner, header: dict[str, Any], g
         refs = [stored[i].ref if i in stored else blob_ref(b) for i, b in enumerate(blobs)]
         preset.update(await reusable_outputs(store, graph, refs, reuse_from))
     post = graph.nodes[-1]
-    # Off the loop and a member at a time: the JSON of a 100,000-node graph takes a second or
-    # two, which one C call would spend holding the GIL.
-    graph_json = await off_loop(len(graph.nodes), lambda: wire.pieces.dumps(graph.to_json()))
+    # The graph as the client sent it (``graph_text``, what ``graph`` was parsed from), else
+    # encoded off the loop and a member at a time: the JSON of a 100,000-node graph takes a
+    # second or two, which one C call would spend holding the GIL.
+    graph_json = graph_text if graph_text is not None else await off_loop(
+        len(graph.nodes), lambda: wire.pieces.dumps(graph.to_json()))
     new = NewDispatch(
         dispatch_id=dispatch_id, root_dispatch_id=root, name=header.get("name") or "lattice",
         status=Status.RUNNING if run else PENDING, created_at=now, start_time=now if run else None,
@@ -160,6 +166,9 @@ async def create(store: DispatchStore, runner: Runner, header: dict[str, Any], g
     if post.value is not None:
         extra["template_ref"] = merged[post.value]
     epoch = await lease(runner, dispatch_id) if run else 0  # replicas: before it is stored
+    # Its machine and first Dask graph are made while it is stored (in threads, for a large
+    # graph), used only if it is stored and this server runs it.
+    preparing = _background(runner.prepare(dispatch_id, graph, preset)) if run and epoch >= 0 else None
     try:
         await store.create_dispatch(new, merged, extra)
     except DispatchExists:  # a retried request (the same): the dispatch exists already
@@ -178,9 +187,18 @@ async def create(store: DispatchStore, runner: Runner, header: dict[str, Any], g
             await _cancel_records(store, runner, dispatch_id, graph)
             await unlease(runner, dispatch_id, epoch)
             return dispatch_id, True
-    if run and epoch >= 0:  # -1: another replica holds it (and runs it)
-        await runner.submit(dispatch_id, graph, preset, root_start, epoch=epoch)
+    if preparing is not None:  # -1: another replica holds it (and runs it)
+        await runner.submit(dispatch_id, graph, preset, root_start, epoch=epoch,
+                            prepared=await preparing)
     return dispatch_id, True
+
+
+def _background(coro: Coroutine[Any, Any, T]) -> asyncio.Future[T]:
+    """``coro`` running meanwhile. Its failure reaches whoever awaits it; left unawaited (the
+    dispatch was not stored, or not run here), it is dropped without asyncio's warning."""
+    task = asyncio.ensure_future(coro)
+    task.add_done_callback(lambda t: t.cancelled() or t.exception())
+    return task
 
 
 async def _parent_stopped(store: DispatchStore, parent: tuple[str, int]) -> bool:
@@ -200,7 +218,9 @@ async def _same_as_stored(store: DispatchStore, dispatch_id: str, graph_json: st
     row = await store.get_dispatch(dispatch_id)
     refs = await asyncio.to_thread(
         lambda: [b.ref if isinstance(b, StoredBlob) else blob_ref(b) for b in blobs])
-    if row is None or row.graph_json != graph_json or row.blob_refs != refs:
+    if row is None or row.blob_refs != refs or (row.graph_json != graph_json and await (
+            asyncio.to_thread(lambda: json.loads(row.graph_json) != json.loads(graph_json)))):
+        # (the same graph written otherwise: as sent, or as encoded by an older server)
         raise DispatchState(f"dispatch id {dispatch_id} is taken by a different workflow or "
                             "inputs; a new dispatch needs a new id")
 

@@ -197,7 +197,7 @@ async def _submit(request: web.Request, upload: Upload) -> web.Response:
     dispatch_id, created = await dispatches.create(app[STORE], runner, header, graph, upload.blobs,
                                                    stored=upload.spooled, reuse_from=reuse,
                                                    parent=parent, redispatch_of=reuse_of,
-                                                   owner=owner)
+                                                   owner=owner, graph_text=upload.graph_text)
     trigger_ids = []
     if created:
         for body in registrations:

@@ -41,7 +41,7 @@ from covalent.wire import WorkflowGraph
 from . import state
 from .compile import Compiled, Preset, compile_graph
 from .dask_graph import cancel as cancel_futures
-from .dask_graph import dask_error_message, live_keys, submit_graph, wait_all
+from .dask_graph import Submission, dask_error_message, live_keys, submit_chunked, wait_all
 from .errors import UnknownExecutor
 from .executors import ExecutorTable
 from .machine import (OPEN, Cancel, CancelRequested, DispatchMachine, Event, FindRunning,
@@ -52,7 +52,7 @@ from .outcomes import BATCH_TOPIC, OutcomeRelay, listen
 from .protocol import OUTCOME_TOPIC, START_TOPIC, NodeTaskError, now_iso, unpack_outcome
 from .recorder import Recorder, dispatch_ended
 from .reuse import presets
-from .runs import Key, Run, release, submission_priority
+from .runs import Key, Prepared, Run, release, submission_priority
 from .store.leases import dispatch_resource
 from .versions import WorkerVersions
 from .worker.contact import WorkerContext
@@ -155,7 +155,7 @@ class Runner:
     async def submit(self, dispatch_id: str, graph: WorkflowGraph, preset: dict[int, Preset],
                      started: str = "", failed: Mapping[int, str] | None = None,
                      cancelled: list[int] | None = None, epoch: int = 0,
-                     takeover: bool = False) -> None:
+                     takeover: bool = False, prepared: Prepared | None = None) -> None:
         """Start running a stored dispatch: its machine, then its first submission.
 
         ``preset`` holds outputs known already; ``failed``/``cancelled`` nodes that ended so
@@ -165,6 +165,7 @@ class Runner:
         is recorded FAILED with the reason. ``epoch``: the tenure of the lease held on it
         (replicas); ``takeover``: another replica ran it, so its submissions get generations
         above any of that replica's, and what still runs on the cluster is found, not re-run.
+        ``prepared``: what ``prepare`` made of this new dispatch while it was being stored.
         """
         def build() -> tuple[DispatchMachine, list[Instruction]]:
             # Off the loop: planning 100,000 nodes takes a while (issue #13).
@@ -173,9 +174,12 @@ class Runner:
             m.generation = (epoch - 1) * TAKEOVER_ROUNDS if takeover else 0
             return m, m.start(now_iso(), find_running=takeover)
 
-        machine, first = await off_loop(len(graph.nodes), build)
+        if prepared is not None:  # built (and its first graph compiled) while it was stored
+            machine, first = prepared.machine, prepared.first
+        else:
+            machine, first = await off_loop(len(graph.nodes), build)
         run = Run(machine, submission_priority(started), dict(preset), epoch=epoch,
-                  replay=takeover)
+                  replay=takeover, prepared=prepared)
         self.runs[dispatch_id] = run
         if any(isinstance(i, Submit) for i in first):
             # What is known before anything runs (a record per parameter: 100,000 for a large
@@ -184,8 +188,36 @@ class Runner:
             run.held = [u for i in first if isinstance(i, Record) for u in i.updates]
             first = [i for i in first if not isinstance(i, Record)]
         submitting = self._carry_out(run, first)
-        if submitting is not None:  # answer the request once the graph is with Dask
-            await asyncio.shield(submitting)
+        if submitting is not None and run.handed is not None:
+            # Answer the request once the graph is with Dask (a large graph's first chunk:
+            # the rest follows in the background, as any cancel meanwhile would find it).
+            await asyncio.shield(run.handed)
+
+    async def prepare(self, dispatch_id: str, graph: WorkflowGraph,
+                      preset: dict[int, Preset]) -> Prepared:
+        """For a new dispatch, while it is being stored: build its machine and compile its
+        first submission (off the loop for a large graph, while the store writes it: 2 s
+        each for 100,000 nodes, #23). ``submit`` takes it up; nothing is sent anywhere."""
+        def work() -> Prepared:
+            machine = DispatchMachine(dispatch_id, graph, known=preset)
+            first = machine.start(now_iso())
+            ins = next((i for i in first if isinstance(i, Submit)), None)
+            if ins is None:
+                return Prepared(machine, first)
+            try:
+                return Prepared(machine, first, ins, self._plan(machine, ins, preset))
+            except Exception as exc:  # the submission fails with it, as it would have
+                return Prepared(machine, first, ins, error=exc)
+
+        return await off_loop(len(graph.nodes), work)
+
+    def _plan(self, machine: DispatchMachine, ins: Submit, preset: dict[int, Preset]) -> Compiled:
+        """The Dask graph of submission ``ins`` (seconds for 100,000 nodes: off the loop)."""
+        skip = frozenset(i for i, gathered in enumerate(machine.gather)
+                         if not gathered and i not in ins.nodes and i not in preset)
+        options = self.executors.resolve(machine.graph)  # UnknownExecutor: nothing runs
+        return compile_graph(machine.dispatch_id, machine.graph, preset, options, skip,
+                             ins.generation)
 
     async def cancel(self, dispatch_id: str, node_ids: list[int] | None) -> list[int] | None:
         """Cancel the unfinished nodes (all, or ``node_ids`` and their descendants); returns
@@ -227,7 +259,8 @@ class Runner:
             if isinstance(ins, Record):
                 self._record(run, ins.updates)
             elif isinstance(ins, Submit):
-                submitting = self._spawn(self._submit(run, ins))
+                run.handed = asyncio.get_running_loop().create_future()
+                submitting = self._spawn(self._submit(run, ins, run.handed))
             elif isinstance(ins, Cancel):
                 # Drop the futures of cancelled sinks: the dispatch must not wait for a
                 # cancelled node blocked in a C call (the tasks feeding only them are released
@@ -277,32 +310,41 @@ class Runner:
         if not task.cancelled() and task.exception() is not None:
             log.error("runner task failed", exc_info=task.exception())
 
-    async def _submit(self, run: Run, ins: Submit) -> None:
+    async def _submit(self, run: Run, ins: Submit, handed: asyncio.Future[None]) -> None:
         """Compile ``ins.nodes`` into one Dask graph and submit it; on any failure, tell the
-        machine (which records it)."""
-        machine, d = run.machine, run.dispatch_id
-        futures: list[Future[Any]] = []
+        machine (which records it). ``handed`` is set once the graph (a large graph's first
+        chunk) is with Dask, or the submission ended."""
         try:
-            preset = run.known if ins.generation == 1 else await self._stored_inputs(run, ins.nodes)
+            await self._submit_graph(run, ins, handed)
+        finally:
+            _settle(handed)
 
-            def plan() -> Compiled:  # off the loop when large: seconds for 100,000 nodes (#13)
-                skip = frozenset(i for i, gathered in enumerate(machine.gather)
-                                 if not gathered and i not in ins.nodes and i not in preset)
-                options = self.executors.resolve(machine.graph)  # UnknownExecutor: nothing runs
-                return compile_graph(d, machine.graph, preset, options, skip, ins.generation)
-
-            compiled = await off_loop(len(machine.graph.nodes), plan)
+    async def _submit_graph(self, run: Run, ins: Submit, handed: asyncio.Future[None]) -> None:
+        machine, d = run.machine, run.dispatch_id
+        loop = asyncio.get_running_loop()
+        submitted = Submission(handed=lambda: loop.call_soon_threadsafe(_settle, handed))
+        try:
+            prepared, run.prepared = run.prepared, None
+            if prepared is not None and prepared.submit is ins:  # compiled while it was stored
+                if prepared.error is not None:
+                    raise prepared.error
+                assert prepared.compiled is not None
+                compiled = prepared.compiled
+            else:
+                preset = run.known if ins.generation == 1 else await self._stored_inputs(run, ins.nodes)
+                compiled = await off_loop(len(machine.graph.nodes), self._plan, machine, ins, preset)
             run.by_key.update((k, i) for i, k in compiled.tasks.items())
+            keys = [compiled.tasks[i] for i in compiled.sinks]
             if compiled.dsk:
-                keys = [compiled.tasks[i] for i in compiled.sinks]
-                # In a thread: Dask pickles the whole graph here (seconds for 100,000 tasks).
-                futures = await off_loop(
-                    len(compiled.dsk), submit_graph, self.client, compiled.dsk, keys, f"{d}-{uuid.uuid4().hex}",
-                    run.priority, compiled.options)
+                # In a thread: Dask pickles the whole graph here (seconds for 100,000 tasks),
+                # a large one in chunks (dask_graph.CHUNKED_ABOVE), none after a cancel.
+                await off_loop(len(compiled.dsk), lambda: submit_chunked(
+                    self.client, compiled.dsk, keys, f"{d}-{uuid.uuid4().hex}", run.priority,
+                    compiled.options, into=submitted, stop=lambda: machine.done))
         except Exception as exc:
             self._record(run, [])
-            if futures:
-                await cancel_futures(self.client, futures)
+            await cancel_futures(self.client, [*submitted.futures.values(), *submitted.held])
+            await release(submitted.held)
             nodes = {}
             if isinstance(exc, UnknownExecutor):  # the user's to fix: no traceback in the log
                 log.warning("dispatch %s not run: %s", d, exc)
@@ -316,13 +358,16 @@ class Runner:
             return
         self._record(run, [])  # (nothing was awaited since the graph left: no event came first)
         if machine.done:  # cancelled while the graph was on its way
-            await cancel_futures(self.client, futures)
+            await cancel_futures(self.client, [*submitted.futures.values(), *submitted.held])
+            await release(submitted.held)
             return
-        run.futures = dict(zip(compiled.sinks, futures, strict=True))
+        run.futures = dict(zip(compiled.sinks, submitted.of(keys), strict=True))
+        self._spawn(release(submitted.held))  # every chunk is with Dask: they keep what they need
         run.waiter = asyncio.create_task(self._await_futures(run, ins.generation),
                                          name=f"futures-{d}-{ins.generation}")
-        log.info("dispatch %s submitted (round %d): %d nodes, %d tasks, %d known", d,
-                 ins.generation, len(ins.nodes), len(compiled.dsk), len(preset))
+        log.info("dispatch %s submitted (round %d): %d nodes, %d tasks (chunks: %d), %d inlined",
+                 d, ins.generation, len(ins.nodes), len(compiled.dsk), submitted.chunks,
+                 len(compiled.inlined))
 
     async def _stored_inputs(self, run: Run, nodes: frozenset[int]) -> dict[int, Preset]:
         """The stored outputs the nodes of a later submission consume (read from the store)."""
@@ -575,3 +620,8 @@ def _of_dispatch(topic: str, msg: Any) -> str | None:
         return str((msg if topic == START_TOPIC else unpack_outcome(msg))["d"])
     except Exception:  # another program's event on a shared scheduler
         return None
+
+
+def _settle(handed: asyncio.Future[None]) -> None:
+    if not handed.done():
+        handed.set_result(None)

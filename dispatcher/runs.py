@@ -12,8 +12,8 @@ from typing import Any
 
 from distributed import Future
 
-from .compile import Preset
-from .machine import DispatchMachine
+from .compile import Compiled, Preset
+from .machine import DispatchMachine, Instruction, Submit
 
 Key = tuple[str, int]
 
@@ -30,6 +30,18 @@ def submission_priority(started: str) -> int:
 
 
 @dataclass(eq=False)
+class Prepared:
+    """A new dispatch's machine and the instructions it started with, made while the dispatch
+    was being stored, and its first submission's Dask graph (or why it could not be made)."""
+
+    machine: DispatchMachine
+    first: list[Instruction]
+    submit: Submit | None = None
+    compiled: Compiled | None = None
+    error: Exception | None = None
+
+
+@dataclass(eq=False)
 class Run:
     """What the runner holds for one running dispatch: its machine and its Dask futures."""
 
@@ -39,6 +51,8 @@ class Run:
     by_key: dict[Key, int] = field(default_factory=dict)  # every submission's task keys
     futures: dict[int, Future[Any]] = field(default_factory=dict)  # the current submission's sinks
     waiter: asyncio.Task[None] | None = None
+    handed: asyncio.Future[None] | None = None  # the current submission's graph is with Dask
+    prepared: Prepared | None = None  # its first submission, compiled before it was stored
     epoch: int = 0  # replicas: the tenure of its lease this runner holds (0: one server)
     replay: bool = False  # taken over: read the outcomes nobody heard before asking workers
     held: list[Any] = field(default_factory=list)  # first updates, recorded once submitted

@@ -41,6 +41,7 @@ class Upload:
     header: dict[str, Any]
     blobs: list[bytes]
     spooled: dict[int, StoredBlob] = field(default_factory=dict)
+    graph_text: str | None = None  # the header's graph as the client wrote it (JSON)
 
     def merged(self) -> list[bytes | StoredBlob]:
         """The blobs as the store takes them."""
@@ -75,7 +76,8 @@ async def read_frame(content: StreamReader, length: int | None, limit: int, dire
             raise PayloadTooLarge(f"frame header of {hlen} bytes exceeds the limit of "
                                   f"{min(HEADER_MAX, limit)}")
         head = await _exactly(content, hlen, "the frame header is truncated")
-        header, sizes = await off_loop(len(head), wire.parse_header, head, limit=INLINE_BYTES)
+        header, sizes, kept = await off_loop(len(head), wire.parse_header_keeping, head,
+                                             ("graph",), limit=INLINE_BYTES)
     except wire.WireError as exc:
         raise InvalidRequest(str(exc)) from None
     total = 8 + hlen + sum(sizes)
@@ -84,7 +86,7 @@ async def read_frame(content: StreamReader, length: int | None, limit: int, dire
     if length is not None and length != total:
         raise InvalidRequest(f"frame blobs hold {length - 8 - hlen} bytes but blob_sizes add up "
                              f"to {sum(sizes)}")
-    upload = Upload(header, [])
+    upload = Upload(header, [], graph_text=kept.get("graph"))
     try:
         spool = spoolable(header)
     except Exception:  # a malformed header: parse_submission says why, with the blobs read

@@ -10,7 +10,8 @@ from __future__ import annotations
 
 from .errors import ErrorCode
 from .frame import (API, CONTENT_TYPE, MAGIC, PREVIEW_LIMIT, TEXT_LIMIT, WireError, clean_text,
-                    header_length, pack, pack_parts, parse_header, preview, shorten, unpack)
+                    header_length, pack, pack_parts, parse_header, parse_header_keeping, preview,
+                    shorten, unpack)
 from .gather import GATHER_KINDS, Layout, NodeOutput, arguments, gather, gathered_bytes
 from .graph import (ELECTRON_DICT_PREFIX, ELECTRON_LIST_PREFIX, PARAMETER_PREFIX,
                     POSTPROCESS_NAME, SUBLATTICE_PREFIX, Edge, EdgeKind, Node, NodeKind,
@@ -23,5 +24,5 @@ __all__ = [
     "PARAMETER_PREFIX", "POSTPROCESS_NAME", "PREVIEW_LIMIT", "SUBLATTICE_PREFIX", "TERMINAL", "TEXT_LIMIT", "Edge",
     "EdgeKind", "ErrorCode", "Layout", "Node", "NodeKind", "NodeOutput", "Status", "WireError",
     "WorkflowGraph", "arguments", "clean_text", "gather", "gathered_bytes", "header_length", "pack",
-    "pack_parts", "parse_header", "pieces", "preview", "shorten", "unpack",
+    "pack_parts", "parse_header", "parse_header_keeping", "pieces", "preview", "shorten", "unpack",
 ]

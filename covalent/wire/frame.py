@@ -18,6 +18,7 @@ from __future__ import annotations
 import json
 import reprlib
 import struct
+from collections.abc import Collection
 from typing import Any
 
 from . import pieces
@@ -150,12 +151,29 @@ def parse_header(head: bytes, shared: bool = True) -> tuple[dict[str, Any], list
         header = json.loads(text) if len(text) < PIECES_FROM or not shared else pieces.loads(text)
     except (ValueError, RecursionError) as exc:  # bad UTF-8/JSON, 5000-digit numbers, deep nesting
         raise WireError(f"frame header is not UTF-8 JSON: {type(exc).__name__}: {exc}") from None
+    return header, _blob_sizes(header)
+
+
+def parse_header_keeping(head: bytes, names: Collection[str]
+                         ) -> tuple[dict[str, Any], list[int], dict[str, str]]:
+    """``parse_header(head)`` in the server, and the JSON text of the header's members
+    ``names`` as they were sent (``pieces.loads_members``)."""
+    try:
+        text = head.decode("utf-8")
+        depth = 1 if len(text) < PIECES_FROM else 3
+        header, kept = pieces.loads_members(text, names, depth)
+    except (ValueError, RecursionError) as exc:
+        raise WireError(f"frame header is not UTF-8 JSON: {type(exc).__name__}: {exc}") from None
+    return header, _blob_sizes(header), kept
+
+
+def _blob_sizes(header: Any) -> list[int]:
     if not isinstance(header, dict):
         raise WireError("frame header must be a JSON object")
     sizes = header.get("blob_sizes")
     if not isinstance(sizes, list) or not all(type(s) is int and s >= 0 for s in sizes):
         raise WireError("frame header needs blob_sizes, a list of non-negative integers")
-    return header, sizes
+    return sizes
 
 
 def unpack(body: bytes) -> tuple[dict[str, Any], list[bytes]]:

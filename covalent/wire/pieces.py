@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import re
+from collections.abc import Collection
 from typing import Any
 
 _DECODER = json.JSONDecoder()
@@ -27,6 +28,27 @@ def loads(text: str, depth: int = 3) -> Any:
     if end != len(text):
         raise ValueError(f"Extra data: char {end}")
     return value
+
+
+def loads_members(text: str, names: Collection[str], depth: int = 3
+                  ) -> tuple[Any, dict[str, str]]:
+    """``loads(text, depth)``, and the JSON text of the members ``names`` of the top-level
+    object as they were written (the server stores a submitted graph so, never encoding it
+    again: a second or more for 100,000 nodes, #23).
+
+    >>> loads_members('{"a": [1, 2], "b": {"c": 3}}', ["b"], depth=1)
+    ({'a': [1, 2], 'b': {'c': 3}}, {'b': '{"c": 3}'})
+    """
+    start = _SPACE.match(text, 0).end()  # type: ignore[union-attr]
+    spans: dict[str, tuple[int, int]] = {}
+    if depth > 0 and text.startswith("{", start):
+        value, end = _object(text, start + 1, depth - 1, spans)
+    else:
+        value, end = _value(text, start, depth)
+    end = _SPACE.match(text, end).end()  # type: ignore[union-attr]
+    if end != len(text):
+        raise ValueError(f"Extra data: char {end}")
+    return value, {k: text[a:b] for k, (a, b) in spans.items() if k in names}
 
 
 def dumps(value: Any, depth: int = 3) -> str:
@@ -64,7 +86,10 @@ def _skip(s: str, i: int) -> int:
     return _SPACE.match(s, i).end()  # type: ignore[union-attr]
 
 
-def _object(s: str, i: int, depth: int) -> tuple[dict[str, Any], int]:
+def _object(s: str, i: int, depth: int, spans: dict[str, tuple[int, int]] | None = None
+            ) -> tuple[dict[str, Any], int]:
+    """An object's members from ``i`` (past its ``{``); ``spans``: where each member's value
+    starts and ends."""
     out: dict[str, Any] = {}
     i = _skip(s, i)
     if s.startswith("}", i):
@@ -76,7 +101,10 @@ def _object(s: str, i: int, depth: int) -> tuple[dict[str, Any], int]:
         i = _skip(s, i)
         if not s.startswith(":", i):
             raise ValueError(f"Expecting ':' delimiter: char {i}")
-        out[key], i = _value(s, _skip(s, i + 1), depth)
+        start = _skip(s, i + 1)
+        out[key], i = _value(s, start, depth)
+        if spans is not None:
+            spans[key] = (start, i)
         i, closed = _after_member(s, i, "}")
         if closed:
             return out, i

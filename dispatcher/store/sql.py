@@ -158,6 +158,7 @@ class SqlBase:
                 rows.append((ref, len(blob), None, self.blobs.location(ref)))
         if rows:
             self._guard_blobs(db)
+            rows.sort(key=lambda row: row[0])  # in key order, as blob_uses (create_dispatch)
             db.executemany("INSERT INTO blobs(ref, size, data, path) VALUES (?,?,?,?)"
                            " ON CONFLICT DO NOTHING", rows)
         return refs

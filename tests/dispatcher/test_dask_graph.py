@@ -5,9 +5,16 @@ from __future__ import annotations
 
 import inspect
 import threading
+import time
+import uuid
+from collections.abc import Iterator
+from typing import Any
 
+import pytest
 from dask._expr import LLGExpr
-from dask.task_spec import Task
+from dask.task_spec import Task, TaskRef
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from dispatcher.dask_graph import submit_graph
 
@@ -145,3 +152,99 @@ async def test_the_embedded_clusters_streams_send_within_a_millisecond() -> None
                 assert other.scheduler_comm.interval == default
                 dsk = {("a", 0): Task(("a", 0), _inc, 1)}
                 assert await client.gather(submit_graph(client, dsk, [("a", 0)], "g-2", 0)) == [2]
+
+
+def _plus(i: int, *parents: int) -> int:
+    return i + sum(parents)
+
+
+@pytest.fixture(scope="module")
+def sync_client() -> Iterator[Any]:
+    from distributed import Client, LocalCluster
+
+    with LocalCluster(processes=False, n_workers=2, threads_per_worker=1, dashboard_address=None,
+                      scheduler_kwargs={"dashboard": False, "dashboard_address": "127.0.0.1:0"}
+                      ) as cluster, Client(cluster, set_as_default=False) as client:
+        yield client
+
+
+def _scheduler_keys(prefix: str, dask_scheduler: Any = None) -> list[Any]:
+    return [k for k in dask_scheduler.tasks if isinstance(k, tuple) and k[0] == prefix]
+
+
+def _forgotten(client: Any, prefix: str, timeout: float = 10.0) -> bool:
+    deadline = time.monotonic() + timeout
+    while client.run_on_scheduler(_scheduler_keys, prefix):
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.02)  # the scheduler is another thread's loop: poll it, bounded
+    return True
+
+
+@st.composite
+def _dags(draw: st.DrawFn) -> tuple[list[tuple[int, ...]], list[int], str]:
+    n = draw(st.integers(1, 40))
+    parents = [tuple(sorted(draw(st.sets(st.integers(0, i - 1), max_size=3)))) if i else ()
+               for i in range(n)]
+    order = draw(st.permutations(range(n)) | st.just(list(range(n))))
+    chunks = draw(st.sampled_from(["", "1,1", "3,1", "5,2", f"{n},1", f"{max(n - 1, 1)},3"]))
+    return parents, list(order), chunks
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(_dags())
+def test_a_graph_submitted_in_chunks_computes_what_it_would_in_one(
+        sync_client: Any, dag: tuple[list[tuple[int, ...]], list[int], str]) -> None:
+    """Any DAG, in any order, handed to Dask whole or in chunks of 1, 2, 3...: its sinks hold
+    the values a plain evaluation gives, the chunks are as many as the sizes say, and once the
+    sinks and the held futures are let go the scheduler forgets every task (nothing leaks)."""
+    from dispatcher.dask_graph import CHUNKS_ENV, Submission, chunking, submit_chunked
+
+    parents, order, chunks = dag
+    n = len(parents)
+    prefix = f"t-{uuid.uuid4().hex}"
+    values: list[int] = []
+    for i, ps in enumerate(parents):
+        values.append(i + sum(values[p] for p in ps))
+    consumed = {p for ps in parents for p in ps}
+    sinks = [(prefix, i) for i in range(n) if i not in consumed]
+    dsk = {(prefix, i): Task((prefix, i), _plus, i, *[TaskRef((prefix, p)) for p in parents[i]])
+           for i in order}
+    with pytest.MonkeyPatch.context() as mp:  # (hypothesis: not the function's monkeypatch)
+        mp.setenv(CHUNKS_ENV, chunks)
+        above, first = chunking()
+        into = Submission()
+        submit_chunked(sync_client, dsk, sinks, prefix, 0, into=into)
+    expected_chunks, size, left = 0, first, n
+    while left > 0:
+        expected_chunks, left, size = expected_chunks + 1, left - size, min(2 * size, 16_000)
+    assert into.chunks == (1 if n <= above else expected_chunks)
+    assert sync_client.gather(into.of(sinks)) == [values[k[1]] for k in sinks]
+    if into.chunks == 1:
+        assert not into.held
+    into.held.clear()
+    into.futures.clear()
+    assert _forgotten(sync_client, prefix)
+
+
+def test_a_chunked_submission_stops_between_chunks(sync_client: Any,
+                                                   monkeypatch: pytest.MonkeyPatch) -> None:
+    """``stop()`` true after the first chunk (a cancel came): no later chunk reaches Dask, and
+    what did is in the submission, to cancel."""
+    from dispatcher.dask_graph import CHUNKS_ENV, Submission, submit_chunked
+
+    monkeypatch.setenv(CHUNKS_ENV, "2,2")
+    prefix = f"s-{uuid.uuid4().hex}"
+    dsk = {(prefix, i): Task((prefix, i), _plus, i) for i in range(10)}
+    dsk[(prefix, 10)] = Task((prefix, 10), _plus, 10, *[TaskRef((prefix, i)) for i in range(10)])
+    into = Submission()
+    handed: list[int] = []
+    into.handed = lambda: handed.append(into.chunks)
+    submit_chunked(sync_client, dsk, [(prefix, 10)], prefix, 0, into=into,
+                   stop=lambda: into.chunks >= 1)
+    assert into.chunks == 1 and handed == [1]
+    assert (prefix, 10) not in into.futures and len(into.held) == 2
+    assert sorted(sync_client.gather(into.held)) == [0, 1]
+    assert sorted(k[1] for k in sync_client.run_on_scheduler(_scheduler_keys, prefix)) == [0, 1]
+    into.held.clear()
+    assert _forgotten(sync_client, prefix)

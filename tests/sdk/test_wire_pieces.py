@@ -53,3 +53,67 @@ def test_a_graph_header_round_trips_with_non_string_keys_and_nan() -> None:
     text = pieces.dumps(header)
     assert text == json.dumps(header, separators=(",", ":"))
     assert pieces.loads(text) == json.loads(text)
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.dictionaries(st.text(max_size=5), values, max_size=6), st.sampled_from([1, 2, 3]),
+       st.booleans())
+def test_members_are_kept_as_written(value: dict[str, Any], depth: int, spaced: bool) -> None:
+    """What the server stores of a submitted graph is the text the client sent for it: it
+    parses to the member's value, and compact text is kept byte for byte."""
+    text = json.dumps(value, indent=2) if spaced else json.dumps(value, separators=(",", ":"))
+    parsed, kept = pieces.loads_members(text, list(value)[:3], depth)
+    assert parsed == json.loads(text)
+    assert set(kept) == set(list(value)[:3])
+    for name, member in kept.items():
+        assert json.loads(member) == value[name]
+        if not spaced:
+            assert member == json.dumps(value[name], separators=(",", ":"))
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.text(alphabet='{}[]:,"ab1 .-e\n', max_size=30))
+def test_members_of_text_json_refuses_are_refused(text: str) -> None:
+    assert (_outcome(lambda t: pieces.loads_members(t, ["a"], 1), text)[0]
+            == _outcome(json.loads, text)[0])
+
+
+def test_the_sdk_sends_a_graph_as_the_server_would_encode_it() -> None:
+    """The server stores the graph's JSON as the SDK sent it instead of encoding the parsed
+    graph again: for what this SDK sends, the two are the same text (a workflow with lists,
+    dicts, keyword arguments, deps, hooks and a sublattice)."""
+    import covalent as ct
+    from covalent import wire
+    from covalent.api import submission_parts
+    from dispatcher.dispatches import parse_submission
+    from dispatcher.upload import Upload
+
+    @ct.electron
+    def add(x: int, y: int = 2) -> int:
+        return x + y
+
+    @ct.electron(deps_pip=ct.DepsPip(packages=["numpy"]), call_before=[ct.DepsCall(print, args=[1])])
+    def total(xs: list[int], d: dict[str, int]) -> int:
+        return sum(xs) + sum(d.values())
+
+    @ct.electron
+    @ct.lattice
+    def sub(x: int) -> int:
+        return add(x, 3)
+
+    @ct.lattice(executor="dask")
+    def wf(x: int, name: str = "n") -> Any:
+        r = [add(i) for i in range(3)]
+        return total(r, {"k": add(x, y=4)}), sub(x), r[0]
+
+    body = b"".join(submission_parts(wf, (1,), {"name": "x"}, disable_run=False,
+                                     dispatch_id="3f0c9a52-3c1e-4f5e-8f77-2f1d7c3b8a11"))
+    end = 8 + wire.header_length(body[:8])
+    header, sizes, kept = wire.parse_header_keeping(body[8:end], ("graph",))
+    blobs = []
+    for size in sizes:
+        blobs.append(body[end:end + size])
+        end += size
+    _, graph = parse_submission(Upload(header, blobs))
+    assert len(graph.nodes) > 10
+    assert kept["graph"] == pieces.dumps(graph.to_json())
