@@ -12,8 +12,8 @@ import asyncio
 import json
 import re
 import uuid
-from datetime import UTC, datetime, timedelta
 from collections.abc import Coroutine
+from datetime import UTC, datetime, timedelta
 from typing import Any, TypeVar
 
 from covalent import wire
@@ -126,8 +126,9 @@ async def create(store: DispatchStore, runner: Runner, header: dict[str, Any], g
     request arrived, or blobs it holds already. ``parent`` = (dispatch id, node id) of the
     sublattice node this dispatch runs for. ``redispatch_of``: the dispatch this one runs again
     (shown in the web UI; ``reuse_from`` implies it); a child belongs to its parent's owner.
-    ``graph_text``: the JSON ``graph`` was parsed from, stored as it is. The dispatch is stored RUNNING when it will run, in the same transaction as its graph:
-    the 201 is sent only once it is on disk in a state that resume picks up (issue #11).
+    ``graph_text``: the JSON ``graph`` was parsed from, stored as it is. The dispatch is
+    stored RUNNING when it will run, in the same transaction as its graph: the 201 is sent
+    only once it is on disk in a state that resume picks up (issue #11).
     """
     stored = stored or {}
     dispatch_id = header["dispatch_id"]
