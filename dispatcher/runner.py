@@ -167,17 +167,11 @@ class Runner:
         above any of that replica's, and what still runs on the cluster is found, not re-run.
         ``prepared``: what ``prepare`` made of this new dispatch while it was being stored.
         """
-        def build() -> tuple[DispatchMachine, list[Instruction]]:
-            # Off the loop: planning 100,000 nodes takes a while (issue #13).
-            m = DispatchMachine(dispatch_id, graph, known=preset, failed=failed,
-                                cancelled=cancelled or (), cancel_requested=bool(cancelled))
-            m.generation = (epoch - 1) * TAKEOVER_ROUNDS if takeover else 0
-            return m, m.start(now_iso(), find_running=takeover)
-
         if prepared is not None:  # built (and its first graph compiled) while it was stored
             machine, first = prepared.machine, prepared.first
-        else:
-            machine, first = await off_loop(len(graph.nodes), build)
+        else:  # off the loop: planning 100,000 nodes takes a while (issue #13)
+            machine, first = await off_loop(len(graph.nodes), _started, dispatch_id, graph,
+                                            preset, failed, cancelled, epoch, takeover)
         run = Run(machine, submission_priority(started), dict(preset), epoch=epoch,
                   replay=takeover, prepared=prepared)
         self.runs[dispatch_id] = run
@@ -187,11 +181,11 @@ class Runner:
             # any other record of this dispatch is queued after it (_record).
             run.held = [u for i in first if isinstance(i, Record) for u in i.updates]
             first = [i for i in first if not isinstance(i, Record)]
-        submitting = self._carry_out(run, first)
-        if submitting is not None and run.handed is not None:
+        handed = self._carry_out(run, first)
+        if handed is not None:
             # Answer the request once the graph is with Dask (a large graph's first chunk:
             # the rest follows in the background, as any cancel meanwhile would find it).
-            await asyncio.shield(run.handed)
+            await asyncio.shield(handed)
 
     async def prepare(self, dispatch_id: str, graph: WorkflowGraph,
                       preset: dict[int, Preset]) -> Prepared:
@@ -199,8 +193,7 @@ class Runner:
         first submission (off the loop for a large graph, while the store writes it: 2 s
         each for 100,000 nodes, #23). ``submit`` takes it up; nothing is sent anywhere."""
         def work() -> Prepared:
-            machine = DispatchMachine(dispatch_id, graph, known=preset)
-            first = machine.start(now_iso())
+            machine, first = _started(dispatch_id, graph, preset)
             ins = next((i for i in first if isinstance(i, Submit)), None)
             if ins is None:
                 return Prepared(machine, first)
@@ -249,9 +242,9 @@ class Runner:
     # -- carrying out instructions ---------------------------------------------------------------
 
     def _carry_out(self, run: Run, instructions: list[Instruction]) -> asyncio.Future[None] | None:
-        """Carry out a machine's instructions; the submission they start, if any (the rest
-        runs in the background, never holding the inbox)."""
-        submitting: asyncio.Future[None] | None = None
+        """Carry out a machine's instructions (in the background, never holding the inbox);
+        for a submission they start, a future set once its graph is with Dask (or it ended)."""
+        handed: asyncio.Future[None] | None = None
         if run.epoch and not self.holds(run.dispatch_id, run.epoch):
             self.lose(run.dispatch_id)  # another replica may run it now: act on nothing
             return None
@@ -259,8 +252,8 @@ class Runner:
             if isinstance(ins, Record):
                 self._record(run, ins.updates)
             elif isinstance(ins, Submit):
-                run.handed = asyncio.get_running_loop().create_future()
-                submitting = self._spawn(self._submit(run, ins, run.handed))
+                handed = asyncio.get_running_loop().create_future()
+                self._spawn(self._submit(run, ins, handed))
             elif isinstance(ins, Cancel):
                 # Drop the futures of cancelled sinks: the dispatch must not wait for a
                 # cancelled node blocked in a C call (the tasks feeding only them are released
@@ -273,7 +266,7 @@ class Runner:
                 self._spawn(self._find_running(run, ins))
             elif isinstance(ins, Finish):
                 self._finish(run, ins)
-        return submitting
+        return handed
 
     def _record(self, run: Run, updates: list[Any]) -> None:
         if run.held:
@@ -343,8 +336,7 @@ class Runner:
                     compiled.options, into=submitted, stop=lambda: machine.done))
         except Exception as exc:
             self._record(run, [])
-            await cancel_futures(self.client, [*submitted.futures.values(), *submitted.held])
-            await release(submitted.held)
+            await self._withdraw(submitted)
             nodes = {}
             if isinstance(exc, UnknownExecutor):  # the user's to fix: no traceback in the log
                 log.warning("dispatch %s not run: %s", d, exc)
@@ -358,8 +350,7 @@ class Runner:
             return
         self._record(run, [])  # (nothing was awaited since the graph left: no event came first)
         if machine.done:  # cancelled while the graph was on its way
-            await cancel_futures(self.client, [*submitted.futures.values(), *submitted.held])
-            await release(submitted.held)
+            await self._withdraw(submitted)
             return
         run.futures = dict(zip(compiled.sinks, submitted.of(keys), strict=True))
         self._spawn(release(submitted.held))  # every chunk is with Dask: they keep what they need
@@ -368,6 +359,11 @@ class Runner:
         log.info("dispatch %s submitted (round %d): %d nodes, %d tasks (chunks: %d), %d inlined",
                  d, ins.generation, len(ins.nodes), len(compiled.dsk), submitted.chunks,
                  len(compiled.inlined))
+
+    async def _withdraw(self, submitted: Submission) -> None:
+        """Cancel what a submission handed to Dask, and let its futures go."""
+        await cancel_futures(self.client, [*submitted.futures.values(), *submitted.held])
+        await release(submitted.held)
 
     async def _stored_inputs(self, run: Run, nodes: frozenset[int]) -> dict[int, Preset]:
         """The stored outputs the nodes of a later submission consume (read from the store)."""
@@ -620,6 +616,16 @@ def _of_dispatch(topic: str, msg: Any) -> str | None:
         return str((msg if topic == START_TOPIC else unpack_outcome(msg))["d"])
     except Exception:  # another program's event on a shared scheduler
         return None
+
+
+def _started(dispatch_id: str, graph: WorkflowGraph, preset: dict[int, Preset],
+             failed: Mapping[int, str] | None = None, cancelled: list[int] | None = None,
+             epoch: int = 0, takeover: bool = False) -> tuple[DispatchMachine, list[Instruction]]:
+    """A dispatch's machine and the instructions it starts with (``Runner.submit``)."""
+    machine = DispatchMachine(dispatch_id, graph, known=preset, failed=failed,
+                              cancelled=cancelled or (), cancel_requested=bool(cancelled))
+    machine.generation = (epoch - 1) * TAKEOVER_ROUNDS if takeover else 0
+    return machine, machine.start(now_iso(), find_running=takeover)
 
 
 def _settle(handed: asyncio.Future[None]) -> None:

@@ -51,7 +51,6 @@ class Run:
     by_key: dict[Key, int] = field(default_factory=dict)  # every submission's task keys
     futures: dict[int, Future[Any]] = field(default_factory=dict)  # the current submission's sinks
     waiter: asyncio.Task[None] | None = None
-    handed: asyncio.Future[None] | None = None  # the current submission's graph is with Dask
     prepared: Prepared | None = None  # its first submission, compiled before it was stored
     epoch: int = 0  # replicas: the tenure of its lease this runner holds (0: one server)
     replay: bool = False  # taken over: read the outcomes nobody heard before asking workers

@@ -18,10 +18,12 @@ from __future__ import annotations
 import json
 import reprlib
 import struct
-from collections.abc import Collection
-from typing import Any
+from collections.abc import Callable, Collection
+from typing import Any, TypeVar
 
 from . import pieces
+
+T = TypeVar("T")
 
 # Characters: a header this long is parsed a member at a time by a server (json.loads of a
 # 2 MiB header holds the GIL for about 40 ms here; pieces.loads takes 2.6 times as long).
@@ -145,12 +147,9 @@ def parse_header(head: bytes, shared: bool = True) -> tuple[dict[str, Any], list
     """A frame's header and its blob sizes; WireError with the reason when malformed.
     ``shared``: parsed in a process that must go on answering others meanwhile (the server):
     a large header is parsed member by member (see pieces.py), at several times the cost."""
-    try:
-        text = head.decode("utf-8")
-        # a large header (a 100,000-node graph is ~50 MiB) member by member: see pieces.py
-        header = json.loads(text) if len(text) < PIECES_FROM or not shared else pieces.loads(text)
-    except (ValueError, RecursionError) as exc:  # bad UTF-8/JSON, 5000-digit numbers, deep nesting
-        raise WireError(f"frame header is not UTF-8 JSON: {type(exc).__name__}: {exc}") from None
+    # a large header (a 100,000-node graph is ~50 MiB) member by member: see pieces.py
+    header = _parsed(head, lambda text: json.loads(text) if len(text) < PIECES_FROM or not shared
+                     else pieces.loads(text))
     return header, _blob_sizes(header)
 
 
@@ -158,13 +157,17 @@ def parse_header_keeping(head: bytes, names: Collection[str]
                          ) -> tuple[dict[str, Any], list[int], dict[str, str]]:
     """``parse_header(head)`` in the server, and the JSON text of the header's members
     ``names`` as they were sent (``pieces.loads_members``)."""
-    try:
-        text = head.decode("utf-8")
-        depth = 1 if len(text) < PIECES_FROM else 3
-        header, kept = pieces.loads_members(text, names, depth)
-    except (ValueError, RecursionError) as exc:
-        raise WireError(f"frame header is not UTF-8 JSON: {type(exc).__name__}: {exc}") from None
+    header, kept = _parsed(head, lambda text: pieces.loads_members(
+        text, names, 1 if len(text) < PIECES_FROM else 3))
     return header, _blob_sizes(header), kept
+
+
+def _parsed(head: bytes, parse: Callable[[str], T]) -> T:
+    """``parse`` of the header's text; WireError if it is no UTF-8 JSON."""
+    try:
+        return parse(head.decode("utf-8"))
+    except (ValueError, RecursionError) as exc:  # bad UTF-8/JSON, 5000-digit numbers, deep nesting
+        raise WireError(f"frame header is not UTF-8 JSON: {type(exc).__name__}: {exc}") from None
 
 
 def _blob_sizes(header: Any) -> list[int]:
