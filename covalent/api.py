@@ -32,7 +32,7 @@ def submit_frame(cfg: ClientConfig, frame: bytes | list[bytes],
 def fetch_result(cfg: ClientConfig, dispatch_id: str, wait: float = 0) -> Result:
     """The dispatch's Result; with ``wait`` > 0, the server answers once it ends or after
     ``wait`` seconds, whichever comes first."""
-    query: dict[str, Any] = {"parts": "result"}
+    query: dict[str, Any] = {"parts": "result", "gathers": "text"}  # parsed when needed
     if wait:
         query["wait"] = wait
     _, _, data = request(cfg, "GET", f"/dispatches/{dispatch_id}", query=query, timeout=wait + 30)

@@ -46,15 +46,29 @@ async def read_status(store: DispatchStore, recorder: Recorder, dispatch_id: str
 
 
 PARTS = ("none", "result", "all")
+GATHERS = ("json", "text")
 
 
-async def read_result(store: DispatchStore, dispatch_id: str, results_dir: str, parts: str
-                      ) -> tuple[dict[str, Any], list[BlobSource]]:
-    """A Result's header (the dispatch record and every node record) and the blobs to send with
-    it: none, those the lattice's result is made of (``result``), or every output (``all``).
-    Everything else is fetched when first used (``output_sources``, ``dispatch_blob``)."""
+def result_options(parts: str, gathers: str) -> tuple[str, str]:
+    """``parts`` and ``gathers`` of a Result's request, checked (before a long-poll waits)."""
     if parts not in PARTS:
         raise InvalidRequest(f"parts must be one of {', '.join(PARTS)}, got {parts!r}")
+    if gathers not in GATHERS:
+        raise InvalidRequest(f"gathers must be one of {', '.join(GATHERS)}, got {gathers!r}")
+    return parts, gathers
+
+
+async def read_result(store: DispatchStore, dispatch_id: str, results_dir: str, parts: str,
+                      gathers: str = "json") -> tuple[dict[str, Any], list[BlobSource]]:
+    """A Result's header (the dispatch record and every node record) and the blobs to send with
+    it: none, those the lattice's result is made of (``result``), or every output (``all``).
+    Everything else is fetched when first used (``output_sources``, ``dispatch_blob``).
+
+    ``gathers="text"``: a gathering node's ``gather`` is its spec as the JSON text it is stored
+    as, for the client to parse when it needs it (the SDK asks for that: a 32x32 square's 1,024
+    list specs are 170,000 JSON values, which decoded, encoded again and parsed by the client
+    cost more than the rest of the records, #23); ``json``: the spec as a JSON object."""
+    result_options(parts, gathers)
     row = await store.get_dispatch(dispatch_id)
     if row is None:
         raise DispatchNotFound(dispatch_id)
@@ -81,7 +95,7 @@ async def read_result(store: DispatchStore, dispatch_id: str, results_dir: str, 
             {"node_id": n.node_id, "name": n.name, "kind": n.kind, "status": str(n.status),
              "start_time": n.start_time, "end_time": n.end_time, "error": n.error,
              "stdout": n.stdout, "stderr": n.stderr, "sub_dispatch_id": n.sub_dispatch_id,
-             "preview": n.preview, "size": n.output_size, "gather": n.gather_spec,
+             "preview": n.preview, "size": n.output_size, "gather": n.gather if gathers == "text" else n.gather_spec,
              "stored": n.output_ref is not None, "reused_from": n.reused_from,
              "attempts": n.attempts,
              "output": frame.add(n.output_ref) if n.node_id in sent else None}

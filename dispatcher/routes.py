@@ -231,14 +231,16 @@ def _id(request: web.Request) -> str:
 @routes.get(wire.API + "/dispatches/{dispatch_id}")
 async def get_result(request: web.Request) -> web.StreamResponse:
     """The Result: records, and the outputs its result is made of (``?parts=result``, the
-    default), none (``none``) or all (``all``); streamed from disk, never held whole."""
+    default), none (``none``) or all (``all``); streamed from disk, never held whole.
+    ``?gathers=text``: gathering nodes' specs as JSON text (what the SDK asks for)."""
     app = request.app
     dispatch_id = _id(request)
     wait = _float_query(request, "wait", 0, app[SETTINGS].long_poll_max_s)
+    parts, gathers = reads.result_options(request.query.get("parts", "result"),
+                                          request.query.get("gathers", "json"))
     await reads.read_status(app[STORE], app[RECORDER], dispatch_id, wait)
     results_dir = str(app[SETTINGS].data_dir / "results" / dispatch_id)
-    header, blobs = await reads.read_result(app[STORE], dispatch_id, results_dir,
-                                                 request.query.get("parts", "result"))
+    header, blobs = await reads.read_result(app[STORE], dispatch_id, results_dir, parts, gathers)
     return await transfer.stream_frame(request, header, blobs)
 
 

@@ -195,7 +195,7 @@ class Result:
         if key in self._cache:
             return self._cache[key]
         node = self._nodes[node_id]
-        spec = node.get("gather")
+        spec = _gather_spec(node)
         if spec is not None:
             self._fetch(self._leaves([node_id]))
             values = [self._value(int(p)) if kind != "wait" else None
@@ -238,7 +238,7 @@ class Result:
             if i in seen:
                 continue
             seen.add(i)
-            spec = self._nodes[i].get("gather")
+            spec = _gather_spec(self._nodes[i])
             if spec is not None:
                 stack.extend(int(p) for p in spec["parts"])
             elif self._nodes[i].get("stored"):
@@ -392,6 +392,15 @@ class Result:
         state = dict(self.__dict__)
         state["_cache"] = {}
         return state
+
+
+def _gather_spec(node: dict[str, Any]) -> dict[str, Any] | None:
+    """How a gathering node is made of its parts (None: it is not one). The SDK asks for the
+    specs as JSON text (``gathers=text``), parsed here when first needed and kept parsed."""
+    spec = node.get("gather")
+    if isinstance(spec, str):
+        spec = node["gather"] = json.loads(spec)
+    return spec
 
 
 class Inputs(dict[str, Any]):

@@ -73,9 +73,10 @@ def get_result(
     parts = "result" if workflow_output else "none"
 
     def fetch(wait: float = 0) -> tuple[dict[str, Any], list[bytes]]:
+        query: dict[str, Any] = {"parts": parts, "gathers": "text"}  # parsed when needed
         if not wait:
-            return wire.unpack(_client.request(cfg, "GET", path, query={"parts": parts})[2])
-        return wire.unpack(_client.request(cfg, "GET", path, query={"parts": parts, "wait": wait},
+            return wire.unpack(_client.request(cfg, "GET", path, query=query)[2])
+        return wire.unpack(_client.request(cfg, "GET", path, query={**query, "wait": wait},
                                            timeout=wait + 30)[2])
 
     if status_only:

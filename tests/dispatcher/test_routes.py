@@ -2,16 +2,20 @@
 
 from __future__ import annotations
 
+import asyncio
 import io
 import json
+import time
 
 import pytest
 from aiohttp.test_utils import TestClient
 
+import covalent as ct
 from covalent import wire
 from dispatcher.keys import SETTINGS
 from tests.conftest import JSON
 from tests.conftest import run
+from tests import tasks
 from tests.tasks import two_node
 
 pytestmark = pytest.mark.all_stores  # run on every store (tests/conftest.py)
@@ -89,6 +93,8 @@ async def test_a_large_value_cannot_double_as_code_and_a_short_body_is_400(
     ("GET", "/dispatches/..%2F..%2Fetc%2Fpasswd", (404, "DispatchNotFound")),
     ("GET", f"/dispatches/{UNKNOWN}/status", (404, "DispatchNotFound")),
     ("GET", f"/dispatches/{UNKNOWN}?wait=abc", (400, "InvalidRequest")),
+    ("GET", f"/dispatches/{UNKNOWN}?parts=bogus", (400, "InvalidRequest")),
+    ("GET", f"/dispatches/{UNKNOWN}?gathers=yaml", (400, "InvalidRequest")),
     ("GET", f"/dispatches/{UNKNOWN}/nodes/x", (400, "InvalidRequest")),
     ("POST", f"/dispatches/{UNKNOWN}/cancel", (404, "DispatchNotFound")),
     ("POST", f"/dispatches/{UNKNOWN}/start", (404, "DispatchNotFound")),
@@ -97,6 +103,34 @@ async def test_a_large_value_cannot_double_as_code_and_a_short_body_is_400(
 async def test_unknown_ids_and_bad_parameters(dispatcher: TestClient, method, path, expected) -> None:
     resp = await dispatcher.request(method, wire.API + path, headers=JSON)
     assert await error_of(resp) == expected
+
+
+@ct.lattice
+def gathers(x):
+    parts = [tasks.identity(x), tasks.identity(x + 1)]
+    return {"list": parts, "tuple": (parts[0], x), "dict": {"a": tasks.identity({"k": parts})}}
+
+
+async def test_gathering_specs_come_as_json_or_as_its_text(dispatcher: TestClient, addr: str) -> None:
+    """The SDK asks for the specs as text (``gathers=text``) and parses those it needs; what it
+    reads is what the stored specs say, and a bad option is refused before a long-poll waits."""
+    done = await run(gathers, addr, 1)
+    assert done.result == {"list": [1, 2], "tuple": [1, 1], "dict": {"a": {"k": [1, 2]}}}  # as Covalent
+    path = f"{wire.API}/dispatches/{done.dispatch_id}"
+    as_json, _ = wire.unpack(await (await dispatcher.get(path, params={"gathers": "json"})).read())
+    as_text, _ = wire.unpack(await (await dispatcher.get(path, params={"gathers": "text"})).read())
+    specs = [n["gather"] for n in as_json["nodes"]]
+    assert sorted(s["kind"] for s in specs if s is not None) == ["dict", "list", "postprocess"]
+    assert [None if t["gather"] is None else json.loads(t["gather"]) for t in as_text["nodes"]] == specs
+    assert {k: v for k, v in as_text.items() if k != "nodes"} == {
+        k: v for k, v in as_json.items() if k != "nodes"}
+    running = await asyncio.to_thread(ct.dispatch(tasks.two_node, dispatcher_addr=addr,
+                                                  disable_run=True), 1, 2)
+    started = time.monotonic()
+    resp = await dispatcher.get(f"{wire.API}/dispatches/{running}",
+                                params={"gathers": "yaml", "wait": "30"})
+    assert await error_of(resp) == (400, "InvalidRequest")
+    assert time.monotonic() - started < 10  # refused, not after the long-poll
 
 
 async def test_cancel_body_must_be_json_with_integer_ids(dispatcher: TestClient, addr: str) -> None:
