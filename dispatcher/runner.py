@@ -330,10 +330,12 @@ class Runner:
             keys = [compiled.tasks[i] for i in compiled.sinks]
             if compiled.dsk:
                 # In a thread: Dask pickles the whole graph here (seconds for 100,000 tasks),
-                # a large one in chunks (dask_graph.CHUNKED_ABOVE), none after a cancel.
+                # a large one in chunks (dask_graph.CHUNKED_ABOVE), none after a cancel or
+                # once the run is dropped (a replica lost its lease).
                 await off_loop(len(compiled.dsk), lambda: submit_chunked(
                     self.client, compiled.dsk, keys, f"{d}-{uuid.uuid4().hex}", run.priority,
-                    compiled.options, into=submitted, stop=lambda: machine.done))
+                    compiled.options, into=submitted,
+                    stop=lambda: machine.done or self.runs.get(d) is not run))
         except Exception as exc:
             self._record(run, [])
             await self._withdraw(submitted)
@@ -351,6 +353,10 @@ class Runner:
         self._record(run, [])  # (nothing was awaited since the graph left: no event came first)
         if machine.done:  # cancelled while the graph was on its way
             await self._withdraw(submitted)
+            return
+        if self.runs.get(d) is not run:  # dropped meanwhile (its lease lost): no run of ours
+            # would ever let these futures go; cancel nothing, the next owner finds what runs
+            await release([*submitted.futures.values(), *submitted.held])
             return
         run.futures = dict(zip(compiled.sinks, submitted.of(keys), strict=True))
         self._spawn(release(submitted.held))  # every chunk is with Dask: they keep what they need

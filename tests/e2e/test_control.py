@@ -440,6 +440,55 @@ async def test_a_cancel_during_a_resume_cancels_the_run_it_started(
 
 
 @ct.lattice
+def _fan_of_identities(n):
+    return [identity(i) for i in range(n)]
+
+
+async def test_a_lease_lost_while_chunks_are_sent_stops_them_and_keeps_nothing(
+        dispatcher: Any, addr: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    # A replica that loses a dispatch's lease while a large graph still goes to Dask in chunks
+    # stops sending, and holds none of the futures it got (the next owner finds what runs;
+    # nobody's run would ever let them go). Then the dispatch resumes and completes.
+    from dispatcher import runner as runner_module
+    from dispatcher.dask_graph import CHUNKS_ENV
+
+    runner = dispatcher.app[RUNNER]
+    monkeypatch.setenv(CHUNKS_ENV, "3,1")  # 8 tasks: chunks of 1, 2, 4, 1
+    real, sent, lost = runner_module.submit_chunked, [], []
+
+    def losing_midway(*args: Any, into: Any, stop: Any, **kwargs: Any) -> None:
+        dispatch_id = args[3][:36]  # the graph's name starts with the dispatch's id
+
+        def stop_or_lose() -> bool:
+            if not lost:
+                lost.append(dispatch_id)
+                runner.lose(dispatch_id)  # as a replica whose lease has just gone
+            return bool(stop())
+
+        real(*args, into=into, stop=stop_or_lose, **kwargs)
+        sent.append(into.chunks)
+
+    monkeypatch.setattr(runner_module, "submit_chunked", losing_midway)
+    dispatch_id = await asyncio.to_thread(ct.dispatch(_fan_of_identities, dispatcher_addr=addr), 8)
+    await wait_until(lambda: sent, timeout=10)
+    assert lost == [dispatch_id] and sent == [1]  # the first chunk, then no more
+    assert dispatch_id not in runner.runs
+
+    def scheduler_keys(dask_scheduler: Any) -> list[str]:
+        return [str(k) for k in dask_scheduler.tasks]
+
+    async def let_go() -> bool:
+        keys = await runner.client.run_on_scheduler(scheduler_keys)
+        return not [k for k in keys if dispatch_id in k]
+
+    await wait_until(let_go, timeout=10)  # no future of it is kept by anyone
+    assert await dispatches.resume(dispatcher.app[STORE], runner, dispatch_id) is True
+    result = await asyncio.wait_for(fetched(dispatch_id, addr), 30)
+    assert (result.status, result.result) == ("COMPLETED", list(range(8)))
+    assert sent == [1, 4]  # the resumed run sent all four chunks
+
+
+@ct.lattice
 def _two_blockers():
     return block(1), block(2)
 
