@@ -27,10 +27,12 @@ from .wire.graph import (
     PARAMETER_PREFIX,
     POSTPROCESS_NAME,
     SUBLATTICE_PREFIX,
+    Edge,
     EdgeKind,
     NodeKind,
     WorkflowGraph,
 )
+from ._deps import DepsModule
 from ._transport import dumps, dumps_function, own_module, pickled_by_value
 from .errors import WorkflowDefinitionError
 
@@ -89,11 +91,9 @@ class GraphBuilder:
                  kwargs: dict[str, Any], meta: dict[str, Any] | None = None) -> Electron[Any, Any]:
         """Add the node of one electron call and its argument nodes; return the bound electron.
         ``meta``: its ``effective_metadata`` if the caller has it already."""
-        from ._electron import Electron, _injected
-        from ._lattice import Lattice
-
+        late = _late()
         fn = electron.function
-        is_sub = isinstance(fn, Lattice)
+        is_sub = isinstance(fn, late.Lattice)
         name = (SUBLATTICE_PREFIX if is_sub else "") + electron.node_name
         meta = electron.effective_metadata(self.defaults) if meta is None else meta
         modules = _module_deps(meta)
@@ -115,32 +115,31 @@ class GraphBuilder:
             metadata=_describe(meta),
         )
         names = electron.positional_names(len(args))
-        skip = _injected(meta)
+        skip = late.injected(meta)
         for i, value in enumerate(args):
             self.connect(node_id, names[i], value, EdgeKind.ARG, i)
         for key, value in kwargs.items():
             if key not in skip:
                 self.connect(node_id, key, value, EdgeKind.KWARG, None)
-        return Electron._bound(electron, node_id)
+        return late.Electron._bound(electron, node_id)
 
     def connect(self, dst: int, name: str, value: Any, kind: EdgeKind, index: int | None) -> None:
         """Feed ``value`` into node ``dst``: an edge from an electron, else new nodes."""
-        from ._electron import Electron
-
         g = self.graph
-        if isinstance(value, Electron) and _uncalled(value):
-            # As in Covalent, an electron passed without calling it is a parameter holding the
-            # function: a task that calls it runs it there as a plain function (#22).
-            blob = g.add_blob(dumps(value, f"argument {name!r} (electron {value.node_name!r})"))
-            node = g.add_node(PARAMETER_PREFIX + _safe_str(value.function), NodeKind.PARAMETER,
-                              value=blob)
-            g.add_edge(node, dst, name, kind, index)
-        elif isinstance(value, Electron):
+        if isinstance(value, _late().Electron):
+            if _uncalled(value):
+                # As in Covalent, an electron passed without calling it is a parameter holding
+                # the function: a task that calls it runs it there as a plain function (#22).
+                blob = g.add_blob(dumps(value, f"argument {name!r} (electron {value.node_name!r})"))
+                node = g.add_node(PARAMETER_PREFIX + _safe_str(value.function),
+                                  NodeKind.PARAMETER, value=blob)
+                g.add_edge(node, dst, name, kind, index)
+                return
             if value.node_id is None or value.builder is not self:
                 raise WorkflowDefinitionError(
                     f"argument {name!r} is an electron that was not called inside this lattice"
                 )
-            g.add_edge(value.node_id, dst, name, kind, index)
+            g.edges.append(Edge(value.node_id, dst, name, kind, index))  # the common case
         elif isinstance(value, list | tuple | set) and not is_namedtuple(value):
             # As in Covalent, a tuple or a set reaches the electron as a list (#12 item 10).
             node = g.add_node(ELECTRON_LIST_PREFIX, NodeKind.LIST)
@@ -181,9 +180,7 @@ class GraphBuilder:
         return node_id
 
     def _template(self, value: Any, refs: list[int]) -> Any:
-        from ._electron import Electron
-
-        if isinstance(value, Electron) and not _uncalled(value):
+        if isinstance(value, _late().Electron) and not _uncalled(value):
             if value.node_id is None or value.builder is not self:
                 raise WorkflowDefinitionError("the lattice returns an electron it did not call")
             refs.append(value.node_id)
@@ -262,6 +259,27 @@ def _skeleton(template: Any, order: dict[int, int]) -> str:
     return preview(template)
 
 
+class _Late:
+    """Names of the modules that import this one, imported on first use, once: an import
+    statement in ``add_call`` (once per electron call) and ``connect`` (once per argument
+    value) was a third of building a graph of 32,000 edges (#23)."""
+
+    def __init__(self) -> None:
+        from ._electron import Electron, _injected
+        from ._lattice import Lattice
+
+        self.Electron, self.injected, self.Lattice = Electron, _injected, Lattice
+
+
+_LATE: list[_Late] = []
+
+
+def _late() -> _Late:
+    if not _LATE:
+        _LATE.append(_Late())
+    return _LATE[0]
+
+
 def _uncalled(value: Electron[Any, Any]) -> bool:
     """An electron as decorated (not the output of a call inside a lattice)."""
     return value.node_id is None and value.kind is NodeKind.ELECTRON and value.function is not None
@@ -269,8 +287,6 @@ def _uncalled(value: Electron[Any, Any]) -> bool:
 
 def _module_deps(meta: dict[str, Any]) -> list[ModuleType]:
     """The modules the ``DepsModule``s of an electron's ``call_before`` name (imported here)."""
-    from ._deps import DepsModule
-
     found = [d.module for d in meta.get("call_before") or [] if isinstance(d, DepsModule)]
     return [m for m in found if m is not None]
 

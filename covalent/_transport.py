@@ -20,6 +20,7 @@ import importlib
 import importlib.metadata
 import io
 import os
+import pickle
 import platform
 import site
 import sys
@@ -163,8 +164,17 @@ def own_module(cls: type) -> types.ModuleType | None:
     return sys.modules.get(top)
 
 
+_PLAIN = frozenset({int, float, str, bytes, bool, type(None)})  # pickled the same by pickle
+
+
 def dumps(obj: Any, what: str) -> bytes:
-    """Cloudpickle ``obj``; raise SerializationError naming ``what`` when it cannot be pickled."""
+    """Cloudpickle ``obj``; raise SerializationError naming ``what`` when it cannot be pickled.
+
+    >>> dumps(7, "x") == cloudpickle.dumps(7) and dumps("a", "x") == cloudpickle.dumps("a")
+    True
+    """
+    if type(obj) in _PLAIN:  # a parameter, most often: the same bytes in a tenth of the time
+        return pickle.dumps(obj, protocol=cloudpickle.DEFAULT_PROTOCOL)
     local_modules.register()
     try:
         with io.BytesIO() as buf:
