@@ -200,7 +200,8 @@ class SqlStore(Listing, Deletion, Users):
         found: dict[int, NodeRecord] = {}
         for part in chunks(node_ids):
             rows = db.execute(f"SELECT {NODE_COLUMNS} FROM nodes WHERE dispatch_id = ? AND"
-                              f" node_id IN ({marks(len(part))})", (dispatch_id, *part)).fetchall()
+                              f" node_id IN ({marks(len(part))}) ORDER BY node_id",  # in id order, as
+                              (dispatch_id, *part)).fetchall()  # PostgreSQL need not give it
             found.update((n, NodeRecord(n, name, kind, Status(status), *rest))
                          for n, name, kind, status, *rest in rows)
         return found
