@@ -298,3 +298,31 @@ def test_the_build_time_argument_check_refuses_exactly_what_the_call_would(
     else:
         with pytest.raises(WorkflowDefinitionError, match="called with wrong arguments: " + re.escape(expected)):
             wf.build_graph()
+
+
+_odd = st.sampled_from([True, None, "1", 1.0, [1], {}])  # what a hand-made body may hold
+_edge = st.tuples(st.integers(-2, 3) | _odd, st.integers(0, 3) | _odd,
+                  st.text(max_size=3) | st.sampled_from(["\udcff", "x\udc80", "é"]) | _odd,
+                  st.sampled_from(["arg", "kwarg", "wait", "bogus", 1]),
+                  st.none() | st.integers(0, 3) | _odd)
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(_edge, max_size=4))
+def test_edges_from_json_are_checked_as_the_server_reads_them(edges) -> None:
+    """``from_json`` takes a well-formed edge as it is and checks any other field by field:
+    the edges it builds, or the error it raises, are what checking every field gives."""
+    from covalent.wire.graph import _EDGE_KINDS, Edge, WorkflowGraph, _int, _opt_int, _text
+
+    def checked() -> list[Edge]:
+        return [Edge(_int(s), _int(d), _text(n), _EDGE_KINDS[k], _opt_int(i))
+                for s, d, n, k, i in edges]
+
+    def outcome(fn):
+        try:
+            return fn()
+        except (TypeError, ValueError, KeyError) as exc:
+            return type(exc)
+
+    data = {"nodes": [], "edges": [list(e) for e in edges]}
+    assert outcome(lambda: WorkflowGraph.from_json(data, []).edges) == outcome(checked)
