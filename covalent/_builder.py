@@ -9,6 +9,7 @@ lattice's return value; what an electron returns is never converted.
 
 from __future__ import annotations
 
+import functools
 import gc
 import hashlib
 import inspect
@@ -271,13 +272,9 @@ class _Late:
         self.Electron, self.injected, self.Lattice = Electron, _injected, Lattice
 
 
-_LATE: list[_Late] = []
-
-
+@functools.cache
 def _late() -> _Late:
-    if not _LATE:
-        _LATE.append(_Late())
-    return _LATE[0]
+    return _Late()
 
 
 def _uncalled(value: Electron[Any, Any]) -> bool:
