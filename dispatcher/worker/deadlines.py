@@ -1,7 +1,8 @@
 """Items due at a time in a worker process, and the one thread that waits for them.
 
-The announcer (RUNNING after a while) and the time-limit watchdog both keep per-node entries
-with a deadline; an entry removed before its deadline is skipped without waking the thread.
+The time-limit watchdog keeps per-node entries with a deadline; an entry removed before its
+deadline is skipped without waking the thread. (The announcer, whose entries come and go with
+every task, keeps a plain dict instead: ``announce``.)
 """
 
 from __future__ import annotations

@@ -17,6 +17,7 @@ so Dask never releases the branches a failure must not stop (fail-slow, issue #2
 from __future__ import annotations
 
 import functools
+import pickle
 import traceback
 from dataclasses import dataclass
 from typing import IO, Any
@@ -24,6 +25,7 @@ from typing import IO, Any
 import cloudpickle
 from dask.sizeof import sizeof
 
+from covalent._transport import PLAIN_TYPES
 from covalent.wire import Layout, NodeKind, arguments, clean_text, gather
 
 from ..outcomes import report
@@ -193,6 +195,8 @@ class _OutputError(Exception):
 def _dump_output(spec: NodeSpec, value: Any, into: IO[bytes] | None = None) -> bytes:
     """The pickled value (``into``: written to that file instead, large buffers as they are)."""
     try:
+        if into is None and type(value) in PLAIN_TYPES:  # the same bytes in a tenth of the time
+            return pickle.dumps(value, protocol=PICKLE_PROTOCOL)
         if into is not None:
             cloudpickle.dump(value, into, protocol=PICKLE_PROTOCOL)
             return b""
