@@ -19,6 +19,7 @@ parent, in edge order; ``arguments`` turns the parents' values into call argumen
 
 from __future__ import annotations
 
+import operator
 import pickle
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -83,6 +84,9 @@ def is_namedtuple(value: Any) -> bool:
     return isinstance(value, tuple) and hasattr(value, "_fields")
 
 
+_FIRST = operator.itemgetter(0)
+
+
 def arguments(layout: Layout, values: Sequence[Any]) -> tuple[list[Any], dict[str, Any]]:
     """Positional and keyword arguments from the parents' values, in edge order.
 
@@ -90,6 +94,9 @@ def arguments(layout: Layout, values: Sequence[Any]) -> tuple[list[Any], dict[st
     ...           ["b", 3, "a", None])
     (['a', 'b'], {'k': 3})
     """
+    if len(layout) == len(values) and all(
+            entry[0] == "arg" and entry[2] == i for i, entry in enumerate(layout)):
+        return list(values), {}  # positional only, in order: a gathered list, most often
     positional: list[tuple[int, Any]] = []
     keyword: dict[str, Any] = {}
     for (kind, name, index), value in zip(layout, values, strict=True):
@@ -99,7 +106,7 @@ def arguments(layout: Layout, values: Sequence[Any]) -> tuple[list[Any], dict[st
             positional.append((index if index is not None else len(positional), value))
         else:
             keyword[name] = value
-    positional.sort(key=lambda p: p[0])
+    positional.sort(key=_FIRST)
     return [v for _, v in positional], keyword
 
 

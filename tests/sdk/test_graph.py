@@ -5,6 +5,7 @@ from __future__ import annotations
 import inspect
 import re
 import threading
+from typing import Any
 
 import pytest
 from hypothesis import given, settings
@@ -326,3 +327,38 @@ def test_edges_from_json_are_checked_as_the_server_reads_them(edges) -> None:
 
     data = {"nodes": [], "edges": [list(e) for e in edges]}
     assert outcome(lambda: WorkflowGraph.from_json(data, []).edges) == outcome(checked)
+
+
+def _arguments_by_definition(layout: Any, values: list[Any]) -> tuple[list[Any], dict[str, Any]]:
+    """What ``wire.arguments`` means, written plainly: positional values sorted by their index
+    (an edge without one takes the count of positional edges before it), keywords by name,
+    ordering edges dropped."""
+    positional: list[tuple[int, int, Any]] = []
+    keyword: dict[str, Any] = {}
+    for (kind, name, index), value in zip(layout, values, strict=True):
+        if kind == "arg":
+            positional.append((index if index is not None else len(positional), len(positional), value))
+        elif kind == "kwarg":
+            keyword[name] = value
+    return [v for _, _, v in sorted(positional, key=lambda p: (p[0], p[1]))], keyword
+
+
+_layout_entry = st.one_of(
+    st.tuples(st.just("arg"), st.sampled_from(["x", "xs"]), st.one_of(st.none(), st.integers(0, 6))),
+    st.tuples(st.just("kwarg"), st.sampled_from(["k", "m", "n"]), st.none()),
+    st.tuples(st.just("wait"), st.just("!waiting_edge"), st.none()))
+
+
+@given(st.one_of(st.lists(_layout_entry, max_size=8),
+                 st.integers(0, 40).map(lambda n: [("arg", "xs", i) for i in range(n)]),
+                 st.integers(2, 8).flatmap(lambda n: st.permutations(range(n))).map(
+                     lambda order: [("arg", "xs", i) for i in order])))
+def test_arguments_are_the_same_on_the_fast_path_and_off_it(layout: list[tuple[str, str, Any]]) -> None:
+    # In-order positional layouts (a gathered list) take a shortcut in wire.arguments.
+    from covalent.wire import arguments
+
+    layout_t = tuple(layout)
+    values = [f"v{i}" for i in range(len(layout_t))]
+    assert arguments(layout_t, values) == _arguments_by_definition(layout_t, values)
+    with pytest.raises(ValueError):  # one value too few: refused, on either path
+        arguments(layout_t + (("arg", "xs", len(layout_t)),), values)
