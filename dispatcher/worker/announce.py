@@ -43,6 +43,7 @@ class Announcer:
         if self.thread is None:
             self._start()
         elif self.sleeping:  # (read after the entry is in: see _loop)
+            self.sleeping = False  # one wake-up, not one per node until the thread runs
             self.wake.set()
         return token
 
