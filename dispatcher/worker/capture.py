@@ -47,6 +47,9 @@ _router_lock = threading.Lock()
 def _routers() -> tuple[_Router, _Router]:
     import sys
 
+    out, err = sys.stdout, sys.stderr
+    if isinstance(out, _Router) and isinstance(err, _Router):
+        return out, err  # installed already (every node but the first): no lock
     with _router_lock:
         if not isinstance(sys.stdout, _Router):
             sys.stdout = _Router(sys.stdout)
@@ -88,6 +91,8 @@ class Bounded(io.TextIOBase):
         return n
 
     def getvalue(self) -> str:
+        if not self.total:
+            return ""  # nothing printed, most nodes
         with self.lock:
             head, tail = "".join(self.head), "".join(self.tail)[-self.half:] if self.tail else ""
         left_out = self.total - len(head) - len(tail)
