@@ -67,6 +67,9 @@ class Announcer:
                 self.sleeping = True
                 if not self.running:
                     self.wake.wait()
+                    # Woken by a node that just started: none can be due sooner than this,
+                    # and nodes shorter than it come and go meanwhile without a wake-up each.
+                    time.sleep(self.delay)
                 self.sleeping = False
                 continue
             now = time.monotonic()
