@@ -80,7 +80,8 @@ class Announcer:
                         worker.log_event(START_TOPIC, msg)
                     except Exception:  # a closing worker: the outcome still carries the start
                         pass
-            left = [due - now for due, _, _ in list(self.running.values()) if due > now]
+            # Nodes that came in since ``entries`` are due a full delay after ``now`` or later.
+            left = [due - now for _, (due, _, _) in entries if due > now]
             time.sleep(min(left) if left else self.delay)
 
 
