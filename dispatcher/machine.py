@@ -21,7 +21,9 @@ Node phases::
                                               runs, stays NEW_OBJECT in the store)
 
 Fail-slow: a failure blocks only the failed node's descendants; the dispatch is final once
-every node is COMPLETED, FAILED, CANCELLED or BLOCKED. Dask releases what no wanted future
+every node is COMPLETED, FAILED, CANCELLED or BLOCKED: at the outcome that ends the last open
+node (Dask's word that the futures ended as well comes a message later), or when the
+submission's futures have all ended with nothing left to run. Dask releases what no wanted future
 needs, so after an error Dask raised itself some independent nodes may never have run (or
 may still run on a worker, released): when the futures of a submission have all ended, the
 machine asks which released nodes still run, waits for those, and submits the rest again
@@ -38,7 +40,7 @@ RUNNING node.
 from __future__ import annotations
 
 import enum
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 
 from covalent.wire import GATHER_KINDS, PARAMETER_PREFIX, PREVIEW_LIMIT, NodeKind, WorkflowGraph
 
@@ -75,9 +77,12 @@ class DispatchMachine:
                  known: Mapping[int, Preset] | None = None,
                  failed: Mapping[int, str] | None = None,
                  cancelled: Iterable[int] = (),
-                 cancel_requested: bool = False) -> None:
+                 cancel_requested: bool = False,
+                 clock: Callable[[], str] | None = None) -> None:
         """``known``: outputs known before it runs (reused, large parameters, completed before
-        a restart); ``failed`` / ``cancelled``: nodes that ended so before a restart."""
+        a restart); ``failed`` / ``cancelled``: nodes that ended so before a restart;
+        ``clock``: the dispatcher's time, which a dispatch that ends at a node's outcome ends
+        at (without one, the outcome's end: a worker's clock)."""
         self.dispatch_id = dispatch_id
         self.graph = graph
         n = len(graph.nodes)
@@ -106,6 +111,8 @@ class DispatchMachine:
         self.final: state.DispatchUpdate | None = None
         self.internal_error = ""
         self._events = 0  # node events seen: progress between submissions
+        self._to_hear = 0  # open nodes left since they were last counted (see _all_heard)
+        self._clock = clock
         self._events_at_submit = -1
         self._idle_rounds = 0
 
@@ -279,10 +286,31 @@ class DispatchMachine:
                                          worker=ev.worker)]
             self._block(node)
         out: list[Instruction] = [Record(updates)]
-        if node in self.awaiting:
-            self.awaiting.discard(node)
+        self._to_hear -= 1
+        awaited = node in self.awaiting
+        self.awaiting.discard(node)
+        if self.futures_pending:
+            out += self._all_heard(ev.end)
+        elif awaited:
             out += self._settle(ev.end)
         return out
+
+    def _all_heard(self, stamp: str) -> list[Instruction]:
+        """Finish as soon as no node is open, without waiting for Dask to say that the
+        submission's futures have ended too (a message and a commit later, on every dispatch):
+        every node has its outcome, so nothing those futures could say changes one.
+
+        ``_to_hear`` counts the open nodes down as they end (an outcome, a block, a cancel), from
+        the last time they were counted: they are counted again only when it reaches 0, so
+        each outcome costs O(1). A node ending some other way (an error Dask raised) is not
+        counted down, which leaves the finish to the futures, as before."""
+        if self._to_hear > 0:
+            return []
+        open_tasks = self._open_tasks()
+        if open_tasks:
+            self._to_hear = len(open_tasks)
+            return []
+        return self._finish(self._clock() if self._clock is not None else stamp)
 
     def _futures_done(self, ev: FuturesDone) -> list[Instruction]:
         if ev.generation != self.generation:
@@ -333,12 +361,14 @@ class DispatchMachine:
         for i in targets:
             self.phase[i] = Phase.CANCELLED
             self.awaiting.discard(i)
+            if not self.gather[i]:
+                self._to_hear -= 1
         updates: list[Update] = [state.node_cancelled(self.dispatch_id, i, ev.stamp)
                                  for i in sorted(targets)]
         out: list[Instruction] = [Record(updates), Cancel(sorted(targets), whole=not ev.nodes)]
         if not ev.nodes:
             return out + self._finish(ev.stamp)
-        return out + (self._settle(ev.stamp) if not self.futures_pending else [])
+        return out + (self._all_heard(ev.stamp) if self.futures_pending else self._settle(ev.stamp))
 
     def _running_elsewhere(self, ev: RunningElsewhere) -> list[Instruction]:
         self.asking = max(0, self.asking - 1)
@@ -376,6 +406,8 @@ class DispatchMachine:
         for i in self.descendants(self.children()[node]):
             if self.phase[i] is Phase.WAITING:
                 self.phase[i] = Phase.BLOCKED
+                if not self.gather[i]:
+                    self._to_hear -= 1
 
     def _open_tasks(self) -> list[int]:
         return [i for i, p in enumerate(self.phase) if p in OPEN and not self.gather[i]]
@@ -412,6 +444,7 @@ class DispatchMachine:
         else:
             self._idle_rounds = 0
         self._events_at_submit = self._events
+        self._to_hear = 0  # counted again at the next outcome
         self.generation += 1
         self.futures_pending = True
         return [Submit(self.generation, frozenset(nodes))]

@@ -629,7 +629,8 @@ def _started(dispatch_id: str, graph: WorkflowGraph, preset: dict[int, Preset],
              epoch: int = 0, takeover: bool = False) -> tuple[DispatchMachine, list[Instruction]]:
     """A dispatch's machine and the instructions it starts with (``Runner.submit``)."""
     machine = DispatchMachine(dispatch_id, graph, known=preset, failed=failed,
-                              cancelled=cancelled or (), cancel_requested=bool(cancelled))
+                              cancelled=cancelled or (), cancel_requested=bool(cancelled),
+                              clock=now_iso)
     machine.generation = (epoch - 1) * TAKEOVER_ROUNDS if takeover else 0
     return machine, machine.start(now_iso(), find_running=takeover)
 
