@@ -1,4 +1,4 @@
-"""Stream stored blobs to clients, from disk or an object store, never holding one whole.
+"""Stream stored blobs to clients, from disk or an object store, never holding a large one whole.
 
 A framed answer (``covalent.wire.frame``) is written as its header, then each blob in chunks
 read off the event loop. Large transfers take a slot of a small semaphore, so a crowd of big
@@ -9,13 +9,13 @@ is checked to be there with its recorded size (a stat each; for a frame, local f
 object store's PUTs are whole), so a missing or truncated blob is a clear error answer, not a
 200 cut off. A frame of local files of ``WHOLE`` bytes at most (a Result's few outputs) is read
 and hashed whole in one call off the loop before anything is sent, so a damaged blob there is
-an error answer too. Otherwise, while it is sent, each blob is hashed (the next chunk is read and hashed while the
-previous one is written), and its last chunk goes out only once the hash is right; one whose
-bytes do not match its address is removed (the next write of that value puts it back) and the
-connection is closed, so the client sees a cut-off answer at once instead of waiting for bytes
-that never come. A local file hashed whole once is sent unhashed again while its size, mtime
-and inode stay the same (``Verified``): hashing runs at about 1 GB/s, which would double the
-time of every large download.
+an error answer too. Otherwise, while it is sent, each blob is hashed (the next chunk is read
+and hashed while the previous one is written), and its last chunk goes out only once the hash
+is right; one whose bytes do not match its address is removed (the next write of that value
+puts it back) and the connection is closed, so the client sees a cut-off answer at once
+instead of waiting for bytes that never come. A local file hashed whole once is sent unhashed
+again while its size, mtime and inode stay the same (``Verified``): hashing runs at about
+1 GB/s, which would double the time of every large download.
 """
 
 from __future__ import annotations
@@ -114,12 +114,12 @@ async def _read_whole(request: web.Request, blobs: list[BlobSource]) -> list[byt
         try:
             with open(os.path.join(root, blob.location), "rb") as fh:
                 st = os.fstat(fh.fileno())
-                data = fh.read(blob.size + 1)
+                data = fh.read(blob.size) if st.st_size == blob.size else b""
         except FileNotFoundError:
             raise DamagedBlob(blob.ref, "is missing") from None
-        if len(data) != blob.size:
+        if st.st_size != blob.size or len(data) != blob.size:
             remove_location(blob.location, root, options)
-            raise DamagedBlob(blob.ref, f"has {len(data)} bytes, not {blob.size} (removed)")
+            raise DamagedBlob(blob.ref, f"has {st.st_size} bytes, not {blob.size} (removed)")
         stamp = (blob.location, st.st_size, st.st_mtime_ns, st.st_ino)
         if stamp in verified:
             return data, None
