@@ -292,7 +292,7 @@ class DispatchMachine:
         if self.futures_pending:
             out += self._all_heard(ev.end)
         elif awaited:
-            out += self._settle(ev.end)
+            out += self._settle(self._clock() if self._clock is not None else ev.end)
         return out
 
     def _all_heard(self, stamp: str) -> list[Instruction]:

@@ -417,6 +417,29 @@ def test_the_outcome_that_ends_the_last_open_node_finishes_the_dispatch() -> Non
     m.check()
 
 
+def test_outcomes_of_a_wide_graph_look_for_open_nodes_only_twice() -> None:
+    # The early finish must stay O(1) per outcome: one count of the open nodes at the first
+    # outcome, one when the count reaches 0 (which finishes), whatever the width.
+    g = WorkflowGraph()
+    nodes = [g.add_node(f"e{i}", NodeKind.ELECTRON, fn=g.add_blob(b"f")) for i in range(2_000)]
+    m = DispatchMachine("d", g, clock=lambda: "2026-01-01T00:01:00+00:00")
+    m.start(stamp())
+    scans = 0
+    count = m._open_tasks
+
+    def counted() -> list[int]:
+        nonlocal scans
+        scans += 1
+        return count()
+
+    m._open_tasks = counted  # type: ignore[method-assign]
+    finishes = [i for n in nodes for i in m.handle(NodeEnded(n, "COMPLETED", stamp(), stamp()))
+                if isinstance(i, Finish)]
+    assert [f.update.status for f in finishes] == [Status.COMPLETED]
+    assert finishes[0].update.end_time == "2026-01-01T00:01:00+00:00"  # the dispatcher's clock
+    assert scans == 2
+
+
 def test_a_node_awaited_while_the_rest_ran_is_asked_about_again() -> None:
     # Dask released node a while it ran (its consumer c1 erred) and dropped x; a worker still
     # ran a, so only x was submitted again. Once x's round has ended, a (which ended without a
