@@ -292,7 +292,7 @@ class DispatchMachine:
         if self.futures_pending:
             out += self._all_heard(ev.end)
         elif awaited:
-            out += self._settle(self._clock() if self._clock is not None else ev.end)
+            out += self._settle(self._now(ev.end))
         return out
 
     def _all_heard(self, stamp: str) -> list[Instruction]:
@@ -310,7 +310,12 @@ class DispatchMachine:
         if open_tasks:
             self._to_hear = len(open_tasks)
             return []
-        return self._finish(self._clock() if self._clock is not None else stamp)
+        return self._finish(self._now(stamp))
+
+    def _now(self, stamp: str) -> str:
+        """The dispatcher's time, for a dispatch settled at a worker's outcome (``stamp``,
+        that outcome's end, without a clock)."""
+        return self._clock() if self._clock is not None else stamp
 
     def _futures_done(self, ev: FuturesDone) -> list[Instruction]:
         if ev.generation != self.generation:

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import dataclasses
 import logging
 import os
 from typing import IO, Any
@@ -73,7 +74,10 @@ async def stream_frame(request: web.Request, header: dict[str, Any],
                        blobs: list[BlobSource]) -> web.StreamResponse:
     """``header`` and ``blobs`` as one framed body."""
     whole = await _read_whole(request, blobs)
-    stamps = await _check(request, blobs, remote=False) if whole is None else {}
+    if whole is not None:
+        blobs, stamps = whole, {}
+    else:
+        stamps = await _check(request, blobs, remote=False)
     # Off the loop, a member at a time: a 100,000-node result's header is tens of MiB.
     nodes = header.get("nodes")
     head = (await off_loop(len(nodes) if isinstance(nodes, list) else 0, wire.pieces.dumps,
@@ -85,65 +89,48 @@ async def stream_frame(request: web.Request, header: dict[str, Any],
     async with _slot(request, total):
         await resp.prepare(request)
         await resp.write(prefix)
-        if whole is not None:
-            for data in whole:
-                await resp.write(data)
-            await resp.write_eof()
-        else:
-            await _send(request, resp, blobs, stamps)
+        await _send(request, resp, blobs, stamps)
     return resp
 
 
-async def _read_whole(request: web.Request, blobs: list[BlobSource]) -> list[bytes] | None:
-    """The bytes of a small frame's blobs (local files of ``WHOLE`` bytes in all at most),
-    each read, sized and hashed whole in one call off the loop before anything is sent: a
-    result's few outputs cost one thread hop instead of five or more per file, and a damaged
-    one is an error answer rather than a cut-off one. None: stream them (``_send``)."""
+async def _read_whole(request: web.Request, blobs: list[BlobSource]
+                      ) -> list[BlobSource] | None:
+    """A small frame's blobs with their bytes (local files of ``WHOLE`` bytes in all at most),
+    checked as ``_check`` does, read and hashed whole in one call off the loop before anything
+    is sent: a result's few outputs cost one thread hop instead of five or more per file, and
+    a damaged one is an error answer rather than a cut-off one. None: stream them."""
     files = [b for b in blobs if b.data is None]
     if sum(b.size for b in files) > WHOLE or any(
             b.location is None or is_url(b.location) or b.location.startswith("file://")
             for b in files):
         return None
     if not files:
-        return [b.data for b in blobs if b.data is not None]
+        return blobs
     root, options = request.app[STORE_ROOT]
     verified = request.app[VERIFIED]
 
-    def read(blob: BlobSource) -> tuple[bytes, Stamp | None]:
+    def read(blob: BlobSource, stamp: Stamp | None) -> bytes:
         assert blob.location is not None
         try:
             with open(os.path.join(root, blob.location), "rb") as fh:
-                st = os.fstat(fh.fileno())
-                data = fh.read(blob.size) if st.st_size == blob.size else b""
+                data = fh.read()
         except FileNotFoundError:
             raise DamagedBlob(blob.ref, "is missing") from None
-        if st.st_size != blob.size or len(data) != blob.size:
-            remove_location(blob.location, root, options)
-            raise DamagedBlob(blob.ref, f"has {st.st_size} bytes, not {blob.size} (removed)")
-        stamp = (blob.location, st.st_size, st.st_mtime_ns, st.st_ino)
-        if stamp in verified:
-            return data, None
-        hashed = Hashed(blob.ref, blob.size)
-        hashed.update(data)
-        try:
-            hashed.check()
-        except DamagedBlob:
-            remove_location(blob.location, root, options)
-            raise
-        return data, stamp
+        if stamp is None or stamp not in verified:
+            hashed = Hashed(blob.ref, blob.size)
+            hashed.update(data)  # a file cut short since it was checked fails here too
+            try:
+                hashed.check()
+            except DamagedBlob:
+                remove_location(blob.location, root, options)
+                raise
+        return data
 
-    def read_all() -> tuple[list[bytes], list[Stamp]]:
-        out: list[bytes] = []
-        checked: list[Stamp] = []
-        for blob in blobs:
-            if blob.data is not None:
-                out.append(blob.data)
-                continue
-            data, stamp = read(blob)
-            out.append(data)
-            if stamp is not None:
-                checked.append(stamp)
-        return out, checked
+    def read_all() -> tuple[list[BlobSource], list[Stamp]]:
+        stamps = _checked(files, root, options)
+        out = [b if b.data is not None else dataclasses.replace(b, data=read(b, stamps.get(b.ref)))
+               for b in blobs]
+        return out, [st for st in stamps.values() if st not in verified]
 
     out, checked = await asyncio.to_thread(read_all)
     for stamp in checked:
@@ -171,23 +158,24 @@ async def _check(request: web.Request, blobs: list[BlobSource], remote: bool
     if not files:
         return {}
     root, options = request.app[STORE_ROOT]
+    return await asyncio.to_thread(_checked, files, root, options)
 
-    def check() -> dict[str, Stamp]:
-        stamps: dict[str, Stamp] = {}
-        for blob in files:
-            assert blob.location is not None
-            stamp = _stamp(blob.location, root)
-            found = stamp[1] if stamp is not None else size_at(blob.location, root, options)
-            if found is None:
-                raise DamagedBlob(blob.ref, "is missing")
-            if found != blob.size:
-                remove_location(blob.location, root, options)
-                raise DamagedBlob(blob.ref, f"has {found} bytes, not {blob.size} (removed)")
-            if stamp is not None:
-                stamps[blob.ref] = stamp
-        return stamps
 
-    return await asyncio.to_thread(check)
+def _checked(files: list[BlobSource], root: str, options: dict[str, Any]) -> dict[str, Stamp]:
+    """``_check``'s work, in a thread: the stamps of the local files among ``files``."""
+    stamps: dict[str, Stamp] = {}
+    for blob in files:
+        assert blob.location is not None
+        stamp = _stamp(blob.location, root)
+        found = stamp[1] if stamp is not None else size_at(blob.location, root, options)
+        if found is None:
+            raise DamagedBlob(blob.ref, "is missing")
+        if found != blob.size:
+            remove_location(blob.location, root, options)
+            raise DamagedBlob(blob.ref, f"has {found} bytes, not {blob.size} (removed)")
+        if stamp is not None:
+            stamps[blob.ref] = stamp
+    return stamps
 
 
 def _stamp(location: str, root: str) -> Stamp | None:
