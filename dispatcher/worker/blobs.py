@@ -38,8 +38,10 @@ import os
 import re
 import shutil
 import tempfile
+import threading
 import time
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from typing import IO, Any
 
 import blake3
@@ -124,7 +126,12 @@ def check_ref(ref: object) -> str:
 
 class _Hashing:
     """A binary file that hashes what is written to it with BLAKE3 (``pickle.dump`` passes
-    large buffers as they are, without copying them; a NumPy array's buffer is read as bytes)."""
+    large buffers as they are, without copying them; a NumPy array's buffer is read as bytes).
+
+    A large buffer (``ALONGSIDE`` or more) is hashed in another thread while this one writes
+    it: both release the GIL, so a 200 MB array costs the longer of the two (a write to the
+    page cache, 50-55 ms here) rather than their sum (35 ms more for BLAKE3, #23). The file's
+    bytes and the hash's input are the same buffers, in the same order, either way."""
 
     def __init__(self, fh: IO[bytes]) -> None:
         self.fh = fh
@@ -139,10 +146,40 @@ class _Hashing:
         view = memoryview(data)
         if view.format != "B" or view.ndim != 1:
             view = view.cast("B") if view.c_contiguous else memoryview(view.tobytes())
-        self.hash.update(view)
         self.size += view.nbytes
-        self.fh.write(view)
+        if view.nbytes < ALONGSIDE:
+            self.hash.update(view)
+            self.fh.write(view)
+            return view.nbytes
+        hashed = _hashers().submit(self.hash.update, view)
+        try:
+            self.fh.write(view)
+        finally:
+            hashed.result()  # the next update, and the caller's next change of the buffer, wait
         return view.nbytes
+
+
+ALONGSIDE = 8 << 20  # a buffer this large is hashed in another thread while it is written
+_HASHERS: ThreadPoolExecutor | None = None
+_HASHERS_LOCK = threading.Lock()
+
+
+def _hashers() -> ThreadPoolExecutor:
+    """The threads that hash large buffers beside their writes (a few, for workers that run
+    several tasks at once; started when first needed, and anew in a forked child)."""
+    global _HASHERS
+    with _HASHERS_LOCK:
+        if _HASHERS is None:
+            _HASHERS = ThreadPoolExecutor(4, thread_name_prefix="blob-hash")
+        return _HASHERS
+
+
+def _forget_hashers() -> None:
+    global _HASHERS, _HASHERS_LOCK
+    _HASHERS, _HASHERS_LOCK = None, threading.Lock()  # the parent's threads are not here
+
+
+os.register_at_fork(after_in_child=_forget_hashers)
 
 
 def is_url(path: str) -> bool:

@@ -6,7 +6,10 @@ from __future__ import annotations
 
 import hashlib
 import os
+import threading
 from pathlib import Path
+from types import SimpleNamespace
+from typing import Any
 
 import blake3
 import cloudpickle
@@ -16,6 +19,7 @@ from distributed.protocol import deserialize, serialize
 
 import covalent as ct
 from dispatcher.protocol import NodeOutcome
+from dispatcher.worker import blobs
 from dispatcher.worker.blobs import BlobStore, DamagedBlob, blob_ref, output_ref, relative
 from tests.conftest import run
 
@@ -56,6 +60,52 @@ def test_a_streamed_blob_is_the_blob_put_would_store(tmp_path: Path) -> None:
     with pytest.raises(OSError, match="disk full"):
         store.put_stream(broken)
     assert [p.name for p in tmp_path.rglob("*") if p.is_file()] == [ref]
+
+
+class _SlowHash:
+    """BLAKE3 that takes its time over a large buffer, as on a busy machine: an update that did
+    not wait for the one before it would be hashed first."""
+
+    def __init__(self, data: bytes = b"") -> None:
+        self.inner = blake3.blake3(data)
+
+    def update(self, data: Any) -> None:
+        if memoryview(data).nbytes > 1 << 16:
+            threading.Event().wait(0.05)
+        self.inner.update(data)
+
+    def hexdigest(self) -> str:
+        return str(self.inner.hexdigest())
+
+
+@pytest.mark.parametrize("alongside,slow", [(blobs.ALONGSIDE, False), (1 << 10, False),
+                                            (1 << 10, True)])
+def test_buffers_hashed_beside_their_writes_give_the_address_of_the_bytes_written(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, alongside: int, slow: bool) -> None:
+    """A large buffer is hashed in another thread while it is written: the address is still
+    the BLAKE3 of the file's bytes in order, with small writes between large ones (at the
+    real threshold; at 1 KiB, where every array here takes that path; and with a hash slower
+    than the writes)."""
+    monkeypatch.setattr(blobs, "ALONGSIDE", alongside)
+    if slow:
+        monkeypatch.setattr(blobs, "blake3", SimpleNamespace(blake3=_SlowHash))
+    store = BlobStore(str(tmp_path))
+    rng = np.random.default_rng(7)
+    value = {"a": rng.random(1_200_000), "note": "between", "b": rng.random((700, 900)),
+             "c": np.arange(3000, dtype=np.int32), "d": rng.random(1_100_000)}  # 9.6 MB, 5 MB
+    ref, size = store.put_stream(lambda fh: cloudpickle.dump(value, fh, protocol=5))
+    data = (tmp_path / relative(ref)).read_bytes()
+    assert (ref, size) == (output_ref(data), len(data)) == (output_ref(cloudpickle.dumps(value)),
+                                                           len(data))
+    got = cloudpickle.loads(store.get(ref))
+    assert all(np.array_equal(got[k], value[k]) for k in "abcd") and got["note"] == "between"
+
+    def broken(fh: object) -> None:
+        cloudpickle.dump(value, fh, protocol=5)
+        raise OSError("disk full")
+    with pytest.raises(OSError, match="disk full"):
+        store.put_stream(broken)
+    assert [p.name for p in tmp_path.rglob("*") if p.is_file()] == [ref]  # no temporary left
 
 
 @ct.electron
