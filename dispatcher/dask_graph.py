@@ -163,9 +163,9 @@ def submit_chunked(client: Client, dsk: Mapping[Any, Task], keys: list[Any], nam
         part = {k: dsk[k] for k in chunk}
         got = submit_graph(client, part, asked, f"{name}-{c}", priority, options)
         for k, future in zip(asked, got, strict=True):
-            if k in wanted:
+            if k in wanted:  # (its future keeps it for the later chunks too)
                 into.futures[k] = future
-            if k in consumed_later:
+            elif k in consumed_later:
                 into.held.append(future)
         into.chunks += 1
         if not c:

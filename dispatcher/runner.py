@@ -288,6 +288,7 @@ class Runner:
         """Stop waiting on a run's submission and release its sinks' futures (in the background)."""
         if run.waiter is not None and not run.waiter.done():
             run.waiter.cancel()
+        run.waiter = None  # the cancelled task's traceback refers to the run: no cycle left
         sinks = list(run.futures.values())
         run.futures.clear()
         self._spawn(release(sinks))

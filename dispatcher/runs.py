@@ -63,7 +63,13 @@ class Run:
 
 
 async def release(futures: list[Future[Any]]) -> None:
-    """Let go of futures in slices (releasing one sends a message per key)."""
+    """Let go of futures in slices (releasing one sends a message per key), each released
+    outright: not when the last reference to it goes, which a reference cycle can put off until
+    the next full garbage collection (a cancelled waiter's traceback held a finished
+    dispatch's futures, and with them its graph's tasks on the cluster, for as long as the
+    dispatcher stayed idle)."""
     while futures:
+        for future in futures[-1000:]:
+            future.release()
         del futures[-1000:]
         await asyncio.sleep(0)
