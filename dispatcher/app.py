@@ -130,7 +130,8 @@ async def _replica_ctx(app: web.Application) -> AsyncIterator[None]:
 
     notices = runner.notices = Notices(
         cast(SqlStore, store), getattr(store, "conninfo"), app[RECORDER],
-        lambda d: d in runner.runs, lambda d, nodes: dispatches.cancel(store, runner, d, nodes))
+        lambda d: d in runner.runs,
+        lambda d, nodes: dispatches.cancel(store, runner, d, nodes, forward=False))
 
     async def acquired(resource: str, epoch: int) -> None:
         kind, _, rid = resource.partition(":")

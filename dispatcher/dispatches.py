@@ -22,7 +22,8 @@ from covalent.wire import GATHER_KINDS, NodeKind, WorkflowGraph, clean_text
 from . import state
 from .compile import INLINE_PARAMETER_MAX, Preset, validate
 from .executors import check_options
-from .errors import DispatchNotFound, DispatchState, InvalidRequest, NodeNotFound
+from .errors import (DispatchNotFound, DispatchState, InvalidRequest, NodeNotFound,
+                     NotRunningHere, Unavailable)
 from .offload import off_loop
 from .protocol import now_iso
 from .reuse import presets, reusable_outputs
@@ -191,6 +192,8 @@ async def create(store: DispatchStore, runner: Runner, header: dict[str, Any], g
     if preparing is not None:  # -1: another replica holds it (and runs it)
         await runner.submit(dispatch_id, graph, preset, root_start, epoch=epoch,
                             prepared=await preparing)
+        if runner.notices is not None:  # a cancel another replica took before it ran here
+            _background(runner.notices.handle(dispatch_id))
     return dispatch_id, True
 
 
@@ -359,7 +362,10 @@ async def _resume(store: DispatchStore, runner: Runner, dispatch_id: str, epoch:
 
 
 async def cancel(store: DispatchStore, runner: Runner, dispatch_id: str,
-                 task_ids: list[int]) -> dict[str, Any]:
+                 task_ids: list[int], forward: bool = True) -> dict[str, Any]:
+    """Cancel a dispatch (``task_ids``: those nodes and what lies below them); the response.
+    ``forward`` False: this replica carries out a cancel another one stored, and passes on
+    none (``NotRunningHere`` if it no longer runs the dispatch)."""
     status = await store.get_status(check_id(dispatch_id))
     if status is None:
         raise DispatchNotFound(dispatch_id)
@@ -384,18 +390,26 @@ async def cancel(store: DispatchStore, runner: Runner, dispatch_id: str,
             status = await store.get_status(dispatch_id) or status
             raise DispatchState(f"dispatch {dispatch_id} already ended {status}; nothing to cancel")
         cancelled = taken
-    else:  # replicas: the one running it cancels it
+    else:  # replicas: the one running it cancels it, and answers
         assert runner.notices is not None
-        done = await runner.notices.request_cancel(dispatch_id, task_ids)
-        ended = await store.get_status(dispatch_id) if done and not task_ids else None
+        if not forward:
+            raise NotRunningHere(dispatch_id)
+        answer = await runner.notices.request_cancel(dispatch_id, task_ids)
+        if answer is None:
+            return {"message": f"Cancel of dispatch {dispatch_id} recorded; the replica that "
+                               "runs it carries it out.", "cancelled": []}
+        if "ok" in answer:
+            return dict(answer["ok"])
+        if "error" in answer:  # as the owner raised it: the dispatch had ended, most likely
+            raise _answered_error(dispatch_id, str(answer["error"]), str(answer.get("message")))
+        # Taken without an answer (a replica of an earlier version): read what it left.
+        ended = await store.get_status(dispatch_id) if not task_ids else None
         if ended is not None and state.is_terminal(ended) and ended != Status.CANCELLED:
-            # the owner found it ended first (its answer is the same row gone)
             raise DispatchState(f"dispatch {dispatch_id} already ended {ended}; nothing to cancel")
         cancelled = [n.node_id for n in await store.get_nodes(dispatch_id)
-                     if n.status == Status.CANCELLED] if done else []
-        return {"message": f"Cancel of dispatch {dispatch_id} " + (
-            "carried out by the replica running it." if done else
-            "recorded; the replica that runs it carries it out."), "cancelled": cancelled}
+                     if n.status == Status.CANCELLED]
+        return {"message": f"Cancel of dispatch {dispatch_id} carried out by the replica "
+                           "running it.", "cancelled": cancelled}
     stopped = set(cancelled)
     for child, node_id in await store.children(dispatch_id):
         if not task_ids or node_id in stopped:
@@ -409,6 +423,18 @@ async def cancel(store: DispatchStore, runner: Runner, dispatch_id: str,
                            "the dispatch runs on.", "cancelled": []}
     return {"message": f"Cancelled {what} ({len(cancelled)} unfinished nodes).",
             "cancelled": cancelled}
+
+
+def _answered_error(dispatch_id: str, name: str, message: str) -> Exception:
+    """The error the replica running a dispatch answered a cancel with, raised here."""
+    if name == "DispatchState":
+        return DispatchState(message)
+    if name == "NodeNotFound":
+        return NodeNotFound(message)
+    if name == "DispatchNotFound":
+        return DispatchNotFound(dispatch_id)
+    return Unavailable(f"the replica running dispatch {dispatch_id} could not cancel it: "
+                       f"{name}: {message}")
 
 
 async def _cancel_stored(store: DispatchStore, runner: Runner, dispatch_id: str) -> list[int] | None:

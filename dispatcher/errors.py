@@ -34,6 +34,11 @@ from __future__ import annotations
 from typing import ClassVar
 
 
+class NotRunningHere(Exception):
+    """A cancel this replica was asked to carry out, for a dispatch it no longer runs (nor any
+    record of it ended): left for the replica that runs it now (never an HTTP answer)."""
+
+
 class DispatcherError(Exception):
     """Root of every error the server maps to an HTTP answer."""
 

@@ -2,7 +2,9 @@
 
 Any replica accepts any request. A cancel for a dispatch another replica runs is stored in
 ``cancel_requests`` and announced (``NOTIFY covalent, 'cancel <id>'``); the replica holding
-the dispatch's lease carries it out and deletes the request. A dispatch's final status is
+the dispatch's lease carries it out and writes its answer into the request (the response,
+or the error: the dispatch had ended), which the replica that stored it reads, gives its
+client and deletes; answers nobody came for are deleted after ``ANSWER_KEPT_S``. A dispatch's final status is
 announced by the replica that commits it (``'ended <id>'``, in that transaction), which wakes
 the long-polls (``get_result(wait=True)``) waiting on every replica. A thread LISTENs on a
 connection of its own; every ``SWEEP_S`` the requests are read again in case a notice was
@@ -17,11 +19,14 @@ import logging
 import threading
 import uuid
 from collections.abc import Awaitable, Callable
+from datetime import datetime, timedelta
 from typing import Any
 
 import psycopg
 
+from .errors import NotRunningHere
 from .protocol import now_iso
+from .state import TERMINAL, sql_list
 from .recorder import Recorder
 from .store import SqlStore
 from .store.sql import Db
@@ -29,6 +34,7 @@ from .store.sql import Db
 log = logging.getLogger("covalent.dispatcher")
 
 SWEEP_S = 2.5
+ANSWER_KEPT_S = 600.0  # an answered cancel whose asker gave up waiting is deleted after this
 Cancel = Callable[[str, list[int]], Awaitable[Any]]  # (dispatch id, nodes or []) on the owner
 
 
@@ -62,9 +68,11 @@ class Notices:
     # -- a non-owner's cancel --------------------------------------------------------------
 
     async def request_cancel(self, dispatch_id: str, nodes: list[int], wait_s: float = 30.0
-                             ) -> bool:
-        """Store a cancel for the replica that runs the dispatch; True once it carried it out
-        (False: not within ``wait_s``; the replica that takes the dispatch over will)."""
+                             ) -> dict[str, Any] | None:
+        """Store a cancel for the replica that runs the dispatch; its answer once it carried it
+        out (``{"ok": response}`` or ``{"error": class name, "message": ...}``; ``{}`` if the
+        request went without one), None if not within ``wait_s`` (the replica that takes the
+        dispatch over will carry it out)."""
         request_id = str(uuid.uuid4())
 
         def put(db: Db) -> None:
@@ -77,40 +85,73 @@ class Notices:
         deadline = loop.time() + wait_s
         while loop.time() < deadline:
             rows = await self.store._read(lambda db: db.execute(
-                "SELECT 1 FROM cancel_requests WHERE request_id = ?", (request_id,)).fetchall())
+                "SELECT answer FROM cancel_requests WHERE request_id = ?", (request_id,)).fetchall())
             if not rows:
-                return True
+                return {}  # taken without an answer (a replica of a version before answers)
+            if rows[0][0] is not None:
+                await self.store._write(_delete, request_id)
+                answer: dict[str, Any] = json.loads(rows[0][0])
+                return answer
             await asyncio.sleep(0.1)  # another process acts on it: nothing to await but the row
-        return False
+        return None
 
     # -- the owner's side ------------------------------------------------------------------
 
     async def handle(self, dispatch_id: str) -> None:
-        """Carry out the stored cancels of a dispatch this replica runs."""
+        """Carry out the stored cancels of a dispatch this replica runs, and answer each."""
         if not self.owns(dispatch_id) or dispatch_id in self._busy:
             return
         self._busy.add(dispatch_id)
         try:
             rows = await self.store._read(lambda db: db.execute(
                 "SELECT request_id, nodes FROM cancel_requests WHERE dispatch_id = ?"
-                " ORDER BY requested_at", (dispatch_id,)).fetchall())
+                " AND answer IS NULL ORDER BY requested_at", (dispatch_id,)).fetchall())
             for request_id, nodes in rows:
+                answer: dict[str, Any]
                 try:
-                    await self.cancel(dispatch_id, list(json.loads(nodes or "[]")))
+                    answer = {"ok": await self.cancel(dispatch_id, list(json.loads(nodes or "[]")))}
+                except NotRunningHere:  # it moved on (or ended, not yet on disk): not ours to answer
+                    continue
                 except Exception as exc:  # ended meanwhile: nothing left to cancel
                     log.info("cancel of %s: %s", dispatch_id, exc)
-                await self.store._write(_delete, request_id)
+                    answer = {"error": type(exc).__name__, "message": str(exc)}
+                await self.store._write(_answer, request_id, json.dumps(answer))
         finally:
             self._busy.discard(dispatch_id)
+
+    async def answer_ended(self, dispatch_id: str, status: str) -> None:
+        """The dispatch ended (``status``, on disk) with cancels of it still unanswered: none
+        was carried out, so each is answered as a cancel of an ended dispatch is."""
+        message = f"dispatch {dispatch_id} already ended {status}; nothing to cancel"
+        answer = json.dumps({"error": "DispatchState", "message": message})
+        if dispatch_id in self._busy:
+            return  # being carried out now: that answers them
+        await self.store._write(lambda db: db.execute(
+            "UPDATE cancel_requests SET answer = ? WHERE dispatch_id = ? AND answer IS NULL",
+            (answer, dispatch_id)))
+
+    async def _answer_orphans(self) -> None:
+        """Answer the cancels of dispatches that ended unanswered a while ago (the replica
+        that ran them stopped before it could)."""
+        before = _iso_ago(4 * SWEEP_S)
+        rows = await self.store._read(lambda db: db.execute(
+            "SELECT DISTINCT r.dispatch_id, d.status FROM cancel_requests r JOIN dispatches d"
+            " ON d.dispatch_id = r.dispatch_id WHERE r.answer IS NULL AND r.requested_at < ?"
+            f" AND d.status IN {sql_list(TERMINAL)}", (before,)).fetchall())
+        for dispatch_id, status in rows:
+            await self.answer_ended(dispatch_id, status)
 
     async def _sweep(self) -> None:
         while True:
             await asyncio.sleep(SWEEP_S)
             try:
                 rows = await self.store._read(lambda db: db.execute(
-                    "SELECT DISTINCT dispatch_id FROM cancel_requests").fetchall())
+                    "SELECT DISTINCT dispatch_id FROM cancel_requests WHERE answer IS NULL"
+                ).fetchall())
                 for (dispatch_id,) in rows:
                     await self.handle(dispatch_id)
+                await self._answer_orphans()
+                await self.store._write(_forget_answers, _iso_ago(ANSWER_KEPT_S))
             except asyncio.CancelledError:
                 raise
             except Exception as exc:  # the database is away: the next sweep
@@ -142,3 +183,17 @@ class Notices:
 
 def _delete(db: Db, request_id: str) -> None:
     db.execute("DELETE FROM cancel_requests WHERE request_id = ?", (request_id,))
+
+
+def _answer(db: Db, request_id: str, answer: str) -> None:
+    db.execute("UPDATE cancel_requests SET answer = ? WHERE request_id = ?", (answer, request_id))
+
+
+def _forget_answers(db: Db, before: str) -> None:
+    db.execute("DELETE FROM cancel_requests WHERE answer IS NOT NULL AND requested_at < ?",
+               (before,))
+
+
+def _iso_ago(seconds: float) -> str:
+    """``now_iso()`` as it read ``seconds`` ago (the same format: its strings sort by time)."""
+    return (datetime.fromisoformat(now_iso()) - timedelta(seconds=seconds)).isoformat()

@@ -544,7 +544,10 @@ class Runner:
         until then: a final write that fails leaves it RUNNING, for a replica to resume)."""
         assert self.replica is not None
         await dispatch_ended(self.recorder, dispatch_id)
-        if state.is_terminal(await self.recorder.store.get_status(dispatch_id) or state.PENDING):
+        status = await self.recorder.store.get_status(dispatch_id) or state.PENDING
+        if state.is_terminal(status):
+            if self.notices is not None:  # cancels not carried out before it ended: say so
+                await self.notices.answer_ended(dispatch_id, status)
             await self.replica.release(dispatch_resource(dispatch_id))
 
     # -- what the workers report ---------------------------------------------------------------

@@ -70,6 +70,6 @@ async def release(futures: list[Future[Any]]) -> None:
     dispatcher stayed idle)."""
     while futures:
         for future in futures[-1000:]:
-            future.release()
+            future.release()  # type: ignore[no-untyped-call]
         del futures[-1000:]
         await asyncio.sleep(0)

@@ -13,7 +13,8 @@ Migration 6 (issue #26) adds users and owners (``users``, ``dispatches.owner``,
 ``leases`` (which replica acts on each running dispatch and active trigger), ``trigger_fires``
 (each tick or event a trigger fired, once) and ``cancel_requests`` (a cancel received by a
 replica that does not run the dispatch, for the one that does). SQLite gets the tables too
-and never uses them (one process owns its file).
+and never uses them (one process owns its file). Migration 8 adds ``cancel_requests.answer``,
+the running replica's answer to such a cancel.
 """
 
 from __future__ import annotations
@@ -215,6 +216,15 @@ def _v7_replicas(db: Db, d: Dialect, store: SqlBase) -> None:
                " ON cancel_requests(dispatch_id)")
 
 
+def _v8_cancel_answers(db: Db, d: Dialect, store: SqlBase) -> None:
+    """``cancel_requests.answer``: what the replica running a dispatch made of a cancel another
+    replica stored (the response, or the error, as JSON), for that replica to give its client
+    (a whole cancel carried out while a node failed ends the dispatch FAILED: only the owner
+    knows the cancel did stop nodes)."""
+    if "answer" not in columns(db, d, "cancel_requests"):
+        db.execute("ALTER TABLE cancel_requests ADD COLUMN answer TEXT")
+
+
 MIGRATIONS: list[Migration] = [
     Migration(1, "tables dispatches, nodes, triggers, blobs", _v1_tables),
     Migration(2, "node columns preview, output_size, gather, reused_from, attempts; indexes "
@@ -228,6 +238,8 @@ MIGRATIONS: list[Migration] = [
                  "and triggers (existing rows: admin)", _v6_owners),
     Migration(7, "tables leases, trigger_fires, cancel_requests (replicas on one database)",
               _v7_replicas),
+    Migration(8, "column answer on cancel_requests (the running replica's answer to a cancel)",
+              _v8_cancel_answers),
 ]
 LATEST = MIGRATIONS[-1].version
 

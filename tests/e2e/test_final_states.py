@@ -67,7 +67,8 @@ class Plan:
 
 
 @st.composite
-def plans(draw: st.DrawFn, kills: bool = False) -> Plan:
+def plans(draw: st.DrawFn, kills: bool = False, cancels: bool = False) -> Plan:
+    """A random plan; ``cancels``: always with a cancel (else one plan in three has one)."""
     steps: list[Step] = []
     for i in range(draw(st.integers(1, 8))):
         kind = draw(st.sampled_from(["step"] * 5 + ["retried", "sub"]))
@@ -77,9 +78,9 @@ def plans(draw: st.DrawFn, kills: bool = False) -> Plan:
                           draw(st.sampled_from([0.0, 0.0, 0.01, 0.05, 0.3]))))
     n = len(steps)
     result = draw(st.none() | st.lists(st.integers(0, n - 1), min_size=1, max_size=3).map(tuple))
-    cancel = draw(st.none() | st.none() | st.tuples(st.sampled_from(["whole", "partial"]),
-                                                    st.integers(0, n - 1),
-                                                    st.sampled_from([0.0, 0.05, 0.2, 0.5])))
+    some_cancel = st.tuples(st.sampled_from(["whole", "partial"]), st.integers(0, n - 1),
+                            st.sampled_from([0.0, 0.05, 0.2, 0.5]))
+    cancel = draw(some_cancel if cancels else st.none() | st.none() | some_cancel)
     kill = draw(st.tuples(st.sampled_from(["worker", "dispatcher"]),
                           st.sampled_from([0.0, 0.1, 0.3]))) if kills else None
     return Plan(tuple(steps), result, cancel, kill)
@@ -169,19 +170,26 @@ def _count(ledger: Path, name: str, after: float = 0.0) -> int:
     return sum(float(t) >= after for t in path.read_text().split()) if path.exists() else 0
 
 
-def run_plan(server: ServerProcess, plan: Plan, root: Path) -> None:
+def run_plan(server: ServerProcess, plan: Plan, root: Path,
+             others: tuple[ServerProcess, ...] = ()) -> None:
+    """Dispatch the plan to ``server`` and check the final dispatch; with ``others`` (replicas
+    on the same database), the cancel goes to the first of them, and each tells the same truth."""
     ledger = root / uuid.uuid4().hex
     ledger.mkdir()
     note(f"plan: {plan}")
     dispatch_id = ct.dispatch(lattice_of(plan, str(ledger)), dispatcher_addr=server.addr)()
-    cancelled, restarted = _disturb(server, plan, dispatch_id)
+    cancelled, restarted = _disturb(server, plan, dispatch_id, others[0] if others else server)
     result = _final(server, dispatch_id)
     check(server, plan, ledger, result, cancelled, restarted)
+    for other in others:
+        check(other, plan, ledger, _final(other, dispatch_id), cancelled, restarted)
 
 
-def _disturb(server: ServerProcess, plan: Plan, dispatch_id: str) -> tuple[bool, float]:
-    """The plan's kill and cancel, at their moments: whether the cancel was taken, and when
-    the dispatcher's killed incarnation was gone with every process it started (0 if none was).
+def _disturb(server: ServerProcess, plan: Plan, dispatch_id: str,
+             canceller: ServerProcess) -> tuple[bool, float]:
+    """The plan's kill and cancel (sent to ``canceller``), at their moments: whether the cancel
+    was taken, and when the dispatcher's killed incarnation was gone with every process it
+    started (0 if none was).
 
     What ran before that moment may have left no record (nothing told the killed dispatcher
     about it): resuming runs it again, or a cancel stops its parents before they are recorded."""
@@ -204,11 +212,14 @@ def _disturb(server: ServerProcess, plan: Plan, dispatch_id: str) -> tuple[bool,
             assert plan.cancel is not None
             how, node, _ = plan.cancel
             try:
-                ids = None if how == "whole" else [_node_id(server, dispatch_id, node)]
-                ct.cancel(dispatch_id, task_ids=ids, dispatcher_addr=server.addr)
+                ids = None if how == "whole" else [_node_id(canceller, dispatch_id, node)]
+                said = ct.cancel(dispatch_id, task_ids=ids, dispatcher_addr=canceller.addr)
+                note(f"cancel taken: {said}")
+                print(f"{dispatch_id}: cancel taken: {said}")  # a flaky failure's own run
                 cancelled = True
             except CovalentError as exc:  # ended already, or the dispatcher was down
                 note(f"cancel not taken: {exc}")
+                print(f"{dispatch_id}: cancel not taken: {exc}")
     return cancelled, restarted
 
 

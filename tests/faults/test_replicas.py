@@ -21,9 +21,11 @@ from typing import Any
 
 import psycopg
 import pytest
+from hypothesis import example, given, settings
 
 import covalent as ct
 from tests.conftest import dask_processes
+from tests.e2e.test_final_states import COMMON, Plan, Step, plans, run_plan
 from tests.faults.conftest import REPO, ServerProcess
 from tests.randomized import step, value_of
 from tests.tasks import gate
@@ -194,3 +196,30 @@ async def test_a_cancel_or_a_wait_on_another_replica_reaches_the_dispatch(
             asyncio.to_thread(ct.get_result, blocked, True, server.addr), 30)
         assert result.status == ct.status.CANCELLED
     assert not (ledger / "1.start").exists()  # what came after the cancelled node never ran
+
+
+REPLICA_EXAMPLES = int(os.environ.get("COVALENT_E2E_REPLICA_EXAMPLES",
+                                      max(6, int(os.environ.get("COVALENT_E2E_EXAMPLES", 20)) // 2)))
+
+
+@pytest.mark.timeout(150 + 30 * REPLICA_EXAMPLES, method="thread")
+@settings(max_examples=REPLICA_EXAMPLES, **COMMON)  # type: ignore[arg-type]
+@given(plan=plans(cancels=True))
+# Seen when this test was new: a whole cancel sent to another replica at 0.05 s was carried out
+# by the owner (steps 2, 3, 4, 5 CANCELLED) while step 6 failed, so the dispatch ended FAILED;
+# the replica asked read that final status and told its client "already ended FAILED; nothing
+# to cancel". The owner's answer now reaches the client (``cancel_requests.answer``).
+@example(plan=Plan((Step("step", (), False, "ok", 0.0), Step("step", (0,), False, "ok", 0.0),
+                    Step("retried", (0, 1), False, "flaky", 0.05),
+                    Step("sub", (1,), False, "ok", 0.01), Step("sub", (3,), False, "ok", 0.3),
+                    Step("step", (4,), False, "ok", 0.3), Step("step", (), False, "fail", 0.01),
+                    Step("step", (6, 3), False, "ok", 0.05)), None, ("whole", 2, 0.05)))
+def test_a_cancel_sent_to_another_replica_races_the_outcomes_and_the_truth_holds(
+        replicas: list[ServerProcess], plan: Plan, tmp_path_factory: pytest.TempPathFactory
+        ) -> None:
+    """The randomized final-state check (``tests/e2e/test_final_states.py``) with the dispatch
+    on one replica and its cancel, whole or partial at a random moment, sent to another: that
+    one stores the request for the owner, which carries it out or finds the dispatch ended
+    (a cancel racing the last outcomes, from another process). Every replica then tells the
+    same truth: no node RUNNING, fail-slow, the status the plain evaluation gives."""
+    run_plan(replicas[0], plan, tmp_path_factory.getbasetemp(), others=(replicas[1], replicas[2]))
