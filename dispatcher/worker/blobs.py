@@ -159,7 +159,7 @@ class _Hashing:
         return view.nbytes
 
 
-ALONGSIDE = 8 << 20  # a buffer this large is hashed in another thread while it is written
+ALONGSIDE = 16 << 20  # a buffer this large is hashed in another thread while it is written
 _HASHERS: ThreadPoolExecutor | None = None
 _HASHERS_LOCK = threading.Lock()
 

@@ -91,8 +91,8 @@ def test_buffers_hashed_beside_their_writes_give_the_address_of_the_bytes_writte
         monkeypatch.setattr(blobs, "blake3", SimpleNamespace(blake3=_SlowHash))
     store = BlobStore(str(tmp_path))
     rng = np.random.default_rng(7)
-    value = {"a": rng.random(1_200_000), "note": "between", "b": rng.random((700, 900)),
-             "c": np.arange(3000, dtype=np.int32), "d": rng.random(1_100_000)}  # 9.6 MB, 5 MB
+    value = {"a": rng.random(2_200_000), "note": "between", "b": rng.random((700, 900)),
+             "c": np.arange(3000, dtype=np.int32), "d": rng.random(2_100_000)}  # 17.6 MB, 5 MB
     ref, size = store.put_stream(lambda fh: cloudpickle.dump(value, fh, protocol=5))
     data = (tmp_path / relative(ref)).read_bytes()
     assert (ref, size) == (output_ref(data), len(data)) == (output_ref(cloudpickle.dumps(value)),
