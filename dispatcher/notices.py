@@ -4,11 +4,13 @@ Any replica accepts any request. A cancel for a dispatch another replica runs is
 ``cancel_requests`` and announced (``NOTIFY covalent, 'cancel <id>'``); the replica holding
 the dispatch's lease carries it out and writes its answer into the request (the response,
 or the error: the dispatch had ended), which the replica that stored it reads, gives its
-client and deletes; answers nobody came for are deleted after ``ANSWER_KEPT_S``. A dispatch's final status is
-announced by the replica that commits it (``'ended <id>'``, in that transaction), which wakes
-the long-polls (``get_result(wait=True)``) waiting on every replica. A thread LISTENs on a
-connection of its own; every ``SWEEP_S`` the requests are read again in case a notice was
-missed (the connection broke), and a replica taking a dispatch over reads them at once.
+client and deletes. A dispatch that ends with cancels unanswered answers them as ended (its
+replica, or any replica's sweep if that one stopped); answers nobody came for are deleted
+after ``ANSWER_KEPT_S``. A dispatch's final status is announced by the replica that commits
+it (``'ended <id>'``, in that transaction), which wakes the long-polls
+(``get_result(wait=True)``) waiting on every replica. A thread LISTENs on a connection of its
+own; every ``SWEEP_S`` the requests are read again in case a notice was missed (the
+connection broke), and a replica taking a dispatch over, or starting one, reads them at once.
 """
 
 from __future__ import annotations
@@ -26,8 +28,8 @@ import psycopg
 
 from .errors import NotRunningHere
 from .protocol import now_iso
-from .state import TERMINAL, sql_list
 from .recorder import Recorder
+from .state import TERMINAL, sql_list
 from .store import SqlStore
 from .store.sql import Db
 
@@ -126,9 +128,12 @@ class Notices:
         answer = json.dumps({"error": "DispatchState", "message": message})
         if dispatch_id in self._busy:
             return  # being carried out now: that answers them
-        await self.store._write(lambda db: db.execute(
-            "UPDATE cancel_requests SET answer = ? WHERE dispatch_id = ? AND answer IS NULL",
-            (answer, dispatch_id)))
+        try:
+            await self.store._write(lambda db: db.execute(
+                "UPDATE cancel_requests SET answer = ? WHERE dispatch_id = ? AND answer IS NULL",
+                (answer, dispatch_id)))
+        except Exception as exc:  # the database is away: a sweep answers them later
+            log.warning("could not answer the cancels of ended dispatch %s: %s", dispatch_id, exc)
 
     async def _answer_orphans(self) -> None:
         """Answer the cancels of dispatches that ended unanswered a while ago (the replica
