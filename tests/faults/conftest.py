@@ -79,24 +79,38 @@ class ServerProcess:
             return int(exc.code)
 
     def start(self, timeout: float = 60.0, preexec: Any = None) -> None:
-        cmd = [sys.executable, "-m", "dispatcher", "--port", str(self.port), "--data-dir",
-               str(self.data_dir), "--workers", str(self.workers), "--threads-per-worker", "1",
-               "--dashboard-address", ":0", *self.extra]
-        with open(self.log, "ab") as log:
-            self.proc = subprocess.Popen(cmd, env=self.env, stdout=log, stderr=log, cwd=REPO,
-                                         preexec_fn=preexec)
+        """Start it and wait until its workers are up. A first start whose port another
+        process took meanwhile (``free_port`` only finds one free at that moment) tries a new
+        port, twice at most; a restart keeps its port (clients hold its address)."""
+        first, retries = self.proc is None, 2
+        self._launch(preexec)
+        assert self.proc is not None
         deadline = time.monotonic() + timeout
         while True:
             info = self.status()
             if info is not None and info["cluster"].get("workers") == self.workers:
                 break
             if self.proc.poll() is not None:
+                taken = self.proc.returncode == 3 and "is in use" in self.log.read_text()[-3000:]
+                if first and taken and retries:
+                    retries -= 1
+                    self.port = free_port()
+                    self._launch(preexec)
+                    continue
                 raise AssertionError(f"dispatcher exited with {self.proc.returncode}: "
                                      + self.log.read_text()[-3000:])
             if time.monotonic() > deadline:
                 raise AssertionError("dispatcher did not come up:\n" + self.log.read_text()[-3000:])
             time.sleep(0.1)  # another process is starting; nothing to wait on but its port
         self.spawned += children(self.proc.pid)
+
+    def _launch(self, preexec: Any) -> None:
+        cmd = [sys.executable, "-m", "dispatcher", "--port", str(self.port), "--data-dir",
+               str(self.data_dir), "--workers", str(self.workers), "--threads-per-worker", "1",
+               "--dashboard-address", ":0", *self.extra]
+        with open(self.log, "ab") as log:
+            self.proc = subprocess.Popen(cmd, env=self.env, stdout=log, stderr=log, cwd=REPO,
+                                         preexec_fn=preexec)
 
     def worker_pids(self) -> list[int]:
         assert self.proc is not None
