@@ -51,6 +51,7 @@ class Notices:
         self._thread: threading.Thread | None = None
         self._sweeper: asyncio.Task[None] | None = None
         self._busy: set[str] = set()
+        self._again: set[str] = set()  # asked to handle while handling: read the requests again
 
     async def start(self) -> None:
         loop = asyncio.get_running_loop()
@@ -100,26 +101,36 @@ class Notices:
     # -- the owner's side ------------------------------------------------------------------
 
     async def handle(self, dispatch_id: str) -> None:
-        """Carry out the stored cancels of a dispatch this replica runs, and answer each."""
-        if not self.owns(dispatch_id) or dispatch_id in self._busy:
+        """Carry out the stored cancels of a dispatch this replica runs, and answer each. Asked
+        again while at it (a notice of a request stored after its read), it reads once more."""
+        if not self.owns(dispatch_id):
+            return
+        if dispatch_id in self._busy:
+            self._again.add(dispatch_id)
             return
         self._busy.add(dispatch_id)
         try:
-            rows = await self.store._read(lambda db: db.execute(
-                "SELECT request_id, nodes FROM cancel_requests WHERE dispatch_id = ?"
-                " AND answer IS NULL ORDER BY requested_at", (dispatch_id,)).fetchall())
-            for request_id, nodes in rows:
-                answer: dict[str, Any]
-                try:
-                    answer = {"ok": await self.cancel(dispatch_id, list(json.loads(nodes or "[]")))}
-                except NotRunningHere:  # it moved on (or ended, not yet on disk): not ours to answer
-                    continue
-                except Exception as exc:  # ended meanwhile: nothing left to cancel
-                    log.info("cancel of %s: %s", dispatch_id, exc)
-                    answer = {"error": type(exc).__name__, "message": str(exc)}
-                await self.store._write(_answer, request_id, json.dumps(answer))
+            while True:
+                self._again.discard(dispatch_id)
+                rows = await self.store._read(lambda db: db.execute(
+                    "SELECT request_id, nodes FROM cancel_requests WHERE dispatch_id = ?"
+                    " AND answer IS NULL ORDER BY requested_at", (dispatch_id,)).fetchall())
+                for request_id, nodes in rows:
+                    answer: dict[str, Any]
+                    try:
+                        answer = {"ok": await self.cancel(dispatch_id,
+                                                          list(json.loads(nodes or "[]")))}
+                    except NotRunningHere:  # moved on (or ended, not yet on disk): not ours
+                        continue
+                    except Exception as exc:  # ended meanwhile: nothing left to cancel
+                        log.info("cancel of %s: %s", dispatch_id, exc)
+                        answer = {"error": type(exc).__name__, "message": str(exc)}
+                    await self.store._write(_answer, request_id, json.dumps(answer))
+                if dispatch_id not in self._again:
+                    return
         finally:
             self._busy.discard(dispatch_id)
+            self._again.discard(dispatch_id)
 
     async def answer_ended(self, dispatch_id: str, status: str) -> None:
         """The dispatch ended (``status``, on disk) with cancels of it still unanswered: none
