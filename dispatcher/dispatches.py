@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 import re
 import uuid
 from collections.abc import Coroutine
@@ -22,8 +23,8 @@ from covalent.wire import GATHER_KINDS, NodeKind, WorkflowGraph, clean_text
 from . import state
 from .compile import INLINE_PARAMETER_MAX, Preset, validate
 from .executors import check_options
-from .errors import (DispatchNotFound, DispatchState, InvalidRequest, NodeNotFound,
-                     NotRunningHere, Unavailable)
+from .errors import (DispatcherError, DispatchNotFound, DispatchState, InvalidRequest,
+                     NodeNotFound, NotRunningHere, Unavailable)
 from .offload import off_loop
 from .protocol import now_iso
 from .reuse import presets, reusable_outputs
@@ -35,6 +36,8 @@ from .store.base import BUILTIN_OWNER
 from .upload import Upload
 
 T = TypeVar("T")
+
+log = logging.getLogger("covalent.dispatcher")
 
 _ID = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}")
 
@@ -188,6 +191,8 @@ async def create(store: DispatchStore, runner: Runner, header: dict[str, Any], g
             # ends here, CANCELLED and never run (no child runs on below a cancelled node).
             await _cancel_records(store, runner, dispatch_id, graph)
             await unlease(runner, dispatch_id, epoch)
+            if runner.notices is not None:  # the parent's cancel may have passed one on
+                await runner.notices.answer_ended(dispatch_id, Status.CANCELLED)
             return dispatch_id, True
     if preparing is not None:  # -1: another replica holds it (and runs it)
         await runner.submit(dispatch_id, graph, preset, root_start, epoch=epoch,
@@ -362,15 +367,17 @@ async def _resume(store: DispatchStore, runner: Runner, dispatch_id: str, epoch:
 
 
 async def cancel(store: DispatchStore, runner: Runner, dispatch_id: str,
-                 task_ids: list[int], forward: bool = True) -> dict[str, Any]:
+                 task_ids: list[int], forward: bool = True, wait: bool = True) -> dict[str, Any]:
     """Cancel a dispatch (``task_ids``: those nodes and what lies below them); the response.
     ``forward`` False: this replica carries out a cancel another one stored, and passes on
-    none (``NotRunningHere`` if it no longer runs the dispatch)."""
+    none (``NotRunningHere`` if it no longer runs the dispatch). ``wait`` False: a cancel
+    passed on to the replica running the dispatch is not waited for (a sublattice's child,
+    whose parent's cancel stands whatever the child's answer)."""
     status = await store.get_status(check_id(dispatch_id))
     if status is None:
         raise DispatchNotFound(dispatch_id)
     if state.is_terminal(status):
-        raise DispatchState(f"dispatch {dispatch_id} already ended {status}; nothing to cancel")
+        raise DispatchState.ended(dispatch_id, status)
     if status == PENDING:
         raise DispatchState(f"dispatch {dispatch_id} was never started (NEW_OBJECT); nothing to cancel")
     nodes = await store.get_nodes(dispatch_id)
@@ -382,19 +389,23 @@ async def cancel(store: DispatchStore, runner: Runner, dispatch_id: str,
         async with runner.placing(dispatch_id):  # a resume under way puts its run here first
             if dispatch_id not in runner.runs:
                 cancelled = await _cancel_stored(store, runner, dispatch_id)
-    if cancelled is not None:
-        pass  # its stored records
-    elif dispatch_id in runner.runs:
-        taken = await runner.cancel(dispatch_id, task_ids or None)
-        if taken is None:
-            status = await store.get_status(dispatch_id) or status
-            raise DispatchState(f"dispatch {dispatch_id} already ended {status}; nothing to cancel")
-        cancelled = taken
-    else:  # replicas: the one running it cancels it, and answers
+    if cancelled is None and dispatch_id in runner.runs:
+        try:
+            taken = await runner.cancel(dispatch_id, task_ids or None)
+        except NotRunningHere:
+            pass  # its lease lapsed: the replica that takes it over is asked below
+        else:
+            if taken is None:  # ended meanwhile, or let go (its lease lapsed: asked below)
+                status = await store.get_status(dispatch_id) or status
+                if state.is_terminal(status) or runner.notices is None:
+                    raise DispatchState.ended(dispatch_id, status)
+            cancelled = taken
+    if cancelled is None:  # replicas: the one running it cancels it, and answers
         assert runner.notices is not None
         if not forward:
             raise NotRunningHere(dispatch_id)
-        answer = await runner.notices.request_cancel(dispatch_id, task_ids)
+        answer = await runner.notices.request_cancel(dispatch_id, task_ids,
+                                                     wait_s=30.0 if wait else 0.0)
         if answer is None:
             return {"message": f"Cancel of dispatch {dispatch_id} recorded; the replica that "
                                "runs it carries it out.", "cancelled": []}
@@ -405,23 +416,28 @@ async def cancel(store: DispatchStore, runner: Runner, dispatch_id: str,
         # Taken without an answer (a replica of an earlier version): read what it left.
         ended = await store.get_status(dispatch_id) if not task_ids else None
         if ended is not None and state.is_terminal(ended) and ended != Status.CANCELLED:
-            raise DispatchState(f"dispatch {dispatch_id} already ended {ended}; nothing to cancel")
+            raise DispatchState.ended(dispatch_id, ended)
         cancelled = [n.node_id for n in await store.get_nodes(dispatch_id)
                      if n.status == Status.CANCELLED]
         return {"message": f"Cancel of dispatch {dispatch_id} carried out by the replica "
                            "running it.", "cancelled": cancelled}
-    stopped = set(cancelled)
+    stopped, unstopped = set(cancelled), []
     for child, node_id in await store.children(dispatch_id):
         if not task_ids or node_id in stopped:
-            try:
-                await cancel(store, runner, child, [])
+            try:  # passed on, not awaited: the parent's answer must not wait on the child's
+                await cancel(store, runner, child, [], wait=False)
             except DispatchState:
                 pass  # the child ended meanwhile
+            except DispatcherError as exc:  # this dispatch's cancel stands: say what did not
+                log.warning("cancel of %s: its sublattice dispatch %s not cancelled: %s",
+                            dispatch_id, child, exc)
+                unstopped.append(f" Its sublattice dispatch {child} (node {node_id}) was not "
+                                 f"cancelled: {exc}")
     what = f"tasks {task_ids} of dispatch {dispatch_id}" if task_ids else f"dispatch {dispatch_id}"
     if task_ids and not cancelled:
         return {"message": f"Nothing to cancel: {what} and every node below them have ended; "
                            "the dispatch runs on.", "cancelled": []}
-    return {"message": f"Cancelled {what} ({len(cancelled)} unfinished nodes).",
+    return {"message": f"Cancelled {what} ({len(cancelled)} unfinished nodes)." + "".join(unstopped),
             "cancelled": cancelled}
 
 
@@ -448,7 +464,7 @@ async def _cancel_stored(store: DispatchStore, runner: Runner, dispatch_id: str)
     if row is None:
         raise DispatchNotFound(dispatch_id)
     if state.is_terminal(row.status):
-        raise DispatchState(f"dispatch {dispatch_id} already ended {row.status}; nothing to cancel")
+        raise DispatchState.ended(dispatch_id, row.status)
     if runner.notices is not None:
         return None
     # not resumed yet (resume runs in the background after a restart)

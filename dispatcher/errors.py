@@ -83,6 +83,12 @@ class PayloadTooLarge(DispatcherError, ValueError):
 class DispatchState(DispatcherError, RuntimeError):
     status = 409
 
+    @classmethod
+    def ended(cls, dispatch_id: str, status: str) -> DispatchState:
+        """A cancel of a dispatch that had already ended ``status``: what it says, wherever
+        it is found (on this replica, or answered by the one that ran the dispatch)."""
+        return cls(f"dispatch {dispatch_id} already ended {status}; nothing to cancel")
+
 
 class Unauthorized(DispatcherError, PermissionError):
     status = 401

@@ -26,7 +26,7 @@ from typing import Any
 
 import psycopg
 
-from .errors import NotRunningHere
+from .errors import DispatchState, NotRunningHere
 from .protocol import now_iso
 from .recorder import Recorder
 from .state import TERMINAL, sql_list
@@ -135,8 +135,8 @@ class Notices:
     async def answer_ended(self, dispatch_id: str, status: str) -> None:
         """The dispatch ended (``status``, on disk) with cancels of it still unanswered: none
         was carried out, so each is answered as a cancel of an ended dispatch is."""
-        message = f"dispatch {dispatch_id} already ended {status}; nothing to cancel"
-        answer = json.dumps({"error": "DispatchState", "message": message})
+        answer = json.dumps({"error": "DispatchState",
+                             "message": str(DispatchState.ended(dispatch_id, status))})
         if dispatch_id in self._busy:
             return  # being carried out now: that answers them
         try:
@@ -153,7 +153,9 @@ class Notices:
         rows = await self.store._read(lambda db: db.execute(
             "SELECT DISTINCT r.dispatch_id, d.status FROM cancel_requests r JOIN dispatches d"
             " ON d.dispatch_id = r.dispatch_id WHERE r.answer IS NULL AND r.requested_at < ?"
-            f" AND d.status IN {sql_list(TERMINAL)}", (before,)).fetchall())
+            f" AND d.status IN {sql_list(TERMINAL)} AND COALESCE(d.end_time, r.requested_at) < ?",
+            (before, before)
+        ).fetchall())
         for dispatch_id, status in rows:
             await self.answer_ended(dispatch_id, status)
 

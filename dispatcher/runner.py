@@ -42,7 +42,7 @@ from . import state
 from .compile import Compiled, Preset, compile_graph
 from .dask_graph import cancel as cancel_futures
 from .dask_graph import Submission, dask_error_message, live_keys, submit_chunked, wait_all
-from .errors import UnknownExecutor
+from .errors import NotRunningHere, UnknownExecutor
 from .executors import ExecutorTable
 from .machine import (OPEN, Cancel, CancelRequested, DispatchMachine, Event, FindRunning,
                       Finish, FuturesDone, Instruction, NodeStarted, Record, RunningElsewhere,
@@ -215,7 +215,7 @@ class Runner:
     async def cancel(self, dispatch_id: str, node_ids: list[int] | None) -> list[int] | None:
         """Cancel the unfinished nodes (all, or ``node_ids`` and their descendants); returns
         the nodes cancelled, None if the dispatch ended first. The records are committed when
-        it returns."""
+        it returns. ``NotRunningHere`` if this replica's lease on it lapsed (nothing done)."""
         run = self.runs.get(dispatch_id)
         if run is None:
             return None
@@ -225,6 +225,9 @@ class Runner:
         if self.runs.get(dispatch_id) is not run:
             await self.recorder.flush()
             return None  # it ended meanwhile (the nodes the cancel waited for completed it)
+        if run.epoch and not self.holds(dispatch_id, run.epoch):
+            self.lose(dispatch_id)  # cancelled here, it would run on where it is taken over
+            raise NotRunningHere(dispatch_id)
         instructions = run.machine.handle(CancelRequested(node_ids, now_iso()))
         self._carry_out(run, instructions)
         await self.recorder.flush()

@@ -11,6 +11,8 @@ measured and printed.
 from __future__ import annotations
 
 import asyncio
+import http.client
+import json
 import os
 import signal
 import threading
@@ -198,6 +200,46 @@ async def test_a_cancel_or_a_wait_on_another_replica_reaches_the_dispatch(
     assert not (ledger / "1.start").exists()  # what came after the cancelled node never ran
 
 
+async def test_a_cancel_sent_to_a_replica_woken_past_its_lease_reaches_the_one_that_took_over(
+        replicas: list[ServerProcess], database: str, tmp_path: Path) -> None:
+    """The replica that ran a dispatch is paused past its lease while a node runs; another
+    takes the dispatch over. A cancel sent to the paused one (the request waits in its socket
+    until it wakes) must not be answered as done there: it is carried out by the replica that
+    runs the dispatch now, and the dispatch ends CANCELLED on every replica."""
+    owner = replicas[0]
+    assert owner.proc is not None
+    ledger = tmp_path / "ledger-paused"
+    ledger.mkdir()
+    started, release = tmp_path / "started", tmp_path / "release"
+    blocked = ct.dispatch(gated_chain, dispatcher_addr=owner.addr)(str(ledger), str(started),
+                                                                    str(release))
+    deadline = time.monotonic() + 30
+    while not started.exists():
+        assert time.monotonic() < deadline, "the gate never started"
+        time.sleep(0.05)
+    assert f"dispatch:{blocked}" in leases_by_pid(database).get(owner.proc.pid, set())
+    os.kill(owner.proc.pid, signal.SIGSTOP)
+    conn = http.client.HTTPConnection("127.0.0.1", owner.port, timeout=60)
+    try:
+        failover(database, owner.proc.pid, {f"dispatch:{blocked}"})
+        conn.request("POST", f"/api/v1/dispatches/{blocked}/cancel",
+                     body=json.dumps({"task_ids": []}),
+                     headers={"Authorization": f"Bearer {owner.token}",
+                              "Content-Type": "application/json"})
+    finally:
+        os.kill(owner.proc.pid, signal.SIGCONT)
+    resp = await asyncio.to_thread(conn.getresponse)
+    answer = json.loads(resp.read())
+    conn.close()
+    release.touch()  # a cancel answered but not carried out lets the dispatch complete now
+    assert resp.status == 200, answer
+    for server in replicas:
+        result = await asyncio.wait_for(
+            asyncio.to_thread(ct.get_result, blocked, True, server.addr), 30)
+        assert result.status == ct.status.CANCELLED, (answer, str(result.status))
+    assert not (ledger / "1.start").exists()  # what came after the cancelled node never ran
+
+
 REPLICA_EXAMPLES = int(os.environ.get("COVALENT_E2E_REPLICA_EXAMPLES",
                                       max(6, int(os.environ.get("COVALENT_E2E_EXAMPLES", 20)) // 2)))
 
@@ -214,6 +256,15 @@ REPLICA_EXAMPLES = int(os.environ.get("COVALENT_E2E_REPLICA_EXAMPLES",
                     Step("sub", (1,), False, "ok", 0.01), Step("sub", (3,), False, "ok", 0.3),
                     Step("step", (4,), False, "ok", 0.3), Step("step", (), False, "fail", 0.01),
                     Step("step", (6, 3), False, "ok", 0.05)), None, ("whole", 2, 0.05)))
+# Seen later (flaky: the replay passed): a whole cancel at 0 s, carried out by the owner, which
+# then passed the cancel on to the sublattice's child; the child's create, under way on the same
+# replica, found its parent stopped and ended the child CANCELLED without answering, so the
+# owner waited 30 s for that answer, and meanwhile another replica's sweep answered the client
+# "already ended CANCELLED; nothing to cancel". A child's cancel is no longer waited for.
+@example(plan=Plan((Step("step", (), False, "ok", 0.01), Step("sub", (), False, "ok", 0.05),
+                    Step("step", (1,), False, "fail", 0.0), Step("step", (1,), False, "ok", 0.05),
+                    Step("retried", (1,), False, "flaky", 0.05),
+                    Step("step", (), False, "ok", 0.01)), None, ("whole", 3, 0.0)))
 def test_a_cancel_sent_to_another_replica_races_the_outcomes_and_the_truth_holds(
         replicas: list[ServerProcess], plan: Plan, tmp_path_factory: pytest.TempPathFactory
         ) -> None:
