@@ -8,20 +8,34 @@ It never rejoins the pool: its thread ends with the task, as in Dask's own examp
 ``secede``. ``rejoin`` waits for a slot and then counts the thread back in, so a cancel raised
 in that thread at that moment (it is the node's) killed a thread the pool still counted: a
 worker with one thread never ran a task again.
+
+A cancel or a time limit lands in the waiting thread between two polls of the child (a poll
+blocks in a socket read, where nothing is raised), so a poll lasts ``_POLL_S`` at most: well
+within the grace a stopped node gets before the watchdog restarts its worker. A node stopped
+so (cancelled, or past its time limit) cancels its child, which would otherwise run on for a
+parent that no longer waits for it.
 """
 
 from __future__ import annotations
 
+import json
+import logging
 import uuid
 from typing import Any
 
+from covalent._client import request_json
 from covalent.api import ClientConfig, Result, fetch_result, submission_parts, submit_frame
+from covalent.errors import DispatchStateError
+from covalent.wire.status import Status
 
 from ..protocol import NodeSpec
 from .contact import worker_context
-from .interrupts import interrupts
+from .interrupts import TaskInterrupted, interrupts
+from .limits import TimeLimitExceeded
 
-_POLL_S = 30.0
+log = logging.getLogger("covalent.worker")
+
+_POLL_S = 1.0
 
 
 def run_sublattice(spec: NodeSpec, lattice: Any, args: list[Any], kwargs: dict[str, Any]) -> Any:
@@ -50,7 +64,24 @@ def _wait_seceded(cfg: ClientConfig, child_id: str) -> Result:
             secede()
     except ValueError:
         pass  # not on a worker thread (called directly): just block
-    while True:
-        result = fetch_result(cfg, child_id, wait=_POLL_S)
-        if result.status.is_terminal:
-            return result
+    try:
+        while True:  # its status (a few bytes) until it ends, then its Result once
+            answer = request_json(cfg, "GET", f"/dispatches/{child_id}/status",
+                                  query={"wait": _POLL_S}, timeout=_POLL_S + 30)
+            if Status(answer["status"]).is_terminal:
+                return fetch_result(cfg, child_id)
+    except (TaskInterrupted, TimeLimitExceeded) as exc:  # stopped: its child stops too (not
+        with interrupts.outside():  # when the dispatcher is away: this node runs again when it
+            _cancel_child(cfg, child_id, exc)  # resumes, and waits for the child it left)
+        raise
+
+
+def _cancel_child(cfg: ClientConfig, child_id: str, why: BaseException) -> None:
+    try:
+        request_json(cfg, "POST", f"/dispatches/{child_id}/cancel",
+                     body=json.dumps({"task_ids": []}).encode(), timeout=30.0)
+    except DispatchStateError:
+        pass  # it ended meanwhile (or the parent's cancel reached it first)
+    except Exception as err:  # the dispatcher is away: it cancels the child when it resumes
+        log.warning("could not cancel sublattice dispatch %s after %s: %s", child_id,
+                    type(why).__name__, err)

@@ -126,9 +126,14 @@ _IN_CHILD_WAIT, _CHILD_ENDS = threading.Event(), threading.Event()
 _OTHER_STARTED, _OTHER_ENDS = threading.Event(), threading.Event()
 
 
-def _child_result(cfg: Any, child_id: str, wait: float) -> Any:
+def _child_status(cfg: Any, method: str, path: str, **kw: Any) -> Any:
+    assert (method, path) == ("GET", "/dispatches/child/status")
     _IN_CHILD_WAIT.set()
     assert _CHILD_ENDS.wait(20)
+    return {"status": "COMPLETED"}
+
+
+def _child_result(cfg: Any, child_id: str) -> Any:
     return SimpleNamespace(status=SimpleNamespace(is_terminal=True), child=child_id)
 
 
@@ -158,6 +163,7 @@ async def test_a_cancel_as_a_sublattice_node_ends_leaves_its_worker_its_thread(
     from dispatcher.worker import sublattice
     from tests.conftest import wait_until
 
+    monkeypatch.setattr(sublattice, "request_json", _child_status)
     monkeypatch.setattr(sublattice, "fetch_result", _child_result)
     async with LocalCluster(processes=False, n_workers=1, threads_per_worker=1,
                             dashboard_address=None, asynchronous=True) as cluster:

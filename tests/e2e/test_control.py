@@ -594,6 +594,43 @@ async def test_a_time_limit_stops_the_processes_of_its_node(addr: str, tmp_path)
     await wait_until(lambda: not _alive(pidfile), timeout=10)
 
 
+async def test_a_sublattice_past_its_time_limit_fails_and_cancels_its_child(
+        addr: str, tmp_path) -> None:
+    """A sublattice node with a time limit stops waiting for its child at the limit, fails
+    with the limit's error, and cancels its child, whose electron stops rather than run on for
+    nobody; the worker's thread is free. (Its wait used to block up to 30 s in a socket read
+    that no interrupt reaches: the watchdog gave up on the node after its grace, which on a
+    worker with a nanny restarts the worker, and the child ran on, RUNNING.)"""
+    marker = tmp_path / "stopped"
+
+    @ct.lattice
+    def forever(path):
+        return spin(path)
+
+    limited = ct.electron(forever, executor=ct.executor.DaskExecutor(time_limit=1))
+
+    @ct.lattice
+    def wf(path):
+        return limited(path)
+
+    dispatch_id = await asyncio.to_thread(ct.dispatch(wf, dispatcher_addr=addr), str(marker))
+    result = await asyncio.wait_for(fetched(dispatch_id, addr), 20)
+    assert result.status == "FAILED"
+    node = await asyncio.to_thread(result.get_node_result, 0)  # fetches the child: off the loop
+    assert node["status"] == "FAILED" and "TimeLimitExceeded" in node["error"], node["error"]
+    child = node["sublattice_result"]
+    assert child is not None and child.status == "CANCELLED"
+    await wait_until(lambda: marker.exists(), timeout=10)  # the child's electron was stopped
+    assert marker.read_text() == "stopped"
+    after = await run(_identity_wf, addr, 3)  # every worker thread is free again
+    assert after.status == "COMPLETED" and after.result == 3
+
+
+@ct.lattice
+def _identity_wf(x):
+    return identity(x)
+
+
 @ct.electron
 def squares_through_worker_client(n):
     from distributed import get_worker, worker_client
