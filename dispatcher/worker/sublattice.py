@@ -36,6 +36,7 @@ from .limits import TimeLimitExceeded
 log = logging.getLogger("covalent.worker")
 
 _POLL_S = 1.0
+_CANCEL_WAIT_S = 5.0
 
 
 def run_sublattice(spec: NodeSpec, lattice: Any, args: list[Any], kwargs: dict[str, Any]) -> Any:
@@ -77,11 +78,14 @@ def _wait_seceded(cfg: ClientConfig, child_id: str) -> Result:
 
 
 def _cancel_child(cfg: ClientConfig, child_id: str, why: BaseException) -> None:
+    """Ask the dispatcher to cancel the child; waits a few seconds at most, well within the
+    grace the watchdog gives this node (a cancel passed on to another replica is carried out
+    there whether or not its answer comes back in time)."""
     try:
         request_json(cfg, "POST", f"/dispatches/{child_id}/cancel",
-                     body=json.dumps({"task_ids": []}).encode(), timeout=30.0)
+                     body=json.dumps({"task_ids": []}).encode(), timeout=_CANCEL_WAIT_S)
     except DispatchStateError:
         pass  # it ended meanwhile (or the parent's cancel reached it first)
-    except Exception as err:  # the dispatcher is away: it cancels the child when it resumes
-        log.warning("could not cancel sublattice dispatch %s after %s: %s", child_id,
-                    type(why).__name__, err)
+    except Exception as err:  # the dispatcher is away, or slow to answer
+        log.warning("cancel of sublattice dispatch %s (its node stopped: %s) not confirmed: %s",
+                    child_id, type(why).__name__, err)

@@ -175,18 +175,24 @@ def gated_chain(ledger: str, started: str, release: str):
     return step(1, ledger, "ok", 0.0, gate(1, started, release))
 
 
-async def test_a_cancel_or_a_wait_on_another_replica_reaches_the_dispatch(
-        replicas: list[ServerProcess], tmp_path: Path) -> None:
-    a, b = replicas[0], replicas[1]
-    ledger = tmp_path / "ledger-cancel"
+def dispatch_gated(server: ServerProcess, tmp_path: Path) -> tuple[str, Path, Path]:
+    """A ``gated_chain`` dispatched to ``server``, its gate running: (id, ledger, release)."""
+    ledger = tmp_path / "ledger-gated"
     ledger.mkdir()
     started, release = tmp_path / "started", tmp_path / "release"
-    blocked = ct.dispatch(gated_chain, dispatcher_addr=a.addr)(str(ledger), str(started),
-                                                                str(release))
+    blocked = ct.dispatch(gated_chain, dispatcher_addr=server.addr)(str(ledger), str(started),
+                                                                     str(release))
     deadline = time.monotonic() + 30
     while not started.exists():
         assert time.monotonic() < deadline, "the gate never started"
-        time.sleep(0.05)
+        time.sleep(0.05)  # a worker process writes the file: nothing to wait on but the file
+    return blocked, ledger, release
+
+
+async def test_a_cancel_or_a_wait_on_another_replica_reaches_the_dispatch(
+        replicas: list[ServerProcess], tmp_path: Path) -> None:
+    a, b = replicas[0], replicas[1]
+    blocked, ledger, _ = dispatch_gated(a, tmp_path)
     other = tmp_path / "ledger-other"
     other.mkdir()
     done = ct.dispatch(chain, dispatcher_addr=a.addr)(str(other), 0.0)
@@ -208,15 +214,7 @@ async def test_a_cancel_sent_to_a_replica_woken_past_its_lease_reaches_the_one_t
     runs the dispatch now, and the dispatch ends CANCELLED on every replica."""
     owner = replicas[0]
     assert owner.proc is not None
-    ledger = tmp_path / "ledger-paused"
-    ledger.mkdir()
-    started, release = tmp_path / "started", tmp_path / "release"
-    blocked = ct.dispatch(gated_chain, dispatcher_addr=owner.addr)(str(ledger), str(started),
-                                                                    str(release))
-    deadline = time.monotonic() + 30
-    while not started.exists():
-        assert time.monotonic() < deadline, "the gate never started"
-        time.sleep(0.05)
+    blocked, ledger, release = dispatch_gated(owner, tmp_path)
     assert f"dispatch:{blocked}" in leases_by_pid(database).get(owner.proc.pid, set())
     os.kill(owner.proc.pid, signal.SIGSTOP)
     conn = http.client.HTTPConnection("127.0.0.1", owner.port, timeout=60)
