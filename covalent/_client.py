@@ -11,6 +11,7 @@ import json
 import socket
 import threading
 import time
+from collections.abc import Callable
 from typing import Any
 from urllib.parse import urlencode, urlsplit
 
@@ -46,6 +47,26 @@ def _connection(url: str, fresh: bool = False) -> http.client.HTTPConnection:
         conn = http.client.HTTPConnection(parts.hostname, parts.port or 80, timeout=_TIMEOUT)
         pool[url] = conn
     return conn
+
+
+def waker(url: str) -> Callable[[], None]:
+    """For the calling thread: a function that, called from any thread, ends the request this
+    thread is sending to ``url`` or waiting on an answer from (its socket is shut down, so the
+    request raises at once rather than wait out a long-poll)."""
+    pool: _Pool | None = getattr(_local, "pool", None)
+    if pool is None:
+        pool = _local.pool = _Pool()
+
+    def wake() -> None:
+        conn = pool.get(url)
+        sock = conn.sock if conn is not None else None
+        if sock is not None:
+            try:
+                sock.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass  # closed meanwhile: nothing waits on it
+
+    return wake
 
 
 def request(

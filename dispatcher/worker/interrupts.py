@@ -25,7 +25,7 @@ import subprocess
 import threading
 import time
 import weakref
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from typing import Any
 
 import psutil
@@ -59,6 +59,8 @@ class Interrupts:
         self.lock = threading.Lock()
         self.threads: dict[int, NodeKey] = {}  # thread ident -> the node it runs
         self.children: dict[int, list[Child]] = {}  # thread ident -> the processes it started
+        # thread ident -> how to end the blocking call it is in (see ``waking``)
+        self.wakers: dict[int, list[Callable[[], None]]] = {}
         # threads an exception was raised in, until they leave -> the exception
         self.interrupted: dict[int, type[BaseException]] = {}
         self.recent: dict[NodeKey, float] = {}  # nodes that ended -> when (monotonic)
@@ -154,7 +156,29 @@ class Interrupts:
                 return False
             ctypes.pythonapi.PyThreadState_SetAsyncExc(ctypes.c_ulong(ident), ctypes.py_object(exc))
             self.interrupted[ident] = exc
-            return True
+            wakers = list(self.wakers.get(ident, ()))
+        for wake in wakers:  # the exception lands as soon as the blocking call returns
+            try:
+                wake()
+            except Exception as err:  # it returns in its own time: the grace applies
+                log.warning("could not wake an interrupted node's thread: %s", err)
+        return True
+
+    @contextlib.contextmanager
+    def waking(self, wake: Callable[[], None]) -> Iterator[None]:
+        """While in this block, an interrupt of the calling thread also calls ``wake`` (from
+        the interrupting thread) to end the blocking call the thread may be in, where no
+        exception lands (a socket read: ``wake`` shuts the socket down)."""
+        ident = threading.get_ident()
+        with self.lock:
+            self.wakers.setdefault(ident, []).append(wake)
+        try:
+            yield
+        finally:
+            with self.lock:
+                left = [w for w in self.wakers.pop(ident, ()) if w is not wake]
+                if left:
+                    self.wakers[ident] = left
 
     def _is_cancelled(self, node: NodeKey) -> bool:
         """Whether the dispatcher cancelled ``node`` (hold ``lock``)."""

@@ -9,11 +9,11 @@ It never rejoins the pool: its thread ends with the task, as in Dask's own examp
 in that thread at that moment (it is the node's) killed a thread the pool still counted: a
 worker with one thread never ran a task again.
 
-A cancel or a time limit lands in the waiting thread between two polls of the child (a poll
-blocks in a socket read, where nothing is raised), so a poll lasts ``_POLL_S`` at most: well
-within the grace a stopped node gets before the watchdog restarts its worker. A node stopped
-so (cancelled, or past its time limit) cancels its child, which would otherwise run on for a
-parent that no longer waits for it.
+A poll of the child blocks in a socket read, where no exception lands: an interrupt (a cancel,
+a time limit) also shuts that socket down (``interrupts.waking``), so it lands at once rather
+than after the poll, which the watchdog's grace may not outlast; a poll lasts ``_POLL_S`` at
+most, for a wake-up that came just before the read began. A node stopped so cancels its child,
+which would otherwise run on for a parent that no longer waits for it.
 """
 
 from __future__ import annotations
@@ -23,7 +23,7 @@ import logging
 import uuid
 from typing import Any
 
-from covalent._client import request_json
+from covalent._client import request_json, waker
 from covalent.api import ClientConfig, Result, fetch_result, submission_parts, submit_frame
 from covalent.errors import DispatchStateError
 from covalent.wire.status import Status
@@ -35,7 +35,7 @@ from .limits import TimeLimitExceeded
 
 log = logging.getLogger("covalent.worker")
 
-_POLL_S = 1.0
+_POLL_S = 5.0  # what ends a poll early is a wake-up; this bounds a missed one
 _CANCEL_WAIT_S = 5.0
 
 
@@ -66,11 +66,12 @@ def _wait_seceded(cfg: ClientConfig, child_id: str) -> Result:
     except ValueError:
         pass  # not on a worker thread (called directly): just block
     try:
-        while True:  # its status (a few bytes) until it ends, then its Result once
-            answer = request_json(cfg, "GET", f"/dispatches/{child_id}/status",
-                                  query={"wait": _POLL_S}, timeout=_POLL_S + 30)
-            if Status(answer["status"]).is_terminal:
-                return fetch_result(cfg, child_id)
+        with interrupts.waking(waker(cfg.url)):  # an interrupt ends the poll it waits in
+            while True:  # its status (a few bytes) until it ends, then its Result once
+                answer = request_json(cfg, "GET", f"/dispatches/{child_id}/status",
+                                      query={"wait": _POLL_S}, timeout=_POLL_S + 30)
+                if Status(answer["status"]).is_terminal:
+                    return fetch_result(cfg, child_id)
     except (TaskInterrupted, TimeLimitExceeded) as exc:  # stopped: its child stops too (not
         with interrupts.outside():  # when the dispatcher is away: this node runs again when it
             _cancel_child(cfg, child_id, exc)  # resumes, and waits for the child it left)

@@ -4,6 +4,7 @@ a node is interrupted once, so its own clean-up runs to its end."""
 
 from __future__ import annotations
 
+import socket
 import subprocess
 import sys
 import threading
@@ -118,6 +119,58 @@ def test_a_cancel_that_comes_during_a_step_of_dasks_own_is_raised_once_it_ends()
         _leave()
     assert reached_end
     assert not interrupts.inside(threading.get_ident())
+
+
+def test_an_interrupt_ends_the_long_poll_a_node_waits_in() -> None:
+    """A node blocked in a socket read (a sublattice node's long-poll of its child) runs no
+    bytecode, so an interrupt alone would land only once the server answers; with the read's
+    waker registered, the interrupt shuts the socket down and lands at once."""
+    from covalent._client import request, waker
+
+    listener = socket.create_server(("127.0.0.1", 0))
+    asked = threading.Event()
+    held: list[socket.socket] = []
+
+    def silent_server() -> None:  # takes the request, never answers
+        conn, _ = listener.accept()
+        held.append(conn)
+        while b"\r\n\r\n" not in conn.recv(65536):
+            pass
+        asked.set()
+
+    box: dict[str, Any] = {}
+    url = f"http://127.0.0.1:{listener.getsockname()[1]}"
+
+    def node() -> None:
+        try:
+            interrupts.enter("d-waking", 5)
+            try:
+                with interrupts.waking(waker(url)):
+                    request(ClientConfig(url=url, token=""), "GET", "/dispatches/x/status",
+                            query={"wait": 30}, timeout=60)
+            finally:
+                _leave()
+            box["ended"] = "answered"
+        except TaskInterrupted:
+            box["ended"] = "interrupted"
+        except BaseException as exc:  # what the shut-down socket made the request raise
+            box["ended"] = repr(exc)
+
+    server = threading.Thread(target=silent_server, daemon=True)
+    server.start()
+    thread = threading.Thread(target=node, daemon=True)
+    thread.start()
+    try:
+        assert asked.wait(10)  # the request is sent: the node waits for the answer
+        assert thread.ident is not None and interrupts.interrupt(thread.ident)
+        thread.join(10)
+        assert not thread.is_alive(), "the interrupt did not end the long-poll"
+        assert box["ended"] == "interrupted"
+        assert not interrupts.wakers  # the block removed its waker
+    finally:
+        for conn in held:
+            conn.close()
+        listener.close()
 
 
 # A sublattice node as the worker runs it (worker.sublattice, with its child's result faked):
