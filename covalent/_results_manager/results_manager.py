@@ -67,7 +67,7 @@ def get_result(
     quoted = _check_id(dispatch_id)
     cfg = client_config(dispatcher_addr)
     path = f"/dispatches/{quoted}"
-    patience = _Patience() if wait else None  # wait=True rides out a dispatcher restart
+    patience = Patience() if wait else None  # wait=True rides out a dispatcher restart
     if wait and progress:
         _progress.watch(cfg, dispatch_id)
     parts = "result" if workflow_output else "none"
@@ -99,7 +99,7 @@ def get_result(
                              sublattice_results=sublattice_results)
 
 
-class _Patience:
+class Patience:
     """Retry a call while the dispatcher is down or busy (restarting, stopped and started
     again, its store locked), with backoff, for up to ``_RECONNECT_S`` seconds in a row."""
 
@@ -123,7 +123,7 @@ class _Patience:
             return out
 
 
-def _wait_terminal(cfg: Any, path: str, patience: _Patience) -> Status:
+def _wait_terminal(cfg: Any, path: str, patience: Patience) -> Status:
     """Long-poll the status until it is terminal (the server answers when it ends)."""
     while True:
         body = patience.call(lambda: _client.request_json(

@@ -13,7 +13,9 @@ A poll of the child blocks in a socket read, where no exception lands: an interr
 a time limit) also shuts that socket down (``interrupts.waking``), so it lands at once rather
 than after the poll, which the watchdog's grace may not outlast; a poll lasts ``_POLL_S`` at
 most, for a wake-up that came just before the read began. A node stopped so cancels its child,
-which would otherwise run on for a parent that no longer waits for it.
+which would otherwise run on for a parent that no longer waits for it. A dispatcher that goes
+away meanwhile (restarted, on a cluster that outlives it) is waited for, up to 30 s in a row,
+as ``get_result(wait=True)`` waits for it.
 """
 
 from __future__ import annotations
@@ -24,6 +26,7 @@ import uuid
 from typing import Any
 
 from covalent._client import request_json, waker
+from covalent._results_manager.results_manager import Patience
 from covalent.api import ClientConfig, Result, fetch_result, submission_parts, submit_frame
 from covalent.errors import DispatchStateError
 from covalent.wire.status import Status
@@ -65,13 +68,15 @@ def _wait_seceded(cfg: ClientConfig, child_id: str) -> Result:
             secede()
     except ValueError:
         pass  # not on a worker thread (called directly): just block
+    patience = Patience()  # a dispatcher restarting (the cluster outlives it) is waited for
     try:
         with interrupts.waking(waker(cfg.url)):  # an interrupt ends the poll it waits in
             while True:  # its status (a few bytes) until it ends, then its Result once
-                answer = request_json(cfg, "GET", f"/dispatches/{child_id}/status",
-                                      query={"wait": _POLL_S}, timeout=_POLL_S + 30)
+                answer = patience.call(lambda: request_json(
+                    cfg, "GET", f"/dispatches/{child_id}/status", query={"wait": _POLL_S},
+                    timeout=_POLL_S + 30))
                 if Status(answer["status"]).is_terminal:
-                    return fetch_result(cfg, child_id)
+                    return patience.call(lambda: fetch_result(cfg, child_id))
     except (TaskInterrupted, TimeLimitExceeded) as exc:  # stopped: its child stops too (not
         with interrupts.outside():  # when the dispatcher is away: this node runs again when it
             _cancel_child(cfg, child_id, exc)  # resumes, and waits for the child it left)

@@ -190,3 +190,29 @@ async def test_kill9_while_a_sublattice_child_runs_starts_no_second_child(
 
 def _rows(data_dir: Path) -> list[dict]:
     return rows(data_dir, "SELECT * FROM dispatches")
+
+
+async def test_a_sublattice_node_waits_out_a_restart_of_the_dispatcher_on_a_cluster_that_stays(
+        server: ServerProcess, tmp_path: Path) -> None:
+    """On a cluster the dispatcher does not own (``--scheduler-address``), a sublattice node
+    keeps running while the dispatcher is killed and started again: its wait for the child
+    reconnects (as ``get_result(wait=True)`` does) instead of failing the node, and the
+    dispatch completes with one child whose electrons ran once."""
+    from tests.conftest import dask_processes
+    from tests.faults.conftest import REPO
+
+    with dask_processes(REPO, dict(server.env, PYTHONPATH=str(REPO)), [[], []]) as address:
+        server.extra = ["--scheduler-address", address]
+        server.start()
+        dispatch_id = await asyncio.to_thread(
+            ct.dispatch(_child_workflow(tmp_path), dispatcher_addr=server.addr), 5)
+        await wait_until(lambda: (tmp_path / "started").exists(), timeout=30)  # inside the child
+        server.kill9()  # the sublattice node's wait loses its connection now
+        server.start()
+        (tmp_path / "release").touch()
+        result = await asyncio.wait_for(
+            asyncio.to_thread(ct.get_result, dispatch_id, True, server.addr), 90)
+        assert result.status == "COMPLETED" and result.result == 6, result.error
+        children = [d for d in _rows(server.data_dir) if d["parent_dispatch_id"] == dispatch_id]
+        assert len(children) == 1
+        server.stop()
