@@ -219,19 +219,25 @@ class Runner:
         run = self.runs.get(dispatch_id)
         if run is None:
             return None
+        self._check_held(run)
         ended = await self._stop_starting(run, node_ids)
         if ended:
             await self._hear_of(run, ended)
         if self.runs.get(dispatch_id) is not run:
             await self.recorder.flush()
             return None  # it ended meanwhile (the nodes the cancel waited for completed it)
-        if run.epoch and not self.holds(dispatch_id, run.epoch):
-            self.lose(dispatch_id)  # cancelled here, it would run on where it is taken over
-            raise NotRunningHere(dispatch_id)
+        self._check_held(run)
         instructions = run.machine.handle(CancelRequested(node_ids, now_iso()))
         self._carry_out(run, instructions)
         await self.recorder.flush()
         return next((i.nodes for i in instructions if isinstance(i, Cancel)), [])
+
+    def _check_held(self, run: Run) -> None:
+        """``NotRunningHere`` (and the run let go) if this replica's lease on it lapsed: a
+        cancel carried out here would leave it running where it is taken over."""
+        if run.epoch and not self.holds(run.dispatch_id, run.epoch):
+            self.lose(run.dispatch_id)
+            raise NotRunningHere(run.dispatch_id)
 
     async def cancel_stored(self, dispatch_id: str, graph: WorkflowGraph,
                             statuses: Mapping[int, str], errors: Mapping[int, str]) -> list[int]:
