@@ -31,25 +31,12 @@ from typing import Any
 
 import covalent as ct
 
+from .workloads import fan_out
+
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
         "--disable-background-networking", "--disable-component-update", "--disable-sync",
         "--disable-dev-shm-usage"]
-
-
-@ct.electron
-def inc(x: int) -> int:
-    return x + 1
-
-
-@ct.electron
-def total(xs: list[int]) -> int:
-    return sum(xs)
-
-
-@ct.lattice
-def fan_out(n: int) -> int:
-    return total([inc(i) for i in range(n)])
 
 
 def summary(samples: list[float]) -> dict[str, Any]:
@@ -113,7 +100,9 @@ async def run(n: int, repeats: int) -> dict[str, Any]:
         port = runner.addresses[0][1]
         addr = f"127.0.0.1:{port}"
         started = time.perf_counter()
-        dispatch_id = await asyncio.to_thread(ct.dispatch(fan_out, dispatcher_addr=addr), n)
+        workload = fan_out(n)  # total([inc(i) for i in range(n)])
+        dispatch_id = await asyncio.to_thread(
+            ct.dispatch(workload.lattice, dispatcher_addr=addr), *workload.args)
         result: Any = await asyncio.to_thread(ct.get_result, dispatch_id, True, addr)
         assert result.result == n * (n + 1) // 2, result.error
         run_s = time.perf_counter() - started

@@ -33,10 +33,16 @@ class _Pool(dict[str, http.client.HTTPConnection]):
             conn.close()
 
 
-def _connection(url: str, fresh: bool = False) -> http.client.HTTPConnection:
+def _pool() -> _Pool:
+    """The calling thread's connections."""
     pool: _Pool | None = getattr(_local, "pool", None)
     if pool is None:
         pool = _local.pool = _Pool()
+    return pool
+
+
+def _connection(url: str, fresh: bool = False) -> http.client.HTTPConnection:
+    pool = _pool()
     conn = pool.get(url)
     if conn is None or fresh:
         if conn is not None:
@@ -53,9 +59,7 @@ def waker(url: str) -> Callable[[], None]:
     """For the calling thread: a function that, called from any thread, ends the request this
     thread is sending to ``url`` or waiting on an answer from (its socket is shut down, so the
     request raises at once rather than wait out a long-poll)."""
-    pool: _Pool | None = getattr(_local, "pool", None)
-    if pool is None:
-        pool = _local.pool = _Pool()
+    pool = _pool()
 
     def wake() -> None:
         conn = pool.get(url)
