@@ -135,10 +135,10 @@ class Notices:
     async def answer_ended(self, dispatch_id: str, status: str) -> None:
         """The dispatch ended (``status``, on disk) with cancels of it still unanswered: none
         was carried out, so each is answered as a cancel of an ended dispatch is."""
-        answer = json.dumps({"error": "DispatchState",
-                             "message": str(DispatchState.ended(dispatch_id, status))})
         if dispatch_id in self._busy:
             return  # being carried out now: that answers them
+        answer = json.dumps({"error": "DispatchState",
+                             "message": str(DispatchState.ended(dispatch_id, status))})
         try:
             await self.store._write(lambda db: db.execute(
                 "UPDATE cancel_requests SET answer = ? WHERE dispatch_id = ? AND answer IS NULL",
