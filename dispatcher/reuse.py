@@ -20,7 +20,8 @@ from .compile import INLINE_PARAMETER_MAX, Preset
 from .errors import DispatchNotFound
 from .protocol import now_iso
 from .state import Status
-from .store import DispatchStore, NodeRecord
+from .offload import off_loop
+from .store import DispatchRecord, DispatchStore, NodeRecord
 
 
 def signatures(graph: WorkflowGraph, refs: list[str]) -> list[str]:
@@ -46,6 +47,12 @@ def _topological(graph: WorkflowGraph) -> list[Node]:
     return [graph.nodes[i] for i in nx.topological_sort(g)]
 
 
+def _both_signatures(row: DispatchRecord, graph: WorkflowGraph, refs: list[str]
+                     ) -> tuple[list[str], list[str]]:
+    old_graph = WorkflowGraph.from_json(row.graph, [b""] * len(row.blob_refs))
+    return signatures(old_graph, row.blob_refs), signatures(graph, refs)
+
+
 async def reusable_outputs(store: DispatchStore, graph: WorkflowGraph, refs: list[str],
                            old_id: str) -> dict[int, Preset]:
     """Map new node ids to the stored outputs of dispatch ``old_id`` they can reuse;
@@ -56,11 +63,11 @@ async def reusable_outputs(store: DispatchStore, graph: WorkflowGraph, refs: lis
     row = await store.get_dispatch(old_id)
     if row is None:
         raise DispatchNotFound(old_id)
-    old_graph = WorkflowGraph.from_json(row.graph, [b""] * len(row.blob_refs))
-    old_sigs = signatures(old_graph, row.blob_refs)
+    # Off the loop: parsing and hashing 100,000 nodes takes seconds (every request waits).
+    old_sigs, new_sigs = await off_loop(len(graph.nodes) + len(row.blob_refs), _both_signatures,
+                                        row, graph, refs)
     nodes = await store.get_nodes(old_id)
     done = {old_sigs[n.node_id]: n for n in nodes if n.status == Status.COMPLETED and n.output_ref}
-    new_sigs = signatures(graph, refs)
     picked = {}
     for node in graph.nodes:
         if str(node.kind) in GATHER_KINDS:

@@ -3,13 +3,15 @@
 from __future__ import annotations
 
 import asyncio
+import threading
 from typing import Any
 
 import pytest
 
 import covalent as ct
 from covalent.errors import CovalentError
-from dispatcher import dispatches
+from covalent.wire import pieces
+from dispatcher import dispatches, reuse
 from dispatcher.keys import RUNNER, STORE
 from dispatcher.machine import OPEN
 from dispatcher.protocol import OUTCOME_TOPIC, unpack_outcome
@@ -498,6 +500,35 @@ def _queued_parent_and_child(path):
     first = mark(path, 3)  # node 0 (1 and 2: its parameters): queued behind the blockers
     identity(first)  # node 3
     return 1
+
+
+async def test_a_stored_graph_is_parsed_and_hashed_off_the_loop(
+        dispatcher: Any, addr: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A resume, a takeover and a redispatch read a stored graph: seconds at 100,000 nodes
+    (over 10 on a loaded machine), which on the loop stalled every request and let the
+    server's own leases lapse, again at each takeover (the 100k restart test in CI)."""
+    dispatch_id = await asyncio.to_thread(ct.dispatch(_fan_of_identities, dispatcher_addr=addr), 150)
+    assert (await fetched(dispatch_id, addr)).result == list(range(150))
+    store = dispatcher.app[STORE]
+    loop_thread, threads = threading.get_ident(), []
+    real_loads, real_signatures = pieces.loads, reuse.signatures
+
+    def loads(text: str) -> Any:
+        threads.append(("parse", threading.get_ident()))
+        return real_loads(text)
+
+    def signatures(graph: Any, refs: list[str]) -> list[str]:
+        threads.append(("hash", threading.get_ident()))
+        return real_signatures(graph, refs)
+
+    monkeypatch.setattr(pieces, "loads", loads)
+    monkeypatch.setattr(reuse, "signatures", signatures)
+    row = await store.get_dispatch(dispatch_id)
+    graph, _ = await dispatches.load_graph(store, row)
+    reused = await reuse.reusable_outputs(store, graph, row.blob_refs, dispatch_id)
+    assert len(reused) == 300  # every electron and parameter, nothing gathered
+    assert sorted(what for what, _ in threads) == ["hash", "hash", "parse", "parse"]
+    assert loop_thread not in {thread for _, thread in threads}
 
 
 async def test_a_parent_dask_released_before_it_started_runs_in_a_later_round(
