@@ -23,6 +23,7 @@ import secrets
 import signal
 import socket
 import sys
+import time
 import uuid
 from pathlib import Path
 from typing import Any, NoReturn
@@ -213,7 +214,10 @@ async def serve(settings: Settings, sock: socket.socket) -> None:
     except asyncio.CancelledError:
         log.info("stopped during start-up")
     finally:
+        t = time.monotonic()
+        log.info("stopping")
         await runner.cleanup()
+        log.info("stopped in %.1f s", time.monotonic() - t)
 
 
 def main(argv: list[str] | None = None) -> None:

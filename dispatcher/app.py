@@ -11,6 +11,7 @@ import contextlib
 import importlib
 import json
 import logging
+import time
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any, cast
@@ -161,8 +162,10 @@ async def _replica_ctx(app: web.Application) -> AsyncIterator[None]:
             await app[RECORDER].flush()  # what it ran is written before it lets go
         except Exception as exc:  # noqa: BLE001 - the next owner resumes from what is stored
             log.warning("stopping with updates not written: %s", exc)
+        t = time.monotonic()
         await replica.close()
         await notices.close()
+        log.info("leases given up in %.1f s", time.monotonic() - t)
 
 
 async def _triggers_ctx(app: web.Application) -> AsyncIterator[None]:
@@ -279,10 +282,14 @@ async def _cluster_ctx(app: web.Application) -> AsyncIterator[None]:
         try:
             yield
         finally:
+            t = time.monotonic()
             await runner.close()
+            log.info("runner closed in %.1f s", time.monotonic() - t)
             await client.close()
             if cluster is not None:
                 await cluster.close()  # a cluster manager cancels its jobs or pods here
+            log.info("cluster client%s closed in %.1f s", "" if cluster is None else " and cluster",
+                     time.monotonic() - t)
 
 
 def _dashboard_link(client: Client, cs: ClusterSettings) -> str:
