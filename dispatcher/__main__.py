@@ -39,6 +39,7 @@ from .app import create_app
 from .errors import StoreError
 from .instance import (EXIT_BAD_SETTINGS, EXIT_CLUSTER, EXIT_PORT_IN_USE, EXIT_RUNNING,
                        EXIT_STORE, AlreadyRunning, DataDirLock, Instance)
+from .loopwatch import LoopWatch
 from .settings import Settings, json_object, parse_adapt
 
 log = logging.getLogger("covalent.dispatcher")
@@ -202,6 +203,8 @@ async def serve(settings: Settings, sock: socket.socket) -> None:
         loop.add_signal_handler(sig, on_signal)
     app = create_app(settings)
     runner = web.AppRunner(app, handle_signals=False, access_log=None)
+    watch = LoopWatch(loop)  # logs where the loop is when it stops answering
+    watch.start()
     try:
         await runner.setup()
         limit = connection_limit(settings.max_connections)
@@ -217,6 +220,7 @@ async def serve(settings: Settings, sock: socket.socket) -> None:
         t = time.monotonic()
         log.info("stopping")
         await runner.cleanup()
+        watch.stop()
         log.info("stopped in %.1f s", time.monotonic() - t)
 
 

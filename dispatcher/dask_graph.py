@@ -301,10 +301,12 @@ async def cancel(client: Client, futures: list[Future[Any]], chunk: int = 100) -
 
     One ``client.cancel`` of n keys costs the scheduler n * n steps (it releases the whole
     list once per key), which froze it for 11 minutes on a 100,000-node dispatch; slices of
-    100 cost n * 100.
+    100 cost n * 100. The loop is let go between slices: ``Client.cancel`` only queues a
+    message, awaiting nothing (100,000 futures held the loop for 2.8 s on a loaded machine).
     """
     for start in range(0, len(futures), chunk):
         await client.cancel(futures[start:start + chunk], force=True)
+        await asyncio.sleep(0)
 
 
 def live_keys(keys: list[Key], dask_scheduler: Any = None) -> dict[Key, bool]:

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import re
 import threading
 import time
 import urllib.error
@@ -55,6 +56,12 @@ def _request(server: ServerProcess, method: str, path: str, body: bytes | None =
             return resp.status, resp.read()
     except urllib.error.HTTPError as exc:
         return exc.code, exc.read()
+
+
+def stalls(server: ServerProcess) -> list[str]:
+    """What the server's LoopWatch logged: where its event loop was held, and how long."""
+    entries = re.split(r"\n(?=\d{4}-\d\d-\d\d )", server.log.read_text())
+    return [e for e in entries if "event loop blocked" in e or "event loop answered" in e]
 
 
 class HealthPoller:
@@ -107,7 +114,7 @@ async def test_a_10k_node_dispatch_is_stored_and_compiled_with_every_answer_with
     server.start()
     dispatch_id, latencies = await _submit_behind_a_gate(server, tmp_path, 10_000)
     assert len(latencies) > 5
-    assert max(latencies) < 5.0, sorted(latencies)[-5:]  # measured < 1 s when quiet
+    assert max(latencies) < 5.0, (sorted(latencies)[-5:], stalls(server))  # < 1 s when quiet
     (tmp_path / "release").touch()
     result = await asyncio.to_thread(ct.get_result, dispatch_id, True, server.addr)
     assert result.status == ct.status.COMPLETED and result.result[-1] == 1 + 9_999
@@ -119,7 +126,7 @@ async def test_a_100k_node_dispatch_never_stalls_the_server_and_restarts_within_
     started = tmp_path / "started"
     dispatch_id, latencies = await _submit_behind_a_gate(server, tmp_path, NODES)
     assert len(latencies) > 20
-    assert max(latencies) < WORST_AT_100K, sorted(latencies)[-5:]
+    assert max(latencies) < WORST_AT_100K, (sorted(latencies)[-5:], stalls(server))
 
     server.kill9()  # with 100,000 nodes RUNNING on disk
     started.unlink()
@@ -136,7 +143,7 @@ async def test_a_100k_node_dispatch_never_stalls_the_server_and_restarts_within_
         await wait_until(lambda: json.loads(_request(
             server, "GET", f"/dispatches/{dispatch_id}/status")[1])["status"] == "CANCELLED",
             timeout=120, interval=0.5)
-    assert max(poller.latencies) < WORST_AT_100K, sorted(poller.latencies)[-5:]
+    assert max(poller.latencies) < WORST_AT_100K, (sorted(poller.latencies)[-5:], stalls(server))
     progress = json.loads(_request(server, "GET", f"/dispatches/{dispatch_id}/progress")[1])
     [adds] = [e for e in progress["electrons"] if e["name"] == "add"]
     counts = {k: adds[k] for k in ("total", "completed", "running", "failed", "cancelled")}
