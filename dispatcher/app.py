@@ -11,6 +11,8 @@ import contextlib
 import importlib
 import json
 import logging
+import os
+import signal
 import time
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -286,10 +288,38 @@ async def _cluster_ctx(app: web.Application) -> AsyncIterator[None]:
             await runner.close()
             log.info("runner closed in %.1f s", time.monotonic() - t)
             await client.close()
-            if cluster is not None:
+            if cluster is not None and not cs.cluster_class:
+                await _close_embedded(cluster)
+            elif cluster is not None:
                 await cluster.close()  # a cluster manager cancels its jobs or pods here
             log.info("cluster client%s closed in %.1f s", "" if cluster is None else " and cluster",
                      time.monotonic() - t)
+
+
+CLOSE_S = 15.0  # the embedded cluster's close, before its worker processes are killed
+
+
+async def _close_embedded(cluster: Any) -> None:
+    """Close the embedded cluster; past ``CLOSE_S``, kill the worker processes it started. A
+    nanny told to close while it restarts a worker that died (over its memory limit) once
+    waited for it for good, and the server with it (distributed's race, seen in CI)."""
+    closing = asyncio.ensure_future(cluster.close())
+    done, _ = await asyncio.wait([closing], timeout=CLOSE_S)
+    if done:
+        closing.result()
+        return
+    pids = [p.pid for n in getattr(cluster, "workers", {}).values()
+            if (p := getattr(getattr(n, "process", None), "process", None)) is not None
+            and p.pid is not None]
+    log.warning("the cluster did not close within %g s: killing its %d worker processes",
+                CLOSE_S, len(pids))
+    for pid in pids:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGKILL)
+    done, _ = await asyncio.wait([closing], timeout=5.0)  # it ends once they are gone
+    if not done:
+        closing.cancel()
+    await asyncio.gather(closing, return_exceptions=True)
 
 
 def _dashboard_link(client: Client, cs: ClusterSettings) -> str:

@@ -4,7 +4,9 @@ Every request, lease renewal and outcome goes through one event loop; work that 
 seconds (a 50 MB graph parsed on it, 100,000 futures dropped at once) stalls them all, and past
 10 s a replica's own leases lapse. A thread beside the loop sees the loop's heartbeat stop and
 logs the loop thread's stack once per stall (then how long the stall lasted), so the log names
-the line to move off the loop. It costs a callback every ``interval`` on the loop.
+the line to move off the loop. A loop found idle, waiting for events, did not stall: the whole
+process did not run (a SIGSTOP, a starved machine), which is logged as that. It costs a
+callback every ``interval`` on the loop.
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ import sys
 import threading
 import time
 import traceback
+from types import FrameType
 
 log = logging.getLogger("covalent.dispatcher")
 
@@ -54,23 +57,39 @@ class LoopWatch:
         self._handle = self.loop.call_later(self.interval_s, self._tick)
 
     def _watch(self) -> None:
-        stalled_since: float | None = None
+        stalled_since: float | None = None  # the last beat before the stall reported
+        paused = False
         while not self._stop.wait(self.interval_s):
             beat = self._beat
             lag = time.monotonic() - beat
-            if lag >= self.threshold_s and stalled_since != beat:
+            if stalled_since is None:
+                if lag < self.threshold_s:
+                    continue
                 stalled_since = beat
-                self.stalls += 1
-                log.warning("event loop blocked for %.1f s so far, in:\n%s", lag,
-                            self._where())
-            elif stalled_since is not None and beat != stalled_since:
-                took = beat - stalled_since
-                self.longest_s = max(self.longest_s, took)
-                log.warning("event loop answered again after %.1f s", took)
+                frame = sys._current_frames().get(self._loop_thread)
+                # A loop waiting in select with its timer overdue did not run at all: the whole
+                # process was stopped (SIGSTOP, a suspended machine) or starved of CPU.
+                paused = frame is not None and _waiting_for_events(frame)
+                if paused:
+                    log.info("the process did not run for %.1f s (stopped, or starved of "
+                             "CPU); its event loop was idle", lag)
+                else:
+                    self.stalls += 1
+                    log.warning("event loop blocked for %.1f s so far, in:\n%s", lag,
+                                _stack(frame))
+            elif beat != stalled_since:
+                if not paused:
+                    took = beat - stalled_since
+                    self.longest_s = max(self.longest_s, took)
+                    log.warning("event loop answered again after %.1f s", took)
                 stalled_since = None
 
-    def _where(self) -> str:
-        frame = sys._current_frames().get(self._loop_thread)
-        if frame is None:
-            return "  (the loop's thread is gone)"
-        return "".join(traceback.format_stack(frame)[-FRAMES:]).rstrip()
+
+def _waiting_for_events(frame: FrameType) -> bool:
+    return frame.f_code.co_name == "select" and frame.f_code.co_filename.endswith("selectors.py")
+
+
+def _stack(frame: FrameType | None) -> str:
+    if frame is None:
+        return "  (the loop's thread is gone)"
+    return "".join(traceback.format_stack(frame)[-FRAMES:]).rstrip()

@@ -1,0 +1,41 @@
+"""The embedded cluster's close is bounded: past it, its worker processes are killed."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import time
+
+import pytest
+
+from dispatcher import app as app_module
+
+pytestmark = [pytest.mark.slow]
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    with open(f"/proc/{pid}/stat") as f:  # a killed child not reaped yet is gone too
+        return f.read().split()[2] != "Z"
+
+
+async def test_a_cluster_that_does_not_close_in_time_has_its_workers_killed(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    from distributed import LocalCluster
+
+    cluster = await LocalCluster(asynchronous=True, n_workers=2, threads_per_worker=1,
+                                 dashboard_address=None, processes=True)
+    pids = [n.process.process.pid for n in cluster.workers.values()]
+    os.kill(pids[0], signal.SIGSTOP)  # its nanny waits 4 s for it before killing it itself
+    monkeypatch.setattr(app_module, "CLOSE_S", 0.5)
+    t = time.monotonic()
+    await app_module._close_embedded(cluster)
+    assert time.monotonic() - t < 3.0
+    deadline = time.monotonic() + 10
+    while any(_alive(p) for p in pids):
+        assert time.monotonic() < deadline, [p for p in pids if _alive(p)]
+        await asyncio.sleep(0.05)
