@@ -95,14 +95,17 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
-def stop_processes(procs: list[subprocess.Popen[Any]]) -> None:
-    """SIGTERM the processes a test started (last first), SIGKILL any that stay 15 s."""
+def stop_processes(procs: list[subprocess.Popen[Any]], grace: float = 5.0) -> None:
+    """SIGTERM the processes a test started (last first), SIGKILL those still there after
+    ``grace`` seconds in all (a Dask worker whose task never ends waits for it: it waited
+    15 s each, 30 s for a test's two, in CI)."""
     for p in reversed(procs):
         if p.poll() is None:
             p.send_signal(signal.SIGTERM)
+    deadline = time.monotonic() + grace
     for p in reversed(procs):
         try:
-            p.wait(15)
+            p.wait(max(0.1, deadline - time.monotonic()))
         except subprocess.TimeoutExpired:
             p.kill()
             p.wait(5)
