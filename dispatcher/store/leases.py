@@ -10,13 +10,6 @@ new epoch, or not at all.
 Fencing: a write for a leased resource carries ``FENCE`` with (resource, owner, epoch) and
 applies only while that replica still holds that very tenure, unexpired; a replica that was
 paused past its lease and wakes up writes nothing (its statements match no row).
-
-A transaction of several fenced statements is whole or nothing: it first takes ``hold`` (a
-shared advisory lock per resource, until it ends), and a takeover (``acquire``) takes that
-lock's exclusive side without waiting, or takes nothing this round. Without it, a takeover
-committed between two statements of one batch left the first written and the rest not (a
-cancel recorded on 94,089 of 100,000 nodes, the rest NEW_OBJECT in a CANCELLED dispatch).
-Renewals take no such lock: a long write never delays them.
 """
 
 from __future__ import annotations
@@ -41,24 +34,8 @@ def trigger_resource(trigger_id: str) -> str:
     return f"trigger:{trigger_id}"
 
 
-WRITING = 0x636F7603  # the advisory lock class of fenced writes under way (``hold``)
-
-
-def hold(db: Db, resources: Sequence[str]) -> None:
-    """Keep every lease of ``resources`` from being taken over until this transaction ends
-    (shared: writes of one replica never wait for each other; a takeover never waits)."""
-    db.execute("SELECT count(pg_advisory_xact_lock_shared(?, hashtext(r)))"
-               " FROM unnest(?::text[]) AS r", (WRITING, sorted(resources)))
-
-
 def acquire(db: Db, resource: str, owner: str, ttl_s: float) -> int | None:
-    """Take ``resource`` if nobody holds it (or its lease expired): the new epoch, else None
-    (also while a write of its last holder is under way: it is taken once that commits).
-    In a transaction (the lock is held until it ends)."""
-    free = db.execute("SELECT pg_try_advisory_xact_lock(?, hashtext(?))",
-                      (WRITING, resource)).fetchone()
-    if not free[0]:
-        return None
+    """Take ``resource`` if nobody holds it (or its lease expired): the new epoch, else None."""
     row = db.execute(
         "INSERT INTO leases(resource, owner, epoch, expires_at)"
         " VALUES (?, ?, 1, now() + make_interval(secs => ?))"

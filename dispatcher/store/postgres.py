@@ -56,9 +56,6 @@ MIGRATE_LOCK = 0x636F76_02  # transaction lock: one migration at a time
 BLOB_LOCK = 0x636F76_03  # shared by writers naming blobs, exclusive while unused ones go
 # Few connections: the dispatcher is one process (one GIL), and every busy connection is a
 # thread the event loop shares the GIL with (10 measured worse under a 100,000-node dispatch).
-# A replica paused (SIGSTOP) inside a transaction is cut off after this; not sooner, since a
-# transaction may write blob files between its statements (a large parameter, to an object store).
-IDLE_IN_TRANSACTION_MS = 300_000
 OUR_PARAMS = {"pool_max": 4, "pool_timeout": 10.0, "statement_timeout": 60_000}
 
 
@@ -162,9 +159,6 @@ class PostgresStore(SqlStore):
 
     def _configure(self, conn: psycopg.Connection[Any]) -> None:
         conn.execute(f"SET statement_timeout = {self.statement_timeout:d}")
-        # A replica paused inside a transaction keeps its locks, and its leases from being
-        # taken over (leases.hold), until it wakes or the database ends the transaction.
-        conn.execute(f"SET idle_in_transaction_session_timeout = {IDLE_IN_TRANSACTION_MS:d}")
 
     def _upgrade_step(self, db: Db) -> bool:
         db.execute(f"SELECT pg_advisory_xact_lock({MIGRATE_LOCK})")

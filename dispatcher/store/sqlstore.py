@@ -32,8 +32,8 @@ from ..state import (DISPATCH_TRANSITIONS, NODE_TRANSITIONS, PENDING, TERMINAL, 
 from ..worker.blobs import check_ref
 from .base import (DispatchExists, DispatchRecord, DispatchSummary, NewDispatch, NodeRecord,
                    StoredBlob, TriggerRecord)
+from . import schema
 from .deletion import Deletion
-from . import leases, schema
 from .leases import FENCE, dispatch_resource, trigger_resource
 from .listing import Listing
 from .users import Users
@@ -251,8 +251,6 @@ class SqlStore(Listing, Deletion, Users):
                stored: list[tuple[str, int]],
                fences: dict[str, tuple[str, int]] | None = None) -> None:
         fence = f" AND {FENCE}" if fences is not None else ""
-        if fences:  # whole or nothing: no takeover between its statements (leases.hold)
-            leases.hold(db, [dispatch_resource(d) for d in fences])
         outputs = [u.output for u in nodes if u.output is not None]
         refs = iter(self._put_blobs(db, outputs))
         if stored:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -104,50 +103,3 @@ async def test_unowned_names_running_dispatches_and_active_triggers_nobody_holds
     assert await a._sql(leases.unowned) == ["dispatch:d1", "dispatch:d4", "trigger:t1"]
     assert await a.acquire("dispatch:d4") == 1
     assert await a._sql(leases.unowned) == ["dispatch:d1", "trigger:t1"]
-
-
-async def test_a_takeover_waits_for_a_write_under_way_which_lands_whole(
-        pg: PostgresStore, replicas: list[Replica]) -> None:
-    """A batch of fenced statements is written whole or not at all: a takeover between two of
-    them once left a cancel on 94,089 of 100,000 nodes and the rest NEW_OBJECT."""
-    import psycopg
-
-    from dispatcher.state import DispatchUpdate, NodeUpdate, Status
-
-    a, b = replicas
-
-    def rows(db: Any) -> None:
-        db.execute("INSERT INTO dispatches(dispatch_id, root_dispatch_id, name, status,"
-                   " created_at, graph, blob_refs) VALUES ('d', 'd', 'x', 'RUNNING', 'c', '{}',"
-                   " '[]')")
-        for n in (0, 1):
-            db.execute("INSERT INTO nodes(dispatch_id, node_id, name, kind, status)"
-                       " VALUES ('d', ?, 'add', 'electron', 'NEW_OBJECT')", (n,))
-
-    await pg._write(rows)
-    assert await a.acquire("dispatch:d") == 1
-    pg.fencing = a.owner_epoch
-    with psycopg.connect(pg.conninfo) as blocker:  # holds node 1: the batch stops before it
-        blocker.execute("SELECT 1 FROM nodes WHERE dispatch_id = 'd' AND node_id = 1 FOR UPDATE")
-        batch = asyncio.ensure_future(pg.apply(  # three statements: one guard each
-            [NodeUpdate("d", 0, status=Status.RUNNING, start_time="t0"),
-             NodeUpdate("d", 1, status=Status.CANCELLED, end_time="t1")],
-            [DispatchUpdate("d", status=Status.CANCELLED, end_time="t1")]))
-        waiting = "SELECT count(*) FROM pg_locks WHERE NOT granted"
-        await wait_until(lambda: pg._read(lambda db: db.execute(waiting).fetchone()[0]),
-                         timeout=10)
-
-        async def expired() -> bool:  # in the database's clock
-            held = await _holder(b, "dispatch:d")
-            return held is not None and not held[2]
-
-        await wait_until(expired, timeout=5)
-        assert await b.acquire("dispatch:d") is None  # its last holder's batch is under way
-        blocker.rollback()
-    await asyncio.wait_for(batch, 10)
-    statuses = await pg._read(lambda db: db.execute(
-        "SELECT node_id, status FROM nodes WHERE dispatch_id = 'd' ORDER BY node_id").fetchall())
-    assert [tuple(r) for r in statuses] == [(0, "RUNNING"), (1, "CANCELLED")]
-    assert await pg.get_status("d") == Status.CANCELLED
-    assert await b.acquire("dispatch:d") == 2  # once it committed
-    assert await _holder(b, "dispatch:d") == ("b", 2, True)
