@@ -309,10 +309,6 @@ async def clone(store: DispatchStore, runner: Runner, row: DispatchRecord,
     return new_id
 
 
-def _graph_of(row: DispatchRecord) -> WorkflowGraph:
-    return WorkflowGraph.from_json(row.graph, [b""] * len(row.blob_refs))
-
-
 async def load_graph(store: DispatchStore, row: DispatchRecord
                      ) -> tuple[WorkflowGraph, dict[int, StoredBlob]]:
     """A stored dispatch's graph, without reading its large parameter values: those blobs'
@@ -320,7 +316,7 @@ async def load_graph(store: DispatchStore, row: DispatchRecord
     # Off the loop, the parse included (``row.graph`` parses): a 100,000-node graph takes
     # seconds, over 10 on a loaded machine, which stalled every request and let this server's
     # own leases lapse, again at each takeover (the 100k restart test, issue #25).
-    graph = await asyncio.to_thread(_graph_of, row)
+    graph = await asyncio.to_thread(row.workflow_graph)
     params = {n.value for n in graph.nodes if n.kind is NodeKind.PARAMETER and n.value is not None}
     sources = await store.blob_sources(row.blob_refs)
     stored = {i: StoredBlob(ref, sources[ref].size) for i, ref in enumerate(row.blob_refs)

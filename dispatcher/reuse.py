@@ -49,8 +49,7 @@ def _topological(graph: WorkflowGraph) -> list[Node]:
 
 def _both_signatures(row: DispatchRecord, graph: WorkflowGraph, refs: list[str]
                      ) -> tuple[list[str], list[str]]:
-    old_graph = WorkflowGraph.from_json(row.graph, [b""] * len(row.blob_refs))
-    return signatures(old_graph, row.blob_refs), signatures(graph, refs)
+    return signatures(row.workflow_graph(), row.blob_refs), signatures(graph, refs)
 
 
 async def reusable_outputs(store: DispatchStore, graph: WorkflowGraph, refs: list[str],

@@ -15,7 +15,7 @@ from pathlib import Path
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
-from covalent.wire import pieces
+from covalent.wire import WorkflowGraph, pieces
 
 from ..state import DispatchUpdate, NodeUpdate, Status
 from ..worker.blobs import blob_ref
@@ -74,6 +74,10 @@ class DispatchRecord:
     def graph(self) -> dict[str, Any]:
         parsed: dict[str, Any] = pieces.loads(self.graph_json)  # 50 MiB at 100,000 nodes
         return parsed
+
+    def workflow_graph(self) -> WorkflowGraph:
+        """Its graph without blob values (seconds at 100,000 nodes: call it off the loop)."""
+        return WorkflowGraph.from_json(self.graph, [b""] * len(self.blob_refs))
 
 
 @dataclass(frozen=True, slots=True)
