@@ -28,7 +28,7 @@ from typing import Any, TypeVar
 
 import psycopg
 
-from .errors import StoreError
+from .errors import StoreBusy, StoreError
 from .store import leases
 from .store.postgres import PgDb, store_error
 
@@ -146,7 +146,11 @@ class Replica:
         """Take the leases nobody holds; ``on_acquired`` resumes each (in the background)."""
         taken = []
         for resource in await self._sql(leases.unowned):
-            epoch = await self.acquire(resource)
+            try:
+                epoch = await self.acquire(resource)
+            except StoreBusy as exc:  # its holder is committing a write (leases.hold)
+                log.info("could not take %s yet: %s", resource, exc)
+                continue
             if epoch is None:
                 continue  # another replica was quicker
             log.info("took over %s (epoch %d)", resource, epoch)

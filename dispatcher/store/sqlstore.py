@@ -32,7 +32,7 @@ from ..state import (DISPATCH_TRANSITIONS, NODE_TRANSITIONS, PENDING, TERMINAL, 
 from ..worker.blobs import check_ref
 from .base import (DispatchExists, DispatchRecord, DispatchSummary, NewDispatch, NodeRecord,
                    StoredBlob, TriggerRecord)
-from . import schema
+from . import leases, schema
 from .deletion import Deletion
 from .leases import FENCE, dispatch_resource, trigger_resource
 from .listing import Listing
@@ -241,11 +241,22 @@ class SqlStore(Listing, Deletion, Users):
             if len(fences) < len(held):  # the next owner reads them from the scheduler's log
                 log.info("not written: the updates of dispatches %s (no lease held here)",
                          ", ".join(sorted(set(held) - set(fences))[:10]))
-            nodes = [u for u in nodes if u.dispatch_id in fences]
-            dispatches = [u for u in dispatches if u.dispatch_id in fences]
-        stored = [(check_ref(u.output_ref), u.output_size or 0) for u in nodes
-                  if u.output_ref is not None and u.output is None]
-        await self._ordered("apply", self._apply, nodes, dispatches, stored, fences)
+        while True:
+            if fences is not None:
+                nodes = [u for u in nodes if u.dispatch_id in fences]
+                dispatches = [u for u in dispatches if u.dispatch_id in fences]
+                if not nodes and not dispatches:
+                    return
+            stored = [(check_ref(u.output_ref), u.output_size or 0) for u in nodes
+                      if u.output_ref is not None and u.output is None]
+            try:
+                await self._ordered("apply", self._apply, nodes, dispatches, stored, fences)
+                return
+            except _TenureLost as lost:  # rolled back: the rest is written without them
+                assert fences is not None
+                log.info("not written: the updates of dispatches %s (their leases were taken "
+                         "during the write)", ", ".join(sorted(lost.dispatch_ids)[:10]))
+                fences = {d: f for d, f in fences.items() if d not in lost.dispatch_ids}
 
     def _apply(self, db: Db, nodes: list[NodeUpdate], dispatches: list[DispatchUpdate],
                stored: list[tuple[str, int]],
@@ -289,6 +300,11 @@ class SqlStore(Listing, Deletion, Users):
             if rref is not None:
                 db.execute("INSERT INTO blob_uses(ref, dispatch_id) VALUES (?,?)"
                            " ON CONFLICT DO NOTHING", (rref, d.dispatch_id))
+        if fences:  # at the commit, every statement under its tenure, or none (leases.hold)
+            held = leases.hold(db, {dispatch_resource(d): f for d, f in fences.items()})
+            lost = {d for d in fences if dispatch_resource(d) not in held}
+            if lost:
+                raise _TenureLost(lost)
 
     async def claim_pending(self, dispatch_id: str, start_time: str) -> bool:
         """NEW_OBJECT -> RUNNING atomically; False if it was not pending any more."""
@@ -376,6 +392,14 @@ class SqlStore(Listing, Deletion, Users):
                                 " ORDER BY created_at", ())
         return [TriggerRecord(t, d, n, s, bytes(p) if p is not None else None, bool(a), int(f),
                               r or "", c, o) for t, d, n, s, p, a, f, r, c, o in rows]
+
+
+class _TenureLost(Exception):
+    """A fenced batch rolled back: these dispatches' leases were taken while it was written."""
+
+    def __init__(self, dispatch_ids: set[str]) -> None:
+        super().__init__(dispatch_ids)
+        self.dispatch_ids = dispatch_ids
 
 
 def _fence_args(fences: dict[str, tuple[str, int]] | None, dispatch_id: str) -> tuple[Any, ...]:
