@@ -12,6 +12,12 @@ Stopping before anyone may take over: a lease counts here only while less than
 resource (``epoch`` returns None, ``on_lost`` is called) before any other may take it. A
 process paused by SIGSTOP sees the whole pause on waking (the monotonic clock kept running),
 and its writes that were already on the way are refused by the SQL fence.
+
+Renewals run in a thread of their own, not on the event loop: a loop held for seconds by
+one piece of work (a large graph parsed on it, once 10-18 s) used to let every lease of the
+replica lapse and be taken over by another replica, or by itself, over and over. A lease
+says the process is alive, and it still must be able to act: the thread renews only while
+the loop has run within ``LOOP_LIVE_S``, so a loop stuck for good gives its leases up.
 """
 
 from __future__ import annotations
@@ -20,6 +26,7 @@ import asyncio
 import logging
 import os
 import socket
+import threading
 import time
 import uuid
 from collections.abc import Awaitable, Callable
@@ -38,6 +45,7 @@ T = TypeVar("T")
 TTL_S = 10.0
 RENEW_S = 2.5
 MARGIN_S = 1.0  # a lease counts here for ttl - 1 s after its renewal was sent (short TTLs: ttl/4)
+LOOP_LIVE_S = 30.0  # leases are renewed only while the event loop ran within this
 
 Handler = Callable[[str, int], Awaitable[None]]
 
@@ -46,7 +54,7 @@ class Replica:
     """This dispatcher's leases (one per server, PostgreSQL only)."""
 
     def __init__(self, conninfo: str, *, ttl_s: float = TTL_S, renew_s: float = RENEW_S,
-                 owner: str | None = None) -> None:
+                 owner: str | None = None, loop_live_s: float = LOOP_LIVE_S) -> None:
         self.conninfo = conninfo
         self.ttl_s = ttl_s
         self.renew_s = renew_s
@@ -59,6 +67,15 @@ class Replica:
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="covalent-lease")
         self._task: asyncio.Task[None] | None = None
         self._taking: set[asyncio.Task[None]] = set()
+        # ``held`` is changed by the loop (acquire, release, a lapse) and by the renewal thread:
+        # each check-and-change of an entry is made under this lock.
+        self._held_lock = threading.Lock()
+        self.loop_live_s = loop_live_s
+        self._beat = time.monotonic()  # the event loop's last heartbeat
+        self._beat_handle: asyncio.TimerHandle | None = None
+        self._renewer: threading.Thread | None = None
+        self._stopping = threading.Event()
+        self._renew_conn: psycopg.Connection[Any] | None = None
 
     # -- what the rest of the server asks ----------------------------------------------------
 
@@ -68,7 +85,7 @@ class Replica:
         if held is None:
             return None
         if time.monotonic() - held[1] >= self.ttl_s - self.margin_s:
-            self._lose(resource, "not renewed in time")
+            self._lose(resource, "not renewed in time", held[0])
             return None
         return held[0]
 
@@ -81,12 +98,14 @@ class Replica:
         sent = time.monotonic()
         epoch = await self._sql(leases.acquire, resource, self.owner, self.ttl_s)
         if epoch is not None:
-            self.held[resource] = (epoch, sent)
+            with self._held_lock:
+                self.held[resource] = (epoch, sent)
         return epoch
 
     async def release(self, resource: str) -> None:
         """Give ``resource`` up (the dispatch ended, the trigger stopped, the server stops)."""
-        held = self.held.pop(resource, None)
+        with self._held_lock:
+            held = self.held.pop(resource, None)
         if held is not None:
             try:
                 await self._sql(leases.release, resource, self.owner, held[0])
@@ -104,14 +123,24 @@ class Replica:
             await asyncio.wait_for(asyncio.gather(*triggers, return_exceptions=True), 30)
         except (OSError, TimeoutError, StoreError) as exc:  # the loop tries again
             log.warning("could not take over at start: %s", exc)
+        loop = asyncio.get_running_loop()
+        self._heartbeat(loop)
+        self._renewer = threading.Thread(target=self._renew_thread, args=(loop,),
+                                         name="covalent-lease-renewal", daemon=True)
+        self._renewer.start()
         self._task = asyncio.create_task(self._loop(), name="covalent-leases")
 
     async def close(self) -> None:
         """Stop renewing and give every lease up, so another replica takes them at once."""
+        self._stopping.set()
+        if self._beat_handle is not None:
+            self._beat_handle.cancel()
         tasks = [t for t in (self._task, *self._taking) if t is not None]
         for t in tasks:
             t.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
+        if self._renewer is not None:  # (a renewal under way ends within its statement_timeout)
+            await asyncio.to_thread(self._renewer.join, 10)
         for resource in list(self.held):
             await self.release(resource)
         await asyncio.get_running_loop().run_in_executor(self._executor, self._disconnect)
@@ -120,27 +149,83 @@ class Replica:
     async def _loop(self) -> None:
         while True:
             try:
-                await self.renew()
                 await self.take_unowned()
             except asyncio.CancelledError:
                 raise
-            except Exception as exc:  # the database is away: leases lapse locally meanwhile
-                log.warning("lease renewal failed: %s", exc)
-                for resource in list(self.held):
-                    self.epoch(resource)
+            except Exception as exc:  # the database is away: the next round tries again
+                log.warning("could not look for leases nobody holds: %s", exc)
+            for resource in list(self.held):
+                self.epoch(resource)  # what lapsed is given up here, on the loop
             await asyncio.sleep(self.renew_s)
 
+    def _heartbeat(self, loop: asyncio.AbstractEventLoop) -> None:
+        self._beat = time.monotonic()
+        self._beat_handle = loop.call_later(min(1.0, self.renew_s), self._heartbeat, loop)
+
+    def _renew_thread(self, loop: asyncio.AbstractEventLoop) -> None:
+        """Every ``renew_s``, renew what is held, on a connection of its own, while the
+        event loop is alive; what could not be renewed is given up on the loop."""
+        while not self._stopping.wait(self.renew_s):
+            stalled = time.monotonic() - self._beat
+            if stalled >= self.loop_live_s:
+                log.warning("leases not renewed: the event loop has not run for %.0f s", stalled)
+                continue
+            try:
+                lost = self._renew_once(self._renew_sql)
+            except Exception as exc:  # the database is away: leases lapse locally meanwhile
+                log.warning("lease renewal failed: %s", exc)
+                continue
+            for resource, epoch in lost:
+                try:
+                    loop.call_soon_threadsafe(self._lose, resource, "its lease was taken", epoch)
+                except RuntimeError:  # the loop closed: the server is stopping
+                    return
+
     async def renew(self) -> None:
-        for resource in list(self.held):
-            self.epoch(resource)  # drop what lapsed before asking
-        held = [(r, e) for r, (e, _) in self.held.items()]
+        """Renew what is held now (the thread does it every ``renew_s``)."""
+        for resource, epoch in await self._sql(self._renew_once_on):
+            self._lose(resource, "its lease was taken", epoch)
+
+    def _renew_once_on(self, db: Any) -> list[tuple[str, int]]:
+        return self._renew_once(lambda fn, *args: fn(db, *args))
+
+    def _renew_once(self, sql: Callable[..., Any]) -> list[tuple[str, int]]:
+        """One renewal with ``sql(fn, *args)``; the (resource, epoch) the database refused."""
+        now = time.monotonic()
+        with self._held_lock:  # what lapsed here is not asked for (the loop gives it up)
+            held = [(r, e) for r, (e, t) in self.held.items()
+                    if now - t < self.ttl_s - self.margin_s]
+        if not held:
+            return []
         sent = time.monotonic()
-        renewed = await self._sql(leases.renew, self.owner, held, self.ttl_s)
-        for resource, epoch in held:
-            if renewed.get(resource) == epoch and self.held.get(resource, (0, 0.0))[0] == epoch:
-                self.held[resource] = (epoch, sent)
-            elif resource in self.held and self.held[resource][0] == epoch:
-                self._lose(resource, "its lease was taken")
+        renewed = sql(leases.renew, self.owner, held, self.ttl_s)
+        lost = []
+        with self._held_lock:
+            for resource, epoch in held:
+                if self.held.get(resource, (0, 0.0))[0] != epoch:
+                    continue  # released, or taken anew, meanwhile
+                if renewed.get(resource) == epoch:
+                    self.held[resource] = (epoch, sent)
+                else:
+                    lost.append((resource, epoch))
+        return lost
+
+    def _renew_sql(self, fn: Callable[..., T], *args: Any) -> T:
+        """``fn(db, *args)`` on the renewal thread's own connection."""
+        for attempt in (1, 2):  # once more on a fresh connection if this one broke
+            try:
+                if self._renew_conn is None or self._renew_conn.closed:
+                    self._renew_conn = _connect(self.conninfo, "covalent-lease-renewal")
+                with self._renew_conn.transaction():
+                    return fn(PgDb(self._renew_conn), *args)
+            except psycopg.OperationalError as exc:
+                _close(self._renew_conn)
+                self._renew_conn = None
+                if attempt == 2:
+                    raise store_error(exc) from exc
+            except psycopg.Error as exc:
+                raise store_error(exc) from exc
+        raise AssertionError("unreachable")
 
     async def take_unowned(self) -> list[str]:
         """Take the leases nobody holds; ``on_acquired`` resumes each (in the background)."""
@@ -169,11 +254,16 @@ class Replica:
             raise
         except Exception:  # let it lapse: another replica (or this one) tries again
             log.exception("could not resume %s", resource)
-            self.held.pop(resource, None)
+            with self._held_lock:
+                if self.held.get(resource, (0, 0.0))[0] == epoch:
+                    del self.held[resource]
 
-    def _lose(self, resource: str, why: str) -> None:
-        if self.held.pop(resource, None) is None:
-            return
+    def _lose(self, resource: str, why: str, epoch: int) -> None:
+        """Stop acting on ``resource`` held at ``epoch`` (on the loop)."""
+        with self._held_lock:
+            if self.held.get(resource, (0, 0.0))[0] != epoch:
+                return  # given up already, or taken anew since
+            del self.held[resource]
         log.warning("stopped acting on %s: %s", resource, why)
         if self.on_lost is not None:
             self.on_lost(resource)
@@ -188,9 +278,7 @@ class Replica:
         for attempt in (1, 2):  # once more on a fresh connection if this one broke
             try:
                 if self._conn is None or self._conn.closed:
-                    self._conn = psycopg.connect(self.conninfo, autocommit=True, connect_timeout=3,
-                                                 application_name="covalent-leases")
-                    self._conn.execute("SET statement_timeout = 3000")
+                    self._conn = _connect(self.conninfo, "covalent-leases")
                 with self._conn.transaction():
                     return fn(PgDb(self._conn), *args)
             except psycopg.OperationalError as exc:
@@ -202,9 +290,21 @@ class Replica:
         raise AssertionError("unreachable")
 
     def _disconnect(self) -> None:
-        if self._conn is not None:
-            try:
-                self._conn.close()
-            except psycopg.Error:
-                pass
-            self._conn = None
+        _close(self._conn)
+        self._conn = None
+        _close(self._renew_conn)  # (its thread has ended)
+        self._renew_conn = None
+
+
+def _connect(conninfo: str, name: str) -> psycopg.Connection[Any]:
+    conn = psycopg.connect(conninfo, autocommit=True, connect_timeout=3, application_name=name)
+    conn.execute("SET statement_timeout = 3000")
+    return conn
+
+
+def _close(conn: psycopg.Connection[Any] | None) -> None:
+    if conn is not None:
+        try:
+            conn.close()
+        except psycopg.Error:
+            pass

@@ -201,3 +201,28 @@ async def test_a_takeover_waits_for_a_commit_that_holds_the_lease_and_not_for_a_
             writer.commit()
     finally:
         writer.close()
+
+
+async def test_a_busy_event_loop_keeps_its_leases_and_a_stuck_one_gives_them_up(
+        pg: PostgresStore) -> None:
+    """Renewals run beside the event loop: a loop held for longer than the lease by one piece of
+    work (a 10-18 s graph parse once) kept losing every lease; a loop that never runs again
+    must not hold them for good."""
+    import time
+
+    a = Replica(pg.conninfo, ttl_s=1.2, renew_s=0.2, owner="a", loop_live_s=3.0)
+    b = Replica(pg.conninfo, ttl_s=1.2, renew_s=0.2, owner="b")
+    lost: list[str] = []
+    a.on_lost = lost.append
+    try:
+        await a.start()
+        assert await a.acquire("dispatch:x") == 1
+        time.sleep(2.0)  # the loop held: past the 1.2 s lease (the fault this test injects)
+        assert await b.acquire("dispatch:x") is None
+        assert a.epoch("dispatch:x") == 1 and lost == []
+        time.sleep(4.5)  # held past loop_live_s: given up, as by a replica that hung
+        assert await b.acquire("dispatch:x") == 2
+        assert a.epoch("dispatch:x") is None and lost == ["dispatch:x"]
+    finally:
+        await a.close()
+        await b.close()
