@@ -85,8 +85,8 @@ class Replica:
         if held is None:
             return None
         if time.monotonic() - held[1] >= self.ttl_s - self.margin_s:
-            self._lose(resource, "not renewed in time", held[0])
-            return None
+            self._lose(resource, "not renewed in time", held[0], lapsed=True)
+            return self.epoch(resource)  # None, unless renewed by the thread this instant
         return held[0]
 
     def owner_epoch(self, resource: str) -> tuple[str, int] | None:
@@ -258,11 +258,15 @@ class Replica:
                 if self.held.get(resource, (0, 0.0))[0] == epoch:
                     del self.held[resource]
 
-    def _lose(self, resource: str, why: str, epoch: int) -> None:
-        """Stop acting on ``resource`` held at ``epoch`` (on the loop)."""
+    def _lose(self, resource: str, why: str, epoch: int, lapsed: bool = False) -> None:
+        """Stop acting on ``resource`` held at ``epoch`` (on the loop); ``lapsed``: because
+        it was not renewed in time (unless the thread renewed it meanwhile)."""
         with self._held_lock:
-            if self.held.get(resource, (0, 0.0))[0] != epoch:
+            held = self.held.get(resource, (0, 0.0))
+            if held[0] != epoch:
                 return  # given up already, or taken anew since
+            if lapsed and time.monotonic() - held[1] < self.ttl_s - self.margin_s:
+                return
             del self.held[resource]
         log.warning("stopped acting on %s: %s", resource, why)
         if self.on_lost is not None:

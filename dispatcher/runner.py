@@ -437,8 +437,9 @@ class Runner:
         and drop the futures of the cancelled sinks."""
         async with self._cancel_lock:
             table = self._cancel_table(dispatch_id, None if ins.whole else ins.nodes)
-            try:
-                await self.client.register_plugin(CancelledNodes(table), name=CancelledNodes.name)
+            try:  # (bounded: a worker whose loop is stuck must not hold every later cancel)
+                await asyncio.wait_for(self.client.register_plugin(
+                    CancelledNodes(table), name=CancelledNodes.name), CANCEL_ASK_S)
             except Exception as exc:  # an unreachable cluster runs nothing either
                 log.warning("could not tell the workers about a cancel: %s", exc)
         await cancel_futures(self.client, futures)
