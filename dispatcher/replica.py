@@ -63,7 +63,7 @@ class Replica:
         self.held: dict[str, tuple[int, float]] = {}  # resource -> (epoch, monotonic sent)
         self.on_acquired: Handler | None = None
         self.on_lost: Callable[[str], None] | None = None
-        self._conn: psycopg.Connection[Any] | None = None
+        self._conn = _Connection(conninfo, "covalent-leases")  # the loop's, in _executor
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="covalent-lease")
         self._task: asyncio.Task[None] | None = None
         self._taking: set[asyncio.Task[None]] = set()
@@ -75,7 +75,7 @@ class Replica:
         self._beat_handle: asyncio.TimerHandle | None = None
         self._renewer: threading.Thread | None = None
         self._stopping = threading.Event()
-        self._renew_conn: psycopg.Connection[Any] | None = None
+        self._renew_conn = _Connection(conninfo, "covalent-lease-renewal")  # the thread's
 
     # -- what the rest of the server asks ----------------------------------------------------
 
@@ -171,7 +171,7 @@ class Replica:
                 log.warning("leases not renewed: the event loop has not run for %.0f s", stalled)
                 continue
             try:
-                lost = self._renew_once(self._renew_sql)
+                lost = self._renew_once(self._renew_conn.run)
             except Exception as exc:  # the database is away: leases lapse locally meanwhile
                 log.warning("lease renewal failed: %s", exc)
                 continue
@@ -209,23 +209,6 @@ class Replica:
                 else:
                     lost.append((resource, epoch))
         return lost
-
-    def _renew_sql(self, fn: Callable[..., T], *args: Any) -> T:
-        """``fn(db, *args)`` on the renewal thread's own connection."""
-        for attempt in (1, 2):  # once more on a fresh connection if this one broke
-            try:
-                if self._renew_conn is None or self._renew_conn.closed:
-                    self._renew_conn = _connect(self.conninfo, "covalent-lease-renewal")
-                with self._renew_conn.transaction():
-                    return fn(PgDb(self._renew_conn), *args)
-            except psycopg.OperationalError as exc:
-                _close(self._renew_conn)
-                self._renew_conn = None
-                if attempt == 2:
-                    raise store_error(exc) from exc
-            except psycopg.Error as exc:
-                raise store_error(exc) from exc
-        raise AssertionError("unreachable")
 
     async def take_unowned(self) -> list[str]:
         """Take the leases nobody holds; ``on_acquired`` resumes each (in the background)."""
@@ -275,40 +258,44 @@ class Replica:
     # -- SQL on this replica's own connection -------------------------------------------------
 
     async def _sql(self, fn: Callable[..., T], *args: Any) -> T:
-        return await asyncio.get_running_loop().run_in_executor(self._executor, self._run, fn,
-                                                                args)
+        return await asyncio.get_running_loop().run_in_executor(self._executor, self._conn.run,
+                                                                fn, *args)
 
-    def _run(self, fn: Callable[..., T], args: tuple[Any, ...]) -> T:
-        for attempt in (1, 2):  # once more on a fresh connection if this one broke
+    def _disconnect(self) -> None:
+        self._conn.close()
+        self._renew_conn.close()  # (its thread has ended)
+
+
+class _Connection:
+    """A connection of this replica's own, used by one thread at a time; made again when it
+    broke (a statement is tried once more on the new one)."""
+
+    def __init__(self, conninfo: str, name: str) -> None:
+        self.conninfo, self.name = conninfo, name
+        self.conn: psycopg.Connection[Any] | None = None
+
+    def run(self, fn: Callable[..., T], *args: Any) -> T:
+        """``fn(db, *args)`` in one transaction."""
+        for attempt in (1, 2):
             try:
-                if self._conn is None or self._conn.closed:
-                    self._conn = _connect(self.conninfo, "covalent-leases")
-                with self._conn.transaction():
-                    return fn(PgDb(self._conn), *args)
+                if self.conn is None or self.conn.closed:
+                    self.conn = psycopg.connect(self.conninfo, autocommit=True, connect_timeout=3,
+                                                application_name=self.name)
+                    self.conn.execute("SET statement_timeout = 3000")
+                with self.conn.transaction():
+                    return fn(PgDb(self.conn), *args)
             except psycopg.OperationalError as exc:
-                self._disconnect()
+                self.close()
                 if attempt == 2:  # the protocol's error: a request waiting on it answers 503
                     raise store_error(exc) from exc
             except psycopg.Error as exc:  # e.g. past statement_timeout: StoreBusy, 503
                 raise store_error(exc) from exc
         raise AssertionError("unreachable")
 
-    def _disconnect(self) -> None:
-        _close(self._conn)
-        self._conn = None
-        _close(self._renew_conn)  # (its thread has ended)
-        self._renew_conn = None
-
-
-def _connect(conninfo: str, name: str) -> psycopg.Connection[Any]:
-    conn = psycopg.connect(conninfo, autocommit=True, connect_timeout=3, application_name=name)
-    conn.execute("SET statement_timeout = 3000")
-    return conn
-
-
-def _close(conn: psycopg.Connection[Any] | None) -> None:
-    if conn is not None:
-        try:
-            conn.close()
-        except psycopg.Error:
-            pass
+    def close(self) -> None:
+        if self.conn is not None:
+            try:
+                self.conn.close()
+            except psycopg.Error:
+                pass
+            self.conn = None
