@@ -88,7 +88,7 @@ class Deletion(SqlBase):
                     "SELECT dispatch_id FROM dispatches WHERE parent_dispatch_id IN"
                     f" ({marks(len(found))})", found)]
         for part in chunks(doomed):
-            for table in ("dispatches", "triggers"):
+            for table in ("dispatches", "dispatch_graphs", "triggers"):
                 db.execute(f"DELETE FROM {table} WHERE dispatch_id IN ({marks(len(part))})", part)
         db.executemany("INSERT INTO deletions(dispatch_id, queued_at) VALUES (?,?)"
                        " ON CONFLICT DO NOTHING", [(d, stamp) for d in doomed])

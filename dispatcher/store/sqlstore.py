@@ -1,7 +1,7 @@
 """Keep every dispatch, node outcome and blob: the ``DispatchStore`` in SQL, for both databases.
 
-Model: a ``dispatches`` row per dispatch (graph JSON, blob references, status, times, error),
-a ``nodes`` row per node (status, times, output reference, stdout, stderr, error), and
+Model: a ``dispatches`` row per dispatch (blob references, status, times, error) and its graph
+JSON in a ``dispatch_graphs`` row (not rewritten with each status update), a ``nodes`` row per node (status, times, output reference, stdout, stderr, error), and
 content-addressed blobs (sha256): small ones inside the database, large ones in the blob store
 (files under ``blob_dir``, or objects under a ``store_root`` URL: where workers write outputs
 and read the values they are handed), written atomically before the row that names them is
@@ -46,9 +46,13 @@ SOME_NODES_MAX = 5000  # asked for more nodes than this, ``get_some_nodes`` read
 Fencing = Callable[[str], "tuple[str, int] | None"]  # resource -> (owner, epoch) held now
 
 _TERMINAL = sql_list(TERMINAL)
+# The graph lives in ``dispatch_graphs`` (migration 9); a row written inline before it (tests
+# that make rows by hand) is read from ``dispatches.graph``.
 _DISPATCH_COLUMNS = ("dispatch_id, root_dispatch_id, parent_dispatch_id, parent_node_id, name,"
-                     " status, created_at, start_time, end_time, error, graph, blob_refs,"
-                     " inputs_ref, lattice_ref, result_ref, template_ref, meta, owner")
+                     " status, created_at, start_time, end_time, error, COALESCE((SELECT g.graph"
+                     " FROM dispatch_graphs g WHERE g.dispatch_id = dispatches.dispatch_id),"
+                     " graph), blob_refs, inputs_ref, lattice_ref, result_ref, template_ref,"
+                     " meta, owner")
 _TRIGGER_COLUMNS = ("trigger_id, dispatch_id, name, spec, pickled, active, fire_count, reason,"
                     " created_at, owner")
 _NODE_UPDATE = (
@@ -130,7 +134,7 @@ class SqlStore(Listing, Deletion, Users):
             "parent_dispatch_id": new.parent_dispatch_id, "parent_node_id": new.parent_node_id,
             "name": clean_text(new.name, 1000), "status": str(new.status),
             "created_at": new.created_at, "start_time": new.start_time,
-            "graph": new.graph_json, "blob_refs": json.dumps(refs), "meta": json.dumps(new.meta),
+            "graph": "", "blob_refs": json.dumps(refs), "meta": json.dumps(new.meta),
             "owner": new.owner,
         }
         for column, data in extra.items():
@@ -143,6 +147,10 @@ class SqlStore(Listing, Deletion, Users):
             added = 0
         if added != 1:  # a retried request: its blob rows go with this transaction
             raise DispatchExists(new.dispatch_id)
+        # A row of its own: the dispatch's row is updated as it runs, and SQLite rewrites a
+        # whole row at each update (schema migration 9).
+        db.execute("INSERT INTO dispatch_graphs(dispatch_id, graph) VALUES (?,?)",
+                   (new.dispatch_id, new.graph_json))
         self._insert_nodes(db, [(new.dispatch_id, nid, name, kind, str(PENDING))
                                 for nid, name, kind in new.nodes])
         # In key order: 100,000 random hashes inserted as they come cost the index twice as

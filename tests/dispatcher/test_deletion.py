@@ -71,6 +71,9 @@ async def test_a_delete_cut_short_is_finished_at_the_next_start(store: SqlStore)
     await wait_until(lambda: _gone(store, BIG), timeout=30)
     deleting.cancel()  # the request went away: the work goes on, as the store's
     assert await store.get_dispatch(BIG) is None
+    graphs = await store._read(lambda db: db.execute(  # its graph went with its row
+        "SELECT COUNT(*) FROM dispatch_graphs WHERE dispatch_id = ?", (BIG,)).fetchone()[0])
+    assert graphs == 0
     await store.close()  # ... until the server stops, between two batches
     again = _reopened(store)
     await again.open()

@@ -159,6 +159,24 @@ def test_5_adds_the_worker_column_and_keeps_the_one_an_older_store_added(fresh: 
         assert current_version(db, fresh.dialect) == 5
 
 
+def test_9_moves_each_graph_to_a_row_of_its_own_and_a_status_update_leaves_it(
+        fresh: SqlStore) -> None:
+    graph = json.dumps({"nodes": [{"id": 0, "name": "add", "kind": "electron"}], "edges": []})
+    with raw(fresh) as db:
+        upgrade(db, fresh, 8)
+        db.execute("INSERT INTO dispatches(dispatch_id, root_dispatch_id, name, status, created_at,"
+                   " graph, blob_refs) VALUES (?,?,?,?,?,?,?)",
+                   (D, D, "wf", "RUNNING", "t", graph, "[]"))
+        upgrade(db, fresh, 9)
+        assert db.execute("SELECT graph FROM dispatches").fetchall() == [("",)]
+        assert db.execute("SELECT dispatch_id, graph FROM dispatch_graphs").fetchall() == \
+            [(D, graph)]
+        row = fresh._get_dispatch(db, D)
+        assert row is not None and row.graph_json == graph and row.status == "RUNNING"
+        db.execute("UPDATE dispatches SET status = 'COMPLETED' WHERE dispatch_id = ?", (D,))
+        assert fresh._get_dispatch(db, D).graph_json == graph  # type: ignore[union-attr]
+
+
 async def test_opening_applies_what_is_missing_each_in_its_own_transaction(
         fresh: SqlStore, monkeypatch: pytest.MonkeyPatch) -> None:
     from dispatcher.store import schema
