@@ -213,7 +213,7 @@
           ctx.font = "10.5px system-ui, sans-serif";
           const idw = ctx.measureText(id).width;
           ctx.font = "12px system-ui, sans-serif";
-          const name = clip((it[2] === "sublattice" ? "⧉ " : "") + it[1], it[5] - 16 - idw);
+          const name = clip((it[2] === "sublattice" ? "▣ " : "") + it[1], it[5] - 16 - idw);
           const nw = ctx.measureText(name).width;
           const x0 = it[3] - (nw + 5 + idw) / 2;
           ctx.textAlign = "left";
