@@ -171,7 +171,7 @@ class Replica:
                 log.warning("leases not renewed: the event loop has not run for %.0f s", stalled)
                 continue
             try:
-                lost = self._renew_once(self._renew_conn.run)
+                lost = self._renew_once(self._renew_conn)
             except Exception as exc:  # the database is away: leases lapse locally meanwhile
                 log.warning("lease renewal failed: %s", exc)
                 continue
@@ -183,14 +183,13 @@ class Replica:
 
     async def renew(self) -> None:
         """Renew what is held now (the thread does it every ``renew_s``)."""
-        for resource, epoch in await self._sql(self._renew_once_on):
+        lost = await asyncio.get_running_loop().run_in_executor(self._executor, self._renew_once,
+                                                                 self._conn)
+        for resource, epoch in lost:
             self._lose(resource, "its lease was taken", epoch)
 
-    def _renew_once_on(self, db: Any) -> list[tuple[str, int]]:
-        return self._renew_once(lambda fn, *args: fn(db, *args))
-
-    def _renew_once(self, sql: Callable[..., Any]) -> list[tuple[str, int]]:
-        """One renewal with ``sql(fn, *args)``; the (resource, epoch) the database refused."""
+    def _renew_once(self, conn: _Connection) -> list[tuple[str, int]]:
+        """One renewal on ``conn``; the (resource, epoch) the database refused."""
         now = time.monotonic()
         with self._held_lock:  # what lapsed here is not asked for (the loop gives it up)
             held = [(r, e) for r, (e, t) in self.held.items()
@@ -198,7 +197,7 @@ class Replica:
         if not held:
             return []
         sent = time.monotonic()
-        renewed = sql(leases.renew, self.owner, held, self.ttl_s)
+        renewed = conn.run(leases.renew, self.owner, held, self.ttl_s)
         lost = []
         with self._held_lock:
             for resource, epoch in held:

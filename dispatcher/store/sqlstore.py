@@ -1,11 +1,11 @@
 """Keep every dispatch, node outcome and blob: the ``DispatchStore`` in SQL, for both databases.
 
 Model: a ``dispatches`` row per dispatch (blob references, status, times, error) and its graph
-JSON in a ``dispatch_graphs`` row (not rewritten with each status update), a ``nodes`` row per node (status, times, output reference, stdout, stderr, error), and
-content-addressed blobs (sha256): small ones inside the database, large ones in the blob store
-(files under ``blob_dir``, or objects under a ``store_root`` URL: where workers write outputs
-and read the values they are handed), written atomically before the row that names them is
-committed. ``blob_uses`` lists the blobs each dispatch names, so a delete finds unused blobs
+JSON in a ``dispatch_graphs`` row (not rewritten with each status update), a ``nodes`` row per
+node (status, times, output reference, stdout, stderr, error), and content-addressed blobs
+(sha256): small ones inside the database, large ones in the blob store (files under
+``blob_dir``, or objects under a ``store_root`` URL: where workers write outputs and read the
+values they are handed), written atomically before the row that names them is committed. ``blob_uses`` lists the blobs each dispatch names, so a delete finds unused blobs
 by index (``deletion``).
 
 Crash guarantee: every write is one transaction; a status the API has reported was read
