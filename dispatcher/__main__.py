@@ -40,7 +40,7 @@ from .errors import StoreError
 from .instance import (EXIT_BAD_SETTINGS, EXIT_CLUSTER, EXIT_PORT_IN_USE, EXIT_RUNNING,
                        EXIT_STORE, AlreadyRunning, DataDirLock, Instance)
 from .loopwatch import LoopWatch
-from .settings import Settings, json_object, parse_adapt
+from .settings import Settings, json_object, parse_adapt, parse_public_url
 
 log = logging.getLogger("covalent.dispatcher")
 
@@ -63,6 +63,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--allow-host", action="append", default=None, metavar="NAME",
                    help="another name clients may use in the Host header (repeatable)")
     p.add_argument("--dashboard-address", default=None, help="default 127.0.0.1:8787")
+    p.add_argument("--public-url", default=None, metavar="URL",
+                   help="how the workers reach this server, for sublattices (default: its own "
+                        "address; replicas: the load balancer's URL)")
     p.add_argument("--store-url", default=None,
                    help="where workers write outputs: an fsspec URL every worker and this server "
                         "reach (default: the data dir, for workers on this machine)")
@@ -136,6 +139,7 @@ def settings_from_args(ns: argparse.Namespace) -> Settings:
         host=ns.host, port=ns.port, token=resolve_token(ns),
         data_dir=Path(ns.data_dir) if ns.data_dir else None,
         allowed_hosts=tuple(ns.allow_host) if ns.allow_host else None,
+        public_url=parse_public_url(ns.public_url) if ns.public_url else None,
         address=ns.scheduler_address, n_workers=ns.workers,
         threads_per_worker=ns.threads_per_worker, memory_limit=ns.mem_per_worker,
         dashboard_address=ns.dashboard_address, store_url=ns.store_url,

@@ -14,6 +14,7 @@ import logging
 import os
 import signal
 import time
+from urllib.parse import urlsplit
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any, cast
@@ -76,7 +77,8 @@ def create_app(settings: Settings) -> web.Application:
     app = web.Application(client_max_size=settings.max_body_bytes)
     accounts = Accounts(lambda: app[STORE])  # users with tokens of their own (#26)
     app.middlewares.extend([
-        error_middleware, host_guard(allowed_hosts(settings.host, settings.allowed_hosts)),
+        error_middleware, host_guard(allowed_hosts(settings.host, settings.allowed_hosts,
+                                                   settings.public_url)),
         token_guard(settings.token, sessions, gate.passed, accounts), content_type_guard,
         ownership_guard])
     app[SETTINGS], app[SESSIONS], app[GATE], app[ACCOUNTS] = settings, sessions, gate, accounts
@@ -237,6 +239,15 @@ def cluster_class(path: str) -> Any:
     return found
 
 
+def _unreachable_from_elsewhere(url: str) -> bool:
+    """``url`` names this machine's loopback (only its own processes reach it there).
+
+    >>> _unreachable_from_elsewhere("http://127.0.0.1:48008"), _unreachable_from_elsewhere("http://lb:80")
+    (True, False)
+    """
+    return (urlsplit(url).hostname or "") in LOOPBACK
+
+
 async def _cluster_ctx(app: web.Application) -> AsyncIterator[None]:
     # what the embedded cluster leaves behind (its sockets' directory), removed after it closes
     with contextlib.ExitStack() as stack:
@@ -272,7 +283,11 @@ async def _cluster_ctx(app: web.Application) -> AsyncIterator[None]:
                  settings.host, settings.port, app[CLUSTER_INFO]["scheduler"],
                  app[CLUSTER_INFO]["manager"] or "external", app[CLUSTER_INFO]["dashboard"] or "-",
                  app[STORE].describe())
-        url = settings.url if settings.port else ""
+        url = settings.worker_url
+        if _unreachable_from_elsewhere(url) and (cs.address or cs.cluster_class):
+            log.warning("workers of the cluster reach this dispatcher at %s (for sublattices); "
+                        "workers on other machines cannot: pass --public-url with an address "
+                        "they reach (replicas: the load balancer's)", url)
         scheduler = getattr(cluster, "scheduler", None)  # in this process: events without a hop
         runner = Runner(app[RECORDER], client, store_root=settings.store_root,
                         storage_options=settings.store_options,

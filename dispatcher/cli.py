@@ -102,6 +102,9 @@ def main() -> None:
 @click.option("--no-token", is_flag=True,
               help="DANGEROUS: accept requests without a token; any local user can then run code as you.")
 @click.option("--allow-host", multiple=True, help="Another name clients may use in the Host header.")
+@click.option("--public-url", default=None, envvar="COVALENT_PUBLIC_URL", metavar="URL",
+              help="How the cluster's workers reach this dispatcher, for sublattices (default: "
+                   "--host and --port; replicas behind a load balancer: its URL).")
 @click.option("--store-url", default=None, envvar="COVALENT_STORE_URL",
               help="Where workers write outputs: an fsspec URL (s3://bucket/prefix) or a shared "
                    "directory every worker and the server reach (default: the data dir).")
@@ -122,7 +125,7 @@ def start(port: int, host: str, workers: int | None, threads_per_worker: int | N
           adapt: str | None = None, time_limit_grace: float | None = None,
           no_worker_timeout: float | None = None, store_url: str | None = None,
           store_options: str | None = None, token_file: str | None = None,
-          db_url: str | None = None) -> None:
+          db_url: str | None = None, public_url: str | None = None) -> None:
     """Start the dispatcher as a daemon and wait until it answers."""
     ctx = click.get_current_context()
     if token is not None and ctx.get_parameter_source("token") == ParameterSource.COMMANDLINE:
@@ -147,7 +150,7 @@ def start(port: int, host: str, workers: int | None, threads_per_worker: int | N
                         ("--dashboard-address", dashboard_address), ("--cluster", cluster),
                         ("--cluster-kwargs", cluster_kwargs), ("--adapt", adapt),
                         ("--time-limit-grace", time_limit_grace),
-                        ("--no-worker-timeout", no_worker_timeout)):
+                        ("--no-worker-timeout", no_worker_timeout), ("--public-url", public_url)):
         if value is not None:
             cmd += [flag, str(value)]
     for name in allow_host:
@@ -184,7 +187,7 @@ def start(port: int, host: str, workers: int | None, threads_per_worker: int | N
         "no_token": no_token, "data_dir": data_dir, "cluster": cluster,
         "cluster_kwargs": cluster_kwargs, "adapt": adapt, "time_limit_grace": time_limit_grace,
         "no_worker_timeout": no_worker_timeout, "store_url": store_url,
-        "store_options": store_options, "db_url": db_url})
+        "store_options": store_options, "db_url": db_url, "public_url": public_url})
     found_cluster = info.get("cluster", {})
     click.echo(f"Covalent dispatcher started (pid {proc.pid}) at {url}")
     click.echo(f"Dask scheduler: {found_cluster.get('scheduler')} ({_cluster_kind(found_cluster)})"

@@ -74,15 +74,21 @@ def _alphabet(token: str) -> int:
     return 94  # printable ASCII, or more
 
 
-def allowed_hosts(bind_host: str, extra: Iterable[str] = ()) -> frozenset[str]:
-    """The host names a request may address this server by (lower case, no port).
+def allowed_hosts(bind_host: str, extra: Iterable[str] = (), public_url: str = "") -> frozenset[str]:
+    """The host names a request may address this server by (lower case, no port): loopback,
+    ``extra``, the bind address and the host of ``public_url`` (the workers' requests, through
+    a load balancer that passes its own name on).
 
     >>> sorted(allowed_hosts("127.0.0.1", ["Lab-Box"]))[:2]
     ['127.0.0.1', '::1']
     >>> "lab-box" in allowed_hosts("127.0.0.1", ["Lab-Box"])
     True
+    >>> "lb.example" in allowed_hosts("127.0.0.1", (), "http://LB.example:8080")
+    True
     """
     names = set(LOOPBACK_NAMES) | {h.strip().lower() for h in extra if h.strip()}
+    if public_url:
+        names.add((urlsplit(public_url).hostname or "").lower())
     if bind_host not in ("", "0.0.0.0", "::"):
         names.add(bind_host.lower())
     else:  # bound to every interface: this machine's own names are ours too

@@ -7,6 +7,7 @@ import os
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 from covalent.config import DEFAULT_PORT
 
@@ -67,6 +68,10 @@ class Settings:
     port: int = DEFAULT_PORT
     token: str = ""
     allowed_hosts: tuple[str, ...] = ()  # names besides loopback requests may use in Host
+    # How the workers reach this server (a sublattice submits its child dispatch there and
+    # waits on it): "" is ``url``, which names this machine's loopback when bound to every
+    # interface. Replicas all give the load balancer's URL (docs/team.md).
+    public_url: str = ""
     instance_id: str = ""  # reported by /health so `covalent start` knows it is its own server
     # Where workers write node outputs: the data dir's blobs (the embedded default, or workers
     # on this machine), or any fsspec URL all workers and the server reach (s3://bucket/prefix).
@@ -99,6 +104,12 @@ class Settings:
         """How clients on this machine reach the server."""
         host = "127.0.0.1" if self.host in ("0.0.0.0", "") else self.host
         return f"http://[{host}]:{self.port}" if ":" in host else f"http://{host}:{self.port}"
+
+    @property
+    def worker_url(self) -> str:
+        """How the workers reach the server: ``public_url``, else ``url`` ("" on port 0: the
+        runner learns it from the first submission)."""
+        return self.public_url or (self.url if self.port else "")
 
     def with_port(self, port: int) -> Settings:
         return replace(self, port=port)
@@ -163,6 +174,7 @@ class Settings:
             port=_int(env.get("COVALENT_SERVER_PORT")) or DEFAULT_PORT,
             token=env.get("COVALENT_TOKEN", ""),
             allowed_hosts=tuple(h for h in env.get("COVALENT_ALLOWED_HOSTS", "").split(",") if h),
+            public_url=parse_public_url(env.get("COVALENT_PUBLIC_URL")),
             instance_id=env.get("COVALENT_INSTANCE_ID", ""),
             store_url=env.get("COVALENT_STORE_URL", ""),
             store_options=json_object(env.get("COVALENT_STORE_OPTIONS")),
@@ -206,6 +218,29 @@ def json_object(v: str | None) -> dict[str, Any]:
     if not isinstance(parsed, dict):
         raise ValueError(f"expected a JSON object, got {v!r}")
     return parsed
+
+
+def parse_public_url(v: str | None) -> str:
+    """The URL workers reach the server at, without a trailing slash; ValueError otherwise.
+
+    >>> parse_public_url("http://lb.example:48008/"), parse_public_url(None)
+    ('http://lb.example:48008', '')
+    >>> parse_public_url("lb.example:48008")
+    Traceback (most recent call last):
+    ...
+    ValueError: --public-url takes an http:// or https:// URL with a host (how the workers reach this dispatcher), got 'lb.example:48008'
+    """
+    if not v:
+        return ""
+    parts = urlsplit(v)
+    try:
+        parts.port  # noqa: B018  (raises on a port that is not a number)
+    except ValueError:
+        parts = parts._replace(netloc="")
+    if parts.scheme not in ("http", "https") or not parts.hostname or parts.query or parts.fragment:
+        raise ValueError("--public-url takes an http:// or https:// URL with a host (how the "
+                         f"workers reach this dispatcher), got {v!r}")
+    return v.rstrip("/")
 
 
 def parse_adapt(v: str | None) -> tuple[int, int] | None:

@@ -4,6 +4,7 @@ variables, then the config file's [dask] and [executors.*] tables (issue #16).""
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -76,3 +77,39 @@ def test_contradicting_or_malformed_settings_stop_the_server_naming_the_problem(
         tmp_path: Path, overrides: dict, message: str) -> None:
     with pytest.raises(ValueError, match=message):
         create_app(Settings.from_env(data_dir=tmp_path, **overrides))
+
+
+def test_the_public_url_is_what_workers_call_back_and_a_host_requests_may_name(
+        config_dir: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("COVALENT_TOKEN", "t")
+    monkeypatch.delenv("COVALENT_PUBLIC_URL", raising=False)
+    assert settings_from_args(parse_args(["--port", "48100"])).worker_url == "http://127.0.0.1:48100"
+    s = settings_from_args(parse_args(["--public-url", "https://LB.example:8443/"]))
+    assert s.public_url == s.worker_url == "https://LB.example:8443"
+    monkeypatch.setenv("COVALENT_PUBLIC_URL", "http://balancer:80")
+    assert settings_from_args(parse_args([])).worker_url == "http://balancer:80"
+    for bad in ("balancer:80", "ftp://balancer", "http://", "http://balancer:port"):
+        with pytest.raises(ValueError, match="--public-url takes an http:// or https:// URL"):
+            settings_from_args(parse_args(["--public-url", bad]))
+
+
+async def test_a_dispatcher_behind_a_balancer_tells_the_workers_its_url_and_answers_its_host(
+        config_dir: Path, tmp_path: Path, aiohttp_client: Any) -> None:
+    from dataclasses import replace
+
+    from dispatcher.app import RUNNER
+    from dispatcher.worker.contact import WorkerContext
+    from tests.conftest import in_process_settings
+
+    app = create_app(replace(in_process_settings(tmp_path / "data"),
+                             public_url="http://lb.example:8080"))
+    client = await aiohttp_client(app)
+    runner = app[RUNNER]
+    assert runner.public_url == "http://lb.example:8080"
+    contexts = await runner.client.run(
+        lambda dask_worker: dask_worker.plugins[WorkerContext.name].url)
+    assert set(contexts.values()) == {"http://lb.example:8080"}
+    ok = await client.get("/api/v1/health", headers={"Host": "lb.example:8080"})
+    assert ok.status == 200, await ok.text()
+    other = await client.get("/api/v1/health", headers={"Host": "elsewhere.example"})
+    assert other.status == 403, other.status

@@ -15,6 +15,7 @@ import http.client
 import json
 import os
 import signal
+import socket
 import threading
 import time
 from collections.abc import Iterator
@@ -236,6 +237,119 @@ async def test_a_cancel_sent_to_a_replica_woken_past_its_lease_reaches_the_one_t
             asyncio.to_thread(ct.get_result, blocked, True, server.addr), 30)
         assert result.status == ct.status.CANCELLED, (answer, str(result.status))
     assert not (ledger / "1.start").exists()  # what came after the cancelled node never ran
+
+
+class Balancer:
+    """A TCP load balancer on loopback, as replicas are meant to sit behind: each connection
+    goes to the next replica (round robin) that accepts one; stopped by ``close``."""
+
+    def __init__(self) -> None:
+        self.ports: list[int] = []
+        self.listener = socket.create_server(("127.0.0.1", 0))
+        self.port = self.listener.getsockname()[1]
+        self.turn = 0
+        self.closed = False
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def close(self) -> None:
+        self.closed = True
+        self.listener.close()
+
+    def _accept(self) -> None:
+        while not self.closed:
+            try:
+                conn, _ = self.listener.accept()
+            except OSError:
+                return  # closed
+            backend = self._connect()
+            if backend is None:
+                conn.close()
+                continue
+            for src, dst in ((conn, backend), (backend, conn)):
+                threading.Thread(target=self._pipe, args=(src, dst), daemon=True).start()
+
+    def _connect(self) -> socket.socket | None:
+        for _ in range(len(self.ports)):
+            self.turn += 1
+            port = self.ports[self.turn % len(self.ports)]
+            try:
+                return socket.create_connection(("127.0.0.1", port), timeout=2)
+            except OSError:
+                continue  # a replica that is gone: the next one
+        return None
+
+    @staticmethod
+    def _pipe(src: socket.socket, dst: socket.socket) -> None:
+        src.settimeout(None)
+        try:
+            while data := src.recv(65536):
+                dst.sendall(data)
+        except OSError:
+            pass
+        finally:  # each socket is the source of one pipe, which closes it
+            for s in (src, dst):
+                try:
+                    s.shutdown(socket.SHUT_RDWR)
+                except OSError:
+                    pass
+            src.close()
+
+
+@ct.lattice
+def _gated(started: str, release: str):
+    return gate(1, started, release)
+
+
+@ct.lattice
+def parent_of_gated(started: str, release: str):
+    return ct.electron(_gated)(started, release)
+
+
+async def test_a_sublattice_reaches_its_child_through_the_load_balancer_when_a_replica_dies(
+        tmp_path: Path, database: str, cluster: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Two replicas behind a load balancer, both started with ``--public-url`` (its URL): the
+    sublattice's worker submits and waits on its child through the balancer. The replica that
+    registered last with the workers (which they called back before --public-url) is killed
+    while the child's node runs; the child is taken over and the parent completes."""
+    balancer = Balancer()
+    env = dict(os.environ, PYTHONPATH=str(REPO) + os.pathsep + os.environ.get("PYTHONPATH", ""),
+               COVALENT_CONFIG_DIR=str(tmp_path / "config"), COVALENT_DB_URL=database,
+               COVALENT_STORE_URL=str(tmp_path / "shared-store"))
+    env.pop("COVALENT_TOKEN", None)
+    extra = ["--scheduler-address", cluster, "--public-url", balancer.url]
+    first, last = (ServerProcess(tmp_path / f"data{i}", env, workers=3, extra=extra)
+                   for i in range(2))
+    last.token, last.env["COVALENT_TOKEN"] = first.token, first.token
+    monkeypatch.setenv("COVALENT_TOKEN", first.token)
+    monkeypatch.setenv("COVALENT_CONFIG_DIR", str(tmp_path / "config"))
+    try:
+        for server in (first, last):  # one after the other: ``last`` registers last
+            server.start()
+            balancer.ports.append(server.port)
+        started, release = tmp_path / "started", tmp_path / "release"
+        parent = ct.dispatch(parent_of_gated, dispatcher_addr=first.addr)(str(started),
+                                                                          str(release))
+        deadline = time.monotonic() + 30
+        while not started.exists():
+            assert time.monotonic() < deadline, "the child's node never started"
+            time.sleep(0.05)  # a worker process writes the file: nothing to wait on but it
+        assert last.proc is not None
+        os.kill(last.proc.pid, signal.SIGKILL)
+        last.proc.wait()
+        release.touch()
+        result = await asyncio.wait_for(
+            asyncio.to_thread(ct.get_result, parent, True, first.addr), 90)
+        assert result.status == ct.status.COMPLETED, (str(result.status), result.error)
+        assert result.result == 2
+    finally:
+        balancer.close()
+        for server in (first, last):
+            if server.proc is not None and server.proc.poll() is None:
+                server.stop()
 
 
 REPLICA_EXAMPLES = int(os.environ.get("COVALENT_E2E_REPLICA_EXAMPLES",
