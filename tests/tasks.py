@@ -307,3 +307,14 @@ def slurm_job(i):
     import socket
 
     return i, socket.gethostname(), os.environ.get("SLURM_JOB_ID")
+
+
+async def hold_event_loop(seconds: float, done_file: str) -> None:
+    """Run by ``Client.run(..., wait=False)`` on a worker's event loop: hold it ``seconds`` (a
+    worker stuck in a C call that keeps the GIL, as the scheduler sees it), then write
+    ``done_file``."""
+    import time
+    from pathlib import Path
+
+    time.sleep(seconds)
+    Path(done_file).write_text("awake")
