@@ -14,10 +14,10 @@ import logging
 import os
 import signal
 import time
-from urllib.parse import urlsplit
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any, cast
+from urllib.parse import urlsplit
 
 import dask.config
 from aiohttp import web

@@ -228,7 +228,7 @@ def parse_public_url(v: str | None) -> str:
     >>> parse_public_url("lb.example:48008")
     Traceback (most recent call last):
     ...
-    ValueError: --public-url takes an http:// or https:// URL with a host (how the workers reach this dispatcher), got 'lb.example:48008'
+    ValueError: --public-url takes http://host:port (how the workers reach this dispatcher; no path), got 'lb.example:48008'
     """
     if not v:
         return ""
@@ -237,9 +237,10 @@ def parse_public_url(v: str | None) -> str:
         parts.port  # noqa: B018  (raises on a port that is not a number)
     except ValueError:
         parts = parts._replace(netloc="")
-    if parts.scheme not in ("http", "https") or not parts.hostname or parts.query or parts.fragment:
-        raise ValueError("--public-url takes an http:// or https:// URL with a host (how the "
-                         f"workers reach this dispatcher), got {v!r}")
+    if (parts.scheme != "http" or not parts.hostname or parts.path not in ("", "/")
+            or parts.query or parts.fragment):  # (what the SDK's client can reach)
+        raise ValueError("--public-url takes http://host:port (how the workers reach this "
+                         f"dispatcher; no path), got {v!r}")
     return v.rstrip("/")
 
 

@@ -84,12 +84,13 @@ def test_the_public_url_is_what_workers_call_back_and_a_host_requests_may_name(
     monkeypatch.setenv("COVALENT_TOKEN", "t")
     monkeypatch.delenv("COVALENT_PUBLIC_URL", raising=False)
     assert settings_from_args(parse_args(["--port", "48100"])).worker_url == "http://127.0.0.1:48100"
-    s = settings_from_args(parse_args(["--public-url", "https://LB.example:8443/"]))
-    assert s.public_url == s.worker_url == "https://LB.example:8443"
+    s = settings_from_args(parse_args(["--public-url", "http://LB.example:8443/"]))
+    assert s.public_url == s.worker_url == "http://LB.example:8443"
     monkeypatch.setenv("COVALENT_PUBLIC_URL", "http://balancer:80")
     assert settings_from_args(parse_args([])).worker_url == "http://balancer:80"
-    for bad in ("balancer:80", "ftp://balancer", "http://", "http://balancer:port"):
-        with pytest.raises(ValueError, match="--public-url takes an http:// or https:// URL"):
+    for bad in ("balancer:80", "https://balancer", "http://", "http://balancer:port",
+                "http://balancer/covalent"):
+        with pytest.raises(ValueError, match="--public-url takes http://host:port"):
             settings_from_args(parse_args(["--public-url", bad]))
 
 
