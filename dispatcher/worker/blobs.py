@@ -159,7 +159,10 @@ class _Hashing:
         return view.nbytes
 
 
-ALONGSIDE = 16 << 20  # a buffer this large is hashed in another thread while it is written
+# A buffer this large is hashed in another thread while it is written: from 1 MiB up the
+# hand-off costs less than it saves (a 2 MiB NumPy array stored in 0.68 ms against 0.87 with
+# the hash after the write; BLAKE3 of it alone 0.34 ms).
+ALONGSIDE = 1 << 20
 _HASHERS: ThreadPoolExecutor | None = None
 _HASHERS_LOCK = threading.Lock()
 
