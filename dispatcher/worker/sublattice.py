@@ -28,7 +28,7 @@ from typing import Any
 from covalent._client import request_json, waker
 from covalent._results_manager.results_manager import Patience
 from covalent.api import ClientConfig, Result, fetch_result, submission_parts, submit_frame
-from covalent.errors import DispatchStateError
+from covalent.errors import DispatcherUnavailableError, DispatchStateError
 from covalent.wire.status import Status
 
 from ..protocol import NodeSpec
@@ -53,11 +53,30 @@ def run_sublattice(spec: NodeSpec, lattice: Any, args: list[Any], kwargs: dict[s
     # of starting a second one (issue #11).
     child_id = str(uuid.uuid5(uuid.NAMESPACE_URL, f"covalent:{spec.dispatch_id}/{spec.node_id}"))
     body = submission_parts(lattice, tuple(args), kwargs, dispatch_id=child_id, disable_run=False)
-    submit_frame(cfg, body, {"parent": spec.dispatch_id, "parent_node": spec.node_id})
-    result = _wait_seceded(cfg, child_id)
+    try:
+        submit_frame(cfg, body, {"parent": spec.dispatch_id, "parent_node": spec.node_id})
+        result = _wait_seceded(cfg, child_id)
+    except DispatcherUnavailableError as exc:  # (its own hint is for a user's shell)
+        raise DispatcherUnreachable(cfg.url, child_id, exc.reason) from None
     if result.status != "COMPLETED":
         raise RuntimeError(f"sublattice dispatch {child_id} ended {result.status}: {result.error}")
     return result.result
+
+
+class DispatcherUnreachable(ConnectionError):
+    """This worker could not reach the dispatcher at the address it was given (at all, or for
+    ``Patience``'s 30 s in a row while it waited on the child)."""
+
+    def __init__(self, url: str, child_id: str, reason: str) -> None:
+        super().__init__(url, child_id, reason)
+        self.url, self.child_id, self.reason = url, child_id, reason
+
+    def __str__(self) -> str:
+        return (f"this worker could not reach the dispatcher at {self.url} to run sublattice "
+                f"dispatch {self.child_id} ({self.reason}): the dispatcher there is gone, or "
+                "the workers cannot reach that address (workers on other machines, replicas "
+                "behind a load balancer: start the dispatcher with --public-url "
+                "http://<host:port the workers reach>)")
 
 
 def _wait_seceded(cfg: ClientConfig, child_id: str) -> Result:

@@ -315,3 +315,28 @@ async def test_a_cancel_as_user_code_rejoins_the_pool_costs_its_worker_no_thread
                 interrupts.set_cancelled({})
                 _USER_REJOINS.set()
                 _BUSY_ENDS.set()
+
+
+def test_a_sublattice_that_cannot_reach_its_dispatcher_says_so_and_how_to_fix_it(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    import covalent as ct
+    from dispatcher.protocol import NodeSpec
+    from dispatcher.worker import sublattice
+    from dispatcher.worker.contact import WorkerContext
+    from tests.conftest import free_port
+
+    url = f"http://127.0.0.1:{free_port()}"  # nothing listens there
+    monkeypatch.setattr(sublattice, "worker_context", lambda: WorkerContext(url, "", "/unused"))
+
+    @ct.lattice
+    def child(x: int) -> int:
+        return x
+
+    spec = NodeSpec(dispatch_id="d" * 32, node_id=3, name=":sublattice:child", kind="sublattice",
+                    fn=None, value=None, hooks=None, layout=())
+    with pytest.raises(sublattice.DispatcherUnreachable) as caught:
+        sublattice.run_sublattice(spec, child, [1], {})
+    message = str(caught.value)
+    assert message.startswith(f"this worker could not reach the dispatcher at {url} to run "
+                              "sublattice dispatch ")
+    assert "--public-url" in message and "covalent start" not in message
