@@ -306,6 +306,9 @@ def status(dispatch_id: str | None) -> None:
                f"{cluster.get('workers')}, threads: {cluster.get('threads')}")
     if cluster.get("dashboard"):
         click.echo(f"Dask dashboard: {cluster['dashboard']}")
+    if cluster.get("callback"):
+        click.echo(f"Workers reach the dispatcher at: {cluster['callback']} (sublattices; "
+                   "--public-url)")
     for w in info.get("workers", []):
         click.echo(f"  worker {w['address']}  name {w['name']}  threads {w['threads']}  memory "
                    f"{_gib(w.get('memory_limit'))}  resources {_resources(w.get('resources'))}")

@@ -115,11 +115,13 @@ async def health(request: web.Request) -> web.Response:
 
 @routes.get(wire.API + "/status")
 async def server_status(request: web.Request) -> web.Response:
-    """The server, its Dask cluster (each worker: address, name, threads, memory, resources,
-    the named executors it serves), the named executors, running dispatches, triggers."""
+    """The server, its Dask cluster (the address its workers reach the server at; each worker:
+    address, name, threads, memory, resources, the named executors it serves), the named
+    executors, running dispatches, triggers."""
     app = request.app
     runner = app[RUNNER]
     info: dict[str, Any] = app[CLUSTER_INFO].copy()
+    info["callback"] = runner.public_url  # where the workers reach this server (sublattices)
     client = runner.client
     executors = app[EXECUTORS]
     workers: list[dict[str, Any]] = []

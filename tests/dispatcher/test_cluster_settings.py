@@ -112,5 +112,7 @@ async def test_a_dispatcher_behind_a_balancer_tells_the_workers_its_url_and_answ
     assert set(contexts.values()) == {"http://lb.example:8080"}
     ok = await client.get("/api/v1/health", headers={"Host": "lb.example:8080"})
     assert ok.status == 200, await ok.text()
+    status = await (await client.get("/api/v1/status")).json()
+    assert status["cluster"]["callback"] == "http://lb.example:8080"
     other = await client.get("/api/v1/health", headers={"Host": "elsewhere.example"})
     assert other.status == 403, other.status

@@ -108,6 +108,7 @@ async def test_cli_start_status_stop_start_keeps_results(env, tmp_path) -> None:
 
         out = await asyncio.to_thread(covalent, env, "status")
         assert "running at" in out.stdout and "Running dispatches: 0" in out.stdout
+        assert f"Workers reach the dispatcher at: http://127.0.0.1:{port} " in out.stdout
         out = await asyncio.to_thread(covalent, env, "stop")
         assert "stopped" in out.stdout and holder(data) is None
         out = await asyncio.to_thread(covalent, env, "status")
