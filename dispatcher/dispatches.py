@@ -178,7 +178,7 @@ async def create(store: DispatchStore, runner: Runner, header: dict[str, Any], g
         await store.create_dispatch(new, merged, extra)
     except DispatchExists:  # a retried request (the same): the dispatch exists already
         await unlease(runner, dispatch_id, epoch)
-        await _same_as_stored(store, dispatch_id, graph_json, merged)
+        await _same_as_stored(store, dispatch_id, graph_json, merged, parent)
         return dispatch_id, False
     except BaseException:  # nothing stored (a 503 the client retries): hold no lease on it,
         await unlease(runner, dispatch_id, epoch)  # or the retry finds it held and never runs it
@@ -221,10 +221,20 @@ async def _parent_stopped(store: DispatchStore, parent: tuple[str, int]) -> bool
 
 
 async def _same_as_stored(store: DispatchStore, dispatch_id: str, graph_json: str,
-                          blobs: list[bytes | StoredBlob]) -> None:
+                          blobs: list[bytes | StoredBlob],
+                          parent: tuple[str, int] | None = None) -> None:
     """409 unless the stored dispatch ``dispatch_id`` has this graph and these blobs: an id
-    reused for another workflow is never silently answered with the first (issue #21)."""
+    reused for another workflow is never silently answered with the first (issue #21).
+
+    A sublattice's child sent again for the same ``parent`` node (that node ran again: its
+    worker died, the dispatcher restarted) is that child whatever its bytes: its id derives from
+    the node, and a worker may pickle the same lattice otherwise (a function sent by value
+    carries the module state it refers to, which a new worker process need not share). The
+    node then waits for the child it started first, as it would for the same bytes."""
     row = await store.get_dispatch(dispatch_id)
+    if row is not None and parent is not None and (
+            row.parent_dispatch_id, row.parent_node_id) == parent:
+        return
     refs = await asyncio.to_thread(
         lambda: [b.ref if isinstance(b, StoredBlob) else blob_ref(b) for b in blobs])
     if row is None or row.blob_refs != refs or (row.graph_json != graph_json and await (

@@ -88,3 +88,33 @@ async def test_retries_are_capped_where_they_are_written_and_at_the_server(
     answer = await resp.json()
     assert (resp.status, answer["error"]) == (400, "InvalidRequest")
     assert "retries must be an integer >= 0 and at most 100, got 1000000000" in answer["message"]
+
+
+async def test_a_child_sent_again_by_its_node_is_that_child_whatever_its_bytes(
+        dispatcher: TestClient, addr: str) -> None:
+    """A sublattice node that runs again (its worker died, the dispatcher restarted) sends its
+    child again under the same id, pickled by another worker process: found in a randomized
+    kill test, where the child's function went by value with other module state and the node
+    failed "taken by a different workflow" while its first child ran on. Only the same
+    parent node may do that: for anyone else the id still means one workflow."""
+    parent = build_submission(two_node, (1, 2), {}, dispatch_id=ID, disable_run=True)
+    assert (await dispatcher.post(wire.API + "/dispatches", data=parent, headers=FRAME)).status == 201
+    child_id = "9a8b7c6d-5e4f-4a3b-8c2d-1e0f9a8b7c6d"
+    first = build_submission(two_node, (1, 2), {}, dispatch_id=child_id, disable_run=True)
+    again = build_submission(_other, (5, 6), {}, dispatch_id=child_id, disable_run=True)
+    of_node_0 = {"parent": ID, "parent_node": "0"}
+    resp = await dispatcher.post(wire.API + "/dispatches", data=first, headers=FRAME,
+                                 params=of_node_0)
+    assert resp.status == 201
+    resp = await dispatcher.post(wire.API + "/dispatches", data=again, headers=FRAME,
+                                 params=of_node_0)
+    answer = await resp.json()
+    assert (resp.status, answer.get("dispatch_id")) == (200, child_id), answer
+    for params in ({"parent": ID, "parent_node": "1"}, None):  # another node, or no parent
+        resp = await dispatcher.post(wire.API + "/dispatches", data=again, headers=FRAME,
+                                     params=params)
+        answer = await resp.json()
+        assert (resp.status, answer["error"]) == (409, "DispatchState"), params
+    resp = await dispatcher.get(wire.API + "/dispatches", headers=JSON)
+    listed = (await resp.json())["dispatches"]
+    assert [d["name"] for d in listed if d["dispatch_id"] == child_id] == ["two_node"]  # kept
