@@ -20,6 +20,7 @@ import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
@@ -222,6 +223,17 @@ def _release_blocked_tasks() -> Any:
     tasks.release.clear()
     yield
     tasks.release.set()
+
+
+@pytest.fixture
+def private_tempdir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """``tempfile``'s directory in this test's process: the temporary files ``ct.fs.File()``
+    names (a transfer without a local end, as in Covalent) are made in its ``tmp_path`` rather
+    than left in the machine's /tmp after every run."""
+    directory = tmp_path / "tempfiles"
+    directory.mkdir()
+    monkeypatch.setattr(tempfile, "tempdir", str(directory))
+    return directory
 
 
 @pytest.fixture

@@ -60,8 +60,9 @@ class Kernel:
 
 
 @pytest.fixture(scope="session")
-def kernel(shared_server: Shared) -> Iterator[Kernel]:
-    k = Kernel(shared_server.env)
+def kernel(shared_server: Shared, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Kernel]:
+    # the notebooks' temporary files and folders stay in pytest's tmp, not the machine's /tmp
+    k = Kernel(dict(shared_server.env, TMPDIR=str(tmp_path_factory.mktemp("kernel-tmp"))))
     try:
         yield k
     finally:

@@ -30,5 +30,6 @@ def test_every_example_has_expectations() -> None:
 
 @pytest.mark.parametrize("name", sorted(EXPECTED))
 def test_example_script(name: str, shared: Shared, tmp_path: Path) -> None:
-    out = run_script(name, shared.env, tmp_path)
+    (tmp_path / "tmp").mkdir()  # the script's temporary files (ct.fs.File()) stay in tmp_path
+    out = run_script(name, dict(shared.env, TMPDIR=str(tmp_path / "tmp")), tmp_path)
     assert not missing(EXPECTED[name], out), out

@@ -95,6 +95,8 @@ def test_page_runs(page: Path, shared: Shared, tmp_path: Path) -> None:
     env = dict(_base_env(), COVALENT_DATA_DIR=str(shared.server.data_dir))
     env.update({k: shared.env[k] for k in ("COVALENT_CONFIG_DIR", "COVALENT_DISPATCHER_ADDR",
                                            "COVALENT_TOKEN")})
+    (tmp_path / "tmp").mkdir()  # the page's temporary files (ct.fs.File()) stay in tmp_path
+    env["TMPDIR"] = str(tmp_path / "tmp")
     out = run_page(page, env, tmp_path)
     ran = [b for b in blocks(page) if b.runs]
     assert out.count("--- ") == len(ran), out

@@ -17,6 +17,8 @@ from aiohttp import web
 import covalent as ct
 from tests.conftest import fetched, s3_bucket
 
+pytestmark = pytest.mark.usefixtures("private_tempdir")  # temporary Files in tmp_path
+
 needs_rsync = pytest.mark.skipif(shutil.which("rsync") is None,
                                  reason="the rsync binary is not installed (apt-get install rsync)")
 

@@ -16,6 +16,8 @@ from covalent._file_transfer.enums import Order
 from covalent._file_transfer.file_transfer import transfer_hooks
 from covalent.errors import FileTransferError
 
+pytestmark = pytest.mark.usefixtures("private_tempdir")  # temporary Files in tmp_path
+
 needs_rsync = pytest.mark.skipif(shutil.which("rsync") is None,
                                  reason="the rsync binary is not installed (apt-get install rsync)")
 
