@@ -90,6 +90,7 @@ def create_app(settings: Settings) -> web.Application:
     app.add_routes(routes)
     app.add_routes(user_routes.routes)
     app.cleanup_ctx.append(_store_ctx)
+    app.on_shutdown.append(_stop_waiting)  # before aiohttp waits for the requests in flight
     metrics.setup(app)  # GET /metrics, counting from the recorder's commits
     app.cleanup_ctx.append(_cluster_ctx)
     app.cleanup_ctx.append(_triggers_ctx)
@@ -210,6 +211,12 @@ async def _store_ctx(app: web.Application) -> AsyncIterator[None]:
         await asyncio.gather(deleting, return_exceptions=True)
         await recorder.close()
         await store.close()
+
+
+async def _stop_waiting(app: web.Application) -> None:
+    """Long-polls for a dispatch's end answer now: the stop does not wait for them."""
+    if RECORDER in app:
+        app[RECORDER].stop_waiting()
 
 
 def check_cluster(cs: ClusterSettings) -> None:

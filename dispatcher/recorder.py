@@ -64,12 +64,18 @@ class Recorder:
     async def start(self) -> None:
         self._writer = asyncio.create_task(self._write_loop(), name="covalent-recorder")
 
-    async def close(self) -> None:
-        """Answer every waiter (the server is stopping), write what is queued, stop."""
+    def stop_waiting(self) -> None:
+        """The server is stopping: every waiter returns now, and later ones at once (a client
+        long-polling for a dispatch's end must not hold the stop; it reads what is committed,
+        and the SDK waits on through the restart)."""
         self.closing = True
         for waiters in self._waiters.values():
             for ev in waiters:
                 ev.set()
+
+    async def close(self) -> None:
+        """Answer every waiter (the server is stopping), write what is queued, stop."""
+        self.stop_waiting()
         if self._writer is not None:
             try:
                 await self.flush()

@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+import http.client
+import json
 import threading
+import urllib.request
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -110,6 +113,37 @@ async def test_get_result_called_while_the_server_is_down_waits_for_it(
     (tmp_path / "release").touch()
     result = await asyncio.wait_for(waiting, 60)
     assert result.status == "COMPLETED" and result.result == 30
+
+
+async def test_a_stop_does_not_wait_for_clients_long_polling_for_a_dispatch_end(
+        server: ServerProcess, tmp_path: Path) -> None:
+    """A client waiting for a dispatch to end (a long poll of 100 s) is answered at once when
+    the server is stopped, with the status it has (RUNNING), and the stop takes seconds; it
+    used to wait until the poll ran out (up to ``long_poll_max_s``, 120 s)."""
+    server.start()
+    dispatch_id = await asyncio.to_thread(ct.dispatch(_workflow(tmp_path), dispatcher_addr=server.addr), 1)
+    await wait_until(lambda: (tmp_path / "started").exists(), timeout=30)
+    before = _http_connections(server)
+    conn = http.client.HTTPConnection("127.0.0.1", server.port, timeout=150)
+    conn.request("GET", f"/api/v1/dispatches/{dispatch_id}/status?wait=100",
+                 headers={"Authorization": f"Bearer {server.token}"})
+    await wait_until(lambda: _http_connections(server) > before, timeout=10)  # it is being served
+    answer = asyncio.create_task(asyncio.to_thread(conn.getresponse))
+    # 0: it exited on SIGTERM; killed after 30 s, it waited for the poll (aiohttp's limit, 60 s)
+    assert server.stop(timeout=30) == 0
+    resp = await asyncio.wait_for(answer, 10)
+    assert resp.status == 200 and json.loads(resp.read())["status"] == "RUNNING"
+    conn.close()
+
+
+def _http_connections(server: ServerProcess) -> float:
+    """The server's open HTTP connections (its metrics), this request's own left out."""
+    req = urllib.request.Request(server.url + "/metrics",
+                                 headers={"Authorization": f"Bearer {server.token}"})
+    with urllib.request.urlopen(req, timeout=5) as resp:
+        text = resp.read().decode()
+    [line] = [ln for ln in text.splitlines() if ln.startswith('covalent_open_connections{kind="http"}')]
+    return float(line.split()[-1]) - 1
 
 
 @ct.lattice
