@@ -16,6 +16,7 @@ client and the workers unpickle; the server slices and stores them. Content type
 from __future__ import annotations
 
 import json
+import re
 import reprlib
 import struct
 from collections.abc import Callable, Collection
@@ -35,6 +36,7 @@ PREVIEW_LIMIT = 200  # characters of a value's preview (a short repr for people 
 CONTENT_TYPE = "application/x-covalent-frame"
 API = "/api/v1"
 _LEN = struct.Struct(">I")
+_LEFT_OUT = re.compile(r"\n\[\.\.\. (\d+) characters left out \.\.\.\]\n")  # clean_text's marker
 
 
 class WireError(ValueError):
@@ -52,10 +54,18 @@ def clean_text(text: str, limit: int = TEXT_LIMIT) -> str:
     'ok \\\\udc80'
     >>> clean_text("a" * 10 + "b" * 10, limit=8)
     'aaaa\\n[... 12 characters left out ...]\\nbbbb'
+
+    A text cut before (a node's captured output) is cut again with the count of both cuts:
+
+    >>> clean_text(clean_text("a" * 100 + "b" * 100, limit=60), limit=20)
+    'aaaaaaaaaa\\n[... 180 characters left out ...]\\nbbbbbbbbbb'
     """
     if len(text) > limit:
         half = limit // 2
-        text = f"{text[:half]}\n[... {len(text) - 2 * half} characters left out ...]\n{text[-half:]}"
+        middle = text[half:len(text) - half]
+        left_out = len(middle) + sum(int(m.group(1)) - len(m.group(0))
+                                     for m in _LEFT_OUT.finditer(middle))
+        text = f"{text[:half]}\n[... {left_out} characters left out ...]\n{text[-half:]}"
     if not text.isascii():
         text = text.encode("utf-8", "backslashreplace").decode("utf-8")
     return text

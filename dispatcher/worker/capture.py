@@ -63,7 +63,7 @@ class Bounded(io.TextIOBase):
     node printing a gigabyte costs its worker a megabyte (issue #11)."""
 
     def __init__(self, limit: int = TEXT_LIMIT) -> None:
-        self.half = limit // 2
+        self.half = (limit - 64) // 2  # head, marker and tail within ``limit``: never cut again
         self.head: list[str] = []
         self.head_len = 0
         self.tail: collections.deque[str] = collections.deque()
