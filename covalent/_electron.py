@@ -12,6 +12,7 @@ import functools
 import inspect
 import operator
 import sys
+import types
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from typing import Any, Generic, ParamSpec, TypeVar, overload
 
@@ -50,6 +51,14 @@ class Electron(Generic[P, R]):
         self._arg_names = arg_names
         if function is not None and kind is NodeKind.ELECTRON:
             functools.update_wrapper(self, function, updated=())
+
+    def __get__(self, instance: Any, owner: type | None = None) -> Any:
+        """An electron defined in a class body is a method, as Covalent's (a function wrapper)
+        is: ``model.predict(x)`` calls the electron with ``model`` first, which a lattice
+        records as one more input of its node."""
+        if instance is None or self.node_id is not None or isinstance(self.function, staticmethod):
+            return self
+        return types.MethodType(self, instance)
 
     @classmethod
     def _bound(cls, proto: Electron[Any, Any], node_id: int) -> Electron[Any, Any]:

@@ -318,3 +318,14 @@ async def hold_event_loop(seconds: float, done_file: str) -> None:
 
     time.sleep(seconds)
     Path(done_file).write_text("awake")
+
+
+class Scaler:
+    """A class whose method is an electron (Covalent allows it: the electron gets ``self``)."""
+
+    def __init__(self, factor: int) -> None:
+        self.factor = factor
+
+    @ct.electron
+    def scale(self, x: int) -> int:
+        return self.factor * x

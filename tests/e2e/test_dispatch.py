@@ -10,7 +10,7 @@ import pytest
 import covalent as ct
 from covalent.errors import DispatcherUnavailableError, DispatchNotFoundError
 from tests.conftest import fetched, run, wait_until
-from tests.tasks import add, block, fail, identity, shout, two_node
+from tests.tasks import Scaler, add, block, fail, identity, shout, two_node
 
 pytestmark = pytest.mark.all_stores  # run on every store (tests/conftest.py)
 
@@ -374,3 +374,18 @@ async def test_lattice_over_an_electron_is_a_one_node_workflow(addr: str) -> Non
     names = [n["node_name"] for n in result.get_all_node_results()]
     assert names == ["product", ":parameter:2", ":parameter:3", ":postprocess:reconstruct"]
     assert result.get_node_result(0)["output"] == 6
+
+
+@ct.lattice
+def _scaled_twice(x: int) -> int:
+    return Scaler(10).scale(Scaler(3).scale(x))
+
+
+async def test_an_electron_defined_as_a_method_gets_its_instance(addr: str) -> None:
+    # ``@ct.electron`` on a method, as Covalent allows: it was called without ``self``
+    # ("missing a required argument: 'x'" though x was passed).
+    assert Scaler(3).scale(2) == 6  # outside a dispatch, still the method
+    result = await run(_scaled_twice, addr, 2)
+    assert result.status == "COMPLETED" and result.result == 60, result.error
+    scales = [n for n in result.get_all_node_results() if n["node_name"] == "scale"]
+    assert sorted(n["output"] for n in scales) == [6, 60]
