@@ -11,7 +11,7 @@ from urllib.parse import quote
 from .. import _client, _progress, wire
 from ..config import client_config
 from ..wire.status import Status
-from ..errors import DispatcherBusyError, DispatcherUnavailableError
+from ..errors import DispatcherBusyError, DispatcherUnavailableError, DispatchStateError
 from .result import Result
 
 _LONG_POLL_S = 30.0
@@ -138,10 +138,13 @@ def cancel(dispatch_id: str, task_ids: list[int] | int | None = None,
     """Cancel a dispatch, or only the nodes ``task_ids`` (and so their descendants).
 
     Returns:
-        The server's message, e.g. ``"Dispatch <id> cancelled."``.
+        The server's message, e.g. ``"Cancelled dispatch <id> (3 unfinished nodes)."``; for a
+        dispatch that has ended (or was never started) it says so and nothing changes, as in
+        Covalent, so a ``finally: ct.cancel(id)`` cannot fail because the dispatch won the race.
 
     Raises:
         DispatchNotFoundError: no dispatch has that id.
+        NodeNotFoundError: the dispatch has no node of one of ``task_ids``.
     """
     quoted = _check_id(dispatch_id)
     if isinstance(task_ids, int):
@@ -150,5 +153,8 @@ def cancel(dispatch_id: str, task_ids: list[int] | int | None = None,
         raise TypeError(f"task_ids must be node ids (integers), got {task_ids!r}")
     cfg = client_config(dispatcher_addr)
     body = json.dumps({"task_ids": task_ids or []}).encode()
-    resp = _client.request_json(cfg, "POST", f"/dispatches/{quoted}/cancel", body=body)
+    try:
+        resp = _client.request_json(cfg, "POST", f"/dispatches/{quoted}/cancel", body=body)
+    except DispatchStateError as exc:  # ended, or never started: nothing to cancel
+        return exc.message[:1].upper() + exc.message[1:] + "."  # "Dispatch <id> already ended ..."
     return str(resp["message"])

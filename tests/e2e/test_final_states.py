@@ -214,9 +214,9 @@ def _disturb(server: ServerProcess, plan: Plan, dispatch_id: str,
             try:
                 ids = None if how == "whole" else [_node_id(canceller, dispatch_id, node)]
                 said = ct.cancel(dispatch_id, task_ids=ids, dispatcher_addr=canceller.addr)
-                note(f"cancel taken: {said}")
-                print(f"{dispatch_id}: cancel taken: {said}")  # a flaky failure's own run
-                cancelled = True
+                cancelled = "already ended" not in said  # (said, not raised, as in Covalent)
+                note(f"cancel {'taken' if cancelled else 'not taken'}: {said}")
+                print(f"{dispatch_id}: cancel {'taken' if cancelled else 'not taken'}: {said}")
             except CovalentError as exc:  # ended already, or the dispatcher was down
                 note(f"cancel not taken: {exc}")
                 print(f"{dispatch_id}: cancel not taken: {exc}")
