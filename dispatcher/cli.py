@@ -363,7 +363,7 @@ def _done_total(cfg: ClientConfig, dispatch_id: str) -> str:
 
 
 @main.command()
-@click.option("-n", "--lines", type=int, default=50, show_default=True)
+@click.option("-n", "--lines", type=click.IntRange(min=1), default=50, show_default=True)
 @click.option("--data-dir", default=None, envvar="COVALENT_DATA_DIR")
 def logs(lines: int, data_dir: str | None) -> None:
     """Print the end of the server log (from the rotated files too, when the log was rotated

@@ -68,7 +68,8 @@ def age(iso: str | None, now: datetime | None = None) -> str:
 
 
 @click.command("list")
-@click.option("-n", "--limit", type=int, default=20, show_default=True, help="How many, newest first.")
+@click.option("-n", "--limit", type=click.IntRange(1, 1000), default=20, show_default=True,
+              help="How many, newest first.")
 @click.option("--status", default=None, type=click.Choice([str(s) for s in
               (Status.RUNNING, Status.COMPLETED, Status.FAILED, Status.CANCELLED, Status.NEW_OBJECT)]))
 @click.option("-q", "--search", default="", help="Only dispatches whose name or id contains this.")

@@ -28,7 +28,7 @@ from ..store.base import DISPATCH_SORTS
 from . import live
 from ..state import TERMINAL
 from .keys import GRAPHS, LIVE
-from .listing import FINISHED, listing_query
+from .listing import FILTER_KEYS, FINISHED, listing_query
 from .views import by_name
 
 routes = web.RouteTableDef()
@@ -43,16 +43,26 @@ def _number(request: web.Request, name: str, default: float, maximum: float) -> 
     return min(max(value, 0.0), maximum) if value == value else default
 
 
+def _count(request: web.Request, name: str, default: int, maximum: int) -> int:
+    """A whole-number query parameter from 0 to ``maximum``; InvalidRequest otherwise."""
+    raw = request.query.get(name, "")
+    if not raw:
+        return default
+    if not raw.isdigit() or int(raw) > maximum:
+        raise InvalidRequest(f"{name} must be a whole number from 0 to {maximum}, not {raw!r}")
+    return int(raw)
+
+
 @routes.get(wire.API + "/listing")
 async def listing(request: web.Request) -> web.Response:
     store = request.app[STORE]
-    status = request.query.get("status") or None
-    sort = request.query.get("sort", "created")
-    query = DispatchQuery(status=status, search=request.query.get("q", "")[:200],
-                          sort=sort if sort in DISPATCH_SORTS else "created",
-                          descending=request.query.get("order", "desc") != "asc",
-                          offset=int(_number(request, "offset", 0, 1e9)),
-                          limit=int(_number(request, "limit", 20, 1000)),
+    params = {k: v for k, v in request.query.items() if k in FILTER_KEYS}
+    listing_query(params, strict=True)  # 400 for an unknown status, sort or order
+    query = DispatchQuery(status=params.get("status") or None, search=params.get("q", "")[:200],
+                          sort=params.get("sort", "created"),
+                          descending=params.get("order", "desc") != "asc",
+                          offset=_count(request, "offset", 0, 10**9),
+                          limit=_count(request, "limit", 20, 1000),
                           owner=owner_filter(request))
     page = await store.page_dispatches(query)
     counts = await store.electron_counts([r.dispatch_id for r in page.rows])
@@ -104,11 +114,14 @@ async def delete_many(request: web.Request) -> web.Response:
     """The list's bulk delete: chosen rows, or every finished dispatch its filter matches."""
     body = await _json_object(request)
     store, runner = request.app[STORE], request.app[RUNNER]
+    if len(body) != 1 or not ({"filter", "dispatch_ids"} & set(body)):
+        raise InvalidRequest("a bulk delete takes one key, filter or dispatch_ids; got "
+                             f"{sorted(body)}")
     if "filter" in body:
         spec = body["filter"]
         if not isinstance(spec, dict) or not all(isinstance(v, str) for v in spec.values()):
             raise InvalidRequest("filter must be an object of strings: status, q, age")
-        query, _ = listing_query(spec, limit=1000, owner=owner_filter(request))
+        query, _ = listing_query(spec, limit=1000, owner=owner_filter(request), strict=True)
         if query.status is not None and query.status not in FINISHED:
             raise InvalidRequest(f"only finished dispatches are deleted by filter, not {query.status}")
         ids: list[str] = []

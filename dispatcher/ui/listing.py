@@ -12,6 +12,7 @@ from aiohttp import web
 
 from ..authz import owner_filter
 from ..dispatches import cutoff
+from ..errors import InvalidRequest
 from ..keys import STORE
 from ..state import Status
 from ..store import DispatchQuery
@@ -29,11 +30,18 @@ AGES = [("", "any time"), ("1h", "in the last hour"), ("1d", "in the last day"),
 FINISHED = [str(s) for s in TERMINAL]
 
 
-def listing_query(params: Mapping[str, str], limit: int = PAGE_SIZE, owner: str | None = None
-                  ) -> tuple[DispatchQuery, str]:
+FILTER_KEYS = ("status", "q", "age", "sort", "order")
+
+
+def listing_query(params: Mapping[str, str], limit: int = PAGE_SIZE, owner: str | None = None,
+                  strict: bool = False) -> tuple[DispatchQuery, str]:
     """The list's filter, search, age window and sort from the address (or a bulk delete's
     body, which names the same filter), limited to ``owner``'s dispatches if given; and the
-    age key."""
+    age key. An address's unknown values mean no filter (an old link still shows the list);
+    ``strict`` (a bulk delete's filter): InvalidRequest for them, since no filter there would
+    mean every finished dispatch."""
+    if strict:
+        _check_filter(params)
     age = params.get("age", "")
     age = age if age in dict(AGES) else ""
     after = before = None
@@ -48,6 +56,18 @@ def listing_query(params: Mapping[str, str], limit: int = PAGE_SIZE, owner: str 
         search=str(params.get("q", ""))[:200], sort=sort if sort in DISPATCH_SORTS else "created",
         descending=params.get("order", "desc") != "asc", limit=limit,
         created_after=after, created_before=before, owner=owner), age
+
+
+def _check_filter(params: Mapping[str, str]) -> None:
+    unknown = sorted(set(params) - set(FILTER_KEYS))
+    if unknown:
+        raise InvalidRequest(f"unknown filter keys {unknown}; a filter has {', '.join(FILTER_KEYS)}")
+    checks = [("status", [""] + [str(s) for s in STATUSES]), ("age", [a for a, _ in AGES]),
+              ("sort", list(DISPATCH_SORTS)), ("order", ["asc", "desc"])]
+    for key, allowed in checks:
+        if key in params and params[key] not in allowed:
+            raise InvalidRequest(f"filter {key} must be one of "
+                                 f"{', '.join(repr(a) for a in allowed)}; got {params[key]!r}")
 
 
 @routes.get("/")

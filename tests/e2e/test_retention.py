@@ -74,3 +74,31 @@ async def test_purge_by_age_and_status(dispatcher, addr) -> None:
 @ct.lattice
 def _failing():
     return fail(1)
+
+
+@pytest.mark.parametrize("body", [
+    {"filter": {"status": "failed"}},  # a status in the wrong case
+    {"filter": {"status": "FAILED", "age": "older-7days"}},  # an age the list does not offer
+    {"filter": {"sort": "evil"}}, {"filter": {"statuses": "FAILED"}},  # a key it does not have
+    {"filter": {"status": "FAILED"}, "dry_run": True},  # a key the bulk delete does not have
+    {},
+])
+async def test_a_bulk_delete_with_a_filter_it_cannot_read_deletes_nothing(
+        dispatcher, addr, body) -> None:
+    # An unknown status or age used to count as no filter: every finished dispatch deleted.
+    done = await run(echo, addr, 1)
+    failing = await run(_failing, addr)
+    resp = await dispatcher.post("/api/v1/listing/delete", json=body, headers=JSON)
+    assert resp.status == 400 and (await resp.json())["error"] == "InvalidRequest"
+    for kept in (done, failing):
+        assert (await fetched(kept.dispatch_id, addr)).status in ("COMPLETED", "FAILED")
+    resp = await dispatcher.post("/api/v1/listing/delete", json={"filter": {"status": "FAILED"}},
+                                 headers=JSON)
+    assert (resp.status, (await resp.json())["deleted"]) == (200, [failing.dispatch_id])
+
+
+@pytest.mark.parametrize("query", ["status=BOGUS", "sort=evil", "order=up", "limit=-5",
+                                   "limit=nan", "offset=1e3", "limit=5000"])
+async def test_the_listing_refuses_what_it_cannot_read(dispatcher, query) -> None:
+    resp = await dispatcher.get(f"/api/v1/listing?{query}")
+    assert resp.status == 400 and (await resp.json())["error"] == "InvalidRequest", query
