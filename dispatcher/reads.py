@@ -139,11 +139,16 @@ def _parts_of(nodes: list[NodeRecord], node_id: int) -> list[int]:
     return sorted(out)
 
 
+NODE_ID_LIMIT = 1 << 31  # node ids are 32-bit integers in both stores
+
+
 async def output_sources(store: DispatchStore, dispatch_id: str, node_ids: list[int]
                          ) -> tuple[dict[str, Any], list[BlobSource]]:
     """The stored outputs of some nodes, as a frame header (``outputs``: node id -> blob index,
     ``gathers``: node id -> how it is made of its parts) and the blobs to stream."""
-    nodes = await store.get_some_nodes(check_id(dispatch_id), node_ids)  # only those (#23)
+    # only those (#23); an id no column can hold is no node's (it is not sent to the database)
+    nodes = await store.get_some_nodes(check_id(dispatch_id),
+                                       [i for i in node_ids if 0 <= i < NODE_ID_LIMIT])
     bad = [i for i in node_ids if i not in nodes]
     if bad:
         if not nodes and await store.get_status(dispatch_id) is None:

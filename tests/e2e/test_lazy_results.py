@@ -158,10 +158,11 @@ async def test_one_output_streams_from_the_store_and_a_gathering_node_names_its_
                                 headers=headers)
     assert resp.status == 404
     resp = await dispatcher.post(f"{wire.API}/dispatches/{dispatch_id}/outputs",
-                                 json={"nodes": [nodes["noise"], 999, -1]}, headers=headers)
-    body = await resp.json()
+                                 json={"nodes": [nodes["noise"], 999, -1, 10**26, 2**31]},
+                                 headers=headers)
+    body = await resp.json()  # (10**26 was a 500: no database column holds it)
     assert resp.status == 404 and body["error"] == "NodeNotFound", body
-    assert "has no nodes [999, -1]" in body["message"]
+    assert f"has no nodes [999, -1, {10**26}, {2**31}]" in body["message"]
     unknown = "00000000-0000-4000-8000-000000000000"
     resp = await dispatcher.post(f"{wire.API}/dispatches/{unknown}/outputs",
                                  json={"nodes": [0]}, headers=headers)
