@@ -418,10 +418,15 @@ async def _start_cluster(cs: ClusterSettings, tls_dir: Path, run_dir: Path,
     """The embedded LocalCluster. With processes, no other local user may reach it: its comms
     go through Unix sockets in a directory only its user may enter (removed by ``stack``), or
     with ``comm="tls"`` use temporary TLS credentials (``tls_dir`` keeps a copy for its user)."""
+    # The workers' scratch space (spilled data, a custom executor's results_dir) in the data
+    # dir, which only its user may enter: Dask's default, /tmp/dask-scratch-space, is a name
+    # anyone on the machine may take first and own.
+    run_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
     kwargs: dict[str, Any] = {
         "processes": cs.processes,
         "dashboard_address": pinned_dashboard(cs.dashboard_address),
         "memory_limit": cs.memory_limit,
+        "local_directory": str(run_dir / "dask-scratch-space"),
     }
     if cs.dashboard_address is None:  # no dashboard; the scheduler's own HTTP routes still
         # listen, on a free loopback port rather than 8787, which someone else may hold
@@ -469,7 +474,7 @@ def _spec_cluster(cs: ClusterSettings, tls_dir: Path, run_dir: Path, local: dict
     security = local.get("security")
     worker = {"cls": Nanny, "options": {
         "nthreads": threads, "host": local["host"], "security": security, "dashboard": False,
-        "preload": local.get("preload"),
+        "preload": local.get("preload"), "local_directory": local["local_directory"],
         "memory_limit": parse_memory_limit(cs.memory_limit, threads, total_cores=n * threads,
                                            logger=log)}}
     scheduler = {"cls": SchedulerProcess, "options": {

@@ -216,6 +216,10 @@ def test_covalent_start_requires_a_token_and_keeps_it_private(cli: Cli, config_d
     with Client(scheduler, timeout=10) as client:
         workers = list(client.scheduler_info()["workers"])
         assert len(workers) == 1 and workers[0].startswith(f"unix://{sock.parent}/")
+        # its scratch space (spilled data) in the data dir, not /tmp/dask-scratch-space, a
+        # name another user may take first and own
+        spaces = client.run(lambda dask_worker: dask_worker.local_directory)
+        assert [Path(d).is_relative_to(data) for d in spaces.values()] == [True], spaces
     cli.stop_server()
     assert not sock.parent.exists()  # its sockets go with it
 
