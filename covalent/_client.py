@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import http.client
 import json
+import os
 import socket
 import threading
 import time
@@ -15,9 +16,10 @@ from collections.abc import Callable
 from typing import Any
 from urllib.parse import urlencode, urlsplit
 
+from ._peers import socket_owner
 from .config import ClientConfig
 from .errors import (DispatcherError, DispatcherUnavailableError, IncompleteAnswerError,
-                     error_from_body)
+                     ServerNotYoursError, error_from_body)
 from .wire import API, CONTENT_TYPE
 
 _local = threading.local()
@@ -41,6 +43,45 @@ def _pool() -> _Pool:
     return pool
 
 
+class _Connection(http.client.HTTPConnection):
+    """An HTTP connection that, on this machine, talks only to its user's own processes."""
+
+    def connect(self) -> None:
+        super().connect()
+        try:
+            _check_owner(self.sock, f"{self.host}:{self.port}")
+        except BaseException:
+            self.close()
+            raise
+
+
+def _check_owner(sock: socket.socket, address: str) -> None:
+    """ServerNotYoursError if the process at the other end of ``sock`` runs on this machine
+    as another user (not the one ``COVALENT_SERVER_USER`` names). While your dispatcher is
+    stopped, anyone on a shared machine may listen at its port: they would be sent your token
+    and your workflow, and what they answer would be unpickled here (code run as you)."""
+    if sock.family not in (socket.AF_INET, socket.AF_INET6):
+        return
+    mine, theirs = sock.getsockname(), sock.getpeername()
+    owner = socket_owner(mine, theirs, sock.family)  # the listening end's accepted socket
+    if owner is None or owner == os.geteuid():  # on another machine, or yours
+        return
+    allowed = os.environ.get("COVALENT_SERVER_USER", "").strip()
+    name = _user_name(owner)
+    if allowed and allowed in (name, str(owner)):
+        return
+    raise ServerNotYoursError(address, name)
+
+
+def _user_name(uid: int) -> str:
+    import pwd  # (POSIX; only asked on a machine that lists its sockets' owners)
+
+    try:
+        return pwd.getpwuid(uid).pw_name
+    except KeyError:
+        return f"uid {uid}"
+
+
 def _connection(url: str, fresh: bool = False) -> http.client.HTTPConnection:
     pool = _pool()
     conn = pool.get(url)
@@ -50,7 +91,7 @@ def _connection(url: str, fresh: bool = False) -> http.client.HTTPConnection:
         parts = urlsplit(url)
         if parts.scheme != "http" or not parts.hostname:
             raise ValueError(f"dispatcher address must be http://host:port, got {url!r}")
-        conn = http.client.HTTPConnection(parts.hostname, parts.port or 80, timeout=_TIMEOUT)
+        conn = _Connection(parts.hostname, parts.port or 80, timeout=_TIMEOUT)
         pool[url] = conn
     return conn
 
@@ -131,6 +172,9 @@ def _send(cfg: ClientConfig, method: str, target: str, body: bytes | list[bytes]
             resp = conn.getresponse()
             data = resp.read()
             break
+        except ServerNotYoursError:  # (an OSError too): nothing was sent, say why
+            conn.close()
+            raise
         except http.client.IncompleteRead as exc:  # the server closed it mid-answer: say so now
             conn.close()
             short = f", {exc.expected} bytes short" if exc.expected else ""

@@ -4,6 +4,7 @@
     ├── WorkflowDefinitionError (ValueError)     the lattice cannot be built into a graph
     ├── SerializationError (TypeError)           an argument or function cannot be pickled
     ├── DispatcherUnavailableError (ConnectionError)   no server answers at the address
+    │   └── ServerNotYoursError                  another local user's process answers there
     ├── OutputLoadError (RuntimeError)            a result this client cannot unpickle
     ├── ReservedRetvalKeywordError (RuntimeError)  a DepsCall asks for a reserved keyword
     ├── FileTransferError (OSError)              a file transfer failed (raised on the worker)
@@ -53,6 +54,23 @@ class DispatcherUnavailableError(CovalentError, ConnectionError):
     def __str__(self) -> str:
         hint = "start it with `covalent start` or pass dispatcher_addr="
         return f"no Covalent dispatcher answers at {self.address} ({self.reason}); {hint}"
+
+
+class ServerNotYoursError(DispatcherUnavailableError):
+    """The process answering at the dispatcher's address on this machine belongs to another
+    user: the SDK sends it neither the token nor anything else, and reads nothing from it."""
+
+    def __init__(self, address: str, owner: str, reason: str = "") -> None:
+        super().__init__(address, reason or f"it belongs to user {owner}, not to you")
+        self.args = (address, owner, reason)  # (pickled as constructed)
+        self.owner = owner
+
+    def __str__(self) -> str:
+        return (f"the process listening at {self.address} belongs to user {self.owner}, not to "
+                "you: nothing was sent to it (not your token, not your workflow), and nothing it "
+                "sent is read. Your dispatcher is not running there (start it with `covalent "
+                "start`, or pass dispatcher_addr=); if that user runs the dispatcher you mean to "
+                f"use, say so with COVALENT_SERVER_USER={self.owner}")
 
 
 class ReservedRetvalKeywordError(CovalentError, RuntimeError):

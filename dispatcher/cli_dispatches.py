@@ -20,7 +20,7 @@ import click
 
 from covalent import _progress, api
 from covalent.config import ClientConfig, client_config
-from covalent.errors import CovalentError, DispatcherUnavailableError
+from covalent.errors import CovalentError, DispatcherUnavailableError, ServerNotYoursError
 from covalent.wire.status import Status
 
 EXIT_CODES = {Status.COMPLETED: 0, Status.FAILED: 1, Status.CANCELLED: 2}
@@ -28,7 +28,7 @@ EXIT_CODES = {Status.COMPLETED: 0, Status.FAILED: 1, Status.CANCELLED: 2}
 
 def _fail(exc: CovalentError) -> NoReturn:
     cfg = client_config()
-    if isinstance(exc, DispatcherUnavailableError):
+    if isinstance(exc, DispatcherUnavailableError) and not isinstance(exc, ServerNotYoursError):
         raise click.ClickException(f"no dispatcher answers at {cfg.url} (`covalent start` starts one)")
     raise click.ClickException(str(exc))
 

@@ -11,7 +11,8 @@ from urllib.parse import quote
 from .. import _client, _progress, wire
 from ..config import client_config
 from ..wire.status import Status
-from ..errors import DispatcherBusyError, DispatcherUnavailableError, DispatchStateError
+from ..errors import (DispatcherBusyError, DispatcherUnavailableError, DispatchStateError,
+                      ServerNotYoursError)
 from .result import Result
 
 _LONG_POLL_S = 30.0
@@ -111,6 +112,8 @@ class Patience:
         while True:
             try:
                 out = fn()
+            except ServerNotYoursError:
+                raise  # another user's process holds the address: waiting is no answer
             except (DispatcherUnavailableError, DispatcherBusyError):
                 now = time.monotonic()
                 self.down_since = self.down_since if self.down_since is not None else now

@@ -288,3 +288,54 @@ def test_the_embedded_cluster_on_tls_refuses_a_client_without_its_credentials(cl
 @ct.lattice
 def _big(kib):
     return noise(kib)  # over the inline limit: stored as a blob file
+
+
+# A web server another user runs: prints each request it gets (path, Authorization) as JSON.
+_SQUATTER = r"""
+import http.server, json
+class Handler(http.server.BaseHTTPRequestHandler):
+    def answer(self):
+        print(json.dumps({"method": self.command, "path": self.path,
+                          "authorization": self.headers.get("Authorization", "")}), flush=True)
+        body = b'{"error": "DispatchNotFound", "message": "dispatch not found"}'
+        self.send_response(404)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+    do_GET = do_POST = answer
+    def log_message(self, *args):
+        pass
+server = http.server.HTTPServer(("127.0.0.1", 0), Handler)
+print(json.dumps({"port": server.server_address[1]}), flush=True)
+server.serve_forever()
+"""
+
+
+def test_another_user_listening_at_the_dispatchers_address_is_sent_nothing(
+        other_user: OtherUser, monkeypatch: pytest.MonkeyPatch) -> None:
+    """While your dispatcher is stopped, another user of the machine listens at its address:
+    the SDK used to send them your token and workflow, and unpickle what they answered (code
+    run as you). It now sends nothing to another user's process, and says whose it is."""
+    monkeypatch.setenv("COVALENT_TOKEN", "the-token-only-you-have")
+    monkeypatch.delenv("COVALENT_SERVER_USER", raising=False)
+    squatter = other_user.popen(_SQUATTER, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL)
+    try:
+        port = json.loads(squatter.stdout.readline())["port"]  # type: ignore[union-attr]
+        addr = f"127.0.0.1:{port}"
+        some_id = str(uuid.uuid4())
+        with pytest.raises(ct.errors.ServerNotYoursError, match=f"belongs to user {other_user.name}"):
+            ct.dispatch(ct.lattice(add), dispatcher_addr=addr)(1, 2)
+        with pytest.raises(ct.errors.ServerNotYoursError) as caught:
+            ct.get_result(some_id, wait=True, dispatcher_addr=addr)  # not waited on: refused
+        assert "COVALENT_SERVER_USER" in str(caught.value)
+        # a dispatcher another user runs for you, named: talked to
+        monkeypatch.setenv("COVALENT_SERVER_USER", other_user.name)
+        with pytest.raises(ct.errors.DispatchNotFoundError):
+            ct.get_result(some_id, dispatcher_addr=addr)
+    finally:
+        squatter.terminate()  # runuser passes it on
+        out, _ = squatter.communicate(timeout=20)
+    seen = [json.loads(line) for line in out.splitlines() if line.strip()]
+    assert [(r["method"], r["path"].split("?")[0]) for r in seen] == [
+        ("GET", f"/api/v1/dispatches/{some_id}")], seen  # only the request made once named

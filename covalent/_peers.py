@@ -1,0 +1,46 @@
+"""Who owns a loopback socket on this machine (Linux's ``/proc/net/tcp``, ``tcp6``).
+
+A loopback connection's two ends are both sockets of this machine, and the kernel lists each
+with the user that owns it (an accepted socket belongs to the user of the listening one). The
+server uses it to bind a browser session to the user whose browser opened it; the SDK uses it
+to check that the process answering at the dispatcher's address is its user's own before it
+sends the token or reads an answer (``covalent._client``). Elsewhere (another machine, no
+``/proc``) nothing is listed and both fall back to what they can check.
+"""
+
+from __future__ import annotations
+
+import socket
+import struct
+from typing import Any
+
+
+def _hex_address(host: str, port: int, family: int) -> str:
+    """An address as ``/proc/net/tcp*`` prints it (words in host byte order).
+
+    >>> _hex_address("127.0.0.1", 48008, socket.AF_INET) in ("0100007F:BB88", "7F000001:BB88")
+    True
+    """
+    packed = socket.inet_pton(family, host)
+    words = struct.unpack(f"={len(packed) // 4}I", packed)
+    return "".join(f"{w:08X}" for w in words) + f":{port:04X}"
+
+
+def socket_owner(server_end: tuple[Any, ...], client_end: tuple[Any, ...], family: int,
+                 table: str | None = None) -> int | None:
+    """The uid owning the socket at ``client_end`` connected to ``server_end`` on this
+    machine, or None if the kernel lists no such socket (it is on another machine). (Either
+    end can be asked about: the names say how the server asks about its client.)"""
+    path = table or ("/proc/net/tcp6" if family == socket.AF_INET6 else "/proc/net/tcp")
+    client = _hex_address(client_end[0], client_end[1], family)
+    server = _hex_address(server_end[0], server_end[1], family)
+    try:
+        with open(path) as fh:
+            next(fh, None)  # the header line
+            for line in fh:
+                fields = line.split()
+                if len(fields) > 7 and fields[1] == client and fields[2] == server:
+                    return int(fields[7])
+    except OSError:
+        return None
+    return None
