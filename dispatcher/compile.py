@@ -131,6 +131,10 @@ class Preset:
     end: str
     preview: str = ""
     reused_from: str | None = None  # the dispatch that computed it (None: this one)
+    # what the node printed when it computed the output (a reused node shows it, as in
+    # Covalent); None: left as recorded
+    stdout: str | None = None
+    stderr: str | None = None
 
 
 @dataclass(slots=True)

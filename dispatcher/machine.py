@@ -213,7 +213,8 @@ class DispatchMachine:
         updates: list[Update] = [state.dispatch_started(self.dispatch_id, stamp)]
         for node_id, k in self.known.items():
             updates.append(state.node_completed(self.dispatch_id, node_id, k.inline, k.start, k.end,
-                                                ref=k.ref, size=k.size, reused_from=k.reused_from,
+                                                k.stdout, k.stderr, ref=k.ref, size=k.size,
+                                                reused_from=k.reused_from,
                                                 preview=k.preview or None))  # as the SDK shows it
             updates += self._complete(node_id, k.preview)
         for node in self.graph.nodes:

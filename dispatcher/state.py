@@ -123,7 +123,7 @@ def node_running(dispatch_id: str, node_id: int, start: str, worker: str | None 
 
 
 def node_completed(dispatch_id: str, node_id: int, output: bytes | None, start: str, end: str,
-                   stdout: str = "", stderr: str = "", preview: str | None = None,
+                   stdout: str | None = "", stderr: str | None = "", preview: str | None = None,
                    ref: str | None = None, size: int | None = None,
                    reused_from: str | None = None,
                    attempts: int | None = None, worker: str | None = None) -> NodeUpdate:

@@ -218,6 +218,7 @@ def counted(path, x):
 
     p = pathlib.Path(path)
     p.write_text(p.read_text() + "x" if p.exists() else "x")
+    print("counted", x)
     return x * 10
 
 
@@ -277,6 +278,7 @@ async def test_redispatch_new_inputs_replace_and_reuse(addr: str, tmp_path) -> N
     node = result.get_node_result(0)
     assert node["output"] == 10 and node["status"] == "COMPLETED"
     assert node["start_time"] == node["end_time"]   # did not run: shown as Covalent shows it (#12)
+    assert node["stdout"] == "counted 1\n"         # what it printed when it did, as in Covalent
     assert node["start_time"] >= first.end_time
     assert await _reused_from(addr, reused, 0) == first.dispatch_id
     assert await _reused_from(addr, reused, 3) is None  # plus_two ran
