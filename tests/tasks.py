@@ -77,6 +77,7 @@ def mark(path, value):
     """Append this process's pid to ``path`` (one line per run) and return ``value``."""
     with open(path, "a") as fh:
         fh.write(f"{os.getpid()}\n")
+    print("marked", value)
     return value
 
 

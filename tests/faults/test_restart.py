@@ -66,6 +66,7 @@ async def test_dispatch_resumes_after_the_server_goes_away(how: str, server: Ser
     assert result.status == ct.status.COMPLETED, result.error
     assert result.result == 50
     assert result.get_node_result(0)["output"] == 4
+    assert result.get_node_result(0)["stdout"] == "marked 4\n"  # what it printed, kept
     # mark(a) ran once before the crash and was not re-run; mark(b) ran once after
     assert len((tmp_path / "runs").read_text().splitlines()) == 2
 
