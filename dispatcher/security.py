@@ -204,8 +204,10 @@ def _matches(sent: str, expected: bytes) -> bool:
 
 @web.middleware
 async def content_type_guard(request: web.Request, handler: Handler) -> web.StreamResponse:
-    """Middleware: 415 for a body-carrying request that is not a frame or JSON."""
-    if request.method in _BODY_METHODS:
+    """Middleware: 415 for a body-carrying request that is not a frame or JSON. (A DELETE
+    without a body, ``curl -X DELETE``, needs none: no page can send a DELETE without a CORS
+    preflight, which is never granted.)"""
+    if request.method in _BODY_METHODS and (request.method != "DELETE" or request.body_exists):
         wanted = (wire.CONTENT_TYPE
                   if request.method == "POST" and request.path == wire.API + "/dispatches"
                   else "application/json")

@@ -102,3 +102,14 @@ async def test_a_bulk_delete_with_a_filter_it_cannot_read_deletes_nothing(
 async def test_the_listing_refuses_what_it_cannot_read(dispatcher, query) -> None:
     resp = await dispatcher.get(f"/api/v1/listing?{query}")
     assert resp.status == 400 and (await resp.json())["error"] == "InvalidRequest", query
+
+
+async def test_a_delete_without_a_body_needs_no_content_type(dispatcher, addr) -> None:
+    # `curl -X DELETE .../dispatches/ID` sends no Content-Type: it was a 415. A body still
+    # has to be JSON (a page cannot send a DELETE without a preflight, but the rule is one).
+    done = await run(echo, addr, 1)
+    resp = await dispatcher.delete(f"/api/v1/dispatches/{done.dispatch_id}", data=b"x",
+                                   headers={"Content-Type": "text/plain"})
+    assert resp.status == 415
+    resp = await dispatcher.delete(f"/api/v1/dispatches/{done.dispatch_id}")
+    assert (resp.status, (await resp.json())["deleted"]) == (200, [done.dispatch_id])
