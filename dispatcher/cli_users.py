@@ -62,7 +62,23 @@ def list_users() -> None:
     for r in rows:
         used = f"{age(r['last_used_at'])} ago" if r["last_used_at"] else "never"
         click.echo(f"{r['name']:{width}}  {'yes' if r['admin'] else 'no':5}  "
-                   f"{r['created_at']:25}  {r['revoked_at'] or '-':25}  {used}")
+                   f"{_seconds(r['created_at']):25}  {_seconds(r['revoked_at']) or '-':25}  {used}")
+
+
+def _seconds(stamp: str | None) -> str:
+    """An ISO time to the second, as the columns are wide (``...T20:10:01.151573+00:00`` ->
+    ``...T20:10:01+00:00``).
+
+    >>> _seconds("2026-12-07T07:16:54.151573+00:00"), _seconds(None)
+    ('2026-12-07T07:16:54+00:00', '')
+    """
+    if not stamp:
+        return ""
+    head, dot, rest = stamp.partition(".")
+    if not dot:
+        return stamp
+    zone = rest.lstrip("0123456789")
+    return head + zone
 
 
 @user.command()
