@@ -15,6 +15,7 @@ import tomllib
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 import tomli_w
 
@@ -167,10 +168,22 @@ def normalize_address(addr: str) -> str:
 
     >>> normalize_address("localhost:48008"), normalize_address("http://127.0.0.1:1/")
     ('http://localhost:48008', 'http://127.0.0.1:1')
+    >>> normalize_address("not a url")
+    Traceback (most recent call last):
+    ...
+    ValueError: dispatcher_addr must be 'host:port' or 'http://host:port', got 'not a url'
     """
+    bad = ValueError(f"dispatcher_addr must be 'host:port' or 'http://host:port', got {addr!r}")
     if not isinstance(addr, str) or not addr.strip():
-        raise ValueError(f"dispatcher_addr must be 'host:port' or a URL, got {addr!r}")
+        raise bad
     addr = addr.strip().rstrip("/")
     if "://" not in addr:
         addr = "http://" + addr
+    try:
+        parts = urlsplit(addr)
+        parts.port  # noqa: B018  (raises ValueError for a port that is not a number)
+    except ValueError:
+        raise bad from None
+    if not parts.hostname or any(c.isspace() or ord(c) < 32 for c in addr):
+        raise bad
     return addr
