@@ -12,7 +12,7 @@ from .. import _client, _progress, wire
 from ..config import client_config
 from ..wire.status import Status
 from ..errors import (DispatcherBusyError, DispatcherUnavailableError, DispatchStateError,
-                      ServerNotYoursError)
+                      MissingLatticeRecordError, ServerNotYoursError)
 from .result import Result
 
 _LONG_POLL_S = 30.0
@@ -24,7 +24,14 @@ def _check_id(dispatch_id: Any) -> str:
     """Return the id quoted for use in a URL path; raise TypeError if it is not a string."""
     if not isinstance(dispatch_id, str) or not dispatch_id:
         raise TypeError(f"dispatch_id must be a non-empty string, got {dispatch_id!r}")
+    if len(dispatch_id) > _ID_MAX:  # no request line could carry it: the server never sees it
+        raise MissingLatticeRecordError(
+            "DispatchNotFound", f"no dispatch has the id {dispatch_id[:40]!r}… ({len(dispatch_id)} "
+            "characters; a dispatch id is a UUID such as ct.dispatch returns)", 404)
     return quote(dispatch_id, safe="")
+
+
+_ID_MAX = 1000
 
 
 def get_result(

@@ -263,6 +263,9 @@ async def test_get_result_of_unknown_id_raises_at_once(addr: str) -> None:
         await fetched("../../etc/passwd", addr, wait=False)
     with pytest.raises(TypeError, match="dispatch_id must be a non-empty string"):
         ct.get_result(42, dispatcher_addr=addr)
+    for call in (ct.get_result, ct.cancel):  # longer than a request line: it was an HTTP 400
+        with pytest.raises(MissingLatticeRecordError, match="10000 characters"):
+            call("x" * 10_000, dispatcher_addr=addr)
 
 
 def test_dispatch_without_a_server_names_the_address(config_dir) -> None:
