@@ -29,6 +29,7 @@ from .keys import CLUSTER_INFO, EXECUTORS, RECORDER, RUNNER, SETTINGS, STORE, TR
 from .offload import off_loop
 from .upload import Upload, read_frame
 from .users import user_of
+from .state import Status
 from .worker.blobs import DamagedBlob
 
 log = logging.getLogger("covalent.dispatcher")
@@ -221,6 +222,9 @@ async def _original_owner(request: web.Request, original: str) -> str:
 async def list_dispatches(request: web.Request) -> web.Response:
     store = request.app[STORE]
     status = request.query.get("status")
+    if status is not None and status not in {str(s) for s in Status}:
+        raise InvalidRequest(f"status must be one of {', '.join(str(s) for s in Status)}; "
+                             f"got {status!r}")
     limit = int(_float_query(request, "limit", 100, 10_000))
     rows = await store.list_dispatches(status, limit, owner_filter(request))
     return web.json_response({"dispatches": [r.to_json() for r in rows]})
