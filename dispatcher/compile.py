@@ -80,6 +80,9 @@ def node_key(dispatch_id: str, node_id: int, label: str,
     return (prefix, node_id)
 
 
+ARGS_MAX = 1 << 20  # positions of a call's arguments (and of a list's items)
+
+
 def validate(graph: WorkflowGraph) -> None:
     """Reject graphs the runner cannot run: bad ids, blob indices, dangling edges, cycles."""
     n = len(graph.nodes)
@@ -101,6 +104,9 @@ def validate(graph: WorkflowGraph) -> None:
     for e in graph.edges:
         if not (0 <= e.src < n and 0 <= e.dst < n):
             raise InvalidRequest(f"edge {e.src}->{e.dst} names a node that does not exist")
+        if e.index is not None and not 0 <= e.index < ARGS_MAX:
+            raise InvalidRequest(f"edge {e.src}->{e.dst} feeds argument {e.index}, which no call "
+                                 f"has (0 to {ARGS_MAX - 1})")
         children[e.src].append(e.dst)
         parents[e.dst] += 1
     ready = [i for i in range(n) if not parents[i]]

@@ -77,6 +77,8 @@ def parse_submission(upload: Upload) -> tuple[dict[str, Any], WorkflowGraph]:
         check_id(header["dispatch_id"])
         if not isinstance(header.get("name", ""), str):
             raise TypeError("name must be a string")
+        if not isinstance(header.get("disable_run", False), bool):
+            raise TypeError("disable_run must be true or false")
         graph = WorkflowGraph.from_json(header["graph"], blobs)
         for field in ("inputs", "lattice"):
             idx = header.get(field)

@@ -90,6 +90,19 @@ async def test_retries_are_capped_where_they_are_written_and_at_the_server(
     assert "retries must be an integer >= 0 and at most 100, got 1000000000" in answer["message"]
 
 
+@pytest.mark.parametrize("value", ["no", 0, None])
+async def test_disable_run_is_true_or_false(dispatcher: TestClient, value: object) -> None:
+    # "no" was taken for true: the dispatch was stored and never ran
+    header, blobs = wire.unpack(build_submission(two_node, (1, 2), {}, dispatch_id=ID,
+                                                 disable_run=False))
+    header["disable_run"] = value
+    resp = await dispatcher.post(wire.API + "/dispatches", data=wire.pack(header, blobs),
+                                 headers=FRAME)
+    answer = await resp.json()
+    assert (resp.status, answer["error"]) == (400, "InvalidRequest")
+    assert "disable_run must be true or false" in answer["message"]
+
+
 async def test_a_child_sent_again_by_its_node_is_that_child_whatever_its_bytes(
         dispatcher: TestClient, addr: str) -> None:
     """A sublattice node that runs again (its worker died, the dispatcher restarted) sends its

@@ -47,3 +47,13 @@ def test_a_graph_is_refused_exactly_when_an_edge_dangles_or_it_has_a_cycle(
             validate(_graph(n, edges))
         cycle = ast.literal_eval(str(refused.value).split("cycle: ", 1)[1])  # one cycle's edges
         assert cycle and all(e in edges for e in cycle) and cycle[0][0] == cycle[-1][1]
+
+
+@pytest.mark.parametrize("index", [-5, 2**76, 1 << 20])
+def test_an_edge_to_an_argument_no_call_has_is_refused(index: int) -> None:
+    g = _graph(2, [])
+    g.add_edge(0, 1, "x", EdgeKind.ARG, index)  # it was run, the argument put who knows where
+    with pytest.raises(InvalidRequest, match=f"feeds argument {index}, which no call has"):
+        validate(g)
+    g.edges[-1] = g.edges[-1]._replace(index=(1 << 20) - 1)
+    validate(g)
