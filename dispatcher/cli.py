@@ -22,6 +22,7 @@ import time
 import uuid
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 import click
 from click.core import ParameterSource
@@ -138,6 +139,13 @@ def start(port: int, host: str, workers: int | None, threads_per_worker: int | N
     ddir = _data_dir(data_dir)
     found = holder(ddir)
     if found is not None:
+        asked = ctx.get_parameter_source("port") in (ParameterSource.COMMANDLINE,
+                                                     ParameterSource.ENVIRONMENT)
+        if asked and urlsplit(found.url).port != port:  # what was asked for is not what runs
+            raise click.ClickException(
+                f"{_running_message(found)} Not started again on port {port}: one dispatcher "
+                f"per data dir (`covalent restart --port {port}` moves it; --data-dir DIR starts "
+                "another one)")
         click.echo(_running_message(found))
         return
     secret = _token(token, no_token)

@@ -84,8 +84,12 @@ def test_a_second_server_on_the_same_data_dir_refuses(cli: Cli) -> None:
     assert other.returncode == 4
     assert f"already running at http://127.0.0.1:{port} (pid {first})" in other.stderr
     assert str(cli.data_dir) in other.stderr
-    out = cli("start", "--port", str(free_port()))
+    out = cli("start", "--port", str(port))  # idempotent: what was asked for runs
     assert out.returncode == 0 and "already running" in out.stdout and str(cli.data_dir) in out.stdout
+    elsewhere = free_port()  # asked for another port: said, not taken for done (it was exit 0)
+    out = cli("start", "--port", str(elsewhere))
+    assert out.returncode == 1 and f"already running at http://127.0.0.1:{port}" in out.stderr
+    assert f"Not started again on port {elsewhere}" in out.stderr
     assert cli.server_pid() == first
 
 
