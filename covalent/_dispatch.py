@@ -13,6 +13,7 @@ import hashlib
 import json
 import platform
 import uuid
+import warnings
 from collections.abc import Callable
 from typing import Any
 
@@ -162,6 +163,10 @@ def redispatch(dispatch_id: str, dispatcher_addr: str | None = None,
     def wrapper(*args: Any, **kwargs: Any) -> str:
         cfg = client_config(dispatcher_addr)
         if is_pending:
+            if args or kwargs:  # (Covalent ignores them silently)
+                warnings.warn(f"redispatch(is_pending=True) starts {dispatch_id} with the inputs "
+                              "it was stored with; the ones given here are ignored (redispatch "
+                              "without is_pending runs it again with new inputs)", stacklevel=2)
             resp = _client.request_json(cfg, "POST", f"/dispatches/{quoted}/start")
             return DispatchId(resp["dispatch_id"], dispatcher_addr)
         # Reusing results needs the old dispatch's final outputs: wait for it to end.
