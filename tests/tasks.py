@@ -45,6 +45,17 @@ def shout(msg):
 
 
 @ct.electron
+def shout_bytes(msg):
+    """Writes bytes, as some libraries do (``sys.stdout.buffer``), a character split in two."""
+    data = f"bytes:{msg}\n".encode()
+    sys.stdout.buffer.write(data[:-2])
+    sys.stdout.buffer.write(data[-2:])
+    sys.stdout.buffer.flush()
+    sys.stderr.buffer.write(b"bytes err\n")
+    return msg
+
+
+@ct.electron
 def block(x, timeout=30.0):
     """Wait until the test releases it (in-process clusters only)."""
     release.wait(timeout)

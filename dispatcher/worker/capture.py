@@ -8,6 +8,7 @@ node in the web UI (issue #24), so nothing is sent per node otherwise.
 
 from __future__ import annotations
 
+import codecs
 import collections
 import io
 import threading
@@ -22,6 +23,7 @@ class _Router(io.TextIOBase):
     def __init__(self, inner: Any) -> None:
         self.inner = inner
         self.local = threading.local()
+        self._bytes = _BytesRouter(self)
 
     def write(self, s: str) -> int:
         buf = getattr(self.local, "buf", None)
@@ -39,6 +41,35 @@ class _Router(io.TextIOBase):
 
     def isatty(self) -> bool:
         return False
+
+    @property
+    def buffer(self) -> _BytesRouter:
+        """``sys.stdout.buffer``, for code that writes bytes: decoded (UTF-8) into the same
+        capture (a ``StringIO``, as Covalent captures with, has none, and such code failed)."""
+        return self._bytes
+
+
+class _BytesRouter(io.RawIOBase):
+    """The bytes side of a ``_Router``: each thread's writes decoded as UTF-8 (a character
+    split across writes is joined), then written as text."""
+
+    def __init__(self, text: _Router) -> None:
+        self.text = text
+        self.local = threading.local()
+
+    def writable(self) -> bool:
+        return True
+
+    def write(self, b: Any) -> int:
+        decoder = getattr(self.local, "decoder", None)
+        if decoder is None:
+            decoder = self.local.decoder = codecs.getincrementaldecoder("utf-8")("replace")
+        data = bytes(b)
+        self.text.write(decoder.decode(data))
+        return len(data)
+
+    def flush(self) -> None:
+        self.text.flush()
 
 
 _router_lock = threading.Lock()

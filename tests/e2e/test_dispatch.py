@@ -10,7 +10,7 @@ import pytest
 import covalent as ct
 from covalent.errors import DispatcherUnavailableError, DispatchNotFoundError
 from tests.conftest import fetched, run, wait_until
-from tests.tasks import Scaler, add, block, fail, identity, shout, two_node
+from tests.tasks import Scaler, add, block, fail, identity, shout, shout_bytes, two_node
 
 pytestmark = pytest.mark.all_stores  # run on every store (tests/conftest.py)
 
@@ -84,6 +84,17 @@ async def test_stdout_and_stderr_are_captured_per_node(addr: str) -> None:
         node = result.get_node_result(2 * i)
         assert node["stdout"] == f"out:m{i}\n"
         assert node["stderr"] == f"err:m{i}\n"
+
+
+async def test_bytes_written_to_stdout_buffer_are_captured(addr: str) -> None:
+    @ct.lattice
+    def wf():
+        return shout_bytes("héllo wörld é")
+
+    result = await run(wf, addr)  # (sys.stdout.buffer was an AttributeError)
+    assert result.status == "COMPLETED", result.error
+    node = result.get_node_result(0)
+    assert (node["stdout"], node["stderr"]) == ("bytes:héllo wörld é\n", "bytes err\n")
 
 
 async def test_a_failed_nodes_stderr_ends_with_its_traceback(addr: str) -> None:
