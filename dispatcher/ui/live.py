@@ -21,6 +21,7 @@ import json
 from collections import defaultdict
 from collections.abc import Awaitable, Callable, Iterator
 from contextlib import contextmanager
+from typing import Any
 
 from aiohttp import web
 
@@ -238,6 +239,7 @@ async def _follow_listing(resp: web.StreamResponse, hub: LiveHub, store: Dispatc
                           shown: list[str], owner: str | None) -> None:
     listed = set(shown)
     seen = set(shown)
+    timed: dict[str, Status] = {}  # the status each row's times were last sent with
     with hub.watch(None) as w:
         while not w.closed:
             await w.wake.wait()
@@ -254,9 +256,17 @@ async def _follow_listing(resp: web.StreamResponse, hub: LiveHub, store: Dispatc
                 rows = []
                 for dispatch_id in mine:
                     status = await store.get_status(dispatch_id)
-                    if status is not None:
-                        rows.append({"id": dispatch_id, "status": str(status),
-                                     **done_total(counts[dispatch_id])})
+                    if status is None:
+                        continue
+                    row: dict[str, Any] = {"id": dispatch_id, "status": str(status),
+                                           **done_total(counts[dispatch_id])}
+                    if status != Status.NEW_OBJECT and timed.get(dispatch_id) != status:
+                        # its times, once started and once ended: what a reload would show
+                        record = await store.get_dispatch(dispatch_id)
+                        if record is not None:
+                            row["start"], row["end"] = record.start_time, record.end_time
+                            timed[dispatch_id] = status
+                    rows.append(row)
                 await send(resp, "rows", rows)
 
 

@@ -17,6 +17,7 @@ import covalent as ct
 from dispatcher.keys import RUNNER, STORE
 from tests import tasks
 from tests.conftest import wait_until
+from dispatcher.ui.views import duration as _duration
 from tests.ui.conftest import screenshot_path
 
 pytestmark = pytest.mark.slow
@@ -153,6 +154,8 @@ async def test_a_running_dispatch_turns_completed_without_a_reload(dispatcher: T
     list_page = await page.context.new_page()
     await list_page.goto(str(dispatcher.make_url("/")))
     assert await list_page.locator(f'tr[data-id="{dispatch_id}"] [data-role=status]').inner_text() == "RUNNING"
+    chips = "() => Object.fromEntries([...document.querySelectorAll('[data-filter] b')].map(b => [b.parentElement.dataset.filter, Number(b.textContent)]))"
+    counted = await list_page.evaluate(chips)
 
     released = time.monotonic()
     tasks.release.set()
@@ -164,6 +167,24 @@ async def test_a_running_dispatch_turns_completed_without_a_reload(dispatcher: T
     assert await page.locator("#result-preview").inner_text() == "30"
     await expect(list_page.locator(f'tr[data-id="{dispatch_id}"] [data-role=status]')).to_have_attribute("data-status", "COMPLETED")
     assert (await list_page.locator(f'tr[data-id="{dispatch_id}"] td.count').inner_text()).strip() == "3/3"
+    # The rest of the page follows too (they kept what the page was drawn with): the list's
+    # counts and the row's runtime, the node table's times.
+    ended = {**counted, "RUNNING": counted["RUNNING"] - 1, "COMPLETED": counted["COMPLETED"] + 1}
+
+    async def counts_moved() -> bool:
+        return bool(await list_page.evaluate(chips) == ended)
+
+    await wait_until(counts_moved, timeout=5)
+    runtime = list_page.locator(f'tr[data-id="{dispatch_id}"] td.rt')
+    assert await runtime.get_attribute("data-end")  # the server's end, not the clock's last tick
+    result = await asyncio.to_thread(ct.get_result, dispatch_id, False, addr)
+    assert (await runtime.inner_text()).strip() == _duration((result.end_time - result.start_time).total_seconds())
+    await expect(page.locator("#dispatch")).to_have_attribute("data-ended", "1")
+    rows = await page.evaluate("""() => [...document.querySelectorAll('#node-table tr[data-node]')].map(
+        tr => [tr.querySelector('td.name a').textContent.trim(), tr.children[4].textContent.trim(),
+               tr.children[5].textContent.trim()])""")
+    assert {name for name, _, _ in rows} >= {"block", "square", "total"}, rows
+    assert all(started and took for _, started, took in rows), rows  # total started after load
     print(f"\nCOMPLETED shown {shown_after:.2f} s after the task was released")
 
 

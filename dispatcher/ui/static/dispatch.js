@@ -261,6 +261,36 @@
     summarise();
     graph.draw();
     if (window.covalentTimeline && changes.length) window.covalentTimeline.stale();
+    if (changes.length) refreshTable(false);
+  }
+
+  // The node table's other columns (started, runtime, a sublattice's link) follow the
+  // commits too: its page is fetched again at most every 2 s while the dispatch runs, and
+  // once when it ends. Only the rows and the count are replaced: a filter being typed stays.
+  let tableTimer = null;
+  function refreshTable(now) {
+    if (tableTimer !== null && !now) return;
+    clearTimeout(tableTimer);
+    const run = async () => {
+      tableTimer = null;
+      const url = document.getElementById("node-table")?.dataset.url;
+      if (!url) return;
+      const resp = await fetch(url, {credentials: "same-origin"});
+      if (!resp.ok) return;
+      const doc = new DOMParser().parseFromString(await resp.text(), "text/html");
+      const table = document.getElementById("node-table");
+      const rows = doc.querySelector("#node-table tbody");
+      if (!table || !rows || table.dataset.url !== url) return;  // the filter moved it meanwhile
+      table.querySelector("tbody").replaceWith(document.adoptNode(rows));
+      const count = doc.getElementById("node-matching");
+      const shown = document.getElementById("node-matching");
+      if (count && shown) shown.textContent = count.textContent;
+      ui.localTimes(table);
+      table.dataset.refreshed = String(Number(table.dataset.refreshed || 0) + 1);
+    };
+    if (now) return run();
+    tableTimer = setTimeout(run, 2000);
+    return Promise.resolve();
   }
 
   let events = null;
@@ -293,6 +323,7 @@
         summarise();
       }
       if (window.covalentTimeline) window.covalentTimeline.stale();
+      await refreshTable(true);
       page.dataset.ended = "1";
     });
   }

@@ -166,6 +166,8 @@
     const was = tr.dataset.status;
     tr.dataset.status = r.status;
     setBadge(tr.querySelector("[data-role=status]"), r.status);
+    if (was !== r.status) moveCount(was, r.status);
+    if ("start" in r) setTimes(tr, r.start || "", r.end || "");
     tr.querySelector("[data-role=done]").textContent = r.done;
     tr.querySelector("[data-role=total]").textContent = r.total;
     tr.querySelector(".bar-mini i").style.width = (r.total ? 100 * r.done / r.total : 0) + "%";
@@ -185,6 +187,30 @@
         box.setAttribute("aria-label", "Select " + r.id.slice(0, 8));
         pick.appendChild(box);
       }
+    }
+  }
+
+  // The status chips' counts follow the rows that move (All stays).
+  function moveCount(from, to) {
+    for (const [status, step] of [[from, -1], [to, 1]]) {
+      const b = document.querySelector(`[data-filter="${status}"] b`);
+      if (b) b.textContent = Math.max(0, Number(b.textContent) + step);
+    }
+  }
+
+  // A row's start and end as the server has them: the runtime a reload would show.
+  function setTimes(tr, start, end) {
+    const rt = tr.querySelector("td.rt");
+    if (!rt) return;
+    rt.dataset.start = start;
+    rt.dataset.end = end;
+    if (start && end) rt.textContent = duration((Date.parse(end) - Date.parse(start)) / 1000);
+    const started = rt.previousElementSibling;
+    if (start && started && !started.querySelector("time")) {
+      const t = document.createElement("time");
+      t.setAttribute("datetime", start);
+      started.replaceChildren(t);
+      localTimes(started);
     }
   }
 
