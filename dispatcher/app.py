@@ -167,6 +167,7 @@ async def _replica_ctx(app: web.Application) -> AsyncIterator[None]:
             await app[RECORDER].flush()  # what it ran is written before it lets go
         except Exception as exc:  # noqa: BLE001 - the next owner resumes from what is stored
             log.warning("stopping with updates not written: %s", exc)
+        await triggers.supervisor.close()  # their state saved while their leases are held
         t = time.monotonic()
         await replica.close()
         await notices.close()

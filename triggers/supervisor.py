@@ -79,6 +79,7 @@ class TriggerSupervisor:
         self.observed: dict[str, Observed] = {}
         self.watcher = DirWatcher()
         self._saving: set[asyncio.Future[None]] = set()
+        self._closed = False
 
     def start(self, trigger_id: str, dispatch_id: str, spec: dict[str, Any],
               pickled: bytes | None = None, fire_count: int = 0) -> Observed:
@@ -123,11 +124,19 @@ class TriggerSupervisor:
         return len(targets)
 
     async def close(self) -> None:
-        """Server shutdown: stop observing but keep triggers active in the store."""
+        """Server shutdown: stop observing but keep triggers active in the store, with what
+        they counted since their last fire (a DirTrigger's events towards its batch_size).
+        Replicas call it before they give their leases up (a save needs the lease); once
+        closed, a second call does nothing."""
+        if self._closed:
+            return
+        self._closed = True
         for o in self.observed.values():
             o.stopped.set()
         await asyncio.gather(*(o.task for o in self.observed.values() if o.task), *self._saving,
                              return_exceptions=True)
+        await asyncio.gather(*(self._persist(o) for o in self.observed.values()
+                               if o.active and o.trigger is not None), return_exceptions=True)
         await asyncio.to_thread(self.watcher.close)
 
     async def _fire_once(self, obs: Observed) -> str | None:

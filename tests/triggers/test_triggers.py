@@ -221,6 +221,37 @@ async def test_triggers_survive_a_restart(config_dir, aiohttp_client, tmp_path) 
     await client.post("/api/v1/triggers/stop", json={"dispatch_ids": [kept]})
 
 
+async def test_a_batch_counted_before_a_restart_fires_after_it(config_dir, aiohttp_client,
+                                                                 tmp_path) -> None:
+    # batch_size=3: two files before the restart, the third after it fires (the count was
+    # lost: the third file started the batch again and nothing ran)
+    settings = in_process_settings(tmp_path / "data")
+    watched = tmp_path / "watched"
+    watched.mkdir()
+    client = await aiohttp_client(create_app(settings))
+    addr = f"127.0.0.1:{client.port}"
+    dispatch_id = await pending(addr)
+    t = DirTrigger(watched, ["created"], batch_size=3, lattice_dispatch_id=dispatch_id,
+                   dispatcher_addr=addr)
+    await asyncio.to_thread(t.register)
+    for name in ("1", "2"):
+        (watched / name).touch()
+
+    async def counted() -> bool:
+        [info] = await triggers_of(client, dispatch_id)
+        return bool(info["trigger"]["n_changes"] == 2)
+
+    await wait_until(counted, timeout=10)
+    await client.close()
+
+    client = await aiohttp_client(create_app(settings))
+    [info] = await triggers_of(client, dispatch_id)
+    assert info["active"] and info["trigger"]["n_changes"] == 2 and info["fire_count"] == 0
+    (watched / "3").touch()
+    await wait_until(lambda: _fired(client, dispatch_id, 1), timeout=10)
+    await client.post("/api/v1/triggers/stop", json={"dispatch_ids": [dispatch_id]})
+
+
 def _inotify_instances() -> int:
     """inotify instances this process holds (the in-process server's)."""
     count = 0
