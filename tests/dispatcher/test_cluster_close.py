@@ -28,7 +28,11 @@ async def test_a_cluster_that_does_not_close_in_time_has_its_workers_killed(
     from distributed import LocalCluster
 
     cluster = await LocalCluster(asynchronous=True, n_workers=2, threads_per_worker=1,
-                                 dashboard_address=None, processes=True)
+                                 dashboard_address=None, processes=True,
+                                 # not Dask's default 8787, which another process may hold
+                                 # (its retry leaks a socket, which fails the test)
+                                 scheduler_kwargs={"dashboard": False,
+                                                   "dashboard_address": "127.0.0.1:0"})
     pids = [n.process.process.pid for n in cluster.workers.values()]
     os.kill(pids[0], signal.SIGSTOP)  # its nanny waits 4 s for it before killing it itself
     monkeypatch.setattr(app_module, "CLOSE_S", 0.5)
