@@ -23,8 +23,6 @@ from .. import dispatches
 from ..authz import owner_filter, visible_ids
 from ..errors import DispatchNotFound, DispatchState, InvalidRequest
 from ..keys import RUNNER, SETTINGS, STORE
-from ..store import DispatchQuery
-from ..store.base import DISPATCH_SORTS
 from . import live
 from ..state import TERMINAL
 from .keys import GRAPHS, LIVE
@@ -57,14 +55,10 @@ def _count(request: web.Request, name: str, default: int, maximum: int) -> int:
 async def listing(request: web.Request) -> web.Response:
     store = request.app[STORE]
     params = {k: v for k, v in request.query.items() if k in FILTER_KEYS}
-    listing_query(params, strict=True)  # 400 for an unknown status, sort or order
-    query = DispatchQuery(status=params.get("status") or None, search=params.get("q", "")[:200],
-                          sort=params.get("sort", "created"),
-                          descending=params.get("order", "desc") != "asc",
-                          offset=_count(request, "offset", 0, 10**9),
-                          limit=_count(request, "limit", 20, 1000),
-                          owner=owner_filter(request))
-    page = await store.page_dispatches(query)
+    # the list's own filter (400 for an unknown status, age, sort or order), as a page of it
+    query, _ = listing_query(params, limit=_count(request, "limit", 20, 1000),
+                             owner=owner_filter(request), strict=True)
+    page = await store.page_dispatches(replace(query, offset=_count(request, "offset", 0, 10**9)))
     counts = await store.electron_counts([r.dispatch_id for r in page.rows])
     return web.json_response({
         "total": page.total, "counts": page.counts,
