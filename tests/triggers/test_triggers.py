@@ -197,11 +197,27 @@ async def test_stop_triggers_of_unknown_dispatch_is_a_clear_error(addr) -> None:
         await asyncio.to_thread(ct.stop_triggers, "00000000-0000-4000-8000-000000000000", addr)
 
 
+class _Restartable:
+    """An in-process server on a data dir of its own, started again by ``restart``, and a
+    directory to watch."""
+
+    def __init__(self, aiohttp_client, tmp_path: Path) -> None:
+        self.aiohttp_client = aiohttp_client
+        self.settings = in_process_settings(tmp_path / "data")
+        self.watched = tmp_path / "watched"
+        self.watched.mkdir()
+
+    async def start(self):
+        return await self.aiohttp_client(create_app(self.settings))
+
+    async def restart(self, client):
+        await client.close()
+        return await self.start()
+
+
 async def test_triggers_survive_a_restart(config_dir, aiohttp_client, tmp_path) -> None:
-    settings = in_process_settings(tmp_path / "data")
-    watched = tmp_path / "watched"
-    watched.mkdir()
-    client = await aiohttp_client(create_app(settings))
+    server = _Restartable(aiohttp_client, tmp_path)
+    watched, client = server.watched, await server.start()
     addr = f"127.0.0.1:{client.port}"
     kept = await pending(addr)
     dropped = await pending(addr)
@@ -209,9 +225,8 @@ async def test_triggers_survive_a_restart(config_dir, aiohttp_client, tmp_path) 
         t = DirTrigger(watched, ["created"], lattice_dispatch_id=dispatch_id, dispatcher_addr=addr)
         await asyncio.to_thread(t.register)
     await asyncio.to_thread(ct.stop_triggers, dropped, addr)
-    await client.close()
 
-    client = await aiohttp_client(create_app(settings))
+    client = await server.restart(client)
     status = await (await client.get("/api/v1/status")).json()
     assert [t["dispatch_id"] for t in status["triggers"]] == [kept]
     (watched / "new.txt").touch()
@@ -225,10 +240,8 @@ async def test_a_batch_counted_before_a_restart_fires_after_it(config_dir, aioht
                                                                  tmp_path) -> None:
     # batch_size=3: two files before the restart, the third after it fires (the count was
     # lost: the third file started the batch again and nothing ran)
-    settings = in_process_settings(tmp_path / "data")
-    watched = tmp_path / "watched"
-    watched.mkdir()
-    client = await aiohttp_client(create_app(settings))
+    server = _Restartable(aiohttp_client, tmp_path)
+    watched, client = server.watched, await server.start()
     addr = f"127.0.0.1:{client.port}"
     dispatch_id = await pending(addr)
     t = DirTrigger(watched, ["created"], batch_size=3, lattice_dispatch_id=dispatch_id,
@@ -242,9 +255,8 @@ async def test_a_batch_counted_before_a_restart_fires_after_it(config_dir, aioht
         return bool(info["trigger"]["n_changes"] == 2)
 
     await wait_until(counted, timeout=10)
-    await client.close()
 
-    client = await aiohttp_client(create_app(settings))
+    client = await server.restart(client)
     [info] = await triggers_of(client, dispatch_id)
     assert info["active"] and info["trigger"]["n_changes"] == 2 and info["fire_count"] == 0
     (watched / "3").touch()
