@@ -436,7 +436,7 @@ async def _start_cluster(cs: ClusterSettings, tls_dir: Path, run_dir: Path,
         kwargs["preload"] = [QUIET_WORKERS]
         if cs.comm == "unix":
             sockets = socket_dir(run_dir)
-            stack.callback(remove_socket_dir, sockets)
+            stack.callback(remove_socket_dir, sockets, run_dir)
             kwargs["host"], kwargs["protocol"] = str(sockets), "unix"
             # imported as each worker process is set up, before it listens: the transport is
             # there even where the package's entry point is not (an older editable install)

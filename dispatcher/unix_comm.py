@@ -25,6 +25,7 @@ import re
 import secrets
 import shutil
 import socket
+import stat
 import tempfile
 import time
 from collections.abc import Awaitable, Callable
@@ -60,26 +61,48 @@ def _own(sock: socket.socket) -> _UnixSocket:
 def socket_dir(near: Path) -> Path:
     """A new directory for the embedded cluster's sockets, that no other user may enter (0700):
     in ``near`` (the data directory's ``run``), or in the system's temporary directory when a
-    socket's path there would not fit in the 107 bytes a Unix socket's path may take."""
+    socket's path there would not fit in the 107 bytes a Unix socket's path may take. A
+    directory made there is named by a link of the same name in ``near``, so that the sweep of
+    the next start finds it if this dispatcher is killed before it removes it."""
     near.mkdir(mode=0o700, parents=True, exist_ok=True)
-    _sweep(near)
+    sweep(near)
     longest = len(os.fsencode(near)) + len("/sockets-12345678/4194304-0123abcd.sock")
-    path = Path(tempfile.mkdtemp(prefix="sockets-", dir=near if longest <= SUN_PATH_MAX else None))
+    if longest <= SUN_PATH_MAX:
+        path = Path(tempfile.mkdtemp(prefix="sockets-", dir=near))
+    else:
+        path = Path(tempfile.mkdtemp(prefix="sockets-"))
+        (near / path.name).symlink_to(path)
     os.chmod(path, 0o700)  # mkdtemp's own mode; said again so it does not rest on that
     return path
 
 
-def _sweep(near: Path) -> None:
-    """Remove the socket directories a dispatcher killed before it could left in ``near``:
-    those where no socket has a listener any more (and none came for ``STALE_S``: a cluster
-    that is starting has none yet)."""
+def sweep(near: Path, stale_s: float = STALE_S) -> None:
+    """Remove the socket directories a dispatcher killed before it could left in ``near`` (or
+    named there by a link): those where no socket has a listener any more (and none came for
+    ``stale_s``: a cluster that is starting has none yet)."""
     for old in near.glob("sockets-*"):
         try:
-            quiet = time.time() - old.stat().st_mtime > STALE_S
+            where = _linked(old) if old.is_symlink() else old
+            if where is None:  # its directory is gone, or is not one this user made
+                old.unlink()
+                continue
+            quiet = time.time() - where.stat().st_mtime >= stale_s
         except OSError:
             continue
-        if quiet and not any(_listened(sock) for sock in old.glob("*.sock")):
-            remove_socket_dir(old)
+        if quiet and not any(_listened(sock) for sock in where.glob("*.sock")):
+            remove_socket_dir(where, near)
+
+
+def _linked(link: Path) -> Path | None:
+    """The socket directory ``link`` names, if it is still a directory of this user's."""
+    where = Path(os.readlink(link))
+    try:
+        st = where.lstat()
+    except FileNotFoundError:
+        return None
+    if not stat.S_ISDIR(st.st_mode) or st.st_uid != os.getuid():
+        return None
+    return where
 
 
 def _listened(path: Path) -> bool:
@@ -93,8 +116,17 @@ def _listened(path: Path) -> bool:
         return True
 
 
-def remove_socket_dir(path: Path) -> None:
+def remove_socket_dir(path: Path, near: Path | None = None) -> None:
+    """Remove the socket directory ``path`` and, given the ``near`` it was made for, the link
+    there that names it."""
     shutil.rmtree(path, ignore_errors=True)
+    if near is not None and path.parent != near:
+        link = near / path.name
+        try:
+            if link.is_symlink() and Path(os.readlink(link)) == path:
+                link.unlink()
+        except OSError:
+            pass
 
 
 def _socket_path(loc: str) -> Path:

@@ -30,8 +30,32 @@ def test_sockets_go_in_a_directory_only_their_user_may_enter(tmp_path: Path) -> 
     far = socket_dir(deep)  # a socket there would not fit: the system's temporary directory
     try:
         assert not far.is_relative_to(deep) and stat.S_IMODE(far.stat().st_mode) == 0o700
+        assert [p.name for p in deep.iterdir()] == [far.name]  # named there by a link
+        assert (deep / far.name).resolve() == far
     finally:
-        remove_socket_dir(far)
+        remove_socket_dir(far, deep)
+    assert not far.exists() and list(deep.iterdir()) == []
+
+
+def test_a_directory_in_the_temporary_directory_a_killed_dispatcher_left_is_swept(
+        tmp_path: Path) -> None:
+    deep = tmp_path / ("d" * (SUN_PATH_MAX - len(str(tmp_path))))
+    dead, starting = socket_dir(deep), socket_dir(deep)  # neither removed: as after a kill -9
+    gone = socket_dir(deep)
+    gone.rmdir()  # its link stays, naming nothing
+    try:
+        with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
+            sock.bind(str(dead / "1-00.sock"))
+        long_ago = time.time() - 2 * STALE_S
+        os.utime(dead, (long_ago, long_ago))
+        new = socket_dir(deep)
+        assert not dead.exists() and starting.is_dir() and new.is_dir()
+        assert sorted(p.name for p in deep.iterdir()) == sorted([starting.name, new.name])
+    finally:
+        for d in (dead, starting, gone):
+            remove_socket_dir(d, deep)
+    assert list(deep.iterdir()) == [deep / new.name]
+    remove_socket_dir(new, deep)
 
 
 def test_directories_a_killed_dispatcher_left_are_swept_and_live_ones_kept(tmp_path: Path) -> None:

@@ -20,6 +20,7 @@ import pytest
 
 from covalent import wire
 from dispatcher.procinfo import alive, children
+from dispatcher.unix_comm import sweep
 from tests.conftest import free_port
 
 REPO = Path(__file__).resolve().parents[2]
@@ -148,6 +149,7 @@ class ServerProcess:
         for p in self.spawned:
             if alive(p):
                 os.kill(p, signal.SIGKILL)
+        forget_sockets(self.data_dir)
 
 
 def _cmdline(pid: int) -> str:
@@ -237,6 +239,15 @@ class Cli:
         for p in self.started:
             if alive(p):
                 os.kill(p, signal.SIGKILL)
+        forget_sockets(self.data_dir)
+
+
+def forget_sockets(data_dir: Path) -> None:
+    """Remove the socket directories a killed server of ``data_dir`` left, in the system's
+    temporary directory too (a test's data dir is too long a path for sockets), which the next
+    start's sweep would only take once they are old."""
+    if (data_dir / "run").is_dir():
+        sweep(data_dir / "run", stale_s=0)
 
 
 @pytest.fixture
