@@ -203,7 +203,7 @@ def start(port: int, host: str, workers: int | None, threads_per_worker: int | N
     if found_cluster.get("dashboard"):
         click.echo(f"Dask dashboard: {found_cluster['dashboard']}")
     click.echo(f"Data: {ddir}   Logs: {log_path}")
-    click.echo(f"Web UI: {_ui_link(url, secret)}")
+    click.echo(f"Web UI: {_ui_link(ClientConfig(url, secret))}")
     if not secret:
         click.echo("WARNING: started with --no-token: any local user can run code as you.")
 
@@ -216,9 +216,18 @@ def _save_options(path: Path, options: dict[str, Any]) -> None:
         json.dump(options, fh)
 
 
-def _ui_link(url: str, token: str) -> str:
-    """The link that lets a browser in: it trades the token for an HttpOnly cookie (issue #15)."""
-    return f"{url}/?token={token}" if token else f"{url}/"
+def _ui_link(cfg: ClientConfig) -> str:
+    """The link that lets a browser in: it trades a ticket the server makes for the CLI for an
+    HttpOnly cookie (issue #15). The token itself is never in it: a link opened while the
+    dispatcher is stopped and another user's process holds its port gives that process a
+    ticket that opens nothing."""
+    if not cfg.token:
+        return f"{cfg.url}/"
+    try:
+        made = api.request_json(cfg, "POST", "/ui/tickets", body=b"{}", timeout=10)
+        return f"{cfg.url}{made['path']}"
+    except (CovalentError, KeyError, TypeError) as exc:
+        return f"{cfg.url}/ (no link made: {exc})"
 
 
 def _await_own_server(proc: subprocess.Popen[bytes], cfg: ClientConfig, instance: str,
@@ -327,7 +336,7 @@ def status(dispatch_id: str | None) -> None:
         click.echo(f"  {e['name']}: {e['description']} -> {serving}{ignored}")
     for name, keys in (info.get("unmapped_executors") or {}).items():
         click.echo(f"  {name}: NOT MAPPED ([executors.{name}] sets only {', '.join(keys)})")
-    click.echo(f"Web UI: {_ui_link(cfg.url, cfg.token or '')}")
+    click.echo(f"Web UI: {_ui_link(cfg)}")
     running = info.get("running", [])
     click.echo(f"Running dispatches: {len(running)}")
     for d in running:

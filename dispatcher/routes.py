@@ -21,12 +21,13 @@ from aiohttp import web
 from covalent import wire
 
 from . import dispatches, procinfo, reads, transfer
-from .errors import (DispatcherError, InvalidRequest, NodeNotFound, PayloadTooLarge, StoreError,
-                     Unavailable, is_disk_error)
+from .errors import (DispatcherError, Forbidden, InvalidRequest, NodeNotFound, PayloadTooLarge,
+                     StoreError, Unavailable, is_disk_error)
 from .authz import owner_filter, owner_of_visible, visible_ids
 from .executors import ExecutorTable, serves
 from .keys import CLUSTER_INFO, EXECUTORS, RECORDER, RUNNER, SETTINGS, STORE, TRIGGERS
 from .offload import off_loop
+from .sessions import SESSIONS, VIA_SESSION
 from .upload import Upload, read_frame
 from .users import user_of
 from .state import Status
@@ -150,6 +151,18 @@ async def server_status(request: web.Request) -> web.Response:
         "server": {"pid": os.getpid(), "rss_mib": _mib(procinfo.rss_mib(os.getpid())),
                    "peak_rss_mib": _mib(procinfo.peak_rss_mib(os.getpid()))},
     })
+
+
+@routes.post(wire.API + "/ui/tickets")
+async def ui_ticket(request: web.Request) -> web.Response:
+    """A link that lets a browser into the UI as the caller, for the CLI to print: it carries a
+    ticket this server made, never the token (see ``dispatcher.sessions``)."""
+    if request.get(VIA_SESSION):
+        raise Forbidden("a browser session cannot make links into the UI; the token can "
+                        "(`covalent status` prints one)")
+    sessions = request.app[SESSIONS]
+    ticket = sessions.ticket(user_of(request).name)
+    return web.json_response({"path": f"/?ticket={ticket}", "expires_in": int(sessions.ttl)})
 
 
 def _worker(address: str, w: dict[str, Any], executors: ExecutorTable) -> dict[str, Any]:

@@ -173,6 +173,9 @@ async def _identify(request: web.Request, expected: bytes, sessions: Sessions | 
             if user is not None:
                 return user
     name = sessions.admits(request) if sessions is not None else None
+    ticket = _link_ticket(request)
+    if ticket and sessions is not None:
+        name = sessions.redeem(ticket)
     user = None
     if name is not None:
         user = BUILTIN if accounts is None else await accounts.by_name(name)
@@ -190,6 +193,11 @@ async def _identify(request: web.Request, expected: bytes, sessions: Sessions | 
 def _link_token(request: web.Request) -> str:
     """The token of the link ``covalent start`` prints (``GET /?token=...``), nowhere else."""
     return request.query.get("token", "") if request.method == "GET" and request.path == "/" else ""
+
+
+def _link_ticket(request: web.Request) -> str:
+    """The ticket of the link the CLI prints (``GET /?ticket=...``), nowhere else."""
+    return request.query.get("ticket", "") if request.method == "GET" and request.path == "/" else ""
 
 
 def _bearer(request: web.Request) -> str:

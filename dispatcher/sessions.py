@@ -1,7 +1,7 @@
 """Browser sessions of the web UI: short-lived secrets bound to the user who opened them.
 
 A browser cannot send the API token on a navigation, so the link ``covalent start`` prints
-(``/?token=...``) is traded for a *session*: a fresh random secret in an HttpOnly,
+(``/?ticket=...``, or one made by hand with the token, ``/?token=...``) is traded for a *session*: a fresh random secret in an HttpOnly,
 SameSite=Strict cookie, never the token itself (issue #21). Browsers send a 127.0.0.1 cookie
 to every port of 127.0.0.1 (cookies are not port-scoped, and other ports are the same site),
 so another local user's web server on another port can receive it. What it receives is
@@ -15,6 +15,10 @@ useless there:
 - a session is bound to whoever opened it (``peers``: on loopback the user owning the
   browser's socket, else the browser's address): the same cookie sent from another user's
   process is refused;
+- the printed link carries a *ticket*, not the token: a secret this server made for the CLI
+  (``POST /api/v1/ui/tickets``, with the token), held in memory like the sessions. A link
+  opened after the server stopped, while another user's process listens on its port, gives
+  that process a ticket that opens nothing once this server is gone;
 - the cookie's name carries a per-instance suffix, so two dispatchers on one machine never
   overwrite each other's cookie;
 - a session only does what the UI does: it never submits code (``POST /dispatches``,
@@ -57,6 +61,7 @@ class Sessions:
         self.ttl = ttl
         self.cookie = f"covalent_session_{secrets.token_hex(4)}"
         self._table: dict[bytes, _Session] = {}
+        self._tickets: dict[bytes, tuple[str, float]] = {}  # digest: (user, expires)
         self._peers: weakref.WeakKeyDictionary[Any, Peer | None] = weakref.WeakKeyDictionary()
 
     def open(self, request: web.Request, user: str) -> str | None:
@@ -72,6 +77,23 @@ class Sessions:
         secret = secrets.token_urlsafe(32)
         self._table[_digest(secret)] = _Session(peer, now + self.ttl, user)
         return secret
+
+    def ticket(self, user: str) -> str:
+        """A new ticket for a link that opens a session of ``user``: what the CLI prints in
+        place of the token, so a link opened while another user's process holds this
+        dispatcher's port (it stopped) hands over nothing that outlives this server."""
+        now = time.monotonic()
+        self._tickets = {k: t for k, t in self._tickets.items() if t[1] > now}
+        while len(self._tickets) >= MAX_SESSIONS:
+            del self._tickets[next(iter(self._tickets))]
+        secret = secrets.token_urlsafe(32)
+        self._tickets[_digest(secret)] = (user, now + self.ttl)
+        return secret
+
+    def redeem(self, ticket: str) -> str | None:
+        """The user a live ticket of this server was made for; else None."""
+        found = self._tickets.get(_digest(ticket))
+        return found[0] if found is not None and found[1] > time.monotonic() else None
 
     def admits(self, request: web.Request) -> str | None:
         """The user of the live session of this server ``request`` carries, if its sender

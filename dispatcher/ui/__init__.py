@@ -75,7 +75,7 @@ async def _token_page(request: web.Request, handler: Handler) -> web.StreamRespo
     if resp.status == 401 and access.is_page(request) and isinstance(resp, web.Response) \
             and resp.content_type == "application/json":
         return aiohttp_jinja2.render_template("token.html", request, {
-            "here": f"{request.scheme}://{request.host}", "wrong": bool(request.query.get("token")),
+            "here": f"{request.scheme}://{request.host}", "wrong": bool(request.query.get("token") or request.query.get("ticket")),
             "path": request.path}, status=401)
     return resp
 

@@ -3,11 +3,13 @@
 The UI sits behind the same guards as the API (``dispatcher.security``: Host/Origin, token,
 content types). A browser cannot send an ``Authorization`` header on a navigation, so:
 
-- the link ``covalent start`` prints, ``/?token=<token>``, is accepted by the token guard (on
-  ``GET /`` only, compared in constant time); ``enter`` answers it with a browser session
+- the link ``covalent start`` and ``covalent status`` print, ``/?ticket=<ticket>`` (a secret
+  the server made for the CLI, ``POST /api/v1/ui/tickets``), or one made by hand,
+  ``/?token=<token>``, is accepted by the token guard (on ``GET /`` only; a token compared in
+  constant time); ``enter`` answers it with a browser session
   (``dispatcher.sessions``: a short-lived secret of its own, bound to the user whose browser
   opened it, in an HttpOnly, SameSite=Strict cookie; never the token) and a redirect to ``/``,
-  so the token leaves the address bar at once;
+  so the secret leaves the address bar at once;
 - a page refused by a guard is answered with an HTML page saying why (401: open the link
   ``covalent start`` printed); API paths keep their JSON errors;
 - every UI response carries a Content-Security-Policy that runs only this server's own script
@@ -47,7 +49,8 @@ def is_page(request: web.Request) -> bool:
 
 
 def enter(request: web.Request) -> web.StreamResponse:
-    """Answer the link ``/?token=...`` (already checked by the token guard): open a session."""
+    """Answer the link ``/?ticket=...`` or ``/?token=...`` (already checked by the token
+    guard): open a session."""
     resp = web.HTTPFound("/")
     if request.app[SETTINGS].token:
         sessions = request.app[SESSIONS]

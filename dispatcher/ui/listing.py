@@ -72,7 +72,7 @@ def _check_filter(params: Mapping[str, str]) -> None:
 
 @routes.get("/")
 async def dispatch_list(request: web.Request) -> web.StreamResponse:
-    if "token" in request.query:
+    if "token" in request.query or "ticket" in request.query:
         entered = access.enter(request)
         if isinstance(entered, web.HTTPException):  # a redirect: raised, never returned
             raise entered

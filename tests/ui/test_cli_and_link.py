@@ -20,6 +20,7 @@ from typing import Any
 import pytest
 
 import covalent as ct
+from covalent.config import client_config
 from tests import tasks
 from tests.conftest import free_port, wait_until
 from tests.faults.conftest import REPO, Cli
@@ -51,30 +52,47 @@ def start(cli: Cli) -> tuple[str, str]:
 
 async def test_the_printed_link_lets_a_browser_in_and_the_dashboard_answers(cli: Cli, page: Any) -> None:
     link, dashboard = start(cli)
-    root, token = link.split("/?token=")
-    assert len(token) > 20
+    root, ticket = link.split("/?ticket=")
+    token = client_config().token  # what the SDK sends; never in the link
+    assert len(ticket) > 40 and token and token not in link
 
     with urllib.request.urlopen(dashboard, timeout=30) as resp:  # bokeh is installed
         assert resp.status == 200 and b"needs bokeh" not in resp.read()
 
     resp = await page.goto(root + "/")
-    assert resp.status == 401 and "needs its token" in await page.inner_text("h1")
-    resp = await page.goto(root + "/?token=not-the-token")
-    assert resp.status == 401
+    assert resp.status == 401 and "open its link" in await page.inner_text("h1")
+    for wrong in ("/?token=not-the-token", "/?ticket=not-a-ticket", f"/?ticket={token}"):
+        resp = await page.goto(root + wrong)
+        assert resp.status == 401, wrong
     resp = await page.goto(link)
-    assert page.url == root + "/" and resp.status == 200  # the token left the address bar
+    assert page.url == root + "/" and resp.status == 200  # the ticket left the address bar
     assert await page.inner_text("h1") == "Dispatches"
     [cookie] = await page.context.cookies()
-    assert cookie["name"].startswith("covalent_session_") and cookie["value"] != token  # #21
+    assert cookie["name"].startswith("covalent_session_") and cookie["value"] not in (token, ticket)
     assert (cookie["httpOnly"], cookie["sameSite"]) == (True, "Strict")
     assert await page.evaluate("document.cookie") == ""  # no script can read it
     resp = await page.goto(root + "/logs")  # the cookie opens every page
     assert resp.status == 200 and "server.log" in await page.inner_text("main")
     api = await page.context.request.get(root + "/api/v1/listing")
     assert api.status == 200  # the UI's own requests carry it
+    made = await page.context.request.post(root + "/api/v1/ui/tickets", data="{}",
+                                            headers={"Content-Type": "application/json"})
+    assert made.status == 403  # a session makes no links: only the token does
     fresh = await page.context.browser.new_context()
     try:
         assert (await fresh.request.get(root + "/api/v1/listing")).status == 401
+        # The link opens the UI while its server runs, not after: what a process squatting
+        # the port while it was stopped could take from a click is worth nothing.
+        assert cli("restart", timeout=120).returncode == 0
+        cli.server_pid()
+        later = await fresh.new_page()
+        assert (await later.goto(link)).status == 401
+        assert "not this dispatcher's" in await later.inner_text("h1")
+        status = cli("status")
+        again = re.search(r"Web UI: (\S+)", status.stdout)
+        assert again and again.group(1) != link and token not in status.stdout
+        assert (await later.goto(again.group(1))).status == 200
+        assert await later.inner_text("h1") == "Dispatches"
     finally:
         await fresh.close()
 

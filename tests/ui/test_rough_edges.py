@@ -62,9 +62,9 @@ async def test_the_token_page_is_styled_names_this_address_and_knows_a_wrong_tok
     here = f"http://{guarded.host}:{guarded.port}"
     resp = await page.goto(here + "/")
     assert resp.status == 401
-    assert await page.inner_text("h1") == "This dispatcher needs its token"
+    assert await page.inner_text("h1") == "This dispatcher needs you to open its link"
     help_text = await page.inner_text("#token-help")
-    assert f"{here}/?token=" in help_text and "48008" not in help_text  # the port it runs on
+    assert f"{here}/?ticket=" in help_text and "48008" not in help_text  # the port it runs on
     background = await page.evaluate("getComputedStyle(document.body).backgroundColor")
     assert background == "rgb(246, 247, 249)"  # ui.css applies before the browser is let in
     font = await page.evaluate("getComputedStyle(document.body).fontFamily")
@@ -75,8 +75,8 @@ async def test_the_token_page_is_styled_names_this_address_and_knows_a_wrong_tok
 
     resp = await page.goto(here + "/?token=an-old-token")
     assert resp.status == 401
-    assert await page.inner_text("h1") == "That link's token is not this dispatcher's"
-    assert "did not accept the token" in await page.inner_text("#token-help")
+    assert await page.inner_text("h1") == "That link is not this dispatcher's"
+    assert "did not accept the link" in await page.inner_text("#token-help")
     resp = await page.goto(f"{here}/?token={TOKEN}")
     assert resp.status == 200 and await page.inner_text("h1") == "Dispatches"
 

@@ -18,6 +18,7 @@ from typing import Any
 import pytest
 
 from covalent import wire
+from covalent.config import client_config
 from tests.faults.conftest import Cli
 from tests.other_user import OtherUser, other_user  # noqa: F401  (fixture)
 from tests.ui.test_cli_and_link import start
@@ -80,11 +81,12 @@ def _received(proc: subprocess.Popen[str]) -> list[dict[str, str]]:
 async def test_another_port_never_receives_anything_that_authenticates(
         cli: Cli, page: Any, other_user: OtherUser, tmp_path: Path) -> None:
     link, _ = start(cli)
-    root, token = link.split("/?token=")
-    assert (await page.goto(link)).status == 200
+    root, ticket = link.split("/?ticket=")
+    token = client_config().token
+    assert token and (await page.goto(link)).status == 200
     assert await page.inner_text("h1") == "Dispatches"
     [cookie] = await page.context.cookies()
-    assert cookie["name"].startswith("covalent_session_") and cookie["value"] != token
+    assert cookie["name"].startswith("covalent_session_") and cookie["value"] != ticket
     assert token not in cookie["value"] and cookie["httpOnly"] and cookie["sameSite"] == "Strict"
 
     recorder = other_user.popen(RECORDER, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL)
@@ -96,7 +98,7 @@ async def test_another_port_never_receives_anything_that_authenticates(
         seen = _received(recorder)
     headers = [v for r in seen for v in (r["cookie"], r["authorization"]) if v]
     assert any(cookie["name"] in h for h in headers), seen  # cookies do cross ports
-    assert not any(token in h for h in headers)
+    assert not any(token in h or ticket in h for h in headers)
 
     # Everything that server received, replayed to the dispatcher by its user: nothing opens.
     values = [part.partition("=")[2] for h in headers for part in h.split("; ")]

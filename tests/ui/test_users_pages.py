@@ -4,20 +4,30 @@ a revoked user's open browser session stops working at its next request."""
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any
 
 from covalent import wire
+from covalent._client import request_json
+from covalent.config import ClientConfig
 from tests.team import ALICE_WORKFLOW, Team, team  # noqa: F401
 from tests.ui.conftest import screenshot_path
 
 
 async def _enter(browser: Any, t: Team, who: str) -> Any:
-    """A fresh browser context of ``who``, let in by the link with their token."""
+    """A fresh browser context of ``who``, let in by a link the CLI would print for them (a
+    ticket made with their token), or by one made by hand with their token (admin)."""
     context = await browser.new_context(viewport={"width": 1400, "height": 1000})
     page = await context.new_page()
     page.set_default_timeout(10_000)
-    await page.goto(f"http://{t.addr}/?token={t.tokens[who]}")
-    assert page.url == f"http://{t.addr}/"  # the token left the address bar
+    if who == "admin":
+        link = f"/?token={t.tokens[who]}"
+    else:
+        cfg = ClientConfig(f"http://{t.addr}", t.tokens[who])
+        link = (await asyncio.to_thread(request_json, cfg, "POST", "/ui/tickets", body=b"{}"))["path"]
+        assert link.startswith("/?ticket=") and t.tokens[who] not in link
+    await page.goto(f"http://{t.addr}{link}")
+    assert page.url == f"http://{t.addr}/"  # the secret left the address bar
     return page
 
 
