@@ -34,7 +34,7 @@ from .wire.graph import (
     WorkflowGraph,
 )
 from ._deps import DepsModule
-from ._transport import dumps, dumps_function, own_module, pickled_by_value
+from ._transport import dumps, dumps_function, dumps_settled, own_module, pickled_by_value
 from .errors import WorkflowDefinitionError
 
 if TYPE_CHECKING:
@@ -223,8 +223,8 @@ class GraphBuilder:
         if key not in self._hook_blobs:
             own = own_module(type(runner)) if runner is not None else None
             with pickled_by_value([*modules, *([own] if own is not None else [])]):
-                data = dumps(hooks, f"the deps/call_before/call_after/executor of "
-                                    f"{electron.node_name!r}")
+                data = dumps_settled(hooks, f"the deps/call_before/call_after/executor of "
+                                            f"{electron.node_name!r}")
             self._hook_blobs[key] = self.graph.add_blob(data)
             self._keep.append(electron.metadata)
         return self._hook_blobs[key]

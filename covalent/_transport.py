@@ -247,7 +247,7 @@ def dumps_function(fn: Any, what: str, modules: Iterable[types.ModuleType] = ())
     wanted = list(modules)
     if wanted:
         with pickled_by_value(wanted):
-            return dumps(fn, what)
+            return dumps_settled(fn, what)
     local_modules.register()
     module = getattr(fn, "__module__", None)
     if module and module in sys.modules and not by_value(module):
@@ -255,7 +255,21 @@ def dumps_function(fn: Any, what: str, modules: Iterable[types.ModuleType] = ())
         where = module_level_name(owner, fn) if owner is not None else None
         if where is not None and getattr(owner, "function", None) is fn:
             return dumps(_ByReference(*where), what)
-    return dumps(fn, what)
+    return dumps_settled(fn, what)
+
+
+def dumps_settled(obj: Any, what: str) -> bytes:
+    """``dumps(obj)`` in the bytes the same object has once unpickled: pickled, unpickled and
+    pickled again. A function sent by value pickles to other bytes after a round trip (its
+    code's names are interned again as it is rebuilt, so a string equal to one of them is no
+    longer the same object and is written twice), and a redispatch pickles the functions of
+    the stored lattice, so reuse (which compares bytes) would find nothing unchanged. One
+    round trip reaches bytes that further round trips keep."""
+    data = dumps(obj, what)
+    try:
+        return dumps(cloudpickle.loads(data), what)
+    except Exception:  # noqa: BLE001  (not loadable here: what it was is what is sent)
+        return data
 
 
 class TransportableObject:

@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+import os
+import sys
 import threading
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -19,6 +22,7 @@ from dispatcher.worker import interrupts as worker_interrupts
 from dispatcher.worker.interrupts import interrupts
 from tests.conftest import JSON, fetched, wait_until
 from tests.conftest import run
+from tests.faults.conftest import REPO
 from tests import tasks
 from tests.tasks import add, block, identity, mark, multiply, spin
 
@@ -681,3 +685,47 @@ async def test_an_electron_may_use_dasks_worker_client_on_a_guarded_worker(addr:
     result = await run(wf, addr, 4)
     assert result.status == "COMPLETED", result.error
     assert result.result == (14, True)  # 0 + 1 + 4 + 9, and the guard is on its worker
+
+
+REUSING_SCRIPT = """
+import sys
+import covalent as ct
+
+@ct.electron
+def total(d):
+    return d["total"]
+
+@ct.electron
+def a(x):
+    y = {"a": x, "b": "total"}
+    return y["a"]
+
+@ct.lattice
+def wf(d):
+    return a(total(d))
+
+addr = sys.argv[1]
+first = ct.dispatch_sync(wf, dispatcher_addr=addr)({"total": 3})
+again = ct.redispatch(first.dispatch_id, dispatcher_addr=addr, reuse_previous_results=True)()
+print(first.dispatch_id, again, ct.get_result(again, wait=True, dispatcher_addr=addr).result)
+"""
+
+
+async def test_a_redispatch_reuses_the_functions_of_a_script(addr: str, tmp_path: Path) -> None:
+    # A script's functions (__main__) travel by value. The redispatch pickles them again from
+    # the stored lattice, and a function whose code holds a string equal to a name it uses
+    # ("total", "a") pickled to other bytes the second time: nothing was reused.
+    script = tmp_path / "reusing.py"
+    script.write_text(REUSING_SCRIPT)
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, str(script), addr, cwd=tmp_path, stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE, env=dict(os.environ, PYTHONPATH=str(REPO)))
+    out, err = await asyncio.wait_for(proc.communicate(), 120)
+    assert proc.returncode == 0, err.decode()
+    first, again, value = out.decode().split()
+    assert value == "3"
+    result = await fetched(again, addr)
+    electrons = [n for n in range(len(result.get_all_node_outputs()))
+                 if result.get_node_result(n)["node_name"] in ("total", "a")]
+    assert len(electrons) == 2
+    assert [await _reused_from(addr, again, n) for n in electrons] == [first] * 2
