@@ -40,6 +40,7 @@ from .errors import StoreError
 from .instance import (EXIT_BAD_SETTINGS, EXIT_CLUSTER, EXIT_PORT_IN_USE, EXIT_RUNNING,
                        EXIT_STORE, AlreadyRunning, DataDirLock, Instance)
 from .loopwatch import LoopWatch
+from .relaunch import MAX_RELAUNCHES, RELAUNCH, execute_again, recent as relaunches
 from .settings import Settings, json_object, parse_adapt, parse_public_url
 
 log = logging.getLogger("covalent.dispatcher")
@@ -189,15 +190,20 @@ def prepare_data_dir(data_dir: Path) -> None:
     data_dir.chmod(0o700)
 
 
-async def serve(settings: Settings, sock: socket.socket) -> None:
-    """Start the app on ``sock`` and run until SIGTERM/SIGINT (also during start-up)."""
+async def serve(settings: Settings, sock: socket.socket) -> str:
+    """Start the app on ``sock`` and run until SIGTERM/SIGINT (also during start-up), or until
+    it loses its cluster; returns why it is to start again ("": it is not)."""
     loop = asyncio.get_running_loop()
     main = asyncio.current_task()
     assert main is not None
     stop = asyncio.Event()
     starting = True
+    app = create_app(settings)
+    app[RELAUNCH].stop = stop.set
 
     def on_signal() -> None:
+        app[RELAUNCH].stopping = True
+        app[RELAUNCH].reason = ""
         if starting:
             main.cancel()  # abort start-up: the finally below closes what was started
         else:
@@ -205,7 +211,6 @@ async def serve(settings: Settings, sock: socket.socket) -> None:
 
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, on_signal)
-    app = create_app(settings)
     runner = web.AppRunner(app, handle_signals=False, access_log=None)
     watch = LoopWatch(loop)  # logs where the loop is when it stops answering
     watch.start()
@@ -226,6 +231,7 @@ async def serve(settings: Settings, sock: socket.socket) -> None:
         await runner.cleanup()
         watch.stop()
         log.info("stopped in %.1f s", time.monotonic() - t)
+    return app[RELAUNCH].reason
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -257,13 +263,14 @@ def main(argv: list[str] | None = None) -> None:
         lock.acquire()
     except AlreadyRunning as exc:
         fail(EXIT_RUNNING, str(exc))
+    relaunch = ""
     try:
         sock = bind(settings.host, settings.port)
         settings = settings.with_port(sock.getsockname()[1])
         lock.publish(Instance(os.getpid(), settings.instance_id, settings.url,
                               str(settings.data_dir)))
         try:
-            asyncio.run(serve(settings, sock))
+            relaunch = asyncio.run(serve(settings, sock))
         except TimeoutError as exc:
             fail(EXIT_CLUSTER, str(exc))
         except StoreError as exc:  # a database that cannot be reached, or of a newer version
@@ -275,6 +282,12 @@ def main(argv: list[str] | None = None) -> None:
             fail(EXIT_CLUSTER, f"{type(exc).__name__}: {exc}")
     finally:
         lock.release()
+    if relaunch:
+        sock.close()
+        if len(relaunches()) >= MAX_RELAUNCHES:
+            fail(EXIT_CLUSTER, f"{relaunch}; not restarting again after {MAX_RELAUNCHES} "
+                               "restarts in the last 10 minutes")
+        execute_again()
 
 
 if __name__ == "__main__":

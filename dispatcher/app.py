@@ -36,6 +36,7 @@ from .keys import CLUSTER_INFO, EXECUTORS, RECORDER, RUNNER, SETTINGS, STORE, TR
 from .recorder import Recorder
 from .routes import error_middleware, routes
 from .runner import Runner
+from .relaunch import RELAUNCH, RELAUNCH_CONNECT_S, Relaunch, recent as relaunches
 from .scheduler_process import SchedulerProcess
 from .security import allowed_hosts, content_type_guard, host_guard, token_guard, weak_token
 from .sessions import SESSIONS, Sessions
@@ -82,6 +83,7 @@ def create_app(settings: Settings) -> web.Application:
         token_guard(settings.token, sessions, gate.passed, accounts), content_type_guard,
         ownership_guard])
     app[SETTINGS], app[SESSIONS], app[GATE], app[ACCOUNTS] = settings, sessions, gate, accounts
+    app[RELAUNCH] = Relaunch()
     app[EXECUTORS] = ExecutorTable.from_config(settings.executors, settings.config_source)
     check_cluster(settings.cluster)
     check_url(settings.db_url)
@@ -304,30 +306,66 @@ async def _cluster_ctx(app: web.Application) -> AsyncIterator[None]:
                         time_limit_grace=settings.time_limit_grace)
         await runner.start()
         app[RUNNER] = runner
+        watcher = asyncio.create_task(_watch_cluster(client, scheduler, app[RELAUNCH]),
+                                      name="covalent-cluster-watch")
         try:
             yield
         finally:
+            watcher.cancel()
             t = time.monotonic()
             await runner.close()
             log.info("runner closed in %.1f s", time.monotonic() - t)
-            await client.close()
+            lost = bool(app[RELAUNCH].reason)  # nothing to reach: no graceful goodbyes
+            await (client.close(timeout=2) if lost else client.close())
             if cluster is not None and not cs.cluster_class:
-                await _close_embedded(cluster)
+                await _close_embedded(cluster, 1.0 if lost else CLOSE_S)
             elif cluster is not None:
                 await cluster.close()  # a cluster manager cancels its jobs or pods here
             log.info("cluster client%s closed in %.1f s", "" if cluster is None else " and cluster",
                      time.monotonic() - t)
 
 
+CLIENT_CHECK_S = 2.0
+
+
+async def _watch_cluster(client: Client, scheduler: Any, relaunch: Relaunch) -> None:
+    """Restart this server (``dispatcher.relaunch``) when its cluster is lost: the embedded
+    scheduler's process exited, the client closed after failing to reconnect, or it
+    reconnected to another scheduler (one restarted at the same address), which holds none of
+    this server's tasks and plugins."""
+    proc = scheduler.proc if isinstance(scheduler, SchedulerProcess) else None
+    first = client.scheduler_info().get("id")
+    while True:
+        if proc is not None:
+            try:
+                code = await asyncio.wait_for(proc.wait(), CLIENT_CHECK_S)
+            except TimeoutError:
+                pass
+            else:
+                relaunch.request(f"the embedded Dask scheduler's process exited ({code})")
+                return
+        else:
+            await asyncio.sleep(CLIENT_CHECK_S)
+        if client.status == "closed":
+            relaunch.request("the Dask client lost its scheduler and did not reach it again")
+            return
+        now = client.scheduler_info().get("id")
+        if first and now and now != first:
+            relaunch.request(f"the Dask scheduler was restarted ({first} is now {now})")
+            return
+
+
 CLOSE_S = 15.0  # the embedded cluster's close, before its worker processes are killed
 
 
-async def _close_embedded(cluster: Any) -> None:
-    """Close the embedded cluster; past ``CLOSE_S``, kill the worker processes it started. A
-    nanny told to close while it restarts a worker that died (over its memory limit) once
-    waited for it for good, and the server with it (distributed's race, seen in CI)."""
+async def _close_embedded(cluster: Any, wait: float | None = None) -> None:
+    """Close the embedded cluster; past ``wait`` seconds, kill the worker processes it
+    started. A nanny told to close while it restarts a worker that died (over its memory
+    limit) once waited for it for good, and the server with it (distributed's race, seen in
+    CI). ``wait``: ``CLOSE_S`` unless given."""
+    wait = CLOSE_S if wait is None else wait
     closing = asyncio.ensure_future(cluster.close())
-    done, _ = await asyncio.wait([closing], timeout=CLOSE_S)
+    done, _ = await asyncio.wait([closing], timeout=wait)
     if done:
         closing.result()
         return
@@ -335,7 +373,7 @@ async def _close_embedded(cluster: Any) -> None:
             if (p := getattr(getattr(n, "process", None), "process", None)) is not None
             and p.pid is not None]
     log.warning("the cluster did not close within %g s: killing its %d worker processes",
-                CLOSE_S, len(pids))
+                wait, len(pids))
     for pid in pids:
         with contextlib.suppress(ProcessLookupError):
             os.kill(pid, signal.SIGKILL)
@@ -405,13 +443,20 @@ def _scale(cluster: Any, cs: ClusterSettings) -> None:
 async def _connect(cs: ClusterSettings) -> Client:
     """A client of an existing scheduler, or OSError naming it within the connect timeout."""
     assert cs.address
-    try:
-        return await asyncio.wait_for(
-            Client(cs.address, asynchronous=True, set_as_default=False,
-                   timeout=cs.connect_timeout_s), cs.connect_timeout_s)
-    except (OSError, TimeoutError) as exc:
-        reason = str(exc) or type(exc).__name__
-        raise OSError(f"cannot reach the Dask scheduler at {cs.address}: {reason}") from None
+    # Started again after losing it (dispatcher.relaunch): give it time to come back.
+    give_up = time.monotonic() + (RELAUNCH_CONNECT_S if relaunches() else 0.0)
+    while True:
+        try:  # (the client's timeout is also how long it tries to reconnect later)
+            return await asyncio.wait_for(
+                Client(cs.address, asynchronous=True, set_as_default=False,
+                       timeout=cs.connect_timeout_s), cs.connect_timeout_s)
+        except (OSError, TimeoutError) as exc:
+            if time.monotonic() < give_up:
+                log.warning("waiting for the Dask scheduler at %s to come back: %s",
+                            cs.address, str(exc) or type(exc).__name__)
+                continue
+            reason = str(exc) or type(exc).__name__
+            raise OSError(f"cannot reach the Dask scheduler at {cs.address}: {reason}") from None
 
 
 async def _start_cluster(cs: ClusterSettings, tls_dir: Path, run_dir: Path,

@@ -128,7 +128,9 @@ async def server_status(request: web.Request) -> web.Response:
     executors = app[EXECUTORS]
     workers: list[dict[str, Any]] = []
     try:
-        identity = await asyncio.wait_for(client.scheduler.identity(), 5)  # type: ignore[union-attr]
+        if client.scheduler is None or client.status == "closed":
+            raise OSError(f"the Dask client is {client.status}")
+        identity = await asyncio.wait_for(client.scheduler.identity(), 5)
         found = identity.get("workers", {})
         info["workers"] = len(found)
         info["threads"] = sum(w.get("nthreads", 0) for w in found.values())

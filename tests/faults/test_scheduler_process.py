@@ -4,15 +4,20 @@ outlives the dispatcher (a kill -9 included); --no-scheduler-process keeps it in
 from __future__ import annotations
 
 import asyncio
+import os
 import signal
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
 
 import pytest
 
 import covalent as ct
 from dispatcher.procinfo import alive, children
-from tests.conftest import wait_until
-from tests.faults.conftest import ServerProcess, _cmdline
-from tests.tasks import two_node
+from tests.conftest import free_port, wait_until
+from tests.faults.conftest import REPO, ServerProcess, _cmdline
+from tests.tasks import add, gate, identity, two_node
 
 pytestmark = [pytest.mark.slow, pytest.mark.processes, pytest.mark.timeout(120)]
 
@@ -48,3 +53,107 @@ async def test_no_scheduler_process_keeps_the_scheduler_in_the_dispatcher(
     dispatch_id = await asyncio.to_thread(ct.dispatch(two_node, dispatcher_addr=server.addr), 2, 3)
     result = await asyncio.to_thread(ct.get_result, dispatch_id, True, server.addr)
     assert result.status == ct.status.COMPLETED and result.result == 10
+
+
+@ct.electron
+def _total(xs):
+    return sum(xs)
+
+
+@ct.lattice
+def _gated_sum(n, started, release):
+    return add(gate(1, started, release), _total([identity(i) for i in range(n)]))
+
+
+async def test_a_dispatcher_whose_scheduler_process_died_restarts_and_resumes(
+        server: ServerProcess, tmp_path: Path) -> None:
+    # A scheduler killed (out of memory, kill -9) leaves the client nothing to reach: before,
+    # the server said ok while every new dispatch failed and the running one stayed RUNNING.
+    server.start()
+    [scheduler] = [p for p in children(server.proc.pid)
+                   if "dispatcher.scheduler_process" in _cmdline(p)]
+    started, release = tmp_path / "started", tmp_path / "release"
+    dispatch_id = await asyncio.to_thread(
+        ct.dispatch(_gated_sum, dispatcher_addr=server.addr), 20, str(started), str(release))
+    await wait_until(started.exists, timeout=30)
+    server.spawned += children(server.proc.pid)
+    os.kill(scheduler, signal.SIGKILL)
+
+    def restarted() -> bool:  # the same process (covalent stop still finds it), a new cluster
+        info = server.status()
+        return info is not None and [p for p in children(server.proc.pid)
+                                     if "dispatcher.scheduler_process" in _cmdline(p)
+                                     and p != scheduler] != []
+    await wait_until(restarted, timeout=60)
+    assert server.proc.poll() is None
+    server.spawned += children(server.proc.pid)
+    release.touch()
+    result = await asyncio.to_thread(ct.get_result, dispatch_id, True, server.addr)
+    assert (result.status, result.result) == (ct.status.COMPLETED, 2 + sum(range(20)))
+    assert "restarting the dispatcher" in server.log.read_text()
+    fresh = await asyncio.to_thread(ct.dispatch(two_node, dispatcher_addr=server.addr), 2, 3)
+    assert (await asyncio.to_thread(ct.get_result, fresh, True, server.addr)).result == 10
+
+
+class _External:
+    """``dask scheduler`` on a fixed port and one ``dask worker``, that a test kills and starts
+    again on the same address (by PID; stopped at teardown)."""
+
+    def __init__(self, env: dict[str, str]) -> None:
+        self.port, self.env, self.procs = free_port(), env, []
+        self.address = f"tcp://127.0.0.1:{self.port}"
+
+    def start(self) -> None:
+        quiet: dict[str, Any] = {"stdout": subprocess.DEVNULL, "stderr": subprocess.DEVNULL,
+                                 "env": self.env, "cwd": REPO}
+        self.procs = [subprocess.Popen([sys.executable, "-m", "dask", "scheduler", "--host",
+                                        "127.0.0.1", "--port", str(self.port), "--no-dashboard"],
+                                       **quiet)]
+        self.procs.append(subprocess.Popen(
+            [sys.executable, "-m", "dask", "worker", self.address, "--nthreads", "2",
+             "--no-nanny", "--host", "127.0.0.1", "--no-dashboard"], **quiet))
+
+    def kill(self) -> None:
+        for p in self.procs:
+            p.kill()
+            p.wait(10)
+
+
+async def test_a_dispatcher_on_an_external_scheduler_that_restarts_restarts_and_resumes(
+        server: ServerProcess, tmp_path: Path) -> None:
+    # Before, a scheduler started again at once left a client reconnected to a scheduler
+    # without this dispatcher's plugins (every dispatch FAILED, "dropped 3 times"), and one
+    # gone for longer a closed client (dispatches stuck RUNNING, /status a 500).
+    external = _External(dict(server.env, PYTHONPATH=str(REPO)))
+    external.start()
+    try:
+        server.extra, server.workers = ["--scheduler-address", external.address], 1
+        server.start()
+        pid = server.proc.pid
+        started, release = tmp_path / "started", tmp_path / "release"
+        dispatch_id = await asyncio.to_thread(
+            ct.dispatch(_gated_sum, dispatcher_addr=server.addr), 5, str(started), str(release))
+        await wait_until(started.exists, timeout=30)
+        started.unlink()
+        external.kill()
+        external.start()  # at once: the client reconnects, to a scheduler of its own
+        await wait_until(lambda: server.log.read_text().count("restarting the dispatcher") == 1,
+                         timeout=60)
+        await wait_until(started.exists, timeout=60)  # resumed: the gate runs again
+        release.touch()
+        result = await asyncio.to_thread(ct.get_result, dispatch_id, True, server.addr)
+        assert (result.status, result.result) == (ct.status.COMPLETED, 2 + sum(range(5)))
+
+        external.kill()  # and now for longer than the client waits to reconnect
+        await wait_until(lambda: server.log.read_text().count("restarting the dispatcher") == 2,
+                         timeout=60)
+        external.start()
+        await wait_until(lambda: (server.status() or {}).get("cluster", {}).get("workers") == 1,
+                         timeout=60)
+        fresh = await asyncio.to_thread(ct.dispatch(two_node, dispatcher_addr=server.addr), 2, 3)
+        assert (await asyncio.to_thread(ct.get_result, fresh, True, server.addr)).result == 10
+        assert server.proc.pid == pid and server.proc.poll() is None  # the same process
+        assert "Traceback" not in server.log.read_text()
+    finally:
+        server.stop()
+        external.kill()

@@ -1,0 +1,78 @@
+"""Restarting the dispatcher in place when it loses its Dask cluster.
+
+The embedded cluster's scheduler runs in a process of its own (``scheduler_process``). If that
+process dies (killed, out of memory), Dask's client gives up reconnecting after 30 s and closes,
+and nothing more can run: every new dispatch would fail and every running one would stay
+RUNNING. The same holds when an external scheduler (``--scheduler-address``) goes away for
+longer than the client waits for it. The dispatcher then restarts itself, as ``covalent
+restart`` would: it stops (outcomes recorded, triggers saved), and executes its own command
+line again in the same process (the same PID, so ``covalent stop`` still finds it); the new
+start makes a new cluster (or reaches the external one again) and resumes the running
+dispatches from the store, as after any restart. An external scheduler is given
+``RELAUNCH_CONNECT_S`` to come back; a start that cannot reach it fails and says why (the log).
+
+At most ``MAX_RELAUNCHES`` in ``WINDOW_S``: a cluster that keeps dying stops the dispatcher
+instead of restarting it for good.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from aiohttp import web
+
+log = logging.getLogger("covalent.dispatcher")
+
+MAX_RELAUNCHES = 3
+WINDOW_S = 600.0
+RELAUNCH_CONNECT_S = 300.0  # how long a relaunched server waits for an external scheduler
+ENV = "COVALENT_RELAUNCHED_AT"  # the wall-clock times of this server's earlier relaunches
+
+
+@dataclass
+class Relaunch:
+    """Whether this server is to start again when it stops, and why."""
+
+    reason: str = ""
+    stop: Callable[[], None] | None = field(default=None, repr=False)  # ends ``serve``
+    stopping: bool = False  # asked to stop (SIGTERM, Ctrl-C): then it does not start again
+
+    def request(self, reason: str) -> None:
+        """Stop the server, to start it again (the first reason given is kept)."""
+        if self.reason or self.stopping:
+            return
+        self.reason = reason
+        log.error("%s: restarting the dispatcher (running dispatches resume)", reason)
+        if self.stop is not None:
+            self.stop()
+
+
+def recent(now: float | None = None) -> list[float]:
+    """The times of this server's relaunches within ``WINDOW_S``."""
+    now = time.time() if now is None else now
+    times = []
+    for part in os.environ.get(ENV, "").split(","):
+        try:
+            t = float(part)
+        except ValueError:
+            continue
+        if now - t < WINDOW_S:
+            times.append(t)
+    return times
+
+
+def execute_again() -> None:
+    """Replace this process by a new start of the same command line (never returns)."""
+    os.environ[ENV] = ",".join(str(t) for t in [*recent(), time.time()])
+    logging.shutdown()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os.execv(sys.executable, sys.orig_argv)
+
+
+RELAUNCH = web.AppKey("relaunch", Relaunch)
