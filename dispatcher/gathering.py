@@ -7,12 +7,15 @@ from __future__ import annotations
 import base64
 import json
 import operator
+import re
 from collections.abc import Mapping, Sequence
 from typing import Any
 
 from covalent.wire import Edge, EdgeKind, NodeKind, WorkflowGraph, shorten
 
 from . import state
+
+_PART = re.compile("⟨([0-9]+)⟩")  # the i-th part in a postprocess template
 
 _SRC = operator.itemgetter(0)  # an edge's source
 _LAYOUT = operator.itemgetter(3, 2, 4)  # an edge's kind, name and index
@@ -50,14 +53,20 @@ def gather_preview(kind: str, metadata: dict[str, Any], previews: list[str],
     "[1, 'a']"
     >>> gather_preview("postprocess", {"template": "{'total': ⟨0⟩}"}, ["55"])
     "{'total': 55}"
+    >>> gather_preview("postprocess", {"template": "[⟨0⟩, ⟨1⟩]"}, ["'⟨1⟩'", "2"])
+    "['⟨1⟩', 2]"
     """
     if kind == "dict":
         keys = metadata.get("keys") or ["?"] * len(previews)
         text = "{" + ", ".join(f"{k}: {v}" for k, v in zip(keys, previews, strict=False)) + "}"
     elif kind == "postprocess" and isinstance(metadata.get("template"), str):
-        text = metadata["template"]
-        for i, p in enumerate(previews):
-            text = text.replace(f"⟨{i}⟩", p)
+        # One pass: a replace per part rescanned the whole text each time (a lattice that
+        # returns 10,000 outputs held the event loop 20 s), and substituted into parts
+        # already put in.
+        def part(m: re.Match[str]) -> str:
+            i = int(m.group(1))
+            return previews[i] if i < len(previews) else m.group(0)
+        text = _PART.sub(part, metadata["template"])
     elif kind == "tuple":
         text = "(" + ", ".join(previews) + ("," if len(previews) == 1 else "") + ")"
     else:
