@@ -70,6 +70,11 @@ async def error_middleware(request: web.Request, handler: Handler) -> web.Stream
     except asyncio.CancelledError:
         raise
     except Exception as exc:  # last resort: answer JSON, log, keep serving
+        if isinstance(exc, ConnectionError) and (request.transport is None
+                                                 or request.transport.is_closing()):
+            # The client left (Ctrl-C in a long poll, mid-upload): nobody to answer, no 500.
+            log.info("the client of %s %s went away: %s", request.method, request.path, exc)
+            return error_body("ClientGone", "the client closed the connection", 400)
         if is_disk_error(exc):  # an upload's file (the store raises StoreFull itself)
             log.error("store write failed on %s %s: %s", request.method, request.path, exc)
             return error_body("StorageFull", f"the dispatcher cannot write to its store: "

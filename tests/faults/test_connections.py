@@ -8,14 +8,18 @@ import http.client
 import json
 import socket
 import subprocess
+import uuid
+from pathlib import Path
 
 import pytest
 
 import covalent as ct
+from covalent import wire
+from covalent._dispatch import build_submission
 from tests.conftest import wait_until
 from tests.faults.conftest import ServerProcess
 from tests.other_user import OtherUser, other_user  # noqa: F401  (fixture)
-from tests.tasks import two_node
+from tests.tasks import big_bytes, gate, two_node
 
 pytestmark = [pytest.mark.slow, pytest.mark.processes, pytest.mark.timeout(120)]
 
@@ -141,3 +145,43 @@ async def test_the_owner_is_served_while_another_user_holds_1000_idle_connection
         holder.terminate()  # runuser passes it on
         await asyncio.to_thread(holder.communicate, timeout=20)
     assert "closed a connection that sent no authenticated request" in server.log.read_text()
+
+
+@ct.lattice
+def _gated_big(started, release):
+    return big_bytes(gate(19, started, release))
+
+
+async def test_a_client_that_goes_away_is_one_log_line_not_a_500(
+        server: ServerProcess, tmp_path: Path) -> None:
+    # Ctrl-C in get_result(wait=True) or mid-upload: before, each was logged as an "unhandled
+    # error" with a 40-line traceback, and answered 500 to nobody.
+    server.start()
+    started, release = tmp_path / "started", tmp_path / "release"
+    dispatch_id = await asyncio.to_thread(
+        ct.dispatch(_gated_big, dispatcher_addr=server.addr), str(started), str(release))
+    await wait_until(started.exists, timeout=30)
+    auth = f"Host: {server.addr}\r\nAuthorization: Bearer {server.token}\r\n"
+    frame = build_submission(two_node, (1, 2), {}, dispatch_id=str(uuid.uuid4()),
+                             disable_run=False)
+    _, upload = await asyncio.open_connection("127.0.0.1", server.port)
+    upload.write(f"POST /api/v1/dispatches HTTP/1.1\r\n{auth}Content-Type: {wire.CONTENT_TYPE}"
+                 f"\r\nContent-Length: {len(frame) + 1000}\r\n\r\n".encode()
+                 + frame[:len(frame) // 2])
+    _, poll = await asyncio.open_connection("127.0.0.1", server.port)
+    poll.write(f"GET /api/v1/dispatches/{dispatch_id}?wait=60 HTTP/1.1\r\n{auth}\r\n".encode())
+    await asyncio.gather(upload.drain(), poll.drain())
+    # Both are in their handlers once a third request, sent after them, is answered.
+    assert await asyncio.to_thread(server.get, f"/dispatches/{dispatch_id}/status") == 200
+    for w in (upload, poll):
+        w.close()
+    release.touch()  # the long poll's 20 MiB answer now goes to a closed connection
+    result = await asyncio.to_thread(ct.get_result, dispatch_id, True, server.addr)
+    assert result.status == ct.status.COMPLETED and len(result.result) == 20 << 20
+
+    def lines() -> list[str]:
+        return [ln for ln in server.log.read_text().splitlines() if "went away" in ln]
+    await wait_until(lambda: len(lines()) == 2, timeout=20)
+    assert {ln.split(" of ")[1].split()[0] for ln in lines()} == {"POST", "GET"}
+    log = server.log.read_text()
+    assert "unhandled error" not in log and "Traceback" not in log
