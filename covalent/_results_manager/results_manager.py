@@ -40,6 +40,7 @@ def get_result(
     dispatcher_addr: str | None = None,
     status_only: bool = False,
     *,
+    results_dir: str | None = None,
     workflow_output: bool = True,
     intermediate_outputs: bool = True,
     sublattice_results: bool = True,
@@ -54,6 +55,8 @@ def get_result(
             meanwhile is waited for (up to 30 s).
         dispatcher_addr: ``host:port`` of the dispatcher; default from config.
         status_only: return only ``{"dispatch_id": ..., "status": Status}``.
+        results_dir: accepted as Covalent takes it (where its client saved the downloaded
+            assets); nothing is written there: outputs stay on the dispatcher until read.
         workflow_output: download the lattice's result (what it is made of) with the records.
         intermediate_outputs: node outputs may be read (each is downloaded when first read);
             with False nothing but the final result is ever downloaded.

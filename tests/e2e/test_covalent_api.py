@@ -3,6 +3,7 @@ get_context, covalent_start/covalent_stop/is_covalent_running, the result node's
 
 from __future__ import annotations
 
+import asyncio
 import subprocess
 import sys
 import textwrap
@@ -13,7 +14,7 @@ import pytest
 import covalent as ct
 from covalent.wire import NodeKind
 from tests.conftest import free_port, run
-from tests.tasks import add
+from tests.tasks import add, two_node
 
 
 @ct.electron
@@ -134,3 +135,13 @@ def test_covalent_start_and_stop_wrap_the_cli_with_the_configs_port(
     assert ct.is_covalent_running() is False
     ct.covalent_stop()
     assert "Covalent server is not running." in capsys.readouterr().out
+
+
+async def test_get_result_takes_covalents_results_dir_and_writes_nothing_there(
+        addr: str, tmp_path: Path) -> None:
+    # Covalent's get_result has a keyword results_dir (where its client saved assets); a
+    # script passing it failed with "unexpected keyword argument".
+    dispatch_id = await asyncio.to_thread(ct.dispatch(two_node, dispatcher_addr=addr), 1, 2)
+    result = await asyncio.to_thread(ct.get_result, dispatch_id, True, addr,
+                                     results_dir=str(tmp_path / "results"))
+    assert result.result == 6 and not (tmp_path / "results").exists()
