@@ -298,7 +298,7 @@ class SqlStore(Listing, Deletion, Users):
             rref = self._put_blobs(db, [d.result])[0] if d.result is not None else None
             db.execute(
                 "UPDATE dispatches SET status = COALESCE(?, status),"
-                " start_time = COALESCE(?, start_time), end_time = COALESCE(?, end_time),"
+                " start_time = COALESCE(start_time, ?), end_time = COALESCE(?, end_time),"
                 " error = COALESCE(?, error), result_ref = COALESCE(?, result_ref)"
                 f" WHERE dispatch_id = ? AND {_dispatch_guard(d.status)}{fence}",
                 (_text(d.status), d.start_time, d.end_time, _clean(d.error), rref, d.dispatch_id,

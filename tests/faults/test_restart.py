@@ -58,6 +58,7 @@ async def test_dispatch_resumes_after_the_server_goes_away(how: str, server: Ser
     (tmp_path / "started").unlink()
     row = _row(server.data_dir, dispatch_id)
     assert row["status"] == "RUNNING"  # recorded as unfinished, not lost, not COMPLETED
+    assert row["start_time"] and row["end_time"] is None
 
     server.start()
     await wait_until(lambda: (tmp_path / "started").exists(), timeout=30)  # gate runs again
@@ -65,6 +66,9 @@ async def test_dispatch_resumes_after_the_server_goes_away(how: str, server: Ser
     result = await asyncio.wait_for(waiting, 60)  # the blocked client reconnected
     assert result.status == ct.status.COMPLETED, result.error
     assert result.result == 50
+    # It started when it first started: the resume did not start it anew (it did, and a
+    # dispatch taken over showed a runtime of 0.02 s).
+    assert _row(server.data_dir, dispatch_id)["start_time"] == row["start_time"]
     assert result.get_node_result(0)["output"] == 4
     assert result.get_node_result(0)["stdout"] == "marked 4\n"  # what it printed, kept
     # mark(a) ran once before the crash and was not re-run; mark(b) ran once after
