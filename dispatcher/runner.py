@@ -42,7 +42,7 @@ from . import state
 from .compile import Compiled, Preset, compile_graph
 from .dask_graph import cancel as cancel_futures
 from .dask_graph import Submission, dask_error_message, live_keys, submit_chunked, wait_all
-from .errors import NotRunningHere, UnknownExecutor
+from .errors import NotRunningHere, Unavailable, UnknownExecutor
 from .executors import ExecutorTable
 from .machine import (OPEN, Cancel, CancelRequested, DispatchMachine, Event, FindRunning,
                       Finish, FuturesDone, Instruction, NodeStarted, Record, RunningElsewhere,
@@ -69,6 +69,7 @@ CANCELLED_KEPT_S = 600.0  # how long workers keep refusing the nodes of a dispat
 CANCEL_ASK_S = 10.0  # how long a cancel waits for the workers' answer before it goes on
 ENDED_WAIT_S = 5.0  # ... and for the outcomes of nodes that ended as it came
 TAKEOVER_ROUNDS = 1 << 20  # generations a tenure may use: the next one's start above them
+LET_GO_RETRY_S = 1.0  # a finished dispatch whose status cannot be read yet: ask again after
 
 
 class Runner:
@@ -557,12 +558,20 @@ class Runner:
         """Release a finished dispatch's lease once its final status is committed (renewed
         until then: a final write that fails leaves it RUNNING, for a replica to resume)."""
         assert self.replica is not None
+        resource = dispatch_resource(dispatch_id)
         await dispatch_ended(self.recorder, dispatch_id)
-        status = await self.recorder.store.get_status(dispatch_id) or state.PENDING
-        if state.is_terminal(status):
-            if self.notices is not None:  # cancels not carried out before it ended: say so
-                await self.notices.answer_ended(dispatch_id, status)
-            await self.replica.release(dispatch_resource(dispatch_id))
+        while self.replica.owner_epoch(resource) is not None and not self.recorder.closing:
+            try:  # the database may be out for a while: then ask again, and release after
+                status = await self.recorder.store.get_status(dispatch_id) or state.PENDING
+                if state.is_terminal(status):
+                    if self.notices is not None:  # cancels not carried out before it ended
+                        await self.notices.answer_ended(dispatch_id, status)
+                    await self.replica.release(resource)
+                    return
+            except Unavailable as exc:
+                log.warning("dispatch %s ended; its lease is released once the store answers "
+                            "(%s)", dispatch_id, exc)
+            await asyncio.sleep(LET_GO_RETRY_S)  # the store is out, or retries the final write
 
     # -- what the workers report ---------------------------------------------------------------
 
