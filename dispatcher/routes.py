@@ -29,7 +29,7 @@ from .keys import CLUSTER_INFO, EXECUTORS, RECORDER, RUNNER, SETTINGS, STORE, TR
 from .offload import off_loop
 from .sessions import SESSIONS, VIA_SESSION
 from .upload import Upload, read_frame
-from .users import user_of
+from .users import answer_only_the_live, user_of
 from .state import Status
 from .worker.blobs import DamagedBlob
 
@@ -265,6 +265,8 @@ async def get_result(request: web.Request) -> web.StreamResponse:
     parts, gathers = reads.result_options(request.query.get("parts", "result"),
                                           request.query.get("gathers", "json"))
     await reads.read_status(app[STORE], app[RECORDER], dispatch_id, wait)
+    if wait:
+        await answer_only_the_live(request)
     results_dir = str(app[SETTINGS].data_dir / "results" / dispatch_id)
     header, blobs = await reads.read_result(app[STORE], dispatch_id, results_dir, parts, gathers)
     return await transfer.stream_frame(request, header, blobs)
@@ -310,6 +312,8 @@ async def get_status(request: web.Request) -> web.Response:
     dispatch_id = _id(request)
     wait = _float_query(request, "wait", 0, app[SETTINGS].long_poll_max_s)
     status = await reads.read_status(app[STORE], app[RECORDER], dispatch_id, wait)
+    if wait:
+        await answer_only_the_live(request)
     return web.json_response({"dispatch_id": dispatch_id, "status": str(status)})
 
 

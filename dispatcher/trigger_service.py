@@ -17,11 +17,12 @@ from typing import TYPE_CHECKING, Any, cast
 from triggers import Observed, TriggerSupervisor
 
 from . import dispatches
-from .errors import DispatchNotFound, InvalidRequest, TriggerNotFound
+from .errors import DispatchNotFound, InvalidRequest, TriggerNotFound, Unauthorized
 from .protocol import now_iso
 from .runner import Runner
 from .state import PENDING
 from .store import DispatchStore, SqlStore, TriggerRecord
+from .store.base import BUILTIN_OWNER
 from .store.leases import fenced, trigger_resource
 from .store.sql import Db
 from .users import BUILTIN, User, may_see
@@ -44,6 +45,7 @@ class TriggerService:
         """Fire ``number`` of a trigger: the id of the dispatch it started. Replicas: each
         fire number is recorded once, under the trigger's lease (``trigger_fires``); one a
         replica that lost the lease fired already is not fired again."""
+        await self._check_owner_live(dispatch_id)
         new_id = None
         if self.replica is not None and trigger_id:
             new_id = await self._claim(trigger_id, number)
@@ -58,6 +60,16 @@ class TriggerService:
             return dispatch_id
         return await dispatches.clone(self.store, self.runner, row,
                                       new_id[0] if new_id else None)
+
+    async def _check_owner_live(self, dispatch_id: str) -> None:
+        """Raise Unauthorized (the trigger stops, saying why) if the user a trigger's dispatch
+        belongs to was revoked: revoking a user ends what runs as them."""
+        owner = (await self.store.owners([dispatch_id])).get(dispatch_id)
+        if owner is None or owner == BUILTIN_OWNER:
+            return
+        user = await self.store.user_by_name(owner)
+        if user is None or user.revoked_at is not None:
+            raise Unauthorized(f"its user {owner!r} was revoked: it fires no more")
 
     async def _claim(self, trigger_id: str, number: int) -> tuple[str, bool] | None:
         """(dispatch id of fire ``number``, claimed now); None if the lease is gone."""

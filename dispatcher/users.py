@@ -26,7 +26,7 @@ from dataclasses import dataclass
 
 from aiohttp import web
 
-from .errors import InvalidRequest
+from .errors import InvalidRequest, Unauthorized
 from .protocol import now_iso
 from .store import DispatchStore
 from .store.base import BUILTIN_OWNER, UserRecord
@@ -129,3 +129,20 @@ class Accounts:
 
 
 ACCOUNTS = web.AppKey("accounts", Accounts)
+
+
+async def still_live(request: web.Request) -> bool:
+    """Whether the user ``request`` was let in as is still live: a long poll or an event
+    stream asks again before it answers, and every few seconds, so a user revoked meanwhile
+    is sent nothing more."""
+    user = user_of(request)
+    if user.name == BUILTIN_OWNER:
+        return True
+    return await request.app[ACCOUNTS].by_name(user.name) is not None
+
+
+async def answer_only_the_live(request: web.Request) -> None:
+    """Raise Unauthorized if the request's user was revoked since it was let in."""
+    if not await still_live(request):
+        raise Unauthorized("this user was revoked while the request waited; a revoked token "
+                           "opens nothing")

@@ -187,6 +187,8 @@ class TriggerSupervisor:
             raise
         except LookupError as exc:
             reason = f"dispatch {obs.dispatch_id} no longer exists ({exc})"
+        except PermissionError as exc:  # its user was revoked
+            reason = str(exc)
         except (TriggerLoadError, OSError) as exc:
             reason = f"cannot observe: {type(exc).__name__}: {exc}"
         except Exception as exc:  # a trigger's failure stops that trigger, never the server

@@ -28,6 +28,7 @@ from ..state import TERMINAL
 from .keys import GRAPHS, LIVE
 from .listing import FILTER_KEYS, FINISHED, listing_query
 from .views import by_name
+from ..users import answer_only_the_live
 
 routes = web.RouteTableDef()
 
@@ -77,6 +78,7 @@ async def progress(request: web.Request) -> web.Response:
     wait = _number(request, "wait", 0, app[SETTINGS].long_poll_max_s)
     if wait and status not in TERMINAL and "since" in request.query:
         await hub.changed_since(dispatch_id, int(_number(request, "since", 0, 1e15)), wait)
+        await answer_only_the_live(request)
     version = hub.version(dispatch_id)  # read before the rows: a later commit wakes the next call
     row = await store.get_dispatch(dispatch_id)
     nodes = await store.node_rows(dispatch_id)

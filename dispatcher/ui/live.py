@@ -29,7 +29,9 @@ from ..recorder import Commit
 from ..state import DISPATCH_TRANSITIONS, NODE_TRANSITIONS, DispatchUpdate, NodeUpdate, Status, may_enter
 from ..store import DispatchQuery, DispatchStore, NodeRow
 from ..store.base import USER_KINDS
+from ..users import still_live
 
+RECHECK_S = 5.0  # how often an open event stream asks whether its user is still live
 # One letter per status in the browser's arrays (10,000 statuses are 10 kB).
 CODES = {Status.NEW_OBJECT: "N", Status.RUNNING: "R", Status.COMPLETED: "C", Status.FAILED: "F",
          Status.CANCELLED: "X"}
@@ -195,12 +197,21 @@ async def stream_dispatch(request: web.Request, hub: LiveHub, store: DispatchSto
 
 async def _events(request: web.Request,
                   follow: Callable[[web.StreamResponse], Awaitable[None]]) -> web.StreamResponse:
-    """An event stream written by ``follow``; a browser that went away ends it quietly."""
+    """An event stream written by ``follow``; a browser that went away ends it quietly, and so
+    does a user revoked meanwhile (asked every ``RECHECK_S``: nothing more is sent to them)."""
     resp = await open_stream(request)
+    follower = asyncio.ensure_future(follow(resp))
     try:
-        await follow(resp)
-    except ConnectionResetError:  # the tab was closed: the next write found no one
-        pass
+        while not (await asyncio.wait([follower], timeout=RECHECK_S))[0]:
+            if not await still_live(request):
+                follower.cancel()
+                break
+        [ended] = await asyncio.gather(follower, return_exceptions=True)
+    finally:
+        follower.cancel()  # this handler cancelled (the server stops): the follower with it
+    if isinstance(ended, BaseException) and not isinstance(
+            ended, ConnectionResetError | asyncio.CancelledError):  # closed tab, revoked user
+        raise ended
     return resp
 
 

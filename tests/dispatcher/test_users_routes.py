@@ -21,7 +21,10 @@ import covalent as ct
 from covalent import wire
 from covalent.api import build_submission
 from covalent.errors import DispatchNotFoundError
-from tests.conftest import run
+from covalent.triggers import TimeTrigger
+from dispatcher.ui import live
+from tests import tasks
+from tests.conftest import run, wait_until
 from tests.team import ALICE_WORKFLOW, Team, alices_secret_workflow, team  # noqa: F401
 
 pytestmark = pytest.mark.all_stores  # owners are SQL in both databases
@@ -239,3 +242,46 @@ def _store() -> Any:
     from dispatcher.keys import STORE
 
     return STORE
+
+
+@ct.lattice
+def _blocked(x):
+    return tasks.block(x)
+
+
+async def test_a_revoked_user_is_sent_nothing_more_and_their_triggers_stop(
+        team: Team, monkeypatch: pytest.MonkeyPatch) -> None:
+    # Before, a long poll answered bob's outputs 25 s after his revoke, his open event streams
+    # went on, and his TimeTrigger kept running his workflow.
+    tasks.release.clear()
+    monkeypatch.setenv("COVALENT_TOKEN", team.tokens["bob"])
+    running = await asyncio.to_thread(ct.dispatch(_blocked, dispatcher_addr=team.addr), 7)
+    pending = await asyncio.to_thread(ct.dispatch(_blocked, dispatcher_addr=team.addr,
+                                                  disable_run=True), 1)
+    trigger = TimeTrigger(time_gap=0.2, lattice_dispatch_id=pending).to_dict()
+    trigger_id = (await team.call("bob", "POST", wire.API + "/triggers",
+                                  {"trigger": trigger}))["trigger_id"]
+
+    async def fires() -> int:
+        return int((await team.call("admin", "GET", f"{wire.API}/triggers/{trigger_id}"))
+                   ["fire_count"])
+    await wait_until(lambda: fires(), timeout=20)
+    poll = asyncio.ensure_future(team.client.get(
+        f"{wire.API}/dispatches/{running}?wait=60", headers=team.headers("bob")))
+    stream = await team.client.get(f"/ui/dispatches/{running}/events", headers=team.headers("bob"))
+    assert stream.status == 200
+    assert (await stream.content.readline()).startswith(b"event: snapshot")
+
+    await team.call("admin", "POST", wire.API + "/users/bob/revoke", {})
+    # The stream ends within a recheck; nothing after its snapshot reached bob.
+    rest = await asyncio.wait_for(stream.content.read(), live.RECHECK_S + 10)
+    assert b"event:" not in rest and b"COMPLETED" not in rest
+    tasks.release.set()
+    answer = await asyncio.wait_for(poll, 30)
+    assert answer.status == 401 and "revoked" in await answer.text()
+
+    async def stopped() -> dict[str, Any] | None:
+        found = await team.call("admin", "GET", f"{wire.API}/triggers/{trigger_id}")
+        return found if not found["active"] else None
+    found = await wait_until(stopped, timeout=10)
+    assert "'bob' was revoked" in (found["reason"] or found["last_error"] or "")
