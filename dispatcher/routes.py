@@ -153,8 +153,7 @@ async def server_status(request: web.Request) -> web.Response:
         "unmapped_executors": {k: list(v) for k, v in executors.unmapped.items()},
         "running": await visible_ids(request, sorted(runner.runs)),
         "triggers": await app[TRIGGERS].listing(True, owner_filter(request)),
-        "store": {"path": str(app[SETTINGS].db_path), "database": app[STORE].describe(),
-                  "write_error": app[RECORDER].write_error},
+        "store": _store_info(request),
         "server": {"pid": os.getpid(), "rss_mib": _mib(procinfo.rss_mib(os.getpid())),
                    "peak_rss_mib": _mib(procinfo.peak_rss_mib(os.getpid()))},
     })
@@ -170,6 +169,17 @@ async def ui_ticket(request: web.Request) -> web.Response:
     sessions = request.app[SESSIONS]
     ticket = sessions.ticket(user_of(request).name)
     return web.json_response({"path": f"/?ticket={ticket}", "expires_in": int(sessions.ttl)})
+
+
+def _store_info(request: web.Request) -> dict[str, Any]:
+    """The store as ``/status`` shows it: where it is for an admin; its kind for a user (its
+    path is no business of theirs, and a database trigger could be pointed at it)."""
+    app = request.app
+    described = app[STORE].describe()
+    if not user_of(request).admin:
+        return {"database": described.split()[0], "write_error": app[RECORDER].write_error}
+    return {"path": str(app[SETTINGS].db_path), "database": described,
+            "write_error": app[RECORDER].write_error}
 
 
 def _worker(address: str, w: dict[str, Any], executors: ExecutorTable) -> dict[str, Any]:

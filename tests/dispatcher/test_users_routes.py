@@ -216,6 +216,13 @@ async def test_sublattices_and_sdk_redispatches_belong_to_the_owner(
         await asyncio.to_thread(ct.cancel, result.dispatch_id, dispatcher_addr=team.addr)
 
 
+async def test_status_shows_a_user_the_stores_kind_and_an_admin_its_path(team: Team) -> None:
+    mine = (await team.call("bob", "GET", wire.API + "/status"))["store"]
+    full = (await team.call("admin", "GET", wire.API + "/status"))["store"]
+    assert "path" not in mine and "/" not in mine["database"] and mine["database"]
+    assert full["path"] and full["database"].startswith(mine["database"])
+
+
 async def test_a_revoked_token_is_refused_at_its_next_request(team: Team) -> None:
     assert (await team.call("bob", "GET", wire.API + "/whoami"))["name"] == "bob"
     await team.call("admin", "POST", wire.API + "/users/bob/revoke", {})
