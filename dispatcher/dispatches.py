@@ -373,11 +373,27 @@ async def _resume(store: DispatchStore, runner: Runner, dispatch_id: str, epoch:
     root = row if row.root_dispatch_id == dispatch_id else await store.get_dispatch(row.root_dispatch_id)
     # Nodes that failed or were cancelled before the restart stay so (their descendants
     # never run); the rest runs to its end, then the dispatch ends as it would have.
-    failed = {n.node_id: n.error or "failed" for n in nodes if n.status == Status.FAILED}
+    failed = {n.node_id: failure_summary(n.error, n.attempts) for n in nodes
+              if n.status == Status.FAILED}
     cancelled = [n.node_id for n in nodes if n.status == Status.CANCELLED]
     await runner.submit(dispatch_id, graph, preset, (root or row).start_time or "",
                         failed=failed, cancelled=cancelled, epoch=epoch, takeover=epoch > 0)
     return True
+
+
+def failure_summary(error: str | None, attempts: int | None) -> str:
+    r"""The line a failed node gives its dispatch's error, from what its record holds (the
+    traceback): as the dispatch says it when the node fails while it runs.
+
+    >>> failure_summary("Traceback (most recent call last):\n  ...\nValueError: boom\n", 1)
+    'ValueError: boom'
+    >>> failure_summary("TimeLimitExceeded: over 3 s", 2)
+    'TimeLimitExceeded: over 3 s (failed 2 attempts)'
+    """
+    text = (error or "failed").rstrip()
+    if text.startswith("Traceback (most recent call last):"):
+        text = text.splitlines()[-1].strip() or "failed"
+    return text + (f" (failed {attempts} attempts)" if attempts and attempts > 1 else "")
 
 
 async def cancel(store: DispatchStore, runner: Runner, dispatch_id: str,

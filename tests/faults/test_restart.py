@@ -16,7 +16,7 @@ import covalent as ct
 from tests.conftest import wait_until
 from tests.stores import rows
 from tests.faults.conftest import ServerProcess
-from tests.tasks import add, gate, mark
+from tests.tasks import add, fail, gate, mark
 
 pytestmark = [pytest.mark.slow, pytest.mark.processes, pytest.mark.timeout(180),
               pytest.mark.all_stores]
@@ -255,3 +255,32 @@ async def test_a_sublattice_node_waits_out_a_restart_of_the_dispatcher_on_a_clus
         children = [d for d in _rows(server.data_dir) if d["parent_dispatch_id"] == dispatch_id]
         assert len(children) == 1
         server.stop()
+
+
+async def test_a_dispatch_failed_before_a_restart_says_so_as_it_would_have(
+        server: ServerProcess, tmp_path: Path) -> None:
+    # A node failed, the dispatcher was killed while another still ran: the dispatch's error
+    # after the restart held the node's whole traceback instead of the one line it gives live.
+    started, release = str(tmp_path / "started"), str(tmp_path / "release")
+
+    @ct.lattice
+    def wf(x):
+        return fail(x), gate(x, started, release)
+
+    server.start()
+    dispatch_id = await asyncio.to_thread(ct.dispatch(wf, dispatcher_addr=server.addr), 3)
+    await wait_until(lambda: (tmp_path / "started").exists(), timeout=30)
+    await wait_until(lambda: _failed(server, dispatch_id, 0), timeout=30)
+    server.kill9()
+    (tmp_path / "started").unlink()
+    server.start()
+    await wait_until(lambda: (tmp_path / "started").exists(), timeout=30)
+    (tmp_path / "release").touch()
+    result = await asyncio.to_thread(ct.get_result, dispatch_id, True, server.addr)
+    assert result.status == ct.status.FAILED
+    assert result.error == "Node 0 (fail) failed: ValueError: bad value 3"
+    assert "Traceback" in result.get_node_result(0)["error"]  # the node keeps the whole of it
+
+
+async def _failed(server: ServerProcess, dispatch_id: str, node_id: int) -> bool:
+    return await _node_status(server.addr, dispatch_id, node_id) == "FAILED"
