@@ -289,6 +289,10 @@ def _module_deps(meta: dict[str, Any]) -> list[ModuleType]:
 
 
 def _safe_str(value: Any) -> str:
+    """``str(value)``, cut to a label; of long text or bytes only the part kept is made (the
+    whole of a 300 MB bytes argument took seconds, and a gigabyte, to be cut)."""
+    if type(value) in (str, bytes, bytearray) and len(value) > _MAX_PARAM_NAME:
+        value = value[:_MAX_PARAM_NAME]
     try:
         text = str(value)
     except Exception as exc:  # user __str__ may raise anything; the name is only a label
