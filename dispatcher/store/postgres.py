@@ -150,12 +150,22 @@ class PostgresStore(SqlStore):
                 self.pool.open(wait=True, timeout=self.pool_timeout)
             except PoolTimeout:
                 raise StoreUnavailable(f"cannot connect to {self.describe()} within "
-                                       f"{self.pool_timeout:g} s") from None
+                                       f"{self.pool_timeout:g} s{self._why_not()}") from None
             while self._in_transaction(self._upgrade_step):
                 pass
         except BaseException:
             self._close()
             raise
+
+    def _why_not(self) -> str:
+        """Why a connection fails (a role or database that does not exist, a password), as
+        PostgreSQL says it: the pool only logs it, and gives up saying it timed out."""
+        try:
+            with psycopg.connect(self.conninfo, connect_timeout=5):
+                return ""
+        except psycopg.Error as exc:
+            lines = [ln.strip() for ln in str(exc).splitlines() if ln.strip()]
+            return f": {lines[-1]}" if lines else ""
 
     def _configure(self, conn: psycopg.Connection[Any]) -> None:
         conn.execute(f"SET statement_timeout = {self.statement_timeout:d}")

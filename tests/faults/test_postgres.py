@@ -172,3 +172,21 @@ def _waiting_on_lock(url: str) -> int:
         row = conn.execute("SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock'"
                            " AND datname = current_database()").fetchone()
         return int(row[0]) if row else 0
+
+
+@pytest.mark.parametrize("fault", ["role", "database"])
+async def test_a_database_url_that_names_nothing_says_what_postgresql_said(
+        postgres: Any, tmp_path: Path, fault: str) -> None:
+    # Before: "cannot connect to PostgreSQL ... within 10 s", the reason only in pool warnings.
+    from dispatcher.errors import StoreUnavailable
+    from dispatcher.store.postgres import PostgresStore
+
+    url = postgres.url("postgres") + "?pool_timeout=1"
+    url = url.replace(f"{postgres.user}@", "nobody_here@") if fault == "role" else \
+        url.replace("/postgres?", "/no_such_db?")
+    store = PostgresStore(url, tmp_path / "blobs")
+    with pytest.raises(StoreUnavailable) as caught:
+        await store.open()
+    said = 'role "nobody_here" does not exist' if fault == "role" else \
+        'database "no_such_db" does not exist'
+    assert said in str(caught.value)
