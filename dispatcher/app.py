@@ -51,6 +51,7 @@ log = logging.getLogger("covalent.dispatcher")
 
 LOOPBACK = ("127.0.0.1", "localhost", "::1")
 QUIET_WORKERS = "dispatcher.worker.quiet"  # embedded workers leave Ctrl-C to the dispatcher
+REAPER = "dispatcher.worker.reaper"  # and take the processes their nodes started with them
 UNIX_COMM = "dispatcher.unix_comm"  # their transport (see _start_cluster)
 STALE_WRITE_S = 86400.0  # a shared store's temporary untouched this long lost its writer
 
@@ -478,7 +479,7 @@ async def _start_cluster(cs: ClusterSettings, tls_dir: Path, run_dir: Path,
         # listen, on a free loopback port rather than 8787, which someone else may hold
         kwargs["scheduler_kwargs"] = {"dashboard": False, "dashboard_address": "127.0.0.1:0"}
     if cs.processes:  # an in-process cluster talks over inproc://, which takes no host
-        kwargs["preload"] = [QUIET_WORKERS]
+        kwargs["preload"] = [QUIET_WORKERS, REAPER]
         if cs.comm == "unix":
             sockets = socket_dir(run_dir)
             stack.callback(remove_socket_dir, sockets, run_dir)

@@ -341,3 +341,34 @@ class Scaler:
     @ct.electron
     def scale(self, x: int) -> int:
         return self.factor * x
+
+
+@ct.electron
+def spawn_sleep(how, pidfile, seconds=3600):
+    """Start ``sleep`` the way ``how`` says (never through ``subprocess`` but for
+    "subprocess"), write its pid to ``pidfile``, and wait for it inside a C call."""
+    import os
+    import subprocess
+
+    def note(pid):
+        with open(pidfile + ".tmp", "w") as f:
+            f.write(str(pid))
+        os.replace(pidfile + ".tmp", pidfile)
+
+    if how == "system":  # the shell notes its own pid, then becomes the sleep
+        os.system(f"echo $$ > {pidfile}.tmp && mv {pidfile}.tmp {pidfile} && exec sleep {seconds}")
+        return how
+    if how == "posix_spawn":
+        pid = os.posix_spawn("/bin/sleep", ["sleep", str(seconds)], dict(os.environ))
+    elif how == "fork":
+        pid = os.fork()
+        if pid == 0:
+            os.execv("/bin/sleep", ["sleep", str(seconds)])
+    else:
+        proc = subprocess.Popen(["sleep", str(seconds)])
+        note(proc.pid)
+        proc.wait()
+        return how
+    note(pid)
+    os.waitpid(pid, 0)
+    return how

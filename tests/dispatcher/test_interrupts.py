@@ -219,7 +219,10 @@ async def test_a_cancel_as_a_sublattice_node_ends_leaves_its_worker_its_thread(
     monkeypatch.setattr(sublattice, "request_json", _child_status)
     monkeypatch.setattr(sublattice, "fetch_result", _child_result)
     async with LocalCluster(processes=False, n_workers=1, threads_per_worker=1,
-                            dashboard_address=None, asynchronous=True) as cluster:
+                            dashboard_address=None, asynchronous=True,
+                            # the scheduler's HTTP routes on a free port: 8787 may be held
+                            scheduler_kwargs={"dashboard": False,
+                                              "dashboard_address": "127.0.0.1:0"}) as cluster:
         async with Client(cluster, asynchronous=True, set_as_default=False) as client:
             [worker] = cluster.workers.values()
             pool = worker.executors["default"]
@@ -284,7 +287,10 @@ async def test_a_cancel_as_user_code_rejoins_the_pool_costs_its_worker_no_thread
     for event in (_USER_SECEDED, _USER_REJOINS, _BUSY_STARTED, _BUSY_ENDS):
         event.clear()
     async with LocalCluster(processes=False, n_workers=1, threads_per_worker=1,
-                            dashboard_address=None, asynchronous=True) as cluster:
+                            dashboard_address=None, asynchronous=True,
+                            # the scheduler's HTTP routes on a free port: 8787 may be held
+                            scheduler_kwargs={"dashboard": False,
+                                              "dashboard_address": "127.0.0.1:0"}) as cluster:
         async with Client(cluster, asynchronous=True, set_as_default=False) as client:
             if guarded:
                 await client.register_plugin(PoolGuard(), name=PoolGuard.name)
