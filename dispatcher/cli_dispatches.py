@@ -67,8 +67,11 @@ def age(iso: str | None, now: datetime | None = None) -> str:
     return f"{int(s)}s"
 
 
+LIST_MAX = 1000  # rows `covalent list` prints at most
+
+
 @click.command("list")
-@click.option("-n", "--limit", type=click.IntRange(1, 1000), default=20, show_default=True,
+@click.option("-n", "--limit", type=click.IntRange(1, LIST_MAX), default=20, show_default=True,
               help="How many, newest first.")
 @click.option("--status", default=None, type=click.Choice([str(s) for s in
               (Status.RUNNING, Status.COMPLETED, Status.FAILED, Status.CANCELLED, Status.NEW_OBJECT)]))
@@ -93,7 +96,9 @@ def list_dispatches(limit: int, status: str | None, search: str) -> None:
         click.echo(f"{r['dispatch_id']:36}  {r['name'][:name_w]:{name_w}}  {r['status']:10}  "
                    f"{done:>10}  {age(r['created_at'])}")
     if out["total"] > len(rows):
-        click.echo(f"({len(rows)} of {out['total']}; -n shows more)")
+        more = ("-n shows more" if limit < LIST_MAX else
+                "--status or -q narrow them; the web UI pages through all")
+        click.echo(f"({len(rows)} of {out['total']}; {more})")
 
 
 @click.command()

@@ -20,6 +20,7 @@ from .authz import admin_only
 from .errors import Forbidden, InvalidRequest, UserExists, UserNotFound
 from .keys import STORE
 from .protocol import now_iso
+from .store.base import BUILTIN_OWNER
 from .routes import _json_body
 from .sessions import VIA_SESSION
 from .users import ACCOUNTS, user_of
@@ -66,6 +67,10 @@ async def add_user(request: web.Request) -> web.Response:
 async def revoke_user(request: web.Request) -> web.Response:
     _by_token(request)
     name = request.match_info["name"]
+    if name == BUILTIN_OWNER:
+        raise InvalidRequest(f"{name!r} is the built-in admin, the dispatcher's own token: it "
+                             "cannot be revoked; to change it, stop the dispatcher and start it "
+                             "with another token (covalent start --token-file FILE)")
     if not await request.app[STORE].revoke_user(name, now_iso()):
         raise UserNotFound(f"no user named {name!r}")
     found = await request.app[STORE].user_by_name(name)

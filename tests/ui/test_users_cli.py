@@ -55,3 +55,5 @@ async def test_an_admin_adds_lists_and_revokes_users(team: Team) -> None:
         assert resp.status == 401
     unknown = await covalent(team, "admin", "revoke", "nobody")
     assert unknown.returncode == 1 and "no user named 'nobody'" in unknown.stderr
+    builtin = await covalent(team, "admin", "revoke", "admin")  # was "no user named 'admin'"
+    assert builtin.returncode == 1 and "is the built-in admin" in builtin.stderr
