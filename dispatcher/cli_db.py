@@ -1,4 +1,5 @@
-"""``covalent db upgrade [--dry-run]``: bring a data dir's or database's schema up to date.
+"""``covalent db upgrade [--dry-run]``: bring a data dir's or database's schema up to date;
+``covalent db compact``: give the disk back what deleted dispatches held in the SQLite file.
 
 The server applies missing migrations itself when it starts; this command says what they are
 (``--dry-run`` reads the schema version and changes nothing) or applies them with the server
@@ -8,7 +9,9 @@ stopped. A database written by a newer version is refused, and left as it is.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
+import sqlite3
 import sys
 from pathlib import Path
 
@@ -35,7 +38,7 @@ def database_url(db_url: str | None) -> str:
 
 @click.group()
 def db() -> None:
-    """The dispatcher's database: its schema version and upgrades."""
+    """The dispatcher's database: its schema version and upgrades, compacting it."""
 
 
 @db.command()
@@ -84,3 +87,34 @@ def upgrade(dry_run: bool, data_dir: str | None, db_url: str | None) -> None:
                    err=True)
         sys.exit(1)
     click.echo(f"Done: schema version {schema.LATEST}.")
+
+
+@db.command()
+@click.option("--data-dir", default=None, envvar="COVALENT_DATA_DIR",
+              help="The data dir (its SQLite file).")
+def compact(data_dir: str | None) -> None:
+    """Give the disk back the space deleted dispatches held in the SQLite file (a purge frees
+    its pages for new dispatches, but the file keeps its size). Rewrites the file; a running
+    dispatcher waits meanwhile (its writes are retried)."""
+    ddir = Path(data_dir) if data_dir else default_data_dir()
+    if database_url(None):
+        raise click.ClickException("the database is PostgreSQL: its autovacuum reuses the space; "
+                                   "VACUUM FULL (which locks each table) gives it back")
+    path = ddir / "dispatches.db"
+    if not path.exists():
+        raise click.ClickException(f"no database at {path}")
+    before = _size(path)
+    try:
+        with contextlib.closing(sqlite3.connect(path, timeout=60, isolation_level=None)) as conn:
+            conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+            conn.execute("VACUUM")
+            conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+    except sqlite3.Error as exc:
+        raise click.ClickException(f"cannot compact {path}: {exc}") from None
+    after = _size(path)
+    click.echo(f"Compacted {path}: {before / 2**20:.1f} MiB -> {after / 2**20:.1f} MiB")
+
+
+def _size(path: Path) -> int:
+    """The database file and its write-ahead log, in bytes."""
+    return sum(p.stat().st_size for p in (path, path.with_name(path.name + "-wal")) if p.exists())
