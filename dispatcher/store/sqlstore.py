@@ -346,8 +346,8 @@ class SqlStore(Listing, Deletion, Users):
         """Put nodes that were running back to NEW_OBJECT (they will run again)."""
         guard = transition_guard(Status.RUNNING, PENDING, NODE_TRANSITIONS)
         await self._ordered("reset", _execute_many, f"UPDATE nodes SET status='{PENDING}',"
-                            f" start_time=NULL WHERE dispatch_id=? AND node_id=? AND {guard}",
-                            [(dispatch_id, n) for n in node_ids])
+                            " start_time=NULL, worker=NULL WHERE dispatch_id=? AND node_id=?"
+                            f" AND {guard}", [(dispatch_id, n) for n in node_ids])
 
     async def finished_before(self, before: str | None, statuses: list[Status] | None,
                               owner: str | None = None) -> list[str]:

@@ -107,3 +107,16 @@ async def test_an_older_store_gains_the_reused_from_column_on_open(tmp_path: Pat
         assert (node.start_time, node.end_time) == ("t", "t")
     finally:
         await s.close()
+
+
+async def test_a_running_node_reset_for_a_rerun_forgets_its_start_and_its_worker(
+        store: SqlStore) -> None:
+    # After a restart, a node that was RUNNING is NEW_OBJECT again; it kept the old run's
+    # worker, shown beside a status that says it has not started.
+    await store.create_dispatch(_new(A), [], {})
+    await store.apply([state.node_running(A, 0, "2026-01-01T00:00:01+00:00", "tcp://w:1")], [])
+    [node] = await store.get_nodes(A)
+    assert (node.status, node.worker) == (Status.RUNNING, "tcp://w:1")
+    await store.reset_nodes(A, [0])
+    [node] = await store.get_nodes(A)
+    assert (node.status, node.start_time, node.worker) == (Status.NEW_OBJECT, None, None)
