@@ -45,6 +45,7 @@ from .store import SqlStore, check_url, open_store
 from .trigger_service import TriggerService
 from .unix_comm import PREFIX, remove_socket_dir, socket_dir
 from .users import ACCOUNTS, Accounts
+from .worker import reaper
 from .worker.blobs import BlobStore
 
 log = logging.getLogger("covalent.dispatcher")
@@ -327,8 +328,21 @@ async def _cluster_ctx(app: web.Application) -> AsyncIterator[None]:
 
 
 class NotingNanny(Nanny):
-    """A nanny that notes how its worker process ended: a node whose workers all died then
-    says whether the last was killed by a signal (a segfault, SIGKILL) or exited."""
+    """The embedded cluster's nanny. It notes how its worker process ended (a node whose
+    workers all died then says whether the last was killed by a signal, a segfault, or
+    exited), and when it kills the worker (a restart for a cancel or a time limit, the
+    cluster's close) it kills what the worker's nodes started too, once the worker is gone
+    (``worker.reaper``)."""
+
+    async def kill(self, timeout: float = 5, reason: str = "nanny-kill") -> None:
+        pid = getattr(getattr(self.process, "process", None), "pid", None)
+        below = reaper.descendants(pid) if pid else []
+        try:
+            await super().kill(timeout=timeout, reason=reason)
+        finally:
+            killed = reaper.kill_all(below)
+            if killed:
+                log.info("killed the %d processes the nodes of worker %s started", killed, pid)
 
     def _on_worker_exit_sync(self, exitcode: int) -> None:
         address = self.worker_address
@@ -386,9 +400,11 @@ async def _close_embedded(cluster: Any, wait: float | None = None) -> None:
             and p.pid is not None]
     log.warning("the cluster did not close within %g s: killing its %d worker processes",
                 wait, len(pids))
+    below = [d for pid in pids for d in reaper.descendants(pid)]  # what their nodes started
     for pid in pids:
         with contextlib.suppress(ProcessLookupError):
             os.kill(pid, signal.SIGKILL)
+    reaper.kill_all(below)
     done, _ = await asyncio.wait([closing], timeout=5.0)  # it ends once they are gone
     if not done:
         closing.cancel()

@@ -372,3 +372,14 @@ def spawn_sleep(how, pidfile, seconds=3600):
     note(pid)
     os.waitpid(pid, 0)
     return how
+
+
+@ct.electron
+def sleep_in_subprocess(seconds, marker):
+    """Note that it started, then wait for a ``sleep`` child (check=True: killed, it fails)."""
+    import subprocess
+
+    with open(marker, "a") as f:
+        f.write(f"{os.getpid()}\n")
+    subprocess.run(["sleep", str(seconds)], check=True)
+    return seconds

@@ -340,11 +340,6 @@ async def restart_worker(worker: Any, reason: str) -> bool:
     it has no nanny."""
     if not worker.nanny:
         return False
-    from .reaper import kill_descendants
-
-    killed = kill_descendants()  # what its nodes started goes first, whatever started it
-    if killed:
-        log.warning("killed the %d processes this worker's nodes started", killed)
     try:
         async with worker.rpc(worker.nanny) as nanny:
             await nanny.kill(reason=reason, timeout=RESTART_TIMEOUT_S)

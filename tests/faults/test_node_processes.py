@@ -16,7 +16,7 @@ import covalent as ct
 from dispatcher.procinfo import alive
 from tests.conftest import wait_until
 from tests.faults.conftest import ServerProcess
-from tests.tasks import spawn_sleep
+from tests.tasks import sleep_in_subprocess, spawn_sleep
 
 pytestmark = [pytest.mark.slow, pytest.mark.processes, pytest.mark.timeout(180)]
 
@@ -74,3 +74,37 @@ async def test_a_killed_dispatcher_leaves_no_process_of_its_nodes_running(
         for p in pids:  # the test failed: still ours to stop, by PID
             if alive(p):
                 os.kill(p, signal.SIGKILL)
+
+
+@ct.lattice
+def _blocked_beside_a_busy_one(pidfile, marker):
+    return spawn_sleep("system", pidfile), sleep_in_subprocess(3, marker)
+
+
+async def test_a_restart_for_one_node_fails_no_other_node_of_that_worker(
+        server: ServerProcess, tmp_path: Path) -> None:
+    # The cancelled node's worker restarts; another node it ran, waiting for its own
+    # subprocess, must not be recorded FAILED for that (its child killed under it): Dask
+    # runs it again, as for any worker that dies.
+    server.workers, server.extra = 1, ["--time-limit-grace", "1", "--threads-per-worker", "2"]
+    server.start()
+    pidfile, marker = tmp_path / "system.pid", tmp_path / "busy"
+    dispatch_id = await asyncio.to_thread(
+        ct.dispatch(_blocked_beside_a_busy_one, dispatcher_addr=server.addr), str(pidfile),
+        str(marker))
+    await wait_until(lambda: _pid(pidfile) and marker.exists(), timeout=60)
+    sleeper = _pid(pidfile)
+    nodes = (await asyncio.to_thread(ct.get_result, dispatch_id, False, server.addr)
+             ).get_all_node_results()
+    [blocked] = [n["node_id"] for n in nodes if n["node_name"] == "spawn_sleep"]
+    try:
+        await asyncio.to_thread(ct.cancel, dispatch_id, [blocked], dispatcher_addr=server.addr)
+        result = await asyncio.to_thread(ct.get_result, dispatch_id, True, server.addr)
+        busy = [n for n in result.get_all_node_results()
+                if n["node_name"] == "sleep_in_subprocess"]
+        assert [(n["status"], n["output"]) for n in busy] == [("COMPLETED", 3)], busy
+        assert len(marker.read_text().split()) == 2  # it ran again, on the new worker process
+        await wait_until(lambda: not alive(sleeper), timeout=30)  # the blocked one's went
+    finally:
+        if sleeper and alive(sleeper):
+            os.kill(sleeper, signal.SIGKILL)
