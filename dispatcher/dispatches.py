@@ -382,17 +382,20 @@ async def _resume(store: DispatchStore, runner: Runner, dispatch_id: str, epoch:
 
 
 def failure_summary(error: str | None, attempts: int | None) -> str:
-    r"""The line a failed node gives its dispatch's error, from what its record holds (the
-    traceback): as the dispatch says it when the node fails while it runs.
+    r"""The line a failed node gives its dispatch's error, from what its record holds: as the
+    dispatch says it when the node fails while it runs. A node's record holds its traceback
+    (whose last line is that error; the attempts are said after it), or, without one, the
+    line itself with its attempts.
 
-    >>> failure_summary("Traceback (most recent call last):\n  ...\nValueError: boom\n", 1)
-    'ValueError: boom'
-    >>> failure_summary("TimeLimitExceeded: over 3 s", 2)
+    >>> failure_summary("Traceback (most recent call last):\n  ...\nValueError: boom\n", 2)
+    'ValueError: boom (failed 2 attempts)'
+    >>> failure_summary("TimeLimitExceeded: over 3 s (failed 2 attempts)", 2)
     'TimeLimitExceeded: over 3 s (failed 2 attempts)'
     """
     text = (error or "failed").rstrip()
-    if text.startswith("Traceback (most recent call last):"):
-        text = text.splitlines()[-1].strip() or "failed"
+    if not text.startswith("Traceback (most recent call last):"):
+        return text
+    text = text.splitlines()[-1].strip() or "failed"
     return text + (f" (failed {attempts} attempts)" if attempts and attempts > 1 else "")
 
 

@@ -15,9 +15,10 @@ import uuid
 from typing import TYPE_CHECKING, Any, cast
 
 from triggers import Observed, TriggerSupervisor
+from triggers.supervisor import FireRefused
 
 from . import dispatches
-from .errors import DispatchNotFound, InvalidRequest, TriggerNotFound, Unauthorized
+from .errors import DispatchNotFound, InvalidRequest, TriggerNotFound
 from .protocol import now_iso
 from .runner import Runner
 from .state import PENDING
@@ -62,14 +63,15 @@ class TriggerService:
                                       new_id[0] if new_id else None)
 
     async def _check_owner_live(self, dispatch_id: str) -> None:
-        """Raise Unauthorized (the trigger stops, saying why) if the user a trigger's dispatch
-        belongs to was revoked: revoking a user ends what runs as them."""
+        """Raise FireRefused (the trigger stops, saying why) if the user a trigger's dispatch
+        belongs to (its owner: a trigger belongs to its dispatch's owner) was revoked:
+        revoking a user ends what runs as them."""
         owner = (await self.store.owners([dispatch_id])).get(dispatch_id)
         if owner is None or owner == BUILTIN_OWNER:
             return
         user = await self.store.user_by_name(owner)
         if user is None or user.revoked_at is not None:
-            raise Unauthorized(f"its user {owner!r} was revoked: it fires no more")
+            raise FireRefused(f"its user {owner!r} was revoked: it fires no more")
 
     async def _claim(self, trigger_id: str, number: int) -> tuple[str, bool] | None:
         """(dispatch id of fire ``number``, claimed now); None if the lease is gone."""

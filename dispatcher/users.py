@@ -26,7 +26,7 @@ from dataclasses import dataclass
 
 from aiohttp import web
 
-from .errors import InvalidRequest, Unauthorized
+from .errors import DispatcherError, InvalidRequest, Unauthorized
 from .protocol import now_iso
 from .store import DispatchStore
 from .store.base import BUILTIN_OWNER, UserRecord
@@ -103,6 +103,10 @@ class Accounts:
         await self._touch(row.name)
         return User(row.name, row.admin)
 
+    async def stored(self, name: str) -> UserRecord | None:
+        """The row of the user named ``name`` (revoked or not), read without touching it."""
+        return await self._store().user_by_name(name)
+
     async def by_name(self, name: str) -> User | None:
         """The live user named ``name`` (a browser session's), else None."""
         if name == BUILTIN_OWNER:
@@ -138,7 +142,11 @@ async def still_live(request: web.Request) -> bool:
     user = user_of(request)
     if user.name == BUILTIN_OWNER:
         return True
-    return await request.app[ACCOUNTS].by_name(user.name) is not None
+    try:  # read without touching last_used_at: an open tab is not a use
+        row = await request.app[ACCOUNTS].stored(user.name)
+    except DispatcherError:  # the store out for a moment: the next check decides
+        return True
+    return row is not None and row.revoked_at is None
 
 
 async def answer_only_the_live(request: web.Request) -> None:

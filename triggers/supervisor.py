@@ -31,6 +31,11 @@ Fire = Callable[[str, str, int], Awaitable[str]]  # (dispatch id, trigger id, fi
 READY_TIMEOUT_S = 20.0
 
 
+class FireRefused(Exception):
+    """The dispatcher refuses a trigger's fires for good (its user was revoked): the trigger
+    stops, with this as its reason."""
+
+
 @dataclass(eq=False)
 class Observed:
     """One registered trigger while the server observes it.
@@ -187,7 +192,7 @@ class TriggerSupervisor:
             raise
         except LookupError as exc:
             reason = f"dispatch {obs.dispatch_id} no longer exists ({exc})"
-        except PermissionError as exc:  # its user was revoked
+        except FireRefused as exc:  # its user was revoked
             reason = str(exc)
         except (TriggerLoadError, OSError) as exc:
             reason = f"cannot observe: {type(exc).__name__}: {exc}"
