@@ -314,15 +314,24 @@ async def _cluster_ctx(app: web.Application) -> AsyncIterator[None]:
             yield
         finally:
             watcher.cancel()
+            await asyncio.gather(watcher, return_exceptions=True)
             t = time.monotonic()
             await runner.close()
             log.info("runner closed in %.1f s", time.monotonic() - t)
-            lost = bool(app[RELAUNCH].reason)  # nothing to reach: no graceful goodbyes
-            await (client.close(timeout=2) if lost else client.close())
+            lost = app[RELAUNCH].lost  # nothing to reach: no graceful goodbyes
+            if lost:
+                with contextlib.suppress(OSError, TimeoutError):
+                    await client.close(timeout=2)
+            else:
+                await client.close()
             if cluster is not None and not cs.cluster_class:
                 await _close_embedded(cluster, 1.0 if lost else CLOSE_S)
             elif cluster is not None:
                 await cluster.close()  # a cluster manager cancels its jobs or pods here
+            if isinstance(scheduler, SchedulerProcess) and scheduler.proc is not None \
+                    and scheduler.proc.returncode is None:  # its close was cut short
+                scheduler.proc.kill()
+                await scheduler.proc.wait()
             log.info("cluster client%s closed in %.1f s", "" if cluster is None else " and cluster",
                      time.monotonic() - t)
 
@@ -351,7 +360,7 @@ class NotingNanny(Nanny):
         super()._on_worker_exit_sync(exitcode)
 
 
-CLIENT_CHECK_S = 2.0
+CLIENT_CHECK_S = 0.5  # a lost cluster is seen within this: the runner's next steps fail
 
 
 async def _watch_cluster(client: Client, scheduler: Any, relaunch: Relaunch) -> None:
@@ -474,11 +483,14 @@ async def _connect(cs: ClusterSettings) -> Client:
     # Started again after losing it (dispatcher.relaunch): give it time to come back.
     give_up = time.monotonic() + (RELAUNCH_CONNECT_S if relaunches() else 0.0)
     while True:
-        try:  # (the client's timeout is also how long it tries to reconnect later)
-            return await asyncio.wait_for(
-                Client(cs.address, asynchronous=True, set_as_default=False,
-                       timeout=cs.connect_timeout_s), cs.connect_timeout_s)
+        # (the client's timeout is also how long it tries to reconnect later)
+        client = Client(cs.address, asynchronous=True, set_as_default=False,
+                        timeout=cs.connect_timeout_s)
+        try:
+            return await asyncio.wait_for(client, cs.connect_timeout_s)
         except (OSError, TimeoutError) as exc:
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(client.close(), 5)
             if time.monotonic() < give_up:
                 log.warning("waiting for the Dask scheduler at %s to come back: %s",
                             cs.address, str(exc) or type(exc).__name__)

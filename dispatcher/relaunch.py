@@ -41,9 +41,11 @@ class Relaunch:
     reason: str = ""
     stop: Callable[[], None] | None = field(default=None, repr=False)  # ends ``serve``
     stopping: bool = False  # asked to stop (SIGTERM, Ctrl-C): then it does not start again
+    lost: bool = False  # the cluster was lost (whether or not it starts again)
 
     def request(self, reason: str) -> None:
         """Stop the server, to start it again (the first reason given is kept)."""
+        self.lost = True
         if self.reason or self.stopping:
             return
         self.reason = reason
