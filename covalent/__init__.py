@@ -60,5 +60,15 @@ __all__ = [
     "set_config",
     "status",
     "stop_triggers",
+    "triggers",
     "wait",
 ]
+
+
+def __getattr__(name: str) -> object:
+    """``ct.triggers`` (as Covalent's Quick Start uses it), imported when first asked for."""
+    if name == "triggers":
+        import importlib
+
+        return importlib.import_module(".triggers", __name__)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -65,7 +65,7 @@ def _token(token: str | None, no_token: bool) -> str:
 
 
 @click.group()
-@click.version_option(covalent.__version__, prog_name="covalent")
+@click.version_option(covalent.__version__, "-v", "--version", prog_name="covalent")
 def main() -> None:
     """Manage the Covalent dispatcher (aiohttp server + Dask cluster + SQLite store)."""
 

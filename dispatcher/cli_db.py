@@ -91,16 +91,27 @@ def upgrade(dry_run: bool, data_dir: str | None, db_url: str | None) -> None:
 
 @db.command()
 @click.option("--data-dir", default=None, envvar="COVALENT_DATA_DIR",
+              help="The data dir (its SQLite file and blobs).")
+@click.option("--db-url", default=None, help="As for `covalent db upgrade`.")
+@click.pass_context
+def migrate(ctx: click.Context, data_dir: str | None, db_url: str | None) -> None:
+    """Covalent's name for `covalent db upgrade`: apply the migrations the database lacks."""
+    ctx.invoke(upgrade, dry_run=False, data_dir=data_dir, db_url=db_url)
+
+
+@db.command()
+@click.option("--data-dir", default=None, envvar="COVALENT_DATA_DIR",
               help="The data dir (its SQLite file).")
 def compact(data_dir: str | None) -> None:
     """Give the disk back the space deleted dispatches held in the SQLite file (a purge frees
     its pages for new dispatches, but the file keeps its size). Rewrites the file; a running
     dispatcher waits meanwhile (its writes are retried)."""
     ddir = Path(data_dir) if data_dir else default_data_dir()
-    if database_url(None):
+    url = database_url(None)
+    if url and not url.startswith("sqlite:///"):
         raise click.ClickException("the database is PostgreSQL: its autovacuum reuses the space; "
                                    "VACUUM FULL (which locks each table) gives it back")
-    path = ddir / "dispatches.db"
+    path = Path(url.removeprefix("sqlite://")) if url else ddir / "dispatches.db"
     if not path.exists():
         raise click.ClickException(f"no database at {path}")
     before = _size(path)

@@ -253,3 +253,10 @@ def test_covalent_db_upgrade_says_then_does_then_has_nothing_to_do(fresh: SqlSto
         assert current_version(db, fresh.dialect) == 0
     assert f"Done: schema version {LATEST}" in covalent()
     assert "Up to date" in covalent("--dry-run")
+    # Covalent's spelling, from its docs (how_to/db/migration_error): the same command
+    again = subprocess.run([sys.executable, "-m", "dispatcher.cli", "db", "migrate", "--db-url",
+                            url], capture_output=True, text=True, timeout=60, cwd=REPO)
+    assert again.returncode == 0 and "Up to date" in again.stdout, again.stderr
+    version = subprocess.run([sys.executable, "-m", "dispatcher.cli", "-v"], capture_output=True,
+                             text=True, timeout=60, cwd=REPO)  # Covalent's `covalent -v`
+    assert version.returncode == 0 and version.stdout.startswith("covalent, version ")

@@ -14,6 +14,7 @@ import pytest
 import covalent as ct
 from covalent.wire import NodeKind
 from tests.conftest import free_port, run
+from tests.faults.conftest import REPO
 from tests.tasks import add, two_node
 
 
@@ -145,3 +146,14 @@ async def test_get_result_takes_covalents_results_dir_and_writes_nothing_there(
     result = await asyncio.to_thread(ct.get_result, dispatch_id, True, addr,
                                      results_dir=str(tmp_path / "results"))
     assert result.result == 6 and not (tmp_path / "results").exists()
+
+
+def test_triggers_are_reached_as_ct_triggers_as_in_covalents_quick_start() -> None:
+    # Covalent's Quick Start builds ct.triggers.DirTrigger(...) after `import covalent as ct`;
+    # it was an AttributeError (the module was reached only by importing it).
+    out = subprocess.run([sys.executable, "-c", textwrap.dedent("""
+        import covalent as ct
+        trigger = ct.triggers.DirTrigger(dir_path=".", event_names=["created", "modified"])
+        print(type(trigger).__name__, ct.triggers.TimeTrigger(time_gap=5).time_gap)
+        """)], capture_output=True, text=True, timeout=60, cwd=REPO)
+    assert out.returncode == 0 and out.stdout.split() == ["DirTrigger", "5.0"], out.stderr
