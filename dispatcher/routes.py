@@ -15,6 +15,7 @@ import os
 import re
 from collections.abc import Awaitable, Callable
 from typing import Any
+from urllib.parse import urlencode
 
 from aiohttp import web
 
@@ -167,6 +168,14 @@ async def ui_ticket(request: web.Request) -> web.Response:
         raise Forbidden("a browser session cannot make links into the UI; the token can "
                         "(`covalent status` prints one)")
     sessions = request.app[SESSIONS]
+    if request.app[RUNNER].replica is not None:
+        # Replicas behind a load balancer: a ticket is known to this replica only, and the
+        # browser may reach another. The link carries the caller's own token, as before
+        # tickets (what a ticket guards against, another user squatting a stopped loopback
+        # dispatcher's port, is no concern of a load balancer's address).
+        token = request.headers.get("Authorization", "").partition(" ")[2].strip()
+        return web.json_response({"path": f"/?{urlencode({'token': token})}",
+                                  "expires_in": None})
     ticket = sessions.ticket(user_of(request).name)
     return web.json_response({"path": f"/?ticket={ticket}", "expires_in": int(sessions.ttl)})
 

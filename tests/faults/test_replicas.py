@@ -18,6 +18,7 @@ import signal
 import socket
 import threading
 import time
+import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -27,6 +28,8 @@ import pytest
 from hypothesis import example, given, settings
 
 import covalent as ct
+from covalent._client import request_json
+from covalent.config import ClientConfig
 from tests.conftest import dask_processes
 from tests.e2e.test_final_states import COMMON, Plan, Step, plans, run_plan
 from tests.faults.conftest import REPO, ServerProcess
@@ -205,6 +208,12 @@ async def test_a_cancel_or_a_wait_on_another_replica_reaches_the_dispatch(
             asyncio.to_thread(ct.get_result, blocked, True, server.addr), 30)
         assert result.status == ct.status.CANCELLED
     assert not (ledger / "1.start").exists()  # what came after the cancelled node never ran
+    # The web UI link a replica makes opens any replica (a ticket would open only its own).
+    made = await asyncio.to_thread(request_json, ClientConfig(a.url, a.token), "POST",
+                                   "/ui/tickets", body=b"{}")
+    browser = urllib.request.build_opener(urllib.request.HTTPCookieProcessor())
+    with browser.open(b.url + made["path"], timeout=30) as page:  # another replica
+        assert page.status == 200 and page.url == b.url + "/"
 
 
 async def test_a_cancel_sent_to_a_replica_woken_past_its_lease_reaches_the_one_that_took_over(
