@@ -62,6 +62,7 @@ class Sessions:
         self.cookie = f"covalent_session_{secrets.token_hex(4)}"
         self._table: dict[bytes, _Session] = {}
         self._tickets: dict[bytes, tuple[str, float]] = {}  # digest: (user, expires)
+        self._latest: dict[str, tuple[str, float]] = {}  # user: their newest (ticket, expires)
         self._peers: weakref.WeakKeyDictionary[Any, Peer | None] = weakref.WeakKeyDictionary()
 
     def open(self, request: web.Request, user: str) -> str | None:
@@ -83,11 +84,16 @@ class Sessions:
         place of the token, so a link opened while another user's process holds this
         dispatcher's port (it stopped) hands over nothing that outlives this server."""
         now = time.monotonic()
+        latest = self._latest.get(user)
+        if latest is not None and latest[1] - now > self.ttl / 2 \
+                and _digest(latest[0]) in self._tickets:
+            return latest[0]  # the same link again (`watch covalent status` evicts nothing)
         self._tickets = {k: t for k, t in self._tickets.items() if t[1] > now}
         while len(self._tickets) >= MAX_SESSIONS:
             del self._tickets[next(iter(self._tickets))]
         secret = secrets.token_urlsafe(32)
         self._tickets[_digest(secret)] = (user, now + self.ttl)
+        self._latest[user] = (secret, now + self.ttl)
         return secret
 
     def redeem(self, ticket: str) -> str | None:

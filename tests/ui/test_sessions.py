@@ -122,3 +122,19 @@ async def test_another_port_never_receives_anything_that_authenticates(
                  for name in ("covalent_token", cookie["name"], "token")
                  for path in ("/", "/api/v1/status")]
     assert set(_replay(as_cookie)) == {401}
+
+
+def test_a_users_ticket_is_given_again_while_fresh_and_opens_nothing_for_another() -> None:
+    from dispatcher.sessions import MAX_SESSIONS, Sessions
+
+    sessions = Sessions(ttl=3600)
+    first = sessions.ticket("ada")
+    assert sessions.ticket("ada") == first  # `watch covalent status` mints no new ones
+    assert sessions.redeem(first) == "ada" and sessions.redeem(first) == "ada"  # reusable
+    other = sessions.ticket("bob")
+    assert other != first and sessions.redeem(other) == "bob"
+    assert sessions.redeem("made-up") is None and Sessions(ttl=3600).redeem(first) is None
+    for i in range(MAX_SESSIONS):  # others' tickets push the oldest out...
+        sessions.ticket(f"user{i}")
+    assert sessions.redeem(first) is None
+    assert sessions.redeem(sessions.ticket("ada")) == "ada"  # ...and ada gets a new, live one
