@@ -71,12 +71,13 @@ def main() -> None:
 
 
 @main.command()
-@click.option("--port", type=int, default=DEFAULT_PORT, show_default=True,
+@click.option("--port", type=click.IntRange(1, 65535), default=DEFAULT_PORT, show_default=True,
               envvar="COVALENT_SERVER_PORT")
 @click.option("--host", default="127.0.0.1", show_default=True,
               help="Bind address; anything but loopback needs a token.")
-@click.option("--workers", type=int, default=None, help="LocalCluster workers (default: cores).")
-@click.option("--threads-per-worker", type=int, default=None)
+@click.option("--workers", type=click.IntRange(min=1), default=None,
+              help="LocalCluster workers (default: cores).")
+@click.option("--threads-per-worker", type=click.IntRange(min=1), default=None)
 @click.option("--mem-per-worker", default=None, help="Memory limit per worker, e.g. 2GB.")
 @click.option("--scheduler-address", default=None,
               help="Use an existing Dask scheduler (tcp://host:8786) instead of a LocalCluster.")
@@ -89,10 +90,10 @@ def main() -> None:
               help="Keyword arguments of --cluster as a JSON object (config: [dask] cluster_kwargs).")
 @click.option("--adapt", default=None, metavar="MIN:MAX",
               help="Scale the cluster between MIN and MAX workers with the load (config: [dask] adapt).")
-@click.option("--no-worker-timeout", type=float, default=None, metavar="SECONDS",
+@click.option("--no-worker-timeout", type=click.FloatRange(min=0), default=None, metavar="SECONDS",
               help="Fail a task no worker can run (resources nobody has) after this long; 0: "
                    "wait forever (default 60 on the embedded cluster, else forever).")
-@click.option("--time-limit-grace", type=float, default=None, metavar="SECONDS",
+@click.option("--time-limit-grace", type=click.FloatRange(min=0), default=None, metavar="SECONDS",
               help="How long a node past its time_limit may take to stop before its worker is "
                    "restarted (default 10).")
 @click.option("--token", default=None, envvar="COVALENT_TOKEN", hidden=True,
@@ -148,6 +149,9 @@ def start(port: int, host: str, workers: int | None, threads_per_worker: int | N
                 "another one)")
         click.echo(_running_message(found))
         return
+    if ":" in host:
+        raise click.BadParameter("an IPv6 address is not supported here; bind 127.0.0.1, "
+                                 "0.0.0.0 or a host name", param_hint="--host")
     secret = _token(token, no_token)
     ddir.mkdir(mode=0o700, parents=True, exist_ok=True)
     cmd = [sys.executable, "-m", "dispatcher", "--port", str(port), "--host", host,
@@ -187,7 +191,15 @@ def start(port: int, host: str, workers: int | None, threads_per_worker: int | N
         found = holder(ddir)
         click.echo(_running_message(found) if found else _failure_reason(log_path, 4, run_start))
         return
-    update_config("dispatcher", {"address": host, "port": port, "token": secret or None})
+    try:
+        update_config("dispatcher", {"address": host, "port": port, "token": secret or None})
+    except (OSError, ValueError) as exc:  # a read-only config dir: nobody could reach it
+        proc.send_signal(signal.SIGTERM)
+        proc.wait(60)
+        raise click.ClickException(
+            f"the dispatcher started, but its address and token cannot be saved to "
+            f"{config_path()} ({exc}), so nothing could reach it: stopped it again. "
+            "COVALENT_CONFIG_DIR names another config dir") from None
     _save_options(ddir / "server.json", {
         "port": port, "host": host, "workers": workers, "threads_per_worker": threads_per_worker,
         "mem_per_worker": mem_per_worker, "scheduler_address": scheduler_address,

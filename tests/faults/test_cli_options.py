@@ -162,3 +162,19 @@ def _answers(port: int) -> bool:
         return exc.code == 401  # it answers (the token is the config's)
     except OSError:
         return False
+
+
+@pytest.mark.parametrize("args, said", [
+    (["--host", "::1"], "IPv6"),  # started it, then crashed building its address: an orphan
+    (["--port", "0"], "--port"),  # waited 60 s for port 0
+    (["--port", "70000"], "--port"),  # a traceback
+    (["--workers", "0"], "--workers"),  # ZeroDivisionError
+    (["--time-limit-grace", "-3"], "--time-limit-grace"),  # accepted
+])
+def test_start_options_out_of_range_are_refused_before_anything_starts(
+        cli: Cli, args: list[str], said: str) -> None:
+    out = cli("start", *args, timeout=60)
+    assert out.returncode == 2 and said in out.stderr and "Traceback" not in out.stderr, out.stderr
+    from dispatcher.instance import holder
+
+    assert holder(cli.data_dir) is None  # nothing runs
