@@ -299,8 +299,10 @@ def stop(data_dir: str | None, timeout: float) -> None:
 
 @main.command()
 @click.option("--data-dir", default=None, envvar="COVALENT_DATA_DIR")
+@click.option("--port", type=click.IntRange(1, 65535), default=None,
+              help="Start on this port (default: the port of the last start).")
 @click.pass_context
-def restart(ctx: click.Context, data_dir: str | None) -> None:
+def restart(ctx: click.Context, data_dir: str | None, port: int | None) -> None:
     """Stop, then start again with the options of the last ``covalent start``."""
     ddir = _data_dir(data_dir)
     try:
@@ -310,6 +312,10 @@ def restart(ctx: click.Context, data_dir: str | None) -> None:
     ctx.invoke(stop, data_dir=data_dir)
     options["data_dir"] = options.get("data_dir") or data_dir
     options["allow_host"] = tuple(options.get("allow_host") or ())
+    if port is not None:
+        options["port"] = port
+    elif "port" not in options and os.environ.get("COVALENT_SERVER_PORT"):
+        options["port"] = int(os.environ["COVALENT_SERVER_PORT"])  # as start reads it
     ctx.invoke(start, **options)
 
 

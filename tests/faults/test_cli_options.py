@@ -59,6 +59,11 @@ def test_restart_keeps_the_store_url_given_by_the_environment(cli: Cli, tmp_path
     second = ct.dispatch(_mib)(2)
     assert ct.get_result(second, wait=True).result == b"x" * (2 << 20)
     assert len(_blobs(shared)) == 2 and not _blobs(cli.data_dir)
+    moved = free_port()  # what `covalent start --port` says to run: it did not exist
+    out = cli("restart", "--port", str(moved))
+    assert out.returncode == 0 and f"127.0.0.1:{moved}" in out.stdout, out.stdout + out.stderr
+    cli.server_pid()
+    assert ct.get_result(second, wait=True).result == b"x" * (2 << 20)  # the SDK follows
 
     assert cli("stop").returncode == 0
     elsewhere = tmp_path / "other-store"
