@@ -148,6 +148,12 @@ def start(port: int, host: str, workers: int | None, threads_per_worker: int | N
                 f"per data dir (`covalent restart --port {port}` moves it; --data-dir DIR starts "
                 "another one)")
         click.echo(_running_message(found))
+        running = urlsplit(found.url)
+        if running.hostname and running.port:  # the SDK and the CLI follow it from here on
+            try:
+                update_config("dispatcher", {"address": running.hostname, "port": running.port})
+            except (OSError, ValueError):
+                pass
         return
     if ":" in host:
         raise click.BadParameter("an IPv6 address is not supported here; bind 127.0.0.1, "

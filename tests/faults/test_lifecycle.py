@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 
 import covalent as ct
-from covalent.config import client_config, read_config
+from covalent.config import client_config, read_config, update_config
 from dispatcher.instance import LOCK_NAME, holder
 from tests.conftest import free_port
 from tests.faults.conftest import REPO, Cli, ServerProcess
@@ -86,6 +86,13 @@ def test_a_second_server_on_the_same_data_dir_refuses(cli: Cli) -> None:
     assert str(cli.data_dir) in other.stderr
     out = cli("start", "--port", str(port))  # idempotent: what was asked for runs
     assert out.returncode == 0 and "already running" in out.stdout and str(cli.data_dir) in out.stdout
+    # The config pointed elsewhere (a second dispatcher started and stopped since): the SDK and
+    # `covalent status` follow the one start found running again (they said "not running").
+    update_config("dispatcher", {"port": free_port()})
+    out = cli("start")
+    assert out.returncode == 0 and "already running" in out.stdout
+    assert read_config()["dispatcher"]["port"] == port
+    assert cli("status").returncode == 0
     elsewhere = free_port()  # asked for another port: said, not taken for done (it was exit 0)
     out = cli("start", "--port", str(elsewhere))
     assert out.returncode == 1 and f"already running at http://127.0.0.1:{port}" in out.stderr
