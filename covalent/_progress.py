@@ -31,11 +31,16 @@ _WAIT_S = 30.0
 
 def updates(cfg: ClientConfig, dispatch_id: str) -> Iterator[dict[str, Any]]:
     """Progress bodies: the current one at once, then one per change, until it has ended."""
+    from ._results_manager.results_manager import Patience
+
     path = f"/dispatches/{quote(dispatch_id, safe='')}/progress"
     query: dict[str, Any] = {}
+    patience = Patience()  # a dispatcher restarting meanwhile is waited for, as by get_result
     while True:
         started = time.monotonic()
-        body = _client.request_json(cfg, "GET", path, query=query, timeout=_WAIT_S + 30)
+        asked = dict(query)
+        body = patience.call(lambda: _client.request_json(cfg, "GET", path, query=asked,
+                                                          timeout=_WAIT_S + 30))
         yield body
         if Status(body["status"]).is_terminal:
             return
@@ -56,7 +61,7 @@ def watch(cfg: ClientConfig, dispatch_id: str, stream: IO[str] | None = None) ->
 
     Raises:
         DispatchNotFoundError: no dispatch has that id.
-        DispatcherUnavailableError: no server answers.
+        DispatcherUnavailableError: no server answers (for 30 s, if it did at first).
     """
     from ._notebook import in_notebook
 

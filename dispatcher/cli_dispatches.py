@@ -24,6 +24,7 @@ from covalent.errors import CovalentError, DispatcherUnavailableError, ServerNot
 from covalent.wire.status import Status
 
 EXIT_CODES = {Status.COMPLETED: 0, Status.FAILED: 1, Status.CANCELLED: 2}
+EXIT_NOT_WATCHED = 4  # `covalent watch` of an unknown id, or with no dispatcher answering
 
 
 def _fail(exc: CovalentError) -> NoReturn:
@@ -106,7 +107,8 @@ def list_dispatches(limit: int, status: str | None, search: str) -> None:
 def watch(dispatch_id: str) -> None:
     """Follow a dispatch: a progress bar per electron name until it ends.
 
-    Exit code: 0 COMPLETED, 1 FAILED, 2 CANCELLED. Ctrl-C stops watching, not the dispatch.
+    Exit code: 0 COMPLETED, 1 FAILED, 2 CANCELLED, 4 it could not be watched (unknown id, no
+    dispatcher answering). Ctrl-C stops watching, not the dispatch.
     """
     try:
         cfg = client_config()
@@ -117,7 +119,11 @@ def watch(dispatch_id: str) -> None:
                    f"(`covalent cancel {dispatch_id}` stops it).", err=True)
         sys.exit(130)
     except CovalentError as exc:
-        _fail(exc)
+        try:
+            _fail(exc)
+        except click.ClickException as said:  # exit 4, not 1, which says FAILED
+            click.echo(f"Error: {said.message}", err=True)
+            sys.exit(EXIT_NOT_WATCHED)
     sys.exit(EXIT_CODES.get(status, 1))
 
 

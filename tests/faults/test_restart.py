@@ -59,6 +59,11 @@ async def test_dispatch_resumes_after_the_server_goes_away(how: str, server: Ser
     row = _row(server.data_dir, dispatch_id)
     assert row["status"] == "RUNNING"  # recorded as unfinished, not lost, not COMPLETED
     assert row["start_time"] and row["end_time"] is None
+    # One asking while it is down, showing progress: it failed at once with
+    # DispatcherUnavailableError where get_result(wait=True) alone waits
+    asking = ThreadPoolExecutor(1)  # (a thread of its own asks now, not once the loop runs)
+    shown = asyncio.wrap_future(asking.submit(ct.get_result, dispatch_id, True, server.addr,
+                                              progress=True))
 
     server.start()
     await wait_until(lambda: (tmp_path / "started").exists(), timeout=30)  # gate runs again
@@ -66,6 +71,8 @@ async def test_dispatch_resumes_after_the_server_goes_away(how: str, server: Ser
     result = await asyncio.wait_for(waiting, 60)  # the blocked client reconnected
     assert result.status == ct.status.COMPLETED, result.error
     assert result.result == 50
+    assert (await asyncio.wait_for(shown, 60)).result == 50
+    asking.shutdown()
     # It started when it first started: the resume did not start it anew (it did, and a
     # dispatch taken over showed a runtime of 0.02 s).
     assert _row(server.data_dir, dispatch_id)["start_time"] == row["start_time"]

@@ -63,8 +63,8 @@ async def test_watch_cancel_and_status_take_the_short_id_and_watch_tells_what_ha
     assert cli("status", running[:8]).returncode == 2
     release.touch()
 
-    missing = cli("watch", "ffffffff")
-    assert missing.returncode != 0 and "ffffffff" in missing.stderr
+    missing = cli("watch", "ffffffff")  # 4: not 1, which says FAILED
+    assert missing.returncode == 4 and "ffffffff" in missing.stderr
     ambiguous = cli("status", "")  # no id: the server's status, as before
     assert ambiguous.returncode == 0 and "Covalent dispatcher: running" in ambiguous.stdout
 
