@@ -266,10 +266,15 @@ def dumps_settled(obj: Any, what: str) -> bytes:
     the stored lattice, so reuse (which compares bytes) would find nothing unchanged. One
     round trip reaches bytes that further round trips keep."""
     data = dumps(obj, what)
+    if len(data) > SETTLE_MAX:  # a function carrying data: settling costs it twice over
+        return data
     try:
         return dumps(cloudpickle.loads(data), what)
     except Exception:  # noqa: BLE001  (not loadable here: what it was is what is sent)
         return data
+
+
+SETTLE_MAX = 1 << 20  # bytes of a pickle settled at most (a function is some kilobytes)
 
 
 class TransportableObject:

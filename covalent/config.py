@@ -31,6 +31,10 @@ def config_path() -> Path:
     return config_dir() / "covalent.conf"
 
 
+class ConfigError(ValueError):
+    """The config file cannot be read as a config (the CLI says so in one line)."""
+
+
 def read_config() -> dict[str, Any]:
     """The config file as a dict; empty when it does not exist."""
     try:
@@ -39,7 +43,7 @@ def read_config() -> dict[str, Any]:
     except FileNotFoundError:
         return {}
     except tomllib.TOMLDecodeError as exc:
-        raise ValueError(f"{config_path()} is not valid TOML: {exc}") from exc
+        raise ConfigError(f"{config_path()} is not valid TOML: {exc}") from exc
 
 
 def write_config(config: dict[str, Any]) -> None:

@@ -29,8 +29,8 @@ from click.core import ParameterSource
 
 import covalent
 from covalent import api
-from covalent.config import (DEFAULT_PORT, ClientConfig, client_config, config_path, read_config,
-                             update_config)
+from covalent.config import (DEFAULT_PORT, ClientConfig, ConfigError, client_config, config_path,
+                             read_config, update_config)
 from covalent.errors import CovalentError, DispatcherUnavailableError
 
 from .cli_db import db
@@ -64,7 +64,18 @@ def _token(token: str | None, no_token: bool) -> str:
     return token or str(read_config().get("dispatcher", {}).get("token", "")) or secrets.token_urlsafe(32)
 
 
-@click.group()
+class _Commands(click.Group):
+    """``covalent``: a config file that cannot be read is one line, for every command."""
+
+    def invoke(self, ctx: click.Context) -> Any:
+        try:
+            return super().invoke(ctx)
+        except ConfigError as exc:
+            raise click.ClickException(f"{exc} (fix it, or remove it: `covalent start` writes "
+                                       "a new one)") from None
+
+
+@click.group(cls=_Commands)
 @click.version_option(covalent.__version__, "-v", "--version", prog_name="covalent")
 def main() -> None:
     """Manage the Covalent dispatcher (aiohttp server + Dask cluster + SQLite store)."""

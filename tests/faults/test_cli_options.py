@@ -183,3 +183,13 @@ def test_start_options_out_of_range_are_refused_before_anything_starts(
     from dispatcher.instance import holder
 
     assert holder(cli.data_dir) is None  # nothing runs
+
+
+def test_a_malformed_config_file_is_one_line_for_every_command(cli: Cli, config_dir: Path) -> None:
+    config_dir.mkdir(parents=True, exist_ok=True)
+    (config_dir / "covalent.conf").write_text("[dispatcher\nport = 1\n")
+    for args in (["status"], ["list"], ["watch", "x"], ["start", "--port", str(free_port())],
+                 ["user", "list"]):
+        out = cli(*args, timeout=60)
+        assert out.returncode != 0 and "Traceback" not in out.stderr, (args, out.stderr)
+        assert "is not valid TOML" in out.stderr, (args, out.stderr)
