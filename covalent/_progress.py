@@ -148,17 +148,20 @@ def _notebook(cfg: ClientConfig, dispatch_id: str) -> Status:
 
 
 def _lines(cfg: ClientConfig, dispatch_id: str, out: IO[str]) -> Status:
-    shown: dict[str, tuple[int, int, int, int]] = {}
+    shown: dict[str, tuple[int, int, int, int, int]] = {}
     last = 0.0
     status = Status.NEW_OBJECT
     for body in updates(cfg, dispatch_id):
         status = Status(body["status"])
         now = time.monotonic()
         if now - last < PLAIN_GAP_S and not status.is_terminal:
-            continue
+            # At most a line a second: a change is printed late, never dropped (it used to
+            # wait for the next change, 15 s later, or the end).
+            time.sleep(PLAIN_GAP_S - (now - last))
+            now = time.monotonic()
         last = now
         for e in body["electrons"]:
-            key = (e["completed"], e["running"], e["failed"], e["total"])
+            key = (e["completed"], e["running"], e["failed"], e.get("cancelled", 0), e["total"])
             if shown.get(e["name"]) != key:
                 shown[e["name"]] = key
                 detail = _detail(e)

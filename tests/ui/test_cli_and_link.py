@@ -12,6 +12,7 @@ import re
 import signal
 import subprocess
 import sys
+import threading
 import time
 import urllib.request
 from pathlib import Path
@@ -169,3 +170,39 @@ async def test_watch_in_a_terminal_draws_bars(cli: Cli) -> None:
     text = b"".join(chunks).decode(errors="replace")
     assert proc.returncode == 0
     assert "multiply" in text and "1/1" in text and "━" in text  # rich's bar
+
+
+@ct.lattice
+def _two_gates(a_started, a_release, b_started, b_release):
+    return tasks.gate(1, a_started, a_release), tasks.gate(2, b_started, b_release)
+
+
+async def test_watch_into_a_pipe_prints_a_change_late_never_drops_it(cli: Cli, tmp_path: Path) -> None:
+    # Into a pipe it prints a line a second at most: a change within a second of the last line
+    # was dropped, and shown only at the next change (15 s later in the report) or the end.
+    link, _ = start(cli)
+    addr = link.split("//")[1].split("/")[0]
+    files = [tmp_path / n for n in ("a-started", "a-release", "b-started", "b-release")]
+    running = await asyncio.to_thread(ct.dispatch(_two_gates, dispatcher_addr=addr),
+                                      *map(str, files))
+    await wait_until(lambda: files[0].exists() and files[2].exists(), timeout=30)
+    watcher = subprocess.Popen([sys.executable, "-m", "dispatcher.cli", "watch", running],
+                               env=cli.env, cwd=REPO, stdout=subprocess.PIPE, text=True)
+    lines: list[str] = []
+    reader = threading.Thread(target=lambda: lines.extend(watcher.stdout), daemon=True)
+    try:
+        reader.start()
+        await wait_until(lambda: lines, timeout=30)
+        assert lines[0].startswith("gate: 0/2 completed, 2 running"), lines
+        files[1].touch()  # within the second: the next line is due later, not never
+        await wait_until(lambda: any(ln.startswith("gate: 1/2 completed") for ln in lines),
+                         timeout=15)
+        assert watcher.poll() is None  # the other gate still runs
+        files[3].touch()
+        assert await asyncio.to_thread(watcher.wait, 60) == 0
+    finally:
+        if watcher.poll() is None:
+            watcher.kill()
+            watcher.wait()
+        reader.join(10)  # the pipe is at its end once the process is gone
+        watcher.stdout.close()  # type: ignore[union-attr]
