@@ -25,6 +25,15 @@ class Status(enum.StrEnum):
     PENDING_REUSE = "PENDING_REUSE"
 
     @property
+    def STATUS(self) -> str:  # noqa: N802  (Covalent's attribute: Status(STATUS='COMPLETED'))
+        """The status as text, as Covalent's ``Status.STATUS`` gives it.
+
+        >>> Status.COMPLETED.STATUS
+        'COMPLETED'
+        """
+        return self.value
+
+    @property
     def is_terminal(self) -> bool:
         """True for COMPLETED, FAILED, CANCELLED and POSTPROCESSING_FAILED."""
         return self in TERMINAL
