@@ -30,7 +30,7 @@ from distributed.worker_memory import parse_memory_limit
 from . import dispatches, metrics, transfer, ui, upload, user_routes
 from .authz import ownership_guard
 from .connections import GATE, Gate
-from .dask_graph import note_worker_exit, prompt_client, prompt_cluster
+from .dask_graph import prompt_client, prompt_cluster
 from .executors import ExecutorTable
 from .keys import CLUSTER_INFO, EXECUTORS, RECORDER, RUNNER, SETTINGS, STORE, TRIGGERS
 from .recorder import Recorder
@@ -336,12 +336,10 @@ async def _cluster_ctx(app: web.Application) -> AsyncIterator[None]:
                      time.monotonic() - t)
 
 
-class NotingNanny(Nanny):
-    """The embedded cluster's nanny. It notes how its worker process ended (a node whose
-    workers all died then says whether the last was killed by a signal, a segfault, or
-    exited), and when it kills the worker (a restart for a cancel or a time limit, the
-    cluster's close) it kills what the worker's nodes started too, once the worker is gone
-    (``worker.reaper``)."""
+class ReapingNanny(Nanny):
+    """The embedded cluster's nanny: when it kills its worker (a restart for a cancel or a
+    time limit, the cluster's close) it kills what the worker's nodes started too, once the
+    worker is gone (``worker.reaper``)."""
 
     async def kill(self, timeout: float = 5, reason: str = "nanny-kill") -> None:
         pid = getattr(getattr(self.process, "process", None), "pid", None)
@@ -352,12 +350,6 @@ class NotingNanny(Nanny):
             killed = reaper.kill_all(below)
             if killed:
                 log.info("killed the %d processes the nodes of worker %s started", killed, pid)
-
-    def _on_worker_exit_sync(self, exitcode: int) -> None:
-        address = self.worker_address
-        if address and exitcode:
-            note_worker_exit(address, exitcode)
-        super()._on_worker_exit_sync(exitcode)
 
 
 CLIENT_CHECK_S = 0.5  # a lost cluster is seen within this: the runner's next steps fail
@@ -519,7 +511,7 @@ async def _start_cluster(cs: ClusterSettings, tls_dir: Path, run_dir: Path,
         kwargs["scheduler_kwargs"] = {"dashboard": False, "dashboard_address": "127.0.0.1:0"}
     if cs.processes:  # an in-process cluster talks over inproc://, which takes no host
         kwargs["preload"] = [QUIET_WORKERS, REAPER]
-        kwargs["worker_class"] = NotingNanny
+        kwargs["worker_class"] = ReapingNanny
         if cs.comm == "unix":
             sockets = socket_dir(run_dir)
             stack.callback(remove_socket_dir, sockets, run_dir)
@@ -559,7 +551,7 @@ def _spec_cluster(cs: ClusterSettings, tls_dir: Path, run_dir: Path, local: dict
         n = n if n is not None else (max(1, CPU_COUNT // threads) if threads else auto_n)
         threads = threads or max(1, CPU_COUNT // max(n, 1)) or auto_threads
     security = local.get("security")
-    worker = {"cls": NotingNanny, "options": {
+    worker = {"cls": ReapingNanny, "options": {
         "nthreads": threads, "host": local["host"], "security": security, "dashboard": False,
         "preload": local.get("preload"), "local_directory": local["local_directory"],
         "memory_limit": parse_memory_limit(cs.memory_limit, threads, total_cores=n * threads,

@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import asyncio
 import os
-import signal
 import threading
 import time
 from collections import defaultdict
@@ -318,32 +317,6 @@ def live_keys(keys: list[Key], dask_scheduler: Any = None) -> dict[Key, bool]:
             and (ts.state in to_run or ts.state == "memory")}
 
 
-_EXITS: dict[str, int] = {}  # worker address -> its process's exit code (embedded nannies)
-_EXITS_KEPT = 1000
-
-
-def note_worker_exit(address: str, exitcode: int) -> None:
-    """How the worker process at ``address`` ended (its nanny saw it, in this process)."""
-    _EXITS[address] = exitcode
-    while len(_EXITS) > _EXITS_KEPT:
-        del _EXITS[next(iter(_EXITS))]
-
-
-def exit_text(code: int) -> str:
-    """How a process with exit code ``code`` ended (negative: the signal that killed it).
-
-    >>> exit_text(-11), exit_text(1)
-    ('was killed by signal 11 (SIGSEGV)', 'exited with status 1')
-    """
-    if code < 0:
-        try:
-            name = f" ({signal.Signals(-code).name})"
-        except ValueError:
-            name = ""
-        return f"was killed by signal {-code}{name}"
-    return f"exited with status {code}"
-
-
 def dask_error_message(exc: BaseException) -> str:
     """What a node failed of, when Dask raised the error rather than the node's own code."""
     if isinstance(exc, NodeTaskError):
@@ -357,10 +330,7 @@ def dask_error_message(exc: BaseException) -> str:
                 f"{exc.timeout:g} s; start a worker that has them (dask worker "
                 f"--resources {needs.replace(', ', ',') or 'NAME=1'}) or change the executor")
     if isinstance(exc, KilledWorker):
-        last = getattr(exc.last_worker, "address", None)
-        code = _EXITS.get(last) if isinstance(last, str) else None
-        how = f" The last one, {last}, {exit_text(code)}." if code is not None else ""
         return ("KilledWorker: every Dask worker process that ran this node died (killed, "
-                f"crashed, or over its memory limit), so Dask stopped retrying it.{how} "
+                "crashed, or over its memory limit), so Dask stopped retrying it. "
                 f"KilledWorker: {exc}")
     return f"{type(exc).__name__}: {exc}"

@@ -11,7 +11,7 @@ So on the embedded cluster, whenever a worker process goes, every process that w
 goes too, once the worker can no longer report anything (so no other node of that worker is
 recorded FAILED for it: Dask runs those again elsewhere, as for any worker that dies):
 
-- its nanny (``app.NotingNanny``, in the dispatcher) notes the worker's descendants, kills
+- its nanny (``app.ReapingNanny``, in the dispatcher) notes the worker's descendants, kills
   the worker (a restart for a cancel or a time limit, the cluster's close), then kills them;
 - when the dispatcher is killed, Dask's worker process leaves at once through ``os._exit``,
   which kills them first here (in the worker process itself only, not in processes forked

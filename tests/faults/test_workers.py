@@ -79,7 +79,6 @@ async def test_a_task_that_kills_every_worker_fails_with_killed_worker(
     failed = result.get_node_result(3)
     assert failed["node_name"] == "die" and failed["status"] == "FAILED"
     assert "KilledWorker" in failed["error"] and "died" in failed["error"]
-    assert "was killed by signal 9 (SIGKILL)" in failed["error"]  # how: its nanny saw it
     assert "die" in result.error
     assert result.get_node_result(4)["status"] == "NEW_OBJECT"  # fail-slow: never ran
     await wait_until(lambda: (workers_server.status() or {}).get("cluster", {}).get("workers") == 2,
