@@ -165,7 +165,7 @@ def token_guard(token: str, sessions: Sessions | None = None,
 async def _identify(request: web.Request, expected: bytes, sessions: Sessions | None,
                     accounts: Accounts | None) -> User:
     """Who sent ``request``: the built-in admin, a user, or the user of its browser session."""
-    for sent in (_bearer(request), _link_token(request)):
+    for sent in (bearer(request), _link_token(request)):
         if _matches(sent, expected):
             return BUILTIN
         if sent and accounts is not None:
@@ -200,7 +200,8 @@ def _link_ticket(request: web.Request) -> str:
     return request.query.get("ticket", "") if request.method == "GET" and request.path == "/" else ""
 
 
-def _bearer(request: web.Request) -> str:
+def bearer(request: web.Request) -> str:
+    """The token of the request's ``Authorization: Bearer`` header ("" if none)."""
     scheme, _, value = request.headers.get("Authorization", "").partition(" ")
     return value.strip() if scheme.lower() == "bearer" else ""
 
