@@ -24,6 +24,7 @@ from .runner import Runner
 from .state import PENDING
 from .store import DispatchStore, SqlStore, TriggerRecord
 from .store.base import BUILTIN_OWNER
+from .users import live_row
 from .store.leases import fenced, trigger_resource
 from .store.sql import Db
 from .users import BUILTIN, User, may_see
@@ -69,8 +70,7 @@ class TriggerService:
         owner = (await self.store.owners([dispatch_id])).get(dispatch_id)
         if owner is None or owner == BUILTIN_OWNER:
             return
-        user = await self.store.user_by_name(owner)
-        if user is None or user.revoked_at is not None:
+        if await live_row(self.store, owner) is None:
             raise FireRefused(f"its user {owner!r} was revoked: it fires no more")
 
     async def _claim(self, trigger_id: str, number: int) -> tuple[str, bool] | None:

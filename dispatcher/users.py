@@ -86,6 +86,12 @@ def check_name(name: object) -> str:
     return name
 
 
+async def live_row(store: DispatchStore, name: str) -> UserRecord | None:
+    """The row of the user named ``name`` if it is live (not revoked), else None."""
+    row = await store.user_by_name(name)
+    return row if row is not None and row.revoked_at is None else None
+
+
 class Accounts:
     """Find users by token or name in the store; make new ones."""
 
@@ -103,16 +109,16 @@ class Accounts:
         await self._touch(row.name)
         return User(row.name, row.admin)
 
-    async def stored(self, name: str) -> UserRecord | None:
-        """The row of the user named ``name`` (revoked or not), read without touching it."""
-        return await self._store().user_by_name(name)
+    async def live_row(self, name: str) -> UserRecord | None:
+        """The row of the live user named ``name``, read without touching it."""
+        return await live_row(self._store(), name)
 
     async def by_name(self, name: str) -> User | None:
         """The live user named ``name`` (a browser session's), else None."""
         if name == BUILTIN_OWNER:
             return BUILTIN
-        row = await self._store().user_by_name(name)
-        if row is None or row.revoked_at is not None:
+        row = await live_row(self._store(), name)
+        if row is None:
             return None
         await self._touch(row.name)
         return User(row.name, row.admin)
@@ -143,10 +149,9 @@ async def still_live(request: web.Request) -> bool:
     if user.name == BUILTIN_OWNER:
         return True
     try:  # read without touching last_used_at: an open tab is not a use
-        row = await request.app[ACCOUNTS].stored(user.name)
+        return await request.app[ACCOUNTS].live_row(user.name) is not None
     except DispatcherError:  # the store out for a moment: the next check decides
         return True
-    return row is not None and row.revoked_at is None
 
 
 async def answer_only_the_live(request: web.Request) -> None:
