@@ -27,11 +27,15 @@ EXIT_CODES = {Status.COMPLETED: 0, Status.FAILED: 1, Status.CANCELLED: 2}
 EXIT_NOT_WATCHED = 4  # `covalent watch` of an unknown id, or with no dispatcher answering
 
 
-def _fail(exc: CovalentError) -> NoReturn:
-    cfg = client_config()
+def _reason(exc: CovalentError) -> str:
+    """What a command that failed with ``exc`` says."""
     if isinstance(exc, DispatcherUnavailableError) and not isinstance(exc, ServerNotYoursError):
-        raise click.ClickException(f"no dispatcher answers at {cfg.url} (`covalent start` starts one)")
-    raise click.ClickException(str(exc))
+        return f"no dispatcher answers at {client_config().url} (`covalent start` starts one)"
+    return str(exc)
+
+
+def _fail(exc: CovalentError) -> NoReturn:
+    raise click.ClickException(_reason(exc))
 
 
 def resolve(cfg: ClientConfig, prefix: str) -> str:
@@ -118,12 +122,9 @@ def watch(dispatch_id: str) -> None:
         click.echo(f"\nStopped watching; dispatch {dispatch_id} goes on "
                    f"(`covalent cancel {dispatch_id}` stops it).", err=True)
         sys.exit(130)
-    except CovalentError as exc:
-        try:
-            _fail(exc)
-        except click.ClickException as said:  # exit 4, not 1, which says FAILED
-            click.echo(f"Error: {said.message}", err=True)
-            sys.exit(EXIT_NOT_WATCHED)
+    except CovalentError as exc:  # exit 4, not 1, which says FAILED
+        click.echo(f"Error: {_reason(exc)}", err=True)
+        sys.exit(EXIT_NOT_WATCHED)
     sys.exit(EXIT_CODES.get(status, 1))
 
 
