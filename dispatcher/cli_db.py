@@ -22,7 +22,7 @@ from covalent.config import read_config
 from .errors import StoreError
 from .instance import holder
 from .settings import default_data_dir
-from .store import open_store, schema
+from .store import SqliteStore, open_store, schema
 
 
 def database_url(db_url: str | None) -> str:
@@ -107,11 +107,14 @@ def compact(data_dir: str | None) -> None:
     its pages for new dispatches, but the file keeps its size). Rewrites the file; a running
     dispatcher waits meanwhile (its writes are retried)."""
     ddir = Path(data_dir) if data_dir else default_data_dir()
-    url = database_url(None)
-    if url and not url.startswith("sqlite:///"):
+    try:
+        store = open_store(database_url(None), ddir / "dispatches.db", ddir / "blobs")
+    except ValueError as exc:
+        raise click.ClickException(str(exc)) from None
+    if not isinstance(store, SqliteStore):
         raise click.ClickException("the database is PostgreSQL: its autovacuum reuses the space; "
                                    "VACUUM FULL (which locks each table) gives it back")
-    path = Path(url.removeprefix("sqlite://")) if url else ddir / "dispatches.db"
+    path = store.db_path
     if not path.exists():
         raise click.ClickException(f"no database at {path}")
     before = _size(path)
