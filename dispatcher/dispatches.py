@@ -396,7 +396,7 @@ def failure_summary(error: str | None, attempts: int | None) -> str:
     if not text.startswith("Traceback (most recent call last):"):
         return text
     text = text.splitlines()[-1].strip() or "failed"
-    return text + (f" (failed {attempts} attempts)" if attempts and attempts > 1 else "")
+    return text + state.tries_said(attempts)
 
 
 async def cancel(store: DispatchStore, runner: Runner, dispatch_id: str,

@@ -280,7 +280,7 @@ class DispatchMachine:
                                             worker=ev.worker)]
             updates += self._complete(node, ev.preview or "", ev.end)
         else:
-            tries = f" (failed {ev.attempts} attempts)" if ev.attempts > 1 else ""
+            tries = state.tries_said(ev.attempts)
             self.phase[node], self.errors[node] = Phase.FAILED, ev.error + tries
             updates = [state.node_failed(d, node, ev.detail or ev.error + tries, ev.end, ev.start,
                                          ev.stdout, ev.stderr, attempts=ev.attempts,

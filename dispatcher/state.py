@@ -165,6 +165,15 @@ def node_reset(dispatch_id: str, node_id: int) -> NodeUpdate:
     return NodeUpdate(dispatch_id, node_id, status=Status.NEW_OBJECT)
 
 
+def tries_said(attempts: int | None) -> str:
+    """What a failed node's error says of its attempts: nothing for one.
+
+    >>> tries_said(1), tries_said(3)
+    ('', ' (failed 3 attempts)')
+    """
+    return f" (failed {attempts} attempts)" if attempts and attempts > 1 else ""
+
+
 def dispatch_started(dispatch_id: str, start: str) -> DispatchUpdate:
     return DispatchUpdate(dispatch_id, status=Status.RUNNING, start_time=start)
 
