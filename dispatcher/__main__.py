@@ -40,7 +40,7 @@ from .errors import StoreError
 from .instance import (EXIT_BAD_SETTINGS, EXIT_CLUSTER, EXIT_PORT_IN_USE, EXIT_RUNNING,
                        EXIT_STORE, AlreadyRunning, DataDirLock, Instance)
 from .loopwatch import LoopWatch
-from .relaunch import MAX_RELAUNCHES, RELAUNCH, execute_again, recent as relaunches
+from .relaunch import MAX_RELAUNCHES, RELAUNCH, execute_again, recent as relaunches, take_over
 from .settings import Settings, json_object, parse_adapt, parse_public_url
 
 log = logging.getLogger("covalent.dispatcher")
@@ -167,6 +167,30 @@ def fail(code: int, message: str) -> NoReturn:
     sys.exit(code)
 
 
+def inherited_socket(fd: int | None, host: str, port: int) -> socket.socket | None:
+    """The listening socket this process's previous image handed over, if it is bound where
+    these settings say (None, and ``fd`` closed, otherwise)."""
+    if fd is None:
+        return None
+    try:
+        sock = socket.socket(fileno=fd)
+    except OSError:
+        return None
+    try:
+        address, bound = sock.getsockname()[:2], None
+        wanted = {info[4][0] for info in socket.getaddrinfo(host, port or None, sock.family,
+                                                             socket.SOCK_STREAM)}
+        if sock.type == socket.SOCK_STREAM and address[0] in wanted and port in (0, address[1]):
+            bound = sock
+    except OSError:
+        pass
+    if bound is None:
+        sock.close()
+        return None
+    bound.setblocking(False)
+    return bound
+
+
 def bind(host: str, port: int) -> socket.socket:
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
     sock = socket.socket(family, socket.SOCK_STREAM)
@@ -190,9 +214,11 @@ def prepare_data_dir(data_dir: Path) -> None:
     data_dir.chmod(0o700)
 
 
-async def serve(settings: Settings, sock: socket.socket) -> str:
+async def serve(settings: Settings,
+                sock: socket.socket) -> tuple[str, socket.socket | None]:
     """Start the app on ``sock`` and run until SIGTERM/SIGINT (also during start-up), or until
-    it loses its cluster; returns why it is to start again ("": it is not)."""
+    it loses its cluster; returns why it is to start again ("": it is not) and, then, a copy of
+    ``sock`` kept listening for the next start (closing the site closes ``sock`` itself)."""
     loop = asyncio.get_running_loop()
     main = asyncio.current_task()
     assert main is not None
@@ -228,10 +254,14 @@ async def serve(settings: Settings, sock: socket.socket) -> str:
     finally:
         t = time.monotonic()
         log.info("stopping")
+        kept = sock.dup() if app[RELAUNCH].reason else None
         await runner.cleanup()
         watch.stop()
         log.info("stopped in %.1f s", time.monotonic() - t)
-    return app[RELAUNCH].reason
+    if not app[RELAUNCH].reason and kept is not None:  # a SIGTERM while it stopped
+        kept.close()
+        kept = None
+    return app[RELAUNCH].reason, kept
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -258,19 +288,22 @@ def main(argv: list[str] | None = None) -> None:
     if not settings.instance_id:
         settings = settings.with_instance(uuid.uuid4().hex)
     prepare_data_dir(settings.data_dir)
+    handed = take_over()  # after a relaunch: the lock and the socket, held all along
     lock = DataDirLock(settings.data_dir)
     try:
-        lock.acquire()
+        if not lock.adopt(handed.pop("lock", None)):
+            lock.acquire()
     except AlreadyRunning as exc:
         fail(EXIT_RUNNING, str(exc))
-    relaunch = ""
+    relaunch, kept = "", None
     try:
-        sock = bind(settings.host, settings.port)
+        sock = (inherited_socket(handed.pop("socket", None), settings.host, settings.port)
+                or bind(settings.host, settings.port))
         settings = settings.with_port(sock.getsockname()[1])
         lock.publish(Instance(os.getpid(), settings.instance_id, settings.url,
                               str(settings.data_dir)))
         try:
-            relaunch = asyncio.run(serve(settings, sock))
+            relaunch, kept = asyncio.run(serve(settings, sock))
         except TimeoutError as exc:
             fail(EXIT_CLUSTER, str(exc))
         except StoreError as exc:  # a database that cannot be reached, or of a newer version
@@ -281,13 +314,16 @@ def main(argv: list[str] | None = None) -> None:
             log.error("the dispatcher stopped", exc_info=exc)
             fail(EXIT_CLUSTER, f"{type(exc).__name__}: {exc}")
     finally:
-        lock.release()
+        if not relaunch or len(relaunches()) >= MAX_RELAUNCHES:
+            lock.release()
     if relaunch:
-        sock.close()
         if len(relaunches()) >= MAX_RELAUNCHES:
             fail(EXIT_CLUSTER, f"{relaunch}; not restarting again after {MAX_RELAUNCHES} "
                                "restarts in the last 10 minutes")
-        execute_again()
+        fds = {"lock": lock.hand_over()}
+        if kept is not None:
+            fds["socket"] = kept.detach()
+        execute_again(**fds)
 
 
 if __name__ == "__main__":

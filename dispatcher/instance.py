@@ -12,6 +12,7 @@ content, checked against the kernel's list of lock holders (``/proc/locks``) whe
 
 from __future__ import annotations
 
+import contextlib
 import fcntl
 import json
 import os
@@ -73,6 +74,29 @@ class DataDirLock:
                     time.sleep(0.025)  # another process holds it; nothing to wait on but time
         os.close(fd)
         raise AlreadyRunning(self.path.parent, _read(self.path))
+
+    def adopt(self, fd: int | None) -> bool:
+        """Take the lock held by ``fd``, handed over by this process's previous image
+        (``hand_over``); False (and ``fd`` closed) when it is not this data dir's lock."""
+        if fd is None:
+            return False
+        try:
+            held, here = os.fstat(fd), os.stat(self.path)
+            if (held.st_dev, held.st_ino) != (here.st_dev, here.st_ino):
+                raise OSError("another file")
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)  # held already by this description
+        except OSError:
+            with contextlib.suppress(OSError):
+                os.close(fd)
+            return False
+        self._fd = fd
+        return True
+
+    def hand_over(self) -> int:
+        """The lock's file descriptor, kept locked (with who holds it) for ``adopt``."""
+        assert self._fd is not None, "hand_over needs the lock"
+        fd, self._fd = self._fd, None
+        return fd
 
     def publish(self, instance: Instance) -> None:
         """Write who holds the lock into the lock file."""

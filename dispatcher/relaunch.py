@@ -11,6 +11,10 @@ start makes a new cluster (or reaches the external one again) and resumes the ru
 dispatches from the store, as after any restart. An external scheduler is given
 ``RELAUNCH_CONNECT_S`` to come back; a start that cannot reach it fails and says why (the log).
 
+The data dir's lock and the listening socket are handed over to the new image (inherited file
+descriptors, named in ``FDS_ENV``): ``covalent stop`` finds the same PID all along, and a client
+that connects meanwhile waits in the socket's backlog instead of being refused.
+
 At most ``MAX_RELAUNCHES`` in ``WINDOW_S``: a cluster that keeps dying stops the dispatcher
 instead of restarting it for good.
 """
@@ -32,6 +36,7 @@ MAX_RELAUNCHES = 3
 WINDOW_S = 600.0
 RELAUNCH_CONNECT_S = 300.0  # how long a relaunched server waits for an external scheduler
 ENV = "COVALENT_RELAUNCHED_AT"  # the wall-clock times of this server's earlier relaunches
+FDS_ENV = "COVALENT_RELAUNCH_FDS"  # what the previous image handed over: "lock=5,socket=7"
 
 
 @dataclass
@@ -68,13 +73,32 @@ def recent(now: float | None = None) -> list[float]:
     return times
 
 
-def execute_again() -> None:
-    """Replace this process by a new start of the same command line (never returns)."""
+def execute_again(**fds: int) -> None:
+    """Replace this process by a new start of the same command line (never returns), which
+    inherits ``fds`` (taken there by ``take_over``)."""
     os.environ[ENV] = ",".join(str(t) for t in [*recent(), time.time()])
+    for fd in fds.values():
+        os.set_inheritable(fd, True)
+    os.environ[FDS_ENV] = ",".join(f"{name}={fd}" for name, fd in fds.items())
     logging.shutdown()
     sys.stdout.flush()
     sys.stderr.flush()
     os.execv(sys.executable, sys.orig_argv)
+
+
+def take_over() -> dict[str, int]:
+    """The file descriptors the previous image of this process handed over (once: the variable
+    is removed, so the cluster's processes never see it), no longer inherited by children."""
+    fds = {}
+    for part in os.environ.pop(FDS_ENV, "").split(","):
+        name, _, value = part.partition("=")
+        try:
+            fd = int(value)
+            os.set_inheritable(fd, False)
+        except (ValueError, OSError):
+            continue  # not a number, or not open: nothing to take
+        fds[name] = fd
+    return fds
 
 
 RELAUNCH = web.AppKey("relaunch", Relaunch)

@@ -6,14 +6,18 @@ from __future__ import annotations
 import asyncio
 import os
 import signal
+import socket
 import subprocess
 import sys
+import threading
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
 import pytest
 
 import covalent as ct
+from dispatcher.instance import holder
 from dispatcher.procinfo import alive, children
 from tests.conftest import free_port, wait_until
 from tests.faults.conftest import REPO, ServerProcess, _cmdline
@@ -77,15 +81,26 @@ async def test_a_dispatcher_whose_scheduler_process_died_restarts_and_resumes(
         ct.dispatch(_gated_sum, dispatcher_addr=server.addr), 20, str(started), str(release))
     await wait_until(started.exists, timeout=30)
     server.spawned += children(server.proc.pid)
-    os.kill(scheduler, signal.SIGKILL)
+    done = threading.Event()
+    with ThreadPoolExecutor(1) as pool:  # started now, not when the loop next runs
+        seen = pool.submit(_watch_the_window, server, done)
+        os.kill(scheduler, signal.SIGKILL)
 
-    def restarted() -> bool:  # the same process (covalent stop still finds it), a new cluster
-        info = server.status()
-        return info is not None and [p for p in children(server.proc.pid)
-                                     if "dispatcher.scheduler_process" in _cmdline(p)
-                                     and p != scheduler] != []
-    await wait_until(restarted, timeout=60)
+        def restarted() -> bool:  # the same process (covalent stop still finds it), a new cluster
+            info = server.status()
+            return info is not None and [p for p in children(server.proc.pid)
+                                         if "dispatcher.scheduler_process" in _cmdline(p)
+                                         and p != scheduler] != []
+        try:
+            await wait_until(restarted, timeout=60)
+        finally:
+            done.set()
+        holders, refused = seen.result(timeout=10)
     assert server.proc.poll() is None
+    # All along, the data dir's lock named this process and the port took connections: a
+    # `covalent stop` or a client meanwhile found the server (before, both were turned away for
+    # the seconds the new image took to start).
+    assert holders == {server.proc.pid} and refused == 0
     server.spawned += children(server.proc.pid)
     release.touch()
     result = await asyncio.to_thread(ct.get_result, dispatch_id, True, server.addr)
@@ -93,6 +108,20 @@ async def test_a_dispatcher_whose_scheduler_process_died_restarts_and_resumes(
     assert "restarting the dispatcher" in server.log.read_text()
     fresh = await asyncio.to_thread(ct.dispatch(two_node, dispatcher_addr=server.addr), 2, 3)
     assert (await asyncio.to_thread(ct.get_result, fresh, True, server.addr)).result == 10
+
+
+def _watch_the_window(server: ServerProcess, done: threading.Event) -> tuple[set[int | None], int]:
+    """Until ``done``: who holds the data dir's lock, and how many connects were refused."""
+    holders: set[int | None] = set()
+    refused = 0
+    while not done.wait(0.05):
+        found = holder(server.data_dir)
+        holders.add(found.pid if found is not None else None)
+        try:
+            socket.create_connection(("127.0.0.1", server.port), timeout=5).close()
+        except OSError:
+            refused += 1
+    return holders, refused
 
 
 class _External:
