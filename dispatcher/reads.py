@@ -32,7 +32,8 @@ async def read_status(store: DispatchStore, recorder: Recorder, dispatch_id: str
                 await asyncio.wait_for(ev.wait(), wait)
             except TimeoutError:
                 pass
-            status = await store.get_status(dispatch_id) or status
+            now = await store.get_status(dispatch_id)  # (NEW_OBJECT is falsy: no ``or``)
+            status = now if now is not None else status
         if recorder.write_error and dispatch_id in recorder.unwritten:
             if recorder.write_busy:
                 raise Unavailable("the dispatcher's store is locked by another process; retry shortly")

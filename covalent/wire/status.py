@@ -33,6 +33,14 @@ class Status(enum.StrEnum):
         """
         return self.value
 
+    def __bool__(self) -> bool:
+        """False for NEW_OBJECT only, as Covalent's ``Status`` (``if result.status:``).
+
+        >>> bool(Status.NEW_OBJECT), bool(Status.FAILED)
+        (False, True)
+        """
+        return self is not Status.NEW_OBJECT
+
     @property
     def is_terminal(self) -> bool:
         """True for COMPLETED, FAILED, CANCELLED and POSTPROCESSING_FAILED."""
