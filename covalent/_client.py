@@ -7,6 +7,7 @@ stays light to import. Every failure becomes a ``covalent.errors`` exception.
 from __future__ import annotations
 
 import http.client
+import ipaddress
 import json
 import os
 import socket
@@ -16,7 +17,7 @@ from collections.abc import Callable
 from typing import Any
 from urllib.parse import urlencode, urlsplit
 
-from ._peers import socket_owner
+from ._peers import lists_sockets, socket_owner
 from .config import ClientConfig
 from .errors import (DispatcherError, DispatcherUnavailableError, IncompleteAnswerError,
                      ServerNotYoursError, error_from_body)
@@ -64,6 +65,11 @@ def _check_owner(sock: socket.socket, address: str) -> None:
         return
     mine, theirs = sock.getsockname(), sock.getpeername()
     owner = socket_owner(mine, theirs, sock.family)  # the listening end's accepted socket
+    if owner is None and _loopback(theirs[0]) and lists_sockets():
+        # On this machine, yet listed nowhere: whose it is cannot be told, so nothing is sent.
+        raise ServerNotYoursError(address, "unknown",
+                                  "is on this machine but the kernel does not say whose it "
+                                  "is, so it may not be yours")
     if owner is None or owner == os.geteuid():  # on another machine, or yours
         return
     allowed = os.environ.get("COVALENT_SERVER_USER", "").strip()
@@ -71,6 +77,16 @@ def _check_owner(sock: socket.socket, address: str) -> None:
     if allowed and allowed in (name, str(owner)):
         return
     raise ServerNotYoursError(address, name)
+
+
+def _loopback(host: str) -> bool:
+    """``127.0.0.1``, ``::1`` and ``::ffff:127.0.0.1`` (Python 3.11 calls the last not)."""
+    try:
+        ip = ipaddress.ip_address(host.split("%")[0])
+    except ValueError:
+        return False
+    mapped = ip.ipv4_mapped if isinstance(ip, ipaddress.IPv6Address) else None
+    return (mapped or ip).is_loopback
 
 
 def _user_name(uid: int) -> str:

@@ -10,6 +10,7 @@ sends the token or reads an answer (``covalent._client``). Elsewhere (another ma
 
 from __future__ import annotations
 
+import os
 import socket
 import struct
 from typing import Any
@@ -30,10 +31,32 @@ def socket_owner(server_end: tuple[Any, ...], client_end: tuple[Any, ...], famil
                  table: str | None = None) -> int | None:
     """The uid owning the socket at ``client_end`` connected to ``server_end`` on this
     machine, or None if the kernel lists no such socket (it is on another machine). (Either
-    end can be asked about: the names say how the server asks about its client.)"""
-    path = table or ("/proc/net/tcp6" if family == socket.AF_INET6 else "/proc/net/tcp")
-    client = _hex_address(client_end[0], client_end[1], family)
-    server = _hex_address(server_end[0], server_end[1], family)
+    end can be asked about: the names say how the server asks about its client.)
+
+    An IPv4 end may belong to an IPv6 socket that also takes IPv4 (a "dual-stack" listener on
+    ``::``, whose accepted sockets the kernel lists in ``tcp6`` as ``::ffff:127.0.0.1``):
+    both tables are read.
+    """
+    if table is not None or family == socket.AF_INET6:
+        path = table or "/proc/net/tcp6"
+        return _lookup(path, _hex_address(client_end[0], client_end[1], family),
+                       _hex_address(server_end[0], server_end[1], family))
+    owner = _lookup("/proc/net/tcp", _hex_address(client_end[0], client_end[1], family),
+                    _hex_address(server_end[0], server_end[1], family))
+    if owner is None:
+        owner = _lookup("/proc/net/tcp6",
+                        _hex_address("::ffff:" + client_end[0], client_end[1], socket.AF_INET6),
+                        _hex_address("::ffff:" + server_end[0], server_end[1], socket.AF_INET6))
+    return owner
+
+
+def lists_sockets() -> bool:
+    """Whether this machine lists its sockets' owners (Linux's ``/proc/net``): then a
+    loopback socket it does not list is not to be trusted."""
+    return os.access("/proc/net/tcp", os.R_OK) and os.access("/proc/net/tcp6", os.R_OK)
+
+
+def _lookup(path: str, client: str, server: str) -> int | None:
     try:
         with open(path) as fh:
             next(fh, None)  # the header line

@@ -66,11 +66,15 @@ class ServerNotYoursError(DispatcherUnavailableError):
         self.owner = owner
 
     def __str__(self) -> str:
-        return (f"the process listening at {self.address} belongs to user {self.owner}, not to "
-                "you: nothing was sent to it (not your token, not your workflow), and nothing it "
-                "sent is read. Your dispatcher is not running there (start it with `covalent "
-                "start`, or pass dispatcher_addr=); if that user runs the dispatcher you mean to "
-                f"use, say so with COVALENT_SERVER_USER={self.owner}")
+        text = (f"the process listening at {self.address} "
+                f"{self.args[2] or f'belongs to user {self.owner}, not to you'}: nothing was sent "
+                "to it (not your token, not your workflow), and nothing it sent is read. Your "
+                "dispatcher is not running there (start it with `covalent start`, or pass "
+                "dispatcher_addr=)")
+        if self.args[2]:
+            return text
+        return (f"{text}; if that user runs the dispatcher you mean to use, say so with "
+                f"COVALENT_SERVER_USER={self.owner}")
 
 
 class ReservedRetvalKeywordError(CovalentError, RuntimeError):

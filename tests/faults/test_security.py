@@ -12,6 +12,7 @@ import http.client
 import json
 import os
 import re
+import socket
 import stat
 import subprocess
 import sys
@@ -292,7 +293,7 @@ def _big(kib):
 
 # A web server another user runs: prints each request it gets (path, Authorization) as JSON.
 _SQUATTER = r"""
-import http.server, json
+import http.server, json, socket, sys
 class Handler(http.server.BaseHTTPRequestHandler):
     def answer(self):
         print(json.dumps({"method": self.command, "path": self.path,
@@ -306,20 +307,48 @@ class Handler(http.server.BaseHTTPRequestHandler):
     do_GET = do_POST = answer
     def log_message(self, *args):
         pass
-server = http.server.HTTPServer(("127.0.0.1", 0), Handler)
+class DualStack(http.server.HTTPServer):  # one IPv6 socket on "::" that takes IPv4 too
+    address_family = socket.AF_INET6
+    def server_bind(self):
+        self.socket.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 0)
+        super().server_bind()
+server = (DualStack(("::", 0), Handler) if sys.argv[1:] == ["dual-stack"]
+          else http.server.HTTPServer(("127.0.0.1", 0), Handler))
 print(json.dumps({"port": server.server_address[1]}), flush=True)
 server.serve_forever()
 """
 
 
+def test_covalent_start_sends_nothing_to_another_users_process_at_its_port(
+        other_user: OtherUser, cli: Cli) -> None:
+    """`covalent start` probed its port with the saved token until its own server answered:
+    another user's process there was sent it (16 times), and the failure did not say whose
+    process held the port."""
+    squatter = other_user.popen(_SQUATTER, "dual-stack", stdout=subprocess.PIPE,
+                                stderr=subprocess.DEVNULL)
+    try:
+        port = json.loads(squatter.stdout.readline())["port"]  # type: ignore[union-attr]
+        out = cli("start", "--port", str(port), "--workers", "1")
+    finally:
+        squatter.terminate()
+        seen, _ = squatter.communicate(timeout=20)
+    assert out.returncode == 1, out.stdout + out.stderr
+    assert "in use" in out.stderr and f"user {other_user.name}'s process listens there" in out.stderr
+    assert seen.strip() == ""  # not one request
+
+
+@pytest.mark.parametrize("listening", ["ipv4", "dual-stack"])
 def test_another_user_listening_at_the_dispatchers_address_is_sent_nothing(
-        other_user: OtherUser, monkeypatch: pytest.MonkeyPatch) -> None:
+        other_user: OtherUser, monkeypatch: pytest.MonkeyPatch, listening: str) -> None:
     """While your dispatcher is stopped, another user of the machine listens at its address:
     the SDK used to send them your token and workflow, and unpickle what they answered (code
-    run as you). It now sends nothing to another user's process, and says whose it is."""
+    run as you). It now sends nothing to another user's process, and says whose it is. A
+    dual-stack listener (IPv6 on ``::``, taking IPv4) was sent everything: the kernel lists
+    its sockets in ``/proc/net/tcp6``, where the owner was not looked for."""
     monkeypatch.setenv("COVALENT_TOKEN", "the-token-only-you-have")
     monkeypatch.delenv("COVALENT_SERVER_USER", raising=False)
-    squatter = other_user.popen(_SQUATTER, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL)
+    squatter = other_user.popen(_SQUATTER, listening, stdout=subprocess.PIPE,
+                                stderr=subprocess.DEVNULL)
     try:
         port = json.loads(squatter.stdout.readline())["port"]  # type: ignore[union-attr]
         addr = f"127.0.0.1:{port}"
@@ -339,3 +368,19 @@ def test_another_user_listening_at_the_dispatchers_address_is_sent_nothing(
     seen = [json.loads(line) for line in out.splitlines() if line.strip()]
     assert [(r["method"], r["path"].split("?")[0]) for r in seen] == [
         ("GET", f"/api/v1/dispatches/{some_id}")], seen  # only the request made once named
+
+
+def test_a_loopback_listener_the_kernel_does_not_name_is_sent_nothing(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """Whose a loopback socket is went unchecked when the kernel's tables did not list it (the
+    dual-stack case above, before it was looked for): now nothing is sent to it."""
+    monkeypatch.setattr("covalent._client.socket_owner", lambda *args: None)
+    with socket.create_server(("127.0.0.1", 0)) as listener:
+        addr = f"127.0.0.1:{listener.getsockname()[1]}"
+        with pytest.raises(ct.errors.ServerNotYoursError, match="does not say whose it is"):
+            ct.get_result(str(uuid.uuid4()), dispatcher_addr=addr)
+        listener.settimeout(0.1)
+        accepted, _ = listener.accept()  # the connection the check was made on
+        with accepted:
+            accepted.settimeout(2)
+            assert accepted.recv(1024) == b""  # closed, and nothing was written to it
