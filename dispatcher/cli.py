@@ -31,7 +31,7 @@ import covalent
 from covalent import api
 from covalent.config import (DEFAULT_PORT, ClientConfig, ConfigError, client_config, config_path,
                              read_config, update_config)
-from covalent.errors import CovalentError, DispatcherUnavailableError
+from covalent.errors import CovalentError, DispatcherUnavailableError, ServerNotYoursError
 
 from .cli_db import db
 from .cli_dispatches import COMMANDS, show_dispatch
@@ -144,6 +144,7 @@ def start(port: int, host: str, workers: int | None, threads_per_worker: int | N
     if token is not None and ctx.get_parameter_source("token") == ParameterSource.COMMANDLINE:
         raise click.UsageError("a token on the command line is shown to every local user by "
                                "`ps`: put it in a file (--token-file FILE) or in COVALENT_TOKEN")
+    _no_secrets_in_argv(ctx, db_url, store_options)
     if token_file is not None:
         token = Path(token_file).read_text().strip()
         if not token:
@@ -237,6 +238,34 @@ def start(port: int, host: str, workers: int | None, threads_per_worker: int | N
         click.echo("WARNING: started with --no-token: any local user can run code as you.")
 
 
+_SECRET_KEYS = ("secret", "password", "token", "passwd")
+
+
+def _no_secrets_in_argv(ctx: click.Context, db_url: str | None, store_options: str | None) -> None:
+    """A database password or a store's secret key typed on the command line is shown to every
+    local user by ``ps`` for as long as ``covalent start`` waits: refused, saying where it goes."""
+    def typed(name: str) -> bool:
+        return ctx.get_parameter_source(name) == ParameterSource.COMMANDLINE
+
+    if db_url and typed("db_url") and urlsplit(db_url).password:
+        raise click.UsageError(
+            "a database password on the command line is shown to every local user by `ps`: put "
+            "the URL in COVALENT_DB_URL or the config file's [database] url, or the password in "
+            "~/.pgpass (PostgreSQL reads it)")
+    if store_options and typed("store_options"):
+        try:
+            keys = list(json.loads(store_options)) if store_options.lstrip().startswith("{") else []
+        except ValueError:
+            keys = []  # the server says what is wrong with it
+        secret = [k for k in keys if k == "key" or any(w in k.lower() for w in _SECRET_KEYS)]
+        if secret:
+            raise click.UsageError(
+                f"--store-options holds {', '.join(map(repr, secret))}: a secret on the command "
+                "line is shown to every local user by `ps`; put the JSON in "
+                "COVALENT_STORE_OPTIONS, or the credentials where fsspec finds them (for S3, "
+                "~/.aws/credentials or AWS_* variables)")
+
+
 def _save_options(path: Path, options: dict[str, Any]) -> None:
     """What ``covalent restart`` starts with; 0600 (store options may hold credentials)."""
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
@@ -264,13 +293,23 @@ def _await_own_server(proc: subprocess.Popen[bytes], cfg: ClientConfig, instance
     """Wait until ``proc`` itself answers (its /status); None if another server holds the data
     dir; exit non-zero with the one-line reason otherwise."""
     deadline = time.monotonic() + timeout
+    squatter = ""  # another user's process answering at the address (sent nothing)
     while True:
         code = proc.poll()
         if code == EXIT_RUNNING:
             return None
         if code is not None:
-            raise click.ClickException(_failure_reason(log_path, code, run_start))
-        health = _health(cfg)
+            reason = _failure_reason(log_path, code, run_start)
+            if squatter:
+                reason += f" (user {squatter}'s process listens there)"
+            raise click.ClickException(reason)
+        try:
+            health: dict[str, Any] | None = dict(api.request_json(cfg, "GET", "/health",
+                                                                  timeout=2))
+        except ServerNotYoursError as exc:
+            health, squatter = None, exc.owner
+        except CovalentError:
+            health = None
         if health is not None and health.get("instance") == instance and health.get("pid") == proc.pid:
             try:
                 return dict(api.request_json(cfg, "GET", "/status", timeout=10))

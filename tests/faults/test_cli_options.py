@@ -90,6 +90,20 @@ def test_a_token_never_goes_on_a_command_line(cli: Cli, tmp_path: Path) -> None:
     assert ct.get_result(ct.dispatch(_mib)(1), wait=True).status == "COMPLETED"
 
 
+@pytest.mark.parametrize("option, value, said", [
+    ("--db-url", "postgresql://me:s3cret@127.0.0.1:1/covalent", "a database password"),
+    ("--store-options", '{"key": "AKIA", "secret": "s3cret"}', "holds 'key', 'secret'"),
+    ("--store-options", '{"client_kwargs": {}, "aws_secret_access_key": "s3cret"}',
+     "holds 'aws_secret_access_key'"),
+])
+def test_a_password_or_secret_key_never_goes_on_a_command_line(
+        cli: Cli, option: str, value: str, said: str) -> None:
+    # `ps` showed them to every local user for as long as `covalent start` waited.
+    out = cli("start", "--port", str(free_port()), "--workers", "1", option, value)
+    assert out.returncode == 2 and said in out.stderr and "`ps`" in out.stderr, out.stderr
+    assert holder(cli.data_dir) is None
+
+
 @pytest.mark.parametrize("token", ["x", "a" * 64, "correct-horse-battery-staple"])
 def test_a_weak_token_cannot_guard_another_address(tmp_path: Path, token: str) -> None:
     out = subprocess.run([sys.executable, "-m", "dispatcher", "--host", "0.0.0.0", "--port", "0",
