@@ -27,6 +27,7 @@ them ends up in the node's stdout/stderr), ``get_cancel_requested``, ``set_job_h
 
 from __future__ import annotations
 
+import difflib
 import io
 import platform
 from abc import ABCMeta, abstractmethod
@@ -59,6 +60,21 @@ class _ShortNameAttr:
         return ShortName(owner.__module__.rsplit(".", 1)[-1])
 
 
+def refuse_unknown(executor: type, kwargs: dict[str, Any], known: list[str]) -> None:
+    """Raise for keyword arguments a built-in executor does not take: a mistyped option
+    (``time_limt=1``) would otherwise be kept as an attribute and silently do nothing.
+
+    Raises:
+        TypeError: as Python's own for an unexpected keyword, naming the closest option.
+    """
+    if not kwargs:
+        return
+    name = next(iter(kwargs))
+    close = difflib.get_close_matches(name, known, n=1)
+    hint = f"; did you mean {close[0]!r}?" if close else f"; it takes {', '.join(sorted(known))}"
+    raise TypeError(f"{executor.__name__}() got an unexpected keyword argument {name!r}{hint}")
+
+
 class _AbstractBaseExecutor:
     """What every executor keeps: Covalent's attributes and the Dask options.
 
@@ -89,7 +105,8 @@ class _AbstractBaseExecutor:
         self.time_limit = time_limit
         self.retries = retries
         self.resources = dict(resources or {})
-        self.workers = list(workers or [])
+        # One worker's address as a string is one worker, as Dask takes it (not its letters).
+        self.workers = [workers] if isinstance(workers, str) else list(workers or [])
         self.allow_other_workers = allow_other_workers
         self.priority = priority
         for key, value in kwargs.items():  # a plugin's own settings: kept as attributes

@@ -27,19 +27,50 @@ from covalent.executor.utils.wrappers import ElectronCall
 from ..protocol import NodeSpec
 
 
+_START_DIR = os.getcwd()  # the worker's working directory, before any node ran
+
+
 def call_electron(spec: NodeSpec, fn: Any, args: list[Any], kwargs: dict[str, Any],
                   hooks: dict[str, Any]) -> Any:
-    """The electron's output: ``fn`` with its hooks, through its custom executor if any."""
+    """The electron's output: ``fn`` with its hooks, through its custom executor if any.
+
+    The working directory is put back afterwards, as Covalent does: a node's ``os.chdir``
+    (into a directory it then deletes, even) does not move the nodes that run after it.
+    """
     executor = hooks.get("executor")
-    with set_context(spec.dispatch_id, spec.node_id):
-        if executor is None:
-            return call_with_hooks(fn, args, kwargs, hooks)
-        metadata = {"dispatch_id": spec.dispatch_id, "node_id": spec.node_id,
-                    "results_dir": results_dir()}
-        # One object per task, as Covalent makes: the unpickled one is cached and shared by
-        # the tasks of this worker, and run() may keep state (task_stdout, a job handle).
-        return _through(copy.copy(executor), ElectronCall(fn, hooks), list(args), dict(kwargs),
-                        metadata)
+    cwd = _cwd()
+    try:
+        with set_context(spec.dispatch_id, spec.node_id):
+            if executor is None:
+                return call_with_hooks(fn, args, kwargs, hooks)
+            metadata = {"dispatch_id": spec.dispatch_id, "node_id": spec.node_id,
+                        "results_dir": results_dir()}
+            return _through(_own_copy(executor), ElectronCall(fn, hooks), list(args),
+                            dict(kwargs), metadata)
+    finally:
+        if _cwd() != cwd:
+            try:
+                os.chdir(cwd)
+            except OSError:  # it was removed meanwhile
+                os.chdir(_START_DIR)
+
+
+def _cwd() -> str:
+    try:
+        return os.getcwd()
+    except FileNotFoundError:  # removed under this worker (before the fix above, by a node)
+        os.chdir(_START_DIR)
+        return _START_DIR
+
+
+def _own_copy(executor: Any) -> Any:
+    """One object per task, as Covalent makes one from its data for every task: the unpickled
+    one is cached and shared by the tasks of this worker (and of later dispatches), and
+    ``run`` may keep state on it (lists, a job handle, ``task_stdout``)."""
+    try:
+        return copy.deepcopy(executor)
+    except Exception:  # noqa: BLE001  (a member that cannot be copied: the shallow copy)
+        return copy.copy(executor)
 
 
 def _through(executor: Any, function: ElectronCall, args: list[Any], kwargs: dict[str, Any],

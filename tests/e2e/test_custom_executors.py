@@ -70,6 +70,19 @@ class Passing(BaseExecutor):
         return function(*args, **kwargs)
 
 
+class Counting(BaseExecutor):
+    """Keeps what it ran on itself, as plugins keep job handles and remote directories."""
+
+    def __init__(self) -> None:
+        self.seen: list[int] = []
+        super().__init__()
+
+    def run(self, function: Any, args: list[Any], kwargs: dict[str, Any],
+            task_metadata: dict[str, Any]) -> Any:
+        self.seen.append(task_metadata["node_id"])
+        return (function(*args, **kwargs), list(self.seen))
+
+
 def node_json(addr: str, dispatch_id: str, node_id: int) -> dict[str, Any]:
     req = urllib.request.Request(f"http://{addr}/api/v1/dispatches/{dispatch_id}/nodes/{node_id}",
                                  headers=auth_headers())
@@ -300,3 +313,48 @@ def test_an_installed_plugin_package_is_the_class_its_name_gives(tmp_path: Path)
     assert first == ("far_plugin far.example.org ExecutorSpec(name='far_plugin', options={}, "
                      "plugin='', custom='FarExecutor')")
     assert second == "covalent.executor"
+
+
+async def test_every_task_has_an_executor_object_of_its_own(addr: str) -> None:
+    # The object unpickled on a worker was shared by that worker's tasks (a shallow copy):
+    # state a run kept reached the other nodes, and the next dispatch's.
+    counting = Counting()
+
+    @ct.electron(executor=counting)
+    def square(i):
+        return i * i
+
+    @ct.lattice
+    def wf(n):
+        return [square(i) for i in range(n)]
+
+    for _ in range(2):
+        result = await run(wf, addr, 6)
+        assert result.status == "COMPLETED", result.error
+        assert [(out, len(seen)) for out, seen in result.result] == [(i * i, 1) for i in range(6)]
+
+
+async def test_a_node_that_leaves_its_directory_moves_no_other_node(addr: str,
+                                                                      tmp_path: Path) -> None:
+    # A node's chdir into a directory it then removed left every later node of its workers
+    # without a working directory (os.getcwd() raised; deps_bash said "shell-init: error").
+    here = os.getcwd()
+
+    @ct.electron
+    def wander(d):
+        os.makedirs(d)
+        os.chdir(d)
+        os.rmdir(d)
+        return d
+
+    @ct.electron
+    def where(_):
+        return os.getcwd()
+
+    @ct.lattice
+    def wf(d):
+        return where(wander(d))
+
+    result = await run(wf, addr, str(tmp_path / "gone"))
+    assert (result.status, result.result) == ("COMPLETED", here)
+    assert os.getcwd() == here

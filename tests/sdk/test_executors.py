@@ -66,6 +66,22 @@ def test_a_bad_option_is_a_clear_error_where_it_is_written(kwargs: dict, message
         ct.executor.DaskExecutor(**kwargs)
 
 
+@pytest.mark.parametrize("executor", [ct.executor.DaskExecutor, ct.executor.LocalExecutor])
+def test_a_mistyped_option_is_an_error_not_an_option_ignored(executor: type) -> None:
+    # time_limt=1 was kept as an attribute: the node ran past the limit meant for it.
+    with pytest.raises(TypeError, match="unexpected keyword argument 'time_limt'; did you mean "
+                                        "'time_limit'"):
+        executor(time_limt=1)
+    with pytest.raises(TypeError, match="'queue'; it takes allow_other_workers, cache_dir"):
+        executor(queue="gpu")
+
+
+def test_one_worker_named_by_a_string_is_that_worker() -> None:
+    # workers="big-1" was split into its letters, and the task waited for workers b, i, g, ...
+    assert ct.executor.DaskExecutor(workers="big-1").task_options().to_json() == {
+        "workers": ["big-1"]}
+
+
 def test_plugin_executors_and_unknown_names_decorate_and_are_marked_on_the_node() -> None:
     slurm = ct.executor.SlurmExecutor(username="me", address="hpc.example.org",
                                       options={"partition": "gpu"}, time_limit=600)

@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+import inspect
 from typing import Any
 
-from ..base import AsyncBaseExecutor
+from ..base import AsyncBaseExecutor, refuse_unknown
 
 
 class DaskExecutor(AsyncBaseExecutor):
@@ -31,7 +32,8 @@ class DaskExecutor(AsyncBaseExecutor):
                  priority: int = 0, **kwargs: Any) -> None:
         super().__init__(log_stdout, log_stderr, cache_dir, time_limit, retries,
                          resources=resources, workers=workers,
-                         allow_other_workers=allow_other_workers, priority=priority, **kwargs)
+                         allow_other_workers=allow_other_workers, priority=priority)
+        refuse_unknown(type(self), kwargs, _OPTIONS)
         self.scheduler_address = scheduler_address
         self.conda_env = conda_env
         self.current_env_on_conda_fail = current_env_on_conda_fail
@@ -42,3 +44,7 @@ class DaskExecutor(AsyncBaseExecutor):
                   task_metadata: dict[str, Any]) -> Any:
         """The electron itself (the worker runs it directly; this is for direct callers)."""
         return function(*args, **kwargs)
+
+
+_OPTIONS = [name for name in inspect.signature(DaskExecutor.__init__).parameters
+            if name not in ("self", "kwargs")]

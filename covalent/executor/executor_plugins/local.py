@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+import inspect
 from typing import Any
 
-from ..base import BaseExecutor
+from ..base import BaseExecutor, refuse_unknown
 
 
 class LocalExecutor(BaseExecutor):
@@ -22,7 +23,8 @@ class LocalExecutor(BaseExecutor):
                  allow_other_workers: bool = False, priority: int = 0, **kwargs: Any) -> None:
         super().__init__(log_stdout, log_stderr, cache_dir, time_limit, retries,
                          resources=resources, workers=workers,
-                         allow_other_workers=allow_other_workers, priority=priority, **kwargs)
+                         allow_other_workers=allow_other_workers, priority=priority)
+        refuse_unknown(type(self), kwargs, _OPTIONS)
         self.workdir = workdir
         self.create_unique_workdir = create_unique_workdir
         self.conda_env = conda_env
@@ -32,3 +34,7 @@ class LocalExecutor(BaseExecutor):
             task_metadata: dict[str, Any]) -> Any:
         """The electron itself (the worker runs it directly; this is for direct callers)."""
         return function(*args, **kwargs)
+
+
+_OPTIONS = [name for name in inspect.signature(LocalExecutor.__init__).parameters
+            if name not in ("self", "kwargs")]
