@@ -141,6 +141,14 @@ class GraphBuilder:
                     f"argument {name!r} is an electron that was not called inside this lattice"
                 )
             g.edges.append(Edge(value.node_id, dst, name, kind, index))  # the common case
+        elif is_namedtuple(value) and _holds_called(value):
+            # A namedtuple of electrons' outputs reaches the electron as that namedtuple (it
+            # carried the electrons themselves, unrun); one of plain values is a parameter.
+            node = g.add_node(ELECTRON_TUPLE_NAME, NodeKind.TUPLE)
+            g.nodes[node].value = g.add_blob(dumps(type(value), f"the type of argument {name!r}"))
+            for i, item in enumerate(value):
+                self.connect(node, name, item, EdgeKind.ARG, i)
+            g.add_edge(node, dst, name, kind, index)
         elif isinstance(value, list | tuple | set) and not is_namedtuple(value):
             # As in Covalent, a tuple or a set reaches the electron as a list (#12 item 10).
             node = g.add_node(ELECTRON_LIST_PREFIX, NodeKind.LIST)
@@ -186,7 +194,9 @@ class GraphBuilder:
                 raise WorkflowDefinitionError("the lattice returns an electron it did not call")
             refs.append(value.node_id)
             return NodeOutput(value.node_id)
-        if isinstance(value, list | tuple | set) and not is_namedtuple(value):
+        if is_namedtuple(value):  # its type kept, the outputs it holds filled in
+            return type(value)._make(self._template(v, refs) for v in value)
+        if isinstance(value, list | tuple | set):
             # As in Covalent, the lattice's tuples and sets come back as lists (#12 item 10).
             return [self._template(v, refs) for v in value]
         if isinstance(value, dict):
@@ -252,12 +262,29 @@ def _skeleton(template: Any, order: dict[int, int]) -> str:
         return f"⟨{order[template.node_id]}⟩"
     if isinstance(template, list):
         return "[" + ", ".join(_skeleton(v, order) for v in template) + "]"
-    if isinstance(template, tuple) and not is_namedtuple(template):
+    if is_namedtuple(template):
+        fields = ", ".join(f"{k}={_skeleton(v, order)}" for k, v in template._asdict().items())
+        return f"{type(template).__name__}({fields})"
+    if isinstance(template, tuple):
         inner = ", ".join(_skeleton(v, order) for v in template)
         return f"({inner}{',' if len(template) == 1 else ''})"
     if isinstance(template, dict):
         return "{" + ", ".join(f"{preview(k)}: {_skeleton(v, order)}" for k, v in template.items()) + "}"
     return preview(template)
+
+
+ELECTRON_TUPLE_NAME = ":electron_tuple:"  # a namedtuple gathered from electrons' outputs
+
+
+def _holds_called(value: Any) -> bool:
+    """Whether ``value`` holds an electron called in a lattice, in any list, tuple, set or dict."""
+    if isinstance(value, _late().Electron):
+        return not _uncalled(value)
+    if isinstance(value, list | tuple | set | frozenset):
+        return any(_holds_called(v) for v in value)
+    if isinstance(value, dict):
+        return any(_holds_called(v) for v in value.values())
+    return False
 
 
 class _Late:

@@ -75,6 +75,10 @@ class Electron(Generic[P, R]):
             if self.function is None:
                 raise TypeError(f"{self.node_name} can only be called inside a lattice")
             return self.function(*args, **kwargs)
+        if self.node_id is not None:  # an output, e.g. ``big().sum()``: it is not known yet
+            raise WorkflowDefinitionError(
+                f"{self._what()} is called while the lattice is built, before it exists: call "
+                "it (or its method) inside an electron that takes it as an argument")
         meta = self.effective_metadata(builder.defaults)
         if self.function is not None and self.kind is NodeKind.ELECTRON:
             _check_signature(self.function, self.node_name, args, kwargs, _injected(meta))
@@ -220,7 +224,20 @@ class Electron(Generic[P, R]):
             return f"<Electron {self.node_name!r} node {self.node_id}>"
         return f"<Electron {self.node_name!r}>"
 
+    def _what(self) -> str:
+        if self.kind is NodeKind.GETATTR:
+            return f"an attribute of the output of {self.node_name[1:].split('.__')[0]!r}"
+        return f"the output of {self.node_name!r} (node {self.node_id})"
+
     def __reduce_ex__(self, protocol: Any) -> Any:
+        if self.node_id is not None and self.builder is not None \
+                and active_builder() is self.builder:
+            # Inside an object the lattice passes or returns that is not a list, tuple, set,
+            # dict or namedtuple (a dataclass, say): the node's output is not put in its place.
+            raise WorkflowDefinitionError(
+                f"{self._what()} is inside an object that is not a list, tuple, set, "
+                "dict or namedtuple: only those are filled with electrons' outputs; pass the "
+                "output itself, or build the object inside an electron")
         # A module-level electron travels as "import module.name", as its function would,
         # unless its module is being sent by value (DepsModule).
         if self.node_id is None and self.kind is NodeKind.ELECTRON:

@@ -232,7 +232,8 @@ def compile_graph(dispatch_id: str, graph: WorkflowGraph, preset: dict[int, Pres
         if src not in gathers:  # a gathering node: gathered in place from its own parents
             layout, nested, refs = arguments(src)  # (node ids are not in topological order)
             node = graph.nodes[src]
-            extra = blobs[node.value] if node.kind is NodeKind.DICT and node.value is not None else None
+            extra = (blobs[node.value] if node.kind in (NodeKind.DICT, NodeKind.TUPLE)
+                     and node.value is not None else None)  # the keys, the namedtuple's type
             gathers[src] = (GatherSpec(str(node.kind), extra, layout, nested), List(*refs))
         return gathers[src]
 

@@ -31,7 +31,8 @@ def gather_update(dispatch_id: str, graph: WorkflowGraph, node_id: int, edges: S
     # it reading ``kind.value`` per edge (#23).
     spec: dict[str, Any] = {"kind": str(node.kind), "parts": list(map(_SRC, edges)),
                             "layout": list(map(_LAYOUT, edges))}
-    if node.kind is NodeKind.DICT and node.value is not None:  # the keys (small), pickled
+    if node.kind in (NodeKind.DICT, NodeKind.TUPLE) and node.value is not None:
+        # the keys, or the namedtuple's type (small), pickled
         spec["extra"] = base64.b64encode(graph.blobs[node.value]).decode()
     args = [e for e in edges if e.kind != EdgeKind.WAIT]
     shown = [previews.get(e.src, "") for e in args]

@@ -49,7 +49,9 @@ def fill_template(template: Any, outputs: dict[int, Any]) -> Any:
         return outputs[template.node_id]
     if isinstance(template, list):
         return [fill_template(v, outputs) for v in template]
-    if isinstance(template, tuple) and not is_namedtuple(template):
+    if is_namedtuple(template):
+        return type(template)._make(fill_template(v, outputs) for v in template)
+    if isinstance(template, tuple):
         return tuple(fill_template(v, outputs) for v in template)
     if isinstance(template, dict):
         return {k: fill_template(v, outputs) for k, v in template.items()}
@@ -111,11 +113,12 @@ def arguments(layout: Layout, values: Sequence[Any]) -> tuple[list[Any], dict[st
 
 
 def gather(kind: str, extra: Any, args: list[Any], kwargs: dict[str, Any]) -> Any:
-    """The value of a gathering node; ``extra`` is the dict's keys or the result's template."""
+    """The value of a gathering node; ``extra`` is the dict's keys, the namedtuple's type or the
+    result's template."""
     if kind == "list":
         return args
-    if kind == "tuple":
-        return tuple(args)
+    if kind == "tuple":  # ``extra``: a namedtuple's type
+        return extra._make(args) if extra is not None else tuple(args)
     if kind == "dict":
         return dict(zip(extra, args, strict=True))
     if kind == "postprocess":

@@ -4,6 +4,8 @@ get_context, covalent_start/covalent_stop/is_covalent_running, the result node's
 from __future__ import annotations
 
 import asyncio
+import collections
+import dataclasses
 import subprocess
 import sys
 import textwrap
@@ -157,3 +159,53 @@ def test_triggers_are_reached_as_ct_triggers_as_in_covalents_quick_start() -> No
         print(type(trigger).__name__, ct.triggers.TimeTrigger(time_gap=5).time_gap)
         """)], capture_output=True, text=True, timeout=60, cwd=REPO)
     assert out.returncode == 0 and out.stdout.split() == ["DirTrigger", "5.0"], out.stderr
+
+
+_Pair = collections.namedtuple("_Pair", "x y")
+
+
+@dataclasses.dataclass
+class _Box:
+    content: object
+
+
+@ct.electron
+def _one():
+    return 1
+
+
+@ct.electron
+def _kind_and_sum(p):
+    return type(p).__name__, p.x + p.y
+
+
+@ct.electron
+def _numbers():
+    return [1, 2, 3]
+
+
+async def test_a_namedtuple_of_outputs_is_filled_in_and_keeps_its_type(addr: str) -> None:
+    # A namedtuple holding electrons was passed and returned with the electrons themselves in
+    # it, unrun: a COMPLETED dispatch whose result held <Electron 'one' node 0>.
+    @ct.lattice
+    def wf():
+        return {"sum": _kind_and_sum(_Pair(_one(), 2)), "pair": _Pair(_one(), 2),
+                "plain": _Pair(5, 6)}
+
+    result = await run(wf, addr)
+    assert result.status == "COMPLETED", result.error
+    assert result.result == {"sum": ("_Pair", 3), "pair": _Pair(1, 2), "plain": _Pair(5, 6)}
+    assert type(result.result["pair"]) is _Pair
+
+
+@pytest.mark.parametrize("body, said", [
+    (lambda: _numbers().count(1), "an attribute of the output of '_numbers' is called"),
+    (lambda: _kind_and_sum(_Box(_one())), r"argument 'p' \(a _Box\) cannot be pickled: .*the "
+                                          "output of '_one' .* is inside an object that is not"),
+    (lambda: _Box(_one()), "the lattice's return value cannot be pickled: .*'_one'"),
+])
+def test_an_output_used_where_it_cannot_be_filled_in_is_a_clear_error(body, said: str) -> None:
+    # big().sum() failed on the worker with IndexError; a dataclass holding an electron ran
+    # with the electron itself in it.
+    with pytest.raises(ct.errors.CovalentError, match=said):
+        ct.lattice(body).build_graph()
