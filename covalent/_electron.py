@@ -384,6 +384,12 @@ def electron(
         >>> add(1, 2)
         3
     """
+    for given in (executor, backend):
+        if isinstance(given, Electron) and given.node_id is not None:
+            raise WorkflowDefinitionError(
+                f"executor= is given {given._what()}, which exists only once it has run, but "
+                "the executor is chosen when the lattice is built: choose it with plain Python "
+                "in the lattice")
     meta = hook_metadata(executor if executor is not None else backend, files, deps_bash,
                          deps_pip, [*as_deps_modules(deps_module), *as_hooks(call_before, "call_before")],
                          call_after)

@@ -242,8 +242,16 @@ async def _submit(request: web.Request, upload: Upload) -> web.Response:
                                                    owner=owner, graph_text=upload.graph_text)
     trigger_ids = []
     if created:
-        for body in registrations:
-            trigger_ids.append(await app[TRIGGERS].register(body, dispatch_id))
+        try:
+            for body in registrations:
+                trigger_ids.append(await app[TRIGGERS].register(body, dispatch_id))
+        except BaseException:
+            # The dispatch waits for its triggers, and its caller never learns its id: a
+            # refused trigger leaves nothing behind (it stayed NEW_OBJECT in the list for good).
+            if trigger_ids:
+                await app[TRIGGERS].stop([dispatch_id])
+            await app[STORE].delete_dispatches([dispatch_id], pending=True)
+            raise
     return web.json_response({"dispatch_id": dispatch_id, "trigger_ids": trigger_ids},
                              status=201 if created else 200)
 

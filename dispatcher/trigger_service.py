@@ -134,7 +134,8 @@ class TriggerService:
         if failure is not None:  # refused with the reason, never silently inactive
             self.supervisor.observed.pop(trigger_id, None)
             await self.store.delete_trigger(trigger_id)
-            raise InvalidRequest(f"the trigger cannot observe: {failure}")
+            raise InvalidRequest(f"the trigger {failure}" if failure.startswith("cannot observe")
+                                 else f"the trigger cannot observe: {failure}")
         return trigger_id
 
     async def take(self, trigger_id: str, epoch: int) -> None:

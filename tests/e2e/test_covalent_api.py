@@ -200,6 +200,8 @@ async def test_a_namedtuple_of_outputs_is_filled_in_and_keeps_its_type(addr: str
 
 @pytest.mark.parametrize("body, said", [
     (lambda: _numbers().count(1), "an attribute of the output of '_numbers' is called"),
+    (lambda: ct.electron(len, executor=_numbers())([]),  # said "has no truth value"
+     "executor= is given the output of '_numbers' .* chosen when the lattice is built"),
     (lambda: _kind_and_sum(_Box(_one())), r"argument 'p' \(a _Box\) cannot be pickled: .*the "
                                           "output of '_one' .* is inside an object that is not"),
     (lambda: _Box(_one()), "the lattice's return value cannot be pickled: .*'_one'"),

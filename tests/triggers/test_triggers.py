@@ -169,6 +169,25 @@ async def test_a_dir_trigger_that_cannot_watch_is_refused(dispatcher, addr, tmp_
     assert await triggers_of(dispatcher, dispatch_id) == []  # nothing left half-registered
 
 
+async def test_a_dispatch_whose_trigger_is_refused_leaves_nothing_behind(dispatcher, addr,
+                                                                          tmp_path) -> None:
+    # Covalent's triggers page: a DirTrigger on a directory that is not there. ct.dispatch
+    # raised, yet a NEW_OBJECT dispatch whose id nobody got stayed in the list for good.
+    @ct.lattice(triggers=[TimeTrigger(time_gap=3600),
+                          DirTrigger(str(tmp_path / "never-made"), ["modified"])])
+    def watched():
+        return 1
+
+    before = await dispatch_count(dispatcher)
+    with pytest.raises(ct.errors.InvalidRequestError) as refused:
+        await asyncio.to_thread(ct.dispatch(watched, dispatcher_addr=addr))
+    said = str(refused.value)
+    assert "does not exist" in said and said.count("cannot observe") == 1, said
+    assert await dispatch_count(dispatcher) == before
+    body = await (await dispatcher.get("/api/v1/triggers")).json()
+    assert body["triggers"] == []  # the first one, registered, went with its dispatch
+
+
 class EveryTick(BaseTrigger):
     """A custom trigger whose observe() blocks, as Covalent's TimeTrigger does."""
 
