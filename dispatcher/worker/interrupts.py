@@ -10,8 +10,8 @@ feed a cancelled node too, and those must run to their end): the dispatcher regi
 ``CancelledNodes`` plugin with the cancelled nodes of its running dispatches, which every
 worker, present or joining later, applies. A cancelled node's processes are killed (their whole
 tree), then ``TaskInterrupted`` is raised in its thread at its next Python bytecode; a node that
-has not started returns without running. Code blocked inside a C call runs no bytecode: if it
-is still there after the grace period (``--time-limit-grace``) the worker process is restarted
+has not started returns without running (a node's ``time.sleep`` is woken for it). Code
+blocked inside a C call runs no bytecode: if it is still there after the grace period (``--time-limit-grace``) the worker process is restarted
 through its nanny, so a cancelled ``sleep(3600)`` does not hold a worker slot for an hour.
 """
 
@@ -26,7 +26,7 @@ import threading
 import time
 import weakref
 from collections.abc import Callable, Iterable, Iterator, Mapping
-from typing import Any
+from typing import Any, SupportsIndex
 
 import psutil
 from distributed.diagnostics.plugin import WorkerPlugin
@@ -282,6 +282,30 @@ def _tracked_execute_child(self: subprocess.Popen[Any], *args: Any, **kwargs: An
 # Every process started through subprocess (what deps, hooks, leptons and most user code use)
 # is noted for the node whose thread started it; outside a node this notes nothing.
 subprocess.Popen._execute_child = _tracked_execute_child  # type: ignore[attr-defined]
+
+
+_sleep = getattr(time.sleep, "__wrapped__", time.sleep)  # (the module loaded again: not twice)
+
+
+def _waking_sleep(seconds: "float | SupportsIndex") -> None:
+    """``time.sleep`` in a node's thread ends as soon as the node is interrupted (a cancel, a
+    time limit), as Python code would: Covalent's cancel examples sleep, and a sleep is a C
+    call no exception reaches, so the worker was restarted after the grace period instead."""
+    ident = threading.get_ident()
+    if ident not in interrupts.threads or not isinstance(seconds, int | float) \
+            or not 0 < seconds < 1e9:  # not a node's, or an argument time.sleep itself refuses
+        _sleep(seconds)
+        return
+    woken = threading.Event()
+    with interrupts.waking(woken.set):
+        with interrupts.lock:
+            if ident in interrupts.interrupted:  # before the waker was there: raised at once
+                return
+        woken.wait(seconds)
+
+
+_waking_sleep.__wrapped__ = _sleep  # type: ignore[attr-defined]
+time.sleep = _waking_sleep
 
 
 class CancelledNodes(WorkerPlugin):

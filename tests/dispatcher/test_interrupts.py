@@ -103,6 +103,55 @@ def test_a_second_cancel_of_an_interrupted_node_does_not_cut_its_clean_up_short(
     assert not interrupts.interrupt(thread.ident)  # it left user code
 
 
+@pytest.mark.parametrize("when", ["while it sleeps", "before it sleeps"])
+def test_a_node_asleep_in_time_sleep_is_woken_by_its_interrupt(when: str) -> None:
+    """Covalent's cancel examples sleep: ``time.sleep`` is a C call no exception reaches, so a
+    cancelled ``sleep(600)`` kept its worker's slot until the grace period restarted the
+    worker (14 s, and the next dispatch waited for it). A node's sleep is woken instead."""
+    box: dict[str, Any] = {}
+    entered, go = threading.Event(), threading.Event()
+
+    def node() -> None:
+        try:
+            interrupts.enter("d-sleep", 6)
+            try:
+                entered.set()
+                go.wait(10)
+                time.sleep(600)
+                box["ended"] = "slept"
+            finally:
+                _leave()
+        except TaskInterrupted:
+            box["ended"] = "interrupted"
+
+    thread = threading.Thread(target=node, daemon=True)
+    thread.start()
+    assert entered.wait(10) and thread.ident is not None
+    if when == "while it sleeps":
+        go.set()
+        assert wait_for(lambda: interrupts.wakers.get(thread.ident or 0))  # asleep now
+        assert interrupts.interrupt(thread.ident)
+        thread.join(10)
+        assert not thread.is_alive() and box == {"ended": "interrupted"}
+    else:  # interrupted before the sleep began (its exception due at the next bytecode)
+        with interrupts.lock:
+            interrupts.interrupted[thread.ident] = TaskInterrupted
+        go.set()
+        thread.join(10)  # the sleep returned at once: the exception would land just after
+        assert not thread.is_alive() and box == {"ended": "slept"}
+    assert interrupts.wakers.get(thread.ident) is None
+    time.sleep(0.01)  # outside a node (this thread): the sleep it always was
+
+
+def wait_for(check: Any, timeout: float = 10.0) -> bool:
+    deadline = time.monotonic() + timeout
+    while not check():
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.005)
+    return True
+
+
 def test_a_cancel_that_comes_during_a_step_of_dasks_own_is_raised_once_it_ends() -> None:
     """``outside`` (around ``distributed.secede``): nothing lands inside; the cancel does after."""
     interrupts.enter("d-outside", 4)
