@@ -245,3 +245,6 @@ async def test_redispatch_button_runs_it_again(dispatcher: TestClient, addr: str
     await expect(page.locator("#d-status")).to_have_attribute("data-status", "COMPLETED", timeout=10_000)
     await expect(page.locator("#result-preview")).to_have_text("5")
     assert f"redispatch of squares {dispatch_id[:8]}" in await page.locator("#redispatch-of").inner_text()
+    # Its page shows what it ran on, as the original's does (it said "Inputs: none", no source)
+    assert (await page.locator(".io pre").first.inner_text()).strip() == "3"
+    assert "def squares" in await page.locator("details.source code").first.text_content()
