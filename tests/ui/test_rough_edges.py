@@ -97,6 +97,46 @@ async def served(tmp_path: Path, config_dir: Path) -> Any:
         await runner.cleanup()
 
 
+_HIDE = """(hidden) => {
+    Object.defineProperty(document, "hidden", {value: hidden, configurable: true});
+    document.dispatchEvent(new Event("visibilitychange"));
+}"""
+
+
+async def test_any_number_of_tabs_of_a_running_dispatch_can_be_open(served: Any,
+                                                                    browser: Any) -> None:
+    # Each tab of a running dispatch held one of the browser's 6 connections to the server
+    # with its event stream: with the list and 5 such tabs open, no page of the UI loaded.
+    app, addr = served
+    dispatch_id = await dispatch(waits, addr, 1, wait=False)
+    context = await browser.new_context()
+    try:
+        tabs = []
+        for _ in range(7):  # in the background, as tabs a user is not looking at
+            tab = await context.new_page()
+            await tab.goto(f"http://{addr}/dispatches/{dispatch_id}", timeout=10_000)
+            await graph_drawn(tab)
+            await tab.evaluate(_HIDE, True)
+            tabs.append(tab)
+        listing = await context.new_page()
+        await listing.goto(f"http://{addr}/", timeout=10_000)  # it timed out
+        await expect(listing.locator(f"tr[data-id='{dispatch_id}']")).to_have_count(1)
+        await listing.evaluate(_HIDE, True)
+        logs = await context.new_page()
+        await logs.goto(f"http://{addr}/logs", timeout=10_000)
+        await logs.close()
+        first = tabs[0]
+        await first.evaluate(_HIDE, False)  # looked at again: followed again, up to date
+        tasks.release.set()
+        await expect(first.locator("#d-status")).to_have_attribute("data-status", "COMPLETED",
+                                                                   timeout=15_000)
+        await listing.evaluate(_HIDE, False)
+        await expect(listing.locator(f"tr[data-id='{dispatch_id}'] .badge")).to_have_attribute(
+            "title", "COMPLETED", timeout=15_000)
+    finally:
+        await context.close()
+
+
 async def test_a_closed_tab_leaves_no_error_in_the_log(served: Any, browser: Any) -> None:
     app, addr = served
     dispatch_id = await dispatch(waits, addr, 1, wait=False)

@@ -328,8 +328,18 @@
     });
   }
   window.addEventListener("pagehide", () => { if (events) events.close(); });
+  // A browser opens at most 6 connections to one server, and each open stream holds one: a
+  // hidden tab gives its stream back, so any number of tabs can be open (at the 6th, every
+  // page of the UI stopped loading). Shown again, a new stream's snapshot brings it up to date.
+  document.addEventListener("visibilitychange", () => {
+    if (document.hidden) {
+      if (events) { events.close(); events = null; }
+    } else if (!events && page.dataset.ended !== "1") {
+      follow();
+    }
+  });
 
-  follow();
+  if (!document.hidden) follow();
   loadGraph();
   drawerFromHash();
   if (new URLSearchParams(window.location.search).get("view") === "timeline") {

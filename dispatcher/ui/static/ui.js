@@ -218,7 +218,7 @@
     const table = document.getElementById("dispatches");
     if (source) { source.close(); source = null; }
     updateSelection();
-    if (!table) return;
+    if (!table || document.hidden) return;  // (opened in the background: followed when shown)
     source = new EventSource("/ui/events?ids=" + encodeURIComponent(table.dataset.ids));
     source.addEventListener("rows", (ev) => { for (const r of JSON.parse(ev.data)) updateRow(table, r); });
     source.addEventListener("new", () => {
@@ -229,6 +229,15 @@
   document.addEventListener("DOMContentLoaded", followList);
   document.addEventListener("htmx:afterSettle", (ev) => { if (ev.target.id === "table") followList(); });
   window.addEventListener("pagehide", () => { if (source) source.close(); });
+  // As a dispatch's page does: a hidden tab closes its stream (a browser's 6 connections to one
+  // server are soon taken otherwise); shown again, the table is read anew and followed.
+  document.addEventListener("visibilitychange", () => {
+    if (document.hidden) {
+      if (source) { source.close(); source = null; }
+    } else if (!source && document.getElementById("dispatches")) {
+      refreshList();
+    }
+  });
   window.covalentUI = {toast, label, setBadge, localTimes, duration, act};
   window.covalentDuration = duration;
 })();
