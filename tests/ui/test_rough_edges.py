@@ -137,6 +137,27 @@ async def test_any_number_of_tabs_of_a_running_dispatch_can_be_open(served: Any,
         await context.close()
 
 
+async def test_a_running_nodes_runtime_in_the_table_goes_on(served: Any, browser: Any) -> None:
+    # It stood at what it was when the table was last drawn (4.22 s for a node 10 s in),
+    # while the summary's and the drawer's clocks went on.
+    app, addr = served
+    dispatch_id = await dispatch(waits, addr, 1, wait=False)
+    context = await browser.new_context()
+    try:
+        page = await context.new_page()
+        await page.goto(f"http://{addr}/dispatches/{dispatch_id}")
+        running = page.locator("#node-table tbody tr", has=page.locator(".badge[title=RUNNING]"))
+        await expect(running).to_have_count(1, timeout=15_000)
+        cell = running.locator("td.time").last
+        first = await cell.inner_text()
+        await expect(cell).not_to_have_text(first, timeout=5_000)  # it ticks, once a second
+        tasks.release.set()
+        await expect(page.locator("#d-status")).to_have_attribute("data-status", "COMPLETED",
+                                                                  timeout=15_000)
+    finally:
+        await context.close()
+
+
 async def test_a_closed_tab_leaves_no_error_in_the_log(served: Any, browser: Any) -> None:
     app, addr = served
     dispatch_id = await dispatch(waits, addr, 1, wait=False)
