@@ -17,6 +17,8 @@ dispatch page's Timeline tab reads: the bars as JSON, the statistics as an HTML 
 
 from __future__ import annotations
 
+import re
+
 from collections import defaultdict
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -39,6 +41,22 @@ from .views import duration, parse_time
 routes = web.RouteTableDef()
 SLOWEST = 10
 NOT_RECORDED = "worker not recorded"
+_SOCKET = re.compile(r"unix://.*/(\d+)-[0-9a-f]+\.sock")
+
+
+def worker_label(address: str) -> str:
+    """A worker as a lane is labelled: its ``host:port``, or the process of one of the
+    embedded cluster's Unix sockets (named after its pid; the paths differ only at their end).
+
+    >>> worker_label("unix:///tmp/run/sockets-1a2b3c4d/24902-2f42d297.sock")
+    'worker pid 24902'
+    >>> worker_label("tls://10.0.0.2:40123")
+    '10.0.0.2:40123'
+    """
+    found = _SOCKET.fullmatch(address)
+    if found:
+        return f"worker pid {found.group(1)}"
+    return address.split("://", 1)[-1]
 REUSED = "reused (did not run)"
 
 
@@ -112,7 +130,8 @@ def timeline(rows: list[NodeRow], edges: list[list[Any]], start: str | None, end
         ready = max((ends.get(p, 0.0) for p in parents[r.node_id]), default=0.0)
         bar = Bar(r.node_id, display_name(r.name), r.status, began, max(ended, began),
                   max(began - ready, 0.0))
-        bar.group = REUSED if reused and r.node_id in reused else (r.worker or NOT_RECORDED)
+        bar.group = (REUSED if reused and r.node_id in reused
+                     else worker_label(r.worker) if r.worker else NOT_RECORDED)
         bars.append(bar)
     lanes = _pack(bars)
     out = Timeline(span, bars, lanes)
