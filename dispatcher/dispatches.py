@@ -311,11 +311,11 @@ async def clone(store: DispatchStore, runner: Runner, row: DispatchRecord,
     assert row.inputs_ref and row.lattice_ref
     sources = await store.blob_sources([row.inputs_ref, row.lattice_ref])
     blobs = list(graph.blobs)
-    header = {"dispatch_id": new_id or str(uuid.uuid4()), "name": row.name,
-              "inputs": len(blobs), "lattice": len(blobs) + 1,
-              # what the page shows of it: the same inputs and sources as the original's
-              **{k: row.meta[k] for k in ("sources", "lattice_source", "inputs_preview")
-                 if k in row.meta}}
+    header: dict[str, Any] = {"dispatch_id": new_id or str(uuid.uuid4()), "name": row.name,
+                              "inputs": len(blobs), "lattice": len(blobs) + 1,
+                              # what the page shows of it: the same inputs and sources as the original's
+                              **{k: row.meta[k] for k in ("sources", "lattice_source",
+                                                          "inputs_preview") if k in row.meta}}
     for ref in (row.inputs_ref, row.lattice_ref):
         stored[len(blobs)] = StoredBlob(ref, sources[ref].size)
         blobs.append(b"")
