@@ -42,6 +42,7 @@ from .instance import (EXIT_BAD_SETTINGS, EXIT_CLUSTER, EXIT_PORT_IN_USE, EXIT_R
 from .loopwatch import LoopWatch
 from .relaunch import MAX_RELAUNCHES, RELAUNCH, execute_again, recent as relaunches, take_over
 from .settings import Settings, json_object, parse_adapt, parse_public_url
+from .worker.quiet import USER_UMASK
 
 log = logging.getLogger("covalent.dispatcher")
 
@@ -208,8 +209,11 @@ def bind(host: str, port: int) -> socket.socket:
 
 
 def prepare_data_dir(data_dir: Path) -> None:
-    """Everything the server writes is its user's alone: data dir 0700, files 0600."""
-    os.umask(0o077)
+    """Everything the server writes is its user's alone: data dir 0700, files 0600. (The
+    embedded cluster's workers go back to the user's own umask for what nodes write:
+    ``USER_UMASK``, kept through a relaunch.)"""
+    previous = os.umask(0o077)
+    os.environ.setdefault(USER_UMASK, f"{previous:o}")
     data_dir.mkdir(parents=True, exist_ok=True)
     data_dir.chmod(0o700)
 

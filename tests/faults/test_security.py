@@ -384,3 +384,30 @@ def test_a_loopback_listener_the_kernel_does_not_name_is_sent_nothing(
         with accepted:
             accepted.settimeout(2)
             assert accepted.recv(1024) == b""  # closed, and nothing was written to it
+
+
+@ct.electron
+def _write_and_stat(path):
+    with open(path, "w") as fh:
+        fh.write("result")
+    return stat.S_IMODE(os.stat(path).st_mode), f"{os.umask(0o022):o}"
+
+
+@ct.lattice
+def _writes(path):
+    return _write_and_stat(path)
+
+
+def test_what_a_node_writes_has_the_users_umask_and_the_store_stays_private(
+        server: ServerProcess, tmp_path: Path) -> None:
+    # Every file an electron wrote was 0600 (the dispatcher's umask 077, inherited), unreadable
+    # to the group a lab shares results with; plain Dask and Covalent honour the user's umask.
+    server.start(preexec=lambda: os.umask(0o002))
+    out = tmp_path / "shared" / "result.txt"
+    out.parent.mkdir()
+    dispatch_id = ct.dispatch(_writes, dispatcher_addr=server.addr)(str(out))
+    result = ct.get_result(dispatch_id, wait=True, dispatcher_addr=server.addr)
+    assert (result.status, result.result) == ("COMPLETED", (0o664, "2"))
+    private = [p for p in server.data_dir.rglob("*") if p.is_file()
+               and stat.S_IMODE(p.stat().st_mode) & 0o077]
+    assert private == [] and stat.S_IMODE(server.data_dir.stat().st_mode) == 0o700
