@@ -286,7 +286,7 @@ class BlobStore:
         (a large output is never held as one more copy in memory); its (address, size)."""
         local = self.root if self.local else None
         if local is not None:
-            os.makedirs(local, exist_ok=True)
+            os.makedirs(local, mode=0o700, exist_ok=True)
         fd, tmp = tempfile.mkstemp(prefix=".tmp-", dir=local)
         try:
             with os.fdopen(fd, "wb") as fh:
@@ -296,7 +296,7 @@ class BlobStore:
             if local is not None:
                 target = self.path(ref)
                 if self._size(target) != size:  # else there whole already
-                    os.makedirs(os.path.dirname(target), exist_ok=True)
+                    os.makedirs(os.path.dirname(target), mode=0o700, exist_ok=True)
                     os.replace(tmp, target)
             else:
                 self.adopt(tmp, ref)
@@ -330,7 +330,7 @@ class BlobStore:
         if self._size(target) == len(data):
             return
         directory = os.path.dirname(target)
-        os.makedirs(directory, exist_ok=True)
+        os.makedirs(directory, mode=0o700, exist_ok=True)
         fd, tmp = tempfile.mkstemp(prefix=".tmp-", dir=directory)
         try:
             with os.fdopen(fd, "wb") as fh:
@@ -349,7 +349,7 @@ class BlobStore:
                 return  # moved in already (one blob named twice), or there already
             if self.local:  # moved next to its place, then renamed over whatever is there
                 directory = os.path.dirname(target)
-                os.makedirs(directory, exist_ok=True)
+                os.makedirs(directory, mode=0o700, exist_ok=True)
                 fd, tmp = tempfile.mkstemp(prefix=".tmp-", dir=directory)
                 os.close(fd)
                 shutil.move(path, tmp)  # a rename when both are on one file system

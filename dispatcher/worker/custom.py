@@ -117,5 +117,5 @@ def results_dir() -> str:
     except ValueError:  # not on a worker (a direct call in a test)
         base = os.path.join(os.path.expanduser("~"), ".cache", "covalent")
     path = os.path.join(base, "covalent-results")
-    os.makedirs(path, exist_ok=True)
+    os.makedirs(path, mode=0o700, exist_ok=True)
     return path
