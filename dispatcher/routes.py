@@ -15,7 +15,6 @@ import os
 import re
 from collections.abc import Awaitable, Callable
 from typing import Any
-from urllib.parse import urlencode
 
 from aiohttp import web
 
@@ -28,11 +27,11 @@ from .authz import owner_filter, owner_of_visible, visible_ids
 from .executors import ExecutorTable, serves
 from .keys import CLUSTER_INFO, EXECUTORS, RECORDER, RUNNER, SETTINGS, STORE, TRIGGERS
 from .offload import off_loop
-from .security import bearer
 from .sessions import SESSIONS, VIA_SESSION
 from .upload import Upload, read_frame
 from .users import answer_only_the_live, user_of
 from .state import Status
+from .ui.access import link_for
 from .worker.blobs import DamagedBlob
 
 log = logging.getLogger("covalent.dispatcher")
@@ -168,16 +167,13 @@ async def ui_ticket(request: web.Request) -> web.Response:
     if request.get(VIA_SESSION):
         raise Forbidden("a browser session cannot make links into the UI; the token can "
                         "(`covalent status` prints one)")
-    if request.app[RUNNER].replica is not None:
-        # Replicas behind a load balancer: a ticket is known to this replica only, and the
-        # browser may reach another. The link carries the caller's own token, as before
-        # tickets (what a ticket guards against, another user squatting a stopped loopback
-        # dispatcher's port, is no concern of a load balancer's address).
-        return web.json_response({"path": f"/?{urlencode({'token': bearer(request)})}",
-                                  "expires_in": None})
-    sessions = request.app[SESSIONS]
-    ticket = sessions.ticket(user_of(request).name)
-    return web.json_response({"path": f"/?ticket={ticket}", "expires_in": int(sessions.ttl)})
+    # Replicas behind a load balancer: a ticket is known to one replica only, and the browser
+    # may reach another; the link carries the caller's own token, as before tickets (what a
+    # ticket guards against, another user squatting a stopped loopback dispatcher's port, is
+    # no concern of a load balancer's address).
+    replicas = request.app[RUNNER].replica is not None
+    return web.json_response({"path": link_for(request, "/"),
+                              "expires_in": None if replicas else int(request.app[SESSIONS].ttl)})
 
 
 def _store_info(request: web.Request) -> dict[str, Any]:

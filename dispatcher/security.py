@@ -191,13 +191,20 @@ async def _identify(request: web.Request, expected: bytes, sessions: Sessions | 
 
 
 def _link_token(request: web.Request) -> str:
-    """The token of the link ``covalent start`` prints (``GET /?token=...``), nowhere else."""
-    return request.query.get("token", "") if request.method == "GET" and request.path == "/" else ""
+    """The token of a link into a page (``GET /?token=...``, ``GET /dispatches/<id>?token=``),
+    never of an API call, an asset or a fragment."""
+    return request.query.get("token", "") if _a_page(request) else ""
 
 
 def _link_ticket(request: web.Request) -> str:
-    """The ticket of the link the CLI prints (``GET /?ticket=...``), nowhere else."""
-    return request.query.get("ticket", "") if request.method == "GET" and request.path == "/" else ""
+    """The ticket of a link the CLI or the SDK prints (``GET /?ticket=...``, or a deeper page's:
+    ``lattice.draw``'s preview), never of an API call, an asset or a fragment."""
+    return request.query.get("ticket", "") if _a_page(request) else ""
+
+
+def _a_page(request: web.Request) -> bool:
+    return request.method == "GET" and not request.path.startswith(
+        (wire.API + "/", "/static/", "/ui/")) and request.path != wire.API
 
 
 def bearer(request: web.Request) -> str:

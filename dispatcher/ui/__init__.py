@@ -46,6 +46,7 @@ def setup(app: web.Application) -> None:
                                autoescape=True, undefined=jinja2.StrictUndefined)
     env.filters.update(when=when, at=at, duration=duration, label=label, size=size)
     env.globals.update(plural=plural, inline_css=_inline_css)
+    app.middlewares.append(access.enter_from_link)  # inside the guards: a link let in
     app.middlewares.insert(0, _token_page)
     app.middlewares.insert(0, access.ui_responses)
     app.add_routes(listing.routes)

@@ -5,11 +5,12 @@ content types). A browser cannot send an ``Authorization`` header on a navigatio
 
 - the link ``covalent start`` and ``covalent status`` print, ``/?ticket=<ticket>`` (a secret
   the server made for the CLI, ``POST /api/v1/ui/tickets``), or one made by hand,
-  ``/?token=<token>``, is accepted by the token guard (on ``GET /`` only; a token compared in
-  constant time); ``enter`` answers it with a browser session
+  ``/?token=<token>``, is accepted by the token guard (on a page's ``GET`` only, any page:
+  ``lattice.draw`` prints ``/preview/<id>?ticket=``; a token compared in constant time);
+  ``enter`` answers it with a browser session
   (``dispatcher.sessions``: a short-lived secret of its own, bound to the user whose browser
-  opened it, in an HttpOnly, SameSite=Strict cookie; never the token) and a redirect to ``/``,
-  so the secret leaves the address bar at once;
+  opened it, in an HttpOnly, SameSite=Strict cookie; never the token) and a redirect to the
+  same page without it, so the secret leaves the address bar at once;
 - a page refused by a guard is answered with an HTML page saying why (401: open the link
   ``covalent start`` printed); API paths keep their JSON errors;
 - every UI response carries a Content-Security-Policy that runs only this server's own script
@@ -20,6 +21,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Awaitable, Callable
+from urllib.parse import urlencode
 
 import aiohttp_jinja2
 from aiohttp import web
@@ -27,8 +29,9 @@ from aiohttp import web
 from covalent import wire
 
 from ..errors import Forbidden
-from ..keys import SETTINGS
-from ..sessions import SESSIONS
+from ..keys import RUNNER, SETTINGS
+from ..security import bearer
+from ..sessions import SESSIONS, VIA_SESSION
 from ..users import USER, user_of
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
@@ -48,10 +51,22 @@ def is_page(request: web.Request) -> bool:
             and not request.path.startswith(("/static/", "/ui/")))
 
 
+def link_for(request: web.Request, path: str) -> str:
+    """``path`` (a page) as a link that lets the caller's browser in: with a ticket this
+    server made for the caller (never the token: see ``dispatcher.sessions``), or the caller's
+    own token for replicas behind a load balancer (a ticket is known to one replica only)."""
+    if not request.app[SETTINGS].token or request.get(VIA_SESSION):
+        return path  # no token to get past, or a browser that is in already
+    if request.app[RUNNER].replica is not None:
+        return f"{path}?{urlencode({'token': bearer(request)})}"
+    return f"{path}?ticket={request.app[SESSIONS].ticket(user_of(request).name)}"
+
+
 def enter(request: web.Request) -> web.StreamResponse:
-    """Answer the link ``/?ticket=...`` or ``/?token=...`` (already checked by the token
-    guard): open a session."""
-    resp = web.HTTPFound("/")
+    """Answer a link ``<page>?ticket=...`` or ``<page>?token=...`` (already checked by the
+    token guard): open a session, and go to the page without the secret in its address."""
+    rest = [(k, v) for k, v in request.query.items() if k not in ("ticket", "token")]
+    resp = web.HTTPFound(str(request.rel_url.with_query(rest)))
     if request.app[SETTINGS].token:
         sessions = request.app[SESSIONS]
         secret = sessions.open(request, user_of(request).name)
@@ -60,6 +75,18 @@ def enter(request: web.Request) -> web.StreamResponse:
         resp.set_cookie(sessions.cookie, secret, httponly=True, samesite="Strict", path="/",
                         max_age=int(sessions.ttl))
     return resp
+
+
+@web.middleware
+async def enter_from_link(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """A page opened from a link that carries a ticket or the token (the guard, outside this,
+    let it in): a session, and the same page without it (a deep link keeps its page)."""
+    if is_page(request) and ("ticket" in request.query or "token" in request.query):
+        entered = enter(request)
+        if isinstance(entered, web.HTTPException):  # a redirect: raised, never returned
+            raise entered
+        return entered
+    return await handler(request)
 
 
 @web.middleware

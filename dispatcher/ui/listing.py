@@ -17,7 +17,7 @@ from ..keys import STORE
 from ..state import Status
 from ..store import DispatchQuery
 from ..store.base import DISPATCH_SORTS
-from . import access, live
+from . import live
 from .routes import PAGE_SIZE, STATUSES, common, page_number
 from ..state import TERMINAL
 from .views import duration, seconds
@@ -72,11 +72,6 @@ def _check_filter(params: Mapping[str, str]) -> None:
 
 @routes.get("/")
 async def dispatch_list(request: web.Request) -> web.StreamResponse:
-    if "token" in request.query or "ticket" in request.query:
-        entered = access.enter(request)
-        if isinstance(entered, web.HTTPException):  # a redirect: raised, never returned
-            raise entered
-        return entered
     query, age = listing_query(request.query, owner=owner_filter(request))
     wanted = page_number(request)
     store = request.app[STORE]

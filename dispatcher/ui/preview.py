@@ -24,6 +24,7 @@ from covalent.wire import NodeKind
 
 from ..errors import InvalidRequest
 from ..users import may_see, user_of
+from .access import link_for
 
 routes = web.RouteTableDef()
 KEEP = 20
@@ -53,8 +54,8 @@ async def create(request: web.Request) -> web.Response:
     previews[preview_id] = (name, svg, len(graph["nodes"]), user_of(request).name)
     while len(previews) > KEEP:
         previews.popitem(last=False)
-    return web.json_response({"preview_id": preview_id, "path": f"/preview/{preview_id}"},
-                             status=201)
+    return web.json_response({"preview_id": preview_id,  # a link that lets its browser in
+                              "path": link_for(request, f"/preview/{preview_id}")}, status=201)
 
 
 @routes.get("/preview/{preview_id}")

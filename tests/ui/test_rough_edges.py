@@ -264,3 +264,33 @@ async def test_sizes_and_previews_are_for_people(dispatcher: TestClient, addr: s
     shown = await preview.inner_text()
     last = shown.removesuffix(", …").rsplit(", ", 1)[-1]
     assert float(last) in [i / 7 for i in range(100)] and repr(float(last)) == last  # a whole number
+
+
+async def test_a_link_into_a_deeper_page_lets_the_browser_in_and_keeps_its_page(
+        guarded: TestClient, page: Any, monkeypatch: pytest.MonkeyPatch,
+        capsys: pytest.CaptureFixture[str]) -> None:
+    # lattice.draw printed /preview/<id> with nothing that let a browser in (the token page),
+    # and a ticket on any page but / was refused as "not this dispatcher's".
+    here = f"http://{guarded.host}:{guarded.port}"
+    monkeypatch.setenv("COVALENT_DISPATCHER_ADDR", f"{guarded.host}:{guarded.port}")
+    monkeypatch.setenv("COVALENT_TOKEN", TOKEN)
+    await asyncio.to_thread(squares.draw, 3)
+    printed = capsys.readouterr().out
+    found = re.search(r"visit (\S+/preview/[0-9a-f-]+)\?ticket=(\S+)", printed)
+    assert found, printed
+    resp = await page.goto(f"{found.group(1)}?ticket={found.group(2)}")
+    assert resp.status == 200 and page.url == found.group(1)  # the secret left the address bar
+    assert await page.title() == "Preview of squares · Covalent"
+    [cookie] = await page.context.cookies()
+    assert found.group(2) not in cookie["value"]
+
+    await page.context.clear_cookies()
+    dispatch_id = await dispatch(squares, f"{guarded.host}:{guarded.port}", 2)
+    made = await (await guarded.post("/api/v1/ui/tickets", data=b"{}", headers={
+        "Authorization": f"Bearer {TOKEN}", "Content-Type": "application/json"})).json()
+    ticket = made["path"].split("ticket=")[1]
+    resp = await page.goto(f"{here}/dispatches/{dispatch_id}?view=timeline&ticket={ticket}")
+    assert resp.status == 200 and page.url == f"{here}/dispatches/{dispatch_id}?view=timeline"
+    # the API never takes one from an address
+    api = await guarded.get(f"/api/v1/status?ticket={ticket}")
+    assert api.status == 401
