@@ -50,6 +50,8 @@ def user_traceback(text: str, internal: tuple[str, ...] = INTERNAL) -> str:
       File "/home/me/flow.py", line 3, in task
         raise ValueError("no")
     ValueError: no
+    >>> print(user_traceback(tb.replace("/home/me/", "/x/covalent/"), ("/x/covalent/",)))
+    ValueError: no
     """
     out: list[str] = []
     skipping = False
@@ -61,6 +63,10 @@ def user_traceback(text: str, internal: tuple[str, ...] = INTERNAL) -> str:
             skipping = False
         if not skipping:
             out.append(line)
+    # A header whose every frame was ours says nothing (a sublattice's failure): dropped.
+    out = [line for i, line in enumerate(out)
+           if not (line.startswith("Traceback (most recent call last):")
+                   and (i + 1 == len(out) or not _FRAME.match(out[i + 1])))]
     return "\n".join(out) + ("\n" if text.endswith("\n") else "")
 
 
