@@ -419,7 +419,9 @@ def status(dispatch_id: str | None) -> None:
     if triggers is not None:
         click.echo(f"Active triggers: {len(triggers)}")
         for t in triggers:
-            click.echo(f"  {t.get('name')} for {t.get('dispatch_id')} (fired {t.get('fire_count')} times)")
+            failing = f"; last error: {t['last_error']}" if t.get("last_error") else ""
+            click.echo(f"  {t.get('name')} for {t.get('dispatch_id')} "
+                       f"(fired {t.get('fire_count')} times{failing})")
     if info.get("store", {}).get("database"):
         click.echo(f"Database: {info['store']['database']}")
     if info.get("store", {}).get("write_error"):

@@ -104,6 +104,14 @@ async def test_a_missing_sqlite_file_is_an_error_shown_until_it_exists(dispatche
     await wait_until(error, timeout=10)
     assert "unable to open database file" in (await error() or "")
     assert not db.exists()  # polled read-only: never created by the trigger
+    # `covalent status` said "fired 0 times", nothing of why
+    from click.testing import CliRunner
+
+    from dispatcher.cli import main
+    shown = await asyncio.to_thread(CliRunner().invoke, main, ["status"],
+                                    env={"COVALENT_DISPATCHER_ADDR": addr})
+    line = next(ln for ln in shown.output.splitlines() if dispatch_id in ln)
+    assert "fired 0 times; last error: " in line and "unable to open database file" in line
     sqlite_in_another_process(db, "CREATE TABLE jobs (id INTEGER)", "INSERT INTO jobs VALUES (1)")
     await wait_until(lambda: fired(dispatcher, dispatch_id, 1), timeout=10)
     assert await error() is None
