@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import json
 import math
+import re
 from typing import Any
 
 import aiohttp_jinja2
@@ -112,8 +113,16 @@ def _inputs(preview: Any) -> dict[str, Any]:
     return {"args": preview.get("args") or [], "kwargs": preview.get("kwargs") or {}}
 
 
+_SHORT = re.compile(r"[0-9a-f]{6,35}")  # the start of an id, as the list shows it (8)
+
+
 @routes.get("/dispatches/{dispatch_id}")
 async def dispatch_page(request: web.Request) -> web.StreamResponse:
+    given = request.match_info["dispatch_id"].lower()
+    if _SHORT.fullmatch(given):  # a short id pasted from the list or `covalent list`
+        found = await request.app[STORE].find_ids(given, 2, owner_filter(request))
+        if len(found) == 1:
+            raise web.HTTPFound(str(request.rel_url.with_path(f"/dispatches/{found[0]}")))
     row = await get_dispatch(request)
     nodes = await request.app[STORE].node_rows(row.dispatch_id)
     context = {**common(request), **await _summary(request, row, nodes),

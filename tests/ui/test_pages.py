@@ -248,3 +248,13 @@ async def test_redispatch_button_runs_it_again(dispatcher: TestClient, addr: str
     # Its page shows what it ran on, as the original's does (it said "Inputs: none", no source)
     assert (await page.locator(".io pre").first.inner_text()).strip() == "3"
     assert "def squares" in await page.locator("details.source code").first.text_content()
+
+
+async def test_a_short_id_as_the_list_shows_it_opens_its_dispatch(dispatcher: TestClient,
+                                                                  addr: str, page: Any) -> None:
+    dispatch_id = await dispatch(squares, addr, 2)
+    resp = await page.goto(str(dispatcher.make_url(f"/dispatches/{dispatch_id[:8]}")))
+    assert resp.status == 200 and page.url.endswith(f"/dispatches/{dispatch_id}")
+    assert await page.locator("#d-status").inner_text() == "COMPLETED"
+    resp = await page.goto(str(dispatcher.make_url("/dispatches/00000000")))
+    assert resp.status == 404  # none starts so
