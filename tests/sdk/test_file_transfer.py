@@ -70,6 +70,19 @@ def test_strategies_check_their_credentials_at_construction(tmp_path: Path) -> N
         ct.fs_strategies.GCloud(credentials=str(tmp_path / "missing.json"))
 
 
+def test_rsync_to_or_from_a_remote_side_without_a_host_says_so() -> None:
+    # rsync was run with ":/path" and said "ssh: Could not resolve hostname :".
+    for transfer in (ct.fs.TransferFromRemote("/data/in.txt", "/tmp/out.txt",
+                                              strategy=ct.fs_strategies.Rsync()),
+                     ct.fs.TransferToRemote("/data/out.txt", "/tmp/in.txt",
+                                            strategy=ct.fs_strategies.Rsync(user="me"))):
+        with pytest.raises(ValueError, match=r"Rsync\(\) has no host= .*/data/"):
+            transfer.cp()
+    hook, copy = ct.fs.TransferFromRemote(
+        "/data/in.txt", "/tmp/out.txt", strategy=ct.fs_strategies.Rsync(host="hpc")).cp()
+    assert callable(copy)
+
+
 def test_hooks_of_files_inject_from_to_pairs_and_pickle(tmp_path: Path) -> None:
     src, dst = tmp_path / "a.txt", tmp_path / "out" / "b.txt"
     src.write_text("hello")

@@ -38,6 +38,11 @@ class Rsync(FileTransferStrategy):
         return ["rsync", "-a", from_file.filepath, to_file.filepath]
 
     def ssh_argv(self, local_file: File, remote_file: File, transfer_from_remote: bool) -> list[str]:
+        if not self.host:  # rsync would be told ":path" and say "Could not resolve hostname :"
+            raise ValueError(
+                f"Rsync() has no host= for the remote side of this transfer, "
+                f"{remote_file.filepath}: give Rsync(user=..., host=...), or use a local "
+                "transfer (ct.fs.FileTransfer) for a path on the worker's own file system")
         ssh = f"ssh -i {shlex.quote(self.private_key_path)}" if self.private_key_path else "ssh"
         login = f"{self.user}@{self.host}" if self.user else self.host
         remote = f"{login}:{remote_file.filepath}"
