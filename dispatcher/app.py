@@ -308,7 +308,9 @@ async def _cluster_ctx(app: web.Application) -> AsyncIterator[None]:
                         time_limit_grace=settings.time_limit_grace)
         await runner.start()
         app[RUNNER] = runner
-        watcher = asyncio.create_task(_watch_cluster(client, scheduler, app[RELAUNCH]),
+        fixed = cluster if cluster is not None and not cs.cluster_class and cs.adapt is None \
+            else None  # the embedded cluster, of a fixed size: its nannies are kept there
+        watcher = asyncio.create_task(_watch_cluster(client, scheduler, app[RELAUNCH], fixed),
                                       name="covalent-cluster-watch")
         try:
             yield
@@ -355,13 +357,16 @@ class ReapingNanny(Nanny):
 CLIENT_CHECK_S = 0.5  # a lost cluster is seen within this: the runner's next steps fail
 
 
-async def _watch_cluster(client: Client, scheduler: Any, relaunch: Relaunch) -> None:
+async def _watch_cluster(client: Client, scheduler: Any, relaunch: Relaunch,
+                         fixed: SpecCluster | None = None) -> None:
     """Restart this server (``dispatcher.relaunch``) when its cluster is lost: the embedded
     scheduler's process exited, the client closed after failing to reconnect, or it
     reconnected to another scheduler (one restarted at the same address), which holds none of
-    this server's tasks and plugins."""
+    this server's tasks and plugins. And keep a ``fixed``-size embedded cluster at its size: a
+    nanny Dask closed (see ``_start_cluster``) is started again."""
     proc = scheduler.proc if isinstance(scheduler, SchedulerProcess) else None
     first = client.scheduler_info().get("id")
+    short = 0  # checks in a row that found nannies missing
     while True:
         if proc is not None:
             try:
@@ -380,6 +385,13 @@ async def _watch_cluster(client: Client, scheduler: Any, relaunch: Relaunch) -> 
         if first and now and now != first:
             relaunch.request(f"the Dask scheduler was restarted ({first} is now {now})")
             return
+        if fixed is not None:
+            missing = set(fixed.worker_spec) - set(fixed.workers)
+            short = short + 1 if missing else 0
+            if short == 2:  # not one being started right now
+                log.warning("the embedded cluster lost the nannies of workers %s: starting "
+                            "them again", ", ".join(map(str, sorted(missing, key=str))))
+                fixed.scale(len(fixed.worker_spec))  # brings up what the spec has and it lacks
 
 
 CLOSE_S = 15.0  # the embedded cluster's close, before its worker processes are killed
@@ -528,6 +540,12 @@ async def _start_cluster(cs: ClusterSettings, tls_dir: Path, run_dir: Path,
         kwargs["n_workers"] = cs.adapt[0]  # adapt() takes it from there
     if cs.threads_per_worker is not None:
         kwargs["threads_per_worker"] = cs.threads_per_worker
+    # Dask's SpecCluster closes a worker's nanny for good when, this long after one of the
+    # worker's deaths, no worker of its name is up: a worker that died again and was being
+    # restarted at that moment took its nanny with it, and nodes that kill their worker soon
+    # left the cluster at 0 workers (every dispatch then NoWorkerError). The embedded
+    # cluster's nannies restart their workers themselves: never.
+    dask.config.set({"distributed.deploy.lost-worker-timeout": "3650d"})
     cluster: SpecCluster = (_spec_cluster(cs, tls_dir, run_dir, kwargs)
                             if cs.processes and cs.scheduler_process
                             else LocalCluster(asynchronous=True, **kwargs))

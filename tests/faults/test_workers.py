@@ -29,6 +29,11 @@ def workers_server(tmp_path_factory: pytest.TempPathFactory, store_kind: str,
     db_url, drop_database = new_database(request, store_kind)
     env["COVALENT_DB_URL"] = db_url
     env["DASK_DISTRIBUTED__SCHEDULER__ALLOWED_FAILURES"] = "1"
+    # Dask's LocalCluster closed a nanny for good when, this long after one of its worker's
+    # deaths, its worker was down again (restarting): with the default (15 s) a cluster whose
+    # nodes kill their workers often lost them all. The dispatcher sets its own; a short one
+    # here makes the race certain without the fix.
+    env["DASK_DISTRIBUTED__DEPLOY__LOST_WORKER_TIMEOUT"] = "0.3s"
     s = ServerProcess(tmp / "data", env, workers=2, extra=["--mem-per-worker", "400MB"])
     s.start()
     yield s
@@ -83,6 +88,23 @@ async def test_a_task_that_kills_every_worker_fails_with_killed_worker(
     assert result.get_node_result(4)["status"] == "NEW_OBJECT"  # fail-slow: never ran
     await wait_until(lambda: (workers_server.status() or {}).get("cluster", {}).get("workers") == 2,
                      timeout=60)  # the nannies bring the workers back
+
+
+async def test_workers_killed_again_and_again_always_come_back(
+        workers_server: ServerProcess) -> None:
+    def both_up() -> bool:
+        return (workers_server.status() or {}).get("cluster", {}).get("workers") == 2
+
+    for _ in range(3):
+        await wait_until(both_up, timeout=60)
+        for pid in workers_server.worker_pids():
+            os.kill(pid, signal.SIGKILL)
+        await wait_until(lambda: not both_up(), timeout=30)
+    await wait_until(both_up, timeout=60)  # (it stayed at 0: every dispatch NoWorkerError)
+    addr = workers_server.addr
+    dispatch_id = await asyncio.to_thread(ct.dispatch(ct.lattice(add), dispatcher_addr=addr), 1, 2)
+    result = await asyncio.wait_for(asyncio.to_thread(ct.get_result, dispatch_id, True, addr), 60)
+    assert (result.status, result.result) == (ct.status.COMPLETED, 3)
 
 
 async def test_a_task_over_the_memory_limit_fails_and_the_rest_post_processes(
