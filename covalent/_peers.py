@@ -10,7 +10,6 @@ sends the token or reads an answer (``covalent._client``). Elsewhere (another ma
 
 from __future__ import annotations
 
-import os
 import socket
 import struct
 from typing import Any
@@ -48,12 +47,6 @@ def socket_owner(server_end: tuple[Any, ...], client_end: tuple[Any, ...], famil
                         _hex_address("::ffff:" + client_end[0], client_end[1], socket.AF_INET6),
                         _hex_address("::ffff:" + server_end[0], server_end[1], socket.AF_INET6))
     return owner
-
-
-def lists_sockets() -> bool:
-    """Whether this machine lists its sockets' owners (Linux's ``/proc/net``): then a
-    loopback socket it does not list is not to be trusted."""
-    return os.access("/proc/net/tcp", os.R_OK) and os.access("/proc/net/tcp6", os.R_OK)
 
 
 def _lookup(path: str, client: str, server: str) -> int | None:

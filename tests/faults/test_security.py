@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import http.client
+import http.server
 import json
 import os
 import re
@@ -16,6 +17,7 @@ import socket
 import stat
 import subprocess
 import sys
+import threading
 import urllib.error
 import urllib.request
 import uuid
@@ -374,9 +376,16 @@ def test_a_loopback_listener_the_kernel_does_not_name_is_sent_nothing(
         monkeypatch: pytest.MonkeyPatch) -> None:
     """Whose a loopback socket is went unchecked when the kernel's tables did not list it (the
     dual-stack case above, before it was looked for): now nothing is sent to it."""
-    monkeypatch.setattr("covalent._client.socket_owner", lambda *args: None)
+    from covalent import _peers
+
+    def listed_but_theirs(server_end, client_end, family):  # as a server in another netns
+        return None if client_end[1] == port else _peers.socket_owner(server_end, client_end,
+                                                                       family)
+
+    monkeypatch.setattr("covalent._client.socket_owner", listed_but_theirs)
     with socket.create_server(("127.0.0.1", 0)) as listener:
-        addr = f"127.0.0.1:{listener.getsockname()[1]}"
+        port = listener.getsockname()[1]
+        addr = f"127.0.0.1:{port}"
         with pytest.raises(ct.errors.ServerNotYoursError, match="does not say whose it is"):
             ct.get_result(str(uuid.uuid4()), dispatcher_addr=addr)
         listener.settimeout(0.1)
@@ -384,6 +393,29 @@ def test_a_loopback_listener_the_kernel_does_not_name_is_sent_nothing(
         with accepted:
             accepted.settimeout(2)
             assert accepted.recv(1024) == b""  # closed, and nothing was written to it
+    # A kernel that lists neither end (WSL 1, no /proc): as on another machine, talked to.
+    monkeypatch.setattr("covalent._client.socket_owner", lambda *args: None)
+    answering = http.server.HTTPServer(("127.0.0.1", 0), _NotFound)
+    threading.Thread(target=answering.serve_forever, daemon=True).start()
+    try:
+        with pytest.raises(ct.errors.DispatchNotFoundError):
+            ct.get_result(str(uuid.uuid4()), dispatcher_addr=f"127.0.0.1:{answering.server_port}")
+    finally:
+        answering.shutdown()
+        answering.server_close()
+
+
+class _NotFound(http.server.BaseHTTPRequestHandler):
+    def do_GET(self) -> None:  # noqa: N802
+        body = b'{"error": "DispatchNotFound", "message": "dispatch not found"}'
+        self.send_response(404)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def log_message(self, *args: Any) -> None:
+        pass
 
 
 @ct.electron
