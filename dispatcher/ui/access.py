@@ -66,7 +66,10 @@ def enter(request: web.Request) -> web.StreamResponse:
     """Answer a link ``<page>?ticket=...`` or ``<page>?token=...`` (already checked by the
     token guard): open a session, and go to the page without the secret in its address."""
     rest = [(k, v) for k, v in request.query.items() if k not in ("ticket", "token")]
-    resp = web.HTTPFound(str(request.rel_url.with_query(rest)))
+    target = str(request.rel_url.with_query(rest))
+    if target.startswith(("//", "/\\")):  # "//evil.example" is another site to a browser
+        target = "/" + target.lstrip("/\\")
+    resp = web.HTTPFound(target)
     if request.app[SETTINGS].token:
         sessions = request.app[SESSIONS]
         secret = sessions.open(request, user_of(request).name)

@@ -122,7 +122,8 @@ async def dispatch_page(request: web.Request) -> web.StreamResponse:
     if _SHORT.fullmatch(given):  # a short id pasted from the list or `covalent list`
         found = await request.app[STORE].find_ids(given, 2, owner_filter(request))
         if len(found) == 1:
-            raise web.HTTPFound(str(request.rel_url.with_path(f"/dispatches/{found[0]}")))
+            raise web.HTTPFound(str(request.rel_url.with_path(f"/dispatches/{found[0]}")
+                                    .with_query(request.rel_url.query)))
     row = await get_dispatch(request)
     nodes = await request.app[STORE].node_rows(row.dispatch_id)
     context = {**common(request), **await _summary(request, row, nodes),

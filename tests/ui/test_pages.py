@@ -257,8 +257,8 @@ async def test_redispatch_button_runs_it_again(dispatcher: TestClient, addr: str
 async def test_a_short_id_as_the_list_shows_it_opens_its_dispatch(dispatcher: TestClient,
                                                                   addr: str, page: Any) -> None:
     dispatch_id = await dispatch(squares, addr, 2)
-    resp = await page.goto(str(dispatcher.make_url(f"/dispatches/{dispatch_id[:8]}")))
-    assert resp.status == 200 and page.url.endswith(f"/dispatches/{dispatch_id}")
+    resp = await page.goto(str(dispatcher.make_url(f"/dispatches/{dispatch_id[:8]}?view=timeline")))
+    assert resp.status == 200 and page.url.endswith(f"/dispatches/{dispatch_id}?view=timeline")
     assert await page.locator("#d-status").inner_text() == "COMPLETED"
     resp = await page.goto(str(dispatcher.make_url("/dispatches/00000000")))
     assert resp.status == 404  # none starts so

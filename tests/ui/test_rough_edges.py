@@ -6,6 +6,7 @@ sizes and previews.
 from __future__ import annotations
 
 import asyncio
+import http.client
 import dataclasses
 import re
 from datetime import datetime
@@ -294,3 +295,25 @@ async def test_a_link_into_a_deeper_page_lets_the_browser_in_and_keeps_its_page(
     # the API never takes one from an address
     api = await guarded.get(f"/api/v1/status?ticket={ticket}")
     assert api.status == 401
+
+
+@pytest.mark.parametrize("path", ["//evil.example", "/\\evil.example", "///evil.example/x"])
+async def test_a_link_with_the_token_never_redirects_to_another_site(guarded: TestClient,
+                                                                     path: str) -> None:
+    # GET //evil.example?token=... answered "Location: //evil.example", which a browser
+    # follows to another site.
+    def get() -> tuple[int, str]:
+        conn = http.client.HTTPConnection(guarded.host, guarded.port, timeout=10)
+        try:
+            conn.request("GET", f"{path}?token={TOKEN}&view=timeline")
+            resp = conn.getresponse()
+            return resp.status, resp.getheader("Location") or ""
+        finally:
+            conn.close()
+
+    status, location = await asyncio.to_thread(get)
+    if status == 302:
+        assert location.startswith("/") and not location.startswith(("//", "/\\")), location
+        assert "token" not in location and "view=timeline" in location
+    else:
+        assert status == 404
