@@ -63,6 +63,7 @@ class Interrupts:
         self.wakers: dict[int, list[Callable[[], None]]] = {}
         # threads an exception was raised in, until they leave -> the exception
         self.interrupted: dict[int, type[BaseException]] = {}
+        self.woke: set[int] = set()  # of those, threads whose time.sleep it cut short
         self.recent: dict[NodeKey, float] = {}  # nodes that ended -> when (monotonic)
         self._trim_at = RECENT_MIN
         self.cancelled: dict[str, frozenset[int] | None] = {}  # dispatch -> nodes (None: all)
@@ -82,6 +83,7 @@ class Interrupts:
             if ident not in self.interrupted:
                 started = []
             self.interrupted.pop(ident, None)
+            self.woke.discard(ident)
             if node is not None:
                 now = time.monotonic()
                 self.recent[node] = now
@@ -299,9 +301,14 @@ def _waking_sleep(seconds: "float | SupportsIndex") -> None:
     woken = threading.Event()
     with interrupts.waking(woken.set):
         with interrupts.lock:
-            if ident in interrupts.interrupted:  # before the waker was there: raised at once
+            # Interrupted before the waker was there: its exception lands as this returns. Once
+            # only: code that caught it and sleeps again sleeps (it would spin otherwise).
+            if ident in interrupts.interrupted and ident not in interrupts.woke:
+                interrupts.woke.add(ident)
                 return
-        woken.wait(seconds)
+        if woken.wait(seconds):
+            with interrupts.lock:
+                interrupts.woke.add(ident)
 
 
 _waking_sleep.__wrapped__ = _sleep  # type: ignore[attr-defined]
