@@ -141,7 +141,7 @@ class GraphBuilder:
                     f"argument {name!r} is an electron that was not called inside this lattice"
                 )
             g.edges.append(Edge(value.node_id, dst, name, kind, index))  # the common case
-        elif is_namedtuple(value) and _holds_called(value):
+        elif is_namedtuple(value) and hasattr(type(value), "_make") and _holds_called(value):
             # A namedtuple of electrons' outputs reaches the electron as that namedtuple (it
             # carried the electrons themselves, unrun); one of plain values is a parameter.
             node = g.add_node(ELECTRON_TUPLE_NAME, NodeKind.TUPLE)
@@ -195,7 +195,8 @@ class GraphBuilder:
             refs.append(value.node_id)
             return NodeOutput(value.node_id)
         if is_namedtuple(value):  # its type kept, the outputs it holds filled in
-            return type(value)._make(self._template(v, refs) for v in value)
+            make = getattr(type(value), "_make", None)  # (a tuple with _fields only: as it is)
+            return make(self._template(v, refs) for v in value) if make is not None else value
         if isinstance(value, list | tuple | set):
             # As in Covalent, the lattice's tuples and sets come back as lists (#12 item 10).
             return [self._template(v, refs) for v in value]

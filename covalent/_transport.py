@@ -34,7 +34,7 @@ from typing import Any
 
 import cloudpickle
 
-from .errors import SerializationError
+from .errors import SerializationError, WorkflowDefinitionError
 
 
 _DYNAMIC = "<dynamic-code>"
@@ -180,6 +180,8 @@ def dumps(obj: Any, what: str) -> bytes:
         with io.BytesIO() as buf:
             _Pickler(buf).dump(obj)
             return buf.getvalue()
+    except WorkflowDefinitionError as exc:  # an electron's output where none can be put
+        raise WorkflowDefinitionError(f"{what}: {exc}") from None
     except Exception as exc:  # cloudpickle raises many types (TypeError, PicklingError, ...)
         raise SerializationError(
             f"{what} cannot be pickled: {type(exc).__name__}: {exc}"

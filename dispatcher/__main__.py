@@ -16,6 +16,7 @@ from __future__ import annotations
 import argparse
 import gc
 import asyncio
+import contextlib
 import errno
 import logging
 import os
@@ -176,6 +177,8 @@ def inherited_socket(fd: int | None, host: str, port: int) -> socket.socket | No
     try:
         sock = socket.socket(fileno=fd)
     except OSError:
+        with contextlib.suppress(OSError):
+            os.close(fd)
         return None
     try:
         address, bound = sock.getsockname()[:2], None

@@ -247,14 +247,18 @@ def _no_secrets_in_argv(ctx: click.Context, db_url: str | None, store_options: s
     def typed(name: str) -> bool:
         return ctx.get_parameter_source(name) == ParameterSource.COMMANDLINE
 
-    if db_url and typed("db_url") and urlsplit(db_url).password:
+    try:
+        password = urlsplit(db_url).password if db_url else None
+    except ValueError:
+        password = None  # the server says what is wrong with the URL
+    if password and typed("db_url"):
         raise click.UsageError(
             "a database password on the command line is shown to every local user by `ps`: put "
             "the URL in COVALENT_DB_URL or the config file's [database] url, or the password in "
             "~/.pgpass (PostgreSQL reads it)")
     if store_options and typed("store_options"):
         try:
-            keys = list(json.loads(store_options)) if store_options.lstrip().startswith("{") else []
+            keys = _keys(json.loads(store_options))
         except ValueError:
             keys = []  # the server says what is wrong with it
         secret = [k for k in keys if k == "key" or any(w in k.lower() for w in _SECRET_KEYS)]
@@ -264,6 +268,15 @@ def _no_secrets_in_argv(ctx: click.Context, db_url: str | None, store_options: s
                 "line is shown to every local user by `ps`; put the JSON in "
                 "COVALENT_STORE_OPTIONS, or the credentials where fsspec finds them (for S3, "
                 "~/.aws/credentials or AWS_* variables)")
+
+
+def _keys(value: Any) -> list[str]:
+    """Every key of a JSON value's objects, nested ones too (``client_kwargs``)."""
+    if isinstance(value, dict):
+        return [k for key, v in value.items() for k in [str(key), *_keys(v)]]
+    if isinstance(value, list):
+        return [k for v in value for k in _keys(v)]
+    return []
 
 
 def _save_options(path: Path, options: dict[str, Any]) -> None:

@@ -246,7 +246,8 @@ async def _submit(request: web.Request, upload: Upload) -> web.Response:
             # refused trigger leaves nothing behind (it stayed NEW_OBJECT in the list for good).
             if trigger_ids:
                 await app[TRIGGERS].stop([dispatch_id])
-            await app[STORE].delete_dispatches([dispatch_id], pending=True)
+            if await app[STORE].get_status(dispatch_id) == Status.NEW_OBJECT:  # not started
+                await app[STORE].delete_dispatches([dispatch_id], pending=True)  # by one yet
             raise
     return web.json_response({"dispatch_id": dispatch_id, "trigger_ids": trigger_ids},
                              status=201 if created else 200)

@@ -50,7 +50,8 @@ def fill_template(template: Any, outputs: dict[int, Any]) -> Any:
     if isinstance(template, list):
         return [fill_template(v, outputs) for v in template]
     if is_namedtuple(template):
-        return type(template)._make(fill_template(v, outputs) for v in template)
+        make = getattr(type(template), "_make", None)
+        return make(fill_template(v, outputs) for v in template) if make is not None else template
     if isinstance(template, tuple):
         return tuple(fill_template(v, outputs) for v in template)
     if isinstance(template, dict):

@@ -51,14 +51,15 @@ def is_page(request: web.Request) -> bool:
             and not request.path.startswith(("/static/", "/ui/")))
 
 
-def link_for(request: web.Request, path: str) -> str:
+def link_for(request: web.Request, path: str, token: bool = True) -> str:
     """``path`` (a page) as a link that lets the caller's browser in: with a ticket this
-    server made for the caller (never the token: see ``dispatcher.sessions``), or the caller's
-    own token for replicas behind a load balancer (a ticket is known to one replica only)."""
+    server made for the caller (never the token: see ``dispatcher.sessions``), or, with
+    ``token``, the caller's own token for replicas behind a load balancer (a ticket is known to
+    one replica only; without ``token`` they get the bare path)."""
     if not request.app[SETTINGS].token or request.get(VIA_SESSION):
         return path  # no token to get past, or a browser that is in already
     if request.app[RUNNER].replica is not None:
-        return f"{path}?{urlencode({'token': bearer(request)})}"
+        return f"{path}?{urlencode({'token': bearer(request)})}" if token else path
     return f"{path}?ticket={request.app[SESSIONS].ticket(user_of(request).name)}"
 
 

@@ -55,7 +55,10 @@ async def create(request: web.Request) -> web.Response:
     while len(previews) > KEEP:
         previews.popitem(last=False)
     return web.json_response({"preview_id": preview_id,  # a link that lets its browser in
-                              "path": link_for(request, f"/preview/{preview_id}")}, status=201)
+                              # (on replicas, not the token: the output of draw() is kept
+                              # in notebooks and CI logs, where a token must not be)
+                              "path": link_for(request, f"/preview/{preview_id}", token=False)},
+                             status=201)
 
 
 @routes.get("/preview/{preview_id}")

@@ -95,6 +95,8 @@ def test_a_token_never_goes_on_a_command_line(cli: Cli, tmp_path: Path) -> None:
     ("--store-options", '{"key": "AKIA", "secret": "s3cret"}', "holds 'key', 'secret'"),
     ("--store-options", '{"client_kwargs": {}, "aws_secret_access_key": "s3cret"}',
      "holds 'aws_secret_access_key'"),
+    ("--store-options", '{"client_kwargs": {"aws_session_token": "t"}}',
+     "holds 'aws_session_token'"),
 ])
 def test_a_password_or_secret_key_never_goes_on_a_command_line(
         cli: Cli, option: str, value: str, said: str) -> None:
