@@ -38,7 +38,7 @@ from .custom import call_electron
 from .interrupts import TaskInterrupted, interrupts
 from .limits import TimeLimitExceeded, limit_message, watchdog
 from .packages import packages
-from .sublattice import run_sublattice
+from .sublattice import ATTEMPT, run_sublattice
 
 ERROR_MESSAGE_LIMIT = 64 << 10
 KEEP_PICKLED_MAX = 1 << 20  # larger values are pickled again if another worker needs them
@@ -60,6 +60,7 @@ def run_node(spec: NodeSpec, *parents: Any) -> NodeOutcome | NodeDone | NoOutput
                                   str(missing.error), ""), final=True)
             return NoOutput(spec.node_id)
         for attempt in range(1, spec.retries + 2):
+            ATTEMPT.n = attempt  # (a sublattice node's attempt runs a child of its own)
             ended = _attempt(spec, parents, now_iso() if attempt > 1 else start)
             if ended.event is not None:
                 retrying = ended.event["s"] == "FAILED" and ended.retry and attempt <= spec.retries

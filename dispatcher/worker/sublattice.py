@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import json
 import logging
+import threading
 import uuid
 from typing import Any
 
@@ -39,6 +40,8 @@ from .limits import TimeLimitExceeded
 log = logging.getLogger("covalent.worker")
 
 _POLL_S = 5.0  # what ends a poll early is a wake-up; this bounds a missed one
+ATTEMPT = threading.local()  # ``n``: which of the executor's attempts this thread runs now
+_SECEDED = threading.local()  # ``done``: this thread left Dask's pool (until its task ends)
 _CANCEL_WAIT_S = 5.0
 
 
@@ -48,10 +51,13 @@ def run_sublattice(spec: NodeSpec, lattice: Any, args: list[Any], kwargs: dict[s
     if not contact.url:
         raise RuntimeError("this worker does not know its dispatcher's address; cannot run a sublattice")
     cfg = ClientConfig(url=contact.url, token=contact.token)
-    # The child's id follows from its parent node: if this node runs again (its worker died,
-    # the dispatcher restarted), it finds the child already submitted and waits for it instead
-    # of starting a second one (issue #11).
-    child_id = str(uuid.uuid5(uuid.NAMESPACE_URL, f"covalent:{spec.dispatch_id}/{spec.node_id}"))
+    # The child's id follows from its parent node (and the executor's retry it is): if this
+    # node runs again (its worker died, the dispatcher restarted), it finds the child already
+    # submitted and waits for it instead of starting a second one (issue #11); a retry after
+    # a failed child runs a child of its own (it was given the failed one back).
+    attempt = getattr(ATTEMPT, "n", 1)
+    child_id = str(uuid.uuid5(uuid.NAMESPACE_URL, f"covalent:{spec.dispatch_id}/{spec.node_id}"
+                              + (f"/{attempt}" if attempt > 1 else "")))
     body = submission_parts(lattice, tuple(args), kwargs, dispatch_id=child_id, disable_run=False)
     try:
         submit_frame(cfg, body, {"parent": spec.dispatch_id, "parent_node": spec.node_id})
@@ -82,11 +88,13 @@ class DispatcherUnreachable(ConnectionError):
 def _wait_seceded(cfg: ClientConfig, child_id: str) -> Result:
     from distributed import secede
 
-    try:
-        with interrupts.outside():  # Dask's own steps: no cancel may land between them
-            secede()
-    except ValueError:
-        pass  # not on a worker thread (called directly): just block
+    if not getattr(_SECEDED, "done", False):  # once per task: a retry's second secede raised
+        try:  # KeyError inside Dask's thread pool (a seceded thread ends with its task)
+            with interrupts.outside():  # Dask's own steps: no cancel may land between them
+                secede()
+                _SECEDED.done = True
+        except ValueError:
+            pass  # not on a worker thread (called directly): just block
     patience = Patience()  # a dispatcher restarting (the cluster outlives it) is waited for
     try:
         with interrupts.waking(waker(cfg.url)):  # an interrupt ends the poll it waits in

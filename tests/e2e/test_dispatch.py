@@ -10,7 +10,7 @@ import pytest
 import covalent as ct
 from covalent.errors import DispatcherUnavailableError, DispatchNotFoundError
 from tests.conftest import fetched, run, wait_until
-from tests.tasks import Scaler, add, block, fail, identity, shout, shout_bytes, two_node
+from tests.tasks import Scaler, add, block, fail, flaky, identity, shout, shout_bytes, two_node
 
 pytestmark = pytest.mark.all_stores  # run on every store (tests/conftest.py)
 
@@ -403,3 +403,29 @@ async def test_an_electron_defined_as_a_method_gets_its_instance(addr: str) -> N
     assert result.status == "COMPLETED" and result.result == 60, result.error
     scales = [n for n in result.get_all_node_results() if n["node_name"] == "scale"]
     assert sorted(n["output"] for n in scales) == [6, 60]
+
+
+@ct.lattice
+def _flaky_child(counter, failures):
+    return flaky(counter, failures)
+
+
+async def test_a_sublattice_with_retries_runs_a_new_child_for_each_attempt(addr: str,
+                                                                            tmp_path) -> None:
+    # The second attempt seceded again from Dask's pool: KeyError <Thread ...> inside
+    # distributed, and it was given the failed child back anyway (the child's id followed from
+    # the node alone).
+    retried = ct.electron(_flaky_child, executor=ct.executor.DaskExecutor(retries=1))
+
+    @ct.lattice
+    def wf(counter, failures):
+        return retried(counter, failures)
+
+    result = await run(wf, addr, str(tmp_path / "once"), 1)
+    assert (result.status, result.result) == ("COMPLETED", 2), result.error
+    child = await asyncio.to_thread(lambda: result.get_node_result(0)["sublattice_result"])
+    assert child.status == "COMPLETED"  # the second attempt's own child
+
+    result = await run(wf, addr, str(tmp_path / "always"), 5)
+    assert result.status == "FAILED"
+    assert "run 2 fails" in result.error and "KeyError" not in result.error, result.error
