@@ -330,7 +330,13 @@ def dask_error_message(exc: BaseException) -> str:
                 f"{exc.timeout:g} s; start a worker that has them (dask worker "
                 f"--resources {needs.replace(', ', ',') or 'NAME=1'}) or change the executor")
     if isinstance(exc, KilledWorker):
-        return ("KilledWorker: every Dask worker process that ran this node died (killed, "
-                "crashed, or over its memory limit), so Dask stopped retrying it. "
+        # Dask counts a death against every task the worker held, running or next in line:
+        # a node that never ran can fail so when nodes beside it keep killing their workers.
+        allowed = getattr(exc, "allowed_failures", None)
+        many = f"{allowed + 1} " if isinstance(allowed, int) else ""
+        return (f"KilledWorker: {many}Dask worker processes died while "
+                "they held this node, running it or about to (killed, crashed, or over their "
+                "memory limit; this node or another one on them), so Dask stopped retrying it "
+                "(distributed.scheduler.allowed-failures sets how many). "
                 f"KilledWorker: {exc}")
     return f"{type(exc).__name__}: {exc}"

@@ -83,7 +83,7 @@ async def test_a_task_that_kills_every_worker_fails_with_killed_worker(
     assert result.get_node_result(0)["output"] == 2  # ran before: kept
     failed = result.get_node_result(3)
     assert failed["node_name"] == "die" and failed["status"] == "FAILED"
-    assert "KilledWorker" in failed["error"] and "died" in failed["error"]
+    assert "KilledWorker: 2 Dask worker processes died while they held this node" in failed["error"]
     assert "die" in result.error
     assert result.get_node_result(4)["status"] == "NEW_OBJECT"  # fail-slow: never ran
     await wait_until(lambda: (workers_server.status() or {}).get("cluster", {}).get("workers") == 2,
