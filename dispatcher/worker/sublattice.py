@@ -65,7 +65,8 @@ def run_sublattice(spec: NodeSpec, lattice: Any, args: list[Any], kwargs: dict[s
     except DispatcherUnavailableError as exc:  # (its own hint is for a user's shell)
         raise DispatcherUnreachable(cfg.url, child_id, exc.reason) from None
     if result.status != "COMPLETED":
-        raise RuntimeError(f"sublattice dispatch {child_id} ended {result.status}: {result.error}")
+        raise RuntimeError(f"sublattice dispatch {child_id} ended {result.status}"
+                           + (f": {result.error}" if result.error else ""))  # (no ": None")
     return result.result
 
 

@@ -6,6 +6,7 @@ import asyncio
 import os
 import sys
 import threading
+import uuid
 from pathlib import Path
 from typing import Any
 
@@ -729,3 +730,27 @@ async def test_a_redispatch_reuses_the_functions_of_a_script(addr: str, tmp_path
                  if result.get_node_result(n)["node_name"] in ("total", "a")]
     assert len(electrons) == 2
     assert [await _reused_from(addr, again, n) for n in electrons] == [first] * 2
+
+
+@ct.lattice
+def _gated_child(started, release):
+    from tests.tasks import gate
+    return gate(1, started, release)
+
+
+async def test_a_child_cancelled_on_its_own_fails_its_parent_node_saying_so(
+        addr: str, tmp_path: Path) -> None:
+    started, release = str(tmp_path / "started"), str(tmp_path / "release")
+
+    @ct.lattice
+    def wf():
+        return ct.electron(_gated_child)(started, release)
+
+    dispatch_id = await asyncio.to_thread(ct.dispatch(wf, dispatcher_addr=addr))
+    await wait_until(lambda: os.path.exists(started), timeout=30)
+    child_id = str(uuid.uuid5(uuid.NAMESPACE_URL, f"covalent:{dispatch_id}/0"))  # its node's
+    await asyncio.to_thread(ct.cancel, child_id, None, addr)
+    result = await fetched(dispatch_id, addr)
+    assert result.status == "FAILED"
+    error = (await asyncio.to_thread(result.get_node_result, 0))["error"]  # fetches the child
+    assert f"sublattice dispatch {child_id} ended CANCELLED" in error and ": None" not in error
