@@ -38,11 +38,6 @@ class Rsync(FileTransferStrategy):
         return ["rsync", "-a", from_file.filepath, to_file.filepath]
 
     def ssh_argv(self, local_file: File, remote_file: File, transfer_from_remote: bool) -> list[str]:
-        if not self.host:  # rsync would be told ":path" and say "Could not resolve hostname :"
-            raise ValueError(
-                f"Rsync() has no host= for the remote side of this transfer, "
-                f"{remote_file.filepath}: give Rsync(user=..., host=...), or use a local "
-                "transfer (ct.fs.FileTransfer) for a path on the worker's own file system")
         ssh = f"ssh -i {shlex.quote(self.private_key_path)}" if self.private_key_path else "ssh"
         login = f"{self.user}@{self.host}" if self.user else self.host
         remote = f"{login}:{remote_file.filepath}"
@@ -53,14 +48,28 @@ class Rsync(FileTransferStrategy):
         return _command(self.local_argv(from_file, to_file))
 
     def download(self, from_file: File, to_file: File) -> Transfer:
-        return _command(self.ssh_argv(to_file, from_file, transfer_from_remote=True))
+        return _command(self.ssh_argv(to_file, from_file, transfer_from_remote=True),
+                        self._no_host(from_file))
 
     def upload(self, from_file: File, to_file: File) -> Transfer:
-        return _command(self.ssh_argv(from_file, to_file, transfer_from_remote=False))
+        return _command(self.ssh_argv(from_file, to_file, transfer_from_remote=False),
+                        self._no_host(to_file))
+
+    def _no_host(self, remote_file: File) -> str:
+        """Why the transfer cannot run ("" if it can): without a host, rsync would be told
+        ":path" and say "Could not resolve hostname :". Said when it runs (on the worker), as
+        Covalent builds such a transfer without complaint."""
+        if self.host:
+            return ""
+        return (f"Rsync() has no host= for the remote side of this transfer, "
+                f"{remote_file.filepath}: give Rsync(user=..., host=...), or use a local "
+                "transfer (ct.fs.FileTransfer) for a path on the worker's own file system")
 
 
-def _command(argv: list[str]) -> Transfer:
+def _command(argv: list[str], cannot: str = "") -> Transfer:
     def run() -> None:
+        if cannot:
+            raise ValueError(cannot)
         proc = Popen(argv, stdout=PIPE, stderr=PIPE, text=True)
         _, err = proc.communicate()
         if proc.returncode != 0:
