@@ -14,12 +14,10 @@ Every electron runs inside ``set_context``, so ``ct.get_context()`` names its di
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import copy
 import inspect
 import os
 import sys
-import threading
 from typing import Any
 
 from covalent.api import call_with_hooks
@@ -29,49 +27,18 @@ from covalent.executor.utils.wrappers import ElectronCall
 from ..protocol import NodeSpec
 
 
-_START_DIR = os.getcwd()  # the worker's working directory, before any node ran
-_inside = 0  # nodes of this worker process in user code now
-_inside_lock = threading.Lock()
-
-
 def call_electron(spec: NodeSpec, fn: Any, args: list[Any], kwargs: dict[str, Any],
                   hooks: dict[str, Any]) -> Any:
     """The electron's output: ``fn`` with its hooks, through its custom executor if any.
-
-    The working directory is the worker's again once no node runs (it is the process's, so
-    not while another node may rely on one it chose): a node's ``os.chdir`` (into a directory
-    it then deletes, even) does not move the nodes that run after it.
-    """
-    global _inside
+    (The working directory a node leaves behind is undone by ``interrupts``: see there.)"""
     executor = hooks.get("executor")
-    with _inside_lock:
-        if _inside == 0:
-            _home()
-        _inside += 1
-    try:
-        with set_context(spec.dispatch_id, spec.node_id):
-            if executor is None:
-                return call_with_hooks(fn, args, kwargs, hooks)
-            metadata = {"dispatch_id": spec.dispatch_id, "node_id": spec.node_id,
-                        "results_dir": results_dir()}
-            return _through(_own_copy(executor), ElectronCall(fn, hooks), list(args),
-                            dict(kwargs), metadata)
-    finally:
-        with _inside_lock:
-            _inside -= 1
-            if _inside == 0:
-                _home()
-
-
-def _home() -> None:
-    """Back to the worker's own working directory, if a node left it (hold ``_inside_lock``)."""
-    try:
-        here = os.getcwd()
-    except FileNotFoundError:  # removed under this worker
-        here = ""
-    if here != _START_DIR:
-        with contextlib.suppress(OSError):
-            os.chdir(_START_DIR)
+    with set_context(spec.dispatch_id, spec.node_id):
+        if executor is None:
+            return call_with_hooks(fn, args, kwargs, hooks)
+        metadata = {"dispatch_id": spec.dispatch_id, "node_id": spec.node_id,
+                    "results_dir": results_dir()}
+        return _through(_own_copy(executor), ElectronCall(fn, hooks), list(args), dict(kwargs),
+                        metadata)
 
 
 def _own_copy(executor: Any) -> Any:

@@ -21,6 +21,7 @@ import asyncio
 import contextlib
 import ctypes
 import logging
+import os
 import subprocess
 import threading
 import time
@@ -63,7 +64,7 @@ class Interrupts:
         self.wakers: dict[int, list[Callable[[], None]]] = {}
         # threads an exception was raised in, until they leave -> the exception
         self.interrupted: dict[int, type[BaseException]] = {}
-        self.woke: set[int] = set()  # of those, threads whose time.sleep it cut short
+        self.home = _START_DIR  # the working directory when the first running node came in
         self.recent: dict[NodeKey, float] = {}  # nodes that ended -> when (monotonic)
         self._trim_at = RECENT_MIN
         self.cancelled: dict[str, frozenset[int] | None] = {}  # dispatch -> nodes (None: all)
@@ -73,6 +74,11 @@ class Interrupts:
 
     def enter(self, dispatch_id: str, node_id: int) -> None:
         with self.lock:
+            here = _cwd()
+            if not self.threads:  # the first node in: where the worker is is its own
+                self.home = here or _START_DIR
+            if not here:  # a node before it chdir-ed into a directory it then deleted
+                _go(self.home)
             self.threads[threading.get_ident()] = (dispatch_id, node_id)
 
     def leave(self) -> None:
@@ -83,7 +89,9 @@ class Interrupts:
             if ident not in self.interrupted:
                 started = []
             self.interrupted.pop(ident, None)
-            self.woke.discard(ident)
+            if not self.threads and _cwd() != self.home:  # the last node out: back where
+                _go(self.home)  # the worker was (not as each node ends: that moved the nodes
+                # still running beside it; the directory is the process's)
             if node is not None:
                 now = time.monotonic()
                 self.recent[node] = now
@@ -271,6 +279,27 @@ def kill_trees(started: Iterable[Child]) -> None:
             pass  # ended meanwhile
 
 
+_START_DIR = os.getcwd()  # the worker's working directory, before any node ran
+
+
+def _cwd() -> str:
+    """The working directory; "" if it was removed (a node chdir-ed into a directory it then
+    deleted: every later node of the worker failed at ``os.getcwd()``)."""
+    try:
+        return os.getcwd()
+    except FileNotFoundError:
+        return ""
+
+
+def _go(where: str) -> None:
+    for place in (where, _START_DIR):
+        try:
+            os.chdir(place)
+            return
+        except OSError:
+            continue
+
+
 interrupts = Interrupts()
 
 _execute_child = subprocess.Popen._execute_child  # type: ignore[attr-defined]
@@ -298,17 +327,12 @@ def _waking_sleep(seconds: "float | SupportsIndex") -> None:
             or not 0 < seconds < 1e9:  # not a node's, or an argument time.sleep itself refuses
         _sleep(seconds)
         return
+    # An interrupt before the waker is there lands at this function's next bytecode, before
+    # the wait; one after it wakes the wait. A node that caught its interrupt and sleeps again
+    # sleeps (a node is interrupted once).
     woken = threading.Event()
     with interrupts.waking(woken.set):
-        with interrupts.lock:
-            # Interrupted before the waker was there: its exception lands as this returns. Once
-            # only: code that caught it and sleeps again sleeps (it would spin otherwise).
-            if ident in interrupts.interrupted and ident not in interrupts.woke:
-                interrupts.woke.add(ident)
-                return
-        if woken.wait(seconds):
-            with interrupts.lock:
-                interrupts.woke.add(ident)
+        woken.wait(seconds)
 
 
 _waking_sleep.__wrapped__ = _sleep  # type: ignore[attr-defined]

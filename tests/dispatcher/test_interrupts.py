@@ -4,6 +4,7 @@ a node is interrupted once, so its own clean-up runs to its end."""
 
 from __future__ import annotations
 
+import os
 import socket
 import subprocess
 import sys
@@ -103,8 +104,7 @@ def test_a_second_cancel_of_an_interrupted_node_does_not_cut_its_clean_up_short(
     assert not interrupts.interrupt(thread.ident)  # it left user code
 
 
-@pytest.mark.parametrize("when", ["while it sleeps", "before it sleeps"])
-def test_a_node_asleep_in_time_sleep_is_woken_by_its_interrupt(when: str) -> None:
+def test_a_node_asleep_in_time_sleep_is_woken_by_its_interrupt() -> None:
     """Covalent's cancel examples sleep: ``time.sleep`` is a C call no exception reaches, so a
     cancelled ``sleep(600)`` kept its worker's slot until the grace period restarted the
     worker (14 s, and the next dispatch waited for it). A node's sleep is woken instead."""
@@ -127,18 +127,11 @@ def test_a_node_asleep_in_time_sleep_is_woken_by_its_interrupt(when: str) -> Non
     thread = threading.Thread(target=node, daemon=True)
     thread.start()
     assert entered.wait(10) and thread.ident is not None
-    if when == "while it sleeps":
-        go.set()
-        assert wait_for(lambda: interrupts.wakers.get(thread.ident or 0))  # asleep now
-        assert interrupts.interrupt(thread.ident)
-        thread.join(10)
-        assert not thread.is_alive() and box == {"ended": "interrupted"}
-    else:  # interrupted before the sleep began (its exception due at the next bytecode)
-        with interrupts.lock:
-            interrupts.interrupted[thread.ident] = TaskInterrupted
-        go.set()
-        thread.join(10)  # the sleep returned at once: the exception would land just after
-        assert not thread.is_alive() and box == {"ended": "slept"}
+    go.set()
+    assert wait_for(lambda: interrupts.wakers.get(thread.ident or 0))  # asleep now
+    assert interrupts.interrupt(thread.ident)
+    thread.join(10)
+    assert not thread.is_alive() and box == {"ended": "interrupted"}
     assert interrupts.wakers.get(thread.ident) is None
     time.sleep(0.01)  # outside a node (this thread): the sleep it always was
 
@@ -157,6 +150,9 @@ def test_a_node_that_catches_its_interrupt_and_sleeps_again_sleeps() -> None:
                 time.sleep(600)
             except TaskInterrupted:
                 box["caught"] = True
+            began = time.monotonic()
+            time.sleep(0.2)  # the first one after too (it returned at once)
+            box["first"] = time.monotonic() - began
             began, naps = time.monotonic(), 0
             while time.monotonic() - began < 0.5:
                 time.sleep(0.1)
@@ -170,7 +166,45 @@ def test_a_node_that_catches_its_interrupt_and_sleeps_again_sleeps() -> None:
     assert asleep.wait(10) and wait_for(lambda: interrupts.wakers.get(thread.ident or 0))
     assert thread.ident is not None and interrupts.interrupt(thread.ident)
     thread.join(10)
-    assert box["caught"] and 3 <= box["naps"] <= 6, box
+    assert box["caught"] and box["first"] >= 0.15 and 3 <= box["naps"] <= 6, box
+
+
+def test_the_working_directory_is_the_workers_again_once_no_node_runs(tmp_path: Any) -> None:
+    """A node's chdir stays while another node runs beside it (the directory is the process's:
+    putting it back as each node ended moved the other one), a node never starts in a
+    directory a node before it deleted, and the last node out puts the worker's back."""
+    home = os.getcwd()
+    gone, kept = tmp_path / "gone", tmp_path / "kept"
+    gone.mkdir()
+    kept.mkdir()
+    try:
+        interrupts.enter("d-cwd", 1)  # a long node, running all along (this thread)
+        seen: dict[str, str] = {}
+
+        def node(n: int, body: Any) -> None:
+            interrupts.enter("d-cwd", n)
+            try:
+                body()
+            finally:
+                interrupts.leave()
+
+        def wander() -> None:  # into a directory it then deletes
+            os.chdir(gone)
+            gone.rmdir()
+
+        def settle() -> None:
+            seen["after a deleted one"] = os.getcwd()  # raised FileNotFoundError before
+            os.chdir(kept)
+
+        for n, body in ((2, wander), (3, settle)):
+            t = threading.Thread(target=node, args=(n, body))
+            t.start()
+            t.join(10)
+        seen["beside the long one"] = os.getcwd()  # not put back under its feet
+    finally:
+        interrupts.leave()
+    assert seen == {"after a deleted one": home, "beside the long one": str(kept)}
+    assert os.getcwd() == home  # the last node out
 
 
 def wait_for(check: Any, timeout: float = 10.0) -> bool:
