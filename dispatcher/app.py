@@ -23,6 +23,7 @@ import dask.config
 from aiohttp import web
 from dask.system import CPU_COUNT
 from distributed import Client, LocalCluster, Nanny, Scheduler, Security, SpecCluster
+from distributed.core import Status
 from distributed.deploy.utils import nprocesses_nthreads
 from distributed.utils import format_dashboard_link
 from distributed.worker_memory import parse_memory_limit
@@ -386,11 +387,15 @@ async def _watch_cluster(client: Client, scheduler: Any, relaunch: Relaunch,
             relaunch.request(f"the Dask scheduler was restarted ({first} is now {now})")
             return
         if fixed is not None:
-            missing = set(fixed.worker_spec) - set(fixed.workers)
-            short = short + 1 if missing else 0
-            if short == 2:  # not one being started right now
+            gone = {name for name in fixed.worker_spec if name not in fixed.workers
+                    or getattr(fixed.workers[name], "status", None) in (Status.closed,
+                                                                         Status.failed)}
+            short = short + 1 if gone else 0
+            if short and short % 2 == 0:  # (not one being started right now), and again
                 log.warning("the embedded cluster lost the nannies of workers %s: starting "
-                            "them again", ", ".join(map(str, sorted(missing, key=str))))
+                            "them again", ", ".join(map(str, sorted(gone, key=str))))
+                for name in gone:
+                    fixed.workers.pop(name, None)
                 fixed.scale(len(fixed.worker_spec))  # brings up what the spec has and it lacks
 
 

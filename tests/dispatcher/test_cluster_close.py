@@ -43,3 +43,32 @@ async def test_a_cluster_that_does_not_close_in_time_has_its_workers_killed(
     while any(_alive(p) for p in pids):
         assert time.monotonic() < deadline, [p for p in pids if _alive(p)]
         await asyncio.sleep(0.05)
+
+
+async def test_a_worker_the_embedded_cluster_lost_for_good_is_started_again() -> None:
+    # Dask's SpecCluster closed a nanny whose worker was down when it looked, and never
+    # replaced it: nodes that killed their workers left the cluster at 0 workers for good.
+    from distributed import Client, LocalCluster
+
+    from dispatcher.relaunch import Relaunch
+    from tests.conftest import wait_until
+
+    async with LocalCluster(n_workers=2, threads_per_worker=1, processes=False,
+                            asynchronous=True, dashboard_address=":0") as cluster:
+        async with Client(cluster, asynchronous=True) as client:
+            relaunch = Relaunch()
+            watcher = asyncio.create_task(app_module._watch_cluster(
+                client, cluster.scheduler, relaunch, cluster))
+            try:
+                lost = next(iter(cluster.workers))
+                await cluster.workers[lost].close()  # closed, still listed: as Dask leaves it
+
+                def both_running() -> bool:
+                    return len(cluster.scheduler.workers) == 2 and all(
+                        str(w.status) == "Status.running" for w in cluster.workers.values())
+
+                await wait_until(both_running, timeout=20)
+                assert not relaunch.reason and not watcher.done()
+            finally:
+                watcher.cancel()
+                await asyncio.gather(watcher, return_exceptions=True)
