@@ -6,6 +6,7 @@ import asyncio
 import os
 import signal
 import time
+from typing import Any
 
 import pytest
 
@@ -48,8 +49,14 @@ async def test_a_cluster_that_does_not_close_in_time_has_its_workers_killed(
 async def test_a_worker_the_embedded_cluster_lost_for_good_is_started_again() -> None:
     # Dask's SpecCluster closed a nanny whose worker was down when it looked, and never
     # replaced it: nodes that killed their workers left the cluster at 0 workers for good.
+    import dask.config
     from distributed import Client, LocalCluster
 
+    with dask.config.set({"distributed.deploy.lost-worker-timeout": "3650d"}):  # as embedded
+        await _lost_and_found(LocalCluster, Client)
+
+
+async def _lost_and_found(LocalCluster: Any, Client: Any) -> None:
     from dispatcher.relaunch import Relaunch
     from tests.conftest import wait_until
 
