@@ -173,20 +173,23 @@ def test_the_working_directory_is_the_workers_again_once_no_node_runs(tmp_path: 
     """A node's chdir stays while another node runs beside it (the directory is the process's:
     putting it back as each node ended moved the other one), a node never starts in a
     directory a node before it deleted, and the last node out puts the worker's back."""
+    from dispatcher.worker.interrupts import Interrupts
+
+    running = Interrupts()  # its own: other tests' nodes are none of this one's
     home = os.getcwd()
     gone, kept = tmp_path / "gone", tmp_path / "kept"
     gone.mkdir()
     kept.mkdir()
     try:
-        interrupts.enter("d-cwd", 1)  # a long node, running all along (this thread)
+        running.enter("d-cwd", 1)  # a long node, running all along (this thread)
         seen: dict[str, str] = {}
 
         def node(n: int, body: Any) -> None:
-            interrupts.enter("d-cwd", n)
+            running.enter("d-cwd", n)
             try:
                 body()
             finally:
-                interrupts.leave()
+                running.leave()
 
         def wander() -> None:  # into a directory it then deletes
             os.chdir(gone)
@@ -202,7 +205,7 @@ def test_the_working_directory_is_the_workers_again_once_no_node_runs(tmp_path: 
             t.join(10)
         seen["beside the long one"] = os.getcwd()  # not put back under its feet
     finally:
-        interrupts.leave()
+        running.leave()
     assert seen == {"after a deleted one": home, "beside the long one": str(kept)}
     assert os.getcwd() == home  # the last node out
 

@@ -92,7 +92,8 @@ async def test_a_scheduler_and_workers_on_unix_sockets_move_data_and_clean_up(
         tmp_path: Path) -> None:
     sockets = socket_dir(tmp_path / "run")
     try:
-        async with Scheduler(host=str(sockets), port=0, protocol="unix", dashboard=False) as s:
+        async with Scheduler(host=str(sockets), port=0, protocol="unix", dashboard=False,
+                             dashboard_address="127.0.0.1:0") as s:  # (8787 may be taken)
             assert s.address.startswith(f"unix://{sockets}/")
             async with Worker(s.address, host=str(sockets), nthreads=1) as a, \
                     Worker(s.address, host=str(sockets), nthreads=1) as b, \
