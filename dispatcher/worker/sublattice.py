@@ -42,6 +42,7 @@ log = logging.getLogger("covalent.worker")
 _POLL_S = 5.0  # what ends a poll early is a wake-up; this bounds a missed one
 ATTEMPT = threading.local()  # ``n``: which of the executor's attempts this thread runs now
 _SECEDED = threading.local()  # ``done``: this thread left Dask's pool (until its task ends)
+_CHILD = threading.local()  # ``running``: the child an attempt left without seeing it end
 _CANCEL_WAIT_S = 5.0
 
 
@@ -56,14 +57,23 @@ def run_sublattice(spec: NodeSpec, lattice: Any, args: list[Any], kwargs: dict[s
     # submitted and waits for it instead of starting a second one (issue #11); a retry after
     # a failed child runs a child of its own (it was given the failed one back).
     attempt = getattr(ATTEMPT, "n", 1)
-    child_id = str(uuid.uuid5(uuid.NAMESPACE_URL, f"covalent:{spec.dispatch_id}/{spec.node_id}"
-                              + (f"/{attempt}" if attempt > 1 else "")))
+    left = getattr(_CHILD, "running", None) if attempt > 1 else None
+    # A retry after an attempt that lost sight of its child (the dispatcher unreachable) waits
+    # for that child again: a second one would run beside it.
+    child_id = left or str(uuid.uuid5(
+        uuid.NAMESPACE_URL, f"covalent:{spec.dispatch_id}/{spec.node_id}"
+                            + (f"/{attempt}" if attempt > 1 else "")))
+    _CHILD.running = child_id
     body = submission_parts(lattice, tuple(args), kwargs, dispatch_id=child_id, disable_run=False)
     try:
         submit_frame(cfg, body, {"parent": spec.dispatch_id, "parent_node": spec.node_id})
         result = _wait_seceded(cfg, child_id)
     except DispatcherUnavailableError as exc:  # (its own hint is for a user's shell)
         raise DispatcherUnreachable(cfg.url, child_id, exc.reason) from None
+    except BaseException:  # stopped, and its child cancelled (see _wait_seceded)
+        _CHILD.running = None
+        raise
+    _CHILD.running = None  # it ended: a retry runs a child of its own
     if result.status != "COMPLETED":
         raise RuntimeError(f"sublattice dispatch {child_id} ended {result.status}"
                            + (f": {result.error}" if result.error else ""))  # (no ": None")
