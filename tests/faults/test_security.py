@@ -9,7 +9,6 @@ from __future__ import annotations
 import asyncio
 import base64
 import http.client
-import http.server
 import json
 import os
 import re
@@ -17,7 +16,6 @@ import socket
 import stat
 import subprocess
 import sys
-import threading
 import urllib.error
 import urllib.request
 import uuid
@@ -395,27 +393,15 @@ def test_a_loopback_listener_the_kernel_does_not_name_is_sent_nothing(
             assert accepted.recv(1024) == b""  # closed, and nothing was written to it
     # A kernel that lists neither end (WSL 1, no /proc): as on another machine, talked to.
     monkeypatch.setattr("covalent._client.socket_owner", lambda *args: None)
-    answering = http.server.HTTPServer(("127.0.0.1", 0), _NotFound)
-    threading.Thread(target=answering.serve_forever, daemon=True).start()
+    answering = subprocess.Popen([sys.executable, "-c", _SQUATTER, "ipv4"],
+                                 stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
     try:
+        port = json.loads(answering.stdout.readline())["port"]  # type: ignore[union-attr]
         with pytest.raises(ct.errors.DispatchNotFoundError):
-            ct.get_result(str(uuid.uuid4()), dispatcher_addr=f"127.0.0.1:{answering.server_port}")
+            ct.get_result(str(uuid.uuid4()), dispatcher_addr=f"127.0.0.1:{port}")
     finally:
-        answering.shutdown()
-        answering.server_close()
-
-
-class _NotFound(http.server.BaseHTTPRequestHandler):
-    def do_GET(self) -> None:  # noqa: N802
-        body = b'{"error": "DispatchNotFound", "message": "dispatch not found"}'
-        self.send_response(404)
-        self.send_header("Content-Type", "application/json")
-        self.send_header("Content-Length", str(len(body)))
-        self.end_headers()
-        self.wfile.write(body)
-
-    def log_message(self, *args: Any) -> None:
-        pass
+        answering.kill()
+        answering.communicate(timeout=10)
 
 
 @ct.electron
