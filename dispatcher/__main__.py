@@ -294,6 +294,8 @@ def main(argv: list[str] | None = None) -> None:
     logfile.setup(settings.log_path, settings.log_max_bytes)
     if not settings.instance_id:
         settings = settings.with_instance(uuid.uuid4().hex)
+        # The same after a relaunch (the same process): its lock file need not be rewritten.
+        os.environ["COVALENT_INSTANCE_ID"] = settings.instance_id
     prepare_data_dir(settings.data_dir)
     handed = take_over()  # after a relaunch: the lock and the socket, held all along
     lock = DataDirLock(settings.data_dir)

@@ -102,6 +102,8 @@ class DataDirLock:
         """Write who holds the lock into the lock file."""
         assert self._fd is not None, "publish needs the lock"
         data = json.dumps(asdict(instance)).encode()
+        if os.pread(self._fd, len(data) + 1, 0) == data:
+            return  # the same (a relaunch keeps it): a reader never finds it empty meanwhile
         os.ftruncate(self._fd, 0)
         os.pwrite(self._fd, data, 0)
 
