@@ -193,18 +193,24 @@ async def _identify(request: web.Request, expected: bytes, sessions: Sessions | 
 def _link_token(request: web.Request) -> str:
     """The token of a link into a page (``GET /?token=...``, ``GET /dispatches/<id>?token=``),
     never of an API call, an asset or a fragment."""
-    return request.query.get("token", "") if _a_page(request) else ""
+    return request.query.get("token", "") if is_page(request) else ""
 
 
 def _link_ticket(request: web.Request) -> str:
     """The ticket of a link the CLI or the SDK prints (``GET /?ticket=...``, or a deeper page's:
     ``lattice.draw``'s preview), never of an API call, an asset or a fragment."""
-    return request.query.get("ticket", "") if _a_page(request) else ""
+    return request.query.get("ticket", "") if is_page(request) else ""
 
 
-def _a_page(request: web.Request) -> bool:
-    return request.method == "GET" and not request.path.startswith(
-        (wire.API + "/", "/static/", "/ui/")) and request.path != wire.API
+def is_ui(request: web.Request) -> bool:
+    """A request of the web UI's (not of the API)."""
+    return not request.path.startswith(wire.API + "/") and request.path != wire.API
+
+
+def is_page(request: web.Request) -> bool:
+    """A navigation a person sees (not an asset, a fragment or the event stream)."""
+    return (request.method == "GET" and is_ui(request)
+            and not request.path.startswith(("/static/", "/ui/")))
 
 
 def bearer(request: web.Request) -> str:

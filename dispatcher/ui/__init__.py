@@ -30,6 +30,7 @@ from aiohttp import web
 from markupsafe import Markup
 
 from ..keys import RECORDER
+from ..security import is_page
 from . import access, api, drawer, listing, preview, routes, timeline, trigger_page
 from .access import Handler
 from .keys import GRAPHS, LIVE, LOG_BUFFER
@@ -73,7 +74,7 @@ async def _token_page(request: web.Request, handler: Handler) -> web.StreamRespo
     """A page refused for want of the token: say how to get in, at the address the browser
     used, and whether the token it brought was wrong (the guard answered JSON)."""
     resp = await handler(request)
-    if resp.status == 401 and access.is_page(request) and isinstance(resp, web.Response) \
+    if resp.status == 401 and is_page(request) and isinstance(resp, web.Response) \
             and resp.content_type == "application/json":
         return aiohttp_jinja2.render_template("token.html", request, {
             "here": f"{request.scheme}://{request.host}", "wrong": bool(request.query.get("token") or request.query.get("ticket")),

@@ -26,11 +26,10 @@ from urllib.parse import urlencode
 import aiohttp_jinja2
 from aiohttp import web
 
-from covalent import wire
 
 from ..errors import Forbidden
 from ..keys import RUNNER, SETTINGS
-from ..security import bearer
+from ..security import bearer, is_page, is_ui
 from ..sessions import SESSIONS, VIA_SESSION
 from ..users import USER, user_of
 
@@ -39,16 +38,6 @@ Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 CSP = ("default-src 'self'; script-src 'self'; style-src 'self' 'unsafe-inline'; "
        "img-src 'self' data:; connect-src 'self'; object-src 'none'; base-uri 'none'; "
        "form-action 'self'; frame-ancestors 'none'")
-
-
-def is_ui(request: web.Request) -> bool:
-    return not request.path.startswith(wire.API + "/") and request.path != wire.API
-
-
-def is_page(request: web.Request) -> bool:
-    """A navigation a person sees (not an asset, a fragment or the event stream)."""
-    return (request.method == "GET" and is_ui(request)
-            and not request.path.startswith(("/static/", "/ui/")))
 
 
 def link_for(request: web.Request, path: str, token: bool = True) -> str:
@@ -63,7 +52,7 @@ def link_for(request: web.Request, path: str, token: bool = True) -> str:
     return f"{path}?ticket={request.app[SESSIONS].ticket(user_of(request).name)}"
 
 
-def enter(request: web.Request) -> web.StreamResponse:
+def enter(request: web.Request) -> web.HTTPFound:
     """Answer a link ``<page>?ticket=...`` or ``<page>?token=...`` (already checked by the
     token guard): open a session, and go to the page without the secret in its address."""
     rest = [(k, v) for k, v in request.query.items() if k not in ("ticket", "token")]
@@ -86,10 +75,7 @@ async def enter_from_link(request: web.Request, handler: Handler) -> web.StreamR
     """A page opened from a link that carries a ticket or the token (the guard, outside this,
     let it in): a session, and the same page without it (a deep link keeps its page)."""
     if is_page(request) and ("ticket" in request.query or "token" in request.query):
-        entered = enter(request)
-        if isinstance(entered, web.HTTPException):  # a redirect: raised, never returned
-            raise entered
-        return entered
+        raise enter(request)
     return await handler(request)
 
 
