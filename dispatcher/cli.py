@@ -46,8 +46,15 @@ def _data_dir(value: str | None) -> Path:
 
 
 def _health(cfg: ClientConfig) -> dict[str, Any] | None:
+    """``/health`` of the server at ``cfg``; None if none answers.
+
+    Raises:
+        ServerNotYoursError: another user's process answers there (it was sent nothing).
+    """
     try:
         return dict(api.request_json(cfg, "GET", "/health", timeout=2))
+    except ServerNotYoursError:
+        raise
     except CovalentError:
         return None
 
@@ -317,12 +324,9 @@ def _await_own_server(proc: subprocess.Popen[bytes], cfg: ClientConfig, instance
                 reason += f" (user {squatter}'s process listens there)"
             raise click.ClickException(reason)
         try:
-            health: dict[str, Any] | None = dict(api.request_json(cfg, "GET", "/health",
-                                                                  timeout=2))
+            health = _health(cfg)
         except ServerNotYoursError as exc:
             health, squatter = None, exc.owner
-        except CovalentError:
-            health = None
         if health is not None and health.get("instance") == instance and health.get("pid") == proc.pid:
             try:
                 return dict(api.request_json(cfg, "GET", "/status", timeout=10))
