@@ -36,17 +36,17 @@ def socket_owner(server_end: tuple[Any, ...], client_end: tuple[Any, ...], famil
     ``::``, whose accepted sockets the kernel lists in ``tcp6`` as ``::ffff:127.0.0.1``):
     both tables are read.
     """
-    if table is not None or family == socket.AF_INET6:
-        path = table or "/proc/net/tcp6"
-        return _lookup(path, _hex_address(client_end[0], client_end[1], family),
-                       _hex_address(server_end[0], server_end[1], family))
-    owner = _lookup("/proc/net/tcp", _hex_address(client_end[0], client_end[1], family),
-                    _hex_address(server_end[0], server_end[1], family))
-    if owner is None:
-        owner = _lookup("/proc/net/tcp6",
-                        _hex_address("::ffff:" + client_end[0], client_end[1], socket.AF_INET6),
-                        _hex_address("::ffff:" + server_end[0], server_end[1], socket.AF_INET6))
-    return owner
+    # (table, family, prefix) where the pair may be listed; an IPv4 pair also IPv4-mapped
+    places = [(table or ("/proc/net/tcp6" if family == socket.AF_INET6 else "/proc/net/tcp"),
+               family, "")]
+    if table is None and family == socket.AF_INET:
+        places.append(("/proc/net/tcp6", socket.AF_INET6, "::ffff:"))
+    for path, fam, prefix in places:
+        owner = _lookup(path, _hex_address(prefix + client_end[0], client_end[1], fam),
+                        _hex_address(prefix + server_end[0], server_end[1], fam))
+        if owner is not None:
+            return owner
+    return None
 
 
 def _lookup(path: str, client: str, server: str) -> int | None:
