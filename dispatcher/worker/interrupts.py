@@ -11,7 +11,8 @@ feed a cancelled node too, and those must run to their end): the dispatcher regi
 worker, present or joining later, applies. A cancelled node's processes are killed (their whole
 tree), then ``TaskInterrupted`` is raised in its thread at its next Python bytecode; a node that
 has not started returns without running (a node's ``time.sleep`` is woken for it). Code
-blocked inside a C call runs no bytecode: if it is still there after the grace period (``--time-limit-grace``) the worker process is restarted
+blocked inside a C call runs no bytecode: if it is still there after the grace period
+(``--time-limit-grace``) the worker process is restarted
 through its nanny, so a cancelled ``sleep(3600)`` does not hold a worker slot for an hour.
 """
 
