@@ -216,7 +216,7 @@ class DispatchMachine:
                                                 k.stdout, k.stderr, ref=k.ref, size=k.size,
                                                 reused_from=k.reused_from,
                                                 preview=k.preview or None))  # as the SDK shows it
-            updates += self._complete(node_id, k.preview)
+            updates += self._complete(node_id, k.preview, stamp)
         for node in self.graph.nodes:
             if node.kind is NodeKind.PARAMETER and node.id not in self.known:
                 assert node.value is not None
@@ -224,7 +224,7 @@ class DispatchMachine:
                 updates.append(state.node_completed(self.dispatch_id, node.id,
                                                     self.graph.blobs[node.value], stamp, stamp,
                                                     preview=label))
-                updates += self._complete(node.id, label)
+                updates += self._complete(node.id, label, stamp)
         for node_id, error in self._prior_failed.items():
             if self.phase[node_id] in OPEN:
                 self.phase[node_id], self.errors[node_id] = Phase.FAILED, error
@@ -385,7 +385,7 @@ class DispatchMachine:
 
     # -- transitions -----------------------------------------------------------------------------
 
-    def _complete(self, node: int, preview: str, stamp: str = "") -> list[Update]:
+    def _complete(self, node: int, preview: str, stamp: str) -> list[Update]:
         """Mark ``node`` COMPLETED; the updates of the gathering nodes it completes."""
         self.phase[node] = Phase.COMPLETED
         updates: list[Update] = []

@@ -297,6 +297,33 @@ async def test_redispatch_new_inputs_replace_and_reuse(addr: str, tmp_path) -> N
     assert await _reused_from(addr, chained, 3) == reused
 
 
+@ct.lattice
+def _lists_of_reusable_parts(n):
+    parts = [add(i, 1) for i in range(n)]
+    return multiply(sum_of(parts), 2), parts
+
+
+@ct.electron
+def sum_of(xs):
+    return sum(xs)
+
+
+async def test_a_redispatch_that_reuses_every_part_shows_its_lists_completed_with_times(
+        addr: str) -> None:
+    first = await run(_lists_of_reusable_parts, addr, 3)
+    again = await asyncio.to_thread(ct.redispatch(
+        first.dispatch_id, dispatcher_addr=addr, reuse_previous_results=True))
+    result = await fetched(again, addr)
+    assert result.result == [12, [1, 2, 3]]  # a tuple returned is a list, as in Covalent
+    nodes = [result.get_node_result(i) for i in range(len(first.get_all_node_outputs()))]
+    lists = [n for n in nodes if n["node_name"].startswith(":electron_list:")]
+    assert len(lists) == 1
+    for node in nodes:  # the list, gathered from reused parts, included (it had no times)
+        assert node["status"] == "COMPLETED", node
+        assert node["start_time"] is not None and node["end_time"] is not None, node
+        assert result.start_time <= node["start_time"] <= node["end_time"] <= result.end_time
+
+
 async def _reused_from(addr: str, dispatch_id: str, node_id: int) -> str | None:
     from covalent import api
 
