@@ -141,6 +141,7 @@ class Preset:
     # Covalent); None: left as recorded
     stdout: str | None = None
     stderr: str | None = None
+    sub_dispatch_id: str | None = None  # a sublattice node's child dispatch, which computed it
 
 
 @dataclass(slots=True)

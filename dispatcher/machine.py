@@ -215,6 +215,7 @@ class DispatchMachine:
             updates.append(state.node_completed(self.dispatch_id, node_id, k.inline, k.start, k.end,
                                                 k.stdout, k.stderr, ref=k.ref, size=k.size,
                                                 reused_from=k.reused_from,
+                                                sub_dispatch_id=k.sub_dispatch_id,
                                                 preview=k.preview or None))  # as the SDK shows it
             updates += self._complete(node_id, k.preview, stamp)
         for node in self.graph.nodes:

@@ -92,5 +92,6 @@ async def presets(store: DispatchStore, nodes: dict[int, NodeRecord]) -> dict[in
             continue  # its blob is gone: the node runs again
         inline = src.data if src.data is not None and len(src.data) <= INLINE_PARAMETER_MAX else None
         out[node_id] = Preset(inline, src.ref, src.size, n.start_time or "", n.end_time or "",
-                              n.preview or "", n.reused_from, n.stdout, n.stderr)
+                              n.preview or "", n.reused_from, n.stdout, n.stderr,
+                              n.sub_dispatch_id)
     return out

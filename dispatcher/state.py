@@ -126,13 +126,15 @@ def node_completed(dispatch_id: str, node_id: int, output: bytes | None, start: 
                    stdout: str | None = "", stderr: str | None = "", preview: str | None = None,
                    ref: str | None = None, size: int | None = None,
                    reused_from: str | None = None,
-                   attempts: int | None = None, worker: str | None = None) -> NodeUpdate:
+                   attempts: int | None = None, worker: str | None = None,
+                   sub_dispatch_id: str | None = None) -> NodeUpdate:
     """A completed node: its output inline (``output``) or stored by its worker (``ref``), or
     the output of dispatch ``reused_from`` (a redispatch reusing results)."""
     return NodeUpdate(dispatch_id, node_id, status=Status.COMPLETED, start_time=start or None,
                       end_time=end, output=output, stdout=stdout, stderr=stderr, preview=preview,
                       output_ref=ref, output_size=size,
-                      reused_from=reused_from, attempts=attempts, worker=worker)
+                      reused_from=reused_from, attempts=attempts, worker=worker,
+                      sub_dispatch_id=sub_dispatch_id)
 
 
 def node_gathered(dispatch_id: str, node_id: int, gather: str, stamp: str,

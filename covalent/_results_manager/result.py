@@ -300,14 +300,21 @@ class Result:
             return None
         key = ("sub", child)
         if key not in self._cache:
-            if self._cfg is not None:  # the same server and token this Result came from
-                from ..api import fetch_result
+            from ..errors import DispatchNotFoundError
 
-                self._cache[key] = fetch_result(self._cfg, child)
-            else:
-                from .results_manager import get_result
+            try:
+                if self._cfg is not None:  # the same server and token this Result came from
+                    from ..api import fetch_result
 
-                self._cache[key] = get_result(child, dispatcher_addr=self._dispatcher_addr)
+                    self._cache[key] = fetch_result(self._cfg, child)
+                else:
+                    from .results_manager import get_result
+
+                    self._cache[key] = get_result(child, dispatcher_addr=self._dispatcher_addr)
+            except DispatchNotFoundError:
+                # deleted since: a reused node's child belongs to the dispatch it was reused
+                # from, which may be gone while its output lives on
+                self._cache[key] = None
         return self._cache[key]  # type: ignore[no-any-return]
 
     def get_all_node_outputs(self) -> dict[str, Any]:

@@ -324,6 +324,37 @@ async def test_a_redispatch_that_reuses_every_part_shows_its_lists_completed_wit
         assert result.start_time <= node["start_time"] <= node["end_time"] <= result.end_time
 
 
+async def test_a_reused_sublattice_node_gives_the_child_dispatch_that_computed_it(
+        addr: str) -> None:
+    @ct.lattice
+    def wf(x):
+        return inner(add(x, 1))
+
+    first = await run(wf, addr, 2)
+    ran = await asyncio.to_thread(first.get_node_result, 3)
+    assert ran["node_name"] == ":sublattice:inner"
+    again = await asyncio.to_thread(ct.redispatch(
+        first.dispatch_id, dispatcher_addr=addr, reuse_previous_results=True))
+    result = await fetched(again, addr)
+    assert result.result == [3, 4, 5]
+    node = await asyncio.to_thread(result.get_node_result, 3)
+    assert node["start_time"] == node["end_time"]  # reused, it did not run
+    child = node["sublattice_result"]  # was None
+    assert child is not None and child.dispatch_id == ran["sublattice_result"].dispatch_id
+    assert child.result == [3, 4, 5]
+
+    # the dispatch it was reused from deleted, with its child: the node has no child to show
+    from covalent import api
+
+    cfg = api.client_config(addr)
+    out = await asyncio.to_thread(api.request_json, cfg, "DELETE",
+                                  f"/dispatches/{first.dispatch_id}")
+    assert out["deleted"]
+    later = await fetched(again, addr)
+    node = await asyncio.to_thread(later.get_node_result, 3)
+    assert node["output"] == [3, 4, 5] and node["sublattice_result"] is None
+
+
 async def _reused_from(addr: str, dispatch_id: str, node_id: int) -> str | None:
     from covalent import api
 
