@@ -272,7 +272,8 @@ class DispatchMachine:
             return []  # recorded once (a node run again after its worker died reports again)
         self._events += 1
         if ev.status == "RETRYING":
-            return [Record([state.node_retrying(d, node, ev.attempts)])]
+            # the attempt starting now counted: a node cancelled in it shows every one it had
+            return [Record([state.node_retrying(d, node, ev.attempts + 1)])]
         updates: list[Update]
         if ev.status == "COMPLETED":
             updates = [state.node_completed(d, node, ev.data, ev.start, ev.end, ev.stdout,

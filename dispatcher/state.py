@@ -154,7 +154,7 @@ def node_failed(dispatch_id: str, node_id: int, error: str, end: str, start: str
 
 def node_retrying(dispatch_id: str, node_id: int, attempts: int) -> NodeUpdate:
     """A run of a node failed and Dask runs it again (its executor's retries): its status
-    stays as it is, the count of attempts grows."""
+    stays as it is, the count of attempts grows (``attempts``: the one starting included)."""
     return NodeUpdate(dispatch_id, node_id, attempts=attempts)
 
 

@@ -17,7 +17,7 @@ from aiohttp.test_utils import TestClient
 
 import covalent as ct
 from dispatcher.app import create_app
-from tests.conftest import auth_headers, in_process_settings, run
+from tests.conftest import auth_headers, in_process_settings, run, wait_until
 from tests.tasks import busy_loop, flaky, identity, touch
 
 EXECUTORS = {
@@ -278,3 +278,40 @@ async def test_malformed_options_on_the_wire_are_400_and_store_nothing(
     assert message in payload["message"]
     missing = await server.get(f"{wire.API}/dispatches/{dispatch_id}/status", headers=auth_headers())
     assert missing.status == 404
+
+
+@ct.electron(executor=ct.executor.DaskExecutor(retries=2))
+def _fails_once_then_waits(counter, started):
+    import time
+    from pathlib import Path
+
+    from tests.tasks import flaky
+
+    flaky.function(counter, 1)  # run 1 raises
+    Path(started).touch()
+    time.sleep(120)  # run 2 waits to be cancelled (the worker's sleep wakes for it)
+
+
+async def test_a_node_cancelled_in_its_second_attempt_counts_both(addr: str,
+                                                                   tmp_path: Path) -> None:
+    @ct.lattice
+    def wf(counter, started):
+        return _fails_once_then_waits(counter, started)
+
+    started = tmp_path / "started"
+    dispatch_id = await asyncio.to_thread(ct.dispatch(wf, dispatcher_addr=addr),
+                                          str(tmp_path / "runs"), str(started))
+    await wait_until(started.exists, timeout=30)
+
+    async def shown_running() -> bool:
+        node = await asyncio.to_thread(node_json, addr, dispatch_id, 0)
+        return bool(node["status"] == "RUNNING")
+
+    await wait_until(shown_running, timeout=30)  # after it has run 50 ms
+    running = await asyncio.to_thread(node_json, addr, dispatch_id, 0)
+    assert running["attempts"] == 2  # the attempt it is in
+    await asyncio.to_thread(ct.cancel, dispatch_id, None, addr)
+    result = await asyncio.to_thread(ct.get_result, dispatch_id, True, addr)
+    assert result.status == "CANCELLED"
+    node = await asyncio.to_thread(node_json, addr, dispatch_id, 0)
+    assert (node["status"], node["attempts"]) == ("CANCELLED", 2)  # was 1
