@@ -1,5 +1,6 @@
 """Large dispatches: the server keeps answering while it stores and compiles them, and a kill -9
-with 100,000 nodes RUNNING restarts within seconds (issues #10 item 5, #11 item 4, #13 item 2).
+with 100,000 nodes RUNNING restarts within seconds (issues #10 item 5, #11 item 4, #13 item 2);
+on PostgreSQL, to keep CI's time, 30,000.
 
 The nodes wait behind one gate that never opens: what is measured is storing, compiling,
 submitting, resuming and cancelling a graph that size, not running its tasks.
@@ -36,7 +37,8 @@ from tests.tasks import add, gate
 pytestmark = [pytest.mark.slow, pytest.mark.processes, pytest.mark.timeout(420),
               pytest.mark.all_stores]
 
-NODES = 100_000
+NODES = {"sqlite": 100_000, "postgres": 30_000}  # PostgreSQL: the same paths, 3x faster
+# (its 100,000-node run took 97 s of CI; more than 20,000 nodes still go to Dask in chunks)
 WORST_AT_100K = 15.0  # seconds; a stall, not a timing: measured 0.6-7 s (the module docstring)
 
 
@@ -120,11 +122,12 @@ async def test_a_10k_node_dispatch_is_stored_and_compiled_with_every_answer_with
     assert result.status == ct.status.COMPLETED and result.result[-1] == 1 + 9_999
 
 
-async def test_a_100k_node_dispatch_never_stalls_the_server_and_restarts_within_seconds(
-        server: ServerProcess, tmp_path: Path) -> None:
+async def test_a_huge_dispatch_never_stalls_the_server_and_restarts_within_seconds(
+        server: ServerProcess, tmp_path: Path, store_kind: str) -> None:
+    nodes = NODES[store_kind]
     server.start()
     started = tmp_path / "started"
-    dispatch_id, latencies = await _submit_behind_a_gate(server, tmp_path, NODES)
+    dispatch_id, latencies = await _submit_behind_a_gate(server, tmp_path, nodes)
     assert len(latencies) > 20
     assert max(latencies) < WORST_AT_100K, (sorted(latencies)[-5:], stalls(server))
 
@@ -147,5 +150,5 @@ async def test_a_100k_node_dispatch_never_stalls_the_server_and_restarts_within_
     progress = json.loads(_request(server, "GET", f"/dispatches/{dispatch_id}/progress")[1])
     [adds] = [e for e in progress["electrons"] if e["name"] == "add"]
     counts = {k: adds[k] for k in ("total", "completed", "running", "failed", "cancelled")}
-    assert counts == {"total": NODES, "completed": 0, "running": 0, "failed": 0,
-                      "cancelled": NODES}, server.log.read_text()[-4000:]
+    assert counts == {"total": nodes, "completed": 0, "running": 0, "failed": 0,
+                      "cancelled": nodes}, server.log.read_text()[-4000:]
