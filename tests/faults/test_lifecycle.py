@@ -37,13 +37,14 @@ def _run(cli: Cli) -> int:
 
 @pytest.mark.all_stores  # each start opens the store and resumes from it
 @pytest.mark.timeout(180)  # ten starts of a whole cluster: over a minute on a loaded machine
-def test_kill9_then_start_restarts_ten_times_in_a_row(cli: Cli) -> None:
+def test_kill9_then_start_restarts_ten_times_in_a_row(cli: Cli, store_kind: str) -> None:
     port = free_port()
-    for i in range(10):
+    times = 10 if store_kind == "sqlite" else 4  # PostgreSQL: its own part, in less CI time
+    for i in range(times):
         out = cli("start", "--port", str(port), "--workers", "1")
         assert out.returncode == 0 and "started" in out.stdout, (i, out.stdout, out.stderr)
         pid = cli.server_pid()
-        if i in (0, 9):
+        if i in (0, times - 1):
             assert _run(cli) == 42
         os.kill(pid, signal.SIGKILL)  # its parent is gone: it may linger as a zombie
         deadline = time.monotonic() + 10
