@@ -44,14 +44,18 @@ def build_submission(lat: Lattice[Any, Any], args: tuple[Any, ...], kwargs: dict
 
 
 def submission_parts(lat: Lattice[Any, Any], args: tuple[Any, ...], kwargs: dict[str, Any],
-                     *, dispatch_id: str, disable_run: bool) -> list[bytes]:
-    """``build_submission`` as the parts of the body, sent one after the other."""
+                     *, dispatch_id: str, disable_run: bool,
+                     with_triggers: bool = True) -> list[bytes]:
+    """``build_submission`` as the parts of the body, sent one after the other;
+    ``with_triggers``: register the lattice's triggers (a redispatch runs it once instead)."""
     with gc_paused():
-        return _submission_parts(lat, args, kwargs, dispatch_id=dispatch_id, disable_run=disable_run)
+        return _submission_parts(lat, args, kwargs, dispatch_id=dispatch_id,
+                                 disable_run=disable_run, with_triggers=with_triggers)
 
 
 def _submission_parts(lat: Lattice[Any, Any], args: tuple[Any, ...], kwargs: dict[str, Any],
-                      *, dispatch_id: str, disable_run: bool) -> list[bytes]:
+                      *, dispatch_id: str, disable_run: bool,
+                      with_triggers: bool) -> list[bytes]:
     graph, sources = lat.build_graph_with_sources(*args, **kwargs)
     replace = getattr(lat, "replace_electrons", None)  # a lattice stored before it had them
     if replace:
@@ -61,7 +65,7 @@ def _submission_parts(lat: Lattice[Any, Any], args: tuple[Any, ...], kwargs: dic
     blobs.append(lat.inputs.get_serialized() if lat.inputs is not None else dumps({}, "inputs"))
     lattice_blob = len(blobs)
     blobs.append(dumps(lat, f"lattice {lat.__name__!r}"))
-    triggers = lat.metadata.get("triggers") or []
+    triggers = (lat.metadata.get("triggers") or []) if with_triggers else []
     header = {
         "dispatch_id": dispatch_id,
         "name": lat.__name__,
@@ -181,7 +185,9 @@ def redispatch(dispatch_id: str, dispatcher_addr: str | None = None,
             inputs = old.inputs
             args, kwargs = tuple(inputs.get("args", ())), dict(inputs.get("kwargs", {}))
         new_id = str(uuid.uuid4())
-        body = submission_parts(lat, args, kwargs, dispatch_id=new_id, disable_run=False)
+        # As in Covalent, it runs now and registers none of the lattice's triggers again.
+        body = submission_parts(lat, args, kwargs, dispatch_id=new_id, disable_run=False,
+                                with_triggers=False)
         query = {"redispatch_of": dispatch_id, "reuse": "1" if reuse_previous_results else "0"}
         resp = _client.request_json(cfg, "POST", "/dispatches", body=body,
                                     content_type=wire.CONTENT_TYPE, query=query)

@@ -523,6 +523,9 @@ async def delete(store: DispatchStore, runner: Runner, dispatch_id: str) -> list
     status = await store.get_status(check_id(dispatch_id))
     if status is None:
         raise DispatchNotFound(dispatch_id)
+    if any(t.dispatch_id == dispatch_id for t in await store.active_triggers()):
+        raise DispatchState(f"dispatch {dispatch_id} has active triggers, which dispatch it "
+                            f"again: stop them first (ct.stop_triggers({dispatch_id!r}))")
     if status == PENDING and dispatch_id not in runner.runs:  # stored with disable_run
         return await store.delete_dispatches([dispatch_id], pending=True)
     if not state.is_terminal(status) or dispatch_id in runner.runs:

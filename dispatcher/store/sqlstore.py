@@ -352,10 +352,12 @@ class SqlStore(Listing, Deletion, Users):
     async def finished_before(self, before: str | None, statuses: list[Status] | None,
                               owner: str | None = None) -> list[str]:
         """Ids of top-level dispatches that ended (before ``before``, with one of ``statuses``;
-        of ``owner`` only, if given)."""
+        of ``owner`` only, if given), but not one an active trigger dispatches again (a weekly
+        purge would stop a trigger registered long ago)."""
         wanted = [s for s in (statuses or TERMINAL) if s in TERMINAL]
         q = (f"SELECT dispatch_id FROM dispatches WHERE status IN {sql_list(wanted)}"
-             " AND parent_dispatch_id IS NULL")
+             " AND parent_dispatch_id IS NULL AND dispatch_id NOT IN"
+             " (SELECT dispatch_id FROM triggers WHERE active = 1)")
         args: list[Any] = []
         if owner is not None:
             q += " AND owner = ?"

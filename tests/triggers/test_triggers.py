@@ -87,6 +87,45 @@ async def test_lattice_triggers_are_registered_by_dispatch(dispatcher, addr) -> 
     assert info["name"] == "TimeTrigger" and not info["active"]
 
 
+async def test_a_redispatch_of_a_triggered_lattice_runs_and_registers_no_trigger(
+        dispatcher, addr) -> None:
+    @ct.lattice(triggers=[TimeTrigger(time_gap=3600)])
+    def hourly(x):
+        return add(x, 10)
+
+    dispatch_id = await asyncio.to_thread(ct.dispatch(hourly, dispatcher_addr=addr), 1)
+    again = await asyncio.to_thread(ct.redispatch(dispatch_id, dispatcher_addr=addr), 2)
+    result = await asyncio.wait_for(fetched(again, addr), 10)  # stayed NEW_OBJECT
+    assert (result.status, result.result) == ("COMPLETED", 12)
+    body = await (await dispatcher.get("/api/v1/triggers")).json()
+    assert [t["dispatch_id"] for t in body["triggers"]] == [dispatch_id]  # was two
+    await asyncio.to_thread(ct.stop_triggers, dispatch_id, addr)
+
+
+async def test_a_dispatch_an_active_trigger_runs_again_is_not_purged_or_deleted(
+        dispatcher, addr) -> None:
+    from covalent import api
+
+    cfg = api.client_config(addr)
+    dispatch_id = await asyncio.to_thread(ct.dispatch(wf, dispatcher_addr=addr), 1)
+    assert (await asyncio.wait_for(fetched(dispatch_id, addr), 10)).status == "COMPLETED"
+    trigger = TimeTrigger(time_gap=3600, dispatcher_addr=addr)  # runs it again every hour
+    trigger.lattice_dispatch_id = dispatch_id
+    await asyncio.to_thread(trigger.register)
+    out = await asyncio.to_thread(api.request_json, cfg, "DELETE", "/dispatches",
+                                  query={"older_than": "0s"})
+    assert out["dispatch_ids"] == []  # a weekly purge stopped the trigger for good
+    with pytest.raises(ct.errors.DispatchStateError, match="has active triggers.*stop_triggers"):
+        await asyncio.to_thread(api.request_json, cfg, "DELETE", f"/dispatches/{dispatch_id}")
+    [info] = await triggers_of(dispatcher, dispatch_id)
+    assert info["active"]
+
+    await asyncio.to_thread(ct.stop_triggers, dispatch_id, addr)
+    out = await asyncio.to_thread(api.request_json, cfg, "DELETE", "/dispatches",
+                                  query={"older_than": "0s"})
+    assert out["dispatch_ids"] == [dispatch_id]
+
+
 async def test_dir_trigger_burst_fires_once_per_batch(dispatcher, addr, tmp_path) -> None:
     watched = tmp_path / "watched"
     watched.mkdir()
