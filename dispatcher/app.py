@@ -77,7 +77,7 @@ def create_app(settings: Settings) -> web.Application:
         raise ValueError(
             f"refusing to serve the Dask dashboard on {dashboard}: any address other than "
             "loopback needs a token (--token or COVALENT_TOKEN)")
-    sessions, gate = Sessions(), Gate()  # the web UI's browser sessions; pending connections
+    sessions, gate = Sessions(token=settings.token or ""), Gate()  # the web UI's browser sessions; pending connections
     app = web.Application(client_max_size=settings.max_body_bytes)
     accounts = Accounts(lambda: app[STORE])  # users with tokens of their own (#26)
     app.middlewares.extend([
@@ -137,6 +137,7 @@ async def _replica_ctx(app: web.Application) -> AsyncIterator[None]:
     store, runner, triggers = app[STORE], app[RUNNER], app[TRIGGERS]
     replica = Replica(getattr(store, "conninfo"))
     runner.replica = triggers.replica = replica
+    app[SESSIONS].signed = True  # a UI link's ticket, taken by every replica
     cast(SqlStore, store).fencing = replica.owner_epoch
 
     notices = runner.notices = Notices(

@@ -167,13 +167,8 @@ async def ui_ticket(request: web.Request) -> web.Response:
     if request.get(VIA_SESSION):
         raise Forbidden("a browser session cannot make links into the UI; the token can "
                         "(`covalent status` prints one)")
-    # Replicas behind a load balancer: a ticket is known to one replica only, and the browser
-    # may reach another; the link carries the caller's own token, as before tickets (what a
-    # ticket guards against, another user squatting a stopped loopback dispatcher's port, is
-    # no concern of a load balancer's address).
-    replicas = request.app[RUNNER].replica is not None
     return web.json_response({"path": link_for(request, "/"),
-                              "expires_in": None if replicas else int(request.app[SESSIONS].ttl)})
+                              "expires_in": int(request.app[SESSIONS].ttl)})
 
 
 def _store_info(request: web.Request) -> dict[str, Any]:

@@ -19,6 +19,11 @@ useless there:
   (``POST /api/v1/ui/tickets``, with the token), held in memory like the sessions. A link
   opened after the server stopped, while another user's process listens on its port, gives
   that process a ticket that opens nothing once this server is gone;
+- replicas sharing PostgreSQL (and a token) behind a load balancer make *signed* tickets
+  instead, which any of them takes: the user's name and an expiry, with an HMAC keyed by a
+  hash of the admin token. What such a link hands a squatter is a UI session for the rest of
+  the ticket's life, never the token (the link carried the token before: every API call,
+  code included, for as long as the token lives);
 - the cookie's name carries a per-instance suffix, so two dispatchers on one machine never
   overwrite each other's cookie;
 - a session only does what the UI does: it never submits code (``POST /dispatches``,
@@ -27,7 +32,9 @@ useless there:
 
 from __future__ import annotations
 
+import base64
 import hashlib
+import hmac
 import re
 import secrets
 import time
@@ -57,8 +64,11 @@ class _Session:
 class Sessions:
     """This server's browser sessions (one table per server, in memory)."""
 
-    def __init__(self, ttl: float = SESSION_TTL) -> None:
+    def __init__(self, ttl: float = SESSION_TTL, token: str = "") -> None:
         self.ttl = ttl
+        # set by a replica: tickets signed with the key that every replica's token gives
+        self.signed = False
+        self._key = hashlib.sha256(b"covalent-ui-ticket\0" + token.encode()).digest()
         self.cookie = f"covalent_session_{secrets.token_hex(4)}"
         self._table: dict[bytes, _Session] = {}
         self._tickets: dict[bytes, tuple[str, float]] = {}  # digest: (user, expires)
@@ -83,6 +93,8 @@ class Sessions:
         """A new ticket for a link that opens a session of ``user``: what the CLI prints in
         place of the token, so a link opened while another user's process holds this
         dispatcher's port (it stopped) hands over nothing that outlives this server."""
+        if self.signed:
+            return self._signed(user)
         now = time.monotonic()
         latest = self._latest.get(user)
         if latest is not None and latest[1] - now > self.ttl / 2 \
@@ -97,9 +109,37 @@ class Sessions:
         return secret
 
     def redeem(self, ticket: str) -> str | None:
-        """The user a live ticket of this server was made for; else None."""
+        """The user a live ticket of this server (or, on a replica, of any replica) was made
+        for; else None."""
+        if self.signed and ticket.startswith("s."):
+            return self._verify(ticket)
         found = self._tickets.get(_digest(ticket))
         return found[0] if found is not None and found[1] > time.monotonic() else None
+
+    def _signed(self, user: str) -> str:
+        """``s.<user>.<expiry>.<mac>``: the wall clock's expiry, which every replica reads
+        alike (the same link for half its life, as the in-memory ones)."""
+        span = int(self.ttl / 2)
+        expires = (int(time.time()) // span + 2) * span if span > 0 else int(time.time() + 1)
+        name = base64.urlsafe_b64encode(user.encode()).decode().rstrip("=")
+        body = f"s.{name}.{expires}"
+        return f"{body}.{self._mac(body)}"
+
+    def _verify(self, ticket: str) -> str | None:
+        body, _, mac = ticket.rpartition(".")
+        parts = body.split(".")
+        if len(parts) != 3 or not hmac.compare_digest(mac, self._mac(body)):
+            return None
+        try:
+            expires = int(parts[2])
+            user = base64.urlsafe_b64decode(parts[1] + "=" * (-len(parts[1]) % 4)).decode()
+        except (ValueError, UnicodeDecodeError):
+            return None
+        return user if time.time() < expires else None
+
+    def _mac(self, body: str) -> str:
+        digest = hmac.new(self._key, body.encode(), hashlib.sha256).digest()
+        return base64.urlsafe_b64encode(digest).decode().rstrip("=")
 
     def admits(self, request: web.Request) -> str | None:
         """The user of the live session of this server ``request`` carries, if its sender

@@ -21,15 +21,14 @@ from __future__ import annotations
 
 import json
 from collections.abc import Awaitable, Callable
-from urllib.parse import urlencode
 
 import aiohttp_jinja2
 from aiohttp import web
 
 
 from ..errors import Forbidden
-from ..keys import RUNNER, SETTINGS
-from ..security import bearer, is_page, is_ui
+from ..keys import SETTINGS
+from ..security import is_page, is_ui
 from ..sessions import SESSIONS, VIA_SESSION
 from ..users import USER, user_of
 
@@ -40,15 +39,12 @@ CSP = ("default-src 'self'; script-src 'self'; style-src 'self' 'unsafe-inline';
        "form-action 'self'; frame-ancestors 'none'")
 
 
-def link_for(request: web.Request, path: str, token: bool = True) -> str:
-    """``path`` (a page) as a link that lets the caller's browser in: with a ticket this
-    server made for the caller (never the token: see ``dispatcher.sessions``), or, with
-    ``token``, the caller's own token for replicas behind a load balancer (a ticket is known to
-    one replica only; without ``token`` they get the bare path)."""
+def link_for(request: web.Request, path: str) -> str:
+    """``path`` (a page) as a link that lets the caller's browser in: with a ticket made for
+    the caller (never the token: see ``dispatcher.sessions``; replicas sign theirs, so that any
+    of them takes it)."""
     if not request.app[SETTINGS].token or request.get(VIA_SESSION):
         return path  # no token to get past, or a browser that is in already
-    if request.app[RUNNER].replica is not None:
-        return f"{path}?{urlencode({'token': bearer(request)})}" if token else path
     return f"{path}?ticket={request.app[SESSIONS].ticket(user_of(request).name)}"
 
 

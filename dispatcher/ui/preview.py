@@ -57,7 +57,7 @@ async def create(request: web.Request) -> web.Response:
     return web.json_response({"preview_id": preview_id,  # a link that lets its browser in
                               # (on replicas, not the token: the output of draw() is kept
                               # in notebooks and CI logs, where a token must not be)
-                              "path": link_for(request, f"/preview/{preview_id}", token=False)},
+                              "path": link_for(request, f"/preview/{preview_id}")},
                              status=201)
 
 

@@ -208,9 +208,11 @@ async def test_a_cancel_or_a_wait_on_another_replica_reaches_the_dispatch(
             asyncio.to_thread(ct.get_result, blocked, True, server.addr), 30)
         assert result.status == ct.status.CANCELLED
     assert not (ledger / "1.start").exists()  # what came after the cancelled node never ran
-    # The web UI link a replica makes opens any replica (a ticket would open only its own).
+    # The web UI link a replica makes opens any replica, and carries a ticket, not the token
+    # (a squatter on a stopped replica's port would have had it).
     made = await asyncio.to_thread(request_json, ClientConfig(a.url, a.token), "POST",
                                    "/ui/tickets", body=b"{}")
+    assert made["path"].startswith("/?ticket=s.") and a.token not in made["path"]
     browser = urllib.request.build_opener(urllib.request.HTTPCookieProcessor())
     with browser.open(b.url + made["path"], timeout=30) as page:  # another replica
         assert page.status == 200 and page.url == b.url + "/"

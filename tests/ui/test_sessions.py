@@ -138,3 +138,32 @@ def test_a_users_ticket_is_given_again_while_fresh_and_opens_nothing_for_another
         sessions.ticket(f"user{i}")
     assert sessions.redeem(first) is None
     assert sessions.redeem(sessions.ticket("ada")) == "ada"  # ...and ada gets a new, live one
+
+
+def test_a_replicas_signed_ticket_opens_every_replica_with_the_token_and_nothing_else(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    from dispatcher.sessions import Sessions
+
+    def replica(token: str, ttl: float = 3600) -> Sessions:
+        sessions = Sessions(ttl=ttl, token=token)
+        sessions.signed = True
+        return sessions
+
+    a, b = replica("shared-token"), replica("shared-token")
+    ticket = a.ticket("ada.lovelace")
+    assert "shared-token" not in ticket and a.ticket("ada.lovelace") == ticket  # the same again
+    assert b.redeem(ticket) == "ada.lovelace" == a.redeem(ticket)  # any replica takes it
+    assert replica("another-token").redeem(ticket) is None  # another deployment's: nothing
+    single = Sessions(ttl=3600, token="shared-token")  # not a replica: its own tickets only
+    assert single.redeem(ticket) is None
+    head, _, mac = ticket.rpartition(".")
+    for forged in (head.replace("s.", "s.Ym9i", 1) + "." + mac,  # another user's name
+                   head.rsplit(".", 1)[0] + ".99999999999." + mac,  # a later expiry
+                   head + "." + mac[:-2] + ("AA" if mac[-2:] != "AA" else "BB"), "s.x.y",
+                   "s..." , "s.!!.1.x"):
+        assert b.redeem(forged) is None, forged
+    import dispatcher.sessions as module
+
+    now = module.time.time()
+    monkeypatch.setattr(module.time, "time", lambda: now + 3600)  # the ticket's life is 1 h
+    assert b.redeem(ticket) is None
