@@ -7,6 +7,7 @@ resume the dispatches that were running when the server last stopped. Shutdown r
 from __future__ import annotations
 
 import asyncio
+import inspect
 import contextlib
 import importlib
 import json
@@ -451,7 +452,8 @@ async def _create_cluster(cs: ClusterSettings) -> Any:
     factory = cluster_class(cs.cluster_class)
     shown = f"{cs.cluster_class}(**{json.dumps(cs.cluster_kwargs)})"
     try:
-        cluster = factory(asynchronous=True, **cs.cluster_kwargs)
+        cluster = factory(asynchronous=True,
+                          **dashboard_kwargs(factory, cs.cluster_kwargs, cs.dashboard_address))
     except Exception as exc:  # a cluster manager raises anything for arguments it refuses
         raise OSError(f"cannot create {shown}: {type(exc).__name__}: {exc}") from None
     if not callable(getattr(cluster, "close", None)) or not hasattr(cluster, "scheduler_address"):
@@ -466,6 +468,35 @@ async def _create_cluster(cs: ClusterSettings) -> Any:
             raise OSError(f"{shown} did not start: {_causes(exc)}") from None
         raise
     return cluster
+
+
+def dashboard_kwargs(factory: Any, kwargs: dict[str, Any], address: str | None
+                     ) -> dict[str, Any]:
+    """``kwargs`` for a cluster manager, with its scheduler's dashboard where
+    ``--dashboard-address`` says (loopback by default; None: none) unless they set one: Dask's
+    own default, ``:8787``, listens on every interface, on a shared login node too.
+
+    >>> from distributed import LocalCluster
+    >>> dashboard_kwargs(LocalCluster, {"n_workers": 1}, ":0")
+    {'n_workers': 1, 'dashboard_address': '127.0.0.1:0'}
+    >>> dashboard_kwargs(LocalCluster, {"dashboard_address": ":9000"}, "127.0.0.1:8787")
+    {'dashboard_address': ':9000'}
+    >>> def SLURMCluster(cores=1, scheduler_options=None): ...
+    >>> dashboard_kwargs(SLURMCluster, {"cores": 4}, "127.0.0.1:8787")
+    {'cores': 4, 'scheduler_options': {'dashboard_address': '127.0.0.1:8787'}}
+    """
+    try:
+        params = inspect.signature(factory).parameters
+    except (TypeError, ValueError):  # a callable Python cannot describe: left as given
+        return kwargs
+    wanted = pinned_dashboard(address)
+    if "dashboard_address" in params:  # LocalCluster and its kind
+        return kwargs if "dashboard_address" in kwargs else {**kwargs, "dashboard_address": wanted}
+    if "scheduler_options" in params and wanted is not None:  # dask-jobqueue's
+        options = dict(kwargs.get("scheduler_options") or {})
+        if "dashboard_address" not in options:
+            return {**kwargs, "scheduler_options": {**options, "dashboard_address": wanted}}
+    return kwargs
 
 
 def _causes(exc: BaseException) -> str:

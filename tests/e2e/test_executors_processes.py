@@ -17,6 +17,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import psutil
 import pytest
 
 import covalent as ct
@@ -244,14 +245,19 @@ async def test_cancelling_a_node_blocked_in_a_c_call_frees_its_worker_slot(
 
 async def test_a_cluster_manager_by_import_path_adapts_from_zero_and_closes_on_stop(
         cli: Cli, config_dir: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    kwargs = {"n_workers": 0, "threads_per_worker": 1, "processes": True, "host": "127.0.0.1",
-              "dashboard_address": ":0"}
+    kwargs = {"n_workers": 0, "threads_per_worker": 1, "processes": True, "host": "127.0.0.1"}
     out = await asyncio.to_thread(cli, "start", "--port", str(free_port()), "--cluster",
                                   "distributed.LocalCluster", "--cluster-kwargs", json.dumps(kwargs),
-                                  "--adapt", "0:2")
+                                  "--adapt", "0:2", "--dashboard-address", ":0")
     assert out.returncode == 0, out.stderr + out.stdout
     assert "(distributed.LocalCluster, adaptive 0..2 workers)" in out.stdout
     pid = cli.server_pid()
+    # The cluster's scheduler (and its dashboard) run in the dispatcher's process: nothing it
+    # listens on is reachable from another machine (the dashboard took Dask's ":8787", every
+    # interface, and ignored --dashboard-address).
+    listening = [c.laddr for c in psutil.Process(pid).net_connections("inet")
+                 if c.status == psutil.CONN_LISTEN]
+    assert listening and {a.ip for a in listening} == {"127.0.0.1"}, listening
     monkeypatch.setenv("COVALENT_CONFIG_DIR", str(config_dir))
     info = await asyncio.to_thread(status, cli)
     assert info["cluster"]["manager"] == "distributed.LocalCluster"
