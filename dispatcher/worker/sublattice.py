@@ -74,6 +74,9 @@ def run_sublattice(spec: NodeSpec, lattice: Any, args: list[Any], kwargs: dict[s
         _CHILD.running = None
         raise
     _CHILD.running = None  # it ended: a retry runs a child of its own
+    if result.status == "CANCELLED":  # someone cancelled the child itself: as in Covalent, its
+        with interrupts.outside():  # node is CANCELLED too, not FAILED (what this raises next
+            _cancel_node(cfg, spec)  # is then ignored: the node has ended)
     if result.status != "COMPLETED":
         raise RuntimeError(f"sublattice dispatch {child_id} ended {result.status}"
                            + (f": {result.error}" if result.error else ""))  # (no ": None")
@@ -119,6 +122,19 @@ def _wait_seceded(cfg: ClientConfig, child_id: str) -> Result:
         with interrupts.outside():  # when the dispatcher is away: this node runs again when it
             _cancel_child(cfg, child_id, exc)  # resumes, and waits for the child it left)
         raise
+
+
+def _cancel_node(cfg: ClientConfig, spec: NodeSpec) -> None:
+    """Cancel the sublattice's own node in its parent dispatch (and what waits for it)."""
+    try:
+        request_json(cfg, "POST", f"/dispatches/{spec.dispatch_id}/cancel",
+                     body=json.dumps({"task_ids": [spec.node_id]}).encode(),
+                     timeout=_CANCEL_WAIT_S)
+    except DispatchStateError:
+        pass  # the parent ended meanwhile (or is being cancelled)
+    except Exception as err:  # the dispatcher is away, or slow: the node fails instead
+        log.warning("cancel of node %d of dispatch %s (its sublattice dispatch was cancelled) "
+                    "not confirmed: %s", spec.node_id, spec.dispatch_id, err)
 
 
 def _cancel_child(cfg: ClientConfig, child_id: str, why: BaseException) -> None:
