@@ -172,6 +172,11 @@ def redispatch(dispatch_id: str, dispatcher_addr: str | None = None,
                               "it was stored with; the ones given here are ignored (redispatch "
                               "without is_pending runs it again with new inputs)", stacklevel=2)
             resp = _client.request_json(cfg, "POST", f"/dispatches/{quoted}/start")
+            if not resp.get("started", True):  # (an older server does not say)
+                warnings.warn(f"redispatch(is_pending=True): dispatch {dispatch_id} was started "
+                              "already (it is not a stored disable_run dispatch), so nothing "
+                              "new runs; redispatch without is_pending runs it again",
+                              stacklevel=2)
             return DispatchId(resp["dispatch_id"], dispatcher_addr)
         # Reusing results needs the old dispatch's final outputs: wait for it to end.
         old = get_result(dispatch_id, wait=reuse_previous_results, dispatcher_addr=dispatcher_addr)

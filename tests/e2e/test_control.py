@@ -248,6 +248,8 @@ async def test_disable_run_then_start_pending_once(addr: str) -> None:
     assert result.result == 2
     starts = [r for r in result.get_all_node_results() if r["node_name"] == "add"]
     assert len(starts) == 1 and starts[0]["status"] == "COMPLETED"
+    with pytest.warns(UserWarning, match="was started already.*nothing new runs"):
+        assert await asyncio.to_thread(start) == dispatch_id  # ended: said, not silent
 
 
 @ct.electron
