@@ -242,8 +242,10 @@ async def test_disable_run_then_start_pending_once(addr: str) -> None:
     assert stored.status == "NEW_OBJECT" and stored.get_node_result(0)["status"] == "NEW_OBJECT"
     start = ct.redispatch(dispatch_id, dispatcher_addr=addr, is_pending=True)
     assert await asyncio.to_thread(start) == dispatch_id
-    with pytest.warns(UserWarning, match="the ones given here are ignored"):
+    with pytest.warns(UserWarning) as said:
         assert await asyncio.to_thread(start, 5) == dispatch_id  # a no-op; not new inputs
+    assert ["the ones given here are ignored" in str(w.message) for w in said] == [True, False]
+    assert "was started already" in str(said[1].message)
     result = await fetched(dispatch_id, addr)
     assert result.result == 2
     starts = [r for r in result.get_all_node_results() if r["node_name"] == "add"]
