@@ -93,6 +93,12 @@ def _ending(body: dict[str, Any], dispatch_id: str, status: Status) -> str:
     return line
 
 
+def _not_started(dispatch_id: str) -> str:
+    """What watching a dispatch stored with ``disable_run`` waits for."""
+    return (f"{dispatch_id} is stored, not started (disable_run=True): watching until it runs; "
+            f"ct.redispatch({dispatch_id!r}, is_pending=True)() starts it")
+
+
 def _detail(e: dict[str, Any]) -> str:
     """What a bar says besides its count.
 
@@ -107,20 +113,36 @@ def _bars(cfg: ClientConfig, dispatch_id: str, out: IO[str]) -> Status:
     from rich.console import Console
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
 
+    from rich.progress import ProgressColumn, Task
+    from rich.text import Text
+
+    class Took(ProgressColumn):
+        """How long a name's nodes took; while some run, it ticks between the server's
+        answers (which come at each change, not each second)."""
+
+        def render(self, task: Task) -> Text:
+            e = dict(task.fields["electron"])
+            if e.get("running") and isinstance(e.get("seconds"), int | float):
+                e["seconds"] += time.monotonic() - task.fields["at"]
+            return Text(_took(e) if e else "")
+
     status = Status.NEW_OBJECT
     tasks: dict[str, Any] = {}
     console = Console(file=out)
     columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
-               TextColumn("{task.fields[detail]}"), TextColumn("{task.fields[took]}"))
+               TextColumn("{task.fields[detail]}"), Took())
     with Progress(*columns, console=console, transient=False) as bars:
         for body in updates(cfg, dispatch_id):
             status = Status(body["status"])
+            if status == Status.NEW_OBJECT and not tasks:
+                console.print(_not_started(dispatch_id), markup=False, highlight=False)
+            at = time.monotonic()
             for e in body["electrons"]:
                 if e["name"] not in tasks:
                     tasks[e["name"]] = bars.add_task(e["name"], total=e["total"], detail="",
-                                                     took="")
+                                                     electron={}, at=at)
                 bars.update(tasks[e["name"]], completed=e["completed"], total=e["total"],
-                            detail=_detail(e), took=_took(e))
+                            detail=_detail(e), electron=e, at=at)
             if status.is_terminal:
                 for task_id in tasks.values():
                     bars.stop_task(task_id)
@@ -153,6 +175,8 @@ def _lines(cfg: ClientConfig, dispatch_id: str, out: IO[str]) -> Status:
     status = Status.NEW_OBJECT
     for body in updates(cfg, dispatch_id):
         status = Status(body["status"])
+        if status == Status.NEW_OBJECT and not shown and not last:
+            print(_not_started(dispatch_id), file=out, flush=True)
         now = time.monotonic()
         if now - last < PLAIN_GAP_S and not status.is_terminal:
             # At most a line a second: a change is printed late, never dropped (it used to

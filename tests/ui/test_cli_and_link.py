@@ -173,6 +173,80 @@ async def test_watch_in_a_terminal_draws_bars(cli: Cli) -> None:
 
 
 @ct.lattice
+def _one_gate(started, release):
+    return tasks.gate(1, started, release)
+
+
+async def test_watch_in_a_terminal_ticks_a_running_nodes_time_between_answers(
+        cli: Cli, tmp_path: Path) -> None:
+    link, _ = start(cli)
+    addr = link.split("//")[1].split("/")[0]
+    started, release = tmp_path / "started", tmp_path / "release"
+    dispatch_id = await asyncio.to_thread(ct.dispatch(_one_gate, dispatcher_addr=addr),
+                                          str(started), str(release))
+    await wait_until(started.exists, timeout=30)
+    leader, follower = pty.openpty()
+    chunks: list[bytes] = []
+    reader = threading.Thread(target=_read_all, args=(leader, chunks), daemon=True)
+    proc = subprocess.Popen([sys.executable, "-m", "dispatcher.cli", "watch", dispatch_id],
+                            env=dict(cli.env, COLUMNS="100"), cwd=REPO, stdout=follower,
+                            stderr=follower)
+    try:
+        reader.start()
+
+        def shown() -> list[float]:  # every time the gate's bar has shown, in order
+            text = b"".join(chunks).decode(errors="replace")
+            return [float(t) for t in re.findall(r"1 running\s+([0-9]+\.[0-9]) s", text)]
+
+        # the node runs and nothing changes on the server: the time still goes on
+        await wait_until(lambda: len(shown()) > 1 and shown()[-1] - shown()[0] >= 1.0,
+                         timeout=20, interval=0.1)
+        release.touch()
+        assert await asyncio.to_thread(proc.wait, 60) == 0
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+        os.close(follower)
+        reader.join(10)
+        os.close(leader)
+
+
+async def test_watching_a_stored_dispatch_says_it_is_not_started_then_follows_it(
+        cli: Cli) -> None:
+    link, _ = start(cli)
+    addr = link.split("//")[1].split("/")[0]
+    pending = await asyncio.to_thread(
+        ct.dispatch(tasks.two_node, dispatcher_addr=addr, disable_run=True), 1, 2)
+    watcher = subprocess.Popen([sys.executable, "-m", "dispatcher.cli", "watch", pending],
+                               env=cli.env, cwd=REPO, stdout=subprocess.PIPE,
+                               stderr=subprocess.PIPE, text=True)
+    try:
+        assert watcher.stdout is not None
+        first = await asyncio.wait_for(asyncio.to_thread(watcher.stdout.readline), 30)
+        assert first.startswith(f"{pending} is stored, not started (disable_run=True)")
+        assert "is_pending=True" in first  # how to start it (it printed 0/1 and waited)
+        await asyncio.to_thread(ct.redispatch(pending, dispatcher_addr=addr, is_pending=True))
+        assert await asyncio.to_thread(watcher.wait, 60) == 0
+        assert f"{pending}: COMPLETED" in watcher.stdout.read()
+    finally:
+        if watcher.poll() is None:
+            watcher.kill()
+        watcher.communicate()
+
+
+def _read_all(fd: int, into: list[bytes]) -> None:
+    while True:
+        try:
+            data = os.read(fd, 65536)
+        except OSError:  # closed
+            return
+        if not data:
+            return
+        into.append(data)
+
+
+@ct.lattice
 def _two_gates(a_started, a_release, b_started, b_release):
     return tasks.gate(1, a_started, a_release), tasks.gate(2, b_started, b_release)
 
