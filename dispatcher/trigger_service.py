@@ -145,7 +145,7 @@ class TriggerService:
         if row is None or trigger_id in self.supervisor.observed:
             return
         obs = self.supervisor.start(row.trigger_id, row.dispatch_id, row.spec, row.pickled,
-                                    row.fire_count)
+                                    row.fire_count, restored=True)
         await self.supervisor.wait_observing(obs)
 
     def drop(self, trigger_id: str) -> None:
@@ -160,7 +160,7 @@ class TriggerService:
         for row in rows:
             try:
                 obs = self.supervisor.start(row.trigger_id, row.dispatch_id, row.spec, row.pickled,
-                                            row.fire_count)
+                                            row.fire_count, restored=True)
             except (ValueError, TypeError, KeyError) as exc:
                 await self.store.save_trigger(row.trigger_id, row.spec_json, False, row.fire_count,
                                               f"cannot rebuild trigger: {type(exc).__name__}: {exc}")
