@@ -216,6 +216,18 @@ class TriggerService:
                 raise DispatchNotFound(d)
         return await self.supervisor.stop_dispatches(dispatch_ids)
 
+    async def stop_one(self, trigger_id: str) -> bool:
+        """Stop one trigger (``trigger.stop()`` on the user's registered object); whether it
+        was active here.
+
+        Raises:
+            TriggerNotFound: no trigger has that id.
+        """
+        obs = self.supervisor.observed.get(trigger_id)
+        if obs is None and await self.owner_of(trigger_id) is None:
+            raise TriggerNotFound(f"no trigger with id {trigger_id!r}")
+        return obs is not None and await self.supervisor.stop_observed([obs]) == 1
+
 
 def _decode(body: dict[str, Any]) -> tuple[dict[str, Any], bytes | None]:
     """The trigger's JSON spec and, for a custom trigger, its pickle (kept as bytes)."""

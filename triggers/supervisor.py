@@ -125,7 +125,12 @@ class TriggerSupervisor:
 
     async def stop_dispatches(self, dispatch_ids: list[str]) -> int:
         """Stop every trigger of these dispatches; when it returns no trigger fires again."""
-        targets = [o for o in self.observed.values() if o.dispatch_id in dispatch_ids and o.active]
+        return await self.stop_observed(
+            [o for o in self.observed.values() if o.dispatch_id in dispatch_ids and o.active])
+
+    async def stop_observed(self, targets: list[Observed]) -> int:
+        """Stop these triggers (``trigger.stop()`` on a registered one stops only itself)."""
+        targets = [o for o in targets if o.active]
         for o in targets:
             o.stopped.set()
         await asyncio.gather(*(o.task for o in targets if o.task), return_exceptions=True)

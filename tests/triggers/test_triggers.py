@@ -469,3 +469,24 @@ async def test_a_registered_trigger_object_follows_its_fires(dispatcher, addr) -
     assert len(info["new_dispatch_ids"]) >= 1
     missing = await dispatcher.get("/api/v1/triggers/no-such-trigger")
     assert missing.status == 404 and (await missing.json())["error"] == "TriggerNotFound"
+
+
+async def test_stop_on_a_registered_trigger_object_stops_it_on_the_dispatcher(dispatcher, addr,
+                                                                             tmp_path) -> None:
+    # trigger.stop() ("Stop observing for changes") did nothing: the dispatcher kept firing.
+    dispatch_id = await pending(addr)
+    timer = TimeTrigger(time_gap=0.05, lattice_dispatch_id=dispatch_id, dispatcher_addr=addr)
+    files = DirTrigger(tmp_path, ["created"], lattice_dispatch_id=dispatch_id, dispatcher_addr=addr)
+    for t in (timer, files):
+        await asyncio.to_thread(t.register)
+    await wait_until(lambda: _fired(dispatcher, dispatch_id, 1), timeout=10)
+    await asyncio.to_thread(timer.stop)
+    by_name = {i["name"]: i for i in await triggers_of(dispatcher, dispatch_id)}
+    assert not by_name["TimeTrigger"]["active"] and by_name["TimeTrigger"]["reason"] == "stopped"
+    assert by_name["DirTrigger"]["active"]  # only the one stopped, not its dispatch's others
+    observed = dispatcher.app[TRIGGERS].supervisor.observed
+    assert observed[by_name["TimeTrigger"]["trigger_id"]].task.done()  # nothing left to fire
+    ids = await asyncio.to_thread(lambda: timer.new_dispatch_ids)  # still read from the server
+    assert ids == by_name["TimeTrigger"]["new_dispatch_ids"]
+    await asyncio.to_thread(timer.stop)  # a second stop() does nothing
+    await asyncio.to_thread(ct.stop_triggers, dispatch_id, addr)
