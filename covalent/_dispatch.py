@@ -154,7 +154,8 @@ def redispatch(dispatch_id: str, dispatcher_addr: str | None = None,
     Args:
         dispatch_id: the dispatch to run again.
         replace_electrons: ``{electron name: new electron}``: every node of that name runs the
-            new function.
+            new function. A name no electron of the lattice has (a typo, or an electron called
+            only inside a sublattice) replaces nothing and is warned about (UserWarning).
         reuse_previous_results: nodes whose function, inputs and parents are unchanged keep
             the old outputs instead of running again.
         is_pending: start the stored (``disable_run=True``) dispatch itself, under its own id.
@@ -217,6 +218,25 @@ def _replace_functions(graph: WorkflowGraph,
         for node in graph.nodes:
             if node.name == name and node.kind is NodeKind.ELECTRON:
                 node.fn, node.fn_hash = blob, digest
+    _warn_unmatched(graph, replacements)
+
+
+def _warn_unmatched(graph: WorkflowGraph, replacements: dict[str, Any]) -> None:
+    """Warn about replacement names no electron of the lattice has (Covalent ignores them
+    silently: the old function ran and the result looked right)."""
+    kinds: dict[NodeKind, set[str]] = {NodeKind.ELECTRON: set(), NodeKind.SUBLATTICE: set()}
+    for node in graph.nodes:
+        kinds.get(node.kind, set()).add(node.name)
+    unmatched = sorted(n for n in replacements if n not in kinds[NodeKind.ELECTRON])
+    if not unmatched:
+        return
+    has = ", ".join(sorted(kinds[NodeKind.ELECTRON])) or "none"
+    subs = ", ".join(sorted(kinds[NodeKind.SUBLATTICE]))
+    warnings.warn(
+        f"replace_electrons: no electron named {', '.join(map(repr, unmatched))} in this lattice, "
+        f"so nothing was replaced for it (its electrons: {has}); an electron called inside a "
+        f"sublattice{f' ({subs})' if subs else ''} is not replaced this way",
+        stacklevel=5)  # the caller of redispatch's wrapper
 
 
 def stop_triggers(dispatch_ids: str | list[str], triggers_server_addr: str | None = None) -> None:

@@ -22,14 +22,14 @@ from covalent import wire
 
 from . import dispatches, procinfo, reads, transfer
 from .errors import (DispatcherError, Forbidden, InvalidRequest, NodeNotFound, PayloadTooLarge,
-                     StoreError, Unavailable, is_disk_error)
+                     StoreError, TriggerNotFound, Unavailable, is_disk_error)
 from .authz import owner_filter, owner_of_visible, visible_ids
 from .executors import ExecutorTable, serves
 from .keys import CLUSTER_INFO, EXECUTORS, RECORDER, RUNNER, SETTINGS, STORE, TRIGGERS
 from .offload import off_loop
 from .sessions import SESSIONS, VIA_SESSION
 from .upload import Upload, read_frame
-from .users import answer_only_the_live, user_of
+from .users import answer_only_the_live, may_see, user_of
 from .state import Status
 from .ui.access import link_for
 from .worker.blobs import DamagedBlob
@@ -417,6 +417,16 @@ async def list_triggers(request: web.Request) -> web.Response:
 async def get_trigger(request: web.Request) -> web.Response:
     """One trigger: whether it is active, how often it fired, the dispatches it started."""
     return web.json_response(await request.app[TRIGGERS].info(request.match_info["trigger_id"]))
+
+
+@routes.post(wire.API + "/triggers/{trigger_id}/stop")
+async def stop_trigger(request: web.Request) -> web.Response:
+    """Stop one trigger: what ``trigger.stop()`` on a registered trigger object asks."""
+    service, trigger_id = request.app[TRIGGERS], request.match_info["trigger_id"]
+    owner = await service.owner_of(trigger_id)
+    if owner is None or not may_see(user_of(request), owner):  # someone else's: as unknown
+        raise TriggerNotFound(f"no trigger with id {trigger_id!r}")
+    return web.json_response({"stopped": int(await service.stop_one(trigger_id))})
 
 
 @routes.post(wire.API + "/triggers/stop")

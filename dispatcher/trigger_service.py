@@ -145,7 +145,7 @@ class TriggerService:
         if row is None or trigger_id in self.supervisor.observed:
             return
         obs = self.supervisor.start(row.trigger_id, row.dispatch_id, row.spec, row.pickled,
-                                    row.fire_count)
+                                    row.fire_count, restored=True)
         await self.supervisor.wait_observing(obs)
 
     def drop(self, trigger_id: str) -> None:
@@ -160,7 +160,7 @@ class TriggerService:
         for row in rows:
             try:
                 obs = self.supervisor.start(row.trigger_id, row.dispatch_id, row.spec, row.pickled,
-                                            row.fire_count)
+                                            row.fire_count, restored=True)
             except (ValueError, TypeError, KeyError) as exc:
                 await self.store.save_trigger(row.trigger_id, row.spec_json, False, row.fire_count,
                                               f"cannot rebuild trigger: {type(exc).__name__}: {exc}")
@@ -215,6 +215,18 @@ class TriggerService:
             if await self.store.get_status(dispatches.check_id(d)) is None:
                 raise DispatchNotFound(d)
         return await self.supervisor.stop_dispatches(dispatch_ids)
+
+    async def stop_one(self, trigger_id: str) -> bool:
+        """Stop one trigger (``trigger.stop()`` on the user's registered object); whether it
+        was active here.
+
+        Raises:
+            TriggerNotFound: no trigger has that id.
+        """
+        obs = self.supervisor.observed.get(trigger_id)
+        if obs is None and await self.owner_of(trigger_id) is None:
+            raise TriggerNotFound(f"no trigger with id {trigger_id!r}")
+        return obs is not None and await self.supervisor.stop_observed([obs]) == 1
 
 
 def _decode(body: dict[str, Any]) -> tuple[dict[str, Any], bytes | None]:

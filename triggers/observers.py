@@ -127,6 +127,8 @@ class _FollowedPath:
         the same inode number (file systems reuse them).
         """
         identity = _identity(self.trigger.dir_path)
+        if identity is None and self.generation == 0:
+            self.generation = 1  # none when observing began: the one that comes is new
         if identity == self.identity and not gone:
             return []
         first = self.generation == 0
@@ -163,76 +165,148 @@ def _names_path(event: FileSystemEvent, path: str) -> bool:
     return any(os.fsdecode(p) == path for p in (event.src_path, getattr(event, "dest_path", "")) if p)
 
 
+QUIET_S = 0.1  # on stop: events still arriving this soon after the last one are counted
+DRAIN_MAX_S = 2.0  # ... but a stream that never pauses does not hold a stop up for longer
+
+
 async def observe_dir(trigger: DirTrigger, ctx: Observing) -> str:
     """Fire once per ``batch_size`` events of ``event_names`` under ``trigger.dir_path``.
 
+    A restored trigger (``ctx.restored``: registered before a restart) whose path, or the
+    directory holding it, does not exist yet waits for it, saying so in ``last_error``. Once
+    ``stopped``, the events already received are counted into ``n_changes`` (not fired: the
+    batches they complete fire when observing starts again, after a restart).
+
     Raises:
-        FileNotFoundError: the path does not exist when observing starts.
+        FileNotFoundError: the path of a new registration does not exist.
         OSError: the system refuses a watch (e.g. the inotify watch limit).
     """
-    path, watcher, fire, stopped, ready = (trigger.dir_path, ctx.watcher, ctx.fire, ctx.stopped,
-                                           ctx.ready)
-    if not os.path.exists(path):
+    path = trigger.dir_path
+    if not ctx.restored and not os.path.exists(path):
         raise FileNotFoundError(f"DirTrigger path {path} does not exist")
+    parent = os.path.dirname(path) or "/"
+    stop_wait = asyncio.ensure_future(ctx.stopped.wait())
+    try:
+        if not os.path.isdir(parent):
+            ctx.report_error(f"waiting for {parent} (holding {path}) to exist")
+            ctx.ready.set()
+            if not await _wait_for_dir(ctx.watcher, parent, stop_wait):
+                return "stopped"
+            return await _observe_dir(trigger, ctx, parent, stop_wait, appeared=True)
+        return await _observe_dir(trigger, ctx, parent, stop_wait, appeared=False)
+    finally:
+        stop_wait.cancel()
+
+
+async def _observe_dir(trigger: DirTrigger, ctx: Observing, parent: str,
+                       stop_wait: asyncio.Future[Any], appeared: bool) -> str:
+    path, watcher, fire, stopped = trigger.dir_path, ctx.watcher, ctx.fire, ctx.stopped
     loop = asyncio.get_running_loop()
     queue: asyncio.Queue[tuple[Any, FileSystemEvent]] = asyncio.Queue()
-    parent = os.path.dirname(path) or "/"
     parent_watch = await asyncio.to_thread(watcher.schedule, _Forward(loop, queue, "parent"),
                                            parent, False)
     followed = _FollowedPath(watcher, trigger, lambda gen: _Forward(loop, queue, gen))
+    if appeared:  # the path came after observing began: count what it arrived with
+        followed.generation = 1
     counted: set[str] = set()
+
+    async def fire_due() -> None:
+        while trigger.n_changes >= trigger.batch_size and not stopped.is_set():
+            trigger.n_changes -= trigger.batch_size
+            if await fire() is None:  # stopped meanwhile: the batch fires after a restart
+                trigger.n_changes += trigger.batch_size
 
     async def count(event_type: str) -> None:
         if event_type in trigger.event_names:
             trigger.n_changes += 1
-            if trigger.n_changes >= trigger.batch_size:
-                trigger.n_changes = 0
-                await fire()
+            ctx.counted()
+            await fire_due()
 
     async def follow(gone: bool = False) -> None:
         arrived = await asyncio.to_thread(followed.refresh, gone)
+        ctx.report_error(None if followed.identity is not None
+                         else f"waiting for {path} to exist")
         counted.update(arrived)
         for _ in arrived:
             await count("created")  # what the directory that replaced ours arrived with
 
+    async def handle(tag: Any, event: FileSystemEvent) -> str | None:
+        """One event; the reason observing ends, if it does."""
+        if tag == "parent":
+            if _names_path(event, path):  # a new generation drops the old one's events
+                gone = (event.event_type in ("deleted", "moved")
+                        and os.fsdecode(event.src_path) == path)
+                if gone and followed.replaced_early:
+                    followed.replaced_early = False  # already followed, see below
+                else:
+                    await follow(gone)
+            elif event.event_type == "deleted" and os.fsdecode(event.src_path) == parent:
+                return f"the directory {parent} holding {path} was deleted"
+            return None
+        if tag != followed.generation:
+            return None  # from a directory that was moved away
+        if followed.identity != _identity(path):  # moved away, not yet seen by the parent
+            followed.replaced_early = True
+            await follow()
+            return None
+        src = os.fsdecode(event.src_path)
+        if event.event_type in ("deleted", "moved") and src == path:
+            return None  # the path itself went away: the parent watch follows it
+        if event.event_type == "created" and src in counted:
+            counted.discard(src)  # seen in the listing of a replacing directory already
+            return None
+        await count(event.event_type)
+        return None
+
+    async def drain() -> None:
+        """Count what arrived before the stop (and right after it, while events still come)."""
+        deadline = loop.time() + DRAIN_MAX_S
+        while True:
+            try:
+                tag, event = await asyncio.wait_for(
+                    queue.get(), max(0.0, min(QUIET_S, deadline - loop.time())))
+            except TimeoutError:
+                return
+            if await handle(tag, event) is not None:
+                return
+
     try:
-        await asyncio.to_thread(followed.refresh)
-        ready.set()
-        stop_wait = asyncio.ensure_future(stopped.wait())
+        await follow()
+        ctx.ready.set()
+        await fire_due()  # batches completed before a restart
+        while True:
+            get = asyncio.ensure_future(queue.get())
+            await asyncio.wait({get, stop_wait}, return_when=asyncio.FIRST_COMPLETED)
+            if not get.done():
+                get.cancel()
+                await drain()
+                return "stopped"
+            ended = await handle(*get.result())
+            if ended is not None:
+                return ended
+    finally:
+        watcher.unschedule(followed.watch)
+        watcher.unschedule(parent_watch)
+
+
+async def _wait_for_dir(watcher: DirWatcher, target: str, stop_wait: asyncio.Future[Any]) -> bool:
+    """Wait until the directory ``target`` exists, watching its nearest existing ancestor;
+    False if stopped first."""
+    loop = asyncio.get_running_loop()
+    while not os.path.isdir(target):
+        below = target
+        while not os.path.isdir(os.path.dirname(below)):
+            below = os.path.dirname(below)
+        queue: asyncio.Queue[tuple[Any, FileSystemEvent]] = asyncio.Queue()
+        watch = await asyncio.to_thread(watcher.schedule, _Forward(loop, queue, None),
+                                        os.path.dirname(below), False)
         try:
-            while True:
+            while not os.path.isdir(below):  # checked after the watch began: no race
                 get = asyncio.ensure_future(queue.get())
                 await asyncio.wait({get, stop_wait}, return_when=asyncio.FIRST_COMPLETED)
                 if not get.done():
                     get.cancel()
-                    return "stopped"
-                tag, event = get.result()
-                if tag == "parent":
-                    if _names_path(event, path):  # a new generation drops the old one's events
-                        gone = (event.event_type in ("deleted", "moved")
-                                and os.fsdecode(event.src_path) == path)
-                        if gone and followed.replaced_early:
-                            followed.replaced_early = False  # already followed, see below
-                        else:
-                            await follow(gone)
-                    elif event.event_type == "deleted" and os.fsdecode(event.src_path) == parent:
-                        return f"the directory {parent} holding {path} was deleted"
-                    continue
-                if tag != followed.generation:
-                    continue  # from a directory that was moved away
-                if followed.identity != _identity(path):  # moved away, not yet seen by the parent
-                    followed.replaced_early = True
-                    await follow()
-                    continue
-                src = os.fsdecode(event.src_path)
-                if event.event_type in ("deleted", "moved") and src == path:
-                    continue  # the path itself went away: the parent watch follows it
-                if event.event_type == "created" and src in counted:
-                    counted.discard(src)  # seen in the listing of a replacing directory already
-                    continue
-                await count(event.event_type)
+                    return False
         finally:
-            stop_wait.cancel()
-    finally:
-        watcher.unschedule(followed.watch)
-        watcher.unschedule(parent_watch)
+            watcher.unschedule(watch)
+    return True

@@ -22,7 +22,10 @@ class Observing:
     """``fire()`` starts or redispatches the trigger's dispatch; ``ready`` is set once
     observing has begun; ``stopped`` is set to end it. ``report_error(text or None)`` shows (or
     clears) a problem that does not end the trigger; ``next_fire(loop time or None)`` says when
-    a timer fires next. ``watcher`` is the server's one directory watcher."""
+    a timer fires next. ``watcher`` is the server's one directory watcher. ``restored``: the
+    trigger was registered before this server started (a DirTrigger then waits for a missing
+    path instead of refusing it). ``counted()`` says that state ``to_dict()`` keeps (a
+    DirTrigger's ``n_changes``) changed: the supervisor saves it soon after."""
 
     fire: Fire
     stopped: asyncio.Event
@@ -30,3 +33,5 @@ class Observing:
     watcher: DirWatcher
     report_error: Callable[[str | None], None]
     next_fire: Callable[[float | None], None]
+    restored: bool
+    counted: Callable[[], None]

@@ -29,6 +29,7 @@ log = logging.getLogger("covalent.triggers")
 
 Fire = Callable[[str, str, int], Awaitable[str]]  # (dispatch id, trigger id, fire number)
 READY_TIMEOUT_S = 20.0
+SAVE_DELAY_S = 0.5  # a count not yet saved is lost by a kill -9: saved this soon after it changes
 
 
 class FireRefused(Exception):
@@ -60,6 +61,8 @@ class Observed:
     stopped: asyncio.Event = field(default_factory=asyncio.Event)
     ready: asyncio.Event = field(default_factory=asyncio.Event)  # observing has begun
     task: asyncio.Task[None] | None = None
+    restored: bool = False  # registered before this server started
+    save_due: asyncio.TimerHandle | None = None  # a changed count, saved when it is due
 
     def current_spec(self) -> dict[str, Any]:
         spec = self.trigger.to_dict() if self.trigger is not None else dict(self.spec)
@@ -87,15 +90,18 @@ class TriggerSupervisor:
         self._closed = False
 
     def start(self, trigger_id: str, dispatch_id: str, spec: dict[str, Any],
-              pickled: bytes | None = None, fire_count: int = 0) -> Observed:
-        """Begin observing; raises ValueError/TypeError for a built-in spec that is invalid."""
+              pickled: bytes | None = None, fire_count: int = 0,
+              restored: bool = False) -> Observed:
+        """Begin observing; raises ValueError/TypeError for a built-in spec that is invalid.
+
+        ``restored``: registered before this server started (observing resumes)."""
         trigger = None if pickled is not None else from_dict(spec)
         if trigger is not None:
             trigger.lattice_dispatch_id = dispatch_id
         obs = Observed(trigger_id, dispatch_id, str(spec.get("name") or "trigger"), dict(spec),
                        trigger, pickled, [str(x) for x in spec.get("new_dispatch_ids") or []],
                        fire_count, last_fired=_opt_text(spec.get("last_fired")),
-                       last_error=_opt_text(spec.get("last_error")))
+                       last_error=_opt_text(spec.get("last_error")), restored=restored)
         self.observed[trigger_id] = obs
         obs.task = asyncio.create_task(self._run(obs), name=f"trigger-{trigger_id}")
         return obs
@@ -119,7 +125,12 @@ class TriggerSupervisor:
 
     async def stop_dispatches(self, dispatch_ids: list[str]) -> int:
         """Stop every trigger of these dispatches; when it returns no trigger fires again."""
-        targets = [o for o in self.observed.values() if o.dispatch_id in dispatch_ids and o.active]
+        return await self.stop_observed(
+            [o for o in self.observed.values() if o.dispatch_id in dispatch_ids and o.active])
+
+    async def stop_observed(self, targets: list[Observed]) -> int:
+        """Stop these triggers (``trigger.stop()`` on a registered one stops only itself)."""
+        targets = [o for o in targets if o.active]
         for o in targets:
             o.stopped.set()
         await asyncio.gather(*(o.task for o in targets if o.task), return_exceptions=True)
@@ -169,8 +180,17 @@ class TriggerSupervisor:
             obs.next_fire = None if at is None else datetime.fromtimestamp(
                 time.time() + at - loop.time(), UTC).isoformat()
 
+        def counted() -> None:
+            if obs.save_due is None:
+                obs.save_due = asyncio.get_running_loop().call_later(SAVE_DELAY_S, save)
+
+        def save() -> None:
+            obs.save_due = None
+            self._persist_later(obs)
+
         if obs.trigger is not None:
-            ctx = Observing(fire, obs.stopped, obs.ready, self.watcher, report_error, next_fire)
+            ctx = Observing(fire, obs.stopped, obs.ready, self.watcher, report_error, next_fire,
+                            obs.restored, counted)
             return await observe(obs.trigger, ctx)
         assert obs.pickled is not None
 
@@ -199,6 +219,10 @@ class TriggerSupervisor:
         except Exception as exc:  # a trigger's failure stops that trigger, never the server
             log.exception("trigger %s failed", obs.trigger_id)
             reason = f"{type(exc).__name__}: {exc}"
+        finally:
+            if obs.save_due is not None:  # whoever ended it saves it now
+                obs.save_due.cancel()
+                obs.save_due = None
         if reason != "stopped" or not obs.stopped.is_set():
             log.warning("trigger %s of dispatch %s stopped: %s", obs.trigger_id, obs.dispatch_id, reason)
             obs.active, obs.reason = False, reason

@@ -13,6 +13,7 @@ dispatcher started for it (#12 item 9).
 from __future__ import annotations
 
 import base64
+import functools
 import inspect
 import json
 from collections.abc import Callable
@@ -42,6 +43,14 @@ class BaseTrigger:
         self.use_internal_funcs = False
         self.stop_flag: Any = None  # a subclass's own stopping mechanism (Covalent's name)
         self._covalent_fire: Callable[[], str | None] | None = None  # set by the trigger host
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        # stop() on a trigger registered from this process stops it on the dispatcher too
+        # (it kept firing): every subclass's own stop() is wrapped, once.
+        super().__init_subclass__(**kwargs)
+        own = cls.__dict__.get("stop")
+        if own is not None and not getattr(own, "_stops_registered", False):
+            setattr(cls, "stop", _stopping_registered(own))
 
     # -- what a subclass implements -------------------------------------------------------
 
@@ -78,6 +87,7 @@ class BaseTrigger:
         """Remember where this object was registered (``ct.dispatch`` calls it)."""
         self.lattice_dispatch_id = dispatch_id
         self._registered = (dispatcher_addr, trigger_id)
+        self.__dict__.pop("_stopped_registered", None)
 
     def trigger(self) -> None:
         """Start the connected dispatch if it is pending, else redispatch it.
@@ -112,6 +122,7 @@ class BaseTrigger:
         resp = _client.request_json(client_config(addr), "POST", "/triggers",
                                     body=json.dumps(self.registration()).encode())
         self._registered = (addr, str(resp["trigger_id"]))
+        self.__dict__.pop("_stopped_registered", None)
 
     def to_dict(self) -> dict[str, Any]:
         """A JSON-safe description from which a built-in trigger can be rebuilt."""
@@ -163,6 +174,31 @@ class BaseTrigger:
         if "new_dispatch_ids" in state:  # pickled before it became a property
             state["_new_dispatch_ids"] = state.pop("new_dispatch_ids")
         self.__dict__.update(state)
+
+
+def _stopping_registered(stop: Callable[[BaseTrigger], None]) -> Callable[[BaseTrigger], None]:
+    @functools.wraps(stop)
+    def wrapped(self: BaseTrigger) -> None:
+        registered = self.__dict__.get("_registered")
+        if (registered is not None and self.__dict__.get("_covalent_fire") is None
+                and not self.__dict__.get("_stopped_registered")):
+            _stop_on_dispatcher(*registered)
+            self.__dict__["_stopped_registered"] = True  # a subclass's stop() calls super's
+        stop(self)
+
+    wrapped._stops_registered = True  # type: ignore[attr-defined]
+    return wrapped
+
+
+def _stop_on_dispatcher(dispatcher_addr: str | None, trigger_id: str) -> None:
+    """Stop a registered trigger on the dispatcher (a no-op if it stopped already)."""
+    from urllib.parse import quote
+
+    from .. import _client
+    from ..config import client_config
+
+    _client.request_json(client_config(dispatcher_addr), "POST",
+                         f"/triggers/{quote(trigger_id, safe='')}/stop")
 
 
 def is_builtin(cls: type) -> bool:

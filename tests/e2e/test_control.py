@@ -293,6 +293,32 @@ async def test_starting_a_pending_dispatch_eight_times_at_once_runs_it_once(
     assert len(runs.read_text().splitlines()) == 1
 
 
+async def test_redispatch_warns_of_replace_electrons_names_no_electron_has(addr: str) -> None:
+    # A typo, or an electron called only inside a sublattice: Covalent ignores the name, the
+    # old function runs and the result looks right. Still ignored (scripts go on), but said.
+    @ct.lattice
+    def flat(x):
+        return add(x, 1)
+
+    @ct.lattice
+    def outer(x):
+        return inner(x)
+
+    flat_id = (await run(flat, addr, 3)).dispatch_id
+    with pytest.warns(UserWarning) as said:
+        again = await asyncio.to_thread(ct.redispatch(
+            flat_id, dispatcher_addr=addr, replace_electrons={"ad": identity, "add": add}))
+    assert (await fetched(again, addr)).result == 4  # the old function ran: nothing replaced
+    [text] = [str(w.message) for w in said]
+    assert "no electron named 'ad'" in text and "its electrons: add" in text
+    assert "'add'" not in text.split("(its")[0]  # the name that matched is not listed
+
+    outer_id = (await run(outer, addr, 2)).dispatch_id
+    with pytest.warns(UserWarning, match=r"'add'.*inside a\s+sublattice"):
+        await asyncio.to_thread(ct.redispatch(
+            outer_id, dispatcher_addr=addr, replace_electrons={"add": identity}))
+
+
 async def test_redispatch_new_inputs_replace_and_reuse(addr: str, tmp_path) -> None:
     runs = tmp_path / "runs"
 
