@@ -38,7 +38,7 @@ from .cli_dispatches import COMMANDS, show_dispatch
 from .cli_users import user
 from .instance import EXIT_RUNNING, Instance, holder, pid_holds_lock
 from .logfile import tail_lines
-from .settings import default_data_dir
+from .settings import SERVER_VARIABLES, default_data_dir
 
 
 def _data_dir(value: str | None) -> Path:
@@ -91,7 +91,7 @@ def main() -> None:
 @main.command()
 @click.option("--port", type=click.IntRange(1, 65535), default=DEFAULT_PORT, show_default=True,
               envvar="COVALENT_SERVER_PORT")
-@click.option("--host", default="127.0.0.1", show_default=True,
+@click.option("--host", default="127.0.0.1", show_default=True, envvar="COVALENT_SERVER_HOST",
               help="Bind address; anything but loopback needs a token.")
 @click.option("--workers", type=click.IntRange(min=1), default=None,
               help="LocalCluster workers (default: cores).")
@@ -232,7 +232,8 @@ def start(port: int, host: str, workers: int | None, threads_per_worker: int | N
         "no_token": no_token, "data_dir": data_dir, "cluster": cluster,
         "cluster_kwargs": cluster_kwargs, "adapt": adapt, "time_limit_grace": time_limit_grace,
         "no_worker_timeout": no_worker_timeout, "store_url": store_url,
-        "store_options": store_options, "db_url": db_url, "public_url": public_url})
+        "store_options": store_options, "db_url": db_url, "public_url": public_url,
+        "env": {name: os.environ[name] for name in SERVER_VARIABLES if os.environ.get(name)}})
     found_cluster = info.get("cluster", {})
     click.echo(f"Covalent dispatcher started (pid {proc.pid}) at {url}")
     click.echo(f"Dask scheduler: {found_cluster.get('scheduler')} ({_cluster_kind(found_cluster)})"
@@ -383,6 +384,9 @@ def restart(ctx: click.Context, data_dir: str | None, port: int | None) -> None:
     except (FileNotFoundError, ValueError):
         options = {}
     ctx.invoke(stop, data_dir=data_dir)
+    for name, value in (options.pop("env", None) or {}).items():  # COVALENT_WORKERS, ...
+        if name in SERVER_VARIABLES and name not in os.environ:  # this shell's own win
+            os.environ[name] = str(value)  # what the server is started with (start copies it)
     options["data_dir"] = options.get("data_dir") or data_dir
     options["allow_host"] = tuple(options.get("allow_host") or ())
     if port is not None:

@@ -74,6 +74,27 @@ def test_restart_keeps_the_store_url_given_by_the_environment(cli: Cli, tmp_path
     assert len(_blobs(elsewhere)) == 1
 
 
+def test_restart_keeps_the_cluster_and_host_given_by_the_environment(cli: Cli) -> None:
+    started = Cli(dict(cli.env, COVALENT_WORKERS="1", COVALENT_THREADS_PER_WORKER="1",
+                       COVALENT_SERVER_HOST="localhost"), cli.data_dir)
+    out = started("start", "--port", str(free_port()), "--dashboard-address", "127.0.0.1:0")
+    assert out.returncode == 0 and "workers: 1" in out.stdout, out.stdout + out.stderr
+    assert "started" in out.stdout and "at http://localhost:" in out.stdout, out.stdout
+    cli.server_pid()
+
+    out = cli("restart")  # another shell: none of those variables
+    assert out.returncode == 0 and "workers: 1" in out.stdout, out.stdout + out.stderr
+    assert "at http://localhost:" in out.stdout, out.stdout
+    cli.server_pid()
+    out = cli("status")
+    assert "workers: 1, threads: 1" in out.stdout, out.stdout + out.stderr
+
+    out = Cli(dict(cli.env, COVALENT_WORKERS="2"), cli.data_dir)("restart")  # this shell's win
+    assert out.returncode == 0 and "workers: 2" in out.stdout, out.stdout + out.stderr
+    cli.server_pid()
+    assert "workers: 2, threads: 2" in cli("status").stdout
+
+
 def test_a_token_never_goes_on_a_command_line(cli: Cli, tmp_path: Path) -> None:
     token = secrets.token_urlsafe(32)
     out = cli("start", "--port", str(free_port()), "--workers", "1", "--token", token)
