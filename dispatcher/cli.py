@@ -11,11 +11,13 @@ in its environment, never on a command line.
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 import secrets
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -383,6 +385,9 @@ def restart(ctx: click.Context, data_dir: str | None, port: int | None) -> None:
         options = json.loads((ddir / "server.json").read_text())
     except (FileNotFoundError, ValueError):
         options = {}
+    running = holder(ddir)
+    if running is not None and port is not None and urlsplit(running.url).port != port:
+        _refuse_busy_port(str(options.get("host") or "127.0.0.1"), port, running)
     ctx.invoke(stop, data_dir=data_dir)
     for name, value in (options.pop("env", None) or {}).items():  # COVALENT_WORKERS, ...
         if name in SERVER_VARIABLES and name not in os.environ:  # this shell's own win
@@ -393,7 +398,26 @@ def restart(ctx: click.Context, data_dir: str | None, port: int | None) -> None:
         options["port"] = port
     elif "port" not in options and os.environ.get("COVALENT_SERVER_PORT"):
         options["port"] = int(os.environ["COVALENT_SERVER_PORT"])  # as start reads it
-    ctx.invoke(start, **options)
+    try:
+        ctx.invoke(start, **options)
+    except click.ClickException as exc:
+        if running is not None:
+            exc.message += " (the dispatcher is stopped now: `covalent start` starts it)"
+        raise
+
+
+def _refuse_busy_port(host: str, port: int, running: Instance) -> None:
+    """``restart --port`` onto a port another process listens on would stop the dispatcher
+    and then fail to start it: refused while it still runs."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as the server binds
+        try:
+            sock.bind((host, port))
+        except OSError as exc:
+            if exc.errno == errno.EADDRINUSE:
+                raise click.ClickException(
+                    f"port {port} is in use by another process: the dispatcher keeps running "
+                    f"at {running.url}; choose another --port") from None
 
 
 @main.command()

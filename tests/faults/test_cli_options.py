@@ -8,6 +8,7 @@ import json
 import os
 import secrets
 import signal
+import socket
 import stat
 import subprocess
 import sys
@@ -93,6 +94,20 @@ def test_restart_keeps_the_cluster_and_host_given_by_the_environment(cli: Cli) -
     assert out.returncode == 0 and "workers: 2" in out.stdout, out.stdout + out.stderr
     cli.server_pid()
     assert "workers: 2, threads: 2" in cli("status").stdout
+
+
+def test_restart_onto_a_busy_port_leaves_the_dispatcher_running(cli: Cli) -> None:
+    out = cli("start", "--port", str(free_port()), "--workers", "1")
+    assert out.returncode == 0, out.stdout + out.stderr
+    pid = cli.server_pid()
+    with socket.socket() as other:  # another process's server on the port asked for
+        other.bind(("127.0.0.1", 0))
+        other.listen()
+        busy = other.getsockname()[1]
+        out = cli("restart", "--port", str(busy))
+    assert out.returncode == 1 and "Traceback" not in out.stderr, out.stdout + out.stderr
+    assert f"port {busy} is in use" in out.stderr and "keeps running" in out.stderr, out.stderr
+    assert cli.server_pid() == pid and "running at" in cli("status").stdout
 
 
 def test_a_token_never_goes_on_a_command_line(cli: Cli, tmp_path: Path) -> None:
