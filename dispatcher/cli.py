@@ -402,7 +402,8 @@ def restart(ctx: click.Context, data_dir: str | None, port: int | None) -> None:
         ctx.invoke(start, **options)
     except click.ClickException as exc:
         if running is not None:
-            exc.message += " (the dispatcher is stopped now: `covalent start` starts it)"
+            raise click.ClickException(f"{exc.format_message()} (the dispatcher is stopped "
+                                       "now: `covalent start` starts it)") from None
         raise
 
 
