@@ -44,7 +44,12 @@ from .settings import SERVER_VARIABLES, default_data_dir
 
 
 def _data_dir(value: str | None) -> Path:
-    return Path(value) if value else default_data_dir()
+    """--data-dir, else COVALENT_DATA_DIR, else the default; one line if it is a file."""
+    path = Path(value) if value else default_data_dir()
+    if path.exists() and not path.is_dir() or any(p.is_file() for p in path.parents):
+        raise click.ClickException(f"the data dir {path} is not a directory: --data-dir or "
+                                   "COVALENT_DATA_DIR names another")
+    return path
 
 
 def _health(cfg: ClientConfig) -> dict[str, Any] | None:
@@ -180,7 +185,11 @@ def start(port: int, host: str, workers: int | None, threads_per_worker: int | N
         raise click.BadParameter("an IPv6 address is not supported here; bind 127.0.0.1, "
                                  "0.0.0.0 or a host name", param_hint="--host")
     secret = _token(token, no_token)
-    ddir.mkdir(mode=0o700, parents=True, exist_ok=True)
+    try:
+        ddir.mkdir(mode=0o700, parents=True, exist_ok=True)
+    except OSError as exc:
+        raise click.ClickException(f"cannot create the data dir {ddir} ({exc.strerror}): "
+                                   "--data-dir or COVALENT_DATA_DIR names another") from None
     cmd = [sys.executable, "-m", "dispatcher", "--port", str(port), "--host", host,
            "--data-dir", str(ddir)]
     for flag, value in (("--workers", workers), ("--threads-per-worker", threads_per_worker),

@@ -245,3 +245,29 @@ def test_a_malformed_config_file_is_one_line_for_every_command(cli: Cli, config_
         out = cli(*args, timeout=60)
         assert out.returncode != 0 and "Traceback" not in out.stderr, (args, out.stderr)
         assert "is not valid TOML" in out.stderr, (args, out.stderr)
+
+
+def test_a_data_dir_that_is_a_file_or_cannot_be_made_is_one_line(cli: Cli, tmp_path: Path) -> None:
+    afile = tmp_path / "afile"
+    afile.write_text("not a directory")
+    for args in (["start", "--data-dir", str(afile)], ["stop", "--data-dir", str(afile)],
+                 ["restart", "--data-dir", str(afile)],
+                 ["purge", "--all", "--yes", "--data-dir", str(afile)],
+                 ["start", "--data-dir", str(afile / "sub")]):
+        out = cli(*args, "--port", str(free_port())) if args[0] == "start" else cli(*args)
+        assert out.returncode == 1 and "Traceback" not in out.stderr, (args, out.stderr)
+        assert "is not a directory: --data-dir or COVALENT_DATA_DIR" in out.stderr, (args, out.stderr)
+    assert afile.read_text() == "not a directory"  # purge --all left it alone
+    out = cli("start", "--data-dir", "/proc/no-such-dir", "--port", str(free_port()))
+    assert out.returncode == 1 and "Traceback" not in out.stderr, out.stderr
+    assert "cannot create the data dir /proc/no-such-dir" in out.stderr, out.stderr
+
+
+@pytest.mark.parametrize("port", ['"abc"', "99999"])
+def test_a_config_with_a_bad_port_is_one_line(cli: Cli, config_dir: Path, port: str) -> None:
+    config_dir.mkdir(parents=True, exist_ok=True)
+    (config_dir / "covalent.conf").write_text(f"[dispatcher]\nport = {port}\n")
+    for args in (["status"], ["list"]):
+        out = cli(*args, timeout=60)
+        assert out.returncode == 1 and "Traceback" not in out.stderr, (args, out.stderr)
+        assert f"port = {port.replace(chr(34), chr(39))} is no address" in out.stderr, out.stderr
