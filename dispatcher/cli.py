@@ -228,7 +228,9 @@ def start(port: int, host: str, workers: int | None, threads_per_worker: int | N
         click.echo(_running_message(found) if found else _failure_reason(log_path, 4, run_start))
         return
     try:
-        update_config("dispatcher", {"address": host, "port": port, "token": secret or None})
+        # --no-token keeps the saved token: the next start without it needs that one again
+        update_config("dispatcher", {"address": host, "port": port, "token": secret or
+                                     read_config().get("dispatcher", {}).get("token")})
     except (OSError, ValueError) as exc:  # a read-only config dir: nobody could reach it
         proc.send_signal(signal.SIGTERM)
         proc.wait(60)

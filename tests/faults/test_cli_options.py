@@ -271,3 +271,16 @@ def test_a_config_with_a_bad_port_is_one_line(cli: Cli, config_dir: Path, port: 
         out = cli(*args, timeout=60)
         assert out.returncode == 1 and "Traceback" not in out.stderr, (args, out.stderr)
         assert f"port = {port.replace(chr(34), chr(39))} is no address" in out.stderr, out.stderr
+
+
+def test_a_start_with_no_token_keeps_the_saved_token(cli: Cli, config_dir: Path) -> None:
+    port = str(free_port())
+    assert cli("start", "--port", port, "--workers", "1").returncode == 0
+    cli.server_pid()
+    saved = client_config().token
+    assert saved and cli("stop").returncode == 0
+    out = cli("start", "--port", port, "--workers", "1", "--no-token")
+    assert out.returncode == 0 and "WARNING: started with --no-token" in out.stdout, out.stderr
+    cli.server_pid()
+    assert cli("stop").returncode == 0
+    assert client_config().token == saved  # what the next start requires again
