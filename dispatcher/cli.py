@@ -548,6 +548,9 @@ def purge(ctx: click.Context, older_than: str | None, statuses: tuple[str, ...],
     data dir and the config file deleted). Names what it will delete, then asks."""
     if older_than is not None and not older_than.strip():
         raise click.UsageError("--older-than needs an age such as 7d or 12h, or an ISO time")
+    if everything and (older_than is not None or statuses):
+        raise click.UsageError("--all deletes everything: give it alone, or --older-than AGE "
+                               "and/or --status S without it")
     if everything == (older_than is not None or bool(statuses)):
         raise click.UsageError("say what to delete: --older-than AGE and/or --status S, or --all "
                                "(everything, the token included)")

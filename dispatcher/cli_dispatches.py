@@ -46,6 +46,9 @@ def resolve(cfg: ClientConfig, prefix: str) -> str:
         DispatchNotFoundError: none does. CovalentError: several do (the message names them).
     """
     prefix = prefix.strip().lower()
+    if not prefix:
+        raise CovalentError("no dispatch id given: give one, or its first characters "
+                            "(`covalent list` shows them)")
     if len(prefix) == 36:
         return prefix
     found: str = api.request_json(cfg, "GET", f"/resolve/{quote(prefix, safe='')}")["dispatch_id"]

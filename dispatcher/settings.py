@@ -214,6 +214,9 @@ def pinned_dashboard(address: str | None) -> str | None:
     if address is None:
         return None
     host, sep, port = address.rpartition(":")
+    if not port.isdigit() or int(port) > 65535:  # else the scheduler's process dies of it
+        raise ValueError(f"--dashboard-address takes HOST:PORT or :PORT (0: any free port), "
+                         f"got {address!r}")
     if not sep:
         return f"127.0.0.1:{address}"
     return address if host else f"127.0.0.1:{port}"

@@ -284,3 +284,24 @@ def test_a_start_with_no_token_keeps_the_saved_token(cli: Cli, config_dir: Path)
     cli.server_pid()
     assert cli("stop").returncode == 0
     assert client_config().token == saved  # what the next start requires again
+
+
+@pytest.mark.parametrize("args, code, said", [
+    (["start", "--mem-per-worker", "lots"], 1,
+     "--mem-per-worker (COVALENT_MEM_PER_WORKER) takes a size such as 2GB"),
+    (["start", "--dashboard-address", "nonsense"], 1,
+     "--dashboard-address takes HOST:PORT or :PORT (0: any free port), got 'nonsense'"),
+    (["start", "--host", "0.0.0.0", "--no-token"], 1, "needs a token (leave out --no-token"),
+    (["purge", "--all", "--older-than", "1d"], 2, "--all deletes everything: give it alone"),
+    (["watch", ""], 4, "no dispatch id given"),
+    (["cancel", " "], 1, "no dispatch id given"),
+])
+def test_a_wrong_option_is_named_in_one_line(cli: Cli, args: list[str], code: int,
+                                             said: str) -> None:
+    if args[0] == "start":
+        args = [*args, "--port", str(free_port()), "--workers", "1"]
+    out = cli(*args, timeout=60)
+    assert out.returncode == code and "Traceback" not in out.stderr, out.stdout + out.stderr
+    errors = [ln for ln in out.stderr.splitlines() if ln.startswith("Error: ")]
+    assert len(errors) == 1 and said in errors[0], out.stderr  # (a usage error adds usage)
+    assert holder(cli.data_dir) is None  # nothing runs
