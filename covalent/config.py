@@ -162,9 +162,16 @@ def client_config(dispatcher_addr: str | None = None) -> ClientConfig:
         host = str(section.get("address", DEFAULT_HOST))
         if host in ("0.0.0.0", "::", ""):
             host = DEFAULT_HOST
-        addr = f"{host}:{int(section.get('port', DEFAULT_PORT))}"
+        port = section.get("port", DEFAULT_PORT)
+        try:
+            url = normalize_address(f"{host}:{int(port)}")
+        except (TypeError, ValueError):
+            raise ConfigError(f"{config_path()}: [dispatcher] address = {host!r}, port = "
+                              f"{port!r} is no address (port: 1 to 65535)") from None
+    else:
+        url = normalize_address(addr)
     token = os.environ.get("COVALENT_TOKEN") or str(section.get("token", ""))
-    return ClientConfig(url=normalize_address(addr), token=token)
+    return ClientConfig(url=url, token=token)
 
 
 def normalize_address(addr: str) -> str:

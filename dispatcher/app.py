@@ -69,16 +69,24 @@ def create_app(settings: Settings) -> web.Application:
     if settings.host not in LOOPBACK and not settings.token:
         raise ValueError(
             f"refusing to bind {settings.host}: the dispatcher runs pickled code, so any address "
-            "other than loopback needs a token (--token or COVALENT_TOKEN)"
+            "other than loopback needs a token (leave out --no-token: the saved one is used; "
+            "or --token-file FILE, or COVALENT_TOKEN)"
         )
     if settings.host not in LOOPBACK and weak_token(settings.token):
         raise ValueError(f"refusing to bind {settings.host}: {weak_token(settings.token)}")
+    try:
+        parse_memory_limit(settings.cluster.memory_limit, 1, logger=log)
+    except (ValueError, TypeError) as exc:  # else the cluster's start fails, naming no option
+        raise ValueError(f"--mem-per-worker (COVALENT_MEM_PER_WORKER) takes a size such as 2GB "
+                         f"or 'auto', got {settings.cluster.memory_limit!r}: {exc}") from None
     dashboard = pinned_dashboard(settings.cluster.dashboard_address)
     if dashboard and dashboard.rpartition(":")[0].strip("[]") not in LOOPBACK and not settings.token:
         raise ValueError(
             f"refusing to serve the Dask dashboard on {dashboard}: any address other than "
-            "loopback needs a token (--token or COVALENT_TOKEN)")
-    sessions, gate = Sessions(token=settings.token or ""), Gate()  # the web UI's browser sessions; pending connections
+            "loopback needs a token (leave out --no-token: the saved one is used; or "
+            "--token-file FILE, or COVALENT_TOKEN)")
+    # the web UI's browser sessions; pending connections
+    sessions, gate = Sessions(token=settings.token or ""), Gate()
     app = web.Application(client_max_size=settings.max_body_bytes)
     accounts = Accounts(lambda: app[STORE])  # users with tokens of their own (#26)
     app.middlewares.extend([

@@ -11,11 +11,13 @@ in its environment, never on a command line.
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 import secrets
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -38,11 +40,16 @@ from .cli_dispatches import COMMANDS, show_dispatch
 from .cli_users import user
 from .instance import EXIT_RUNNING, Instance, holder, pid_holds_lock
 from .logfile import tail_lines
-from .settings import default_data_dir
+from .settings import SERVER_VARIABLES, default_data_dir
 
 
 def _data_dir(value: str | None) -> Path:
-    return Path(value) if value else default_data_dir()
+    """--data-dir, else COVALENT_DATA_DIR, else the default; one line if it is a file."""
+    path = Path(value) if value else default_data_dir()
+    if path.exists() and not path.is_dir() or any(p.is_file() for p in path.parents):
+        raise click.ClickException(f"the data dir {path} is not a directory: --data-dir or "
+                                   "COVALENT_DATA_DIR names another")
+    return path
 
 
 def _health(cfg: ClientConfig) -> dict[str, Any] | None:
@@ -91,7 +98,7 @@ def main() -> None:
 @main.command()
 @click.option("--port", type=click.IntRange(1, 65535), default=DEFAULT_PORT, show_default=True,
               envvar="COVALENT_SERVER_PORT")
-@click.option("--host", default="127.0.0.1", show_default=True,
+@click.option("--host", default="127.0.0.1", show_default=True, envvar="COVALENT_SERVER_HOST",
               help="Bind address; anything but loopback needs a token.")
 @click.option("--workers", type=click.IntRange(min=1), default=None,
               help="LocalCluster workers (default: cores).")
@@ -178,7 +185,11 @@ def start(port: int, host: str, workers: int | None, threads_per_worker: int | N
         raise click.BadParameter("an IPv6 address is not supported here; bind 127.0.0.1, "
                                  "0.0.0.0 or a host name", param_hint="--host")
     secret = _token(token, no_token)
-    ddir.mkdir(mode=0o700, parents=True, exist_ok=True)
+    try:
+        ddir.mkdir(mode=0o700, parents=True, exist_ok=True)
+    except OSError as exc:
+        raise click.ClickException(f"cannot create the data dir {ddir} ({exc.strerror}): "
+                                   "--data-dir or COVALENT_DATA_DIR names another") from None
     cmd = [sys.executable, "-m", "dispatcher", "--port", str(port), "--host", host,
            "--data-dir", str(ddir)]
     for flag, value in (("--workers", workers), ("--threads-per-worker", threads_per_worker),
@@ -217,7 +228,9 @@ def start(port: int, host: str, workers: int | None, threads_per_worker: int | N
         click.echo(_running_message(found) if found else _failure_reason(log_path, 4, run_start))
         return
     try:
-        update_config("dispatcher", {"address": host, "port": port, "token": secret or None})
+        # --no-token keeps the saved token: the next start without it needs that one again
+        update_config("dispatcher", {"address": host, "port": port, "token": secret or
+                                     read_config().get("dispatcher", {}).get("token")})
     except (OSError, ValueError) as exc:  # a read-only config dir: nobody could reach it
         proc.send_signal(signal.SIGTERM)
         proc.wait(60)
@@ -232,7 +245,8 @@ def start(port: int, host: str, workers: int | None, threads_per_worker: int | N
         "no_token": no_token, "data_dir": data_dir, "cluster": cluster,
         "cluster_kwargs": cluster_kwargs, "adapt": adapt, "time_limit_grace": time_limit_grace,
         "no_worker_timeout": no_worker_timeout, "store_url": store_url,
-        "store_options": store_options, "db_url": db_url, "public_url": public_url})
+        "store_options": store_options, "db_url": db_url, "public_url": public_url,
+        "env": {name: os.environ[name] for name in SERVER_VARIABLES if os.environ.get(name)}})
     found_cluster = info.get("cluster", {})
     click.echo(f"Covalent dispatcher started (pid {proc.pid}) at {url}")
     click.echo(f"Dask scheduler: {found_cluster.get('scheduler')} ({_cluster_kind(found_cluster)})"
@@ -382,14 +396,40 @@ def restart(ctx: click.Context, data_dir: str | None, port: int | None) -> None:
         options = json.loads((ddir / "server.json").read_text())
     except (FileNotFoundError, ValueError):
         options = {}
+    running = holder(ddir)
+    if running is not None and port is not None and urlsplit(running.url).port != port:
+        _refuse_busy_port(str(options.get("host") or "127.0.0.1"), port, running)
     ctx.invoke(stop, data_dir=data_dir)
+    for name, value in (options.pop("env", None) or {}).items():  # COVALENT_WORKERS, ...
+        if name in SERVER_VARIABLES and name not in os.environ:  # this shell's own win
+            os.environ[name] = str(value)  # what the server is started with (start copies it)
     options["data_dir"] = options.get("data_dir") or data_dir
     options["allow_host"] = tuple(options.get("allow_host") or ())
     if port is not None:
         options["port"] = port
     elif "port" not in options and os.environ.get("COVALENT_SERVER_PORT"):
         options["port"] = int(os.environ["COVALENT_SERVER_PORT"])  # as start reads it
-    ctx.invoke(start, **options)
+    try:
+        ctx.invoke(start, **options)
+    except click.ClickException as exc:
+        if running is not None:
+            raise click.ClickException(f"{exc.format_message()} (the dispatcher is stopped "
+                                       "now: `covalent start` starts it)") from None
+        raise
+
+
+def _refuse_busy_port(host: str, port: int, running: Instance) -> None:
+    """``restart --port`` onto a port another process listens on would stop the dispatcher
+    and then fail to start it: refused while it still runs."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as the server binds
+        try:
+            sock.bind((host, port))
+        except OSError as exc:
+            if exc.errno == errno.EADDRINUSE:
+                raise click.ClickException(
+                    f"port {port} is in use by another process: the dispatcher keeps running "
+                    f"at {running.url}; choose another --port") from None
 
 
 @main.command()
@@ -508,6 +548,9 @@ def purge(ctx: click.Context, older_than: str | None, statuses: tuple[str, ...],
     data dir and the config file deleted). Names what it will delete, then asks."""
     if older_than is not None and not older_than.strip():
         raise click.UsageError("--older-than needs an age such as 7d or 12h, or an ISO time")
+    if everything and (older_than is not None or statuses):
+        raise click.UsageError("--all deletes everything: give it alone, or --older-than AGE "
+                               "and/or --status S without it")
     if everything == (older_than is not None or bool(statuses)):
         raise click.UsageError("say what to delete: --older-than AGE and/or --status S, or --all "
                                "(everything, the token included)")

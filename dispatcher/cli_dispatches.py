@@ -18,6 +18,7 @@ from urllib.parse import quote
 
 import click
 
+import covalent
 from covalent import _progress, api
 from covalent.config import ClientConfig, client_config
 from covalent.errors import CovalentError, DispatcherUnavailableError, ServerNotYoursError
@@ -45,6 +46,9 @@ def resolve(cfg: ClientConfig, prefix: str) -> str:
         DispatchNotFoundError: none does. CovalentError: several do (the message names them).
     """
     prefix = prefix.strip().lower()
+    if not prefix:
+        raise CovalentError("no dispatch id given: give one, or its first characters "
+                            "(`covalent list` shows them)")
     if len(prefix) == 36:
         return prefix
     found: str = api.request_json(cfg, "GET", f"/resolve/{quote(prefix, safe='')}")["dispatch_id"]
@@ -133,12 +137,10 @@ def watch(dispatch_id: str) -> None:
 def cancel(dispatch_id: str) -> None:
     """Cancel a running dispatch (its unfinished nodes; completed ones keep their outputs)."""
     try:
-        cfg = client_config()
-        out = api.request_json(cfg, "POST", f"/dispatches/{resolve(cfg, dispatch_id)}/cancel",
-                               body=b'{"task_ids": []}')
+        message = covalent.cancel(resolve(client_config(), dispatch_id))
     except CovalentError as exc:
         _fail(exc)
-    click.echo(out["message"])
+    click.echo(message)  # an ended dispatch: "... already ended COMPLETED; nothing to cancel."
 
 
 def show_dispatch(prefix: str) -> int:

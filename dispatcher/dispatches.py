@@ -473,8 +473,10 @@ async def cancel(store: DispatchStore, runner: Runner, dispatch_id: str,
     if task_ids and not cancelled:
         return {"message": f"Nothing to cancel: {what} and every node below them have ended; "
                            "the dispatch runs on.", "cancelled": []}
-    return {"message": f"Cancelled {what} ({len(cancelled)} unfinished nodes)." + "".join(unstopped),
-            "cancelled": cancelled}
+    kinds = {n.node_id: n.kind for n in nodes}  # the user's: not the hidden gathering nodes
+    mine = sum(kinds.get(n) in (NodeKind.ELECTRON, NodeKind.SUBLATTICE) for n in cancelled)
+    return {"message": f"Cancelled {what} ({mine} unfinished electron{'' if mine == 1 else 's'})."
+                       + "".join(unstopped), "cancelled": cancelled}
 
 
 def _answered_error(dispatch_id: str, name: str, message: str) -> Exception:

@@ -111,10 +111,15 @@ class SchedulerProcess(ProcessInterface):
 
 
 def _tail(path: Path, n: int = 2000) -> str:
+    """The reason in the scheduler's log: a traceback's last line, else the log's end."""
     try:
-        return path.read_text(errors="replace")[-n:].strip() or "(no output)"
+        text = path.read_text(errors="replace")
     except OSError:
         return "(no log)"
+    lines = [ln.strip() for ln in text.splitlines() if ln.strip()]
+    if any(ln.startswith("Traceback (most recent call last)") for ln in lines):
+        return f"{lines[-1]} (see {path})"
+    return text[-n:].strip() or "(no output)"
 
 
 async def _serve(ns: argparse.Namespace) -> None:

@@ -14,6 +14,18 @@ from covalent.config import DEFAULT_PORT
 from .worker.blobs import is_url
 
 
+# The ``COVALENT_*`` variables the server reads from its environment that ``covalent start``
+# has no Click option reading them for: start saves the ones it was given in server.json and
+# ``covalent restart`` hands them back (unless its own shell sets them).
+SERVER_VARIABLES = (
+    "COVALENT_WORKERS", "COVALENT_THREADS_PER_WORKER", "COVALENT_MEM_PER_WORKER",
+    "COVALENT_SCHEDULER_ADDRESS", "COVALENT_CLUSTER", "COVALENT_CLUSTER_KWARGS", "COVALENT_ADAPT",
+    "COVALENT_NO_WORKER_TIMEOUT", "COVALENT_TIME_LIMIT_GRACE", "COVALENT_SCHEDULER_PROCESS",
+    "COVALENT_CLUSTER_COMM", "COVALENT_ALLOWED_HOSTS", "COVALENT_MAX_CONNECTIONS",
+    "COVALENT_LOG_MAX_BYTES", "COVALENT_SUBMIT_CHUNKS",
+)
+
+
 def default_data_dir() -> Path:
     """``$COVALENT_DATA_DIR``, else ``$XDG_DATA_HOME/covalent``, else ``~/.local/share/covalent``."""
     env = os.environ.get("COVALENT_DATA_DIR")
@@ -202,6 +214,9 @@ def pinned_dashboard(address: str | None) -> str | None:
     if address is None:
         return None
     host, sep, port = address.rpartition(":")
+    if not port.isdigit() or int(port) > 65535:  # else the scheduler's process dies of it
+        raise ValueError(f"--dashboard-address takes HOST:PORT or :PORT (0: any free port), "
+                         f"got {address!r}")
     if not sep:
         return f"127.0.0.1:{address}"
     return address if host else f"127.0.0.1:{port}"

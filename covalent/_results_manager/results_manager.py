@@ -151,7 +151,7 @@ def cancel(dispatch_id: str, task_ids: list[int] | int | None = None,
     """Cancel a dispatch, or only the nodes ``task_ids`` (and so their descendants).
 
     Returns:
-        The server's message, e.g. ``"Cancelled dispatch <id> (3 unfinished nodes)."``; for a
+        The server's message, e.g. ``"Cancelled dispatch <id> (3 unfinished electrons)."``; for a
         dispatch that has ended (or was never started) it says so and nothing changes, as in
         Covalent, so a ``finally: ct.cancel(id)`` cannot fail because the dispatch won the race.
 

@@ -8,6 +8,7 @@ import json
 import os
 import secrets
 import signal
+import socket
 import stat
 import subprocess
 import sys
@@ -72,6 +73,41 @@ def test_restart_keeps_the_store_url_given_by_the_environment(cli: Cli, tmp_path
     cli.server_pid()
     assert ct.get_result(ct.dispatch(_mib)(3), wait=True).result == b"x" * (3 << 20)
     assert len(_blobs(elsewhere)) == 1
+
+
+def test_restart_keeps_the_cluster_and_host_given_by_the_environment(cli: Cli) -> None:
+    started = Cli(dict(cli.env, COVALENT_WORKERS="1", COVALENT_THREADS_PER_WORKER="1",
+                       COVALENT_SERVER_HOST="localhost"), cli.data_dir)
+    out = started("start", "--port", str(free_port()), "--dashboard-address", "127.0.0.1:0")
+    assert out.returncode == 0 and "workers: 1" in out.stdout, out.stdout + out.stderr
+    assert "started" in out.stdout and "at http://localhost:" in out.stdout, out.stdout
+    cli.server_pid()
+
+    out = cli("restart")  # another shell: none of those variables
+    assert out.returncode == 0 and "workers: 1" in out.stdout, out.stdout + out.stderr
+    assert "at http://localhost:" in out.stdout, out.stdout
+    cli.server_pid()
+    out = cli("status")
+    assert "workers: 1, threads: 1" in out.stdout, out.stdout + out.stderr
+
+    out = Cli(dict(cli.env, COVALENT_WORKERS="2"), cli.data_dir)("restart")  # this shell's win
+    assert out.returncode == 0 and "workers: 2" in out.stdout, out.stdout + out.stderr
+    cli.server_pid()
+    assert "workers: 2, threads: 2" in cli("status").stdout
+
+
+def test_restart_onto_a_busy_port_leaves_the_dispatcher_running(cli: Cli) -> None:
+    out = cli("start", "--port", str(free_port()), "--workers", "1")
+    assert out.returncode == 0, out.stdout + out.stderr
+    pid = cli.server_pid()
+    with socket.socket() as other:  # another process's server on the port asked for
+        other.bind(("127.0.0.1", 0))
+        other.listen()
+        busy = other.getsockname()[1]
+        out = cli("restart", "--port", str(busy))
+    assert out.returncode == 1 and "Traceback" not in out.stderr, out.stdout + out.stderr
+    assert f"port {busy} is in use" in out.stderr and "keeps running" in out.stderr, out.stderr
+    assert cli.server_pid() == pid and "running at" in cli("status").stdout
 
 
 def test_a_token_never_goes_on_a_command_line(cli: Cli, tmp_path: Path) -> None:
@@ -209,3 +245,63 @@ def test_a_malformed_config_file_is_one_line_for_every_command(cli: Cli, config_
         out = cli(*args, timeout=60)
         assert out.returncode != 0 and "Traceback" not in out.stderr, (args, out.stderr)
         assert "is not valid TOML" in out.stderr, (args, out.stderr)
+
+
+def test_a_data_dir_that_is_a_file_or_cannot_be_made_is_one_line(cli: Cli, tmp_path: Path) -> None:
+    afile = tmp_path / "afile"
+    afile.write_text("not a directory")
+    for args in (["start", "--data-dir", str(afile)], ["stop", "--data-dir", str(afile)],
+                 ["restart", "--data-dir", str(afile)],
+                 ["purge", "--all", "--yes", "--data-dir", str(afile)],
+                 ["start", "--data-dir", str(afile / "sub")]):
+        out = cli(*args, "--port", str(free_port())) if args[0] == "start" else cli(*args)
+        assert out.returncode == 1 and "Traceback" not in out.stderr, (args, out.stderr)
+        assert "is not a directory: --data-dir or COVALENT_DATA_DIR" in out.stderr, (args, out.stderr)
+    assert afile.read_text() == "not a directory"  # purge --all left it alone
+    out = cli("start", "--data-dir", "/proc/no-such-dir", "--port", str(free_port()))
+    assert out.returncode == 1 and "Traceback" not in out.stderr, out.stderr
+    assert "cannot create the data dir /proc/no-such-dir" in out.stderr, out.stderr
+
+
+@pytest.mark.parametrize("port", ['"abc"', "99999"])
+def test_a_config_with_a_bad_port_is_one_line(cli: Cli, config_dir: Path, port: str) -> None:
+    config_dir.mkdir(parents=True, exist_ok=True)
+    (config_dir / "covalent.conf").write_text(f"[dispatcher]\nport = {port}\n")
+    for args in (["status"], ["list"]):
+        out = cli(*args, timeout=60)
+        assert out.returncode == 1 and "Traceback" not in out.stderr, (args, out.stderr)
+        assert f"port = {port.replace(chr(34), chr(39))} is no address" in out.stderr, out.stderr
+
+
+def test_a_start_with_no_token_keeps_the_saved_token(cli: Cli, config_dir: Path) -> None:
+    port = str(free_port())
+    assert cli("start", "--port", port, "--workers", "1").returncode == 0
+    cli.server_pid()
+    saved = client_config().token
+    assert saved and cli("stop").returncode == 0
+    out = cli("start", "--port", port, "--workers", "1", "--no-token")
+    assert out.returncode == 0 and "WARNING: started with --no-token" in out.stdout, out.stderr
+    cli.server_pid()
+    assert cli("stop").returncode == 0
+    assert client_config().token == saved  # what the next start requires again
+
+
+@pytest.mark.parametrize("args, code, said", [
+    (["start", "--mem-per-worker", "lots"], 1,
+     "--mem-per-worker (COVALENT_MEM_PER_WORKER) takes a size such as 2GB"),
+    (["start", "--dashboard-address", "nonsense"], 1,
+     "--dashboard-address takes HOST:PORT or :PORT (0: any free port), got 'nonsense'"),
+    (["start", "--host", "0.0.0.0", "--no-token"], 1, "needs a token (leave out --no-token"),
+    (["purge", "--all", "--older-than", "1d"], 2, "--all deletes everything: give it alone"),
+    (["watch", ""], 4, "no dispatch id given"),
+    (["cancel", " "], 1, "no dispatch id given"),
+])
+def test_a_wrong_option_is_named_in_one_line(cli: Cli, args: list[str], code: int,
+                                             said: str) -> None:
+    if args[0] == "start":
+        args = [*args, "--port", str(free_port()), "--workers", "1"]
+    out = cli(*args, timeout=60)
+    assert out.returncode == code and "Traceback" not in out.stderr, out.stdout + out.stderr
+    errors = [ln for ln in out.stderr.splitlines() if ln.startswith("Error: ")]
+    assert len(errors) == 1 and said in errors[0], out.stderr  # (a usage error adds usage)
+    assert holder(cli.data_dir) is None  # nothing runs

@@ -136,9 +136,12 @@ async def test_list_watch_cancel_and_status(cli: Cli, tmp_path: Path) -> None:
     assert watcher.returncode == 130 and "goes on" in err
     assert ct.get_result(running, dispatcher_addr=addr, status_only=True)["status"] == "RUNNING"
 
-    out = cli("cancel", running)
-    assert out.returncode == 0 and "Cancelled" in out.stdout
+    out = cli("cancel", running)  # its one electron, not the hidden node gathering the result
+    assert out.returncode == 0 and f"Cancelled dispatch {running} (1 unfinished electron)." in out.stdout
     assert cli("watch", running).returncode == 2
+    out = cli("cancel", done)  # as ct.cancel: says so, changes nothing
+    assert out.returncode == 0, out.stdout + out.stderr
+    assert f"Dispatch {done} already ended COMPLETED; nothing to cancel." in out.stdout
     release.touch()
 
 
