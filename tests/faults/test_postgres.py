@@ -104,6 +104,42 @@ async def test_a_database_restart_under_load_loses_nothing_acknowledged(
         server.stop()
 
 
+async def test_after_a_long_outage_the_dispatcher_serves_within_a_second_or_two(
+        postgres: Any, database: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    # Before: the pool retried its lost connection after 1, 2, 4, 8... s, so a request after
+    # a 10 s outage waited out the backoff (503 "all 4 connections ... in use" while none was).
+    server = pg_server(tmp_path, database, monkeypatch)
+    server.start()
+    try:
+        done = await asyncio.to_thread(ct.dispatch(plus_one, dispatcher_addr=server.addr), 1)
+        assert (await result(server, done)).result == 2
+        with psycopg.connect(database, autocommit=True) as locker:  # the pool grows to all 4
+            locker.execute("BEGIN")
+            locker.execute("LOCK TABLE dispatches IN ACCESS EXCLUSIVE MODE")
+            readers = [threading.Thread(target=server.get, args=(f"/dispatches/{done}/status",))
+                       for _ in range(4)]
+            for t in readers:
+                t.start()
+            await wait_until(lambda: _waiting_on_lock(database) >= 4, timeout=30)
+            locker.execute("ROLLBACK")
+        for t in readers:
+            await asyncio.to_thread(t.join, 30)
+        await asyncio.to_thread(postgres.stop)
+        down = time.monotonic()
+        while time.monotonic() - down < 10:  # clients keep asking: every connection is found
+            assert await asyncio.to_thread(server.get, f"/dispatches/{done}/status") == 503
+        await asyncio.to_thread(postgres.start)
+        back = time.monotonic()
+        codes = []
+        while time.monotonic() - back < 15 and 200 not in codes:
+            codes.append(await asyncio.to_thread(server.get, f"/dispatches/{done}/status"))
+        assert codes[-1] == 200, codes
+        assert time.monotonic() - back < 2.0, codes
+        assert "connections to the database are in use" not in server.log.read_text()
+    finally:
+        server.stop()
+
+
 async def test_every_connection_taken_answers_503_then_recovers(
         database: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     server = pg_server(tmp_path, database + "?pool_max=2&pool_timeout=1", monkeypatch)
