@@ -79,7 +79,7 @@ def split_url(url: str) -> tuple[str, dict[str, float]]:
             try:
                 ours[key] = float(value)
             except ValueError:
-                raise ValueError(f"--db-url: {key} must be a number, got {value!r}") from None
+                raise ValueError(f"the database URL's {key} must be a number, got {value!r}") from None
         else:
             rest.append((key, value))
     return urlunsplit(parts._replace(query=urlencode(rest))), ours
@@ -166,10 +166,12 @@ class PostgresStore(SqlStore):
             raise
 
     def _why_not(self) -> str:
-        """Why a connection fails (a role or database that does not exist, a password), as
-        PostgreSQL says it: the pool only logs it, and gives up saying it timed out."""
+        """Why a connection fails (a role or database that does not exist, a password, a
+        setting PostgreSQL refuses), as PostgreSQL says it: the pool only logs it, and gives up
+        saying it timed out."""
         try:
-            with psycopg.connect(self.conninfo, connect_timeout=5):
+            with psycopg.connect(self.conninfo, connect_timeout=5) as conn:
+                self._configure(conn)
                 return ""
         except psycopg.Error as exc:
             lines = [ln.strip() for ln in str(exc).splitlines() if ln.strip()]

@@ -210,7 +210,7 @@ def _waiting_on_lock(url: str) -> int:
         return int(row[0]) if row else 0
 
 
-@pytest.mark.parametrize("fault", ["role", "database"])
+@pytest.mark.parametrize("fault", ["role", "database", "setting"])
 async def test_a_database_url_that_names_nothing_says_what_postgresql_said(
         postgres: Any, tmp_path: Path, fault: str) -> None:
     # Before: "cannot connect to PostgreSQL ... within 10 s", the reason only in pool warnings.
@@ -218,11 +218,22 @@ async def test_a_database_url_that_names_nothing_says_what_postgresql_said(
     from dispatcher.store.postgres import PostgresStore
 
     url = postgres.url("postgres") + "?pool_timeout=1"
-    url = url.replace(f"{postgres.user}@", "nobody_here@") if fault == "role" else \
-        url.replace("/postgres?", "/no_such_db?")
+    url = {"role": url.replace(f"{postgres.user}@", "nobody_here@"),
+           "database": url.replace("/postgres?", "/no_such_db?"),
+           "setting": url + "&statement_timeout=-5"}[fault]
     store = PostgresStore(url, tmp_path / "blobs")
     with pytest.raises(StoreUnavailable) as caught:
         await store.open()
-    said = 'role "nobody_here" does not exist' if fault == "role" else \
-        'database "no_such_db" does not exist'
+    said = {"role": 'role "nobody_here" does not exist',
+            "database": 'database "no_such_db" does not exist',
+            "setting": 'outside the valid range for parameter "statement_timeout"'}[fault]
     assert said in str(caught.value)
+
+
+def test_a_database_url_parameter_that_is_no_number_names_the_url_not_a_flag() -> None:
+    # Before: "--db-url: pool_max must be a number" when the URL came from COVALENT_DB_URL.
+    from dispatcher.store import check_url
+
+    with pytest.raises(ValueError) as caught:
+        check_url("postgresql://me@db.example/covalent?pool_max=abc")
+    assert str(caught.value) == "the database URL's pool_max must be a number, got 'abc'"
