@@ -75,9 +75,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--store-options", default=None, metavar="JSON",
                    help="fsspec storage options for --store-url, e.g. an S3 endpoint_url")
     p.add_argument("--db-url", default=None, metavar="URL",
-                   help="the database: postgresql://user:password@host:port/db (a password is "
-                        "better in COVALENT_DB_URL or the config's [database] url, not on a "
-                        "command line), or sqlite:///path (default: SQLite in the data dir)")
+                   help="the database: postgresql://user@host:port/db (a password goes in "
+                        "COVALENT_DB_URL, the config's [database] url or a pgpass file, not on "
+                        "a command line), or sqlite:///path (default: SQLite in the data dir)")
     p.add_argument("--scheduler-process", action=argparse.BooleanOptionalAction, default=None,
                    help="run the embedded Dask scheduler in a process of its own (the default; "
                         "--no-scheduler-process: in this one)")

@@ -140,9 +140,10 @@ def main() -> None:
                    "environment, never on its command line).")
 @click.option("--data-dir", default=None, envvar="COVALENT_DATA_DIR", help="Store location.")
 @click.option("--db-url", default=None, envvar="COVALENT_DB_URL",
-              help="The database: postgresql://user:password@host:port/db (handed to the server "
-                   "in its environment, never its command line) or sqlite:///path (default: "
-                   "the config's [database] url, else SQLite in the data dir).")
+              help="The database: postgresql://user@host:port/db (a password goes in "
+                   "COVALENT_DB_URL or a pgpass file, never the command line) or "
+                   "sqlite:///path (default: the config's [database] url, else SQLite in the "
+                   "data dir).")
 @click.option("--timeout", type=float, default=60.0, show_default=True,
               help="Seconds to wait for the server to answer.")
 def start(port: int, host: str, workers: int | None, threads_per_worker: int | None,

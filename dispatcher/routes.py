@@ -13,6 +13,7 @@ import logging
 import math
 import os
 import re
+import time
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -29,8 +30,8 @@ from .keys import CLUSTER_INFO, EXECUTORS, RECORDER, RUNNER, SETTINGS, STORE, TR
 from .offload import off_loop
 from .sessions import SESSIONS, VIA_SESSION
 from .upload import Upload, read_frame
-from .users import answer_only_the_live, may_see, user_of
-from .state import Status
+from .users import RECHECK_S, answer_only_the_live, may_see, user_of
+from .state import Status, is_terminal
 from .ui.access import link_for
 from .worker.blobs import DamagedBlob
 
@@ -283,9 +284,7 @@ async def get_result(request: web.Request) -> web.StreamResponse:
     wait = _float_query(request, "wait", 0, app[SETTINGS].long_poll_max_s)
     parts, gathers = reads.result_options(request.query.get("parts", "result"),
                                           request.query.get("gathers", "json"))
-    await reads.read_status(app[STORE], app[RECORDER], dispatch_id, wait)
-    if wait:
-        await answer_only_the_live(request)
+    await _status_while_live(request, dispatch_id, wait)
     results_dir = str(app[SETTINGS].data_dir / "results" / dispatch_id)
     header, blobs = await reads.read_result(app[STORE], dispatch_id, results_dir, parts, gathers)
     return await transfer.stream_frame(request, header, blobs)
@@ -330,10 +329,24 @@ async def get_status(request: web.Request) -> web.Response:
     app = request.app
     dispatch_id = _id(request)
     wait = _float_query(request, "wait", 0, app[SETTINGS].long_poll_max_s)
-    status = await reads.read_status(app[STORE], app[RECORDER], dispatch_id, wait)
-    if wait:
-        await answer_only_the_live(request)
+    status = await _status_while_live(request, dispatch_id, wait)
     return web.json_response({"dispatch_id": dispatch_id, "status": str(status)})
+
+
+async def _status_while_live(request: web.Request, dispatch_id: str, wait: float) -> Status:
+    """``read_status``, its wait cut every ``RECHECK_S``: a user revoked meanwhile is answered
+    401 within seconds, not when the dispatch ends (or the long poll's limit)."""
+    app = request.app
+    deadline = time.monotonic() + wait
+    while True:
+        left = max(deadline - time.monotonic(), 0.0)
+        status = await reads.read_status(app[STORE], app[RECORDER], dispatch_id,
+                                         min(left, RECHECK_S))
+        if not wait:
+            return status
+        await answer_only_the_live(request)
+        if is_terminal(status) or left <= RECHECK_S:
+            return status
 
 
 def _node_id(request: web.Request) -> int:

@@ -141,6 +141,9 @@ class Accounts:
 ACCOUNTS = web.AppKey("accounts", Accounts)
 
 
+RECHECK_S = 5.0  # how often a long poll or an event stream asks whether its user is still live
+
+
 async def still_live(request: web.Request) -> bool:
     """Whether the user ``request`` was let in as is still live: a long poll or an event
     stream asks again before it answers, and every few seconds, so a user revoked meanwhile

@@ -35,7 +35,7 @@ def open_store(db_url: str, db_path: Path, blob_dir: Path,
     >>> open_store("mysql://h/db", Path("/d/x.db"), Path("/d/blobs"))
     Traceback (most recent call last):
     ...
-    ValueError: --db-url takes postgresql://user:password@host:port/database or sqlite:///path/to/file.db, got 'mysql://h/db'
+    ValueError: the database URL takes postgresql://user@host:port/database or sqlite:///path/to/file.db, got 'mysql://h/db'
     """
     check_url(db_url)
     if not db_url:
@@ -60,7 +60,7 @@ def check_url(db_url: str) -> None:
         return
     if scheme == "sqlite" and db_url.removeprefix("sqlite://").strip("/"):
         return
-    raise ValueError("--db-url takes postgresql://user:password@host:port/database or "
+    raise ValueError("the database URL takes postgresql://user@host:port/database or "
                      f"sqlite:///path/to/file.db, got {redact(db_url)!r}")
 
 

@@ -24,6 +24,7 @@ import contextlib
 import errno
 import functools
 import logging
+import threading
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -57,6 +58,10 @@ BLOB_LOCK = 0x636F76_03  # shared by writers naming blobs, exclusive while unuse
 # Few connections: the dispatcher is one process (one GIL), and every busy connection is a
 # thread the event loop shares the GIL with (10 measured worse under a 100,000-node dispatch).
 OUR_PARAMS = {"pool_max": 4, "pool_timeout": 10.0, "statement_timeout": 60_000}
+# How long the pool retries one lost connection before it starts over. psycopg_pool backs off
+# exponentially (1, 2, 4, 8... s): after a 40 s outage the next try came 25 s after the
+# database was back. Starting over each second keeps the dispatcher within about a second.
+RECONNECT_S = 1.0
 
 
 def split_url(url: str) -> tuple[str, dict[str, float]]:
@@ -74,7 +79,7 @@ def split_url(url: str) -> tuple[str, dict[str, float]]:
             try:
                 ours[key] = float(value)
             except ValueError:
-                raise ValueError(f"--db-url: {key} must be a number, got {value!r}") from None
+                raise ValueError(f"the database URL's {key} must be a number, got {value!r}") from None
         else:
             rest.append((key, value))
     return urlunsplit(parts._replace(query=urlencode(rest))), ours
@@ -120,6 +125,8 @@ class PostgresStore(SqlStore):
         self.pool_timeout = params["pool_timeout"]
         self.statement_timeout = int(params["statement_timeout"])
         self.pool: ConnectionPool[psycopg.Connection[Any]] | None = None
+        self._borrowed = 0  # connections out of the pool now
+        self._borrowed_lock = threading.Lock()
         # A few more threads than connections: past the pool, calls wait for one (and give up
         # after pool_timeout with StoreBusy) rather than queue unseen behind the threads.
         self._executor = ThreadPoolExecutor(max_workers=self.pool_max + 4,
@@ -145,7 +152,8 @@ class PostgresStore(SqlStore):
             self.pool = ConnectionPool(
                 self.conninfo, min_size=1, max_size=self.pool_max, timeout=self.pool_timeout,
                 open=False, check=ConnectionPool.check_connection, configure=self._configure,
-                kwargs={"autocommit": True}, name="covalent")
+                kwargs={"autocommit": True}, name="covalent", reconnect_timeout=RECONNECT_S,
+                reconnect_failed=_reconnect_again)
             try:
                 self.pool.open(wait=True, timeout=self.pool_timeout)
             except PoolTimeout:
@@ -158,10 +166,12 @@ class PostgresStore(SqlStore):
             raise
 
     def _why_not(self) -> str:
-        """Why a connection fails (a role or database that does not exist, a password), as
-        PostgreSQL says it: the pool only logs it, and gives up saying it timed out."""
+        """Why a connection fails (a role or database that does not exist, a password, a
+        setting PostgreSQL refuses), as PostgreSQL says it: the pool only logs it, and gives up
+        saying it timed out."""
         try:
-            with psycopg.connect(self.conninfo, connect_timeout=5):
+            with psycopg.connect(self.conninfo, connect_timeout=5) as conn:
+                self._configure(conn)
                 return ""
         except psycopg.Error as exc:
             lines = [ln.strip() for ln in str(exc).splitlines() if ln.strip()]
@@ -237,7 +247,8 @@ class PostgresStore(SqlStore):
     def _borrow(self) -> Iterator[psycopg.Connection[Any]]:
         """A pooled connection. None free within a second: if the database cannot be reached
         at all, StoreUnavailable at once; else wait out ``pool_timeout`` (then PoolTimeout:
-        StoreBusy)."""
+        StoreBusy when every connection is taken, StoreUnavailable when the pool is still
+        reconnecting)."""
         pool = self.pool
         assert pool is not None, "store is not open"
         try:
@@ -246,10 +257,21 @@ class PostgresStore(SqlStore):
             if not self._reachable():
                 raise StoreUnavailable(f"the dispatcher's database cannot be reached "
                                        f"({self.describe()}); retry shortly") from None
-            conn = pool.getconn(timeout=max(self.pool_timeout - 1.0, 0.1))
+            try:
+                conn = pool.getconn(timeout=max(self.pool_timeout - 1.0, 0.1))
+            except PoolTimeout:
+                if self._borrowed >= self.pool_max:
+                    raise
+                raise StoreUnavailable(
+                    f"the dispatcher is reconnecting to its database ({self.describe()}): no "
+                    f"connection opened within {self.pool_timeout:g} s; retry shortly") from None
+        with self._borrowed_lock:
+            self._borrowed += 1
         try:
             yield conn
         finally:
+            with self._borrowed_lock:
+                self._borrowed -= 1
             pool.putconn(conn)
 
     def _reachable(self) -> bool:
@@ -275,6 +297,13 @@ class PostgresStore(SqlStore):
                 "COPY nodes (dispatch_id, node_id, name, kind, status) FROM STDIN") as copy:
             for row in rows:
                 copy.write_row(_clean(row))
+
+
+def _reconnect_again(pool: ConnectionPool[Any]) -> None:
+    """A connection not reopened within RECONNECT_S: try again with a fresh backoff (the
+    pool's ``check()`` grows it back when it has room and is not growing already)."""
+    if not pool.closed:
+        pool.check()
 
 
 def _translated(pool_max: int, pool_timeout: float, fn: Callable[..., T], *args: Any) -> T:

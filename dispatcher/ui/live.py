@@ -29,9 +29,8 @@ from ..recorder import Commit
 from ..state import DISPATCH_TRANSITIONS, NODE_TRANSITIONS, DispatchUpdate, NodeUpdate, Status, may_enter
 from ..store import DispatchQuery, DispatchStore, NodeRow
 from ..store.base import USER_KINDS
-from ..users import still_live
+from ..users import RECHECK_S, still_live
 
-RECHECK_S = 5.0  # how often an open event stream asks whether its user is still live
 # One letter per status in the browser's arrays (10,000 statuses are 10 kB).
 CODES = {Status.NEW_OBJECT: "N", Status.RUNNING: "R", Status.COMPLETED: "C", Status.FAILED: "F",
          Status.CANCELLED: "X"}

@@ -22,7 +22,7 @@ from covalent import wire
 from covalent.api import build_submission
 from covalent.errors import DispatchNotFoundError
 from covalent.triggers import TimeTrigger
-from dispatcher.ui import live
+from dispatcher.users import RECHECK_S
 from tests import tasks
 from tests.conftest import run, wait_until
 from tests.team import ALICE_WORKFLOW, Team, alices_secret_workflow, team  # noqa: F401
@@ -282,12 +282,16 @@ async def test_a_revoked_user_is_sent_nothing_more_and_their_triggers_stop(
     assert stream.status == 200
     assert (await stream.content.readline()).startswith(b"event: snapshot")
 
+    status_poll = asyncio.ensure_future(team.client.get(
+        f"{wire.API}/dispatches/{running}/status?wait=60", headers=team.headers("bob")))
+
     await team.call("admin", "POST", wire.API + "/users/bob/revoke", {})
-    # The stream ends within a recheck (before, it went on until the dispatch ended).
-    await asyncio.wait_for(stream.content.read(), live.RECHECK_S + 10)
+    # The stream and the long polls end within a recheck, the dispatch still running (before,
+    # they went on until it ended, or the long poll's limit).
+    await asyncio.wait_for(stream.content.read(), RECHECK_S + 10)
+    for answer in await asyncio.wait_for(asyncio.gather(poll, status_poll), RECHECK_S + 10):
+        assert answer.status == 401 and "revoked" in await answer.text()
     tasks.release.set()
-    answer = await asyncio.wait_for(poll, 30)
-    assert answer.status == 401 and "revoked" in await answer.text()
 
     async def stopped() -> dict[str, Any] | None:
         found = await team.call("admin", "GET", f"{wire.API}/triggers/{trigger_id}")

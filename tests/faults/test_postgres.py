@@ -104,6 +104,42 @@ async def test_a_database_restart_under_load_loses_nothing_acknowledged(
         server.stop()
 
 
+async def test_after_a_long_outage_the_dispatcher_serves_within_a_second_or_two(
+        postgres: Any, database: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    # Before: the pool retried its lost connection after 1, 2, 4, 8... s, so a request after
+    # a 10 s outage waited out the backoff (503 "all 4 connections ... in use" while none was).
+    server = pg_server(tmp_path, database, monkeypatch)
+    server.start()
+    try:
+        done = await asyncio.to_thread(ct.dispatch(plus_one, dispatcher_addr=server.addr), 1)
+        assert (await result(server, done)).result == 2
+        with psycopg.connect(database, autocommit=True) as locker:  # the pool grows to all 4
+            locker.execute("BEGIN")
+            locker.execute("LOCK TABLE dispatches IN ACCESS EXCLUSIVE MODE")
+            readers = [threading.Thread(target=server.get, args=(f"/dispatches/{done}/status",))
+                       for _ in range(4)]
+            for t in readers:
+                t.start()
+            await wait_until(lambda: _waiting_on_lock(database) >= 4, timeout=30)
+            locker.execute("ROLLBACK")
+        for t in readers:
+            await asyncio.to_thread(t.join, 30)
+        await asyncio.to_thread(postgres.stop)
+        down = time.monotonic()
+        while time.monotonic() - down < 10:  # clients keep asking: every connection is found
+            assert await asyncio.to_thread(server.get, f"/dispatches/{done}/status") == 503
+        await asyncio.to_thread(postgres.start)
+        back = time.monotonic()
+        codes = []
+        while time.monotonic() - back < 15 and 200 not in codes:
+            codes.append(await asyncio.to_thread(server.get, f"/dispatches/{done}/status"))
+        assert codes[-1] == 200, codes
+        assert time.monotonic() - back < 2.0, codes
+        assert "connections to the database are in use" not in server.log.read_text()
+    finally:
+        server.stop()
+
+
 async def test_every_connection_taken_answers_503_then_recovers(
         database: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     server = pg_server(tmp_path, database + "?pool_max=2&pool_timeout=1", monkeypatch)
@@ -174,7 +210,7 @@ def _waiting_on_lock(url: str) -> int:
         return int(row[0]) if row else 0
 
 
-@pytest.mark.parametrize("fault", ["role", "database"])
+@pytest.mark.parametrize("fault", ["role", "database", "setting"])
 async def test_a_database_url_that_names_nothing_says_what_postgresql_said(
         postgres: Any, tmp_path: Path, fault: str) -> None:
     # Before: "cannot connect to PostgreSQL ... within 10 s", the reason only in pool warnings.
@@ -182,11 +218,22 @@ async def test_a_database_url_that_names_nothing_says_what_postgresql_said(
     from dispatcher.store.postgres import PostgresStore
 
     url = postgres.url("postgres") + "?pool_timeout=1"
-    url = url.replace(f"{postgres.user}@", "nobody_here@") if fault == "role" else \
-        url.replace("/postgres?", "/no_such_db?")
+    url = {"role": url.replace(f"{postgres.user}@", "nobody_here@"),
+           "database": url.replace("/postgres?", "/no_such_db?"),
+           "setting": url + "&statement_timeout=-5"}[fault]
     store = PostgresStore(url, tmp_path / "blobs")
     with pytest.raises(StoreUnavailable) as caught:
         await store.open()
-    said = 'role "nobody_here" does not exist' if fault == "role" else \
-        'database "no_such_db" does not exist'
+    said = {"role": 'role "nobody_here" does not exist',
+            "database": 'database "no_such_db" does not exist',
+            "setting": 'outside the valid range for parameter "statement_timeout"'}[fault]
     assert said in str(caught.value)
+
+
+def test_a_database_url_parameter_that_is_no_number_names_the_url_not_a_flag() -> None:
+    # Before: "--db-url: pool_max must be a number" when the URL came from COVALENT_DB_URL.
+    from dispatcher.store import check_url
+
+    with pytest.raises(ValueError) as caught:
+        check_url("postgresql://me@db.example/covalent?pool_max=abc")
+    assert str(caught.value) == "the database URL's pool_max must be a number, got 'abc'"
