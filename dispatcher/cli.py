@@ -470,7 +470,11 @@ def status(dispatch_id: str | None) -> None:
         click.echo(f"  {name}: NOT MAPPED ([executors.{name}] sets only {', '.join(keys)})")
     click.echo(f"Web UI: {_ui_link(cfg)}")
     running = info.get("running", [])
-    click.echo(f"Running dispatches: {len(running)}")
+    if info.get("replica"):  # another replica's are not in it (a load balancer picks one)
+        click.echo(f"Running dispatches on this replica: {len(running)} (every replica's: "
+                   "covalent list --status RUNNING)")
+    else:
+        click.echo(f"Running dispatches: {len(running)}")
     for d in running:
         click.echo(f"  {d}  {_done_total(cfg, d)}")
     triggers = info.get("triggers")

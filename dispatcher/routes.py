@@ -154,6 +154,7 @@ async def server_status(request: web.Request) -> web.Response:
         "executors": pools,
         "unmapped_executors": {k: list(v) for k, v in executors.unmapped.items()},
         "running": await visible_ids(request, sorted(runner.runs)),
+        "replica": runner.replica is not None,  # "running" is this replica's own
         "triggers": await app[TRIGGERS].listing(True, owner_filter(request)),
         "store": _store_info(request),
         "server": {"pid": os.getpid(), "rss_mib": _mib(procinfo.rss_mib(os.getpid())),

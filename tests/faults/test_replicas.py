@@ -202,6 +202,11 @@ async def test_a_cancel_or_a_wait_on_another_replica_reaches_the_dispatch(
     done = ct.dispatch(chain, dispatcher_addr=a.addr)(str(other), 0.0)
     waited = await asyncio.wait_for(asyncio.to_thread(ct.get_result, done, True, b.addr), 30)
     assert waited.status == ct.status.COMPLETED and waited.result == expected()
+    # /status lists a replica's own running dispatches, and says they are only its own
+    # (`covalent status` through a load balancer read 1 or 0 by the replica it reached)
+    seen = [await asyncio.to_thread(request_json, ClientConfig(s.url, s.token), "GET", "/status")
+            for s in (a, b)]
+    assert [(i["replica"], blocked in i["running"]) for i in seen] == [(True, True), (True, False)]
     await asyncio.to_thread(ct.cancel, blocked, None, b.addr)  # b does not run it: a does
     for server in (a, b):
         result = await asyncio.wait_for(
