@@ -222,8 +222,19 @@ def start(port: int, host: str, workers: int | None, threads_per_worker: int | N
         proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=env,
                                 stdin=subprocess.DEVNULL, start_new_session=True)
     url = f"http://{'127.0.0.1' if host in ('0.0.0.0', '') else host}:{port}"
-    info = _await_own_server(proc, ClientConfig(url, secret), instance, log_path, timeout,
-                             run_start)
+    try:
+        info = _await_own_server(proc, ClientConfig(url, secret), instance, log_path, timeout,
+                                 run_start)
+    except KeyboardInterrupt:  # it runs in a session of its own: Ctrl-C did not reach it
+        click.echo("interrupted: stopping the dispatcher it was starting...", err=True)
+        proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(60)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+        click.echo("stopped; nothing is left running", err=True)
+        sys.exit(130)
     if info is None:  # another `covalent start` won the data dir's lock meanwhile
         found = holder(ddir)
         click.echo(_running_message(found) if found else _failure_reason(log_path, 4, run_start))

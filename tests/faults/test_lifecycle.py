@@ -19,6 +19,7 @@ import pytest
 import covalent as ct
 from covalent.config import client_config, read_config, update_config
 from dispatcher.instance import LOCK_NAME, holder
+from dispatcher.procinfo import alive
 from tests.conftest import free_port
 from tests.faults.conftest import REPO, Cli, ServerProcess
 from tests.tasks import add
@@ -230,3 +231,24 @@ def test_version_and_dashboard_address(cli: Cli) -> None:
               f"127.0.0.1:{dash}")
     assert out.returncode == 0, out.stderr
     assert f"Dask dashboard: http://127.0.0.1:{dash}/status" in out.stdout
+
+
+def test_ctrl_c_while_start_waits_stops_the_dispatcher_it_was_starting(cli: Cli) -> None:
+    starting = subprocess.Popen([sys.executable, "-m", "dispatcher.cli", "start", "--port",
+                                 str(free_port()), "--workers", "1"], env=cli.env, cwd=REPO,
+                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.monotonic() + 30
+        while holder(cli.data_dir) is None:  # the server process is up, starting its cluster
+            assert time.monotonic() < deadline and starting.poll() is None
+            time.sleep(0.02)
+        server = cli.server_pid()
+        starting.send_signal(signal.SIGINT)  # what Ctrl-C sends the terminal's foreground job
+        out, err = starting.communicate(timeout=90)
+    finally:
+        if starting.poll() is None:
+            starting.kill()
+            starting.wait()
+    assert starting.returncode == 130, out + err
+    assert "stopped; nothing is left running" in err and "Aborted" not in err
+    assert holder(cli.data_dir) is None and not alive(server)  # it came up anyway before
