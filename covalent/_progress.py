@@ -114,6 +114,7 @@ def _bars(cfg: ClientConfig, dispatch_id: str, out: IO[str]) -> Status:
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
 
     from rich.progress import ProgressColumn, Task
+    from rich.table import Column
     from rich.text import Text
 
     class Took(ProgressColumn):
@@ -129,8 +130,15 @@ def _bars(cfg: ClientConfig, dispatch_id: str, out: IO[str]) -> Status:
     status = Status.NEW_OBJECT
     tasks: dict[str, Any] = {}
     console = Console(file=out)
-    columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
-               TextColumn("{task.fields[detail]}"), Took())
+    # A long electron name is cut short, never the counts (a narrow terminal squeezed them
+    # out: "1..." in place of "1/2").
+    width = max(8, min(40, console.width // 3))
+    columns = (TextColumn("{task.description}", table_column=Column(
+                   max_width=width, no_wrap=True, overflow="ellipsis")),
+               BarColumn(bar_width=max(5, min(40, console.width // 5))),
+               MofNCompleteColumn(table_column=Column(no_wrap=True)),
+               TextColumn("{task.fields[detail]}"),
+               Took(table_column=Column(no_wrap=True)))
     with Progress(*columns, console=console, transient=False) as bars:
         for body in updates(cfg, dispatch_id):
             status = Status(body["status"])

@@ -175,6 +175,37 @@ async def test_watch_in_a_terminal_draws_bars(cli: Cli) -> None:
     assert "multiply" in text and "1/1" in text and "━" in text  # rich's bar
 
 
+@ct.electron
+def an_electron_whose_name_goes_on_and_on_for_quite_a_while(x):
+    return x
+
+
+@ct.lattice
+def _long_names(n):
+    return [an_electron_whose_name_goes_on_and_on_for_quite_a_while(i) for i in range(n)]
+
+
+async def test_watch_in_a_narrow_terminal_cuts_a_long_name_never_the_counts(cli: Cli) -> None:
+    link, _ = start(cli)
+    addr = link.split("//")[1].split("/")[0]
+    dispatch_id = await asyncio.to_thread(ct.dispatch(_long_names, dispatcher_addr=addr), 2)
+    await asyncio.to_thread(ct.get_result, dispatch_id, True, addr)
+    leader, follower = pty.openpty()
+    chunks: list[bytes] = []
+    try:
+        proc = subprocess.run([sys.executable, "-m", "dispatcher.cli", "watch", dispatch_id],
+                              env=dict(cli.env, COLUMNS="40"), cwd=REPO, stdout=follower,
+                              stderr=follower, timeout=60, check=False)
+    finally:
+        os.close(follower)
+        _read_all(leader, chunks)
+        os.close(leader)
+    text = b"".join(chunks).decode(errors="replace")
+    assert proc.returncode == 0
+    bar = [ln for ln in text.splitlines() if "an_electron" in ln][-1]
+    assert "2/2" in bar and "…" in bar, text  # it showed "an_electron_whose_na… 1…"
+
+
 @ct.lattice
 def _one_gate(started, release):
     return tasks.gate(1, started, release)
