@@ -10,9 +10,12 @@ d``) is watched again as soon as the path exists again. Each returns the reason 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import os
+import threading
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
 from watchdog.events import FileSystemEvent, FileSystemEventHandler
@@ -63,32 +66,83 @@ def next_due(due: float, now: float, gap: float) -> float:
     return due
 
 
+@dataclass(frozen=True, slots=True, eq=False)
+class DirWatch:
+    """One handler's watch on a path, as ``DirWatcher.schedule`` hands it out."""
+
+    watch: ObservedWatch
+    handler: FileSystemEventHandler
+
+
 class DirWatcher:
-    """The server's one watchdog observer: every DirTrigger schedules its watches on it."""
+    """The server's one watchdog observer: every DirTrigger schedules its watches on it.
+
+    watchdog keys a watch by its path: every handler on one path shares one emitter, and
+    unscheduling the watch drops them all. So each handler is scheduled and unscheduled on its
+    own here, and the watch goes only with its last handler: two DirTriggers on one directory
+    (or on two directories in one parent, which both watch) keep firing when one of them stops.
+    An emitter whose directory was deleted (it stops) or replaced (``mv d d.old; mkdir d``: it
+    keeps watching ``d.old``) is started again by the next schedule on its path, with the
+    handlers still there moved onto it.
+    """
 
     def __init__(self) -> None:
         self._observer: Any = None
+        self._lock = threading.Lock()  # schedule runs on worker threads, unschedule on the loop
+        self._handlers: dict[ObservedWatch, list[FileSystemEventHandler]] = {}
+        self._watching: dict[ObservedWatch, tuple[int, int] | None] = {}  # the emitter's directory
 
-    def schedule(self, handler: FileSystemEventHandler, path: str, recursive: bool) -> ObservedWatch:
+    def schedule(self, handler: FileSystemEventHandler, path: str, recursive: bool) -> DirWatch:
         """Watch ``path``; raises OSError (with the reason) when the system refuses."""
-        if self._observer is None:
-            self._observer = Observer()
-            self._observer.start()
-        watch: ObservedWatch = self._observer.schedule(handler, path, recursive=recursive)
-        return watch
+        with self._lock:
+            if self._observer is None:
+                self._observer = Observer()
+                self._observer.start()
+            # Before the emitter starts: a directory replaced in between renews it next time.
+            identity = _identity(path)
+            key = ObservedWatch(path, recursive=recursive)
+            others = self._handlers.get(key, [])
+            renew = bool(others) and (self._watching.get(key) != identity or not self._live(key))
+            if renew:
+                self._watching.pop(key, None)
+                with contextlib.suppress(KeyError):
+                    self._observer.unschedule(key)
+            watch: ObservedWatch = self._observer.schedule(handler, path, recursive=recursive)
+            if renew:
+                for other in others:
+                    self._observer.add_handler_for_watch(other, watch)
+            self._handlers[watch] = [*others, handler]
+            self._watching[watch] = identity
+            return DirWatch(watch, handler)
 
-    def unschedule(self, watch: ObservedWatch | None) -> None:
-        if watch is not None and self._observer is not None:
-            try:
-                self._observer.unschedule(watch)
-            except KeyError:
-                pass  # watchdog dropped it already (its directory vanished)
+    def _live(self, key: ObservedWatch) -> bool:
+        return any(e.watch == key and e.should_keep_running() for e in list(self._observer.emitters))
+
+    def unschedule(self, watch: DirWatch | None) -> None:
+        """Stop handing ``watch``'s events to its handler (nothing if it is None or gone)."""
+        if watch is None:
+            return
+        with self._lock:
+            handlers = self._handlers.get(watch.watch, [])
+            if self._observer is None or not any(h is watch.handler for h in handlers):
+                return
+            handlers.remove(watch.handler)
+            with contextlib.suppress(KeyError):  # watchdog may have dropped it already
+                if handlers:
+                    self._observer.remove_handler_for_watch(watch.handler, watch.watch)
+                else:
+                    del self._handlers[watch.watch]
+                    self._watching.pop(watch.watch, None)
+                    self._observer.unschedule(watch.watch)
 
     def close(self) -> None:
-        if self._observer is not None:
-            self._observer.stop()
-            self._observer.join(5)
-            self._observer = None
+        with self._lock:
+            observer, self._observer = self._observer, None
+            self._handlers.clear()
+            self._watching.clear()
+        if observer is not None:
+            observer.stop()
+            observer.join(5)
 
 
 class _Forward(FileSystemEventHandler):
@@ -112,7 +166,7 @@ class _FollowedPath:
     def __init__(self, watcher: DirWatcher, trigger: DirTrigger,
                  handler: Callable[[int], _Forward]) -> None:
         self.watcher, self.trigger, self.handler = watcher, trigger, handler
-        self.watch: ObservedWatch | None = None
+        self.watch: DirWatch | None = None
         self.identity: tuple[int, int] | None = None
         self.generation = 0
         # A replacement seen from the old directory's own events before the parent's event

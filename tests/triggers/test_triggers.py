@@ -490,3 +490,75 @@ async def test_stop_on_a_registered_trigger_object_stops_it_on_the_dispatcher(di
     assert ids == by_name["TimeTrigger"]["new_dispatch_ids"]
     await asyncio.to_thread(timer.stop)  # a second stop() does nothing
     await asyncio.to_thread(ct.stop_triggers, dispatch_id, addr)
+
+
+async def _dir_trigger_on(addr: str, path: Path) -> str:
+    """A pending dispatch with one DirTrigger (on ``created``) watching ``path``."""
+    dispatch_id = await pending(addr)
+    trigger = DirTrigger(path, ["created"], lattice_dispatch_id=dispatch_id, dispatcher_addr=addr)
+    await asyncio.to_thread(trigger.register)
+    return dispatch_id
+
+
+async def _fires_exactly(client, dispatch_id: str, path: Path, n: int) -> None:
+    """Wait for ``n`` fires, then check a barrier file brings the (n+1)th and nothing more."""
+    await wait_until(lambda: _fired(client, dispatch_id, n), timeout=10)
+    (path / f"barrier{n}").touch()  # events arrive in order: after this one, none is pending
+    await wait_until(lambda: _fired(client, dispatch_id, n + 1), timeout=10)
+    assert await _fire_count(client, dispatch_id) == n + 1
+
+
+async def test_stopping_one_dir_trigger_leaves_another_on_the_same_directory_firing(
+        dispatcher, addr, tmp_path) -> None:
+    # The dispatcher watches every directory through one watchdog observer; stopping one
+    # trigger unscheduled the watch that a second trigger on the same path shared.
+    watched = tmp_path / "shared"
+    watched.mkdir()
+    kept, stopped = await _dir_trigger_on(addr, watched), await _dir_trigger_on(addr, watched)
+    await asyncio.to_thread(ct.stop_triggers, stopped, addr)
+    for i in range(3):
+        (watched / f"f{i}").touch()
+    await _fires_exactly(dispatcher, kept, watched, 3)
+    [info] = await triggers_of(dispatcher, stopped)
+    assert not info["active"] and info["fire_count"] == 0
+    await asyncio.to_thread(ct.stop_triggers, kept, addr)
+
+
+async def test_stopping_one_dir_trigger_leaves_one_on_a_sibling_directory_firing(
+        dispatcher, addr, tmp_path) -> None:
+    # Each DirTrigger also watches its directory's parent (to follow a replaced directory).
+    (tmp_path / "a").mkdir()
+    (tmp_path / "b").mkdir()
+    kept = await _dir_trigger_on(addr, tmp_path / "a")
+    stopped = await _dir_trigger_on(addr, tmp_path / "b")
+    [info] = await triggers_of(dispatcher, stopped)
+    resp = await dispatcher.post(f"/api/v1/triggers/{info['trigger_id']}/stop", json={})
+    assert resp.status == 200, await resp.text()
+    shutil.rmtree(tmp_path / "a")  # replaced: followed only while the parent is watched
+    (tmp_path / "a").mkdir()
+    (tmp_path / "a" / "new.txt").touch()
+    await _fires_exactly(dispatcher, kept, tmp_path / "a", 1)
+    await asyncio.to_thread(ct.stop_triggers, kept, addr)
+
+
+@pytest.mark.parametrize("replace", ["rm -r d; mkdir d", "mv d d.old; mkdir d"])
+async def test_two_dir_triggers_on_one_directory_both_follow_it_when_it_is_replaced(
+        dispatcher, addr, tmp_path, replace) -> None:
+    watched = tmp_path / "d"
+    watched.mkdir()
+    first, second = await _dir_trigger_on(addr, watched), await _dir_trigger_on(addr, watched)
+    if replace.startswith("rm"):
+        shutil.rmtree(watched)
+    else:
+        watched.rename(tmp_path / "d.old")
+    watched.mkdir()
+    (watched / "again.txt").touch()
+    for dispatch_id in (first, second):
+        await wait_until(lambda: _fired(dispatcher, dispatch_id, 1), timeout=10)
+    await asyncio.to_thread(ct.stop_triggers, first, addr)
+    (watched / "after-stop.txt").touch()
+    await wait_until(lambda: _fired(dispatcher, second, 2), timeout=10)
+    for dispatch_id in (first, second):
+        [info] = await triggers_of(dispatcher, dispatch_id)
+        assert info["active"] is (dispatch_id == second)
+    await asyncio.to_thread(ct.stop_triggers, second, addr)
