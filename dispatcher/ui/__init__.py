@@ -14,6 +14,7 @@ it never unpickles.
     peek.py      asks a worker what a running node printed  timeline.py bars, lanes, critical path
     trigger_page.py  /triggers                              api.py      /api/v1 additions
     views.py     counts, times, sizes, caches               live.py     commits to watchers
+                                                            remote.py   other replicas' commits
     logs.py      the logs page's reader                     access.py   token link, headers
 """
 
@@ -29,13 +30,14 @@ import jinja2
 from aiohttp import web
 from markupsafe import Markup
 
-from ..keys import RECORDER
+from ..keys import RECORDER, RUNNER, STORE
 from ..security import is_page
 from . import access, api, drawer, listing, preview, routes, timeline, trigger_page
 from .access import Handler
 from .keys import GRAPHS, LIVE, LOG_BUFFER
 from .live import LiveHub
 from .logs import LogBuffer
+from .remote import RemoteFeed
 from .views import GraphCache, at, duration, label, plural, size, when
 
 STATIC = Path(__file__).parent / "static"
@@ -90,10 +92,16 @@ async def _close_streams(app: web.Application) -> None:
 
 
 async def _live_ctx(app: web.Application) -> AsyncIterator[None]:
-    """The hub hears every commit from the recorder; the log buffer keeps recent records."""
+    """The hub hears every commit from the recorder (and, on a replica, what the others commit
+    to the dispatches watched here); the log buffer keeps recent records."""
     hub = LiveHub()
     app[LIVE] = hub
     unsubscribe = app[RECORDER].subscribe(hub.on_commit)
+    runner = app[RUNNER]
+    feed = None
+    if runner.replica is not None:  # other replicas write to the same database
+        feed = RemoteFeed(hub, app[STORE], lambda d: d in runner.runs)
+        hub.follower = feed.follow
     buffer = LogBuffer()
     app[LOG_BUFFER] = buffer
     root = logging.getLogger()
@@ -102,5 +110,7 @@ async def _live_ctx(app: web.Application) -> AsyncIterator[None]:
         yield
     finally:
         hub.close()
+        if feed is not None:
+            await feed.close()
         root.removeHandler(buffer)
         unsubscribe()

@@ -84,6 +84,7 @@ async def progress(request: web.Request) -> web.Response:
     nodes = await store.node_rows(dispatch_id)
     if row is None:
         raise DispatchNotFound(dispatch_id)
+    hub.follow(dispatch_id, nodes, row.status)  # a replica reads others' commits for the next call
     return web.json_response({
         "dispatch_id": dispatch_id, "name": row.name, "status": str(row.status),
         "start_time": row.start_time, "end_time": row.end_time, "version": version,

@@ -3,10 +3,11 @@ and progress views (a long-poll on a per-dispatch version).
 
 Model: one ``LiveHub`` per server subscribes to ``Recorder.subscribe``, which calls it on the
 event loop after every commit with the updates that commit made durable, so nothing is shown
-before it is on disk, and nothing is discovered by a timer (issue #15). The hub only files
-updates under their dispatch and wakes the watchers; each watcher's own task turns them into
-an event, at the pace it can write (updates that arrive meanwhile are merged, never queued
-without bound).
+before it is on disk, and nothing is discovered by a timer (issue #15); on a replica, what the
+others commit to a dispatch watched here is read for its watchers (``remote``, issue #26),
+and ``follow`` says what is watched. The hub only files updates under their dispatch and
+wakes the watchers; each watcher's own task turns them into an event, at the pace it can
+write (updates that arrive meanwhile are merged, never queued without bound).
 
 What a browser is told is what the store holds: a stream starts with a snapshot read *after*
 the watch is registered (so no commit falls between the two), and updates pass through the
@@ -19,7 +20,7 @@ from __future__ import annotations
 import asyncio
 import json
 from collections import defaultdict
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import Awaitable, Callable, Iterable, Iterator
 from contextlib import contextmanager
 from typing import Any
 
@@ -64,6 +65,9 @@ class Watch:
         return out
 
 
+Follower = Callable[[str | None, list[NodeRow] | None, Status | None], None]
+
+
 class LiveHub:
     """Files each commit's updates under their dispatch and wakes its watchers."""
 
@@ -71,7 +75,33 @@ class LiveHub:
         self._watches: dict[str | None, set[Watch]] = defaultdict(set)
         self._versions: dict[str, int] = {}
         self._changed: dict[str, asyncio.Event] = {}
+        self._waiting: dict[str, int] = defaultdict(int)  # long-polls per dispatch
         self.closed = False
+        # On a replica: told what is watched here, it reads what other replicas commit (remote.py)
+        self.follower: Follower | None = None
+
+    def follow(self, dispatch_id: str | None, rows: list[NodeRow] | None = None,
+               status: Status | None = None) -> None:
+        """Somebody watches ``dispatch_id`` (None: the listing) and was just shown ``rows``
+        and ``status`` if given: on a replica, what other replicas commit is read for them."""
+        if self.follower is not None:
+            self.follower(dispatch_id, rows, status)
+
+    def watching(self, dispatch_id: str | None) -> bool:
+        """Whether a stream (or, for a dispatch, a long-poll) watches it now."""
+        return bool(self._watches.get(dispatch_id)) or (
+            dispatch_id is not None and self._waiting.get(dispatch_id, 0) > 0)
+
+    def forget(self, dispatch_id: str) -> None:
+        """Nobody here follows the dispatch any more: drop its version."""
+        if dispatch_id not in self._watches and not self._waiting.get(dispatch_id):
+            self._versions.pop(dispatch_id, None)
+
+    def touch(self, dispatch_ids: Iterable[str]) -> None:
+        """Wake the listing streams: these dispatches changed."""
+        for w in self._watches.get(None, ()):
+            w.touched |= set(dispatch_ids)
+            w.wake.set()
 
     def on_commit(self, commit: Commit) -> None:
         """The Recorder's subscriber: called on the loop after each commit."""
@@ -92,9 +122,7 @@ class LiveHub:
                 w.dispatches += dispatches.get(dispatch_id, [])
                 w.touched.add(dispatch_id)
                 w.wake.set()
-        for w in self._watches.get(None, ()):
-            w.touched |= touched
-            w.wake.set()
+        self.touch(touched)
         for dispatch_id in commit.ended:  # a finished dispatch's version is not waited on
             self._versions.pop(dispatch_id, None)
 
@@ -124,10 +152,16 @@ class LiveHub:
         if self.closed or self.version(dispatch_id) != since:
             return
         ev = self._changed.setdefault(dispatch_id, asyncio.Event())
+        self._waiting[dispatch_id] += 1
         try:
+            self.follow(dispatch_id)
             await asyncio.wait_for(ev.wait(), timeout)
         except TimeoutError:
             pass
+        finally:
+            self._waiting[dispatch_id] -= 1
+            if not self._waiting[dispatch_id]:
+                del self._waiting[dispatch_id]
 
     def close(self) -> None:
         """The server is stopping: every watcher and long-poll returns."""
@@ -220,6 +254,7 @@ async def _follow_dispatch(resp: web.StreamResponse, hub: LiveHub, store: Dispat
         rows = await store.node_rows(dispatch_id)
         status = await store.get_status(dispatch_id) or Status.NEW_OBJECT
         mirror = NodeMirror(rows)
+        hub.follow(dispatch_id, rows, status)
         await send(resp, "snapshot", {
             "status": str(status), "nodes": "".join(code(r.status) for r in rows),
             "user": "".join("1" if r.kind in USER_KINDS else "0" for r in rows)})
@@ -251,6 +286,7 @@ async def _follow_listing(resp: web.StreamResponse, hub: LiveHub, store: Dispatc
     seen = set(shown)
     timed: dict[str, Status] = {}  # the status each row's times were last sent with
     with hub.watch(None) as w:
+        hub.follow(None)
         while not w.closed:
             await w.wake.wait()
             _, _, touched = w.take()

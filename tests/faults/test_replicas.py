@@ -23,6 +23,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import aiohttp
 import psycopg
 import pytest
 from hypothesis import example, given, settings
@@ -221,6 +222,53 @@ async def test_a_cancel_or_a_wait_on_another_replica_reaches_the_dispatch(
     browser = urllib.request.build_opener(urllib.request.HTTPCookieProcessor())
     with browser.open(b.url + made["path"], timeout=30) as page:  # another replica
         assert page.status == 200 and page.url == b.url + "/"
+
+
+async def read_events(resp: aiohttp.ClientResponse, until: str) -> list[tuple[str, Any]]:
+    """The server-sent events of ``resp`` up to and with the first ``until`` event."""
+    events: list[tuple[str, Any]] = []
+    while not events or events[-1][0] != until:
+        kind = (await resp.content.readline()).decode().removeprefix("event: ").strip()
+        data = json.loads((await resp.content.readline()).decode().removeprefix("data: "))
+        await resp.content.readline()
+        events.append((kind, data))
+    return events
+
+
+async def test_the_live_views_of_a_replica_that_does_not_run_the_dispatch_follow_it(
+        replicas: list[ServerProcess], tmp_path: Path) -> None:
+    a, b = replicas[0], replicas[1]
+    blocked, _, release = dispatch_gated(a, tmp_path)
+    headers = {"Authorization": f"Bearer {b.token}"}
+    progress = f"{b.url}/api/v1/dispatches/{blocked}/progress"
+    async with aiohttp.ClientSession(headers=headers) as http:
+        async with http.get(progress) as resp:
+            first = await resp.json()
+        assert first["status"] == "RUNNING"
+        poll = asyncio.ensure_future(http.get(f"{progress}?since={first['version']}&wait=30"))
+        stream = await http.get(f"{b.url}/ui/dispatches/{blocked}/events")
+        listing = await http.get(f"{b.url}/ui/events?ids={blocked}")
+        [(kind, snapshot)] = await asyncio.wait_for(read_events(stream, "snapshot"), 10)
+        assert snapshot["status"] == "RUNNING"
+        release.touch()  # b does not run the dispatch: a does, and b hears of it from the store
+        released = time.monotonic()
+        answer = await asyncio.wait_for(poll, 10)  # before: only at the end of its 30 s
+        moved = await answer.json()
+        assert time.monotonic() - released < 5
+        assert moved["electrons"] != first["electrons"]  # the gate completed, at least
+        events = await asyncio.wait_for(read_events(stream, "end"), 20)  # before: never
+        assert events[-1] == ("end", {"status": "COMPLETED"})
+        assert any(kind == "update" and data["nodes"] for kind, data in events)
+        rows: list[tuple[str, Any]] = []
+        while not any(r["status"] == "COMPLETED" for _, data in rows for r in data):
+            rows = await asyncio.wait_for(read_events(listing, "rows"), 10)
+        assert rows[-1][1][0]["id"] == blocked and rows[-1][1][0]["done"] == 2
+        # a dispatch started on a shows up as new on b's open listing
+        newer = ct.dispatch(chain, dispatcher_addr=a.addr)(str(tmp_path), 0.0)
+        news = await asyncio.wait_for(read_events(listing, "new"), 10)
+        assert news[-1] == ("new", {"dispatch_id": newer})
+        stream.close()
+        listing.close()
 
 
 async def test_a_cancel_sent_to_a_replica_woken_past_its_lease_reaches_the_one_that_took_over(
