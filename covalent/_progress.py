@@ -129,6 +129,7 @@ def _bars(cfg: ClientConfig, dispatch_id: str, out: IO[str]) -> Status:
 
     status = Status.NEW_OBJECT
     tasks: dict[str, Any] = {}
+    hinted = False  # "stored, not started": said once
     console = Console(file=out)
     # A long electron name is cut short, never the counts (a narrow terminal squeezed them
     # out: "1..." in place of "1/2").
@@ -142,7 +143,8 @@ def _bars(cfg: ClientConfig, dispatch_id: str, out: IO[str]) -> Status:
     with Progress(*columns, console=console, transient=False) as bars:
         for body in updates(cfg, dispatch_id):
             status = Status(body["status"])
-            if status == Status.NEW_OBJECT and not tasks:
+            if status == Status.NEW_OBJECT and not hinted:
+                hinted = True
                 console.print(_not_started(dispatch_id), markup=False, highlight=False)
             at = time.monotonic()
             for e in body["electrons"]:
@@ -183,7 +185,7 @@ def _lines(cfg: ClientConfig, dispatch_id: str, out: IO[str]) -> Status:
     status = Status.NEW_OBJECT
     for body in updates(cfg, dispatch_id):
         status = Status(body["status"])
-        if status == Status.NEW_OBJECT and not shown and not last:
+        if status == Status.NEW_OBJECT and not last:  # (the first answer only)
             print(_not_started(dispatch_id), file=out, flush=True)
         now = time.monotonic()
         if now - last < PLAIN_GAP_S and not status.is_terminal:

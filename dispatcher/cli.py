@@ -46,7 +46,12 @@ from .settings import SERVER_VARIABLES, default_data_dir
 def _data_dir(value: str | None) -> Path:
     """--data-dir, else COVALENT_DATA_DIR, else the default; one line if it is a file."""
     path = Path(value) if value else default_data_dir()
-    if path.exists() and not path.is_dir() or any(p.is_file() for p in path.parents):
+    try:
+        bad = path.exists() and not path.is_dir() or any(p.is_file() for p in path.parents)
+    except OSError as exc:  # a folder above it this user may not enter
+        raise click.ClickException(f"cannot use the data dir {path} ({exc.strerror}): "
+                                   "--data-dir or COVALENT_DATA_DIR names another") from None
+    if bad:
         raise click.ClickException(f"the data dir {path} is not a directory: --data-dir or "
                                    "COVALENT_DATA_DIR names another")
     return path
@@ -226,6 +231,7 @@ def start(port: int, host: str, workers: int | None, threads_per_worker: int | N
         info = _await_own_server(proc, ClientConfig(url, secret), instance, log_path, timeout,
                                  run_start)
     except KeyboardInterrupt:  # it runs in a session of its own: Ctrl-C did not reach it
+        signal.signal(signal.SIGINT, signal.SIG_IGN)  # a second Ctrl-C must not leave it up
         click.echo("interrupted: stopping the dispatcher it was starting...", err=True)
         proc.send_signal(signal.SIGTERM)
         try:

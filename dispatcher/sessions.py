@@ -126,6 +126,8 @@ class Sessions:
         return f"{body}.{self._mac(body)}"
 
     def _verify(self, ticket: str) -> str | None:
+        if not ticket.isascii():  # (compare_digest raises TypeError for other str: a 500)
+            return None
         body, _, mac = ticket.rpartition(".")
         parts = body.split(".")
         if len(parts) != 3 or not hmac.compare_digest(mac, self._mac(body)):

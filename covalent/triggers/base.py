@@ -180,25 +180,42 @@ def _stopping_registered(stop: Callable[[BaseTrigger], None]) -> Callable[[BaseT
     @functools.wraps(stop)
     def wrapped(self: BaseTrigger) -> None:
         registered = self.__dict__.get("_registered")
-        if (registered is not None and self.__dict__.get("_covalent_fire") is None
-                and not self.__dict__.get("_stopped_registered")):
-            _stop_on_dispatcher(*registered)
+        due = (registered is not None and self.__dict__.get("_covalent_fire") is None
+               and not self.__dict__.get("_stopped_registered"))
+        if due:
             self.__dict__["_stopped_registered"] = True  # a subclass's stop() calls super's
-        stop(self)
+        try:
+            stop(self)  # what it stops here first: a dispatcher away must not keep it going
+        finally:
+            if due and registered is not None and not _stop_on_dispatcher(*registered):
+                self.__dict__["_stopped_registered"] = False  # stop() again tries again
 
     wrapped._stops_registered = True  # type: ignore[attr-defined]
     return wrapped
 
 
-def _stop_on_dispatcher(dispatcher_addr: str | None, trigger_id: str) -> None:
-    """Stop a registered trigger on the dispatcher (a no-op if it stopped already)."""
+def _stop_on_dispatcher(dispatcher_addr: str | None, trigger_id: str) -> bool:
+    """Stop a registered trigger on the dispatcher (a no-op if it stopped already); a
+    dispatcher that is away, or no longer has the trigger, is warned about, never raised:
+    ``stop()`` never failed before it reached the dispatcher. Whether it was reached."""
+    import warnings
     from urllib.parse import quote
 
     from .. import _client
     from ..config import client_config
+    from ..errors import CovalentError, TriggerNotFoundError
 
-    _client.request_json(client_config(dispatcher_addr), "POST",
-                         f"/triggers/{quote(trigger_id, safe='')}/stop")
+    try:
+        _client.request_json(client_config(dispatcher_addr), "POST",
+                             f"/triggers/{quote(trigger_id, safe='')}/stop")
+    except TriggerNotFoundError:
+        return True  # gone with its dispatch: nothing fires it
+    except CovalentError as exc:
+        warnings.warn(f"trigger {trigger_id} was stopped here but not on the dispatcher "
+                      f"({exc}); ct.stop_triggers(<its dispatch id>) stops it there",
+                      stacklevel=3)
+        return False
+    return True
 
 
 def is_builtin(cls: type) -> bool:

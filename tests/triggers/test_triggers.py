@@ -491,6 +491,19 @@ async def test_stop_on_a_registered_trigger_object_stops_it_on_the_dispatcher(di
     await asyncio.to_thread(timer.stop)  # a second stop() does nothing
     await asyncio.to_thread(ct.stop_triggers, dispatch_id, addr)
 
+    # stop() never raised before it reached the dispatcher, and still does not: a trigger gone
+    # with its dispatch is stopped; a dispatcher away is warned about (and asked again next time)
+    from covalent import api
+
+    await asyncio.to_thread(api.request_json, api.client_config(addr), "DELETE",
+                            f"/dispatches/{dispatch_id}")
+    files.__dict__.pop("_stopped_registered", None)
+    await asyncio.to_thread(files.stop)  # its trigger row went with the dispatch: no error
+    files._registered = ("127.0.0.1:1", "gone")  # nothing listens there
+    files.__dict__.pop("_stopped_registered", None)
+    with pytest.warns(UserWarning, match="stopped here but not on the dispatcher"):
+        await asyncio.to_thread(files.stop)
+
 
 async def _dir_trigger_on(addr: str, path: Path) -> str:
     """A pending dispatch with one DirTrigger (on ``created``) watching ``path``."""

@@ -160,7 +160,7 @@ def test_a_replicas_signed_ticket_opens_every_replica_with_the_token_and_nothing
     for forged in (head.replace("s.", "s.Ym9i", 1) + "." + mac,  # another user's name
                    head.rsplit(".", 1)[0] + ".99999999999." + mac,  # a later expiry
                    head + "." + mac[:-2] + ("AA" if mac[-2:] != "AA" else "BB"), "s.x.y",
-                   "s..." , "s.!!.1.x"):
+                   "s..." , "s.!!.1.x", "s.YQ.1.é", head + "." + mac[:-1] + "é"):
         assert b.redeem(forged) is None, forged
     import dispatcher.sessions as module
 
