@@ -489,7 +489,7 @@ def dashboard_kwargs(factory: Any, kwargs: dict[str, Any], address: str | None
     {'n_workers': 1, 'dashboard_address': '127.0.0.1:0'}
     >>> dashboard_kwargs(LocalCluster, {"dashboard_address": ":9000"}, "127.0.0.1:8787")
     {'dashboard_address': ':9000'}
-    >>> def SLURMCluster(cores=1, scheduler_options=None): ...
+    >>> from dask_jobqueue import SLURMCluster  # its dashboard_address only raises
     >>> dashboard_kwargs(SLURMCluster, {"cores": 4}, "127.0.0.1:8787")
     {'cores': 4, 'scheduler_options': {'dashboard_address': '127.0.0.1:8787'}}
     """
@@ -498,12 +498,13 @@ def dashboard_kwargs(factory: Any, kwargs: dict[str, Any], address: str | None
     except (TypeError, ValueError):  # a callable Python cannot describe: left as given
         return kwargs
     wanted = pinned_dashboard(address)
+    if "scheduler_options" in params:  # dask-jobqueue's (its own dashboard_address raises)
+        options = dict(kwargs.get("scheduler_options") or {})
+        if wanted is None or "dashboard_address" in options or "dashboard_address" in kwargs:
+            return kwargs
+        return {**kwargs, "scheduler_options": {**options, "dashboard_address": wanted}}
     if "dashboard_address" in params:  # LocalCluster and its kind
         return kwargs if "dashboard_address" in kwargs else {**kwargs, "dashboard_address": wanted}
-    if "scheduler_options" in params and wanted is not None:  # dask-jobqueue's
-        options = dict(kwargs.get("scheduler_options") or {})
-        if "dashboard_address" not in options:
-            return {**kwargs, "scheduler_options": {**options, "dashboard_address": wanted}}
     return kwargs
 
 
