@@ -236,7 +236,10 @@ def test_version_and_dashboard_address(cli: Cli) -> None:
 def test_ctrl_c_while_start_waits_stops_the_dispatcher_it_was_starting(cli: Cli) -> None:
     starting = subprocess.Popen([sys.executable, "-m", "dispatcher.cli", "start", "--port",
                                  str(free_port()), "--workers", "1"], env=cli.env, cwd=REPO,
-                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                                # as a terminal's job has it (a CI runner may ignore SIGINT,
+                                # and an ignored signal is inherited)
+                                preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     try:
         deadline = time.monotonic() + 30
         while holder(cli.data_dir) is None:  # the server process is up, starting its cluster
