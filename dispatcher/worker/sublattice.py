@@ -125,27 +125,27 @@ def _wait_seceded(cfg: ClientConfig, child_id: str) -> Result:
 
 
 def _cancel_node(cfg: ClientConfig, spec: NodeSpec) -> None:
-    """Cancel the sublattice's own node in its parent dispatch (and what waits for it)."""
-    try:
-        request_json(cfg, "POST", f"/dispatches/{spec.dispatch_id}/cancel",
-                     body=json.dumps({"task_ids": [spec.node_id]}).encode(),
-                     timeout=_CANCEL_WAIT_S)
-    except DispatchStateError:
-        pass  # the parent ended meanwhile (or is being cancelled)
-    except Exception as err:  # the dispatcher is away, or slow: the node fails instead
-        log.warning("cancel of node %d of dispatch %s (its sublattice dispatch was cancelled) "
-                    "not confirmed: %s", spec.node_id, spec.dispatch_id, err)
+    """Cancel the sublattice's own node in its parent dispatch (and what waits for it); not
+    confirmed (the dispatcher away, or slow), the node fails instead."""
+    _ask_cancel(cfg, spec.dispatch_id, [spec.node_id], f"node {spec.node_id} of dispatch "
+                f"{spec.dispatch_id} (its sublattice dispatch was cancelled)")
 
 
 def _cancel_child(cfg: ClientConfig, child_id: str, why: BaseException) -> None:
     """Ask the dispatcher to cancel the child; waits a few seconds at most, well within the
     grace the watchdog gives this node (a cancel passed on to another replica is carried out
     there whether or not its answer comes back in time)."""
+    _ask_cancel(cfg, child_id, [], f"sublattice dispatch {child_id} (its node stopped: "
+                f"{type(why).__name__})")
+
+
+def _ask_cancel(cfg: ClientConfig, dispatch_id: str, task_ids: list[int], what: str) -> None:
+    """``POST /dispatches/<id>/cancel``, waiting ``_CANCEL_WAIT_S`` at most: a dispatch that
+    ended meanwhile (or that another cancel reached first) is fine; no answer is logged."""
     try:
-        request_json(cfg, "POST", f"/dispatches/{child_id}/cancel",
-                     body=json.dumps({"task_ids": []}).encode(), timeout=_CANCEL_WAIT_S)
+        request_json(cfg, "POST", f"/dispatches/{dispatch_id}/cancel",
+                     body=json.dumps({"task_ids": task_ids}).encode(), timeout=_CANCEL_WAIT_S)
     except DispatchStateError:
-        pass  # it ended meanwhile (or the parent's cancel reached it first)
+        pass
     except Exception as err:  # the dispatcher is away, or slow to answer
-        log.warning("cancel of sublattice dispatch %s (its node stopped: %s) not confirmed: %s",
-                    child_id, type(why).__name__, err)
+        log.warning("cancel of %s not confirmed: %s", what, err)
