@@ -49,9 +49,10 @@ async def _large(store: Any, dispatch_id: str, nodes: int) -> list[str]:
 
 async def test_other_writers_get_in_while_a_large_dispatch_is_deleted(store: SqlStore) -> None:
     refs = await _large(store, BIG, 4000)
-    store.delete_batch = 50  # 80 transactions of nodes: plenty of room between them
+    store.delete_batch = 25  # 160 transactions of nodes: plenty of room between them
     deleting = asyncio.create_task(store.delete_dispatches([BIG]))
     await wait_until(lambda: _gone(store, BIG), timeout=30)  # taken away: the API says 404
+    await wait_until(lambda: _nodes_left(store, BIG, below=4000), timeout=30)  # batches begun
     await store.create_dispatch(NewDispatch(OTHER, OTHER, "other", Status.RUNNING, "t", "{}",
                                             [(0, "a", "electron")]), [SHARED], {})
     left = len(await store.get_nodes(BIG))
@@ -93,6 +94,10 @@ def _reopened(store: SqlStore) -> SqlStore:
 
 async def _gone(store: SqlStore, dispatch_id: str) -> bool:
     return await store.get_dispatch(dispatch_id) is None
+
+
+async def _nodes_left(store: SqlStore, dispatch_id: str, below: int) -> bool:
+    return len(await store.get_nodes(dispatch_id)) < below
 
 
 async def test_the_server_answers_while_it_deletes_4000_nodes(dispatcher: TestClient,

@@ -182,6 +182,39 @@ async def test_the_drawer_is_a_dialog_that_takes_and_gives_back_the_focus(
     assert await page.evaluate("document.activeElement.matches('#node-table [data-open-node]')")
 
 
+async def test_focus_stays_on_its_link_while_live_updates_redraw_the_node_table(
+        dispatcher: TestClient, addr: str, page: Any, tmp_path: Path) -> None:
+    """A keyboard user in a running dispatch's table: the rows are redrawn as nodes finish,
+    with the drawer open or not, and the focus is still on the same node's link."""
+    first, second = tmp_path / "first", tmp_path / "second"
+    dispatch_id = await dispatch(talk_twice, addr, str(first), str(second), wait=False)
+    await page.goto(str(dispatcher.make_url(f"/dispatches/{dispatch_id}")))
+    await graph_drawn(page)
+    link = '#node-table [data-open-node="0"]'
+
+    def redrawn_since(count: int) -> Any:
+        return page.wait_for_function(
+            "(n) => Number(document.getElementById('node-table').dataset.refreshed || 0) > n",
+            arg=count, timeout=20_000)
+
+    async def redraws() -> int:
+        return int(await page.locator("#node-table").get_attribute("data-refreshed") or 0)
+
+    await page.locator(link).focus()
+    await page.keyboard.press("Enter")
+    await expect(page.locator("#drawer")).to_be_visible()
+    redrawn = await redraws()
+    first.touch()  # node 0 completes: the table is redrawn under the open drawer
+    await redrawn_since(redrawn)
+    await page.keyboard.press("Escape")
+    await expect(page.locator("#drawer")).to_be_hidden()
+    assert await page.evaluate(f"document.activeElement.matches('{link}')")
+    redrawn = await redraws()
+    second.touch()  # the dispatch ends: redrawn again, the focus on the link
+    await redrawn_since(redrawn)
+    assert await page.evaluate(f"document.activeElement.matches('{link}')")
+
+
 @ct.electron
 def chatty_until(x, release_file):
     import os
@@ -197,6 +230,11 @@ def chatty_until(x, release_file):
 @ct.lattice
 def talks_until(x, release_file):
     return chatty_until(x, release_file)
+
+
+@ct.lattice
+def talk_twice(first, second):
+    return chatty_until(1, first), chatty_until(2, second)
 
 
 async def test_a_running_nodes_output_is_read_from_its_worker_process(cli: Cli, page: Any,

@@ -112,10 +112,19 @@
   // -- the node drawer: a dialog; focus goes in, and back where it was on close ------------
 
   let returnFocus = null;
+  let returnTo = "";  // where the same link is found again if a live update redrew it meanwhile
   let liveTimer = 0;
+  function whereFound(el) {
+    const n = el && el.getAttribute && el.getAttribute("data-open-node");
+    const box = n !== null && n !== undefined && el.closest("[id]");
+    return box ? `#${CSS.escape(box.id)} [data-open-node="${CSS.escape(n)}"]` : "";
+  }
   async function openDrawer(node, keepFocus) {
     const first = drawer.hidden;
-    if (first && !keepFocus) returnFocus = document.activeElement;
+    if (first && !keepFocus) {
+      returnFocus = document.activeElement;
+      returnTo = whereFound(returnFocus);
+    }
     state.openNode = node;
     const resp = await fetch(`/ui/dispatches/${id}/nodes/${node}`, {credentials: "same-origin"});
     // the whole body first: another node opened while it arrives wins (this one must neither
@@ -152,8 +161,11 @@
     clearTimeout(liveTimer);
     graph.draw();
     history.replaceState(null, "", window.location.pathname + window.location.search);
+    if (returnFocus && !document.contains(returnFocus) && returnTo)
+      returnFocus = document.querySelector(returnTo);
     if (returnFocus && document.contains(returnFocus)) returnFocus.focus();
     returnFocus = null;
+    returnTo = "";
   }
 
   // While the drawer shows a RUNNING node, ask for what it printed so far, every moment.
@@ -281,7 +293,9 @@
       const table = document.getElementById("node-table");
       const rows = doc.querySelector("#node-table tbody");
       if (!table || !rows || table.dataset.url !== url) return;  // the filter moved it meanwhile
+      const focused = table.contains(document.activeElement) ? whereFound(document.activeElement) : "";
       table.querySelector("tbody").replaceWith(document.adoptNode(rows));
+      if (focused) document.querySelector(focused)?.focus();  // a keyboard user keeps their place
       const count = doc.getElementById("node-matching");
       const shown = document.getElementById("node-matching");
       if (count && shown) shown.textContent = count.textContent;
