@@ -304,6 +304,7 @@ def main(argv: list[str] | None = None) -> None:
             lock.acquire()
     except AlreadyRunning as exc:
         fail(EXIT_RUNNING, str(exc))
+    settings = settings.holding_data_dir()
     relaunch, kept = "", None
     try:
         sock = (inherited_socket(handed.pop("socket", None), settings.host, settings.port)

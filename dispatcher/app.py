@@ -172,6 +172,8 @@ async def _replica_ctx(app: web.Application) -> AsyncIterator[None]:
 
     replica.on_acquired, replica.on_lost = acquired, lost
     await notices.start()
+    if app[SETTINGS].holds_data_dir:
+        await replica.succeed(app[SETTINGS].data_dir)
     await replica.start()
     log.info("replica %s: leases renewed every %g s for %g s", replica.owner, replica.renew_s,
              replica.ttl_s)

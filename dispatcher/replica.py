@@ -4,7 +4,8 @@ Each running dispatch and each active trigger is acted on by the one replica hol
 lease (``store.leases``). This replica renews what it holds every ``renew_s`` (2.5 s) for
 ``ttl_s`` (10 s) on a connection of its own, so a busy pool never delays a renewal; every
 ``renew_s`` it also takes the leases nobody holds (a replica died, or was paused past its
-lease) and hands them to ``on_acquired``, which resumes them as a restart does.
+lease) and hands them to ``on_acquired``, which resumes them as a restart does. A server
+started again on the data dir of one that died takes that one's leases at once (``succeed``).
 
 Stopping before anyone may take over: a lease counts here only while less than
 ``ttl_s - MARGIN_S`` has passed (monotonic clock) since the renewal that last succeeded was
@@ -31,6 +32,7 @@ import time
 import uuid
 from collections.abc import Awaitable, Callable
 from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 from typing import Any, TypeVar
 
 import psycopg
@@ -46,6 +48,7 @@ TTL_S = 10.0
 RENEW_S = 2.5
 MARGIN_S = 1.0  # a lease counts here for ttl - 1 s after its renewal was sent (short TTLs: ttl/4)
 LOOP_LIVE_S = 30.0  # leases are renewed only while the event loop ran within this
+OWNER_FILE = "replica.owner"  # in the data dir: the owner name of the replica that runs on it
 
 Handler = Callable[[str, int], Awaitable[None]]
 
@@ -111,6 +114,32 @@ class Replica:
                 await self._sql(leases.release, resource, self.owner, held[0])
             except Exception as exc:  # it expires anyway
                 log.warning("could not release %s: %s", resource, exc)
+
+    async def succeed(self, data_dir: Path) -> int:
+        """Name this replica in ``data_dir`` and take at once the leases of the server that
+        ran on it before (how many): called only while this process holds the data dir's lock
+        (``dispatcher.instance``), so that server has exited, whatever killed it. A restart
+        after a crash resumes its dispatches and triggers now rather than when their leases
+        expire (``ttl_s``); a replica on another data dir still waits them out."""
+        path = data_dir / OWNER_FILE
+        try:
+            previous = path.read_text().strip()
+        except (FileNotFoundError, UnicodeDecodeError):
+            previous = ""
+        written = path.with_name(f".{OWNER_FILE}.tmp")
+        written.write_text(self.owner)  # before any lease is taken: a successor knows them all
+        os.replace(written, path)
+        if not previous or previous == self.owner:
+            return 0
+        try:
+            freed = await self._sql(leases.forsake, previous)
+        except (OSError, StoreError) as exc:  # they expire anyway
+            log.warning("could not take over what %s held: %s", previous, exc)
+            return 0
+        if freed:
+            log.info("taking over at once what %s held (%d leases): it ran on this data dir "
+                     "before and has exited", previous, freed)
+        return freed
 
     # -- the loop --------------------------------------------------------------------------
 

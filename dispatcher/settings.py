@@ -85,6 +85,7 @@ class Settings:
     # interface. Replicas all give the load balancer's URL (docs/team.md).
     public_url: str = ""
     instance_id: str = ""  # reported by /health so `covalent start` knows it is its own server
+    holds_data_dir: bool = False  # this process holds the data dir's lock (dispatcher.instance)
     # Where workers write node outputs: the data dir's blobs (the embedded default, or workers
     # on this machine), or any fsspec URL all workers and the server reach (s3://bucket/prefix).
     store_url: str = ""
@@ -128,6 +129,9 @@ class Settings:
 
     def with_instance(self, instance_id: str) -> Settings:
         return replace(self, instance_id=instance_id)
+
+    def holding_data_dir(self) -> Settings:
+        return replace(self, holds_data_dir=True)
 
     @property
     def db_path(self) -> Path:

@@ -97,6 +97,13 @@ def release(db: Db, resource: str, owner: str, epoch: int) -> bool:
         " AND epoch = ?", (resource, owner, epoch)).rowcount == 1
 
 
+def forsake(db: Db, owner: str) -> int:
+    """Expire at once every live lease of ``owner``, a replica known to have exited (their
+    epochs keep counting, and its writes still on the way are refused by the fence); how many."""
+    return int(db.execute("UPDATE leases SET expires_at = '-infinity' WHERE owner = ?"
+                          " AND expires_at > now()", (owner,)).rowcount)
+
+
 def unowned(db: Db, limit: int = 200) -> list[str]:
     """Running dispatches and active triggers nobody holds a live lease on, oldest first."""
     rows = db.execute(
