@@ -171,6 +171,7 @@ async def _replica_ctx(app: web.Application) -> AsyncIterator[None]:
             runner.lose(rid)
 
     replica.on_acquired, replica.on_lost = acquired, lost
+    notices.stop_triggers, triggers.announce_stop = triggers.stop_here, notices.announce_stop
     await notices.start()
     if app[SETTINGS].holds_data_dir:
         await replica.succeed(app[SETTINGS].data_dir)

@@ -1,4 +1,5 @@
-"""Tell the replicas sharing a database what happened elsewhere: dispatches that ended, cancels.
+"""Tell the replicas sharing a database what happened elsewhere: dispatches that ended, cancels,
+triggers to stop.
 
 Any replica accepts any request. A cancel for a dispatch another replica runs is stored in
 ``cancel_requests`` and announced (``NOTIFY covalent, 'cancel <id>'``); the replica holding
@@ -11,6 +12,8 @@ it (``'ended <id>'``, in that transaction), which wakes the long-polls
 (``get_result(wait=True)``) waiting on every replica. A thread LISTENs on a connection of its
 own; every ``SWEEP_S`` the requests are read again in case a notice was missed (the
 connection broke), and a replica taking a dispatch over, or starting one, reads them at once.
+A trigger to stop is announced (``'stop-triggers <id>,<id>'``) by the replica asked, again
+every second until the store says it stopped (``TriggerService``); the one observing it stops it.
 """
 
 from __future__ import annotations
@@ -47,6 +50,7 @@ class Notices:
                  cancel: Cancel) -> None:
         self.store, self.conninfo, self.recorder = store, conninfo, recorder
         self.owns, self.cancel = owns, cancel
+        self.stop_triggers: Callable[[list[str]], Awaitable[Any]] | None = None  # observed here
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self._sweeper: asyncio.Task[None] | None = None
@@ -97,6 +101,15 @@ class Notices:
                 return answer
             await asyncio.sleep(0.1)  # another process acts on it: nothing to await but the row
         return None
+
+    async def announce_stop(self, trigger_ids: list[str]) -> None:
+        """Ask every replica to stop these triggers if it observes them (``stop-triggers``)."""
+        def put(db: Db) -> None:
+            for i in range(0, len(trigger_ids), 100):  # a notice holds under 8,000 bytes
+                db.execute("SELECT pg_notify('covalent', ?)",
+                           (f"stop-triggers {','.join(trigger_ids[i:i + 100])}",))
+
+        await self.store._write(put)
 
     # -- the owner's side ------------------------------------------------------------------
 
@@ -181,6 +194,9 @@ class Notices:
             self.recorder.wake(dispatch_id)
         elif kind == "cancel":
             task = asyncio.ensure_future(self.handle(dispatch_id))
+            task.add_done_callback(lambda t: t.cancelled() or t.exception())
+        elif kind == "stop-triggers" and self.stop_triggers is not None:
+            task = asyncio.ensure_future(self.stop_triggers(dispatch_id.split(",")))
             task.add_done_callback(lambda t: t.cancelled() or t.exception())
 
     def _listen(self, loop: asyncio.AbstractEventLoop) -> None:

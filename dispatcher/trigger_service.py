@@ -8,17 +8,19 @@ as bytes: only its own process (``triggers.host``) ever unpickles it, never the 
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import binascii
 import json
 import uuid
+from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any, cast
 
 from triggers import Observed, TriggerSupervisor
 from triggers.supervisor import FireRefused
 
 from . import dispatches
-from .errors import DispatchNotFound, InvalidRequest, TriggerNotFound
+from .errors import DispatchNotFound, InvalidRequest, TriggerNotFound, Unavailable
 from .protocol import now_iso
 from .runner import Runner
 from .state import PENDING
@@ -33,6 +35,9 @@ if TYPE_CHECKING:
     from .replica import Replica
 
 
+STOP_WAIT_S = 20.0  # a lease's 10 s, a look for unowned leases every 2.5 s, and the resume
+
+
 class TriggerService:
     """The dispatcher's triggers: one supervisor, persisted in the store."""
 
@@ -42,6 +47,8 @@ class TriggerService:
         self.supervisor = TriggerSupervisor(self.fire, self.persist)
         self.fired = 0  # fires since the server started (/metrics)
         self.replica: Replica | None = None  # replicas: a trigger is observed where it is leased
+        # Replicas: tell the others to stop these triggers if they observe them (``Notices``).
+        self.announce_stop: Callable[[list[str]], Awaitable[None]] | None = None
 
     async def fire(self, dispatch_id: str, trigger_id: str = "", number: int = 0) -> str:
         """Fire ``number`` of a trigger: the id of the dispatch it started. Replicas: each
@@ -211,14 +218,17 @@ class TriggerService:
                 "trigger": spec}
 
     async def stop(self, dispatch_ids: list[str]) -> int:
+        """Stop every trigger of these dispatches (``ct.stop_triggers``); how many were active.
+        On replicas, wherever they are observed."""
         for d in dispatch_ids:
             if await self.store.get_status(dispatches.check_id(d)) is None:
                 raise DispatchNotFound(d)
-        return await self.supervisor.stop_dispatches(dispatch_ids)
+        stopped = await self.supervisor.stop_dispatches(dispatch_ids)
+        return stopped + await self._stop_elsewhere(lambda r: r.dispatch_id in dispatch_ids)
 
     async def stop_one(self, trigger_id: str) -> bool:
         """Stop one trigger (``trigger.stop()`` on the user's registered object); whether it
-        was active here.
+        was active (on replicas, wherever it is observed).
 
         Raises:
             TriggerNotFound: no trigger has that id.
@@ -226,7 +236,45 @@ class TriggerService:
         obs = self.supervisor.observed.get(trigger_id)
         if obs is None and await self.owner_of(trigger_id) is None:
             raise TriggerNotFound(f"no trigger with id {trigger_id!r}")
-        return obs is not None and await self.supervisor.stop_observed([obs]) == 1
+        if obs is not None:
+            return await self.supervisor.stop_observed([obs]) == 1
+        return await self._stop_elsewhere(lambda r: r.trigger_id == trigger_id) == 1
+
+    async def stop_here(self, trigger_ids: list[str]) -> int:
+        """Replicas: another replica was asked to stop these; those observed here stop."""
+        return await self.supervisor.stop_observed(
+            [o for t in trigger_ids if (o := self.supervisor.observed.get(t)) is not None])
+
+    async def _stop_elsewhere(self, wanted: Callable[[TriggerRecord], bool]) -> int:
+        """Replicas: stop the active triggers ``wanted`` picks that another replica observes
+        (a load balancer sends ``trigger.stop()`` to any replica). The replicas are told
+        (``announce_stop``), again every second in case a notice was missed, until the store
+        says each one stopped; one this replica took over meanwhile is stopped here. One whose
+        replica died stops where its lease is taken over, within ``STOP_WAIT_S``. How many.
+
+        Raises:
+            Unavailable: not stopped within ``STOP_WAIT_S``.
+        """
+        if self.replica is None or self.announce_stop is None:
+            return 0
+        pending = {r.trigger_id for r in await self.store.active_triggers() if wanted(r)}
+        count = len(pending)
+        loop = asyncio.get_running_loop()
+        deadline, again = loop.time() + STOP_WAIT_S, 0.0
+        while pending:
+            await self.stop_here(sorted(pending))
+            pending &= {r.trigger_id for r in await self.store.active_triggers()}
+            if not pending:
+                break
+            if loop.time() >= deadline:
+                raise Unavailable(f"trigger {', '.join(sorted(pending))} is observed by another "
+                                  f"replica that did not stop it within {STOP_WAIT_S:g} s; "
+                                  "ask again")
+            if loop.time() >= again:
+                await self.announce_stop(sorted(pending))
+                again = loop.time() + 1.0
+            await asyncio.sleep(0.05)  # another process acts on it: nothing to await but the row
+        return count
 
 
 def _decode(body: dict[str, Any]) -> tuple[dict[str, Any], bytes | None]:

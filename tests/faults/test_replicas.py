@@ -29,6 +29,7 @@ import pytest
 from hypothesis import example, given, settings
 
 import covalent as ct
+from covalent.triggers import TimeTrigger
 from covalent._client import request_json
 from covalent.config import ClientConfig
 from tests.conftest import dask_processes
@@ -214,6 +215,20 @@ async def test_a_cancel_or_a_wait_on_another_replica_reaches_the_dispatch(
             asyncio.to_thread(ct.get_result, blocked, True, server.addr), 30)
         assert result.status == ct.status.CANCELLED
     assert not (ledger / "1.start").exists()  # what came after the cancelled node never ran
+    # A trigger a observes stops when b is asked, one at a time (``trigger.stop()``) or by its
+    # dispatch (``ct.stop_triggers``): behind a load balancer either reaches any replica.
+    on_a, on_b = ClientConfig(a.url, a.token), ClientConfig(b.url, b.token)
+    for path, body in ((None, b""), ("/triggers/stop", json.dumps({"dispatch_ids": [done]}))):
+        trigger = TimeTrigger(time_gap=3600, lattice_dispatch_id=done, dispatcher_addr=a.addr)
+        await asyncio.to_thread(trigger.register)
+        trigger_id = trigger.__dict__["_registered"][1]
+        asked = await asyncio.to_thread(request_json, on_b, "POST",
+                                        path or f"/triggers/{trigger_id}/stop",
+                                        body=body.encode() if isinstance(body, str) else body)
+        assert asked == {"stopped": 1}
+        for server in (on_a, on_b):
+            info = await asyncio.to_thread(request_json, server, "GET", f"/triggers/{trigger_id}")
+            assert (info["active"], info["reason"]) == (False, "stopped"), info
     # The web UI link a replica makes opens any replica, and carries a ticket, not the token
     # (a squatter on a stopped replica's port would have had it).
     made = await asyncio.to_thread(request_json, ClientConfig(a.url, a.token), "POST",
