@@ -361,7 +361,12 @@ class ReapingNanny(Nanny):
         pid = getattr(getattr(self.process, "process", None), "pid", None)
         below = reaper.descendants(pid) if pid else []
         try:
-            await super().kill(timeout=timeout, reason=reason)
+            if self.process is not None:
+                # Not waiting for the nodes running (Dask's default): whatever kills a worker
+                # here does not want their outcomes (the server stops, and runs them again when
+                # it starts; a cancel or a time limit ends them). A graceful stop with a node
+                # running waited 4 s for it, then killed the worker all the same.
+                await self.process.kill(reason=reason, timeout=timeout, executor_wait=False)
         finally:
             killed = reaper.kill_all(below)
             if killed:

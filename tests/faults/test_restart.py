@@ -55,6 +55,8 @@ async def test_dispatch_resumes_after_the_server_goes_away(how: str, server: Ser
         server.kill9()
     else:
         assert server.stop() == 0  # graceful: exits 0 with the dispatch unfinished
+        # without waiting for the running node: its worker closed, not killed after 4 s
+        assert "still alive after" not in server.log.read_text()
     (tmp_path / "started").unlink()
     row = _row(server.data_dir, dispatch_id)
     assert row["status"] == "RUNNING"  # recorded as unfinished, not lost, not COMPLETED
