@@ -35,6 +35,10 @@ class ConfigError(ValueError):
     """The config file cannot be read as a config (the CLI says so in one line)."""
 
 
+class BadVariable(ConfigError):
+    """A ``COVALENT_*`` environment variable that holds no valid setting."""
+
+
 def read_config() -> dict[str, Any]:
     """The config file as a dict; empty when it does not exist."""
     try:
@@ -168,8 +172,14 @@ def client_config(dispatcher_addr: str | None = None) -> ClientConfig:
         except (TypeError, ValueError):
             raise ConfigError(f"{config_path()}: [dispatcher] address = {host!r}, port = "
                               f"{port!r} is no address (port: 1 to 65535)") from None
-    else:
+    elif dispatcher_addr:
         url = normalize_address(addr)
+    else:
+        try:
+            url = normalize_address(addr)
+        except ValueError:
+            raise BadVariable(f"COVALENT_DISPATCHER_ADDR={addr!r} is no address: 'host:port' or "
+                              "'http://host:port'") from None
     token = os.environ.get("COVALENT_TOKEN") or str(section.get("token", ""))
     return ClientConfig(url=url, token=token)
 
@@ -183,9 +193,13 @@ def normalize_address(addr: str) -> str:
     Traceback (most recent call last):
     ...
     ValueError: dispatcher_addr must be 'host:port' or 'http://host:port', got 'not a url'
+    >>> normalize_address("http://")
+    Traceback (most recent call last):
+    ...
+    ValueError: dispatcher_addr must be 'host:port' or 'http://host:port', got 'http://'
     """
     bad = ValueError(f"dispatcher_addr must be 'host:port' or 'http://host:port', got {addr!r}")
-    if not isinstance(addr, str) or not addr.strip():
+    if not isinstance(addr, str) or not addr.strip() or addr.strip().endswith("://"):
         raise bad
     addr = addr.strip().rstrip("/")
     if "://" not in addr:

@@ -31,8 +31,8 @@ from click.core import ParameterSource
 
 import covalent
 from covalent import api
-from covalent.config import (DEFAULT_PORT, ClientConfig, ConfigError, client_config, config_path,
-                             read_config, update_config)
+from covalent.config import (DEFAULT_PORT, BadVariable, ClientConfig, ConfigError, client_config,
+                             config_path, read_config, update_config)
 from covalent.errors import CovalentError, DispatcherUnavailableError, ServerNotYoursError
 
 from .cli_db import db
@@ -89,6 +89,8 @@ class _Commands(click.Group):
     def invoke(self, ctx: click.Context) -> Any:
         try:
             return super().invoke(ctx)
+        except BadVariable as exc:
+            raise click.ClickException(str(exc)) from None
         except ConfigError as exc:
             raise click.ClickException(f"{exc} (fix it, or remove it: `covalent start` writes "
                                        "a new one)") from None

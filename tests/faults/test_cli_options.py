@@ -5,6 +5,7 @@ life of the data dir: `covalent restart` starts with it again (issue #21). Real 
 from __future__ import annotations
 
 import json
+import re
 import os
 import secrets
 import signal
@@ -271,6 +272,23 @@ def test_a_config_with_a_bad_port_is_one_line(cli: Cli, config_dir: Path, port: 
         out = cli(*args, timeout=60)
         assert out.returncode == 1 and "Traceback" not in out.stderr, (args, out.stderr)
         assert f"port = {port.replace(chr(34), chr(39))} is no address" in out.stderr, out.stderr
+
+
+@pytest.mark.parametrize("addr", ["localhost:notaport", "http://", "127.0.0.1:99999"])
+def test_a_bad_dispatcher_address_variable_is_one_line(cli: Cli, addr: str) -> None:
+    """A typo in COVALENT_DISPATCHER_ADDR: the CLI says which variable, in one line (it was
+    a traceback; ``http://`` was taken for a host named http), and so does the SDK."""
+    said = f"COVALENT_DISPATCHER_ADDR={addr!r} is no address"
+    for args in (["status"], ["list"]):
+        out = subprocess.run([sys.executable, "-m", "dispatcher.cli", *args], text=True,
+                             capture_output=True, timeout=60, cwd=REPO,
+                             env=dict(cli.env, COVALENT_DISPATCHER_ADDR=addr))
+        assert out.returncode == 1 and "Traceback" not in out.stderr, (args, out.stderr)
+        assert out.stderr.strip() == f"Error: {said}: 'host:port' or 'http://host:port'"
+    with pytest.MonkeyPatch.context() as env:
+        env.setenv("COVALENT_DISPATCHER_ADDR", addr)
+        with pytest.raises(ValueError, match=re.escape(said)):
+            ct.get_result("00000000-0000-4000-8000-000000000000")
 
 
 def test_a_start_with_no_token_keeps_the_saved_token(cli: Cli, config_dir: Path) -> None:
