@@ -172,12 +172,12 @@ def client_config(dispatcher_addr: str | None = None) -> ClientConfig:
         except (TypeError, ValueError):
             raise ConfigError(f"{config_path()}: [dispatcher] address = {host!r}, port = "
                               f"{port!r} is no address (port: 1 to 65535)") from None
-    elif dispatcher_addr:
-        url = normalize_address(addr)
     else:
         try:
             url = normalize_address(addr)
         except ValueError:
+            if dispatcher_addr:
+                raise
             raise BadVariable(f"COVALENT_DISPATCHER_ADDR={addr!r} is no address: 'host:port' or "
                               "'http://host:port'") from None
     token = os.environ.get("COVALENT_TOKEN") or str(section.get("token", ""))

@@ -193,11 +193,9 @@ class Notices:
         if kind == "ended":
             self.recorder.wake(dispatch_id)
         elif kind == "cancel":
-            task = asyncio.ensure_future(self.handle(dispatch_id))
-            task.add_done_callback(lambda t: t.cancelled() or t.exception())
+            _in_background(self.handle(dispatch_id))
         elif kind == "stop-triggers" and self.stop_triggers is not None:
-            task = asyncio.ensure_future(self.stop_triggers(dispatch_id.split(",")))
-            task.add_done_callback(lambda t: t.cancelled() or t.exception())
+            _in_background(self.stop_triggers(dispatch_id.split(",")))
 
     def _listen(self, loop: asyncio.AbstractEventLoop) -> None:
         while not self._stop.is_set():
@@ -213,6 +211,13 @@ class Notices:
                 self._stop.wait(1.0)
             except RuntimeError:  # the loop closed under us: the server is stopping
                 return
+
+
+def _in_background(work: Awaitable[Any]) -> None:
+    """Run ``work`` on the loop without waiting; its failure is its own (it logs, or a sweep
+    tries again), never an unretrieved exception."""
+    task = asyncio.ensure_future(work)
+    task.add_done_callback(lambda t: t.cancelled() or t.exception())
 
 
 def _delete(db: Db, request_id: str) -> None:

@@ -261,11 +261,7 @@ class TriggerService:
         count = len(pending)
         loop = asyncio.get_running_loop()
         deadline, again = loop.time() + STOP_WAIT_S, 0.0
-        while pending:
-            await self.stop_here(sorted(pending))
-            pending &= {r.trigger_id for r in await self.store.active_triggers()}
-            if not pending:
-                break
+        while pending:  # (those observed here were stopped by the caller)
             if loop.time() >= deadline:
                 raise Unavailable(f"trigger {', '.join(sorted(pending))} is observed by another "
                                   f"replica that did not stop it within {STOP_WAIT_S:g} s; "
@@ -274,6 +270,8 @@ class TriggerService:
                 await self.announce_stop(sorted(pending))
                 again = loop.time() + 1.0
             await asyncio.sleep(0.05)  # another process acts on it: nothing to await but the row
+            await self.stop_here(sorted(pending))  # taken over here meanwhile
+            pending &= {r.trigger_id for r in await self.store.active_triggers()}
         return count
 
 
