@@ -156,12 +156,14 @@ class Runner:
     async def submit(self, dispatch_id: str, graph: WorkflowGraph, preset: dict[int, Preset],
                      started: str = "", failed: Mapping[int, str] | None = None,
                      cancelled: list[int] | None = None, epoch: int = 0,
-                     takeover: bool = False, prepared: Prepared | None = None) -> None:
+                     takeover: bool = False, prepared: Prepared | None = None,
+                     recorded: frozenset[int] = frozenset()) -> None:
         """Start running a stored dispatch: its machine, then its first submission.
 
         ``preset`` holds outputs known already; ``failed``/``cancelled`` nodes that ended so
-        before a restart. ``started`` (ISO time its root dispatch started) orders the tasks of
-        concurrent dispatches: earlier ones run first, so a burst of later dispatches never
+        before a restart; ``recorded`` the nodes stored COMPLETED already (not written again).
+        ``started`` (ISO time its root dispatch started) orders the tasks of concurrent
+        dispatches: earlier ones run first, so a burst of later dispatches never
         starves them. Never leaves a dispatch RUNNING without a machine: a failure to submit
         is recorded FAILED with the reason. ``epoch``: the tenure of the lease held on it
         (replicas); ``takeover``: another replica ran it, so its submissions get generations
@@ -172,7 +174,7 @@ class Runner:
             machine, first = prepared.machine, prepared.first
         else:  # off the loop: planning 100,000 nodes takes a while (issue #13)
             machine, first = await off_loop(len(graph.nodes), _started, dispatch_id, graph,
-                                            preset, failed, cancelled, epoch, takeover)
+                                            preset, failed, cancelled, epoch, takeover, recorded)
         run = Run(machine, submission_priority(started), dict(preset), epoch=epoch,
                   replay=takeover, prepared=prepared)
         self.runs[dispatch_id] = run
@@ -653,13 +655,24 @@ def _of_dispatch(topic: str, msg: Any) -> str | None:
 
 def _started(dispatch_id: str, graph: WorkflowGraph, preset: dict[int, Preset],
              failed: Mapping[int, str] | None = None, cancelled: list[int] | None = None,
-             epoch: int = 0, takeover: bool = False) -> tuple[DispatchMachine, list[Instruction]]:
-    """A dispatch's machine and the instructions it starts with (``Runner.submit``)."""
+             epoch: int = 0, takeover: bool = False, recorded: frozenset[int] = frozenset()
+             ) -> tuple[DispatchMachine, list[Instruction]]:
+    """A dispatch's machine and the instructions it starts with (``Runner.submit``), without
+    the records of nodes ``recorded`` COMPLETED already: they would change nothing (a
+    COMPLETED node's record never changes), and a resumed 100,000-node fan-out wrote its
+    100,000 parameters again, seconds that any record after them waited behind."""
     machine = DispatchMachine(dispatch_id, graph, known=preset, failed=failed,
                               cancelled=cancelled or (), cancel_requested=bool(cancelled),
                               clock=now_iso)
     machine.generation = (epoch - 1) * TAKEOVER_ROUNDS if takeover else 0
-    return machine, machine.start(now_iso(), find_running=takeover)
+    first = machine.start(now_iso(), find_running=takeover)
+    if recorded:
+        for ins in first:
+            if isinstance(ins, Record):
+                ins.updates[:] = [u for u in ins.updates if not (
+                    isinstance(u, state.NodeUpdate) and u.node_id in recorded
+                    and u.status == state.Status.COMPLETED)]
+    return machine, first
 
 
 def _settle(handed: asyncio.Future[None]) -> None:

