@@ -48,7 +48,8 @@ P = ParamSpec("P")
 
 POSTGRES = Dialect(
     name="postgresql", blob="BYTEA", bigint="BIGINT", table_suffix="", like="ILIKE",
-    bytewise=' COLLATE "C"', ids_in="{} = ANY(ARRAY(SELECT jsonb_array_elements_text(?::jsonb)::int))",
+    bytewise=' COLLATE "C"',
+    ids_in="{} = ANY(ARRAY(SELECT jsonb_array_elements_text(?::jsonb)::int))",
     sorts={"created": "created_at", "started": "COALESCE(start_time, created_at)",
            "name": "lower(name)", "status": "status",
            "runtime": "(COALESCE(end_time::timestamptz, now()) - start_time::timestamptz)"})
