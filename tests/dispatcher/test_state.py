@@ -115,36 +115,39 @@ def _update(kind: str, dispatch_id: str, node_id: int, stamp: str) -> state.Node
     return state.node_reset(dispatch_id, node_id)
 
 
+Run = tuple[str, list[int], str]  # (kind, the nodes it updates in that order, its stamp)
+
+
 @st.composite
-def _batches(draw: st.DrawFn) -> list[list[tuple[str, list[int], str]]]:
-    """Batches of runs: (kind, the nodes it updates in that order, its stamp)."""
+def _batches(draw: st.DrawFn) -> tuple[int, list[list[Run]]]:
+    """How many nodes, and batches of runs of updates over them."""
     n = draw(st.integers(1, 40))
     run = st.tuples(st.sampled_from(_KINDS), st.lists(st.integers(0, n - 1), max_size=40),
                     st.sampled_from(["t1", "t2"]))
-    return [[(n, [], "")] + draw(st.lists(run, max_size=4))
-            for _ in range(draw(st.integers(1, 3)))]
+    return n, draw(st.lists(st.lists(run, max_size=4), min_size=1, max_size=3))
 
 
 @settings(max_examples=40, deadline=None,
           suppress_health_check=[HealthCheck.function_scoped_fixture])
-@given(batches=_batches())
-@example(batches=[[(20, [], ""), ("running", list(range(20)), "t1"),
-                   ("cancelled", list(range(20)), "t2"), ("completed", [3], "t2")]])
+@given(plan=_batches())
+@example(plan=(20, [[("running", list(range(20)), "t1"), ("cancelled", list(range(20)), "t2"),
+                     ("completed", [3], "t2")]]))
 async def test_a_batch_lands_as_its_updates_one_at_a_time_would(
-        store: SqlStore, batches: list[list[tuple[Any, list[int], str]]]) -> None:
+        store: SqlStore, plan: tuple[int, list[list[Run]]]) -> None:
     """The model: each update in turn, applied if its node may move into its status, then
     every field it names set. The store writes a run of updates alike but for their node as
     one statement; nothing may tell the two apart."""
     import uuid
 
-    n = batches[0][0][0]
+    n, batches = plan
     d = str(uuid.uuid4())
     await store.create_dispatch(NewDispatch(d, d, "wf", Status.RUNNING, "t0", "{}",
                                             [(i, "a", "electron") for i in range(n)]), [], {})
-    model = {i: {"status": Status.NEW_OBJECT, "start_time": None, "end_time": None,
-                 "worker": None, "error": None} for i in range(n)}
+    model: dict[int, dict[str, Any]] = {
+        i: {"status": Status.NEW_OBJECT, "start_time": None, "end_time": None, "worker": None,
+            "error": None} for i in range(n)}
     for batch in batches:
-        updates = [_update(kind, d, i, stamp) for kind, ids, stamp in batch[1:] for i in ids]
+        updates = [_update(kind, d, i, stamp) for kind, ids, stamp in batch for i in ids]
         for u in updates:
             row = model[u.node_id]
             assert u.status is not None
