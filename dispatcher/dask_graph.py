@@ -317,6 +317,12 @@ def live_keys(keys: list[Key], dask_scheduler: Any = None) -> dict[Key, bool]:
             and (ts.state in to_run or ts.state == "memory")}
 
 
+def live_keys_at(keys: list[Key], dask_scheduler: Any = None) -> tuple[str, dict[Key, bool]]:
+    """``live_keys``, and the id of the scheduler that answered (one started again at the same
+    address answers a reconnected client before the client knows)."""
+    return str(dask_scheduler.id), live_keys(keys, dask_scheduler)
+
+
 def dask_error_message(exc: BaseException) -> str:
     """What a node failed of, when Dask raised the error rather than the node's own code."""
     if isinstance(exc, NodeTaskError):

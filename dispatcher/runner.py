@@ -41,7 +41,8 @@ from covalent.wire import WorkflowGraph
 from . import state
 from .compile import Compiled, Preset, compile_graph
 from .dask_graph import cancel as cancel_futures
-from .dask_graph import Submission, dask_error_message, live_keys, submit_chunked, wait_all
+from .dask_graph import (Submission, dask_error_message, live_keys, live_keys_at, submit_chunked,
+                         wait_all)
 from .errors import NotRunningHere, Unavailable, UnknownExecutor
 from .executors import ExecutorTable
 from .machine import (OPEN, Cancel, CancelRequested, DispatchMachine, Event, FindRunning,
@@ -92,6 +93,7 @@ class Runner:
         self._inbox: collections.deque[tuple[str, Any]] = collections.deque()
         self._wake = asyncio.Event()
         self._drainer: asyncio.Task[None] | None = None
+        self._scheduler_id = ""  # the scheduler this runner started on (``_live_keys``)
         self.versions = WorkerVersions(client)
         self._background: set[asyncio.Task[None]] = set()
         # dispatch -> cancelled nodes (None: all), told to every worker; ended ones expire
@@ -103,6 +105,7 @@ class Runner:
         self.notices: Notices | None = None  # ... and what they tell each other
 
     async def start(self) -> None:
+        self._scheduler_id = str(self.client.scheduler_info().get("id") or "")
         await listen(self.client, self.scheduler, self._deliver, self._deliver_batch)
         await self.client.register_plugin(CancelledNodes({}), name=CancelledNodes.name)
         await self.client.register_plugin(PoolGuard(), name=PoolGuard.name)
@@ -505,7 +508,10 @@ class Runner:
                 await self._replay(run)
             asked = set(ins.nodes)
             keys = [k for k, i in run.by_key.items() if i in asked]
-            live = await self._live_keys(keys)
+            try:
+                live = await self._live_keys(keys)
+            except SchedulerReplaced:
+                return  # no answer, nothing fenced or submitted there: the server restarts
             found |= {run.by_key[k] for k, to_run in live.items() if to_run}
             # A task in memory has ended and its outcome is on its way, unless it was so at the
             # last ask already (a second apart): it ended without one (below a parent Dask
@@ -544,7 +550,15 @@ class Runner:
         """The keys the scheduler still means to run (True) or holds in memory (False)."""
         if self.scheduler is not None:
             return live_keys(keys, dask_scheduler=self.scheduler)
-        found: dict[Key, bool] = await self.client.run_on_scheduler(live_keys, keys)
+        answered: str
+        found: dict[Key, bool]
+        answered, found = await self.client.run_on_scheduler(live_keys_at, keys)
+        if self._scheduler_id and answered != self._scheduler_id:
+            # A scheduler started again at the same address, which the client reached again:
+            # this server restarts within CLIENT_CHECK_S (app's _watch_cluster) and resumes.
+            # Fences and submissions sent there meanwhile made the workers refuse the resumed
+            # dispatch's first rounds, and wait 30 s for nodes whose outcomes went to this client.
+            raise SchedulerReplaced(answered)
         return found
 
     def _finish(self, run: Run, ins: Finish) -> None:
@@ -673,6 +687,10 @@ def _started(dispatch_id: str, graph: WorkflowGraph, preset: dict[int, Preset],
                     isinstance(u, state.NodeUpdate) and u.node_id in recorded
                     and u.status == state.Status.COMPLETED)]
     return machine, first
+
+
+class SchedulerReplaced(Exception):
+    """The scheduler that answered is not the one this runner started on."""
 
 
 def _settle(handed: asyncio.Future[None]) -> None:
